@@ -1,0 +1,1 @@
+"""The backup runner, storage backends, retention, restore and verification."""

@@ -1,0 +1,1 @@
+"""Envelope encryption, keyrings, key-encryption-key providers and sealing, on `cryptography` AEADs."""

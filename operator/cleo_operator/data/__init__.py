@@ -1,0 +1,1 @@
+"""PostgreSQL: tenant databases and roles, replication lag, promotion, connection pools."""

@@ -1,0 +1,1 @@
+"""The failover procedure as explicit, timed, resumable steps."""

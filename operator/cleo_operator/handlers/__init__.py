@@ -1,0 +1,1 @@
+"""The only Kopf-aware code: thin handlers that parse bodies and call the reconcilers."""

@@ -1,0 +1,1 @@
+"""Level-based reconciliation: one reconciler per kind, desired against observed."""
