@@ -1,0 +1,117 @@
+"""Errors of the data layer, each with a machine ``reason`` for status conditions.
+
+Why a hierarchy of its own: the reconcilers turn these into conditions
+(``reason`` -> ``condition.reason``, ``str(error)`` -> ``condition.message``) and decide
+whether to retry (``retryable``) without knowing anything about psycopg. The messages
+say what was wrong, where and what to do; they never hold a password, because they
+end up in status, events and logs. psycopg's own messages (which never hold the
+password either) are passed through :func:`redact` anyway, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+_REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each non-empty secret in ``text``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+class DataError(Exception):
+    """Base of the data layer's errors; ``reason`` is CamelCase, for conditions."""
+
+    reason: ClassVar[str] = "DatabaseError"
+    retryable: ClassVar[bool] = True
+    """Whether trying again later may succeed without anyone changing anything."""
+
+    def __init__(self, message: str, *, site: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.site = site
+        """Name of the site the error is about, if any."""
+
+
+class SiteConfigError(DataError, ValueError):
+    """The operator's site configuration is invalid; the message names the field path."""
+
+    reason = "InvalidSiteConfig"
+    retryable = False
+
+
+class UnknownSite(DataError):
+    """A tenant names a site the operator's site configuration does not define."""
+
+    reason = "UnknownSite"
+    retryable = False
+
+
+class InvalidTenantName(DataError, ValueError):
+    """A tenant name cannot be turned into a PostgreSQL database or role name."""
+
+    reason = "InvalidTenantName"
+    retryable = False
+
+
+class SiteUnavailable(DataError):
+    """The site cannot be reached (down, blackholed, refusing) or its circuit is open."""
+
+    reason = "SiteUnavailable"
+
+
+class SiteBusy(SiteUnavailable):
+    """The site answers, but every pooled admin connection to it is in use."""
+
+    reason = "SiteBusy"
+
+
+class AuthenticationFailed(DataError):
+    """The server rejected the credentials (admin or tenant) or has no rule for them."""
+
+    reason = "AuthenticationFailed"
+    retryable = False
+
+
+class PermissionDenied(DataError):
+    """Authenticated, but not allowed (no CONNECT on the database, missing privilege)."""
+
+    reason = "PermissionDenied"
+    retryable = False
+
+
+class TenantDatabaseMissing(DataError):
+    """The tenant's database or role does not exist on the site."""
+
+    reason = "TenantDatabaseMissing"
+
+
+class NameCollision(DataError):
+    """A database or role with the tenant's name exists but was not made by the operator."""
+
+    reason = "NameCollision"
+    retryable = False
+
+
+class ObjectsStillDepend(DataError):
+    """The tenant's role cannot be dropped: objects elsewhere on the site depend on it."""
+
+    reason = "RoleInUse"
+    retryable = False
+
+
+class PromotionFailed(DataError):
+    """A standby did not finish promotion in time, or could not be promoted."""
+
+    reason = "PromotionFailed"
+
+
+class QueryFailed(DataError):
+    """A statement failed for a reason not covered by a more specific error."""
+
+    reason = "DatabaseError"
