@@ -218,6 +218,13 @@ def _decode_key(content: bytes, *, where: str) -> bytes:
     # Exactly 32 bytes is a raw key; anything else must be base64 (standard or url-safe,
     # padding optional, surrounding whitespace ignored) of 32 bytes.
     if len(content) == KEY_SIZE:
+        if _BASE64_TEXT.fullmatch(content) is not None:
+            # 32 random bytes are all base64 characters with probability 2**-64; this is
+            # base64 of a 24-byte (AES-192) key, which must not pass for an AES-256 key.
+            raise InvalidKeyMaterial(
+                f"{where} holds 32 base64 characters, the encoding of a 24-byte key; "
+                f"KEKs are {KEY_SIZE}-byte keys (44 base64 characters)"
+            )
         return bytes(content)
     text = content.strip()
     decoded: bytes | None = None
