@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -250,7 +251,7 @@ class SealingKeyring:
         )
 
     @classmethod
-    def from_secret_data(cls, data: dict[str, bytes]) -> SealingKeyring:
+    def from_secret_data(cls, data: Mapping[str, bytes]) -> SealingKeyring:
         """Load what `to_secret_data` wrote; InvalidKeyMaterial names what is wrong."""
         active, stored = load_key_index(
             data,
