@@ -1,0 +1,355 @@
+"""CleoBackup: what of a tenant to back up, when, where to, how long to keep, how to verify.
+
+Namespaced, in the tenant's namespace, so that the tenant's admins can see their backups
+and the CronJob (or one-off Job) lives beside them. Without ``schedule`` the backup runs
+once; with it, on the cron schedule. Retention counts are kept unset by default:
+backups are never destroyed unless the owner says how many to keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from cleo_operator.api.base import (
+    DnsSubdomain,
+    ResourceRequirements,
+    SpecModel,
+    StatusBase,
+    StatusModel,
+    TenantName,
+    Timestamp,
+)
+from cleo_operator.api.errors import RuleViolation
+from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
+from cleo_operator.api.schema import Matches, Rules, cel, validations
+
+__all__ = [
+    "KIND",
+    "NAME_MAX_LENGTH",
+    "PLURAL",
+    "RESOURCE",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "BackupPhase",
+    "BackupRecord",
+    "BackupRun",
+    "CleoBackupSpec",
+    "CleoBackupStatus",
+    "DestinationSpec",
+    "PvcDestination",
+    "RetentionSpec",
+    "S3Destination",
+    "VerificationSpec",
+    "parse_backup_spec",
+]
+
+PLURAL: Final = "cleobackups"
+SINGULAR: Final = "cleobackup"
+KIND: Final = "CleoBackup"
+SHORT_NAMES: Final = ("cb",)
+
+NAME_MAX_LENGTH: Final = 40
+"""The CronJob made from a CleoBackup is named after it and may have at most 52 characters
+(its Jobs add 11); 40 leaves room for a prefix."""
+
+SCHEDULE_PATTERN = r"^(@(hourly|daily|weekly|monthly|yearly)|\S+( +\S+){4})$"
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+# Relative paths whose segments never start with '.', so neither '..' nor hidden names.
+RELATIVE_PATH_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$"
+RELATIVE_PATH_HINT = (
+    "a relative path of names made of letters, digits, '.', '_' and '-' (not starting with "
+    "'.'), separated by '/'"
+)
+S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+REGION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+Schedule = Annotated[
+    str,
+    Field(min_length=1, max_length=128),
+    Matches(
+        SCHEDULE_PATTERN,
+        "a cron schedule of 5 fields (minute hour day-of-month month day-of-week), e.g. "
+        "'0 3 * * *', or one of @hourly, @daily, @weekly, @monthly, @yearly",
+    ),
+]
+RelativePath = Annotated[
+    str, Field(min_length=1, max_length=512), Matches(RELATIVE_PATH_PATTERN, RELATIVE_PATH_HINT)
+]
+Count = Annotated[int, Field(ge=0, le=100000)]
+Endpoint = Annotated[
+    str,
+    Field(max_length=512),
+    Matches(ENDPOINT_PATTERN, "an http:// or https:// URL, e.g. https://s3.example.com"),
+]
+Bucket = Annotated[
+    str,
+    Field(min_length=3, max_length=63),
+    Matches(S3_BUCKET_PATTERN, "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'"),
+]
+Region = Annotated[
+    str, Field(max_length=64), Matches(REGION_PATTERN, "a region name such as eu-west-1")
+]
+TimeZone = Annotated[
+    str, Field(max_length=64), Matches(TIME_ZONE_PATTERN, "a time zone name such as Europe/Berlin")
+]
+
+
+class PvcDestination(SpecModel):
+    """Archives go to a PersistentVolumeClaim in the backup's namespace."""
+
+    claim_name: DnsSubdomain = Field(description="Name of the PersistentVolumeClaim.")
+    path: RelativePath | None = Field(
+        default=None,
+        description="Folder inside the volume, e.g. backups/tenant-a; unset, its root.",
+    )
+
+
+class S3Destination(SpecModel):
+    """Archives go to an S3-compatible object store."""
+
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description="URL of the store, for S3-compatible stores; unset, AWS S3 of the region.",
+    )
+    bucket: Bucket = Field(description="The bucket.")
+    prefix: RelativePath | None = Field(
+        default=None, description="Key prefix inside the bucket, e.g. cleo/tenant-a."
+    )
+    region: Region | None = Field(default=None, description="The bucket's region.")
+    credentials_secret: DnsSubdomain = Field(
+        description=(
+            "Secret in the backup's namespace with the keys AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY."
+        )
+    )
+
+
+class DestinationSpec(SpecModel):
+    """Where archives go: set the block that matches type (pvc or s3), and only that one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.pvc) == (self.type == 'pvc')",
+                "spec.destination.pvc must be set when spec.destination.type is pvc, and only then",
+                field_path=".pvc",
+            ),
+            cel(
+                "has(self.s3) == (self.type == 's3')",
+                "spec.destination.s3 must be set when spec.destination.type is s3, and only then",
+                field_path=".s3",
+            ),
+        )
+    )
+
+    type: Literal["pvc", "s3"] = Field(description="pvc or s3.")
+    pvc: PvcDestination | None = Field(default=None, description="The volume, for type pvc.")
+    s3: S3Destination | None = Field(default=None, description="The object store, for type s3.")
+
+    @model_validator(mode="after")
+    def _block_matches_type(self) -> DestinationSpec:
+        for block in ("pvc", "s3"):
+            present = getattr(self, block) is not None
+            if present and self.type != block:
+                raise RuleViolation((block,), f"must not be set when type is {self.type}")
+            if not present and self.type == block:
+                raise RuleViolation((block,), f"is required when type is {block}")
+        return self
+
+
+class RetentionSpec(SpecModel):
+    """How many archives to keep (grandfather-father-son); unset counts keep everything.
+
+    An archive is kept when any rule keeps it: the newest ``keepLast``, and the newest of
+    each of the last ``keepHourly`` hours, ``keepDaily`` days, and so on.
+    """
+
+    keep_last: Count | None = Field(default=None, description="Keep the newest N archives.")
+    keep_hourly: Count | None = Field(
+        default=None, description="Keep the newest archive of each of the last N hours."
+    )
+    keep_daily: Count | None = Field(
+        default=None, description="Keep the newest archive of each of the last N days."
+    )
+    keep_weekly: Count | None = Field(
+        default=None, description="Keep the newest archive of each of the last N weeks."
+    )
+    keep_monthly: Count | None = Field(
+        default=None, description="Keep the newest archive of each of the last N months."
+    )
+
+
+class VerificationSpec(SpecModel):
+    """Restore archives into a throwaway database to prove they can be restored."""
+
+    enabled: bool = Field(default=False, description="Verify archives after they are made.")
+    every_nth: int = Field(
+        default=1, ge=1, le=1000, description="Verify every Nth archive (1: every archive)."
+    )
+
+
+class CleoBackupSpec(SpecModel):
+    """The desired backups of one tenant."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.timeZone) || has(self.schedule)",
+                "spec.timeZone needs spec.schedule (a one-off backup has no schedule)",
+                field_path=".timeZone",
+            )
+        )
+    )
+
+    tenant: Annotated[
+        TenantName,
+        Rules(
+            cel(
+                "self == oldSelf",
+                "spec.tenant is immutable: create another CleoBackup for another tenant",
+            )
+        ),
+    ] = Field(description="Name of the CleoTenant to back up.")
+    schedule: Schedule | None = Field(
+        default=None,
+        description=(
+            "When to back up, in cron syntax, e.g. '0 3 * * *' or @daily; unset, back up once."
+        ),
+    )
+    time_zone: TimeZone | None = Field(
+        default=None,
+        description="Time zone of the schedule, e.g. Europe/Berlin; unset, the cluster's (UTC).",
+    )
+    suspend: bool = Field(default=False, description="Stop starting new scheduled backups.")
+    destination: DestinationSpec = Field(description="Where archives go.")
+    retention: RetentionSpec | None = Field(
+        default=None, description="How many archives to keep; unset, keep all."
+    )
+    verification: VerificationSpec | None = Field(
+        default=None, description="Whether to prove archives restore; unset, no verification."
+    )
+    concurrency_policy: Literal["Forbid", "Replace", "Allow"] = Field(
+        default="Forbid",
+        description=(
+            "When a backup is due while the previous one runs: Forbid skips it, Replace "
+            "stops the running one, Allow runs both."
+        ),
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="CPU and memory of the backup pod."
+    )
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="How many runs status.history keeps."
+    )
+
+    @model_validator(mode="after")
+    def _time_zone_needs_schedule(self) -> CleoBackupSpec:
+        if self.time_zone is not None and self.schedule is None:
+            raise RuleViolation(
+                ("timeZone",), "needs spec.schedule (a one-off backup has no schedule)"
+            )
+        return self
+
+
+BackupPhase = Literal[
+    "Pending", "Scheduled", "Running", "Succeeded", "Failed", "Suspended", "Invalid"
+]
+
+
+class BackupRecord(StatusModel):
+    """One archive."""
+
+    time: Timestamp = Field(description="When the backup started.")
+    archive: str = Field(max_length=1024, description="Where the archive is (path or key).")
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the archive.")
+    duration_seconds: float | None = Field(
+        default=None, ge=0, description="How long the backup took."
+    )
+
+
+class BackupRun(StatusModel):
+    """One run of the backup, successful or not."""
+
+    start_time: Timestamp = Field(description="When the run started.")
+    end_time: Timestamp | None = Field(default=None, description="When it ended.")
+    succeeded: bool | None = Field(default=None, description="Whether it made an archive.")
+    archive: str | None = Field(default=None, max_length=1024, description="The archive it made.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the archive.")
+    message: str | None = Field(
+        default=None, max_length=1024, description="What happened, for people."
+    )
+
+
+class CleoBackupStatus(StatusBase):
+    """What the operator observed of the backups."""
+
+    phase: BackupPhase | None = Field(
+        default=None, description="A one-word summary for kubectl get."
+    )
+    last_backup: BackupRecord | None = Field(default=None, description="The newest attempt.")
+    last_successful_backup: BackupRecord | None = Field(
+        default=None, description="The newest archive made."
+    )
+    last_verified_backup: BackupRecord | None = Field(
+        default=None, description="The newest archive proven to restore."
+    )
+    history: list[BackupRun] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The latest runs, newest first (spec.historyLimit of them).",
+    )
+    cron_job_name: str | None = Field(
+        default=None, max_length=63, description="The CronJob that runs scheduled backups."
+    )
+
+
+RESOURCE: Final = ResourceDefinition(
+    kind=KIND,
+    plural=PLURAL,
+    singular=SINGULAR,
+    short_names=SHORT_NAMES,
+    scope="Namespaced",
+    description=(
+        "A CleoBackup backs up one CleoTenant's database, once or on a schedule, to a volume "
+        "or an object store, keeps as many archives as told and proves they restore."
+    ),
+    spec_model=CleoBackupSpec,
+    status_model=CleoBackupStatus,
+    printer_columns=(
+        PrinterColumn(
+            name="Schedule", type="string", json_path=".spec.schedule", description="Cron."
+        ),
+        PrinterColumn(
+            name="Last Backup",
+            type="date",
+            json_path=".status.lastBackup.time",
+            description="Time since the newest attempt.",
+        ),
+        PrinterColumn(
+            name="Last Verified",
+            type="date",
+            json_path=".status.lastVerifiedBackup.time",
+            description="Time since the newest archive proven to restore.",
+        ),
+        PrinterColumn(
+            name="Phase", type="string", json_path=".status.phase", description="Summary."
+        ),
+        PrinterColumn(
+            name="Age",
+            type="date",
+            json_path=".metadata.creationTimestamp",
+            description="Time since creation.",
+        ),
+    ),
+    name_max_length=NAME_MAX_LENGTH,
+    name_reason="its CronJob is named after it",
+)
+
+
+def parse_backup_spec(body_spec: Mapping[str, Any] | None) -> CleoBackupSpec:
+    """Validate a CleoBackup's raw ``.spec``; raises `SpecError` naming the bad fields."""
+    return parse_spec(CleoBackupSpec, KIND, body_spec)
