@@ -13,11 +13,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}
 key=$(cd "$here" && cat build.sh */go.mod */go.sum */*.go 2>/dev/null | sha256sum | cut -c1-16)
 bin="$cache_root/$key/bin"
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages.yaml)
 
 complete() {
   local b
-  for b in "${want[@]}"; do [ -x "$bin/$b" ] || return 1; done
+  for b in "${want[@]}"; do [ -s "$bin/$b" ] || return 1; done
 }
 
 if complete; then
@@ -54,6 +54,16 @@ if [ ! -x "$bin.partial/kwok" ]; then
   log "building kwok"
   (cd "$here/kwok" && go build -trimpath -ldflags "-s -w" -o "$bin.partial/kwok" sigs.k8s.io/kwok/cmd/kwok)
 fi
+# KWOK does nothing without Stage configuration; take the defaults that kwokctl
+# uses (node initialize and heartbeat, pod ready, complete and delete) from the very
+# module version that was built, so stages and binary always match.
+kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+stages="$kwok_dir/kustomize/stage"
+for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+         pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+  printf -- '---\n'
+  cat "$stages/$f"
+done > "$bin.partial/kwok-stages.yaml"
 rm -rf "$bin"
 mv "$bin.partial" "$bin"
 complete || { log "build finished but binaries are missing in $bin"; exit 1; }

@@ -1,0 +1,630 @@
+"""The local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK (one fake node), built from Go modules and run on loopback ports.
+
+There is no Docker engine on the machines this project is developed and tested on, so kind
+cannot run; this launcher gives the tests a real API server with real controllers instead.
+Every process is started in a fresh temporary folder with a fresh PKI and tokens, and is
+stopped when the cluster stops. Each child also gets a parent-death signal, so that a
+launcher killed with SIGKILL still leaves no process behind.
+
+Use it as a context manager (the pytest fixture does), or from the command line:
+
+    python -m e2e.cluster up --state-dir .run/cluster     # start in the background
+    python -m e2e.cluster down --state-dir .run/cluster   # stop it
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from e2e.pki import ClusterPKI, generate_pki
+
+log = logging.getLogger("e2e.cluster")
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLCHAIN = REPO / "e2e" / "toolchain"
+
+# The controllers the tests rely on. Node lifecycle and taint eviction are left out on
+# purpose: KWOK's fake node must never be tainted NotReady and its pods evicted.
+CONTROLLERS = [
+    "namespace-controller",
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "horizontal-pod-autoscaler-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "disruption-controller",
+    "resourcequota-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "root-ca-certificate-publisher-controller",
+    "ttl-after-finished-controller",
+]
+
+FAKE_NODE = "kwok-node-0"
+LIMITED_USER = "cleo-test-limited"
+
+
+def build_toolchain() -> Path:
+    """Build (or find in the cache) the control-plane binaries; return their folder."""
+    result = subprocess.run(
+        ["bash", str(TOOLCHAIN / "build.sh")],
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise ClusterError(
+            f"building the local control plane failed (exit {result.returncode}); "
+            "the output above says why"
+        )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+class ClusterError(RuntimeError):
+    """The local control plane could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the launcher dies, however it dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class LocalCluster:
+    """One local control plane. `start()` it, use `kubeconfig`, then `stop()` it."""
+
+    bin_dir: Path
+    """Folder with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok."""
+    workdir: Path | None = None
+    """Where state, logs and certificates go; a fresh temporary folder when None."""
+    keep_workdir: bool = False
+    """Keep the folder after stop (for debugging); removed otherwise."""
+
+    server: str = field(init=False, default="")
+    kubeconfig: Path = field(init=False, default=Path())
+    admin_token: str = field(init=False, default="")
+    limited_token: str = field(init=False, default="")
+    pki: ClusterPKI | None = field(init=False, default=None)
+    apiserver_port: int = field(init=False, default=0)
+    _procs: list[_Proc] = field(init=False, default_factory=list)
+    _own_workdir: bool = field(init=False, default=False)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, *, timeout: float = 120.0) -> None:
+        """Start every component and wait until the cluster can run pods."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="cleo-cluster-"))
+            self._own_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        try:
+            self._start(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, *, timeout: float) -> None:
+        assert self.workdir is not None
+        deadline = time.monotonic() + timeout
+        self.pki = generate_pki(
+            self.workdir / "pki",
+            hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.0.0.1"],
+        )
+        tokens = self._write_tokens()
+        self._start_etcd(deadline)
+        self._start_apiserver(tokens, deadline)
+        self._start_controllers(tokens)
+        self._create_fake_node()
+        self._wait_for_default_service_account(deadline)
+
+    def stop(self) -> None:
+        """Stop every process this cluster started (TERM, then KILL) and remove its folder."""
+        for proc in reversed(self._procs):
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.terminate()
+        for proc in reversed(self._procs):
+            try:
+                proc.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.kill()
+                proc.popen.wait(timeout=10)
+        self._procs.clear()
+        if self._own_workdir and not self.keep_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """Process ids of the running components."""
+        return [p.popen.pid for p in self._procs if p.popen.poll() is None]
+
+    # -- components --------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: Sequence[str]) -> _Proc:
+        assert self.workdir is not None
+        log_path = self.workdir / "logs" / f"{name}.log"
+        with log_path.open("wb") as out:
+            popen = subprocess.Popen(
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the launcher only
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet in our callers
+            )
+        proc = _Proc(name, popen, log_path)
+        self._procs.append(proc)
+        log.debug("started %s (pid %d)", name, popen.pid)
+        return proc
+
+    def _check_alive(self, proc: _Proc) -> None:
+        if proc.popen.poll() is not None:
+            raise ClusterError(
+                f"{proc.name} exited with code {proc.popen.returncode}; "
+                f"last lines of its log:\n{proc.tail()}"
+            )
+
+    def _write_tokens(self) -> Path:
+        assert self.workdir is not None
+        self.admin_token = secrets.token_urlsafe(32)
+        self.limited_token = secrets.token_urlsafe(32)
+        rows = [
+            (self.admin_token, "cleo-test-admin", "system:masters"),
+            (secrets.token_urlsafe(32), "system:kube-controller-manager", "system:masters"),
+            (secrets.token_urlsafe(32), "system:kube-scheduler", ""),
+            (secrets.token_urlsafe(32), "kwok-controller", "system:masters"),
+            (self.limited_token, LIMITED_USER, ""),
+        ]
+        path = self.workdir / "pki" / "tokens.csv"
+        path.write_text("".join(f'{tok},{user},{user},"{groups}"\n' for tok, user, groups in rows))
+        path.chmod(0o600)
+        self._component_tokens = {user: tok for tok, user, _ in rows}
+        return path
+
+    def _start_etcd(self, deadline: float) -> None:
+        assert self.workdir is not None
+        client, peer = free_port(), free_port()
+        self._etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self._etcd_url}",
+                f"--advertise-client-urls={self._etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",  # throwaway data: much faster, and safe to lose
+                "--log-level=warn",
+            ],
+        )
+        while True:
+            self._check_alive(proc)
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as resp,
+            ):
+                if json.loads(resp.read()).get("health") == "true":
+                    return
+            self._wait_or_fail(deadline, "etcd to report healthy", proc)
+
+    def _start_apiserver(self, tokens: Path, deadline: float) -> None:
+        assert self.workdir is not None and self.pki is not None
+        self.apiserver_port = free_port()
+        self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        proc = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={self._etcd_url}",
+                f"--secure-port={self.apiserver_port}",
+                "--bind-address=127.0.0.1",
+                # Without a default route the server cannot pick an address by itself.
+                "--advertise-address=127.0.0.1",
+                # A loopback advertise address cannot back the `kubernetes` Service's
+                # endpoints; nothing in the tests talks to the API through that Service.
+                "--endpoint-reconciler-type=none",
+                f"--tls-cert-file={self.pki.serving_cert}",
+                f"--tls-private-key-file={self.pki.serving_key}",
+                f"--client-ca-file={self.pki.ca_cert}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                "--anonymous-auth=false",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={self.pki.sa_public_key}",
+                f"--service-account-signing-key-file={self.pki.sa_private_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=false",
+                # This plugin taints every new Node not-ready until the node-lifecycle
+                # controller clears it; that controller is left out (it would also mark the
+                # fake node NotReady), so the plugin goes too.
+                "--disable-admission-plugins=TaintNodesByCondition",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        while True:
+            self._check_alive(proc)
+            req = urllib.request.Request(
+                f"{self.server}/readyz",
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+            )
+            with (
+                contextlib.suppress(OSError, urllib.error.HTTPError),
+                urllib.request.urlopen(req, timeout=3, context=ctx) as resp,
+            ):
+                if resp.status == 200:
+                    break
+            self._wait_or_fail(deadline, "kube-apiserver /readyz", proc)
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self._write_kubeconfig(self.kubeconfig, "cleo-test-admin", self.admin_token)
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        assert self.pki is not None
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "cleo-local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {"name": "cleo-local", "context": {"cluster": "cleo-local", "user": user}}
+            ],
+            "current-context": "cleo-local",
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+
+    def kubeconfig_for(self, user: str, token: str) -> Path:
+        """Write a kubeconfig that authenticates with `token`; return its path."""
+        assert self.workdir is not None
+        path = self.workdir / f"kubeconfig-{user.replace(':', '-')}"
+        self._write_kubeconfig(path, user, token)
+        return path
+
+    def _start_controllers(self, tokens: Path) -> None:
+        del tokens
+        assert self.workdir is not None and self.pki is not None
+        kcm_kubeconfig = self.kubeconfig_for(
+            "system:kube-controller-manager",
+            self._component_tokens["system:kube-controller-manager"],
+        )
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kcm_kubeconfig}",
+                "--leader-elect=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={self.pki.sa_private_key}",
+                f"--root-ca-file={self.pki.ca_cert}",
+                "--use-service-account-credentials=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--horizontal-pod-autoscaler-sync-period=5s",
+                "--concurrent-gc-syncs=5",
+                "--v=1",
+            ],
+        )
+        sched_kubeconfig = self.kubeconfig_for(
+            "system:kube-scheduler", self._component_tokens["system:kube-scheduler"]
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={sched_kubeconfig}",
+                f"--authentication-kubeconfig={sched_kubeconfig}",
+                f"--authorization-kubeconfig={sched_kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--v=1",
+            ],
+        )
+        kwok_kubeconfig = self.kubeconfig_for(
+            "kwok-controller", self._component_tokens["kwok-controller"]
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(self.bin_dir / "kwok"),
+                f"--kubeconfig={kwok_kubeconfig}",
+                f"--config={self.bin_dir / 'kwok-stages.yaml'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
+
+    def _create_fake_node(self) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": FAKE_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {
+                    "kubernetes.io/hostname": FAKE_NODE,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
+
+    def _wait_for_default_service_account(self, deadline: float) -> None:
+        """Pods are admitted only once the namespace's `default` ServiceAccount exists."""
+        while True:
+            for proc in self._procs:
+                self._check_alive(proc)
+            sa = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+            node = self.kubectl(
+                "get",
+                "node",
+                FAKE_NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                check=False,
+            )
+            if sa.returncode == 0 and node.stdout.strip() == "True":
+                return
+            self._wait_or_fail(deadline, "the default ServiceAccount and a Ready fake node", None)
+
+    def _wait_or_fail(self, deadline: float, what: str, proc: _Proc | None) -> None:
+        if time.monotonic() > deadline:
+            detail = f"; last lines of {proc.name}'s log:\n{proc.tail()}" if proc else ""
+            raise ClusterError(f"timed out waiting for {what}{detail}")
+        time.sleep(0.25)
+
+    # -- conveniences ------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """The environment for a process that should talk to this cluster (and only it)."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run this cluster's kubectl against this cluster."""
+        cmd = [
+            str(self.bin_dir / "kubectl"),
+            f"--kubeconfig={kubeconfig or self.kubeconfig}",
+            *args,
+        ]
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, check=False, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
+
+    def metrics(self) -> str:
+        """The API server's Prometheus metrics text (for counting requests)."""
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        req = urllib.request.Request(
+            f"{self.server}/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+            text: str = resp.read().decode()
+            return text
+
+    def state(self) -> dict[str, Any]:
+        """What `down` needs to find this cluster again."""
+        return {
+            "kubeconfig": str(self.kubeconfig),
+            "server": self.server,
+            "workdir": str(self.workdir),
+            "pids": self.pids(),
+        }
+
+
+def iter_logs(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
+    """Each component's name and the tail of its log (for failure reports)."""
+    for proc in cluster._procs:
+        yield proc.name, proc.tail(50)
+
+
+# -- command line: make cluster-up / cluster-down ----------------------------------------
+
+
+def _serve(state_dir: Path) -> int:
+    """Run a cluster until SIGTERM or SIGINT; publish how to reach it in `state_dir`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        del signum, frame
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    cluster = LocalCluster(bin_dir=build_toolchain(), workdir=state_dir / "cluster")
+    try:
+        cluster.start()
+        (state_dir / "state.json").write_text(
+            json.dumps({**cluster.state(), "launcher": os.getpid()}, indent=2)
+        )
+        (state_dir / "ready").touch()
+        while not stop:
+            for proc in cluster._procs:
+                if proc.popen.poll() is not None:
+                    log.error("%s exited: %s", proc.name, proc.tail(10))
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+        for name in ("ready", "state.json"):
+            (state_dir / name).unlink(missing_ok=True)
+    return 0
+
+
+def _up(state_dir: Path, timeout: float) -> int:
+    if (state_dir / "state.json").exists():
+        state = json.loads((state_dir / "state.json").read_text())
+        if _alive(state["launcher"]):
+            print(f"export KUBECONFIG={state['kubeconfig']}")  # noqa: T201 - CLI output
+            return 0
+    build_toolchain()  # build in the foreground, so its progress is visible
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "launcher.log").open("wb") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "e2e.cluster", "serve", "--state-dir", str(state_dir)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not (state_dir / "ready").exists():
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            sys.stderr.write((state_dir / "launcher.log").read_text(errors="replace"))
+            sys.stderr.write("the local control plane did not start\n")
+            with contextlib.suppress(ProcessLookupError):
+                launcher.terminate()
+            return 1
+        time.sleep(0.5)
+    state = json.loads((state_dir / "state.json").read_text())
+    print(f"export KUBECONFIG={state['kubeconfig']}")  # noqa: T201 - CLI output
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _down(state_dir: Path) -> int:
+    state_file = state_dir / "state.json"
+    if not state_file.exists():
+        return 0
+    state = json.loads(state_file.read_text())
+    pid = int(state["launcher"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 40
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for child in [pid, *state.get("pids", [])]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    state_file.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "serve", "build"])
+    parser.add_argument("--state-dir", type=Path, default=REPO / ".run" / "cluster")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    state_dir: Path = args.state_dir.resolve()
+    if args.command == "build":
+        print(build_toolchain())  # noqa: T201 - CLI output
+        return 0
+    if args.command == "up":
+        return _up(state_dir, args.timeout)
+    if args.command == "down":
+        return _down(state_dir)
+    return _serve(state_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
