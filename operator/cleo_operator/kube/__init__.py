@@ -1,1 +1,1 @@
-"""The only code that talks to the Kubernetes API about children: server-side apply, reads, status."""
+"""The only code that talks to the Kubernetes API about children: apply, reads, status."""

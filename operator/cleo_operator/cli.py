@@ -1,0 +1,165 @@
+"""The `cleo-operator` command: run the operator, generate CRDs, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cleo_operator import __version__
+
+log = logging.getLogger("cleo_operator")
+
+CRD_PLURALS = ("cleotenants", "cleobackups", "cleofailovers")
+
+
+class StartupError(Exception):
+    """The operator cannot start; the message says what is missing and what to do."""
+
+
+def _repo_root() -> Path:
+    # operator/cleo_operator/cli.py -> the repository root (for `crds` in a checkout).
+    return Path(__file__).resolve().parents[2]
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from cleo_operator.api.crdgen import write_crds  # noqa: PLC0415 - keeps `run` light
+
+    root: Path = args.root or _repo_root()
+    for path in write_crds(root):
+        log.info("wrote %s", path.relative_to(root))
+    return 0
+
+
+def check_cluster(kube: object) -> None:
+    """Fail early and clearly when the API server is unreachable or our CRDs are missing."""
+    from cleo_operator.kube.client import KubeClient, KubeError  # noqa: PLC0415
+
+    assert isinstance(kube, KubeClient)
+    try:
+        version = kube.request("GET", "/version", what="read the server version")
+    except KubeError as exc:
+        raise StartupError(
+            f"the Kubernetes API server at {kube.host} refused us: {exc}. "
+            "Check the kubeconfig or the pod's ServiceAccount."
+        ) from None
+    except Exception as exc:
+        raise StartupError(
+            f"cannot reach the Kubernetes API server at {kube.host}: {type(exc).__name__}: {exc}. "
+            "Is the cluster running, and does KUBECONFIG point at it?"
+        ) from None
+    log.info("connected to Kubernetes %s at %s", version.get("gitVersion", "?"), kube.host)
+    try:
+        discovery = kube.request("GET", "/apis/cleoai.io/v1alpha1", what="discover cleoai.io")
+    except KubeError as exc:
+        if exc.not_found:
+            raise StartupError(
+                "the CRDs of cleoai.io/v1alpha1 are not installed: apply them with "
+                "`kubectl apply -f crds/` (or install the Helm chart) and start again"
+            ) from None
+        raise StartupError(f"cannot read the cleoai.io API group: {exc}") from None
+    served = {r["name"] for r in discovery.get("resources", [])}
+    missing = [p for p in CRD_PLURALS if p not in served]
+    if missing:
+        raise StartupError(
+            "these CRDs are not installed: "
+            + ", ".join(f"{p}.cleoai.io" for p in missing)
+            + "; apply crds/ and start again"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415
+
+    from cleo_operator.handlers.registry import Runtime, build_registry  # noqa: PLC0415
+    from cleo_operator.handlers.settings import OperatorConfig  # noqa: PLC0415
+    from cleo_operator.kube.client import KubeClient  # noqa: PLC0415
+
+    config = OperatorConfig(
+        namespaces=tuple(args.namespace or ()),
+        operator_namespace=args.operator_namespace,
+        workers=args.workers,
+        resync_seconds=args.resync,
+        metrics_port=args.metrics_port,
+        liveness_endpoint=args.liveness or None,
+    )
+    kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
+    try:
+        check_cluster(kube)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    runtime = Runtime.create(config, kube)
+    registry = build_registry(runtime)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: object) -> object:
+        return kopf.login_via_client(**kwargs)
+
+    log.info(
+        "cleo-operator %s starting (%s, %d workers)",
+        __version__,
+        "namespaces " + ",".join(config.namespaces) if config.namespaces else "cluster-wide",
+        config.workers,
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=config.standalone,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=config.liveness_endpoint,
+        )
+    )
+    log.info("cleo-operator stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cleo-operator {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        help="watch only this namespace for namespaced resources (repeatable); "
+        "default: cluster-wide",
+    )
+    run.add_argument("--operator-namespace", default="cleo-system")
+    run.add_argument("--context", help="kubeconfig context (default: the current one)")
+    run.add_argument("--workers", type=int, default=8, help="reconcile threads (default 8)")
+    run.add_argument(
+        "--resync", type=float, default=300.0, help="seconds between periodic reconciles"
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="0 turns /metrics off")
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL; empty turns it off",
+    )
+    run.set_defaults(func=cmd_run)
+
+    crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
+    crds.add_argument("--root", type=Path, help="repository root (default: this checkout)")
+    crds.set_defaults(func=cmd_crds)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
+
+    args = build_parser().parse_args(argv)
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Settings of the operator process, and how they map onto Kopf's settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import kopf
+
+from cleo_operator.render.meta import FINALIZER, GROUP
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """How this operator process runs; filled from the command line and environment."""
+
+    namespaces: tuple[str, ...] = ()
+    """Watch only these namespaces for namespaced resources; empty means cluster-wide."""
+    operator_namespace: str = "cleo-system"
+    """Where the operator's own objects live (key Secrets, for instance)."""
+    workers: int = 8
+    """Threads that run reconciles; bounds the concurrent API and database work."""
+    resync_seconds: float = 300.0
+    """Every tenant is reconciled at least this often, even when nothing signalled a change."""
+    metrics_port: int = 8080
+    """Port of the Prometheus /metrics endpoint; 0 turns it off."""
+    liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    """Kopf's liveness endpoint; None turns it off."""
+    standalone: bool = True
+    """Run without Kopf peering (one active replica, `strategy: Recreate`, see docs)."""
+
+
+def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Our conventions for Kopf: the finalizer, annotation prefix, posting and workers."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Only warnings and errors of handlers become Kubernetes Events; significant actions are
+    # posted explicitly by the handlers so that Events stay meaningful.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = config.workers
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]

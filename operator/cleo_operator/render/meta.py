@@ -1,0 +1,40 @@
+"""Names, labels and owner references shared by every rendered child."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cleo_operator.api.objects import OwnerReference
+
+GROUP: Final = "cleoai.io"
+API_VERSION: Final = "cleoai.io/v1alpha1"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "cleo-operator"
+TENANT_LABEL: Final = "cleoai.io/tenant"
+ORPHANED_LABEL: Final = "cleoai.io/orphaned"
+FINALIZER: Final = "cleoai.io/finalizer"
+
+
+def default_namespace(tenant: str) -> str:
+    """The namespace of a tenant that does not name one."""
+    return f"cleo-{tenant}"
+
+
+def tenant_labels(tenant: str, *, component: str | None = None) -> dict[str, str]:
+    """Labels every child of a tenant carries (the operator watches children by them)."""
+    labels = {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: tenant}
+    if component:
+        labels["app.kubernetes.io/component"] = component
+    return labels
+
+
+def tenant_owner(*, name: str, uid: str) -> OwnerReference:
+    """The owner reference that ties a child to its CleoTenant (for garbage collection)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CleoTenant",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
