@@ -373,10 +373,15 @@ class PostgresServer:
                 _live.discard(self)
 
     def restart(self) -> None:
-        """Stop and start again, keeping the data (used after changing settings)."""
+        """Stop and start again, keeping the data and the port."""
         with self._lock:
             self._stop_postgres()
             self._start_postgres()
+
+    def halt(self) -> None:
+        """Stop the server but keep its data and port: an outage; ``start()`` ends it."""
+        with self._lock:
+            self._stop_postgres()
 
     def postmaster_pid(self) -> int | None:
         """The postmaster's process id, from ``postmaster.pid``, if the file exists."""
@@ -513,7 +518,10 @@ class PostgresServer:
     def _start_postgres(self) -> None:
         attempts = 5
         for attempt in range(1, attempts + 1):
-            self.port = free_loopback_port()
+            # Keep the port across restarts (clients reconnect to the same address);
+            # pick a new one only the first time or when someone else took it.
+            if self.port == 0 or attempt > 1:
+                self.port = free_loopback_port()
             self._write_instance_conf()
             result = self._run(
                 [

@@ -229,9 +229,11 @@ def test_connection_limit_is_enforced(
     ensure_tenant_database(
         postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=1
     )
-    with connect_as_tenant(postgres_server, tenant=tenant_name, password=password):
-        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
-            connect_as_tenant(postgres_server, tenant=tenant_name, password=password)
+    with (
+        connect_as_tenant(postgres_server, tenant=tenant_name, password=password),
+        pytest.raises(psycopg.OperationalError, match="too many connections for role"),
+    ):
+        connect_as_tenant(postgres_server, tenant=tenant_name, password=password)
 
 
 def test_rotation_new_password_works_old_fails(
@@ -265,9 +267,7 @@ def test_rotation_new_password_works_old_fails(
     check_tenant_connection(site, tenant=tenant_name, password=third)
 
 
-def test_non_ascii_password_logs_in(
-    postgres_site_pools: SitePools, tenant_name: str
-) -> None:
+def test_non_ascii_password_logs_in(postgres_site_pools: SitePools, tenant_name: str) -> None:
     # Exercises the SASLprep path of the client-side SCRAM verifier (NFKC, mapped spaces).
     password = "Pässwörd\u00a0ﬁ-" + secrets.token_hex(4)
     ensure_tenant_database(
@@ -276,9 +276,7 @@ def test_non_ascii_password_logs_in(
     check_tenant_connection(site_of(postgres_site_pools), tenant=tenant_name, password=password)
 
 
-def test_database_url_connects(
-    postgres_site_pools: SitePools, tenant_name: str
-) -> None:
+def test_database_url_connects(postgres_site_pools: SitePools, tenant_name: str) -> None:
     password = new_password()
     ensure_tenant_database(
         postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
@@ -344,18 +342,18 @@ def test_foreign_database_is_a_name_collision_and_untouched(
         drop_tenant_database(postgres_site_pools, "main", tenant=tenant_name)
 
     # The foreign database is exactly as it was, with its data.
-    assert postgres_server.execute(
-        "SELECT datacl::text, pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-        (name,),
-    ) == acl_before
-    assert postgres_server.execute("SELECT x FROM precious", dbname=name) == [(42,)]
     assert (
         postgres_server.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            "SELECT datacl::text, pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
             (name,),
         )
-        == [(None,)]
+        == acl_before
     )
+    assert postgres_server.execute("SELECT x FROM precious", dbname=name) == [(42,)]
+    assert postgres_server.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ) == [(None,)]
 
 
 def test_foreign_role_is_a_name_collision_and_untouched(
@@ -531,14 +529,16 @@ def test_missing_privilege_is_permission_denied(
         name="weak", host=postgres_server.host, port=postgres_server.port, sslmode="disable"
     )
     try:
-        with SitePools(
-            {"weak": site},
-            credentials=lambda _site: AdminCredentials(user=admin, password=admin_password),
-        ) as pools:
-            with pytest.raises(PermissionDenied, match="CREATEROLE"):
-                ensure_tenant_database(
-                    pools, "weak", tenant=tenant_name, password="p-1", connection_limit=1
-                )
+        with (
+            SitePools(
+                {"weak": site},
+                credentials=lambda _site: AdminCredentials(user=admin, password=admin_password),
+            ) as pools,
+            pytest.raises(PermissionDenied, match="CREATEROLE"),
+        ):
+            ensure_tenant_database(
+                pools, "weak", tenant=tenant_name, password="p-1", connection_limit=1
+            )
     finally:
         postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
 

@@ -57,10 +57,12 @@ class LagInfo:
     """Whether that site's server is a primary or a standby (in recovery)."""
     lag_bytes: int | None
     """Primary: the largest unreplayed WAL of its streaming standbys. Standby: WAL
-    received but not replayed yet. None when unknown (no standby, not streaming)."""
+    received but not replayed yet; it cannot see WAL it has not received, so ask the
+    primary when it is reachable. None when unknown (no standby, not streaming)."""
     lag_seconds: float | None
     """Primary: the largest ``replay_lag``. Standby: age of the last replayed
-    transaction while WAL is waiting to be replayed, else 0. None when unknown."""
+    transaction while WAL is waiting to be replayed, else 0. None when unknown (a
+    standby that has replayed no transaction since it started cannot date its lag)."""
     streaming: bool
     """Primary: at least one standby streams. Standby: its WAL receiver streams."""
     standbys: tuple[StandbyLag, ...] = ()
@@ -104,11 +106,13 @@ def replication_lag(pools: SitePools, site: str) -> LagInfo:
 
 
 def _primary_lag(conn: Connection, site: str) -> LagInfo:
+    # Measured from the WAL *insert* position: with asynchronous commit, committed
+    # transactions may still sit in WAL buffers, and that is data the standby lacks.
     rows = conn.execute(
         """
         SELECT coalesce(application_name, ''),
                coalesce(state, 'unknown'),
-               pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
+               pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::bigint,
                extract(epoch FROM replay_lag)::float8,
                coalesce(sync_state, 'unknown')
           FROM pg_stat_replication

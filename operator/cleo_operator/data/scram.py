@@ -37,11 +37,11 @@ def saslprep(password: str) -> bytes:
     raw = password.encode("utf-8")
     if password.isascii():
         return raw
-    # 1) Map: non-ASCII spaces to SPACE, "commonly mapped to nothing" removed.
+    # 1) Map: non-ASCII spaces to SPACE, "commonly mapped to nothing" removed. The
+    # space check comes first, as in PostgreSQL: U+200B is in both tables.
     mapped = "".join(
-        " " if stringprep.in_table_c12(ch) else ch
+        " " if stringprep.in_table_c12(ch) else "" if stringprep.in_table_b1(ch) else ch
         for ch in password
-        if not stringprep.in_table_b1(ch)
     )
     if not mapped:
         return raw
