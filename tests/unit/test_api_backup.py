@@ -1,0 +1,194 @@
+"""The CleoBackup model: a complete spec is accepted as written, bad ones name the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from cleo_operator.api import backup
+from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
+from cleo_operator.api.base import SpecError
+
+GOOD: dict[str, Any] = {
+    "tenant": "acme",
+    "schedule": "0 3 * * *",
+    "timeZone": "Europe/Berlin",
+    "suspend": False,
+    "destination": {
+        "type": "s3",
+        "s3": {
+            "endpoint": "https://minio.backup.svc:9000",
+            "bucket": "cleo-backups",
+            "prefix": "tenants/acme",
+            "region": "eu-west-1",
+            "credentialsSecret": "backup-s3",
+        },
+    },
+    "retention": {
+        "keepLast": 3,
+        "keepHourly": 0,
+        "keepDaily": 7,
+        "keepWeekly": 4,
+        "keepMonthly": 12,
+    },
+    "verification": {"enabled": True, "everyNth": 7},
+    "concurrencyPolicy": "Replace",
+    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "historyLimit": 20,
+}
+
+PVC_DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo/acme"}}
+
+
+def test_a_complete_spec_is_accepted_and_dumps_back_as_written() -> None:
+    spec = parse_backup_spec(GOOD)
+    assert spec.destination.s3 is not None
+    assert spec.destination.s3.credentials_secret == "backup-s3"
+    assert spec.to_api() == GOOD
+
+
+def test_a_one_off_backup_to_a_volume_with_defaults() -> None:
+    spec = parse_backup_spec({"tenant": "acme", "destination": PVC_DESTINATION})
+    assert spec.schedule is None
+    assert spec.concurrency_policy == "Forbid"
+    assert spec.history_limit == 10
+    assert spec.retention is None  # nothing is ever pruned unless asked
+    assert spec.verification is None
+    assert spec.suspend is False
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "@hourly",
+        "@daily",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "*/15 * * * *",
+        "0 3 * * 1-5",
+        "0  3 1,15 * *",
+    ],
+)
+def test_schedules_that_cron_understands(schedule: str) -> None:
+    assert parse_backup_spec({**GOOD, "schedule": schedule}).schedule == schedule
+
+
+def replaced(path: str, value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = spec
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return spec
+
+
+BAD = [
+    ("tenant", "Acme", "spec.tenant", "DNS label"),
+    ("tenant", "a" * 41, "spec.tenant", "at most 40"),
+    ("schedule", "* * * *", "spec.schedule", "cron schedule of 5 fields"),
+    ("schedule", "@every 5m", "spec.schedule", "cron schedule"),
+    ("schedule", "0 3 * * * *", "spec.schedule", "cron schedule"),
+    ("timeZone", "Europe Berlin", "spec.timeZone", "time zone name"),
+    ("destination.type", "gcs", "spec.destination.type", "'pvc' or 's3'"),
+    ("destination.type", "pvc", "spec.destination.s3", "must not be set when type is pvc"),
+    ("destination.s3.bucket", "Cleo_Backups", "spec.destination.s3.bucket", "S3 bucket name"),
+    (
+        "destination.s3.endpoint",
+        "minio:9000",
+        "spec.destination.s3.endpoint",
+        "http:// or https://",
+    ),
+    ("destination.s3.prefix", "../other-tenant", "spec.destination.s3.prefix", "relative path"),
+    ("destination.s3.prefix", "/absolute", "spec.destination.s3.prefix", "relative path"),
+    (
+        "destination.s3.credentialsSecret",
+        None,
+        "spec.destination.s3.credentialsSecret",
+        "valid string",
+    ),
+    ("retention.keepDaily", -1, "spec.retention.keepDaily", "greater than or equal to 0"),
+    ("verification.everyNth", 0, "spec.verification.everyNth", "greater than or equal to 1"),
+    ("concurrencyPolicy", "Queue", "spec.concurrencyPolicy", "'Forbid', 'Replace' or 'Allow'"),
+    ("historyLimit", 0, "spec.historyLimit", "greater than or equal to 1"),
+    ("historyLimit", 101, "spec.historyLimit", "less than or equal to 100"),
+    ("resources.requests.cpu", "lots", "spec.resources.requests.cpu", "Kubernetes quantity"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"), BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD]
+)
+def test_a_bad_spec_is_refused_naming_the_field(
+    path: str, value: Any, field: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_backup_spec(replaced(path, value))
+    issues = {issue.path: issue.message for issue in caught.value.issues}
+    assert field in issues, str(caught.value)
+    assert message in issues[field]
+
+
+def test_the_destination_block_must_match_its_type() -> None:
+    with pytest.raises(SpecError, match=r"^spec\.destination\.pvc: is required when type is pvc$"):
+        parse_backup_spec({"tenant": "acme", "destination": {"type": "pvc"}})
+    with pytest.raises(
+        SpecError, match=r"^spec\.destination\.pvc: must not be set when type is s3"
+    ):
+        parse_backup_spec(
+            {
+                "tenant": "acme",
+                "destination": {**GOOD["destination"], "pvc": PVC_DESTINATION["pvc"]},
+            }
+        )
+
+
+def test_a_time_zone_needs_a_schedule() -> None:
+    spec = {"tenant": "acme", "timeZone": "UTC", "destination": PVC_DESTINATION}
+    with pytest.raises(SpecError, match=r"^spec\.timeZone: needs spec\.schedule"):
+        parse_backup_spec(spec)
+
+
+def test_status_round_trips() -> None:
+    record = {
+        "time": "2024-05-01T03:00:00Z",
+        "archive": "tenants/acme/2024-05-01T030000Z.cleo",
+        "sizeBytes": 123456,
+        "durationSeconds": 12.5,
+    }
+    written = {
+        "observedGeneration": 2,
+        "phase": "Scheduled",
+        "conditions": [],
+        "lastBackup": record,
+        "lastSuccessfulBackup": record,
+        "lastVerifiedBackup": record,
+        "history": [
+            {
+                "startTime": "2024-05-01T03:00:00Z",
+                "endTime": "2024-05-01T03:00:12Z",
+                "succeeded": True,
+                "archive": record["archive"],
+                "sizeBytes": 123456,
+                "message": "backed up and verified",
+            },
+            {
+                "startTime": "2024-04-30T03:00:00Z",
+                "succeeded": False,
+                "message": "bucket unreachable",
+            },
+        ],
+        "cronJobName": "cleo-backup-nightly",
+    }
+    assert CleoBackupStatus.model_validate(written).to_api() == written
+
+
+def test_the_kind_is_described_once() -> None:
+    assert (backup.RESOURCE.kind, backup.RESOURCE.plural) == ("CleoBackup", "cleobackups")
+    assert backup.RESOURCE.short_names == ("cb",)
+    assert backup.RESOURCE.scope == "Namespaced"
+    with pytest.raises(SpecError, match="at most 40"):
+        backup.RESOURCE.validate_name("b" * 41)
