@@ -22,7 +22,7 @@ from cleo_operator.api.base import (
     TenantName,
     Timestamp,
 )
-from cleo_operator.api.errors import RuleViolation
+from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Matches, Rules, cel, validations
 
@@ -152,12 +152,16 @@ class DestinationSpec(SpecModel):
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> DestinationSpec:
+        violations = []
         for block in ("pvc", "s3"):
             present = getattr(self, block) is not None
             if present and self.type != block:
-                raise RuleViolation((block,), f"must not be set when type is {self.type}")
+                violations.append(
+                    RuleViolation((block,), f"must not be set when type is {self.type}")
+                )
             if not present and self.type == block:
-                raise RuleViolation((block,), f"is required when type is {block}")
+                violations.append(RuleViolation((block,), f"is required when type is {block}"))
+        RuleViolations.raise_any(violations)
         return self
 
 

@@ -23,6 +23,7 @@ import pydantic
 
 __all__ = [
     "RuleViolation",
+    "RuleViolations",
     "SpecError",
     "SpecIssue",
     "format_path",
@@ -46,6 +47,22 @@ class RuleViolation(ValueError):
         super().__init__(message)
         self.loc: Location = loc
         self.message = message
+
+
+class RuleViolations(ValueError):
+    """Several `RuleViolation` found by one validator, reported together (as CEL does)."""
+
+    def __init__(self, violations: Sequence[RuleViolation]) -> None:
+        super().__init__("; ".join(v.message for v in violations))
+        self.violations: tuple[RuleViolation, ...] = tuple(violations)
+
+    @staticmethod
+    def raise_any(violations: Sequence[RuleViolation]) -> None:
+        """Raise the one violation, or all of them, or nothing when there are none."""
+        if len(violations) == 1:
+            raise violations[0]
+        if violations:
+            raise RuleViolations(violations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,16 +122,18 @@ _FRIENDLIER = {
 _SHOULD = re.compile(r"^(Input|String|List|Dictionary|Value|Object) should ")
 
 
-def _issue(root: str, error: Any) -> SpecIssue:
+def _issues(root: str, error: Any) -> list[SpecIssue]:
     loc: Location = tuple(error["loc"])
     cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, RuleViolations):
+        return [SpecIssue(format_path(root, loc + v.loc), v.message) for v in cause.violations]
     if isinstance(cause, RuleViolation):
-        return SpecIssue(format_path(root, loc + cause.loc), cause.message)
+        return [SpecIssue(format_path(root, loc + cause.loc), cause.message)]
     message = _FRIENDLIER.get(error["type"], _SHOULD.sub("must ", error["msg"]))
     if error["type"] in ("value_error", "assertion_error"):
         # Our own validators raise plain ValueErrors whose text is already for people.
         message = str(cause) if cause is not None else message.partition(", ")[2]
-    return SpecIssue(format_path(root, loc), message)
+    return [SpecIssue(format_path(root, loc), message)]
 
 
 def spec_error_from_validation(
@@ -125,5 +144,6 @@ def spec_error_from_validation(
     Only locations and messages are kept: never the input values (see the module
     docstring for why).
     """
-    issues = [_issue(root, e) for e in error.errors(include_url=False, include_input=False)]
+    errors = error.errors(include_url=False, include_input=False)
+    issues = [issue for e in errors for issue in _issues(root, e)]
     return SpecError(kind, issues)

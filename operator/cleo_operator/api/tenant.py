@@ -40,7 +40,7 @@ from cleo_operator.api.base import (
     StatusModel,
     Timestamp,
 )
-from cleo_operator.api.errors import RuleViolation
+from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import (
     Extra,
@@ -589,21 +589,28 @@ class CleoTenantSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CleoTenantSpec:
+        violations = []
         if self.namespace in SYSTEM_NAMESPACES:
-            raise RuleViolation(("namespace",), "must not be a namespace of Kubernetes itself")
-        if (
-            self.failover.standby_site is not None
-            and self.failover.standby_site == self.database.site
-        ):
-            raise RuleViolation(
-                ("failover", "standbySite"),
-                f"must differ from spec.database.site ({self.database.site!r}), the primary's site",
+            violations.append(
+                RuleViolation(("namespace",), "must not be a namespace of Kubernetes itself")
+            )
+        standby = self.failover.standby_site
+        if standby is not None and standby == self.database.site:
+            violations.append(
+                RuleViolation(
+                    ("failover", "standbySite"),
+                    f"must differ from spec.database.site ({self.database.site!r}), "
+                    "the primary's site",
+                )
             )
         if self.failover.automatic and not self.database.enabled:
-            raise RuleViolation(
-                ("failover", "automatic"),
-                "needs spec.database.enabled: only the database fails over",
+            violations.append(
+                RuleViolation(
+                    ("failover", "automatic"),
+                    "needs spec.database.enabled: only the database fails over",
+                )
             )
+        RuleViolations.raise_any(violations)
         return self
 
 
