@@ -198,10 +198,12 @@ def test_breaker_recovers_when_the_site_returns(tenants: list[str]) -> None:
                 pools, "flaky", tenant=tenant, password="p-1", connection_limit=2
             )
             server.halt()
-            with pytest.raises(SiteUnavailable):
+            started = time.monotonic()
+            with pytest.raises(SiteUnavailable, match="refused"):
                 ensure_tenant_database(
                     pools, "flaky", tenant=tenant, password="p-1", connection_limit=2
                 )
+            assert time.monotonic() - started < 1.0  # a refusing site fails at once
             assert pools.breaker_state("flaky") == "open"
             server.start()  # same port
             # Still failing fast during the cool-down, although the server is back.
@@ -236,17 +238,51 @@ def test_pooled_connections_survive_a_server_restart() -> None:
 
 
 def test_rotated_admin_password_is_picked_up(postgres_server: PostgresServer) -> None:
-    current = {"password": "wrong-" + secrets.token_hex(6)}
+    admin = f"rot_{secrets.token_hex(4)}"
+    first, second = "first-" + secrets.token_hex(6), "second-" + secrets.token_hex(6)
+    postgres_server.execute(
+        sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+            sql.Identifier(admin), sql.Literal(first)
+        )
+    )
+    secret = {"password": "wrong-" + secrets.token_hex(6)}
 
     def provider(_site: SiteConfig) -> AdminCredentials:
-        return AdminCredentials(user=postgres_server.superuser, password=current["password"])
+        return AdminCredentials(user=admin, password=secret["password"])
 
-    with SitePools({"main": site("main", postgres_server.port)}, credentials=provider) as pools:
-        with pytest.raises(AuthenticationFailed), pools.connection("main"):
-            pass
-        current["password"] = postgres_server.password  # the Secret was fixed
-        with pools.connection("main") as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (postgres_server.superuser,)
+    try:
+        with SitePools({"main": site("main", postgres_server.port)}, credentials=provider) as pools:
+            with pytest.raises(AuthenticationFailed), pools.connection("main"):
+                pass
+            secret["password"] = first  # the Secret was fixed: no restart needed
+            with pools.connection("main") as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (admin,)
+
+            # The password is rotated on the server and the pooled sessions end.
+            postgres_server.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(admin), sql.Literal(second)
+                )
+            )
+            postgres_server.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (admin,),
+            )
+            started = time.monotonic()
+            with pytest.raises(AuthenticationFailed) as caught, pools.connection("main"):
+                pass
+            assert time.monotonic() - started < 2.0
+            assert first not in str(caught.value)
+            assert pools.breaker_state("main") == "closed"  # a wrong password is no outage
+
+            secret["password"] = second
+            with pools.connection("main") as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (admin,)
+    finally:
+        postgres_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (admin,)
+        )
+        postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
 
 
 # --------------------------------------------------------------------------- pool bounds

@@ -17,8 +17,10 @@ Why it is built this way:
   only as "couldn't get a connection after N sec", which cannot tell a wrong password
   from a dead host. So before a site's pool is (re)built, one direct connection is
   made and its error, if any, is classified precisely (``AuthenticationFailed`` is
-  not an outage and does not trip the breaker). When a pooled request times out, a
-  direct probe tells a saturated pool (the site is fine, just busy) from a dead site.
+  not an outage and does not trip the breaker). While waiting for a pooled
+  connection, the pool's own connection errors are watched: a saturated pool (the
+  site is fine, just busy: :class:`SiteBusy`) is told apart from failing
+  connections, and a refusing site fails at once instead of at the wait's end.
 - Credentials are fetched from a provider each time a pool is built, and the pool is
   dropped after an authentication failure, so a rotated admin password is picked up
   without restarting the operator.
@@ -164,12 +166,6 @@ class PoolSettings:
     """Close pooled connections idle longer than this."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Pooled:
-    pool: ConnectionPool
-    credentials: AdminCredentials
-
-
 class _Site:
     """Per-site state: its config, breaker and (once it worked) its pool."""
 
@@ -179,8 +175,11 @@ class _Site:
         self.config = config
         self.breaker = CircuitBreaker(settings.breaker, clock=clock)
         self.lock = threading.Lock()
-        self.pooled: _Pooled | None = None
+        self.pool: ConnectionPool | None = None
 
+
+_ACQUIRE_SLICE = 0.25
+"""Seconds between checks whether a site pool's connection attempts are failing."""
 
 _SERVER_ANSWERED = (AuthenticationFailed, PermissionDenied, TenantDatabaseMissing)
 
@@ -285,9 +284,9 @@ class SitePools:
             self._closed = True
         for site in self._sites.values():
             with site.lock:
-                pooled, site.pooled = site.pooled, None
-            if pooled is not None:
-                pooled.pool.close(timeout=5.0)
+                pool, site.pool = site.pool, None
+            if pool is not None:
+                pool.close(timeout=5.0)
 
     # -- internals -------------------------------------------------------------------
 
@@ -348,35 +347,44 @@ class SitePools:
 
     def _get_pooled(self, site: _Site) -> tuple[Connection, ConnectionPool]:
         with site.lock:
-            pooled = site.pooled
-        if pooled is None:
-            pooled = self._build_pool(site)
-        pool = pooled.pool
-        errors_before = pool.get_stats().get("connections_errors", 0)
-        try:
-            return pool.getconn(timeout=self._acquire_timeout(site.config)), pool
-        except PoolTimeout:
-            stats = pool.get_stats()
-        # No connection in time: either all are in use (the site is fine, just busy) or
-        # new ones cannot be opened (the site is down, or our password was rotated).
+            pool = site.pool
+        if pool is None:
+            pool = self._build_pool(site)
         config = site.config
-        if stats.get("connections_errors", 0) == errors_before and (
-            stats.get("pool_size", 0) >= config.pool_max_size
-        ):
+        errors_before = pool.get_stats().get("connections_errors", 0)
+        started = time.monotonic()
+        deadline = started + self._acquire_timeout(config)
+        # Wait in short slices: when the pool's attempts to open connections fail (a
+        # refused port fails at once), give up early instead of at the deadline.
+        while True:
+            slice_ = min(_ACQUIRE_SLICE, max(deadline - time.monotonic(), 0.01))
+            try:
+                return pool.getconn(timeout=slice_), pool
+            except PoolTimeout:
+                stats = pool.get_stats()
+            failing = stats.get("connections_errors", 0) > errors_before
+            if failing or time.monotonic() >= deadline:
+                break
+        if not failing and stats.get("pool_size", 0) >= config.pool_max_size:
             raise SiteBusy(
                 f"site {config.name!r}: all {config.pool_max_size} admin connections are "
                 "busy; try again shortly, or raise the site's pool.maxSize.",
                 site=config.name,
             )
-        self._drop_pool(site)  # the next call rebuilds it and reports precisely why
+        self._drop_pool(site)  # the next call builds a new one
+        if failing and time.monotonic() - started < _ACQUIRE_SLICE * 4:
+            # It failed fast (refused, rejected login): one direct attempt says exactly
+            # why, e.g. AuthenticationFailed after the admin password was rotated.
+            probe, _ = self._connect_direct(site, dbname=config.admin_database)
+            probe.close()
         raise SiteUnavailable(
             f"site {config.name!r} ({config.host}:{config.port}) is unreachable: no new "
-            f"connection within {self._acquire_timeout(config):.0f}s. Check that the server "
+            f"connection within {time.monotonic() - started:.1f}s. Check that the server "
             "runs and is reachable from the operator.",
             site=config.name,
         )
 
-    def _build_pool(self, site: _Site) -> _Pooled:
+    def _build_pool(self, site: _Site) -> ConnectionPool:
         # One direct connection first: it reports precisely what is wrong, if anything.
         probe, credentials = self._connect_direct(site, dbname=site.config.admin_database)
         probe.close()
@@ -402,12 +410,11 @@ class SitePools:
             num_workers=self._settings.num_workers,
         )
         pool.open(wait=False)
-        pooled = _Pooled(pool=pool, credentials=credentials)
         with site.lock:
-            if site.pooled is None and not self._closed:
-                site.pooled = pooled
-                return pooled
-            winner = site.pooled
+            if site.pool is None and not self._closed:
+                site.pool = pool
+                return pool
+            winner = site.pool
         # Another thread built one meanwhile (or we are closing): use theirs, drop ours.
         pool.close(timeout=1.0)
         if winner is None:
@@ -416,12 +423,12 @@ class SitePools:
 
     def _drop_pool(self, site: _Site) -> None:
         with site.lock:
-            pooled, site.pooled = site.pooled, None
-        if pooled is not None:
+            pool, site.pool = site.pool, None
+        if pool is not None:
             # A worker may be stuck connecting to a dead host for the connect timeout;
             # closing waits for it, so do it off the caller's thread.
             threading.Thread(
-                target=pooled.pool.close,
+                target=pool.close,
                 kwargs={"timeout": float(site.config.connect_timeout_seconds) + 1},
                 name=f"close-pool-{site.config.name}",
                 daemon=True,
