@@ -7,4 +7,5 @@ heavy and integration, e2e and benchmark code share one way of starting things.
 pytest_plugins = [
     "tests.harness.postgres_fixtures",
     "tests.harness.cluster_fixtures",
+    "tests.harness.operator_fixtures",
 ]

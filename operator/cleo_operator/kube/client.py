@@ -134,9 +134,11 @@ class KubeClient:
         """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
         configuration = k8s.Configuration()
         try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
-            k8s_config.load_kube_config(context=context, client_configuration=configuration)
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                context=context, client_configuration=configuration
+            )
         configuration.connection_pool_maxsize = pool_size
         return cls(k8s.ApiClient(configuration))
 
@@ -165,18 +167,17 @@ class KubeClient:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         # ApiClient.update_params_for_auth adds the bearer token or client certificate.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
-        payload = None if body is None else json.dumps(body, separators=(",", ":"))
         try:
+            # The REST client serializes structured bodies itself (JSON is valid YAML, so
+            # this covers apply patches too); a pre-serialized string would be encoded twice.
             response = self.api.call_api(
-                method, url, header_params=headers, body=payload, _request_timeout=timeout
+                method, url, header_params=headers, body=body, _request_timeout=timeout
             )
-            data = response.read()
+            data = response.read()  # type: ignore[no-untyped-call]
         except ApiException as exc:
             raise _to_kube_error(exc, what or f"{method} {path}") from None
         if response.status >= 400:
-            raise KubeError(
-                status=response.status, reason=str(response.reason), message="", what=what
-            )
+            raise _error_from_body(response.status, str(response.reason), data, what)
         return json.loads(data) if data else None
 
     def _write(self, verb: str, kind: Kind, method: str, path: str, **kwargs: Any) -> Any:
@@ -290,16 +291,20 @@ class KubeClient:
         return result
 
 
-def _to_kube_error(exc: ApiException, what: str) -> KubeError:
-    reason, message = str(exc.reason or ""), ""
-    body = exc.body
+def _error_from_body(status: int, reason: str, body: object, what: str) -> KubeError:
+    """A KubeError from the API server's Status object (its reason and message)."""
+    message = ""
     if isinstance(body, bytes):
         body = body.decode(errors="replace")
     if body:
         try:
-            status = json.loads(body)
-            reason = status.get("reason") or reason
-            message = status.get("message", "")
+            decoded = json.loads(str(body))
+            reason = decoded.get("reason") or reason
+            message = decoded.get("message", "")
         except (ValueError, AttributeError):
             message = str(body)[:500]
-    return KubeError(status=int(exc.status or 0), reason=reason, message=message, what=what)
+    return KubeError(status=status, reason=reason, message=message, what=what)
+
+
+def _to_kube_error(exc: ApiException, what: str) -> KubeError:
+    return _error_from_body(int(exc.status or 0), str(exc.reason or ""), exc.body, what)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cleo_operator.api.base import Condition, SpecError, set_condition
+from cleo_operator.api.base import Condition, ConditionStatus, set_condition
+from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.kube.apply import needs_apply, with_hash
@@ -108,7 +109,7 @@ class TenantReconciler:
 
         def condition(type_: str, ok: bool | None, reason: str, message: str) -> None:
             nonlocal conditions
-            status = "Unknown" if ok is None else ("True" if ok else "False")
+            status: ConditionStatus = "Unknown" if ok is None else ("True" if ok else "False")
             conditions = set_condition(
                 conditions,
                 type=type_,

@@ -1,0 +1,160 @@
+"""The operator process itself: it starts, reconciles a tenant, reports, and stops cleanly;
+it refuses to start, saying why, when the cluster is not ready for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.cluster import LocalCluster
+from tests.harness.cluster_fixtures import kubectl_json, wait_for
+from tests.harness.operator_fixtures import OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tenant_manifest(name: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoTenant",
+        "metadata": {"name": name},
+        "spec": {"workload": {"image": "registry.example.com/cleoai:1.4.2"}, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def wait_ready(cluster: LocalCluster, name: str, timeout: float = 60) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        tenant = kubectl_json(cluster, "get", "cleotenant", name)
+        cond = condition(tenant, "Ready")
+        if cond and cond["status"] == "True":
+            return dict(tenant)
+        return None
+
+    result: dict[str, Any] = wait_for(ready, timeout=timeout, what=f"tenant {name} Ready")
+    return result
+
+
+def test_example_tenant_becomes_ready_with_its_namespace(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", str(REPO / "examples" / "tenant.yaml"))
+    tenant = wait_ready(cluster, "acme")
+    assert tenant["status"]["observedGeneration"] == tenant["metadata"]["generation"]
+    assert tenant["status"]["namespace"] == "cleo-acme"
+    ready = condition(tenant, "Ready")
+    assert ready is not None
+    assert ready["observedGeneration"] == tenant["metadata"]["generation"]
+
+    ns = kubectl_json(cluster, "get", "namespace", "cleo-acme")
+    labels = ns["metadata"]["labels"]
+    assert labels["cleoai.io/tenant"] == "acme"
+    assert labels["app.kubernetes.io/managed-by"] == "cleo-operator"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    owner = ns["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "CleoTenant",
+        "acme",
+        tenant["metadata"]["uid"],
+    )
+    assert "cleoai.io/finalizer" in tenant["metadata"]["finalizers"]
+
+    # What a person sees first: `kubectl get cleotenants`.
+    table = cluster.kubectl("get", "cleotenants").stdout
+    header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
+    assert dict(zip(header, row, strict=False))["READY"] == "True"
+    assert operator_process.alive()
+
+
+def test_deleted_namespace_is_put_back(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("phoenix"))
+    wait_ready(cluster, "phoenix")
+    old_uid = kubectl_json(cluster, "get", "namespace", "cleo-phoenix")["metadata"]["uid"]
+    cluster.kubectl("delete", "namespace", "cleo-phoenix", "--wait=true", "--timeout=90s")
+
+    def recreated() -> bool:
+        ns = kubectl_json(cluster, "get", "namespace", "cleo-phoenix")
+        return bool(ns and ns["metadata"]["uid"] != old_uid and ns["status"]["phase"] == "Active")
+
+    wait_for(recreated, timeout=60, what="the operator to recreate the deleted namespace")
+    wait_ready(cluster, "phoenix")
+    assert operator_process.alive()
+
+
+def test_retain_keeps_the_namespace_and_marks_it_orphaned(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("keeper"))
+    wait_ready(cluster, "keeper")
+    cluster.kubectl("create", "configmap", "data", "-n", "cleo-keeper", "--from-literal=k=v")
+    cluster.kubectl("delete", "cleotenant", "keeper", "--timeout=60s")
+    assert kubectl_json(cluster, "get", "cleotenant", "keeper") is None
+    ns = kubectl_json(cluster, "get", "namespace", "cleo-keeper")
+    assert ns["metadata"]["labels"]["cleoai.io/orphaned"] == "true"
+    assert not ns["metadata"].get("ownerReferences")
+    # The garbage collector had its chance: the tenant's data is still there.
+    assert kubectl_json(cluster, "get", "configmap", "data", "-n", "cleo-keeper") is not None
+    assert operator_process.alive()
+
+
+def test_delete_policy_removes_the_namespace_before_releasing(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("goner", deletionPolicy="Delete"))
+    wait_ready(cluster, "goner")
+    cluster.kubectl("delete", "cleotenant", "goner", "--wait=false")
+    wait_for(
+        lambda: kubectl_json(cluster, "get", "cleotenant", "goner") is None,
+        timeout=120,
+        what="the tenant to be finalized",
+    )
+    assert kubectl_json(cluster, "get", "namespace", "cleo-goner") is None
+    assert operator_process.alive()
+
+
+def _run_operator_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cleo_operator.cli", "run", "--metrics-port", "0", "--liveness", ""],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_start_without_crds_says_which_are_missing(cluster: LocalCluster) -> None:
+    with LocalCluster(bin_dir=cluster.bin_dir) as bare:
+        result = _run_operator_once(bare.env())
+    assert result.returncode == 2
+    assert "CRDs of cleoai.io/v1alpha1 are not installed" in result.stderr
+    assert "kubectl apply -f crds/" in result.stderr
+
+
+def test_start_with_unreachable_api_server_says_so(cluster: LocalCluster, tmp_path: Path) -> None:
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # discard port
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    result = _run_operator_once({**cluster.env(), "KUBECONFIG": str(path)})
+    assert result.returncode == 2
+    assert "cannot reach the Kubernetes API server at https://127.0.0.1:9" in result.stderr
+    # The admin token of the kubeconfig must not be echoed anywhere.
+    assert cluster.admin_token not in result.stderr + result.stdout

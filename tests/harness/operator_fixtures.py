@@ -1,0 +1,125 @@
+"""pytest fixtures that run the real operator process against the local control plane.
+
+The operator runs as `python -m cleo_operator.cli run`, exactly as in its container, with
+the cluster's kubeconfig, its metrics and liveness endpoints on free loopback ports, and
+its log captured to a file that tests can read (and scan for secrets).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from e2e.cluster import LocalCluster, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class OperatorProcess:
+    """A running `cleo-operator run` and where to find its output."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_url: str
+    liveness_url: str
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
+            text: str = resp.read().decode()
+            return text
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, *, timeout: float = 30.0) -> int:
+        """SIGTERM, as Kubernetes does; return the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        return int(self.popen.returncode)
+
+
+def start_operator(
+    cluster: LocalCluster,
+    log_path: Path,
+    *,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+) -> OperatorProcess:
+    """Start the operator process and wait until its liveness endpoint answers."""
+    metrics_port, liveness_port = free_port(), free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "cleo_operator.cli",
+        "run",
+        "--metrics-port",
+        str(metrics_port),
+        "--liveness",
+        f"http://127.0.0.1:{liveness_port}/healthz",
+        "--resync",
+        "30",
+        *extra_args,
+    ]
+    out = log_path.open("wb")
+    popen = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env={**cluster.env(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    out.close()
+    proc = OperatorProcess(
+        popen=popen,
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        liveness_url=f"http://127.0.0.1:{liveness_port}/healthz",
+    )
+    if wait_ready:
+        deadline = time.monotonic() + 60
+        while True:
+            if not proc.alive():
+                pytest.fail(f"the operator exited early:\n{proc.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(proc.liveness_url, timeout=2) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                proc.stop()
+                pytest.fail(f"the operator did not become live:\n{proc.log_text()[-3000:]}")
+            time.sleep(0.25)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    cluster: LocalCluster, crds_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator process for the session's e2e tests; stopped (and checked) at the end."""
+    del crds_installed
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc = start_operator(cluster, log_path)
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"the operator did not stop cleanly ({code}):\n{proc.log_text()[-3000:]}"
