@@ -13,6 +13,7 @@ from psycopg import sql
 
 from cleo_operator.data.errors import (
     AuthenticationFailed,
+    InvalidDatabaseSettings,
     NameCollision,
     PermissionDenied,
     TenantDatabaseMissing,
@@ -546,3 +547,33 @@ def test_missing_privilege_is_permission_denied(
 def test_password_of_missing_tenant(postgres_site_pools: SitePools, tenant_name: str) -> None:
     with pytest.raises(TenantDatabaseMissing, match="provision"):
         set_tenant_password(postgres_site_pools, "main", tenant=tenant_name, password="p-1")
+
+
+@pytest.mark.parametrize(
+    ("password", "limit", "message"),
+    [
+        ("", 5, "must not be empty"),
+        ("a\x00b", 5, "NUL"),
+        ("ok-pw", 0, r"connection limit 0 is out of range: use -1 \(no limit\) or 1\.\.10000"),
+        ("ok-pw", -2, "connection limit -2 is out of range"),
+    ],
+)
+def test_invalid_settings_are_refused_before_any_change(
+    postgres_site_pools: SitePools,
+    tenant_name: str,
+    password: str,
+    limit: int,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidDatabaseSettings, match=message) as caught:
+        ensure_tenant_database(
+            postgres_site_pools,
+            "main",
+            tenant=tenant_name,
+            password=password,
+            connection_limit=limit,
+        )
+    assert caught.value.reason == "InvalidDatabaseSettings"
+    with postgres_site_pools.connection("main") as conn:
+        role = tenant_role_name(tenant_name)
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchall() == []

@@ -59,6 +59,13 @@ class InvalidTenantName(DataError, ValueError):
     retryable = False
 
 
+class InvalidDatabaseSettings(DataError, ValueError):
+    """A requested setting (password, connection limit) cannot be applied as given."""
+
+    reason = "InvalidDatabaseSettings"
+    retryable = False
+
+
 class SiteUnavailable(DataError):
     """The site cannot be reached (down, blackholed, refusing) or its circuit is open."""
 

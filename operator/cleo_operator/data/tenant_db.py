@@ -34,6 +34,7 @@ from psycopg import sql
 
 from cleo_operator.data.errors import (
     DataError,
+    InvalidDatabaseSettings,
     InvalidTenantName,
     NameCollision,
     ObjectsStillDepend,
@@ -543,16 +544,18 @@ def _can_log_in(site: SiteConfig, *, tenant: str, password: str) -> bool:
 
 def _check_password(password: str) -> None:
     if not password:
-        raise ValueError("the tenant's password must not be empty")
+        raise InvalidDatabaseSettings("the tenant's database password must not be empty.")
     if "\x00" in password:
-        raise ValueError("the tenant's password must not contain NUL characters")
+        raise InvalidDatabaseSettings(
+            "the tenant's database password must not contain NUL characters."
+        )
 
 
 def _check_connection_limit(limit: int) -> None:
     if limit != -1 and not 1 <= limit <= MAX_CONNECTION_LIMIT:
-        raise ValueError(
+        raise InvalidDatabaseSettings(
             f"connection limit {limit} is out of range: use -1 (no limit) "
-            f"or 1..{MAX_CONNECTION_LIMIT}"
+            f"or 1..{MAX_CONNECTION_LIMIT}."
         )
 
 
