@@ -40,7 +40,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
 
 logger = logging.getLogger(__name__)
 
@@ -393,14 +397,18 @@ class PostgresServer:
 
     # -- SQL helpers (for fixtures; the code under test uses its own connections) ----
 
-    def connect(self, dbname: str = "postgres", **kwargs: Any) -> Any:
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
         """An autocommit psycopg connection as the superuser."""
         import psycopg  # noqa: PLC0415  (keep the harness importable without psycopg)
 
         return psycopg.connect(self.dsn(dbname), autocommit=True, **kwargs)
 
     def execute(
-        self, query: Any, params: Sequence[Any] | None = None, *, dbname: str = "postgres"
+        self,
+        query: str | bytes | sql.SQL | sql.Composed,
+        params: Sequence[Any] | None = None,
+        *,
+        dbname: str = "postgres",
     ) -> list[tuple[Any, ...]]:
         """Run one statement as the superuser and return its rows (empty if none)."""
         with self.connect(dbname) as conn:
