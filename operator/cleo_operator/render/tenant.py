@@ -1,9 +1,29 @@
-"""Desired objects of a CleoTenant: pure functions from the spec to Kubernetes objects."""
+"""Desired objects of a CleoTenant: pure functions from the spec to Kubernetes objects.
+
+`render_tenant` is the one entry point the reconciler needs: every child the spec asks
+for, in the order they are applied. The order matters on a first reconcile: the namespace
+must exist before anything in it, the fence (quota, limits, network policies) should be
+up before the first pod can start, and a Deployment names a ServiceAccount (and
+ConfigMap) that must already be there for its pods to be created. Objects the spec does
+not ask for are absent from the list (not empty objects), so the caller can prune
+children that are no longer desired.
+
+The concerns live in their own modules (`limits`, `network`, `rbac`, `workload`,
+`scaling`); each renderer there can also be called alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cleo_operator.api.objects import KubeObject, OwnerReference
-from cleo_operator.render.meta import tenant_labels
+from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.render.limits import render_limit_range, render_resource_quota
+from cleo_operator.render.meta import default_namespace, tenant_labels, tenant_owner
+from cleo_operator.render.network import render_network_policies
+from cleo_operator.render.rbac import render_role_bindings, render_roles, render_service_account
+from cleo_operator.render.scaling import render_hpa, render_pdb
+from cleo_operator.render.workload import render_config_map, render_deployment, render_service
 
 POD_SECURITY_LEVEL = "restricted"
 
@@ -19,3 +39,50 @@ def render_namespace(*, tenant: str, namespace: str, owner: OwnerReference) -> K
         "kind": "Namespace",
         "metadata": {"name": namespace, "labels": labels, "ownerReferences": [owner]},
     }
+
+
+def tenant_namespace(*, name: str, spec: CleoTenantSpec) -> str:
+    """The tenant's namespace: spec.namespace, or cleo-<name> when unset."""
+    return spec.namespace or default_namespace(name)
+
+
+def render_tenant(
+    *,
+    name: str,
+    uid: str,
+    spec: CleoTenantSpec,
+    config_checksum: str,
+    secret_names: Sequence[str] = (),
+    database_secret: str | None = None,
+) -> list[KubeObject]:
+    """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
+
+    Namespace, ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, Roles,
+    RoleBindings, ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
+    `secret_names` and `database_secret` go to the Deployment (see `render_deployment`).
+    """
+    owner = tenant_owner(name=name, uid=uid)
+    namespace = tenant_namespace(name=name, spec=spec)
+    ordered: list[KubeObject | None] = [
+        render_namespace(tenant=name, namespace=namespace, owner=owner),
+        render_resource_quota(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        *render_roles(tenant=name, namespace=namespace, owner=owner),
+        *render_role_bindings(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_config_map(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_deployment(
+            tenant=name,
+            namespace=namespace,
+            owner=owner,
+            spec=spec,
+            config_checksum=config_checksum,
+            secret_names=secret_names,
+            database_secret=database_secret,
+        ),
+        render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_pdb(tenant=name, namespace=namespace, owner=owner, spec=spec),
+    ]
+    return [obj for obj in ordered if obj is not None]

@@ -1,0 +1,285 @@
+"""The CleoAI workload: its ConfigMap, Deployment and Service.
+
+Choices, and why:
+
+- Pods must pass Pod Security ``restricted``, which the tenant's namespace enforces: a
+  non-root user (10001), no privilege escalation, every capability dropped, the runtime's
+  seccomp profile. The root filesystem is read-only, so ``/tmp`` is an emptyDir.
+- ``replicas`` is rendered only when autoscaling is off. Under an HPA the field is left
+  out, so that server-side apply does not take it back from the HPA on every reconcile.
+  When autoscaling is off and the spec names no count, one pod is rendered explicitly, so
+  that switching the HPA off always lands on a known number.
+- Pods roll when their configuration changes even though the Deployment's own fields do
+  not: the pod template carries ``cleoai.io/config-checksum``, a hash over the Secrets'
+  fingerprints and the config (`config_checksum`), computed by the caller.
+- Environment precedence, lowest first: the ConfigMap, the tenant's unsealed Secrets (by
+  name), the database Secret, then ``spec.workload.env`` (Kubernetes lets ``env`` win over
+  every ``envFrom``, and a later ``envFrom`` source over an earlier one). The database
+  Secret comes late so that a stale copy of its keys in a sealed secret cannot shadow the
+  credentials the operator rotates. ``env`` keeps the spec's order: a value may refer to
+  a variable defined before it (``$(NAME)``).
+- The selector is `workload_selector`, fixed forever (a Deployment's selector is
+  immutable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from cleo_operator.api.base import ResourceList
+from cleo_operator.api.objects import KubeObject, OwnerReference
+from cleo_operator.api.tenant import CleoTenantSpec, WorkloadSpec
+from cleo_operator.render.child import (
+    CONFIG_MAP_NAME,
+    HTTP_PORT_NAME,
+    WORKLOAD_NAME,
+    child_metadata,
+    sorted_map,
+    workload_pod_labels,
+    workload_selector,
+)
+from cleo_operator.render.k8s import (
+    ConfigMap,
+    Container,
+    Deployment,
+    DeploymentSpec,
+    EnvFromSource,
+    EnvVar,
+    ResourceRequirements,
+    Service,
+    as_object,
+)
+
+CONFIG_CHECKSUM_ANNOTATION: Final = "cleoai.io/config-checksum"
+RUN_AS_ID: Final = 10001
+"""User and group of the CleoAI process (any non-zero id passes ``restricted``)."""
+SERVICE_PORT: Final = 80
+LIVENESS_PATH: Final = "/healthz"
+READINESS_PATH: Final = "/readyz"
+REVISION_HISTORY_LIMIT: Final = 5
+TMP_VOLUME: Final = "tmp"
+
+
+def config_checksum(*, secret_fingerprints: Mapping[str, str], config: Mapping[str, str]) -> str:
+    """A sha256 (hex) over the Secrets' fingerprints and the config, independent of order.
+
+    `secret_fingerprints` maps a Secret's name to a fingerprint the caller computed (for
+    example a keyed hash of its data); pass fingerprints, never the values themselves.
+    The result goes into a pod annotation, which every tenant viewer can read.
+    """
+    canonical = json.dumps(
+        {"config": sorted_map(config), "secrets": sorted_map(secret_fingerprints)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def render_config_map(
+    *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
+) -> KubeObject | None:
+    """The ConfigMap of spec.workload.config; None without a workload or config."""
+    if spec.workload is None or not spec.workload.config:
+        return None
+    obj: ConfigMap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(
+            name=CONFIG_MAP_NAME,
+            namespace=namespace,
+            tenant=tenant,
+            owner=owner,
+            component="workload",
+        ),
+        "data": sorted_map(spec.workload.config),
+    }
+    return as_object(obj)
+
+
+def _amounts(amounts: ResourceList | None) -> dict[str, str]:
+    if amounts is None:
+        return {}
+    pairs = (("cpu", amounts.cpu), ("memory", amounts.memory))
+    return {name: str(value) for name, value in pairs if value is not None}
+
+
+def _resources(workload: WorkloadSpec) -> ResourceRequirements:
+    rendered: ResourceRequirements = {}
+    if workload.resources is None:
+        return rendered
+    requests = _amounts(workload.resources.requests)
+    limits = _amounts(workload.resources.limits)
+    # An empty map is dropped by the API server (and would then look like drift).
+    if requests:
+        rendered["requests"] = requests
+    if limits:
+        rendered["limits"] = limits
+    return rendered
+
+
+def _env(workload: WorkloadSpec) -> list[EnvVar]:
+    env: list[EnvVar] = []
+    for var in workload.env:
+        item: EnvVar = {"name": var.name}
+        # The API server leaves out an empty value; sending "" would look like drift.
+        if var.value:
+            item["value"] = var.value
+        env.append(item)
+    return env
+
+
+def _env_from(
+    workload: WorkloadSpec, secret_names: Sequence[str], database_secret: str | None
+) -> list[EnvFromSource]:
+    sources: list[EnvFromSource] = []
+    if workload.config:
+        sources.append({"configMapRef": {"name": CONFIG_MAP_NAME}})
+    tenant_secrets = sorted(set(secret_names) - {database_secret})
+    sources += [{"secretRef": {"name": name}} for name in tenant_secrets]
+    if database_secret is not None:
+        sources.append({"secretRef": {"name": database_secret}})
+    return sources
+
+
+def _container(
+    workload: WorkloadSpec, secret_names: Sequence[str], database_secret: str | None
+) -> Container:
+    container: Container = {
+        "name": WORKLOAD_NAME,
+        "image": workload.image,
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": workload.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": READINESS_PATH, "port": HTTP_PORT_NAME},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        # Lenient: a pod that is slow for a minute is taken out of the Service by the
+        # readiness probe; restarting it is for a pod that is stuck.
+        "livenessProbe": {
+            "httpGet": {"path": LIVENESS_PATH, "port": HTTP_PORT_NAME},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 6,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],  # noqa: S108
+    }
+    if workload.image_pull_policy is not None:
+        container["imagePullPolicy"] = workload.image_pull_policy
+    env = _env(workload)
+    if env:
+        container["env"] = env
+    env_from = _env_from(workload, secret_names, database_secret)
+    if env_from:
+        container["envFrom"] = env_from
+    resources = _resources(workload)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def render_deployment(
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    spec: CleoTenantSpec,
+    config_checksum: str,
+    secret_names: Sequence[str] = (),
+    database_secret: str | None = None,
+) -> KubeObject | None:
+    """The CleoAI Deployment; None without spec.workload.
+
+    `secret_names` are the tenant's unsealed Secrets and `database_secret` the Secret with
+    the database connection, each passed to the container as environment (``envFrom``).
+    `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
+    """
+    workload = spec.workload
+    if workload is None:
+        return None
+    deployment_spec: DeploymentSpec = {
+        "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+        "selector": {"matchLabels": workload_selector(tenant)},
+        # A new pod must be ready before an old one goes: no capacity lost while rolling.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {
+                "labels": workload_pod_labels(tenant),
+                "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum},
+            },
+            "spec": {
+                "serviceAccountName": WORKLOAD_NAME,
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS_ID,
+                    "runAsGroup": RUN_AS_ID,
+                    "fsGroup": RUN_AS_ID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [_container(workload, secret_names, database_secret)],
+                "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+            },
+        },
+    }
+    if not spec.autoscaling.enabled:
+        deployment_spec["replicas"] = 1 if workload.replicas is None else workload.replicas
+    obj: Deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            name=WORKLOAD_NAME,
+            namespace=namespace,
+            tenant=tenant,
+            owner=owner,
+            component="workload",
+        ),
+        "spec": deployment_spec,
+    }
+    return as_object(obj)
+
+
+def render_service(
+    *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
+) -> KubeObject | None:
+    """The ClusterIP Service in front of CleoAI (port 80, named http); None without a workload."""
+    if spec.workload is None:
+        return None
+    obj: Service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            name=WORKLOAD_NAME,
+            namespace=namespace,
+            tenant=tenant,
+            owner=owner,
+            component="workload",
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": workload_selector(tenant),
+            "ports": [
+                {
+                    "name": HTTP_PORT_NAME,
+                    "protocol": "TCP",
+                    "port": SERVICE_PORT,
+                    "targetPort": spec.workload.port,
+                }
+            ],
+        },
+    }
+    return as_object(obj)
