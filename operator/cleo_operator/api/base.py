@@ -168,9 +168,11 @@ PositiveDuration = Annotated[
 ]
 """A `Duration` longer than zero (for periods of rotation: zero would mean "always")."""
 
-# The regular expression of Kubernetes' resource.Quantity (as its OpenAPI schema publishes it).
+# The regular expression of Kubernetes' resource.Quantity (as its OpenAPI schema publishes it),
+# less the minus sign: every quantity of this API is an amount of a resource (CPU, memory,
+# storage, a quota), and a negative amount is a mistake to stop at `kubectl apply`.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY = re.compile(QUANTITY_PATTERN)
@@ -180,7 +182,7 @@ _QUANTITY_MAX_LENGTH = 64
 def _validate_quantity(value: Any) -> int | str:
     # bool is an int in Python, but `true` is no quantity; floats are refused as the API
     # server refuses them (int-or-string), so "1.5" must be written as a string.
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if (
         isinstance(value, str)
@@ -189,7 +191,8 @@ def _validate_quantity(value: Any) -> int | str:
     ):
         return value
     raise ValueError(
-        "must be a Kubernetes quantity: a whole number or a string such as '500m', '2Gi' or '1.5'"
+        "must be a Kubernetes quantity, not negative: a whole number or a string such as "
+        "'500m', '2Gi' or '1.5'"
     )
 
 
@@ -203,6 +206,8 @@ Quantity = Annotated[
             "x-kubernetes-int-or-string": True,
         }
     ),
+    # The pattern only constrains strings; a whole number is checked here.
+    Rules(cel("type(self) != int || self >= 0", "{path} must not be negative")),
 ]
 """A Kubernetes quantity (``500m``, ``2Gi``, ``1.5``, or a whole number), kept as written."""
 

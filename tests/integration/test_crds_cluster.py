@@ -1,0 +1,249 @@
+"""The generated CRDs on a real API server: Established, good objects accepted, bad ones
+refused at `kubectl apply` with a message that names the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from cleo_operator.api.tenant import CleoTenantSpec
+from e2e.cluster import LocalCluster
+from tests.harness.cluster_fixtures import kubectl_json
+from tests.unit.test_api_backup import GOOD as GOOD_BACKUP
+from tests.unit.test_api_failover import GOOD as GOOD_FAILOVER
+from tests.unit.test_api_tenant import GOOD as GOOD_TENANT
+
+pytestmark = pytest.mark.cluster
+
+NS = "crd-checks"
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: LocalCluster, crds_installed: None) -> str:
+    del crds_installed
+    cluster.kubectl("create", "namespace", NS)
+    return NS
+
+
+def _obj(kind: str, name: str, spec: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "cleoai.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def _dry_run(cluster: LocalCluster, obj: dict[str, Any]) -> tuple[int, str]:
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
+        input=json.dumps(obj), check=False,
+    )  # fmt: skip
+    return result.returncode, result.stderr
+
+
+def _set(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `spec` with the dotted `path` (list indexes as numbers) set to `value`."""
+    out = copy.deepcopy(spec)
+    node: Any = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return out
+
+
+def _drop(spec: dict[str, Any], key: str) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    out.pop(key)
+    return out
+
+
+def test_every_crd_is_established(cluster: LocalCluster, crds_installed: None) -> None:
+    del crds_installed
+    for plural in ("cleotenants", "cleobackups", "cleofailovers"):
+        crd = kubectl_json(cluster, "get", "crd", f"{plural}.cleoai.io")
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions["Established"] == "True"
+        assert conditions["NamesAccepted"] == "True"
+        assert crd["spec"]["names"]["categories"] == ["cleo"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "namespaced"),
+    [
+        ("CleoTenant", GOOD_TENANT, False),
+        ("CleoBackup", GOOD_BACKUP, True),
+        ("CleoFailover", GOOD_FAILOVER, True),
+    ],
+)
+def test_complete_good_objects_are_accepted(
+    cluster: LocalCluster, namespace: str, kind: str, spec: dict[str, Any], namespaced: bool
+) -> None:
+    code, err = _dry_run(cluster, _obj(kind, "good", spec, namespace if namespaced else None))
+    assert code == 0, err
+
+
+def test_explain_reads_the_model_descriptions(cluster: LocalCluster, crds_installed: None) -> None:
+    del crds_installed
+    for path, field in (
+        ("cleotenant.spec.autoscaling", CleoTenantSpec.model_fields["autoscaling"]),
+        ("cleotenant.spec.deletionPolicy", CleoTenantSpec.model_fields["deletion_policy"]),
+    ):
+        out = cluster.kubectl("explain", path).stdout
+        described = " ".join(out.split("DESCRIPTION:", 1)[1].split())
+        assert field.description
+        assert " ".join(field.description.split())[:40] in described, out
+
+
+# (path to change, new value, what the API server's message must name)
+BAD_TENANT_SPECS: list[tuple[str, Any, str]] = [
+    ("deletionPolicy", "Keep", "spec.deletionPolicy"),
+    ("namespace", "Acme", "spec.namespace"),
+    ("namespace", "kube-system", "spec.namespace"),
+    ("namespace", "x" * 64, "spec.namespace"),
+    ("admins.0.kind", "Robot", "spec.admins[0].kind"),
+    ("quota.cpu", "8 cores", "spec.quota.cpu"),
+    ("quota.memory", "lots", "spec.quota.memory"),
+    ("quota.cpu", -2, "spec.quota.cpu"),
+    ("quota.pods", -1, "spec.quota.pods"),
+    ("limits.maxCpu", "1.2.3", "spec.limits.maxCpu"),
+    ("workload.image", "my image", "spec.workload.image"),
+    ("workload.image", "", "spec.workload.image"),
+    ("workload.port", 70000, "spec.workload.port"),
+    ("workload.port", 0, "spec.workload.port"),
+    ("workload.env.0.name", "LOG-LEVEL", "spec.workload.env[0].name"),
+    ("workload.imagePullPolicy", "Sometimes", "spec.workload.imagePullPolicy"),
+    ("workload.resources.requests.cpu", "-1", "spec.workload.resources.requests.cpu"),
+    ("workload.resources.requests.gpu", 1, "spec.workload.resources.requests.gpu"),
+    ("autoscaling.minReplicas", 11, "spec.autoscaling"),
+    ("autoscaling.minReplicas", 0, "spec.autoscaling.minReplicas"),
+    ("autoscaling.maxReplicas", -3, "spec.autoscaling.maxReplicas"),
+    ("autoscaling.targetCPUUtilizationPercentage", 0, "spec.autoscaling.targetCPUUtilization"),
+    ("autoscaling.targetMemoryUtilizationPercentage", 101, "spec.autoscaling.targetMemory"),
+    ("secrets.0.name", "Open_AI", "spec.secrets[0].name"),
+    ("secrets.0.name", "cleo-keyring", "spec.secrets[0].name"),
+    ("encryption.rotationPeriod", "3 months", "spec.encryption.rotationPeriod"),
+    ("database.connectionLimit", 5000, "spec.database.connectionLimit"),
+    ("database.site", "EU", "spec.database.site"),
+    ("database.passwordRotationPeriod", "1w", "spec.database.passwordRotationPeriod"),
+    ("failover.failoverDelay", "soon", "spec.failover.failoverDelay"),
+    ("network.databaseEgress.0.ports.0", 0, "spec.network.databaseEgress[0].ports[0]"),
+    ("paused", "yes please", "spec.paused"),
+    ("extra", 1, "spec.extra"),
+    ("workload.unknown", True, "spec.workload.unknown"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    BAD_TENANT_SPECS,
+    ids=[f"{p}={v!r}"[:60] for p, v, _ in BAD_TENANT_SPECS],
+)
+def test_invalid_tenant_specs_are_refused_naming_the_field(
+    cluster: LocalCluster, crds_installed: None, path: str, value: Any, field: str
+) -> None:
+    del crds_installed
+    code, err = _dry_run(cluster, _obj("CleoTenant", "bad", _set(GOOD_TENANT, path, value), None))
+    assert code != 0, f"{path}={value!r} was accepted"
+    assert field in err, err
+
+
+def test_at_least_25_invalid_tenant_specs_are_checked() -> None:
+    assert len(BAD_TENANT_SPECS) >= 25
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("Acme", "metadata.name"),
+        ("a" * 41, "metadata.name"),
+        ("under_score", "metadata.name"),
+    ],
+)
+def test_bad_tenant_names_are_refused(
+    cluster: LocalCluster, crds_installed: None, name: str, field: str
+) -> None:
+    del crds_installed
+    code, err = _dry_run(cluster, _obj("CleoTenant", name, GOOD_TENANT, None))
+    assert code != 0
+    assert "name" in err.lower(), err
+    del field
+
+
+def test_namespace_cannot_change_after_creation(
+    cluster: LocalCluster, crds_installed: None
+) -> None:
+    del crds_installed
+    spec = {"namespace": "fixed-ns", "paused": True}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_obj("CleoTenant", "fixed", spec, None)))
+    try:
+        for changed in ({**spec, "namespace": "other-ns"}, {"paused": True}):
+            result = cluster.kubectl(
+                "apply", "-f", "-",
+                input=json.dumps(_obj("CleoTenant", "fixed", changed, None)), check=False,
+            )  # fmt: skip
+            assert result.returncode != 0
+            assert "spec.namespace" in result.stderr, result.stderr
+    finally:
+        cluster.kubectl("delete", "cleotenant", "fixed", "--wait=false")
+
+
+BAD_BACKUP_SPECS: list[tuple[str, Any, str]] = [
+    ("schedule", "every day", "spec.schedule"),
+    ("destination.type", "tape", "spec.destination.type"),
+    ("retention.keepDaily", -1, "spec.retention.keepDaily"),
+    ("verification.everyNth", 0, "spec.verification.everyNth"),
+    ("concurrencyPolicy", "Sometimes", "spec.concurrencyPolicy"),
+    ("historyLimit", 1000, "spec.historyLimit"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), BAD_BACKUP_SPECS)
+def test_invalid_backup_specs_are_refused_naming_the_field(
+    cluster: LocalCluster, namespace: str, path: str, value: Any, field: str
+) -> None:
+    obj = _obj("CleoBackup", "bad", _set(GOOD_BACKUP, path, value), namespace)
+    code, err = _dry_run(cluster, obj)
+    assert code != 0, f"{path}={value!r} was accepted"
+    assert field in err, err
+
+
+def test_backup_destination_must_match_its_type(cluster: LocalCluster, namespace: str) -> None:
+    spec = _set(GOOD_BACKUP, "destination", {"type": "pvc"})
+    code, err = _dry_run(cluster, _obj("CleoBackup", "bad", spec, namespace))
+    assert code != 0
+    assert "spec.destination" in err, err
+
+
+BAD_FAILOVER_SPECS: list[tuple[str, Any, str]] = [
+    ("type", "Panic", "spec.type"),
+    ("rtoSeconds", -1, "spec.rtoSeconds"),
+    ("maxLagBytes", -5, "spec.maxLagBytes"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), BAD_FAILOVER_SPECS)
+def test_invalid_failover_specs_are_refused_naming_the_field(
+    cluster: LocalCluster, namespace: str, path: str, value: Any, field: str
+) -> None:
+    obj = _obj("CleoFailover", "bad", _set(GOOD_FAILOVER, path, value), namespace)
+    code, err = _dry_run(cluster, obj)
+    assert code != 0, f"{path}={value!r} was accepted"
+    assert field in err, err
+
+
+def test_failover_spec_is_immutable(cluster: LocalCluster, namespace: str) -> None:
+    spec = _drop(GOOD_FAILOVER, "dryRun") | {"dryRun": True}
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps(_obj("CleoFailover", "once", spec, namespace))
+    )
+    changed = _obj("CleoFailover", "once", {**spec, "rtoSeconds": 5}, namespace)
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(changed), check=False)
+    assert result.returncode != 0
+    assert "spec" in result.stderr, result.stderr
