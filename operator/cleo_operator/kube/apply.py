@@ -68,9 +68,12 @@ def parse_quantity(value: object) -> Decimal | None:
 def object_hash(obj: Mapping[str, Any]) -> str:
     """A stable hash of an object as we would apply it (without the hash annotation)."""
     clean = copy.deepcopy(dict(obj))
-    annotations = clean.get("metadata", {}).get("annotations")
-    if annotations:
+    meta = clean.get("metadata", {})
+    annotations = meta.get("annotations")
+    if annotations is not None:
         annotations.pop(HASH_ANNOTATION, None)
+        if not annotations:
+            del meta["annotations"]  # stamping an object twice must not change its hash
     canonical = json.dumps(clean, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
