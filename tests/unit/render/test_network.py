@@ -85,7 +85,7 @@ def test_ingress_peers_reach_the_workload_port_and_nothing_else() -> None:
 
 def test_no_ingress_policy_without_a_workload_or_without_peers() -> None:
     assert "cleo-allow-ingress" not in names(policies_of(spec_of(workload=None)))
-    no_peers = {"ingressFrom": [], "databaseEgress": []}
+    no_peers: dict[str, Any] = {"ingressFrom": [], "databaseEgress": []}
     assert "cleo-allow-ingress" not in names(policies_of(spec_of(network=no_peers)))
 
 
