@@ -1,0 +1,130 @@
+"""The errors of the backup layer, each with a machine `reason` and a message for people.
+
+Why a hierarchy of our own: the CleoBackup reconciler (and the CronJob's pod, through its
+report) turns these into conditions and history entries, so every failure needs a stable
+CamelCase `reason` and a message that says what was wrong, where (the archive, the table,
+the storage) and what to do. `retryable` tells the caller whether running the same thing
+again later, unchanged, may succeed (a site that was down) or not (a tampered archive).
+
+Messages never carry secret material: no passwords, no keys, no wrapped keys, no table
+contents. pg_dump's and pg_restore's own messages are passed through `redact` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+__all__ = [
+    "ArchiveCorrupt",
+    "ArchiveNotFound",
+    "BackupError",
+    "DumpFailed",
+    "KeyUnavailable",
+    "ManifestInvalid",
+    "RestoreFailed",
+    "SourceUnavailable",
+    "StorageError",
+    "StorageFull",
+    "TargetNotEmpty",
+    "WrongTenant",
+    "redact",
+]
+
+_REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each non-empty secret in `text`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+class BackupError(Exception):
+    """Base of every error the backup layer raises on purpose."""
+
+    reason: ClassVar[str] = "BackupFailed"
+    """Short CamelCase reason for a Kubernetes condition."""
+    retryable: ClassVar[bool] = True
+    """Whether trying again later, unchanged, may succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class StorageError(BackupError):
+    """The backup storage could not be read or written (permissions, I/O, the network)."""
+
+    reason = "StorageError"
+
+
+class StorageFull(StorageError):
+    """The storage ran out of space (or hit a size limit) while an archive was written."""
+
+    reason = "StorageFull"
+
+
+class ArchiveNotFound(BackupError):
+    """No complete backup (an archive with its manifest) has the id asked for."""
+
+    reason = "ArchiveNotFound"
+    retryable = False
+
+
+class ManifestInvalid(BackupError):
+    """A manifest is not valid JSON of a known format, or it was altered."""
+
+    reason = "ManifestInvalid"
+    retryable = False
+
+
+class ArchiveCorrupt(BackupError):
+    """An archive failed its integrity checks: altered, truncated, or not its manifest's."""
+
+    reason = "ArchiveCorrupt"
+    retryable = False
+
+
+class KeyUnavailable(BackupError):
+    """The tenant keyring lacks the key version that wrapped the backup's data key."""
+
+    reason = "KeyUnavailable"
+    retryable = False
+
+
+class WrongTenant(BackupError):
+    """The backup belongs to another tenant than the one the caller restores for."""
+
+    reason = "WrongTenant"
+    retryable = False
+
+
+class SourceUnavailable(BackupError):
+    """The database to back up (or the restore target) could not be reached or logged into."""
+
+    reason = "DatabaseUnavailable"
+
+
+class DumpFailed(BackupError):
+    """pg_dump (or reading the snapshot's table statistics) failed; the message says why."""
+
+    reason = "DumpFailed"
+
+
+class TargetNotEmpty(BackupError):
+    """The restore target already holds tables; restoring would mix two databases."""
+
+    reason = "TargetNotEmpty"
+    retryable = False
+
+
+class RestoreFailed(BackupError):
+    """pg_restore failed; with a single transaction the target was left as it was."""
+
+    reason = "RestoreFailed"

@@ -1,0 +1,677 @@
+"""Restoring archives, and proving that they restore (verification).
+
+Why decrypt to a temporary file before touching the target: the archive is an encrypted
+stream whose chunks authenticate one at a time, so only once the *whole* stream has been
+read is it known to be complete and unaltered. Piping it straight into pg_restore would
+let a truncated or tampered archive half-restore before the problem showed. So a restore
+goes, in this order, and stops at the first problem with the target untouched:
+
+1. read the manifest and open the data key: unwrapping under the manifest's digest proves
+   the manifest authentic (`ManifestInvalid` if it was edited, `KeyUnavailable` if the
+   keyring lacks the key version, `WrongTenant` if it is another tenant's backup);
+2. compare the archive's size with the manifest (`ArchiveCorrupt`: truncated or extended);
+3. check that the target database has no tables (`TargetNotEmpty`): a restore never mixes
+   two databases (read only: nothing is changed);
+4. decrypt into a private temporary file (mode 0600, removed afterwards): every chunk's
+   tag, the final-chunk flag, and then the SHA-256 of the archive and of the dump against
+   the manifest (`ArchiveCorrupt` on any difference);
+5. `pg_restore --no-owner --exit-on-error --single-transaction`, so that even a failure of
+   pg_restore itself (a missing role, an extension the target lacks) leaves the target
+   as it was (`RestoreFailed` with pg_restore's message).
+
+Verification restores into a scratch database that it creates and always drops, then
+compares each table's row count and checksum with what the manifest recorded from the
+backup's snapshot (`cleo_operator.backup.contents`). Its verdict is a result, not an
+exception: an archive that does not restore is a *failed verification*; only being
+unable to run the verification at all (the site is down) raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Final, TypedDict, cast
+
+import psycopg
+from psycopg import sql
+
+from cleo_operator.backup import metrics
+from cleo_operator.backup.catalog import VerificationRecord, read_manifest, write_verification
+from cleo_operator.backup.connection import ConnectionInfo, libpq_environment
+from cleo_operator.backup.contents import prepare_session, table_stats
+from cleo_operator.backup.errors import (
+    ArchiveCorrupt,
+    BackupError,
+    KeyUnavailable,
+    ManifestInvalid,
+    RestoreFailed,
+    SourceUnavailable,
+    StorageError,
+    TargetNotEmpty,
+    WrongTenant,
+    redact,
+)
+from cleo_operator.backup.manifest import Manifest, TableStats, format_time
+from cleo_operator.backup.storage import ReadStream, Storage
+from cleo_operator.backup.tools import describe_exit, tool_version
+from cleo_operator.crypto import (
+    KeyWrapper,
+    MalformedEnvelope,
+    StreamKey,
+    Tampered,
+    UnknownKeyVersion,
+    WrongContext,
+    iter_decrypted,
+    open_stream_key,
+)
+
+__all__ = [
+    "RestoreResult",
+    "VerificationReport",
+    "VerificationResult",
+    "compare_tables",
+    "decrypt_archive",
+    "open_archive_key",
+    "restore_archive",
+    "verify_backup",
+]
+
+logger = logging.getLogger(__name__)
+
+_SCRATCH_PREFIX: Final = "cleo_verify_"
+_SCRATCH_MARKER: Final = "cleo-operator verification scratch database"
+_MAX_REPORTED_MISMATCHES: Final = 20
+_FREE_SPACE_MARGIN: Final = 64 << 20
+"""Room left on the work volume beyond the dump itself (pg_restore, other files)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreResult:
+    """What a restore did."""
+
+    backup_id: str
+    """The backup restored."""
+    tenant: str
+    """Its tenant."""
+    target: str
+    """The database restored into (`database ... on host:port`)."""
+    tables: int
+    """Tables the manifest lists (all restored, in one transaction)."""
+    rows: int
+    """Rows the manifest lists."""
+    dump_size: int
+    """Bytes of the decrypted dump."""
+    duration_seconds: float
+    """Wall time of the restore."""
+
+
+class _HashingReader:
+    """Reads from `source`, hashing and counting what passes (the archive's digest)."""
+
+    def __init__(self, source: ReadStream) -> None:
+        self._source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+def open_archive_key(manifest: Manifest, keyring: KeyWrapper, *, source: str) -> StreamKey:
+    """Unwrap the archive's data key; this is what proves the manifest authentic."""
+    try:
+        key = open_stream_key(keyring, manifest.wrapped_key, context=manifest.key_context())
+    except WrongContext as error:
+        if "manifest" in error.mismatched:
+            raise ManifestInvalid(
+                f"{source}: the manifest was altered after the backup was made (its content "
+                "no longer matches what the data key was wrapped for); do not trust this "
+                "backup, use another one"
+            ) from None
+        raise ManifestInvalid(
+            f"{source}: the manifest's wrapped key was made for another backup or tenant "
+            f"(differs in: {', '.join(error.mismatched)}); the manifest was copied or edited"
+        ) from None
+    except UnknownKeyVersion as error:
+        raise KeyUnavailable(
+            f"{source}: the backup's data key was wrapped with tenant key {error.key_id}, which "
+            "the keyring given does not hold; restore the tenant keyring from its KEK-wrapped "
+            "copy, or pass the keyring of the tenant that made the backup"
+        ) from None
+    except (Tampered, MalformedEnvelope) as error:
+        raise ManifestInvalid(
+            f"{source}: the manifest's wrapped data key does not open ({error.reason}): it was "
+            "altered, or the keyring is not the tenant's"
+        ) from None
+    if key.key_id != manifest.key_id:
+        raise ManifestInvalid(
+            f"{source}: the manifest names data key {manifest.key_id} but its wrapped key is "
+            f"{key.key_id}"
+        )
+    return key
+
+
+def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out: BinaryIO) -> int:
+    """Decrypt the archive into `out`, checking everything; returns the dump's size.
+
+    Raises ArchiveCorrupt when a chunk fails authentication, the stream is truncated or
+    extended, or a size or SHA-256 differs from the manifest. `out` is complete and
+    authentic only when this returns.
+    """
+    where = f"{storage.description}: {manifest.archive}"
+    info = storage.stat(manifest.archive)
+    if info is None:
+        raise ArchiveCorrupt(f"{where} is missing: this backup cannot be restored")
+    if info.size != manifest.archive_size:
+        raise ArchiveCorrupt(
+            f"{where} is {info.size} bytes but its manifest says {manifest.archive_size}: it "
+            f"was {'cut short' if info.size < manifest.archive_size else 'extended'} (an "
+            "interrupted copy or upload?); use another backup"
+        )
+    plaintext_sha256 = hashlib.sha256()
+    written = 0
+    with storage.open(manifest.archive) as raw:
+        reader = _HashingReader(raw)
+        try:
+            # iter_decrypted only calls read(); _HashingReader is that much of a BinaryIO.
+            for chunk in iter_decrypted(cast(BinaryIO, reader), key.key_for):
+                plaintext_sha256.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+        except (Tampered, MalformedEnvelope, UnknownKeyVersion) as error:
+            raise ArchiveCorrupt(f"{where}: {error.message}") from None
+    problems = []
+    if reader.size != manifest.archive_size:
+        problems.append(f"{reader.size} bytes were read, the manifest says {manifest.archive_size}")
+    if reader.sha256.hexdigest() != manifest.archive_sha256:
+        problems.append("the archive's SHA-256 differs from the manifest's")
+    if written != manifest.plaintext_size:
+        problems.append(f"the dump is {written} bytes, the manifest says {manifest.plaintext_size}")
+    if plaintext_sha256.hexdigest() != manifest.plaintext_sha256:
+        problems.append("the dump's SHA-256 differs from the manifest's")
+    if problems:
+        raise ArchiveCorrupt(
+            f"{where} decrypts but does not match its manifest: {'; '.join(problems)}; use "
+            "another backup"
+        )
+    return written
+
+
+def _connect(info: ConnectionInfo, *, doing: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(**info.psycopg_kwargs(), autocommit=True)
+    except psycopg.Error as error:
+        detail = error.diag.message_primary if error.diag.message_primary else str(error)
+        raise SourceUnavailable(
+            f"cannot connect to {info.where} as {info.user!r} for {doing}: "
+            f"{redact(' '.join(detail.split()), [info.password])}"
+        ) from None
+
+
+def _user_relations(info: ConnectionInfo) -> int:
+    with _connect(info, doing="checking the restore target") as conn:
+        row = conn.execute(
+            """
+            SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%'
+               AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+            """
+        ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def _conninfo_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@contextlib.contextmanager
+def _private_temp_file(work_dir: Path | None, *, needed: int) -> Iterator[BinaryIO]:
+    folder = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as error:
+        raise RestoreFailed(
+            f"the restore work directory {folder} is not usable: {error.strerror}"
+        ) from None
+    if free < needed + _FREE_SPACE_MARGIN:
+        raise RestoreFailed(
+            f"the restore work directory {folder} has {free} bytes free, but the decrypted "
+            f"dump needs {needed} (plus {_FREE_SPACE_MARGIN} to spare): point the work "
+            "directory at a larger volume"
+        )
+    # NamedTemporaryFile is created 0600 and removed on close: the plaintext dump of a
+    # tenant's data never outlives the restore.
+    with tempfile.NamedTemporaryFile(prefix="cleo-restore-", suffix=".dump", dir=folder) as handle:
+        yield cast(BinaryIO, handle)
+
+
+def restore_archive(
+    *,
+    storage: Storage,
+    backup_id: str,
+    keyring: KeyWrapper,
+    target: ConnectionInfo,
+    tenant: str | None = None,
+    role: str | None = None,
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+    single_transaction: bool = True,
+    no_privileges: bool = False,
+) -> RestoreResult:
+    """Restore backup `backup_id` from `storage` into the empty database `target`.
+
+    `tenant`, when given, must be the backup's tenant (a guard against restoring another
+    tenant's data). `role` becomes the owner of what is restored (`pg_restore --role`);
+    unset, the target's login role. `work_dir` holds the decrypted dump while it is
+    restored (default: the system temp folder; it needs the dump's size free).
+    `no_privileges` skips GRANT/REVOKE (for a site where the original roles do not exist).
+    See the module docstring for the order of checks and the errors.
+    """
+    started = time.monotonic()
+    manifest_tenant = tenant or "unknown"
+    try:
+        result = _restore(
+            storage=storage,
+            backup_id=backup_id,
+            keyring=keyring,
+            target=target,
+            tenant=tenant,
+            role=role,
+            pg_restore=pg_restore,
+            work_dir=Path(work_dir) if work_dir is not None else None,
+            single_transaction=single_transaction,
+            no_privileges=no_privileges,
+            started=started,
+        )
+    except BackupError as error:
+        metrics.observe_restore(tenant=manifest_tenant, result=error.reason)
+        raise
+    metrics.observe_restore(tenant=result.tenant, result="ok")
+    logger.info(
+        "restored backup %s of tenant %s into %s in %.1fs",
+        result.backup_id,
+        result.tenant,
+        result.target,
+        result.duration_seconds,
+    )
+    return result
+
+
+def _restore(
+    *,
+    storage: Storage,
+    backup_id: str,
+    keyring: KeyWrapper,
+    target: ConnectionInfo,
+    tenant: str | None,
+    role: str | None,
+    pg_restore: str | os.PathLike[str],
+    work_dir: Path | None,
+    single_transaction: bool,
+    no_privileges: bool,
+    started: float,
+) -> RestoreResult:
+    try:
+        manifest = read_manifest(storage, backup_id)
+    except ValueError as error:  # a malformed id
+        raise ManifestInvalid(str(error)) from None
+    source = f"{storage.description}: backup {backup_id}"
+    if tenant is not None and manifest.tenant != tenant:
+        raise WrongTenant(
+            f"{source} belongs to tenant {manifest.tenant!r}, not {tenant!r}: restore a backup "
+            "of this tenant, or name the right tenant"
+        )
+    key = open_archive_key(manifest, keyring, source=source)
+    try:
+        tool_version(pg_restore, what="pg_restore")
+    except ValueError as error:
+        raise RestoreFailed(str(error)) from None
+    present = _user_relations(target)
+    if present:
+        raise TargetNotEmpty(
+            f"{target.where} already holds {present} tables, views or sequences; restore into "
+            "a new, empty database and switch to it once the restore succeeded"
+        )
+    with _private_temp_file(work_dir, needed=manifest.plaintext_size) as dump:
+        size = decrypt_archive(storage=storage, manifest=manifest, key=key, out=dump)
+        dump.flush()
+        _run_pg_restore(
+            pg_restore,
+            dump_path=dump.name,
+            target=target,
+            role=role,
+            single_transaction=single_transaction,
+            no_privileges=no_privileges,
+        )
+    return RestoreResult(
+        backup_id=manifest.backup_id,
+        tenant=manifest.tenant,
+        target=target.where,
+        tables=len(manifest.tables),
+        rows=manifest.total_rows,
+        dump_size=size,
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def _run_pg_restore(
+    pg_restore: str | os.PathLike[str],
+    *,
+    dump_path: str,
+    target: ConnectionInfo,
+    role: str | None,
+    single_transaction: bool,
+    no_privileges: bool,
+) -> None:
+    # The database name goes as a conninfo fragment so that a name containing '=' is not
+    # taken for a connection string; host, user and the passfile come from the environment.
+    args = [
+        os.fspath(pg_restore),
+        "--no-owner",
+        "--exit-on-error",
+        "--no-password",
+        f"--dbname=dbname={_conninfo_quote(target.dbname)}",
+    ]
+    if single_transaction:
+        args.append("--single-transaction")
+    if role:
+        args.append(f"--role={role}")
+    if no_privileges:
+        args.append("--no-privileges")
+    args.append(dump_path)
+    with libpq_environment(target) as env:
+        try:
+            # pg_restore's output on stderr is small (it stops at the first error).
+            completed = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                check=False,
+            )
+        except OSError as error:
+            raise RestoreFailed(f"cannot start pg_restore ({args[0]}): {error.strerror}") from None
+    if completed.returncode != 0:
+        lines = [
+            line.strip()
+            for line in completed.stderr.decode("utf-8", "replace").splitlines()
+            if line.strip()
+        ]
+        detail = redact("; ".join(lines[-20:]), [target.password]) or "(no message)"
+        state = (
+            "nothing was changed (one transaction)"
+            if single_transaction
+            else "the target may be partly restored: drop it and restore again"
+        )
+        raise RestoreFailed(
+            f"pg_restore into {target.where} failed ({describe_exit(completed.returncode)}); "
+            f"{state}: {detail}"
+        )
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class VerificationReport(TypedDict):
+    """A verification's result as JSON (camelCase), for the Job's report and status."""
+
+    backupId: str
+    tenant: str
+    passed: bool
+    reason: str
+    message: str
+    tablesChecked: int
+    rowsChecked: int
+    time: str
+    durationSeconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerificationResult:
+    """The verdict on one backup; the caller writes it to status."""
+
+    backup_id: str
+    """The backup verified."""
+    tenant: str
+    """Its tenant."""
+    passed: bool
+    """True when the archive restored and every table matched the manifest."""
+    reason: str
+    """`Verified`, `ContentMismatch`, or the reason of the error that stopped the restore."""
+    message: str
+    """What was found, for people."""
+    tables_checked: int
+    """Tables compared."""
+    rows_checked: int
+    """Rows counted in the restored copy."""
+    mismatches: tuple[str, ...] = field(default=())
+    """One line per table that differs (at most 20)."""
+    finished: datetime
+    """When the verification finished."""
+    duration_seconds: float
+    """Wall time, restore included."""
+
+    def to_report(self) -> VerificationReport:
+        return {
+            "backupId": self.backup_id,
+            "tenant": self.tenant,
+            "passed": self.passed,
+            "reason": self.reason,
+            "message": self.message,
+            "tablesChecked": self.tables_checked,
+            "rowsChecked": self.rows_checked,
+            "time": format_time(self.finished),
+            "durationSeconds": round(self.duration_seconds, 3),
+        }
+
+
+def compare_tables(
+    expected: dict[str, TableStats] | Manifest, actual: dict[str, TableStats]
+) -> list[str]:
+    """Differences between recorded and restored tables, one line each (empty: equal).
+
+    Checksums are compared only where the recorded side has one.
+    """
+    recorded = dict(expected.tables) if isinstance(expected, Manifest) else expected
+    problems = []
+    for name in sorted(recorded.keys() | actual.keys()):
+        want, got = recorded.get(name), actual.get(name)
+        if want is None:
+            problems.append(f"{name}: restored, but not in the backup")
+        elif got is None:
+            problems.append(f"{name}: in the backup ({want.rows} rows), missing after restore")
+        elif want.rows != got.rows:
+            problems.append(f"{name}: {want.rows} rows in the backup, {got.rows} restored")
+        elif want.checksum is not None and want.checksum != got.checksum:
+            problems.append(f"{name}: same row count ({got.rows}) but different contents")
+    return problems
+
+
+def verify_backup(
+    *,
+    storage: Storage,
+    backup_id: str,
+    keyring: KeyWrapper,
+    admin: ConnectionInfo,
+    tenant: str | None = None,
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+    record: bool = True,
+    now: datetime | None = None,
+) -> VerificationResult:
+    """Restore backup `backup_id` into a scratch database and compare it with the manifest.
+
+    `admin` logs in to the site (its `dbname` is where the scratch database is created
+    from) and needs CREATEDB. The scratch database is dropped whatever happens. With
+    `record`, the verdict is also stored beside the backup (`ID.verification.json`), which
+    retention reads to protect the newest verified backup.
+
+    Raises only when the verification cannot run (`SourceUnavailable`, `StorageError`);
+    an archive that does not restore or does not match is a failed result.
+    """
+    started = time.monotonic()
+    try:
+        manifest = read_manifest(storage, backup_id)
+    except ValueError as error:
+        raise ManifestInvalid(str(error)) from None
+    if tenant is not None and manifest.tenant != tenant:
+        raise WrongTenant(
+            f"backup {backup_id} belongs to tenant {manifest.tenant!r}, not {tenant!r}"
+        )
+    scratch = f"{_SCRATCH_PREFIX}{backup_id.lower().replace('-', '_')}_{secrets.token_hex(3)}"
+    actual: dict[str, TableStats] = {}
+    try:
+        _create_scratch(admin, scratch, backup_id=backup_id)
+        try:
+            restore_archive(
+                storage=storage,
+                backup_id=backup_id,
+                keyring=keyring,
+                target=admin.with_dbname(scratch),
+                tenant=manifest.tenant,
+                pg_restore=pg_restore,
+                work_dir=work_dir,
+                no_privileges=True,
+            )
+            with _connect(admin.with_dbname(scratch), doing="verification") as conn:
+                prepare_session(conn)
+                actual = table_stats(conn, checksums=manifest.checksum_algorithm is not None)
+        finally:
+            _drop_scratch(admin, scratch)
+    except (
+        ArchiveCorrupt,
+        ManifestInvalid,
+        KeyUnavailable,
+        RestoreFailed,
+        TargetNotEmpty,
+    ) as error:
+        result = _verdict(
+            manifest,
+            passed=False,
+            reason=error.reason,
+            message=error.message,
+            actual={},
+            mismatches=(),
+            started=started,
+            now=now,
+        )
+    else:
+        mismatches = compare_tables(manifest, actual)
+        if mismatches:
+            message = (
+                f"backup {backup_id} restored, but {len(mismatches)} of "
+                f"{len(set(manifest.tables) | set(actual))} tables differ from the backup's "
+                "snapshot: " + "; ".join(mismatches[:3])
+            )
+        else:
+            message = (
+                f"backup {backup_id} restored: {len(actual)} tables and "
+                f"{sum(t.rows for t in actual.values())} rows match the backup's snapshot"
+            )
+        result = _verdict(
+            manifest,
+            passed=not mismatches,
+            reason="ContentMismatch" if mismatches else "Verified",
+            message=message,
+            actual=actual,
+            mismatches=tuple(mismatches[:_MAX_REPORTED_MISMATCHES]),
+            started=started,
+            now=now,
+        )
+    if record:
+        write_verification(
+            storage,
+            VerificationRecord(
+                backup_id=backup_id,
+                time=result.finished,
+                passed=result.passed,
+                tables_checked=result.tables_checked,
+                message=result.message,
+            ),
+        )
+    metrics.observe_verification(
+        tenant=manifest.tenant, finished_at=result.finished.timestamp(), passed=result.passed
+    )
+    log = logger.info if result.passed else logger.warning
+    log("verification of backup %s of tenant %s: %s", backup_id, manifest.tenant, result.message)
+    return result
+
+
+def _verdict(
+    manifest: Manifest,
+    *,
+    passed: bool,
+    reason: str,
+    message: str,
+    actual: dict[str, TableStats],
+    mismatches: tuple[str, ...],
+    started: float,
+    now: datetime | None,
+) -> VerificationResult:
+    return VerificationResult(
+        backup_id=manifest.backup_id,
+        tenant=manifest.tenant,
+        passed=passed,
+        reason=reason,
+        message=message,
+        tables_checked=len(actual),
+        rows_checked=sum(t.rows for t in actual.values()),
+        mismatches=mismatches,
+        finished=(now or datetime.now(UTC)).astimezone(UTC),
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def _create_scratch(admin: ConnectionInfo, name: str, *, backup_id: str) -> None:
+    with _connect(admin, doing="creating the verification database") as conn:
+        try:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                    sql.Identifier(name)
+                )
+            )
+            conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(f"{_SCRATCH_MARKER} for backup {backup_id}")
+                )
+            )
+        except psycopg.Error as error:
+            raise SourceUnavailable(
+                f"cannot create the verification database {name} on {admin.host}:{admin.port} "
+                f"as {admin.user!r}: {error.diag.message_primary or error}; the role needs "
+                "CREATEDB"
+            ) from None
+
+
+def _drop_scratch(admin: ConnectionInfo, name: str) -> None:
+    try:
+        with _connect(admin, doing="dropping the verification database") as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    except (psycopg.Error, SourceUnavailable, StorageError) as error:
+        # The verdict matters more than the cleanup; say loudly what is left behind.
+        logger.error(
+            "could not drop the verification database %s on %s:%s (%s); drop it by hand",
+            name,
+            admin.host,
+            admin.port,
+            getattr(error, "message", type(error).__name__),
+        )

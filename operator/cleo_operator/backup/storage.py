@@ -1,0 +1,411 @@
+"""Where archives and manifests live: a small object-store interface and the volume backend.
+
+Why an object store and not a file system API: the same runner writes to a
+PersistentVolumeClaim (a directory) and to S3, and both can offer exactly this much: named
+objects written whole from a stream, read as a stream, listed and deleted. Objects are
+flat names (letters, digits, '.', '_', '-'); the backup catalog decides what they mean.
+
+Why writes are atomic: a backup that fails half-way (a full disk, pg_dump dying, the pod
+being evicted) must leave nothing that looks like an archive. `writer(name)` hands out a
+stream to a temporary object and makes it visible under `name` only when the `with` block
+ends without an exception, after the data is durable (for a directory: write to a hidden
+temporary file, fsync it, rename it, fsync the directory). On any exception the temporary
+object is removed. A process killed outright cannot clean up: its hidden temporary files
+(or, on S3, its unfinished multipart uploads) are never listed as objects and are removed
+by `clean_incomplete`, which pruning calls.
+
+Errors are `StorageError` (or `StorageFull` for ENOSPC, EDQUOT, EFBIG) naming the storage
+and the object, raised from the exact write that failed, so that a failure of the storage
+is never mistaken for a failure of the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from cleo_operator.backup.errors import StorageError, StorageFull
+
+__all__ = [
+    "COPY_BUFFER_SIZE",
+    "LocalStorage",
+    "ObjectInfo",
+    "ReadStream",
+    "Storage",
+    "WriteStream",
+    "check_object_name",
+    "copy_stream",
+]
+
+COPY_BUFFER_SIZE: Final = 1 << 20
+"""Bytes moved per read when copying streams: bounds memory whatever the object size."""
+
+OBJECT_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_TEMP_SUFFIX: Final = ".tmp"
+_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def check_object_name(name: str) -> str:
+    """Return `name` if it is a valid object name, else raise ValueError saying the rule."""
+    if OBJECT_NAME_PATTERN.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid object name {name!r}: use 1 to 200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object."""
+
+    name: str
+    """Its name in the storage."""
+    size: int
+    """Its size in bytes."""
+    modified: datetime
+    """When it was last written (UTC)."""
+
+
+class WriteStream(Protocol):
+    """What `Storage.writer` hands out: a binary stream that only writes."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Write all of `data`; returns its length."""
+        ...
+
+
+class ReadStream(Protocol):
+    """What `Storage.open` hands out: a binary stream that only reads."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes; fewer only at the end (b'' there)."""
+        ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A flat store of named objects with atomic whole-object writes."""
+
+    @property
+    def description(self) -> str:
+        """Where the objects are, for messages (never credentials)."""
+        ...
+
+    def writer(self, name: str) -> AbstractContextManager[WriteStream]:
+        """A stream that becomes object `name` when the block ends without an exception.
+
+        Refuses (StorageError) when `name` exists: archives are never overwritten.
+        """
+        ...
+
+    def put(self, name: str, source: ReadStream) -> int:
+        """Copy `source` to its end into object `name`, atomically; returns the size."""
+        ...
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        """Store `data` as object `name`, atomically."""
+        ...
+
+    def open(self, name: str) -> AbstractContextManager[ReadStream]:
+        """Read object `name`; StorageError if it does not exist."""
+        ...
+
+    def read_bytes(self, name: str, *, limit: int) -> bytes:
+        """The whole of a small object; StorageError when it is larger than `limit`."""
+        ...
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        """The object's size and time, or None if it does not exist."""
+        ...
+
+    def list(self) -> list[ObjectInfo]:
+        """Every complete object, sorted by name (never temporary or unfinished ones)."""
+        ...
+
+    def delete(self, name: str) -> bool:
+        """Remove object `name`; False when it did not exist."""
+        ...
+
+    def clean_incomplete(self, *, older_than: datetime) -> int:
+        """Remove leftovers of writes started before `older_than` that never finished."""
+        ...
+
+
+def copy_stream(source: ReadStream, out: WriteStream) -> int:
+    """Copy `source` to its end into `out` in bounded pieces; returns the bytes copied."""
+    total = 0
+    while True:
+        piece = source.read(COPY_BUFFER_SIZE)
+        if not piece:
+            return total
+        out.write(piece)
+        total += len(piece)
+
+
+def storage_error(
+    error: OSError, *, storage: str, doing: str, written: int | None = None
+) -> StorageError:
+    """A StorageError (StorageFull for a full volume) for an OSError of `doing`."""
+    detail = error.strerror or type(error).__name__
+    if error.errno in _FULL_ERRNOS:
+        after = f" after {written} bytes" if written is not None else ""
+        return StorageFull(
+            f"{storage} is full ({detail}) while {doing}{after}; nothing of the unfinished "
+            "object was kept. Free space, grow the volume or lower retention, then back up "
+            "again."
+        )
+    return StorageError(f"{storage}: {doing} failed: {detail}")
+
+
+class _FileWriter:
+    """The stream `LocalStorage.writer` hands out: a file whose errors name the object."""
+
+    def __init__(self, handle: os.PathLike[str] | int, *, storage: str, name: str) -> None:
+        self._file = open(handle, "wb", buffering=COPY_BUFFER_SIZE)  # noqa: SIM115 - closed by the writer
+        self._storage = storage
+        self._name = name
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        try:
+            count = self._file.write(data)
+        except OSError as error:
+            raise storage_error(
+                error, storage=self._storage, doing=f"writing {self._name}", written=self.written
+            ) from None
+        self.written += count
+        return count
+
+    def finish(self) -> None:
+        """Flush and fsync: after this the bytes are on the device."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            raise storage_error(
+                error, storage=self._storage, doing=f"writing {self._name}", written=self.written
+            ) from None
+
+    def close(self) -> None:
+        # A failed close after a failed write must not hide the first error.
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+class _FileReader:
+    """The stream `LocalStorage.open` hands out: read errors name the object."""
+
+    def __init__(self, path: Path, *, storage: str, name: str) -> None:
+        self._file = path.open("rb", buffering=0)
+        self._storage = storage
+        self._name = name
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._file.read(size) or b""
+        except OSError as error:
+            raise storage_error(
+                error, storage=self._storage, doing=f"reading {self._name}"
+            ) from None
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LocalStorage:
+    """A directory as storage: the PersistentVolumeClaim backend (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root)
+        self._create = create
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    @property
+    def description(self) -> str:
+        return f"backup directory {self.root}"
+
+    # -- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, name: str) -> Iterator[WriteStream]:
+        final = self._path(name)
+        self._ensure_root()
+        if final.exists():
+            raise StorageError(
+                f"{self.description}: {name} already exists; backups are never overwritten"
+            )
+        temp = self.root / f".{name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}"
+        committed = False
+        try:
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as error:
+                raise storage_error(
+                    error, storage=self.description, doing=f"creating {name}"
+                ) from None
+            stream = _FileWriter(fd, storage=self.description, name=name)
+            try:
+                yield stream
+                stream.finish()
+            finally:
+                stream.close()
+            try:
+                os.replace(temp, final)
+            except OSError as error:
+                raise storage_error(
+                    error, storage=self.description, doing=f"renaming {name}"
+                ) from None
+            committed = True
+            self._sync_root()
+        finally:
+            if not committed:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+
+    def put(self, name: str, source: ReadStream) -> int:
+        with self.writer(name) as out:
+            return copy_stream(source, out)
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        with self.writer(name) as out:
+            out.write(data)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[ReadStream]:
+        path = self._path(name)
+        try:
+            reader = _FileReader(path, storage=self.description, name=name)
+        except FileNotFoundError:
+            raise StorageError(f"{self.description}: {name} does not exist") from None
+        except OSError as error:
+            raise storage_error(error, storage=self.description, doing=f"opening {name}") from None
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def read_bytes(self, name: str, *, limit: int) -> bytes:
+        with self.open(name) as reader:
+            data = reader.read(limit + 1)
+        if len(data) > limit:
+            raise StorageError(
+                f"{self.description}: {name} is larger than {limit} bytes, too large for "
+                "what it should be"
+            )
+        return data
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        path = self._path(name)
+        try:
+            result = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise storage_error(error, storage=self.description, doing=f"reading {name}") from None
+        return ObjectInfo(
+            name=name, size=result.st_size, modified=datetime.fromtimestamp(result.st_mtime, UTC)
+        )
+
+    def list(self) -> list[ObjectInfo]:
+        if not self.root.exists():
+            return []
+        objects: list[ObjectInfo] = []
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if OBJECT_NAME_PATTERN.fullmatch(entry.name) is None:
+                        continue  # temporary files start with '.', foreign files are ignored
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    result = entry.stat(follow_symlinks=False)
+                    objects.append(
+                        ObjectInfo(
+                            name=entry.name,
+                            size=result.st_size,
+                            modified=datetime.fromtimestamp(result.st_mtime, UTC),
+                        )
+                    )
+        except OSError as error:
+            raise storage_error(error, storage=self.description, doing="listing") from None
+        return sorted(objects, key=lambda o: o.name)
+
+    # -- deleting ------------------------------------------------------------------------
+
+    def delete(self, name: str) -> bool:
+        path = self._path(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise storage_error(error, storage=self.description, doing=f"deleting {name}") from None
+        self._sync_root()
+        return True
+
+    def clean_incomplete(self, *, older_than: datetime) -> int:
+        if not self.root.exists():
+            return 0
+        cutoff = older_than.timestamp()
+        removed = 0
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".") and entry.name.endswith(_TEMP_SUFFIX)):
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                        continue  # perhaps a backup that is running right now
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        except OSError as error:
+            raise storage_error(
+                error, storage=self.description, doing="removing unfinished writes"
+            ) from None
+        return removed
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self.root / check_object_name(name)
+
+    def _ensure_root(self) -> None:
+        if self.root.is_dir():
+            return
+        if not self._create:
+            raise StorageError(
+                f"{self.description} does not exist: mount the backup volume there or fix the path"
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise storage_error(
+                error, storage=self.description, doing="creating the directory"
+            ) from None
+
+    def _sync_root(self) -> None:
+        # The rename (or unlink) is durable only once the directory itself is synced.
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
