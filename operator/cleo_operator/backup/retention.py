@@ -14,7 +14,8 @@ made in them. So the rules are also age limits: after a month without backups, a
 - the newest backup, and the newest *verified* backup, are never pruned, whatever the
   counts (even all zero): retention never leaves a tenant without its latest backup or
   without the latest proof that its backups restore;
-- a backup dated after `now` (clock skew between nodes) is kept: it cannot be placed.
+- a backup dated after `now` (clock skew between nodes) is kept, and left out of every
+  rule: it cannot be placed, and the rules count back from `now`.
 
 With no rule set at all, everything is kept (the API's default: backups are never
 destroyed unless the owner says how many to keep). Hours are UTC hours; days, weeks and
@@ -171,12 +172,17 @@ def select_to_keep(
         return set()
     if policy.keeps_everything:
         return {b.id for b in backups}
-    newest_first = sorted(backups, key=lambda b: (b.time, b.id), reverse=True)
-    keep: set[str] = {newest_first[0].id}
+    # Backups dated after `now` are kept and otherwise left out: every rule counts from now.
+    keep: set[str] = {b.id for b in backups if b.time > now}
+    newest_first = sorted(
+        (b for b in backups if b.time <= now), key=lambda b: (b.time, b.id), reverse=True
+    )
+    if not newest_first:
+        return keep
+    keep.add(newest_first[0].id)
     verified = [b for b in newest_first if b.verified]
     if verified:
         keep.add(verified[0].id)
-    keep.update(b.id for b in newest_first if b.time > now)
     if keep_last:
         keep.update(b.id for b in newest_first[:keep_last])
     for rule, index in _PERIODS:
