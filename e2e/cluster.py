@@ -99,11 +99,15 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the launcher dies, however it dies."""
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the launcher dies, however it dies.
+
+    SIGKILL rather than SIGTERM: the launcher is gone, nobody waits for a graceful stop,
+    and kube-apiserver's graceful stop waits for open watches for a long time.
+    """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @dataclass
@@ -159,7 +163,9 @@ class LocalCluster:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="cleo-cluster-"))
             self._own_workdir = True
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Every start is a fresh cluster: no etcd data or keys from an earlier run.
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         try:
             self._start(timeout=timeout)
@@ -182,14 +188,19 @@ class LocalCluster:
         self._wait_for_default_service_account(deadline)
 
     def stop(self) -> None:
-        """Stop every process this cluster started (TERM, then KILL) and remove its folder."""
+        """Stop every process this cluster started and remove its folder.
+
+        TERM first, KILL after a short grace: the data is thrown away, and kube-apiserver's
+        graceful stop would otherwise wait for every open watch to end.
+        """
         for proc in reversed(self._procs):
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.terminate()
+        deadline = time.monotonic() + 5
         for proc in reversed(self._procs):
             try:
-                proc.popen.wait(timeout=15)
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.kill()
@@ -215,7 +226,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the launcher only
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet in our callers
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads run yet in our callers
             )
         proc = _Proc(name, popen, log_path)
         self._procs.append(proc)

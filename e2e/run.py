@@ -77,6 +77,11 @@ def kind_cluster() -> Iterator[tuple[dict[str, str], str]]:
     yield {**os.environ, "KUBECONFIG": str(kubeconfig)}, "kubectl"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument(
@@ -86,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--example", type=Path, default=REPO / "examples" / "tenant.yaml")
     args = parser.parse_args(argv)
+    # A shell that starts us in the background ignores SIGINT for us; Ctrl-C and a TERM
+    # from a supervisor must both end in the same orderly stop.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     choose = {"local": local_cluster, "current": current_cluster, "kind": kind_cluster}
     with choose[args.cluster]() as (env, kubectl):
 

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cleo_operator import __version__
 
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = build_registry(runtime)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: object) -> object:
+    def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
     log.info(

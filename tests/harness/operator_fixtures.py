@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.cluster import LocalCluster, free_port
+from e2e.cluster import LocalCluster, die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,6 +86,7 @@ def start_operator(
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - no operator outlives the test run
     )
     out.close()
     proc = OperatorProcess(
