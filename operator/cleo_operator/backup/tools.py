@@ -31,6 +31,8 @@ def tool_version(tool: str | os.PathLike[str], *, what: str) -> str:
     try:
         result = subprocess.run(
             [os.fspath(tool), "--version"],
+            # No libpq settings of ours (PGPASSWORD above all) for a call that needs none.
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
             capture_output=True,
             text=True,
             timeout=30,
