@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) from the Go wrapper modules beside this script and
-# prints the folder that holds the binaries.
+# kube-scheduler, kubectl, kwok) and Helm (for the chart tests) from the Go wrapper
+# modules beside this script and prints the folder that holds the binaries.
 #
 # The binaries are cached outside the repository, in
 #   ${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}/<key>/bin
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}
 key=$(cd "$here" && cat build.sh */go.mod */go.sum */*.go 2>/dev/null | sha256sum | cut -c1-16)
 bin="$cache_root/$key/bin"
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages.yaml)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages.yaml helm)
 
 complete() {
   local b
@@ -53,6 +53,20 @@ fi
 if [ ! -x "$bin.partial/kwok" ]; then
   log "building kwok"
   (cd "$here/kwok" && go build -trimpath -ldflags "-s -w" -o "$bin.partial/kwok" sigs.k8s.io/kwok/cmd/kwok)
+fi
+if [ ! -x "$bin.partial/helm" ]; then
+  log "building helm"
+  # The stamps Helm's own Makefile sets: its version, and the Kubernetes minor its client
+  # libraries speak (client-go v0.N is Kubernetes 1.N), which `helm template` and `helm lint`
+  # assume for .Capabilities when they are not talking to a cluster.
+  helm_version=$(cd "$here/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)
+  client_go=$(cd "$here/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  client_minor=${client_go#v0.}; client_minor=${client_minor%%.*}
+  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_minor"
+  done
+  (cd "$here/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$bin.partial/helm" helm.sh/helm/v3/cmd/helm)
 fi
 # KWOK does nothing without Stage configuration; take the defaults that kwokctl
 # uses (node initialize and heartbeat, pod ready, complete and delete) from the very
