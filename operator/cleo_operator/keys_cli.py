@@ -1,0 +1,422 @@
+"""`cleo-operator keys ...` and `cleo-operator seal`: the operator's keys, for people.
+
+- `keys init` creates the KEK Secret and the sealing keys once (the operator also does this
+  on its first start) and publishes the sealing public key;
+- `keys public [--pem]` prints the current sealing public key;
+- `keys rotate-sealing` adds a sealing key (old ones stay, so everything sealed still opens);
+- `keys rotate-kek` adds a KEK version and re-wraps every tenant keyring copy with it;
+- `keys rewrap` re-wraps the copies still wrapped by an older KEK (after a crash of
+  `rotate-kek`, or after the KMS added a version to a KEK directory);
+- `keys status` shows versions and key ids, never keys;
+- `seal` encrypts values for one tenant's Secret and prints the `spec.secrets` entry.
+
+Why the public key is read from a ConfigMap: people who seal values need no access to the
+Secret that holds the private keys. `seal --public-key FILE` works with no cluster at all.
+
+Nothing here prints or logs a secret value: `seal` reads values from arguments, files or
+stdin and prints only sealed text; errors name keys and files, never values.
+
+The commands are registered by `cli.py` through `register(subparsers)`;
+`python -m cleo_operator.keys_cli` runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import pydantic
+import yaml
+
+from cleo_operator.api.base import validate_tenant_name
+from cleo_operator.api.errors import SpecError, spec_error_from_validation
+from cleo_operator.api.tenant import DATA_KEY_HINT, DATA_KEY_PATTERN, SealedSecret
+from cleo_operator.crypto import CryptoError, Envelope, SealingPublicKey, seal
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.keys import (
+    KEK_DIR_ENV,
+    SecretKEKProvider,
+    kek_dir_from_environment,
+    list_keyring_copies,
+)
+from cleo_operator.reconcile.keys import (
+    KEYRING_COPY_SELECTOR,
+    OperatorKeys,
+    RewrapReport,
+    ensure_operator_keys,
+    rewrap_keyring_copies,
+    rotate_kek,
+)
+
+__all__ = ["main", "register"]
+
+log = logging.getLogger("cleo_operator.keys")
+
+OPERATOR_NAMESPACE_ENV: Final = "CLEO_OPERATOR_NAMESPACE"
+DEFAULT_OPERATOR_NAMESPACE: Final = "cleo-system"
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message says why and what to do."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _out(text: str) -> None:
+    """Results go to stdout (logs go to stderr), so they can be piped and redirected."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _cluster_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--operator-namespace",
+        default=os.environ.get(OPERATOR_NAMESPACE_ENV, DEFAULT_OPERATOR_NAMESPACE),
+        help=f"namespace of the operator's key Secrets (default: ${OPERATOR_NAMESPACE_ENV} "
+        f"or {DEFAULT_OPERATOR_NAMESPACE})",
+    )
+    common.add_argument("--context", help="kubeconfig context (default: the current one)")
+    common.add_argument(
+        "--kek-dir",
+        type=Path,
+        default=kek_dir_from_environment(),
+        help=f"take the KEKs from this directory instead of the KEK Secret (default: "
+        f"${KEK_DIR_ENV})",
+    )
+    return common
+
+
+def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
+    kube = KubeClient.from_environment(context=args.context)
+    keys = OperatorKeys.locate(
+        kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir
+    )
+    return kube, keys
+
+
+# -- keys ... ---------------------------------------------------------------------------------
+
+
+def cmd_keys_init(args: argparse.Namespace) -> None:
+    kube = KubeClient.from_environment(context=args.context)
+    keys = ensure_operator_keys(
+        kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir, now=_now()
+    )
+    public = keys.sealing.load().public_key
+    _out(public.to_text())
+
+
+def _public_key(keys: OperatorKeys) -> SealingPublicKey:
+    published = keys.sealing.published_public_key()
+    if published is not None:
+        return published
+    # Not published (an operator version before the ConfigMap, or it was deleted): the
+    # Secret works too, for callers allowed to read it.
+    try:
+        return keys.sealing.load().public_key
+    except KubeError as exc:
+        raise CommandError(
+            f"the sealing public key is not published in ConfigMap {keys.operator_namespace}/"
+            f"{keys.sealing.public_name} and the sealing key Secret cannot be read ({exc.reason})"
+            ": start the operator (or run `cleo-operator keys init`), or pass --public-key FILE"
+        ) from None
+
+
+def cmd_keys_public(args: argparse.Namespace) -> None:
+    _, keys = _keys(args)
+    public = _public_key(keys)
+    _out(public.to_pem() if args.pem else public.to_text())
+
+
+def cmd_keys_rotate_sealing(args: argparse.Namespace) -> None:
+    _, keys = _keys(args)
+    keyring = keys.sealing.rotate(now=_now())
+    log.info(
+        "sealing key v%d (%s) is current; values sealed to older keys still open. Publish the "
+        "new public key to the people who seal values",
+        keyring.current_version,
+        keyring.current.key_id,
+    )
+    _out(keyring.public_key.to_text())
+
+
+def _report_rewrap(report: RewrapReport) -> None:
+    _out(
+        f"KEK v{report.kek_version} is current: re-wrapped {len(report.rewrapped)} keyring "
+        f"cop{'y' if len(report.rewrapped) == 1 else 'ies'}"
+        + (f" ({', '.join(report.rewrapped)})" if report.rewrapped else "")
+        + f", {len(report.current)} already current"
+    )
+    if report.failed:
+        raise CommandError(
+            "these keyring copies could not be re-wrapped and were left as they were: "
+            + "; ".join(f"{tenant}: {why}" for tenant, why in report.failed)
+        )
+
+
+def cmd_keys_rotate_kek(args: argparse.Namespace) -> None:
+    kube, keys = _keys(args)
+    try:
+        report = rotate_kek(kube, keys)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    _report_rewrap(report)
+
+
+def cmd_keys_rewrap(args: argparse.Namespace) -> None:
+    kube, keys = _keys(args)
+    _report_rewrap(rewrap_keyring_copies(kube, keys))
+
+
+def cmd_keys_status(args: argparse.Namespace) -> None:
+    kube, keys = _keys(args)
+    kek = keys.kek.load()
+    where = (
+        f"Secret {keys.kek.where}"
+        if isinstance(keys.kek, SecretKEKProvider)
+        else f"directory {args.kek_dir}"
+    )
+    lines = [
+        f"KEKs: {where}: versions {', '.join(f'v{v}' for v in kek.versions)}, "
+        f"current v{kek.current_version}"
+    ]
+    sealing = keys.sealing.load()
+    lines.append(
+        f"sealing keys: Secret {keys.sealing.where}: current v{sealing.current_version} "
+        f"({sealing.current.key_id}); all: "
+        + ", ".join(f"v{k.version} {k.key_id}" for k in sealing.keys)
+    )
+    published = keys.sealing.published_public_key()
+    state = "not published"
+    if published is not None:
+        state = published.key_id + (
+            "" if published == sealing.public_key else " (STALE: run `keys init` to publish)"
+        )
+    lines.append(f"published public key: {state}")
+    copies = list_keyring_copies(
+        kube, operator_namespace=keys.operator_namespace, label_selector=KEYRING_COPY_SELECTOR
+    )
+    lines.append(f"tenant keyring copies: {len(copies)}")
+    for copy in copies:
+        try:
+            kek_id = Envelope.from_text(copy.wrapped).key_id
+        except CryptoError as exc:
+            lines.append(f"  {copy.tenant}: unreadable ({exc.reason})")
+            continue
+        stale = "" if kek_id == f"v{kek.current_version}" else " (needs `keys rewrap`)"
+        lines.append(f"  {copy.tenant}: wrapped by KEK {kek_id}{stale}")
+    _out("\n".join(lines))
+
+
+# -- seal -------------------------------------------------------------------------------------
+
+
+def _split_pair(text: str, *, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        # The text may be a secret value typed without KEY=: never echo it.
+        raise CommandError(f"{option} takes KEY=VALUE (or KEY=PATH); one argument has no KEY=")
+    return key, value
+
+
+def _read_values(args: argparse.Namespace) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
+
+    def add(key: str, value: bytes, *, option: str) -> None:
+        if key in values:
+            raise CommandError(f"key {key!r} is given twice ({option}); give each key once")
+        values[key] = value
+
+    for literal in args.from_literal or ():
+        key, value = _split_pair(literal, option="--from-literal")
+        add(key, value.encode("utf-8"), option="--from-literal")
+    for item in args.from_file or ():
+        key, sep, path_text = item.partition("=")
+        if not sep:
+            key, path_text = Path(item).name, item
+        if path_text == "-":
+            add(key, sys.stdin.buffer.read(), option="--from-file")
+            continue
+        try:
+            content = Path(path_text).read_bytes()
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read --from-file {path_text} for key {key!r}: {exc.strerror}"
+            ) from None
+        add(key, content, option="--from-file")
+    return values
+
+
+def _check_target(tenant: str, name: str, keys: Sequence[str]) -> None:
+    """Refuse what the CleoTenant API would refuse, before anything is read or sealed."""
+    try:
+        validate_tenant_name(tenant)
+    except SpecError as exc:
+        raise CommandError(f"--tenant {tenant!r}: {exc.issues[0].message}") from None
+    if not keys:
+        raise CommandError("nothing to seal: give --from-literal KEY=VALUE or --from-file KEY=PATH")
+    problems = [
+        f"key {key!r}: must be {DATA_KEY_HINT}, at most 253 long"
+        for key in keys
+        if len(key) > 253 or re.fullmatch(DATA_KEY_PATTERN, key) is None
+    ]
+    try:
+        # Placeholders, not the values: validation errors must never carry secret input.
+        SealedSecret.model_validate({"name": name, "data": dict.fromkeys(keys, "x")})
+    except pydantic.ValidationError as exc:
+        for issue in spec_error_from_validation("CleoTenant", exc, root="").issues:
+            if issue.path == "name":
+                problems.insert(0, f"--name {name!r}: {issue.message}")
+            elif issue.path == "data" or not problems:
+                problems.append(f"{issue.path}: {issue.message}")
+    if problems:
+        raise CommandError("; ".join(problems))
+
+
+def _load_public_key(path: Path) -> SealingPublicKey:
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read --public-key {path}: {exc}") from None
+    try:
+        if "BEGIN PUBLIC KEY" in text:
+            return SealingPublicKey.from_pem(text)
+        return SealingPublicKey.from_text(text)
+    except ValueError as exc:
+        raise CommandError(f"--public-key {path}: {exc}") from None
+
+
+def sealed_entry_yaml(
+    public: SealingPublicKey, *, tenant: str, name: str, values: dict[str, bytes]
+) -> str:
+    """The `spec.secrets` entry for `values`, as YAML with a comment saying what it is."""
+    entry = {
+        "name": name,
+        "data": {
+            key: seal(public, tenant=tenant, secret=name, key=key, plaintext=value)
+            for key, value in sorted(values.items())
+        },
+    }
+    SealedSecret.model_validate(entry)  # what we print must be what the API accepts
+    body = yaml.safe_dump([entry], sort_keys=False, width=1 << 30, default_flow_style=False)
+    return (
+        f"# spec.secrets entry of CleoTenant {tenant}: Secret {name}, sealed to "
+        f"{public.key_id}\n{body}"
+    )
+
+
+def cmd_seal(args: argparse.Namespace) -> None:
+    try:
+        validate_tenant_name(args.tenant)
+    except SpecError as exc:
+        raise CommandError(f"--tenant {args.tenant!r}: {exc.issues[0].message}") from None
+    keys_named = [_split_pair(text, option="--from-literal")[0] for text in args.from_literal or ()]
+    keys_named += [
+        item.partition("=")[0] if "=" in item else Path(item).name for item in args.from_file or ()
+    ]
+    _check_target(args.tenant, args.name, keys_named)
+    if args.public_key is not None:
+        public = _load_public_key(args.public_key)
+    else:
+        _, keys = _keys(args)
+        public = _public_key(keys)
+    values = _read_values(args)
+    _out(sealed_entry_yaml(public, tenant=args.tenant, name=args.name, values=values))
+
+
+# -- wiring -----------------------------------------------------------------------------------
+
+
+def _run(func: Any) -> Any:
+    """Run a command; turn the errors people can act on into one log line and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            func(args)
+        except (CommandError, CryptoError) as exc:
+            log.error("%s", exc)
+            return 1
+        except KubeError as exc:
+            log.error("the Kubernetes API refused: %s", exc)
+            return 1
+        except Exception as exc:
+            log.error("%s: %s", type(exc).__name__, exc)
+            return 1
+        return 0
+
+    return run
+
+
+def register(subparsers: Any) -> None:
+    """Add `keys` (with its subcommands) and `seal` to the `cleo-operator` parser."""
+    common = _cluster_options()
+
+    keys = subparsers.add_parser("keys", help="the operator's keys: KEKs and sealing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    for name, func, text in (
+        ("init", cmd_keys_init, "create the KEK and sealing keys if absent; print the public key"),
+        ("rotate-sealing", cmd_keys_rotate_sealing, "add a sealing key; old ones keep working"),
+        ("rotate-kek", cmd_keys_rotate_kek, "add a KEK version and re-wrap every keyring copy"),
+        ("rewrap", cmd_keys_rewrap, "re-wrap keyring copies still wrapped by an older KEK"),
+        ("status", cmd_keys_status, "show key versions and ids (never keys)"),
+    ):
+        sub = keys_sub.add_parser(name, parents=[common], help=text, description=text)
+        sub.set_defaults(func=_run(func))
+    public = keys_sub.add_parser(
+        "public", parents=[common], help="print the current sealing public key"
+    )
+    public.add_argument("--pem", action="store_true", help="PEM instead of the one-line form")
+    public.set_defaults(func=_run(cmd_keys_public))
+
+    seal_parser = subparsers.add_parser(
+        "seal",
+        parents=[common],
+        help="seal values for a tenant's Secret; prints the spec.secrets entry",
+        description="Seal values for one Secret of one tenant and print the YAML entry for "
+        "the CleoTenant's spec.secrets. Prefer --from-file over --from-literal: a literal "
+        "stays in the shell history.",
+    )
+    seal_parser.add_argument("--tenant", required=True, help="the CleoTenant's name")
+    seal_parser.add_argument("--name", required=True, help="the Secret's name")
+    seal_parser.add_argument(
+        "--from-literal", action="append", metavar="KEY=VALUE", help="a value (repeatable)"
+    )
+    seal_parser.add_argument(
+        "--from-file",
+        action="append",
+        metavar="[KEY=]PATH",
+        help="a value from a file, '-' for stdin; KEY defaults to the file name (repeatable)",
+    )
+    seal_parser.add_argument(
+        "--public-key",
+        type=Path,
+        help="seal to this public key (PEM or the `keys public` line) instead of the cluster's",
+    )
+    seal_parser.set_defaults(func=_run(cmd_seal))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m cleo_operator.keys_cli keys ...|seal ...`, until `cli.py` registers us."""
+    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    configure_logging(level=args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

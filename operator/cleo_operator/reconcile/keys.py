@@ -1,0 +1,665 @@
+"""The operator's keys on the cluster, and each tenant's keyring: made once, kept twice, rotated.
+
+A tenant keyring lives in two places:
+
+- `cleo-keyring` in the tenant namespace: what CleoAI mounts. It goes with the namespace.
+- `cleo-keyring-<tenant>` in the operator namespace: the same keyring wrapped by the current
+  KEK (`wrap_keyring`). It outlives a deleted namespace, a Retain deletion and a restore of
+  the namespace from an old backup, and it is useless without the KEK.
+
+The copy is the source of truth. The order of writes is chosen so that a crash between any
+two steps never leads to a second random keyring for a tenant:
+
+1. Neither exists: generate, POST-create the copy, then POST-create the tenant Secret from
+   it. A crash after the copy's create leaves the copy, from which the next run restores the
+   tenant Secret; a crash before it leaves nothing written, so generating again loses
+   nothing. A 409 on the copy means someone else's keyring won: that one is used.
+2. The tenant Secret exists without a copy (made by an older operator, or the copy was
+   deleted): the copy is made from the tenant Secret, which is never replaced.
+3. The copy exists without the tenant Secret (a deleted or recreated namespace): the tenant
+   Secret is restored from the copy.
+4. Both exist: when the tenant Secret holds a subset of the copy's versions (a crash during a
+   rotation), it is brought up to the copy; when it holds more (the copy came from an older
+   backup), the copy is brought up to it; when they disagree about a version's key nothing is
+   written (KeyringConflict), because only a person can tell which one encrypted the data.
+5. Neither exists but the tenant's status says it had a keyring: KeyringLost, and no new
+   keyring, since that would orphan every ciphertext made with the lost one.
+
+Rotation (`spec.encryption.rotationPeriod`) adds a new active version when the active one is
+older than the period, writing the copy first (preconditioned on its resourceVersion, so two
+writers cannot both rotate) and the tenant Secret second; a crash in between is case 4. The
+outcome says when the next rotation is due, for the caller's requeue.
+
+Every update carries a resourceVersion precondition; a 409 Conflict propagates as `KubeError`
+(the tenant loop retries at once, from fresh reads).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypedDict
+
+from cleo_operator.api.base import ConditionStatus, parse_duration, rfc3339
+from cleo_operator.api.tenant import EncryptionSpec
+from cleo_operator.crypto import (
+    CryptoError,
+    KEKProvider,
+    KeyEncryptionKeys,
+    Keyring,
+    UnknownKeyVersion,
+    unwrap_keyring,
+    wrap_keyring,
+)
+from cleo_operator.crypto.keyring import keyring_kek_context
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.keys import (
+    TENANT_KEYRING_SECRET,
+    FaultPoint,
+    KeyringCopy,
+    SealingKeyStore,
+    SecretKEKProvider,
+    StoredSecret,
+    check_fault_point_env,
+    create_keyring_copy,
+    create_secret,
+    fault_point,
+    kek_provider,
+    keyring_copy_name,
+    list_keyring_copies,
+    read_keyring_copy,
+    read_secret,
+    update_keyring_copy,
+    update_secret,
+)
+from cleo_operator.render.child import COMPONENT_LABEL
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, tenant_labels
+
+__all__ = [
+    "KEYRING_COMPONENT",
+    "KEYRING_COPY_SELECTOR",
+    "KEYRING_READY",
+    "KEYS_COMPONENT",
+    "ConditionUpdate",
+    "KeyringOutcome",
+    "KeyringReconciler",
+    "KeyringStatus",
+    "OperatorKeys",
+    "RewrapReport",
+    "ensure_operator_keys",
+    "rewrap_keyring_copies",
+    "rotate_kek",
+]
+
+log = logging.getLogger(__name__)
+
+KEYRING_READY: Final = "KeyringReady"
+"""The condition type this module reports."""
+KEYS_COMPONENT: Final = "keys"
+"""`app.kubernetes.io/component` of the operator's own key Secrets and public key ConfigMap."""
+KEYRING_COMPONENT: Final = "keyring"
+"""`app.kubernetes.io/component` of both homes of a tenant keyring; never prune these."""
+KEYRING_COPY_SELECTOR: Final = (
+    f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={KEYRING_COMPONENT}"
+)
+"""Selects the keyring copies in the operator namespace."""
+NAMESPACE_RETRY_SECONDS: Final = 2.0
+"""Requeue delay while the tenant namespace is missing or terminating."""
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    """A condition for the caller to set (it adds observedGeneration and the time)."""
+
+    type: str
+    """Condition type, e.g. `KeyringReady`."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: str
+    """CamelCase reason."""
+    message: str
+    """For people: what is wrong, where, what to do. Never secret material."""
+
+
+class KeyringStatus(TypedDict, total=False):
+    """The CleoTenant status fields of the keyring (camelCase, as written)."""
+
+    keyVersion: int
+    lastRotation: str
+    nextRotation: str
+
+
+STATUS_KEYS: Final = frozenset(KeyringStatus.__annotations__)
+"""The status keys a `KeyringOutcome.status` may hold."""
+
+
+@dataclass(frozen=True)
+class KeyringOutcome:
+    """What one keyring reconcile found and did."""
+
+    condition: ConditionUpdate
+    """`KeyringReady`, True only when both homes hold the same readable keyring."""
+    status: KeyringStatus
+    """Status fields to write; on failure the previous values are carried over."""
+    fingerprint: str | None
+    """`Keyring.fingerprint()` of the keyring in the tenant Secret, for the pod checksum."""
+    requeue_after: float | None
+    """Seconds until this should run again (next rotation, or a retry); None: resync."""
+    actions: tuple[str, ...] = ()
+    """What was written, for logs and Events (names and versions only)."""
+
+    @property
+    def ready(self) -> bool:
+        """True when the keyring is usable and both homes agree."""
+        return self.condition.status == "True"
+
+
+def operator_key_labels() -> dict[str, str]:
+    """Labels of the operator's own key Secrets and the public key ConfigMap."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: KEYS_COMPONENT}
+
+
+def keyring_labels(tenant: str) -> dict[str, str]:
+    """Labels of both homes of `tenant`'s keyring."""
+    return tenant_labels(tenant, component=KEYRING_COMPONENT)
+
+
+@dataclass(frozen=True)
+class OperatorKeys:
+    """Where this operator's keys are: the KEK provider and the sealing key store."""
+
+    operator_namespace: str
+    """The namespace of the operator's Secrets (KEK, sealing keys, keyring copies)."""
+    kek: KEKProvider
+    """The KEK Secret (default) or a KEK directory (`CLEO_KEK_DIR`)."""
+    sealing: SealingKeyStore
+    """The sealing keyring Secret and its published public key."""
+
+    @classmethod
+    def locate(
+        cls, kube: KubeClient, *, operator_namespace: str, kek_dir: Path | None
+    ) -> OperatorKeys:
+        """Where the keys are, without reading or writing anything."""
+        labels = operator_key_labels()
+        return cls(
+            operator_namespace=operator_namespace,
+            kek=kek_provider(kube, namespace=operator_namespace, kek_dir=kek_dir, labels=labels),
+            sealing=SealingKeyStore(kube, operator_namespace, labels=labels),
+        )
+
+
+def ensure_operator_keys(
+    kube: KubeClient,
+    *,
+    operator_namespace: str,
+    kek_dir: Path | None,
+    now: datetime.datetime,
+) -> OperatorKeys:
+    """At operator start: create the KEK Secret and sealing keys once, publish the public key.
+
+    Existing keys are read and kept, never replaced. With a KEK directory, the directory is
+    checked to hold usable KEKs. Raises `InvalidKeyMaterial` (a key Secret or the KEK
+    directory is unusable) or `KubeError` (for example, a missing operator namespace).
+    """
+    check_fault_point_env()
+    keys = OperatorKeys.locate(kube, operator_namespace=operator_namespace, kek_dir=kek_dir)
+    # The KEK Secret is created once here; a KEK directory is only checked (the KMS owns it).
+    keks = keys.kek.ensure() if isinstance(keys.kek, SecretKEKProvider) else keys.kek.load()
+    sealing = keys.sealing.ensure(now=now)
+    log.info(
+        "operator keys ready in %s: KEK v%d (%s), sealing key %s",
+        operator_namespace,
+        keks.current_version,
+        "Secret" if isinstance(keys.kek, SecretKEKProvider) else f"directory {kek_dir}",
+        sealing.current.key_id,
+    )
+    return keys
+
+
+# -- the tenant keyring -----------------------------------------------------------------------
+
+Relation = Literal["equal", "copy-ahead", "tenant-ahead", "conflict"]
+
+
+def _relation(copy: Keyring, live: Keyring) -> tuple[Relation, str]:
+    """How the tenant Secret's keyring relates to the copy's, and why (for a conflict)."""
+    copy_keys = {k.version: k.material for k in copy.keys}
+    live_keys = {k.version: k.material for k in live.keys}
+    differing = sorted(
+        v
+        for v in copy_keys.keys() & live_keys.keys()
+        if not hmac.compare_digest(copy_keys[v], live_keys[v])
+    )
+    if differing:
+        return "conflict", (
+            "they hold different keys for version(s) " + ", ".join(f"v{v}" for v in differing)
+        )
+    if copy == live:
+        return "equal", ""
+    if live_keys.keys() <= copy_keys.keys():
+        return "copy-ahead", ""
+    if copy_keys.keys() < live_keys.keys():
+        return "tenant-ahead", ""
+    only_copy = sorted(copy_keys.keys() - live_keys.keys())
+    only_live = sorted(live_keys.keys() - copy_keys.keys())
+    return "conflict", (
+        "each holds versions the other lacks (copy: "
+        + ", ".join(f"v{v}" for v in only_copy)
+        + "; tenant Secret: "
+        + ", ".join(f"v{v}" for v in only_live)
+        + ")"
+    )
+
+
+def _status(keyring: Keyring, period: datetime.timedelta | None) -> KeyringStatus:
+    status: KeyringStatus = {
+        "keyVersion": keyring.active_version,
+        "lastRotation": rfc3339(keyring.active.created),
+    }
+    if period is not None:
+        status["nextRotation"] = rfc3339(keyring.active.created + period)
+    return status
+
+
+def _carried(previous: Mapping[str, Any]) -> KeyringStatus:
+    """The keyring fields of the previous status, so a failure never erases them."""
+    carried: KeyringStatus = {}
+    version, last, next_ = (
+        previous.get("keyVersion"),
+        previous.get("lastRotation"),
+        previous.get("nextRotation"),
+    )
+    if isinstance(version, int):
+        carried["keyVersion"] = version
+    if isinstance(last, str):
+        carried["lastRotation"] = last
+    if isinstance(next_, str):
+        carried["nextRotation"] = next_
+    return carried
+
+
+@dataclass
+class _Run:
+    """One reconcile of one tenant keyring: its inputs and what it wrote so far."""
+
+    tenant: str
+    namespace: str
+    operator_namespace: str
+    previous: Mapping[str, Any]
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def copy_where(self) -> str:
+        return f"{self.operator_namespace}/{keyring_copy_name(self.tenant)}"
+
+    @property
+    def secret_where(self) -> str:
+        return f"{self.namespace}/{TENANT_KEYRING_SECRET}"
+
+    def did(self, action: str) -> None:
+        self.actions.append(action)
+        log.info("tenant %s: %s", self.tenant, action)
+
+    def failed(
+        self,
+        reason: str,
+        message: str,
+        *,
+        live: Keyring | None = None,
+        requeue_after: float | None = None,
+    ) -> KeyringOutcome:
+        return KeyringOutcome(
+            condition=ConditionUpdate(KEYRING_READY, "False", reason, message),
+            status=_carried(self.previous),
+            fingerprint=None if live is None else live.fingerprint(),
+            requeue_after=requeue_after,
+            actions=tuple(self.actions),
+        )
+
+
+class KeyringReconciler:
+    """Keeps each tenant's keyring in its two homes; shared by the worker threads."""
+
+    def __init__(self, kube: KubeClient, keys: OperatorKeys) -> None:
+        self.kube = kube
+        self.keys = keys
+
+    def reconcile(
+        self,
+        *,
+        tenant: str,
+        namespace: str,
+        encryption: EncryptionSpec,
+        previous_status: Mapping[str, Any],
+        now: datetime.datetime,
+    ) -> KeyringOutcome:
+        """Bring `tenant`'s keyring to its desired state (see the module docstring).
+
+        Call it once the tenant namespace exists. `previous_status` is the tenant's current
+        `.status` (its `keyVersion` says whether the tenant ever had a keyring). Writes only
+        what is missing or due; a second call right after writes nothing.
+        """
+        run = _Run(tenant, namespace, self.keys.operator_namespace, previous_status)
+        period = (
+            parse_duration(encryption.rotation_period)
+            if encryption.rotation_period is not None
+            else None
+        )
+        try:
+            kek = self.keys.kek.load()
+        except CryptoError as exc:
+            return run.failed("KEKUnavailable", f"cannot load the key-encryption keys: {exc}")
+
+        live = read_secret(self.kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
+        live_keyring: Keyring | None = None
+        if live is not None:
+            try:
+                live_keyring = Keyring.from_secret_data(live.data)
+            except CryptoError as exc:
+                return run.failed(
+                    "KeyringSecretInvalid",
+                    f"the keyring Secret {live.where} cannot be read ({exc}); it was left as it "
+                    "is: if it was damaged, delete it and the operator restores it from the "
+                    f"KEK-wrapped copy {run.copy_where}",
+                )
+
+        try:
+            copy = read_keyring_copy(
+                self.kube, operator_namespace=run.operator_namespace, tenant=tenant
+            )
+        except CryptoError as exc:
+            return run.failed("KeyringCopyUnreadable", str(exc), live=live_keyring)
+        if copy is None:
+            known = previous_status.get("keyVersion")
+            if live_keyring is None and known is not None:
+                return run.failed(
+                    "KeyringLost",
+                    f"the tenant had keyring version v{known} (status.keyVersion) but neither "
+                    f"the keyring Secret {run.secret_where} nor its KEK-wrapped copy "
+                    f"{run.copy_where} exists: restore the copy (or the Secret) from a backup. "
+                    "No new keyring is made, since data encrypted with the lost one could "
+                    "never be read again; to start over with a new keyring anyway, remove "
+                    f"status.keyVersion (kubectl patch cleotenant {tenant} --subresource=status "
+                    """--type=merge -p '{"status":{"keyVersion":null}}')""",
+                )
+            copy = self._create_copy(run, kek, live_keyring, now)
+
+        try:
+            copy_keyring, kek = self._open(run, copy, kek)
+        except CryptoError as exc:
+            return run.failed(
+                "KeyringCopyUnreadable",
+                f"the KEK-wrapped keyring copy {run.copy_where} cannot be opened "
+                f"({exc.reason}: {exc}); nothing was changed: restore the KEK version it "
+                "names, or the copy from a backup",
+                live=live_keyring,
+            )
+        if kek.needs_rewrap(copy.wrapped):
+            copy = update_keyring_copy(
+                self.kube, copy, wrap_keyring(copy_keyring, kek, tenant=tenant)
+            )
+            fault_point("keyring-copy-rewrapped")
+            run.did(f"re-wrapped keyring copy {run.copy_where} with KEK v{kek.current_version}")
+
+        if live is None or live_keyring is None:
+            try:
+                live = self._restore_tenant_secret(run, copy_keyring)
+            except KubeError as exc:
+                if exc.status in (403, 404):
+                    return run.failed(
+                        "NamespaceNotReady",
+                        f"cannot create the keyring Secret {run.secret_where}: {exc.message}",
+                        requeue_after=NAMESPACE_RETRY_SECONDS,
+                    )
+                raise
+            keyring = copy_keyring
+        else:
+            relation, why = _relation(copy_keyring, live_keyring)
+            if relation == "conflict":
+                return run.failed(
+                    "KeyringConflict",
+                    f"the keyring Secret {run.secret_where} and its KEK-wrapped copy "
+                    f"{run.copy_where} disagree: {why}. Nothing was changed. Find out which one "
+                    "encrypted the tenant's data and delete the other: a deleted copy is made "
+                    "again from the Secret, a deleted Secret is restored from the copy",
+                    live=live_keyring,
+                )
+            if relation == "copy-ahead":
+                live = update_secret(self.kube, live, copy_keyring.to_secret_data())
+                fault_point("keyring-tenant-updated")
+                run.did(
+                    f"brought keyring Secret {run.secret_where} up to its copy "
+                    f"(active v{copy_keyring.active_version})"
+                )
+                keyring = copy_keyring
+            elif relation == "tenant-ahead":
+                copy = update_keyring_copy(
+                    self.kube, copy, wrap_keyring(live_keyring, kek, tenant=tenant)
+                )
+                fault_point("keyring-copy-updated")
+                run.did(
+                    f"brought keyring copy {run.copy_where} up to the tenant Secret "
+                    f"(active v{live_keyring.active_version})"
+                )
+                keyring = live_keyring
+            else:
+                keyring = copy_keyring
+
+        if period is not None and now >= keyring.active.created + period:
+            keyring = self._rotate(run, kek=kek, copy=copy, live=live, keyring=keyring, now=now)
+
+        requeue = None
+        if period is not None:
+            due = keyring.active.created + period
+            requeue = max(1.0, (due - now).total_seconds())
+        return KeyringOutcome(
+            condition=ConditionUpdate(
+                KEYRING_READY,
+                "True",
+                "KeyringAvailable",
+                f"keyring v{keyring.active_version} is active (versions "
+                f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
+                f"KEK-wrapped copy in {run.copy_where}",
+            ),
+            status=_status(keyring, period),
+            fingerprint=keyring.fingerprint(),
+            requeue_after=requeue,
+            actions=tuple(run.actions),
+        )
+
+    def _create_copy(
+        self,
+        run: _Run,
+        kek: KeyEncryptionKeys,
+        live_keyring: Keyring | None,
+        now: datetime.datetime,
+    ) -> KeyringCopy:
+        """Make the copy: from the tenant Secret if there is one, else from a new keyring."""
+        step: FaultPoint
+        if live_keyring is not None:
+            keyring, step = live_keyring, "keyring-copy-adopted"
+        else:
+            keyring, step = Keyring.generate(now), "keyring-copy-created"
+            fault_point("keyring-generated")
+        created = create_keyring_copy(
+            self.kube,
+            operator_namespace=run.operator_namespace,
+            tenant=run.tenant,
+            wrapped=wrap_keyring(keyring, kek, tenant=run.tenant),
+            labels=keyring_labels(run.tenant),
+        )
+        if created is None:
+            # Another writer created the copy between our read and our create: theirs wins.
+            existing = read_keyring_copy(
+                self.kube, operator_namespace=run.operator_namespace, tenant=run.tenant
+            )
+            if existing is None:
+                raise KubeError(
+                    status=409,
+                    reason="Conflict",
+                    message="the keyring copy was created and deleted concurrently",
+                    what=f"create Secret {run.copy_where}",
+                )
+            return existing
+        fault_point(step)
+        run.did(
+            f"copied the existing keyring Secret {run.secret_where} to {run.copy_where}"
+            if live_keyring is not None
+            else f"created a new keyring (v1) as KEK-wrapped copy {run.copy_where}"
+        )
+        return created
+
+    def _open(
+        self, run: _Run, copy: KeyringCopy, kek: KeyEncryptionKeys
+    ) -> tuple[Keyring, KeyEncryptionKeys]:
+        """Open the copy; on an unknown KEK version, reload the KEKs once (a rotation may
+        have happened since they were read) before giving up."""
+        try:
+            return unwrap_keyring(copy.wrapped, kek, tenant=run.tenant), kek
+        except UnknownKeyVersion:
+            kek = self.keys.kek.load()
+            return unwrap_keyring(copy.wrapped, kek, tenant=run.tenant), kek
+
+    def _restore_tenant_secret(self, run: _Run, keyring: Keyring) -> StoredSecret:
+        """POST the tenant Secret from the copy's keyring (its first creation or a restore)."""
+        created = create_secret(
+            self.kube,
+            namespace=run.namespace,
+            name=TENANT_KEYRING_SECRET,
+            data=keyring.to_secret_data(),
+            labels=keyring_labels(run.tenant),
+        )
+        if created is None:
+            # Created since our read: start over from fresh reads (the loop retries at once).
+            raise KubeError(
+                status=409,
+                reason="Conflict",
+                message="the keyring Secret was created concurrently",
+                what=f"create Secret {run.secret_where}",
+            )
+        fault_point("keyring-tenant-created")
+        run.did(
+            f"wrote keyring Secret {run.secret_where} from its copy (v{keyring.active_version})"
+        )
+        return created
+
+    def _rotate(
+        self,
+        run: _Run,
+        *,
+        kek: KeyEncryptionKeys,
+        copy: KeyringCopy,
+        live: StoredSecret,
+        keyring: Keyring,
+        now: datetime.datetime,
+    ) -> Keyring:
+        """Add a new active version: the copy first, then the tenant Secret."""
+        rotated = keyring.rotate(now)
+        update_keyring_copy(self.kube, copy, wrap_keyring(rotated, kek, tenant=run.tenant))
+        fault_point("keyring-rotation-copy-written")
+        update_secret(self.kube, live, rotated.to_secret_data())
+        fault_point("keyring-rotation-tenant-written")
+        run.did(f"rotated the keyring: v{rotated.active_version} is active, old versions kept")
+        return rotated
+
+
+# -- KEK rotation -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewrapReport:
+    """What `rewrap_keyring_copies` did, by tenant (names only)."""
+
+    kek_version: int
+    """The current KEK version everything was moved to."""
+    rewrapped: tuple[str, ...] = ()
+    """Tenants whose copy was re-wrapped now."""
+    current: tuple[str, ...] = ()
+    """Tenants whose copy already used the current KEK."""
+    failed: tuple[tuple[str, str], ...] = ()
+    """(tenant, why) for copies that could not be re-wrapped; they are left as they were."""
+
+
+def rewrap_keyring_copies(
+    kube: KubeClient, keys: OperatorKeys, *, attempts: int = 5
+) -> RewrapReport:
+    """Re-wrap every keyring copy wrapped by an older KEK version with the current one.
+
+    Each copy is updated with a resourceVersion precondition; on a conflict (the operator
+    rotated that keyring meanwhile) it is read again and retried, up to `attempts` times.
+    """
+    kek = keys.kek.load()
+    rewrapped: list[str] = []
+    current: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for copy in list_keyring_copies(
+        kube, operator_namespace=keys.operator_namespace, label_selector=KEYRING_COPY_SELECTOR
+    ):
+        try:
+            done = _rewrap_one(kube, keys, kek, copy, attempts=attempts)
+        except CryptoError as exc:
+            failed.append((copy.tenant, f"{exc.reason}: {exc}"))
+            log.error("cannot re-wrap the keyring copy of tenant %s: %s", copy.tenant, exc)
+            continue
+        (rewrapped if done else current).append(copy.tenant)
+    return RewrapReport(
+        kek_version=kek.current_version,
+        rewrapped=tuple(rewrapped),
+        current=tuple(current),
+        failed=tuple(failed),
+    )
+
+
+def _rewrap_one(
+    kube: KubeClient,
+    keys: OperatorKeys,
+    kek: KeyEncryptionKeys,
+    copy: KeyringCopy,
+    *,
+    attempts: int,
+) -> bool:
+    """Re-wrap one copy if it needs it; True when this call re-wrapped it."""
+    context = keyring_kek_context(tenant=copy.tenant)
+    for attempt in range(attempts):
+        if not kek.needs_rewrap(copy.wrapped):
+            return False
+        try:
+            update_keyring_copy(kube, copy, kek.rewrap(copy.wrapped, context=context))
+        except KubeError as exc:
+            if not exc.conflict or attempt == attempts - 1:
+                raise
+            fresh = read_keyring_copy(
+                kube, operator_namespace=keys.operator_namespace, tenant=copy.tenant
+            )
+            if fresh is None:
+                return False
+            copy = fresh
+            continue
+        fault_point("keyring-copy-rewrapped")
+        log.info(
+            "re-wrapped the keyring copy of tenant %s with KEK v%d",
+            copy.tenant,
+            kek.current_version,
+        )
+        return True
+    return False
+
+
+def rotate_kek(kube: KubeClient, keys: OperatorKeys) -> RewrapReport:
+    """Add a KEK version to the KEK Secret, then re-wrap every keyring copy with it.
+
+    A crash between the two steps is harmless: old versions are kept, so every copy still
+    opens, and `rewrap_keyring_copies` (or the next reconcile of each tenant) finishes the job.
+    With a KEK directory, new versions come from the KMS: add the file, then re-wrap.
+    """
+    if not isinstance(keys.kek, SecretKEKProvider):
+        raise ValueError(
+            "the KEKs come from a directory (CLEO_KEK_DIR): add the new version there (a file "
+            "named v<N+1> from your KMS), then run `cleo-operator keys rewrap`"
+        )
+    keys.kek.rotate()
+    return rewrap_keyring_copies(kube, keys)
