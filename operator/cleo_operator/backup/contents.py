@@ -101,12 +101,21 @@ def table_stats(
         if should_stop():
             break
         ident = sql.Identifier(schema, table)
-        if checksums:
-            row = conn.execute(sql.SQL(_CHECKSUM_QUERY).format(ident)).fetchone()
-            assert row is not None  # an aggregate always returns one row
-            stats[qualified] = TableStats(rows=int(row[0]), checksum=f"{row[1]}:{row[2]}")
-        else:
-            row = conn.execute(sql.SQL(_COUNT_QUERY).format(ident)).fetchone()
-            assert row is not None
-            stats[qualified] = TableStats(rows=int(row[0]))
+        # Each scan in its own savepoint: a failure (a table the role may not read) must
+        # not abort the transaction, whose snapshot pg_dump may still be importing; it
+        # then reports the same problem in its own words.
+        with conn.transaction():
+            stats[qualified] = _scan(conn, qualified, ident, checksums=checksums)
     return stats
+
+
+def _scan(
+    conn: Connection, qualified: str, ident: sql.Identifier, *, checksums: bool
+) -> TableStats:
+    if checksums:
+        row = conn.execute(sql.SQL(_CHECKSUM_QUERY).format(ident)).fetchone()
+        assert row is not None, qualified  # an aggregate always returns one row
+        return TableStats(rows=int(row[0]), checksum=f"{row[1]}:{row[2]}")
+    row = conn.execute(sql.SQL(_COUNT_QUERY).format(ident)).fetchone()
+    assert row is not None, qualified
+    return TableStats(rows=int(row[0]))

@@ -193,7 +193,9 @@ def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out
                 out.write(chunk)
                 written += len(chunk)
         except (Tampered, MalformedEnvelope, UnknownKeyVersion) as error:
-            raise ArchiveCorrupt(f"{where}: {error.message}") from None
+            raise ArchiveCorrupt(
+                f"{where}: {error.message}. This archive cannot be restored: use another backup"
+            ) from None
     problems = []
     if reader.size != manifest.archive_size:
         problems.append(f"{reader.size} bytes were read, the manifest says {manifest.archive_size}")
