@@ -1,0 +1,325 @@
+"""What `cleo-operator backup ...` and `cleo-operator restore ...` do, as plain functions.
+
+Why no argument parsing here: the main CLI (`cleo_operator.cli`) owns the command line;
+these functions take keyword arguments and return results, so they are called the same way
+from the CLI, from the CronJob's pod, and from tests.
+
+The CronJob's pod runs `backup_run`: back up, then (when asked) verify and prune, and
+write one compact JSON report, for example to `/dev/termination-log`, whose 4 KiB the
+operator reads from the finished pod to update the CleoBackup's status and metrics. A
+`BackupError` becomes a report with `outcome: Failed` and its reason; anything else is a
+bug and propagates.
+
+Inputs come the way Kubernetes hands them to a pod: the tenant's keyring is its Secret
+mounted as a directory (`load_keyring_dir`), the database login is libpq's environment
+(`ConnectionInfo.from_environment`), the destination is a path on the mounted volume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Literal, NotRequired, TypedDict
+from urllib.parse import urlsplit
+
+from cleo_operator.backup.catalog import list_backups
+from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.errors import BackupError, StorageError
+from cleo_operator.backup.manifest import format_time
+from cleo_operator.backup.restore import (
+    RestoreResult,
+    VerificationReport,
+    VerificationResult,
+    restore_archive,
+    verify_backup,
+)
+from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
+from cleo_operator.backup.runner import BackupReport, run_backup
+from cleo_operator.backup.storage import LocalStorage, Storage
+from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
+
+__all__ = [
+    "ArchiveListing",
+    "PruneReport",
+    "RunReport",
+    "backup_list",
+    "backup_prune",
+    "backup_run",
+    "backup_verify",
+    "exit_code",
+    "load_keyring_dir",
+    "restore",
+    "storage_from_destination",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_LIMIT: Final = 4096
+"""Bytes of a pod's termination message that Kubernetes keeps."""
+_MAX_KEY_FILE: Final = 1 << 20
+
+
+class PruneReport(TypedDict):
+    """What retention did, for the report."""
+
+    kept: int
+    deleted: list[str]
+    leftoversDeleted: int
+    problems: list[str]
+
+
+class RunReport(TypedDict):
+    """The outcome of one `backup_run`, as JSON (camelCase, as the API writes)."""
+
+    outcome: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str
+    tenant: str
+    backup: NotRequired[BackupReport]
+    verification: NotRequired[VerificationReport]
+    prune: NotRequired[PruneReport]
+
+
+class ArchiveListing(TypedDict):
+    """One backup as `backup list` shows it."""
+
+    backupId: str
+    tenant: str
+    database: str
+    startTime: str
+    archiveSize: int
+    tables: int
+    rows: int
+    verified: bool
+
+
+def load_keyring_dir(path: str | os.PathLike[str]) -> Keyring:
+    """The tenant keyring from its Secret mounted as a directory (`keyring.json`, `vN.key`).
+
+    Hidden entries (the `..data` links of Kubernetes volumes) are skipped. Raises
+    InvalidKeyMaterial naming the file at fault; never makes a new keyring.
+    """
+    folder = Path(path)
+    data: dict[str, bytes] = {}
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise InvalidKeyMaterial(
+            f"cannot read the tenant keyring directory {folder}: {error.strerror}; mount the "
+            "tenant's keyring Secret there"
+        ) from None
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        if entry.stat().st_size > _MAX_KEY_FILE:
+            raise InvalidKeyMaterial(f"{entry} is too large to be part of a keyring")
+        data[entry.name] = entry.read_bytes()
+    return Keyring.from_secret_data(data)
+
+
+def storage_from_destination(
+    destination: str, *, environ: Mapping[str, str] | None = None
+) -> Storage:
+    """A storage for `destination`: a directory path (or `file://` URL) on a mounted volume.
+
+    `environ` is for backends that take credentials from the environment.
+    """
+    del environ  # no backend here reads credentials yet
+    parts = urlsplit(destination)
+    if parts.scheme in ("", "file"):
+        path = parts.path if parts.scheme else destination
+        if not path:
+            raise ValueError("the backup destination is empty: give a directory path")
+        return LocalStorage(path)
+    raise ValueError(
+        f"backup destination {destination!r}: the scheme {parts.scheme!r} is not supported; "
+        "use a directory path on the mounted volume"
+    )
+
+
+def _prune_report(result: PruneResult) -> PruneReport:
+    return {
+        "kept": len(result.kept),
+        "deleted": list(result.deleted),
+        "leftoversDeleted": len(result.leftovers_deleted) + result.incomplete_removed,
+        "problems": list(result.problems),
+    }
+
+
+def backup_run(
+    *,
+    tenant: str,
+    source: ConnectionInfo,
+    storage: Storage,
+    keyring: KeyWrapper,
+    retention: RetentionPolicy | None = None,
+    verify_admin: ConnectionInfo | None = None,
+    pg_dump: str | os.PathLike[str] = "pg_dump",
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+    checksums: bool = True,
+    now: datetime | None = None,
+) -> RunReport:
+    """Back up `tenant`, then verify (with `verify_admin`) and prune (with `retention`).
+
+    Pruning runs only after a successful backup, so a failing backup never costs an old
+    one. A failed verification makes the run `Failed` (reason `VerificationFailed`): the
+    archive exists but is not proven to restore.
+    """
+    try:
+        result = run_backup(
+            source=source,
+            tenant=tenant,
+            storage=storage,
+            keyring=keyring,
+            now=now,
+            pg_dump=pg_dump,
+            checksums=checksums,
+        )
+    except BackupError as error:
+        return {
+            "outcome": "Failed",
+            "reason": error.reason,
+            "message": error.message,
+            "tenant": tenant,
+        }
+    report: RunReport = {
+        "outcome": "Succeeded",
+        "reason": "BackupSucceeded",
+        "message": (
+            f"backup {result.backup_id}: {result.archive_size} bytes, "
+            f"{len(result.manifest.tables)} tables, {result.duration_seconds:.1f}s"
+        ),
+        "tenant": tenant,
+        "backup": result.to_report(),
+    }
+    if verify_admin is not None:
+        verdict = backup_verify(
+            storage=storage,
+            backup_id=result.backup_id,
+            keyring=keyring,
+            admin=verify_admin,
+            tenant=tenant,
+            pg_restore=pg_restore,
+            work_dir=work_dir,
+        )
+        report["verification"] = verdict.to_report()
+        if not verdict.passed:
+            report["outcome"] = "Failed"
+            report["reason"] = "VerificationFailed"
+            report["message"] = verdict.message
+    if retention is not None and not retention.keeps_everything:
+        report["prune"] = _prune_report(
+            backup_prune(storage=storage, tenant=tenant, policy=retention, now=now)
+        )
+    return report
+
+
+def backup_verify(
+    *,
+    storage: Storage,
+    backup_id: str,
+    keyring: KeyWrapper,
+    admin: ConnectionInfo,
+    tenant: str | None = None,
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+) -> VerificationResult:
+    """`cleo-operator backup verify`: restore into a scratch database and compare."""
+    return verify_backup(
+        storage=storage,
+        backup_id=backup_id,
+        keyring=keyring,
+        admin=admin,
+        tenant=tenant,
+        pg_restore=pg_restore,
+        work_dir=work_dir,
+    )
+
+
+def backup_prune(
+    *,
+    storage: Storage,
+    tenant: str,
+    policy: RetentionPolicy,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> PruneResult:
+    """`cleo-operator backup prune`: apply retention to the tenant's backups."""
+    return prune(storage, tenant=tenant, policy=policy, now=now, dry_run=dry_run)
+
+
+def backup_list(*, storage: Storage, tenant: str | None = None) -> list[ArchiveListing]:
+    """`cleo-operator backup list`: the complete backups, oldest first."""
+    catalog = list_backups(storage, tenant=tenant)
+    for problem in catalog.problems:
+        logger.warning("%s", problem)
+    return [
+        {
+            "backupId": b.backup_id,
+            "tenant": b.manifest.tenant,
+            "database": b.manifest.database,
+            "startTime": format_time(b.time),
+            "archiveSize": b.archive.size,
+            "tables": len(b.manifest.tables),
+            "rows": b.manifest.total_rows,
+            "verified": b.verified,
+        }
+        for b in catalog.backups
+    ]
+
+
+def restore(
+    *,
+    archive: str,
+    into: ConnectionInfo,
+    storage: Storage,
+    keyring: KeyWrapper,
+    tenant: str | None = None,
+    role: str | None = None,
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+    no_privileges: bool = False,
+) -> RestoreResult:
+    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py)."""
+    return restore_archive(
+        storage=storage,
+        backup_id=archive,
+        keyring=keyring,
+        target=into,
+        tenant=tenant,
+        role=role,
+        pg_restore=pg_restore,
+        work_dir=work_dir,
+        no_privileges=no_privileges,
+    )
+
+
+def write_report(report: RunReport, path: str | os.PathLike[str]) -> None:
+    """Write `report` as compact JSON, cut to fit a termination message (4 KiB)."""
+    text = json.dumps(report, separators=(",", ":"), sort_keys=True)
+    if len(text.encode("utf-8")) > REPORT_LIMIT:
+        # Long lists go first; the outcome, reason and the backup's identity must survive.
+        slim = dict(report)
+        prune_report = slim.get("prune")
+        if isinstance(prune_report, dict):
+            slim["prune"] = {**prune_report, "deleted": prune_report["deleted"][-5:]}
+        text = json.dumps(slim, separators=(",", ":"), sort_keys=True)
+        if len(text.encode("utf-8")) > REPORT_LIMIT:
+            slim["message"] = str(slim["message"])[:512]
+            slim.pop("prune", None)
+            text = json.dumps(slim, separators=(",", ":"), sort_keys=True)
+    try:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        raise StorageError(f"cannot write the report to {path}: {error.strerror}") from None
+
+
+def exit_code(report: RunReport) -> int:
+    """0 for a successful run, 1 for a failed one (the Job's pod then shows Failed)."""
+    return 0 if report["outcome"] == "Succeeded" else 1

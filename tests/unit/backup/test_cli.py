@@ -1,0 +1,89 @@
+"""The CLI's helpers: a keyring mounted as a Secret volume, destinations, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cleo_operator.backup.cli import (
+    REPORT_LIMIT,
+    RunReport,
+    exit_code,
+    load_keyring_dir,
+    storage_from_destination,
+    write_report,
+)
+from cleo_operator.backup.storage import LocalStorage
+from cleo_operator.crypto import InvalidKeyMaterial, Keyring
+
+
+def mount_like_kubernetes(folder: Path, data: dict[str, bytes]) -> None:
+    """The layout kubelet gives a Secret volume: files behind `..data` symlinks."""
+    real = folder / "..2026_03_01_12_00_00.123"
+    real.mkdir(parents=True)
+    for name, value in data.items():
+        (real / name).write_bytes(value)
+    (folder / "..data").symlink_to(real.name)
+    for name in data:
+        (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_keyring_from_a_mounted_secret(tmp_path: Path) -> None:
+    keyring = Keyring.generate(datetime.now(UTC)).rotate(datetime.now(UTC))
+    mount_like_kubernetes(tmp_path / "keyring", keyring.to_secret_data())
+    loaded = load_keyring_dir(tmp_path / "keyring")
+    assert loaded.fingerprint() == keyring.fingerprint()
+
+
+def test_a_broken_keyring_mount_is_an_error_not_a_new_keyring(tmp_path: Path) -> None:
+    keyring = Keyring.generate(datetime.now(UTC))
+    data = keyring.to_secret_data()
+    del data["v1.key"]
+    mount_like_kubernetes(tmp_path / "keyring", data)
+    with pytest.raises(InvalidKeyMaterial, match=r"v1\.key"):
+        load_keyring_dir(tmp_path / "keyring")
+    with pytest.raises(InvalidKeyMaterial, match="mount the tenant's keyring Secret"):
+        load_keyring_dir(tmp_path / "absent")
+
+
+def test_destinations(tmp_path: Path) -> None:
+    local = storage_from_destination(str(tmp_path / "b"))
+    assert isinstance(local, LocalStorage)
+    assert local.root == tmp_path / "b"
+    url = storage_from_destination(f"file://{tmp_path}/c")
+    assert isinstance(url, LocalStorage)
+    assert url.root == tmp_path / "c"
+    with pytest.raises(ValueError, match="scheme 'ftp' is not supported"):
+        storage_from_destination("ftp://host/x")
+
+
+def test_the_report_fits_a_termination_message(tmp_path: Path) -> None:
+    report: RunReport = {
+        "outcome": "Succeeded",
+        "reason": "BackupSucceeded",
+        "message": "m" * 3000,
+        "tenant": "acme",
+        "prune": {
+            "kept": 3,
+            "deleted": [f"20260301T1200{i:02d}Z-0000000{i % 10}" for i in range(60)],
+            "leftoversDeleted": 0,
+            "problems": [],
+        },
+    }
+    path = tmp_path / "termination-log"
+    write_report(report, path)
+    text = path.read_text()
+    assert len(text.encode()) <= REPORT_LIMIT
+    written = json.loads(text)
+    assert written["outcome"] == "Succeeded"
+    assert written["tenant"] == "acme"
+    assert exit_code(report) == 0
+    assert exit_code({**report, "outcome": "Failed"}) == 1
+    small: RunReport = {"outcome": "Failed", "reason": "DumpFailed", "message": "x", "tenant": "t"}
+    write_report(small, path)
+    assert json.loads(path.read_text()) == small
+    assert os.stat(path).st_size < 200
