@@ -69,6 +69,24 @@ CONTROLLERS = [
 
 FAKE_NODE = "kwok-node-0"
 LIMITED_USER = "cleo-test-limited"
+OPERATOR_USER = "cleo-operator-under-test"
+"""The identity the tests run the operator process as, so the audit log can tell its
+writes from everyone else's."""
+
+# Every write request is audited (who, what, which verb), reads are not: the tests count
+# the operator's writes from this log (a no-op reconcile must write nothing).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {"level": "None"},
+    ],
+}
 
 
 def build_toolchain() -> Path:
@@ -139,6 +157,8 @@ class LocalCluster:
     kubeconfig: Path = field(init=False, default=Path())
     admin_token: str = field(init=False, default="")
     limited_token: str = field(init=False, default="")
+    operator_token: str = field(init=False, default="")
+    audit_log: Path = field(init=False, default=Path())
     pki: ClusterPKI | None = field(init=False, default=None)
     apiserver_port: int = field(init=False, default=0)
     _procs: list[_Proc] = field(init=False, default_factory=list)
@@ -244,12 +264,14 @@ class LocalCluster:
         assert self.workdir is not None
         self.admin_token = secrets.token_urlsafe(32)
         self.limited_token = secrets.token_urlsafe(32)
+        self.operator_token = secrets.token_urlsafe(32)
         rows = [
             (self.admin_token, "cleo-test-admin", "system:masters"),
             (secrets.token_urlsafe(32), "system:kube-controller-manager", "system:masters"),
             (secrets.token_urlsafe(32), "system:kube-scheduler", ""),
             (secrets.token_urlsafe(32), "kwok-controller", "system:masters"),
             (self.limited_token, LIMITED_USER, ""),
+            (self.operator_token, OPERATOR_USER, "system:masters"),
         ]
         path = self.workdir / "pki" / "tokens.csv"
         path.write_text("".join(f'{tok},{user},{user},"{groups}"\n' for tok, user, groups in rows))
@@ -290,6 +312,9 @@ class LocalCluster:
         assert self.workdir is not None and self.pki is not None
         self.apiserver_port = free_port()
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        self.audit_log = self.workdir / "logs" / "audit.log"
         proc = self._spawn(
             "kube-apiserver",
             [
@@ -318,6 +343,10 @@ class LocalCluster:
                 # fake node NotReady), so the plugin goes too.
                 "--disable-admission-plugins=TaintNodesByCondition",
                 "--profiling=false",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # an event is on disk before the response
                 "--v=1",
             ],
         )
@@ -499,6 +528,29 @@ class LocalCluster:
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
+
+    def audit_events(self, *, user: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Audited write requests (optionally only `user`'s) from byte `offset` of the log."""
+        events = []
+        with self.audit_log.open("rb") as log_file:
+            log_file.seek(offset)
+            for line in log_file:
+                event = json.loads(line)
+                if event.get("stage") != "ResponseComplete":
+                    continue
+                if user is None or event.get("user", {}).get("username") == user:
+                    events.append(event)
+        return events
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now; pass to `audit_events` to see only what follows."""
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def operator_env(self) -> dict[str, str]:
+        """The environment for the operator process under test (its own identity)."""
+        env = self.env()
+        env["KUBECONFIG"] = str(self.kubeconfig_for(OPERATOR_USER, self.operator_token))
+        return env
 
     def metrics(self) -> str:
         """The API server's Prometheus metrics text (for counting requests)."""

@@ -57,6 +57,9 @@ class ExistingCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
+    def operator_env(self) -> dict[str, str]:
+        return self.env()
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:

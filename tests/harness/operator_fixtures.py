@@ -31,9 +31,39 @@ class OperatorProcess:
     log_path: Path
     metrics_url: str
     liveness_url: str
+    cluster: LocalCluster | None = None
+    extra_args: Sequence[str] = ()
+    env: dict[str, str] | None = None
+    previous_logs: str = ""
+
+    def restart(self) -> None:
+        """Stop (SIGTERM) and start again, as a rollout or a crash would; logs are kept."""
+        assert self.cluster is not None
+        assert self.stop() == 0, self.log_text()[-3000:]
+        self.previous_logs += self.log_text()
+        fresh = start_operator(
+            self.cluster, self.log_path, extra_args=self.extra_args, env=self.env
+        )
+        self.popen, self.metrics_url, self.liveness_url = (
+            fresh.popen,
+            fresh.metrics_url,
+            fresh.liveness_url,
+        )
+
+    def all_logs(self) -> str:
+        """Everything this operator logged, across restarts."""
+        return self.previous_logs + self.log_text()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of the operator's /metrics, e.g. metric("x_total", 'kind="CleoTenant"')."""
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in self.metrics().splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        return 0.0
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
@@ -82,7 +112,7 @@ def start_operator(
     popen = subprocess.Popen(
         args,
         cwd=REPO,
-        env={**cluster.env(), **(env or {})},
+        env={**cluster.operator_env(), **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -94,6 +124,9 @@ def start_operator(
         log_path=log_path,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         liveness_url=f"http://127.0.0.1:{liveness_port}/healthz",
+        cluster=cluster,
+        extra_args=extra_args,
+        env=env,
     )
     if wait_ready:
         deadline = time.monotonic() + 60

@@ -24,6 +24,24 @@ from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENAN
 VERSION = "v1alpha1"
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 
+# Every kind of child a tenant has; an event on any of them (labelled as ours) wakes the
+# tenant's loop, which is how a child edited or deleted by hand is put back in seconds.
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "namespaces"),
+    ("", "v1", "resourcequotas"),
+    ("", "v1", "limitranges"),
+    ("", "v1", "serviceaccounts"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "secrets"),
+    ("", "v1", "services"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("apps", "v1", "deployments"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+
 
 @dataclass
 class Runtime:
@@ -61,7 +79,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        apply_kopf_settings(settings, config)
+        apply_kopf_settings(settings, config, child_resources=CHILD_RESOURCES)
         if config.metrics_port:
             serve_metrics(port=config.metrics_port)
 
@@ -101,10 +119,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     # -- children: any change to something we manage wakes its tenant ----------------------
 
-    @kopf.on.event("", "v1", "namespaces", labels=CHILD_LABELS, registry=registry)
-    def namespace_event(labels: kopf.Labels, **_: Any) -> None:
+    def child_event(labels: kopf.Labels, **_: Any) -> None:
         tenant = _tenant_of(labels)
         if tenant:
             runtime.tenants.wake(tenant)
+
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(
+            group, version, plural, labels=CHILD_LABELS, registry=registry, id=f"wake/{plural}"
+        )(child_event)
 
     return registry

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import kopf
 
-from cleo_operator.render.meta import FINALIZER, GROUP
+from cleo_operator.render.meta import FINALIZER, GROUP, MANAGED_BY, MANAGED_BY_LABEL
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,12 @@ class OperatorConfig:
     """Run without Kopf peering (one active replica, `strategy: Recreate`, see docs)."""
 
 
-def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+def apply_kopf_settings(
+    settings: kopf.OperatorSettings,
+    config: OperatorConfig,
+    *,
+    child_resources: tuple[tuple[str, str, str], ...] = (),
+) -> None:
     """Our conventions for Kopf: the finalizer, annotation prefix, posting and workers."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -45,3 +50,9 @@ def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig)
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    # Children are watched through a server-side label selector: the operator never
+    # receives (or holds in memory) the Secrets and ConfigMaps of anyone else.
+    for group, version, plural in child_resources:
+        settings.watching.label_selectors[group, version, plural] = (
+            f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+        )

@@ -8,6 +8,7 @@ alert rules are checked against these names.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,11 +36,17 @@ API_WRITES = Counter(
     "Write requests the operator sent to the Kubernetes API, by verb and resource.",
     ["verb", "resource"],
 )
-TENANTS = Gauge(
-    "cleo_operator_tenants",
-    "CleoTenants known to the operator, by phase.",
-    ["phase"],
+TENANT_READY = Gauge(
+    "cleo_operator_tenant_ready",
+    "1 when the tenant's Ready condition is True, 0 otherwise.",
+    ["tenant"],
 )
+
+
+def forget_tenant(tenant: str) -> None:
+    """Drop a deleted tenant's series, so dashboards do not show it forever."""
+    with contextlib.suppress(KeyError):
+        TENANT_READY.remove(tenant)
 
 
 @contextmanager

@@ -1,39 +1,127 @@
 """Level-based reconcile of one CleoTenant: desired children against what the cluster has.
 
 Each call reads the tenant and its children fresh, renders the desired children from the
-spec, applies only those that are missing, stale or drifted (see `kube.apply`), observes
-what the cluster reports, and writes status only when it changed. It is safe to call at any
-time and any number of times: it is how the operator answers a spec change, a child edited
-or deleted by hand, and the periodic resync alike.
+spec, applies only those that are missing, stale or drifted (see `kube.apply`), deletes the
+ones no longer wanted, observes what the cluster reports, and writes status only when it
+changed. It is safe to call at any time and any number of times: it is how the operator
+answers a spec change, a child edited or deleted by hand, and the periodic resync alike.
+
+Concerns that need more than rendering (sealed secrets and keyrings, the tenant database)
+plug in as `TenantPart`s: each contributes objects to apply, conditions, status fields and
+checksum inputs, and has a say at deletion. The order of work is fixed: parts first (their
+Secrets feed the Deployment's checksum), then the rendered children in apply order.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from cleo_operator.api.base import Condition, ConditionStatus, set_condition
+from cleo_operator.api.base import Condition, set_condition
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.kube.apply import needs_apply, with_hash
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError, kind_of
+from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_of
 from cleo_operator.kube.status import write_status
-from cleo_operator.render.meta import ORPHANED_LABEL, default_namespace, tenant_owner
-from cleo_operator.render.tenant import render_namespace
+from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
+from cleo_operator.reconcile.tenant_status import (
+    Observation,
+    clip,
+    observe_autoscaling,
+    observe_deployment,
+    observe_namespace,
+    observe_policies,
+    phase_of,
+    replicas,
+)
+from cleo_operator.render.meta import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ORPHANED_LABEL,
+    TENANT_LABEL,
+    tenant_owner,
+)
+from cleo_operator.render.tenant import render_tenant, tenant_namespace
+from cleo_operator.render.workload import config_checksum
 
 log = logging.getLogger(__name__)
 
 TENANT: Final = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 NAMESPACE: Final = KINDS[("v1", "Namespace")]
 
+ISOLATION_KINDS: Final = frozenset(
+    {"ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"}
+)
+
 # The status keys this reconciler owns; anything else under status belongs to someone else.
 OWNED_STATUS_KEYS: Final = frozenset(
-    {"observedGeneration", "phase", "conditions", "namespace", "children", "orphaned"}
+    {
+        "observedGeneration",
+        "phase",
+        "conditions",
+        "namespace",
+        "children",
+        "replicas",
+        "orphaned",
+        "keyVersion",
+        "lastRotation",
+        "nextRotation",
+        "secrets",
+        "database",
+    }
 )
+
+PROGRESS_RECHECK_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """What a part needs to know about the tenant being reconciled."""
+
+    name: str
+    uid: str
+    generation: int
+    spec: CleoTenantSpec
+    namespace: str
+    annotations: Mapping[str, str]
+    status: Mapping[str, Any]
+    now: datetime.datetime
+
+    @property
+    def owner(self) -> Any:
+        return tenant_owner(name=self.name, uid=self.uid)
+
+
+@dataclass
+class PartResult:
+    """What one part contributes to a reconcile."""
+
+    objects: list[KubeObject] = field(default_factory=list)
+    """Objects to apply (before the rendered children), e.g. Secrets in the namespace."""
+    conditions: dict[str, Observation] = field(default_factory=dict)
+    """Conditions by type; each one gates Ready."""
+    status: dict[str, Any] = field(default_factory=dict)
+    """Status fields this part owns (e.g. keyVersion, database)."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Inputs of the Deployment's checksum: change one and the pods roll."""
+    secret_names: list[str] = field(default_factory=list)
+    """Secrets the workload reads all keys of (envFrom)."""
+    database_secret: str | None = None
+    requeue_after: float | None = None
+
+
+class TenantPart(Protocol):
+    """A concern of the tenant beyond rendering (secrets and keys, the database)."""
+
+    def reconcile(self, ctx: TenantContext) -> PartResult: ...
+
+    def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
+        """Clean up on deletion (`delete`: the Delete policy); True when done."""
+        ...
 
 
 @dataclass
@@ -42,13 +130,14 @@ class TenantResult:
 
     name: str
     applied: list[ObjectRef] = field(default_factory=list)
+    deleted: list[ObjectRef] = field(default_factory=list)
     status_written: bool = False
     ready: bool = False
     requeue_after: float | None = None
     """Ask to be called again this soon (seconds) because something is still converging."""
 
 
-def _ref(obj: KubeObject) -> ObjectRef:
+def _ref(obj: Mapping[str, Any]) -> ObjectRef:
     meta = obj["metadata"]
     return {
         "apiVersion": obj["apiVersion"],
@@ -58,19 +147,8 @@ def _ref(obj: KubeObject) -> ObjectRef:
     }
 
 
-def tenant_namespace(spec: CleoTenantSpec, name: str) -> str:
-    return spec.namespace or default_namespace(name)
-
-
-def render_children(name: str, uid: str, spec: CleoTenantSpec) -> list[KubeObject]:
-    """Every child object the tenant should have, in the order they are applied."""
-    owner = tenant_owner(name=name, uid=uid)
-    namespace = tenant_namespace(spec, name)
-    return [render_namespace(tenant=name, namespace=namespace, owner=owner)]
-
-
-def _conditions_dump(conditions: list[Condition]) -> list[dict[str, Any]]:
-    return [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]
+def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (ref["apiVersion"], ref["kind"], ref.get("namespace", ""), ref["name"])
 
 
 def _current_conditions(tenant: KubeObject) -> list[Condition]:
@@ -84,6 +162,11 @@ def _current_conditions(tenant: KubeObject) -> list[Condition]:
     return out
 
 
+def _min(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return min(values) if values else None
+
+
 class TenantReconciler:
     """Reconciles CleoTenants through one KubeClient; shared by all worker threads."""
 
@@ -91,168 +174,323 @@ class TenantReconciler:
         self,
         kube: KubeClient,
         *,
+        parts: Sequence[TenantPart] = (),
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.kube = kube
+        self.parts = list(parts)
         self.now = now
+
+    # -- reconcile ---------------------------------------------------------------------
 
     def reconcile(self, name: str) -> TenantResult:
         """Bring tenant `name` to its desired state; a no-op when it already is."""
         result = TenantResult(name=name)
         tenant = self.kube.get(TENANT, name)
         if tenant is None or tenant["metadata"].get("deletionTimestamp"):
+            forget_tenant(name)
             return result
         meta = tenant["metadata"]
         generation = int(meta.get("generation", 0))
         now = self.now()
-        conditions = _current_conditions(tenant)
-
-        def condition(type_: str, ok: bool | None, reason: str, message: str) -> None:
-            nonlocal conditions
-            status: ConditionStatus = "Unknown" if ok is None else ("True" if ok else "False")
-            conditions = set_condition(
-                conditions,
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                now=now,
-            )
+        status = _StatusBuilder(tenant, generation, now)
 
         try:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError as exc:
-            condition("Ready", False, "InvalidSpec", str(exc))
-            self._write_status(
-                tenant, result, generation=generation, phase="Invalid", conditions=conditions
-            )
+            status.condition("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
+            result.status_written = status.write(self.kube, phase="Invalid")
             return result
 
-        namespace = tenant_namespace(spec, name)
+        namespace = tenant_namespace(name=name, spec=spec)
+        status.fields["namespace"] = namespace
         if spec.paused:
-            condition(
+            status.condition(
                 "Ready",
-                False,
-                "Paused",
-                "spec.paused is true: the operator makes no changes to this tenant",
+                Observation(
+                    "False", "Paused", "spec.paused is true: the operator makes no changes"
+                ),
             )
-            self._write_status(
-                tenant,
-                result,
-                generation=generation,
-                phase="Paused",
-                conditions=conditions,
-                namespace=namespace,
-            )
+            result.status_written = status.write(self.kube, phase="Paused", keep_previous=True)
             return result
 
-        desired = render_children(name, meta["uid"], spec)
-        live: dict[tuple[str, str, str], KubeObject | None] = {}
-        for obj in desired:
-            kind = kind_of(obj)
-            obj_meta = obj["metadata"]
-            current = self.kube.get(kind, obj_meta["name"], namespace=obj_meta.get("namespace"))
-            stamped = with_hash(obj)
-            if needs_apply(stamped, current):
-                current = self.kube.apply(stamped)
-                result.applied.append(_ref(obj))
-            live[(kind.kind, obj_meta.get("namespace", ""), obj_meta["name"])] = current
-
-        ns = live.get(("Namespace", "", namespace))
-        ns_phase = ((ns or {}).get("status") or {}).get("phase")
-        if ns_phase == "Active":
-            condition("NamespaceReady", True, "Active", f"namespace {namespace} is active")
-        else:
-            condition(
-                "NamespaceReady",
-                False,
-                "NotActive",
-                f"namespace {namespace} is {ns_phase or 'missing'}",
-            )
-        result.ready = ns_phase == "Active"
-        if result.ready:
-            condition("Ready", True, "Reconciled", "every part of the tenant works")
-        else:
-            condition("Ready", False, "Progressing", "waiting for the namespace to be active")
-            result.requeue_after = 2.0
-
-        self._write_status(
-            tenant,
-            result,
+        ctx = TenantContext(
+            name=name,
+            uid=meta["uid"],
             generation=generation,
-            phase="Ready" if result.ready else "Progressing",
-            conditions=conditions,
+            spec=spec,
             namespace=namespace,
-            children=[_ref(obj) for obj in desired],
+            annotations=meta.get("annotations") or {},
+            status=tenant.get("status") or {},
+            now=now,
+        )
+        live: dict[tuple[str, str, str, str], KubeObject | None] = {}
+        failures: list[str] = []
+        gates: dict[str, Observation] = {}
+
+        # The namespace first: every part writes into it.
+        rendered = render_tenant(
+            name=name,
+            uid=ctx.uid,
+            spec=spec,
+            config_checksum="",  # replaced below, once the parts said what goes into it
+        )
+        self._converge(rendered[:1], live, failures, result)
+
+        fingerprints: dict[str, str] = {}
+        secret_names: list[str] = []
+        database_secret: str | None = None
+        for part in self.parts:
+            contribution = part.reconcile(ctx)
+            self._converge(contribution.objects, live, failures, result)
+            gates.update(contribution.conditions)
+            status.fields.update(contribution.status)
+            fingerprints.update(contribution.fingerprints)
+            secret_names.extend(contribution.secret_names)
+            database_secret = contribution.database_secret or database_secret
+            result.requeue_after = _min(result.requeue_after, contribution.requeue_after)
+
+        workload_config = spec.workload.config if spec.workload else {}
+        desired = render_tenant(
+            name=name,
+            uid=ctx.uid,
+            spec=spec,
+            config_checksum=config_checksum(
+                secret_fingerprints=fingerprints, config=workload_config
+            ),
+            secret_names=sorted(set(secret_names)),
+            database_secret=database_secret,
+        )
+        self._converge(desired[1:], live, failures, result)
+        self._adopt_namespace(namespace, live)
+
+        # Everything applied this round (the parts' objects too) is wanted; the rest of what
+        # status listed before is pruned.
+        self._prune(ctx, {_key(_ref(o)) for o in desired} | set(live), result)
+
+        # -- observe -------------------------------------------------------------------
+        ns_obs = observe_namespace(live.get(("v1", "Namespace", "", namespace)), namespace)
+        isolation = [o for o in desired if o["kind"] in ISOLATION_KINDS]
+        policy_failures = [f for f in failures if f.split(" ", 1)[0] in ISOLATION_KINDS]
+        policies = observe_policies(policy_failures, len(isolation))
+        deployment = live.get(("apps/v1", "Deployment", namespace, "cleoai"))
+        workload = observe_deployment(deployment, wanted=spec.workload is not None)
+        hpa = live.get(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "cleoai"))
+        autoscaling = observe_autoscaling(
+            hpa, enabled=spec.autoscaling.enabled and spec.workload is not None
+        )
+        status.condition("NamespaceReady", ns_obs)
+        status.condition("PoliciesReady", policies)
+        status.condition("WorkloadAvailable", workload)
+        status.condition("Autoscaling", autoscaling)
+        for type_, obs in gates.items():
+            status.condition(type_, obs)
+
+        blocking = {
+            "NamespaceReady": ns_obs,
+            "PoliciesReady": policies,
+            "WorkloadAvailable": workload,
+            **gates,
+        }
+        not_ok = {t: o for t, o in blocking.items() if not o.ok}
+        other_failures = [f for f in failures if f not in policy_failures]
+        result.ready = not not_ok and not other_failures
+        if result.ready:
+            status.condition("Ready", Observation("True", "Reconciled", "the tenant serves"))
+        else:
+            reasons = [f"{t}: {o.message}" for t, o in sorted(not_ok.items())]
+            reasons += [f"could not apply {f}" for f in other_failures]
+            # The reason of the first part that is not ready says where to look first.
+            first = next(iter(sorted(not_ok.items())), None)
+            reason = "ApplyFailed" if first is None else first[1].reason
+            status.condition("Ready", Observation("False", reason, clip("; ".join(reasons))))
+            result.requeue_after = _min(result.requeue_after, PROGRESS_RECHECK_SECONDS)
+
+        status.fields["children"] = sorted(
+            (_ref(o) for o in desired), key=lambda r: (r["kind"], r["namespace"], r["name"])
+        )
+        status.fields["replicas"] = replicas(deployment)
+        TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
+        result.status_written = status.write(
+            self.kube,
+            phase=phase_of(result.ready, autoscaling, failed=bool(failures) and not result.ready),
         )
         return result
 
-    def _write_status(
+    def _converge(
         self,
-        tenant: KubeObject,
+        objects: Sequence[KubeObject],
+        live: dict[tuple[str, str, str, str], KubeObject | None],
+        failures: list[str],
         result: TenantResult,
-        *,
-        generation: int,
-        phase: str,
-        conditions: list[Condition],
-        namespace: str | None = None,
-        children: list[ObjectRef] | None = None,
     ) -> None:
-        status: dict[str, Any] = {
-            "observedGeneration": generation,
-            "phase": phase,
-            "conditions": _conditions_dump(conditions),
-        }
-        if namespace is not None:
-            status["namespace"] = namespace
-        if children is not None:
-            status["children"] = children
-        previous = tenant.get("status") or {}
-        # Keys we set before but do not set now (e.g. children while paused) stay as they were.
-        for key in ("namespace", "children", "orphaned"):
-            if key not in status and key in previous:
-                status[key] = previous[key]
-        written = write_status(self.kube, TENANT, tenant, status, owned_keys=OWNED_STATUS_KEYS)
-        result.status_written = written is not None
+        """Apply each object that needs it; remember what the cluster now has."""
+        for obj in objects:
+            kind = kind_of(obj)
+            meta = obj["metadata"]
+            key = _key(_ref(obj))
+            current = self.kube.get(kind, meta["name"], namespace=meta.get("namespace"))
+            stamped = with_hash(obj)
+            if needs_apply(stamped, current):
+                try:
+                    current = self.kube.apply(stamped)
+                except KubeError as exc:
+                    if exc.conflict or exc.status >= 500 or exc.status == 0:
+                        raise  # transient: the loop retries soon
+                    # Refused (invalid, forbidden): say which and why, keep going.
+                    failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")
+                    log.warning("apply %s %s refused: %s", kind.kind, meta["name"], exc)
+                    live[key] = current
+                    continue
+                result.applied.append(_ref(obj))
+            live[key] = current
+
+    def _adopt_namespace(
+        self, namespace: str, live: Mapping[tuple[str, str, str, str], KubeObject | None]
+    ) -> None:
+        """A namespace left behind by a Retain deletion loses its orphan mark on adoption."""
+        ns = live.get(("v1", "Namespace", "", namespace))
+        if ns and (ns["metadata"].get("labels") or {}).get(ORPHANED_LABEL):
+            self.kube.patch_merge(
+                NAMESPACE, namespace, {"metadata": {"labels": {ORPHANED_LABEL: None}}}
+            )
+
+    def _prune(
+        self, ctx: TenantContext, wanted: set[tuple[str, str, str, str]], result: TenantResult
+    ) -> None:
+        """Delete children listed on status before that the spec no longer asks for."""
+        for ref in ctx.status.get("children") or []:
+            if _key(ref) in wanted:
+                continue
+            kind = KINDS.get((ref.get("apiVersion", ""), ref.get("kind", "")))
+            if kind is None:
+                continue
+            current = self.kube.get(kind, ref["name"], namespace=ref.get("namespace") or None)
+            labels = (current or {}).get("metadata", {}).get("labels") or {}
+            # Only what is provably ours: labelled as managed by us, for this tenant.
+            if current is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+                continue
+            if labels.get(TENANT_LABEL) != ctx.name:
+                continue
+            if self.kube.delete(kind, ref["name"], namespace=ref.get("namespace") or None):
+                result.deleted.append(ref)
+
+    # -- deletion ----------------------------------------------------------------------
 
     def finalize(self, name: str) -> bool:
         """Handle deletion by spec.deletionPolicy; True when the finalizer may be released."""
         tenant = self.kube.get(TENANT, name)
+        forget_tenant(name)
         if tenant is None:
             return True
+        status = tenant.get("status") or {}
         try:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError:
             # An invalid spec cannot say Delete with certainty: keep the data (Retain).
             log.warning("tenant %s has an invalid spec; deleting with Retain", name)
-            namespace = (tenant.get("status") or {}).get("namespace") or default_namespace(name)
-            self._orphan(name, namespace)
+            namespace = status.get("namespace") or f"cleo-{name}"
+            self._orphan(name, namespace, status.get("children") or [])
             return True
-        namespace = tenant_namespace(spec, name)
-        if spec.deletion_policy == "Delete":
-            try:
+        namespace = tenant_namespace(name=name, spec=spec)
+        ctx = TenantContext(
+            name=name,
+            uid=tenant["metadata"]["uid"],
+            generation=int(tenant["metadata"].get("generation", 0)),
+            spec=spec,
+            namespace=namespace,
+            annotations=tenant["metadata"].get("annotations") or {},
+            status=status,
+            now=self.now(),
+        )
+        delete = spec.deletion_policy == "Delete"
+        # A list, not a generator: every part must get its turn, even after one said no.
+        parts_done = all([part.finalize(ctx, delete=delete) for part in self.parts])  # noqa: C419
+        if delete:
+            if self.kube.get(NAMESPACE, namespace) is not None:
                 self.kube.delete(NAMESPACE, namespace, propagation="Foreground")
-            except KubeError as exc:
-                if not exc.not_found:
-                    raise
-            return self.kube.get(NAMESPACE, namespace) is None
-        self._orphan(name, namespace)
-        return True
+            return parts_done and self.kube.get(NAMESPACE, namespace) is None
+        self._orphan(name, namespace, status.get("children") or [])
+        return parts_done
 
-    def _orphan(self, name: str, namespace: str) -> None:
-        """Retain: keep the namespace and its data, cut it loose from the tenant, say so."""
+    def _orphan(self, name: str, namespace: str, children: Sequence[Mapping[str, Any]]) -> None:
+        """Retain: keep the namespace and everything in it, cut loose from the tenant.
+
+        Every child is owned by the CleoTenant, so the garbage collector would delete them
+        all once the tenant is gone; the owner references go first, then the namespace is
+        marked as orphaned (a merge patch, so the mark outlives our field manager).
+        """
+        for ref in children:
+            kind = KINDS.get((ref.get("apiVersion", ""), ref.get("kind", "")))
+            if kind is not None and kind.kind != "Namespace":
+                self._drop_owner(kind, ref["name"], ref.get("namespace") or None, name)
         ns = self.kube.get(NAMESPACE, namespace)
         if ns is None:
             return
-        labels = ns["metadata"].get("labels") or {}
-        owners = ns["metadata"].get("ownerReferences") or []
-        kept = [o for o in owners if o.get("kind") != "CleoTenant" or o.get("name") != name]
-        if labels.get(ORPHANED_LABEL) == "true" and kept == owners:
+        self._drop_owner(NAMESPACE, namespace, None, name, extra_labels={ORPHANED_LABEL: "true"})
+
+    def _drop_owner(
+        self,
+        kind: Kind,
+        obj_name: str,
+        namespace: str | None,
+        tenant: str,
+        *,
+        extra_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        current = self.kube.get(kind, obj_name, namespace=namespace)
+        if current is None:
             return
-        # A merge patch (not apply): the orphan mark must survive our field manager going away.
-        self.kube.patch_merge(
-            NAMESPACE,
-            namespace,
-            {"metadata": {"labels": {ORPHANED_LABEL: "true"}, "ownerReferences": kept}},
+        owners = current["metadata"].get("ownerReferences") or []
+        kept = [
+            o for o in owners if not (o.get("kind") == "CleoTenant" and o.get("name") == tenant)
+        ]
+        labels = current["metadata"].get("labels") or {}
+        missing = {k: v for k, v in (extra_labels or {}).items() if labels.get(k) != v}
+        if kept == owners and not missing:
+            return
+        patch: dict[str, Any] = {"metadata": {"ownerReferences": kept}}
+        if missing:
+            patch["metadata"]["labels"] = missing
+        try:
+            self.kube.patch_merge(kind, obj_name, patch, namespace=namespace)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+
+class _StatusBuilder:
+    """Collects conditions and fields, then writes status once, only if it changed."""
+
+    def __init__(self, tenant: KubeObject, generation: int, now: datetime.datetime) -> None:
+        self.tenant = tenant
+        self.generation = generation
+        self.now = now
+        self.conditions = _current_conditions(tenant)
+        self.fields: dict[str, Any] = {}
+
+    def condition(self, type_: str, obs: Observation) -> None:
+        self.conditions = set_condition(
+            self.conditions,
+            type=type_,
+            status=obs.status,
+            reason=obs.reason,
+            message=obs.message,
+            observed_generation=self.generation,
+            now=self.now,
         )
+
+    def write(self, kube: KubeClient, *, phase: str, keep_previous: bool = False) -> bool:
+        status: dict[str, Any] = {
+            "observedGeneration": self.generation,
+            "phase": phase,
+            "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in self.conditions],
+        }
+        status.update({k: v for k, v in self.fields.items() if v is not None})
+        if keep_previous:
+            previous = self.tenant.get("status") or {}
+            for key in OWNED_STATUS_KEYS - status.keys():
+                if key in previous:
+                    status[key] = previous[key]
+        written = write_status(kube, TENANT, self.tenant, status, owned_keys=OWNED_STATUS_KEYS)
+        return written is not None
