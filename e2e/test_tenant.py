@@ -313,3 +313,22 @@ def test_twenty_tenants_at_once_and_a_resync_writes_nothing(
         for e in cluster.audit_events(user=OPERATOR_USER, offset=offset)
     ]
     assert writes == [], f"a no-op resync wrote: {writes[:20]}"
+
+
+def test_invalid_spec_that_gets_through_becomes_a_condition(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    """Map keys are checked by the operator, not the CRD (CEL's cost budget): the operator
+    says what is wrong on status and carries on with everything else."""
+    spec = full_spec()
+    spec["workload"]["config"] = {"not/a valid key": "x"}
+    apply_tenant(cluster, "typo", spec)
+    tenant = wait_condition(cluster, "typo", "Ready", "False")
+    ready = conditions(tenant)["Ready"]
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.workload.config[not/a valid key]" in ready["message"]
+    assert tenant["status"]["phase"] == "Invalid"
+    assert operator_process.alive()
+    # Fixing the spec recovers without a restart.
+    apply_tenant(cluster, "typo", full_spec())
+    wait_condition(cluster, "typo", "Ready", "True")
