@@ -1,0 +1,1 @@
+"""Measured runs (python -m benchmarks.NAME); never part of the pass/fail test suite."""
