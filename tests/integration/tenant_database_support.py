@@ -27,6 +27,7 @@ from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.kube.client import KINDS, KubeClient
 from cleo_operator.reconcile.database import (
     PASSWORD_KEY,
+    BeforeDrop,
     DatabaseOutcome,
     DatabaseSettings,
     TenantDatabases,
@@ -90,7 +91,11 @@ def site_entry(
 
 
 def build_databases(
-    kube: KubeClient, sites: Mapping[str, Mapping[str, Any]], **settings: Any
+    kube: KubeClient,
+    sites: Mapping[str, Mapping[str, Any]],
+    *,
+    before_drop: BeforeDrop | None = None,
+    **settings: Any,
 ) -> TenantDatabases:
     """``TenantDatabases`` exactly as at operator start, from ``$CLEO_SITES`` text."""
     environ = {"CLEO_SITES": yaml.safe_dump({"sites": dict(sites)})}
@@ -99,7 +104,10 @@ def build_databases(
         "pool": PoolSettings(breaker=BreakerSettings(failure_threshold=2, cooldown_seconds=30)),
     }
     return TenantDatabases.from_environment(
-        kube, environ=environ, settings=DatabaseSettings(**{**defaults, **settings})
+        kube,
+        environ=environ,
+        settings=DatabaseSettings(**{**defaults, **settings}),
+        before_drop=before_drop,
     )
 
 

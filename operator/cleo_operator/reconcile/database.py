@@ -241,6 +241,8 @@ class FinalizeOutcome:
     """What happened or what it waits for (for logs and events)."""
     retry_after: float | None = None
     """When not done: call again after this many seconds."""
+    in_progress: bool = False
+    """Not done because an operation on the site is still running (not because it failed)."""
 
 
 BeforeDrop = Callable[[str, CleoTenantSpec], str | None]
@@ -745,6 +747,7 @@ class TenantDatabases:
                 done=False,
                 message="waiting for a running reconcile of the tenant's database",
                 retry_after=settings.pending_requeue_seconds,
+                in_progress=True,
             )
         try:
             outcome = self._finalize_locked(
@@ -773,6 +776,7 @@ class TenantDatabases:
                     done=False,
                     message=f"waiting for a running operation on site {job.site!r} to finish",
                     retry_after=settings.pending_requeue_seconds,
+                    in_progress=True,
                 )
             self._jobs.pop(tenant, None)
             job = None
@@ -810,6 +814,7 @@ class TenantDatabases:
                 done=False,
                 message=f"dropping the database: site {site.name!r} has not answered yet",
                 retry_after=settings.pending_requeue_seconds,
+                in_progress=True,
             )
         self._jobs.pop(tenant, None)
         try:
