@@ -5,6 +5,11 @@ Crash tests need a process to kill, so the keyring reconcile also runs as
 its result printed as JSON: names, versions and fingerprints only), and the key commands as
 `python -m cleo_operator.keys_cli ...`. `CLEO_FAULT_POINT` in their environment makes them
 SIGKILL themselves at that step.
+
+`python -m tests.integration.keys_harness tenant --name N ...` does, for one CleoTenant, the
+keys-and-secrets part of what the operator's tenant reconcile will do once it calls these
+modules: keyring, unsealing, applying the Secrets, writing status. The end-to-end test of
+encryption runs it as a process until the operator process itself does this.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cleo_operator.api.base import Condition, set_condition
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.api.tenant import EncryptionSpec
+from cleo_operator.api.tenant import EncryptionSpec, parse_tenant_spec
 from cleo_operator.crypto import Keyring, SealingKeyring, kek_from_secret_data, unwrap_keyring
 from cleo_operator.kube.apply import needs_apply
 from cleo_operator.kube.client import KINDS, KubeClient
@@ -34,10 +40,15 @@ from cleo_operator.kube.keys import (
     read_keyring_copy,
     read_secret,
 )
-from cleo_operator.reconcile.keys import KeyringReconciler, OperatorKeys
+from cleo_operator.kube.status import write_status
+from cleo_operator.observability.logs import configure_logging
+from cleo_operator.reconcile.keys import STATUS_KEYS, KeyringReconciler, OperatorKeys
+from cleo_operator.reconcile.secrets import SecretsReconciler
+from cleo_operator.render.meta import default_namespace, tenant_owner
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = KINDS[("v1", "Secret")]
+TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 NAMESPACE = KINDS[("v1", "Namespace")]
 
 
@@ -113,9 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     keyring.add_argument("--operator-namespace", required=True)
     keyring.add_argument("--rotation-period")
     keyring.add_argument("--now", type=datetime.datetime.fromisoformat)
+    tenant = sub.add_parser("tenant")
+    tenant.add_argument("--name", required=True)
+    tenant.add_argument("--operator-namespace", required=True)
     args = parser.parse_args(argv)
+    configure_logging(level="DEBUG")
     kube = KubeClient.from_environment()
     keys = OperatorKeys.locate(kube, operator_namespace=args.operator_namespace, kek_dir=None)
+    if args.command == "tenant":
+        sys.stdout.write(json.dumps(reconcile_tenant_keys(kube, keys, args.name)) + "\n")
+        return 0
     outcome = KeyringReconciler(kube, keys).reconcile(
         tenant=args.tenant,
         namespace=args.namespace,
@@ -135,6 +153,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
+
+
+def reconcile_tenant_keys(kube: KubeClient, keys: OperatorKeys, name: str) -> dict[str, Any]:
+    """Keyring, sealed secrets and their status for one CleoTenant, as the operator will."""
+    obj = kube.get(TENANT, name)
+    assert obj is not None, f"no CleoTenant {name}"
+    spec = parse_tenant_spec(obj["spec"])
+    namespace = spec.namespace or default_namespace(name)
+    now = datetime.datetime.now(datetime.UTC)
+    previous = obj.get("status") or {}
+    keyring = KeyringReconciler(kube, keys).reconcile(
+        tenant=name,
+        namespace=namespace,
+        encryption=spec.encryption,
+        previous_status=previous,
+        now=now,
+    )
+    secrets = SecretsReconciler(kube, keys).reconcile(
+        tenant=name,
+        namespace=namespace,
+        owner=tenant_owner(name=name, uid=obj["metadata"]["uid"]),
+        secrets=spec.secrets,
+    )
+    applied = apply_desired(kube, secrets.desired)
+    conditions = []
+    for raw in previous.get("conditions") or []:
+        conditions.append(Condition.model_validate(raw))
+    for update in (keyring.condition, secrets.condition):
+        conditions = set_condition(
+            conditions,
+            type=update.type,
+            status=update.status,
+            reason=update.reason,
+            message=update.message,
+            observed_generation=int(obj["metadata"]["generation"]),
+            now=now,
+        )
+    status: dict[str, Any] = {
+        "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
+        "secrets": secrets.statuses,
+        **keyring.status,
+    }
+    owned = frozenset({"conditions", "secrets", *STATUS_KEYS})
+    write_status(kube, TENANT, obj, status, owned_keys=owned)
+    return {
+        "keyring": keyring.condition.reason,
+        "secrets": secrets.condition.reason,
+        "applied": applied,
+        "fingerprints": {**secrets.fingerprints, "cleo-keyring": keyring.fingerprint},
+        "actions": list(keyring.actions),
+    }
 
 
 # -- cluster helpers --------------------------------------------------------------------------

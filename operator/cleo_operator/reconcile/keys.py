@@ -84,6 +84,7 @@ __all__ = [
     "KEYRING_COPY_SELECTOR",
     "KEYRING_READY",
     "KEYS_COMPONENT",
+    "STATUS_KEYS",
     "ConditionUpdate",
     "KeyringOutcome",
     "KeyringReconciler",
@@ -91,6 +92,8 @@ __all__ = [
     "OperatorKeys",
     "RewrapReport",
     "ensure_operator_keys",
+    "keyring_labels",
+    "operator_key_labels",
     "rewrap_keyring_copies",
     "rotate_kek",
 ]
