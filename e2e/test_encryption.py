@@ -130,7 +130,7 @@ def test_seal_apply_rotate_and_recover(
     entries = yaml.safe_load(offline) + yaml.safe_load(online)
 
     # 2. The sealed YAML goes into the CleoTenant as it is; the Secrets appear.
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": "cleoai.io/v1alpha1",
         "kind": "CleoTenant",
         "metadata": {"name": tenant},
