@@ -30,6 +30,24 @@ class OperatorConfig:
     """Run without Kopf peering (one active replica, `strategy: Recreate`, see docs)."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keep no "last handled configuration" on our objects.
+
+    Kopf stores the last handled spec to compute diffs for on.create/on.update handlers.
+    This operator has none: every kind is reconciled level-based by a daemon that compares
+    desired and actual state, so the diff base would only cost a write per object and put
+    a full copy of the spec (sealed secrets included) into an annotation, which is capped
+    at 256 KiB and, when too large, blocks deletion (Kopf issue #1087).
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        del body
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        del body, patch, essence
+
+
 def apply_kopf_settings(
     settings: kopf.OperatorSettings,
     config: OperatorConfig,
@@ -39,9 +57,7 @@ def apply_kopf_settings(
     """Our conventions for Kopf: the finalizer, annotation prefix, posting and workers."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Only warnings and errors of handlers become Kubernetes Events; significant actions are
     # posted explicitly by the handlers so that Events stay meaningful.
     settings.posting.level = logging.WARNING

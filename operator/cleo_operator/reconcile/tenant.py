@@ -76,6 +76,10 @@ OWNED_STATUS_KEYS: Final = frozenset(
 )
 
 PROGRESS_RECHECK_SECONDS: Final = 5.0
+FIRST_STATUS_GRACE_SECONDS: Final = 10.0
+"""A brand-new tenant that is still converging gets its first status when it is Ready, or
+after this long, whichever comes first: one status write instead of two for the common
+case of a tenant that comes up in seconds, and never a status that hides a failure."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,14 @@ def _current_conditions(tenant: KubeObject) -> list[Condition]:
     return out
 
 
+def _age_seconds(meta: Mapping[str, Any], now: datetime.datetime) -> float:
+    created = meta.get("creationTimestamp")
+    if not created:
+        return float("inf")
+    born = datetime.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    return (now - born).total_seconds()
+
+
 def _min(a: float | None, b: float | None) -> float | None:
     values = [v for v in (a, b) if v is not None]
     return min(values) if values else None
@@ -180,6 +192,8 @@ class TenantReconciler:
         self.kube = kube
         self.parts = list(parts)
         self.now = now
+        # Tenants (by uid) this process has applied in full at least once; see `fresh`.
+        self._converged: set[str] = set()
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -227,6 +241,10 @@ class TenantReconciler:
         live: dict[tuple[str, str, str, str], KubeObject | None] = {}
         failures: list[str] = []
         gates: dict[str, Observation] = {}
+        # A tenant that has never reported children is new: its children do not exist yet
+        # (or exist from a Retain and must be adopted), so every one is applied without
+        # reading it first. Applying is idempotent; the reads only avoid no-op writes.
+        fresh = "children" not in ctx.status and ctx.uid not in self._converged
 
         # The namespace first: every part writes into it.
         rendered = render_tenant(
@@ -235,14 +253,14 @@ class TenantReconciler:
             spec=spec,
             config_checksum="",  # replaced below, once the parts said what goes into it
         )
-        self._converge(rendered[:1], live, failures, result)
+        self._converge(rendered[:1], live, failures, result, fresh=fresh)
 
         fingerprints: dict[str, str] = {}
         secret_names: list[str] = []
         database_secret: str | None = None
         for part in self.parts:
             contribution = part.reconcile(ctx)
-            self._converge(contribution.objects, live, failures, result)
+            self._converge(contribution.objects, live, failures, result, fresh=fresh)
             gates.update(contribution.conditions)
             status.fields.update(contribution.status)
             fingerprints.update(contribution.fingerprints)
@@ -261,7 +279,9 @@ class TenantReconciler:
             secret_names=sorted(set(secret_names)),
             database_secret=database_secret,
         )
-        self._converge(desired[1:], live, failures, result)
+        self._converge(desired[1:], live, failures, result, fresh=fresh)
+        if not failures:
+            self._converged.add(ctx.uid)
         self._adopt_namespace(namespace, live)
 
         # Everything applied this round (the parts' objects too) is wanted; the rest of what
@@ -311,6 +331,14 @@ class TenantReconciler:
         )
         status.fields["replicas"] = replicas(deployment)
         TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
+        if (
+            not tenant.get("status")
+            and not result.ready
+            and not failures
+            and _age_seconds(meta, now) < FIRST_STATUS_GRACE_SECONDS
+        ):
+            result.requeue_after = _min(result.requeue_after, 1.0)
+            return result
         result.status_written = status.write(
             self.kube,
             phase=phase_of(result.ready, autoscaling, failed=bool(failures) and not result.ready),
@@ -323,13 +351,19 @@ class TenantReconciler:
         live: dict[tuple[str, str, str, str], KubeObject | None],
         failures: list[str],
         result: TenantResult,
+        *,
+        fresh: bool,
     ) -> None:
         """Apply each object that needs it; remember what the cluster now has."""
         for obj in objects:
             kind = kind_of(obj)
             meta = obj["metadata"]
             key = _key(_ref(obj))
-            current = self.kube.get(kind, meta["name"], namespace=meta.get("namespace"))
+            current = (
+                None
+                if fresh
+                else self.kube.get(kind, meta["name"], namespace=meta.get("namespace"))
+            )
             stamped = with_hash(obj)
             if needs_apply(stamped, current):
                 try:
@@ -393,6 +427,7 @@ class TenantReconciler:
             self._orphan(name, namespace, status.get("children") or [])
             return True
         namespace = tenant_namespace(name=name, spec=spec)
+        self._converged.discard(tenant["metadata"]["uid"])
         ctx = TenantContext(
             name=name,
             uid=tenant["metadata"]["uid"],
