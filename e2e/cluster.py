@@ -198,7 +198,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         self.pki = generate_pki(
             self.workdir / "pki",
-            hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.0.0.1"],
+            hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.96.0.1"],
         )
         tokens = self._write_tokens()
         self._start_etcd(deadline)
@@ -336,7 +336,7 @@ class LocalCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={self.pki.sa_public_key}",
                 f"--service-account-signing-key-file={self.pki.sa_private_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.96.0.0/16",  # room for thousands of Services
                 "--allow-privileged=false",
                 # This plugin taints every new Node not-ready until the node-lifecycle
                 # controller clears it; that controller is left out (it would also mark the
