@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal, NotRequired, TypedDict
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
@@ -39,6 +39,7 @@ from cleo_operator.backup.restore import (
 )
 from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
 from cleo_operator.backup.runner import BackupReport, run_backup
+from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
 
@@ -125,20 +126,39 @@ def load_keyring_dir(path: str | os.PathLike[str]) -> Keyring:
 def storage_from_destination(
     destination: str, *, environ: Mapping[str, str] | None = None
 ) -> Storage:
-    """A storage for `destination`: a directory path (or `file://` URL) on a mounted volume.
+    """A storage for `destination`.
 
-    `environ` is for backends that take credentials from the environment.
+    - a directory path (or `file://` URL) on a mounted volume: `LocalStorage`;
+    - `s3://BUCKET/PREFIX?region=REGION&endpoint=URL`: `S3Storage`, with the credentials
+      from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) of `environ`
+      (default: this process's environment); `endpoint` for S3-compatible stores.
     """
-    del environ  # no backend here reads credentials yet
     parts = urlsplit(destination)
     if parts.scheme in ("", "file"):
         path = parts.path if parts.scheme else destination
         if not path:
             raise ValueError("the backup destination is empty: give a directory path")
         return LocalStorage(path)
+    if parts.scheme == "s3":
+        if not parts.hostname:
+            raise ValueError(f"backup destination {destination!r}: name the bucket, s3://BUCKET/")
+        options = dict(parse_qsl(parts.query))
+        unknown = sorted(set(options) - {"region", "endpoint"})
+        if unknown:
+            raise ValueError(
+                f"backup destination {destination!r}: unknown option(s) {unknown}; use region "
+                "and endpoint"
+            )
+        return S3Storage(
+            bucket=parts.hostname,
+            prefix=parts.path,
+            region=options.get("region") or "us-east-1",
+            endpoint=options.get("endpoint"),
+            credentials=S3Credentials.from_environment(environ),
+        )
     raise ValueError(
         f"backup destination {destination!r}: the scheme {parts.scheme!r} is not supported; "
-        "use a directory path on the mounted volume"
+        "use a directory path on the mounted volume or s3://BUCKET/PREFIX"
     )
 
 

@@ -17,6 +17,7 @@ from cleo_operator.backup.cli import (
     storage_from_destination,
     write_report,
 )
+from cleo_operator.backup.s3 import S3Storage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring
 
@@ -59,6 +60,24 @@ def test_destinations(tmp_path: Path) -> None:
     assert url.root == tmp_path / "c"
     with pytest.raises(ValueError, match="scheme 'ftp' is not supported"):
         storage_from_destination("ftp://host/x")
+    env = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s" * 40}
+    s3 = storage_from_destination(
+        "s3://cleo-backups/tenants/acme?region=eu-west-1&endpoint=http://minio:9000", environ=env
+    )
+    assert isinstance(s3, S3Storage)
+    assert (s3.bucket, s3.prefix, s3.region, s3.endpoint) == (
+        "cleo-backups",
+        "tenants/acme",
+        "eu-west-1",
+        "http://minio:9000",
+    )
+    aws = storage_from_destination("s3://cleo-backups", environ=env)
+    assert isinstance(aws, S3Storage)
+    assert aws.endpoint == "https://s3.us-east-1.amazonaws.com"
+    with pytest.raises(ValueError, match="AWS_ACCESS_KEY_ID"):
+        storage_from_destination("s3://cleo-backups/x", environ={})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['acl'\]"):
+        storage_from_destination("s3://cleo-backups/x?acl=private", environ=env)
 
 
 def test_the_report_fits_a_termination_message(tmp_path: Path) -> None:
