@@ -43,6 +43,7 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import (
     KEK_DIR_ENV,
     SecretKEKProvider,
+    check_fault_point_env,
     kek_dir_from_environment,
     list_keyring_copies,
 )
@@ -342,8 +343,9 @@ def _run(func: Any) -> Any:
 
     def run(args: argparse.Namespace) -> int:
         try:
+            check_fault_point_env()
             func(args)
-        except (CommandError, CryptoError) as exc:
+        except (CommandError, CryptoError, ValueError) as exc:
             log.error("%s", exc)
             return 1
         except KubeError as exc:

@@ -358,3 +358,87 @@ def test_no_key_material_in_command_output(
     assert scanner.find(str(kek["v1"])) == ["KEK v1"]
     for result in outputs:
         scanner.assert_clean(f"`keys {result.args[5]}` output", result.stdout + result.stderr)
+
+
+def test_an_unknown_fault_point_is_refused(
+    kube: KubeClient, env: dict[str, str], op_ns: str
+) -> None:
+    result = keys_cli(env, "keys", "init", "--operator-namespace", op_ns, fault="kek-creatd")
+    assert result.returncode == 1
+    assert "'kek-creatd' is not a fault point" in result.stderr
+    assert kek_data(kube, op_ns) is None
+
+
+# -- seal --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tenant", "Acme", "--name", "api"], "--tenant 'Acme': must be a DNS label"),
+        (["--tenant", "acme", "--name", "cleo-api"], "--name 'cleo-api': must not start with"),
+        (
+            ["--tenant", "acme", "--name", "api", "--from-literal", "BAD KEY=pw-9d1"],
+            "key 'BAD KEY': must be letters, digits",
+        ),
+        (
+            ["--tenant", "acme", "--name", "api", "--from-literal", "pw-9d1"],
+            "--from-literal takes KEY=VALUE",
+        ),
+        (
+            [
+                "--tenant",
+                "acme",
+                "--name",
+                "api",
+                "--from-literal",
+                "K=pw-9d1",
+                "--from-literal",
+                "K=pw-9d1",
+            ],
+            "key 'K' is given twice",
+        ),
+        (["--tenant", "acme", "--name", "api"], "nothing to seal"),
+    ],
+)
+def test_seal_refuses_what_the_api_would_refuse_and_never_echoes_a_value(
+    env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    public = tmp_path / "key"
+    public.write_text(SealingKeyring.generate(NOW).public_key.to_text())
+    if message != "nothing to seal" and "--from-literal" not in args:
+        args = [*args, "--from-literal", "K=pw-9d1"]
+
+    result = keys_cli(env, "seal", *args, "--public-key", str(public))
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert "pw-9d1" not in result.stderr
+
+
+def test_seal_with_a_public_key_that_was_altered_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    text = SealingKeyring.generate(NOW).public_key.to_text()
+    other = SealingKeyring.generate(NOW).public_key.to_text()
+    public = tmp_path / "key"
+    # Another key under the first key's id: a copy-paste mix-up.
+    public.write_text(text.rsplit(":", 1)[0] + ":" + other.rsplit(":", 1)[1])
+
+    result = keys_cli(
+        env,
+        "seal",
+        "--tenant",
+        "acme",
+        "--name",
+        "api",
+        "--from-literal",
+        "K=pw-9d1",
+        "--public-key",
+        str(public),
+    )
+
+    assert result.returncode == 1
+    assert "does not match its key" in result.stderr
+    assert result.stdout == ""
