@@ -13,6 +13,7 @@ from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import TenantDatabases
+from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer, free_loopback_port
 from tests.integration.tenant_database_support import (
     Tenant,
@@ -197,16 +198,46 @@ def test_retain_keeps_the_database_the_role_and_working_credentials(
     gate.open = True
     settled(databases, tenant, ns)
     password = password_in(kube, ns)
+    # A control: another child of the tenant, which the garbage collector will remove.
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "control", "namespace": ns, "ownerReferences": [tenant.owner]},
+        }
+    )
 
     kept = finalized(databases, tenant, ns, "Retain")
     assert kept.done
     assert "Retain" in kept.message
+    tenant.delete()
+    wait_for(
+        lambda: secret_of(kube, ns, "control") is None,
+        timeout=120,
+        what="the garbage collector to remove the tenant's other children",
+    )
+    # The credentials were cut loose from the tenant: they stay, and they work.
     assert exists(postgres_server, tenant.name) == (True, True)
-    values = secret_values(secret_of(kube, ns))
+    secret = secret_of(kube, ns)
+    assert secret is not None
+    assert secret["metadata"].get("ownerReferences") in (None, [])
+    assert secret["metadata"]["labels"]["cleoai.io/orphaned"] == "true"
+    values = secret_values(secret)
     assert values["PGPASSWORD"] == password
     with connect_with_secret(values) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert can_log_in(postgres_server, tenant=tenant.name, password=password)
+
+    # A new tenant of the same name adopts the retained database and its credentials.
+    successor = Tenant(kube, tenant.name, tenant.raw_spec)
+    adopted = reconcile(databases, successor, ns)
+    assert adopted.condition is not None
+    assert adopted.condition.status == "True"
+    secret = secret_of(kube, ns)
+    assert secret is not None
+    assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [successor.uid]
+    assert "cleoai.io/orphaned" not in secret["metadata"]["labels"]
+    assert secret_values(secret)["PGPASSWORD"] == password  # no needless rotation
 
 
 def test_delete_on_a_site_that_is_down_holds_the_deletion_without_hanging(

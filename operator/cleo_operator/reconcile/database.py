@@ -101,7 +101,7 @@ from cleo_operator.kube.secrets import (
     encode_secret_data,
     secret_value,
 )
-from cleo_operator.render.meta import tenant_labels
+from cleo_operator.render.meta import ORPHANED_LABEL, tenant_labels
 
 log = logging.getLogger(__name__)
 
@@ -669,6 +669,17 @@ class TenantDatabases:
             )
         )
         written = False
+        live_labels = ((view.live or {}).get("metadata") or {}).get("labels") or {}
+        if ORPHANED_LABEL in live_labels:
+            # Adopted again (a tenant of the same name, after Retain): no longer orphaned.
+            # The mark was set by a merge patch, so an apply would not remove it.
+            self._kube.patch_merge(
+                SECRET,
+                view.secret_name,
+                {"metadata": {"labels": {ORPHANED_LABEL: None}}},
+                namespace=view.namespace,
+            )
+            written = True
         if needs_apply(desired, view.live):
             try:
                 self._kube.apply(desired)
@@ -783,6 +794,18 @@ class TenantDatabases:
         if not database.enabled:
             return FinalizeOutcome(done=True, message="the tenant has no database enabled")
         if spec.deletion_policy == "Retain":
+            try:
+                self._orphan_secret(tenant=tenant, uid=uid, namespace=namespace)
+            except KubeError as exc:
+                return FinalizeOutcome(
+                    done=False,
+                    message=(
+                        f"cannot cut the Secret {namespace}/{settings.secret_name} loose from "
+                        f"the tenant ({exc.status} {exc.reason}); without that the garbage "
+                        "collector would delete the credentials of the retained database"
+                    ),
+                    retry_after=settings.retry_seconds,
+                )
             return FinalizeOutcome(
                 done=True,
                 message=(
@@ -842,6 +865,30 @@ class TenantDatabases:
                 f"its role on site {site.name}"
             ),
         )
+
+    def _orphan_secret(self, *, tenant: str, uid: str, namespace: str) -> None:
+        """Retain: drop the tenant's owner reference from the Secret and mark it orphaned.
+
+        Otherwise the garbage collector deletes the Secret once the tenant is gone, and
+        the retained database keeps a password nobody holds. A merge patch, not an
+        apply: the mark must outlive the operator's field manager.
+        """
+        name = self._settings.secret_name
+        secret = self._kube.get(SECRET, name, namespace=namespace)
+        if secret is None:
+            return
+        meta = secret["metadata"]
+        owners = meta.get("ownerReferences") or []
+        kept = [o for o in owners if o.get("uid") != uid]
+        if kept == owners and (meta.get("labels") or {}).get(ORPHANED_LABEL) == "true":
+            return
+        self._kube.patch_merge(
+            SECRET,
+            name,
+            {"metadata": {"labels": {ORPHANED_LABEL: "true"}, "ownerReferences": kept}},
+            namespace=namespace,
+        )
+        log.info("tenant %s: credentials Secret %s/%s kept (Retain)", tenant, namespace, name)
 
     # -- the work on the sites -----------------------------------------------------------
 
