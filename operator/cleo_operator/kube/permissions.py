@@ -14,9 +14,10 @@ Scopes, which decide how the chart grants a permission:
 - ``tenant``: namespaced resources where tenants live: the tenant namespaces (their
   children) and the namespaces of CleoBackups and CleoFailovers. Cluster-wide by default;
   a namespace-scoped install grants them with a RoleBinding in each watched namespace.
-- ``operator``: namespaced resources in the operator's own namespace only: the Secrets it
-  reads (site admin credentials, a KEK Secret) and the Events Kopf posts about
-  cluster-scoped objects (Kopf puts those in the namespace it runs in). A Role there.
+- ``operator``: namespaced resources in the operator's own namespace only: its keys (KEK,
+  sealing keyring, wrapped tenant keyring copies), the site admin credentials, the sealing
+  public key's ConfigMap, and the Events Kopf posts about cluster-scoped objects (Kopf puts
+  those in the namespace it runs in). A Role there.
 
 Granted onward: RBAC lets a subject write a Role only with permissions it holds itself (the
 API server's escalation check), so the operator must hold every rule of the tenant Roles it
@@ -249,9 +250,21 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
     Permission(
         group="",
         resource="secrets",
-        verbs=_READ,
+        verbs=("get", "list", "watch", "create", "patch"),
         scope="operator",
-        why="the site admin credentials (sites.*.adminSecret) and a KEK Secret read by the API",
+        why=(
+            "the operator's keys (kube/keys.py): the KEK Secret unless CLEO_KEK_DIR is set, "
+            "the sealing keyring and each tenant keyring's wrapped copy, created once (POST) "
+            "and rotated by preconditioned patches, never deleted; and the site admin "
+            "credentials (sites.*.adminSecret), read"
+        ),
+    ),
+    Permission(
+        group="",
+        resource="configmaps",
+        verbs=("get", "create", "patch"),
+        scope="operator",
+        why="the ConfigMap that publishes the sealing public key (applied: patch, create)",
     ),
     Permission(
         group="",
