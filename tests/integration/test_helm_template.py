@@ -1,0 +1,433 @@
+"""The chart rendered by the real Helm over the value sets users write, and refusing bad ones.
+
+What a user would notice: `helm lint --strict` passes; every value set renders objects that
+do what the values say; the RBAC the chart grants is exactly operator/cleo_operator/kube/
+permissions.py (nothing missing, nothing extra, no wildcard); the site configuration it
+renders is one the data layer accepts; and a misspelt or ill-typed value fails at
+`helm template` with a message that names the value.
+
+Helm is the one the toolchain builds from its Go module (e2e/toolchain/helm); no cluster is
+needed here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cleo_operator.data.sites import load_site_config
+from cleo_operator.kube.permissions import Scope, granted_triples
+from e2e.cluster import build_toolchain
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cleo-operator"
+RELEASE = "cleo-operator"
+NAMESPACE = "cleo-system"
+
+SITES: dict[str, Any] = {
+    "eu-west-1": {
+        "host": "pg-eu-west-1.db.internal",
+        "sslMode": "verify-full",
+        "sslRootCert": "/etc/cleo/pg-ca/ca.crt",
+        "adminSecret": {"name": "pg-admin-eu-west-1"},
+        "standby": "eu-west-2",
+    },
+    "eu-west-2": {
+        "host": "pg-eu-west-2.db.internal",
+        "port": 5433,
+        "pool": {"minSize": 1, "maxSize": 8},
+        "connectTimeoutSeconds": 3,
+        "adminSecret": {"name": "pg-admin-eu-west-2", "namespace": "db-admins"},
+    },
+}
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "sites": {"sites": SITES},
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True},
+            "dashboard": {"enabled": True},
+        }
+    },
+    "network-policy": {
+        "sites": SITES,
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]},
+            "metrics": {"from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+        },
+    },
+    "namespace-scoped": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
+    "kek-secret": {"kek": {"secretName": "cleo-kek"}, "podDisruptionBudget": {"enabled": True}},
+    "kek-csi": {
+        "kek": {
+            "volume": {"csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}},
+            "mountPath": "/var/run/cleo/kek",
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The command prefix that runs the toolchain's helm with its state in a temp folder."""
+    home = tmp_path_factory.mktemp("helm-home")
+    binary = build_toolchain() / "helm"
+    return [
+        "env",
+        f"HELM_CACHE_HOME={home / 'cache'}",
+        f"HELM_CONFIG_HOME={home / 'config'}",
+        f"HELM_DATA_HOME={home / 'data'}",
+        str(binary),
+    ]
+
+
+def run_helm(helm: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*helm, *args], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
+    )
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    result = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--values",
+        str(values_file(tmp_path, values)),
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+
+
+def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = find(objects, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = only(objects, "Deployment", RELEASE)
+    result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return result
+
+
+# --------------------------------------------------------------------------- lint
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint_strict_passes(helm: list[str], tmp_path: Path, name: str) -> None:
+    result = run_helm(
+        helm,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--values",
+        str(values_file(tmp_path, VALUE_SETS[name])),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def test_rbac_grants_exactly_the_permissions_in_code(helm: list[str], tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, {})
+    expected: dict[str, tuple[str, list[Scope]]] = {
+        RELEASE: ("ClusterRole", ["cluster"]),
+        f"{RELEASE}-tenant": ("ClusterRole", ["tenant"]),
+    }
+    for name, (kind, scopes) in expected.items():
+        granted = triples(only(objects, kind, name))
+        wanted = granted_triples(scopes)
+        assert granted == wanted, (
+            f"{kind} {name} differs from kube/permissions.py (scopes {scopes}): "
+            f"missing {sorted(wanted - granted)}, extra {sorted(granted - wanted)}"
+        )
+    role = only(objects, "Role", RELEASE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert triples(role) == granted_triples(["operator"])
+    for obj in find(objects, "ClusterRole") + find(objects, "Role"):
+        for rule in obj["rules"]:
+            assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj
+
+
+def test_cluster_wide_install_binds_both_cluster_roles_to_the_service_account(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, {})
+    sa = only(objects, "ServiceAccount", RELEASE)
+    assert sa["metadata"]["namespace"] == NAMESPACE
+    bindings = {b["roleRef"]["name"]: b for b in find(objects, "ClusterRoleBinding")}
+    assert set(bindings) == {RELEASE, f"{RELEASE}-tenant"}
+    for binding in bindings.values():
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
+        ]
+    role_binding = only(objects, "RoleBinding", RELEASE)
+    assert role_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": RELEASE,
+    }
+    assert "--namespace" not in " ".join(container(objects)["args"])
+
+
+def test_namespace_scoped_install_binds_tenant_rights_only_in_watched_namespaces(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["namespace-scoped"])
+    cluster_bindings = {b["roleRef"]["name"] for b in find(objects, "ClusterRoleBinding")}
+    assert cluster_bindings == {RELEASE}, "tenant rights must not be bound cluster-wide"
+    tenant_bindings = [
+        b for b in find(objects, "RoleBinding") if b["roleRef"]["name"] == f"{RELEASE}-tenant"
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in tenant_bindings) == ["team-a", "team-b"]
+    for binding in tenant_bindings:
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    args = container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
+def test_rbac_create_false_renders_no_rbac(helm: list[str], tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, {"rbac": {"create": False}})
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert not find(objects, kind), kind
+    assert find(objects, "Deployment")
+
+
+# --------------------------------------------------------------------------- the Deployment
+
+
+def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, {})
+    deployment = only(objects, "Deployment", RELEASE)
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == RELEASE
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(objects)
+    assert c["command"] == ["cleo-operator"]
+    args = c["args"]
+    assert args.index("--log-level=INFO") < args.index("run") < args.index("--workers=8")
+    assert f"--operator-namespace={NAMESPACE}" in args
+    assert "--metrics-port=8080" in args
+    assert "--liveness=http://0.0.0.0:8081/healthz" in args
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    assert c["resources"]["limits"]["memory"] == "512Mi"
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+    assert not any(e["name"].startswith("CLEO_") for e in c.get("env") or [])
+    service = only(objects, "Service", f"{RELEASE}-metrics")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    for kind in ("ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget"):
+        assert not find(objects, kind), f"{kind} is optional and off by default"
+
+
+def test_sites_render_a_configuration_the_data_layer_accepts(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["sites"])
+    config_map = only(objects, "ConfigMap", f"{RELEASE}-sites")
+    sites = load_site_config(config_map["data"]["sites.yaml"], source="the chart's ConfigMap")
+    assert set(sites) == {"eu-west-1", "eu-west-2"}
+    first, second = sites["eu-west-1"], sites["eu-west-2"]
+    assert first.sslmode == "verify-full"
+    assert first.standby == "eu-west-2"
+    # The admin Secret's namespace defaults to the release's, where the Role lets it read.
+    assert first.admin_secret is not None
+    assert first.admin_secret.namespace == NAMESPACE
+    assert second.admin_secret is not None
+    assert second.admin_secret.namespace == "db-admins"
+    assert (second.port, second.pool_min_size, second.pool_max_size) == (5433, 1, 8)
+
+    c = container(objects)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "sites")
+    assert env["CLEO_SITES_FILE"] == f"{mount['mountPath']}/sites.yaml"
+    pod = only(objects, "Deployment")["spec"]["template"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "sites")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+
+    # Changing a site changes the pod template, so the operator restarts onto it.
+    changed = {"sites": {**SITES, "eu-west-2": {**SITES["eu-west-2"], "port": 5434}}}
+    other = only(render(helm, tmp_path, changed), "Deployment")["spec"]["template"]
+    assert (
+        other["metadata"]["annotations"]["checksum/sites"]
+        != pod["metadata"]["annotations"]["checksum/sites"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "volume_key", "mount_path"),
+    [("kek-secret", "secret", "/etc/cleo/kek"), ("kek-csi", "csi", "/var/run/cleo/kek")],
+)
+def test_kek_provider_is_mounted_and_named_by_cleo_kek_dir(
+    helm: list[str], tmp_path: Path, name: str, volume_key: str, mount_path: str
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS[name])
+    c = container(objects)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CLEO_KEK_DIR"] == mount_path
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "kek")
+    assert mount == {"name": "kek", "mountPath": mount_path, "readOnly": True}
+    volumes = only(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert volume_key in next(v for v in volumes if v["name"] == "kek")
+
+
+def test_pod_disruption_budget_never_blocks_a_drain(helm: list[str], tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["kek-secret"])
+    pdb = only(objects, "PodDisruptionBudget", RELEASE)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def test_monitoring_objects_carry_the_kit_of_deploy_monitoring(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["monitoring"])
+    monitor = only(objects, "ServiceMonitor", RELEASE)
+    service = only(objects, "Service", f"{RELEASE}-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    # The alerts select job="cleo-operator": the job label must say so for any release name.
+    job_label = monitor["spec"]["jobLabel"]
+    assert service["metadata"]["labels"][job_label] == "cleo-operator"
+
+    rule = only(objects, "PrometheusRule", RELEASE)
+    kit = yaml.safe_load((REPO / "deploy" / "monitoring" / "cleo-operator.rules.yaml").read_text())
+    assert rule["spec"] == kit
+
+    dashboards = only(objects, "ConfigMap", f"{RELEASE}-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((REPO / "deploy" / "monitoring" / "grafana-dashboard.json").read_text())
+    assert json.loads(dashboards["data"]["cleo-operator.json"]) == shipped
+
+
+def test_network_policy_allows_only_what_the_operator_talks_to(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["network-policy"])
+    policy = only(objects, "NetworkPolicy", RELEASE)
+    spec = policy["spec"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    deployment = only(objects, "Deployment")
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    (ingress,) = spec["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    by_port = {port["port"]: rule.get("to") for rule in spec["egress"] for port in rule["ports"]}
+    assert by_port[443] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert by_port[53] is not None  # DNS only to the cluster's DNS pods
+    # The sites' ports: eu-west-1 the default 5432, eu-west-2 5433.
+    assert {5432, 5433} <= set(by_port)
+    assert set(by_port) == {443, 6443, 53, 5432, 5433}
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+def site_set(*extra: str) -> list[str]:
+    """`--set` of a valid site `eu` plus `extra` settings of it."""
+    return ["--set", ",".join(["sites.eu.host=h", "sites.eu.adminSecret.name=s", *extra])]
+
+
+BAD_VALUES: list[tuple[str, list[str], str]] = [
+    ("port out of range", site_set("sites.eu.port=70000"), "/sites/eu/port"),
+    ("site without host", ["--set", "sites.eu.adminSecret.name=s"], "/sites/eu"),
+    ("unknown sslMode", site_set("sites.eu.sslMode=on"), "/sites/eu/sslMode"),
+    ("unknown site key", site_set("sites.eu.hots=x"), "hots"),
+    ("standby not defined", site_set("sites.eu.standby=us"), "sites.eu.standby"),
+    ("own standby", site_set("sites.eu.standby=eu"), "sites.eu.standby"),
+    (
+        "pool inverted",
+        site_set("sites.eu.pool.minSize=9", "sites.eu.pool.maxSize=2"),
+        "sites.eu.pool.maxSize",
+    ),
+    ("workers zero", ["--set", "operator.workers=0"], "/operator/workers"),
+    ("workers not a number", ["--set-string", "operator.workers=many"], "/operator/workers"),
+    ("log format", ["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+    (
+        "bad namespace",
+        ["--set", "operator.watchNamespaces[0]=Team_A"],
+        "/operator/watchNamespaces/0",
+    ),
+    ("misspelt top-level value", ["--set", "replicaCount=2"], "replicaCount"),
+    ("misspelt nested value", ["--set", "metrics.serviceMonitor.enable=true"], "enable"),
+    ("digest", ["--set", "image.digest=latest"], "/image/digest"),
+    (
+        "pdb zero",
+        ["--set", "podDisruptionBudget.maxUnavailable=0"],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    ("kek twice", ["--set", "kek.secretName=k,kek.volume.csi.driver=d"], "kek.volume"),
+    ("ports clash", ["--set", "health.port=8080"], "health.port"),
+    ("no service account", ["--set", "serviceAccount.create=false"], "serviceAccount.name"),
+    (
+        "monitor without service",
+        ["--set", "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false"],
+        "metrics.serviceMonitor.enabled",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "names"), [(a, n) for _, a, n in BAD_VALUES], ids=[i for i, _, _ in BAD_VALUES]
+)
+def test_bad_values_fail_naming_the_value(helm: list[str], args: list[str], names: str) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0, f"helm accepted {args}"
+    assert names in result.stderr, result.stderr
