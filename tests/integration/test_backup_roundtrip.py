@@ -126,6 +126,10 @@ def test_backup_and_restore_give_equal_contents(
     assert manifest.tables["public.measurements_2025"].rows > 0
     assert manifest.tables["public.measurements_2026"].rows > 0
     assert manifest.database == source
+    record = result.as_record()
+    assert record.archive.endswith(result.archive)
+    assert record.size_bytes == result.archive_size
+    assert record.to_api()["time"] == result.to_report()["startTime"]
     assert manifest.server_version_num >= 150000
     # On disk: exactly the archive and its manifest, and the manifest reads back the same.
     assert sorted(os.listdir(storage.root)) == sorted([result.archive, result.manifest_object])

@@ -45,6 +45,7 @@ from typing import IO, BinaryIO, Final, TypedDict, cast
 
 import psycopg
 
+from cleo_operator.api.backup import BackupRecord
 from cleo_operator.backup import metrics
 from cleo_operator.backup.catalog import archive_name, manifest_name
 from cleo_operator.backup.connection import ConnectionInfo, libpq_environment
@@ -139,6 +140,15 @@ class BackupResult:
     def plaintext_size(self) -> int:
         """Bytes of the dump before encryption."""
         return self.manifest.plaintext_size
+
+    def as_record(self) -> BackupRecord:
+        """The CleoBackup status entry for this archive (`lastBackup`, `lastSuccessfulBackup`)."""
+        return BackupRecord(
+            time=format_time(self.start_time),
+            archive=f"{self.storage}: {self.archive}"[:1024],
+            size_bytes=self.archive_size,
+            duration_seconds=round(self.duration_seconds, 3),
+        )
 
     def to_report(self) -> BackupReport:
         """The result as JSON-ready data (no secrets: ids, names, sizes, digests)."""
