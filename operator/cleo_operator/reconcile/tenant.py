@@ -76,7 +76,7 @@ OWNED_STATUS_KEYS: Final = frozenset(
 )
 
 PROGRESS_RECHECK_SECONDS: Final = 5.0
-FIRST_STATUS_GRACE_SECONDS: Final = 10.0
+FIRST_STATUS_GRACE_SECONDS: Final = 30.0
 """A brand-new tenant that is still converging gets its first status when it is Ready, or
 after this long, whichever comes first: one status write instead of two for the common
 case of a tenant that comes up in seconds, and never a status that hides a failure."""
