@@ -161,6 +161,27 @@ def test_lint_strict_passes(helm: list[str], tmp_path: Path, name: str) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_object_is_labelled_and_placed_in_its_namespace(
+    helm: list[str], tmp_path: Path, name: str
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS[name])
+    watched = VALUE_SETS[name].get("operator", {}).get("watchNamespaces", [])
+    for obj in objects:
+        meta = obj["metadata"]
+        where = f"{obj['kind']} {meta['name']}"
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE, where
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "cleo-operator", where
+        assert len(meta["name"]) <= 63, where
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta, where
+        else:
+            assert meta.get("namespace") in {NAMESPACE, *watched}, where
+
+
 # --------------------------------------------------------------------------- RBAC
 
 
