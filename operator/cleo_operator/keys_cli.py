@@ -28,9 +28,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pydantic
 import yaml
@@ -338,7 +338,10 @@ def cmd_seal(args: argparse.Namespace) -> None:
 # -- wiring -----------------------------------------------------------------------------------
 
 
-def _run(func: Any) -> Any:
+Command = Callable[[argparse.Namespace], None]
+
+
+def _run(func: Command) -> Callable[[argparse.Namespace], int]:
     """Run a command; turn the errors people can act on into one log line and exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
@@ -359,19 +362,20 @@ def _run(func: Any) -> Any:
     return run
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `keys` (with its subcommands) and `seal` to the `cleo-operator` parser."""
     common = _cluster_options()
 
     keys = subparsers.add_parser("keys", help="the operator's keys: KEKs and sealing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    for name, func, text in (
+    commands: tuple[tuple[str, Command, str], ...] = (
         ("init", cmd_keys_init, "create the KEK and sealing keys if absent; print the public key"),
         ("rotate-sealing", cmd_keys_rotate_sealing, "add a sealing key; old ones keep working"),
         ("rotate-kek", cmd_keys_rotate_kek, "add a KEK version and re-wrap every keyring copy"),
         ("rewrap", cmd_keys_rewrap, "re-wrap keyring copies still wrapped by an older KEK"),
         ("status", cmd_keys_status, "show key versions and ids (never keys)"),
-    ):
+    )
+    for name, func, text in commands:
         sub = keys_sub.add_parser(name, parents=[common], help=text, description=text)
         sub.set_defaults(func=_run(func))
     public = keys_sub.add_parser(

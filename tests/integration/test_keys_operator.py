@@ -100,6 +100,9 @@ def test_keys_are_created_on_first_start_and_reused_across_restarts(
     public = SealingKeyring.from_secret_data(sealing_secret.data).public_key
     assert first.stdout.strip() == public.to_text() == published_text(kube, op_ns)
 
+    published = kube.get(CONFIG_MAP, SEALING_PUBLIC_CONFIG_MAP, namespace=op_ns)
+    assert published is not None
+
     # A restart (a new process) reads the same keys and writes nothing at all.
     second = keys_cli(env, "keys", "init", "--operator-namespace", op_ns)
     assert second.returncode == 0, second.stderr
@@ -111,6 +114,11 @@ def test_keys_are_created_on_first_start_and_reused_across_restarts(
     assert again_kek.resource_version == kek_secret.resource_version
     assert again_sealing.resource_version == sealing_secret.resource_version
     assert dict(again_kek.data) == dict(kek_secret.data)
+    again_published = kube.get(CONFIG_MAP, SEALING_PUBLIC_CONFIG_MAP, namespace=op_ns)
+    assert again_published is not None
+    assert (
+        again_published["metadata"]["resourceVersion"] == published["metadata"]["resourceVersion"]
+    )
 
 
 def test_racing_first_starts_agree_on_one_kek_and_one_sealing_keyring(
