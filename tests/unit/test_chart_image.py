@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def runtime_closure() -> dict[str, str]:
     return seen
 
 
+HEADER = """\
+# The runtime dependencies of cleo-operator (the closure of pyproject.toml's `dependencies`),
+# pinned to the versions installed in the project's virtualenv, which the test suite runs
+# with; the Dockerfile installs exactly these. Generated, never edited by hand:
+#   .venv/bin/python -m tests.unit.test_chart_image > constraints.txt
+# tests/unit/test_chart_image.py fails when it is out of date.
+"""
+
+
+def render_constraints() -> str:
+    """constraints.txt as it should be: the header and the installed runtime closure."""
+    lines = [f"{name}=={version}" for name, version in sorted(runtime_closure().items())]
+    return HEADER + "\n".join(lines) + "\n"
+
+
 def stages() -> list[str]:
     return re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[1:]
 
@@ -64,10 +80,12 @@ def stages() -> list[str]:
 def test_constraints_pin_every_runtime_dependency_at_the_tested_version() -> None:
     pinned, installed = pins(), runtime_closure()
     assert pinned == installed, (
-        "constraints.txt is not the installed runtime closure; regenerate it (its header "
-        f"says how): missing {sorted(set(installed) - set(pinned))}, "
+        "constraints.txt is not the installed runtime closure; regenerate it with "
+        "`.venv/bin/python -m tests.unit.test_chart_image > constraints.txt`: missing "
+        f"{sorted(set(installed) - set(pinned))}, "
         f"stale {sorted(k for k in pinned if installed.get(k) != pinned[k])}"
     )
+    assert (REPO / "constraints.txt").read_text() == render_constraints()
 
 
 def test_constraints_satisfy_pyproject() -> None:
@@ -146,3 +164,7 @@ def test_image_runs_the_cli_on_the_pinned_python() -> None:
     assert re.search(r'^ENTRYPOINT \["cleo-operator"\]$', stages()[-1], flags=re.MULTILINE)
     assert "/opt/cleo/bin/pip install --only-binary=:all: -r constraints.txt" in DOCKERFILE
     assert "/opt/cleo/bin/pip install --no-deps ." in DOCKERFILE
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_constraints())
