@@ -19,11 +19,11 @@ from cleo_operator.data.tenant_db import (
 )
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import (
-    FINGERPRINT_ANNOTATION,
     ROTATE_ANNOTATION,
     ROTATION_REQUEST_ANNOTATION,
     SECRET_KEYS,
     TenantDatabases,
+    credentials_fingerprint,
     new_password,
 )
 from tests.harness.cluster_fixtures import wait_for
@@ -71,7 +71,9 @@ def databases(
             secret_namespace=operator_ns,
             secret_name=ADMIN_SECRET,
         )
-        service = build_databases(kube, {"main": site})
+        # The same server under another name: a site a tenant can move to.
+        alias = {**site, "host": "localhost"}
+        service = build_databases(kube, {"main": site, "alias": alias})
         try:
             yield service
         finally:
@@ -149,7 +151,8 @@ def test_the_secret_holds_working_credentials_and_a_second_reconcile_writes_noth
     assert [(o["kind"], o["name"], o["uid"]) for o in meta["ownerReferences"]] == [
         ("CleoTenant", tenant.name, tenant.uid)
     ]
-    assert outcome.fingerprint == meta["annotations"][FINGERPRINT_ANNOTATION]
+    # The checksum input is the fingerprint of what the pods read, never the password.
+    assert outcome.fingerprint == credentials_fingerprint(values)
     assert values["PGPASSWORD"] not in (outcome.fingerprint or "")
 
     # Level-based: nothing changed, so nothing is written and the pods keep running.
@@ -401,3 +404,25 @@ def test_a_tenant_without_a_database_gets_no_condition_and_no_secret(
     assert outcome.fingerprint is None
     assert outcome.secret_name is None
     assert secret_of(kube, ns) is None
+
+
+def test_moving_to_another_site_rewrites_the_secret_and_rolls_the_pods(
+    kube: KubeClient, databases: TenantDatabases, tenant: Tenant, ns: str
+) -> None:
+    before = reconcile(databases, tenant, ns)
+    old = secret_values(secret_of(kube, ns))
+    assert old["PGHOST"] == "127.0.0.1"
+
+    tenant.raw_spec["database"] = {**tenant.raw_spec["database"], "site": "alias"}
+    moved = reconcile(databases, tenant, ns)
+    new = secret_values(secret_of(kube, ns))
+    assert new["PGHOST"] == "localhost"
+    assert new["PGPASSWORD"] == old["PGPASSWORD"]  # a move is no rotation
+    assert moved.secret_written
+    assert moved.fingerprint != before.fingerprint  # the pods must pick up the new host
+    assert moved.status is not None
+    assert moved.status["site"] == "alias"
+    assert moved.condition is not None
+    assert moved.condition.status == "True"
+    with connect_with_secret(new) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -29,11 +29,12 @@ after a rotation therefore cannot cause a second rotation.
 
 **Rolling the pods.** PostgreSQL holds one password per role. Sessions already open
 survive a password change; new logins need the new one. The fingerprint returned to the
-tenant reconciler (an HMAC keyed with the password, which reveals nothing of it) goes
-into the Deployment's pod-template checksum, so a rotation rolls the pods right after the
-Secret is written, and pods of the old ReplicaSet keep their open connections while the
-new ones start. The fingerprint changes only when the Secret holds a new password that
-the role already has, never before: pods never start with a password the role lacks.
+tenant reconciler (an HMAC keyed with the password over everything in the Secret, which
+reveals nothing of the password) goes into the Deployment's pod-template checksum, so a
+rotation rolls the pods right after the Secret is written, and pods of the old ReplicaSet
+keep their open connections while the new ones start. The fingerprint is that of the
+Secret as it is, so it changes only once the Secret holds a password the role already
+has, never before: pods never start with a password the role lacks.
 
 **A site that is down must not hold the reconcile.** Database work runs in a small
 thread pool per site ("lane"), never in the reconcile's worker thread; the reconcile waits
@@ -207,8 +208,9 @@ class DatabaseOutcome:
     status: DatabaseStatus | None
     """``status.database``; None: leave it out (the database is not enabled)."""
     fingerprint: str | None
-    """Put it into the Deployment's pod-template checksum: it changes exactly when the
-    password the pods get changes, and reveals nothing of it. None: no Secret yet."""
+    """Put it into the Deployment's pod-template checksum: it changes exactly when what the
+    pods read from the Secret changes (password, host...), and reveals nothing of the
+    password. None: no Secret yet."""
     secret_name: str | None
     """The Secret the Deployment consumes with ``envFrom`` (None: not enabled)."""
     secret: ObjectRef | None
@@ -314,6 +316,29 @@ def password_fingerprint(*, tenant: str, password: str) -> str:
     """
     digest = hmac.new(password.encode(), _FINGERPRINT_CONTEXT + tenant.encode(), hashlib.sha256)
     return digest.hexdigest()[:32]
+
+
+def credentials_fingerprint(values: Mapping[str, str]) -> str:
+    """What goes into the Deployment's checksum: changes with any value the pods read.
+
+    An HMAC keyed with the password over every key and value of the Secret: a new password
+    rolls the pods, and so does a new host or port (a tenant moved to another site), while
+    the result reveals nothing of the password to whoever reads the Deployment.
+    """
+    message = "\n".join(f"{key}={values[key]}" for key in sorted(values))
+    key = values.get(PASSWORD_KEY, "").encode()
+    digest = hmac.new(key, _FINGERPRINT_CONTEXT + message.encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def _live_fingerprint(secret: KubeObject | None) -> str | None:
+    """The fingerprint of what the pods get from the live Secret (None: no Secret)."""
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    # Only our keys: one added by hand does not reach the checksum on some paths only.
+    values = {key: secret_value(secret, key) or "" for key in SECRET_KEYS if key in data}
+    return credentials_fingerprint(values)
 
 
 def rotation_request_pending(
@@ -707,7 +732,9 @@ class TenantDatabases:
                 rotation.why,
             )
         events.extend(f"database on site {site_name}: {change}" for change in provisioned.changes)
-        fingerprint = password_fingerprint(tenant=tenant, password=plan.password)
+        fingerprint = credentials_fingerprint(
+            self._secret_values(tenant, site=site, password=plan.password)
+        )
         status = view.status(secret_exists=True, rotated_at=rotated_at)
         next_rotation = _seconds_until_rotation(rotated_at, database.password_rotation_period, now)
         # A new request that came in while an older operation ran: handle it soon.
@@ -1024,15 +1051,6 @@ class TenantDatabases:
             annotations[ROTATED_AT_ANNOTATION] = rfc3339(rotated_at)
         if handled is not None:
             annotations[ROTATION_REQUEST_ANNOTATION] = handled
-        values = {
-            "PGHOST": site.host,
-            "PGPORT": str(site.port),
-            "PGDATABASE": tenant_database_name(tenant),
-            "PGUSER": tenant_role_name(tenant),
-            PASSWORD_KEY: password,
-            "PGSSLMODE": site.sslmode,
-            "DATABASE_URL": database_url(site, tenant=tenant, password=password),
-        }
         return {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -1044,7 +1062,20 @@ class TenantDatabases:
                 "ownerReferences": [dict(owner)],
             },
             "type": "Opaque",
-            "data": encode_secret_data(values),
+            "data": encode_secret_data(self._secret_values(tenant, site=site, password=password)),
+        }
+
+    @staticmethod
+    def _secret_values(tenant: str, *, site: SiteConfig, password: str) -> dict[str, str]:
+        """What the credentials Secret holds (see `SECRET_KEYS`)."""
+        return {
+            "PGHOST": site.host,
+            "PGPORT": str(site.port),
+            "PGDATABASE": tenant_database_name(tenant),
+            "PGUSER": tenant_role_name(tenant),
+            PASSWORD_KEY: password,
+            "PGSSLMODE": site.sslmode,
+            "DATABASE_URL": database_url(site, tenant=tenant, password=password),
         }
 
 
@@ -1096,7 +1127,7 @@ class _View:
                 secret_exists=self.live is not None,
                 rotated_at=self.stored.rotated_at if self.stored else None,
             ),
-            fingerprint=self.stored.fingerprint if self.stored else None,
+            fingerprint=_live_fingerprint(self.live),
             secret_name=self.secret_name,
             secret=self.ref() if self.live is not None else None,
             requeue_after=requeue_after,
