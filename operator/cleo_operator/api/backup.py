@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from cleo_operator.api.base import (
     DnsSubdomain,
@@ -22,6 +22,7 @@ from cleo_operator.api.base import (
     TenantName,
     Timestamp,
 )
+from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Matches, Rules, cel, validations
@@ -36,6 +37,7 @@ __all__ = [
     "BackupPhase",
     "BackupRecord",
     "BackupRun",
+    "BackupVerification",
     "CleoBackupSpec",
     "CleoBackupStatus",
     "DestinationSpec",
@@ -67,6 +69,17 @@ S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 REGION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 
+
+def _check_schedule(text: str) -> str:
+    # The CRD's pattern checks the shape only; this is the meaning (api/cron.py), so that a
+    # schedule the CronJob controller would refuse, or one that never fires, is named here.
+    try:
+        parse_cron(text)
+    except CronError as error:
+        raise ValueError(f"is not a valid schedule: {error}") from None
+    return text
+
+
 Schedule = Annotated[
     str,
     Field(min_length=1, max_length=128),
@@ -75,6 +88,8 @@ Schedule = Annotated[
         "a cron schedule of 5 fields (minute hour day-of-month month day-of-week), e.g. "
         "'0 3 * * *', or one of @hourly, @daily, @weekly, @monthly, @yearly",
     ),
+    # After the shape check, so a wrong shape keeps the CRD's message.
+    AfterValidator(_check_schedule),
 ]
 RelativePath = Annotated[
     str, Field(min_length=1, max_length=512), Matches(RELATIVE_PATH_PATTERN, RELATIVE_PATH_HINT)
@@ -269,9 +284,22 @@ class BackupRecord(StatusModel):
 
     time: Timestamp = Field(description="When the backup started.")
     archive: str = Field(max_length=1024, description="Where the archive is (path or key).")
+    backup_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The backup's id, as `cleo-operator restore --archive` takes it.",
+    )
     size_bytes: int | None = Field(default=None, ge=0, description="Size of the archive.")
+    dump_size_bytes: int | None = Field(
+        default=None, ge=0, description="Size of the dump inside it, before encryption."
+    )
     duration_seconds: float | None = Field(
         default=None, ge=0, description="How long the backup took."
+    )
+    sequence: int | None = Field(
+        default=None,
+        ge=1,
+        description="Which successful backup of this CleoBackup it was (1, 2, ...).",
     )
 
 
@@ -281,10 +309,34 @@ class BackupRun(StatusModel):
     start_time: Timestamp = Field(description="When the run started.")
     end_time: Timestamp | None = Field(default=None, description="When it ended.")
     succeeded: bool | None = Field(default=None, description="Whether it made an archive.")
+    reason: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Why it ended so, as one CamelCase word (BackupSucceeded, DumpFailed...).",
+    )
+    backup_id: str | None = Field(
+        default=None, max_length=64, description="The id of the backup it made."
+    )
     archive: str | None = Field(default=None, max_length=1024, description="The archive it made.")
     size_bytes: int | None = Field(default=None, ge=0, description="Size of the archive.")
+    job: str | None = Field(default=None, max_length=63, description="The Job whose pod ran it.")
     message: str | None = Field(
         default=None, max_length=1024, description="What happened, for people."
+    )
+
+
+class BackupVerification(StatusModel):
+    """The newest verification: a backup restored into a scratch database and compared."""
+
+    backup_id: str = Field(max_length=64, description="The backup verified.")
+    time: Timestamp = Field(description="When the verification finished.")
+    passed: bool = Field(description="Whether it restored and every table matched.")
+    reason: str = Field(
+        max_length=128, description="Verified, ContentMismatch, or why it could not restore."
+    )
+    message: str = Field(max_length=1024, description="What was found, for people.")
+    sequence: int | None = Field(
+        default=None, ge=1, description="The sequence number of the backup verified."
     )
 
 
@@ -300,6 +352,12 @@ class CleoBackupStatus(StatusBase):
     )
     last_verified_backup: BackupRecord | None = Field(
         default=None, description="The newest archive proven to restore."
+    )
+    last_verification: BackupVerification | None = Field(
+        default=None, description="The newest verification, passed or not."
+    )
+    successful_backups: int | None = Field(
+        default=None, ge=0, description="How many backups of this CleoBackup succeeded."
     )
     history: list[BackupRun] = Field(
         default_factory=list,
