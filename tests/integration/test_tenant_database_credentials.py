@@ -25,6 +25,7 @@ from cleo_operator.reconcile.database import (
     TenantDatabases,
     credentials_fingerprint,
     new_password,
+    rotation_request_pending,
 )
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
@@ -426,3 +427,12 @@ def test_moving_to_another_site_rewrites_the_secret_and_rolls_the_pods(
     assert moved.condition.status == "True"
     with connect_with_secret(new) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_event_handler_is_told_which_rotation_requests_are_new() -> None:
+    handled = {"passwordRotationRequest": "one"}
+    assert not rotation_request_pending({}, handled)
+    assert not rotation_request_pending({ROTATE_ANNOTATION: "one"}, handled)
+    assert not rotation_request_pending({ROTATE_ANNOTATION: "  "}, None)
+    assert rotation_request_pending({ROTATE_ANNOTATION: "two"}, handled)
+    assert rotation_request_pending({ROTATE_ANNOTATION: "one"}, None)  # nothing handled yet

@@ -346,8 +346,9 @@ def rotation_request_pending(
 ) -> bool:
     """Whether the tenant asks for a rotation not handled yet (for the event handler).
 
-    Needs ``status.database.passwordRotationRequest`` (see the report); without it, any
-    set annotation counts as pending and wakes the tenant (a reconcile then is a no-op).
+    Compares with ``status.database.passwordRotationRequest``, which `DatabasePart`
+    reports once `TenantDatabaseStatus` has that field; until then any set annotation
+    counts as pending and wakes the tenant (the reconcile is then a no-op).
     """
     wanted = ((annotations or {}).get(ROTATE_ANNOTATION) or "").strip()
     if not wanted:
@@ -795,10 +796,9 @@ class TenantDatabases:
             )
         finally:
             lock.release()
-        if outcome.done:
-            with self._lock:
-                self._finalizing.discard(uid)
-                self._tenant_locks.pop(tenant, None)
+        # The uid stays in `_finalizing` (a few bytes per deleted tenant): a reconcile that
+        # read the tenant just before its deletion began may still arrive, and must not
+        # provision again what was just dropped. A tenant made anew has a new uid.
         return outcome
 
     def _finalize_locked(
