@@ -161,3 +161,24 @@ def test_the_tenant_reconcile_wires_the_database_into_the_workload_and_status(
     assert condition(tenant, "DatabaseReady")["status"] == "True"
     with psycopg.connect(rotated["DATABASE_URL"], connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    # Disabled again: the condition says so, the workload no longer reads the Secret, and
+    # the database stays where it was (an edit of the spec never destroys data).
+    kube.patch_merge(TENANT, tenant_name, {"spec": {"database": {"enabled": False}}})
+
+    def disabled() -> dict[str, Any] | None:
+        clock.now = datetime.datetime.now(datetime.UTC)
+        reconciler.reconcile(tenant_name)
+        tenant = kube.get(TENANT, tenant_name)
+        reported = tenant and condition(tenant, "DatabaseReady")["reason"] == "NotEnabled"
+        return tenant if reported else None
+
+    tenant = wait_for(disabled, timeout=60, interval=0.5, what="DatabaseReady NotEnabled")
+    assert condition(tenant, "DatabaseReady")["status"] == "True"
+    assert "database" not in tenant["status"]
+    deployment = kube.get(DEPLOYMENT, "cleoai", namespace=ns)
+    assert deployment is not None
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0].get("envFrom") or []
+    assert {"secretRef": {"name": "cleo-database"}} not in env_from
+    with psycopg.connect(rotated["DATABASE_URL"], connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -1227,6 +1227,18 @@ class DatabasePart:
             result.conditions[condition.type] = Observation(
                 condition.status, condition.reason, clip(condition.message)
             )
+        elif any(
+            isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE
+            for item in ctx.status.get("conditions") or []
+        ):
+            # Disabled after it was enabled: conditions are never removed from status, so
+            # say what is true now instead of leaving the last verdict standing.
+            result.conditions[CONDITION_TYPE] = Observation(
+                "True",
+                "NotEnabled",
+                "spec.database.enabled is false: the operator no longer manages the database "
+                "(it was left on its site, and its Secret in the namespace)",
+            )
         status: dict[str, object] | None = None
         if outcome.status is not None:
             status = dict(outcome.status)
