@@ -6,10 +6,9 @@ its result printed as JSON: names, versions and fingerprints only), and the key 
 `python -m cleo_operator.keys_cli ...`. `CLEO_FAULT_POINT` in their environment makes them
 SIGKILL themselves at that step.
 
-`python -m tests.integration.keys_harness tenant --name N ...` does, for one CleoTenant, the
-keys-and-secrets part of what the operator's tenant reconcile will do once it calls these
-modules: keyring, unsealing, applying the Secrets, writing status. The end-to-end test of
-encryption runs it as a process until the operator process itself does this.
+`python -m tests.integration.keys_harness tenant --name N ...` runs the operator's real tenant
+reconcile (`TenantReconciler`) with `EncryptionPart` for one CleoTenant, in its own process:
+the end-to-end test of encryption uses it until the operator process registers the part.
 """
 
 from __future__ import annotations
@@ -21,14 +20,14 @@ import datetime
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cleo_operator.api.base import Condition, set_condition
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.api.tenant import EncryptionSpec, parse_tenant_spec
+from cleo_operator.api.tenant import EncryptionSpec
 from cleo_operator.crypto import Keyring, SealingKeyring, kek_from_secret_data, unwrap_keyring
 from cleo_operator.kube.apply import needs_apply
 from cleo_operator.kube.client import KINDS, KubeClient
@@ -40,11 +39,10 @@ from cleo_operator.kube.keys import (
     read_keyring_copy,
     read_secret,
 )
-from cleo_operator.kube.status import write_status
 from cleo_operator.observability.logs import configure_logging
-from cleo_operator.reconcile.keys import STATUS_KEYS, KeyringReconciler, OperatorKeys
-from cleo_operator.reconcile.secrets import SecretsReconciler
-from cleo_operator.render.meta import default_namespace, tenant_owner
+from cleo_operator.reconcile.encryption import EncryptionPart
+from cleo_operator.reconcile.keys import KeyringReconciler, OperatorKeys
+from cleo_operator.reconcile.tenant import TenantReconciler
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = KINDS[("v1", "Secret")]
@@ -156,54 +154,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def reconcile_tenant_keys(kube: KubeClient, keys: OperatorKeys, name: str) -> dict[str, Any]:
-    """Keyring, sealed secrets and their status for one CleoTenant, as the operator will."""
-    obj = kube.get(TENANT, name)
-    assert obj is not None, f"no CleoTenant {name}"
-    spec = parse_tenant_spec(obj["spec"])
-    namespace = spec.namespace or default_namespace(name)
-    now = datetime.datetime.now(datetime.UTC)
-    previous = obj.get("status") or {}
-    keyring = KeyringReconciler(kube, keys).reconcile(
-        tenant=name,
-        namespace=namespace,
-        encryption=spec.encryption,
-        previous_status=previous,
-        now=now,
-    )
-    secrets = SecretsReconciler(kube, keys).reconcile(
-        tenant=name,
-        namespace=namespace,
-        owner=tenant_owner(name=name, uid=obj["metadata"]["uid"]),
-        secrets=spec.secrets,
-    )
-    applied = apply_desired(kube, secrets.desired)
-    conditions = []
-    for raw in previous.get("conditions") or []:
-        conditions.append(Condition.model_validate(raw))
-    for update in (keyring.condition, secrets.condition):
-        conditions = set_condition(
-            conditions,
-            type=update.type,
-            status=update.status,
-            reason=update.reason,
-            message=update.message,
-            observed_generation=int(obj["metadata"]["generation"]),
-            now=now,
-        )
-    status: dict[str, Any] = {
-        "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
-        "secrets": secrets.statuses,
-        **keyring.status,
-    }
-    owned = frozenset({"conditions", "secrets", *STATUS_KEYS})
-    write_status(kube, TENANT, obj, status, owned_keys=owned)
-    return {
-        "keyring": keyring.condition.reason,
-        "secrets": secrets.condition.reason,
-        "applied": applied,
-        "fingerprints": {**secrets.fingerprints, "cleo-keyring": keyring.fingerprint},
-        "actions": list(keyring.actions),
-    }
+    """The real tenant reconcile with `EncryptionPart`, until the tenant's status reports it.
+
+    A brand-new tenant may get its first status only once it is Ready (or after a grace
+    period), so this reconciles again, as the operator's loop would, until it does.
+    """
+    reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
+    for _ in range(40):
+        result = reconciler.reconcile(name)
+        obj = kube.get(TENANT, name) or {}
+        status = obj.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        generation = (obj.get("metadata") or {}).get("generation")
+        if conditions.get("SecretsReady", {}).get("observedGeneration") == generation:
+            return {
+                "ready": result.ready,
+                "conditions": {t: c["reason"] for t, c in conditions.items()},
+                "applied": [f"{r['kind']}/{r['name']}" for r in result.applied],
+            }
+        time.sleep(0.5)
+    raise AssertionError(f"tenant {name} never reported its keys and secrets")
 
 
 # -- cluster helpers --------------------------------------------------------------------------

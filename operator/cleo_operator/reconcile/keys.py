@@ -412,11 +412,18 @@ class KeyringReconciler:
             try:
                 live = self._restore_tenant_secret(run, copy_keyring)
             except KubeError as exc:
-                if exc.status in (403, 404):
+                if exc.not_found or (exc.status == 403 and "terminat" in exc.message):
                     return run.failed(
                         "NamespaceNotReady",
                         f"cannot create the keyring Secret {run.secret_where}: {exc.message}",
                         requeue_after=NAMESPACE_RETRY_SECONDS,
+                    )
+                if exc.status in (403, 422):
+                    # A quota on Secrets, an admission policy: people must act; resync retries.
+                    return run.failed(
+                        "KeyringWriteRefused",
+                        f"the API server refused the keyring Secret {run.secret_where} "
+                        f"({exc.status} {exc.reason}): {exc.message}",
                     )
                 raise
             keyring = copy_keyring

@@ -14,15 +14,17 @@ name. Re-sealing an unchanged value changes it too, which only restarts the pods
 The same applies to the `cleoai.io/applied-hash` annotation that decides whether a child
 needs a write: `kube.apply.with_hash` hashes the whole object, data included, which for a
 Secret would put a short unsalted hash of the plaintext in an annotation. The desired
-Secrets returned here are stamped by `stamp_secret` instead (a hash without `data`, which
-the sealed fingerprint annotation stands in for); pass them to `needs_apply` and
-`KubeClient.apply` as they are, without calling `with_hash` on them.
+Secrets are stamped by `stamp_secret` instead (a hash without `data`, which the sealed
+fingerprint annotation stands in for) and written by `apply_secrets`, never through
+`with_hash`. A Secret the API server refuses (a quota on Secrets, say) is reported in that
+Secret's own status entry.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,8 +35,8 @@ from typing import Final, NotRequired, TypedDict
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import SealedSecret
 from cleo_operator.crypto import CryptoError, SealingKeyring, unseal
-from cleo_operator.kube.apply import HASH_ANNOTATION, object_hash
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.apply import HASH_ANNOTATION, needs_apply, object_hash
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.reconcile.keys import ConditionUpdate, OperatorKeys
 from cleo_operator.render.child import sorted_map
 from cleo_operator.render.meta import tenant_labels
@@ -46,6 +48,7 @@ __all__ = [
     "SecretStatusEntry",
     "SecretsOutcome",
     "SecretsReconciler",
+    "apply_secrets",
     "sealed_fingerprint",
     "stamp_secret",
     "unseal_secrets",
@@ -84,7 +87,12 @@ class SecretsOutcome:
     condition: ConditionUpdate
     """`SecretsReady`."""
     fingerprints: dict[str, str] = field(default_factory=dict)
-    """Secret name -> fingerprint, for the Deployment's checksum (`config_checksum`)."""
+    """Secret name -> fingerprint of each Secret that exists (unsealed now, or kept as it
+    was), for the Deployment's checksum (`config_checksum`) and its envFrom."""
+    applied: tuple[str, ...] = ()
+    """Names of the Secrets `apply_secrets` wrote."""
+    failures: tuple[tuple[str, str, str], ...] = ()
+    """(Secret, what failed: `key K` or `write`, reason), for the condition's message."""
 
     @property
     def ready(self) -> bool:
@@ -166,7 +174,7 @@ def unseal_secrets(
     desired: list[KubeObject] = []
     statuses: list[SecretStatusEntry] = []
     fingerprints: dict[str, str] = {}
-    failures: list[tuple[str, str, str]] = []  # (secret, key, reason)
+    failures: list[tuple[str, str, str]] = []  # (secret, "key K", reason)
     for item in secrets:
         values: dict[str, bytes] = {}
         errors: list[tuple[str, CryptoError]] = []
@@ -188,7 +196,7 @@ def unseal_secrets(
                     ),
                 }
             )
-            failures.extend((item.name, key, exc.reason) for key, exc in errors)
+            failures.extend((item.name, f"key {key}", exc.reason) for key, exc in errors)
             continue
         fingerprint = sealed_fingerprint(tenant=tenant, secret=item.name, data=item.data)
         desired.append(
@@ -208,6 +216,7 @@ def unseal_secrets(
         statuses=statuses,
         condition=_condition(len(secrets), failures),
         fingerprints=fingerprints,
+        failures=tuple(failures),
     )
 
 
@@ -223,17 +232,86 @@ def _condition(total: int, failures: Sequence[tuple[str, str, str]]) -> Conditio
         )
     reasons = {reason for _, _, reason in failures}
     failed = sorted({name for name, _, _ in failures})
+    if reasons == {"ApplyFailed"}:
+        advice = "see status.secrets for what the API server said"
+    else:
+        advice = (
+            "those Secrets were left as they were (see status.secrets): seal the values again "
+            "with `cleo-operator seal` for this tenant and Secret"
+        )
     return ConditionUpdate(
         SECRETS_READY,
         "False",
         reasons.pop() if len(reasons) == 1 else "UnsealFailed",
         _limit(
-            f"{len(failed)} of {total} sealed secret(s) could not be unsealed ("
-            + ", ".join(f"{name} key {key}: {reason}" for name, key, reason in failures)
-            + "); those Secrets were left as they were (see status.secrets): seal the values "
-            "again with `cleo-operator seal` for this tenant and Secret"
+            f"{len(failed)} of {total} sealed secret(s) are not ready ("
+            + ", ".join(f"{name} {what}: {reason}" for name, what, reason in failures)
+            + f"); {advice}"
         ),
     )
+
+
+def apply_secrets(kube: KubeClient, outcome: SecretsOutcome) -> SecretsOutcome:
+    """Write the desired Secrets that need it; the outcome as it stands afterwards.
+
+    Each Secret is compared with the live one by `needs_apply` on its own stamp (see the
+    module docstring) and server-side applied when it differs. One the API server refuses
+    (403, 422: a quota, a policy) becomes `ready: false`, reason `ApplyFailed`, with what the
+    API server said; conflicts and server errors raise `KubeError` (the loop retries soon).
+    """
+    statuses = {entry["name"]: entry for entry in outcome.statuses}
+    fingerprints = dict(outcome.fingerprints)
+    failures = list(outcome.failures)
+    applied: list[str] = []
+    for obj in outcome.desired:
+        meta = obj["metadata"]
+        name = meta["name"]
+        live = kube.get(SECRET, name, namespace=meta["namespace"])
+        if not needs_apply(obj, live):
+            continue
+        try:
+            kube.apply(obj)
+        except KubeError as exc:
+            if exc.conflict or exc.status >= 500 or exc.status == 0:
+                raise
+            log.warning(
+                "Secret %s/%s refused: %s %s", meta["namespace"], name, exc.status, exc.reason
+            )
+            statuses[name] = {
+                "name": name,
+                "ready": False,
+                "reason": "ApplyFailed",
+                "message": _limit(
+                    f"the API server refused Secret {meta['namespace']}/{name} "
+                    f"({exc.status} {exc.reason}): {exc.message}"
+                ),
+            }
+            failures.append((name, "write", "ApplyFailed"))
+            kept = _kept_fingerprint(live)
+            if kept is None:
+                fingerprints.pop(name, None)
+            else:
+                fingerprints[name] = kept
+            continue
+        applied.append(name)
+    if len(failures) == len(outcome.failures):
+        return dataclasses.replace(outcome, applied=tuple(applied))
+    ordered = [statuses[entry["name"]] for entry in outcome.statuses]
+    return dataclasses.replace(
+        outcome,
+        statuses=ordered,
+        condition=_condition(len(ordered), failures),
+        fingerprints=fingerprints,
+        applied=tuple(applied),
+        failures=tuple(failures),
+    )
+
+
+def _kept_fingerprint(live: KubeObject | None) -> str | None:
+    """The sealed fingerprint recorded on a live Secret, if it is one of ours."""
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    kept = annotations.get(SEALED_FINGERPRINT_ANNOTATION)
+    return kept if isinstance(kept, str) else None
 
 
 class SecretsReconciler:
@@ -280,6 +358,9 @@ class SecretsReconciler:
                     "SealingKeysUnavailable",
                     _limit(f"cannot unseal: {exc}"),
                 ),
+                failures=tuple(
+                    (item.name, "all keys", "SealingKeysUnavailable") for item in secrets
+                ),
             )
         else:
             outcome = unseal_secrets(
@@ -288,10 +369,8 @@ class SecretsReconciler:
         for entry in outcome.statuses:
             if entry["ready"]:
                 continue
-            live = self.kube.get(SECRET, entry["name"], namespace=namespace)
-            annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
-            kept = annotations.get(SEALED_FINGERPRINT_ANNOTATION)
-            if isinstance(kept, str):
+            kept = _kept_fingerprint(self.kube.get(SECRET, entry["name"], namespace=namespace))
+            if kept is not None:
                 outcome.fingerprints[entry["name"]] = kept
         for entry in outcome.statuses:
             if not entry["ready"]:
