@@ -191,6 +191,21 @@ def test_operator_with_the_charts_identity_runs_the_example_tenant(
         assert ns["status"]["phase"] == "Active"
         assert ns["metadata"]["labels"]["cleoai.io/tenant"] == TENANT
         assert "cleoai.io/finalizer" in tenant["metadata"]["finalizers"]
+        # Every child the reconciler made (a list that grows with it) was made by this
+        # identity and is there.
+        children = tenant["status"].get("children") or []
+        # The example has admins and viewers: writing their Roles and RoleBindings is what
+        # RBAC's escalation check guards, so the chart's onward grants are proven here.
+        kinds = {child["kind"] for child in children}
+        assert {"Namespace", "Role", "RoleBinding", "Deployment"} <= kinds, kinds
+        for child in children:
+            kind = f"{child['kind'].lower()}.{child['apiVersion'].split('/')[0]}"
+            if "/" not in child["apiVersion"]:
+                kind = child["kind"].lower()
+            args = ["get", kind, child["name"]]
+            if child.get("namespace"):
+                args += ["-n", child["namespace"]]
+            assert kubectl_json(cluster, *args) is not None, f"missing child {child}"
 
         # This process, with the chart's token, made those writes.
         written = {
