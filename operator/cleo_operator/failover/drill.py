@@ -1,0 +1,219 @@
+"""Drills: rehearse a recovery without touching production.
+
+A drill answers "if we had to recover now, how long would it take and what would we
+lose?" with measurements instead of hopes:
+
+- the standby is checked as a failover would check it (healthy, a standby of the
+  tenant's primary, how far behind: the RPO a failover would have now);
+- the tenant's role logs in to the standby and reads: the credentials a failover would
+  hand to the workload work there;
+- the latest *verified* backup is restored into a scratch database and every table is
+  compared with the backup's manifest (the backup layer's ``verify_backup``), timed: the
+  RTO of the other way back, from backups, when the standby is lost too.
+
+Nothing of production changes: no fence, no promotion, no Secret or Deployment write; the
+scratch database is created and dropped by the backup layer on the drill's site, and the
+verification is not recorded beside the backup (``record=False``), so a drill does not
+change what retention keeps.
+
+Where the scratch database goes: a streaming standby is read-only (it cannot create a
+database), so drills restore into the site named by the operator's drill setting (a
+writable server near the standby); when none is set, into the target site if it takes
+writes. Backups come from a :class:`BackupSource`; :class:`ClusterBackupSource` reads the
+tenant's CleoBackups (S3 destinations: a PersistentVolumeClaim is only readable from a pod
+that mounts it) and the tenant keyring Secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+from cleo_operator.api.backup import parse_backup_spec
+from cleo_operator.api.errors import SpecError
+from cleo_operator.backup.catalog import list_backups
+from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.restore import VerificationResult, verify_backup
+from cleo_operator.backup.s3 import S3Credentials, S3Storage
+from cleo_operator.backup.storage import Storage
+from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
+from cleo_operator.failover.errors import FailoverError
+from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
+from cleo_operator.kube.secrets import SECRET, secret_value
+
+__all__ = [
+    "BackupSource",
+    "ClusterBackupSource",
+    "DrillBackup",
+    "restore_drill",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKUP: Final = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DrillBackup:
+    """The backup a drill restores."""
+
+    storage: Storage
+    """Where it is."""
+    backup_id: str
+    """Which one."""
+    keyring: KeyWrapper
+    """The tenant keyring that opens it."""
+    taken: datetime.datetime
+    """When the backup started (its data is from then)."""
+
+
+class BackupSource(Protocol):
+    """Finds the latest verified backup of a tenant."""
+
+    def latest_verified(self, *, tenant: str, namespace: str) -> DrillBackup:
+        """The newest backup whose verification passed; :class:`FailoverError` if none."""
+        ...
+
+
+class ClusterBackupSource:
+    """Backups as the tenant's CleoBackups declare them, the keyring from its Secret."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+
+    def latest_verified(self, *, tenant: str, namespace: str) -> DrillBackup:
+        storages, unreadable = self._storages(tenant=tenant, namespace=namespace)
+        if not storages:
+            hint = (
+                f" Backups of CleoBackup(s) {', '.join(unreadable)} go to a "
+                "PersistentVolumeClaim, which only a pod that mounts it can read; give the "
+                "tenant a CleoBackup with an s3 destination for drills."
+                if unreadable
+                else f" Create a CleoBackup for tenant {tenant!r} in namespace {namespace}."
+            )
+            raise FailoverError(
+                f"no backups of tenant {tenant!r} the operator can read.{hint}",
+                reason="NoBackup",
+            )
+        keyring = self._keyring(namespace)
+        best: DrillBackup | None = None
+        problems: list[str] = []
+        for storage in storages:
+            try:
+                catalog = list_backups(storage, tenant=tenant)
+            except BackupError as error:
+                problems.append(error.message)
+                continue
+            for stored in catalog.backups:
+                if stored.verified and (best is None or stored.time > best.taken):
+                    best = DrillBackup(
+                        storage=storage,
+                        backup_id=stored.backup_id,
+                        keyring=keyring,
+                        taken=stored.time,
+                    )
+        if best is None:
+            detail = f" ({'; '.join(problems)})" if problems else ""
+            raise FailoverError(
+                f"tenant {tenant!r} has no verified backup{detail}: turn on "
+                "spec.verification of its CleoBackup, or verify one with "
+                "`cleo-operator backup verify`.",
+                reason="NoVerifiedBackup",
+            )
+        return best
+
+    def _storages(self, *, tenant: str, namespace: str) -> tuple[list[Storage], list[str]]:
+        storages: list[Storage] = []
+        unreadable: list[str] = []
+        for obj in self._kube.list(BACKUP, namespace=namespace):
+            try:
+                spec = parse_backup_spec(obj.get("spec"))
+            except SpecError:
+                continue
+            if spec.tenant != tenant:
+                continue
+            s3 = spec.destination.s3
+            if s3 is None:
+                unreadable.append(str(obj["metadata"]["name"]))
+                continue
+            secret = self._kube.get(SECRET, s3.credentials_secret, namespace=namespace)
+            environ: Mapping[str, str] = {
+                key: value
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+                if (value := secret_value(secret, key) or "")
+            }
+            try:
+                credentials = S3Credentials.from_environment(environ)
+            except ValueError:
+                raise FailoverError(
+                    f"Secret {namespace}/{s3.credentials_secret} (spec.destination.s3."
+                    "credentialsSecret of CleoBackup "
+                    f"{obj['metadata']['name']}) lacks AWS_ACCESS_KEY_ID or "
+                    "AWS_SECRET_ACCESS_KEY",
+                    reason="BackupCredentialsMissing",
+                ) from None
+            storages.append(
+                S3Storage(
+                    bucket=s3.bucket,
+                    prefix=s3.prefix or "",
+                    endpoint=s3.endpoint,
+                    region=s3.region or "us-east-1",
+                    credentials=credentials,
+                )
+            )
+        return storages, unreadable
+
+    def _keyring(self, namespace: str) -> Keyring:
+        stored = read_secret(self._kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
+        if stored is None:
+            raise FailoverError(
+                f"the tenant keyring Secret {namespace}/{TENANT_KEYRING_SECRET} does not "
+                "exist; backups cannot be opened without it",
+                reason="KeyringMissing",
+            )
+        try:
+            return Keyring.from_secret_data(stored.data)
+        except InvalidKeyMaterial as error:
+            raise FailoverError(
+                f"the tenant keyring Secret {namespace}/{TENANT_KEYRING_SECRET} cannot be "
+                f"read: {error}",
+                reason="KeyringInvalid",
+            ) from None
+
+
+def restore_drill(
+    backup: DrillBackup,
+    *,
+    admin: ConnectionInfo,
+    tenant: str,
+    pg_restore: str | os.PathLike[str] = "pg_restore",
+    work_dir: str | os.PathLike[str] | None = None,
+) -> VerificationResult:
+    """Restore ``backup`` into a scratch database of ``admin``'s server, compare, drop it.
+
+    ``admin`` needs CREATEDB there. Raises only when the restore cannot run at all (the
+    server is down: ``SourceUnavailable``); an archive that does not restore is a failed
+    result.
+    """
+    return verify_backup(
+        storage=backup.storage,
+        backup_id=backup.backup_id,
+        keyring=backup.keyring,
+        admin=admin,
+        tenant=tenant,
+        pg_restore=pg_restore,
+        work_dir=work_dir,
+        record=False,
+    )
+
+
+def describe_backup(backup: DrillBackup, now: datetime.datetime) -> dict[str, Any]:
+    """Facts about the backup for the step's message (no secret material)."""
+    age = (now - backup.taken).total_seconds()
+    return {"backupId": backup.backup_id, "ageSeconds": round(max(0.0, age), 1)}

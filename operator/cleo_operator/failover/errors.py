@@ -1,0 +1,43 @@
+"""Errors of the failover procedure, each with a machine ``reason`` and a message for people.
+
+Why one class with a reason rather than a class per reason: a step can stop for many
+reasons (the target is not a standby, the standby is too far behind, the workload cannot
+be scaled), and each ends up in the same places: the failed step's message, the
+``Succeeded`` condition's reason and the ``cleo_operator_failovers_total`` counter. What
+the reconciler has to decide from an error is only *whether trying again may help*
+(``retryable``): a site that is briefly unreachable may answer in a second, a standby that
+belongs to another primary never will.
+
+Messages say what was wrong, where (site, object, field) and what to do. They never carry
+secret material: no passwords, no DATABASE_URL. Errors of the data layer are already
+redacted; the Kubernetes API's messages about Secrets are not passed on at all.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["FailoverError", "clip"]
+
+MESSAGE_LIMIT: Final = 1024
+"""Step messages are cut to this many characters (the API's limit for them)."""
+
+
+def clip(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+class FailoverError(Exception):
+    """A step cannot go on; ``reason`` is CamelCase, for conditions and metrics."""
+
+    def __init__(self, message: str, *, reason: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        """Why, as one CamelCase word (``TargetUnhealthy``, ``LagTooHigh``...)."""
+        self.retryable = retryable
+        """Whether running the step again later, unchanged, may succeed."""
+
+    def __repr__(self) -> str:
+        return f"FailoverError(reason={self.reason!r}, message={self.message!r})"
