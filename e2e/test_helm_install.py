@@ -8,8 +8,13 @@ done with exactly the permissions the chart grants: a missing verb shows up as a
 in its log, a tenant that never becomes Ready, or a finalizer that is never released.
 
 The tenant is examples/tenant.yaml, as in test_operator_process.py, renamed so that the two
-modules never share a tenant on the session's cluster, and with deletionPolicy Delete so
-that deleting it also proves the namespace deletion.
+modules never share a tenant, and with deletionPolicy Delete so that deleting it also proves
+the namespace deletion.
+
+Why a control plane of its own (started from the session's binaries): the session's operator
+(the `operator_process` fixture, cluster-wide and admin) may already run on the shared one,
+and would race this module's operator for the tenant; whatever it wrote first, this one
+would only find done, and a permission the chart lacks would go unnoticed.
 
 Against a real cluster (CLEO_TEST_CLUSTER=current), set CLEO_TEST_IMAGE to an image the
 cluster can pull (built by `make image`); the default repository exists nowhere.
@@ -76,8 +81,19 @@ def helm(
 
 
 @pytest.fixture(scope="module")
-def release(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def own_cluster(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """A control plane for this module alone; the given one when it is a real cluster."""
+    if not isinstance(cluster, LocalCluster):
+        yield cluster
+        return
+    with LocalCluster(bin_dir=cluster.bin_dir) as private:
+        yield private
+
+
+@pytest.fixture(scope="module")
+def release(own_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The chart installed (and waited for) into NAMESPACE; uninstalled at the end."""
+    cluster = own_cluster
     home = tmp_path_factory.mktemp("helm")
     image = os.environ.get("CLEO_TEST_IMAGE", "")
     image_args = ["--set", f"image.repository={image}"] if image else []
@@ -117,8 +133,9 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 
 
 def test_install_runs_the_operator_pod_as_the_chart_says(
-    cluster: LocalCluster, release: Path
+    own_cluster: LocalCluster, release: Path
 ) -> None:
+    cluster = own_cluster
     status = helm(cluster, release, "status", RELEASE, "--namespace", NAMESPACE, "-o", "json")
     assert yaml.safe_load(status.stdout)["info"]["status"] == "deployed"
 
@@ -154,9 +171,10 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
 
 
 def test_operator_with_the_charts_identity_runs_the_example_tenant(
-    cluster: LocalCluster, release: Path, tmp_path: Path
+    own_cluster: LocalCluster, release: Path, tmp_path: Path
 ) -> None:
     del release
+    cluster = own_cluster
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h"
     ).stdout.strip()
