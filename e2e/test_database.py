@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -22,7 +21,7 @@ from psycopg import sql
 
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
-from tests.harness.operator_fixtures import OperatorProcess, start_operator
+from tests.harness.operator_fixtures import OperatorProcess
 from tests.harness.postgres import PostgresServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -35,46 +34,9 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def database_operator(
-    cluster: LocalCluster,
-    crds_installed: None,
-    postgres_server: PostgresServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    """The operator process with one site, ``default``: the session's PostgreSQL server."""
-    del crds_installed
-    operator_ns = unique("e2e-db-system")
-    cluster.kubectl("create", "namespace", operator_ns)
-    admin = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "pg-admin-default", "namespace": operator_ns},
-        "type": "kubernetes.io/basic-auth",
-        "stringData": {"username": postgres_server.superuser, "password": postgres_server.password},
-    }
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(admin))  # stdin: not in argv
-    sites = {
-        "sites": {
-            "default": {
-                "host": postgres_server.host,
-                "port": postgres_server.port,
-                "sslMode": "disable",
-                "connectTimeoutSeconds": 2,
-                "adminSecret": {"name": "pg-admin-default", "namespace": operator_ns},
-            }
-        }
-    }
-    log_path = tmp_path_factory.mktemp("database-operator") / "operator.log"
-    proc = start_operator(
-        cluster,
-        log_path,
-        extra_args=["--operator-namespace", operator_ns],
-        env={"CLEO_SITES": yaml.safe_dump(sites)},
-    )
-    yield proc
-    code = proc.stop()
-    cluster.kubectl("delete", "namespace", operator_ns, "--wait=false", check=False)
-    assert code == 0, f"the operator did not stop cleanly ({code}):\n{proc.log_text()[-3000:]}"
+def database_operator(operator_process: OperatorProcess) -> OperatorProcess:
+    """The session's operator: it runs with one site, `default` (the session's server)."""
+    return operator_process
 
 
 def tenant_manifest(name: str) -> str:

@@ -75,6 +75,7 @@ def check_cluster(kube: object) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
+    from cleo_operator.data.errors import SiteConfigError  # noqa: PLC0415
     from cleo_operator.handlers.registry import Runtime, build_registry  # noqa: PLC0415
     from cleo_operator.handlers.settings import OperatorConfig  # noqa: PLC0415
     from cleo_operator.kube.client import KubeClient  # noqa: PLC0415
@@ -93,7 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return 2
-    runtime = Runtime.create(config, kube)
+    try:
+        runtime = Runtime.create(config, kube)
+    except SiteConfigError as exc:
+        log.error("cannot start: the PostgreSQL site configuration is wrong: %s", exc)
+        return 2
     registry = build_registry(runtime)
 
     @kopf.on.login(registry=registry)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e.cluster import LocalCluster, die_with_parent, free_port
+from tests.harness.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,14 +148,52 @@ def start_operator(
     return proc
 
 
+OPERATOR_NAMESPACE = "cleo-system"
+
+
+@pytest.fixture(scope="session")
+def operator_sites(cluster: LocalCluster, postgres_server: PostgresServer) -> dict[str, str]:
+    """The operator's configuration as the Helm chart makes it: its namespace, and one
+    PostgreSQL site, `default` (the session's server), whose admin Secret lives there."""
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    admin = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pg-admin-default", "namespace": OPERATOR_NAMESPACE},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": postgres_server.superuser, "password": postgres_server.password},
+    }
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(admin))  # stdin: not in argv
+    sites = {
+        "sites": {
+            "default": {
+                "host": postgres_server.host,
+                "port": postgres_server.port,
+                "sslMode": "disable",
+                "connectTimeoutSeconds": 2,
+                "adminSecret": {"name": "pg-admin-default", "namespace": OPERATOR_NAMESPACE},
+            }
+        }
+    }
+    return {"CLEO_SITES": yaml.safe_dump(sites)}
+
+
 @pytest.fixture(scope="session")
 def operator_process(
-    cluster: LocalCluster, crds_installed: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: LocalCluster,
+    crds_installed: None,
+    operator_sites: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """One operator process for the session's e2e tests; stopped (and checked) at the end."""
     del crds_installed
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = start_operator(cluster, log_path)
+    proc = start_operator(
+        cluster,
+        log_path,
+        extra_args=["--operator-namespace", OPERATOR_NAMESPACE],
+        env=operator_sites,
+    )
     yield proc
     code = proc.stop()
     assert code == 0, f"the operator did not stop cleanly ({code}):\n{proc.log_text()[-3000:]}"

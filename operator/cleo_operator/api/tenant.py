@@ -666,6 +666,12 @@ class TenantDatabaseStatus(StatusModel):
     last_password_rotation: Timestamp | None = Field(
         default=None, description="When the role's password last changed."
     )
+    password_rotation_request: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The last value of the annotation cleoai.io/rotate-database-password "
+        "that was handled (a rotation on demand).",
+    )
 
 
 class CleoTenantStatus(StatusBase):

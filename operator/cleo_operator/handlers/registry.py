@@ -18,6 +18,11 @@ from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.observability.metrics import serve_metrics
+from cleo_operator.reconcile.database import (
+    DatabasePart,
+    TenantDatabases,
+    rotation_request_pending,
+)
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
@@ -52,10 +57,13 @@ class Runtime:
     executor: ThreadPoolExecutor
     tenants: ReconcileLoops
     tenant_reconciler: TenantReconciler
+    databases: TenantDatabases
 
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient) -> Runtime:
+        """Build everything; raises SiteConfigError for a broken PostgreSQL site config."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
+        databases = TenantDatabases.from_environment(kube)
         return cls(
             config=config,
             kube=kube,
@@ -63,7 +71,8 @@ class Runtime:
             tenants=ReconcileLoops(
                 kind="CleoTenant", executor=executor, resync_seconds=config.resync_seconds
             ),
-            tenant_reconciler=TenantReconciler(kube),
+            tenant_reconciler=TenantReconciler(kube, parts=[DatabasePart(databases)]),
+            databases=databases,
         )
 
 
@@ -86,6 +95,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:
         runtime.executor.shutdown(wait=False, cancel_futures=True)
+        runtime.databases.close()
 
     @kopf.on.probe(id="tenants", registry=registry)
     def tenants_probe(**_: Any) -> int:
@@ -101,10 +111,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, "cleotenants", registry=registry)
     def tenant_event(name: str, body: kopf.Body, **_: Any) -> None:
-        generation = body.metadata.get("generation")
-        observed = (body.get("status") or {}).get("observedGeneration")
-        # Our own status writes come back as events too; only spec changes need a reconcile.
-        if generation != observed:
+        status = body.get("status") or {}
+        # Our own status writes come back as events too; only spec changes (and a rotation
+        # asked for with an annotation) need a reconcile.
+        spec_changed = body.metadata.get("generation") != status.get("observedGeneration")
+        rotation = rotation_request_pending(
+            body.metadata.get("annotations"), status.get("database")
+        )
+        if spec_changed or rotation:
             runtime.tenants.wake(name)
 
     @kopf.on.delete(GROUP, VERSION, "cleotenants", registry=registry)

@@ -75,7 +75,7 @@ from urllib.parse import quote
 
 from cleo_operator.api.base import ConditionStatus, parse_duration, rfc3339
 from cleo_operator.api.objects import KubeObject, ObjectRef, OwnerReference
-from cleo_operator.api.tenant import CleoTenantSpec, TenantDatabaseStatus
+from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.data.errors import (
     AuthenticationFailed,
     DataError,
@@ -1200,10 +1200,6 @@ def _unexpected(exc: BaseException, *, doing: str) -> UnexpectedError:
 
 # --------------------------------------------------------------------------- as a tenant part
 
-_REPORTS_ROTATION_REQUEST: Final = "password_rotation_request" in TenantDatabaseStatus.model_fields
-"""Whether the CRD has ``status.database.passwordRotationRequest`` yet: a key the API server
-prunes would make every reconcile see a status change and write it."""
-
 
 class DatabasePart:
     """The tenant database as a `TenantPart` of `TenantReconciler` (``parts=[...]``)."""
@@ -1242,7 +1238,7 @@ class DatabasePart:
         status: dict[str, object] | None = None
         if outcome.status is not None:
             status = dict(outcome.status)
-            if _REPORTS_ROTATION_REQUEST and outcome.rotation_request is not None:
+            if outcome.rotation_request is not None:
                 status["passwordRotationRequest"] = outcome.rotation_request
         result.status["database"] = status
         if outcome.fingerprint is not None:
