@@ -67,6 +67,7 @@ from cleo_operator.failover.probe import (
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
 from cleo_operator.failover.steps import StepRecord, parse_time
 from cleo_operator.failover.tenant import (
+    LOCK_ANNOTATION,
     TENANT,
     LockHolder,
     acquire_lock,
@@ -366,6 +367,18 @@ class Procedure:
                 reason="NoDatabase",
             )
         annotations = (tenant_obj.get("metadata") or {}).get("annotations") or {}
+        # First, because a failover in the middle of its work has changed what the rest
+        # of the checks would see (the tenant's primary, for one).
+        holder = LockHolder.parse(annotations.get(LOCK_ANNOTATION))
+        others = self._others_running(move)
+        if holder is not None and holder != move.holder and self._is_active(move, holder):
+            others = sorted({*others, holder.name})
+        if others:
+            raise FailoverError(
+                f"CleoFailover(s) {', '.join(others)} of tenant {move.tenant!r} are running; "
+                "two failovers of one tenant never run at once. Wait for them to end.",
+                reason="FailoverInProgress",
+            )
         source = database_site(tenant_spec, annotations)
         try:
             source_site = self._site(source)
@@ -390,13 +403,6 @@ class Procedure:
             self._site(target)
         except UnknownSite as error:
             raise FailoverError(str(error), reason=error.reason) from None
-        others = self._others_running(move)
-        if others:
-            raise FailoverError(
-                f"CleoFailover(s) {', '.join(others)} of tenant {move.tenant!r} are running; "
-                "two failovers of one tenant never run at once. Wait for them to end.",
-                reason="FailoverInProgress",
-            )
 
         try:
             target_state = server_state(self.pools, target)
@@ -410,7 +416,7 @@ class Procedure:
             raise FailoverError(
                 f"the target site {target!r} has no copy of tenant {move.tenant!r}'s database "
                 f"{tenant_database_name(move.tenant)!r} (made by the operator): it is not a "
-                f"standby of site {source!r}",
+                f"standby of site {source!r}, or has not replayed the database's creation yet",
                 reason="NotAStandby",
             )
         lag = self._preflight_lag(move, source, target, target_state, primary_state)

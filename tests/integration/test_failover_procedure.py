@@ -1,0 +1,306 @@
+"""Failovers and switchovers on a real primary/standby pair and the real API server.
+
+What a platform team must be able to rely on: a failover of a lost primary puts the
+tenant on the standby (its role writes there, its Secret points there, its pods are new)
+and says how long it took; a switchover loses no committed row; a switchover that would
+lose data, or a target that is no healthy standby, is refused before anything changes;
+and an old primary that comes back never takes the tenant's writes again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from cleo_operator.failover.steps import parse_time, seconds_between
+from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
+from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
+from cleo_operator.kube.client import KubeClient
+from tests.harness.cluster_fixtures import wait_for
+from tests.harness.postgres import PostgresServer
+from tests.integration.test_failover_support import (
+    DEPLOYMENT,
+    REPLICAS,
+    STANDBY,
+    Setting,
+    condition,
+    deployment,
+    run_until,
+    steps,
+    tenant_setting,
+    wait_available,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
+
+
+@pytest.fixture
+def setting(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+) -> Iterator[Setting]:
+    del crds_installed
+    with tenant_setting(kube, postgres_replica_pair) as made:
+        yield made
+
+
+def snapshot(setting: Setting) -> dict[str, Any]:
+    """What a refused failover must leave exactly as it was."""
+    dep = setting.deployment()
+    return {
+        "secret": setting.secret()["metadata"]["resourceVersion"],
+        "deployment": dep["metadata"]["resourceVersion"],
+        "replicas": dep["spec"]["replicas"],
+        "tenant": setting.tenant_annotations(),
+        "login": setting.role_can_login(setting.primary),
+        "standby": setting.standby.execute("SELECT pg_is_in_recovery()")[0][0],
+    }
+
+
+def test_failover_of_a_lost_primary_moves_the_tenant_and_fences_it_when_it_returns(
+    setting: Setting,
+) -> None:
+    setting.write_rows(100)
+    setting.wait_replayed()
+    setting.primary.halt()
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools)
+        name = setting.create_failover("Failover", rtoSeconds=60, rpoSeconds=5)
+        obj = run_until(reconciler, setting, name)
+        status = obj["status"]
+        assert status["phase"] == "Succeeded", status
+        recorded = steps(obj)
+        assert list(recorded) == MOVE_STEPS
+        assert all(s["state"] == "Succeeded" for s in recorded.values()), recorded
+        for step in recorded.values():
+            started, ended = parse_time(step["startTime"]), parse_time(step["endTime"])
+            assert started is not None
+            assert ended is not None
+            assert started <= ended, step
+        # The RTO is what the record says, start to the end of the last step, in ms.
+        assert status["newPrimary"] == STANDBY
+        assert 0 < status["measuredRTOSeconds"] < 60
+        assert status["measuredRTOSeconds"] == pytest.approx(
+            seconds_between(status["startTime"], recorded["verify"]["endTime"]), abs=0.002
+        )
+        assert status["completionTime"] == recorded["verify"]["endTime"]
+        # The old primary was gone and no lag had been sampled: the loss is not claimed.
+        assert "estimatedRPOBytes" not in status
+        assert "estimatedRPOSeconds" not in status
+        assert "unknown" in recorded["check-lag"]["message"]
+        objectives = condition(obj, "ObjectivesMet")
+        assert (objectives["status"], objectives["reason"]) == ("Unknown", "RPOUnknown")
+        fenced = condition(obj, "OldPrimaryFenced")
+        assert (fenced["status"], fenced["reason"]) == ("False", "Unreachable")
+        assert condition(obj, "Succeeded")["status"] == "True"
+
+        # The application's view: its Secret points to the standby, where its role writes.
+        values = setting.secret_values()
+        assert (values["PGHOST"], values["PGPORT"]) == (
+            setting.standby.host,
+            str(setting.standby.port),
+        )
+        assert f":{setting.standby.port}/" in values["DATABASE_URL"]
+        with setting.connect_as_tenant() as conn:
+            conn.execute("INSERT INTO memories (body) VALUES ('after the failover')")
+            assert conn.execute("SELECT count(*) FROM memories").fetchone() == (101,)
+        annotations = setting.tenant_annotations()
+        assert annotations[PRIMARY_SITE_ANNOTATION] == STANDBY
+        assert LOCK_ANNOTATION not in annotations
+        # Every pod is new (it read the repointed Secret), the size is what it was.
+        dep = setting.deployment()
+        assert dep["spec"]["replicas"] == REPLICAS
+        assert HOLD_ANNOTATION not in (dep["metadata"].get("annotations") or {})
+        assert dep["spec"]["template"]["metadata"]["annotations"][RESTART_ANNOTATION] == name
+        wait_available(setting.kube, setting.namespace, REPLICAS)
+
+        # The old primary comes back: the failover fences it, and it takes no writes.
+        setting.primary.start()
+
+        def fenced_now() -> bool:
+            reconciler.reconcile(setting.namespace, name)
+            return condition(setting.failover(name), "OldPrimaryFenced")["status"] == "True"
+
+        wait_for(fenced_now, timeout=30, what="the returning old primary to be fenced")
+        assert not setting.role_can_login(setting.primary)
+        assert not setting.tenant_can_write(setting.primary)
+        setting.primary.restart()
+        assert not setting.tenant_can_write(setting.primary)
+        assert setting.tenant_can_write(setting.standby)
+        # An ended failover with nothing left to do writes nothing more.
+        before = setting.failover(name)["metadata"]["resourceVersion"]
+        result = reconciler.reconcile(setting.namespace, name)
+        assert not result.status_written
+        assert result.requeue_after is None
+        assert setting.failover(name)["metadata"]["resourceVersion"] == before
+
+
+def test_switchover_loses_no_committed_row_and_the_old_primary_stays_fenced(
+    setting: Setting,
+) -> None:
+    setting.write_rows(1000)
+    committed = 1000
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def writer() -> None:
+        # The application, writing one row per transaction until it is cut off.
+        nonlocal committed
+        try:
+            with setting.connect_as_tenant() as conn:
+                while not stop.is_set():
+                    conn.execute("INSERT INTO memories (body) VALUES ('during')")
+                    committed += 1
+        except psycopg.Error as error:
+            errors.append(type(error).__name__)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    wait_for(lambda: committed > 1100, timeout=30, what="the writer to commit rows")
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools)
+        name = setting.create_failover("Switchover", rpoSeconds=0, rtoSeconds=60)
+        obj = run_until(reconciler, setting, name)
+    stop.set()
+    thread.join(timeout=10)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert errors, "the fence did not cut the writer off"
+    assert (status["estimatedRPOBytes"], status["estimatedRPOSeconds"]) == (0, 0.0)
+    assert condition(obj, "ObjectivesMet")["status"] == "True"
+    assert condition(obj, "OldPrimaryFenced")["reason"] == "Fenced"
+    # Every committed row is on the new primary; the tenant writes there.
+    assert setting.count_rows(setting.standby) == committed
+    assert setting.tenant_can_write(setting.standby)
+    assert not setting.standby.execute("SELECT pg_is_in_recovery()")[0][0]
+    # The old primary is still a primary, but not the tenant's: fenced, also after a restart.
+    assert not setting.role_can_login(setting.primary)
+    assert not setting.tenant_can_write(setting.primary)
+    setting.primary.restart()
+    assert not setting.tenant_can_write(setting.primary)
+    assert setting.count_rows(setting.primary) == committed
+
+
+def test_switchover_too_far_behind_is_refused_and_changes_nothing(setting: Setting) -> None:
+    setting.standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        setting.write_rows(5000)
+        before = snapshot(setting)
+        with setting.pools() as pools:
+            reconciler = setting.reconciler(pools)
+            name = setting.create_failover("Switchover", maxLagBytes=1024)
+            obj = run_until(reconciler, setting, name)
+        status = obj["status"]
+        assert status["phase"] == "Failed"
+        recorded = steps(obj)
+        assert recorded["preflight"]["state"] == "Failed"
+        assert "spec.maxLagBytes" in recorded["preflight"]["message"]
+        assert all(recorded[s]["state"] == "Pending" for s in MOVE_STEPS[1:])
+        failed = condition(obj, "Succeeded")
+        assert (failed["status"], failed["reason"]) == ("False", "LagTooHigh")
+        assert snapshot(setting) == before
+        assert setting.tenant_can_write(setting.primary)
+    finally:
+        setting.standby.execute("SELECT pg_wal_replay_resume()")
+
+
+def test_a_target_that_is_not_a_standby_of_the_primary_is_refused(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+    postgres_server: PostgresServer,
+) -> None:
+    del crds_installed
+    # The session server is a healthy PostgreSQL, but another database cluster entirely.
+    with tenant_setting(kube, postgres_replica_pair, extra_sites={"other": postgres_server}) as (
+        setting
+    ):
+        before = snapshot(setting)
+        with setting.pools() as pools:
+            reconciler = setting.reconciler(pools)
+            name = setting.create_failover("Failover", targetSite="other")
+            obj = run_until(reconciler, setting, name)
+        assert obj["status"]["phase"] == "Failed"
+        assert condition(obj, "Succeeded")["reason"] == "NotAStandby"
+        assert "system identifiers differ" in steps(obj)["preflight"]["message"]
+        assert snapshot(setting) == before
+
+
+def test_a_dry_run_writes_the_plan_and_changes_nothing(setting: Setting) -> None:
+    before = snapshot(setting)
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools)
+        name = setting.create_failover("Switchover", dryRun=True)
+        obj = run_until(reconciler, setting, name)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded"
+    assert condition(obj, "Succeeded")["reason"] == "DryRun"
+    plan = "\n".join(status["plan"])
+    assert f"from {REPLICAS} replica(s) to 0" in plan
+    assert f"pg_promote site {STANDBY!r}" in plan
+    assert f"{setting.standby.host}:{setting.standby.port}" in plan
+    assert [s["state"] for s in status["steps"]] == ["Succeeded"] + ["Skipped"] * 6
+    assert "newPrimary" not in status
+    assert "measuredRTOSeconds" not in status
+    assert snapshot(setting) == before
+
+
+def test_a_failover_of_a_primary_that_still_answers_fences_it_first(setting: Setting) -> None:
+    setting.write_rows(300)
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools)
+        name = setting.create_failover("Failover", rpoSeconds=5)
+        obj = run_until(reconciler, setting, name)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    # It answered: fenced at once, and the standby was given time to receive everything.
+    assert condition(obj, "OldPrimaryFenced")["reason"] == "Fenced"
+    assert status["estimatedRPOBytes"] == 0
+    assert condition(obj, "ObjectivesMet")["status"] == "True"
+    assert setting.count_rows(setting.standby) == 300
+    assert not setting.tenant_can_write(setting.primary)
+    assert setting.tenant_can_write(setting.standby)
+
+
+def test_two_failovers_of_one_tenant_never_run_at_once(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+) -> None:
+    del crds_installed
+    with tenant_setting(kube, postgres_replica_pair, workload=False) as setting:
+        # Pods that cannot be scheduled keep the first failover in its rollout step.
+        stuck = deployment(setting.namespace, setting.tenant)
+        stuck["spec"]["template"]["spec"]["nodeSelector"] = {"cleoai.io/test": "nowhere"}
+        kube.apply(stuck)
+        with setting.pools() as pools:
+            reconciler = setting.reconciler(pools, wait_slice_seconds=0.5)
+            first = setting.create_failover("Switchover")
+            while steps(setting.failover(first)).get("rollout", {}).get("state") != "Running":
+                result = reconciler.reconcile(setting.namespace, first)
+                assert result.phase == "Running", steps(setting.failover(first))
+            assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
+
+            second = setting.create_failover("Failover")
+            refused = run_until(reconciler, setting, second)
+            assert refused["status"]["phase"] == "Failed"
+            assert condition(refused, "Succeeded")["reason"] == "FailoverInProgress"
+            assert first in steps(refused)["preflight"]["message"]
+            assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
+
+            # The pods can run again: the first one finishes, and lets the tenant go.
+            stuck["spec"]["template"]["spec"].pop("nodeSelector")
+            kube.apply(stuck)
+            done = run_until(reconciler, setting, first)
+            assert done["status"]["phase"] == "Succeeded"
+            assert LOCK_ANNOTATION not in setting.tenant_annotations()
+            dep = kube.get(DEPLOYMENT, "cleoai", namespace=setting.namespace)
+            assert dep is not None
+            assert dep["spec"]["replicas"] == REPLICAS
