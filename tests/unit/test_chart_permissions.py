@@ -65,12 +65,7 @@ def test_our_resources_can_be_watched_patched_and_their_status_written(plural: s
 
 
 @pytest.mark.parametrize(
-    "plural",
-    [
-        k.plural
-        for k in KINDS.values()
-        if k.namespaced and k.group != "cleoai.io" and k.kind not in {"Event", "Pod"}
-    ],
+    "plural", [plural for _, _, plural in CHILD_RESOURCES] + ["cronjobs", "jobs"]
 )
 def test_applied_children_can_be_created_by_apply_and_deleted(plural: str) -> None:
     # Server-side apply of a missing object is authorized as patch and as create.

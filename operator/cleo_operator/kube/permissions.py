@@ -235,6 +235,13 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         scope="tenant",
         why="the reports of backup Jobs' pods and the state of the workload's pods",
     ),
+    Permission(
+        group="",
+        resource="persistentvolumeclaims",
+        verbs=("get",),
+        scope="tenant",
+        why="the claim a CleoBackup's pvc destination names, checked to exist before a run",
+    ),
     # -- granted onward to tenant admins and viewers (render/rbac.py) ---------------------
     *_onward("", ["configmaps", "persistentvolumeclaims", "pods", "secrets", "services"], _MANAGE),
     *_onward("", ["events", "limitranges", "pods/log", "resourcequotas"], _READ),
