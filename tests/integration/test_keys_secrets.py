@@ -37,6 +37,7 @@ from cleo_operator.reconcile.secrets import (
     SecretsOutcome,
     SecretsReconciler,
     stamp_secret,
+    without_secret_values,
 )
 from cleo_operator.render.meta import tenant_owner
 from e2e.cluster import LocalCluster
@@ -455,3 +456,24 @@ def test_no_secret_in_status_logs_or_events(
     scanner.assert_clean("the keyring outcome", as_json(keyring))
     scanner.assert_clean("the log", caplog.text)
     scanner.assert_clean("Events", events_text(kube, [tenant.namespace, op_ns, "default"]))
+
+
+def test_a_refusal_message_that_quotes_a_value_is_blanked_or_withheld() -> None:
+    secret = {
+        "data": {
+            "TOKEN": base64.b64encode(b"tok-long-value").decode(),
+            "PIN": base64.b64encode(b"42").decode(),
+        }
+    }
+    token_b64 = secret["data"]["TOKEN"]
+    # A webhook that quotes the value, plain or as it received it (base64), is blanked out.
+    assert without_secret_values(f"denied: TOKEN=tok-long-value ({token_b64})", secret) == (
+        "denied: TOKEN=*** (***)"
+    )
+    # A value too short to blank out without garbling the text withholds the message.
+    assert without_secret_values("denied: PIN 42 is too short", secret) == (
+        "(message withheld: it would show a value of the Secret)"
+    )
+    assert without_secret_values("exceeded quota: secrets=1", secret) == (
+        "exceeded quota: secrets=1"
+    )

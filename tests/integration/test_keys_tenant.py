@@ -27,6 +27,7 @@ from cleo_operator.render.workload import CONFIG_CHECKSUM_ANNOTATION
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.integration.keys_harness import (
+    SecretScanner,
     create_namespace,
     delete_namespace,
     resource_version,
@@ -301,4 +302,120 @@ def test_secrets_the_api_server_refuses_are_reported_per_secret(
         assert keyring.condition.reason == "KeyringWriteRefused"
         assert "exceeded quota" in keyring.condition.message
     finally:
+        delete_namespace(kube, namespace)
+
+
+def test_a_policy_that_echoes_a_value_does_not_put_it_into_status(
+    cluster: LocalCluster, kube: KubeClient, keys: OperatorKeys
+) -> None:
+    tenant, namespace = _unique("vap"), _unique("vap-ns-")
+    policy = f"cleo-test-echo-{namespace}"
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"cleo-test-echo": namespace}},
+        }
+    )
+    # An admission policy whose denial message quotes the Secret's value, as a careless
+    # webhook might.
+    manifests = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["secrets"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.data) || !('TOKEN' in object.data)",
+                        # Admission sees Secret data as base64, as webhooks do.
+                        "messageExpression": (
+                            "'TOKEN ' + string(object.data['TOKEN']) + ' is not allowed'"
+                            " + ('PIN' in object.data"
+                            " ? ', nor ' + string(object.data['PIN']) : '')"
+                        ),
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"cleo-test-echo": namespace}}
+                },
+            },
+        },
+    ]
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
+    )
+    try:
+        items = [
+            SealedSecret.model_validate(sealed(keys, tenant, "long", TOKEN="tok-3389-zz")),
+            SealedSecret.model_validate(
+                sealed(keys, tenant, "short", TOKEN="tok-3389-zz", PIN="x1")
+            ),
+        ]
+        outcome = SecretsReconciler(kube, keys).reconcile(
+            tenant=tenant,
+            namespace=namespace,
+            owner=tenant_owner(name=tenant, uid=str(uuid.uuid4())),
+            secrets=items,
+        )
+
+        # A policy is enforced a moment after it is created: wait until a probe is denied.
+        wait_for(
+            lambda: (
+                cluster.kubectl(
+                    "create",
+                    "secret",
+                    "generic",
+                    "probe",
+                    "-n",
+                    namespace,
+                    "--from-literal=TOKEN=probe-1",
+                    "--from-literal=PIN=p",
+                    "--dry-run=server",
+                    check=False,
+                ).returncode
+                != 0
+            ),
+            timeout=60,
+            what="the admission policy to be enforced",
+        )
+
+        applied = apply_secrets(kube, outcome)
+
+        long, short = applied.statuses
+        assert long["reason"] == short["reason"] == "ApplyFailed"
+        # What the policy said, with the values it quoted blanked out.
+        assert long["message"].endswith("denied request: TOKEN *** is not allowed")
+        assert short["message"].endswith("denied request: TOKEN *** is not allowed, nor ***")
+        scanner = SecretScanner()
+        scanner.add("TOKEN", "tok-3389-zz")
+        scanner.add("PIN", "x1")
+        scanner.assert_clean("status.secrets", json.dumps(applied.statuses))
+        scanner.assert_clean("the condition", applied.condition.message)
+    finally:
+        for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
+            cluster.kubectl("delete", kind, policy, "--wait=false", check=False)
         delete_namespace(kube, namespace)

@@ -52,6 +52,7 @@ __all__ = [
     "sealed_fingerprint",
     "stamp_secret",
     "unseal_secrets",
+    "without_secret_values",
 ]
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def apply_secrets(kube: KubeClient, outcome: SecretsOutcome) -> SecretsOutcome:
                 "reason": "ApplyFailed",
                 "message": _limit(
                     f"the API server refused Secret {meta['namespace']}/{name} "
-                    f"({exc.status} {exc.reason}): {exc.message}"
+                    f"({exc.status} {exc.reason}): " + without_secret_values(exc.message, obj)
                 ),
             }
             failures.append((name, "write", "ApplyFailed"))
@@ -305,6 +306,24 @@ def apply_secrets(kube: KubeClient, outcome: SecretsOutcome) -> SecretsOutcome:
         applied=tuple(applied),
         failures=tuple(failures),
     )
+
+
+def without_secret_values(message: str, obj: KubeObject) -> str:
+    """`message` with every value of the Secret `obj` (plain or base64) blanked out.
+
+    The API server's own messages name keys, not values, but an admission webhook or policy
+    may say anything; what reaches status must not depend on that. A value too short to
+    blank out without garbling the text withholds the whole message.
+    """
+    forms: set[str] = set()
+    for encoded in (obj.get("data") or {}).values():
+        forms |= {str(encoded), base64.b64decode(encoded).decode("utf-8", "replace")}
+    for form in sorted(forms, key=len, reverse=True):
+        if form and form in message:
+            if len(form) < 4:
+                return "(message withheld: it would show a value of the Secret)"
+            message = message.replace(form, "***")
+    return message
 
 
 def _kept_fingerprint(live: KubeObject | None) -> str | None:
