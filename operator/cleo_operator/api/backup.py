@@ -280,10 +280,13 @@ BackupPhase = Literal[
 
 
 class BackupRecord(StatusModel):
-    """One archive."""
+    """One backup attempt and, when it succeeded, its archive."""
 
     time: Timestamp = Field(description="When the backup started.")
-    archive: str = Field(max_length=1024, description="Where the archive is (path or key).")
+    succeeded: bool | None = Field(default=None, description="Whether it made an archive.")
+    archive: str | None = Field(
+        default=None, max_length=1024, description="Where the archive is (storage: object)."
+    )
     backup_id: str | None = Field(
         default=None,
         max_length=64,

@@ -68,6 +68,7 @@ KINDS: Final[dict[tuple[str, str], Kind]] = {
         _k("v1", "ConfigMap", "configmaps"),
         _k("v1", "Service", "services"),
         _k("v1", "Pod", "pods"),
+        _k("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
         _k("v1", "Event", "events"),
         _k("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         _k("rbac.authorization.k8s.io/v1", "Role", "roles"),

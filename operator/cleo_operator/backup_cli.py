@@ -1,0 +1,522 @@
+"""`cleo-operator backup run|list|verify|prune` and `cleo-operator restore`: the command line.
+
+`backup run --backup NAMESPACE/NAME` is what every CleoBackup's CronJob (or one-off Job)
+runs, in the operator's own image, as the backup's own ServiceAccount. It reads its
+CleoBackup (tenant, retention, time zone), backs up (`backup.cli.backup_run`), prunes after
+a success, writes its JSON report to the termination message, and records the run in the
+CleoBackup's status (`reconcile.backup_status.record_run`). Its inputs come as a pod gets
+them: the database login in libpq's variables (from the tenant's database Secret), the
+keyring as its Secret mounted read-only (`--keyring-dir`), the destination as a folder on
+the mounted volume or an ``s3://`` URL (credentials in ``AWS_*`` variables).
+
+Every run ends in the history, including one that cannot even start (a keyring that does
+not load, a missing variable): a failed run is recorded, exits 1, and never stops the
+next scheduled one. If the status cannot be written, the report in the termination message
+is still there, and the operator records the run from it.
+
+Without ``--backup`` (``--tenant`` instead) the same backup runs without a cluster, for
+people and scripts; retention then comes from the ``--keep-*`` options.
+
+`restore --archive ID --into DSN` restores one backup into a new, empty database: the
+manifest is authenticated and the archive decrypted and checked before the target is
+touched (`backup.restore`). Give the password in ``PGPASSWORD``, not in the DSN: a
+command line is visible to every user of the machine.
+
+Verification needs CREATEDB on the site (it restores into a scratch database): the
+operator runs it with the site admin's login; `backup verify` is for people with such a
+login (``--admin DSN``).
+
+The commands are registered by `cli.py` through `register(subparsers)`;
+`python -m cleo_operator.backup_cli` runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import zoneinfo
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from cleo_operator.api.backup import parse_backup_spec
+from cleo_operator.api.errors import SpecError
+from cleo_operator.backup.cli import (
+    PruneReport,
+    RunReport,
+    backup_list,
+    backup_prune,
+    backup_run,
+    backup_verify,
+    exit_code,
+    load_keyring_dir,
+    restore,
+    storage_from_destination,
+    write_report,
+)
+from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
+from cleo_operator.backup.storage import Storage
+from cleo_operator.crypto import CryptoError, Keyring
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.reconcile.backup_status import BACKUP, entry_from_report, record_run
+from cleo_operator.render.backup import JOB_NAME_ENV
+
+__all__ = ["main", "register", "run_backup_for"]
+
+log = logging.getLogger("cleo_operator.backup")
+
+KEYRING_DIR_ENV: Final = "CLEO_KEYRING_DIR"
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message says why and what to do."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _out(text: str) -> None:
+    """Results go to stdout (logs go to stderr), so they can be piped and redirected."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _failed(tenant: str, reason: str, message: str) -> RunReport:
+    return {"outcome": "Failed", "reason": reason, "message": message, "tenant": tenant}
+
+
+def _prune_report(result: PruneResult) -> PruneReport:
+    return {
+        "kept": len(result.kept),
+        "deleted": list(result.deleted),
+        "leftoversDeleted": len(result.leftovers_deleted) + result.incomplete_removed,
+        "problems": list(result.problems),
+    }
+
+
+def _keyring(path: Path | None) -> Keyring:
+    if path is None:
+        raise CommandError(
+            f"name the tenant keyring directory with --keyring-dir (or ${KEYRING_DIR_ENV})"
+        )
+    return load_keyring_dir(path)
+
+
+def _time_zone(name: str | None) -> datetime.tzinfo:
+    if not name:
+        return datetime.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        log.warning("time zone %s is unknown here; retention counts days in UTC", name)
+        return datetime.UTC
+
+
+def _login(dsn: str, *, option: str) -> ConnectionInfo:
+    """A DSN from the command line, with the password from PGPASSWORD when it has none."""
+    try:
+        info = ConnectionInfo.from_dsn(dsn)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}") from None
+    password = os.environ.get("PGPASSWORD")
+    if info.password is None and password:
+        info = info.with_login(user=info.user, password=password)
+    return info
+
+
+# -- backup run -------------------------------------------------------------------------------
+
+
+def run_backup_for(
+    *,
+    tenant: str,
+    destination: str,
+    keyring_dir: Path | None,
+    retention: RetentionPolicy,
+    time_zone: str | None = None,
+    work_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    now: Callable[[], datetime.datetime] = _now,
+) -> RunReport:
+    """Back up as a CleoBackup's runner does, then prune by `retention` after a success.
+
+    `time_zone` (the schedule's) decides what a day, week and month are for retention.
+    Every problem becomes a report with outcome Failed and a reason, never an exception:
+    the run must reach the history whatever went wrong.
+    """
+    try:
+        keyring = _keyring(keyring_dir)
+    except (CryptoError, CommandError) as exc:
+        return _failed(tenant, "KeyringUnavailable", str(exc))
+    try:
+        source = ConnectionInfo.from_environment(environ)
+    except ValueError as exc:
+        return _failed(
+            tenant,
+            "DatabaseLoginMissing",
+            f"the database login is incomplete: {exc}; the pod gets it from the tenant's "
+            "database Secret",
+        )
+    try:
+        storage = storage_from_destination(destination, environ=environ)
+    except ValueError as exc:
+        return _failed(tenant, "DestinationInvalid", str(exc))
+    report = backup_run(
+        tenant=tenant, source=source, storage=storage, keyring=keyring, work_dir=work_dir
+    )
+    if report["outcome"] == "Succeeded" and not retention.keeps_everything:
+        report["prune"] = _prune(storage, tenant, retention, _time_zone(time_zone), now())
+    return report
+
+
+def _prune(
+    storage: Storage,
+    tenant: str,
+    policy: RetentionPolicy,
+    tz: datetime.tzinfo,
+    now: datetime.datetime,
+) -> PruneReport:
+    try:
+        # The schedule's time zone decides what "a day" is for keepDaily and the like.
+        result = prune(storage, tenant=tenant, policy=policy, now=now, tz=tz)
+    except BackupError as exc:
+        # A prune that cannot run costs nothing: the backup is made, the next run prunes.
+        log.warning("pruning the backups of tenant %s failed: %s", tenant, exc.message)
+        return {"kept": 0, "deleted": [], "leftoversDeleted": 0, "problems": [exc.message]}
+    return _prune_report(result)
+
+
+def _split_backup(text: str) -> tuple[str, str]:
+    namespace, slash, name = text.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise CommandError(f"--backup {text!r}: write NAMESPACE/NAME of the CleoBackup")
+    return namespace, name
+
+
+def cmd_backup_run(args: argparse.Namespace) -> int:
+    started = _now()
+    if args.backup:
+        return _run_for_cluster(args, started)
+    if not args.tenant:
+        raise CommandError("give --backup NAMESPACE/NAME (in a CronJob) or --tenant NAME")
+    report = run_backup_for(
+        tenant=args.tenant,
+        destination=args.destination,
+        keyring_dir=args.keyring_dir,
+        retention=RetentionPolicy(
+            keep_last=args.keep_last,
+            keep_hourly=args.keep_hourly,
+            keep_daily=args.keep_daily,
+            keep_weekly=args.keep_weekly,
+            keep_monthly=args.keep_monthly,
+        ),
+        work_dir=args.work_dir,
+    )
+    if args.report:
+        write_report(report, args.report)
+    _out(json.dumps(report, indent=2, sort_keys=True))
+    return exit_code(report)
+
+
+def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> int:
+    namespace, name = _split_backup(args.backup)
+    job = args.job_name or os.environ.get(JOB_NAME_ENV) or None
+    kube = KubeClient.from_environment(context=args.context)
+    backup = kube.get(BACKUP, name, namespace=namespace)
+    if backup is None:
+        raise CommandError(
+            f"CleoBackup {namespace}/{name} does not exist (deleted while its Job ran?)"
+        )
+    tenant = str((backup.get("spec") or {}).get("tenant") or "")
+    try:
+        spec = parse_backup_spec(backup.get("spec") or {})
+    except SpecError as exc:
+        report = _failed(tenant, "InvalidSpec", str(exc))
+    else:
+        report = run_backup_for(
+            tenant=spec.tenant,
+            destination=args.destination,
+            keyring_dir=args.keyring_dir,
+            retention=RetentionPolicy.from_spec(spec.retention),
+            time_zone=spec.time_zone,
+            work_dir=args.work_dir,
+        )
+    if args.report:
+        try:
+            write_report(report, args.report)
+        except BackupError as exc:
+            log.error("%s", exc.message)
+    entry = entry_from_report(report, job=job, started=started, ended=_now())
+    try:
+        outcome = record_run(kube, namespace=namespace, name=name, entry=entry)
+    except KubeError as exc:
+        # The report is in the termination message: the operator records the run from it.
+        log.error(
+            "could not record the run in CleoBackup %s/%s's status (%s %s: %s); the operator "
+            "records it from this pod's report",
+            namespace,
+            name,
+            exc.status,
+            exc.reason,
+            exc.message,
+        )
+    else:
+        log.info("CleoBackup %s/%s: run %s", namespace, name, outcome)
+    log.info("backup of tenant %s: %s (%s)", tenant, report["outcome"], report["reason"])
+    return exit_code(report)
+
+
+# -- list, verify, prune, restore -------------------------------------------------------------
+
+
+def cmd_backup_list(args: argparse.Namespace) -> int:
+    listing = backup_list(storage=storage_from_destination(args.destination), tenant=args.tenant)
+    if args.json:
+        _out(json.dumps(listing, indent=2))
+        return 0
+    if not listing:
+        _out("no backups")
+        return 0
+    _out(f"{'BACKUP':<27} {'TENANT':<20} {'STARTED':<28} {'SIZE':>12} {'ROWS':>10} VERIFIED")
+    for item in listing:
+        _out(
+            f"{item['backupId']:<27} {item['tenant']:<20} {item['startTime']:<28} "
+            f"{item['archiveSize']:>12} {item['rows']:>10} {'yes' if item['verified'] else 'no'}"
+        )
+    return 0
+
+
+def cmd_backup_verify(args: argparse.Namespace) -> int:
+    verdict = backup_verify(
+        storage=storage_from_destination(args.destination),
+        backup_id=args.archive,
+        keyring=_keyring(args.keyring_dir),
+        admin=_login(args.admin, option="--admin"),
+        tenant=args.tenant,
+        work_dir=args.work_dir,
+    )
+    _out(json.dumps(verdict.to_report(), indent=2, sort_keys=True))
+    return 0 if verdict.passed else 1
+
+
+def _policy(args: argparse.Namespace) -> RetentionPolicy:
+    policy = RetentionPolicy(
+        keep_last=args.keep_last,
+        keep_hourly=args.keep_hourly,
+        keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly,
+        keep_monthly=args.keep_monthly,
+    )
+    if policy.keeps_everything:
+        raise CommandError(
+            "no retention rule given: pass --keep-last, --keep-hourly, --keep-daily, "
+            "--keep-weekly or --keep-monthly (nothing is pruned without one)"
+        )
+    return policy
+
+
+def cmd_backup_prune(args: argparse.Namespace) -> int:
+    if args.time_zone:
+        result = prune(
+            storage_from_destination(args.destination),
+            tenant=args.tenant,
+            policy=_policy(args),
+            tz=_time_zone(args.time_zone),
+            dry_run=args.dry_run,
+        )
+    else:
+        result = backup_prune(
+            storage=storage_from_destination(args.destination),
+            tenant=args.tenant,
+            policy=_policy(args),
+            dry_run=args.dry_run,
+        )
+    report = {**_prune_report(result), "dryRun": result.dry_run}
+    _out(json.dumps(report, indent=2, sort_keys=True))
+    return 1 if result.problems else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    result = restore(
+        archive=args.archive,
+        into=_login(args.into, option="--into"),
+        storage=storage_from_destination(args.destination),
+        keyring=_keyring(args.keyring_dir),
+        tenant=args.tenant,
+        role=args.role,
+        work_dir=args.work_dir,
+        no_privileges=args.no_privileges,
+    )
+    _out(
+        json.dumps(
+            {
+                "backupId": result.backup_id,
+                "tenant": result.tenant,
+                "target": result.target,
+                "tables": result.tables,
+                "rows": result.rows,
+                "dumpSize": result.dump_size,
+                "durationSeconds": round(result.duration_seconds, 3),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+# -- wiring -----------------------------------------------------------------------------------
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _run(func: Command) -> Command:
+    """Run a command; turn the errors people can act on into one log line and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except BackupError as exc:
+            log.error("%s: %s", exc.reason, exc.message)
+        except (CommandError, CryptoError, ValueError) as exc:
+            log.error("%s", exc)
+        except KubeError as exc:
+            log.error("the Kubernetes API refused: %s", exc)
+        return 1
+
+    return run
+
+
+def _keep_options(parser: argparse.ArgumentParser) -> None:
+    for rule, text in (
+        ("last", "the newest N backups"),
+        ("hourly", "the newest backup of each of the last N hours"),
+        ("daily", "the newest backup of each of the last N days"),
+        ("weekly", "the newest backup of each of the last N weeks"),
+        ("monthly", "the newest backup of each of the last N months"),
+    ):
+        parser.add_argument(f"--keep-{rule}", type=int, metavar="N", help=f"keep {text}")
+
+
+def _storage_options(parser: argparse.ArgumentParser, *, keyring: bool) -> None:
+    parser.add_argument(
+        "--destination",
+        required=True,
+        help="the backups' folder (on the mounted volume) or s3://BUCKET/PREFIX?region=R"
+        "&endpoint=URL (credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+    )
+    if keyring:
+        default = os.environ.get(KEYRING_DIR_ENV)
+        parser.add_argument(
+            "--keyring-dir",
+            type=Path,
+            default=Path(default) if default else None,
+            help=f"the tenant keyring Secret as a directory (default: ${KEYRING_DIR_ENV})",
+        )
+        parser.add_argument(
+            "--work-dir",
+            type=Path,
+            help="where restores decrypt to (default: the temporary folder); needs the "
+            "dump's size free",
+        )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `backup` (run, list, verify, prune) and `restore` to the `cleo-operator` parser."""
+    backup = subparsers.add_parser(
+        "backup", help="back up a tenant's database; list, verify, prune"
+    )
+    sub = backup.add_subparsers(dest="backup_command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="back up now (what a CleoBackup's CronJob runs)",
+        description="Back up a tenant's database, prune by retention, report. With --backup "
+        "(in a CronJob's pod) the CleoBackup says what and the run is recorded in its status.",
+    )
+    run.add_argument("--backup", metavar="NAMESPACE/NAME", help="the CleoBackup to run")
+    run.add_argument("--tenant", help="without --backup: the tenant to back up")
+    run.add_argument("--job-name", help=f"the Job running this (default: ${JOB_NAME_ENV})")
+    run.add_argument("--report", type=Path, help="write the JSON report here too")
+    run.add_argument("--context", help="kubeconfig context (outside a pod)")
+    _storage_options(run, keyring=True)
+    _keep_options(run)
+    run.set_defaults(func=_run(cmd_backup_run))
+
+    listing = sub.add_parser("list", help="list the complete backups in a destination")
+    _storage_options(listing, keyring=False)
+    listing.add_argument("--tenant", help="only this tenant's backups")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.set_defaults(func=_run(cmd_backup_list))
+
+    verify = sub.add_parser(
+        "verify",
+        help="restore a backup into a scratch database and compare it with its manifest",
+    )
+    _storage_options(verify, keyring=True)
+    verify.add_argument("--archive", required=True, metavar="ID", help="the backup id")
+    verify.add_argument(
+        "--admin",
+        required=True,
+        metavar="DSN",
+        help="a login with CREATEDB on the site, e.g. 'host=db user=admin dbname=postgres' "
+        "(password in PGPASSWORD)",
+    )
+    verify.add_argument("--tenant", help="refuse a backup of another tenant")
+    verify.set_defaults(func=_run(cmd_backup_verify))
+
+    prune = sub.add_parser("prune", help="delete the backups retention does not keep")
+    _storage_options(prune, keyring=False)
+    prune.add_argument("--tenant", required=True, help="only this tenant's backups are touched")
+    prune.add_argument("--time-zone", help="what a day is for --keep-daily etc. (default UTC)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
+    _keep_options(prune)
+    prune.set_defaults(func=_run(cmd_backup_prune))
+
+    restore_parser = subparsers.add_parser(
+        "restore",
+        help="restore a backup into a new, empty database",
+        description="Restore one backup into a new, empty database. The manifest is "
+        "authenticated and the archive decrypted and checked before the target is touched; "
+        "pg_restore runs in one transaction. Give the password in PGPASSWORD, not in --into.",
+    )
+    restore_parser.add_argument("--archive", required=True, metavar="ID", help="the backup id")
+    restore_parser.add_argument(
+        "--into",
+        required=True,
+        metavar="DSN",
+        help="the empty target database, e.g. 'host=db dbname=cleo_acme_restored user=cleo_acme'",
+    )
+    _storage_options(restore_parser, keyring=True)
+    restore_parser.add_argument("--tenant", help="refuse a backup of another tenant")
+    restore_parser.add_argument("--role", help="pg_restore --role (the objects' owner)")
+    restore_parser.add_argument(
+        "--no-privileges",
+        action="store_true",
+        help="skip GRANT/REVOKE (for a site where the original roles do not exist)",
+    )
+    restore_parser.set_defaults(func=_run(cmd_restore))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m cleo_operator.backup_cli backup ...|restore ...`."""
+    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    configure_logging(level=args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

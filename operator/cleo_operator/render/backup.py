@@ -1,0 +1,704 @@
+"""What a CleoBackup becomes on the cluster: its runner's identity, rights, network path and
+schedule. Pure: a spec and settings in, Kubernetes objects out.
+
+Objects, all in the backup's namespace, labelled with the tenant and ``cleoai.io/backup``,
+and owned by the CleoBackup (deleting it deletes them, never the archives):
+
+- a ServiceAccount ``cleo-backup-<name>`` for the runner pods, without an automounted
+  token (the pod template asks for one itself, so no other pod gets one by accident);
+- a Role and RoleBinding that let exactly that identity ``get`` its own CleoBackup and
+  ``patch`` its status (``resourceNames``: nothing else in the namespace, not even the
+  other CleoBackups). No rule on Secrets: the database credentials, the keyring and the
+  S3 keys reach the pod through the kubelet (environment and a read-only volume), which
+  needs no right of the pod's own; an API right to read them would only be a second,
+  unneeded way in;
+- a NetworkPolicy that opens HTTPS egress (443, 6443, and the S3 endpoint's port) for the
+  runner pods only: the tenant's default-deny leaves them the database and DNS, but the
+  runner must also reach the API server (to write status) and, for S3, the object store.
+  The allowed ranges are an operator setting (`BackupPodSettings.egress_cidrs`);
+- a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
+  backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
+  operator's own image, so what backs up is always the version that reconciles.
+
+The pod passes Pod Security ``restricted`` (non-root 10001, read-only root filesystem with
+an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
+RuntimeDefault seccomp). The database login arrives as libpq's variables from the tenant's
+database Secret (`ConnectionInfo.from_environment`), the keyring Secret is mounted
+read-only (`load_keyring_dir`), the destination is a mounted PersistentVolumeClaim or S3
+with the keys from the Secret the spec names. ``CLEO_JOB_NAME`` (from the pod's own
+``batch.kubernetes.io/job-name`` label) lets a run name its Job in the status history.
+
+Why Jobs never retry a scheduled run (``backoffLimit: 0``): the next scheduled run is the
+retry, and every attempt writes a history entry; a pod that dies before it reports is
+found by the reconciler through the failed Job. A one-off backup has no next run, so its
+Job retries twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, NotRequired, TypedDict
+from urllib.parse import urlencode, urlsplit
+
+from cleo_operator.api.backup import CleoBackupSpec
+from cleo_operator.api.base import ResourceList
+from cleo_operator.api.objects import KubeObject, OwnerReference
+from cleo_operator.render.k8s import (
+    RBAC_GROUP,
+    Capabilities,
+    EmptyDirVolumeSource,
+    LabelSelector,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyPort,
+    ObjectMeta,
+    ResourceRequirements,
+    SeccompProfile,
+    ServiceAccount,
+    as_object,
+)
+from cleo_operator.render.meta import API_VERSION, tenant_labels
+
+__all__ = [
+    "BACKUP_LABEL",
+    "COMPONENT",
+    "CONTAINER_NAME",
+    "DATABASE_ENV",
+    "DEFAULT_EGRESS_CIDRS",
+    "DEFAULT_IMAGE_REPOSITORY",
+    "JOB_NAME_ENV",
+    "JOB_NAME_LABEL",
+    "KEYRING_MOUNT",
+    "S3_ENV",
+    "TERMINATION_LOG",
+    "VOLUME_MOUNT",
+    "BackupPodSettings",
+    "backup_destination",
+    "backup_labels",
+    "backup_object_name",
+    "backup_owner",
+    "backup_pod_labels",
+    "render_backup",
+    "render_cron_job",
+    "render_job",
+    "render_network_policy",
+    "render_role",
+    "render_role_binding",
+    "render_service_account",
+    "role_rules",
+]
+
+BACKUP_LABEL: Final = "cleoai.io/backup"
+"""On every object of a CleoBackup and its pods: the CleoBackup's name."""
+COMPONENT: Final = "backup"
+"""The ``app.kubernetes.io/component`` of a CleoBackup's objects."""
+NAME_PREFIX: Final = "cleo-backup-"
+"""Every object of a CleoBackup is ``cleo-backup-<name>`` (``cleo-`` is the operator's)."""
+CONTAINER_NAME: Final = "backup"
+APP_NAME: Final = "cleo-backup"
+"""The ``app.kubernetes.io/name`` of the runner pods."""
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+"""Set on every pod by the Job controller (Kubernetes 1.27 and later)."""
+JOB_NAME_ENV: Final = "CLEO_JOB_NAME"
+"""The runner's own Job, from the label above: what its history entry names."""
+
+KEYRING_MOUNT: Final = "/var/run/cleo/keyring"
+"""Where the tenant keyring Secret is mounted, read-only."""
+VOLUME_MOUNT: Final = "/var/lib/cleo/backup"
+"""Where a PersistentVolumeClaim destination is mounted."""
+TMP_MOUNT: Final = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Where the runner writes its JSON report (the pod's termination message)."""
+RUN_AS_ID: Final = 10001
+"""The image's user and group (see the Dockerfile)."""
+SECRET_FILE_MODE: Final = 0o440
+"""Keyring files: readable by the owner and the pod's fsGroup, nobody else."""
+
+DATABASE_ENV: Final = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
+"""Keys of the tenant database Secret the runner gets (libpq's own variables)."""
+S3_ENV: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""Keys the S3 credentials Secret must hold."""
+S3_OPTIONAL_ENV: Final = ("AWS_SESSION_TOKEN",)
+"""Keys the S3 credentials Secret may hold."""
+
+DEFAULT_IMAGE_REPOSITORY: Final = "ghcr.io/cleoai/cleo-operator"
+DEFAULT_EGRESS_CIDRS: Final = ("0.0.0.0/0", "::/0")
+API_SERVER_PORTS: Final = (443, 6443)
+"""The API server's usual ports: 443 (the ``kubernetes`` Service, managed clusters) and
+6443 (kubeadm's endpoints, which NetworkPolicies see after the Service's translation)."""
+
+SCHEDULED_BACKOFF_LIMIT: Final = 0
+ONE_OFF_BACKOFF_LIMIT: Final = 2
+STARTING_DEADLINE_SECONDS: Final = 600
+"""A run the CronJob controller missed (it was down) still starts within 10 minutes;
+older misses are skipped rather than piling up."""
+SUCCESSFUL_JOBS_KEPT: Final = 3
+FAILED_JOBS_KEPT: Final = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupPodSettings:
+    """What the operator decides about every runner pod (not the CleoBackup's owner)."""
+
+    image: str
+    """The operator's image (``CLEO_OPERATOR_IMAGE``): the runner is the operator itself."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """The runner's pull policy; None leaves Kubernetes' default."""
+    database_secret: str = "cleo-database"  # noqa: S105 - an object name
+    """The tenant database Secret (libpq variables) in the tenant's namespace."""
+    keyring_secret: str = "cleo-keyring"  # noqa: S105 - an object name
+    """The tenant keyring Secret (``keyring.json``, ``vN.key``) in the tenant's namespace."""
+    egress_cidrs: tuple[str, ...] = DEFAULT_EGRESS_CIDRS
+    """Ranges the runner may reach over HTTPS (API server, object store)."""
+    api_server_ports: tuple[int, ...] = API_SERVER_PORTS
+    """TCP ports of the API server, as the runner's NetworkPolicy sees them."""
+
+
+# --- the typed shapes of what is rendered here (see render/k8s.py for why typed) ------------
+
+
+class _ResourceRule(TypedDict):
+    apiGroups: list[str]
+    resources: list[str]
+    resourceNames: list[str]
+    verbs: list[Literal["get", "patch"]]
+
+
+class _Role(TypedDict):
+    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
+    kind: Literal["Role"]
+    metadata: ObjectMeta
+    rules: list[_ResourceRule]
+
+
+class _ServiceAccountSubject(TypedDict):
+    kind: Literal["ServiceAccount"]
+    name: str
+    namespace: str
+
+
+class _RoleRef(TypedDict):
+    apiGroup: Literal["rbac.authorization.k8s.io"]
+    kind: Literal["Role"]
+    name: str
+
+
+class _RoleBinding(TypedDict):
+    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
+    kind: Literal["RoleBinding"]
+    metadata: ObjectMeta
+    roleRef: _RoleRef
+    subjects: list[_ServiceAccountSubject]
+
+
+class _KeyRef(TypedDict):
+    name: str
+    key: str
+    optional: NotRequired[bool]
+
+
+class _FieldRef(TypedDict):
+    fieldPath: str
+
+
+class _EnvSource(TypedDict, total=False):
+    secretKeyRef: _KeyRef
+    fieldRef: _FieldRef
+
+
+class _EnvVar(TypedDict):
+    name: str
+    value: NotRequired[str]
+    valueFrom: NotRequired[_EnvSource]
+
+
+class _Mount(TypedDict):
+    name: str
+    mountPath: str
+    readOnly: NotRequired[bool]
+
+
+class _SecurityContext(TypedDict):
+    allowPrivilegeEscalation: bool
+    readOnlyRootFilesystem: bool
+    runAsNonRoot: bool
+    capabilities: Capabilities
+
+
+class _Container(TypedDict):
+    name: str
+    image: str
+    imagePullPolicy: NotRequired[Literal["Always", "IfNotPresent", "Never"]]
+    command: list[str]
+    env: list[_EnvVar]
+    resources: NotRequired[ResourceRequirements]
+    securityContext: _SecurityContext
+    terminationMessagePath: str
+    terminationMessagePolicy: Literal["File", "FallbackToLogsOnError"]
+    volumeMounts: list[_Mount]
+
+
+class _SecretVolumeSource(TypedDict):
+    secretName: str
+    defaultMode: int
+
+
+class _ClaimSource(TypedDict):
+    claimName: str
+
+
+class _Volume(TypedDict):
+    name: str
+    emptyDir: NotRequired[EmptyDirVolumeSource]
+    secret: NotRequired[_SecretVolumeSource]
+    persistentVolumeClaim: NotRequired[_ClaimSource]
+
+
+class _PodSecurityContext(TypedDict):
+    runAsNonRoot: bool
+    runAsUser: int
+    runAsGroup: int
+    fsGroup: int
+    seccompProfile: SeccompProfile
+
+
+class _PodSpec(TypedDict):
+    serviceAccountName: str
+    automountServiceAccountToken: bool
+    restartPolicy: Literal["Never"]
+    enableServiceLinks: bool
+    securityContext: _PodSecurityContext
+    containers: list[_Container]
+    volumes: list[_Volume]
+
+
+class _TemplateMeta(TypedDict):
+    labels: dict[str, str]
+
+
+class _PodTemplate(TypedDict):
+    metadata: _TemplateMeta
+    spec: _PodSpec
+
+
+class _JobSpec(TypedDict):
+    backoffLimit: int
+    template: _PodTemplate
+
+
+class _Job(TypedDict):
+    apiVersion: Literal["batch/v1"]
+    kind: Literal["Job"]
+    metadata: ObjectMeta
+    spec: _JobSpec
+
+
+class _JobTemplate(TypedDict):
+    metadata: _TemplateMeta
+    spec: _JobSpec
+
+
+class _CronJobSpec(TypedDict):
+    schedule: str
+    timeZone: NotRequired[str]
+    suspend: bool
+    concurrencyPolicy: Literal["Forbid", "Replace", "Allow"]
+    startingDeadlineSeconds: int
+    successfulJobsHistoryLimit: int
+    failedJobsHistoryLimit: int
+    jobTemplate: _JobTemplate
+
+
+class _CronJob(TypedDict):
+    apiVersion: Literal["batch/v1"]
+    kind: Literal["CronJob"]
+    metadata: ObjectMeta
+    spec: _CronJobSpec
+
+
+# --- names, labels, owner ---------------------------------------------------------------------
+
+
+def backup_object_name(name: str) -> str:
+    """The name of every object of CleoBackup `name` (CronJob, Job, ServiceAccount, ...)."""
+    return NAME_PREFIX + name
+
+
+def backup_labels(*, name: str, tenant: str) -> dict[str, str]:
+    """Labels of a CleoBackup's objects: the tenant's, the component, and the backup."""
+    return dict(sorted({**tenant_labels(tenant, component=COMPONENT), BACKUP_LABEL: name}.items()))
+
+
+def backup_pod_labels(*, name: str, tenant: str) -> dict[str, str]:
+    """Labels of the runner pods (and their Jobs' templates).
+
+    Not the operator's managed-by label: the pods are the Jobs' children, and code that
+    lists "our children" by that label must not find them.
+    """
+    return dict(
+        sorted(
+            {
+                "app.kubernetes.io/name": APP_NAME,
+                "app.kubernetes.io/component": COMPONENT,
+                BACKUP_LABEL: name,
+                "cleoai.io/tenant": tenant,
+            }.items()
+        )
+    )
+
+
+def backup_owner(*, name: str, uid: str) -> OwnerReference:
+    """The owner reference that ties an object to its CleoBackup (for garbage collection)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CleoBackup",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(*, name: str, namespace: str, uid: str, tenant: str) -> ObjectMeta:
+    return {
+        "name": backup_object_name(name),
+        "namespace": namespace,
+        "labels": backup_labels(name=name, tenant=tenant),
+        "ownerReferences": [backup_owner(name=name, uid=uid)],
+    }
+
+
+# --- identity and rights ----------------------------------------------------------------------
+
+
+def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
+    """The runner's ServiceAccount; no token is mounted unless a pod asks (ours do)."""
+    obj: ServiceAccount = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "automountServiceAccountToken": False,
+    }
+    return as_object(obj)
+
+
+def role_rules(name: str) -> list[_ResourceRule]:
+    """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
+    return [
+        {
+            "apiGroups": ["cleoai.io"],
+            "resources": ["cleobackups"],
+            "resourceNames": [name],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["cleoai.io"],
+            "resources": ["cleobackups/status"],
+            "resourceNames": [name],
+            "verbs": ["patch"],
+        },
+    ]
+
+
+def render_role(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
+    """The runner's Role: its own CleoBackup only."""
+    obj: _Role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "rules": role_rules(name),
+    }
+    return as_object(obj)
+
+
+def render_role_binding(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
+    """Binds the runner's Role to its ServiceAccount, and to nobody else."""
+    obj: _RoleBinding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": backup_object_name(name)},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": backup_object_name(name), "namespace": namespace}
+        ],
+    }
+    return as_object(obj)
+
+
+# --- network -----------------------------------------------------------------------------------
+
+
+def _s3_port(endpoint: str | None) -> int | None:
+    if endpoint is None:
+        return None
+    parts = urlsplit(endpoint)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def render_network_policy(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    tenant: str,
+    spec: CleoBackupSpec,
+    settings: BackupPodSettings,
+) -> KubeObject:
+    """HTTPS egress for the runner pods: the API server, and the object store for S3."""
+    ports = set(settings.api_server_ports)
+    if spec.destination.s3 is not None:
+        ports.add(_s3_port(spec.destination.s3.endpoint) or 443)
+    peers: list[NetworkPolicyPeer] = [
+        {"ipBlock": {"cidr": cidr}} for cidr in sorted(set(settings.egress_cidrs))
+    ]
+    port_list: list[NetworkPolicyPort] = [{"protocol": "TCP", "port": p} for p in sorted(ports)]
+    selector: LabelSelector = {
+        "matchLabels": {
+            BACKUP_LABEL: name,
+            "app.kubernetes.io/name": APP_NAME,
+        }
+    }
+    obj: NetworkPolicy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Egress"],
+            "egress": [{"to": peers, "ports": port_list}],
+        },
+    }
+    return as_object(obj)
+
+
+# --- the runner pod ----------------------------------------------------------------------------
+
+
+def backup_destination(spec: CleoBackupSpec) -> str:
+    """The runner's ``--destination``: a folder on the mounted volume, or an s3:// URL."""
+    destination = spec.destination
+    if destination.pvc is not None:
+        path = destination.pvc.path
+        return f"{VOLUME_MOUNT}/{path}" if path else VOLUME_MOUNT
+    s3 = destination.s3
+    assert s3 is not None  # the model guarantees one block per type
+    options: dict[str, str] = {}
+    if s3.region:
+        options["region"] = s3.region
+    if s3.endpoint:
+        options["endpoint"] = s3.endpoint
+    url = f"s3://{s3.bucket}/{s3.prefix or ''}"
+    return f"{url}?{urlencode(options)}" if options else url
+
+
+def _amounts(amounts: ResourceList | None) -> dict[str, str]:
+    if amounts is None:
+        return {}
+    pairs = (("cpu", amounts.cpu), ("memory", amounts.memory))
+    return {key: str(value) for key, value in pairs if value is not None}
+
+
+def _resources(spec: CleoBackupSpec) -> ResourceRequirements:
+    rendered: ResourceRequirements = {}
+    if spec.resources is None:
+        return rendered
+    requests = _amounts(spec.resources.requests)
+    limits = _amounts(spec.resources.limits)
+    # An empty map is dropped by the API server (and would then look like drift).
+    if requests:
+        rendered["requests"] = requests
+    if limits:
+        rendered["limits"] = limits
+    return rendered
+
+
+def _secret_env(names: tuple[str, ...], secret: str, *, optional: bool = False) -> list[_EnvVar]:
+    env: list[_EnvVar] = []
+    for key in names:
+        ref: _KeyRef = {"name": secret, "key": key}
+        if optional:
+            ref["optional"] = True
+        env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[_EnvVar]:
+    env = _secret_env(DATABASE_ENV, settings.database_secret)
+    if spec.destination.s3 is not None:
+        secret = spec.destination.s3.credentials_secret
+        env += _secret_env(S3_ENV, secret)
+        env += _secret_env(S3_OPTIONAL_ENV, secret, optional=True)
+    env.append(
+        {
+            "name": JOB_NAME_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}},
+        }
+    )
+    return env
+
+
+def runner_command(*, name: str, namespace: str, spec: CleoBackupSpec) -> list[str]:
+    """The runner's command line (the image's entry point is ``cleo-operator`` too)."""
+    return [
+        "cleo-operator",
+        "backup",
+        "run",
+        "--backup",
+        f"{namespace}/{name}",
+        "--destination",
+        backup_destination(spec),
+        "--keyring-dir",
+        KEYRING_MOUNT,
+        "--report",
+        TERMINATION_LOG,
+    ]
+
+
+def _pod_template(
+    *, name: str, namespace: str, tenant: str, spec: CleoBackupSpec, settings: BackupPodSettings
+) -> _PodTemplate:
+    mounts: list[_Mount] = [
+        {"name": "tmp", "mountPath": TMP_MOUNT},
+        {"name": "keyring", "mountPath": KEYRING_MOUNT, "readOnly": True},
+    ]
+    volumes: list[_Volume] = [
+        {"name": "tmp", "emptyDir": {}},
+        {
+            "name": "keyring",
+            "secret": {"secretName": settings.keyring_secret, "defaultMode": SECRET_FILE_MODE},
+        },
+    ]
+    if spec.destination.pvc is not None:
+        mounts.append({"name": "destination", "mountPath": VOLUME_MOUNT})
+        volumes.append(
+            {
+                "name": "destination",
+                "persistentVolumeClaim": {"claimName": spec.destination.pvc.claim_name},
+            }
+        )
+    container: _Container = {
+        "name": CONTAINER_NAME,
+        "image": settings.image,
+        "command": runner_command(name=name, namespace=namespace, spec=spec),
+        "env": _env(spec, settings),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePath": TERMINATION_LOG,
+        # The report is the message; a runner that crashed before writing it leaves its log.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    if settings.image_pull_policy is not None:
+        container["imagePullPolicy"] = settings.image_pull_policy
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return {
+        "metadata": {"labels": backup_pod_labels(name=name, tenant=tenant)},
+        "spec": {
+            "serviceAccountName": backup_object_name(name),
+            # The ServiceAccount mounts no token by default; the runner needs one.
+            "automountServiceAccountToken": True,
+            "restartPolicy": "Never",
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_ID,
+                "runAsGroup": RUN_AS_ID,
+                "fsGroup": RUN_AS_ID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+
+
+def render_cron_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    tenant: str,
+    spec: CleoBackupSpec,
+    settings: BackupPodSettings,
+) -> KubeObject:
+    """The CronJob of a scheduled CleoBackup (`spec.schedule` must be set)."""
+    if spec.schedule is None:
+        raise ValueError("a CronJob needs spec.schedule; render a one-off Job instead")
+    template = _pod_template(
+        name=name, namespace=namespace, tenant=tenant, spec=spec, settings=settings
+    )
+    cron_spec: _CronJobSpec = {
+        "schedule": spec.schedule,
+        "suspend": spec.suspend,
+        "concurrencyPolicy": spec.concurrency_policy,
+        "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
+        "successfulJobsHistoryLimit": min(SUCCESSFUL_JOBS_KEPT, spec.history_limit),
+        "failedJobsHistoryLimit": min(FAILED_JOBS_KEPT, spec.history_limit),
+        "jobTemplate": {
+            "metadata": {"labels": backup_pod_labels(name=name, tenant=tenant)},
+            "spec": {"backoffLimit": SCHEDULED_BACKOFF_LIMIT, "template": template},
+        },
+    }
+    if spec.time_zone is not None:
+        cron_spec["timeZone"] = spec.time_zone
+    obj: _CronJob = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "spec": cron_spec,
+    }
+    return as_object(obj)
+
+
+def render_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    tenant: str,
+    spec: CleoBackupSpec,
+    settings: BackupPodSettings,
+) -> KubeObject:
+    """The Job of a one-off CleoBackup (no schedule): it runs once, retried twice."""
+    obj: _Job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "spec": {
+            "backoffLimit": ONE_OFF_BACKOFF_LIMIT,
+            "template": _pod_template(
+                name=name, namespace=namespace, tenant=tenant, spec=spec, settings=settings
+            ),
+        },
+    }
+    return as_object(obj)
+
+
+def render_backup(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    tenant: str,
+    spec: CleoBackupSpec,
+    settings: BackupPodSettings,
+) -> list[KubeObject]:
+    """Every object of a CleoBackup, in apply order: identity and rights before the runner."""
+    runner = render_cron_job if spec.schedule is not None else render_job
+    return [
+        render_service_account(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        render_role(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        render_role_binding(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        render_network_policy(
+            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
+        ),
+        runner(
+            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
+        ),
+    ]

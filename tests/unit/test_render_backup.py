@@ -1,0 +1,377 @@
+"""What a CleoBackup renders to: the runner's identity, rights, network path and schedule.
+
+The pod spec is checked with the independent Pod Security checker, its command line with
+the real CLI parser (so a renamed option fails here, not in a cluster at 3 a.m.), and its
+destination with the real storage parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from cleo_operator import backup_cli
+from cleo_operator.api.backup import NAME_MAX_LENGTH, parse_backup_spec
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.backup.cli import storage_from_destination
+from cleo_operator.backup.s3 import S3Storage
+from cleo_operator.backup.storage import LocalStorage
+from cleo_operator.render.backup import (
+    BACKUP_LABEL,
+    DATABASE_ENV,
+    KEYRING_MOUNT,
+    TERMINATION_LOG,
+    VOLUME_MOUNT,
+    BackupPodSettings,
+    backup_destination,
+    render_backup,
+    render_cron_job,
+)
+from tests.unit.render.pod_security import restricted_violations
+
+NAME = "nightly"
+NS = "cleo-acme"
+UID = "6a1e9d7c-1111-4b2b-8c3c-0123456789ab"
+IMAGE = "registry.example/cleo-operator:1.2.3"
+SETTINGS = BackupPodSettings(image=IMAGE)
+
+PVC_SPEC: dict[str, Any] = {
+    "tenant": "acme",
+    "schedule": "0 3 * * *",
+    "timeZone": "Europe/Berlin",
+    "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo/acme"}},
+    "retention": {"keepDaily": 7},
+    "concurrencyPolicy": "Forbid",
+    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "historyLimit": 5,
+}
+S3_SPEC: dict[str, Any] = {
+    "tenant": "acme",
+    "schedule": "@hourly",
+    "suspend": True,
+    "concurrencyPolicy": "Replace",
+    "destination": {
+        "type": "s3",
+        "s3": {
+            "endpoint": "http://minio.storage.svc:9000",
+            "bucket": "cleo-backups",
+            "prefix": "tenants/acme",
+            "region": "eu-west-1",
+            "credentialsSecret": "backup-s3",
+        },
+    },
+}
+ONE_OFF: dict[str, Any] = {
+    "tenant": "acme",
+    "destination": {"type": "pvc", "pvc": {"claimName": "backups"}},
+}
+
+
+def render(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, KubeObject]:
+    objects = render_backup(
+        name=NAME,
+        namespace=NS,
+        uid=UID,
+        tenant="acme",
+        spec=parse_backup_spec(raw),
+        settings=settings,
+    )
+    return {obj["kind"]: obj for obj in objects}
+
+
+def pod_spec(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, Any]:
+    objects = render(raw, settings)
+    if "CronJob" in objects:
+        spec: dict[str, Any] = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    else:
+        spec = objects["Job"]["spec"]["template"]["spec"]
+    return spec
+
+
+def container(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, Any]:
+    containers = pod_spec(raw, settings)["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def env_of(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container(raw)["env"]}
+
+
+# --- what is rendered, named and owned how ---------------------------------------------------
+
+
+def test_a_scheduled_backup_renders_its_identity_rights_network_and_cron_job() -> None:
+    objects = render_backup(
+        name=NAME,
+        namespace=NS,
+        uid=UID,
+        tenant="acme",
+        spec=parse_backup_spec(PVC_SPEC),
+        settings=SETTINGS,
+    )
+    kinds = [o["kind"] for o in objects]
+    # Identity and rights first: the runner's pods must never start before their Role.
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "CronJob"]
+    for obj in objects:
+        meta = obj["metadata"]
+        assert meta["name"] == f"cleo-backup-{NAME}"
+        assert meta["namespace"] == NS
+        assert meta["labels"][BACKUP_LABEL] == NAME
+        assert meta["labels"]["cleoai.io/tenant"] == "acme"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "cleo-operator"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "cleoai.io/v1alpha1",
+                "kind": "CleoBackup",
+                "name": NAME,
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_a_one_off_backup_renders_a_job_that_retries_and_no_cron_job() -> None:
+    objects = render(ONE_OFF)
+    assert "CronJob" not in objects
+    job = objects["Job"]
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    with pytest.raises(ValueError, match=r"spec\.schedule"):
+        render_cron_job(
+            name=NAME,
+            namespace=NS,
+            uid=UID,
+            tenant="acme",
+            spec=parse_backup_spec(ONE_OFF),
+            settings=SETTINGS,
+        )
+
+
+def test_the_cron_job_carries_the_schedule_and_its_policies() -> None:
+    cron = render(PVC_SPEC)["CronJob"]["spec"]
+    assert cron["schedule"] == "0 3 * * *"
+    assert cron["timeZone"] == "Europe/Berlin"
+    assert cron["suspend"] is False
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert cron["startingDeadlineSeconds"] == 600
+    # The next scheduled run is the retry: a failed pod is not run again by the Job.
+    assert cron["jobTemplate"]["spec"]["backoffLimit"] == 0
+    assert cron["successfulJobsHistoryLimit"] == 3
+    assert cron["failedJobsHistoryLimit"] == 3
+    assert cron["jobTemplate"]["metadata"]["labels"][BACKUP_LABEL] == NAME
+
+    other = render(S3_SPEC)["CronJob"]["spec"]
+    assert other["schedule"] == "@hourly"
+    assert "timeZone" not in other  # unset: the controller's default, never null
+    assert other["suspend"] is True
+    assert other["concurrencyPolicy"] == "Replace"
+
+
+def test_job_history_never_exceeds_the_status_history() -> None:
+    cron = render({**PVC_SPEC, "historyLimit": 1})["CronJob"]["spec"]
+    assert cron["successfulJobsHistoryLimit"] == 1
+    assert cron["failedJobsHistoryLimit"] == 1
+
+
+def test_the_longest_name_fits_the_cron_job_limit() -> None:
+    longest = "b" * NAME_MAX_LENGTH
+    objects = render_backup(
+        name=longest,
+        namespace=NS,
+        uid=UID,
+        tenant="acme",
+        spec=parse_backup_spec(PVC_SPEC),
+        settings=SETTINGS,
+    )
+    # A CronJob's name may have 52 characters (its Jobs add 11).
+    assert all(len(o["metadata"]["name"]) <= 52 for o in objects)
+
+
+# --- rights ----------------------------------------------------------------------------------
+
+
+def test_the_role_lets_the_runner_read_its_backup_and_patch_its_status_only() -> None:
+    objects = render(S3_SPEC)
+    rules = objects["Role"]["rules"]
+    granted = {
+        (group, resource, verb, tuple(rule["resourceNames"]))
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {
+        ("cleoai.io", "cleobackups", "get", (NAME,)),
+        ("cleoai.io", "cleobackups/status", "patch", (NAME,)),
+    }
+    # No Secret rights: the kubelet hands the pod its Secrets, the API need not.
+    assert not any("secrets" in rule["resources"] for rule in rules)
+    binding = objects["RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": f"cleo-backup-{NAME}",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"cleo-backup-{NAME}", "namespace": NS}
+    ]
+
+
+def test_only_the_runner_pods_get_an_api_token() -> None:
+    objects = render(PVC_SPEC)
+    assert objects["ServiceAccount"]["automountServiceAccountToken"] is False
+    pod = pod_spec(PVC_SPEC)
+    assert pod["serviceAccountName"] == f"cleo-backup-{NAME}"
+    assert pod["automountServiceAccountToken"] is True
+
+
+# --- the pod ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [PVC_SPEC, S3_SPEC, ONE_OFF], ids=["pvc", "s3", "one-off"])
+def test_the_runner_pod_passes_the_restricted_profile(raw: dict[str, Any]) -> None:
+    pod = pod_spec(raw)
+    assert restricted_violations(pod) == []
+    sc = container(raw)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"]: m for m in container(raw)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # pg_dump and pg_restore need a writable /tmp on a read-only root filesystem.
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"] == {}
+
+
+def test_the_command_is_what_the_cli_accepts() -> None:
+    command = container(PVC_SPEC)["command"]
+    assert command[0] == "cleo-operator"
+    parser = argparse.ArgumentParser(prog="cleo-operator")
+    backup_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(command[1:])
+    assert args.backup == f"{NS}/{NAME}"
+    assert args.destination == f"{VOLUME_MOUNT}/cleo/acme"
+    assert str(args.keyring_dir) == KEYRING_MOUNT
+    assert str(args.report) == TERMINATION_LOG
+    assert container(PVC_SPEC)["terminationMessagePath"] == TERMINATION_LOG
+
+
+def test_the_image_is_the_operators_own() -> None:
+    assert container(PVC_SPEC)["image"] == IMAGE
+    assert "imagePullPolicy" not in container(PVC_SPEC)
+    pinned = BackupPodSettings(image=IMAGE, image_pull_policy="IfNotPresent")
+    assert container(PVC_SPEC, pinned)["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_the_database_login_comes_from_the_tenant_secret_by_reference() -> None:
+    env = env_of(PVC_SPEC)
+    for key in DATABASE_ENV:
+        assert env[key]["valueFrom"] == {"secretKeyRef": {"name": "cleo-database", "key": key}}
+    # Never a literal value for anything secret; DATABASE_URL (the password again) not at all.
+    assert "DATABASE_URL" not in env
+    assert all("value" not in item for item in env.values())
+    assert env["CLEO_JOB_NAME"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+    }
+    renamed = BackupPodSettings(image=IMAGE, database_secret="db-login")
+    pod_env = {item["name"]: item for item in container(PVC_SPEC, renamed)["env"]}
+    assert pod_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "db-login"
+
+
+def test_the_keyring_is_mounted_read_only_and_private() -> None:
+    pod = pod_spec(PVC_SPEC)
+    mounts = {m["mountPath"]: m for m in container(PVC_SPEC)["volumeMounts"]}
+    keyring = mounts[KEYRING_MOUNT]
+    assert keyring["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == keyring["name"])
+    assert volume["secret"] == {"secretName": "cleo-keyring", "defaultMode": 0o440}
+
+
+def test_a_volume_destination_is_mounted_and_named_on_the_command_line() -> None:
+    pod = pod_spec(PVC_SPEC)
+    mounts = {m["mountPath"]: m for m in container(PVC_SPEC)["volumeMounts"]}
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[VOLUME_MOUNT]["name"])
+    assert volume["persistentVolumeClaim"] == {"claimName": "backups"}
+    storage = storage_from_destination(backup_destination(parse_backup_spec(PVC_SPEC)))
+    assert isinstance(storage, LocalStorage)
+    assert str(storage.root) == f"{VOLUME_MOUNT}/cleo/acme"
+    assert backup_destination(parse_backup_spec(ONE_OFF)) == VOLUME_MOUNT
+
+
+def test_an_s3_destination_gets_its_credentials_and_no_volume() -> None:
+    env = env_of(S3_SPEC)
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "backup-s3",
+        "key": "AWS_ACCESS_KEY_ID",
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "backup-s3"
+    # A session token is optional: a Secret without one must not keep the pod from starting.
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    mounts = [m["mountPath"] for m in container(S3_SPEC)["volumeMounts"]]
+    assert VOLUME_MOUNT not in mounts
+    destination = backup_destination(parse_backup_spec(S3_SPEC))
+    storage = storage_from_destination(
+        destination, environ={"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    )
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix, storage.region, storage.endpoint) == (
+        "cleo-backups",
+        "tenants/acme",
+        "eu-west-1",
+        "http://minio.storage.svc:9000",
+    )
+
+
+def test_resources_come_from_the_spec_and_are_left_out_when_unset() -> None:
+    assert container(PVC_SPEC)["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert "resources" not in container(ONE_OFF)
+
+
+def test_the_pods_are_not_labelled_as_the_operators_children() -> None:
+    labels = render(PVC_SPEC)["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert "app.kubernetes.io/managed-by" not in labels
+    assert labels[BACKUP_LABEL] == NAME
+
+
+# --- network ---------------------------------------------------------------------------------
+
+
+def test_the_network_policy_opens_https_egress_for_the_runner_pods_only() -> None:
+    objects = render(S3_SPEC)
+    policy = objects["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Egress"]
+    selector = policy["podSelector"]["matchLabels"]
+    pod_labels = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert selector[BACKUP_LABEL] == NAME
+    (rule,) = policy["egress"]
+    # The API server (443 via its Service, 6443 behind it) and the S3 endpoint's own port.
+    assert [p["port"] for p in rule["ports"]] == [443, 6443, 9000]
+    assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
+    assert rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+
+    narrow = BackupPodSettings(image=IMAGE, egress_cidrs=("10.0.0.0/8",))
+    narrowed = render(PVC_SPEC, narrow)["NetworkPolicy"]["spec"]["egress"][0]
+    assert narrowed["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    assert [p["port"] for p in narrowed["ports"]] == [443, 6443]
+
+
+# --- stable output ---------------------------------------------------------------------------
+
+
+def test_rendering_does_not_share_mutable_state() -> None:
+    first = render(PVC_SPEC)
+    first["CronJob"]["metadata"]["labels"]["x"] = "y"
+    first["CronJob"]["metadata"]["ownerReferences"][0]["uid"] = "changed"
+    second = render(PVC_SPEC)
+    assert "x" not in second["CronJob"]["metadata"]["labels"]
+    assert second["CronJob"]["metadata"]["ownerReferences"][0]["uid"] == UID
