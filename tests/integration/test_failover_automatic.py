@@ -1,0 +1,190 @@
+"""Automatic failover: a primary lost for longer than failoverDelay gets exactly one
+CleoFailover, which moves the tenant; a primary that answers never does.
+
+The check is called the way the tenant reconcile calls it (again after ``requeue_after``),
+against a real primary that is really stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from psycopg import sql
+
+from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.failover.automatic import (
+    AUTOMATIC_LABEL,
+    UNAVAILABLE_SINCE_ANNOTATION,
+    AutomaticFailover,
+    AutomaticOutcome,
+    AutomaticSettings,
+)
+from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
+from cleo_operator.kube.client import KubeClient
+from tests.harness.postgres import PostgresServer
+from tests.integration.test_failover_support import (
+    FAILOVER,
+    PRIMARY,
+    STANDBY,
+    Setting,
+    run_until,
+    steps,
+    tenant_setting,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+DELAY = 3.0
+
+
+@pytest.fixture
+def setting(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+) -> Iterator[Setting]:
+    del crds_installed
+    policy = {"automatic": True, "failoverDelay": f"{DELAY:.0f}s"}
+    with tenant_setting(kube, postgres_replica_pair, failover=policy) as made:
+        yield made
+
+
+def tenant_spec(setting: Setting) -> CleoTenantSpec:
+    return parse_tenant_spec(setting.tenant_object()["spec"])
+
+
+def check(auto: AutomaticFailover, setting: Setting) -> AutomaticOutcome:
+    """One tenant reconcile's call, with the tenant as it is now."""
+    return auto.check(
+        tenant=setting.tenant,
+        namespace=setting.namespace,
+        spec=tenant_spec(setting),
+        annotations=setting.tenant_annotations(),
+    )
+
+
+def failovers(setting: Setting) -> list[str]:
+    return sorted(
+        o["metadata"]["name"] for o in setting.kube.list(FAILOVER, namespace=setting.namespace)
+    )
+
+
+def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setting) -> None:
+    with setting.pools() as pools:
+        samples = LagSamples()
+        auto = AutomaticFailover(
+            setting.kube,
+            pools,
+            settings=AutomaticSettings(
+                probe_interval_seconds=0.2, wait_seconds=2.0, sample_interval_seconds=0.0
+            ),
+            lag_samples=samples,
+        )
+        try:
+            healthy = check(auto, setting)
+            assert healthy.condition is not None
+            assert healthy.condition.reason == "PrimaryAvailable"
+            assert healthy.created is None
+            sample = samples.latest(PRIMARY)
+            assert sample is not None
+            assert sample.bytes is not None  # the standby streams: the lag is known
+
+            setting.primary.halt()
+            lost = time.monotonic()
+            seen: list[str] = []
+            while True:
+                outcome = check(auto, setting)
+                assert outcome.condition is not None
+                seen.append(outcome.condition.reason)
+                if outcome.created:
+                    break
+                assert failovers(setting) == []
+                assert time.monotonic() - lost < DELAY + 10, seen
+                # As often as asked, and at least every half second (a healthy primary asks
+                # for 30 s; the first call may still see the answer from before the halt).
+                time.sleep(min(outcome.requeue_after or 0.1, 0.5))
+            waited = time.monotonic() - lost
+            assert DELAY <= waited < DELAY + 5, (waited, seen)
+            assert "PrimaryUnavailable" in seen
+            assert set(seen[:-1]) <= {"PrimaryAvailable", "PrimaryUnavailable", "Checking"}
+
+            # Exactly one, and it says what it is and why.
+            assert failovers(setting) == [outcome.created]
+            created = setting.failover(outcome.created)
+            assert created["spec"] == {
+                "tenant": setting.tenant,
+                "type": "Failover",
+                "targetSite": STANDBY,
+                "dryRun": False,  # the API server's default
+            }
+            assert created["metadata"]["labels"][AUTOMATIC_LABEL] == "true"
+            assert created["metadata"]["labels"]["cleoai.io/tenant"] == setting.tenant
+            annotations = created["metadata"]["annotations"]
+            assert UNAVAILABLE_SINCE_ANNOTATION in annotations
+            stamped = LagSample.from_annotation(annotations[LAG_ANNOTATION])
+            assert stamped is not None
+            assert stamped.site == PRIMARY
+            for _ in range(5):
+                again = check(auto, setting)
+                assert again.created is None
+                assert again.condition is not None
+                assert again.condition.reason in ("FailoverCreated", "FailoverInProgress")
+                time.sleep(0.2)
+            assert failovers(setting) == [outcome.created]
+
+            # The operator runs it like any failover; a fresh process's memory is empty,
+            # so its RPO estimate can only come from the sample stamped on the object.
+            reconciler = setting.reconciler(pools, lag_samples=LagSamples())
+            done = run_until(reconciler, setting, outcome.created)
+            status = done["status"]
+            assert status["phase"] == "Succeeded", status
+            assert status["estimatedRPOBytes"] == stamped.bytes
+            assert "sampled at" in steps(done)["check-lag"]["message"]
+            assert setting.tenant_can_write(setting.standby)
+
+            # The standby is the primary now: nothing to fail over to, nothing created.
+            after = check(auto, setting)
+            assert after.condition is not None
+            assert after.condition.reason == "NoStandby"
+            assert failovers(setting) == [outcome.created]
+        finally:
+            auto.close()
+
+
+def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:
+    with setting.pools() as pools:
+        auto = AutomaticFailover(
+            setting.kube,
+            pools,
+            settings=AutomaticSettings(probe_interval_seconds=0.1, wait_seconds=2.0),
+        )
+        try:
+            deadline = time.monotonic() + DELAY + 1
+            while time.monotonic() < deadline:
+                outcome = check(auto, setting)
+                assert outcome.condition is not None
+                assert outcome.condition.reason == "PrimaryAvailable"
+                time.sleep(0.2)
+            # A primary that answers but refuses the admin is no outage either.
+            with setting.primary.connect() as conn:
+                conn.execute("ALTER ROLE postgres PASSWORD 'not-the-one-the-operator-has'")
+                try:
+                    pools.reset(PRIMARY)  # new logins from now on
+                    deadline = time.monotonic() + DELAY + 1
+                    while time.monotonic() < deadline:
+                        outcome = check(auto, setting)
+                        assert outcome.condition is not None
+                        assert outcome.condition.reason == "PrimaryAvailable"
+                        time.sleep(0.2)
+                    assert pools.breaker_state(PRIMARY) == "closed"
+                finally:
+                    conn.execute(
+                        sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                            sql.Literal(setting.primary.password)
+                        )
+                    )
+        finally:
+            auto.close()
+        assert failovers(setting) == []
