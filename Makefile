@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint unit toolchain crds cluster-up cluster-down cluster-kind system-deps clean
+.PHONY: help run test lint unit toolchain crds cluster-up cluster-down cluster-kind system-deps clean image constraints
 
 help:
 	@echo "make run    - the operator reconciling examples/tenant.yaml on the local control plane"
@@ -17,6 +17,7 @@ help:
 	@echo "make test   - lint, type-check and the whole test suite (starts what it needs)"
 	@echo "make cluster-up / cluster-down - the local control plane in the background"
 	@echo "make crds   - regenerate crds/ and the chart's crds/ from the API models"
+	@echo "make image  - build the operator's image (needs Docker)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,15 @@ cluster-down: $(STAMP)
 cluster-kind: $(STAMP)
 	kind create cluster --name cleo --config e2e/kind-config.yaml
 	@echo "then: CLEO_TEST_CLUSTER=current make test, or CLUSTER=current make run"
+
+# The operator's image (machines with Docker); the backup CronJobs run the same image.
+IMAGE ?= cleo-operator:dev
+image:
+	docker build --build-arg VERSION=$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) -t $(IMAGE) .
+
+# The image's pinned dependencies, from the versions this virtualenv runs.
+constraints: $(STAMP)
+	$(BIN)/python -m tests.unit.test_chart_image > constraints.txt
 
 clean:
 	-$(BIN)/python -m e2e.cluster down 2>/dev/null

@@ -105,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         k("apply", "--server-side", "-f", str(REPO / "crds"))
         for plural in ("cleotenants", "cleobackups", "cleofailovers"):
             k("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.cleoai.io")
+        say("creating the operator's namespace, cleo-system (its keys live there)")
+        subprocess.run(
+            [kubectl, "apply", "-f", "-"],
+            input='{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cleo-system"}}',
+            text=True,
+            env=env,
+            check=True,
+        )
         say(f"applying {args.example.relative_to(REPO)}")
         k("apply", "-f", str(args.example))
         kubeconfig = env.get("KUBECONFIG", "~/.kube/config")

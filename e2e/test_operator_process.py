@@ -3,6 +3,7 @@ it refuses to start, saying why, when the cluster is not ready for it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,32 @@ def test_start_with_unreachable_api_server_says_so(cluster: LocalCluster, tmp_pa
     assert "cannot reach the Kubernetes API server at https://127.0.0.1:9" in result.stderr
     # The admin token of the kubeconfig must not be echoed anywhere.
     assert cluster.admin_token not in result.stderr + result.stdout
+
+
+def test_metrics_endpoint_exports_reconciles_and_durations(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("counted"))
+    wait_ready(cluster, "counted")
+    text = operator_process.metrics()
+    assert (
+        operator_process.metric("cleo_operator_reconciles_total", 'kind="CleoTenant",result="ok"')
+        >= 1
+    )
+    assert 'cleo_operator_reconcile_duration_seconds_bucket{kind="CleoTenant",le="0.1"}' in text
+    assert operator_process.metric("cleo_operator_tenant_ready", 'tenant="counted"') == 1.0
+    assert "cleo_operator_api_writes_total" in text
+
+
+def test_json_logs_are_one_object_per_line(cluster: LocalCluster) -> None:
+    with LocalCluster(bin_dir=cluster.bin_dir) as bare:
+        result = subprocess.run(
+            [sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
+             "--metrics-port", "0", "--liveness", ""],
+            cwd=REPO, env=bare.env(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert lines, result.stderr
+    error = next(entry for entry in lines if entry["level"] == "error")
+    assert error["logger"] == "cleo_operator"
+    assert "CRDs of cleoai.io/v1alpha1 are not installed" in error["message"]

@@ -25,6 +25,16 @@ if complete; then
   exit 0
 fi
 
+# One build at a time per cache key: a second caller (another test session, make run in a
+# second terminal) waits for the first and then finds the binaries ready.
+mkdir -p "$cache_root/$key"
+exec 9>"$cache_root/$key/.lock"
+flock 9
+if complete; then
+  echo "$bin"
+  exit 0
+fi
+
 command -v go >/dev/null || { echo "build.sh: Go is required to build the local control plane" >&2; exit 1; }
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 mkdir -p "$bin.partial"

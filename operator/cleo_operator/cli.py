@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleo_operator import __version__
+
+if TYPE_CHECKING:
+    from cleo_operator.handlers.settings import OperatorConfig
+    from cleo_operator.kube.client import KubeClient
+    from cleo_operator.reconcile.keys import OperatorKeys
 
 log = logging.getLogger("cleo_operator")
 
@@ -35,11 +41,10 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_cluster(kube: object) -> None:
+def check_cluster(kube: KubeClient) -> None:
     """Fail early and clearly when the API server is unreachable or our CRDs are missing."""
-    from cleo_operator.kube.client import KubeClient, KubeError  # noqa: PLC0415
+    from cleo_operator.kube.client import KubeError  # noqa: PLC0415
 
-    assert isinstance(kube, KubeClient)
     try:
         version = kube.request("GET", "/version", what="read the server version")
     except KubeError as exc:
@@ -72,6 +77,44 @@ def check_cluster(kube: object) -> None:
         )
 
 
+def check_access(kube: KubeClient, config: OperatorConfig) -> None:
+    """Fail early when the operator's identity lacks a permission it will need."""
+    from cleo_operator.kube.permissions import MissingPermissions, check_permissions  # noqa: PLC0415
+
+    try:
+        check_permissions(
+            kube,
+            operator_namespace=config.operator_namespace,
+            watch_namespaces=config.namespaces,
+        )
+    except MissingPermissions as exc:
+        raise StartupError(str(exc)) from None
+
+
+def operator_keys(kube: KubeClient, config: OperatorConfig) -> OperatorKeys:
+    """Create the KEK and sealing keys once (never replaced), or read the existing ones."""
+    from cleo_operator.crypto import CryptoError  # noqa: PLC0415
+    from cleo_operator.kube.client import KubeError  # noqa: PLC0415
+    from cleo_operator.reconcile.keys import ensure_operator_keys  # noqa: PLC0415
+
+    try:
+        return ensure_operator_keys(
+            kube,
+            operator_namespace=config.operator_namespace,
+            kek_dir=config.kek_dir,
+            now=datetime.datetime.now(datetime.UTC),
+        )
+    except KubeError as exc:
+        if exc.not_found:
+            raise StartupError(
+                f"the operator namespace {config.operator_namespace} does not exist: create it "
+                "or pass --operator-namespace"
+            ) from None
+        raise StartupError(f"cannot set up the operator's keys: {exc}") from None
+    except (CryptoError, ValueError) as exc:
+        raise StartupError(f"the operator's keys are unusable: {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
@@ -79,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cleo_operator.handlers.registry import Runtime, build_registry  # noqa: PLC0415
     from cleo_operator.handlers.settings import OperatorConfig  # noqa: PLC0415
     from cleo_operator.kube.client import KubeClient  # noqa: PLC0415
+    from cleo_operator.kube.keys import kek_dir_from_environment  # noqa: PLC0415
 
     config = OperatorConfig(
         namespaces=tuple(args.namespace or ()),
@@ -87,15 +131,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync,
         metrics_port=args.metrics_port,
         liveness_endpoint=args.liveness or None,
+        kek_dir=args.kek_dir or kek_dir_from_environment(),
     )
     kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
     try:
         check_cluster(kube)
+        check_access(kube, config)
+        keys = operator_keys(kube, config)
+        runtime = Runtime.create(config, kube, keys)
     except StartupError as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc)  # the message is the whole story: no traceback
         return 2
-    try:
-        runtime = Runtime.create(config, kube)
     except SiteConfigError as exc:
         log.error("cannot start: the PostgreSQL site configuration is wrong: %s", exc)
         return 2
@@ -150,11 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://0.0.0.0:8081/healthz",
         help="liveness endpoint URL; empty turns it off",
     )
+    run.add_argument(
+        "--kek-dir",
+        type=Path,
+        help="read key-encryption keys from this directory (default: $CLEO_KEK_DIR, else the "
+        "cleo-kek Secret in the operator namespace)",
+    )
     run.set_defaults(func=cmd_run)
 
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
     crds.add_argument("--root", type=Path, help="repository root (default: this checkout)")
     crds.set_defaults(func=cmd_crds)
+
+    from cleo_operator.backup_cli import register as register_backup  # noqa: PLC0415
+    from cleo_operator.keys_cli import register as register_keys  # noqa: PLC0415
+    from cleo_operator.kube.permissions import register as register_permissions  # noqa: PLC0415
+
+    register_keys(sub)
+    register_permissions(sub)
+    register_backup(sub)
     return parser
 
 

@@ -98,3 +98,21 @@ def test_quantities_compare_by_value(text: object, value: Decimal) -> None:
 @pytest.mark.parametrize("text", ["abc", "1 Gi", True, None, "1Gx"])
 def test_non_quantities(text: object) -> None:
     assert parse_quantity(text) is None
+
+
+def test_secret_values_stay_out_of_the_hash_but_changes_are_still_seen() -> None:
+    def secret(value: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "n"},
+            "data": {"PASSWORD": value},
+        }
+
+    one, two = with_hash(secret("aHVudGVyMg==")), with_hash(secret("c2VjcmV0"))
+    assert (
+        one["metadata"]["annotations"][HASH_ANNOTATION]
+        == two["metadata"]["annotations"][HASH_ANNOTATION]
+    )
+    assert needs_apply(two, copy.deepcopy(one))
+    assert not needs_apply(one, copy.deepcopy(one))

@@ -648,7 +648,12 @@ class SecretStatus(StatusModel):
     reason: str | None = Field(
         default=None,
         max_length=1024,
-        description="Why not, when not ready (never any secret material).",
+        description="Why not, when not ready, as one CamelCase word (WrongContext, Tampered...).",
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What failed, naming the Secret and key (never secret material).",
     )
 
 

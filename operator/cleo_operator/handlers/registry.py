@@ -23,6 +23,8 @@ from cleo_operator.reconcile.database import (
     TenantDatabases,
     rotation_request_pending,
 )
+from cleo_operator.reconcile.encryption import EncryptionPart
+from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
@@ -60,7 +62,7 @@ class Runtime:
     databases: TenantDatabases
 
     @classmethod
-    def create(cls, config: OperatorConfig, kube: KubeClient) -> Runtime:
+    def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
         """Build everything; raises SiteConfigError for a broken PostgreSQL site config."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         databases = TenantDatabases.from_environment(kube)
@@ -71,7 +73,11 @@ class Runtime:
             tenants=ReconcileLoops(
                 kind="CleoTenant", executor=executor, resync_seconds=config.resync_seconds
             ),
-            tenant_reconciler=TenantReconciler(kube, parts=[DatabasePart(databases)]),
+            # Encryption first: its Secrets and the keyring must exist before the workload
+            # that reads them, and both feed the Deployment's checksum.
+            tenant_reconciler=TenantReconciler(
+                kube, parts=[EncryptionPart(kube, keys), DatabasePart(databases)]
+            ),
             databases=databases,
         )
 

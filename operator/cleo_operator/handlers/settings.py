@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import kopf
 
@@ -28,6 +29,9 @@ class OperatorConfig:
     """Kopf's liveness endpoint; None turns it off."""
     standalone: bool = True
     """Run without Kopf peering (one active replica, `strategy: Recreate`, see docs)."""
+    kek_dir: Path | None = None
+    """Key-encryption keys from this directory (`CLEO_KEK_DIR`, a KMS or CSI mount) instead
+    of the `cleo-kek` Secret in the operator's namespace."""
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

@@ -66,8 +66,16 @@ def parse_quantity(value: object) -> Decimal | None:
 
 
 def object_hash(obj: Mapping[str, Any]) -> str:
-    """A stable hash of an object as we would apply it (without the hash annotation)."""
+    """A stable hash of an object as we would apply it (without the hash annotation).
+
+    A Secret's values are left out: the annotation is readable by anyone who can read the
+    object's metadata, and an unsalted hash of a low-entropy value gives it away. A change
+    of a Secret's values is still caught, by the subset check of `needs_apply`.
+    """
     clean = copy.deepcopy(dict(obj))
+    if clean.get("kind") == "Secret" and clean.get("apiVersion") == "v1":
+        clean.pop("data", None)
+        clean.pop("stringData", None)
     meta = clean.get("metadata", {})
     annotations = meta.get("annotations")
     if annotations is not None:

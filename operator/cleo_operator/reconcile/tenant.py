@@ -213,7 +213,9 @@ class TenantReconciler:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError as exc:
             status.condition("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
-            result.status_written = status.write(self.kube, phase="Invalid")
+            # Everything else on status stays as it was: an invalid spec changes nothing, and
+            # the keyring's version must survive (it guards against generating a new one).
+            result.status_written = status.write(self.kube, phase="Invalid", keep_previous=True)
             return result
 
         namespace = tenant_namespace(name=name, spec=spec)
