@@ -90,14 +90,16 @@ def crds_installed(cluster: LocalCluster) -> None:
         # Not `kubectl wait`: right after the apply it can fail on a CRD whose status has
         # no conditions yet ("status.conditions accessor error") instead of waiting.
         wait_for(
-            lambda plural=plural: cluster.kubectl(
-                "get",
-                f"crd/{plural}.cleoai.io",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                check=False,
-            ).stdout.strip()
-            == "True",
+            lambda plural=plural: (
+                cluster.kubectl(
+                    "get",
+                    f"crd/{plural}.cleoai.io",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                    check=False,
+                ).stdout.strip()
+                == "True"
+            ),
             timeout=60,
             what=f"CRD {plural}.cleoai.io to be Established",
         )
