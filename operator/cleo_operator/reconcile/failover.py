@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -603,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="cleo-operator")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parser.parse_args(["failover", *(sys.argv[1:] if argv is None else argv)])
     configure_logging(level="INFO", fmt="plain")
     code: int = args.func(args)
     return code
