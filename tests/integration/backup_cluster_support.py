@@ -1,0 +1,196 @@
+"""Running a backup Job's pod as a local process, exactly as the kubelet would start it.
+
+The local control plane has no container runtime (KWOK fakes the node), so a CronJob's
+Jobs "complete" without running anything. To prove what the pod *would* do, `run_job_pod`
+takes the Job's pod template and starts its container command here, with everything a
+kubelet would hand it and nothing else:
+
+- environment: literal values, Secret keys read from the cluster (a missing key that is not
+  optional fails the test, as the kubelet would refuse to start the container), and the
+  downward API's labels and names of the pod;
+- volumes: a Secret volume becomes a folder of its keys (with its ``defaultMode``), an
+  emptyDir a fresh folder, a PersistentVolumeClaim the folder ``<volumes>/<ns>/<claim>``
+  (where the operator-side verification also looks), and the termination message path a
+  file; every argument that names a mount path is rewritten to the local folder;
+- identity: a kubeconfig with a token of the pod's ServiceAccount (``kubectl create
+  token``), so the run has exactly the rights the rendered Role grants;
+- no environment of the test process (no PG* variables, no admin kubeconfig).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.secrets import secret_value
+from e2e.cluster import LocalCluster
+from tests.harness.postgres import find_postgres_bindir
+
+SECRET = KINDS[("v1", "Secret")]
+REPO = Path(__file__).resolve().parents[2]
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+@dataclass
+class LocalRun:
+    """What the pod's command did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+    """The JSON report it left at its termination message path, if any."""
+    env: dict[str, str]
+    args: list[str]
+
+
+def _field(pod_meta: dict[str, Any], path: str) -> str:
+    if path == "metadata.name":
+        return str(pod_meta["name"])
+    if path == "metadata.namespace":
+        return str(pod_meta["namespace"])
+    prefix = "metadata.labels['"
+    if path.startswith(prefix) and path.endswith("']"):
+        return str(pod_meta["labels"].get(path[len(prefix) : -2], ""))
+    raise AssertionError(f"the test harness does not resolve fieldRef {path}")
+
+
+def resolve_env(
+    kube: KubeClient, container: dict[str, Any], *, namespace: str, pod_meta: dict[str, Any]
+) -> dict[str, str]:
+    """The container's environment as the kubelet would build it."""
+    env: dict[str, str] = {}
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "value" in var:
+            env[name] = var["value"]
+            continue
+        source = var.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            secret = kube.get(SECRET, ref["name"], namespace=namespace)
+            value = secret_value(secret, ref["key"])
+            if value is None:
+                assert ref.get("optional"), (
+                    f"the kubelet would not start the pod: Secret {ref['name']} has no key "
+                    f"{ref['key']} for ${name}"
+                )
+                continue
+            env[name] = value
+        elif "fieldRef" in source:
+            env[name] = _field(pod_meta, source["fieldRef"]["fieldPath"])
+        else:
+            raise AssertionError(f"the test harness does not resolve ${name}: {source}")
+    return env
+
+
+def _write_secret(kube: KubeClient, volume: dict[str, Any], namespace: str, folder: Path) -> None:
+    source = volume["secret"]
+    secret = kube.get(SECRET, source["secretName"], namespace=namespace)
+    assert secret is not None, f"the kubelet would not start the pod: {source} does not exist"
+    folder.mkdir(parents=True)
+    mode = int(source.get("defaultMode", 0o644))
+    for key, value in (secret.get("data") or {}).items():
+        path = folder / key
+        path.write_bytes(base64.b64decode(value))
+        path.chmod(mode)
+
+
+def run_job_pod(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    job: KubeObject,
+    *,
+    workdir: Path,
+    volumes: Path,
+    timeout: float = 300.0,
+) -> LocalRun:
+    """Start the Job's container command here as its pod would run (see the docstring)."""
+    namespace = job["metadata"]["namespace"]
+    template = job["spec"]["template"]
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    pod_meta = {
+        "name": f"{job['metadata']['name']}-local",
+        "namespace": namespace,
+        "labels": {
+            **template["metadata"].get("labels", {}),
+            JOB_NAME_LABEL: job["metadata"]["name"],
+        },
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    by_name = {v["name"]: v for v in pod.get("volumes") or []}
+    paths: dict[str, Path] = {}
+    env = {
+        "PATH": os.pathsep.join(
+            [str(find_postgres_bindir()), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+        ),
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+    }
+    for mount in container.get("volumeMounts") or []:
+        volume = by_name[mount["name"]]
+        if "secret" in volume:
+            folder = workdir / f"secret-{mount['name']}"
+            _write_secret(kube, volume, namespace, folder)
+        elif "persistentVolumeClaim" in volume:
+            folder = volumes / namespace / volume["persistentVolumeClaim"]["claimName"]
+            folder.mkdir(parents=True, exist_ok=True)
+        elif "emptyDir" in volume:
+            folder = workdir / f"empty-{mount['name']}"
+            folder.mkdir(parents=True)
+            if mount["mountPath"] == "/tmp":
+                env["TMPDIR"] = str(folder)
+        else:
+            raise AssertionError(f"the test harness does not mount {volume}")
+        paths[mount["mountPath"]] = folder
+    termination = container.get("terminationMessagePath", "/dev/termination-log")
+    report_file = workdir / "termination-log"
+    paths[termination] = report_file
+
+    def local(arg: str) -> str:
+        for mount_path, folder in sorted(paths.items(), key=lambda p: -len(p[0])):
+            if arg == mount_path or arg.startswith(mount_path + "/"):
+                return str(folder) + arg[len(mount_path) :]
+        return arg
+
+    command = container["command"]
+    assert command[0] == "cleo-operator", command
+    args = [local(a) for a in command[1:]]
+    env.update(resolve_env(kube, container, namespace=namespace, pod_meta=pod_meta))
+    account = pod["serviceAccountName"]
+    assert pod.get("automountServiceAccountToken") is True, "the pod would get no API token"
+    token = cluster.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    env["KUBECONFIG"] = str(
+        cluster.kubeconfig_for(f"system:serviceaccount:{namespace}:{account}", token)
+    )
+    # The image's entry point is `cleo-operator`; its backup and restore commands are
+    # registered by `cleo_operator.backup_cli`, which also runs them as a module.
+    completed = subprocess.run(
+        [sys.executable, "-m", "cleo_operator.backup_cli", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    report = None
+    if report_file.exists():
+        report = json.loads(report_file.read_text())
+    return LocalRun(
+        returncode=completed.returncode,
+        stdout=completed.stdout,
+        stderr=completed.stderr,
+        report=report,
+        env=env,
+        args=args,
+    )

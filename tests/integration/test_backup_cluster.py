@@ -1,0 +1,538 @@
+"""CleoBackups on a real API server: the CronJob and the runner's rights as the cluster has
+them, a reconcile that writes nothing when nothing changed, every problem as a condition
+that names it, and a Job whose pod died without reporting recorded all the same.
+
+The runs themselves (with a real PostgreSQL, the CronJob controller's Jobs run as local
+processes) are in test_backup_cluster_runs.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.crypto import Keyring
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.reconcile.backup import (
+    RECORDED_ANNOTATION,
+    BackupReconciler,
+    BackupReconcileResult,
+    BackupSettings,
+)
+from cleo_operator.render.backup import BackupPodSettings
+from e2e.cluster import LocalCluster
+from tests.harness.cluster_fixtures import wait_for
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE = KINDS[("v1", "Namespace")]
+TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
+BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
+CRON_JOB = KINDS[("batch/v1", "CronJob")]
+JOB = KINDS[("batch/v1", "Job")]
+ROLE = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
+ADMIN = "cleo-test-admin"
+IMAGE = "registry.example/cleo-operator:test"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass
+class Site:
+    """A tenant with the Secrets and volume a backup needs (no database server here)."""
+
+    kube: KubeClient
+    tenant: str
+    namespace: str
+
+    def backup(self, name: str, spec: dict[str, Any]) -> KubeObject:
+        return self.kube.create(
+            {
+                "apiVersion": "cleoai.io/v1alpha1",
+                "kind": "CleoBackup",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"tenant": self.tenant, **spec},
+            }
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.kube.get(BACKUP, name, namespace=self.namespace)
+        assert obj is not None
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        for condition in self.status(name).get("conditions") or []:
+            if condition["type"] == type_:
+                found: dict[str, Any] = condition
+                return found
+        raise AssertionError(f"no {type_} condition on {name}: {self.status(name)}")
+
+
+def make_tenant(kube: KubeClient, tenant: str, *, database: bool = True) -> str:
+    namespace = f"cleo-{tenant}"
+    kube.create(
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoTenant",
+            "metadata": {"name": tenant},
+            # Paused: an operator process running in this session must leave it alone.
+            "spec": {"paused": True, "database": {"enabled": database, "site": "main"}},
+        }
+    )
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    return namespace
+
+
+def provide_secrets(kube: KubeClient, namespace: str) -> None:
+    values = {
+        "PGHOST": "db.example",
+        "PGPORT": "5432",
+        "PGDATABASE": "cleo_x",
+        "PGUSER": "cleo_x",
+        "PGPASSWORD": "not-a-real-password-0123456789abcdef",
+        "PGSSLMODE": "disable",
+    }
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-database", "namespace": namespace},
+            "data": {k: b64(v) for k, v in values.items()},
+        }
+    )
+    keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-keyring", "namespace": namespace},
+            "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
+        }
+    )
+
+
+def provide_claim(kube: KubeClient, namespace: str, name: str = "backups") -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+
+
+@pytest.fixture
+def reconciler(kube: KubeClient, crds_installed: None) -> Iterator[BackupReconciler]:
+    del crds_installed
+    service = BackupReconciler(
+        kube, settings=BackupSettings(pod=BackupPodSettings(image=IMAGE), retry_seconds=1.0)
+    )
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def site(kube: KubeClient, crds_installed: None, request: pytest.FixtureRequest) -> Iterator[Site]:
+    del crds_installed
+    del request
+    tenant = f"bk-{secrets.token_hex(4)}"
+    namespace = make_tenant(kube, tenant)
+    provide_secrets(kube, namespace)
+    provide_claim(kube, namespace)
+    yield Site(kube=kube, tenant=tenant, namespace=namespace)
+    kube.delete(TENANT, tenant)
+    kube.delete(NAMESPACE, namespace)
+
+
+PVC_DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}}
+
+
+def writes_in(cluster: LocalCluster, namespace: str, offset: int) -> list[str]:
+    return [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}"
+        for e in cluster.audit_events(user=ADMIN, offset=offset)
+        if (e.get("objectRef") or {}).get("namespace") == namespace
+    ]
+
+
+# --- the CronJob and the runner's rights -----------------------------------------------------
+
+
+def test_the_cron_job_has_the_spec_the_backup_asks_for(
+    cluster: LocalCluster, kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    backup = site.backup(
+        "nightly",
+        {
+            "schedule": "0 3 * * *",
+            "timeZone": "Europe/Berlin",
+            "destination": PVC_DESTINATION,
+            "concurrencyPolicy": "Forbid",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "historyLimit": 2,
+        },
+    )
+    result = reconciler.reconcile(site.namespace, "nightly")
+    assert sorted(ref["kind"] for ref in result.applied) == [
+        "CronJob",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    cron = kube.get(CRON_JOB, "cleo-backup-nightly", namespace=site.namespace)
+    assert cron is not None
+    spec = cron["spec"]
+    assert (spec["schedule"], spec["timeZone"], spec["suspend"], spec["concurrencyPolicy"]) == (
+        "0 3 * * *",
+        "Europe/Berlin",
+        False,
+        "Forbid",
+    )
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (2, 2)
+    assert cron["metadata"]["ownerReferences"][0]["uid"] == backup["metadata"]["uid"]
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["command"][:5] == [
+        "cleo-operator",
+        "backup",
+        "run",
+        "--backup",
+        f"{site.namespace}/nightly",
+    ]
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert pod["serviceAccountName"] == "cleo-backup-nightly"
+    assert {v["name"]: v for v in pod["volumes"]}["destination"]["persistentVolumeClaim"] == {
+        "claimName": "backups"
+    }
+
+    status = site.status("nightly")
+    assert status["phase"] == "Scheduled"
+    assert status["cronJobName"] == "cleo-backup-nightly"
+    ready = site.condition("nightly", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NoBackupYet")
+    assert "next scheduled run is due at" in ready["message"]
+    assert site.condition("nightly", "LastBackupSucceeded")["status"] == "Unknown"
+    assert site.condition("nightly", "BackupFresh")["status"] == "Unknown"
+    assert site.condition("nightly", "Verified")["reason"] == "VerificationDisabled"
+
+    # A reconcile that finds nothing new writes nothing at all.
+    offset = cluster.audit_offset()
+    again = reconciler.reconcile(site.namespace, "nightly")
+    assert (again.applied, again.status_written) == ([], False)
+    assert writes_in(cluster, site.namespace, offset) == []
+
+    # A spec change reaches the CronJob.
+    kube.patch_merge(
+        BACKUP,
+        "nightly",
+        {"spec": {"concurrencyPolicy": "Replace", "suspend": True}},
+        namespace=site.namespace,
+    )
+    changed = reconciler.reconcile(site.namespace, "nightly")
+    assert [ref["kind"] for ref in changed.applied] == ["CronJob"]
+    cron = kube.get(CRON_JOB, "cleo-backup-nightly", namespace=site.namespace)
+    assert cron is not None
+    assert (cron["spec"]["concurrencyPolicy"], cron["spec"]["suspend"]) == ("Replace", True)
+    assert site.status("nightly")["phase"] == "Suspended"
+
+
+def test_the_runner_may_read_its_own_backup_and_write_its_status_and_nothing_else(
+    cluster: LocalCluster, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup("nightly", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    site.backup("other", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "nightly")
+    account = f"system:serviceaccount:{site.namespace}:cleo-backup-nightly"
+
+    def can(verb: str, what: str, *extra: str, namespace: str = site.namespace) -> bool:
+        result = cluster.kubectl(
+            "auth", "can-i", verb, what, *extra, "-n", namespace, f"--as={account}", check=False
+        )
+        return result.stdout.strip() == "yes"
+
+    assert can("get", "cleobackups.cleoai.io/nightly")
+    assert can("patch", "cleobackups.cleoai.io/nightly", "--subresource=status")
+    assert not can("patch", "cleobackups.cleoai.io/nightly")  # its spec is not its to change
+    assert not can("patch", "cleobackups.cleoai.io/other", "--subresource=status")
+    assert not can("get", "cleobackups.cleoai.io/other")
+    assert not can("list", "cleobackups.cleoai.io")
+    # Its Secrets reach it through the kubelet; through the API it reads none.
+    assert not can("get", "secrets/cleo-database")
+    assert not can("get", "secrets/cleo-keyring")
+    assert not can("create", "pods")
+    assert not can("get", "cleobackups.cleoai.io/nightly", namespace="default")
+
+
+def client_for(config: Path) -> KubeClient:
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=str(config), client_configuration=configuration)
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def test_the_runner_identity_can_patch_its_status_but_not_its_spec(
+    cluster: LocalCluster, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup("nightly", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "nightly")
+    token = cluster.kubectl(
+        "create", "token", "cleo-backup-nightly", "-n", site.namespace
+    ).stdout.strip()
+    runner = client_for(cluster.kubeconfig_for(f"runner-{site.namespace}", token))
+    # What the runner does: read its CleoBackup, merge-patch its status.
+    assert runner.get(BACKUP, "nightly", namespace=site.namespace) is not None
+    runner.patch_merge(
+        BACKUP,
+        "nightly",
+        {"status": {"successfulBackups": 0}},
+        namespace=site.namespace,
+        subresource="status",
+    )
+    assert site.status("nightly")["successfulBackups"] == 0
+    refused = [
+        lambda: runner.patch_merge(
+            BACKUP, "nightly", {"spec": {"suspend": True}}, namespace=site.namespace
+        ),
+        lambda: runner.get(KINDS[("v1", "Secret")], "cleo-database", namespace=site.namespace),
+        lambda: runner.list(BACKUP, namespace=site.namespace),
+    ]
+    for attempt in refused:
+        with pytest.raises(KubeError) as caught:
+            attempt()
+        assert caught.value.status == 403
+
+
+def test_switching_between_schedule_and_one_off_replaces_the_runner(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup("switch", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "switch")
+    assert kube.get(CRON_JOB, "cleo-backup-switch", namespace=site.namespace) is not None
+    kube.request(
+        "PATCH",
+        BACKUP.path(namespace=site.namespace, name="switch"),
+        body=[{"op": "remove", "path": "/spec/schedule"}],
+        content_type="application/json-patch+json",
+    )
+    result = reconciler.reconcile(site.namespace, "switch")
+    assert [ref["kind"] for ref in result.deleted] == ["CronJob"]
+    assert kube.get(JOB, "cleo-backup-switch", namespace=site.namespace) is not None
+    assert "cronJobName" not in site.status("switch")
+
+
+# --- problems are conditions -------------------------------------------------------------------
+
+
+def test_a_schedule_that_passes_the_crd_but_is_invalid_is_a_condition(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    # Five fields pass the CRD's pattern; minute 61 does not exist.
+    site.backup("bad", {"schedule": "61 * * * *", "destination": PVC_DESTINATION})
+    result = reconciler.reconcile(site.namespace, "bad")
+    assert result.phase == "Invalid"
+    assert result.applied == []
+    ready = site.condition("bad", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.schedule" in ready["message"]
+    assert "minute field: 61 is above the maximum 59" in ready["message"]
+    assert kube.get(CRON_JOB, "cleo-backup-bad", namespace=site.namespace) is None
+
+
+def test_a_time_zone_the_api_server_refuses_is_a_condition_naming_it(
+    site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "martian",
+        {"schedule": "@daily", "timeZone": "Mars/Olympus_Mons", "destination": PVC_DESTINATION},
+    )
+    result = reconciler.reconcile(site.namespace, "martian")
+    ready = site.condition("martian", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ApplyFailed")
+    assert "spec.timeZone" in ready["message"]
+    assert result.phase == "Failed"
+
+
+def test_a_missing_volume_claim_is_named_and_heals_once_created(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "elsewhere",
+        {"destination": {"type": "pvc", "pvc": {"claimName": "not-yet"}}},
+    )
+    result = reconciler.reconcile(site.namespace, "elsewhere")
+    ready = site.condition("elsewhere", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "VolumeClaimMissing")
+    assert f"{site.namespace}/not-yet" in ready["message"]
+    assert result.phase == "Pending"
+    assert result.requeue_after is not None
+    # A one-off Job waits for what it needs.
+    assert kube.get(JOB, "cleo-backup-elsewhere", namespace=site.namespace) is None
+    provide_claim(kube, site.namespace, "not-yet")
+    reconciler.reconcile(site.namespace, "elsewhere")
+    assert kube.get(JOB, "cleo-backup-elsewhere", namespace=site.namespace) is not None
+    assert site.condition("elsewhere", "Ready")["reason"] == "NoBackupYet"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("no-tenant", "TenantNotFound", "CleoTenant bk-missing does not exist"),
+        ("no-database", "NoDatabase", "spec.database.enabled is not true"),
+        ("wrong-namespace", "WrongNamespace", "must be in the tenant's namespace"),
+        ("no-keyring", "KeyringMissing", "cleo-keyring does not exist"),
+        ("no-s3-secret", "S3CredentialsMissing", "backup-s3 does not exist"),
+    ],
+)
+def test_what_the_runner_would_lack_is_a_condition(
+    kube: KubeClient,
+    site: Site,
+    reconciler: BackupReconciler,
+    case: tuple[str, str, str],
+) -> None:
+    setup, reason, words = case
+    namespace, tenant = site.namespace, site.tenant
+    destination: dict[str, Any] = PVC_DESTINATION
+    cleanup: list[tuple[Any, str, str | None]] = []
+    if setup == "no-tenant":
+        tenant = "bk-missing"
+    elif setup == "no-database":
+        tenant = f"{site.tenant}-nodb"
+        kube.create(
+            {
+                "apiVersion": "cleoai.io/v1alpha1",
+                "kind": "CleoTenant",
+                "metadata": {"name": tenant},
+                "spec": {"paused": True, "namespace": namespace},
+            }
+        )
+        cleanup.append((TENANT, tenant, None))
+    elif setup == "wrong-namespace":
+        namespace = f"{site.namespace}-x"
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        cleanup.append((NAMESPACE, namespace, None))
+    elif setup == "no-keyring":
+        kube.delete(KINDS[("v1", "Secret")], "cleo-keyring", namespace=namespace)
+    elif setup == "no-s3-secret":
+        destination = {
+            "type": "s3",
+            "s3": {"bucket": "cleo-backups", "credentialsSecret": "backup-s3"},
+        }
+    kube.create(
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoBackup",
+            "metadata": {"name": "case", "namespace": namespace},
+            "spec": {"tenant": tenant, "schedule": "@daily", "destination": destination},
+        }
+    )
+    try:
+        result = reconciler.reconcile(namespace, "case")
+        backup = kube.get(BACKUP, "case", namespace=namespace)
+        assert backup is not None
+        ready = next(c for c in backup["status"]["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason)
+        assert words in ready["message"]
+        assert result.phase == "Pending"
+        assert not result.ready
+        assert result.requeue_after is not None  # nothing else would wake it
+    finally:
+        for kind, name, ns in cleanup:
+            kube.delete(kind, name, namespace=ns)
+
+
+# --- a pod that died without reporting ---------------------------------------------------------
+
+
+def test_a_job_whose_pod_never_reported_is_recorded_as_a_failed_run(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup("nightly", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "nightly")
+    cron = kube.get(CRON_JOB, "cleo-backup-nightly", namespace=site.namespace)
+    assert cron is not None
+    template = cron["spec"]["jobTemplate"]
+    pod_template = template["spec"]["template"]
+    # A pod that can never be scheduled, and a deadline: the Job fails, nothing reports.
+    pod_template["spec"]["nodeSelector"] = {"cleoai.io/no-such-node": "true"}
+    kube.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "cleo-backup-nightly-29000001",
+                "namespace": site.namespace,
+                "labels": template["metadata"]["labels"],
+            },
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 2, "template": pod_template},
+        }
+    )
+
+    def failed() -> bool:
+        job = kube.get(JOB, "cleo-backup-nightly-29000001", namespace=site.namespace)
+        conditions = ((job or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
+
+    wait_for(failed, timeout=60, what="the Job to fail on its deadline")
+    result = reconciler.reconcile(site.namespace, "nightly")
+    assert result.runs_recorded == 1
+    status = site.status("nightly")
+    (run,) = status["history"]
+    assert run["job"] == "cleo-backup-nightly-29000001"
+    assert run["succeeded"] is False
+    assert run["reason"] == "DeadlineExceeded"
+    assert "ended without a report" in run["message"]
+    job = kube.get(JOB, "cleo-backup-nightly-29000001", namespace=site.namespace)
+    assert job is not None
+    assert job["metadata"]["annotations"][RECORDED_ANNOTATION] == "true"
+    last = site.condition("nightly", "LastBackupSucceeded")
+    assert (last["status"], last["reason"]) == ("False", "DeadlineExceeded")
+    ready = site.condition("nightly", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "LastBackupFailed")
+    assert result.phase == "Failed"
+    # Seen once, recorded once.
+    again = reconciler.reconcile(site.namespace, "nightly")
+    assert again.runs_recorded == 0
+    assert len(site.status("nightly")["history"]) == 1
+
+
+def test_deleting_the_backup_deletes_its_runner_but_never_touches_others(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup("gone", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    site.backup("kept", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "gone")
+    reconciler.reconcile(site.namespace, "kept")
+    kube.delete(BACKUP, "gone", namespace=site.namespace, propagation="Foreground")
+    children = [CRON_JOB, ROLE, KINDS[("v1", "ServiceAccount")]]
+
+    def all_gone() -> bool:
+        return kube.get(BACKUP, "gone", namespace=site.namespace) is None and all(
+            kube.get(kind, "cleo-backup-gone", namespace=site.namespace) is None
+            for kind in children
+        )
+
+    wait_for(all_gone, timeout=60, what="the garbage collector to delete the runner")
+    for kind in children:
+        assert kube.get(kind, "cleo-backup-kept", namespace=site.namespace) is not None
+    # A reconcile of a deleted backup does nothing (and brings nothing back).
+    result: BackupReconcileResult = reconciler.reconcile(site.namespace, "gone")
+    assert result.applied == []
+    assert kube.get(CRON_JOB, "cleo-backup-gone", namespace=site.namespace) is None

@@ -1,0 +1,482 @@
+"""Backup runs end to end on the local control plane and a real PostgreSQL server.
+
+The CronJob controller creates the Jobs (a ``* * * * *`` schedule: about a minute each);
+each Job's container command then runs here as a local process with exactly what its pod
+would get (`backup_cluster_support.run_job_pod`): the database login from the tenant's
+Secret, the keyring Secret as a folder, the volume as a folder, and the pod's own
+ServiceAccount token, so the status it writes proves the rendered Role is enough. The
+tenant's database and its Secret are made by the real `TenantDatabases`, and the
+reconciler verifies with the site admin's login from its Secret, as in the operator.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.crypto import Keyring
+from cleo_operator.data.tenant_db import tenant_database_name
+from cleo_operator.kube.client import KINDS, Kind, KubeClient
+from cleo_operator.reconcile.backup import (
+    RECORDED_ANNOTATION,
+    BackupReconciler,
+    BackupSettings,
+)
+from cleo_operator.reconcile.database import TenantDatabases
+from cleo_operator.render.backup import BACKUP_LABEL, BackupPodSettings
+from e2e.cluster import LocalCluster
+from tests.harness.cluster_fixtures import wait_for
+from tests.harness.postgres import PostgresServer, find_postgres_bindir
+from tests.integration.backup_cluster_support import LocalRun, run_job_pod
+from tests.integration.tenant_database_support import (
+    SECRET,
+    Tenant,
+    admin_secret,
+    build_databases,
+    connect_with_secret,
+    drop_tenant_objects,
+    namespace,
+    reconcile,
+    secret_of,
+    secret_values,
+    site_entry,
+    unique,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
+JOB = KINDS[("batch/v1", "Job")]
+CRON_JOB = KINDS[("batch/v1", "CronJob")]
+PV = Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False)
+ADMIN_SECRET = "pg-admin-main"
+IMAGE = "registry.example/cleo-operator:test"
+WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
+
+
+@pytest.fixture(scope="module")
+def databases(
+    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
+) -> Iterator[TenantDatabases]:
+    del crds_installed
+    with namespace(kube, unique("bk-operator")) as operator_ns:
+        admin_secret(
+            kube,
+            namespace=operator_ns,
+            name=ADMIN_SECRET,
+            user=postgres_server.superuser,
+            password=postgres_server.password,
+        )
+        site = site_entry(
+            host=postgres_server.host,
+            port=postgres_server.port,
+            secret_namespace=operator_ns,
+            secret_name=ADMIN_SECRET,
+        )
+        service = build_databases(kube, {"main": site})
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+@dataclass
+class Setup:
+    """A tenant with a real database, its Secrets and volume, and a backup reconciler."""
+
+    kube: KubeClient
+    cluster: LocalCluster
+    databases: TenantDatabases
+    tenant: Tenant
+    namespace: str
+    volumes: Path
+    work: Path
+    reconciler: BackupReconciler
+
+    def backup(self, name: str, spec: dict[str, Any]) -> None:
+        self.kube.create(
+            {
+                "apiVersion": "cleoai.io/v1alpha1",
+                "kind": "CleoBackup",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"tenant": self.tenant.name, **spec},
+            }
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.kube.get(BACKUP, name, namespace=self.namespace)
+        assert obj is not None
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
+
+    def condition(self, name: str, type_: str) -> tuple[str, str, str]:
+        for c in self.status(name).get("conditions") or []:
+            if c["type"] == type_:
+                return c["status"], c["reason"], c["message"]
+        raise AssertionError(f"no {type_} condition: {self.status(name)}")
+
+    def jobs(self, name: str) -> list[KubeObject]:
+        return self.kube.list(
+            JOB, namespace=self.namespace, label_selector=f"{BACKUP_LABEL}={name}"
+        )
+
+    def next_job(self, name: str, *, after: set[str]) -> KubeObject:
+        """The next Job the CronJob controller creates (at the next minute)."""
+
+        def created() -> KubeObject | None:
+            fresh = [j for j in self.jobs(name) if j["metadata"]["name"] not in after]
+            return min(fresh, key=lambda j: j["metadata"]["name"]) if fresh else None
+
+        job: KubeObject = wait_for(
+            created, timeout=100, interval=1.0, what="the CronJob controller to create a Job"
+        )
+        return job
+
+    def run(self, job: KubeObject) -> LocalRun:
+        return run_job_pod(
+            self.cluster,
+            self.kube,
+            job,
+            workdir=self.work / job["metadata"]["name"],
+            volumes=self.volumes,
+        )
+
+    def wait_until_no_job_runs(self, name: str) -> None:
+        def idle() -> bool:
+            return all(
+                any(
+                    c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                    for c in (j.get("status") or {}).get("conditions") or []
+                )
+                for j in self.jobs(name)
+            )
+
+        wait_for(idle, timeout=60, what="the backup's Jobs to finish")
+
+
+@pytest.fixture
+def setup(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    databases: TenantDatabases,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+) -> Iterator[Setup]:
+    # Paused: an operator process running in this session must leave the tenant alone.
+    tenant = Tenant(
+        kube, unique("bk"), {"paused": True, "database": {"enabled": True, "site": "main"}}
+    )
+    volumes = tmp_path / "volumes"
+    reconciler = BackupReconciler.from_databases(
+        kube,
+        databases,
+        settings=BackupSettings(
+            pod=BackupPodSettings(image=IMAGE), volumes_dir=volumes, retry_seconds=2.0
+        ),
+    )
+    try:
+        with namespace(kube, f"cleo-{tenant.name}") as ns:
+            outcome = reconcile(databases, tenant, ns)
+            assert outcome.ready, outcome.condition
+            keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
+            kube.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "cleo-keyring", "namespace": ns},
+                    "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
+                }
+            )
+            bound_claim(kube, ns, "backups")
+            with connect_with_secret(secret_values(secret_of(kube, ns))) as conn:
+                conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+                conn.execute(
+                    "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 300) g"
+                )
+            yield Setup(
+                kube=kube,
+                cluster=cluster,
+                databases=databases,
+                tenant=tenant,
+                namespace=ns,
+                volumes=volumes,
+                work=tmp_path / "runs",
+                reconciler=reconciler,
+            )
+    finally:
+        reconciler.close()
+        kube.delete(PV, f"cleo-{tenant.name}-backups")
+        tenant.delete()
+        drop_tenant_objects(postgres_server, tenant.name)
+
+
+def bound_claim(kube: KubeClient, ns: str, name: str) -> None:
+    """A claim bound to a volume, as a provisioner would leave it.
+
+    The local control plane runs no volume binder; a pod with an unbound claim would never
+    be scheduled, its Job never end, and (concurrencyPolicy Forbid) no next Job start.
+    """
+    volume = f"{ns}-{name}"
+    kube.request(
+        "POST",
+        PV.path(),
+        body={
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume, "labels": {"cleoai.io/test": ns}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/nonexistent/{volume}"},
+                "claimRef": {"namespace": ns, "name": name},
+            },
+        },
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                # What the binder writes once it bound the claim; the scheduler trusts it.
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": volume,
+            },
+        }
+    )
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def scratch_databases(server: PostgresServer) -> list[str]:
+    rows = server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'cleo_verify_%'")
+    return [str(r[0]) for r in rows]
+
+
+def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
+    setup: Setup, postgres_server: PostgresServer
+) -> None:
+    tenant, ns = setup.tenant.name, setup.namespace
+    failures_before = counter(
+        "cleo_operator_backup_failures_total", tenant=tenant, reason="DatabaseUnavailable"
+    )
+    successes_before = counter("cleo_operator_backups_total", tenant=tenant)
+    setup.backup(
+        "minutely",
+        {
+            "schedule": "* * * * *",
+            "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
+            "retention": {"keepLast": 3},
+            "verification": {"enabled": True},
+        },
+    )
+    first = setup.reconciler.reconcile(ns, "minutely")
+    assert first.phase == "Scheduled"
+
+    # -- a run with a wrong password fails, and says so --------------------------------
+    setup.kube.patch_merge(
+        SECRET,
+        "cleo-database",
+        {"data": {"PGPASSWORD": base64.b64encode(WRONG_PASSWORD.encode()).decode()}},
+        namespace=ns,
+    )
+    job1 = setup.next_job("minutely", after=set())
+    failed = setup.run(job1)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.report is not None
+    assert (failed.report["outcome"], failed.report["reason"]) == ("Failed", "DatabaseUnavailable")
+    assert failed.env["PGPASSWORD"] == WRONG_PASSWORD  # it really ran with the Secret's login
+    assert WRONG_PASSWORD not in failed.stderr + failed.stdout + str(failed.report)
+    status = setup.status("minutely")
+    (run,) = status["history"]
+    assert (run["job"], run["succeeded"], run["reason"]) == (
+        job1["metadata"]["name"],
+        False,
+        "DatabaseUnavailable",
+    )
+    assert "lastSuccessfulBackup" not in status
+    assert WRONG_PASSWORD not in str(status)
+
+    setup.reconciler.reconcile(ns, "minutely")
+    assert setup.condition("minutely", "LastBackupSucceeded")[:2] == (
+        "False",
+        "DatabaseUnavailable",
+    )
+    assert setup.condition("minutely", "Ready")[:2] == ("False", "LastBackupFailed")
+    assert (
+        counter("cleo_operator_backup_failures_total", tenant=tenant, reason="DatabaseUnavailable")
+        == failures_before + 1
+    )
+
+    # -- the tenant's Secret heals (a hand-edited password is a rotation) ----------------
+    healed = reconcile(setup.databases, setup.tenant, ns)
+    assert healed.ready, healed.condition
+
+    # -- the next scheduled run succeeds -------------------------------------------------
+    seen = {j["metadata"]["name"] for j in setup.jobs("minutely")}
+    job2 = setup.next_job("minutely", after=seen)
+    succeeded = setup.run(job2)
+    assert succeeded.returncode == 0, succeeded.stderr
+    assert succeeded.report is not None
+    assert succeeded.report["outcome"] == "Succeeded"
+    backup_id = succeeded.report["backup"]["backupId"]
+    folder = setup.volumes / ns / "backups" / "cleo"
+    assert (folder / f"{backup_id}.archive").is_file()
+    assert (folder / f"{backup_id}.manifest.json").is_file()
+
+    status = setup.status("minutely")
+    assert [(r["job"], r["succeeded"]) for r in status["history"]] == [
+        (job2["metadata"]["name"], True),
+        (job1["metadata"]["name"], False),
+    ]
+    assert status["lastSuccessfulBackup"]["backupId"] == backup_id
+    assert status["lastSuccessfulBackup"]["sequence"] == 1
+    assert status["lastBackup"]["backupId"] == backup_id
+    assert status["successfulBackups"] == 1
+
+    # -- the operator verifies it with the site admin's login ----------------------------
+    setup.kube.patch_merge(BACKUP, "minutely", {"spec": {"suspend": True}}, namespace=ns)
+    started = setup.reconciler.reconcile(ns, "minutely")
+    assert started.verification_started == backup_id
+    assert setup.condition("minutely", "Verified")[1] == "Verifying"
+    assert setup.reconciler.wait_for_verifications(timeout=180)
+    setup.wait_until_no_job_runs("minutely")
+    done = setup.reconciler.reconcile(ns, "minutely")
+    status = setup.status("minutely")
+    assert status["lastVerification"]["backupId"] == backup_id
+    assert status["lastVerification"]["passed"] is True
+    assert status["lastVerifiedBackup"]["backupId"] == backup_id
+    verified = setup.condition("minutely", "Verified")
+    assert verified[:2] == ("True", "Verified")
+    assert "300 rows" in verified[2]
+    assert setup.condition("minutely", "LastBackupSucceeded")[0] == "True"
+    assert setup.condition("minutely", "BackupFresh")[:2] == ("True", "Fresh")
+    ready = setup.condition("minutely", "Ready")
+    assert ready[:2] == ("True", "BackupAvailable")
+    assert done.phase == "Suspended"
+    assert done.ready
+    assert scratch_databases(postgres_server) == []
+    assert counter("cleo_operator_backups_total", tenant=tenant) == successes_before + 1
+    cron = setup.kube.get(CRON_JOB, "cleo-backup-minutely", namespace=ns)
+    assert cron is not None
+    assert cron["spec"]["suspend"] is True
+
+    # The Jobs the controller ran (KWOK completes their pods without running them) are
+    # marked as seen; they left no report and add nothing to the history.
+    setup.reconciler.reconcile(ns, "minutely")
+    for job in setup.jobs("minutely"):
+        assert job["metadata"]["annotations"][RECORDED_ANNOTATION] == "true"
+    assert len(setup.status("minutely")["history"]) == 2
+
+    # Nothing new: nothing written.
+    again = setup.reconciler.reconcile(ns, "minutely")
+    assert (again.applied, again.status_written, again.runs_recorded) == ([], False, 0)
+    assert again.verification_started is None
+
+
+def test_a_one_off_backup_runs_once_and_restores(
+    setup: Setup, postgres_server: PostgresServer
+) -> None:
+    ns = setup.namespace
+    setup.backup(
+        "before-upgrade",
+        {"destination": {"type": "pvc", "pvc": {"claimName": "backups"}}},
+    )
+    first = setup.reconciler.reconcile(ns, "before-upgrade")
+    assert [ref["kind"] for ref in first.applied][-1] == "Job"
+    job = setup.kube.get(JOB, "cleo-backup-before-upgrade", namespace=ns)
+    assert job is not None
+    run = setup.run(job)
+    assert run.returncode == 0, run.stderr
+    assert run.report is not None
+    backup_id = run.report["backup"]["backupId"]
+
+    setup.wait_until_no_job_runs("before-upgrade")
+    done = setup.reconciler.reconcile(ns, "before-upgrade")
+    assert done.phase == "Succeeded"
+    assert done.ready
+    assert setup.condition("before-upgrade", "BackupFresh")[:2] == ("True", "OneOff")
+    assert setup.status("before-upgrade")["lastSuccessfulBackup"]["backupId"] == backup_id
+    assert "cronJobName" not in setup.status("before-upgrade")
+
+    # The Job is made once: a spec change does not touch it (its template is immutable).
+    setup.kube.patch_merge(
+        BACKUP,
+        "before-upgrade",
+        {"spec": {"resources": {"requests": {"cpu": "50m"}}}},
+        namespace=ns,
+    )
+    changed = setup.reconciler.reconcile(ns, "before-upgrade")
+    assert "Job" not in [ref["kind"] for ref in changed.applied]
+    assert changed.ready
+
+    # And the archive restores with the CLI, into a new database.
+    target = f"{tenant_database_name(setup.tenant.name)}_restored"
+    postgres_server.execute(f'CREATE DATABASE "{target}"')
+    try:
+        restored = run_restore(
+            setup, postgres_server, backup_id=backup_id, target=target, folder="backups"
+        )
+        assert restored.returncode == 0, restored.stderr
+        rows = postgres_server.execute("SELECT count(*) FROM notes", dbname=target)
+        assert rows[0][0] == 300
+    finally:
+        postgres_server.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+def run_restore(
+    setup: Setup, server: PostgresServer, *, backup_id: str, target: str, folder: str
+) -> subprocess.CompletedProcess[str]:
+    """`cleo-operator restore` as a person runs it: the password in PGPASSWORD."""
+    keyring = setup.kube.get(SECRET, "cleo-keyring", namespace=setup.namespace)
+    assert keyring is not None
+    keyring_dir = setup.work / "restore-keyring"
+    keyring_dir.mkdir(parents=True)
+    for key, value in keyring["data"].items():
+        (keyring_dir / key).write_bytes(base64.b64decode(value))
+    env = {
+        "PATH": f"{find_postgres_bindir()}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(setup.work),
+        "PGPASSWORD": server.password,  # in the environment, never on the command line
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cleo_operator.backup_cli",
+            "restore",
+            "--archive",
+            backup_id,
+            "--into",
+            f"host={server.host} port={server.port} dbname={target} user={server.superuser}",
+            "--destination",
+            str(setup.volumes / setup.namespace / folder),
+            "--keyring-dir",
+            str(keyring_dir),
+            "--no-privileges",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
