@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from cleo_operator.failover.fencing import fence_tenant
 from cleo_operator.failover.steps import parse_time, seconds_between
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
@@ -24,6 +25,7 @@ from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
 from tests.integration.test_failover_support import (
     DEPLOYMENT,
+    PRIMARY,
     REPLICAS,
     STANDBY,
     Setting,
@@ -304,3 +306,32 @@ def test_two_failovers_of_one_tenant_never_run_at_once(
             dep = kube.get(DEPLOYMENT, "cleoai", namespace=setting.namespace)
             assert dep is not None
             assert dep["spec"]["replicas"] == REPLICAS
+
+
+def test_a_failover_to_an_already_promoted_standby_needs_the_tenant_fenced(
+    setting: Setting,
+) -> None:
+    setting.write_rows(10)
+    setting.wait_replayed()
+    # The standby was promoted behind the operator's back; the tenant still writes on the
+    # old primary, so moving it would lose those writes: refused.
+    setting.standby.execute("SELECT pg_promote(wait => true)")
+    setting.write_rows(5, server=setting.primary)
+    before = snapshot(setting)
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools)
+        refused = run_until(reconciler, setting, setting.create_failover("Failover"))
+        assert refused["status"]["phase"] == "Failed"
+        assert condition(refused, "Succeeded")["reason"] == "NotAStandby"
+        assert snapshot(setting) == before
+
+        # What a failover that stopped after promoting leaves behind: the tenant fenced on
+        # the old primary. Then the move is finished, without promoting twice.
+        fence_tenant(pools, PRIMARY, tenant=setting.tenant)
+        done = run_until(reconciler, setting, setting.create_failover("Failover"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert "already was a primary" in steps(done)["promote"]["message"]
+    assert setting.tenant_can_write(setting.standby)
+    assert setting.count_rows(setting.standby) == 10
+    assert not setting.tenant_can_write(setting.primary)
+    assert setting.deployment()["spec"]["replicas"] == REPLICAS

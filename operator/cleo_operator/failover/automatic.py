@@ -245,7 +245,12 @@ class AutomaticFailover:
         probe: _Probe,
     ) -> AutomaticOutcome:
         ours = self._failovers(tenant, namespace)
-        running = [o for o in ours if _phase(o) not in _TERMINAL]
+        # A drill changes nothing and must not keep a real failover from happening.
+        running = [
+            o
+            for o in ours
+            if _phase(o) not in _TERMINAL and (o.get("spec") or {}).get("type") != "Drill"
+        ]
         if running:
             name = running[0]["metadata"]["name"]
             return _outcome(

@@ -54,7 +54,7 @@ from cleo_operator.data.sites import SiteConfig
 from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.drill import BackupSource, restore_drill
 from cleo_operator.failover.errors import FailoverError
-from cleo_operator.failover.fencing import fence_tenant, unfence_tenant
+from cleo_operator.failover.fencing import fence_state, fence_tenant, unfence_tenant
 from cleo_operator.failover.probe import (
     LagEstimate,
     ServerState,
@@ -326,8 +326,11 @@ class Procedure:
         names = []
         for obj in self.kube.list(FAILOVER, namespace=move.namespace):
             meta = obj["metadata"]
-            if meta.get("uid") == move.uid or (obj.get("spec") or {}).get("tenant") != move.tenant:
+            spec = obj.get("spec") or {}
+            if meta.get("uid") == move.uid or spec.get("tenant") != move.tenant:
                 continue
+            if spec.get("type") == "Drill":
+                continue  # a drill changes nothing, so it never stands in a failover's way
             status = obj.get("status") or {}
             started = any(
                 s.get("state") != "Pending" and s.get("name") != "preflight"
@@ -454,6 +457,10 @@ class Procedure:
                 memory=memory,
                 plan=self._plan(move, source, target, lag, primary_state),
             )
+        if spec.type == "Drill":
+            # No lock: a drill changes nothing, and must never stand in the way of a real
+            # failover (an automatic one in the middle of a long restore, say).
+            return StepOutcome(state="Succeeded", message=summary, memory=memory)
         acquire_lock(
             self.kube,
             move.tenant,
@@ -519,15 +526,17 @@ class Procedure:
                 reason="NotAStandby",
             )
         if not target_state.in_recovery:
-            if kind == "Failover" and (primary_state is None or primary_state.in_recovery):
+            if kind == "Failover" and self._old_primary_quiet(move, source, primary_state):
                 notes.append(
                     f"site {target!r} is already a primary (promoted by an earlier failover, "
                     "maybe of another tenant on the same site); it will not be promoted again"
                 )
             else:
                 raise FailoverError(
-                    f"site {target!r} is not a standby (it is not in recovery): promoting it "
-                    f"while site {source!r} is the tenant's primary would make two primaries",
+                    f"site {target!r} is not a standby (it is not in recovery), and the tenant "
+                    f"still takes writes on site {source!r}: moving it there would lose them "
+                    "(or make two primaries). If a failover stopped after promoting it, fence "
+                    "the tenant on the old primary first (see docs/failover.md)",
                     reason="NotAStandby",
                 )
         elif kind == "Switchover" and not target_state.receiving:
@@ -538,6 +547,23 @@ class Procedure:
                 reason="TargetNotStreaming",
             )
         return notes
+
+    def _old_primary_quiet(
+        self, move: Move, source: str, primary_state: ServerState | None
+    ) -> bool:
+        """Whether the tenant can have written nothing on the old primary lately.
+
+        True when the old primary is gone or in recovery, or when the tenant is fenced
+        there (what a failover that failed after promoting leaves behind). Then moving
+        the tenant to an already promoted target loses nothing written since; otherwise
+        it would lose everything the tenant wrote on the old primary after the promotion.
+        """
+        if primary_state is None or primary_state.in_recovery:
+            return True
+        try:
+            return fence_state(self.pools, source, tenant=move.tenant).fenced
+        except DataError:
+            return False
 
     def _preflight_lag(
         self,

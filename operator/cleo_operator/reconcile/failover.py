@@ -397,7 +397,8 @@ class FailoverReconciler:
                     type=SUCCEEDED_CONDITION, status="True", reason="Succeeded", message=done
                 )
             )
-            release_lock(self.kube, move.tenant, move.holder)
+            if spec.type != "Drill":  # drills take no lock
+                release_lock(self.kube, move.tenant, move.holder)
         status.fields["phase"] = "Succeeded"
         status.fields["completionTime"] = end or format_time(status.now)
         status.write()
@@ -456,7 +457,7 @@ class FailoverReconciler:
         )
         status.fields["phase"] = "Failed"
         status.fields["completionTime"] = format_time(status.now)
-        if not spec.dry_run:
+        if not spec.dry_run and spec.type != "Drill":
             release_lock(self.kube, move.tenant, move.holder)
         status.write()
         if not spec.dry_run:
