@@ -172,10 +172,9 @@ def run_job_pod(
     env["KUBECONFIG"] = str(
         cluster.kubeconfig_for(f"system:serviceaccount:{namespace}:{account}", token)
     )
-    # The image's entry point is `cleo-operator`; its backup and restore commands are
-    # registered by `cleo_operator.backup_cli`, which also runs them as a module.
+    # The image's entry point: `cleo-operator` is `cleo_operator.cli:main`.
     completed = subprocess.run(
-        [sys.executable, "-m", "cleo_operator.backup_cli", *args],
+        [sys.executable, "-m", "cleo_operator.cli", *args],
         cwd=workdir,
         env=env,
         capture_output=True,

@@ -462,7 +462,7 @@ def run_restore(
         [
             sys.executable,
             "-m",
-            "cleo_operator.backup_cli",
+            "cleo_operator.cli",
             "restore",
             "--archive",
             backup_id,
