@@ -1,0 +1,47 @@
+"""The operator's backup settings from its environment: defaults, values, and errors that
+name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cleo_operator import __version__
+from cleo_operator.reconcile.backup import BackupSettings, default_image
+
+
+def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
+    settings = BackupSettings.from_environment({})
+    assert settings.pod.image == default_image() == f"ghcr.io/cleoai/cleo-operator:{__version__}"
+    assert settings.pod.image_pull_policy is None
+    assert settings.pod.egress_cidrs == ("0.0.0.0/0", "::/0")
+    assert settings.volumes_dir is None
+
+
+def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
+    settings = BackupSettings.from_environment(
+        {
+            "CLEO_OPERATOR_IMAGE": "registry.example/cleo-operator@sha256:" + "a" * 64,
+            "CLEO_OPERATOR_IMAGE_PULL_POLICY": "IfNotPresent",
+            "CLEO_BACKUP_EGRESS_CIDRS": " 10.96.0.1/32, fd00::/8 ,",
+            "CLEO_BACKUP_VOLUMES_DIR": "/var/lib/cleo/volumes",
+        }
+    )
+    assert settings.pod.image.endswith("a" * 64)
+    assert settings.pod.image_pull_policy == "IfNotPresent"
+    assert settings.pod.egress_cidrs == ("10.96.0.1/32", "fd00::/8")
+    assert settings.volumes_dir == Path("/var/lib/cleo/volumes")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("CLEO_OPERATOR_IMAGE_PULL_POLICY", "Sometimes", "use one of Always, IfNotPresent, Never"),
+        ("CLEO_BACKUP_EGRESS_CIDRS", "10.0.0.0/8,the-internet", "'the-internet' is not"),
+    ],
+)
+def test_a_wrong_value_names_its_variable(variable: str, value: str, words: str) -> None:
+    with pytest.raises(ValueError, match=variable) as caught:
+        BackupSettings.from_environment({variable: value})
+    assert words in str(caught.value)
