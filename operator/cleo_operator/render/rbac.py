@@ -1,42 +1,70 @@
-"""Who may do what in the tenant's namespace: the workload's ServiceAccount, two Roles and
-the RoleBindings of spec.admins and spec.viewers.
+"""Who may do what in the tenant's namespace: the workload's ServiceAccount, and the
+RoleBindings of spec.admins and spec.viewers to the ClusterRoles `cleo-tenant-admin` and
+`cleo-tenant-viewer`.
 
 `cleo-tenant-admin` runs the tenant's workloads but cannot loosen its own fence: it may
 only read ResourceQuotas, LimitRanges and NetworkPolicies, and has no rights on RBAC
-objects at all (so it can neither grant itself more nor hand rights to others). Roles are
-namespaced, so namespaces themselves (and their Pod Security labels) are out of reach too.
+objects at all (so it can neither grant itself more nor hand rights to others). Bound by a
+RoleBinding, a ClusterRole grants its rules in that one namespace only, so namespaces
+themselves (and their Pod Security labels) are out of reach too.
 `cleo-tenant-viewer` reads the same kinds but not Secrets (nor pods/exec).
+
+Why ClusterRoles that the operator only binds, and not Roles it writes per namespace:
+RBAC's escalation check lets an identity write a Role only with permissions it holds
+itself, so writing these Roles made the operator hold everything they grant (pods/exec,
+deletecollection, ...) in every namespace, although it never used any of it. Binding
+needs only the ``bind`` verb on the two ClusterRoles by name. The ClusterRoles are
+installed once per cluster by a cluster admin (the Helm chart, or the generated
+``deploy/rbac/tenant-roles.yaml``); their rules come from `admin_rules` and `viewer_rules`
+here, and a test fails when either copy drifts.
+
+The RoleBindings are named after the ClusterRole they bind (`cleo-tenant-admin`), not
+``cleo-tenant-admins`` as when they bound namespaced Roles: a RoleBinding's roleRef cannot
+change, so the old bindings could not be repointed. The reconciler prunes the old Roles
+and RoleBindings, which are listed in the tenant's status.children and carry our labels.
 
 The rules name every verb and resource: no wildcards, because ``*`` also grants whatever
 kinds and subresources a later Kubernetes version or a CRD adds to the group.
 
-The Roles are rendered even when nobody is bound, so platform teams can bind their own
-subjects to them; a RoleBinding is rendered only for a non-empty list of subjects.
+A RoleBinding is rendered only for a non-empty list of subjects; platform teams can bind
+their own subjects to the ClusterRoles in a tenant namespace with a RoleBinding of theirs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal, TypedDict
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, Subject
 from cleo_operator.render.child import WORKLOAD_NAME, child_metadata
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
+    ObjectMeta,
     PolicyRule,
     RbacSubject,
-    Role,
-    RoleBinding,
     ServiceAccount,
     Verb,
     as_object,
 )
 
 ADMIN_ROLE: Final = "cleo-tenant-admin"
+"""The ClusterRole of tenant admins (spec.admins)."""
 VIEWER_ROLE: Final = "cleo-tenant-viewer"
-ADMIN_BINDING: Final = "cleo-tenant-admins"
-VIEWER_BINDING: Final = "cleo-tenant-viewers"
+"""The ClusterRole of tenant viewers (spec.viewers)."""
+TENANT_ROLES: Final = (ADMIN_ROLE, VIEWER_ROLE)
+"""Both ClusterRoles; the operator may bind these and no other (kube/permissions.py)."""
+ADMIN_BINDING: Final = ADMIN_ROLE
+"""The RoleBinding of spec.admins in the tenant's namespace."""
+VIEWER_BINDING: Final = VIEWER_ROLE
+"""The RoleBinding of spec.viewers in the tenant's namespace."""
+
+# Not app.kubernetes.io/managed-by: cleo-operator: the operator neither writes nor watches
+# these (a cluster admin installs them), and that label is how it selects its children.
+CLUSTER_ROLE_LABELS: Final = {
+    "app.kubernetes.io/part-of": "cleo-operator",
+    "app.kubernetes.io/component": "tenant-access",
+}
 
 READ: Final[tuple[Verb, ...]] = ("get", "list", "watch")
 MANAGE: Final[tuple[Verb, ...]] = (*READ, "create", "delete", "deletecollection", "patch", "update")
@@ -113,30 +141,65 @@ def render_service_account(
     return as_object(obj)
 
 
-def _role(
-    *, name: str, tenant: str, namespace: str, owner: OwnerReference, rules: list[PolicyRule]
-) -> KubeObject:
-    obj: Role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": child_metadata(
-            name=name, namespace=namespace, tenant=tenant, owner=owner, component="access"
-        ),
-        "rules": rules,
-    }
-    return as_object(obj)
+class _ClusterRoleMeta(TypedDict):
+    name: str
+    labels: dict[str, str]
+
+
+class ClusterRole(TypedDict):
+    """rbac.authorization.k8s.io/v1 ClusterRole, the fields set here."""
+
+    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
+    kind: Literal["ClusterRole"]
+    metadata: _ClusterRoleMeta
+    rules: list[PolicyRule]
+
+
+class ClusterRoleRef(TypedDict):
+    """A RoleBinding's roleRef to a ClusterRole (render.k8s's RoleRef names Roles only)."""
+
+    apiGroup: Literal["rbac.authorization.k8s.io"]
+    kind: Literal["ClusterRole"]
+    name: str
+
+
+class TenantRoleBinding(TypedDict):
+    """A RoleBinding in the tenant's namespace that binds a ClusterRole there only."""
+
+    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
+    kind: Literal["RoleBinding"]
+    metadata: ObjectMeta
+    roleRef: ClusterRoleRef
+    subjects: list[RbacSubject]
+
+
+def tenant_role_rules() -> dict[str, list[PolicyRule]]:
+    """The rules of each tenant ClusterRole, by name, in a stable order."""
+    return {ADMIN_ROLE: admin_rules(), VIEWER_ROLE: viewer_rules()}
+
+
+def render_tenant_cluster_roles() -> list[KubeObject]:
+    """The ClusterRoles `cleo-tenant-admin` and `cleo-tenant-viewer`, as installed once per
+    cluster (not per tenant, and not by the operator: see the module docstring)."""
+    roles: list[KubeObject] = []
+    for name, rules in tenant_role_rules().items():
+        obj: ClusterRole = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": dict(CLUSTER_ROLE_LABELS)},
+            "rules": rules,
+        }
+        roles.append(as_object(obj))
+    return roles
 
 
 def render_roles(*, tenant: str, namespace: str, owner: OwnerReference) -> list[KubeObject]:
-    """The Roles `cleo-tenant-admin` and `cleo-tenant-viewer`."""
-    return [
-        _role(
-            name=ADMIN_ROLE, tenant=tenant, namespace=namespace, owner=owner, rules=admin_rules()
-        ),
-        _role(
-            name=VIEWER_ROLE, tenant=tenant, namespace=namespace, owner=owner, rules=viewer_rules()
-        ),
-    ]
+    """No namespaced Roles any more: the tenant roles are ClusterRoles (module docstring).
+
+    Kept, returning nothing, only while `render.tenant` still calls it; remove both then.
+    """
+    del tenant, namespace, owner
+    return []
 
 
 def _subjects(subjects: Sequence[Subject]) -> list[RbacSubject]:
@@ -153,13 +216,13 @@ def _binding(
     namespace: str,
     owner: OwnerReference,
 ) -> KubeObject:
-    obj: RoleBinding = {
+    obj: TenantRoleBinding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": child_metadata(
             name=name, namespace=namespace, tenant=tenant, owner=owner, component="access"
         ),
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": role},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
         "subjects": _subjects(subjects),
     }
     return as_object(obj)
@@ -168,7 +231,8 @@ def _binding(
 def render_role_bindings(
     *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
 ) -> list[KubeObject]:
-    """RoleBindings of spec.admins and spec.viewers; none for an empty list."""
+    """RoleBindings of spec.admins and spec.viewers to the tenant ClusterRoles, in the
+    tenant's namespace; none for an empty list."""
     bindings = []
     for name, role, subjects in (
         (ADMIN_BINDING, ADMIN_ROLE, spec.admins),

@@ -1,4 +1,5 @@
-"""RBAC, judged by what each subject may do (a small evaluator of Role rules)."""
+"""RBAC, judged by what each subject may do (a small evaluator of RBAC rules): the tenant
+ClusterRoles, and the RoleBindings that grant them in one tenant namespace only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.meta import tenant_owner
-from cleo_operator.render.rbac import render_role_bindings, render_roles, render_service_account
+from cleo_operator.render.rbac import (
+    TENANT_ROLES,
+    render_role_bindings,
+    render_roles,
+    render_service_account,
+    render_tenant_cluster_roles,
+)
 from tests.unit.render.specs import TENANT, UID, spec_of
 
 NS = "acme-prod"
@@ -19,9 +26,7 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 def roles() -> dict[str, KubeObject]:
-    return {
-        r["metadata"]["name"]: r for r in render_roles(tenant=TENANT, namespace=NS, owner=OWNER)
-    }
+    return {r["metadata"]["name"]: r for r in render_tenant_cluster_roles()}
 
 
 def bindings(spec: CleoTenantSpec) -> dict[str, KubeObject]:
@@ -106,26 +111,62 @@ def test_no_wildcards_and_a_stable_order(role: KubeObject) -> None:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key]
             assert rule[key] == sorted(rule[key])
-    assert role["metadata"]["namespace"] == NS
-    assert role["metadata"]["labels"]["app.kubernetes.io/component"] == "access"
+        assert "resourceNames" not in rule
 
 
-def test_bindings_bind_the_spec_subjects_to_their_roles() -> None:
+@pytest.mark.parametrize("role", [ADMIN, VIEWER], ids=["admin", "viewer"])
+def test_the_tenant_roles_are_cluster_roles_no_tenant_owns(role: KubeObject) -> None:
+    # One per cluster, installed by a cluster admin: not a child of any tenant, so neither
+    # a namespace, an owner, nor the labels the operator selects its children by.
+    assert role["kind"] == "ClusterRole"
+    meta = role["metadata"]
+    assert set(meta) == {"name", "labels"}
+    assert meta["labels"] == {
+        "app.kubernetes.io/part-of": "cleo-operator",
+        "app.kubernetes.io/component": "tenant-access",
+    }
+    assert [r["metadata"]["name"] for r in render_tenant_cluster_roles()] == list(TENANT_ROLES)
+
+
+def test_no_namespaced_roles_are_rendered_for_a_tenant() -> None:
+    assert render_roles(tenant=TENANT, namespace=NS, owner=OWNER) == []
+
+
+def test_bindings_bind_the_spec_subjects_to_the_cluster_roles_in_the_namespace() -> None:
     rendered = bindings(spec_of())
-    admins, viewers = rendered["cleo-tenant-admins"], rendered["cleo-tenant-viewers"]
+    admins, viewers = rendered["cleo-tenant-admin"], rendered["cleo-tenant-viewer"]
     rbac = "rbac.authorization.k8s.io"
-    assert admins["roleRef"] == {"apiGroup": rbac, "kind": "Role", "name": "cleo-tenant-admin"}
+    assert admins["kind"] == "RoleBinding"  # never a ClusterRoleBinding: this namespace only
+    assert admins["metadata"]["namespace"] == NS
+    assert admins["metadata"]["labels"]["app.kubernetes.io/component"] == "access"
+    assert admins["metadata"]["ownerReferences"] == [OWNER]
+    assert admins["roleRef"] == {
+        "apiGroup": rbac,
+        "kind": "ClusterRole",
+        "name": "cleo-tenant-admin",
+    }
     assert admins["subjects"] == [
         {"kind": "Group", "name": "ops", "apiGroup": rbac},
         {"kind": "User", "name": "alice@example.com", "apiGroup": rbac},
     ]
-    assert viewers["roleRef"]["name"] == "cleo-tenant-viewer"
+    assert viewers["roleRef"] == {
+        "apiGroup": rbac,
+        "kind": "ClusterRole",
+        "name": "cleo-tenant-viewer",
+    }
     assert viewers["subjects"] == [{"kind": "Group", "name": "support", "apiGroup": rbac}]
 
 
+def test_bindings_are_not_named_like_the_ones_that_bound_roles() -> None:
+    # A RoleBinding's roleRef cannot change: the old bindings (to namespaced Roles) could
+    # not be repointed, so the new ones need other names and the old ones are pruned.
+    names = set(bindings(spec_of()))
+    assert names.isdisjoint({"cleo-tenant-admins", "cleo-tenant-viewers"})
+
+
 def test_no_binding_for_an_empty_list() -> None:
-    assert list(bindings(spec_of(viewers=[]))) == ["cleo-tenant-admins"]
-    assert list(bindings(spec_of(admins=[]))) == ["cleo-tenant-viewers"]
+    assert list(bindings(spec_of(viewers=[]))) == ["cleo-tenant-admin"]
+    assert list(bindings(spec_of(admins=[]))) == ["cleo-tenant-viewer"]
     assert bindings(spec_of({})) == {}
 
 
