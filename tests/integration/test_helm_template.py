@@ -2,7 +2,9 @@
 
 What a user would notice: `helm lint --strict` passes; every value set renders objects that
 do what the values say; the RBAC the chart grants is exactly operator/cleo_operator/kube/
-permissions.py (nothing missing, nothing extra, no wildcard); the site configuration it
+permissions.py (nothing missing, nothing extra, no wildcard, and nothing of what only tenant
+admins need, such as pods/exec); the tenant ClusterRoles it ships grant exactly the rules of
+render/rbac.py; the site configuration it
 renders is one the data layer accepts; and a misspelt or ill-typed value fails at
 `helm template` with a message that names the value.
 
@@ -21,7 +23,8 @@ import pytest
 import yaml
 
 from cleo_operator.data.sites import load_site_config
-from cleo_operator.kube.permissions import Scope, granted_triples
+from cleo_operator.kube.permissions import Scope, grants
+from cleo_operator.render.rbac import TENANT_ROLES, tenant_role_rules
 from e2e.cluster import build_toolchain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +68,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "namespace-scoped": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
+    "tenant-roles-elsewhere": {"rbac": {"createTenantRoles": False}},
     "kek-secret": {"kek": {"secretName": "cleo-kek"}, "podDisruptionBudget": {"enabled": True}},
     "kek-csi": {
         "kek": {
@@ -128,13 +132,15 @@ def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> d
     return found[0]
 
 
-def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """Every (group, resource, verb, name) a role's rules grant; "" for any name."""
     return {
-        (group, resource, verb)
+        (group, resource, verb, name)
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
     }
 
 
@@ -192,18 +198,59 @@ def test_rbac_grants_exactly_the_permissions_in_code(helm: list[str], tmp_path: 
         f"{RELEASE}-tenant": ("ClusterRole", ["tenant"]),
     }
     for name, (kind, scopes) in expected.items():
-        granted = triples(only(objects, kind, name))
-        wanted = granted_triples(scopes)
-        assert granted == wanted, (
+        got = granted(only(objects, kind, name))
+        wanted = grants(scopes)
+        assert got == wanted, (
             f"{kind} {name} differs from kube/permissions.py (scopes {scopes}): "
-            f"missing {sorted(wanted - granted)}, extra {sorted(granted - wanted)}"
+            f"missing {sorted(wanted - got)}, extra {sorted(got - wanted)}"
         )
     role = only(objects, "Role", RELEASE)
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert triples(role) == granted_triples(["operator"])
+    assert granted(role) == grants(["operator"])
     for obj in find(objects, "ClusterRole") + find(objects, "Role"):
         for rule in obj["rules"]:
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj
+
+
+def test_the_operators_roles_hold_nothing_it_only_used_to_grant_onward(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, {})
+    operator_roles = [
+        only(objects, "ClusterRole", RELEASE),
+        only(objects, "ClusterRole", f"{RELEASE}-tenant"),
+        only(objects, "Role", RELEASE),
+    ]
+    held = set().union(*(granted(role) for role in operator_roles))
+    resources = {resource for _, resource, _, _ in held}
+    assert "pods/exec" not in resources
+    assert "pods/log" not in resources
+    assert not {g for g in held if g[2] in ("deletecollection", "update", "escalate")}
+    # On ClusterRoles: bind and get, and only on the two tenant ClusterRoles by name.
+    on_cluster_roles = {g for g in held if g[1] == "clusterroles"}
+    assert on_cluster_roles == {
+        ("rbac.authorization.k8s.io", "clusterroles", verb, name)
+        for verb in ("bind", "get")
+        for name in TENANT_ROLES
+    }
+
+
+def test_the_tenant_cluster_roles_grant_the_rules_of_the_code(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, {})
+    for name, rules in tenant_role_rules().items():
+        role = only(objects, "ClusterRole", name)
+        assert role["rules"] == rules, name
+        meta = role["metadata"]
+        # Uninstalling the operator must not strip tenant admins of their rights.
+        assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert meta["labels"]["app.kubernetes.io/component"] == "tenant-access"
+    # Cluster-wide names, so one release creates them; the others (or kubectl) may not.
+    elsewhere = render(helm, tmp_path, VALUE_SETS["tenant-roles-elsewhere"])
+    assert not [o for o in find(elsewhere, "ClusterRole") if o["metadata"]["name"] in TENANT_ROLES]
+    # The operator may still bind them, wherever they come from.
+    assert granted(only(elsewhere, "ClusterRole", f"{RELEASE}-tenant")) == grants(["tenant"])
 
 
 def test_cluster_wide_install_binds_both_cluster_roles_to_the_service_account(
@@ -249,6 +296,8 @@ def test_namespace_scoped_install_binds_tenant_rights_only_in_watched_namespaces
 
 
 def test_rbac_create_false_renders_no_rbac(helm: list[str], tmp_path: Path) -> None:
+    # Not even the tenant ClusterRoles (createTenantRoles defaults to true): whoever grants
+    # the operator's RBAC also installs those, from deploy/rbac/tenant-roles.yaml.
     objects = render(helm, tmp_path, {"rbac": {"create": False}})
     for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
         assert not find(objects, kind), kind
@@ -437,6 +486,11 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
     ("kek twice", ["--set", "kek.secretName=k,kek.volume.csi.driver=d"], "kek.volume"),
     ("ports clash", ["--set", "health.port=8080"], "health.port"),
     ("no service account", ["--set", "serviceAccount.create=false"], "serviceAccount.name"),
+    (
+        "tenant roles flag",
+        ["--set-string", "rbac.createTenantRoles=yes"],
+        "/rbac/createTenantRoles",
+    ),
     (
         "monitor without service",
         ["--set", "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false"],

@@ -2,8 +2,8 @@
 
 The list is only useful while it is complete and no larger than needed. These tests tie it
 to the code that creates the needs: every kind the kube client knows, every resource Kopf is
-told to watch, and every rule of the tenant Roles the operator writes (which RBAC lets it
-grant only if it holds them itself). The chart is compared with the list in
+told to watch, and the tenant ClusterRoles the operator binds (it may bind exactly those,
+and holds nothing of what they grant). The chart is compared with the list in
 tests/integration/test_helm_template.py.
 """
 
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Iterable, Mapping
 from contextlib import redirect_stdout
+from typing import Any
 
 import pytest
 import yaml
@@ -20,21 +22,37 @@ from cleo_operator.handlers.registry import CHILD_RESOURCES
 from cleo_operator.kube.client import KINDS
 from cleo_operator.kube.permissions import (
     PERMISSIONS,
+    TENANT_CLUSTER_ROLES,
+    Grant,
     MissingPermission,
+    Scope,
     access_checks,
     describe_missing,
-    granted_triples,
+    grants,
     policy_rules,
     register,
 )
-from cleo_operator.render.rbac import admin_rules, viewer_rules
+from cleo_operator.render.rbac import TENANT_ROLES, admin_rules, viewer_rules
 
-ALL_SCOPES = ("cluster", "tenant", "operator")
+ALL_SCOPES: tuple[Scope, ...] = ("cluster", "tenant", "operator")
+RBAC = "rbac.authorization.k8s.io"
 
 
 def own_triples() -> set[tuple[str, str, str]]:
-    """What the operator holds for its own use (not granted onward)."""
-    return granted_triples(ALL_SCOPES, [p for p in PERMISSIONS if not p.onward])
+    """What the operator holds on every object of a resource (not only on some names)."""
+    return {(g.group, g.resource, g.verb) for g in grants(ALL_SCOPES) if not g.name}
+
+
+def expand(rules: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """Every (group, resource, verb, name) a list of RBAC rules grants; "" for any name."""
+    return {
+        (group, resource, verb, name)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
+    }
 
 
 def test_every_kind_the_client_knows_has_permissions() -> None:
@@ -73,18 +91,36 @@ def test_applied_children_can_be_created_by_apply_and_deleted(plural: str) -> No
     assert {"get", "patch", "create", "delete"} <= verbs, plural
 
 
-def test_onward_grants_are_exactly_what_the_tenant_roles_grant() -> None:
-    tenant_roles = {
-        (group, resource, verb)
-        for rule in [*admin_rules(), *viewer_rules()]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
+def test_the_operator_may_bind_the_tenant_cluster_roles_and_no_other() -> None:
+    assert TENANT_CLUSTER_ROLES == TENANT_ROLES  # kube cannot import render: kept equal here
+    everywhere = grants(ALL_SCOPES)
+    binds = {g for g in everywhere if g.verb in ("bind", "escalate")}
+    assert binds == {Grant(RBAC, "clusterroles", "bind", name) for name in TENANT_ROLES}
+    # Bound in tenant namespaces: the scope that follows the watched namespaces.
+    assert binds <= grants(["tenant"])
+    # It may look the ClusterRoles up (to say when they are missing), and nothing more on them.
+    on_cluster_roles = {g for g in everywhere if g.resource == "clusterroles"}
+    assert on_cluster_roles == binds | {
+        Grant(RBAC, "clusterroles", "get", name) for name in TENANT_ROLES
     }
-    onward = granted_triples(["tenant"], [p for p in PERMISSIONS if p.onward])
-    assert onward == tenant_roles, (
-        f"missing {sorted(tenant_roles - onward)}, extra {sorted(onward - tenant_roles)}"
-    )
+    assert not {g for g in everywhere if g.resource == "clusterrolebindings"}
+
+
+def test_the_operator_holds_none_of_what_only_tenant_roles_grant() -> None:
+    """Binding made those grants unnecessary; the chart's ClusterRole must not carry them."""
+    tenant_roles = {(g, r, v) for g, r, v, _ in expand([*admin_rules(), *viewer_rules()])}
+    held = {(g.group, g.resource, g.verb) for g in grants(ALL_SCOPES)}
+    for grant in [
+        ("", "pods/exec", "create"),
+        ("", "pods/exec", "get"),
+        ("", "pods/log", "get"),
+        ("apps", "replicasets", "list"),
+        ("apps", "deployments/scale", "update"),
+    ]:
+        assert grant in tenant_roles, grant  # the example is one the tenant roles do grant
+        assert grant not in held, grant
+    # No deletecollection nor update anywhere: the operator applies (patch) and deletes.
+    assert not {g for g in held if g[2] in ("deletecollection", "update")}
 
 
 def test_no_wildcards_and_every_entry_says_why() -> None:
@@ -95,21 +131,27 @@ def test_no_wildcards_and_every_entry_says_why() -> None:
         assert len(p.why) > 20, p
 
 
-def test_policy_rules_grant_exactly_the_triples_once_each() -> None:
-    for scopes in (["cluster"], ["tenant"], ["operator"], list(ALL_SCOPES)):
+def test_policy_rules_grant_exactly_the_grants_once_each() -> None:
+    scope_sets: list[list[Scope]] = [["cluster"], ["tenant"], ["operator"], list(ALL_SCOPES)]
+    for scopes in scope_sets:
         rules = policy_rules(scopes)
-        expanded = [
-            (group, resource, verb)
-            for rule in rules
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-            for verb in rule["verbs"]
-        ]
-        assert set(expanded) == granted_triples(scopes)
+        assert expand(rules) == grants(scopes)
         # Resources are merged into one rule per resource: no resource appears twice.
         pairs = [(r["apiGroups"][0], res) for r in rules for res in r["resources"]]
         assert len(pairs) == len(set(pairs))
         assert rules == policy_rules(list(reversed(scopes)))
+
+
+def test_policy_rules_keep_resource_names_apart_from_grants_on_every_object() -> None:
+    rules = policy_rules(["cluster", "tenant"])
+    (named,) = [r for r in rules if "clusterroles" in r["resources"]]
+    assert named == {
+        "apiGroups": [RBAC],
+        "resources": ["clusterroles"],
+        "verbs": ["get", "bind"],
+        "resourceNames": list(TENANT_ROLES),
+    }
+    assert all("resourceNames" not in r for r in rules if r is not named)
 
 
 def test_access_checks_follow_the_scope_of_each_permission() -> None:
@@ -124,8 +166,12 @@ def test_access_checks_follow_the_scope_of_each_permission() -> None:
     assert tenant_namespaces == {"a", "b"}
     tenant_checks = [c for c in cluster_wide if c.permission.scope == "tenant"]
     assert len([c for c in scoped if c.permission.scope == "tenant"]) == 2 * len(tenant_checks)
-    without_onward = access_checks(operator_namespace="x", include_onward=False)
-    assert not any(c.permission.onward for c in without_onward)
+    # A permission restricted to names is asked about each name.
+    binds = [c for c in scoped if c.verb == "bind"]
+    assert sorted((c.namespace, c.name) for c in binds) == sorted(
+        (ns, name) for ns in ("a", "b") for name in TENANT_ROLES
+    )
+    assert all(c.name is None for c in cluster_wide if c.permission.resource != "clusterroles")
 
 
 def test_missing_permissions_are_described_for_people() -> None:
@@ -148,6 +194,29 @@ def test_missing_permissions_are_described_for_people() -> None:
     assert lines[2].startswith("  - create events in namespace cleo-system: ")
     assert "docs/install.md" in lines[-1]
     assert describe_missing(missing, identity=None).startswith("the operator's identity lacks")
+
+
+def test_a_missing_bind_names_the_cluster_role() -> None:
+    checks = access_checks(operator_namespace="cleo-system", watch_namespaces=["team-a"])
+    bind = next(c for c in checks if c.verb == "bind" and c.name == "cleo-tenant-viewer")
+    line = describe_missing([MissingPermission(check=bind)], identity="op").splitlines()[1]
+    assert line.startswith(
+        "  - bind clusterroles.rbac.authorization.k8s.io cleo-tenant-viewer in namespace team-a: "
+    )
+
+
+def test_missing_tenant_cluster_roles_say_how_to_install_them() -> None:
+    message = describe_missing([], identity=None, missing_roles=list(TENANT_ROLES))
+    assert "lacks" not in message  # no permission is missing, only the roles
+    assert "cleo-tenant-admin, cleo-tenant-viewer do not exist" in message
+    assert "install the chart or apply deploy/rbac/tenant-roles.yaml" in message
+    both = describe_missing(
+        [MissingPermission(check=access_checks(operator_namespace="x")[0])],
+        identity="op",
+        missing_roles=["cleo-tenant-viewer"],
+    )
+    assert both.startswith("op lacks 1 permission(s)")
+    assert both.splitlines()[-1].startswith("the ClusterRole(s) cleo-tenant-viewer do not exist")
 
 
 def test_rules_command_prints_the_cluster_role_and_role_rules() -> None:

@@ -19,11 +19,16 @@ Scopes, which decide how the chart grants a permission:
   public key's ConfigMap, and the Events Kopf posts about cluster-scoped objects (Kopf puts
   those in the namespace it runs in). A Role there.
 
-Granted onward: RBAC lets a subject write a Role only with permissions it holds itself (the
-API server's escalation check), so the operator must hold every rule of the tenant Roles it
-renders (`render/rbac.py`), although it never uses them itself. Those entries carry
-``onward=True``; a unit test keeps them equal to what the tenant Roles grant. No entry uses a
-wildcard: ``*`` would also grant whatever a later Kubernetes version or a CRD adds.
+Bound, not granted: tenants' admins and viewers get their rights from the ClusterRoles
+``cleo-tenant-admin`` and ``cleo-tenant-viewer`` (`render/rbac.py`), installed once per
+cluster by a cluster admin; the operator only writes RoleBindings to them. RBAC's escalation
+check lets an identity write a binding only to a role whose permissions it holds, or when
+it may ``bind`` that role: the operator holds ``bind`` on exactly those two ClusterRoles
+(``resourceNames``), and none of what they grant (pods/exec, deletecollection, ...). It may
+also ``get`` them, because a RoleBinding to a ClusterRole that does not exist is accepted
+and grants nothing: `check_permissions` says so at start instead. A unit test keeps the
+names equal to render/rbac.py's. No entry uses a wildcard: ``*`` would also grant whatever a
+later Kubernetes version or a CRD adds.
 
 Not listed, because every authenticated identity holds them already (the ``system:basic-user``
 and ``system:discovery`` ClusterRoles): API discovery, SelfSubjectAccessReview and
@@ -38,7 +43,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, Literal, TypedDict, get_args
+from typing import Final, Literal, NamedTuple, NotRequired, TypedDict, get_args
 
 import yaml
 
@@ -46,7 +51,10 @@ from cleo_operator.kube.client import KubeClient, KubeError
 
 __all__ = [
     "PERMISSIONS",
+    "TENANT_CLUSTER_ROLES",
+    "TENANT_ROLES_HINT",
     "AccessCheck",
+    "Grant",
     "MissingPermission",
     "MissingPermissions",
     "Permission",
@@ -56,18 +64,32 @@ __all__ = [
     "access_checks",
     "check_permissions",
     "describe_missing",
-    "granted_triples",
+    "grants",
     "missing_permissions",
+    "missing_tenant_roles",
     "policy_rules",
     "register",
 ]
 
 log = logging.getLogger(__name__)
 
-Verb = Literal["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+Verb = Literal[
+    "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "bind"
+]
 Scope = Literal["cluster", "tenant", "operator"]
 
 VERB_ORDER: Final[tuple[Verb, ...]] = get_args(Verb)
+
+RBAC_GROUP: Final = "rbac.authorization.k8s.io"
+TENANT_CLUSTER_ROLES: Final[tuple[str, ...]] = ("cleo-tenant-admin", "cleo-tenant-viewer")
+"""The ClusterRoles of tenant admins and viewers (render/rbac.py's TENANT_ROLES; the kube
+layer cannot import render, so a test keeps the two equal)."""
+TENANT_ROLES_HINT: Final = (
+    "install the chart or apply deploy/rbac/tenant-roles.yaml "
+    "(`kubectl apply --server-side -f deploy/rbac/tenant-roles.yaml`, or without a checkout "
+    "`cleo-operator tenant-roles | kubectl apply --server-side -f -`)"
+)
+"""What to do when the tenant ClusterRoles are missing."""
 
 
 class PolicyRule(TypedDict):
@@ -76,6 +98,17 @@ class PolicyRule(TypedDict):
     apiGroups: list[str]
     resources: list[str]
     verbs: list[Verb]
+    resourceNames: NotRequired[list[str]]
+
+
+class Grant(NamedTuple):
+    """One verb on one resource (of one name, or of any), as RBAC grants it."""
+
+    group: str
+    resource: str
+    verb: Verb
+    name: str = ""
+    """The object's name when the grant is restricted by ``resourceNames``; "" for any."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,8 +125,8 @@ class Permission:
     """Where the verbs are needed (see the module docstring)."""
     why: str
     """What the operator does with it, for people reading the list or an error."""
-    onward: bool = False
-    """Held only so that the operator may grant it to tenant admins in a Role it writes."""
+    resource_names: tuple[str, ...] = ()
+    """Only these objects (RBAC's ``resourceNames``); empty for every object."""
 
 
 _CHILD_VERBS: Final[tuple[Verb, ...]] = ("get", "list", "watch", "create", "patch", "delete")
@@ -110,24 +143,11 @@ _MANAGE: Final[tuple[Verb, ...]] = (
     "delete",
     "deletecollection",
 )
-_ONWARD_WHY: Final = (
-    "granted to tenant admins or viewers by the Roles the operator writes in tenant "
-    "namespaces (RBAC lets it grant only what it holds); the operator does not use it itself"
-)
 
 
 def _children(group: str, resources: Iterable[str]) -> list[Permission]:
     return [
         Permission(group=group, resource=r, verbs=_CHILD_VERBS, scope="tenant", why=_CHILD_WHY)
-        for r in resources
-    ]
-
-
-def _onward(group: str, resources: Iterable[str], verbs: tuple[Verb, ...]) -> list[Permission]:
-    return [
-        Permission(
-            group=group, resource=r, verbs=verbs, scope="tenant", why=_ONWARD_WHY, onward=True
-        )
         for r in resources
     ]
 
@@ -165,6 +185,17 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         verbs=("list", "watch"),
         scope="cluster",
         why="Kopf notices CRDs installed or removed while it runs",
+    ),
+    Permission(
+        group=RBAC_GROUP,
+        resource="clusterroles",
+        verbs=("get",),
+        scope="cluster",
+        resource_names=TENANT_CLUSTER_ROLES,
+        why=(
+            "checked at start to exist: a RoleBinding to a missing ClusterRole is accepted "
+            "and grants nothing, so tenant admins and viewers would silently get no rights"
+        ),
     ),
     # -- namespaced, where tenants live --------------------------------------------------
     Permission(
@@ -213,7 +244,20 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
     *_children("autoscaling", ["horizontalpodautoscalers"]),
     *_children("networking.k8s.io", ["networkpolicies"]),
     *_children("policy", ["poddisruptionbudgets"]),
-    *_children("rbac.authorization.k8s.io", ["rolebindings", "roles"]),
+    # RoleBindings of tenant admins and viewers; the Roles (and their bindings) of backup
+    # runners; and deleting the Roles older versions wrote in tenant namespaces.
+    *_children(RBAC_GROUP, ["rolebindings", "roles"]),
+    Permission(
+        group=RBAC_GROUP,
+        resource="clusterroles",
+        verbs=("bind",),
+        scope="tenant",
+        resource_names=TENANT_CLUSTER_ROLES,
+        why=(
+            "bound in tenant namespaces to spec.admins and spec.viewers; `bind` lets the "
+            "operator write those RoleBindings without holding what the ClusterRoles grant"
+        ),
+    ),
     Permission(
         group="batch",
         resource="cronjobs",
@@ -242,17 +286,6 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         scope="tenant",
         why="the claim a CleoBackup's pvc destination names, checked to exist before a run",
     ),
-    # -- granted onward to tenant admins and viewers (render/rbac.py) ---------------------
-    *_onward("", ["configmaps", "persistentvolumeclaims", "pods", "secrets", "services"], _MANAGE),
-    *_onward("", ["events", "limitranges", "pods/log", "resourcequotas"], _READ),
-    *_onward("", ["pods/exec"], ("create", "get")),
-    *_onward("apps", ["deployments", "replicasets"], _MANAGE),
-    *_onward("apps", ["deployments/scale"], ("get", "patch", "update")),
-    *_onward("autoscaling", ["horizontalpodautoscalers"], _MANAGE),
-    *_onward("batch", ["cronjobs", "jobs"], _MANAGE),
-    *_onward("events.k8s.io", ["events"], _READ),
-    *_onward("networking.k8s.io", ["networkpolicies"], _READ),
-    *_onward("policy", ["poddisruptionbudgets"], _MANAGE),
     # -- the operator's own namespace ------------------------------------------------------
     Permission(
         group="",
@@ -291,13 +324,16 @@ def _sorted_verbs(verbs: Iterable[Verb]) -> list[Verb]:
     return [v for v in VERB_ORDER if v in unique]
 
 
-def granted_triples(
-    scopes: Iterable[Scope], permissions: Iterable[Permission] = PERMISSIONS
-) -> set[tuple[str, str, Verb]]:
-    """Every (group, resource, verb) the given scopes need; what the chart must grant there."""
+def grants(scopes: Iterable[Scope], permissions: Iterable[Permission] = PERMISSIONS) -> set[Grant]:
+    """Every grant the given scopes need, one per name where a permission names objects;
+    what the chart must grant there."""
     wanted = set(scopes)
     return {
-        (p.group, p.resource, verb) for p in permissions if p.scope in wanted for verb in p.verbs
+        Grant(p.group, p.resource, verb, name)
+        for p in permissions
+        if p.scope in wanted
+        for verb in p.verbs
+        for name in (p.resource_names or ("",))
     }
 
 
@@ -306,21 +342,34 @@ def policy_rules(
 ) -> list[PolicyRule]:
     """The RBAC rules that grant exactly `scopes`' permissions, in a stable, compact order.
 
-    Resources of one group that need the same verbs share a rule; groups, resources and
-    verbs are sorted (their order means nothing to RBAC), so the output is deterministic.
+    Resources of one group that need the same verbs (on the same names) share a rule;
+    groups, resources, verbs and names are sorted (their order means nothing to RBAC), so
+    the output is deterministic.
     """
-    by_resource: dict[tuple[str, str], set[Verb]] = {}
-    for group, resource, verb in granted_triples(scopes, permissions):
-        by_resource.setdefault((group, resource), set()).add(verb)
-    by_verbs: dict[tuple[str, tuple[Verb, ...]], list[str]] = {}
-    for (group, resource), verbs in by_resource.items():
-        by_verbs.setdefault((group, tuple(_sorted_verbs(verbs))), []).append(resource)
-    return [
-        {"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
-        for (group, verbs), resources in sorted(
-            by_verbs.items(), key=lambda item: (item[0][0], sorted(item[1])[0])
-        )
-    ]
+    names_of: dict[tuple[str, str, Verb], set[str]] = {}
+    for grant in grants(scopes, permissions):
+        names_of.setdefault((grant.group, grant.resource, grant.verb), set()).add(grant.name)
+    verbs_of: dict[tuple[str, str, tuple[str, ...]], set[Verb]] = {}
+    for (group, resource, verb), granted_names in names_of.items():
+        # "" is any object, which includes every named one.
+        only = () if "" in granted_names else tuple(sorted(granted_names))
+        verbs_of.setdefault((group, resource, only), set()).add(verb)
+    resources_of: dict[tuple[str, tuple[Verb, ...], tuple[str, ...]], list[str]] = {}
+    for (group, resource, only), verbs in verbs_of.items():
+        resources_of.setdefault((group, tuple(_sorted_verbs(verbs)), only), []).append(resource)
+    rules: list[PolicyRule] = []
+    for (group, rule_verbs, names), resources in sorted(
+        resources_of.items(), key=lambda item: (item[0][0], sorted(item[1])[0], item[0][2])
+    ):
+        rule: PolicyRule = {
+            "apiGroups": [group],
+            "resources": sorted(resources),
+            "verbs": list(rule_verbs),
+        }
+        if names:
+            rule["resourceNames"] = list(names)
+        rules.append(rule)
+    return rules
 
 
 # --------------------------------------------------------------------------- checking
@@ -336,6 +385,8 @@ class AccessCheck:
     """The verb asked about."""
     namespace: str | None
     """The namespace asked about; None for cluster-scoped or all namespaces."""
+    name: str | None = None
+    """The object asked about, for a permission restricted to names; None for any."""
 
     def where(self) -> str:
         """Where the permission is needed, for people."""
@@ -357,31 +408,36 @@ class MissingPermission:
 
 
 class MissingPermissions(Exception):
-    """The operator's identity lacks permissions it needs; the message lists each one."""
+    """The operator's identity lacks permissions it needs, or the tenant ClusterRoles it
+    binds do not exist; the message lists each one and what to do."""
 
-    def __init__(self, missing: Sequence[MissingPermission], *, identity: str | None) -> None:
-        super().__init__(describe_missing(missing, identity=identity))
+    def __init__(
+        self,
+        missing: Sequence[MissingPermission],
+        *,
+        identity: str | None,
+        missing_roles: Sequence[str] = (),
+    ) -> None:
+        super().__init__(describe_missing(missing, identity=identity, missing_roles=missing_roles))
         self.missing = list(missing)
         self.identity = identity
+        self.missing_roles = list(missing_roles)
 
 
 def access_checks(
     *,
     operator_namespace: str,
     watch_namespaces: Sequence[str] = (),
-    include_onward: bool = True,
     permissions: Iterable[Permission] = PERMISSIONS,
 ) -> list[AccessCheck]:
     """The questions that prove the operator holds every permission it needs.
 
     Cluster-wide (`watch_namespaces` empty), tenant permissions are asked for all
     namespaces at once; namespace-scoped, once per watched namespace. Operator permissions
-    are asked in `operator_namespace`.
+    are asked in `operator_namespace`. A permission restricted to names is asked per name.
     """
     checks: list[AccessCheck] = []
     for p in permissions:
-        if p.onward and not include_onward:
-            continue
         namespaces: Sequence[str | None]
         if p.scope == "cluster":
             namespaces = [None]
@@ -389,10 +445,12 @@ def access_checks(
             namespaces = [operator_namespace]
         else:
             namespaces = list(watch_namespaces) or [None]
+        names: Sequence[str | None] = p.resource_names or [None]
         checks.extend(
-            AccessCheck(permission=p, verb=verb, namespace=ns)
+            AccessCheck(permission=p, verb=verb, namespace=ns, name=name)
             for ns in namespaces
             for verb in p.verbs
+            for name in names
         )
     return checks
 
@@ -408,6 +466,8 @@ def _review(kube: KubeClient, check: AccessCheck) -> MissingPermission | None:
         attributes["subresource"] = subresource
     if check.namespace is not None:
         attributes["namespace"] = check.namespace
+    if check.name is not None:
+        attributes["name"] = check.name
     review = kube.request(
         "POST",
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
@@ -444,41 +504,72 @@ def missing_permissions(
     *,
     operator_namespace: str,
     watch_namespaces: Sequence[str] = (),
-    include_onward: bool = True,
     parallel: int = 8,
 ) -> list[MissingPermission]:
     """Ask the API server (SelfSubjectAccessReview) about every needed permission.
 
     Returns what is missing, in the order of PERMISSIONS; empty when everything is granted.
-    A hundred or so small reviews, asked `parallel` at a time: well under a second.
+    Some fifty small reviews, asked `parallel` at a time: well under a second.
     """
-    checks = access_checks(
-        operator_namespace=operator_namespace,
-        watch_namespaces=watch_namespaces,
-        include_onward=include_onward,
-    )
+    checks = access_checks(operator_namespace=operator_namespace, watch_namespaces=watch_namespaces)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         results = list(pool.map(lambda c: _review(kube, c), checks))
     return [m for m in results if m is not None]
 
 
-def describe_missing(missing: Sequence[MissingPermission], *, identity: str | None) -> str:
+def missing_tenant_roles(
+    kube: KubeClient, names: Sequence[str] = TENANT_CLUSTER_ROLES
+) -> list[str]:
+    """The tenant ClusterRoles (of `names`) that do not exist; raises KubeError when the
+    API server does not say (a refusal, an outage)."""
+    missing: list[str] = []
+    for name in names:
+        try:
+            kube.request(
+                "GET",
+                f"/apis/{RBAC_GROUP}/v1/clusterroles/{name}",
+                what=f"get ClusterRole {name}",
+            )
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+            missing.append(name)
+    return missing
+
+
+def describe_missing(
+    missing: Sequence[MissingPermission],
+    *,
+    identity: str | None,
+    missing_roles: Sequence[str] = (),
+) -> str:
     """A message for people: who lacks what, where, why it is needed, and what to do."""
-    who = identity or "the operator's identity"
-    grouped: dict[tuple[str, str, str], list[MissingPermission]] = {}
-    for m in missing:
-        p = m.check.permission
-        grouped.setdefault((p.group, p.resource, m.check.where()), []).append(m)
-    lines = [f"{who} lacks {len(missing)} permission(s) cleo-operator needs:"]
-    for (group, resource, where), items in grouped.items():
-        verbs = ", ".join(_sorted_verbs(m.check.verb for m in items))
-        qualified = f"{resource}.{group}" if group else resource
-        lines.append(f"  - {verbs} {qualified} {where}: {items[0].check.permission.why}")
-    lines.append(
-        "Install or upgrade the Helm chart with rbac.create=true (it grants exactly these), "
-        "or grant the rules that `cleo-operator permissions rules` prints; "
-        "see docs/install.md, section Permissions."
-    )
+    lines: list[str] = []
+    if missing:
+        who = identity or "the operator's identity"
+        grouped: dict[tuple[str, str, str, str], list[MissingPermission]] = {}
+        for m in missing:
+            p = m.check.permission
+            key = (p.group, p.resource, m.check.name or "", m.check.where())
+            grouped.setdefault(key, []).append(m)
+        lines.append(f"{who} lacks {len(missing)} permission(s) cleo-operator needs:")
+        for (group, resource, name, where), items in grouped.items():
+            verbs = ", ".join(_sorted_verbs(m.check.verb for m in items))
+            qualified = f"{resource}.{group}" if group else resource
+            if name:
+                qualified += f" {name}"
+            lines.append(f"  - {verbs} {qualified} {where}: {items[0].check.permission.why}")
+        lines.append(
+            "Install or upgrade the Helm chart with rbac.create=true (it grants exactly these), "
+            "or grant the rules that `cleo-operator permissions rules` prints; "
+            "see docs/install.md, section Permissions."
+        )
+    if missing_roles:
+        lines.append(
+            f"the ClusterRole(s) {', '.join(missing_roles)} do not exist: cleo-operator binds "
+            "tenants' spec.admins and spec.viewers to them, and a binding to a missing "
+            f"ClusterRole grants nothing. To fix: {TENANT_ROLES_HINT}; see docs/install.md."
+        )
     return "\n".join(lines)
 
 
@@ -487,17 +578,27 @@ def check_permissions(
     *,
     operator_namespace: str,
     watch_namespaces: Sequence[str] = (),
-    include_onward: bool = True,
 ) -> None:
-    """Raise MissingPermissions, naming each missing permission, unless all are granted."""
+    """Raise MissingPermissions unless every permission is granted and the tenant
+    ClusterRoles exist; the message names each missing permission and role."""
     missing = missing_permissions(
-        kube,
-        operator_namespace=operator_namespace,
-        watch_namespaces=watch_namespaces,
-        include_onward=include_onward,
+        kube, operator_namespace=operator_namespace, watch_namespaces=watch_namespaces
     )
-    if missing:
-        raise MissingPermissions(missing, identity=whoami(kube))
+    cannot_look = any(
+        m.check.permission.resource == "clusterroles" and m.check.verb == "get" for m in missing
+    )
+    missing_roles: list[str] = []
+    if not cannot_look:
+        try:
+            missing_roles = missing_tenant_roles(kube)
+        except KubeError as exc:
+            # Allowed a moment ago: a passing refusal or outage must not stop the start;
+            # the reconciles that follow will meet it if it lasts.
+            log.warning("could not check that the tenant ClusterRoles exist: %s", exc)
+    if missing or missing_roles:
+        raise MissingPermissions(
+            missing, identity=whoami(kube) if missing else None, missing_roles=missing_roles
+        )
 
 
 # --------------------------------------------------------------------------- command line
