@@ -31,7 +31,7 @@ import datetime
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from cleo_operator.api.backup import parse_backup_spec
 from cleo_operator.api.errors import SpecError
@@ -211,9 +211,3 @@ def restore_drill(
         work_dir=work_dir,
         record=False,
     )
-
-
-def describe_backup(backup: DrillBackup, now: datetime.datetime) -> dict[str, Any]:
-    """Facts about the backup for the step's message (no secret material)."""
-    age = (now - backup.taken).total_seconds()
-    return {"backupId": backup.backup_id, "ageSeconds": round(max(0.0, age), 1)}

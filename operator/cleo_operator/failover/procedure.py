@@ -84,7 +84,7 @@ from cleo_operator.failover.workload import (
     verify_reads,
     verify_writes,
 )
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.render.child import WORKLOAD_NAME
 from cleo_operator.render.tenant import tenant_namespace
 
@@ -1033,8 +1033,8 @@ class Procedure:
         try:
             if release_workload(self.kube, move.namespace, failover=move.name):
                 notes.append("the writers were started again")
-        except Exception as error:  # the API server's trouble: say so, keep the failure
-            notes.append(f"could not restart the writers: {type(error).__name__}")
+        except KubeError as error:  # the API server's trouble: say so, keep the failure
+            notes.append(f"could not restart the writers: {error.status} {error.reason}")
         return "; ".join(notes), conditions
 
     def fence_again(self, move: Move) -> ConditionChange | None:

@@ -45,6 +45,7 @@ from cleo_operator.api.failover import (
     parse_failover_spec,
 )
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.data.errors import DataError
 from cleo_operator.data.pool import CredentialsProvider, PoolSettings, SitePools
 from cleo_operator.data.sites import SITES_ENV, SITES_FILE_ENV, site_config_from_env
 from cleo_operator.failover import metrics
@@ -72,9 +73,9 @@ from cleo_operator.failover.steps import (
     seconds_between,
 )
 from cleo_operator.failover.tenant import release_lock
-from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
-from cleo_operator.kube.status import write_status
+from cleo_operator.kube.status import status_patch
 
 __all__ = [
     "DRILL_SITE_ENV",
@@ -173,12 +174,29 @@ class _Status:
             c.model_dump(by_alias=True, exclude_none=True) for c in self.conditions
         ]
         # The API's model is the judge of what status may hold (lengths, enums, times).
-        checked = CleoFailoverStatus.model_validate(desired).to_api()
-        checked.setdefault("conditions", [])
-        written = write_status(self.kube, FAILOVER, self.obj, checked, owned_keys=OWNED_STATUS_KEYS)
-        if written is not None:
-            self.obj = written
-            self.written = True
+        checked = {
+            key: value
+            for key, value in CleoFailoverStatus.model_validate(desired).to_api().items()
+            if value != [] or key == "conditions"
+        }
+        current = {
+            k: v for k, v in (self.obj.get("status") or {}).items() if k in OWNED_STATUS_KEYS
+        }
+        patch = status_patch(current, checked)
+        if not patch:
+            return
+        meta = self.obj["metadata"]
+        # Preconditioned on the version read: two drivers of one failover (the operator
+        # and `failover run`, say) never overwrite each other's progress; the loser gets
+        # 409, reads again and finds the step done or running.
+        self.obj = self.kube.patch_merge(
+            FAILOVER,
+            meta["name"],
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+            namespace=meta.get("namespace"),
+            subresource="status",
+        )
+        self.written = True
 
 
 class FailoverReconciler:
@@ -313,7 +331,7 @@ class FailoverReconciler:
             fault_point(record.name)
             status.now = self.now()
             if outcome.memory:
-                self._remember(move, outcome.memory)
+                self._remember(status, move, outcome.memory)
             self._apply(status, outcome)
             if outcome.state == "Running":
                 record.message = clip(outcome.message)
@@ -341,13 +359,19 @@ class FailoverReconciler:
         for change in outcome.conditions:
             status.condition(change)
 
-    def _remember(self, move: Move, memory: Mapping[str, str]) -> None:
+    def _remember(self, status: _Status, move: Move, memory: Mapping[str, str]) -> None:
         if all(move.annotations.get(k) == v for k, v in memory.items()):
             return
-        self.kube.patch_merge(
+        meta = status.obj["metadata"]
+        status.obj = self.kube.patch_merge(
             FAILOVER,
             move.name,
-            {"metadata": {"annotations": dict(memory)}},
+            {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": dict(memory),
+                }
+            },
             namespace=move.namespace,
         )
         move.annotations = {**move.annotations, **memory}
@@ -505,7 +529,7 @@ class FailoverReconciler:
         except FailoverError as error:
             log.warning("%s/%s: %s", move.namespace, move.name, error.message)
             return self._result(status, self.settings.fence_retry_seconds)
-        except Exception as error:  # a refusal of the site (privileges...): say it, keep trying
+        except DataError as error:  # a refusal of the site (privileges...): say it, keep trying
             status.condition(
                 ConditionChange(
                     type=FENCED_CONDITION,
@@ -554,7 +578,13 @@ class FailoverReconciler:
         """
         deadline = time.monotonic() + timeout
         while True:
-            result = self.reconcile(namespace, name)
+            try:
+                result = self.reconcile(namespace, name)
+            except KubeError as exc:
+                if not exc.conflict or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)  # someone else wrote it: read it again
+                continue
             if result.phase in (None, "Succeeded", "Failed") or time.monotonic() >= deadline:
                 return result
             time.sleep(min(result.requeue_after or 1.0, max(0.0, deadline - time.monotonic())))
