@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         k("apply", "--server-side", "-f", str(REPO / "crds"))
         for plural in ("cleotenants", "cleobackups", "cleofailovers"):
             k("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.cleoai.io")
+        # What the operator binds tenant admins and viewers to; it will not start without.
+        say("installing the tenant ClusterRoles (deploy/rbac/tenant-roles.yaml)")
+        k("apply", "--server-side", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml"))
         say("creating the operator's namespace, cleo-system (its keys live there)")
         subprocess.run(
             [kubectl, "apply", "-f", "-"],

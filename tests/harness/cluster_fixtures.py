@@ -84,8 +84,15 @@ def kube(cluster: LocalCluster) -> KubeClient:
 
 @pytest.fixture(scope="session")
 def crds_installed(cluster: LocalCluster) -> None:
-    """Our CRDs, applied from the committed YAML and Established."""
+    """Our CRDs and the tenant ClusterRoles, applied from the committed YAML; CRDs Established.
+
+    The ClusterRoles (deploy/rbac/tenant-roles.yaml) are what the operator binds tenant
+    admins and viewers to; it refuses to start without them, as it would in a real cluster.
+    """
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "apply", "--server-side", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml")
+    )
     for plural in ("cleotenants", "cleobackups", "cleofailovers"):
         # Not `kubectl wait`: right after the apply it can fail on a CRD whose status has
         # no conditions yet ("status.conditions accessor error") instead of waiting.
