@@ -335,3 +335,34 @@ def test_a_failover_to_an_already_promoted_standby_needs_the_tenant_fenced(
     assert setting.count_rows(setting.standby) == 10
     assert not setting.tenant_can_write(setting.primary)
     assert setting.deployment()["spec"]["replicas"] == REPLICAS
+
+
+def test_two_drivers_of_one_failover_finish_it_once(setting: Setting) -> None:
+    # The operator's daemon and `cleo-operator failover run` on someone's laptop, at once.
+    setting.write_rows(200)
+    name = setting.create_failover("Switchover")
+    results: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def driver() -> None:
+        try:
+            with setting.pools() as pools:
+                results.append(setting.reconciler(pools).drive(setting.namespace, name).phase)
+        except BaseException as error:  # reported below, with the test's assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=driver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert results == ["Succeeded", "Succeeded"]
+    obj = setting.failover(name)
+    assert all(s["state"] == "Succeeded" for s in steps(obj).values()), steps(obj)
+    assert obj["status"]["estimatedRPOBytes"] == 0
+    assert setting.count_rows(setting.standby) == 200
+    assert setting.tenant_can_write(setting.standby)
+    assert not setting.tenant_can_write(setting.primary)
+    assert setting.deployment()["spec"]["replicas"] == REPLICAS
+    assert LOCK_ANNOTATION not in setting.tenant_annotations()
