@@ -366,3 +366,42 @@ def test_two_drivers_of_one_failover_finish_it_once(setting: Setting) -> None:
     assert not setting.tenant_can_write(setting.primary)
     assert setting.deployment()["spec"]["replicas"] == REPLICAS
     assert LOCK_ANNOTATION not in setting.tenant_annotations()
+
+
+def test_a_failover_that_fails_after_promotion_still_fences_the_returning_primary(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+) -> None:
+    del crds_installed
+    with tenant_setting(kube, postgres_replica_pair, workload=False) as setting:
+        # Pods that can never be scheduled: the rollout cannot finish.
+        stuck = deployment(setting.namespace, setting.tenant)
+        stuck["spec"]["template"]["spec"]["nodeSelector"] = {"cleoai.io/test": "nowhere"}
+        kube.apply(stuck)
+        setting.primary.halt()
+        with setting.pools() as pools:
+            reconciler = setting.reconciler(
+                pools, rollout_timeout_seconds=1.0, wait_slice_seconds=0.5
+            )
+            name = setting.create_failover("Failover")
+            obj = run_until(reconciler, setting, name)
+            assert obj["status"]["phase"] == "Failed"
+            failed = condition(obj, "Succeeded")
+            assert failed["reason"] == "RolloutTimeout"
+            assert "did not become available" in failed["message"]
+            assert "runbook" in failed["message"]
+            # The database did move: the tenant writes on the new primary.
+            assert steps(obj)["repoint"]["state"] == "Succeeded"
+            assert setting.tenant_can_write(setting.standby)
+            assert LOCK_ANNOTATION not in setting.tenant_annotations()
+
+            setting.primary.start()
+
+            def fenced_now() -> bool:
+                result = reconciler.reconcile(setting.namespace, name)
+                assert result.phase == "Failed"
+                return condition(setting.failover(name), "OldPrimaryFenced")["status"] == "True"
+
+            wait_for(fenced_now, timeout=30, what="the returning old primary to be fenced")
+            assert not setting.tenant_can_write(setting.primary)

@@ -501,7 +501,8 @@ class FailoverReconciler:
             move.tenant,
             message,
         )
-        return self._result(status, None)
+        promoted = promotion_started(status.records)
+        return self._result(status, self._fence_requeue(status) if promoted else None)
 
     def _invalid(self, status: _Status, error: SpecError) -> FailoverResult:
         status.fields["phase"] = "Failed"
@@ -518,8 +519,12 @@ class FailoverReconciler:
         return self._result(status, None)
 
     def _after_end(self, status: _Status, move: Move) -> FailoverResult:
-        """An ended failover: fence an old primary that did not answer during it."""
-        if status.phase != "Succeeded" or move.spec.type == "Drill" or move.spec.dry_run:
+        """An ended failover: fence an old primary that did not answer during it.
+
+        Also after a failover that failed once promotion had started: the standby may take
+        the tenant's writes, so the old primary must not, whenever it comes back.
+        """
+        if move.spec.type == "Drill" or move.spec.dry_run or not promotion_started(status.records):
             return self._result(status, None)
         requeue = self._fence_requeue(status)
         if requeue is None:
