@@ -9,7 +9,10 @@ in its log, a tenant that never becomes Ready, or a finalizer that is never rele
 
 The tenant is examples/tenant.yaml, as in test_operator_process.py, renamed so that the two
 modules never share a tenant, and with deletionPolicy Delete so that deleting it also proves
-the namespace deletion.
+the namespace deletion. Its admins and viewers are bound to the chart's tenant ClusterRoles,
+which the operator may bind (by name) but holds nothing of: the API server's escalation
+check proves that here. A second tenant starts as an older version left it (namespaced
+Roles and RoleBindings to them, listed in its status) and must end up without them.
 
 Why a control plane of its own (started from the session's binaries): the session's operator
 (the `operator_process` fixture, cluster-wide and admin) may already run on the shared one,
@@ -22,6 +25,7 @@ cluster can pull (built by `make image`); the default repository exists nowhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,9 +37,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from cleo_operator.render.rbac import tenant_role_rules
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
-from tests.harness.operator_fixtures import start_operator
+from tests.harness.operator_fixtures import OperatorProcess, start_operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -44,6 +49,8 @@ CHART = REPO / "charts" / "cleo-operator"
 RELEASE = "e2e-cleo-operator"  # contains the chart name, so objects are named like this
 NAMESPACE = "cleo-helm-e2e"
 TENANT = "helm-acme"
+LEGACY = "helm-legacy"
+IDENTITY = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 
 
 def helm_binary(cluster: LocalCluster) -> str:
@@ -132,6 +139,49 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
+def chart_kubeconfig(cluster: LocalCluster) -> tuple[Path, str]:
+    """A kubeconfig with a token of the chart's ServiceAccount, and the token."""
+    token = cluster.kubectl(
+        "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h"
+    ).stdout.strip()
+    return cluster.kubeconfig_for(IDENTITY, token), token
+
+
+def start_chart_operator(cluster: LocalCluster, kubeconfig: Path, log: Path) -> OperatorProcess:
+    return start_operator(
+        cluster,
+        log,
+        extra_args=["--operator-namespace", NAMESPACE],
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
+
+
+def wait_ready(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        tenant = kubectl_json(cluster, "get", "cleotenant", name)
+        cond = condition(tenant, "Ready")
+        return tenant if cond and cond["status"] == "True" else None
+
+    tenant: dict[str, Any] = wait_for(ready, timeout=90, what=f"tenant {name} Ready")
+    return tenant
+
+
+def stop_and_check_log(operator: OperatorProcess, token: str) -> None:
+    code = operator.stop()
+    log = operator.log_text()
+    assert code == 0, f"the operator did not stop cleanly ({code}):\n{log[-3000:]}"
+    # A permission the chart forgot shows as a 403 somewhere in the operator's log.
+    denied = [line for line in log.splitlines() if "Forbidden" in line or " 403" in line]
+    assert not denied, "the chart's ServiceAccount was refused:\n" + "\n".join(denied[:20])
+    assert token not in log
+
+
+def can_i(cluster: LocalCluster, *args: str) -> bool:
+    out = cluster.kubectl("auth", "can-i", *args, check=False).stdout.strip()
+    assert out in {"yes", "no"}, out
+    return out == "yes"
+
+
 def test_install_runs_the_operator_pod_as_the_chart_says(
     own_cluster: LocalCluster, release: Path
 ) -> None:
@@ -169,40 +219,42 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.cleoai.io"
         )
 
+    # So did the tenant ClusterRoles, with the rules of the code; the operator may bind
+    # them, but holds nothing of what they grant.
+    for name, rules in tenant_role_rules().items():
+        role = kubectl_json(cluster, "get", "clusterrole", name)
+        assert role is not None, f"the chart did not install ClusterRole {name}"
+        assert role["rules"] == rules, name
+        assert role["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+        assert can_i(cluster, "bind", f"clusterroles/{name}", f"--as={IDENTITY}")
+    assert not can_i(cluster, "bind", "clusterroles/cluster-admin", f"--as={IDENTITY}")
+    for args in (
+        ("create", "pods", "--subresource=exec"),
+        ("get", "pods", "--subresource=log"),
+        ("deletecollection", "secrets"),
+        ("update", "deployments"),
+    ):
+        assert not can_i(cluster, *args, "--all-namespaces", f"--as={IDENTITY}"), args
+
 
 def test_operator_with_the_charts_identity_runs_the_example_tenant(
     own_cluster: LocalCluster, release: Path, tmp_path: Path
 ) -> None:
     del release
     cluster = own_cluster
-    token = cluster.kubectl(
-        "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h"
-    ).stdout.strip()
-    identity = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
-    kubeconfig = cluster.kubeconfig_for(identity, token)
+    kubeconfig, token = chart_kubeconfig(cluster)
     # The identity really is the chart's, with the chart's rights and no more.
-    can_i = cluster.kubectl("auth", "whoami", "-o", "yaml", kubeconfig=kubeconfig)
-    assert yaml.safe_load(can_i.stdout)["status"]["userInfo"]["username"] == identity
+    whoami = cluster.kubectl("auth", "whoami", "-o", "yaml", kubeconfig=kubeconfig)
+    assert yaml.safe_load(whoami.stdout)["status"]["userInfo"]["username"] == IDENTITY
     forbidden = cluster.kubectl(
         "auth", "can-i", "create", "clusterrolebindings", kubeconfig=kubeconfig, check=False
     )
     assert forbidden.stdout.strip() == "no"
 
-    operator = start_operator(
-        cluster,
-        tmp_path / "operator.log",
-        extra_args=["--operator-namespace", NAMESPACE],
-        env={"KUBECONFIG": str(kubeconfig)},
-    )
+    operator = start_chart_operator(cluster, kubeconfig, tmp_path / "operator.log")
     try:
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(example_tenant()))
-
-        def ready() -> dict[str, Any] | None:
-            tenant = kubectl_json(cluster, "get", "cleotenant", TENANT)
-            cond = condition(tenant, "Ready")
-            return tenant if cond and cond["status"] == "True" else None
-
-        tenant = wait_for(ready, timeout=90, what=f"tenant {TENANT} Ready")
+        tenant = wait_ready(cluster, TENANT)
         namespace = tenant["status"]["namespace"]
         assert namespace == f"cleo-{TENANT}"
         ns = kubectl_json(cluster, "get", "namespace", namespace)
@@ -212,10 +264,27 @@ def test_operator_with_the_charts_identity_runs_the_example_tenant(
         # Every child the reconciler made (a list that grows with it) was made by this
         # identity and is there.
         children = tenant["status"].get("children") or []
-        # The example has admins and viewers: writing their Roles and RoleBindings is what
-        # RBAC's escalation check guards, so the chart's onward grants are proven here.
+        # The example has admins and viewers: binding them is what RBAC's escalation check
+        # guards, so `bind` on the tenant ClusterRoles is proven here. No Role is written.
         kinds = {child["kind"] for child in children}
-        assert {"Namespace", "Role", "RoleBinding", "Deployment"} <= kinds, kinds
+        assert {"Namespace", "RoleBinding", "Deployment"} <= kinds, kinds
+        assert "Role" not in kinds, children
+        bindings = {
+            b["metadata"]["name"]: b
+            for b in kubectl_json(cluster, "get", "rolebindings", "-n", namespace)["items"]
+        }
+        for name in ("cleo-tenant-admin", "cleo-tenant-viewer"):
+            assert bindings[name]["roleRef"]["kind"] == "ClusterRole", bindings[name]
+            assert bindings[name]["roleRef"]["name"] == name
+        # The example's admins (a Group) run the tenant's namespace, and only that one.
+        admin = ["--as=someone", "--as-group=acme-admins"]
+        assert can_i(cluster, "create", "deployments", "-n", namespace, *admin)
+        assert can_i(cluster, "create", "pods", "--subresource=exec", "-n", namespace, *admin)
+        assert not can_i(cluster, "create", "deployments", "-n", NAMESPACE, *admin)
+        assert not can_i(cluster, "update", "resourcequotas", "-n", namespace, *admin)
+        viewer = ["--as=auditor@acme.example"]
+        assert can_i(cluster, "list", "pods", "-n", namespace, *viewer)
+        assert not can_i(cluster, "get", "secrets", "-n", namespace, *viewer)
         for child in children:
             kind = f"{child['kind'].lower()}.{child['apiVersion'].split('/')[0]}"
             if "/" not in child["apiVersion"]:
@@ -245,10 +314,140 @@ def test_operator_with_the_charts_identity_runs_the_example_tenant(
         assert kubectl_json(cluster, "get", "namespace", namespace) is None
         assert operator.alive()
     finally:
-        code = operator.stop()
-        log = operator.log_text()
-    assert code == 0, f"the operator did not stop cleanly ({code}):\n{log[-3000:]}"
-    # A permission the chart forgot shows as a 403 somewhere in the operator's log.
-    denied = [line for line in log.splitlines() if "Forbidden" in line or " 403" in line]
-    assert not denied, "the chart's ServiceAccount was refused:\n" + "\n".join(denied[:20])
-    assert token not in log
+        stop_and_check_log(operator, token)
+
+
+def legacy_objects(namespace: str, uid: str) -> list[dict[str, Any]]:
+    """The Roles and RoleBindings an operator before the tenant ClusterRoles wrote."""
+    meta = {
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/managed-by": "cleo-operator",
+            "app.kubernetes.io/component": "access",
+            "cleoai.io/tenant": LEGACY,
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": "cleoai.io/v1alpha1",
+                "kind": "CleoTenant",
+                "name": LEGACY,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    rbac = "rbac.authorization.k8s.io"
+    objects: list[dict[str, Any]] = []
+    for role, binding, subject in (
+        ("cleo-tenant-admin", "cleo-tenant-admins", {"kind": "Group", "name": "legacy-admins"}),
+        ("cleo-tenant-viewer", "cleo-tenant-viewers", {"kind": "User", "name": "legacy-viewer"}),
+    ):
+        objects.append(
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "Role",
+                "metadata": {"name": role, **meta},
+                "rules": tenant_role_rules()[role],
+            }
+        )
+        objects.append(
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": binding, **meta},
+                "roleRef": {"apiGroup": rbac, "kind": "Role", "name": role},
+                "subjects": [{**subject, "apiGroup": rbac}],
+            }
+        )
+    return objects
+
+
+def test_an_upgrade_removes_the_roles_older_versions_wrote(
+    own_cluster: LocalCluster, release: Path, tmp_path: Path
+) -> None:
+    """A tenant as an older operator left it: its admins lose nothing, the old Roles go."""
+    del release
+    cluster = own_cluster
+    namespace = f"cleo-{LEGACY}"
+    spec = {
+        "deletionPolicy": "Delete",
+        "admins": [{"kind": "Group", "name": "legacy-admins"}],
+        "viewers": [{"kind": "User", "name": "legacy-viewer"}],
+    }
+    body = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoTenant",
+        "metadata": {"name": LEGACY},
+        "spec": spec,
+    }
+    # The state before the upgrade, made by the admin while no operator runs.
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    uid = kubectl_json(cluster, "get", "cleotenant", LEGACY)["metadata"]["uid"]
+    cluster.kubectl("create", "namespace", namespace)
+    legacy = legacy_objects(namespace, uid)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(legacy))
+    children = [
+        {"apiVersion": "v1", "kind": "Namespace", "namespace": "", "name": namespace},
+        *(
+            {
+                "apiVersion": o["apiVersion"],
+                "kind": o["kind"],
+                "namespace": namespace,
+                "name": o["metadata"]["name"],
+            }
+            for o in legacy
+        ),
+    ]
+    cluster.kubectl(
+        "patch",
+        "cleotenant",
+        LEGACY,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"namespace": namespace, "children": children}}),
+    )
+    admin = ["--as=someone", "--as-group=legacy-admins"]
+    assert can_i(cluster, "create", "deployments", "-n", namespace, *admin)  # via the old Role
+
+    kubeconfig, token = chart_kubeconfig(cluster)
+    operator = start_chart_operator(cluster, kubeconfig, tmp_path / "operator.log")
+    try:
+
+        def upgraded() -> dict[str, Any] | None:
+            tenant = kubectl_json(cluster, "get", "cleotenant", LEGACY)
+            cond = condition(tenant, "Ready")
+            kinds = {(c["kind"], c["name"]) for c in tenant["status"].get("children") or []}
+            if cond and cond["status"] == "True" and ("Role", "cleo-tenant-admin") not in kinds:
+                return dict(tenant)
+            return None
+
+        tenant = wait_for(upgraded, timeout=90, what=f"tenant {LEGACY} Ready, without Roles")
+        kinds = {(c["kind"], c["name"]) for c in tenant["status"]["children"]}
+        assert {("RoleBinding", "cleo-tenant-admin"), ("RoleBinding", "cleo-tenant-viewer")} <= (
+            kinds
+        )
+        assert not {k for k in kinds if k[0] == "Role"}
+        # Gone from the namespace, not only from the status: pruned by the chart's identity.
+        for obj in legacy:
+            kind = obj["kind"].lower()
+            assert kubectl_json(cluster, "get", kind, obj["metadata"]["name"], "-n", namespace) is (
+                None
+            ), obj["metadata"]["name"]
+        roles = kubectl_json(cluster, "get", "roles", "-n", namespace)["items"]
+        assert roles == []
+        # The same people keep the same rights, now through the ClusterRoles.
+        assert can_i(cluster, "create", "deployments", "-n", namespace, *admin)
+        assert not can_i(cluster, "update", "networkpolicies", "-n", namespace, *admin)
+        assert can_i(cluster, "list", "pods", "-n", namespace, "--as=legacy-viewer")
+        assert not can_i(cluster, "get", "secrets", "-n", namespace, "--as=legacy-viewer")
+
+        cluster.kubectl("delete", "cleotenant", LEGACY, "--wait=false")
+        wait_for(
+            lambda: kubectl_json(cluster, "get", "cleotenant", LEGACY) is None,
+            timeout=120,
+            what=f"tenant {LEGACY} to be finalized and gone",
+        )
+    finally:
+        stop_and_check_log(operator, token)

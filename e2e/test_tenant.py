@@ -259,6 +259,16 @@ def test_isolation_between_tenants(
     assert not can(admin_a, "update", "resourcequotas", "cleo-iso-a")
     assert not can(admin_a, "delete", "networkpolicies", "cleo-iso-a")
     assert not can(admin_a, "create", "rolebindings", "cleo-iso-a")
+    # A's admin holds the ClusterRole cleo-tenant-admin through a RoleBinding in A's
+    # namespace: nowhere else, not across all namespaces, and it cannot bind it onward.
+    for resource in ("secrets", "deployments", "pods"):
+        assert not can(admin_a, "create", resource, "default"), resource
+    across = cluster.kubectl(
+        "auth", "can-i", "list", "secrets", "--all-namespaces", "--as=alice-a", check=False
+    )
+    assert across.stdout.strip() == "no"
+    assert not can(admin_a, "bind", "clusterroles/cleo-tenant-admin", "cleo-iso-a")
+    assert not can(admin_a, "escalate", "clusterroles", None)
     # A real request, not only the review: B's secrets are refused with 403.
     denied = cluster.kubectl("get", "secrets", "-n", "cleo-iso-b", "--as=alice-a", check=False)
     assert denied.returncode != 0

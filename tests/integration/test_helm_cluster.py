@@ -7,6 +7,14 @@
   `missing_permissions`, the check the operator can run at start).
 - Installed namespace-scoped, it holds them in the watched namespaces only.
 - An identity without them is told precisely what it lacks, where, and why.
+- The chart's identity may bind the tenant ClusterRoles in a namespace, and no other
+  ClusterRole: a RoleBinding to cluster-admin is refused by the API server.
+- Without the tenant ClusterRoles, the startup check says so and how to install them.
+
+The releases here leave the tenant ClusterRoles to the session's `crds_installed` (the
+generated deploy/rbac/tenant-roles.yaml): their names are cluster-wide, so on a shared
+cluster only one owner can create them (rbac.createTenantRoles=false, as the chart's
+values say for a second release). e2e/test_helm_install.py installs them with the chart.
 """
 
 from __future__ import annotations
@@ -21,15 +29,18 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.permissions import (
     MissingPermissions,
     access_checks,
     check_permissions,
-    granted_triples,
+    grants,
     missing_permissions,
+    missing_tenant_roles,
 )
+from cleo_operator.render.rbac import TENANT_ROLES
 from e2e.cluster import LIMITED_USER, LocalCluster
+from tests.harness.cluster_fixtures import REPO, wait_for
 from tests.integration.test_helm_template import CHART, VALUE_SETS
 
 pytestmark = [pytest.mark.cluster]
@@ -86,12 +97,27 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("helm-home")
 
 
+# The tenant ClusterRoles come from crds_installed on this shared cluster (module docstring).
+NO_TENANT_ROLES = ("--set", "rbac.createTenantRoles=false")
+
+
 @pytest.fixture(scope="module")
-def installed(cluster: LocalCluster, namespaces: None, helm_home: Path) -> Iterator[dict[str, str]]:
+def installed(
+    cluster: LocalCluster, crds_installed: None, namespaces: None, helm_home: Path
+) -> Iterator[dict[str, str]]:
     """Two releases: cluster-wide in NAMESPACE, namespace-scoped to WATCHED in NAMESPACE-ns."""
-    del namespaces
+    del crds_installed, namespaces
     releases = {"it-cleo-operator": NAMESPACE, "it-ns-cleo-operator": f"{NAMESPACE}-ns"}
-    helm(cluster, helm_home, "install", "it-cleo-operator", str(CHART), "-n", NAMESPACE)
+    helm(
+        cluster,
+        helm_home,
+        "install",
+        "it-cleo-operator",
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        *NO_TENANT_ROLES,
+    )
     helm(
         cluster,
         helm_home,
@@ -102,6 +128,7 @@ def installed(cluster: LocalCluster, namespaces: None, helm_home: Path) -> Itera
         f"{NAMESPACE}-ns",
         "--set-json",
         f"operator.watchNamespaces={json.dumps(WATCHED)}",
+        *NO_TENANT_ROLES,
     )
     yield releases
     for release, ns in releases.items():
@@ -148,6 +175,7 @@ def test_cluster_wide_chart_identity_holds_every_permission(
     del installed
     kube = service_account_client(cluster, NAMESPACE, "it-cleo-operator")
     assert missing_permissions(kube, operator_namespace=NAMESPACE) == []
+    check_permissions(kube, operator_namespace=NAMESPACE)  # the roles exist, too
 
 
 def test_namespace_scoped_chart_identity_holds_tenant_rights_only_where_it_watches(
@@ -161,11 +189,12 @@ def test_namespace_scoped_chart_identity_holds_tenant_rights_only_where_it_watch
     )
     cluster_wide = missing_permissions(kube, operator_namespace=f"{NAMESPACE}-ns")
     missing = {
-        (m.check.permission.group, m.check.permission.resource, m.check.verb) for m in cluster_wide
+        (m.check.permission.group, m.check.permission.resource, m.check.verb, m.check.name or "")
+        for m in cluster_wide
     }
-    # Everything namespaced that it holds only in WATCHED is missing across all namespaces;
-    # nothing cluster-scoped is.
-    assert missing == granted_triples(["tenant"])
+    # Everything namespaced that it holds only in WATCHED is missing across all namespaces
+    # (binding the tenant ClusterRoles too); nothing cluster-scoped is.
+    assert missing == grants(["tenant"])
     assert {m.check.where() for m in cluster_wide} == {"in all namespaces"}
 
 
@@ -214,7 +243,100 @@ def test_one_missing_role_is_named_exactly(
         kube = service_account_client(cluster, NAMESPACE, name)
         missing = missing_permissions(kube, operator_namespace=NAMESPACE)
         assert {
-            (m.check.permission.group, m.check.permission.resource, m.check.verb) for m in missing
-        } == granted_triples(["cluster"])
+            (
+                m.check.permission.group,
+                m.check.permission.resource,
+                m.check.verb,
+                m.check.name or "",
+            )
+            for m in missing
+        } == grants(["cluster"])
     finally:
         cluster.kubectl("delete", "clusterrolebinding", f"{NAMESPACE}-{name}", check=False)
+
+
+def rolebinding(name: str, namespace: str, cluster_role: str) -> dict[str, object]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": [{"kind": "User", "name": "someone", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("release_namespace", "release", "where"),
+    [
+        (NAMESPACE, "it-cleo-operator", NAMESPACE),
+        (f"{NAMESPACE}-ns", "it-ns-cleo-operator", WATCHED[0]),
+    ],
+    ids=["cluster-wide", "namespace-scoped"],
+)
+def test_chart_identity_binds_the_tenant_roles_and_no_other_cluster_role(
+    cluster: LocalCluster,
+    installed: dict[str, str],
+    release_namespace: str,
+    release: str,
+    where: str,
+) -> None:
+    """Real writes, not reviews: RBAC's escalation check is the API server's own."""
+    del installed
+    kube = service_account_client(cluster, release_namespace, release)
+    try:
+        for role in TENANT_ROLES:
+            # It holds none of what the role grants (no pods/exec, no deletecollection):
+            # `bind` on the role by name is what lets it through.
+            kube.create(rolebinding(f"it-bind-{role}", where, role))
+        with pytest.raises(KubeError) as refused:
+            kube.create(rolebinding("it-bind-cluster-admin", where, "cluster-admin"))
+        assert refused.value.status == 403
+        assert "attempting to grant RBAC permissions not currently held" in str(refused.value)
+        exec_review = cluster.kubectl(
+            "auth",
+            "can-i",
+            "create",
+            "pods",
+            "--subresource=exec",
+            "-n",
+            where,
+            f"--as=system:serviceaccount:{release_namespace}:{release}",
+            check=False,
+        )
+        assert exec_review.stdout.strip() == "no"
+    finally:
+        for name in [f"it-bind-{role}" for role in TENANT_ROLES]:
+            cluster.kubectl("delete", "rolebinding", name, "-n", where, "--ignore-not-found")
+
+
+def test_missing_tenant_cluster_roles_are_named_with_what_to_do(
+    cluster: LocalCluster, kube: KubeClient, crds_installed: None
+) -> None:
+    """The admin holds every permission; only the two ClusterRoles are missing."""
+    del crds_installed
+    manifest = REPO / "deploy" / "rbac" / "tenant-roles.yaml"
+    assert missing_tenant_roles(kube) == []
+    check_permissions(kube, operator_namespace=NAMESPACE)
+    cluster.kubectl("delete", "-f", str(manifest), "--wait=true")
+    try:
+        wait_for(
+            lambda: missing_tenant_roles(kube) == list(TENANT_ROLES),
+            timeout=30,
+            what="the tenant ClusterRoles to be gone",
+        )
+        with pytest.raises(MissingPermissions) as raised:
+            check_permissions(kube, operator_namespace=NAMESPACE)
+        error = raised.value
+        assert error.missing == []
+        assert error.missing_roles == list(TENANT_ROLES)
+        message = str(error)
+        assert "cleo-tenant-admin, cleo-tenant-viewer do not exist" in message
+        assert "install the chart or apply deploy/rbac/tenant-roles.yaml" in message
+    finally:
+        # Back as crds_installed left them, for the rest of the session.
+        cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+    assert missing_tenant_roles(kube) == []
