@@ -34,9 +34,10 @@ def _repo_root() -> Path:
 
 def cmd_crds(args: argparse.Namespace) -> int:
     from cleo_operator.api.crdgen import write_crds  # noqa: PLC0415 - keeps `run` light
+    from cleo_operator.rbac_cli import write_tenant_roles  # noqa: PLC0415
 
     root: Path = args.root or _repo_root()
-    for path in write_crds(root):
+    for path in [*write_crds(root), *write_tenant_roles(root)]:
         log.info("wrote %s", path.relative_to(root))
     return 0
 
@@ -145,6 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SiteConfigError as exc:
         log.error("cannot start: the PostgreSQL site configuration is wrong: %s", exc)
         return 2
+    except ValueError as exc:  # a backup setting from the environment, named in the message
+        log.error("cannot start: %s", exc)
+        return 2
     registry = build_registry(runtime)
 
     @kopf.on.login(registry=registry)
@@ -204,17 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
+    crds = sub.add_parser(
+        "crds",
+        help="generate the CRD YAML from the API models (and the tenant ClusterRoles' YAML)",
+    )
     crds.add_argument("--root", type=Path, help="repository root (default: this checkout)")
     crds.set_defaults(func=cmd_crds)
 
     from cleo_operator.backup_cli import register as register_backup  # noqa: PLC0415
     from cleo_operator.keys_cli import register as register_keys  # noqa: PLC0415
     from cleo_operator.kube.permissions import register as register_permissions  # noqa: PLC0415
+    from cleo_operator.rbac_cli import register as register_rbac  # noqa: PLC0415
 
     register_keys(sub)
     register_permissions(sub)
     register_backup(sub)
+    register_rbac(sub)
     return parser
 
 

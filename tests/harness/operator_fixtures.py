@@ -152,7 +152,17 @@ OPERATOR_NAMESPACE = "cleo-system"
 
 
 @pytest.fixture(scope="session")
-def operator_sites(cluster: LocalCluster, postgres_server: PostgresServer) -> dict[str, str]:
+def backup_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where PVC destinations of backups live on this machine (`<namespace>/<claim>`): the
+    runner pods' command runs here as a local process, and the operator verifies from here
+    (a ReadWriteMany volume the operator mounts, in a real cluster)."""
+    return tmp_path_factory.mktemp("backup-volumes")
+
+
+@pytest.fixture(scope="session")
+def operator_sites(
+    cluster: LocalCluster, postgres_server: PostgresServer, backup_volumes: Path
+) -> dict[str, str]:
     """The operator's configuration as the Helm chart makes it: its namespace, and one
     PostgreSQL site, `default` (the session's server), whose admin Secret lives there."""
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
@@ -175,7 +185,11 @@ def operator_sites(cluster: LocalCluster, postgres_server: PostgresServer) -> di
             }
         }
     }
-    return {"CLEO_SITES": yaml.safe_dump(sites)}
+    return {
+        "CLEO_SITES": yaml.safe_dump(sites),
+        "CLEO_BACKUP_VOLUMES_DIR": str(backup_volumes),
+        "CLEO_BACKUP_EGRESS_CIDRS": "127.0.0.0/8",
+    }
 
 
 @pytest.fixture(scope="session")

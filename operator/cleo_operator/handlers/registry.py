@@ -18,6 +18,8 @@ from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.observability.metrics import serve_metrics
+from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
+from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import (
     DatabasePart,
     TenantDatabases,
@@ -26,6 +28,7 @@ from cleo_operator.reconcile.database import (
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
 VERSION = "v1alpha1"
@@ -60,12 +63,16 @@ class Runtime:
     tenants: ReconcileLoops
     tenant_reconciler: TenantReconciler
     databases: TenantDatabases
+    backups: ReconcileLoops
+    backup_reconciler: BackupReconciler
 
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
-        """Build everything; raises SiteConfigError for a broken PostgreSQL site config."""
+        """Build everything; raises SiteConfigError for a broken PostgreSQL site config and
+        ValueError (naming the variable) for a broken backup setting."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         databases = TenantDatabases.from_environment(kube)
+        backup_settings = BackupSettings.from_environment()
         return cls(
             config=config,
             kube=kube,
@@ -79,6 +86,12 @@ class Runtime:
                 kube, parts=[EncryptionPart(kube, keys), DatabasePart(databases)]
             ),
             databases=databases,
+            backups=ReconcileLoops(
+                kind="CleoBackup", executor=executor, resync_seconds=config.resync_seconds
+            ),
+            backup_reconciler=BackupReconciler.from_databases(
+                kube, databases, settings=backup_settings
+            ),
         )
 
 
@@ -94,13 +107,23 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        apply_kopf_settings(settings, config, child_resources=CHILD_RESOURCES)
+        apply_kopf_settings(
+            settings,
+            config,
+            child_resources=CHILD_RESOURCES,
+            # Jobs made by a CronJob carry the backup's label, not our managed-by label.
+            extra_selectors={
+                ("batch", "v1", "jobs"): BACKUP_LABEL,
+                ("batch", "v1", "cronjobs"): BACKUP_LABEL,
+            },
+        )
         if config.metrics_port:
             serve_metrics(port=config.metrics_port)
 
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:
         runtime.executor.shutdown(wait=False, cancel_futures=True)
+        runtime.backup_reconciler.close()
         runtime.databases.close()
 
     @kopf.on.probe(id="tenants", registry=registry)
@@ -148,5 +171,40 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         kopf.on.event(
             group, version, plural, labels=CHILD_LABELS, registry=registry, id=f"wake/{plural}"
         )(child_event)
+
+    # -- CleoBackup ---------------------------------------------------------------------
+
+    @kopf.daemon(GROUP, VERSION, "cleobackups", registry=registry, cancellation_timeout=1.0)
+    async def backup_loop(namespace: str | None, name: str, **_: Any) -> None:
+        assert namespace is not None  # CleoBackup is namespaced
+        await runtime.backups.run(
+            f"{namespace}/{name}",
+            functools.partial(runtime.backup_reconciler.reconcile, namespace, name),
+        )
+
+    @kopf.on.event(GROUP, VERSION, "cleobackups", registry=registry)
+    def backup_event(namespace: str | None, name: str, type: str, **_: Any) -> None:
+        assert namespace is not None  # CleoBackup is namespaced
+        # Runner pods write lastBackup and history: that too needs a reconcile (verification,
+        # conditions). The reconcile writes only when something changed, so waking on every
+        # event ends after one quiet round.
+        if type == "DELETED":
+            runtime.backup_reconciler.forget(namespace, name)
+        runtime.backups.wake(f"{namespace}/{name}")
+
+    def backup_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+        backup = (labels or {}).get(BACKUP_LABEL)
+        if backup and namespace:
+            runtime.backups.wake(f"{namespace}/{backup}")
+
+    for group, version, plural in BACKUP_CHILDREN:
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            labels={BACKUP_LABEL: kopf.PRESENT},
+            registry=registry,
+            id=f"wake-backup/{plural}",
+        )(backup_child_event)
 
     return registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def apply_kopf_settings(
     config: OperatorConfig,
     *,
     child_resources: tuple[tuple[str, str, str], ...] = (),
+    extra_selectors: Mapping[tuple[str, str, str], str] | None = None,
 ) -> None:
     """Our conventions for Kopf: the finalizer, annotation prefix, posting and workers."""
     settings.persistence.finalizer = FINALIZER
@@ -76,3 +78,5 @@ def apply_kopf_settings(
         settings.watching.label_selectors[group, version, plural] = (
             f"{MANAGED_BY_LABEL}={MANAGED_BY}"
         )
+    for (group, version, plural), selector in (extra_selectors or {}).items():
+        settings.watching.label_selectors[group, version, plural] = selector

@@ -193,15 +193,6 @@ def render_tenant_cluster_roles() -> list[KubeObject]:
     return roles
 
 
-def render_roles(*, tenant: str, namespace: str, owner: OwnerReference) -> list[KubeObject]:
-    """No namespaced Roles any more: the tenant roles are ClusterRoles (module docstring).
-
-    Kept, returning nothing, only while `render.tenant` still calls it; remove both then.
-    """
-    del tenant, namespace, owner
-    return []
-
-
 def _subjects(subjects: Sequence[Subject]) -> list[RbacSubject]:
     unique = sorted({(s.kind, s.name) for s in subjects})
     return [{"kind": kind, "name": name, "apiGroup": RBAC_GROUP} for kind, name in unique]

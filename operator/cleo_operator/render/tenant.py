@@ -21,7 +21,7 @@ from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.limits import render_limit_range, render_resource_quota
 from cleo_operator.render.meta import default_namespace, tenant_labels, tenant_owner
 from cleo_operator.render.network import render_network_policies
-from cleo_operator.render.rbac import render_role_bindings, render_roles, render_service_account
+from cleo_operator.render.rbac import render_role_bindings, render_service_account
 from cleo_operator.render.scaling import render_hpa, render_pdb
 from cleo_operator.render.workload import render_config_map, render_deployment, render_service
 
@@ -57,8 +57,8 @@ def render_tenant(
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
-    Namespace, ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, Roles,
-    RoleBindings, ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
+    Namespace, ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
+    the tenant ClusterRoles), ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
     `secret_names` and `database_secret` go to the Deployment (see `render_deployment`).
     """
     owner = tenant_owner(name=name, uid=uid)
@@ -69,7 +69,6 @@ def render_tenant(
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        *render_roles(tenant=name, namespace=namespace, owner=owner),
         *render_role_bindings(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_config_map(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_deployment(

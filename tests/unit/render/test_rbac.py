@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.rbac import (
     TENANT_ROLES,
     render_role_bindings,
-    render_roles,
     render_service_account,
     render_tenant_cluster_roles,
 )
+from cleo_operator.render.tenant import render_tenant
 from tests.unit.render.specs import TENANT, UID, spec_of
 
 NS = "acme-prod"
@@ -129,7 +129,16 @@ def test_the_tenant_roles_are_cluster_roles_no_tenant_owns(role: KubeObject) -> 
 
 
 def test_no_namespaced_roles_are_rendered_for_a_tenant() -> None:
-    assert render_roles(tenant=TENANT, namespace=NS, owner=OWNER) == []
+    spec = parse_tenant_spec(
+        {
+            "admins": [{"kind": "User", "name": "alice"}],
+            "viewers": [{"kind": "User", "name": "victor"}],
+            "workload": {"image": "registry.example.com/cleoai:1"},
+        }
+    )
+    kinds = [o["kind"] for o in render_tenant(name=TENANT, uid="u", spec=spec, config_checksum="c")]
+    assert "Role" not in kinds
+    assert kinds.count("RoleBinding") == 2
 
 
 def test_bindings_bind_the_spec_subjects_to_the_cluster_roles_in_the_namespace() -> None:

@@ -23,10 +23,8 @@ FULL_ORDER = [
     ("NetworkPolicy", "cleo-allow-ingress"),
     ("NetworkPolicy", "cleo-allow-database"),
     ("ServiceAccount", "cleoai"),
-    ("Role", "cleo-tenant-admin"),
-    ("Role", "cleo-tenant-viewer"),
-    ("RoleBinding", "cleo-tenant-admins"),
-    ("RoleBinding", "cleo-tenant-viewers"),
+    ("RoleBinding", "cleo-tenant-admin"),
+    ("RoleBinding", "cleo-tenant-viewer"),
     ("ConfigMap", "cleoai-config"),
     ("Deployment", "cleoai"),
     ("Service", "cleoai"),
@@ -43,14 +41,12 @@ def test_a_full_tenant_gets_every_child_in_apply_order() -> None:
     assert kinds_and_names(render(spec_of())) == FULL_ORDER
 
 
-def test_an_empty_spec_gets_the_namespace_its_fence_and_roles_only() -> None:
+def test_an_empty_spec_gets_the_namespace_and_its_fence_only() -> None:
     assert kinds_and_names(render(spec_of({}))) == [
         ("Namespace", "cleo-acme"),
         ("NetworkPolicy", "cleo-default-deny"),
         ("NetworkPolicy", "cleo-allow-same-namespace"),
         ("NetworkPolicy", "cleo-allow-dns"),
-        ("Role", "cleo-tenant-admin"),
-        ("Role", "cleo-tenant-viewer"),
     ]
 
 
