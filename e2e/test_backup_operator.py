@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg import sql
 
 from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from e2e.cluster import LocalCluster
@@ -59,11 +60,12 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
 
     wait_for(database_ready, timeout=90, what="the tenant's database")
     database = tenant_database_name(TENANT)
-    role = tenant_role_name(TENANT)  # cleo_vault: a fixed identifier, not input
     postgres_server.execute(
-        "CREATE TABLE notes (id int PRIMARY KEY, body text); "
-        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 250) g; "
-        f"ALTER TABLE notes OWNER TO {role}",  # noqa: S608
+        sql.SQL(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text); "
+            "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 250) g; "
+            "ALTER TABLE notes OWNER TO {}"
+        ).format(sql.Identifier(tenant_role_name(TENANT))),
         dbname=database,
     )
     # No storage provisioner runs here: a PersistentVolume made by hand backs the claim, so
