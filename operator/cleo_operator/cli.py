@@ -219,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     from cleo_operator.keys_cli import register as register_keys  # noqa: PLC0415
     from cleo_operator.kube.permissions import register as register_permissions  # noqa: PLC0415
     from cleo_operator.rbac_cli import register as register_rbac  # noqa: PLC0415
+    from cleo_operator.reconcile.failover import register as register_failover  # noqa: PLC0415
 
     register_keys(sub)
     register_permissions(sub)
     register_backup(sub)
     register_rbac(sub)
+    register_failover(sub)
     return parser
 
 

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(Protocol):
-    requeue_after: float | None
+    """What a reconcile returns: at least when it wants to be called again."""
+
+    @property
+    def requeue_after(self) -> float | None: ...
 
 
 @dataclass

@@ -14,18 +14,24 @@ from typing import Any
 
 import kopf
 
+from cleo_operator.failover.automatic import AutomaticFailover
+from cleo_operator.failover.procedure import FailoverSettings
+from cleo_operator.failover.samples import LagSamples
 from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.observability.metrics import serve_metrics
+from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import (
     DatabasePart,
+    DatabaseSettings,
     TenantDatabases,
     rotation_request_pending,
 )
 from cleo_operator.reconcile.encryption import EncryptionPart
+from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
@@ -65,6 +71,9 @@ class Runtime:
     databases: TenantDatabases
     backups: ReconcileLoops
     backup_reconciler: BackupReconciler
+    failovers: ReconcileLoops
+    failover_reconciler: FailoverReconciler
+    automatic_failover: AutomaticFailover
 
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
@@ -73,6 +82,16 @@ class Runtime:
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         databases = TenantDatabases.from_environment(kube)
         backup_settings = BackupSettings.from_environment()
+        # One record of replication lag samples: automatic failovers stamp the last one
+        # on the CleoFailover they create, and the procedure estimates the RPO from it.
+        lag_samples = LagSamples()
+        automatic = AutomaticFailover(kube, databases.pools, lag_samples=lag_samples)
+        failover_reconciler = FailoverReconciler.from_environment(
+            kube,
+            pools=databases.pools,
+            lag_samples=lag_samples,
+            settings=FailoverSettings(credentials_secret=DatabaseSettings().secret_name),
+        )
         return cls(
             config=config,
             kube=kube,
@@ -83,7 +102,12 @@ class Runtime:
             # Encryption first: its Secrets and the keyring must exist before the workload
             # that reads them, and both feed the Deployment's checksum.
             tenant_reconciler=TenantReconciler(
-                kube, parts=[EncryptionPart(kube, keys), DatabasePart(databases)]
+                kube,
+                parts=[
+                    EncryptionPart(kube, keys),
+                    DatabasePart(databases),
+                    AutomaticFailoverPart(automatic),
+                ],
             ),
             databases=databases,
             backups=ReconcileLoops(
@@ -92,6 +116,11 @@ class Runtime:
             backup_reconciler=BackupReconciler.from_databases(
                 kube, databases, settings=backup_settings
             ),
+            failovers=ReconcileLoops(
+                kind="CleoFailover", executor=executor, resync_seconds=config.resync_seconds
+            ),
+            failover_reconciler=failover_reconciler,
+            automatic_failover=automatic,
         )
 
 
@@ -124,6 +153,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     def shutdown(**_: Any) -> None:
         runtime.executor.shutdown(wait=False, cancel_futures=True)
         runtime.backup_reconciler.close()
+        runtime.automatic_failover.close()
+        runtime.failover_reconciler.close()
         runtime.databases.close()
 
     @kopf.on.probe(id="tenants", registry=registry)
@@ -206,5 +237,19 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             registry=registry,
             id=f"wake-backup/{plural}",
         )(backup_child_event)
+
+    # -- CleoFailover -------------------------------------------------------------------
+
+    @kopf.daemon(GROUP, VERSION, "cleofailovers", registry=registry, cancellation_timeout=1.0)
+    async def failover_loop(namespace: str | None, name: str, **_: Any) -> None:
+        assert namespace is not None  # CleoFailover is namespaced
+        await runtime.failovers.run(
+            f"{namespace}/{name}",
+            functools.partial(runtime.failover_reconciler.reconcile, namespace, name),
+        )
+
+    @kopf.on.event(GROUP, VERSION, "cleofailovers", registry=registry)
+    def failover_event(namespace: str | None, name: str, **_: Any) -> None:
+        runtime.failovers.wake(f"{namespace}/{name}")
 
     return registry

@@ -94,6 +94,8 @@ from cleo_operator.data.tenant_db import (
     tenant_database_name,
     tenant_role_name,
 )
+from cleo_operator.failover.errors import FailoverError
+from cleo_operator.failover.tenant import database_site, failover_holding
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.secrets import (
@@ -554,14 +556,45 @@ class TenantDatabases:
         deadline = time.monotonic() + settings.wait_seconds
         live = self._kube.get(SECRET, settings.secret_name, namespace=namespace)
         stored, missing_why = _read_stored(live, tenant=tenant)
+        try:
+            # After a failover the primary is where the failover put it (an annotation on
+            # the tenant), no longer spec.database.site.
+            site_name = database_site(spec, annotations)
+        except FailoverError as exc:
+            site_name = database.site
+            view = _View(
+                tenant=tenant,
+                site=site_name,
+                namespace=namespace,
+                secret_name=settings.secret_name,
+                live=live,
+                stored=stored,
+            )
+            return view.outcome(
+                DatabaseCondition(status="False", reason=exc.reason, message=str(exc)),
+                requeue_after=None,
+            )
         view = _View(
             tenant=tenant,
-            site=database.site,
+            site=site_name,
             namespace=namespace,
             secret_name=settings.secret_name,
             live=live,
             stored=stored,
         )
+        holder = failover_holding(annotations)
+        if holder is not None:
+            # A failover fences, promotes and repoints: touching the role or the Secret now
+            # could re-open the old primary (split brain). Wait for it to finish.
+            return view.outcome(
+                DatabaseCondition(
+                    status="Unknown",
+                    reason="FailoverInProgress",
+                    message=f"CleoFailover {holder} is moving the tenant's database",
+                ),
+                requeue_after=FAILOVER_RECHECK_SECONDS,
+                in_progress=True,
+            )
         lock = self._tenant_lock(tenant)
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return view.outcome(
@@ -1197,6 +1230,9 @@ def _unexpected(exc: BaseException, *, doing: str) -> UnexpectedError:
         "please report it with the operator's version."
     )
 
+
+FAILOVER_RECHECK_SECONDS: Final = 5.0
+"""While a failover holds the tenant, look again this often."""
 
 # --------------------------------------------------------------------------- as a tenant part
 

@@ -24,6 +24,7 @@ from cleo_operator.api.base import Condition, set_condition
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_of
 from cleo_operator.kube.status import write_status
@@ -108,6 +109,10 @@ class PartResult:
     """Objects to apply (before the rendered children), e.g. Secrets in the namespace."""
     conditions: dict[str, Observation] = field(default_factory=dict)
     """Conditions by type; each one gates Ready."""
+    informational: dict[str, Observation] = field(default_factory=dict)
+    """Conditions by type that do not gate Ready (e.g. AutomaticFailover)."""
+    remove_conditions: set[str] = field(default_factory=set)
+    """Condition types that no longer apply (a feature switched off)."""
     status: dict[str, Any] = field(default_factory=dict)
     """Status fields this part owns (e.g. keyVersion, database)."""
     fingerprints: dict[str, str] = field(default_factory=dict)
@@ -164,6 +169,18 @@ def _current_conditions(tenant: KubeObject) -> list[Condition]:
         except ValueError:
             continue  # a hand-written malformed condition is dropped, not fatal
     return out
+
+
+def _respect_holds(obj: KubeObject, current: KubeObject | None) -> KubeObject:
+    """A Deployment a failover holds (scaled to 0 to fence the writers) keeps its size.
+
+    Without this, a tenant with a fixed replica count would bring its writers back in the
+    middle of a failover. The failover restores the size it recorded when it lets go.
+    """
+    if obj.get("kind") != "Deployment" or held_by(current) is None:
+        return obj
+    spec = {k: v for k, v in obj.get("spec", {}).items() if k != "replicas"}
+    return {**obj, "spec": spec}
 
 
 def _age_seconds(meta: Mapping[str, Any], now: datetime.datetime) -> float:
@@ -243,6 +260,8 @@ class TenantReconciler:
         live: dict[tuple[str, str, str, str], KubeObject | None] = {}
         failures: list[str] = []
         gates: dict[str, Observation] = {}
+        informational: dict[str, Observation] = {}
+        removed: set[str] = set()
         # A tenant that has never reported children is new: its children do not exist yet
         # (or exist from a Retain and must be adopted), so every one is applied without
         # reading it first. Applying is idempotent; the reads only avoid no-op writes.
@@ -264,6 +283,8 @@ class TenantReconciler:
             contribution = part.reconcile(ctx)
             self._converge(contribution.objects, live, failures, result, fresh=fresh)
             gates.update(contribution.conditions)
+            informational.update(contribution.informational)
+            removed |= contribution.remove_conditions
             status.fields.update(contribution.status)
             fingerprints.update(contribution.fingerprints)
             secret_names.extend(contribution.secret_names)
@@ -305,8 +326,10 @@ class TenantReconciler:
         status.condition("PoliciesReady", policies)
         status.condition("WorkloadAvailable", workload)
         status.condition("Autoscaling", autoscaling)
-        for type_, obs in gates.items():
+        for type_, obs in (gates | informational).items():
             status.condition(type_, obs)
+        for type_ in removed:
+            status.remove_condition(type_)
 
         blocking = {
             "NamespaceReady": ns_obs,
@@ -366,7 +389,7 @@ class TenantReconciler:
                 if fresh
                 else self.kube.get(kind, meta["name"], namespace=meta.get("namespace"))
             )
-            stamped = with_hash(obj)
+            stamped = with_hash(_respect_holds(obj, current))
             if needs_apply(stamped, current):
                 try:
                     current = self.kube.apply(stamped)
@@ -516,6 +539,9 @@ class _StatusBuilder:
             observed_generation=self.generation,
             now=self.now,
         )
+
+    def remove_condition(self, type_: str) -> None:
+        self.conditions = [c for c in self.conditions if c.type != type_]
 
     def write(self, kube: KubeClient, *, phase: str, keep_previous: bool = False) -> bool:
         status: dict[str, Any] = {
