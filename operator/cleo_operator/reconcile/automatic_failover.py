@@ -14,8 +14,8 @@ from __future__ import annotations
 from cleo_operator.failover.automatic import CONDITION_TYPE, AutomaticFailover
 from cleo_operator.kube.client import KINDS
 from cleo_operator.kube.events import post_event
+from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant import PartResult, TenantContext
-from cleo_operator.reconcile.tenant_status import Observation, clip
 
 TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 

@@ -70,7 +70,7 @@ from cleo_operator.api.backup import (
     CleoBackupStatus,
     parse_backup_spec,
 )
-from cleo_operator.api.base import Condition, ConditionStatus, rfc3339, set_condition
+from cleo_operator.api.base import ConditionStatus, rfc3339
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
@@ -99,7 +99,7 @@ from cleo_operator.reconcile.backup_status import (
     record_run,
 )
 from cleo_operator.reconcile.database import TenantDatabases
-from cleo_operator.reconcile.tenant_status import Observation, clip
+from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
@@ -1333,33 +1333,13 @@ def _phase(
     return "Pending" if spec.schedule is None else "Scheduled"
 
 
-class _StatusBuilder:
-    """Collects conditions and fields, then writes status once, only if it changed."""
+class _StatusBuilder(StatusBuilder):
+    """The CleoBackup's status: written once, only if it changed."""
 
-    def __init__(self, obj: KubeObject, generation: int, now: datetime.datetime) -> None:
-        self.obj = obj
-        self.generation = generation
-        self.now = now
-        self.conditions = _current_conditions(obj)
-        self.fields: dict[str, Any] = {}
-
-    def set(self, type_: str, obs: Observation) -> None:
-        self.conditions = set_condition(
-            self.conditions,
-            type=type_,
-            status=obs.status,
-            reason=obs.reason,
-            message=obs.message,
-            observed_generation=self.generation,
-            now=self.now,
-        )
+    set = StatusBuilder.condition
 
     def write(self, kube: KubeClient, *, phase: BackupPhase, current: CleoBackupStatus) -> bool:
-        status: dict[str, Any] = {
-            "observedGeneration": self.generation,
-            "phase": phase,
-            "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in self.conditions],
-        }
+        status = self.base(phase)
         # What this reconcile did not decide on keeps its value (the merge patch would
         # otherwise delete it: these keys are ours).
         if current.last_verification is not None:
@@ -1375,14 +1355,3 @@ class _StatusBuilder:
                 status[key] = value
         written = write_status(kube, BACKUP, self.obj, status, owned_keys=RECONCILER_KEYS)
         return written is not None
-
-
-def _current_conditions(obj: KubeObject) -> list[Condition]:
-    raw = (obj.get("status") or {}).get("conditions") or []
-    out: list[Condition] = []
-    for item in raw:
-        try:
-            out.append(Condition.model_validate(item))
-        except ValueError:
-            continue  # a hand-written malformed condition is dropped, not fatal
-    return out

@@ -104,8 +104,8 @@ from cleo_operator.kube.secrets import (
     encode_secret_data,
     secret_value,
 )
+from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant import PartResult, TenantContext
-from cleo_operator.reconcile.tenant_status import Observation, clip
 from cleo_operator.render.meta import ORPHANED_LABEL, tenant_labels
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from cleo_operator.api.base import Condition, set_condition
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
@@ -29,9 +28,8 @@ from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_of
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
+from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.reconcile.tenant_status import (
-    Observation,
-    clip,
     observe_autoscaling,
     observe_deployment,
     observe_namespace,
@@ -158,17 +156,6 @@ def _ref(obj: Mapping[str, Any]) -> ObjectRef:
 
 def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (ref["apiVersion"], ref["kind"], ref.get("namespace", ""), ref["name"])
-
-
-def _current_conditions(tenant: KubeObject) -> list[Condition]:
-    raw = (tenant.get("status") or {}).get("conditions") or []
-    out: list[Condition] = []
-    for item in raw:
-        try:
-            out.append(Condition.model_validate(item))
-        except ValueError:
-            continue  # a hand-written malformed condition is dropped, not fatal
-    return out
 
 
 def _respect_holds(obj: KubeObject, current: KubeObject | None) -> KubeObject:
@@ -519,41 +506,16 @@ class TenantReconciler:
                 raise
 
 
-class _StatusBuilder:
-    """Collects conditions and fields, then writes status once, only if it changed."""
-
-    def __init__(self, tenant: KubeObject, generation: int, now: datetime.datetime) -> None:
-        self.tenant = tenant
-        self.generation = generation
-        self.now = now
-        self.conditions = _current_conditions(tenant)
-        self.fields: dict[str, Any] = {}
-
-    def condition(self, type_: str, obs: Observation) -> None:
-        self.conditions = set_condition(
-            self.conditions,
-            type=type_,
-            status=obs.status,
-            reason=obs.reason,
-            message=obs.message,
-            observed_generation=self.generation,
-            now=self.now,
-        )
-
-    def remove_condition(self, type_: str) -> None:
-        self.conditions = [c for c in self.conditions if c.type != type_]
+class _StatusBuilder(StatusBuilder):
+    """The tenant's status: written once, only if it changed."""
 
     def write(self, kube: KubeClient, *, phase: str, keep_previous: bool = False) -> bool:
-        status: dict[str, Any] = {
-            "observedGeneration": self.generation,
-            "phase": phase,
-            "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in self.conditions],
-        }
+        status = self.base(phase)
         status.update({k: v for k, v in self.fields.items() if v is not None})
         if keep_previous:
-            previous = self.tenant.get("status") or {}
+            previous = self.obj.get("status") or {}
             for key in OWNED_STATUS_KEYS - status.keys():
                 if key in previous:
                     status[key] = previous[key]
-        written = write_status(kube, TENANT, self.tenant, status, owned_keys=OWNED_STATUS_KEYS)
+        written = write_status(kube, TENANT, self.obj, status, owned_keys=OWNED_STATUS_KEYS)
         return written is not None

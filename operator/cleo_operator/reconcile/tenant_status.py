@@ -16,35 +16,14 @@ the Autoscaling condition. docs/tenants.md documents this choice.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cleo_operator.api.base import ConditionStatus
-
-MESSAGE_LIMIT = 1024
-"""Condition messages are cut to this many characters (the API allows more; people read less)."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One condition as observed: status, a CamelCase reason and a message for people."""
-
-    status: ConditionStatus
-    reason: str
-    message: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "True"
+from cleo_operator.reconcile.status import Observation, clip
 
 
 def _conditions(obj: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
     raw = ((obj or {}).get("status") or {}).get("conditions") or []
     return {str(c.get("type")): c for c in raw if isinstance(c, Mapping)}
-
-
-def clip(message: str) -> str:
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
 def observe_namespace(ns: Mapping[str, Any] | None, name: str) -> Observation:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from cleo_operator.reconcile.status import MESSAGE_LIMIT
 from cleo_operator.reconcile.tenant_status import (
-    MESSAGE_LIMIT,
     observe_autoscaling,
     observe_deployment,
     observe_namespace,

@@ -1,0 +1,82 @@
+"""Conditions as a reconcile collects them, written once at the end only if they changed.
+
+Every kind's reconciler builds its status the same way: start from the conditions on the
+object, set each observed condition (keeping lastTransitionTime while a status holds, as
+the Kubernetes API conventions ask), then write once through `kube.status.write_status`,
+which sends nothing when nothing changed. What differs per kind (its phase, the fields it
+owns, what it keeps) stays in that kind's module.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from cleo_operator.api.base import Condition, ConditionStatus, set_condition
+from cleo_operator.api.objects import KubeObject
+
+MESSAGE_LIMIT = 1024
+"""Condition messages are cut to this many characters (the API allows more; people read less)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One condition as observed: status, a CamelCase reason and a message for people."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "True"
+
+
+def clip(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
+
+
+def current_conditions(obj: KubeObject) -> list[Condition]:
+    """The conditions on `obj`'s status; a malformed one (written by hand) is dropped."""
+    raw = (obj.get("status") or {}).get("conditions") or []
+    out: list[Condition] = []
+    for item in raw:
+        try:
+            out.append(Condition.model_validate(item))
+        except ValueError:
+            continue
+    return out
+
+
+class StatusBuilder:
+    """Collects conditions and fields of one reconcile of `obj`."""
+
+    def __init__(self, obj: KubeObject, generation: int, now: datetime.datetime) -> None:
+        self.obj = obj
+        self.generation = generation
+        self.now = now
+        self.conditions = current_conditions(obj)
+        self.fields: dict[str, Any] = {}
+
+    def condition(self, type_: str, obs: Observation) -> None:
+        self.conditions = set_condition(
+            self.conditions,
+            type=type_,
+            status=obs.status,
+            reason=obs.reason,
+            message=obs.message,
+            observed_generation=self.generation,
+            now=self.now,
+        )
+
+    def remove_condition(self, type_: str) -> None:
+        self.conditions = [c for c in self.conditions if c.type != type_]
+
+    def base(self, phase: str) -> dict[str, Any]:
+        """observedGeneration, phase and conditions: what every kind's status has."""
+        return {
+            "observedGeneration": self.generation,
+            "phase": phase,
+            "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in self.conditions],
+        }
