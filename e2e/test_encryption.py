@@ -23,7 +23,12 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.integration.keys_harness import SecretScanner, keys_cli, run_python
 
-pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 
 def _unique(prefix: str) -> str:

@@ -154,7 +154,7 @@ def test_sigkill_between_keyring_steps_keeps_the_key(
     step: str,
 ) -> None:
     tenant = f"crash-{step.split('-')[1]}"
-    assert operator_process.stop() == 0
+    operator_process.pause()
     try:
         crashing = start_operator(
             cluster,
@@ -168,16 +168,7 @@ def test_sigkill_between_keyring_steps_keeps_the_key(
         after_crash = keyring_material(cluster, tenant)
         assert after_crash["copy"], "the fault point is after the copy was written"
     finally:
-        operator_process.previous_logs += operator_process.log_text()
-        fresh = start_operator(
-            cluster,
-            operator_process.log_path,
-            extra_args=["--operator-namespace", OPERATOR_NAMESPACE],
-            env=operator_sites,
-        )
-        operator_process.popen = fresh.popen
-        operator_process.metrics_url = fresh.metrics_url
-        operator_process.liveness_url = fresh.liveness_url
+        operator_process.resume()
 
     def keyring_ready() -> bool:
         conditions = {c["type"]: c for c in status_of(cluster, tenant).get("conditions") or []}

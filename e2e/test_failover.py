@@ -35,7 +35,12 @@ from tests.integration.test_failover_support import (
     wait_available,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 REPO = Path(__file__).resolve().parent.parent
 

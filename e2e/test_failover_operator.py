@@ -69,7 +69,7 @@ def two_site_operator(
             for name, server in (("east", primary), ("west", standby))
         }
     }
-    assert operator_process.stop() == 0
+    operator_process.pause()
     proc = start_operator(
         cluster,
         tmp_path / "operator.log",
@@ -81,16 +81,7 @@ def two_site_operator(
     finally:
         assert proc.stop() == 0, proc.log_text()[-3000:]
         cluster.kubectl("delete", "cleotenant", TENANT, "--wait=false", check=False)
-        operator_process.previous_logs += operator_process.log_text()
-        fresh = start_operator(
-            cluster,
-            operator_process.log_path,
-            extra_args=["--operator-namespace", OPERATOR_NAMESPACE],
-            env=operator_sites,
-        )
-        operator_process.popen = fresh.popen
-        operator_process.metrics_url = fresh.metrics_url
-        operator_process.liveness_url = fresh.liveness_url
+        operator_process.resume()
 
 
 def test_lost_primary_fails_over_automatically_with_a_record(

@@ -40,8 +40,16 @@ class OperatorProcess:
 
     def restart(self) -> None:
         """Stop (SIGTERM) and start again, as a rollout or a crash would; logs are kept."""
-        assert self.cluster is not None
+        self.pause()
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop it (SIGTERM), for a test that runs an operator of its own meanwhile."""
         assert self.stop() == 0, self.log_text()[-3000:]
+
+    def resume(self) -> None:
+        """Start it again, as it was configured; its earlier logs are kept."""
+        assert self.cluster is not None
         self.previous_logs += self.log_text()
         fresh = start_operator(
             self.cluster, self.log_path, extra_args=self.extra_args, env=self.env
@@ -151,6 +159,25 @@ def start_operator(
 OPERATOR_NAMESPACE = "cleo-system"
 
 
+_SESSION_OPERATOR: list[OperatorProcess] = []
+"""The session's operator process, once some test has started it."""
+
+
+@pytest.fixture
+def without_session_operator() -> Iterator[None]:
+    """The session's operator, if it runs, is stopped for this test and started again after
+    it: for a test that runs the reconcilers in processes of its own (with other keys or
+    sites), so that two operators never fight over one object. It is not started for this."""
+    running = [p for p in _SESSION_OPERATOR if p.alive()]
+    for proc in running:
+        proc.pause()
+    try:
+        yield
+    finally:
+        for proc in running:
+            proc.resume()
+
+
 @pytest.fixture(scope="session")
 def backup_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where PVC destinations of backups live on this machine (`<namespace>/<claim>`): the
@@ -208,6 +235,8 @@ def operator_process(
         extra_args=["--operator-namespace", OPERATOR_NAMESPACE],
         env=operator_sites,
     )
+    _SESSION_OPERATOR.append(proc)
     yield proc
+    _SESSION_OPERATOR.remove(proc)
     code = proc.stop()
     assert code == 0, f"the operator did not stop cleanly ({code}):\n{proc.log_text()[-3000:]}"

@@ -33,7 +33,8 @@ from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 
-pytestmark = pytest.mark.cluster
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 NAMESPACE = KINDS[("v1", "Namespace")]
 TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]

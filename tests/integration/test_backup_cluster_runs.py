@@ -54,7 +54,12 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 JOB = KINDS[("batch/v1", "Job")]

@@ -37,7 +37,12 @@ from tests.integration.test_failover_support import (
     tenant_setting,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 s3_server = backup_s3.s3_server
 """The signature-checking S3 server of the backup tests (a module-scoped fixture)."""

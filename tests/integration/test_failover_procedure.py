@@ -37,7 +37,12 @@ from tests.integration.test_failover_support import (
     wait_available,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
 

@@ -54,7 +54,8 @@ from tests.integration.keys_harness import (
 )
 from tests.integration.test_keys_operator import OPERATOR_FAULTS
 
-pytestmark = pytest.mark.cluster
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 NAMESPACE = KINDS[("v1", "Namespace")]
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)

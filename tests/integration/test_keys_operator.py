@@ -45,7 +45,8 @@ from tests.integration.keys_harness import (
     keys_cli,
 )
 
-pytestmark = pytest.mark.cluster
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)

@@ -34,7 +34,8 @@ from tests.integration.keys_harness import (
     tenant_keyring,
 )
 
-pytestmark = pytest.mark.cluster
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 SECRET = KINDS[("v1", "Secret")]

@@ -48,7 +48,12 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 ADMIN_SECRET = "pg-admin-main"
 

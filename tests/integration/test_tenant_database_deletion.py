@@ -32,7 +32,12 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# These tests run the reconcilers in processes of their own: no operator may race them.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("without_session_operator"),
+]
 
 WAIT = 1.5
 
