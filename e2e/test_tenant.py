@@ -123,6 +123,13 @@ def test_full_tenant_has_every_child_and_truthful_status(
 
     pods = kubectl_json(cluster, "get", "pods", "-n", ns)["items"]
     assert len(pods) == 2  # the restricted Pod Security profile admitted them
+    # The tenant's keyring (made by the operator) reaches CleoAI, read-only.
+    volumes = {v["name"]: v for v in pods[0]["spec"]["volumes"]}
+    assert volumes["keyring"]["secret"]["secretName"] == "cleo-keyring"
+    events = cluster.kubectl(
+        "get", "events", "-n", "default", "--field-selector", "involvedObject.name=full"
+    ).stdout
+    assert "Ready" in events
     for pod in pods:
         sc = pod["spec"]["containers"][0]["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True
@@ -184,6 +191,17 @@ def test_drift_is_repaired(cluster: LocalCluster, operator_process: OperatorProc
 
     wait_for(repaired, timeout=30, what="the operator to undo the hand edits")
     assert time.monotonic() - start < 15  # children are watched, not polled every resync
+    # And it says so, where `kubectl describe cleotenant drift` shows it.
+    wait_for(
+        lambda: (
+            "DriftRepaired"
+            in cluster.kubectl(
+                "get", "events", "-n", "default", "--field-selector", "involvedObject.name=drift"
+            ).stdout
+        ),
+        timeout=15,
+        what="a DriftRepaired Event on the tenant",
+    )
 
 
 def test_pause_stops_all_changes(cluster: LocalCluster, operator_process: OperatorProcess) -> None:

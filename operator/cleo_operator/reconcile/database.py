@@ -105,7 +105,7 @@ from cleo_operator.kube.secrets import (
     secret_value,
 )
 from cleo_operator.reconcile.status import Observation, clip
-from cleo_operator.reconcile.tenant import PartResult, TenantContext
+from cleo_operator.reconcile.tenant import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.meta import ORPHANED_LABEL, tenant_labels
 
 log = logging.getLogger(__name__)
@@ -1284,6 +1284,7 @@ class DatabasePart:
             result.database_secret = outcome.secret_name
         for event in outcome.events:
             log.info("tenant %s: %s", ctx.name, event)
+            result.events.append(TenantEvent("Database", event))
         return result
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:

@@ -24,10 +24,12 @@ of the keyring in the operator namespace is kept either way (docs/encryption.md)
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.keys import TENANT_KEYRING_SECRET
 from cleo_operator.reconcile.keys import ConditionUpdate, KeyringReconciler, OperatorKeys
 from cleo_operator.reconcile.secrets import (
     SECRETS_COMPONENT,
@@ -35,7 +37,7 @@ from cleo_operator.reconcile.secrets import (
     apply_secrets,
 )
 from cleo_operator.reconcile.status import Observation, clip
-from cleo_operator.reconcile.tenant import PartResult, TenantContext
+from cleo_operator.reconcile.tenant import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import COMPONENT_LABEL
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, ORPHANED_LABEL, TENANT_LABEL
 
@@ -51,6 +53,14 @@ KEYRING_FINGERPRINT: Final = "keyring"
 def secret_fingerprint_key(name: str) -> str:
     """Key of an unsealed Secret's fingerprint among the checksum inputs."""
     return f"secret/{name}"
+
+
+def _newly_failed(ctx: TenantContext, item: Mapping[str, Any]) -> bool:
+    """A Secret that fails now and did not fail for the same reason before (one Event)."""
+    for old in ctx.status.get("secrets") or []:
+        if old.get("name") == item.get("name"):
+            return bool(old.get("ready")) or old.get("reason") != item.get("reason")
+    return True
 
 
 def _observation(update: ConditionUpdate) -> Observation:
@@ -106,6 +116,21 @@ class EncryptionPart:
             result.fingerprints[secret_fingerprint_key(name)] = fingerprint
         # Only Secrets that exist go into envFrom: a pod never waits for a missing one.
         result.secret_names = sorted(secrets.fingerprints)
+        if keyring.fingerprint is not None:
+            result.keyring_secret = TENANT_KEYRING_SECRET
+        result.events.extend(TenantEvent("Keyring", action) for action in keyring.actions)
+        result.events.extend(
+            TenantEvent("SecretUnsealed", f"wrote Secret {name}") for name in secrets.applied
+        )
+        result.events.extend(
+            TenantEvent(
+                str(item.get("reason") or "SecretNotUnsealed"),
+                str(item.get("message") or f"Secret {item['name']} could not be unsealed"),
+                "Warning",
+            )
+            for item in secrets.statuses
+            if not item.get("ready") and _newly_failed(ctx, item)
+        )
         return result
 
     def _unsealed(self, ctx: TenantContext) -> list[KubeObject]:

@@ -18,7 +18,7 @@ import datetime
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
@@ -26,6 +26,7 @@ from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_of
+from cleo_operator.kube.events import post_event
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
@@ -118,7 +119,20 @@ class PartResult:
     secret_names: list[str] = field(default_factory=list)
     """Secrets the workload reads all keys of (envFrom)."""
     database_secret: str | None = None
+    keyring_secret: str | None = None
+    """The tenant keyring Secret, mounted read-only into the workload when it exists."""
     requeue_after: float | None = None
+    events: list[TenantEvent] = field(default_factory=list)
+    """Significant actions (a key rotated, a password rotated), posted as Events."""
+
+
+@dataclass(frozen=True)
+class TenantEvent:
+    """An Event to post on the CleoTenant; the message never holds secret material."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
 
 
 class TenantPart(Protocol):
@@ -156,6 +170,19 @@ def _ref(obj: Mapping[str, Any]) -> ObjectRef:
 
 def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (ref["apiVersion"], ref["kind"], ref.get("namespace", ""), ref["name"])
+
+
+def _ready_transition(tenant: KubeObject, status: StatusBuilder) -> list[TenantEvent]:
+    """An Event when Ready changes status (not on every reconcile: Events are for people)."""
+    before = {
+        c.get("type"): c.get("status") for c in (tenant.get("status") or {}).get("conditions") or []
+    }.get("Ready")
+    now = next((c for c in status.conditions if c.type == "Ready"), None)
+    if now is None or now.status == before:
+        return []
+    if now.status == "True":
+        return [TenantEvent("Ready", now.message)]
+    return [TenantEvent(now.reason, now.message, "Warning")]
 
 
 def _respect_holds(obj: KubeObject, current: KubeObject | None) -> KubeObject:
@@ -217,6 +244,10 @@ class TenantReconciler:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError as exc:
             status.condition("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
+            for event in _ready_transition(tenant, status):
+                post_event(
+                    self.kube, tenant, reason=event.reason, message=event.message, type=event.type
+                )
             # Everything else on status stays as it was: an invalid spec changes nothing, and
             # the keyring's version must survive (it guards against generating a new one).
             result.status_written = status.write(self.kube, phase="Invalid", keep_previous=True)
@@ -266,6 +297,8 @@ class TenantReconciler:
         fingerprints: dict[str, str] = {}
         secret_names: list[str] = []
         database_secret: str | None = None
+        keyring_secret: str | None = None
+        events: list[TenantEvent] = []
         for part in self.parts:
             contribution = part.reconcile(ctx)
             self._converge(contribution.objects, live, failures, result, fresh=fresh)
@@ -276,6 +309,8 @@ class TenantReconciler:
             fingerprints.update(contribution.fingerprints)
             secret_names.extend(contribution.secret_names)
             database_secret = contribution.database_secret or database_secret
+            keyring_secret = contribution.keyring_secret or keyring_secret
+            events.extend(contribution.events)
             result.requeue_after = _min(result.requeue_after, contribution.requeue_after)
 
         workload_config = spec.workload.config if spec.workload else {}
@@ -288,8 +323,22 @@ class TenantReconciler:
             ),
             secret_names=sorted(set(secret_names)),
             database_secret=database_secret,
+            keyring_secret=keyring_secret,
         )
+        applied_before = len(result.applied)
         self._converge(desired[1:], live, failures, result, fresh=fresh)
+        if not fresh and ctx.status.get("observedGeneration") == generation:
+            # Applied although the spec did not change: someone edited or deleted it.
+            repaired = result.applied[applied_before:]
+            if repaired:
+                events.append(
+                    TenantEvent(
+                        "DriftRepaired",
+                        "put back what was changed by hand: "
+                        + ", ".join(f"{r['kind']} {r['name']}" for r in repaired),
+                        "Warning",
+                    )
+                )
         if not failures:
             self._converged.add(ctx.uid)
         self._adopt_namespace(namespace, live)
@@ -297,6 +346,17 @@ class TenantReconciler:
         # Everything applied this round (the parts' objects too) is wanted; the rest of what
         # status listed before is pruned.
         self._prune(ctx, {_key(_ref(o)) for o in desired} | set(live), result)
+        if result.deleted:
+            events.append(
+                TenantEvent(
+                    "Pruned",
+                    "deleted what the spec no longer asks for: "
+                    + ", ".join(f"{r['kind']} {r['name']}" for r in result.deleted),
+                )
+            )
+        events.extend(
+            TenantEvent("ApplyFailed", f"the API server refused {f}", "Warning") for f in failures
+        )
 
         # -- observe -------------------------------------------------------------------
         ns_obs = observe_namespace(live.get(("v1", "Namespace", "", namespace)), namespace)
@@ -343,6 +403,11 @@ class TenantReconciler:
         )
         status.fields["replicas"] = replicas(deployment)
         TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
+        events.extend(_ready_transition(tenant, status))
+        for event in events:
+            post_event(
+                self.kube, tenant, reason=event.reason, message=event.message, type=event.type
+            )
         if (
             not tenant.get("status")
             and not result.ready

@@ -239,6 +239,7 @@ class PodSecurityContext(TypedDict):
 class VolumeMount(TypedDict):
     name: str
     mountPath: str
+    readOnly: NotRequired[bool]
 
 
 class ResourceRequirements(TypedDict, total=False):
@@ -264,9 +265,15 @@ class EmptyDirVolumeSource(TypedDict, total=False):
     sizeLimit: str
 
 
+class SecretVolumeSource(TypedDict):
+    secretName: str
+    defaultMode: int
+
+
 class Volume(TypedDict):
     name: str
-    emptyDir: EmptyDirVolumeSource
+    emptyDir: NotRequired[EmptyDirVolumeSource]
+    secret: NotRequired[SecretVolumeSource]
 
 
 class PodSpec(TypedDict):

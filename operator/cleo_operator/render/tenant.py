@@ -54,12 +54,14 @@ def render_tenant(
     config_checksum: str,
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
+    keyring_secret: str | None = None,
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
     Namespace, ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
     the tenant ClusterRoles), ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
-    `secret_names` and `database_secret` go to the Deployment (see `render_deployment`).
+    `secret_names`, `database_secret` and `keyring_secret` go to the Deployment (see
+    `render_deployment`).
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -79,6 +81,7 @@ def render_tenant(
             config_checksum=config_checksum,
             secret_names=secret_names,
             database_secret=database_secret,
+            keyring_secret=keyring_secret,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),

@@ -50,6 +50,7 @@ from cleo_operator.render.k8s import (
     EnvVar,
     ResourceRequirements,
     Service,
+    Volume,
     as_object,
 )
 
@@ -121,8 +122,16 @@ def _resources(workload: WorkloadSpec) -> ResourceRequirements:
     return rendered
 
 
-def _env(workload: WorkloadSpec) -> list[EnvVar]:
+KEYRING_VOLUME = "keyring"
+KEYRING_MOUNT_PATH = "/var/run/cleoai/keyring"
+"""Where CleoAI finds its field-level encryption keyring (read-only), named by the
+environment variable CLEO_KEYRING_DIR."""
+
+
+def _env(workload: WorkloadSpec, *, keyring: bool) -> list[EnvVar]:
     env: list[EnvVar] = []
+    if keyring:
+        env.append({"name": "CLEO_KEYRING_DIR", "value": KEYRING_MOUNT_PATH})
     for var in workload.env:
         item: EnvVar = {"name": var.name}
         # The API server leaves out an empty value; sending "" would look like drift.
@@ -145,8 +154,20 @@ def _env_from(
     return sources
 
 
+def _volumes(keyring_secret: str | None) -> list[Volume]:
+    volumes: list[Volume] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    if keyring_secret is not None:
+        volumes.append(
+            {"name": KEYRING_VOLUME, "secret": {"secretName": keyring_secret, "defaultMode": 0o440}}
+        )
+    return volumes
+
+
 def _container(
-    workload: WorkloadSpec, secret_names: Sequence[str], database_secret: str | None
+    workload: WorkloadSpec,
+    secret_names: Sequence[str],
+    database_secret: str | None,
+    keyring_secret: str | None,
 ) -> Container:
     container: Container = {
         "name": WORKLOAD_NAME,
@@ -177,7 +198,11 @@ def _container(
     }
     if workload.image_pull_policy is not None:
         container["imagePullPolicy"] = workload.image_pull_policy
-    env = _env(workload)
+    if keyring_secret is not None:
+        container["volumeMounts"].append(
+            {"name": KEYRING_VOLUME, "mountPath": KEYRING_MOUNT_PATH, "readOnly": True}
+        )
+    env = _env(workload, keyring=keyring_secret is not None)
     if env:
         container["env"] = env
     env_from = _env_from(workload, secret_names, database_secret)
@@ -198,11 +223,13 @@ def render_deployment(
     config_checksum: str,
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
+    keyring_secret: str | None = None,
 ) -> KubeObject | None:
     """The CleoAI Deployment; None without spec.workload.
 
     `secret_names` are the tenant's unsealed Secrets and `database_secret` the Secret with
     the database connection, each passed to the container as environment (``envFrom``).
+    `keyring_secret`, the tenant's keyring, is mounted read-only at `KEYRING_MOUNT_PATH`.
     `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
     """
     workload = spec.workload
@@ -231,8 +258,8 @@ def render_deployment(
                     "fsGroup": RUN_AS_ID,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
-                "containers": [_container(workload, secret_names, database_secret)],
-                "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+                "containers": [_container(workload, secret_names, database_secret, keyring_secret)],
+                "volumes": _volumes(keyring_secret),
             },
         },
     }
