@@ -109,6 +109,7 @@ def run_operator(
         [
             sys.executable, "-m", "cleo_operator.cli", "run",
             "--workers", str(workers), "--metrics-port", str(free_port()), "--liveness", "",
+            "--operator-namespace", "cleo-system",
         ],
         cwd=REPO,
         env=cluster.operator_env(),
@@ -140,6 +141,9 @@ def run_operator(
         proc.terminate()
         proc.wait(timeout=30)
     tenant = json.loads(cluster.kubectl("get", "cleotenant", names[0], "-o", "json").stdout)
+    # The tenant's objects: the rendered children, and its keyring in two homes (the
+    # tenant's namespace and, KEK-wrapped, the operator's).
+    keyring = 2 if tenant["status"].get("keyVersion") else 0
     by_verb: dict[str, int] = {}
     for event in writes:
         verb = f"{event['verb']} {event['objectRef'].get('resource')}"
@@ -148,7 +152,7 @@ def run_operator(
         "seconds": elapsed,
         "writes": len(writes),
         "by_verb": by_verb,
-        "children": len(tenant["status"]["children"]),
+        "children": len(tenant["status"]["children"]) + keyring,
         "rss_mib": rss,
     }
 
@@ -183,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with LocalCluster(bin_dir=build_toolchain()) as cluster:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cluster.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml"))
+        cluster.kubectl("create", "namespace", "cleo-system")
         cluster.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", "crd/cleotenants.cleoai.io"
         )
@@ -192,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         baseline = run_baseline(cluster, [f"plain-{i:04d}" for i in range(n)], workers)
 
-    per_tenant = operator["writes"] / n
+    events = sum(c for verb, c in operator["by_verb"].items() if verb == "create events")
+    per_tenant = (operator["writes"] - events) / n
     children = operator["children"]
     print(f"tenants:                      {n} (operator workers: {workers})")
     print(f"seconds until all Ready:      {operator['seconds']:.1f}")
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio operator/baseline:      {operator['seconds'] / baseline:.2f}  (target <= 1.5)")
     print(
         f"API writes per tenant:        {per_tenant:.1f} for {children} children "
-        f"(target <= {children + 2})"
+        f"(target <= {children + 2}), plus {events / n:.1f} Events"
     )
     for verb, count in sorted(operator["by_verb"].items(), key=lambda kv: -kv[1]):
         print(f"  {verb:<40} {count / n:6.2f} per tenant")

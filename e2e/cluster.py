@@ -477,8 +477,9 @@ class LocalCluster:
                 },
             },
             "status": {
-                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                # Room for the tenant storm benchmark: thousands of pods on one fake node.
+                "allocatable": {"cpu": "512", "memory": "2Ti", "pods": "5000"},
+                "capacity": {"cpu": "512", "memory": "2Ti", "pods": "5000"},
             },
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(node))

@@ -32,6 +32,7 @@ from cleo_operator.reconcile.database import (
 )
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.failover import FailoverReconciler
+from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
@@ -80,7 +81,9 @@ class Runtime:
         """Build everything; raises SiteConfigError for a broken PostgreSQL site config and
         ValueError (naming the variable) for a broken backup setting."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
-        databases = TenantDatabases.from_environment(kube)
+        # With deletionPolicy Delete, a tenant that has backups gets one last backup before
+        # its database is dropped.
+        databases = TenantDatabases.from_environment(kube, before_drop=FinalBackup(kube))
         backup_settings = BackupSettings.from_environment()
         # One record of replication lag samples: automatic failovers stamp the last one
         # on the CleoFailover they create, and the procedure estimates the RPO from it.

@@ -118,7 +118,8 @@ class EncryptionPart:
         result.secret_names = sorted(secrets.fingerprints)
         if keyring.fingerprint is not None:
             result.keyring_secret = TENANT_KEYRING_SECRET
-        result.events.extend(TenantEvent("Keyring", action) for action in keyring.actions)
+        if keyring.actions:
+            result.events.append(TenantEvent("Keyring", "; ".join(keyring.actions)))
         result.events.extend(
             TenantEvent("SecretUnsealed", f"wrote Secret {name}") for name in secrets.applied
         )

@@ -519,9 +519,14 @@ class TenantReconciler:
         # A list, not a generator: every part must get its turn, even after one said no.
         parts_done = all([part.finalize(ctx, delete=delete) for part in self.parts])  # noqa: C419
         if delete:
+            if not parts_done:
+                # The namespace goes only once every part is done: the database drop may
+                # wait for a final backup, whose Job runs in the namespace and reads the
+                # tenant's credentials Secret there.
+                return False
             if self.kube.get(NAMESPACE, namespace) is not None:
                 self.kube.delete(NAMESPACE, namespace, propagation="Foreground")
-            return parts_done and self.kube.get(NAMESPACE, namespace) is None
+            return self.kube.get(NAMESPACE, namespace) is None
         self._orphan(name, namespace, status.get("children") or [])
         return parts_done
 
