@@ -65,7 +65,6 @@ CONTROLLERS = [
     "endpointslice-controller",
     "root-ca-certificate-publisher-controller",
     "ttl-after-finished-controller",
-    "persistentvolume-binder-controller",  # claims bind to the PersistentVolumes tests make
 ]
 
 FAKE_NODE = "kwok-node-0"

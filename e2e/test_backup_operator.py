@@ -68,8 +68,9 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
         ).format(sql.Identifier(tenant_role_name(TENANT))),
         dbname=database,
     )
-    # No storage provisioner runs here: a PersistentVolume made by hand backs the claim, so
-    # the claim binds and the runner pod can be scheduled, as in a cluster with storage.
+    # No storage provisioner or volume binder runs here: a PersistentVolume made by hand
+    # and a claim bound to it (what the binder would write) let the runner pod be
+    # scheduled, as in a cluster with storage.
     volume = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -85,11 +86,16 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "backups", "namespace": NAMESPACE},
+        "metadata": {
+            "name": "backups",
+            "namespace": NAMESPACE,
+            "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
+        },
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": "manual",
             "resources": {"requests": {"storage": "1Gi"}},
+            "volumeName": "vault-backups",
         },
     }
     backup = {
