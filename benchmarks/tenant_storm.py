@@ -143,7 +143,11 @@ def run_operator(
     tenant = json.loads(cluster.kubectl("get", "cleotenant", names[0], "-o", "json").stdout)
     # The tenant's objects: the rendered children, and its keyring in two homes (the
     # tenant's namespace and, KEK-wrapped, the operator's).
-    keyring = 2 if tenant["status"].get("keyVersion") else 0
+    homes = (("cleo-keyring", f"cleo-{names[0]}"), (f"cleo-keyring-{names[0]}", "cleo-system"))
+    keyring = sum(
+        cluster.kubectl("get", "secret", name, "-n", ns, check=False).returncode == 0
+        for name, ns in homes
+    )
     by_verb: dict[str, int] = {}
     for event in writes:
         verb = f"{event['verb']} {event['objectRef'].get('resource')}"

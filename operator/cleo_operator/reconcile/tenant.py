@@ -173,7 +173,11 @@ def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _ready_transition(tenant: KubeObject, status: StatusBuilder) -> list[TenantEvent]:
-    """An Event when Ready changes status (not on every reconcile: Events are for people)."""
+    """An Event when the tenant becomes Ready, or stops being Ready.
+
+    Not on every reconcile, and not for a new tenant that is still coming up (its first
+    status may wait for Ready): Events are for people, and each one is a write.
+    """
     before = {
         c.get("type"): c.get("status") for c in (tenant.get("status") or {}).get("conditions") or []
     }.get("Ready")
@@ -182,7 +186,9 @@ def _ready_transition(tenant: KubeObject, status: StatusBuilder) -> list[TenantE
         return []
     if now.status == "True":
         return [TenantEvent("Ready", now.message)]
-    return [TenantEvent(now.reason, now.message, "Warning")]
+    if before == "True" or now.reason in {"InvalidSpec", "ApplyFailed"}:
+        return [TenantEvent(now.reason, now.message, "Warning")]
+    return []
 
 
 def _respect_holds(obj: KubeObject, current: KubeObject | None) -> KubeObject:
@@ -245,9 +251,7 @@ class TenantReconciler:
         except SpecError as exc:
             status.condition("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
             for event in _ready_transition(tenant, status):
-                post_event(
-                    self.kube, tenant, reason=event.reason, message=event.message, type=event.type
-                )
+                self._post(tenant, event)
             # Everything else on status stays as it was: an invalid spec changes nothing, and
             # the keyring's version must survive (it guards against generating a new one).
             result.status_written = status.write(self.kube, phase="Invalid", keep_previous=True)
@@ -403,11 +407,6 @@ class TenantReconciler:
         )
         status.fields["replicas"] = replicas(deployment)
         TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
-        events.extend(_ready_transition(tenant, status))
-        for event in events:
-            post_event(
-                self.kube, tenant, reason=event.reason, message=event.message, type=event.type
-            )
         if (
             not tenant.get("status")
             and not result.ready
@@ -415,12 +414,19 @@ class TenantReconciler:
             and _age_seconds(meta, now) < FIRST_STATUS_GRACE_SECONDS
         ):
             result.requeue_after = _min(result.requeue_after, 1.0)
+            for event in events:  # what was done is worth saying even before the first status
+                self._post(tenant, event)
             return result
+        for event in [*events, *_ready_transition(tenant, status)]:
+            self._post(tenant, event)
         result.status_written = status.write(
             self.kube,
             phase=phase_of(result.ready, autoscaling, failed=bool(failures) and not result.ready),
         )
         return result
+
+    def _post(self, tenant: KubeObject, event: TenantEvent) -> None:
+        post_event(self.kube, tenant, reason=event.reason, message=event.message, type=event.type)
 
     def _converge(
         self,
