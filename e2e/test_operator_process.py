@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,23 @@ def test_json_logs_are_one_object_per_line(cluster: LocalCluster) -> None:
     error = next(entry for entry in lines if entry["level"] == "error")
     assert error["logger"] == "cleo_operator"
     assert "CRDs of cleoai.io/v1alpha1 are not installed" in error["message"]
+
+
+def test_next_key_rotation_is_exported_for_the_alert(
+    cluster: LocalCluster, operator_process: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "apply", "-f", "-", input=tenant_manifest("rotating", encryption={"rotationPeriod": "90d"})
+    )
+    wait_ready(cluster, "rotating")
+    ninety_days = 90 * 24 * 3600
+    wait_for(
+        lambda: (
+            operator_process.metric(
+                "cleo_operator_key_next_rotation_timestamp_seconds", 'tenant="rotating"'
+            )
+            > time.time() + ninety_days - 3600
+        ),
+        timeout=30,
+        what="cleo_operator_key_next_rotation_timestamp_seconds of the tenant",
+    )

@@ -36,7 +36,6 @@ RULES = MONITORING / "cleo-operator.rules.yaml"
 # file's comments); an entry may stay after its metric lands, the check then uses the metric.
 # The labels are the ones the alerts expect them to have.
 PENDING: dict[str, set[str]] = {
-    "cleo_operator_key_next_rotation_timestamp_seconds": {"tenant"},
     "cleo_operator_failovers_total": {"tenant", "type", "result"},
     "cleo_operator_failover_objective_missed_total": {"tenant", "type", "objective"},
 }

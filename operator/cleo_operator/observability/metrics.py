@@ -43,10 +43,18 @@ TENANT_READY = Gauge(
 )
 
 
+KEY_NEXT_ROTATION = Gauge(
+    "cleo_operator_key_next_rotation_timestamp_seconds",
+    "When the tenant's keyring is due to rotate (status.nextRotation), as a Unix time.",
+    ["tenant"],
+)
+
+
 def forget_tenant(tenant: str) -> None:
     """Drop a deleted tenant's series, so dashboards do not show it forever."""
-    with contextlib.suppress(KeyError):
-        TENANT_READY.remove(tenant)
+    for gauge in (TENANT_READY, KEY_NEXT_ROTATION):
+        with contextlib.suppress(KeyError):
+            gauge.remove(tenant)
 
 
 @contextmanager

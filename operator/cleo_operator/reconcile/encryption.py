@@ -23,6 +23,8 @@ of the keyring in the operator namespace is kept either way (docs/encryption.md)
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -30,6 +32,7 @@ from typing import Any, Final
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET
+from cleo_operator.observability.metrics import KEY_NEXT_ROTATION
 from cleo_operator.reconcile.keys import ConditionUpdate, KeyringReconciler, OperatorKeys
 from cleo_operator.reconcile.secrets import (
     SECRETS_COMPONENT,
@@ -53,6 +56,16 @@ KEYRING_FINGERPRINT: Final = "keyring"
 def secret_fingerprint_key(name: str) -> str:
     """Key of an unsealed Secret's fingerprint among the checksum inputs."""
     return f"secret/{name}"
+
+
+def _export_next_rotation(tenant: str, next_rotation: object) -> None:
+    """status.nextRotation as a metric, for the key-rotation-overdue alert."""
+    if not isinstance(next_rotation, str):
+        with contextlib.suppress(KeyError):
+            KEY_NEXT_ROTATION.remove(tenant)
+        return
+    moment = datetime.datetime.fromisoformat(next_rotation.replace("Z", "+00:00"))
+    KEY_NEXT_ROTATION.labels(tenant=tenant).set(moment.timestamp())
 
 
 def _newly_failed(ctx: TenantContext, item: Mapping[str, Any]) -> bool:
@@ -118,6 +131,7 @@ class EncryptionPart:
         result.secret_names = sorted(secrets.fingerprints)
         if keyring.fingerprint is not None:
             result.keyring_secret = TENANT_KEYRING_SECRET
+        _export_next_rotation(ctx.name, keyring.status.get("nextRotation"))
         if keyring.actions:
             result.events.append(TenantEvent("Keyring", "; ".join(keyring.actions)))
         result.events.extend(
