@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KINDS, Kind, KubeClient
 from cleo_operator.kube.secrets import secret_value
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import find_postgres_bindir
@@ -193,3 +193,49 @@ def run_job_pod(
         env=env,
         args=args,
     )
+
+
+PV = Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False)
+
+
+def bound_claim(kube: KubeClient, ns: str, name: str) -> str:
+    """A claim bound to a volume, as a provisioner would leave it.
+
+    The local control plane runs no volume binder; a pod with an unbound claim would never
+    be scheduled, its Job never end, and (concurrencyPolicy Forbid) no next Job start.
+    The annotation is what the binder writes once it bound the claim; the scheduler trusts it.
+    """
+    volume = f"{ns}-{name}"
+    kube.request(
+        "POST",
+        PV.path(),
+        body={
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume, "labels": {"cleoai.io/test": ns}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/nonexistent/{volume}"},
+                "claimRef": {"namespace": ns, "name": name},
+            },
+        },
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": volume,
+            },
+        }
+    )
+    return volume

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, Kind, KubeClient
+from cleo_operator.kube.client import KINDS, KubeClient
 from cleo_operator.reconcile.backup import (
     RECORDED_ANNOTATION,
     BackupReconciler,
@@ -38,7 +38,7 @@ from cleo_operator.render.backup import BACKUP_LABEL, BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer, find_postgres_bindir
-from tests.integration.backup_cluster_support import LocalRun, run_job_pod
+from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, run_job_pod
 from tests.integration.tenant_database_support import (
     SECRET,
     Tenant,
@@ -64,7 +64,6 @@ pytestmark = [
 BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 JOB = KINDS[("batch/v1", "Job")]
 CRON_JOB = KINDS[("batch/v1", "CronJob")]
-PV = Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False)
 ADMIN_SECRET = "pg-admin-main"
 IMAGE = "registry.example/cleo-operator:test"
 WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
@@ -224,48 +223,6 @@ def setup(
         kube.delete(PV, f"cleo-{tenant.name}-backups")
         tenant.delete()
         drop_tenant_objects(postgres_server, tenant.name)
-
-
-def bound_claim(kube: KubeClient, ns: str, name: str) -> None:
-    """A claim bound to a volume, as a provisioner would leave it.
-
-    The local control plane runs no volume binder; a pod with an unbound claim would never
-    be scheduled, its Job never end, and (concurrencyPolicy Forbid) no next Job start.
-    """
-    volume = f"{ns}-{name}"
-    kube.request(
-        "POST",
-        PV.path(),
-        body={
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume, "labels": {"cleoai.io/test": ns}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": f"/nonexistent/{volume}"},
-                "claimRef": {"namespace": ns, "name": name},
-            },
-        },
-    )
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                # What the binder writes once it bound the claim; the scheduler trusts it.
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": volume,
-            },
-        }
-    )
 
 
 def counter(name: str, **labels: str) -> float:

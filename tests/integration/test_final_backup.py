@@ -28,7 +28,7 @@ from psycopg import sql
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, Kind, KubeClient
+from cleo_operator.kube.client import KINDS, KubeClient
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import FinalizeOutcome, TenantDatabases
 from cleo_operator.reconcile.final_backup import (
@@ -39,7 +39,7 @@ from cleo_operator.reconcile.final_backup import (
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import PostgresServer, find_postgres_bindir
-from tests.integration.backup_cluster_support import LocalRun, run_job_pod
+from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, run_job_pod
 from tests.integration.tenant_database_support import (
     SECRET,
     TENANT,
@@ -66,7 +66,6 @@ pytestmark = [
 
 BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 JOB = KINDS[("batch/v1", "Job")]
-PV = Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False)
 ADMIN_SECRET = "pg-admin-final"
 IMAGE = "registry.example/cleo-operator:test"
 HOLD = "cleoai.io/test-hold"
@@ -164,44 +163,6 @@ class Setup:
             workdir=self.work / unique("run"),
             volumes=self.volumes,
         )
-
-
-def bound_claim(kube: KubeClient, ns: str, name: str) -> str:
-    """A claim bound to a volume, as a provisioner would leave it (no binder runs here)."""
-    volume = f"{ns}-{name}"
-    kube.request(
-        "POST",
-        PV.path(),
-        body={
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume, "labels": {"cleoai.io/test": ns}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": f"/nonexistent/{volume}"},
-                "claimRef": {"namespace": ns, "name": name},
-            },
-        },
-    )
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": volume,
-            },
-        }
-    )
-    return volume
 
 
 @pytest.fixture
