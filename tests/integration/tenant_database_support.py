@@ -90,6 +90,18 @@ def site_entry(
     }
 
 
+def server_site(
+    kube: KubeClient, server: PostgresServer, *, namespace: str, secret_name: str
+) -> dict[str, Any]:
+    """`server` as a site: its admin Secret written in `namespace`, and the site's entry."""
+    admin_secret(
+        kube, namespace=namespace, name=secret_name, user=server.superuser, password=server.password
+    )
+    return site_entry(
+        host=server.host, port=server.port, secret_namespace=namespace, secret_name=secret_name
+    )
+
+
 def build_databases(
     kube: KubeClient,
     sites: Mapping[str, Mapping[str, Any]],

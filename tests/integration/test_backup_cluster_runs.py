@@ -42,7 +42,6 @@ from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, 
 from tests.integration.tenant_database_support import (
     SECRET,
     Tenant,
-    admin_secret,
     build_databases,
     connect_with_secret,
     drop_tenant_objects,
@@ -50,7 +49,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     secret_of,
     secret_values,
-    site_entry,
+    server_site,
     unique,
 )
 
@@ -75,19 +74,7 @@ def databases(
 ) -> Iterator[TenantDatabases]:
     del crds_installed
     with namespace(kube, unique("bk-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name=ADMIN_SECRET,
-            user=postgres_server.superuser,
-            password=postgres_server.password,
-        )
-        site = site_entry(
-            host=postgres_server.host,
-            port=postgres_server.port,
-            secret_namespace=operator_ns,
-            secret_name=ADMIN_SECRET,
-        )
+        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
         service = build_databases(kube, {"main": site})
         try:
             yield service

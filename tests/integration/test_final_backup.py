@@ -44,7 +44,6 @@ from tests.integration.tenant_database_support import (
     SECRET,
     TENANT,
     Tenant,
-    admin_secret,
     build_databases,
     can_log_in,
     connect_with_secret,
@@ -53,7 +52,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     secret_of,
     secret_values,
-    site_entry,
+    server_site,
     unique,
 )
 
@@ -79,19 +78,7 @@ def databases(
 ) -> Iterator[TenantDatabases]:
     del crds_installed
     with namespace(kube, unique("fb-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name=ADMIN_SECRET,
-            user=postgres_server.superuser,
-            password=postgres_server.password,
-        )
-        site = site_entry(
-            host=postgres_server.host,
-            port=postgres_server.port,
-            secret_namespace=operator_ns,
-            secret_name=ADMIN_SECRET,
-        )
+        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
         # As in handlers/registry.py: the hook is the final backup.
         service = build_databases(kube, {"main": site}, before_drop=FinalBackup(kube))
         try:

@@ -34,7 +34,6 @@ from tests.integration.tenant_database_support import (
     NOW,
     SECRET,
     Tenant,
-    admin_secret,
     build_databases,
     can_log_in,
     connect_with_secret,
@@ -44,7 +43,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     secret_of,
     secret_values,
-    site_entry,
+    server_site,
     unique,
 )
 
@@ -64,19 +63,7 @@ def databases(
 ) -> Iterator[TenantDatabases]:
     del crds_installed
     with namespace(kube, unique("tdb-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name=ADMIN_SECRET,
-            user=postgres_server.superuser,
-            password=postgres_server.password,
-        )
-        site = site_entry(
-            host=postgres_server.host,
-            port=postgres_server.port,
-            secret_namespace=operator_ns,
-            secret_name=ADMIN_SECRET,
-        )
+        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
         # The same server under another name: a site a tenant can move to.
         alias = {**site, "host": "localhost"}
         service = build_databases(kube, {"main": site, "alias": alias})

@@ -20,13 +20,12 @@ from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     TENANT,
-    admin_secret,
     build_databases,
     drop_tenant_objects,
     namespace,
     secret_of,
     secret_values,
-    site_entry,
+    server_site,
     unique,
 )
 
@@ -48,19 +47,7 @@ def databases(
 ) -> Iterator[TenantDatabases]:
     del crds_installed
     with namespace(kube, unique("tdb-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name="pg-admin",
-            user=postgres_server.superuser,
-            password=postgres_server.password,
-        )
-        site = site_entry(
-            host=postgres_server.host,
-            port=postgres_server.port,
-            secret_namespace=operator_ns,
-            secret_name="pg-admin",
-        )
+        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
         service = build_databases(kube, {"default": site})
         try:
             yield service
