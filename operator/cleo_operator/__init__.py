@@ -1,6 +1,6 @@
 """cleo-operator: runs CleoAI tenants on Kubernetes.
 
-The package is layered (see ARCHITECTURE.md and `.importlinter`): handlers call
+The package is layered (see docs/architecture.md and `.importlinter`): handlers call
 reconcile, which calls render, kube, crypto, data, backup and failover, which all
 stand on api. Only `handlers` imports Kopf.
 """
