@@ -1072,7 +1072,8 @@ class BackupReconciler:
                     f"at ${VOLUMES_DIR_ENV}/{namespace}/{claim}, or has no backups at "
                     f"{destination.pvc.path or 'its root'} yet",
                 )
-            return LocalStorage(folder, create=False)
+            # The volume is the tenant's: nothing below its mount point is followed.
+            return LocalStorage(folder, create=False, base=root / namespace / claim)
         s3 = destination.s3
         if s3 is None:
             raise _VerificationUnavailable(
