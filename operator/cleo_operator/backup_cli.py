@@ -20,11 +20,15 @@ people and scripts; retention then comes from the ``--keep-*`` options.
 `restore --archive ID --into DSN` restores one backup into a new, empty database: the
 manifest is authenticated and the archive decrypted and checked before the target is
 touched (`backup.restore`). Give the password in ``PGPASSWORD``, not in the DSN: a
-command line is visible to every user of the machine.
+command line is visible to every user of the machine. A dump is its tenant's code, so the
+``--into`` login must be unprivileged (for example the tenant's own role owning a fresh
+database): a superuser, or a login with CREATEROLE, BYPASSRLS or REPLICATION, is refused
+unless ``--allow-privileged-target``.
 
-Verification needs CREATEDB on the site (it restores into a scratch database): the
-operator runs it with the site admin's login; `backup verify` is for people with such a
-login (``--admin DSN``).
+Verification needs CREATEDB and CREATEROLE on the site: with the admin's login it creates
+a throwaway unprivileged login and a scratch database that login owns, and restores and
+reads as that login (`backup.scratch`); the operator runs it with the site admin's login;
+`backup verify` is for people with such a login (``--admin DSN``).
 
 The commands are registered by `cli.py` through `register(subparsers)`;
 `python -m cleo_operator.backup_cli` runs them alone.
@@ -353,6 +357,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         role=args.role,
         work_dir=args.work_dir,
         no_privileges=args.no_privileges,
+        allow_privileged_target=args.allow_privileged_target,
     )
     _out(
         json.dumps(
@@ -466,7 +471,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--admin",
         required=True,
         metavar="DSN",
-        help="a login with CREATEDB on the site, e.g. 'host=db user=admin dbname=postgres' "
+        help="a login with CREATEDB and CREATEROLE on the site (it only creates and drops "
+        "an unprivileged login and its scratch database), e.g. 'host=db user=admin dbname=postgres' "
         "(password in PGPASSWORD)",
     )
     verify.add_argument("--tenant", help="refuse a backup of another tenant")
@@ -501,6 +507,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-privileges",
         action="store_true",
         help="skip GRANT/REVOKE (for a site where the original roles do not exist)",
+    )
+    restore_parser.add_argument(
+        "--allow-privileged-target",
+        action="store_true",
+        help="restore even when the --into login is (or can become) a superuser or has "
+        "CREATEROLE, BYPASSRLS or REPLICATION; a dump's functions then run with those "
+        "rights, so only for an archive you trust completely",
     )
     restore_parser.set_defaults(func=_run(cmd_restore))
 

@@ -100,6 +100,7 @@ def test_scheduled_runs_verify_prune_and_report(
     assert json.loads(termination.read_text())["backup"]["rows"] == 504
 
     restored = restore(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         archive=listed[0]["backupId"],
         into=login.with_dbname(target),
         storage=storage,

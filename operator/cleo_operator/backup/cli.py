@@ -305,8 +305,12 @@ def restore(
     pg_restore: str | os.PathLike[str] = "pg_restore",
     work_dir: str | os.PathLike[str] | None = None,
     no_privileges: bool = False,
+    allow_privileged_target: bool = False,
 ) -> RestoreResult:
-    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py)."""
+    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py).
+
+    The target's login must be unprivileged unless `allow_privileged_target`.
+    """
     return restore_archive(
         storage=storage,
         backup_id=archive,
@@ -317,6 +321,7 @@ def restore(
         pg_restore=pg_restore,
         work_dir=work_dir,
         no_privileges=no_privileges,
+        allow_privileged_target=allow_privileged_target,
     )
 
 

@@ -252,6 +252,8 @@ def _target_privileges(conn: psycopg.Connection[tuple[object, ...]]) -> list[str
         """,
         (list(_DANGEROUS_PREDEFINED_ROLES),),
     ).fetchall()
+    if rows and rows[0][0] and rows[0][2]:
+        return ["is a superuser"]  # which may become every role: nothing more to say
     found = []
     for own, name, superuser, createrole, bypassrls, replication in rows:
         rights = [
