@@ -176,7 +176,9 @@ def run_backup_for(
         tenant=tenant, source=source, storage=storage, keyring=keyring, work_dir=work_dir
     )
     if report["outcome"] == "Succeeded" and not retention.keeps_everything:
-        report["prune"] = _prune(storage, tenant, retention, _time_zone(time_zone), now())
+        report["prune"] = _prune(
+            storage, tenant, retention, _time_zone(time_zone), now(), keyring=keyring
+        )
     return report
 
 
@@ -186,10 +188,12 @@ def _prune(
     policy: RetentionPolicy,
     tz: datetime.tzinfo,
     now: datetime.datetime,
+    *,
+    keyring: Keyring,
 ) -> PruneReport:
     try:
         # The schedule's time zone decides what "a day" is for keepDaily and the like.
-        result = prune(storage, tenant=tenant, policy=policy, now=now, tz=tz)
+        result = prune(storage, tenant=tenant, policy=policy, keyring=keyring, now=now, tz=tz)
     except BackupError as exc:
         # A prune that cannot run costs nothing: the backup is made, the next run prunes.
         log.warning("pruning the backups of tenant %s failed: %s", tenant, exc.message)
@@ -281,7 +285,11 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
 
 
 def cmd_backup_list(args: argparse.Namespace) -> int:
-    listing = backup_list(storage=storage_from_destination(args.destination), tenant=args.tenant)
+    listing = backup_list(
+        storage=storage_from_destination(args.destination),
+        tenant=args.tenant,
+        keyring=_keyring(args.keyring_dir) if args.keyring_dir else None,
+    )
     if args.json:
         _out(json.dumps(listing, indent=2))
         return 0
@@ -292,9 +300,13 @@ def cmd_backup_list(args: argparse.Namespace) -> int:
     for item in listing:
         _out(
             f"{item['backupId']:<27} {item['tenant']:<20} {item['startTime']:<28} "
-            f"{item['archiveSize']:>12} {item['rows']:>10} {'yes' if item['verified'] else 'no'}"
+            f"{item['archiveSize']:>12} {item['rows']:>10} {_yes_no(item['verified'])}"
         )
     return 0
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown (no keyring)" if value is None else "yes" if value else "no"
 
 
 def cmd_backup_verify(args: argparse.Namespace) -> int:
@@ -327,11 +339,15 @@ def _policy(args: argparse.Namespace) -> RetentionPolicy:
 
 
 def cmd_backup_prune(args: argparse.Namespace) -> int:
+    # Retention trusts only what the tenant keyring authenticates: without it, it cannot
+    # tell a real backup (or verification) from one forged by whoever may write here.
+    keyring = _keyring(args.keyring_dir)
     if args.time_zone:
         result = prune(
             storage_from_destination(args.destination),
             tenant=args.tenant,
             policy=_policy(args),
+            keyring=keyring,
             tz=_time_zone(args.time_zone),
             dry_run=args.dry_run,
         )
@@ -340,9 +356,14 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
             storage=storage_from_destination(args.destination),
             tenant=args.tenant,
             policy=_policy(args),
+            keyring=keyring,
             dry_run=args.dry_run,
         )
-    report = {**_prune_report(result), "dryRun": result.dry_run}
+    report = {
+        **_prune_report(result),
+        "dryRun": result.dry_run,
+        "unauthenticated": list(result.unauthenticated),
+    }
     _out(json.dumps(report, indent=2, sort_keys=True))
     return 1 if result.problems else 0
 
@@ -456,7 +477,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.set_defaults(func=_run(cmd_backup_run))
 
     listing = sub.add_parser("list", help="list the complete backups in a destination")
-    _storage_options(listing, keyring=False)
+    _storage_options(listing, keyring=True)
     listing.add_argument("--tenant", help="only this tenant's backups")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(func=_run(cmd_backup_list))
@@ -472,14 +493,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         required=True,
         metavar="DSN",
         help="a login with CREATEDB and CREATEROLE on the site (it only creates and drops "
-        "an unprivileged login and its scratch database), e.g. 'host=db user=admin dbname=postgres' "
-        "(password in PGPASSWORD)",
+        "an unprivileged login and its scratch database), e.g. "
+        "'host=db user=admin dbname=postgres' (password in PGPASSWORD)",
     )
     verify.add_argument("--tenant", help="refuse a backup of another tenant")
     verify.set_defaults(func=_run(cmd_backup_verify))
 
-    prune = sub.add_parser("prune", help="delete the backups retention does not keep")
-    _storage_options(prune, keyring=False)
+    prune = sub.add_parser(
+        "prune",
+        help="delete the backups retention does not keep (needs the tenant keyring: only "
+        "backups it authenticates are counted or deleted)",
+    )
+    _storage_options(prune, keyring=True)
     prune.add_argument("--tenant", required=True, help="only this tenant's backups are touched")
     prune.add_argument("--time-zone", help="what a day is for --keep-daily etc. (default UTC)")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")

@@ -247,7 +247,10 @@ def test_a_failing_pg_restore_rolls_back_everything(
         with pytest.raises(RestoreFailed, match=f'role "{role}" does not exist') as caught:
             restore_archive(
                 allow_privileged_target=True,  # restored as the test's superuser: its own archive
-                storage=storage, backup_id=result.backup_id, keyring=keyring, target=info
+                storage=storage,
+                backup_id=result.backup_id,
+                keyring=keyring,
+                target=info,
             )
         assert "nothing was changed" in caught.value.message
         assert user_relations(postgres_server, target) == []

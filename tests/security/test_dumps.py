@@ -75,6 +75,8 @@ class Tenant:
     login: ConnectionInfo
     loot: Path
     """A folder the database server may write to: files appearing here were written by SQL."""
+    evil: str
+    """The role the attack tries to create."""
 
 
 @pytest.fixture
@@ -98,6 +100,7 @@ def tenant(
     postgres_site_pools: SitePools,
     tenant_name: str,
     loot_dir: Path,
+    evil_role: str,
 ) -> Tenant:
     password = secrets.token_urlsafe(18)
     ensure_tenant_database(
@@ -112,7 +115,7 @@ def tenant(
         password=password,
         sslmode="disable",
     )
-    return Tenant(tenant_name, role, database, password, login, loot_dir)
+    return Tenant(tenant_name, role, database, password, login, loot_dir, evil_role)
 
 
 @pytest.fixture
@@ -135,7 +138,7 @@ def attack_body(tenant: Tenant, evil: str, *, escape: bool) -> str:
         f"ALTER ROLE {role} CREATEROLE CREATEDB REPLICATION BYPASSRLS",
         f"CREATE ROLE {evil} SUPERUSER LOGIN",
         f"GRANT pg_read_all_data, pg_write_server_files, pg_execute_server_program TO {role}",
-        f"COPY (SELECT rolname, rolpassword FROM pg_authid) TO '{loot}-authid'",
+        f"COPY (SELECT rolname, rolpassword FROM pg_authid) TO '{loot}-authid'",  # noqa: S608
         f"COPY (SELECT 1) TO PROGRAM 'touch {loot}-program'",
         "ALTER SYSTEM SET log_statement = 'none'",
     ]
@@ -149,7 +152,9 @@ def attack_body(tenant: Tenant, evil: str, *, escape: bool) -> str:
             "BEGIN RESET SESSION AUTHORIZATION; EXCEPTION WHEN OTHERS THEN END;",
         ]
     for step in steps:
-        lines.append(f"BEGIN EXECUTE {sql.Literal(step).as_string(None)}; EXCEPTION WHEN OTHERS THEN END;")
+        lines.append(
+            f"BEGIN EXECUTE {sql.Literal(step).as_string(None)}; EXCEPTION WHEN OTHERS THEN END;"
+        )
     return "\n".join(lines)
 
 
@@ -176,9 +181,9 @@ def plant(tenant: Tenant, evil: str, *, how: str, escape: bool = False) -> None:
         elif how == "name":
             # A table whose name is SQL: only ever usable as a quoted identifier.
             conn.execute(
-                sql.SQL("CREATE TABLE {} (id integer CHECK (public.innocent(id)), body text)").format(
-                    sql.Identifier(f'x"; ALTER ROLE {tenant.role} SUPERUSER; --')
-                )
+                sql.SQL(
+                    "CREATE TABLE {} (id integer CHECK (public.innocent(id)), body text)"
+                ).format(sql.Identifier(f'x"; ALTER ROLE {tenant.role} SUPERUSER; --'))
             )
             conn.execute(
                 sql.SQL("CREATE SCHEMA {}").format(sql.Identifier("s'); DROP ROLE postgres; --"))
@@ -236,12 +241,11 @@ def admin_login(server: PostgresServer) -> ConnectionInfo:
 def test_hostile_code_in_a_dump_runs_without_privilege_in_verification(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
     how: str,
 ) -> None:
-    plant(tenant, evil_role, how=how)
+    plant(tenant, tenant.evil, how=how)
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     before = server_roles(postgres_server)
@@ -256,18 +260,17 @@ def test_hostile_code_in_a_dump_runs_without_privilege_in_verification(
 
     assert verdict.passed, verdict.message
     assert verdict.rows_checked == 50
-    assert_nothing_changed(postgres_server, before, tenant, evil_role)
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
 
 
 def test_hostile_code_that_resets_its_role_gets_no_privilege_back(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
     """SET ROLE to a NOLOGIN role is no fence: RESET ROLE returns to the session user."""
-    plant(tenant, evil_role, how="check", escape=True)
+    plant(tenant, tenant.evil, how="check", escape=True)
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     before = server_roles(postgres_server)
@@ -281,39 +284,42 @@ def test_hostile_code_that_resets_its_role_gets_no_privilege_back(
     )
 
     assert verdict.passed, verdict.message
-    assert_nothing_changed(postgres_server, before, tenant, evil_role)
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
 
 
 def test_a_drill_of_a_hostile_backup_runs_without_privilege(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
-    plant(tenant, evil_role, how="check", escape=True)
+    plant(tenant, tenant.evil, how="check", escape=True)
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     before = server_roles(postgres_server)
 
     verdict = restore_drill(
-        DrillBackup(storage=storage, backup_id=backup.backup_id, keyring=keyring, taken=backup.manifest.start_time),
+        DrillBackup(
+            storage=storage,
+            backup_id=backup.backup_id,
+            keyring=keyring,
+            taken=backup.manifest.start_time,
+        ),
         admin=admin_login(postgres_server),
         tenant=tenant.name,
     )
 
     assert verdict.passed, verdict.message
-    assert_nothing_changed(postgres_server, before, tenant, evil_role)
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
 
 
 def test_table_and_schema_names_of_a_dump_are_only_quoted_identifiers(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
-    plant(tenant, evil_role, how="name")
+    plant(tenant, tenant.evil, how="name")
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     assert any("ALTER ROLE" in name for name in backup.manifest.tables)
@@ -329,18 +335,17 @@ def test_table_and_schema_names_of_a_dump_are_only_quoted_identifiers(
 
     assert verdict.passed, verdict.message
     assert verdict.tables_checked == 3
-    assert_nothing_changed(postgres_server, before, tenant, evil_role)
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
 
 
 def test_restore_refuses_a_superuser_target_and_changes_nothing(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
     postgres_database: str,
 ) -> None:
-    plant(tenant, evil_role, how="check", escape=True)
+    plant(tenant, tenant.evil, how="check", escape=True)
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     before = server_roles(postgres_server)
@@ -358,18 +363,17 @@ def test_restore_refuses_a_superuser_target_and_changes_nothing(
     assert postgres_server.execute(
         "SELECT count(*) FROM pg_class WHERE relname = 'notes'", dbname=postgres_database
     ) == [(0,)]
-    assert_nothing_changed(postgres_server, before, tenant, evil_role)
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
 
 
 def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
     postgres_server: PostgresServer,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
     """A CREATEROLE login, or one that may SET ROLE to a superuser, is as dangerous."""
-    plant(tenant, evil_role, how="check")
+    plant(tenant, tenant.evil, how="check")
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     helper = f"restorer_{secrets.token_hex(4)}"
@@ -386,8 +390,10 @@ def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
         )
     )
     try:
-        login = admin_login(postgres_server).with_dbname(target_db).with_login(
-            user=helper, password=password
+        login = (
+            admin_login(postgres_server)
+            .with_dbname(target_db)
+            .with_login(user=helper, password=password)
         )
         for grant, named in (
             (sql.SQL("ALTER ROLE {} CREATEROLE"), "CREATEROLE"),
@@ -403,7 +409,7 @@ def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
                     target=login,
                     tenant=tenant.name,
                 )
-            assert_nothing_changed(postgres_server, before, tenant, evil_role)
+            assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
             postgres_server.execute(
                 sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(helper))
             )
@@ -418,12 +424,11 @@ def test_restore_into_an_unprivileged_target_keeps_hostile_code_unprivileged(
     postgres_server: PostgresServer,
     postgres_site_pools: SitePools,
     tenant: Tenant,
-    evil_role: str,
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
     """What a person does: restore into a fresh tenant database, as that tenant's role."""
-    plant(tenant, evil_role, how="index", escape=True)
+    plant(tenant, tenant.evil, how="index", escape=True)
     storage = LocalStorage(tmp_path / "store")
     backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
     twin = f"{tenant.name}-r"
@@ -444,7 +449,7 @@ def test_restore_into_an_unprivileged_target_keeps_hostile_code_unprivileged(
             no_privileges=True,
         )
         assert result.rows == 50
-        assert_nothing_changed(postgres_server, before, tenant, evil_role)
+        assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
     finally:
         postgres_server.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

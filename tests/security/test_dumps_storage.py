@@ -55,7 +55,7 @@ def finishes(action: Callable[[], object], *, seconds: float = 5.0) -> BaseExcep
     def run() -> None:
         try:
             action()
-        except BaseException as error:  # noqa: BLE001 - handed to the test
+        except BaseException as error:
             outcome.append(error)
         else:
             outcome.append(None)
@@ -95,9 +95,11 @@ def test_a_symlinked_archive_is_refused_and_never_overwritten_through(
     storage = LocalStorage(root)
     before = tree(outside)
 
-    with pytest.raises(StorageError, match=rf"{NAME}\.archive is a symbolic link"):
-        with storage.open(f"{NAME}.archive"):
-            pass
+    with (
+        pytest.raises(StorageError, match=rf"{NAME}\.archive is a symbolic link"),
+        storage.open(f"{NAME}.archive"),
+    ):
+        pass
     with pytest.raises(StorageError, match="already exists"):
         storage.put_bytes(f"{NAME}.verification.json", b"{}")
     with pytest.raises(StorageError, match="already exists"):

@@ -46,7 +46,12 @@ from typing import BinaryIO, Final, TypedDict, cast
 import psycopg
 
 from cleo_operator.backup import metrics
-from cleo_operator.backup.catalog import VerificationRecord, read_manifest, write_verification
+from cleo_operator.backup.catalog import (
+    VerificationRecord,
+    open_archive_key,
+    read_manifest,
+    write_verification,
+)
 from cleo_operator.backup.connection import ConnectionInfo, libpq_environment
 from cleo_operator.backup.contents import prepare_session, table_stats
 from cleo_operator.backup.errors import (
@@ -56,7 +61,6 @@ from cleo_operator.backup.errors import (
     ManifestInvalid,
     RestoreFailed,
     SourceUnavailable,
-    StorageError,
     TargetNotEmpty,
     WrongTenant,
     redact,
@@ -71,9 +75,7 @@ from cleo_operator.crypto import (
     StreamKey,
     Tampered,
     UnknownKeyVersion,
-    WrongContext,
     iter_decrypted,
-    open_stream_key,
 )
 
 __all__ = [
@@ -140,40 +142,6 @@ class _HashingReader:
         self.sha256.update(data)
         self.size += len(data)
         return data
-
-
-def open_archive_key(manifest: Manifest, keyring: KeyWrapper, *, source: str) -> StreamKey:
-    """Unwrap the archive's data key; this is what proves the manifest authentic."""
-    try:
-        key = open_stream_key(keyring, manifest.wrapped_key, context=manifest.key_context())
-    except WrongContext as error:
-        if "manifest" in error.mismatched:
-            raise ManifestInvalid(
-                f"{source}: the manifest was altered after the backup was made (its content "
-                "no longer matches what the data key was wrapped for); do not trust this "
-                "backup, use another one"
-            ) from None
-        raise ManifestInvalid(
-            f"{source}: the manifest's wrapped key was made for another backup or tenant "
-            f"(differs in: {', '.join(error.mismatched)}); the manifest was copied or edited"
-        ) from None
-    except UnknownKeyVersion as error:
-        raise KeyUnavailable(
-            f"{source}: the backup's data key was wrapped with tenant key {error.key_id}, which "
-            "the keyring given does not hold; restore the tenant keyring from its KEK-wrapped "
-            "copy, or pass the keyring of the tenant that made the backup"
-        ) from None
-    except (Tampered, MalformedEnvelope) as error:
-        raise ManifestInvalid(
-            f"{source}: the manifest's wrapped data key does not open ({error.reason}): it was "
-            "altered, or the keyring is not the tenant's"
-        ) from None
-    if key.key_id != manifest.key_id:
-        raise ManifestInvalid(
-            f"{source}: the manifest names data key {manifest.key_id} but its wrapped key is "
-            f"{key.key_id}"
-        )
-    return key
 
 
 def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out: BinaryIO) -> int:
@@ -611,8 +579,9 @@ def verify_backup(
     drops a throwaway unprivileged login and the scratch database that login owns
     (`cleo_operator.backup.scratch`); pg_restore and every read of the restored data run
     as that login, never as `admin`. Both are dropped whatever happens. With
-    `record`, the verdict is also stored beside the backup (`ID.verification.json`), which
-    retention reads to protect the newest verified backup.
+    `record`, the verdict is also stored beside the backup (`ID.verification.json`), sealed
+    with the tenant keyring (`cleo_operator.backup.catalog`), which retention reads to
+    protect the newest verified backup.
 
     Raises only when the verification cannot run (`SourceUnavailable`, `StorageError`);
     an archive that does not restore or does not match is a failed result.
@@ -695,6 +664,8 @@ def verify_backup(
                 tables_checked=result.tables_checked,
                 message=result.message,
             ),
+            manifest=manifest,
+            keyring=keyring,
         )
     metrics.observe_verification(
         tenant=manifest.tenant, finished_at=result.finished.timestamp(), passed=result.passed

@@ -196,7 +196,7 @@ def drop_stale_verifiers(conn: psycopg.Connection[tuple[object, ...]], *, now: d
     dropped = 0
     for role, databases in rows:
         try:
-            for database in databases or ():
+            for database in databases if isinstance(databases, list) else ():
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                         sql.Identifier(str(database))

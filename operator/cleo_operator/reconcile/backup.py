@@ -16,7 +16,9 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
    not write status) the run is recorded here from the pod's termination message (the
    runner's JSON report) or, without one, as a failure with the Job's reason;
 4. verifies new backups. Verification restores into a scratch database, which needs
-   CREATEDB on the site: the site admin's login, which only the operator holds. So it runs
+   CREATEDB and CREATEROLE on the site: the site admin's login, which only the operator
+   holds (the admin only creates and drops the scratch database and the throwaway
+   unprivileged login that restores and reads it: a dump is the tenant's code). So it runs
    here, in a small thread pool of its own (never in the reconcile's worker thread: a
    restore takes minutes), and a later reconcile picks up its verdict. Every
    ``spec.verification.everyNth`` successful backup is verified (the first one always);
