@@ -281,9 +281,7 @@ def test_backup_restore_verify_and_prune_on_s3(
             admin=ConnectionInfo.from_dsn(postgres_server.dsn()),
         )
         assert verdict.passed, verdict.message
-        result = prune(
-            storage, tenant="acme", policy=RetentionPolicy(keep_last=1), keyring=keyring
-        )
+        result = prune(storage, tenant="acme", policy=RetentionPolicy(keep_last=1), keyring=keyring)
         assert result.deleted == (first.backup_id,)
         assert sorted(o.name for o in storage.list()) == sorted(
             [second.archive, second.manifest_object, f"{second.backup_id}.verification.json"]
