@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,21 @@ def plant(tenant: Tenant, evil: str, *, how: str, escape: bool = False) -> None:
         elif how == "index":
             conn.execute("CREATE TABLE notes (id integer, body text)")
             conn.execute("CREATE INDEX notes_idx ON notes (public.innocent_int(id))")
+        elif how == "sleep":
+            # Sleeps forever when anyone but the tenant runs it (a restore), and swallows
+            # the cancel a statement_timeout would send.
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION public.forever(x integer) RETURNS boolean LANGUAGE plpgsql"
+                    " AS $f$ BEGIN IF current_user = {} THEN RETURN true; END IF;"
+                    " LOOP BEGIN PERFORM pg_sleep(3600);"
+                    " EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $f$"
+                ).format(sql.Literal(tenant.role))
+            )
+            conn.execute(
+                "CREATE TABLE notes (id integer CHECK (public.innocent(id) AND"
+                " public.forever(id)), body text)"
+            )
         elif how == "name":
             # A table whose name is SQL: only ever usable as a quoted identifier.
             conn.execute(
@@ -522,3 +538,34 @@ def test_a_verification_role_left_by_a_crash_is_dropped_by_the_next_run(
         )
         for name in (stale, lookalike, fresh):
             postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_a_dump_that_sleeps_forever_cannot_hold_the_verification(
+    postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
+) -> None:
+    """Code that loops and swallows cancels: pg_restore is stopped, the session ended."""
+    plant(tenant, tenant.evil, how="sleep", escape=True)
+    storage = LocalStorage(tmp_path / "store")
+    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    before = server_roles(postgres_server)
+
+    started = time.monotonic()
+    verdict = verify_backup(
+        storage=storage,
+        backup_id=backup.backup_id,
+        keyring=keyring,
+        admin=admin_login(postgres_server),
+        tenant=tenant.name,
+        restore_timeout_seconds=3,
+    )
+
+    assert time.monotonic() - started < 60
+    assert not verdict.passed
+    assert verdict.reason == "RestoreFailed"
+    assert "did not finish within 3s" in verdict.message
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
+    sessions = postgres_server.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE starts_with(usename, %s)",
+        (VERIFIER_ROLE_PREFIX,),
+    )
+    assert sessions == [(0,)]

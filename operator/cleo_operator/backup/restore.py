@@ -572,6 +572,7 @@ def verify_backup(
     work_dir: str | os.PathLike[str] | None = None,
     record: bool = True,
     now: datetime | None = None,
+    restore_timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
 ) -> VerificationResult:
     """Restore backup `backup_id` into a scratch database and compare it with the manifest.
 
@@ -581,7 +582,8 @@ def verify_backup(
     as that login, never as `admin`. Both are dropped whatever happens. With
     `record`, the verdict is also stored beside the backup (`ID.verification.json`), sealed
     with the tenant keyring (`cleo_operator.backup.catalog`), which retention reads to
-    protect the newest verified backup.
+    protect the newest verified backup. pg_restore is stopped after
+    `restore_timeout_seconds` (a failed verification): a dump's code may sleep forever.
 
     Raises only when the verification cannot run (`SourceUnavailable`, `StorageError`);
     an archive that does not restore or does not match is a failed result.
@@ -610,6 +612,7 @@ def verify_backup(
                 pg_restore=pg_restore,
                 work_dir=work_dir,
                 no_privileges=True,
+                timeout_seconds=restore_timeout_seconds,
             )
             actual = read_restored_tables(
                 verifier, checksums=manifest.checksum_algorithm is not None
