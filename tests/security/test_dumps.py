@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -569,3 +570,66 @@ def test_a_dump_that_sleeps_forever_cannot_hold_the_verification(
         (VERIFIER_ROLE_PREFIX,),
     )
     assert sessions == [(0,)]
+
+
+def test_a_login_the_dump_hands_out_dies_with_the_verification(
+    postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
+) -> None:
+    """Any role may set its own password: the dump's code gives the throwaway login one the
+    tenant knows, and the tenant logs in with it while the restore runs. That session
+    ends, and the login is gone, when the verification ends."""
+    known = secrets.token_urlsafe(12)
+    with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.leak(x integer) RETURNS boolean LANGUAGE plpgsql AS $f$"
+                " BEGIN IF starts_with(current_user, {}) AND x = 1 THEN"
+                " EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, {});"
+                " END IF; RETURN true; END $f$"
+            ).format(sql.Literal(VERIFIER_ROLE_PREFIX), sql.Literal(known))
+        )
+        conn.execute("CREATE TABLE notes (id integer CHECK (public.leak(id)))")
+        conn.execute("INSERT INTO notes SELECT generate_series(1, 5)")
+        # The password takes effect when the restore commits; a large table keeps the
+        # verification reading long enough after that for the tenant to log in.
+        conn.execute("CREATE TABLE bulk (id integer, payload text)")
+        conn.execute("INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 600000) g")
+    storage = LocalStorage(tmp_path / "store")
+    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    before = server_roles(postgres_server)
+    stolen: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def log_in_with_the_leaked_password() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not stolen:
+            for (name,) in postgres_server.execute(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)",
+                (VERIFIER_ROLE_PREFIX,),
+            ):
+                with contextlib.suppress(psycopg.Error):
+                    stolen.append(
+                        psycopg.connect(
+                            **tenant.login.with_dbname("postgres")
+                            .with_login(user=str(name), password=known)
+                            .psycopg_kwargs(),
+                            autocommit=True,
+                        )
+                    )
+            time.sleep(0.02)
+
+    thief = threading.Thread(target=log_in_with_the_leaked_password, daemon=True)
+    thief.start()
+    verdict = verify_backup(
+        storage=storage,
+        backup_id=backup.backup_id,
+        keyring=keyring,
+        admin=admin_login(postgres_server),
+        tenant=tenant.name,
+    )
+    thief.join(30)
+
+    assert verdict.passed, verdict.message
+    assert stolen, "the attack did not get its session: the test proves nothing"
+    with pytest.raises(psycopg.OperationalError):
+        stolen[0].execute("SELECT 1")
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)

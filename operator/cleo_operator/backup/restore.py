@@ -602,7 +602,10 @@ def verify_backup(
     )
     actual: dict[str, TableStats] = {}
     try:
-        with scratch_database(admin, name=scratch, purpose=f"for backup {backup_id}") as verifier:
+        with (
+            scratch_database(admin, name=scratch, purpose=f"for backup {backup_id}") as verifier,
+            _reading_session(verifier) as reader,
+        ):
             restore_archive(
                 storage=storage,
                 backup_id=backup_id,
@@ -615,7 +618,7 @@ def verify_backup(
                 timeout_seconds=restore_timeout_seconds,
             )
             actual = read_restored_tables(
-                verifier, checksums=manifest.checksum_algorithm is not None
+                reader, where=verifier.where, checksums=manifest.checksum_algorithm is not None
             )
     except (
         ArchiveCorrupt,
@@ -678,11 +681,13 @@ def verify_backup(
     return result
 
 
-def read_restored_tables(info: ConnectionInfo, *, checksums: bool) -> dict[str, TableStats]:
-    """Row counts and checksums of a restored database, read as `info` (unprivileged).
+@contextlib.contextmanager
+def _reading_session(info: ConnectionInfo) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A session for reading restored data, opened *before* the restore.
 
-    Every statement has a `statement_timeout`; names come from the database's catalog and
-    are only ever used as quoted identifiers (`cleo_operator.backup.contents`).
+    Opened first because the dump's code runs as the same login and may change what a
+    later login would meet: the role's password (any role may set its own), its role or
+    database defaults (`ALTER ROLE ... SET`). A session that exists already keeps its own.
     """
     try:
         conn = psycopg.connect(
@@ -697,14 +702,27 @@ def read_restored_tables(info: ConnectionInfo, *, checksums: bool) -> dict[str, 
             f"{redact(' '.join(detail.split()), [info.password])}"
         ) from None
     with conn:
-        try:
-            prepare_session(conn)
-            return table_stats(conn, checksums=checksums)
-        except psycopg.Error as error:
-            raise RestoreFailed(
-                f"reading the restored copy in {info.where} failed: "
-                f"{redact(error.diag.message_primary or type(error).__name__, [info.password])}"
-            ) from None
+        yield conn
+
+
+def read_restored_tables(
+    conn: psycopg.Connection[tuple[object, ...]], *, where: str, checksums: bool
+) -> dict[str, TableStats]:
+    """Row counts and checksums of a restored database, read in `conn` (unprivileged).
+
+    Every statement has a `statement_timeout`; names come from the database's catalog and
+    are only ever used as quoted identifiers (`cleo_operator.backup.contents`). A failure
+    (the dump's code may even end this session: it runs as the same role) is a
+    `RestoreFailed`, so the verification fails rather than waits.
+    """
+    try:
+        prepare_session(conn)
+        return table_stats(conn, checksums=checksums)
+    except psycopg.Error as error:
+        raise RestoreFailed(
+            f"reading the restored copy in {where} failed: "
+            f"{error.diag.message_primary or type(error).__name__}"
+        ) from None
 
 
 def _verdict(

@@ -18,11 +18,15 @@ admin only creates and drops the database and the role. The role is INHERIT beca
 a member of nothing but PostgreSQL's implicit `pg_database_owner` of its own database,
 which is what owns the `public` schema there.
 
-Both are dropped whatever happens. A process killed outright cannot drop them: the role's
-name prefix (which no tenant role can have: tenant roles are `cleo_` and a letter or digit),
-its comment (`VERIFIER_ROLE_MARKER`) and its expired validity let a later verification
-recognise it as a leftover and drop it with the databases it owns. A role that is still
-valid may belong to a verification running right now and is left alone.
+Both are dropped whatever happens: first the login is made NOLOGIN and every session of it
+is ended (the dump's code may have changed the role's password, which any role may do for
+itself, and handed it out; such a login can do no more than the tenant's own role), then
+the database and the role are dropped. A process killed outright cannot drop them: the
+role's validity (`VALID UNTIL`, which the role cannot change) bounds how long it can log
+in, and its name prefix (which no tenant role can have: tenant roles are `cleo_` and a
+letter or digit), its comment (`VERIFIER_ROLE_MARKER`) and its expired validity let a
+later verification recognise it as a leftover and drop it with the databases it owns. A
+role that is still valid may belong to a verification running right now and is left alone.
 """
 
 from __future__ import annotations
@@ -159,6 +163,16 @@ def scratch_database(
 def _drop(admin: ConnectionInfo, *, database: str, role: str) -> None:
     try:
         with _connect(admin, doing="dropping the verification database") as conn:
+            # The dump's code may have set the login's password to one it knows (any role
+            # may change its own) and handed it out: no new session, and every session of
+            # the role ends, wherever it is connected, before the role goes.
+            conn.execute(
+                sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(role))
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
             )
