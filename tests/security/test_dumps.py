@@ -412,9 +412,19 @@ def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
             .with_dbname(target_db)
             .with_login(user=helper, password=password)
         )
-        for grant, named in (
-            (sql.SQL("ALTER ROLE {} CREATEROLE"), "CREATEROLE"),
-            (sql.SQL("GRANT postgres TO {}"), "postgres"),
+        for grant, revoke, named in (
+            (
+                sql.SQL("ALTER ROLE {} CREATEROLE"),
+                sql.SQL("ALTER ROLE {} NOCREATEROLE"),
+                "CREATEROLE",
+            ),
+            (sql.SQL("GRANT postgres TO {}"), sql.SQL("REVOKE postgres FROM {}"), "'postgres'"),
+            (
+                sql.SQL("GRANT pg_read_all_data TO {}"),
+                sql.SQL("REVOKE pg_read_all_data FROM {}"),
+                "'pg_read_all_data'",
+            ),
+            (sql.SQL("ALTER ROLE {} BYPASSRLS"), sql.SQL("ALTER ROLE {} NOBYPASSRLS"), "BYPASSRLS"),
         ):
             postgres_server.execute(grant.format(sql.Identifier(helper)))
             before = server_roles(postgres_server)
@@ -427,9 +437,7 @@ def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
                     tenant=tenant.name,
                 )
             assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
-            postgres_server.execute(
-                sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(helper))
-            )
+            postgres_server.execute(revoke.format(sql.Identifier(helper)))
     finally:
         postgres_server.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_db))
@@ -633,3 +641,35 @@ def test_a_login_the_dump_hands_out_dies_with_the_verification(
     with pytest.raises(psycopg.OperationalError):
         stolen[0].execute("SELECT 1")
     assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
+
+
+def test_a_site_admin_without_superuser_verifies_and_lends_the_dump_nothing(
+    postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
+) -> None:
+    """A CREATEDB CREATEROLE admin (not a superuser) joins the throwaway role to create its
+    database; the membership points from the admin to the role, so the dump gains none of
+    the admin's rights (CREATEROLE above all), and everything is gone afterwards."""
+    plant(tenant, tenant.evil, how="check", escape=True)
+    storage = LocalStorage(tmp_path / "store")
+    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    admin = f"site_admin_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    postgres_server.execute(
+        sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+            sql.Identifier(admin), sql.Literal(password)
+        )
+    )
+    try:
+        before = server_roles(postgres_server)
+        verdict = verify_backup(
+            storage=storage,
+            backup_id=backup.backup_id,
+            keyring=keyring,
+            admin=admin_login(postgres_server).with_login(user=admin, password=password),
+            tenant=tenant.name,
+        )
+        assert verdict.passed, verdict.message
+        assert verdict.rows_checked == 50
+        assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
+    finally:
+        postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
