@@ -218,7 +218,7 @@ class VerificationRecord:
         )
         # The envelope's associated data (the context) is what is authenticated; what it
         # encrypts is a random filler.
-        seal = keyring.wrap(secrets.token_bytes(16), context=bound._seal_context())
+        seal = keyring.wrap(secrets.token_bytes(32), context=bound._seal_context())
         return dataclasses.replace(bound, seal=seal)
 
     def authentic(self, manifest: Manifest, keyring: KeyWrapper) -> bool:
