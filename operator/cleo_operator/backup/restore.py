@@ -10,18 +10,26 @@ goes, in this order, and stops at the first problem with the target untouched:
    the manifest authentic (`ManifestInvalid` if it was edited, `KeyUnavailable` if the
    keyring lacks the key version, `WrongTenant` if it is another tenant's backup);
 2. compare the archive's size with the manifest (`ArchiveCorrupt`: truncated or extended);
-3. check that the target database has no tables (`TargetNotEmpty`): a restore never mixes
-   two databases (read only: nothing is changed);
+3. check the target's login and database, read only: a login that holds (or may `SET
+   ROLE` to) superuser, CREATEROLE, BYPASSRLS, REPLICATION or a predefined role with
+   server-wide rights is refused (`RestoreFailed`) unless `allow_privileged_target`,
+   because a dump is the tenant's code and runs with the restoring login's rights; and
+   the database must have no tables (`TargetNotEmpty`): a restore never mixes two
+   databases;
 4. decrypt into a private temporary file (mode 0600, removed afterwards): every chunk's
    tag, the final-chunk flag, and then the SHA-256 of the archive and of the dump against
    the manifest (`ArchiveCorrupt` on any difference);
 5. `pg_restore --no-owner --exit-on-error --single-transaction`, so that even a failure of
    pg_restore itself (a missing role, an extension the target lacks) leaves the target
-   as it was (`RestoreFailed` with pg_restore's message).
+   as it was (`RestoreFailed` with pg_restore's message); stopped after a timeout, since
+   the dump's code may sleep forever.
 
 Verification restores into a scratch database that it creates and always drops, then
 compares each table's row count and checksum with what the manifest recorded from the
-backup's snapshot (`cleo_operator.backup.contents`). Its verdict is a result, not an
+backup's snapshot (`cleo_operator.backup.contents`). The admin login only creates and
+drops: the scratch database is owned by a throwaway unprivileged login, and pg_restore and
+every read of the restored data run as that login (`cleo_operator.backup.scratch` says
+why `SET ROLE` would not do). Its verdict is a result, not an
 exception: an archive that does not restore is a *failed verification*; only being
 unable to run the verification at all (the site is down) raises.
 """
