@@ -156,6 +156,8 @@ def listing(tenant: Tenant) -> list[dict[str, Any]]:
         str(tenant.destination),
         "--tenant",
         tenant.name,
+        "--keyring-dir",
+        str(tenant.keyring_dir),
         "--json",
     )
     assert done.returncode == 0, done.stderr
@@ -212,6 +214,7 @@ def test_runs_keep_what_retention_says_and_a_verified_backup_restores(
         newest,
         "--into",
         admin_dsn(postgres_server, empty_database),
+        "--allow-privileged-target",  # the test superuser restores its own archive
         "--destination",
         str(tenant.destination),
         "--keyring-dir",
@@ -237,6 +240,7 @@ def test_runs_keep_what_retention_says_and_a_verified_backup_restores(
         newest,
         "--into",
         admin_dsn(postgres_server, empty_database),
+        "--allow-privileged-target",  # the test superuser restores its own archive
         "--destination",
         str(tenant.destination),
         "--keyring-dir",
@@ -266,6 +270,7 @@ def test_a_tampered_archive_is_refused_before_the_target_is_touched(
         backup_id,
         "--into",
         admin_dsn(postgres_server, empty_database),
+        "--allow-privileged-target",  # the test superuser restores its own archive
         "--destination",
         str(tenant.destination),
         "--keyring-dir",
@@ -306,7 +311,14 @@ def test_prune_says_what_it_would_delete_and_then_deletes_only_that(
         done, _report = run_backup(tenant, tmp_path)
         assert done.returncode == 0, done.stderr
     before = [b["backupId"] for b in listing(tenant)]
-    common = ("--destination", str(tenant.destination), "--tenant", tenant.name)
+    common = (
+        "--destination",
+        str(tenant.destination),
+        "--tenant",
+        tenant.name,
+        "--keyring-dir",
+        str(tenant.keyring_dir),
+    )
     dry = cli("backup", "prune", *common, "--keep-last", "1", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["deleted"] == before[:2]

@@ -20,11 +20,15 @@ people and scripts; retention then comes from the ``--keep-*`` options.
 `restore --archive ID --into DSN` restores one backup into a new, empty database: the
 manifest is authenticated and the archive decrypted and checked before the target is
 touched (`backup.restore`). Give the password in ``PGPASSWORD``, not in the DSN: a
-command line is visible to every user of the machine.
+command line is visible to every user of the machine. A dump is its tenant's code, so the
+``--into`` login must be unprivileged (for example the tenant's own role owning a fresh
+database): a superuser, or a login with CREATEROLE, BYPASSRLS or REPLICATION, is refused
+unless ``--allow-privileged-target``.
 
-Verification needs CREATEDB on the site (it restores into a scratch database): the
-operator runs it with the site admin's login; `backup verify` is for people with such a
-login (``--admin DSN``).
+Verification needs CREATEDB and CREATEROLE on the site: with the admin's login it creates
+a throwaway unprivileged login and a scratch database that login owns, and restores and
+reads as that login (`backup.scratch`); the operator runs it with the site admin's login;
+`backup verify` is for people with such a login (``--admin DSN``).
 
 The commands are registered by `cli.py` through `register(subparsers)`;
 `python -m cleo_operator.backup_cli` runs them alone.
@@ -172,7 +176,9 @@ def run_backup_for(
         tenant=tenant, source=source, storage=storage, keyring=keyring, work_dir=work_dir
     )
     if report["outcome"] == "Succeeded" and not retention.keeps_everything:
-        report["prune"] = _prune(storage, tenant, retention, _time_zone(time_zone), now())
+        report["prune"] = _prune(
+            storage, tenant, retention, _time_zone(time_zone), now(), keyring=keyring
+        )
     return report
 
 
@@ -182,10 +188,12 @@ def _prune(
     policy: RetentionPolicy,
     tz: datetime.tzinfo,
     now: datetime.datetime,
+    *,
+    keyring: Keyring,
 ) -> PruneReport:
     try:
         # The schedule's time zone decides what "a day" is for keepDaily and the like.
-        result = prune(storage, tenant=tenant, policy=policy, now=now, tz=tz)
+        result = prune(storage, tenant=tenant, policy=policy, keyring=keyring, now=now, tz=tz)
     except BackupError as exc:
         # A prune that cannot run costs nothing: the backup is made, the next run prunes.
         log.warning("pruning the backups of tenant %s failed: %s", tenant, exc.message)
@@ -277,7 +285,11 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
 
 
 def cmd_backup_list(args: argparse.Namespace) -> int:
-    listing = backup_list(storage=storage_from_destination(args.destination), tenant=args.tenant)
+    listing = backup_list(
+        storage=storage_from_destination(args.destination),
+        tenant=args.tenant,
+        keyring=_keyring(args.keyring_dir) if args.keyring_dir else None,
+    )
     if args.json:
         _out(json.dumps(listing, indent=2))
         return 0
@@ -288,9 +300,13 @@ def cmd_backup_list(args: argparse.Namespace) -> int:
     for item in listing:
         _out(
             f"{item['backupId']:<27} {item['tenant']:<20} {item['startTime']:<28} "
-            f"{item['archiveSize']:>12} {item['rows']:>10} {'yes' if item['verified'] else 'no'}"
+            f"{item['archiveSize']:>12} {item['rows']:>10} {_yes_no(item['verified'])}"
         )
     return 0
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown (no keyring)" if value is None else "yes" if value else "no"
 
 
 def cmd_backup_verify(args: argparse.Namespace) -> int:
@@ -323,11 +339,15 @@ def _policy(args: argparse.Namespace) -> RetentionPolicy:
 
 
 def cmd_backup_prune(args: argparse.Namespace) -> int:
+    # Retention trusts only what the tenant keyring authenticates: without it, it cannot
+    # tell a real backup (or verification) from one forged by whoever may write here.
+    keyring = _keyring(args.keyring_dir)
     if args.time_zone:
         result = prune(
             storage_from_destination(args.destination),
             tenant=args.tenant,
             policy=_policy(args),
+            keyring=keyring,
             tz=_time_zone(args.time_zone),
             dry_run=args.dry_run,
         )
@@ -336,9 +356,14 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
             storage=storage_from_destination(args.destination),
             tenant=args.tenant,
             policy=_policy(args),
+            keyring=keyring,
             dry_run=args.dry_run,
         )
-    report = {**_prune_report(result), "dryRun": result.dry_run}
+    report = {
+        **_prune_report(result),
+        "dryRun": result.dry_run,
+        "unauthenticated": list(result.unauthenticated),
+    }
     _out(json.dumps(report, indent=2, sort_keys=True))
     return 1 if result.problems else 0
 
@@ -353,6 +378,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         role=args.role,
         work_dir=args.work_dir,
         no_privileges=args.no_privileges,
+        allow_privileged_target=args.allow_privileged_target,
     )
     _out(
         json.dumps(
@@ -451,7 +477,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.set_defaults(func=_run(cmd_backup_run))
 
     listing = sub.add_parser("list", help="list the complete backups in a destination")
-    _storage_options(listing, keyring=False)
+    _storage_options(listing, keyring=True)
     listing.add_argument("--tenant", help="only this tenant's backups")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(func=_run(cmd_backup_list))
@@ -466,14 +492,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--admin",
         required=True,
         metavar="DSN",
-        help="a login with CREATEDB on the site, e.g. 'host=db user=admin dbname=postgres' "
-        "(password in PGPASSWORD)",
+        help="a login with CREATEDB and CREATEROLE on the site (it only creates and drops "
+        "an unprivileged login and its scratch database), e.g. "
+        "'host=db user=admin dbname=postgres' (password in PGPASSWORD)",
     )
     verify.add_argument("--tenant", help="refuse a backup of another tenant")
     verify.set_defaults(func=_run(cmd_backup_verify))
 
-    prune = sub.add_parser("prune", help="delete the backups retention does not keep")
-    _storage_options(prune, keyring=False)
+    prune = sub.add_parser(
+        "prune",
+        help="delete the backups retention does not keep (needs the tenant keyring: only "
+        "backups it authenticates are counted or deleted)",
+    )
+    _storage_options(prune, keyring=True)
     prune.add_argument("--tenant", required=True, help="only this tenant's backups are touched")
     prune.add_argument("--time-zone", help="what a day is for --keep-daily etc. (default UTC)")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
@@ -501,6 +532,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-privileges",
         action="store_true",
         help="skip GRANT/REVOKE (for a site where the original roles do not exist)",
+    )
+    restore_parser.add_argument(
+        "--allow-privileged-target",
+        action="store_true",
+        help="restore even when the --into login is (or can become) a superuser or has "
+        "CREATEROLE, BYPASSRLS or REPLICATION; a dump's functions then run with those "
+        "rights, so only for an archive you trust completely",
     )
     restore_parser.set_defaults(func=_run(cmd_restore))
 

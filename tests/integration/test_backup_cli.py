@@ -90,9 +90,11 @@ def test_scheduled_runs_verify_prune_and_report(
     # Runs 3 and 4 each pruned the oldest, leaving the newest two.
     assert reports[0]["prune"]["deleted"] == []
     assert reports[2]["prune"]["deleted"] == [reports[0]["backup"]["backupId"]]
-    listed = backup_list(storage=storage, tenant="acme")
+    listed = backup_list(storage=storage, tenant="acme", keyring=keyring)
     assert [b["backupId"] for b in listed] == [r["backup"]["backupId"] for r in reports[2:]]
     assert all(b["verified"] for b in listed)
+    # Without the keyring no verification record can be trusted: "verified" is unknown.
+    assert [b["verified"] for b in backup_list(storage=storage, tenant="acme")] == [None, None]
     assert [b["rows"] for b in listed] == [503, 504]
 
     termination = tmp_path / "termination-log"
@@ -100,6 +102,7 @@ def test_scheduled_runs_verify_prune_and_report(
     assert json.loads(termination.read_text())["backup"]["rows"] == 504
 
     restored = restore(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         archive=listed[0]["backupId"],
         into=login.with_dbname(target),
         storage=storage,

@@ -422,6 +422,8 @@ def run_restore(
             "--keyring-dir",
             str(keyring_dir),
             "--no-privileges",
+            # The test's superuser restores the test's own archive.
+            "--allow-privileged-target",
         ],
         env=env,
         capture_output=True,

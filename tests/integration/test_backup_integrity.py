@@ -94,6 +94,7 @@ def restore_into(
     server: PostgresServer, storage: LocalStorage, backup: Backup, target: str, **kwargs: object
 ) -> None:
     restore_archive(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         storage=storage,
         backup_id=backup.backup_id,
         keyring=kwargs.pop("keyring", backup.keyring),  # type: ignore[arg-type]
@@ -245,12 +246,17 @@ def test_a_failing_pg_restore_rolls_back_everything(
         info = ConnectionInfo.from_dsn(postgres_server.dsn(target))
         with pytest.raises(RestoreFailed, match=f'role "{role}" does not exist') as caught:
             restore_archive(
-                storage=storage, backup_id=result.backup_id, keyring=keyring, target=info
+                allow_privileged_target=True,  # restored as the test's superuser: its own archive
+                storage=storage,
+                backup_id=result.backup_id,
+                keyring=keyring,
+                target=info,
             )
         assert "nothing was changed" in caught.value.message
         assert user_relations(postgres_server, target) == []
         # Without privileges (a site where the original roles do not exist) it restores.
         restore_archive(
+            allow_privileged_target=True,  # restored as the test's superuser: its own archive
             storage=storage,
             backup_id=result.backup_id,
             keyring=keyring,

@@ -143,6 +143,7 @@ def test_backup_and_restore_give_equal_contents(
 
     target = new_db(postgres_server, scratch_names)
     restored = restore_archive(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         storage=storage,
         backup_id=result.backup_id,
         keyring=keyring,
@@ -221,6 +222,7 @@ def test_a_tenant_backs_up_its_own_database_as_its_own_role(
     # Restore into a new database for the same tenant; what is restored is the tenant's.
     target = new_db(postgres_server, scratch_names, owner=role)
     restore_archive(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         storage=storage,
         backup_id=result.backup_id,
         keyring=keyring,
@@ -284,6 +286,7 @@ def test_the_manifest_describes_exactly_the_snapshot_pg_dump_dumped(
 
     target = new_db(postgres_server, scratch_names)
     restore_archive(
+        allow_privileged_target=True,  # restored as the test's superuser: its own archive
         storage=storage,
         backup_id=result.backup_id,
         keyring=keyring,

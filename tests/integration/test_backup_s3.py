@@ -267,6 +267,7 @@ def test_backup_restore_verify_and_prune_on_s3(
         second = run_backup(source=login, tenant="acme", storage=storage, keyring=keyring)
         assert second.archive_size > 5 << 20  # a multipart upload
         restore_archive(
+            allow_privileged_target=True,  # restored as the test's superuser: its own archive
             storage=storage,
             backup_id=second.backup_id,
             keyring=keyring,
@@ -280,7 +281,7 @@ def test_backup_restore_verify_and_prune_on_s3(
             admin=ConnectionInfo.from_dsn(postgres_server.dsn()),
         )
         assert verdict.passed, verdict.message
-        result = prune(storage, tenant="acme", policy=RetentionPolicy(keep_last=1))
+        result = prune(storage, tenant="acme", policy=RetentionPolicy(keep_last=1), keyring=keyring)
         assert result.deleted == (first.backup_id,)
         assert sorted(o.name for o in storage.list()) == sorted(
             [second.archive, second.manifest_object, f"{second.backup_id}.verification.json"]

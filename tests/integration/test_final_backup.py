@@ -246,6 +246,8 @@ def restore(setup: Setup, *, backup_id: str, target: str) -> subprocess.Complete
             "--keyring-dir",
             str(keyring_dir),
             "--no-privileges",
+            # The test's superuser restores the test's own archive.
+            "--allow-privileged-target",
         ],
         env=env,
         capture_output=True,

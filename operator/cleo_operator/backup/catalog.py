@@ -9,16 +9,36 @@ not a backup and that a later prune removes, never a manifest that points to not
 
 Several CleoBackups may share one storage (a volume, a bucket prefix); every function here
 that acts on backups filters by tenant, so one tenant's retention never touches another's.
+
+Why the catalog authenticates, given a keyring: whoever may write the storage (a tenant
+sharing the bucket, anyone with its credentials) may write manifests and verification
+records, and what they say decides which backups retention keeps and deletes and which
+one a drill restores. A manifest is authentic when its data key unwraps under its own
+digest (`open_archive_key`); a verification record is authentic when its `seal` opens: an
+envelope made with the tenant keyring whose associated data binds the tenant, the backup,
+the manifest's digest and the SHA-256 of the record's content, so that no field can be
+changed, nor the record moved to another backup, without the keyring. Given a keyring,
+`list_backups` lists only authentic backups and counts only authentic records; the rest
+is reported (`unauthenticated`, `problems`), never deleted by retention. Records written
+before records were sealed (format v1) are unauthenticated: treated as absent.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from cleo_operator.backup.errors import ArchiveNotFound, BackupError, ManifestInvalid
+from cleo_operator.backup.errors import (
+    ArchiveNotFound,
+    BackupError,
+    KeyUnavailable,
+    ManifestInvalid,
+)
 from cleo_operator.backup.manifest import (
     BACKUP_ID_PATTERN,
     MAX_MANIFEST_BYTES,
@@ -28,6 +48,16 @@ from cleo_operator.backup.manifest import (
     parse_time,
 )
 from cleo_operator.backup.storage import ObjectInfo, Storage
+from cleo_operator.crypto import (
+    CryptoError,
+    KeyWrapper,
+    MalformedEnvelope,
+    StreamKey,
+    Tampered,
+    UnknownKeyVersion,
+    WrongContext,
+    open_stream_key,
+)
 
 __all__ = [
     "ARCHIVE_SUFFIX",
@@ -39,6 +69,7 @@ __all__ = [
     "archive_name",
     "list_backups",
     "manifest_name",
+    "open_archive_key",
     "read_manifest",
     "verification_name",
     "write_verification",
@@ -47,7 +78,22 @@ __all__ = [
 ARCHIVE_SUFFIX: Final = ".archive"
 MANIFEST_SUFFIX: Final = ".manifest.json"
 VERIFICATION_SUFFIX: Final = ".verification.json"
-VERIFICATION_FORMAT: Final = "cleo-operator/backup-verification/v1"
+VERIFICATION_FORMAT: Final = "cleo-operator/backup-verification/v2"
+_OLD_VERIFICATION_FORMATS: Final = frozenset({"cleo-operator/backup-verification/v1"})
+_VERIFICATION_PURPOSE: Final = "backup-verification"
+_RECORD_FIELDS: Final = frozenset(
+    {
+        "format",
+        "backupId",
+        "tenant",
+        "manifest",
+        "time",
+        "passed",
+        "tablesChecked",
+        "message",
+        "seal",
+    }
+)
 _MAX_VERIFICATION_BYTES: Final = 1 << 20
 
 
@@ -76,9 +122,47 @@ def _split(name: str) -> tuple[str, str] | None:
     return None
 
 
+def open_archive_key(manifest: Manifest, keyring: KeyWrapper, *, source: str) -> StreamKey:
+    """Unwrap the archive's data key; this is what proves the manifest authentic."""
+    try:
+        key = open_stream_key(keyring, manifest.wrapped_key, context=manifest.key_context())
+    except WrongContext as error:
+        if "manifest" in error.mismatched:
+            raise ManifestInvalid(
+                f"{source}: the manifest was altered after the backup was made (its content "
+                "no longer matches what the data key was wrapped for); do not trust this "
+                "backup, use another one"
+            ) from None
+        raise ManifestInvalid(
+            f"{source}: the manifest's wrapped key was made for another backup or tenant "
+            f"(differs in: {', '.join(error.mismatched)}); the manifest was copied or edited"
+        ) from None
+    except UnknownKeyVersion as error:
+        raise KeyUnavailable(
+            f"{source}: the backup's data key was wrapped with tenant key {error.key_id}, which "
+            "the keyring given does not hold; restore the tenant keyring from its KEK-wrapped "
+            "copy, or pass the keyring of the tenant that made the backup"
+        ) from None
+    except (Tampered, MalformedEnvelope) as error:
+        raise ManifestInvalid(
+            f"{source}: the manifest's wrapped data key does not open ({error.reason}): it was "
+            "altered, or the keyring is not the tenant's"
+        ) from None
+    if key.key_id != manifest.key_id:
+        raise ManifestInvalid(
+            f"{source}: the manifest names data key {manifest.key_id} but its wrapped key is "
+            f"{key.key_id}"
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class VerificationRecord:
-    """The outcome of the latest verification of a backup, as stored beside it."""
+    """The outcome of the latest verification of a backup, as stored beside it.
+
+    Stored with a `seal` (see the module docstring); `from_json` checks the form only,
+    `authentic` the seal.
+    """
 
     backup_id: str
     """The backup verified."""
@@ -90,34 +174,99 @@ class VerificationRecord:
     """How many tables were compared."""
     message: str
     """What was found, for people."""
+    tenant: str = ""
+    """The backup's tenant (bound into the seal)."""
+    manifest_digest: str = ""
+    """The digest of the manifest verified (bound into the seal)."""
+    seal: str = field(default="", repr=False)
+    """The tenant keyring's envelope over the record; empty until `sealed`."""
 
-    def to_json(self) -> bytes:
-        document = {
+    def _content(self) -> dict[str, Any]:
+        return {
             "format": VERIFICATION_FORMAT,
             "backupId": self.backup_id,
+            "tenant": self.tenant,
+            "manifest": self.manifest_digest,
             "time": format_time(self.time),
             "passed": self.passed,
             "tablesChecked": self.tables_checked,
             "message": self.message,
         }
+
+    def _seal_context(self) -> dict[str, str]:
+        canonical = json.dumps(
+            self._content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+        return {
+            "tenant": self.tenant,
+            "backup": self.backup_id,
+            "purpose": _VERIFICATION_PURPOSE,
+            "manifest": self.manifest_digest,
+            "record": "sha256:" + hashlib.sha256(canonical).hexdigest(),
+        }
+
+    def sealed(self, manifest: Manifest, keyring: KeyWrapper) -> VerificationRecord:
+        """This record bound to `manifest` and sealed with the tenant `keyring`."""
+        bound = VerificationRecord(
+            backup_id=self.backup_id,
+            time=self.time,
+            passed=self.passed,
+            tables_checked=self.tables_checked,
+            message=self.message,
+            tenant=manifest.tenant,
+            manifest_digest=manifest.digest(),
+        )
+        # The envelope's associated data (the context) is what is authenticated; what it
+        # encrypts is a random filler.
+        seal = keyring.wrap(secrets.token_bytes(32), context=bound._seal_context())
+        return dataclasses.replace(bound, seal=seal)
+
+    def authentic(self, manifest: Manifest, keyring: KeyWrapper) -> bool:
+        """Whether the seal opens with `keyring` for exactly this record and `manifest`."""
+        if not self.seal or self.tenant != manifest.tenant:
+            return False
+        if self.backup_id != manifest.backup_id or self.manifest_digest != manifest.digest():
+            return False
+        try:
+            keyring.unwrap(self.seal, context=self._seal_context())
+        except (CryptoError, ValueError, TypeError):
+            return False
+        return True
+
+    def to_json(self) -> bytes:
+        document = {**self._content(), "seal": self.seal}
         return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes, *, source: str) -> VerificationRecord:
         try:
             document = json.loads(data.decode("utf-8"))
+            if isinstance(document, dict) and document.get("format") in _OLD_VERIFICATION_FORMATS:
+                raise ManifestInvalid(
+                    f"{source}: a verification record of format {document.get('format')!r}, "
+                    "written before records were sealed; it is not trusted (treated as "
+                    "absent): verify the backup again"
+                )
             if not isinstance(document, dict) or document.get("format") != VERIFICATION_FORMAT:
                 raise ValueError
             passed = document["passed"]
             tables = document["tablesChecked"]
             if not isinstance(passed, bool) or not isinstance(tables, int):
                 raise ValueError
+            for key in ("tenant", "manifest", "seal", "message"):
+                if not isinstance(document[key], str):
+                    raise ValueError
+            if set(document) != _RECORD_FIELDS:
+                raise ValueError
             return cls(
                 backup_id=check_backup_id(document["backupId"]),
                 time=parse_time(document["time"]),
                 passed=passed,
                 tables_checked=tables,
-                message=str(document["message"]),
+                message=document["message"],
+                tenant=document["tenant"],
+                manifest_digest=document["manifest"],
+                seal=document["seal"],
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
             raise ManifestInvalid(
@@ -130,11 +279,13 @@ class StoredBackup:
     """A complete backup: a manifest whose archive is present."""
 
     manifest: Manifest
-    """Its manifest (checked for form; its authenticity is checked when it is opened)."""
+    """Its manifest: authentic when `authenticated`, else checked for form only."""
     archive: ObjectInfo
     """The archive object."""
     verification: VerificationRecord | None = None
-    """Its latest verification, if any."""
+    """Its latest verification, if any; only an authentic record (see `list_backups`)."""
+    authenticated: bool = False
+    """Whether the manifest was authenticated with the tenant keyring."""
 
     @property
     def backup_id(self) -> str:
@@ -147,7 +298,7 @@ class StoredBackup:
 
     @property
     def verified(self) -> bool:
-        """Whether its latest verification passed."""
+        """Whether its latest (authentic) verification passed."""
         return self.verification is not None and self.verification.passed
 
 
@@ -156,15 +307,27 @@ class Catalog:
     """What a storage holds: complete backups, leftovers, and what could not be read."""
 
     backups: list[StoredBackup] = field(default_factory=list)
-    """Complete backups, oldest first."""
+    """Complete backups, oldest first (with a keyring: only authentic ones)."""
     orphans: list[ObjectInfo] = field(default_factory=list)
     """Objects of the catalog that belong to no complete backup (safe to delete)."""
     problems: list[str] = field(default_factory=list)
-    """Objects that could not be read or parsed, with the reason; never deleted."""
+    """Objects that could not be read, parsed or authenticated, with the reason; never
+    deleted."""
+    unauthenticated: list[str] = field(default_factory=list)
+    """Ids of backups whose manifest claims the tenant but does not authenticate with its
+    keyring (forged, altered, or made with a key the keyring lacks); never deleted."""
 
 
-def list_backups(storage: Storage, *, tenant: str | None = None) -> Catalog:
+def list_backups(
+    storage: Storage, *, tenant: str | None = None, keyring: KeyWrapper | None = None
+) -> Catalog:
     """Read the catalog of `storage`; with `tenant`, only that tenant's backups.
+
+    With `keyring` (the tenant's), manifests and verification records are authenticated:
+    a backup whose manifest does not authenticate is left out of `backups` and listed in
+    `unauthenticated`; a record that does not authenticate is treated as absent; both are
+    reported in `problems`. Without it, every record is treated as absent (nothing can be
+    trusted to be verified) and manifests are checked for form only.
 
     Orphans are only reported when their tenant cannot be known (archives and records
     without a manifest carry no tenant), so a caller filtering by tenant must apply a
@@ -183,6 +346,7 @@ def list_backups(storage: Storage, *, tenant: str | None = None) -> Catalog:
         if manifest_info is None:
             catalog.orphans.extend(objects.values())
             continue
+        source = f"{storage.description}: {manifest_info.name}"
         try:
             manifest = _load_manifest(storage, manifest_info.name)
         except BackupError as error:
@@ -190,6 +354,21 @@ def list_backups(storage: Storage, *, tenant: str | None = None) -> Catalog:
             continue
         if tenant is not None and manifest.tenant != tenant:
             continue
+        if manifest.backup_id != backup_id:
+            catalog.problems.append(
+                f"{source} describes backup {manifest.backup_id}: it was renamed or copied over"
+            )
+            catalog.unauthenticated.append(backup_id)
+            continue
+        if keyring is not None:
+            try:
+                open_archive_key(manifest, keyring, source=source)
+            except BackupError as error:
+                catalog.problems.append(
+                    f"{error.message} (not counted as a backup, and never deleted by retention)"
+                )
+                catalog.unauthenticated.append(backup_id)
+                continue
         archive = objects.get(ARCHIVE_SUFFIX)
         if archive is None or manifest.archive != archive.name:
             catalog.problems.append(
@@ -199,16 +378,31 @@ def list_backups(storage: Storage, *, tenant: str | None = None) -> Catalog:
             continue
         verification = None
         record_info = objects.get(VERIFICATION_SUFFIX)
-        if record_info is not None:
+        if record_info is not None and keyring is not None:
+            record_source = f"{storage.description}: {record_info.name}"
             try:
-                verification = VerificationRecord.from_json(
+                record = VerificationRecord.from_json(
                     storage.read_bytes(record_info.name, limit=_MAX_VERIFICATION_BYTES),
-                    source=f"{storage.description}: {record_info.name}",
+                    source=record_source,
                 )
             except BackupError as error:
                 catalog.problems.append(error.message)
+            else:
+                if record.authentic(manifest, keyring):
+                    verification = record
+                else:
+                    catalog.problems.append(
+                        f"{record_source}: its seal does not open with the tenant keyring for "
+                        "this backup (forged, altered or copied from another backup); it is "
+                        "treated as absent"
+                    )
         catalog.backups.append(
-            StoredBackup(manifest=manifest, archive=archive, verification=verification)
+            StoredBackup(
+                manifest=manifest,
+                archive=archive,
+                verification=verification,
+                authenticated=keyring is not None,
+            )
         )
     catalog.backups.sort(key=lambda b: (b.time, b.backup_id))
     return catalog
@@ -236,10 +430,16 @@ def read_manifest(storage: Storage, backup_id: str) -> Manifest:
     return manifest
 
 
-def write_verification(storage: Storage, record: VerificationRecord) -> None:
-    """Store `record` beside its backup, replacing an earlier record."""
+def write_verification(
+    storage: Storage, record: VerificationRecord, *, manifest: Manifest, keyring: KeyWrapper
+) -> None:
+    """Seal `record` for `manifest` with the tenant `keyring` and store it beside its backup,
+    replacing an earlier record."""
+    if record.backup_id != manifest.backup_id:
+        raise ValueError(f"record of {record.backup_id} for manifest of {manifest.backup_id}")
     name = verification_name(record.backup_id)
+    data = record.sealed(manifest, keyring).to_json()
     # Records are replaced, unlike archives: delete, then write (a crash between the two
     # only loses the record, which makes the backup count as unverified: the safe side).
     storage.delete(name)
-    storage.put_bytes(name, record.to_json())
+    storage.put_bytes(name, data)

@@ -96,7 +96,7 @@ class ArchiveListing(TypedDict):
     archiveSize: int
     tables: int
     rows: int
-    verified: bool
+    verified: bool | None
 
 
 def load_keyring_dir(path: str | os.PathLike[str]) -> Keyring:
@@ -235,7 +235,7 @@ def backup_run(
             report["message"] = verdict.message
     if retention is not None and not retention.keeps_everything:
         report["prune"] = _prune_report(
-            backup_prune(storage=storage, tenant=tenant, policy=retention, now=now)
+            backup_prune(storage=storage, tenant=tenant, policy=retention, keyring=keyring, now=now)
         )
     return report
 
@@ -267,16 +267,23 @@ def backup_prune(
     storage: Storage,
     tenant: str,
     policy: RetentionPolicy,
+    keyring: KeyWrapper,
     now: datetime | None = None,
     dry_run: bool = False,
 ) -> PruneResult:
-    """`cleo-operator backup prune`: apply retention to the tenant's backups."""
-    return prune(storage, tenant=tenant, policy=policy, now=now, dry_run=dry_run)
+    """`cleo-operator backup prune`: apply retention to the tenant's authentic backups."""
+    return prune(storage, tenant=tenant, policy=policy, keyring=keyring, now=now, dry_run=dry_run)
 
 
-def backup_list(*, storage: Storage, tenant: str | None = None) -> list[ArchiveListing]:
-    """`cleo-operator backup list`: the complete backups, oldest first."""
-    catalog = list_backups(storage, tenant=tenant)
+def backup_list(
+    *, storage: Storage, tenant: str | None = None, keyring: KeyWrapper | None = None
+) -> list[ArchiveListing]:
+    """`cleo-operator backup list`: the complete backups, oldest first.
+
+    With the tenant `keyring`, only authentic backups are listed and `verified` is known;
+    without it, `verified` is None (a record cannot be trusted without the keyring).
+    """
+    catalog = list_backups(storage, tenant=tenant, keyring=keyring)
     for problem in catalog.problems:
         logger.warning("%s", problem)
     return [
@@ -288,7 +295,7 @@ def backup_list(*, storage: Storage, tenant: str | None = None) -> list[ArchiveL
             "archiveSize": b.archive.size,
             "tables": len(b.manifest.tables),
             "rows": b.manifest.total_rows,
-            "verified": b.verified,
+            "verified": b.verified if keyring is not None else None,
         }
         for b in catalog.backups
     ]
@@ -305,8 +312,12 @@ def restore(
     pg_restore: str | os.PathLike[str] = "pg_restore",
     work_dir: str | os.PathLike[str] | None = None,
     no_privileges: bool = False,
+    allow_privileged_target: bool = False,
 ) -> RestoreResult:
-    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py)."""
+    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py).
+
+    The target's login must be unprivileged unless `allow_privileged_target`.
+    """
     return restore_archive(
         storage=storage,
         backup_id=archive,
@@ -317,6 +328,7 @@ def restore(
         pg_restore=pg_restore,
         work_dir=work_dir,
         no_privileges=no_privileges,
+        allow_privileged_target=allow_privileged_target,
     )
 
 

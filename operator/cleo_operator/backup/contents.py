@@ -16,7 +16,9 @@ defence against a forger: the archive's authenticity comes from its encryption.
 Text forms depend on session settings (time zone, date and interval styles, float
 digits, bytea output), so every session that computes checksums pins them first
 (`prepare_session`); `row_security = off` makes a role without access to every row fail
-loudly, as pg_dump does, instead of counting a subset.
+loudly, as pg_dump does, instead of counting a subset; `search_path` is the catalog only,
+so that no function or operator of a (hostile) restored dump is called in their place.
+Table names come from the catalog and are only ever used as quoted identifiers.
 
 Which tables: ordinary tables (partitions included, partitioned parents excluded: they hold
 no rows of their own) outside the system schemas, not temporary, not owned by an extension;
@@ -46,6 +48,9 @@ SESSION_SETTINGS: Final[tuple[tuple[str, str], ...]] = (
     ("extra_float_digits", "1"),
     ("bytea_output", "hex"),
     ("row_security", "off"),
+    # Names in these queries resolve in the catalog only: a restored dump's functions and
+    # operators in `public` must never shadow md5(), sum(), = or the like.
+    ("search_path", "pg_catalog, pg_temp"),
 )
 
 _TABLES_QUERY: Final = """

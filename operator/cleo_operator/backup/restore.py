@@ -10,18 +10,26 @@ goes, in this order, and stops at the first problem with the target untouched:
    the manifest authentic (`ManifestInvalid` if it was edited, `KeyUnavailable` if the
    keyring lacks the key version, `WrongTenant` if it is another tenant's backup);
 2. compare the archive's size with the manifest (`ArchiveCorrupt`: truncated or extended);
-3. check that the target database has no tables (`TargetNotEmpty`): a restore never mixes
-   two databases (read only: nothing is changed);
+3. check the target's login and database, read only: a login that holds (or may `SET
+   ROLE` to) superuser, CREATEROLE, BYPASSRLS, REPLICATION or a predefined role with
+   server-wide rights is refused (`RestoreFailed`) unless `allow_privileged_target`,
+   because a dump is the tenant's code and runs with the restoring login's rights; and
+   the database must have no tables (`TargetNotEmpty`): a restore never mixes two
+   databases;
 4. decrypt into a private temporary file (mode 0600, removed afterwards): every chunk's
    tag, the final-chunk flag, and then the SHA-256 of the archive and of the dump against
    the manifest (`ArchiveCorrupt` on any difference);
 5. `pg_restore --no-owner --exit-on-error --single-transaction`, so that even a failure of
    pg_restore itself (a missing role, an extension the target lacks) leaves the target
-   as it was (`RestoreFailed` with pg_restore's message).
+   as it was (`RestoreFailed` with pg_restore's message); stopped after a timeout, since
+   the dump's code may sleep forever.
 
 Verification restores into a scratch database that it creates and always drops, then
 compares each table's row count and checksum with what the manifest recorded from the
-backup's snapshot (`cleo_operator.backup.contents`). Its verdict is a result, not an
+backup's snapshot (`cleo_operator.backup.contents`). The admin login only creates and
+drops: the scratch database is owned by a throwaway unprivileged login, and pg_restore and
+every read of the restored data run as that login (`cleo_operator.backup.scratch` says
+why `SET ROLE` would not do). Its verdict is a result, not an
 exception: an archive that does not restore is a *failed verification*; only being
 unable to run the verification at all (the site is down) raises.
 """
@@ -44,10 +52,14 @@ from pathlib import Path
 from typing import BinaryIO, Final, TypedDict, cast
 
 import psycopg
-from psycopg import sql
 
 from cleo_operator.backup import metrics
-from cleo_operator.backup.catalog import VerificationRecord, read_manifest, write_verification
+from cleo_operator.backup.catalog import (
+    VerificationRecord,
+    open_archive_key,
+    read_manifest,
+    write_verification,
+)
 from cleo_operator.backup.connection import ConnectionInfo, libpq_environment
 from cleo_operator.backup.contents import prepare_session, table_stats
 from cleo_operator.backup.errors import (
@@ -57,12 +69,12 @@ from cleo_operator.backup.errors import (
     ManifestInvalid,
     RestoreFailed,
     SourceUnavailable,
-    StorageError,
     TargetNotEmpty,
     WrongTenant,
     redact,
 )
 from cleo_operator.backup.manifest import Manifest, TableStats, format_time
+from cleo_operator.backup.scratch import SCRATCH_DATABASE_PREFIX, scratch_database
 from cleo_operator.backup.storage import ReadStream, Storage
 from cleo_operator.backup.tools import describe_exit, tool_version
 from cleo_operator.crypto import (
@@ -71,9 +83,7 @@ from cleo_operator.crypto import (
     StreamKey,
     Tampered,
     UnknownKeyVersion,
-    WrongContext,
     iter_decrypted,
-    open_stream_key,
 )
 
 __all__ = [
@@ -89,9 +99,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SCRATCH_PREFIX: Final = "cleo_verify_"
-_SCRATCH_MARKER: Final = "cleo-operator verification scratch database"
 _MAX_REPORTED_MISMATCHES: Final = 20
+RESTORE_TIMEOUT_SECONDS: Final = 6 * 3600
+"""How long pg_restore may run before it is stopped (a dump's code may sleep forever)."""
+READ_TIMEOUT_MS: Final = 3600 * 1000
+"""`statement_timeout` of each statement that reads restored data."""
+_DANGEROUS_PREDEFINED_ROLES: Final = (
+    "pg_read_all_data",
+    "pg_write_all_data",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_signal_backend",
+)
+"""Predefined roles whose rights a dump's code must not get through the restoring login."""
 _FREE_SPACE_MARGIN: Final = 64 << 20
 """Room left on the work volume beyond the dump itself (pg_restore, other files)."""
 
@@ -129,40 +150,6 @@ class _HashingReader:
         self.sha256.update(data)
         self.size += len(data)
         return data
-
-
-def open_archive_key(manifest: Manifest, keyring: KeyWrapper, *, source: str) -> StreamKey:
-    """Unwrap the archive's data key; this is what proves the manifest authentic."""
-    try:
-        key = open_stream_key(keyring, manifest.wrapped_key, context=manifest.key_context())
-    except WrongContext as error:
-        if "manifest" in error.mismatched:
-            raise ManifestInvalid(
-                f"{source}: the manifest was altered after the backup was made (its content "
-                "no longer matches what the data key was wrapped for); do not trust this "
-                "backup, use another one"
-            ) from None
-        raise ManifestInvalid(
-            f"{source}: the manifest's wrapped key was made for another backup or tenant "
-            f"(differs in: {', '.join(error.mismatched)}); the manifest was copied or edited"
-        ) from None
-    except UnknownKeyVersion as error:
-        raise KeyUnavailable(
-            f"{source}: the backup's data key was wrapped with tenant key {error.key_id}, which "
-            "the keyring given does not hold; restore the tenant keyring from its KEK-wrapped "
-            "copy, or pass the keyring of the tenant that made the backup"
-        ) from None
-    except (Tampered, MalformedEnvelope) as error:
-        raise ManifestInvalid(
-            f"{source}: the manifest's wrapped data key does not open ({error.reason}): it was "
-            "altered, or the keyring is not the tenant's"
-        ) from None
-    if key.key_id != manifest.key_id:
-        raise ManifestInvalid(
-            f"{source}: the manifest names data key {manifest.key_id} but its wrapped key is "
-            f"{key.key_id}"
-        )
-    return key
 
 
 def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out: BinaryIO) -> int:
@@ -224,17 +211,70 @@ def _connect(info: ConnectionInfo, *, doing: str) -> psycopg.Connection[tuple[ob
         ) from None
 
 
-def _user_relations(info: ConnectionInfo) -> int:
+def _target_privileges(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """What the session user could do beyond owning a database: each as a short phrase.
+
+    Roles it may SET ROLE to count as its own: a dump's code can switch to them.
+    """
+    rows = conn.execute(
+        """
+        SELECT r.rolname = session_user, r.rolname, r.rolsuper, r.rolcreaterole,
+               r.rolbypassrls, r.rolreplication
+          FROM pg_roles r
+         WHERE pg_has_role(session_user, r.oid, 'MEMBER')
+           AND (r.rolsuper OR r.rolcreaterole OR r.rolbypassrls OR r.rolreplication
+                OR r.rolname = ANY(%s))
+         ORDER BY 1 DESC, 2
+        """,
+        (list(_DANGEROUS_PREDEFINED_ROLES),),
+    ).fetchall()
+    if rows and rows[0][0] and rows[0][2]:
+        return ["is a superuser"]  # which may become every role: nothing more to say
+    found = []
+    for own, name, superuser, createrole, bypassrls, replication in rows:
+        rights = [
+            label
+            for flag, label in (
+                (superuser, "superuser"),
+                (createrole, "CREATEROLE"),
+                (bypassrls, "BYPASSRLS"),
+                (replication, "REPLICATION"),
+            )
+            if flag
+        ]
+        what = ", ".join(rights) if rights else "a predefined role with server-wide rights"
+        found.append(f"is {what}" if own else f"can become role {name!r} ({what})")
+    return found
+
+
+def _check_target(info: ConnectionInfo, *, allow_privileged: bool) -> int:
+    """Refuse a privileged restoring login (unless allowed); return the target's relations."""
     with _connect(info, doing="checking the restore target") as conn:
-        row = conn.execute(
-            """
-            SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-               AND n.nspname NOT LIKE 'pg\\_toast%'
-               AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-            """
-        ).fetchone()
+        if not allow_privileged:
+            rights = _target_privileges(conn)
+            if rights:
+                raise RestoreFailed(
+                    f"refusing to restore into {info.where} as {info.user!r}: that login "
+                    f"{'; '.join(rights)}. A dump is the tenant's code (functions in "
+                    "constraints, defaults and indexes run while it restores) and it would "
+                    "run with those rights. Restore as an unprivileged login that owns the "
+                    "target database (for example the tenant's own role), or, only for an "
+                    "archive you trust completely, pass --allow-privileged-target "
+                    "(allow_privileged_target=True); nothing was changed"
+                )
+        return _user_relations(conn)
+
+
+def _user_relations(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute(
+        """
+        SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\\_toast%'
+           AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+        """
+    ).fetchone()
     return int(str(row[0])) if row else 0
 
 
@@ -275,8 +315,16 @@ def restore_archive(
     work_dir: str | os.PathLike[str] | None = None,
     single_transaction: bool = True,
     no_privileges: bool = False,
+    allow_privileged_target: bool = False,
+    timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
 ) -> RestoreResult:
     """Restore backup `backup_id` from `storage` into the empty database `target`.
+
+    The target's login must hold no privilege a dump's code could use: not superuser,
+    CREATEROLE, BYPASSRLS or REPLICATION, and no way to SET ROLE to such a role or to a
+    predefined role with server-wide rights (`RestoreFailed` before anything changed).
+    `allow_privileged_target` lifts that check, for archives trusted completely.
+    pg_restore is stopped after `timeout_seconds`.
 
     `tenant`, when given, must be the backup's tenant (a guard against restoring another
     tenant's data). `role` becomes the owner of what is restored (`pg_restore --role`);
@@ -299,6 +347,8 @@ def restore_archive(
             work_dir=Path(work_dir) if work_dir is not None else None,
             single_transaction=single_transaction,
             no_privileges=no_privileges,
+            allow_privileged_target=allow_privileged_target,
+            timeout_seconds=timeout_seconds,
             started=started,
         )
     except BackupError as error:
@@ -327,6 +377,8 @@ def _restore(
     work_dir: Path | None,
     single_transaction: bool,
     no_privileges: bool,
+    allow_privileged_target: bool,
+    timeout_seconds: float,
     started: float,
 ) -> RestoreResult:
     try:
@@ -344,7 +396,7 @@ def _restore(
         tool_version(pg_restore, what="pg_restore")
     except ValueError as error:
         raise RestoreFailed(str(error)) from None
-    present = _user_relations(target)
+    present = _check_target(target, allow_privileged=allow_privileged_target)
     if present:
         raise TargetNotEmpty(
             f"{target.where} already holds {present} tables, views or sequences; restore into "
@@ -360,6 +412,7 @@ def _restore(
             role=role,
             single_transaction=single_transaction,
             no_privileges=no_privileges,
+            timeout_seconds=timeout_seconds,
         )
     return RestoreResult(
         backup_id=manifest.backup_id,
@@ -380,6 +433,7 @@ def _run_pg_restore(
     role: str | None,
     single_transaction: bool,
     no_privileges: bool,
+    timeout_seconds: float,
 ) -> None:
     # The database name goes as a conninfo fragment so that a name containing '=' is not
     # taken for a connection string; host, user and the passfile come from the environment.
@@ -407,7 +461,16 @@ def _run_pg_restore(
                 stderr=subprocess.PIPE,
                 env=env,
                 check=False,
+                timeout=timeout_seconds,
             )
+        except subprocess.TimeoutExpired:
+            # run() killed pg_restore; its server session ends with the transaction (and
+            # a verification's scratch database is dropped WITH (FORCE) right after).
+            raise RestoreFailed(
+                f"pg_restore into {target.where} did not finish within {timeout_seconds:.0f}s "
+                "and was stopped; nothing was changed if it ran in one transaction. A dump "
+                "whose code sleeps or loops never finishes: look at the archive's functions"
+            ) from None
         except OSError as error:
             raise RestoreFailed(f"cannot start pg_restore ({args[0]}): {error.strerror}") from None
     if completed.returncode != 0:
@@ -517,13 +580,18 @@ def verify_backup(
     work_dir: str | os.PathLike[str] | None = None,
     record: bool = True,
     now: datetime | None = None,
+    restore_timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
 ) -> VerificationResult:
     """Restore backup `backup_id` into a scratch database and compare it with the manifest.
 
-    `admin` logs in to the site (its `dbname` is where the scratch database is created
-    from) and needs CREATEDB. The scratch database is dropped whatever happens. With
-    `record`, the verdict is also stored beside the backup (`ID.verification.json`), which
-    retention reads to protect the newest verified backup.
+    `admin` logs in to the site and needs CREATEDB and CREATEROLE: it only creates and
+    drops a throwaway unprivileged login and the scratch database that login owns
+    (`cleo_operator.backup.scratch`); pg_restore and every read of the restored data run
+    as that login, never as `admin`. Both are dropped whatever happens. With
+    `record`, the verdict is also stored beside the backup (`ID.verification.json`), sealed
+    with the tenant keyring (`cleo_operator.backup.catalog`), which retention reads to
+    protect the newest verified backup. pg_restore is stopped after
+    `restore_timeout_seconds` (a failed verification): a dump's code may sleep forever.
 
     Raises only when the verification cannot run (`SourceUnavailable`, `StorageError`);
     an archive that does not restore or does not match is a failed result.
@@ -537,26 +605,29 @@ def verify_backup(
         raise WrongTenant(
             f"backup {backup_id} belongs to tenant {manifest.tenant!r}, not {tenant!r}"
         )
-    scratch = f"{_SCRATCH_PREFIX}{backup_id.lower().replace('-', '_')}_{secrets.token_hex(3)}"
+    scratch = (
+        f"{SCRATCH_DATABASE_PREFIX}{backup_id.lower().replace('-', '_')}_{secrets.token_hex(3)}"
+    )
     actual: dict[str, TableStats] = {}
     try:
-        _create_scratch(admin, scratch, backup_id=backup_id)
-        try:
+        with (
+            scratch_database(admin, name=scratch, purpose=f"for backup {backup_id}") as verifier,
+            _reading_session(verifier) as reader,
+        ):
             restore_archive(
                 storage=storage,
                 backup_id=backup_id,
                 keyring=keyring,
-                target=admin.with_dbname(scratch),
+                target=verifier,
                 tenant=manifest.tenant,
                 pg_restore=pg_restore,
                 work_dir=work_dir,
                 no_privileges=True,
+                timeout_seconds=restore_timeout_seconds,
             )
-            with _connect(admin.with_dbname(scratch), doing="verification") as conn:
-                prepare_session(conn)
-                actual = table_stats(conn, checksums=manifest.checksum_algorithm is not None)
-        finally:
-            _drop_scratch(admin, scratch)
+            actual = read_restored_tables(
+                reader, where=verifier.where, checksums=manifest.checksum_algorithm is not None
+            )
     except (
         ArchiveCorrupt,
         ManifestInvalid,
@@ -607,6 +678,8 @@ def verify_backup(
                 tables_checked=result.tables_checked,
                 message=result.message,
             ),
+            manifest=manifest,
+            keyring=keyring,
         )
     metrics.observe_verification(
         tenant=manifest.tenant, finished_at=result.finished.timestamp(), passed=result.passed
@@ -614,6 +687,50 @@ def verify_backup(
     log = logger.info if result.passed else logger.warning
     log("verification of backup %s of tenant %s: %s", backup_id, manifest.tenant, result.message)
     return result
+
+
+@contextlib.contextmanager
+def _reading_session(info: ConnectionInfo) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A session for reading restored data, opened *before* the restore.
+
+    Opened first because the dump's code runs as the same login and may change what a
+    later login would meet: the role's password (any role may set its own), its role or
+    database defaults (`ALTER ROLE ... SET`). A session that exists already keeps its own.
+    """
+    try:
+        conn = psycopg.connect(
+            **info.psycopg_kwargs(),
+            autocommit=True,
+            options=f"-c statement_timeout={READ_TIMEOUT_MS}",
+        )
+    except psycopg.Error as error:
+        detail = error.diag.message_primary if error.diag.message_primary else str(error)
+        raise SourceUnavailable(
+            f"cannot connect to {info.where} as {info.user!r} for verification: "
+            f"{redact(' '.join(detail.split()), [info.password])}"
+        ) from None
+    with conn:
+        yield conn
+
+
+def read_restored_tables(
+    conn: psycopg.Connection[tuple[object, ...]], *, where: str, checksums: bool
+) -> dict[str, TableStats]:
+    """Row counts and checksums of a restored database, read in `conn` (unprivileged).
+
+    Every statement has a `statement_timeout`; names come from the database's catalog and
+    are only ever used as quoted identifiers (`cleo_operator.backup.contents`). A failure
+    (the dump's code may even end this session: it runs as the same role) is a
+    `RestoreFailed`, so the verification fails rather than waits.
+    """
+    try:
+        prepare_session(conn)
+        return table_stats(conn, checksums=checksums)
+    except psycopg.Error as error:
+        raise RestoreFailed(
+            f"reading the restored copy in {where} failed: "
+            f"{error.diag.message_primary or type(error).__name__}"
+        ) from None
 
 
 def _verdict(
@@ -639,41 +756,3 @@ def _verdict(
         finished=(now or datetime.now(UTC)).astimezone(UTC),
         duration_seconds=time.monotonic() - started,
     )
-
-
-def _create_scratch(admin: ConnectionInfo, name: str, *, backup_id: str) -> None:
-    with _connect(admin, doing="creating the verification database") as conn:
-        try:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
-                    sql.Identifier(name)
-                )
-            )
-            conn.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name), sql.Literal(f"{_SCRATCH_MARKER} for backup {backup_id}")
-                )
-            )
-        except psycopg.Error as error:
-            raise SourceUnavailable(
-                f"cannot create the verification database {name} on {admin.host}:{admin.port} "
-                f"as {admin.user!r}: {error.diag.message_primary or error}; the role needs "
-                "CREATEDB"
-            ) from None
-
-
-def _drop_scratch(admin: ConnectionInfo, name: str) -> None:
-    try:
-        with _connect(admin, doing="dropping the verification database") as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    except (psycopg.Error, SourceUnavailable, StorageError) as error:
-        # The verdict matters more than the cleanup; say loudly what is left behind.
-        logger.error(
-            "could not drop the verification database %s on %s:%s (%s); drop it by hand",
-            name,
-            admin.host,
-            admin.port,
-            getattr(error, "message", type(error).__name__),
-        )

@@ -26,6 +26,17 @@ storage: per deleted backup, the manifest first (the backup ceases to exist atom
 then the archive, then its verification record; a crash in between leaves objects that are
 not a backup and that the next prune removes once they are older than a grace period. The
 grace period also spares an archive whose backup is writing its manifest right now.
+
+What retention trusts: whoever may write the storage may write manifests and verification
+records, so `prune` needs the tenant keyring and acts on authentic backups only
+(`cleo_operator.backup.catalog.list_backups`): a forged manifest can neither push a real
+backup out of a rule (it is never counted as one of the backups to keep) nor be deleted in
+its place, and a forged or old (unsealed) verification record makes nothing "verified".
+Backups whose manifest claims the tenant but does not authenticate are never deleted by
+retention: they are reported (`PruneResult.unauthenticated` and `problems`) for a person to
+look at, because one of them may be a real backup made with a key the keyring no longer
+holds, and deleting it would lose data. Leftovers without a manifest go after the grace
+period, as before (they are not backups).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from cleo_operator.backup import metrics
 from cleo_operator.backup.catalog import list_backups, manifest_name, verification_name
 from cleo_operator.backup.errors import BackupError
 from cleo_operator.backup.storage import Storage
+from cleo_operator.crypto import KeyWrapper
 
 __all__ = [
     "DEFAULT_ORPHAN_GRACE",
@@ -215,6 +227,9 @@ class PruneResult:
     """What could not be read or deleted; the next prune tries again."""
     dry_run: bool = False
     """True when nothing was deleted, only reported."""
+    unauthenticated: tuple[str, ...] = ()
+    """Ids of backups whose manifest does not authenticate: neither kept by a rule nor
+    deleted (see the module docstring)."""
 
 
 def prune(
@@ -222,6 +237,7 @@ def prune(
     *,
     tenant: str,
     policy: RetentionPolicy,
+    keyring: KeyWrapper,
     now: datetime | None = None,
     tz: tzinfo = UTC,
     orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE,
@@ -229,11 +245,13 @@ def prune(
 ) -> PruneResult:
     """Delete the backups of `tenant` in `storage` that `policy` does not keep.
 
-    Other tenants' backups in the same storage are never touched; leftovers that belong to
-    no backup are removed once older than `orphan_grace`.
+    `keyring` is the tenant's: only backups whose manifest it authenticates are counted
+    and deleted, and only records it authenticates make a backup verified. Other tenants'
+    backups in the same storage are never touched; leftovers that belong to no backup are
+    removed once older than `orphan_grace`.
     """
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    catalog = list_backups(storage, tenant=tenant)
+    catalog = list_backups(storage, tenant=tenant, keyring=keyring)
     problems = list(catalog.problems)
     infos = [BackupInfo(id=b.backup_id, time=b.time, verified=b.verified) for b in catalog.backups]
     keep = select_to_keep(
@@ -293,4 +311,5 @@ def prune(
         incomplete_removed=incomplete,
         problems=tuple(problems),
         dry_run=dry_run,
+        unauthenticated=tuple(catalog.unauthenticated),
     )

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ COPY_BUFFER_SIZE: Final = 1 << 20
 """Bytes moved per read when copying streams: bounds memory whatever the object size."""
 
 OBJECT_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+logger = logging.getLogger(__name__)
+
 _TEMP_SUFFIX: Final = ".tmp"
 _FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -205,8 +209,8 @@ class _FileWriter:
 class _FileReader:
     """The stream `LocalStorage.open` hands out: read errors name the object."""
 
-    def __init__(self, path: Path, *, storage: str, name: str) -> None:
-        self._file = path.open("rb", buffering=0)
+    def __init__(self, fd: int, *, storage: str, name: str) -> None:
+        self._file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
         self._storage = storage
         self._name = name
 
@@ -222,12 +226,53 @@ class _FileReader:
         self._file.close()
 
 
-class LocalStorage:
-    """A directory as storage: the PersistentVolumeClaim backend (see the module docstring)."""
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW_DIR_FLAGS: Final = _DIR_FLAGS | os.O_NOFOLLOW
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+
+def _kind(mode: int) -> str:
+    """What a non-regular directory entry is, for messages."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+class LocalStorage:
+    """A directory as storage: the PersistentVolumeClaim backend (see the module docstring).
+
+    The volume is writable by the tenant's admins, so nothing on it is followed: every
+    object is opened relative to a descriptor of the root directory with `O_NOFOLLOW`
+    (and `O_NONBLOCK`, so that a FIFO cannot block a reader), checked to be a regular file
+    after it is open, and listed with `lstat`. Symbolic links, FIFOs, devices, sockets and
+    directories in place of an object are refused with a StorageError naming them. The
+    root is opened without following a symbolic link in its last component, nor in any
+    component below `base` when that is given (the trusted mount point the root is under).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        base: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.root = Path(root)
         self._create = create
+        self._base = Path(base) if base is not None else None
+        if self._base is not None and not self.root.is_relative_to(self._base):
+            raise ValueError(f"the backup directory {self.root} is not under {self._base}")
+        if ".." in self.root.parts:
+            raise ValueError(f"the backup directory {self.root} must not contain '..'")
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -236,43 +281,107 @@ class LocalStorage:
     def description(self) -> str:
         return f"backup directory {self.root}"
 
+    # -- the root directory --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _root_fd(self, *, create: bool = False) -> Iterator[int | None]:
+        """A descriptor of the root (None when it is missing and not to be created)."""
+        if self._base is not None:
+            start, parts = self._base, self.root.relative_to(self._base).parts
+        else:
+            start, parts = self.root.parent, (self.root.name,) if self.root.name else ()
+        try:
+            fd = os.open(start, _DIR_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                yield None
+                return
+            try:
+                start.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(start, _DIR_FLAGS)
+            except OSError as error:
+                raise storage_error(
+                    error, storage=self.description, doing="creating the directory"
+                ) from None
+        except OSError as error:
+            raise storage_error(error, storage=self.description, doing="opening") from None
+        try:
+            for part in parts:
+                parent, fd = fd, -1
+                fd = self._step(parent, part, create=create)
+                if fd < 0:
+                    yield None
+                    return
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _step(self, parent: int, part: str, *, create: bool) -> int:
+        """Open directory `part` under `parent` without following it; closes `parent`."""
+        try:
+            try:
+                return os.open(part, _NOFOLLOW_DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    return -1
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=parent)
+                return os.open(part, _NOFOLLOW_DIR_FLAGS, dir_fd=parent)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StorageError(
+                    f"{self.description}: {part} is a symbolic link or not a directory; the "
+                    "backup directory is never reached through links: remove it"
+                ) from None
+            raise storage_error(error, storage=self.description, doing=f"opening {part}") from None
+        finally:
+            os.close(parent)
+
     # -- writing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def writer(self, name: str) -> Iterator[WriteStream]:
-        final = self._path(name)
-        self._ensure_root()
-        if final.exists():
-            raise StorageError(
-                f"{self.description}: {name} already exists; backups are never overwritten"
-            )
-        temp = self.root / f".{name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}"
-        committed = False
-        try:
+        check_object_name(name)
+        with self._root_fd(create=self._create) as root:
+            if root is None:
+                raise StorageError(
+                    f"{self.description} does not exist: mount the backup volume there or fix "
+                    "the path"
+                )
+            if self._lstat(root, name) is not None:
+                raise StorageError(
+                    f"{self.description}: {name} already exists; backups are never overwritten"
+                )
+            temp = f".{name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}"
+            committed = False
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except OSError as error:
-                raise storage_error(
-                    error, storage=self.description, doing=f"creating {name}"
-                ) from None
-            stream = _FileWriter(fd, storage=self.description, name=name)
-            try:
-                yield stream
-                stream.finish()
+                try:
+                    fd = os.open(temp, _CREATE_FLAGS, 0o600, dir_fd=root)
+                except OSError as error:
+                    raise storage_error(
+                        error, storage=self.description, doing=f"creating {name}"
+                    ) from None
+                stream = _FileWriter(fd, storage=self.description, name=name)
+                try:
+                    yield stream
+                    stream.finish()
+                finally:
+                    stream.close()
+                try:
+                    # rename() never follows a link at either name; same directory fd.
+                    os.replace(temp, name, src_dir_fd=root, dst_dir_fd=root)
+                except OSError as error:
+                    raise storage_error(
+                        error, storage=self.description, doing=f"renaming {name}"
+                    ) from None
+                committed = True
+                with contextlib.suppress(OSError):
+                    os.fsync(root)
             finally:
-                stream.close()
-            try:
-                os.replace(temp, final)
-            except OSError as error:
-                raise storage_error(
-                    error, storage=self.description, doing=f"renaming {name}"
-                ) from None
-            committed = True
-            self._sync_root()
-        finally:
-            if not committed:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+                if not committed:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp, dir_fd=root)
 
     def put(self, name: str, source: ReadStream) -> int:
         with self.writer(name) as out:
@@ -286,13 +395,30 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[ReadStream]:
-        path = self._path(name)
+        check_object_name(name)
+        with self._root_fd() as root:
+            if root is None:
+                raise StorageError(f"{self.description}: {name} does not exist")
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=root)
+            except FileNotFoundError:
+                raise StorageError(f"{self.description}: {name} does not exist") from None
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise self._not_regular(name, "a symbolic link") from None
+                raise storage_error(
+                    error, storage=self.description, doing=f"opening {name}"
+                ) from None
         try:
-            reader = _FileReader(path, storage=self.description, name=name)
-        except FileNotFoundError:
-            raise StorageError(f"{self.description}: {name} does not exist") from None
-        except OSError as error:
-            raise storage_error(error, storage=self.description, doing=f"opening {name}") from None
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise self._not_regular(name, _kind(mode))
+            # Regular files never block; reads go back to ordinary blocking I/O.
+            os.set_blocking(fd, True)
+            reader = _FileReader(fd, storage=self.description, name=name)
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             yield reader
         finally:
@@ -309,103 +435,106 @@ class LocalStorage:
         return data
 
     def stat(self, name: str) -> ObjectInfo | None:
-        path = self._path(name)
-        try:
-            result = path.stat()
-        except FileNotFoundError:
+        check_object_name(name)
+        with self._root_fd() as root:
+            if root is None:
+                return None
+            result = self._lstat(root, name)
+        if result is None:
             return None
-        except OSError as error:
-            raise storage_error(error, storage=self.description, doing=f"reading {name}") from None
+        if not stat.S_ISREG(result.st_mode):
+            raise self._not_regular(name, _kind(result.st_mode))
         return ObjectInfo(
             name=name, size=result.st_size, modified=datetime.fromtimestamp(result.st_mtime, UTC)
         )
 
     def list(self) -> list[ObjectInfo]:
-        if not self.root.exists():
-            return []
         objects: list[ObjectInfo] = []
-        try:
-            with os.scandir(self.root) as entries:
-                for entry in entries:
-                    if OBJECT_NAME_PATTERN.fullmatch(entry.name) is None:
-                        continue  # temporary files start with '.', foreign files are ignored
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    result = entry.stat(follow_symlinks=False)
-                    objects.append(
-                        ObjectInfo(
-                            name=entry.name,
-                            size=result.st_size,
-                            modified=datetime.fromtimestamp(result.st_mtime, UTC),
+        with self._root_fd() as root:
+            if root is None:
+                return []
+            try:
+                with os.scandir(root) as entries:
+                    for entry in entries:
+                        if OBJECT_NAME_PATTERN.fullmatch(entry.name) is None:
+                            continue  # temporary files start with '.', foreign ones are ignored
+                        result = entry.stat(follow_symlinks=False)
+                        if not stat.S_ISREG(result.st_mode):
+                            logger.warning(
+                                "%s: %s is %s, not a regular file; it is not a backup object "
+                                "and is ignored",
+                                self.description,
+                                entry.name,
+                                _kind(result.st_mode),
+                            )
+                            continue
+                        objects.append(
+                            ObjectInfo(
+                                name=entry.name,
+                                size=result.st_size,
+                                modified=datetime.fromtimestamp(result.st_mtime, UTC),
+                            )
                         )
-                    )
-        except OSError as error:
-            raise storage_error(error, storage=self.description, doing="listing") from None
+            except OSError as error:
+                raise storage_error(error, storage=self.description, doing="listing") from None
         return sorted(objects, key=lambda o: o.name)
 
     # -- deleting ------------------------------------------------------------------------
 
     def delete(self, name: str) -> bool:
-        path = self._path(name)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as error:
-            raise storage_error(error, storage=self.description, doing=f"deleting {name}") from None
-        self._sync_root()
+        check_object_name(name)
+        with self._root_fd() as root:
+            if root is None:
+                return False
+            try:
+                # unlink() removes a link itself, never what it points to.
+                os.unlink(name, dir_fd=root)
+            except FileNotFoundError:
+                return False
+            except OSError as error:
+                raise storage_error(
+                    error, storage=self.description, doing=f"deleting {name}"
+                ) from None
+            with contextlib.suppress(OSError):
+                os.fsync(root)
         return True
 
     def clean_incomplete(self, *, older_than: datetime) -> int:
-        if not self.root.exists():
-            return 0
         cutoff = older_than.timestamp()
         removed = 0
-        try:
-            with os.scandir(self.root) as entries:
-                for entry in entries:
-                    if not (entry.name.startswith(".") and entry.name.endswith(_TEMP_SUFFIX)):
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                        continue  # perhaps a backup that is running right now
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-                        removed += 1
-        except OSError as error:
-            raise storage_error(
-                error, storage=self.description, doing="removing unfinished writes"
-            ) from None
+        with self._root_fd() as root:
+            if root is None:
+                return 0
+            try:
+                with os.scandir(root) as entries:
+                    for entry in entries:
+                        if not (entry.name.startswith(".") and entry.name.endswith(_TEMP_SUFFIX)):
+                            continue
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                            continue  # perhaps a backup that is running right now
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.name, dir_fd=root)
+                            removed += 1
+            except OSError as error:
+                raise storage_error(
+                    error, storage=self.description, doing="removing unfinished writes"
+                ) from None
         return removed
 
     # -- internals -----------------------------------------------------------------------
 
-    def _path(self, name: str) -> Path:
-        return self.root / check_object_name(name)
-
-    def _ensure_root(self) -> None:
-        if self.root.is_dir():
-            return
-        if not self._create:
-            raise StorageError(
-                f"{self.description} does not exist: mount the backup volume there or fix the path"
-            )
+    def _lstat(self, root: int, name: str) -> os.stat_result | None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return os.stat(name, dir_fd=root, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
         except OSError as error:
-            raise storage_error(
-                error, storage=self.description, doing="creating the directory"
-            ) from None
+            raise storage_error(error, storage=self.description, doing=f"reading {name}") from None
 
-    def _sync_root(self) -> None:
-        # The rename (or unlink) is durable only once the directory itself is synced.
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _not_regular(self, name: str, kind: str) -> StorageError:
+        return StorageError(
+            f"{self.description}: {name} is {kind}, not a regular file; it is refused unread "
+            "(objects on a volume are never followed or opened unless they are plain files)"
+        )

@@ -7,9 +7,12 @@ lose?" with measurements instead of hopes:
   tenant's primary, how far behind: the RPO a failover would have now);
 - the tenant's role logs in to the standby and reads: the credentials a failover would
   hand to the workload work there;
-- the latest *verified* backup is restored into a scratch database and every table is
-  compared with the backup's manifest (the backup layer's ``verify_backup``), timed: the
-  RTO of the other way back, from backups, when the standby is lost too.
+- the latest *verified* backup (an authentic manifest with an authentic verification
+  record, checked with the tenant keyring) is restored into a scratch database and every
+  table is compared with the backup's manifest (the backup layer's ``verify_backup``),
+  timed: the RTO of the other way back, from backups, when the standby is lost too. The
+  restore and the reads run as a throwaway unprivileged login, never as the admin: a
+  dump is the tenant's code.
 
 Nothing of production changes: no fence, no promotion, no Secret or Deployment write; the
 scratch database is created and dropped by the backup layer on the drill's site, and the
@@ -106,7 +109,8 @@ class ClusterBackupSource:
         problems: list[str] = []
         for storage in storages:
             try:
-                catalog = list_backups(storage, tenant=tenant)
+                # With the keyring: a forged manifest or verification record is not trusted.
+                catalog = list_backups(storage, tenant=tenant, keyring=keyring)
             except BackupError as error:
                 problems.append(error.message)
                 continue
@@ -197,9 +201,10 @@ def restore_drill(
 ) -> VerificationResult:
     """Restore ``backup`` into a scratch database of ``admin``'s server, compare, drop it.
 
-    ``admin`` needs CREATEDB there. Raises only when the restore cannot run at all (the
-    server is down: ``SourceUnavailable``); an archive that does not restore is a failed
-    result.
+    ``admin`` needs CREATEDB and CREATEROLE there; it only creates and drops the scratch
+    database and the unprivileged login that restores and reads it. Raises only when the
+    restore cannot run at all (the server is down: ``SourceUnavailable``); an archive that
+    does not restore is a failed result.
     """
     return verify_backup(
         storage=backup.storage,

@@ -16,7 +16,9 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
    not write status) the run is recorded here from the pod's termination message (the
    runner's JSON report) or, without one, as a failure with the Job's reason;
 4. verifies new backups. Verification restores into a scratch database, which needs
-   CREATEDB on the site: the site admin's login, which only the operator holds. So it runs
+   CREATEDB and CREATEROLE on the site: the site admin's login, which only the operator
+   holds (the admin only creates and drops the scratch database and the throwaway
+   unprivileged login that restores and reads it: a dump is the tenant's code). So it runs
    here, in a small thread pool of its own (never in the reconcile's worker thread: a
    restore takes minutes), and a later reconcile picks up its verdict. Every
    ``spec.verification.everyNth`` successful backup is verified (the first one always);
@@ -1072,7 +1074,8 @@ class BackupReconciler:
                     f"at ${VOLUMES_DIR_ENV}/{namespace}/{claim}, or has no backups at "
                     f"{destination.pvc.path or 'its root'} yet",
                 )
-            return LocalStorage(folder, create=False)
+            # The volume is the tenant's: nothing below its mount point is followed.
+            return LocalStorage(folder, create=False, base=root / namespace / claim)
         s3 = destination.s3
         if s3 is None:
             raise _VerificationUnavailable(

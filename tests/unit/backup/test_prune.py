@@ -64,6 +64,8 @@ def test_catalog_pairs_archives_with_manifests(tmp_path: Path, keyring: Keyring)
         VerificationRecord(
             backup_id=a.backup_id, time=NOW, passed=True, tables_checked=2, message="ok"
         ),
+        manifest=a,
+        keyring=keyring,
     )
     # A second verification replaces the first record.
     write_verification(
@@ -71,8 +73,13 @@ def test_catalog_pairs_archives_with_manifests(tmp_path: Path, keyring: Keyring)
         VerificationRecord(
             backup_id=b.backup_id, time=NOW, passed=False, tables_checked=0, message="bad"
         ),
+        manifest=b,
+        keyring=keyring,
     )
-    verified = {x.backup_id: x.verified for x in list_backups(storage, tenant="acme").backups}
+    verified = {
+        x.backup_id: x.verified
+        for x in list_backups(storage, tenant="acme", keyring=keyring).backups
+    }
     assert verified == {a.backup_id: True, b.backup_id: False}
 
 
@@ -93,15 +100,26 @@ def test_prune_keeps_the_policy_and_leaves_other_tenants_alone(
         VerificationRecord(
             backup_id=acme[0].backup_id, time=NOW, passed=True, tables_checked=2, message="ok"
         ),
+        manifest=acme[0],
+        keyring=keyring,
     )
     before = REGISTRY.get_sample_value("cleo_operator_backup_pruned_total", {"tenant": "acme"})
 
-    dry = prune(storage, tenant="acme", policy=RetentionPolicy(keep_daily=3), now=NOW, dry_run=True)
+    dry = prune(
+        storage,
+        tenant="acme",
+        keyring=keyring,
+        policy=RetentionPolicy(keep_daily=3),
+        now=NOW,
+        dry_run=True,
+    )
     assert dry.dry_run
     assert len(dry.deleted) == 7
     assert len(list_backups(storage, tenant="acme").backups) == 11  # nothing deleted
 
-    result = prune(storage, tenant="acme", policy=RetentionPolicy(keep_daily=3), now=NOW)
+    result = prune(
+        storage, tenant="acme", keyring=keyring, policy=RetentionPolicy(keep_daily=3), now=NOW
+    )
     # The last 3 days, plus the oldest one: it is the newest verified backup.
     expected = [acme[0].backup_id, *(m.backup_id for m in acme[-3:])]
     assert list(result.kept) == expected
@@ -122,7 +140,7 @@ def test_no_policy_prunes_nothing(tmp_path: Path, keyring: Keyring) -> None:
     storage = LocalStorage(tmp_path)
     for d in range(5):
         store_backup(storage, keyring=keyring, tenant="acme", start=NOW - timedelta(days=d * 40))
-    result = prune(storage, tenant="acme", policy=RetentionPolicy(), now=NOW)
+    result = prune(storage, tenant="acme", keyring=keyring, policy=RetentionPolicy(), now=NOW)
     assert result.deleted == ()
     assert len(result.kept) == 5
 
@@ -142,7 +160,9 @@ def test_a_crash_mid_prune_never_leaves_a_manifest_without_archive(
     storage = ArchiveDeleteFails(tmp_path)
     old = store_backup(storage, keyring=keyring, tenant="acme", start=NOW - timedelta(days=5))
     new = store_backup(storage, keyring=keyring, tenant="acme", start=NOW)
-    result = prune(storage, tenant="acme", policy=RetentionPolicy(keep_last=1), now=NOW)
+    result = prune(
+        storage, tenant="acme", keyring=keyring, policy=RetentionPolicy(keep_last=1), now=NOW
+    )
     assert result.deleted == (old.backup_id,)
     assert "deleting" in result.problems[0]
     # The manifest went first: the old backup is gone as a backup; its archive is a
@@ -154,13 +174,19 @@ def test_a_crash_mid_prune_never_leaves_a_manifest_without_archive(
 
     # The next prune (the volume works again) removes the leftover once it is old enough.
     healthy = LocalStorage(tmp_path)
-    young = prune(healthy, tenant="acme", policy=RetentionPolicy(keep_last=1), now=NOW)
+    young = prune(
+        healthy, tenant="acme", keyring=keyring, policy=RetentionPolicy(keep_last=1), now=NOW
+    )
     assert young.leftovers_deleted == ()  # within the grace period: perhaps a running backup
     age(tmp_path / old.archive, hours=7)
     (tmp_path / ".x.archive.abcdef.tmp").write_bytes(b"a crashed write")
     age(tmp_path / ".x.archive.abcdef.tmp", hours=7)
     later = prune(
-        healthy, tenant="acme", policy=RetentionPolicy(keep_last=1), now=datetime.now(UTC)
+        healthy,
+        tenant="acme",
+        keyring=keyring,
+        policy=RetentionPolicy(keep_last=1),
+        now=datetime.now(UTC),
     )
     assert later.leftovers_deleted == (old.archive,)
     assert later.incomplete_removed == 1

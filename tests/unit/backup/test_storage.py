@@ -163,3 +163,26 @@ def test_storage_full_is_a_storage_error() -> None:
     # Callers that handle StorageError handle a full volume too.
     assert issubclass(StorageFull, StorageError)
     assert StorageFull.reason == "StorageFull"
+
+
+def test_a_root_outside_its_base_or_with_dotdot_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is not under"):
+        LocalStorage(tmp_path / "elsewhere", base=tmp_path / "mount")
+    with pytest.raises(ValueError, match=r"must not contain '\.\.'"):
+        LocalStorage(tmp_path / "mount" / ".." / "other", base=tmp_path / "mount")
+
+
+def test_directories_below_the_base_are_created_without_following(tmp_path: Path) -> None:
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    storage = LocalStorage(mount / "a" / "b", base=mount)
+    storage.put_bytes("x.manifest.json", b"{}")
+    assert (mount / "a" / "b" / "x.manifest.json").read_bytes() == b"{}"
+    assert [o.name for o in storage.list()] == ["x.manifest.json"]
+    missing = LocalStorage(mount / "c" / "d", base=mount, create=False)
+    assert missing.list() == []
+    assert missing.stat("x.manifest.json") is None
+    assert missing.delete("x.manifest.json") is False
+    with pytest.raises(StorageError, match="does not exist"):
+        missing.put_bytes("x.manifest.json", b"{}")
+    assert not (mount / "c").exists()
