@@ -312,6 +312,102 @@ def test_a_tenant_secret_ahead_of_the_copy_is_quarantined_not_imported(tenant: T
     assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "KeyringAvailable"
 
 
+def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_person(
+    env: dict[str, str], tenant: Tenant
+) -> None:
+    """The case the old "copy brought up to the tenant Secret" handled, now done by a person:
+    the copy lacks v2, the reconcile quarantines the tenant Secret's v2, a person reviews it
+    and runs `keys adopt-quarantined`; the next reconcile gives the tenant Secret v2 back."""
+    old = Keyring.generate(T0)
+    new = old.rotate(T0 + HOUR)
+    kek = tenant.keys.kek.load()
+    create_keyring_copy(
+        tenant.kube,
+        operator_namespace=tenant.operator_namespace,
+        tenant=tenant.name,
+        wrapped=wrap_keyring(old, kek, tenant=tenant.name),
+        labels={},
+    )
+    create_secret(
+        tenant.kube,
+        namespace=tenant.namespace,
+        name=TENANT_KEYRING_SECRET,
+        data=new.to_secret_data(),
+        labels={},
+    )
+    assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "TenantKeyringRepaired"
+    (kept,) = _quarantined(tenant)
+    name = kept["metadata"]["name"]
+
+    wrong = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        "someone-else",
+        "--secret",
+        name,
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+    assert wrong.returncode == 1
+    assert "not a keyring quarantine Secret of tenant someone-else" in wrong.stderr
+    adopted = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        tenant.name,
+        "--secret",
+        name,
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+    assert adopted.returncode == 0, adopted.stderr
+    assert "now holds versions v1, v2 (active v2)" in adopted.stdout
+    assert tenant.copy_keyring() == new
+    assert _quarantined(tenant) == []
+
+    outcome = tenant.reconcile(now=T0 + 2 * HOUR)
+    assert outcome.condition.reason == "TenantKeyringRepaired", "it lacked v2: repaired"
+    assert tenant.tenant_keyring() == new
+    assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "KeyringAvailable"
+
+
+def test_a_quarantined_keyring_that_would_lose_a_key_is_not_adopted(
+    env: dict[str, str], tenant: Tenant
+) -> None:
+    assert tenant.reconcile().ready
+    copy = tenant.copy_keyring()
+    other = Keyring.generate(T0)
+    tenant.kube.patch_merge(
+        KINDS[("v1", "Secret")],
+        TENANT_KEYRING_SECRET,
+        {"data": {k: base64.b64encode(v).decode() for k, v in other.to_secret_data().items()}},
+        namespace=tenant.namespace,
+    )
+    assert tenant.reconcile().condition.reason == "TenantKeyringRepaired"
+    (kept,) = _quarantined(tenant)
+    versions = tenant.versions()
+
+    refused = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        tenant.name,
+        "--secret",
+        kept["metadata"]["name"],
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+
+    assert refused.returncode == 1
+    assert "would lose key material" in refused.stderr
+    assert tenant.versions() == versions
+    assert tenant.copy_keyring() == copy
+
+
 def test_a_damaged_tenant_secret_is_repaired_from_the_copy(tenant: Tenant) -> None:
     assert tenant.reconcile().ready
     original = tenant.tenant_keyring()

@@ -70,7 +70,7 @@ from cleo_operator.crypto import (
     wrap_keyring,
 )
 from cleo_operator.crypto.keyring import keyring_kek_context
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.kube.keys import (
     TENANT_KEYRING_SECRET,
     FaultPoint,
@@ -111,6 +111,7 @@ __all__ = [
     "KeyringStatus",
     "OperatorKeys",
     "RewrapReport",
+    "adopt_quarantined",
     "ensure_operator_keys",
     "keyring_differences",
     "keyring_labels",
@@ -147,6 +148,7 @@ QUARANTINED_AT: Final = "cleoai.io/quarantined-at"
 TENANT_KEYRING_REPAIRED: Final = "TenantKeyringRepaired"
 """Reason of `KeyringReady` (and of the Warning Event) when the tenant Secret was repaired."""
 NAMESPACE_RETRY_SECONDS: Final = 2.0
+SECRET_KIND: Final = KINDS[("v1", "Secret")]
 """Requeue delay while the tenant namespace is missing or terminating."""
 
 
@@ -712,6 +714,68 @@ class KeyringReconciler:
         fault_point("keyring-rotation-tenant-written")
         run.did(f"rotated the keyring: v{rotated.active_version} is active, old versions kept")
         return rotated
+
+
+# -- recovery from a quarantine Secret --------------------------------------------------------
+
+
+def adopt_quarantined(
+    kube: KubeClient, keys: OperatorKeys, *, tenant: str, name: str
+) -> tuple[Keyring, str]:
+    """Make the keyring kept in quarantine Secret `name` the copy of `tenant`'s keyring.
+
+    For people, after review: the one way key material from a tenant-writable place enters
+    the operator's truth, and only by someone who can read and write the operator namespace.
+    The case it is for: the operator namespace was restored from an old backup, so the copy
+    lacks versions the tenant Secret held (and the reconciler quarantined). Only a keyring
+    that holds every version of the copy with the same keys is adopted: anything else would
+    lose key material of the copy. Returns the adopted keyring and a line for people; the
+    quarantine Secret is deleted afterwards, and the next reconcile writes the tenant Secret.
+    Raises ValueError (with what to do) when the Secret is not such a keyring.
+    """
+    stored = read_secret(kube, namespace=keys.operator_namespace, name=name)
+    where = f"{keys.operator_namespace}/{name}"
+    if stored is None:
+        raise ValueError(f"there is no quarantine Secret {where}")
+    if (
+        not name.startswith(QUARANTINE_PREFIX)
+        or stored.labels.get(COMPONENT_LABEL) != QUARANTINE_COMPONENT
+        or stored.labels.get(TENANT_LABEL) != tenant
+    ):
+        raise ValueError(
+            f"{where} is not a keyring quarantine Secret of tenant {tenant} (name "
+            f"{QUARANTINE_PREFIX}{tenant}-..., labels {COMPONENT_LABEL}={QUARANTINE_COMPONENT} "
+            f"and {TENANT_LABEL}={tenant})"
+        )
+    try:
+        quarantined = Keyring.from_secret_data(stored.data)
+    except CryptoError as exc:
+        raise ValueError(f"{where} does not hold a readable keyring ({exc})") from None
+    kek = keys.kek.load()
+    copy = read_keyring_copy(kube, operator_namespace=keys.operator_namespace, tenant=tenant)
+    if copy is None:
+        raise ValueError(
+            f"tenant {tenant} has no keyring copy {keys.operator_namespace}/"
+            f"{keyring_copy_name(tenant)}; the reconciler makes one from the tenant Secret"
+        )
+    current = unwrap_keyring(copy.wrapped, kek, tenant=tenant)
+    differences = keyring_differences(quarantined, current.to_secret_data())
+    # The copy may lack versions and name another active one; anything else loses keys.
+    lost = [d for d in differences.found if not d.startswith(("it lacks version", "it names v"))]
+    if lost:
+        raise ValueError(
+            f"{where} does not hold every version of the copy with the same key (the copy, "
+            f"compared with it: {'; '.join(lost)}); adopting it would lose key material, so "
+            "nothing was changed"
+        )
+    update_keyring_copy(kube, copy, wrap_keyring(quarantined, kek, tenant=tenant))
+    kube.delete(SECRET_KIND, name, namespace=keys.operator_namespace)
+    return quarantined, (
+        f"the keyring copy {keys.operator_namespace}/{keyring_copy_name(tenant)} now holds "
+        f"versions {', '.join(k.key_id for k in quarantined.keys)} (active "
+        f"v{quarantined.active_version}) from {where}, which was deleted; the operator writes "
+        "the tenant Secret from the copy on its next reconcile"
+    )
 
 
 # -- KEK rotation -----------------------------------------------------------------------------
