@@ -2,9 +2,12 @@
 
 A tenant admin is a user of a CleoTenant's `spec.admins`, bound to the ClusterRole
 `cleo-tenant-admin` by the RoleBinding `render_role_bindings` renders in the tenant's
-namespace. The tests act as that user through impersonation (`Impersonate-User`, what
-`kubectl --as` sends): the API server then authorizes and admits every request as that user,
-with the real RBAC rules and the real admission policies; nothing is mocked.
+namespace. The tests' attacker is a real credential: a ServiceAccount token from the
+TokenRequest API, whose user name (`system:serviceaccount:<ns>:<name>`) is named in
+`spec.admins` as a `User`, exactly as a person's name would be. The ServiceAccount lives in a
+namespace of its own with no rights there; everything it may do comes from that RoleBinding.
+The API server authenticates it, authorizes it with the real RBAC rules and admits it
+through the real admission policies; nothing is mocked.
 """
 
 from __future__ import annotations
@@ -29,18 +32,53 @@ def new_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def client_as(cluster: LocalCluster, user: str, groups: tuple[str, ...] = ()) -> KubeClient:
-    """A client whose requests the API server handles as `user` (impersonated by the admin)."""
+ATTACKER_NAMESPACE = "cleo-test-attackers"
+ATTACKER_ACCOUNT = "mallory"
+ATTACKER = f"system:serviceaccount:{ATTACKER_NAMESPACE}:{ATTACKER_ACCOUNT}"
+"""The attacker's user name, as `spec.admins` names it (kind User)."""
+SERVICE_ACCOUNT = KINDS[("v1", "ServiceAccount")]
+
+
+def client_for_token(cluster: LocalCluster, user: str, token: str) -> KubeClient:
+    """A client that authenticates with `token` (no other credential)."""
     configuration = k8s.Configuration()
     k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.kubeconfig), client_configuration=configuration
+        config_file=str(cluster.kubeconfig_for(user, token)), client_configuration=configuration
     )
-    api = k8s.ApiClient(configuration)
-    api.set_default_header("Impersonate-User", user)
-    for group in groups:
-        # The client sends one value per header name; one group is all the tests need.
-        api.set_default_header("Impersonate-Group", group)
-    return KubeClient(api)
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def attacker_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
+    """The attacker's own credential: a fresh token of its ServiceAccount (made if absent)."""
+    if kube.get(NAMESPACE, ATTACKER_NAMESPACE) is None:
+        kube.create(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ATTACKER_NAMESPACE}}
+        )
+    if kube.get(SERVICE_ACCOUNT, ATTACKER_ACCOUNT, namespace=ATTACKER_NAMESPACE) is None:
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": ATTACKER_ACCOUNT, "namespace": ATTACKER_NAMESPACE},
+            }
+        )
+    issued = kube.request(
+        "POST",
+        SERVICE_ACCOUNT.path(namespace=ATTACKER_NAMESPACE, name=ATTACKER_ACCOUNT) + "/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    client = client_for_token(cluster, "mallory", issued["status"]["token"])
+    review = client.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    assert review["status"]["userInfo"]["username"] == ATTACKER, review
+    return client
 
 
 def bind_tenant_admin(kube: KubeClient, *, tenant: str, namespace: str, user: str) -> None:

@@ -40,8 +40,9 @@ from cleo_operator.reconcile.tenant import TenantReconciler
 from e2e.cluster import LocalCluster
 from tests.integration.keys_harness import SecretScanner, copy_keyring, events_text
 from tests.security.tenant_writable_support import (
+    ATTACKER,
+    attacker_client,
     bind_tenant_admin,
-    client_as,
     create_tenant_namespace,
     new_name,
 )
@@ -56,7 +57,6 @@ SECRET = KINDS[("v1", "Secret")]
 NAMESPACE = KINDS[("v1", "Namespace")]
 TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
-ATTACKER = "mallory@example.com"
 ATTACKER_KEY = bytes(range(32))
 """The key bytes the attacker chooses (any 32 bytes they know)."""
 BACKUP_CONTEXT = {"purpose": "backup", "tenant": "test"}
@@ -138,7 +138,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, op_ns: str) -> Iterator[Scene
     create_tenant_namespace(kube, namespace, tenant)
     bind_tenant_admin(kube, tenant=tenant, namespace=namespace, user=ATTACKER)
     keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
-    s = Scene(tenant, namespace, op_ns, kube, client_as(cluster, ATTACKER), keys)
+    s = Scene(tenant, namespace, op_ns, kube, attacker_client(cluster, kube), keys)
     first = KeyringReconciler(kube, keys).reconcile(
         tenant=tenant,
         namespace=namespace,
@@ -308,7 +308,7 @@ def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
     try:
         reconciler.reconcile(tenant)
         reconciler.reconcile(tenant)
-        attacker = client_as(cluster, ATTACKER)
+        attacker = attacker_client(cluster, kube)
         stored = read_secret(attacker, namespace=namespace, name=TENANT_KEYRING_SECRET)
         assert stored is not None, "the operator's RoleBinding lets the admin read it"
         operator_keyring = Keyring.from_secret_data(stored.data)
