@@ -694,9 +694,6 @@ class BackupReconciler:
                 f"spec.destination.type {destination.type!r} needs its block "
                 f"(spec.destination.{destination.type})",
             )
-        egress = egress_problem(spec, pod)
-        if egress is not None:
-            return Observation("False", "EgressUnknown", egress)
         secret_name = destination.s3.credentials_secret
         secret = self.kube.get(SECRET, secret_name, namespace=namespace)
         lacking = [k for k in S3_ENV if not ((secret or {}).get("data") or {}).get(k)]
@@ -708,6 +705,9 @@ class BackupReconciler:
                 f"spec.destination.s3.credentialsSecret: Secret {namespace}/{secret_name} "
                 f"{what}; it needs the keys {' and '.join(S3_ENV)}",
             )
+        egress = egress_problem(spec, pod)
+        if egress is not None:
+            return Observation("False", "EgressUnknown", egress)
         return None
 
     # -- children ----------------------------------------------------------------------
