@@ -8,6 +8,9 @@
 - `keys rewrap` re-wraps the copies still wrapped by an older KEK (after a crash of
   `rotate-kek`, or after the KMS added a version to a KEK directory);
 - `keys status` shows versions and key ids, never keys;
+- `keys adopt-quarantined --tenant T --secret NAME` makes a reviewed quarantine Secret (what
+  a tenant keyring Secret held when the operator repaired it) the keyring's copy, for an
+  operator namespace restored from an old backup (docs/encryption.md, Key recovery);
 - `seal` encrypts values for one tenant's Secret and prints the `spec.secrets` entry.
 
 Why the public key is read from a ConfigMap: people who seal values need no access to the
@@ -51,6 +54,7 @@ from cleo_operator.reconcile.keys import (
     KEYRING_COPY_SELECTOR,
     OperatorKeys,
     RewrapReport,
+    adopt_quarantined,
     ensure_operator_keys,
     rewrap_keyring_copies,
     rotate_kek,
@@ -177,6 +181,15 @@ def cmd_keys_rotate_kek(args: argparse.Namespace) -> None:
 def cmd_keys_rewrap(args: argparse.Namespace) -> None:
     kube, keys = _keys(args)
     _report_rewrap(rewrap_keyring_copies(kube, keys))
+
+
+def cmd_keys_adopt_quarantined(args: argparse.Namespace) -> None:
+    kube, keys = _keys(args)
+    try:
+        _, line = adopt_quarantined(kube, keys, tenant=args.tenant, name=args.secret)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    _out(line)
 
 
 def cmd_keys_status(args: argparse.Namespace) -> None:
@@ -378,6 +391,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, func, text in commands:
         sub = keys_sub.add_parser(name, parents=[common], help=text, description=text)
         sub.set_defaults(func=_run(func))
+    adopt_text = "make a reviewed keyring quarantine Secret the tenant keyring's copy"
+    adopt = keys_sub.add_parser(
+        "adopt-quarantined", parents=[common], help=adopt_text, description=adopt_text
+    )
+    adopt.add_argument("--tenant", required=True, help="the CleoTenant's name")
+    adopt.add_argument(
+        "--secret", required=True, help="the quarantine Secret in the operator namespace"
+    )
+    adopt.set_defaults(func=_run(cmd_keys_adopt_quarantined))
     public = keys_sub.add_parser(
         "public", parents=[common], help="print the current sealing public key"
     )

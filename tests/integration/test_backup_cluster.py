@@ -44,6 +44,8 @@ JOB = KINDS[("batch/v1", "Job")]
 ROLE = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
 ADMIN = "cleo-test-admin"
 IMAGE = "registry.example/cleo-operator:test"
+API_SERVER = ("127.0.0.1/32",)
+"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 
 
 def b64(text: str) -> str:
@@ -143,7 +145,10 @@ def provide_claim(kube: KubeClient, namespace: str, name: str = "backups") -> No
 def reconciler(kube: KubeClient, crds_installed: None) -> Iterator[BackupReconciler]:
     del crds_installed
     service = BackupReconciler(
-        kube, settings=BackupSettings(pod=BackupPodSettings(image=IMAGE), retry_seconds=1.0)
+        kube,
+        settings=BackupSettings(
+            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER), retry_seconds=1.0
+        ),
     )
     yield service
     service.close()

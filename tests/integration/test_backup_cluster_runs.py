@@ -65,6 +65,8 @@ JOB = KINDS[("batch/v1", "Job")]
 CRON_JOB = KINDS[("batch/v1", "CronJob")]
 ADMIN_SECRET = "pg-admin-main"
 IMAGE = "registry.example/cleo-operator:test"
+API_SERVER = ("127.0.0.1/32",)
+"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
 
 
@@ -173,7 +175,9 @@ def setup(
         kube,
         databases,
         settings=BackupSettings(
-            pod=BackupPodSettings(image=IMAGE), volumes_dir=volumes, retry_seconds=2.0
+            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER),
+            volumes_dir=volumes,
+            retry_seconds=2.0,
         ),
     )
     try:

@@ -67,6 +67,8 @@ BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 JOB = KINDS[("batch/v1", "Job")]
 ADMIN_SECRET = "pg-admin-final"
 IMAGE = "registry.example/cleo-operator:test"
+API_SERVER = ("127.0.0.1/32",)
+"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 HOLD = "cleoai.io/test-hold"
 WRONG_PASSWORD = "wrong-password-0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
 DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}}
@@ -174,7 +176,10 @@ def setup(
     kube.patch_merge(TENANT, tenant.name, {"metadata": {"finalizers": [HOLD]}})
     volumes = tmp_path / "volumes"
     reconciler = BackupReconciler(
-        kube, settings=BackupSettings(pod=BackupPodSettings(image=IMAGE), volumes_dir=volumes)
+        kube,
+        settings=BackupSettings(
+            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER), volumes_dir=volumes
+        ),
     )
     volume = ""
     try:

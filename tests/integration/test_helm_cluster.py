@@ -98,7 +98,15 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # The tenant ClusterRoles come from crds_installed on this shared cluster (module docstring).
-NO_TENANT_ROLES = ("--set", "rbac.createTenantRoles=false")
+# The tenant-protection admission policy is cluster-wide too (one release may own it) and
+# would hold the session's cluster admin off tenant namespaces: the value-set dry runs check
+# it, the security tests install it for their module only.
+NO_TENANT_ROLES = (
+    "--set",
+    "rbac.createTenantRoles=false",
+    "--set",
+    "admission.tenantProtection.enabled=false",
+)
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "namespace-scoped": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
     "tenant-roles-elsewhere": {"rbac": {"createTenantRoles": False}},
+    "admission-off": {"admission": {"tenantProtection": {"enabled": False}}},
     "kek-secret": {"kek": {"secretName": "cleo-kek"}, "podDisruptionBudget": {"enabled": True}},
     "kek-csi": {
         "kek": {
@@ -167,7 +168,12 @@ def test_lint_strict_passes(helm: list[str], tmp_path: Path, name: str) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -455,6 +461,60 @@ def site_set(*extra: str) -> list[str]:
     return ["--set", ",".join(["sites.eu.host=h", "sites.eu.adminSecret.name=s", *extra])]
 
 
+# --------------------------------------------------------------------------- admission
+
+TENANT_PROTECTION = REPO / "deploy" / "admission" / "tenant-protection.yaml"
+PROTECTION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _without_labels(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "labels"}}
+
+
+def test_the_chart_ships_the_tenant_protection_policy_of_deploy(
+    helm: list[str], tmp_path: Path
+) -> None:
+    """Default install (cleo-system, ServiceAccount cleo-operator): the same policy as the
+    static deploy/admission/tenant-protection.yaml, and the chart's copy is that file."""
+    assert (CHART / "files" / "tenant-protection.yaml").read_text() == (
+        TENANT_PROTECTION.read_text()
+    ), "charts/cleo-operator/files/tenant-protection.yaml: copy the deploy/admission file"
+    objects = render(helm, tmp_path, {})
+    rendered = [_without_labels(o) for o in objects if o["kind"] in PROTECTION_KINDS]
+    shipped = [_without_labels(d) for d in yaml.safe_load_all(TENANT_PROTECTION.read_text()) if d]
+    assert rendered == shipped
+    for obj in objects:
+        if obj["kind"] in PROTECTION_KINDS:
+            assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "admission"
+
+
+def test_the_tenant_protection_policy_trusts_this_releases_operator(
+    helm: list[str], tmp_path: Path
+) -> None:
+    result = run_helm(
+        helm,
+        "template",
+        "team-ops",
+        str(CHART),
+        "--namespace",
+        "ops",
+        "--set",
+        "admission.tenantProtection.trustedUsers[0]=system:serviceaccount:other:op",
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [d for d in yaml.safe_load_all(result.stdout) if d]
+    policy = only(objects, "ValidatingAdmissionPolicy")
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+    assert '"system:serviceaccount:ops:team-ops-cleo-operator"' in condition
+    assert '"system:serviceaccount:other:op"' in condition
+    assert "cleo-system" not in condition
+
+
+def test_admission_off_renders_no_policy(helm: list[str], tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["admission-off"])
+    assert [o for o in objects if o["kind"] in PROTECTION_KINDS] == []
+
+
 BAD_VALUES: list[tuple[str, list[str], str]] = [
     ("port out of range", site_set("sites.eu.port=70000"), "/sites/eu/port"),
     ("site without host", ["--set", "sites.eu.adminSecret.name=s"], "/sites/eu"),
@@ -476,6 +536,12 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         "/operator/watchNamespaces/0",
     ),
     ("misspelt top-level value", ["--set", "replicaCount=2"], "replicaCount"),
+    (
+        "trusted user with a quote",
+        ["--set-json", 'admission.tenantProtection.trustedUsers=["a\\"b"]'],
+        "/admission/tenantProtection/trustedUsers/0",
+    ),
+    ("admission misspelt", ["--set", "admission.tenantProtection.enable=true"], "enable"),
     ("misspelt nested value", ["--set", "metrics.serviceMonitor.enable=true"], "enable"),
     ("digest", ["--set", "image.digest=latest"], "/image/digest"),
     (

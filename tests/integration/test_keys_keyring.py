@@ -37,6 +37,7 @@ from cleo_operator.reconcile.keys import (
     OperatorKeys,
     ensure_operator_keys,
     keyring_labels,
+    quarantine_selector,
 )
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
@@ -218,7 +219,18 @@ def test_a_keyring_whose_homes_are_both_gone_is_not_regenerated(tenant: Tenant) 
     assert tenant.versions() == (None, None)
 
 
-def test_homes_that_disagree_are_left_alone(tenant: Tenant) -> None:
+def _quarantined(t: Tenant) -> list[dict[str, Any]]:
+    """The quarantine Secrets of this tenant in the operator namespace."""
+    return t.kube.list(
+        KINDS[("v1", "Secret")],
+        namespace=t.operator_namespace,
+        label_selector=quarantine_selector(t.name),
+    )
+
+
+# Before issue 11 this test asserted that two homes with different keys for one version were
+# left alone (KeyringConflict). The copy is now the only truth: the tenant Secret is repaired.
+def test_homes_that_disagree_are_repaired_from_the_copy(tenant: Tenant) -> None:
     mine, other = Keyring.generate(T0), Keyring.generate(T0)
     kek = tenant.keys.kek.load()
     create_keyring_copy(
@@ -235,18 +247,26 @@ def test_homes_that_disagree_are_left_alone(tenant: Tenant) -> None:
         data=other.to_secret_data(),
         labels={},
     )
-    versions = tenant.versions()
+    copy_version_before = tenant.versions()[0]
 
-    outcome = tenant.reconcile(period="1h", now=T0 + 5 * HOUR, previous={"keyVersion": 1})
+    outcome = tenant.reconcile(previous={"keyVersion": 1})
 
-    assert outcome.condition.reason == "KeyringConflict"
-    assert "different keys for version(s) v1" in outcome.condition.message
-    assert outcome.fingerprint == other.fingerprint(), "the pods keep what they mount"
-    assert outcome.status == {"keyVersion": 1}
-    assert tenant.versions() == versions, "nothing may be written, not even a rotation"
+    assert outcome.ready
+    assert outcome.condition.reason == "TenantKeyringRepaired"
+    assert "a different key for v1" in outcome.condition.message
+    assert outcome.fingerprint == mine.fingerprint()
+    assert tenant.tenant_keyring() == mine
+    assert tenant.versions()[0] == copy_version_before, "the copy is never written"
+    (kept,) = _quarantined(tenant)
+    assert (
+        Keyring.from_secret_data({k: base64.b64decode(v) for k, v in kept["data"].items()}) == other
+    ), "what the tenant Secret held is kept for review"
 
 
-def test_a_copy_behind_the_tenant_secret_is_brought_up(tenant: Tenant) -> None:
+# Before issue 11 this test asserted the opposite: a copy behind the tenant Secret (an
+# operator namespace restored from an old backup) was brought up to the tenant Secret. A
+# tenant admin can write that Secret, so its extra version is now quarantined instead.
+def test_a_tenant_secret_ahead_of_the_copy_is_quarantined_not_imported(tenant: Tenant) -> None:
     old = Keyring.generate(T0)
     new = old.rotate(T0 + HOUR)
     kek = tenant.keys.kek.load()
@@ -264,18 +284,133 @@ def test_a_copy_behind_the_tenant_secret_is_brought_up(tenant: Tenant) -> None:
         data=new.to_secret_data(),
         labels={},
     )
-    tenant_version = tenant.versions()[1]
+    copy_version_before = tenant.versions()[0]
 
     outcome = tenant.reconcile(now=T0 + 2 * HOUR)
 
     assert outcome.ready
-    assert outcome.status["keyVersion"] == 2
+    assert outcome.condition.reason == "TenantKeyringRepaired"
+    assert outcome.status["keyVersion"] == 1
+    assert tenant.copy_keyring() == old
+    assert tenant.versions()[0] == copy_version_before
+    assert tenant.tenant_keyring() == old
+    (kept,) = _quarantined(tenant)
+    assert (
+        "v2 that the copy does not"
+        in kept["metadata"]["annotations"]["cleoai.io/quarantine-reason"]
+    )
+    # The report stays until a person deletes the quarantine Secret; then it clears.
+    versions = tenant.versions()
+    again = tenant.reconcile(now=T0 + 2 * HOUR)
+    assert again.condition.reason == "TenantKeyringRepaired"
+    assert kept["metadata"]["name"] in again.condition.message
+    assert again.actions == ()
+    assert tenant.versions() == versions
+    tenant.kube.delete(
+        KINDS[("v1", "Secret")], kept["metadata"]["name"], namespace=tenant.operator_namespace
+    )
+    assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "KeyringAvailable"
+
+
+def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_person(
+    env: dict[str, str], tenant: Tenant
+) -> None:
+    """The case the old "copy brought up to the tenant Secret" handled, now done by a person:
+    the copy lacks v2, the reconcile quarantines the tenant Secret's v2, a person reviews it
+    and runs `keys adopt-quarantined`; the next reconcile gives the tenant Secret v2 back."""
+    old = Keyring.generate(T0)
+    new = old.rotate(T0 + HOUR)
+    kek = tenant.keys.kek.load()
+    create_keyring_copy(
+        tenant.kube,
+        operator_namespace=tenant.operator_namespace,
+        tenant=tenant.name,
+        wrapped=wrap_keyring(old, kek, tenant=tenant.name),
+        labels={},
+    )
+    create_secret(
+        tenant.kube,
+        namespace=tenant.namespace,
+        name=TENANT_KEYRING_SECRET,
+        data=new.to_secret_data(),
+        labels={},
+    )
+    assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "TenantKeyringRepaired"
+    (kept,) = _quarantined(tenant)
+    name = kept["metadata"]["name"]
+
+    wrong = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        "someone-else",
+        "--secret",
+        name,
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+    assert wrong.returncode == 1
+    assert "not a keyring quarantine Secret of tenant someone-else" in wrong.stderr
+    adopted = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        tenant.name,
+        "--secret",
+        name,
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+    assert adopted.returncode == 0, adopted.stderr
+    assert "now holds versions v1, v2 (active v2)" in adopted.stdout
     assert tenant.copy_keyring() == new
-    assert tenant.versions()[1] == tenant_version
+    assert _quarantined(tenant) == []
+
+    outcome = tenant.reconcile(now=T0 + 2 * HOUR)
+    assert outcome.condition.reason == "TenantKeyringRepaired", "it lacked v2: repaired"
+    assert tenant.tenant_keyring() == new
+    assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "KeyringAvailable"
 
 
-def test_a_damaged_tenant_secret_is_reported_not_replaced(tenant: Tenant) -> None:
+def test_a_quarantined_keyring_that_would_lose_a_key_is_not_adopted(
+    env: dict[str, str], tenant: Tenant
+) -> None:
     assert tenant.reconcile().ready
+    copy = tenant.copy_keyring()
+    other = Keyring.generate(T0)
+    tenant.kube.patch_merge(
+        KINDS[("v1", "Secret")],
+        TENANT_KEYRING_SECRET,
+        {"data": {k: base64.b64encode(v).decode() for k, v in other.to_secret_data().items()}},
+        namespace=tenant.namespace,
+    )
+    assert tenant.reconcile().condition.reason == "TenantKeyringRepaired"
+    (kept,) = _quarantined(tenant)
+    versions = tenant.versions()
+
+    refused = keys_cli(
+        env,
+        "keys",
+        "adopt-quarantined",
+        "--tenant",
+        tenant.name,
+        "--secret",
+        kept["metadata"]["name"],
+        "--operator-namespace",
+        tenant.operator_namespace,
+    )
+
+    assert refused.returncode == 1
+    assert "would lose key material" in refused.stderr
+    assert tenant.versions() == versions
+    assert tenant.copy_keyring() == copy
+
+
+def test_a_damaged_tenant_secret_is_repaired_from_the_copy(tenant: Tenant) -> None:
+    assert tenant.reconcile().ready
+    original = tenant.tenant_keyring()
     live = read_secret(tenant.kube, namespace=tenant.namespace, name=TENANT_KEYRING_SECRET)
     assert live is not None
     damaged = {k: v for k, v in live.data.items() if k != "v1.key"}
@@ -289,13 +424,32 @@ def test_a_damaged_tenant_secret_is_reported_not_replaced(tenant: Tenant) -> Non
             "data": {k: base64.b64encode(v).decode() for k, v in damaged.items()},
         },
     )
+
+    outcome = tenant.reconcile(previous={"keyVersion": 1})
+
+    assert outcome.condition.reason == "TenantKeyringRepaired"
+    assert "cannot be read as a keyring" in outcome.condition.message
+    assert "data['v1.key']" in outcome.condition.message
+    assert tenant.tenant_keyring() == original
+    assert len(_quarantined(tenant)) == 1
+
+
+def test_a_damaged_tenant_secret_without_a_copy_is_reported_not_replaced(
+    tenant: Tenant,
+) -> None:
+    create_secret(
+        tenant.kube,
+        namespace=tenant.namespace,
+        name=TENANT_KEYRING_SECRET,
+        data={"keyring.json": b"not a keyring"},
+        labels={},
+    )
     versions = tenant.versions()
 
     outcome = tenant.reconcile(previous={"keyVersion": 1})
 
     assert outcome.condition.reason == "KeyringSecretInvalid"
-    assert "data['v1.key']" in outcome.condition.message
-    assert "delete it and the operator restores it" in outcome.condition.message
+    assert "no KEK-wrapped copy" in outcome.condition.message
     assert tenant.versions() == versions
 
 
@@ -471,7 +625,7 @@ KEYRING_CRASHES = {
     "keyring-tenant-created": Crash(None, wrote_copy=True, wrote_tenant=True),
     "keyring-copy-adopted": Crash(_seed_tenant_secret, wrote_copy=True, wrote_tenant=True),
     "keyring-tenant-updated": Crash(_seed_copy_ahead, wrote_copy=True, wrote_tenant=True),
-    "keyring-copy-updated": Crash(_seed_tenant_ahead, wrote_copy=True, wrote_tenant=True),
+    "keyring-tenant-quarantined": Crash(_seed_tenant_ahead, wrote_copy=True, wrote_tenant=True),
     "keyring-copy-rewrapped": Crash(_seed_kek_rotated, wrote_copy=True, wrote_tenant=True),
     "keyring-rotation-copy-written": Crash(
         _seed_rotation_due, wrote_copy=True, wrote_tenant=True, now=T0 + 2 * HOUR, period="1h"

@@ -15,7 +15,8 @@ def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
     settings = BackupSettings.from_environment({})
     assert settings.pod.image == default_image() == f"ghcr.io/cleoai/cleo-operator:{__version__}"
     assert settings.pod.image_pull_policy is None
-    assert settings.pod.egress_cidrs == ("0.0.0.0/0", "::/0")
+    # No 0.0.0.0/0 default any more (issue 11): the operator finds the API server at start.
+    assert settings.pod.api_server_cidrs == ()
     assert settings.volumes_dir is None
 
 
@@ -24,13 +25,13 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         {
             "CLEO_OPERATOR_IMAGE": "registry.example/cleo-operator@sha256:" + "a" * 64,
             "CLEO_OPERATOR_IMAGE_PULL_POLICY": "IfNotPresent",
-            "CLEO_BACKUP_EGRESS_CIDRS": " 10.96.0.1/32, fd00::/8 ,",
+            "CLEO_BACKUP_API_SERVER_CIDRS": " 10.96.0.1/32, fd00::/8 ,",
             "CLEO_BACKUP_VOLUMES_DIR": "/var/lib/cleo/volumes",
         }
     )
     assert settings.pod.image.endswith("a" * 64)
     assert settings.pod.image_pull_policy == "IfNotPresent"
-    assert settings.pod.egress_cidrs == ("10.96.0.1/32", "fd00::/8")
+    assert settings.pod.api_server_cidrs == ("10.96.0.1/32", "fd00::/8")
     assert settings.volumes_dir == Path("/var/lib/cleo/volumes")
 
 
@@ -38,10 +39,30 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
     ("variable", "value", "words"),
     [
         ("CLEO_OPERATOR_IMAGE_PULL_POLICY", "Sometimes", "use one of Always, IfNotPresent, Never"),
-        ("CLEO_BACKUP_EGRESS_CIDRS", "10.0.0.0/8,the-internet", "'the-internet' is not"),
+        ("CLEO_BACKUP_API_SERVER_CIDRS", "10.0.0.0/8,the-internet", "'the-internet' is not"),
+        ("CLEO_BACKUP_API_SERVER_CIDRS", "0.0.0.0/0", "is every address"),
+        ("CLEO_BACKUP_EGRESS_CIDRS", "::/0", "is every address"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str, words: str) -> None:
     with pytest.raises(ValueError, match=variable) as caught:
         BackupSettings.from_environment({variable: value})
     assert words in str(caught.value)
+
+
+def test_the_older_variable_still_names_the_api_server() -> None:
+    older = BackupSettings.from_environment({"CLEO_BACKUP_EGRESS_CIDRS": "127.0.0.0/8"})
+    assert older.pod.api_server_cidrs == ("127.0.0.0/8",)
+    both = BackupSettings.from_environment(
+        {"CLEO_BACKUP_EGRESS_CIDRS": "127.0.0.0/8", "CLEO_BACKUP_API_SERVER_CIDRS": "10.0.0.1/32"}
+    )
+    assert both.pod.api_server_cidrs == ("10.0.0.1/32",)
+
+
+def test_addresses_found_at_start_fill_in_only_when_none_are_set() -> None:
+    found = ("10.0.0.1/32",)
+    assert BackupSettings.from_environment({}).with_api_server(found).pod.api_server_cidrs == (
+        found
+    )
+    pinned = BackupSettings.from_environment({"CLEO_BACKUP_API_SERVER_CIDRS": "192.0.2.1/32"})
+    assert pinned.with_api_server(found).pod.api_server_cidrs == ("192.0.2.1/32",)

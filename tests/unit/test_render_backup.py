@@ -14,6 +14,7 @@ import pytest
 
 from cleo_operator import backup_cli
 from cleo_operator.api.backup import NAME_MAX_LENGTH, parse_backup_spec
+from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.backup.cli import storage_from_destination
 from cleo_operator.backup.s3 import S3Storage
@@ -26,8 +27,10 @@ from cleo_operator.render.backup import (
     VOLUME_MOUNT,
     BackupPodSettings,
     backup_destination,
+    egress_problem,
     render_backup,
     render_cron_job,
+    s3_egress_cidrs,
 )
 from tests.unit.render.pod_security import restricted_violations
 
@@ -345,24 +348,92 @@ def test_the_pods_are_not_labelled_as_the_operators_children() -> None:
 # --- network ---------------------------------------------------------------------------------
 
 
-def test_the_network_policy_opens_https_egress_for_the_runner_pods_only() -> None:
-    objects = render(S3_SPEC)
+API = BackupPodSettings(image=IMAGE, api_server_cidrs=("10.0.0.1/32", "192.0.2.10/32"))
+
+
+def _s3(**s3: Any) -> dict[str, Any]:
+    base = S3_SPEC["destination"]["s3"]
+    return {**S3_SPEC, "destination": {"type": "s3", "s3": {**base, **s3}}}
+
+
+# Before issue 11 this test asserted egress to 0.0.0.0/0 and ::/0 on 443, 6443 and the S3
+# port by default. Egress now goes only to named destinations.
+def test_the_network_policy_opens_egress_for_the_runner_pods_only() -> None:
+    objects = render(_s3(egress=["203.0.113.0/24", "2001:db8::/48"]), API)
     policy = objects["NetworkPolicy"]["spec"]
     assert policy["policyTypes"] == ["Egress"]
     selector = policy["podSelector"]["matchLabels"]
     pod_labels = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
     assert selector[BACKUP_LABEL] == NAME
-    (rule,) = policy["egress"]
-    # The API server (443 via its Service, 6443 behind it) and the S3 endpoint's own port.
-    assert [p["port"] for p in rule["ports"]] == [443, 6443, 9000]
-    assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
-    assert rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    api, store = policy["egress"]
+    # The API server (443 via its Service, 6443 behind it), at its addresses only.
+    assert api["to"] == [
+        {"ipBlock": {"cidr": "10.0.0.1/32"}},
+        {"ipBlock": {"cidr": "192.0.2.10/32"}},
+    ]
+    assert api["ports"] == [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    # The object store, at the ranges the CleoBackup names, on the endpoint's own port.
+    assert store["to"] == [
+        {"ipBlock": {"cidr": "203.0.113.0/24"}},
+        {"ipBlock": {"cidr": "2001:db8::/48"}},
+    ]
+    assert store["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert egress_problem(parse_backup_spec(_s3(egress=["203.0.113.0/24"])), API) is None
 
-    narrow = BackupPodSettings(image=IMAGE, egress_cidrs=("10.0.0.0/8",))
-    narrowed = render(PVC_SPEC, narrow)["NetworkPolicy"]["spec"]["egress"][0]
-    assert narrowed["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
-    assert [p["port"] for p in narrowed["ports"]] == [443, 6443]
+
+def test_no_rule_ever_opens_every_address() -> None:
+    for raw in (PVC_SPEC, S3_SPEC, _s3(egress=["203.0.113.0/24"]), _s3(endpoint=None)):
+        for settings in (SETTINGS, API):
+            for rule in render(raw, settings)["NetworkPolicy"]["spec"]["egress"]:
+                for peer in rule["to"]:
+                    assert not peer["ipBlock"]["cidr"].endswith("/0"), (raw, peer)
+
+
+def test_a_pvc_destination_opens_only_the_api_server() -> None:
+    (api,) = render(PVC_SPEC, API)["NetworkPolicy"]["spec"]["egress"]
+    assert [p["ipBlock"]["cidr"] for p in api["to"]] == ["10.0.0.1/32", "192.0.2.10/32"]
+    assert egress_problem(parse_backup_spec(PVC_SPEC), API) is None
+
+
+def test_an_ip_address_endpoint_is_its_own_destination() -> None:
+    raw = _s3(endpoint="https://198.51.100.7:9443")
+    (_, store) = render(raw, API)["NetworkPolicy"]["spec"]["egress"]
+    assert store == {
+        "to": [{"ipBlock": {"cidr": "198.51.100.7/32"}}],
+        "ports": [{"protocol": "TCP", "port": 9443}],
+    }
+    six = _s3(endpoint="https://[2001:db8::7]")
+    (_, store6) = render(six, API)["NetworkPolicy"]["spec"]["egress"]
+    assert store6["to"] == [{"ipBlock": {"cidr": "2001:db8::7/128"}}]
+    assert store6["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert s3_egress_cidrs(parse_backup_spec(raw)) == ("198.51.100.7/32",)
+
+
+def test_an_s3_store_by_name_without_egress_gets_no_rule_and_a_problem_naming_the_field() -> None:
+    for raw in (S3_SPEC, _s3(endpoint=None)):
+        (api,) = render(raw, API)["NetworkPolicy"]["spec"]["egress"]
+        assert [p["port"] for p in api["ports"]] == [443, 6443]
+        problem = egress_problem(parse_backup_spec(raw), API)
+        assert problem is not None
+        assert problem.startswith("spec.destination.s3.egress:")
+    assert "'http://minio.storage.svc:9000' is a name" in (
+        egress_problem(parse_backup_spec(S3_SPEC), API) or ""
+    )
+
+
+def test_unknown_api_server_addresses_are_a_problem_not_a_wide_rule() -> None:
+    assert render(PVC_SPEC)["NetworkPolicy"]["spec"]["egress"] == []
+    problem = egress_problem(parse_backup_spec(PVC_SPEC), SETTINGS)
+    assert problem is not None
+    assert "CLEO_BACKUP_API_SERVER_CIDRS" in problem
+
+
+@pytest.mark.parametrize("bad", ["every", "10.0.0.0/99", "2001:db8::/200"])
+def test_s3_egress_must_be_address_ranges(bad: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_backup_spec(_s3(egress=[bad]))
+    assert "spec.destination.s3.egress[0]" in str(caught.value)
 
 
 # --- stable output ---------------------------------------------------------------------------

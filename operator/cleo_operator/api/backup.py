@@ -26,6 +26,7 @@ from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Matches, Rules, cel, validations
+from cleo_operator.api.tenant import Cidr
 
 __all__ = [
     "KIND",
@@ -135,6 +136,15 @@ class S3Destination(SpecModel):
         default=None, description="Key prefix inside the bucket, e.g. cleo/tenant-a."
     )
     region: Region | None = Field(default=None, description="The bucket's region.")
+    egress: list[Cidr] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Address ranges of the object store (CIDR, e.g. 203.0.113.0/24), the only places "
+            "the backup runner may reach on the endpoint's port besides the API server. "
+            "Required unless endpoint names the store by IP address."
+        ),
+    )
     credentials_secret: DnsSubdomain = Field(
         description=(
             "Secret in the backup's namespace with the keys AWS_ACCESS_KEY_ID and "

@@ -19,6 +19,7 @@ from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
 from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
+from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.observability.metrics import serve_metrics
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
@@ -85,6 +86,8 @@ class Runtime:
         # its database is dropped.
         databases = TenantDatabases.from_environment(kube, before_drop=FinalBackup(kube))
         backup_settings = BackupSettings.from_environment()
+        if not backup_settings.pod.api_server_cidrs:
+            backup_settings = backup_settings.with_api_server(find_api_server_cidrs(kube))
         # One record of replication lag samples: automatic failovers stamp the last one
         # on the CleoFailover they create, and the procedure estimates the RPO from it.
         lag_samples = LagSamples()

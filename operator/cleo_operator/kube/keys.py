@@ -74,8 +74,10 @@ __all__ = [
     "kek_provider",
     "keyring_copy_name",
     "list_keyring_copies",
+    "list_secrets",
     "read_keyring_copy",
     "read_secret",
+    "replace_secret_data",
     "update_keyring_copy",
     "update_secret",
 ]
@@ -115,9 +117,9 @@ FaultPoint = Literal[
     "keyring-generated",
     "keyring-copy-created",
     "keyring-copy-adopted",
-    "keyring-copy-updated",
     "keyring-copy-rewrapped",
     "keyring-tenant-created",
+    "keyring-tenant-quarantined",
     "keyring-tenant-updated",
     "keyring-rotation-copy-written",
     "keyring-rotation-tenant-written",
@@ -244,6 +246,36 @@ def update_secret(
     patch = {"metadata": {"resourceVersion": current.resource_version}, "data": _encode(data)}
     updated = kube.patch_merge(SECRET, current.name, patch, namespace=current.namespace)
     return StoredSecret.from_object(updated)
+
+
+def replace_secret_data(
+    kube: KubeClient,
+    current: StoredSecret,
+    data: Mapping[str, bytes],
+    *,
+    labels: Mapping[str, str],
+) -> StoredSecret:
+    """Make a Secret read as `current` hold exactly `data` (and carry `labels`), only if
+    nobody wrote it since.
+
+    Unlike `update_secret`, entries that are not in `data` are removed: this repairs a
+    Secret someone else wrote. A merge patch preconditioned on `metadata.resourceVersion`
+    (409 Conflict, `KubeError.conflict`, when it changed after `current` was read).
+    """
+    encoded: dict[str, str | None] = dict(_encode(data))
+    encoded.update({key: None for key in current.data if key not in data})
+    patch = {
+        "metadata": {"resourceVersion": current.resource_version, "labels": dict(labels)},
+        "data": encoded,
+    }
+    updated = kube.patch_merge(SECRET, current.name, patch, namespace=current.namespace)
+    return StoredSecret.from_object(updated)
+
+
+def list_secrets(kube: KubeClient, *, namespace: str, label_selector: str) -> list[StoredSecret]:
+    """The Secrets of `namespace` that match `label_selector`, sorted by name."""
+    items = kube.list(SECRET, namespace=namespace, label_selector=label_selector)
+    return sorted((StoredSecret.from_object(item) for item in items), key=lambda s: s.name)
 
 
 # -- KEKs -------------------------------------------------------------------------------------

@@ -105,17 +105,18 @@ from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
-    DEFAULT_EGRESS_CIDRS,
     DEFAULT_IMAGE_REPOSITORY,
     JOB_NAME_LABEL,
     S3_ENV,
     BackupPodSettings,
     backup_object_name,
+    egress_problem,
     render_backup,
 )
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = [
+    "API_SERVER_CIDRS_ENV",
     "EGRESS_CIDRS_ENV",
     "IMAGE_ENV",
     "IMAGE_PULL_POLICY_ENV",
@@ -142,8 +143,13 @@ IMAGE_ENV: Final = "CLEO_OPERATOR_IMAGE"
 """The image of the runner pods: the operator's own (the chart sets it)."""
 IMAGE_PULL_POLICY_ENV: Final = "CLEO_OPERATOR_IMAGE_PULL_POLICY"
 """The runner pods' image pull policy (Always, IfNotPresent, Never); unset: the default."""
+API_SERVER_CIDRS_ENV: Final = "CLEO_BACKUP_API_SERVER_CIDRS"
+"""Comma-separated addresses of the API server the runner pods may reach (its endpoints as
+NetworkPolicies see them); unset: what the operator finds at start (`with_api_server`)."""
 EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
-"""Comma-separated ranges the runner pods may reach over HTTPS (API server, S3)."""
+"""The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
+default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
+CleoBackup (``destination.s3.egress``)."""
 VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
 """Where the operator sees backup volumes, as ``<dir>/<namespace>/<claim>``."""
 
@@ -198,6 +204,12 @@ class BackupSettings:
     pg_restore: str = "pg_restore"
     """The pg_restore verification runs."""
 
+    def with_api_server(self, cidrs: tuple[str, ...]) -> BackupSettings:
+        """These settings with the API server addresses found at start, unless set."""
+        if self.pod.api_server_cidrs or not cidrs:
+            return self
+        return dataclasses.replace(self, pod=dataclasses.replace(self.pod, api_server_cidrs=cidrs))
+
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> BackupSettings:
         """From the variables `IMAGE_ENV`, `IMAGE_PULL_POLICY_ENV`, `EGRESS_CIDRS_ENV` and
@@ -213,20 +225,25 @@ class BackupSettings:
                     f"{', '.join(_PULL_POLICIES)}"
                 )
             policy = policy_text
-        cidrs = tuple(c.strip() for c in env.get(EGRESS_CIDRS_ENV, "").split(",") if c.strip())
+        variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
+        cidrs = tuple(c.strip() for c in env.get(variable, "").split(",") if c.strip())
         for cidr in cidrs:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                network = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"{EGRESS_CIDRS_ENV}: {cidr!r} is not an address range such as 10.0.0.0/8"
+                    f"{variable}: {cidr!r} is not an address range such as 10.0.0.0/8"
                 ) from None
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"{variable}: {cidr!r} is every address; name the API server's addresses"
+                )
         volumes = env.get(VOLUMES_DIR_ENV, "").strip()
         return cls(
             pod=BackupPodSettings(
                 image=image,
                 image_pull_policy=policy,
-                egress_cidrs=cidrs or DEFAULT_EGRESS_CIDRS,
+                api_server_cidrs=cidrs,
             ),
             volumes_dir=Path(volumes) if volumes else None,
         )
@@ -660,6 +677,9 @@ class BackupReconciler:
             )
         destination = spec.destination
         if destination.pvc is not None:
+            egress = egress_problem(spec, pod)
+            if egress is not None:
+                return Observation("False", "EgressUnknown", egress)
             claim = destination.pvc.claim_name
             if self.kube.get(PVC, claim, namespace=namespace) is None:
                 return Observation(
@@ -687,6 +707,9 @@ class BackupReconciler:
                 f"spec.destination.s3.credentialsSecret: Secret {namespace}/{secret_name} "
                 f"{what}; it needs the keys {' and '.join(S3_ENV)}",
             )
+        egress = egress_problem(spec, pod)
+        if egress is not None:
+            return Observation("False", "EgressUnknown", egress)
         return None
 
     # -- children ----------------------------------------------------------------------

@@ -135,6 +135,9 @@ class EncryptionPart:
         if keyring.actions:
             result.events.append(TenantEvent("Keyring", "; ".join(keyring.actions)))
         result.events.extend(
+            TenantEvent(reason, message, "Warning") for reason, message in keyring.warnings
+        )
+        result.events.extend(
             TenantEvent("SecretUnsealed", f"wrote Secret {name}") for name in secrets.applied
         )
         result.events.extend(

@@ -7,27 +7,40 @@ A tenant keyring lives in two places:
   KEK (`wrap_keyring`). It outlives a deleted namespace, a Retain deletion and a restore of
   the namespace from an old backup, and it is useless without the KEK.
 
-The copy is the source of truth. The order of writes is chosen so that a crash between any
-two steps never leads to a second random keyring for a tenant:
+The copy is the only truth. The tenant Secret lives where the tenant's admins can write
+(they may edit every Secret in their namespace), so nothing read from it ever flows into the
+copy once the copy exists: a tenant Secret that differs from the copy in any way is repaired
+from it. The order of writes is chosen so that a crash between any two steps never leads to
+a second random keyring for a tenant:
 
 1. Neither exists: generate, POST-create the copy, then POST-create the tenant Secret from
    it. A crash after the copy's create leaves the copy, from which the next run restores the
    tenant Secret; a crash before it leaves nothing written, so generating again loses
    nothing. A 409 on the copy means someone else's keyring won: that one is used.
 2. The tenant Secret exists without a copy (made by an older operator, or the copy was
-   deleted): the copy is made from the tenant Secret, which is never replaced.
-3. The copy exists without the tenant Secret (a deleted or recreated namespace): the tenant
-   Secret is restored from the copy.
-4. Both exist: when the tenant Secret holds a subset of the copy's versions (a crash during a
-   rotation), it is brought up to the copy; when it holds more (the copy came from an older
-   backup), the copy is brought up to it; when they disagree about a version's key nothing is
-   written (KeyringConflict), because only a person can tell which one encrypted the data.
+   deleted by someone with rights in the operator namespace): the copy is made from the
+   tenant Secret, which is never replaced. (An unreadable tenant Secret is left alone:
+   there is nothing to repair it from.)
+3. The copy exists without the tenant Secret (a deleted or recreated namespace, or a tenant
+   admin deleted it): the tenant Secret is restored from the copy.
+4. Both exist and differ (extra or changed versions, missing versions, a different active
+   version, extra entries, unreadable content): the tenant Secret is repaired from the copy
+   (`TenantKeyringRepaired`, a Warning Event naming what differed, never key material).
+   Before it is overwritten, whatever it held that the copy does not (anything but a plain
+   subset of the copy, which is what a crash during a rotation leaves) is kept in a
+   quarantine Secret in the operator namespace (`cleo-quarantine-keyring-<tenant>-<rv>`,
+   component `keyring-quarantine`) for a person to review; the reconciler never reads a
+   quarantine Secret as a keyring, it only reports that one exists (`KeyringReady` keeps the
+   reason `TenantKeyringRepaired` until a person deletes it). docs/encryption.md says how
+   to recover when the quarantined keyring was the right one (the operator namespace was
+   restored from an old backup).
 5. Neither exists but the tenant's status says it had a keyring: KeyringLost, and no new
    keyring, since that would orphan every ciphertext made with the lost one.
 
 Rotation (`spec.encryption.rotationPeriod`) adds a new active version when the active one is
 older than the period, writing the copy first (preconditioned on its resourceVersion, so two
-writers cannot both rotate) and the tenant Secret second; a crash in between is case 4. The
+writers cannot both rotate) and the tenant Secret second; a crash in between is case 4 (a
+tenant Secret that lacks the newest version: repaired, nothing to quarantine). The
 outcome says when the next rotation is due, for the caller's requeue.
 
 Every update carries a resourceVersion precondition; a 409 Conflict propagates as `KubeError`
@@ -39,10 +52,11 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, TypedDict
 
 from cleo_operator.api.base import ConditionStatus, parse_duration, rfc3339
 from cleo_operator.api.tenant import EncryptionSpec
@@ -56,7 +70,7 @@ from cleo_operator.crypto import (
     wrap_keyring,
 )
 from cleo_operator.crypto.keyring import keyring_kek_context
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.kube.keys import (
     TENANT_KEYRING_SECRET,
     FaultPoint,
@@ -71,29 +85,39 @@ from cleo_operator.kube.keys import (
     kek_provider,
     keyring_copy_name,
     list_keyring_copies,
+    list_secrets,
     read_keyring_copy,
     read_secret,
+    replace_secret_data,
     update_keyring_copy,
     update_secret,
 )
 from cleo_operator.render.child import COMPONENT_LABEL
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, tenant_labels
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, tenant_labels
 
 __all__ = [
     "KEYRING_COMPONENT",
     "KEYRING_COPY_SELECTOR",
     "KEYRING_READY",
     "KEYS_COMPONENT",
+    "QUARANTINE_COMPONENT",
+    "QUARANTINE_PREFIX",
     "STATUS_KEYS",
+    "TENANT_KEYRING_REPAIRED",
     "ConditionUpdate",
+    "KeyringDifferences",
     "KeyringOutcome",
     "KeyringReconciler",
     "KeyringStatus",
     "OperatorKeys",
     "RewrapReport",
+    "adopt_quarantined",
     "ensure_operator_keys",
+    "keyring_differences",
     "keyring_labels",
     "operator_key_labels",
+    "quarantine_name",
+    "quarantine_selector",
     "rewrap_keyring_copies",
     "rotate_kek",
 ]
@@ -110,7 +134,21 @@ KEYRING_COPY_SELECTOR: Final = (
     f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={KEYRING_COMPONENT}"
 )
 """Selects the keyring copies in the operator namespace."""
+QUARANTINE_COMPONENT: Final = "keyring-quarantine"
+"""`app.kubernetes.io/component` of the quarantine Secrets: never a keyring copy."""
+QUARANTINE_PREFIX: Final = "cleo-quarantine-keyring-"
+"""Quarantine Secrets are `cleo-quarantine-keyring-<tenant>-<resourceVersion>` (a prefix no
+keyring copy `cleo-keyring-<tenant>` can collide with)."""
+QUARANTINED_FROM: Final = "cleoai.io/quarantined-from"
+"""Annotation of a quarantine Secret: `namespace/name` of the tenant Secret it held."""
+QUARANTINE_REASON: Final = "cleoai.io/quarantine-reason"
+"""Annotation of a quarantine Secret: how it differed from the copy (versions, no keys)."""
+QUARANTINED_AT: Final = "cleoai.io/quarantined-at"
+"""Annotation of a quarantine Secret: when it was taken (RFC 3339)."""
+TENANT_KEYRING_REPAIRED: Final = "TenantKeyringRepaired"
+"""Reason of `KeyringReady` (and of the Warning Event) when the tenant Secret was repaired."""
 NAMESPACE_RETRY_SECONDS: Final = 2.0
+SECRET_KIND: Final = KINDS[("v1", "Secret")]
 """Requeue delay while the tenant namespace is missing or terminating."""
 
 
@@ -154,6 +192,8 @@ class KeyringOutcome:
     """Seconds until this should run again (next rotation, or a retry); None: resync."""
     actions: tuple[str, ...] = ()
     """What was written, for logs and Events (names and versions only)."""
+    warnings: tuple[tuple[str, str], ...] = ()
+    """(reason, message) of Warning Events to post (a repaired tenant Secret)."""
 
     @property
     def ready(self) -> bool:
@@ -225,36 +265,83 @@ def ensure_operator_keys(
 
 # -- the tenant keyring -----------------------------------------------------------------------
 
-Relation = Literal["equal", "copy-ahead", "tenant-ahead", "conflict"]
+
+def _versions(versions: set[int]) -> str:
+    return ", ".join(f"v{v}" for v in sorted(versions))
 
 
-def _relation(copy: Keyring, live: Keyring) -> tuple[Relation, str]:
-    """How the tenant Secret's keyring relates to the copy's, and why (for a conflict)."""
-    copy_keys = {k.version: k.material for k in copy.keys}
-    live_keys = {k.version: k.material for k in live.keys}
-    differing = sorted(
-        v
-        for v in copy_keys.keys() & live_keys.keys()
-        if not hmac.compare_digest(copy_keys[v], live_keys[v])
-    )
-    if differing:
-        return "conflict", (
-            "they hold different keys for version(s) " + ", ".join(f"v{v}" for v in differing)
+@dataclass(frozen=True)
+class KeyringDifferences:
+    """How a tenant Secret's data differs from the copy's keyring (names, never keys)."""
+
+    found: tuple[str, ...]
+    """One phrase per difference, e.g. "holds version(s) v3 that the copy does not"."""
+    novel: bool
+    """The Secret holds something the copy does not (worth a quarantine before the repair)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def describe(self) -> str:
+        """The differences as one clause for messages."""
+        return "; ".join(self.found)
+
+
+def keyring_differences(copy: Keyring, data: Mapping[str, bytes]) -> KeyringDifferences:
+    """Compare the data of a tenant keyring Secret with the copy's keyring.
+
+    Equal keyrings written with another layout of `keyring.json` are not a difference;
+    extra data entries are. Nothing of the key material goes into the phrases.
+    """
+    try:
+        live = Keyring.from_secret_data(data)
+    except CryptoError as exc:
+        return KeyringDifferences((f"it cannot be read as a keyring ({exc})",), novel=True)
+    found: list[str] = []
+    novel = False
+    extra = sorted(set(data) - set(live.to_secret_data()))
+    if extra:
+        found.append("extra data entries " + ", ".join(extra[:10]))
+        novel = True
+    copy_keys = {k.version: k for k in copy.keys}
+    live_keys = {k.version: k for k in live.keys}
+    only_live = live_keys.keys() - copy_keys.keys()
+    if only_live:
+        found.append(f"it holds version(s) {_versions(only_live)} that the copy does not")
+        novel = True
+    only_copy = copy_keys.keys() - live_keys.keys()
+    if only_copy:
+        found.append(f"it lacks version(s) {_versions(only_copy)}")
+    common = copy_keys.keys() & live_keys.keys()
+    other_key = {
+        v for v in common if not hmac.compare_digest(copy_keys[v].material, live_keys[v].material)
+    }
+    if other_key:
+        found.append(f"it holds a different key for {_versions(other_key)}")
+        novel = True
+    other_time = {v for v in common - other_key if copy_keys[v].created != live_keys[v].created}
+    if other_time:
+        found.append(f"it gives {_versions(other_time)} another creation time")
+        novel = True
+    if live.active_version != copy.active_version:
+        found.append(
+            f"it names v{live.active_version} active where the copy names v{copy.active_version}"
         )
-    if copy == live:
-        return "equal", ""
-    if live_keys.keys() <= copy_keys.keys():
-        return "copy-ahead", ""
-    if copy_keys.keys() < live_keys.keys():
-        return "tenant-ahead", ""
-    only_copy = sorted(copy_keys.keys() - live_keys.keys())
-    only_live = sorted(live_keys.keys() - copy_keys.keys())
-    return "conflict", (
-        "each holds versions the other lacks (copy: "
-        + ", ".join(f"v{v}" for v in only_copy)
-        + "; tenant Secret: "
-        + ", ".join(f"v{v}" for v in only_live)
-        + ")"
+    return KeyringDifferences(tuple(found), novel=novel)
+
+
+def quarantine_name(tenant: str, resource_version: str) -> str:
+    """Name of the quarantine Secret keeping what tenant Secret version `resource_version`
+    held: one per version of the tenant Secret, so a retried repair finds its own."""
+    version = re.sub(r"[^a-z0-9-]", "-", resource_version.lower())[:40].strip("-") or "0"
+    return f"{QUARANTINE_PREFIX}{tenant}-{version}"
+
+
+def quarantine_selector(tenant: str) -> str:
+    """Selects the quarantine Secrets of `tenant` in the operator namespace."""
+    return (
+        f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={QUARANTINE_COMPONENT},"
+        f"{TENANT_LABEL}={tenant}"
     )
 
 
@@ -359,16 +446,12 @@ class KeyringReconciler:
 
         live = read_secret(self.kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
         live_keyring: Keyring | None = None
+        unreadable: CryptoError | None = None
         if live is not None:
             try:
                 live_keyring = Keyring.from_secret_data(live.data)
             except CryptoError as exc:
-                return run.failed(
-                    "KeyringSecretInvalid",
-                    f"the keyring Secret {live.where} cannot be read ({exc}); it was left as it "
-                    "is: if it was damaged, delete it and the operator restores it from the "
-                    f"KEK-wrapped copy {run.copy_where}",
-                )
+                unreadable = exc
 
         try:
             copy = read_keyring_copy(
@@ -377,6 +460,13 @@ class KeyringReconciler:
         except CryptoError as exc:
             return run.failed("KeyringCopyUnreadable", str(exc), live=live_keyring)
         if copy is None:
+            if live is not None and unreadable is not None:
+                return run.failed(
+                    "KeyringSecretInvalid",
+                    f"the keyring Secret {live.where} cannot be read ({unreadable}) and there "
+                    f"is no KEK-wrapped copy {run.copy_where} to repair it from; it was left as "
+                    "it is: restore the copy from a backup of the operator namespace",
+                )
             known = previous_status.get("keyVersion")
             if live_keyring is None and known is not None:
                 return run.failed(
@@ -408,56 +498,32 @@ class KeyringReconciler:
             fault_point("keyring-copy-rewrapped")
             run.did(f"re-wrapped keyring copy {run.copy_where} with KEK v{kek.current_version}")
 
-        if live is None or live_keyring is None:
-            try:
+        repaired: str | None = None
+        try:
+            if live is None:
                 live = self._restore_tenant_secret(run, copy_keyring)
-            except KubeError as exc:
-                if exc.not_found or (exc.status == 403 and "terminat" in exc.message):
-                    return run.failed(
-                        "NamespaceNotReady",
-                        f"cannot create the keyring Secret {run.secret_where}: {exc.message}",
-                        requeue_after=NAMESPACE_RETRY_SECONDS,
-                    )
-                if exc.status in (403, 422):
-                    # A quota on Secrets, an admission policy: people must act; resync retries.
-                    return run.failed(
-                        "KeyringWriteRefused",
-                        f"the API server refused the keyring Secret {run.secret_where} "
-                        f"({exc.status} {exc.reason}): {exc.message}",
-                    )
-                raise
-            keyring = copy_keyring
-        else:
-            relation, why = _relation(copy_keyring, live_keyring)
-            if relation == "conflict":
-                return run.failed(
-                    "KeyringConflict",
-                    f"the keyring Secret {run.secret_where} and its KEK-wrapped copy "
-                    f"{run.copy_where} disagree: {why}. Nothing was changed. Find out which one "
-                    "encrypted the tenant's data and delete the other: a deleted copy is made "
-                    "again from the Secret, a deleted Secret is restored from the copy",
-                    live=live_keyring,
-                )
-            if relation == "copy-ahead":
-                live = update_secret(self.kube, live, copy_keyring.to_secret_data())
-                fault_point("keyring-tenant-updated")
-                run.did(
-                    f"brought keyring Secret {run.secret_where} up to its copy "
-                    f"(active v{copy_keyring.active_version})"
-                )
-                keyring = copy_keyring
-            elif relation == "tenant-ahead":
-                copy = update_keyring_copy(
-                    self.kube, copy, wrap_keyring(live_keyring, kek, tenant=tenant)
-                )
-                fault_point("keyring-copy-updated")
-                run.did(
-                    f"brought keyring copy {run.copy_where} up to the tenant Secret "
-                    f"(active v{live_keyring.active_version})"
-                )
-                keyring = live_keyring
             else:
-                keyring = copy_keyring
+                differences = keyring_differences(copy_keyring, live.data)
+                if differences:
+                    live, repaired = self._repair_tenant_secret(
+                        run, live, copy_keyring, differences, now
+                    )
+        except KubeError as exc:
+            if exc.not_found or (exc.status == 403 and "terminat" in exc.message):
+                return run.failed(
+                    "NamespaceNotReady",
+                    f"cannot write the keyring Secret {run.secret_where}: {exc.message}",
+                    requeue_after=NAMESPACE_RETRY_SECONDS,
+                )
+            if exc.status in (403, 422):
+                # A quota on Secrets, an admission policy: people must act; resync retries.
+                return run.failed(
+                    "KeyringWriteRefused",
+                    f"the API server refused the keyring Secret {run.secret_where} "
+                    f"({exc.status} {exc.reason}): {exc.message}",
+                )
+            raise
+        keyring = copy_keyring
 
         if period is not None and now >= keyring.active.created + period:
             keyring = self._rotate(run, kek=kek, copy=copy, live=live, keyring=keyring, now=now)
@@ -466,20 +532,93 @@ class KeyringReconciler:
         if period is not None:
             due = keyring.active.created + period
             requeue = max(1.0, (due - now).total_seconds())
+        available = (
+            f"keyring v{keyring.active_version} is active (versions "
+            f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
+            f"KEK-wrapped copy in {run.copy_where}"
+        )
+        quarantined = self._quarantined(run)
+        if repaired is None and not quarantined:
+            condition = ConditionUpdate(KEYRING_READY, "True", "KeyringAvailable", available)
+        else:
+            notes = [available]
+            if repaired is not None:
+                notes.append(repaired)
+            if quarantined:
+                notes.append(
+                    "kept for review: "
+                    + "; ".join(quarantined)
+                    + ". The operator never reads these as a keyring: delete each once "
+                    "reviewed (docs/encryption.md, Key recovery)"
+                )
+            condition = ConditionUpdate(
+                KEYRING_READY, "True", TENANT_KEYRING_REPAIRED, ". ".join(notes)
+            )
         return KeyringOutcome(
-            condition=ConditionUpdate(
-                KEYRING_READY,
-                "True",
-                "KeyringAvailable",
-                f"keyring v{keyring.active_version} is active (versions "
-                f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
-                f"KEK-wrapped copy in {run.copy_where}",
-            ),
+            condition=condition,
             status=_status(keyring, period),
             fingerprint=keyring.fingerprint(),
             requeue_after=requeue,
             actions=tuple(run.actions),
+            warnings=() if repaired is None else ((TENANT_KEYRING_REPAIRED, repaired),),
         )
+
+    def _quarantined(self, run: _Run) -> list[str]:
+        """The quarantine Secrets of this tenant, each with what it differed in."""
+        found = list_secrets(
+            self.kube,
+            namespace=run.operator_namespace,
+            label_selector=quarantine_selector(run.tenant),
+        )
+        return [
+            f"Secret {s.where} (from {s.annotations.get(QUARANTINED_FROM, '?')} at "
+            f"{s.annotations.get(QUARANTINED_AT, '?')}: "
+            f"{s.annotations.get(QUARANTINE_REASON, 'unknown difference')})"
+            for s in found
+            if s.name.startswith(QUARANTINE_PREFIX)
+        ]
+
+    def _repair_tenant_secret(
+        self,
+        run: _Run,
+        live: StoredSecret,
+        keyring: Keyring,
+        differences: KeyringDifferences,
+        now: datetime.datetime,
+    ) -> tuple[StoredSecret, str]:
+        """Quarantine what the tenant Secret holds (when new to the copy), then overwrite it
+        with the copy's keyring; the message says what differed (never key material)."""
+        kept = ""
+        if differences.novel:
+            name = quarantine_name(run.tenant, live.resource_version)
+            created = create_secret(
+                self.kube,
+                namespace=run.operator_namespace,
+                name=name,
+                data=live.data,
+                labels=tenant_labels(run.tenant, component=QUARANTINE_COMPONENT),
+                annotations={
+                    QUARANTINED_FROM: live.where,
+                    QUARANTINE_REASON: differences.describe(),
+                    QUARANTINED_AT: rfc3339(now),
+                },
+            )
+            # None: a run that crashed after this create already kept this very version.
+            fault_point("keyring-tenant-quarantined")
+            kept = f"; what it held is kept in Secret {run.operator_namespace}/{name}"
+            if created is not None:
+                run.did(f"kept the differing keyring Secret {live.where} as {name}")
+        repaired = replace_secret_data(
+            self.kube, live, keyring.to_secret_data(), labels=keyring_labels(run.tenant)
+        )
+        fault_point("keyring-tenant-updated")
+        message = (
+            f"the keyring Secret {live.where} differed from its KEK-wrapped copy "
+            f"{run.copy_where} ({differences.describe()}) and was repaired from the copy, "
+            f"which is the keyring's only truth (active v{keyring.active_version}){kept}"
+        )
+        run.did(message)
+        return repaired, message
 
     def _create_copy(
         self,
@@ -575,6 +714,68 @@ class KeyringReconciler:
         fault_point("keyring-rotation-tenant-written")
         run.did(f"rotated the keyring: v{rotated.active_version} is active, old versions kept")
         return rotated
+
+
+# -- recovery from a quarantine Secret --------------------------------------------------------
+
+
+def adopt_quarantined(
+    kube: KubeClient, keys: OperatorKeys, *, tenant: str, name: str
+) -> tuple[Keyring, str]:
+    """Make the keyring kept in quarantine Secret `name` the copy of `tenant`'s keyring.
+
+    For people, after review: the one way key material from a tenant-writable place enters
+    the operator's truth, and only by someone who can read and write the operator namespace.
+    The case it is for: the operator namespace was restored from an old backup, so the copy
+    lacks versions the tenant Secret held (and the reconciler quarantined). Only a keyring
+    that holds every version of the copy with the same keys is adopted: anything else would
+    lose key material of the copy. Returns the adopted keyring and a line for people; the
+    quarantine Secret is deleted afterwards, and the next reconcile writes the tenant Secret.
+    Raises ValueError (with what to do) when the Secret is not such a keyring.
+    """
+    stored = read_secret(kube, namespace=keys.operator_namespace, name=name)
+    where = f"{keys.operator_namespace}/{name}"
+    if stored is None:
+        raise ValueError(f"there is no quarantine Secret {where}")
+    if (
+        not name.startswith(QUARANTINE_PREFIX)
+        or stored.labels.get(COMPONENT_LABEL) != QUARANTINE_COMPONENT
+        or stored.labels.get(TENANT_LABEL) != tenant
+    ):
+        raise ValueError(
+            f"{where} is not a keyring quarantine Secret of tenant {tenant} (name "
+            f"{QUARANTINE_PREFIX}{tenant}-..., labels {COMPONENT_LABEL}={QUARANTINE_COMPONENT} "
+            f"and {TENANT_LABEL}={tenant})"
+        )
+    try:
+        quarantined = Keyring.from_secret_data(stored.data)
+    except CryptoError as exc:
+        raise ValueError(f"{where} does not hold a readable keyring ({exc})") from None
+    kek = keys.kek.load()
+    copy = read_keyring_copy(kube, operator_namespace=keys.operator_namespace, tenant=tenant)
+    if copy is None:
+        raise ValueError(
+            f"tenant {tenant} has no keyring copy {keys.operator_namespace}/"
+            f"{keyring_copy_name(tenant)}; the reconciler makes one from the tenant Secret"
+        )
+    current = unwrap_keyring(copy.wrapped, kek, tenant=tenant)
+    differences = keyring_differences(quarantined, current.to_secret_data())
+    # The copy may lack versions and name another active one; anything else loses keys.
+    lost = [d for d in differences.found if not d.startswith(("it lacks version", "it names v"))]
+    if lost:
+        raise ValueError(
+            f"{where} does not hold every version of the copy with the same key (the copy, "
+            f"compared with it: {'; '.join(lost)}); adopting it would lose key material, so "
+            "nothing was changed"
+        )
+    update_keyring_copy(kube, copy, wrap_keyring(quarantined, kek, tenant=tenant))
+    kube.delete(SECRET_KIND, name, namespace=keys.operator_namespace)
+    return quarantined, (
+        f"the keyring copy {keys.operator_namespace}/{keyring_copy_name(tenant)} now holds "
+        f"versions {', '.join(k.key_id for k in quarantined.keys)} (active "
+        f"v{quarantined.active_version}) from {where}, which was deleted; the operator writes "
+        "the tenant Secret from the copy on its next reconcile"
+    )
 
 
 # -- KEK rotation -----------------------------------------------------------------------------

@@ -12,10 +12,16 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   S3 keys reach the pod through the kubelet (environment and a read-only volume), which
   needs no right of the pod's own; an API right to read them would only be a second,
   unneeded way in;
-- a NetworkPolicy that opens HTTPS egress (443, 6443, and the S3 endpoint's port) for the
-  runner pods only: the tenant's default-deny leaves them the database and DNS, but the
-  runner must also reach the API server (to write status) and, for S3, the object store.
-  The allowed ranges are an operator setting (`BackupPodSettings.egress_cidrs`);
+- a NetworkPolicy that opens egress for the runner pods to named destinations only: the
+  API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
+  the operator found at start) on its ports, to write the status; and for S3, the object
+  store's ranges the CleoBackup names (``destination.s3.egress``, or the endpoint's IP
+  address) on the endpoint's port. Nothing else, and never ``0.0.0.0/0``: the tenant's own
+  policies already give every pod of the namespace the database ranges and DNS, and a PVC
+  destination needs no network. `egress_problem` says when a spec leaves the object store's
+  addresses unknown. The policy selects pods by labels, which is why the admission policy
+  of deploy/admission refuses those labels to everyone but the operator and the Job
+  controller (a tenant pod wearing them would get this egress);
 - a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
   backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
   operator's own image, so what backs up is always the version that reconciles.
@@ -36,6 +42,7 @@ Job retries twice.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Final, Literal, NotRequired, TypedDict
 from urllib.parse import urlencode, urlsplit
@@ -49,6 +56,7 @@ from cleo_operator.render.k8s import (
     EmptyDirVolumeSource,
     LabelSelector,
     NetworkPolicy,
+    NetworkPolicyEgressRule,
     NetworkPolicyPeer,
     NetworkPolicyPort,
     ObjectMeta,
@@ -64,7 +72,6 @@ __all__ = [
     "COMPONENT",
     "CONTAINER_NAME",
     "DATABASE_ENV",
-    "DEFAULT_EGRESS_CIDRS",
     "DEFAULT_IMAGE_REPOSITORY",
     "JOB_NAME_ENV",
     "JOB_NAME_LABEL",
@@ -78,6 +85,7 @@ __all__ = [
     "backup_object_name",
     "backup_owner",
     "backup_pod_labels",
+    "egress_problem",
     "render_backup",
     "render_cron_job",
     "render_job",
@@ -86,6 +94,7 @@ __all__ = [
     "render_role_binding",
     "render_service_account",
     "role_rules",
+    "s3_egress_cidrs",
 ]
 
 BACKUP_LABEL: Final = "cleoai.io/backup"
@@ -122,7 +131,6 @@ S3_OPTIONAL_ENV: Final = ("AWS_SESSION_TOKEN",)
 """Keys the S3 credentials Secret may hold."""
 
 DEFAULT_IMAGE_REPOSITORY: Final = "ghcr.io/cleoai/cleo-operator"
-DEFAULT_EGRESS_CIDRS: Final = ("0.0.0.0/0", "::/0")
 API_SERVER_PORTS: Final = (443, 6443)
 """The API server's usual ports: 443 (the ``kubernetes`` Service, managed clusters) and
 6443 (kubeadm's endpoints, which NetworkPolicies see after the Service's translation)."""
@@ -148,8 +156,9 @@ class BackupPodSettings:
     """The tenant database Secret (libpq variables) in the tenant's namespace."""
     keyring_secret: str = "cleo-keyring"  # noqa: S105 - an object name
     """The tenant keyring Secret (``keyring.json``, ``vN.key``) in the tenant's namespace."""
-    egress_cidrs: tuple[str, ...] = DEFAULT_EGRESS_CIDRS
-    """Ranges the runner may reach over HTTPS (API server, object store)."""
+    api_server_cidrs: tuple[str, ...] = ()
+    """The API server's addresses as the runner's NetworkPolicy sees them (its endpoints,
+    not only the ``kubernetes`` Service's ClusterIP); empty: unknown (`egress_problem`)."""
     api_server_ports: tuple[int, ...] = API_SERVER_PORTS
     """TCP ports of the API server, as the runner's NetworkPolicy sees them."""
 
@@ -435,6 +444,62 @@ def _s3_port(endpoint: str | None) -> int | None:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def _host_network(endpoint: str | None) -> str | None:
+    """The endpoint's host as a one-address range when it is an IP address, else None."""
+    if endpoint is None:
+        return None
+    host = urlsplit(endpoint).hostname
+    if host is None:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return str(ipaddress.ip_network(address))
+
+
+def s3_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
+    """The object store's ranges: ``destination.s3.egress`` and an IP-address endpoint."""
+    s3 = spec.destination.s3
+    if s3 is None:
+        return ()
+    ranges = {str(ipaddress.ip_network(c, strict=False)) for c in s3.egress or ()}
+    host = _host_network(s3.endpoint)
+    if host is not None:
+        ranges.add(host)
+    return tuple(sorted(ranges, key=_range_order))
+
+
+def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | None:
+    """Why the runner's egress cannot be rendered as it must be, naming the field; None if
+    it can."""
+    s3 = spec.destination.s3
+    if s3 is not None and not s3_egress_cidrs(spec):
+        where = f"the endpoint {s3.endpoint!r} is a name" if s3.endpoint else "no endpoint is set"
+        return (
+            f"spec.destination.s3.egress: {where}, so the object store's addresses are "
+            "unknown and the runner may not reach it; list its address ranges there (e.g. "
+            "egress: [203.0.113.0/24]), or set spec.destination.s3.endpoint to an IP address"
+        )
+    if not settings.api_server_cidrs:
+        return (
+            "the operator does not know the API server's addresses, so the runner could not "
+            "report its run: set CLEO_BACKUP_API_SERVER_CIDRS in the operator's environment "
+            "(chart: operator.extraEnv) to the API server's endpoint addresses"
+        )
+    return None
+
+
+def _range_order(cidr: str) -> tuple[int, int, int]:
+    network = ipaddress.ip_network(cidr)
+    return (network.version, int(network.network_address), network.prefixlen)
+
+
+def _peers(cidrs: tuple[str, ...]) -> list[NetworkPolicyPeer]:
+    unique = {str(ipaddress.ip_network(c, strict=False)) for c in cidrs}
+    return [{"ipBlock": {"cidr": c}} for c in sorted(unique, key=_range_order)]
+
+
 def render_network_policy(
     *,
     name: str,
@@ -444,14 +509,21 @@ def render_network_policy(
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
 ) -> KubeObject:
-    """HTTPS egress for the runner pods: the API server, and the object store for S3."""
-    ports = set(settings.api_server_ports)
-    if spec.destination.s3 is not None:
-        ports.add(_s3_port(spec.destination.s3.endpoint) or 443)
-    peers: list[NetworkPolicyPeer] = [
-        {"ipBlock": {"cidr": cidr}} for cidr in sorted(set(settings.egress_cidrs))
-    ]
-    port_list: list[NetworkPolicyPort] = [{"protocol": "TCP", "port": p} for p in sorted(ports)]
+    """Egress for the runner pods to the API server and the CleoBackup's object store only.
+
+    A destination whose addresses are unknown gets no rule (see `egress_problem`): the
+    runner is then held by the tenant's default-deny, never let out to everywhere.
+    """
+    egress: list[NetworkPolicyEgressRule] = []
+    if settings.api_server_cidrs:
+        api_ports: list[NetworkPolicyPort] = [
+            {"protocol": "TCP", "port": p} for p in sorted(set(settings.api_server_ports))
+        ]
+        egress.append({"to": _peers(settings.api_server_cidrs), "ports": api_ports})
+    store = s3_egress_cidrs(spec)
+    if spec.destination.s3 is not None and store:
+        port = _s3_port(spec.destination.s3.endpoint) or 443
+        egress.append({"to": _peers(store), "ports": [{"protocol": "TCP", "port": port}]})
     selector: LabelSelector = {
         "matchLabels": {
             BACKUP_LABEL: name,
@@ -465,7 +537,7 @@ def render_network_policy(
         "spec": {
             "podSelector": selector,
             "policyTypes": ["Egress"],
-            "egress": [{"to": peers, "ports": port_list}],
+            "egress": egress,
         },
     }
     return as_object(obj)

@@ -1,0 +1,571 @@
+"""The tenant-protection admission policy against a tenant admin, on the real API server.
+
+deploy/admission/tenant-protection.yaml is installed as shipped, with one change: the
+operator's identity is the one the tests run the operator as (`OPERATOR_USER`) instead of
+`system:serviceaccount:cleo-system:cleo-operator`. The tenant and its backup objects are
+written by the operator's own reconciler and renderers under that identity, with the policy
+in place. Then a tenant admin (a `spec.admins` user, bound to `cleo-tenant-admin` by the
+operator's RoleBinding, acting through impersonation) tries to change, delete or imitate
+them: each write is refused with the policy's message and nothing changes. A cluster admin
+other than the operator (RBAC would allow everything) is refused too, which shows the policy
+itself, not RBAC, refusing. The operator's reconcile still converges and repairs drift, and
+the controllers that act for it (namespace deletion, garbage collection, Jobs) still work.
+
+The policy is installed for this module only and removed afterwards: the rest of the test
+session writes into tenant namespaces as a cluster admin.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from cleo_operator.api.backup import CleoBackupSpec
+from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
+from cleo_operator.reconcile.encryption import EncryptionPart
+from cleo_operator.reconcile.keys import ensure_operator_keys
+from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.render.backup import BackupPodSettings, render_backup
+from e2e.cluster import OPERATOR_USER, LocalCluster
+from tests.harness.cluster_fixtures import wait_for
+from tests.security.tenant_writable_support import ATTACKER, attacker_client, new_name, refused
+
+pytestmark = [
+    pytest.mark.security,
+    pytest.mark.cluster,
+    pytest.mark.usefixtures("without_session_operator"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_FILE = REPO / "deploy" / "admission" / "tenant-protection.yaml"
+SHIPPED_OPERATOR = "system:serviceaccount:cleo-system:cleo-operator"
+POLICY = "cleo-tenant-protection"
+MESSAGE = "cleo-tenant-protection:"
+T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+
+SECRET = KINDS[("v1", "Secret")]
+CONFIG_MAP = KINDS[("v1", "ConfigMap")]
+POD = KINDS[("v1", "Pod")]
+NAMESPACE = KINDS[("v1", "Namespace")]
+TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
+
+RUNNER_LABELS = {
+    "app.kubernetes.io/name": "cleo-backup",
+    "app.kubernetes.io/component": "backup",
+    "cleoai.io/backup": "nightly",
+}
+
+
+def policy_objects(operator_user: str) -> list[dict[str, Any]]:
+    """The shipped policy and binding, for an operator running as `operator_user`."""
+    text = POLICY_FILE.read_text()
+    assert text.count(SHIPPED_OPERATOR) == 1
+    return [d for d in yaml.safe_load_all(text.replace(SHIPPED_OPERATOR, operator_user)) if d]
+
+
+def operator_client(cluster: LocalCluster) -> KubeClient:
+    """A client authenticated as the operator under test (its own token, not impersonated)."""
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig_for(OPERATOR_USER, cluster.operator_token)),
+        client_configuration=configuration,
+    )
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """A pod that passes Pod Security restricted, with `labels`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.example.com/anything:1",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+@dataclass
+class Scene:
+    """A tenant the operator made with the policy installed, and its admin (the attacker)."""
+
+    tenant: str
+    namespace: str
+    operator: KubeClient
+    admin: KubeClient
+    attacker: KubeClient
+    reconciler: TenantReconciler
+    backup: str
+
+    def managed(self) -> list[tuple[str, str, str]]:
+        """(apiVersion, kind, name) of every object labelled managed-by cleo-operator here."""
+        found = []
+        for (api_version, kind), k in KINDS.items():
+            if not k.namespaced or kind in {"Event", "Pod", "EndpointSlice", "Endpoints"}:
+                continue
+            try:
+                items = self.admin.list(
+                    k,
+                    namespace=self.namespace,
+                    label_selector="app.kubernetes.io/managed-by=cleo-operator",
+                )
+            except KubeError:
+                continue
+            found += [(api_version, kind, i["metadata"]["name"]) for i in items]
+        return sorted(found)
+
+    def snapshot(self) -> dict[tuple[str, str, str], str]:
+        """resourceVersion of every managed object and of the runner's objects."""
+        versions = {}
+        for api_version, kind, name in self.managed():
+            obj = self.admin.get(KINDS[(api_version, kind)], name, namespace=self.namespace)
+            assert obj is not None
+            versions[(api_version, kind, name)] = obj["metadata"]["resourceVersion"]
+        return versions
+
+
+def _install_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
+    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+    # A policy takes a moment to be compiled and bound: wait until it refuses a probe.
+    def active() -> bool:
+        try:
+            kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "generateName": "probe-",
+                        "namespace": probe_namespace,
+                        "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                    },
+                }
+            )
+        except KubeError as exc:
+            return MESSAGE in exc.message
+        return False
+
+    wait_for(active, timeout=60, interval=0.5, what="the admission policy to be active")
+
+
+def _remove_policy(cluster: LocalCluster) -> None:
+    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
+    cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+
+
+@pytest.fixture(scope="module")
+def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iterator[Scene]:
+    operator = operator_client(cluster)
+    operator_namespace = new_name("twa-op")
+    operator.create(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": operator_namespace}}
+    )
+    keys = ensure_operator_keys(
+        operator, operator_namespace=operator_namespace, kek_dir=None, now=T0
+    )
+    tenant = new_name("twa")
+    namespace = f"cleo-{tenant}"
+    probe = new_name("twa-probe")
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": probe, "labels": {"cleoai.io/tenant": "probe"}},
+        }
+    )
+    _install_policy(cluster, kube, probe)
+    spec = yaml.safe_load((REPO / "examples" / "tenant.yaml").read_text())["spec"]
+    spec.update(
+        namespace=namespace,
+        admins=[{"kind": "User", "name": ATTACKER}],
+        deletionPolicy="Delete",
+    )
+    spec["autoscaling"]["minReplicas"] = 1
+    spec["podDisruptionBudget"] = {"minAvailable": 1}
+    operator.create(
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoTenant",
+            "metadata": {"name": tenant},
+            "spec": spec,
+        }
+    )
+    reconciler = TenantReconciler(operator, parts=[EncryptionPart(operator, keys)])
+    s = Scene(
+        tenant=tenant,
+        namespace=namespace,
+        operator=operator,
+        admin=kube,
+        attacker=attacker_client(cluster, kube),
+        reconciler=reconciler,
+        backup="nightly",
+    )
+    try:
+        wait_for(
+            lambda: reconciler.reconcile(tenant).ready,
+            timeout=120,
+            interval=1,
+            what="the tenant to be Ready with the policy installed",
+        )
+        owner = operator.get(TENANT, tenant)
+        assert owner is not None
+        backup_spec = CleoBackupSpec.model_validate(
+            {
+                "tenant": tenant,
+                "schedule": "0 3 * * *",
+                "destination": {"type": "pvc", "pvc": {"claimName": "backups"}},
+            }
+        )
+        for obj in render_backup(
+            name=s.backup,
+            namespace=namespace,
+            uid=owner["metadata"]["uid"],
+            tenant=tenant,
+            spec=backup_spec,
+            settings=BackupPodSettings(image="registry.example.com/cleo-operator:1"),
+        ):
+            # Owned by the CleoTenant here (there is no CleoBackup object in this test).
+            obj["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": "cleoai.io/v1alpha1",
+                    "kind": "CleoTenant",
+                    "name": tenant,
+                    "uid": owner["metadata"]["uid"],
+                }
+            ]
+            operator.apply(obj)
+        yield s
+    finally:
+        operator.delete(TENANT, tenant)
+        kube.delete(NAMESPACE, namespace)
+        kube.delete(NAMESPACE, probe)
+        _remove_policy(cluster)
+        kube.delete(NAMESPACE, operator_namespace)
+
+
+# -- the attacks ----------------------------------------------------------------------------
+
+
+def test_the_tenant_admin_cannot_change_or_delete_the_keyring(scene: Scene) -> None:
+    before = scene.snapshot()
+    stored = read_secret(scene.attacker, namespace=scene.namespace, name=TENANT_KEYRING_SECRET)
+    assert stored is not None, "RBAC lets the tenant admin read it"
+    forged = {
+        k: base64.b64encode(b"\x00" * 32).decode() for k in stored.data if k != "keyring.json"
+    }
+
+    changed = refused(
+        scene.attacker.patch_merge,
+        SECRET,
+        TENANT_KEYRING_SECRET,
+        {"data": forged},
+        namespace=scene.namespace,
+    )
+    deleted = refused(
+        scene.attacker.request,
+        "DELETE",
+        f"/api/v1/namespaces/{scene.namespace}/secrets/{TENANT_KEYRING_SECRET}",
+    )
+
+    assert changed.status == 403
+    assert MESSAGE in changed.message
+    assert "may not change secrets" in changed.message
+    assert ATTACKER in changed.message, changed.message
+    assert "may not delete secrets" in deleted.message
+    assert scene.snapshot() == before
+
+
+def test_every_managed_object_is_refused_to_the_tenant_admin(scene: Scene) -> None:
+    """Each object the operator manages: a label patch and a delete, both refused."""
+    before = scene.snapshot()
+    kinds = {kind for _, kind, _ in before}
+    assert {
+        "Secret",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "RoleBinding",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "CronJob",
+        "Role",
+    } <= kinds, kinds
+    for api_version, kind, name in before:
+        k = KINDS[(api_version, kind)]
+        for who in (scene.attacker, scene.admin):
+            patch = refused(
+                who.patch_merge,
+                k,
+                name,
+                {"metadata": {"labels": {"pwned": "yes"}}},
+                namespace=scene.namespace,
+            )
+            assert patch.status in (403, 404), (kind, name, patch)
+            delete = refused(who.request, "DELETE", k.path(namespace=scene.namespace, name=name))
+            assert delete.status == 403, (kind, name, delete)
+            if who is scene.admin:
+                # RBAC allows the cluster admin everything: the policy refused.
+                assert MESSAGE in patch.message, (kind, patch.message)
+                assert MESSAGE in delete.message, (kind, delete.message)
+    assert scene.snapshot() == before
+
+
+def test_a_pod_with_the_runners_labels_is_refused(scene: Scene) -> None:
+    labels = {**RUNNER_LABELS, "cleoai.io/tenant": scene.tenant}
+    created = refused(scene.attacker.create, pod("escape", scene.namespace, labels))
+    assert created.status == 403
+    assert "may not create pods" in created.message
+    assert "default-deny egress" in created.message
+    # One of the two labels the NetworkPolicy selects on is enough to be refused.
+    only_backup = refused(
+        scene.attacker.create, pod("escape2", scene.namespace, {"cleoai.io/backup": "nightly"})
+    )
+    assert MESSAGE in only_backup.message
+    assert scene.admin.get(POD, "escape", namespace=scene.namespace) is None
+    assert scene.admin.get(POD, "escape2", namespace=scene.namespace) is None
+
+
+def test_a_workload_whose_pod_template_has_the_runners_labels_is_refused(scene: Scene) -> None:
+    template = {
+        "metadata": {"labels": RUNNER_LABELS},
+        "spec": {**pod("x", scene.namespace, {})["spec"], "restartPolicy": "Never"},
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "escape-job", "namespace": scene.namespace},
+        "spec": {"template": template},
+    }
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "escape-cron", "namespace": scene.namespace},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "escape-deploy", "namespace": scene.namespace},
+        "spec": {
+            "selector": {"matchLabels": RUNNER_LABELS},
+            "template": {**template, "spec": {**template["spec"], "restartPolicy": "Always"}},
+        },
+    }
+    for obj in (job, cron, deployment):
+        error = refused(scene.attacker.create, obj)
+        assert error.status == 403, obj["kind"]
+        assert "or its pod template" in error.message
+    assert scene.admin.list(POD, namespace=scene.namespace, label_selector="cleoai.io/backup") == []
+
+
+def test_labelling_an_existing_pod_as_the_runner_is_refused(scene: Scene) -> None:
+    scene.attacker.create(pod("innocent", scene.namespace, {"app": "mine"}))
+    try:
+        error = refused(
+            scene.attacker.patch_merge,
+            POD,
+            "innocent",
+            {"metadata": {"labels": RUNNER_LABELS}},
+            namespace=scene.namespace,
+        )
+        assert error.status == 403
+        assert "may not add" in error.message
+        live = scene.admin.get(POD, "innocent", namespace=scene.namespace)
+        assert live is not None
+        assert live["metadata"]["labels"] == {"app": "mine"}
+        # The tenant's own pods stay theirs: other labels are fine.
+        scene.attacker.patch_merge(
+            POD, "innocent", {"metadata": {"labels": {"tier": "x"}}}, namespace=scene.namespace
+        )
+    finally:
+        scene.attacker.delete(POD, "innocent", namespace=scene.namespace)
+
+
+def test_objects_carrying_the_operators_label_cannot_be_created(scene: Scene) -> None:
+    for kind, extra in (("Secret", {"data": {}}), ("ConfigMap", {"data": {"a": "b"}})):
+        error = refused(
+            scene.attacker.create,
+            {
+                "apiVersion": "v1",
+                "kind": kind,
+                "metadata": {
+                    "name": "cleo-forged",
+                    "namespace": scene.namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                },
+                **extra,
+            },
+        )
+        assert error.status == 403
+        assert f"may not create {kind.lower()}s" in error.message
+    assert scene.admin.get(SECRET, "cleo-forged", namespace=scene.namespace) is None
+
+
+# -- what must keep working -------------------------------------------------------------------
+
+
+def test_the_operator_repairs_drift_with_the_policy_installed(scene: Scene) -> None:
+    """The operator (and only it) may still write: it undoes a change made behind its back."""
+    config_maps = scene.admin.list(
+        CONFIG_MAP,
+        namespace=scene.namespace,
+        label_selector="app.kubernetes.io/managed-by=cleo-operator",
+    )
+    name = config_maps[0]["metadata"]["name"]
+    original = copy.deepcopy(config_maps[0]["data"])
+    # Drift made with the operator's own identity (nobody else can write it any more).
+    scene.operator.patch_merge(
+        CONFIG_MAP, name, {"data": {"CLEO_MEMORY_BACKEND": "drifted"}}, namespace=scene.namespace
+    )
+    scene.operator.delete(
+        KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
+        "cleo-default-deny",
+        namespace=scene.namespace,
+    )
+
+    result = scene.reconciler.reconcile(scene.tenant)
+
+    assert result.ready
+    live = scene.admin.get(CONFIG_MAP, name, namespace=scene.namespace)
+    assert live is not None
+    assert live["data"] == original
+    assert (
+        scene.admin.get(
+            KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
+            "cleo-default-deny",
+            namespace=scene.namespace,
+        )
+        is not None
+    )
+
+
+def test_the_job_controller_still_creates_the_runners_pods(scene: Scene) -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "cleo-backup-manual",
+            "namespace": scene.namespace,
+            "labels": {**RUNNER_LABELS, "app.kubernetes.io/managed-by": "cleo-operator"},
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": RUNNER_LABELS},
+                "spec": {**pod("x", scene.namespace, {})["spec"], "restartPolicy": "Never"},
+            }
+        },
+    }
+    scene.operator.create(job)
+    pods = wait_for(
+        lambda: scene.admin.list(
+            POD, namespace=scene.namespace, label_selector="job-name=cleo-backup-manual"
+        ),
+        timeout=60,
+        what="the Job controller to create the runner pod",
+    )
+    name = pods[0]["metadata"]["name"]
+    # The tenant admin may not get into it (exec is CONNECT, refused before any kubelet).
+    error = refused(
+        scene.attacker.request,
+        "POST",
+        f"/api/v1/namespaces/{scene.namespace}/pods/{name}/exec?command=sh&stdout=true",
+    )
+    assert error.status == 403
+    assert "backup runner pod" in error.message
+
+
+def test_garbage_collection_still_deletes_protected_dependents(scene: Scene) -> None:
+    owner = scene.operator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "gc-owner", "namespace": scene.namespace},
+        }
+    )
+    scene.operator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "gc-dependent",
+                "namespace": scene.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "gc-owner",
+                        "uid": owner["metadata"]["uid"],
+                    }
+                ],
+            },
+        }
+    )
+    scene.operator.delete(CONFIG_MAP, "gc-owner", namespace=scene.namespace)
+    wait_for(
+        lambda: scene.admin.get(SECRET, "gc-dependent", namespace=scene.namespace) is None,
+        timeout=60,
+        what="the garbage collector to delete the dependent",
+    )
+
+
+def test_namespace_deletion_still_empties_a_protected_namespace(
+    kube: KubeClient, scene: Scene
+) -> None:
+    """Runs last in this module: it deletes a tenant namespace full of protected objects."""
+    namespace = new_name("twa-gone")
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"cleoai.io/tenant": "gone"}},
+        }
+    )
+    scene.operator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "cleo-keyring",
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+            },
+        }
+    )
+    kube.delete(NAMESPACE, namespace)
+    wait_for(
+        lambda: kube.get(NAMESPACE, namespace) is None,
+        timeout=90,
+        interval=1,
+        what="the namespace controller to delete the namespace and its protected Secret",
+    )

@@ -1,0 +1,166 @@
+"""The backup runner's egress on the real API server: its named destinations, nothing more.
+
+Before issue 11 the runner's NetworkPolicy let its pods reach 0.0.0.0/0 and ::/0 on 443,
+6443 and the S3 port; any pod wearing the runner's labels got the same way out. Here the
+operator's backup reconciler writes the policy onto the local control plane and the test
+reads back what the cluster holds: the API server's addresses, the object store's ranges
+the CleoBackup names, and no range that spans everything. A store by host name without
+`destination.s3.egress` gets no rule and a condition naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
+from cleo_operator.render.backup import BackupPodSettings
+from e2e.cluster import LocalCluster
+from tests.integration.test_backup_cluster import (
+    Site,
+    b64,
+    make_tenant,
+    provide_claim,
+    provide_secrets,
+)
+
+pytestmark = [
+    pytest.mark.security,
+    pytest.mark.cluster,
+    pytest.mark.usefixtures("without_session_operator"),
+]
+
+TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
+NAMESPACE = KINDS[("v1", "Namespace")]
+NETWORK_POLICY = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
+API_SERVER = ("127.0.0.1/32",)
+IMAGE = "registry.example/cleo-operator:test"
+
+
+@pytest.fixture
+def site(kube: KubeClient, crds_installed: None) -> Iterator[Site]:
+    del crds_installed
+    tenant = f"egr-{secrets.token_hex(4)}"
+    namespace = make_tenant(kube, tenant)
+    provide_secrets(kube, namespace)
+    provide_claim(kube, namespace)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "backup-s3", "namespace": namespace},
+            "data": {"AWS_ACCESS_KEY_ID": b64("id"), "AWS_SECRET_ACCESS_KEY": b64("not-a-key")},
+        }
+    )
+    yield Site(kube=kube, tenant=tenant, namespace=namespace)
+    kube.delete(TENANT, tenant)
+    kube.delete(NAMESPACE, namespace)
+
+
+@pytest.fixture
+def reconciler(kube: KubeClient) -> Iterator[BackupReconciler]:
+    service = BackupReconciler(
+        kube,
+        settings=BackupSettings(
+            pod=BackupPodSettings(
+                image="registry.example/cleo-operator:test", api_server_cidrs=API_SERVER
+            )
+        ),
+    )
+    yield service
+    service.close()
+
+
+def s3(**extra: Any) -> dict[str, Any]:
+    return {
+        "type": "s3",
+        "s3": {"bucket": "cleo-backups", "credentialsSecret": "backup-s3", **extra},
+    }
+
+
+def live_egress(kube: KubeClient, site: Site, name: str) -> list[dict[str, Any]]:
+    policy = kube.get(NETWORK_POLICY, f"cleo-backup-{name}", namespace=site.namespace)
+    assert policy is not None
+    egress: list[dict[str, Any]] = policy["spec"].get("egress") or []
+    for rule in egress:
+        for peer in rule.get("to") or []:
+            assert not peer["ipBlock"]["cidr"].endswith("/0"), json.dumps(policy)
+    return egress
+
+
+def test_the_runners_policy_names_only_the_api_server_and_the_store(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "nightly",
+        {
+            "schedule": "0 3 * * *",
+            "destination": s3(endpoint="http://203.0.113.7:9000", egress=["198.51.100.0/24"]),
+        },
+    )
+
+    reconciler.reconcile(site.namespace, "nightly")
+
+    api, store = live_egress(kube, site, "nightly")
+    assert api == {
+        "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+    }
+    assert store == {
+        "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}, {"ipBlock": {"cidr": "203.0.113.7/32"}}],
+        "ports": [{"protocol": "TCP", "port": 9000}],
+    }
+    assert site.condition("nightly", "Ready")["reason"] != "EgressUnknown"
+
+
+def test_a_store_by_name_without_egress_is_reported_and_never_opened(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "nightly",
+        {"schedule": "0 3 * * *", "destination": s3(endpoint="https://minio.storage.svc:9000")},
+    )
+
+    reconciler.reconcile(site.namespace, "nightly")
+
+    (api,) = live_egress(kube, site, "nightly")
+    assert [p["ipBlock"]["cidr"] for p in api["to"]] == ["127.0.0.1/32"]
+    ready = site.condition("nightly", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "EgressUnknown")
+    assert ready["message"].startswith("spec.destination.s3.egress:")
+
+
+def test_a_pvc_destination_opens_only_the_api_server(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "nightly",
+        {"schedule": "0 3 * * *", "destination": {"type": "pvc", "pvc": {"claimName": "backups"}}},
+    )
+
+    reconciler.reconcile(site.namespace, "nightly")
+
+    (api,) = live_egress(kube, site, "nightly")
+    assert [p["port"] for p in api["ports"]] == [443, 6443]
+
+
+def test_the_api_server_refuses_egress_that_is_not_an_address_range(
+    cluster: LocalCluster, site: Site
+) -> None:
+    manifest = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoBackup",
+        "metadata": {"name": "bad", "namespace": site.namespace},
+        "spec": {
+            "tenant": site.tenant,
+            "destination": s3(endpoint="https://minio.storage.svc:9000", egress=["the-store"]),
+        },
+    }
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert "spec.destination.s3.egress[0]" in result.stderr

@@ -1,0 +1,377 @@
+"""A tenant admin writes the tenant's keyring Secret; the operator's truth does not move.
+
+The attacker is a user of the tenant's `spec.admins`, bound to `cleo-tenant-admin` by the
+RoleBinding the operator renders: RBAC lets them write every Secret of their namespace,
+including `cleo-keyring` (without the admission policy of deploy/admission, which these tests
+leave out on purpose: the reconciler must hold on its own). Each test attacks, runs the
+operator's reconciler, and checks that the KEK-wrapped copy in the operator namespace is
+byte-for-byte what it was, that the tenant Secret equals it again, that the condition says
+what happened, and that what a backup encrypts with (the Secret as the runner mounts it)
+opens with the operator's keyring and not with the attacker's.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleo_operator.api.tenant import EncryptionSpec
+from cleo_operator.backup.cli import load_keyring_dir
+from cleo_operator.crypto import CryptoError, Keyring
+from cleo_operator.crypto.keyring import DataKey
+from cleo_operator.crypto.stream import new_stream_key, open_stream_key
+from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, keyring_copy_name, read_secret
+from cleo_operator.reconcile.encryption import EncryptionPart
+from cleo_operator.reconcile.keys import (
+    KeyringOutcome,
+    KeyringReconciler,
+    OperatorKeys,
+    ensure_operator_keys,
+)
+from cleo_operator.reconcile.tenant import TenantReconciler
+from e2e.cluster import LocalCluster
+from tests.integration.keys_harness import SecretScanner, copy_keyring, events_text
+from tests.security.tenant_writable_support import (
+    ATTACKER,
+    attacker_client,
+    bind_tenant_admin,
+    create_tenant_namespace,
+    new_name,
+)
+
+pytestmark = [
+    pytest.mark.security,
+    pytest.mark.cluster,
+    pytest.mark.usefixtures("without_session_operator"),
+]
+
+SECRET = KINDS[("v1", "Secret")]
+NAMESPACE = KINDS[("v1", "Namespace")]
+TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
+T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+ATTACKER_KEY = bytes(range(32))
+"""The key bytes the attacker chooses (any 32 bytes they know)."""
+BACKUP_CONTEXT = {"purpose": "backup", "tenant": "test"}
+
+
+@dataclass
+class Scene:
+    """A tenant with a keyring, its namespace, its admin (the attacker) and the operator."""
+
+    tenant: str
+    namespace: str
+    operator_namespace: str
+    kube: KubeClient
+    attacker: KubeClient
+    keys: OperatorKeys
+
+    def reconcile(self) -> KeyringOutcome:
+        return KeyringReconciler(self.kube, self.keys).reconcile(
+            tenant=self.tenant,
+            namespace=self.namespace,
+            encryption=EncryptionSpec(),
+            previous_status={"keyVersion": 1},
+            now=T0 + datetime.timedelta(hours=1),
+        )
+
+    def copy_secret(self) -> dict[str, Any]:
+        obj = self.kube.get(
+            SECRET, keyring_copy_name(self.tenant), namespace=self.operator_namespace
+        )
+        assert obj is not None
+        return obj
+
+    def tenant_data(self) -> dict[str, bytes] | None:
+        stored = read_secret(self.kube, namespace=self.namespace, name=TENANT_KEYRING_SECRET)
+        return None if stored is None else dict(stored.data)
+
+    def copy_keyring(self) -> Keyring:
+        keyring = copy_keyring(self.kube, self.operator_namespace, self.tenant)
+        assert keyring is not None
+        return keyring
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return self.kube.list(
+            SECRET,
+            namespace=self.operator_namespace,
+            label_selector=(
+                "app.kubernetes.io/managed-by=cleo-operator,"
+                f"app.kubernetes.io/component=keyring-quarantine,cleoai.io/tenant={self.tenant}"
+            ),
+        )
+
+    def write_as_attacker(self, data: dict[str, bytes]) -> None:
+        """PUT the keyring Secret with `data`, as the tenant admin (RBAC allows it)."""
+        self.attacker.request(
+            "PUT",
+            f"/api/v1/namespaces/{self.namespace}/secrets/{TENANT_KEYRING_SECRET}",
+            body={
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": TENANT_KEYRING_SECRET, "namespace": self.namespace},
+                "data": _encoded(data),
+            },
+        )
+
+
+@pytest.fixture(scope="module")
+def op_ns(kube: KubeClient, crds_installed: None) -> Iterator[str]:
+    name = new_name("tw-op")
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    ensure_operator_keys(kube, operator_namespace=name, kek_dir=None, now=T0)
+    yield name
+    kube.delete(NAMESPACE, name)
+
+
+@pytest.fixture
+def scene(cluster: LocalCluster, kube: KubeClient, op_ns: str) -> Iterator[Scene]:
+    tenant = new_name("tw")
+    namespace = f"cleo-{tenant}"
+    create_tenant_namespace(kube, namespace, tenant)
+    bind_tenant_admin(kube, tenant=tenant, namespace=namespace, user=ATTACKER)
+    keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
+    s = Scene(tenant, namespace, op_ns, kube, attacker_client(cluster, kube), keys)
+    first = KeyringReconciler(kube, keys).reconcile(
+        tenant=tenant,
+        namespace=namespace,
+        encryption=EncryptionSpec(),
+        previous_status={},
+        now=T0,
+    )
+    assert first.ready, first.condition
+    yield s
+    kube.delete(NAMESPACE, namespace)
+
+
+def _encoded(data: dict[str, bytes]) -> dict[str, str]:
+    return {k: base64.b64encode(v).decode() for k, v in data.items()}
+
+
+def _mounted(data: dict[str, bytes], folder: Path) -> Keyring:
+    """The keyring the backup runner loads from the Secret mounted as files."""
+    folder.mkdir(parents=True)
+    for key, value in data.items():
+        (folder / key).write_bytes(value)
+    return load_keyring_dir(folder)
+
+
+def _assert_truth_kept(
+    scene: Scene, copy_before: dict[str, Any], operator_keyring: Keyring, tmp_path: Path
+) -> None:
+    copy_after = scene.copy_secret()
+    assert copy_after["data"] == copy_before["data"], "the copy's bytes changed"
+    assert copy_after["metadata"]["resourceVersion"] == copy_before["metadata"]["resourceVersion"]
+    assert scene.copy_keyring() == operator_keyring
+    data = scene.tenant_data()
+    assert data == operator_keyring.to_secret_data(), "the tenant Secret is not the copy again"
+    # What a backup started now encrypts with: the operator's keyring, not the attacker's.
+    runner_keyring = _mounted(data, tmp_path / "keyring")
+    stream_key = new_stream_key(runner_keyring, context=BACKUP_CONTEXT)
+    assert open_stream_key(operator_keyring, stream_key.wrapped, context=BACKUP_CONTEXT)
+    assert all(k.material != ATTACKER_KEY for k in runner_keyring.keys)
+
+
+def test_tenant_admin_can_write_the_keyring_secret_at_all(scene: Scene) -> None:
+    """The premise of this file: RBAC lets the tenant admin write the keyring Secret."""
+    stored = read_secret(scene.attacker, namespace=scene.namespace, name=TENANT_KEYRING_SECRET)
+    assert stored is not None
+    scene.write_as_attacker(dict(stored.data))
+
+
+def test_an_added_version_with_attacker_chosen_bytes_is_not_imported(
+    scene: Scene, tmp_path: Path
+) -> None:
+    operator_keyring = scene.copy_keyring()
+    copy_before = scene.copy_secret()
+    injected = Keyring(
+        keys=(
+            *operator_keyring.keys,
+            DataKey(version=2, created=T0, material=ATTACKER_KEY),
+        ),
+        active_version=2,
+    )
+    scene.write_as_attacker(injected.to_secret_data())
+
+    outcome = scene.reconcile()
+
+    assert outcome.ready
+    assert outcome.condition.reason == "TenantKeyringRepaired"
+    message = outcome.condition.message
+    assert f"{scene.namespace}/{TENANT_KEYRING_SECRET}" in message
+    assert "version(s) v2 that the copy does not" in message
+    assert outcome.status["keyVersion"] == 1
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path)
+    (kept,) = scene.quarantined()
+    assert base64.b64decode(kept["data"]["v2.key"]) == ATTACKER_KEY, "kept for review"
+    scanner = SecretScanner()
+    scanner.add("attacker key", ATTACKER_KEY)
+    scanner.add_keyring("operator keyring", operator_keyring)
+    scanner.assert_clean("the condition", message)
+    # A second reconcile writes nothing more and still tells the truth.
+    again = scene.reconcile()
+    assert again.actions == ()
+    assert again.condition.reason == "TenantKeyringRepaired"
+    assert (
+        scene.copy_secret()["metadata"]["resourceVersion"]
+        == (copy_before["metadata"]["resourceVersion"])
+    )
+
+
+def test_a_replaced_current_key_is_repaired_from_the_copy(scene: Scene, tmp_path: Path) -> None:
+    operator_keyring = scene.copy_keyring()
+    copy_before = scene.copy_secret()
+    (v1,) = operator_keyring.keys
+    replaced = Keyring(
+        keys=(DataKey(version=1, created=v1.created, material=ATTACKER_KEY),), active_version=1
+    )
+    scene.write_as_attacker(replaced.to_secret_data())
+
+    outcome = scene.reconcile()
+
+    assert outcome.condition.reason == "TenantKeyringRepaired"
+    assert "a different key for v1" in outcome.condition.message
+    assert outcome.fingerprint == operator_keyring.fingerprint()
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path)
+    assert len(scene.quarantined()) == 1
+
+
+def test_a_deleted_keyring_secret_is_restored_from_the_copy(scene: Scene, tmp_path: Path) -> None:
+    operator_keyring = scene.copy_keyring()
+    copy_before = scene.copy_secret()
+    assert scene.attacker.delete(SECRET, TENANT_KEYRING_SECRET, namespace=scene.namespace)
+
+    outcome = scene.reconcile()
+
+    assert outcome.ready
+    assert any("from its copy" in action for action in outcome.actions)
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path)
+    assert scene.quarantined() == [], "nothing was held that needs review"
+
+
+def test_removed_versions_and_garbage_are_repaired(scene: Scene, tmp_path: Path) -> None:
+    # A rotated keyring, so a version can be removed.
+    rotated = KeyringReconciler(scene.kube, scene.keys).reconcile(
+        tenant=scene.tenant,
+        namespace=scene.namespace,
+        encryption=EncryptionSpec(rotation_period="1h"),
+        previous_status={"keyVersion": 1},
+        now=T0 + datetime.timedelta(hours=2),
+    )
+    assert rotated.status["keyVersion"] == 2
+    operator_keyring = scene.copy_keyring()
+    copy_before = scene.copy_secret()
+    v1, _ = operator_keyring.keys
+    scene.write_as_attacker(Keyring(keys=(v1,), active_version=1).to_secret_data())
+
+    removed = scene.reconcile()
+
+    assert removed.condition.reason == "TenantKeyringRepaired"
+    assert "it lacks version(s) v2" in removed.condition.message
+    assert scene.quarantined() == [], "a subset of the copy holds nothing new"
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path)
+
+    scene.write_as_attacker({"keyring.json": b"{not json", "notes.txt": b"hello"})
+    garbage = scene.reconcile()
+    assert garbage.condition.reason == "TenantKeyringRepaired"
+    assert "cannot be read as a keyring" in garbage.condition.message
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path / "again")
+    assert scene.tenant_data() is not None
+    assert "notes.txt" not in (scene.tenant_data() or {}), "extra entries are removed"
+    (kept,) = scene.quarantined()
+    assert base64.b64decode(kept["data"]["notes.txt"]) == b"hello"
+
+
+def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
+    cluster: LocalCluster, kube: KubeClient, op_ns: str
+) -> None:
+    """The operator's tenant reconcile (with its encryption part) end to end."""
+    tenant = new_name("twr")
+    namespace = f"cleo-{tenant}"
+    kube.create(
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoTenant",
+            "metadata": {"name": tenant},
+            "spec": {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]},
+        }
+    )
+    keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
+    reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
+    try:
+        reconciler.reconcile(tenant)
+        reconciler.reconcile(tenant)
+        attacker = attacker_client(cluster, kube)
+        stored = read_secret(attacker, namespace=namespace, name=TENANT_KEYRING_SECRET)
+        assert stored is not None, "the operator's RoleBinding lets the admin read it"
+        operator_keyring = Keyring.from_secret_data(stored.data)
+        injected = Keyring(
+            keys=(*operator_keyring.keys, DataKey(version=2, created=T0, material=ATTACKER_KEY)),
+            active_version=2,
+        )
+        attacker.patch_merge(
+            SECRET,
+            TENANT_KEYRING_SECRET,
+            {
+                "data": {
+                    k: base64.b64encode(v).decode() for k, v in injected.to_secret_data().items()
+                }
+            },
+            namespace=namespace,
+        )
+
+        reconciler.reconcile(tenant)
+
+        obj = kube.get(TENANT, tenant)
+        assert obj is not None
+        conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+        keyring = conditions["KeyringReady"]
+        assert keyring["status"] == "True"
+        assert keyring["reason"] == "TenantKeyringRepaired"
+        assert f"{namespace}/{TENANT_KEYRING_SECRET}" in keyring["message"]
+        assert obj["status"]["keyVersion"] == 1
+        assert copy_keyring(kube, op_ns, tenant) == operator_keyring
+        events = json.loads(events_text(kube, ["default", namespace]))
+        warnings = [e for e in events if e.get("reason") == "TenantKeyringRepaired"]
+        assert warnings, "a Warning Event names the repair"
+        assert warnings[0]["type"] == "Warning"
+        scanner = SecretScanner()
+        scanner.add("attacker key", ATTACKER_KEY)
+        scanner.add_keyring("operator keyring", operator_keyring)
+        scanner.assert_clean("the status", json.dumps(obj["status"]))
+        scanner.assert_clean("the Events", json.dumps(warnings))
+    finally:
+        kube.delete(TENANT, tenant)
+        kube.delete(NAMESPACE, namespace)
+
+
+def test_a_quarantine_secret_is_never_read_as_a_keyring(scene: Scene, tmp_path: Path) -> None:
+    """An attacker cannot write the operator namespace; but even a quarantine Secret that
+    holds a well-formed keyring never flows back into the copy or the tenant Secret."""
+    operator_keyring = scene.copy_keyring()
+    copy_before = scene.copy_secret()
+    scene.write_as_attacker(
+        Keyring(
+            keys=(DataKey(version=1, created=T0, material=ATTACKER_KEY),), active_version=1
+        ).to_secret_data()
+    )
+    scene.reconcile()
+    # The next run, with the quarantine Secret present, changes nothing.
+    outcome = scene.reconcile()
+    assert outcome.actions == ()
+    _assert_truth_kept(scene, copy_before, operator_keyring, tmp_path)
+    with pytest.raises(CryptoError):
+        open_stream_key(
+            Keyring(
+                keys=(DataKey(version=1, created=T0, material=ATTACKER_KEY),), active_version=1
+            ),
+            new_stream_key(operator_keyring, context=BACKUP_CONTEXT).wrapped,
+            context=BACKUP_CONTEXT,
+        )
