@@ -431,6 +431,29 @@ def test_objects_carrying_the_operators_label_cannot_be_created(scene: Scene) ->
     assert scene.admin.get(SECRET, "cleo-forged", namespace=scene.namespace) is None
 
 
+def test_a_keyring_secret_cannot_be_planted_even_without_the_operators_labels(
+    scene: Scene,
+) -> None:
+    """A bare `cleo-keyring` made by a tenant admin (before the operator's first reconcile,
+    or after deleting it) would be taken for the tenant's keys: refused by name."""
+    before = scene.admin.get(SECRET, "cleo-keyring", namespace=scene.namespace)
+    assert before is not None
+    error = refused(
+        scene.attacker.create,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-keyring", "namespace": scene.namespace},
+            "data": {"keyring.json": "e30="},
+        },
+    )
+    assert error.status == 403
+    assert "the tenant keyring Secret is written by the cleo-operator only" in error.message
+    after = scene.admin.get(SECRET, "cleo-keyring", namespace=scene.namespace)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
 # -- what must keep working -------------------------------------------------------------------
 
 
