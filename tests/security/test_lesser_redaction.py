@@ -87,21 +87,32 @@ def test_kopf_object_records_are_redacted_before_kopf_posts_them(restore_logging
     values, text = leaks()
     configure_logging(level="INFO", fmt="json")
     seen: list[str] = []
+    poster_records: list[logging.LogRecord] = []
 
     class Poster(logging.Handler):  # stands in for Kopf's K8sPoster, a handler on this logger
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
+            poster_records.append(record)
 
     objects = logging.getLogger("kopf.objects")
     poster = Poster()
     objects.addHandler(poster)
+    ref = {"kind": "CleoTenant", "name": "acme", "namespace": None}
+    marker = object()
     try:
-        objects.error("handler failed: %s", text)
+        objects.error(
+            "handler failed: %s",
+            text,
+            extra={"k8s_ref": ref, "settings": marker, "k8s_skip": False},
+        )
     finally:
         objects.removeHandler(poster)
     assert seen
     for value in values:
         assert value not in seen[0]
+    # Kopf's own extras stay the objects Kopf reads back.
+    assert poster_records[0].k8s_ref is ref
+    assert poster_records[0].settings is marker
 
 
 @pytest.mark.cluster

@@ -15,7 +15,7 @@ from cleo_operator.backup import errors as backup_errors
 from cleo_operator.data import errors as data_errors
 from cleo_operator.failover import errors as failover_errors
 from cleo_operator.observability import logs
-from cleo_operator.observability.redaction import MASK, REDACTED, clip, redact
+from cleo_operator.observability.redaction import MASK, REDACTED, clip, holds_secret, redact
 from cleo_operator.reconcile import status
 
 # A secret value: long enough that it cannot occur in the surrounding text by chance.
@@ -158,9 +158,24 @@ def test_known_spellings(text: str, secret: str) -> None:
     assert secret not in redact(text)
 
 
-def test_names_of_secrets_are_not_values() -> None:
-    text = "secretName: cleo-database passwordRotationPeriod: 30d adminSecret.namespace: ops"
+@pytest.mark.parametrize(
+    "text",
+    [
+        "secretName: cleo-database passwordRotationPeriod: 30d adminSecret.namespace: ops",
+        "sites.main.adminSecret: not set; name the Secret with the site admin's password",
+        "spec.destination.s3.credentialsSecret: Secret ns/creds has no key",
+    ],
+)
+def test_names_of_secrets_are_not_values(text: str) -> None:
     assert redact(text) == text
+
+
+def test_holds_secret_tells_fields_apart() -> None:
+    assert holds_secret("password")
+    assert holds_secret("AWS_SECRET_ACCESS_KEY")
+    assert holds_secret("apiKey")
+    assert not holds_secret("secretName")
+    assert not holds_secret("user")
 
 
 def test_every_redact_and_clip_is_the_one_implementation() -> None:

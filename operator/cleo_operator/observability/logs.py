@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any, Literal
 
-from cleo_operator.observability.redaction import redact
+from cleo_operator.observability.redaction import MASK, holds_secret, redact
 
 __all__ = ["JsonFormatter", "LogFormat", "RedactingFilter", "configure_logging", "redact"]
 
@@ -24,6 +24,18 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
     "message",
     "asctime",
 }
+# Kopf's own extras (its object reference and settings): objects Kopf reads back, not text.
+_KOPF_ATTRIBUTES = frozenset({"k8s_ref", "k8s_skip", "settings"})
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_ATTRIBUTES
+        and key not in _KOPF_ATTRIBUTES
+        and not key.startswith("_")
+    }
 
 
 def _redact_value(value: Any) -> Any:
@@ -31,10 +43,16 @@ def _redact_value(value: Any) -> Any:
         return redact(value)
     if isinstance(value, bytes | bytearray):
         return redact(bytes(value).decode("utf-8", "replace"))
-    if isinstance(value, int | float | bool) or value is None:
-        return value
-    # Anything else is formatted by whoever prints it: redact its text now.
-    return redact(repr(value) if isinstance(value, dict | list | tuple | set) else str(value))
+    if isinstance(value, dict):
+        return {
+            k: MASK if isinstance(k, str) and holds_secret(k) else _redact_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    # Other objects are left as they are (a handler may need them); whoever turns them into
+    # text redacts that text (the JSON formatter does).
+    return value
 
 
 class RedactingFilter(logging.Filter):
@@ -59,9 +77,8 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
-                record.__dict__[key] = _redact_value(value)
+        for key, value in _extras(record).items():
+            record.__dict__[key] = MASK if holds_secret(key) else _redact_value(value)
         record._cleo_redacted = True
         return True
 
@@ -82,10 +99,10 @@ class JsonFormatter(logging.Formatter):
             entry["object"] = {k: ref.get(k) for k in ("kind", "namespace", "name") if ref.get(k)}
         if record.exc_text:
             entry["exception"] = record.exc_text
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_") and key != "k8s_ref":
-                entry.setdefault(key, value)
-        return json.dumps(entry, sort_keys=False, default=str)
+        for key, value in _extras(record).items():
+            entry.setdefault(key, value)
+        # Extras that are objects become text here, redacted.
+        return json.dumps(entry, sort_keys=False, default=lambda value: redact(str(value)))
 
 
 def configure_logging(*, level: str = "INFO", fmt: LogFormat = "plain") -> None:

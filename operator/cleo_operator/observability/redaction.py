@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import quote
 
-__all__ = ["MASK", "MESSAGE_LIMIT", "REDACTED", "clip", "redact"]
+__all__ = ["MASK", "MESSAGE_LIMIT", "REDACTED", "clip", "holds_secret", "redact"]
 
 REDACTED: Final = "<redacted>"
 """What a known secret (one the caller passed) is replaced with."""
@@ -57,6 +57,10 @@ _NOT_A_VALUE = re.compile(
     r"|count|set|expired|required|missing|rotation|rotated|fingerprint|period|interval"
     r"|seconds|timestamp|time|enabled|request)$"
 )
+# Field paths of the operator's own messages that name a Kubernetes Secret *object*
+# ("sites.main.adminSecret: not set", "spec.destination.s3.credentialsSecret: ..."): dotted,
+# ending in a camelCase ...Secret. What follows them is prose or a name.
+_SECRET_OBJECT = re.compile(r"\.[a-z][A-Za-z0-9]*Secret$")
 _VALUE = (
     r"\"(?:[^\"\\]|\\.)*\"?"  # double-quoted (JSON), maybe cut short
     r"|'(?:[^'\\]|\\.|'')*'?"  # single-quoted (conninfo, SQL, Python repr)
@@ -91,9 +95,21 @@ def _masked_value(value: str) -> str:
     return MASK
 
 
+_WHOLE_KEY = re.compile(rf"(?i){_KEY}")
+
+
+def holds_secret(key: str) -> bool:
+    """Whether a field named ``key`` holds a credential (``password``, ``apiKey``...)."""
+    return bool(_WHOLE_KEY.fullmatch(key)) and not _names_a_secret(key)
+
+
+def _names_a_secret(key: str) -> bool:
+    return bool(_NOT_A_VALUE.search(key) or _SECRET_OBJECT.search(key))
+
+
 def _key_value(match: re.Match[str]) -> str:
     key = match["key"]
-    if _NOT_A_VALUE.search(key) or match["value"] == MASK:
+    if _names_a_secret(key) or match["value"] == MASK:
         return match[0]
     return f"{match['lead']}{key}{match['sep']}{_masked_value(match['value'])}"
 
