@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -28,7 +29,21 @@ from cleo_operator.data.tenant_db import (
     tenant_database_name,
     tenant_role_name,
 )
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.reconcile.database import TenantDatabases
 from tests.harness.postgres import PostgresServer
+from tests.integration.tenant_database_support import (
+    Tenant,
+    build_databases,
+    connect_with_secret,
+    drop_tenant_objects,
+    namespace,
+    reconcile,
+    secret_of,
+    secret_values,
+    server_site,
+    unique,
+)
 
 pytestmark = [pytest.mark.security, pytest.mark.postgres]
 
@@ -183,3 +198,60 @@ def test_second_reconcile_after_reset_is_a_no_op(
         postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
     )
     assert second.changes == ()
+
+
+# --------------------------------------------------------------------------- the reconcile
+
+
+@pytest.fixture(scope="module")
+def databases(
+    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
+) -> Iterator[TenantDatabases]:
+    del crds_installed
+    with namespace(kube, unique("scram-operator")) as operator_ns:
+        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
+        service = build_databases(kube, {"main": site}, wait_seconds=5.0)
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+@pytest.mark.cluster
+def test_a_reconcile_under_the_bomb_is_quick_and_restores_the_secrets_password(
+    kube: KubeClient, databases: TenantDatabases, postgres_server: PostgresServer
+) -> None:
+    tenant = Tenant(kube, unique("t"), {"database": {"enabled": True, "site": "main"}})
+    role = tenant_role_name(tenant.name)
+    try:
+        with namespace(kube) as ns:
+            first = reconcile(databases, tenant, ns)
+            assert first.condition is not None
+            assert first.condition.reason == "Connected"
+            values = secret_values(secret_of(kube, ns))
+            before_role = role_state(postgres_server, role)
+            before_roles = all_roles(postgres_server)
+            postgres_server.execute(
+                "UPDATE pg_authid SET rolpassword = %s WHERE rolname = %s", (bomb_verifier(), role)
+            )
+
+            started = time.monotonic()
+            outcome = reconcile(databases, tenant, ns)
+            elapsed = time.monotonic() - started
+
+            assert not outcome.in_progress, "the site's lane is still busy with the verifier"
+            assert elapsed < 3.0, f"the reconcile took {elapsed:.2f}s"
+            assert outcome.condition is not None
+            assert (outcome.condition.status, outcome.condition.reason) == ("True", "Connected")
+            assert not outcome.secret_written  # the Secret's password is the truth: kept
+            assert secret_values(secret_of(kube, ns)) == values
+            assert stored_verifier(postgres_server, role).startswith(
+                f"SCRAM-SHA-256${SCRAM_ITERATIONS}:"
+            )
+            with connect_with_secret(values) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (role,)
+            assert role_state(postgres_server, role) == before_role
+            assert all_roles(postgres_server) == before_roles
+    finally:
+        tenant.delete()
+        drop_tenant_objects(postgres_server, tenant.name)
