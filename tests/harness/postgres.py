@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
+    from tests.harness.postgres_tls import ServerCertificate
+
 logger = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
@@ -276,8 +278,11 @@ class PostgresServer:
         bindir: Path | None = None,
         settings: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
+        tls: ServerCertificate | None = None,
     ) -> None:
         self.bindir = bindir or find_postgres_bindir()
+        self.tls = tls
+        """With a certificate the server also accepts TLS (``ssl = on``); plain TCP too."""
         self.superuser = SUPERUSER
         self.password = secrets.token_urlsafe(24)
         self.host = "127.0.0.1"
@@ -509,6 +514,12 @@ class PostgresServer:
                 f"initdb failed (exit {result.returncode}):\n{result.stderr}"
             )
         settings = {**_BASE_SETTINGS, **self._extra_settings}
+        if self.tls is not None:
+            for source, target in ((self.tls.cert, "server.crt"), (self.tls.key, "server.key")):
+                self._write_private(self.data_dir / target, source.read_text())
+            settings.update(
+                {"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
+            )
         lines = [f"{key} = {value}" for key, value in settings.items()]
         # Instance settings (port, socket) live in their own file so a standby's copy of
         # postgresql.conf can be pointed elsewhere by rewriting that one file.
@@ -611,6 +622,28 @@ class PostgresServer:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def set_hba(self, lines: Sequence[str]) -> None:
+        """Replace ``pg_hba.conf`` with ``lines`` and reload the server."""
+        path = self.data_dir / "pg_hba.conf"
+        self._write_private(path, "\n".join(lines) + "\n")
+        self.execute("SELECT pg_reload_conf()")
+        time.sleep(0.3)  # the postmaster reloads asynchronously
+
+    def site_entry(self, **overrides: Any) -> dict[str, Any]:
+        """This server as a site of the site configuration (``sslMode`` set explicitly).
+
+        Without TLS the entry says ``sslMode: disable`` (the default, ``verify-full``,
+        needs a certificate); with TLS it verifies against the server's CA.
+        """
+        entry: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.tls is None:
+            entry["sslMode"] = "disable"
+        else:
+            entry["sslMode"] = "verify-full"
+            entry["sslRootCert"] = str(self.tls.authority.cert)
+        entry.update(overrides)
+        return entry
 
     # -- replication -----------------------------------------------------------------
 

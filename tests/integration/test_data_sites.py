@@ -70,7 +70,7 @@ def test_example_configuration_parses() -> None:
     assert (defaults.port, defaults.admin_database, defaults.sslmode) == (
         5432,
         "postgres",
-        "prefer",
+        "verify-full",
     )
     assert (defaults.pool_min_size, defaults.pool_max_size, defaults.standby) == (0, 4, None)
     kwargs = sites["eu-west-1"].connection_kwargs()

@@ -12,8 +12,9 @@ contents. pg_dump's and pg_restore's own messages are passed through `redact` fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
+
+from cleo_operator.observability.redaction import redact
 
 __all__ = [
     "ArchiveCorrupt",
@@ -30,16 +31,6 @@ __all__ = [
     "WrongTenant",
     "redact",
 ]
-
-_REDACTED = "<redacted>"
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each non-empty secret in `text`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 class BackupError(Exception):

@@ -5,23 +5,34 @@ Why a hierarchy of its own: the reconcilers turn these into conditions
 whether to retry (``retryable``) without knowing anything about psycopg. The messages
 say what was wrong, where and what to do; they never hold a password, because they
 end up in status, events and logs. psycopg's own messages (which never hold the
-password either) are passed through :func:`redact` anyway, as a second line of defence.
+password either) are passed through :func:`redact` anyway, as a second line of defence
+(the one redactor of :mod:`cleo_operator.observability.redaction`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
 
-_REDACTED = "<redacted>"
+from cleo_operator.observability.redaction import redact
 
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each non-empty secret in ``text``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
+__all__ = [
+    "AuthenticationFailed",
+    "DataError",
+    "InvalidDatabaseSettings",
+    "InvalidTenantName",
+    "NameCollision",
+    "ObjectsStillDepend",
+    "PermissionDenied",
+    "PromotionFailed",
+    "QueryFailed",
+    "ServerNotVerified",
+    "SiteBusy",
+    "SiteConfigError",
+    "SiteUnavailable",
+    "TenantDatabaseMissing",
+    "UnknownSite",
+    "redact",
+]
 
 
 class DataError(Exception):
@@ -70,6 +81,13 @@ class SiteUnavailable(DataError):
     """The site cannot be reached (down, blackholed, refusing) or its circuit is open."""
 
     reason = "SiteUnavailable"
+
+
+class ServerNotVerified(SiteUnavailable):
+    """TLS to the site failed: its certificate is not signed by the site's CA, names another
+    host, or the CA to check it with is missing. The admin password was not sent."""
+
+    reason = "ServerNotVerified"
 
 
 class SiteBusy(SiteUnavailable):

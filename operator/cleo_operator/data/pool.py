@@ -46,6 +46,7 @@ from cleo_operator.data.errors import (
     AuthenticationFailed,
     DataError,
     PermissionDenied,
+    ServerNotVerified,
     SiteBusy,
     SiteUnavailable,
     TenantDatabaseMissing,
@@ -465,6 +466,16 @@ _AUTH_MARKERS = (
     "no password supplied",
     "scram",
 )
+_TLS_MARKERS = (
+    "certificate verify failed",
+    "root certificate file",
+    "server certificate for",
+    "does not match host name",
+    "certificate",
+    "ssl error",
+    "server does not support ssl",
+    "ssl is not enabled on the server",
+)
 _UNAVAILABLE_MARKERS = (
     "too many connections",
     "remaining connection slots",
@@ -520,6 +531,14 @@ def classify_connect_error(
     if "database" in lowered and "does not exist" in lowered:
         return TenantDatabaseMissing(
             f"{where}: database {db!r} does not exist: {detail}.", site=config.name
+        )
+    if any(marker in lowered for marker in _TLS_MARKERS):
+        return ServerNotVerified(
+            f"{where}: TLS to the server failed, so no password was sent: {detail}. The site "
+            f"uses sslMode {config.sslmode!r}: give the site an sslRootCert with the CA that "
+            "signed the server's certificate for this host name (or, on a trusted network "
+            "only, a weaker sslMode).",
+            site=config.name,
         )
     if any(marker in lowered for marker in _UNAVAILABLE_MARKERS):
         return SiteUnavailable(

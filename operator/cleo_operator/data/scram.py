@@ -11,6 +11,12 @@ The format and the password normalisation follow PostgreSQL exactly
 (``src/common/scram-common.c`` and ``src/common/saslprep.c``): ASCII passwords are
 used as they are; others go through SASLprep (RFC 4013), and when SASLprep rejects
 a password PostgreSQL (server and libpq alike) falls back to its raw UTF-8 bytes.
+
+The stored verifier is tenant-controlled input: a role may set its own password, and with
+it any iteration count up to 2^31-1 (half an hour of PBKDF2). So a verifier is compared
+only when it has exactly the operator's own form (``SCRAM_ITERATIONS``, a 16-byte salt,
+32-byte keys); anything else "does not match" without deriving anything, and the
+caller sets the operator's verifier again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ SCRAM_ITERATIONS: Final = 4096
 
 SALT_BYTES: Final = 16
 """PostgreSQL's salt length for new verifiers."""
+
+_KEY_BYTES: Final = 32
+_MAX_VERIFIER_CHARS: Final = 200
+"""Longer than any verifier of the operator's form: not even parsed."""
 
 
 def saslprep(password: str) -> bytes:
@@ -95,25 +105,64 @@ def scram_sha256_verifier(
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+def verifier_iterations(verifier: str | None) -> int | None:
+    """The iteration count of a SCRAM-SHA-256 verifier, or None when it is not one.
+
+    Cheap (no key derivation), for messages about a verifier the operator did not make.
+    """
+    parsed = _parse(verifier)
+    return parsed[0] if parsed else None
+
+
+def is_operators_form(verifier: str | None) -> bool:
+    """Whether ``verifier`` has the form the operator makes (its iterations, salt, keys)."""
+    parsed = _parse(verifier)
+    return parsed is not None and _operators_form(*parsed)
+
+
 def verifier_matches(password: str, verifier: str | None) -> bool:
     """Whether ``verifier`` (a stored SCRAM-SHA-256 secret) was made from ``password``.
 
-    Anything else (``None``, an MD5 hash, a malformed value) does not match, so the
-    caller sets the password again, which also upgrades old MD5 hashes.
+    Anything else (``None``, an MD5 hash, a malformed value, or a verifier not of the
+    operator's own form, such as another iteration count) does not match, so the
+    caller sets the password again, which also upgrades old MD5 hashes. PBKDF2 runs
+    only with ``SCRAM_ITERATIONS``: never with a count read from the server.
     """
-    if not verifier or not verifier.startswith("SCRAM-SHA-256$"):
+    parsed = _parse(verifier)
+    if parsed is None or not _operators_form(*parsed):
         return False
+    _, salt, stored, server = parsed
+    stored_key, server_key = _keys(password, salt, SCRAM_ITERATIONS)
+    return hmac.compare_digest(stored_key + server_key, stored + server)
+
+
+def _operators_form(iterations: int, salt: bytes, stored: bytes, server: bytes) -> bool:
+    return (
+        iterations == SCRAM_ITERATIONS
+        and len(salt) == SALT_BYTES
+        and len(stored) == len(server) == _KEY_BYTES
+    )
+
+
+def _parse(verifier: str | None) -> tuple[int, bytes, bytes, bytes] | None:
+    if (
+        not verifier
+        or len(verifier) > _MAX_VERIFIER_CHARS
+        or not verifier.startswith("SCRAM-SHA-256$")
+    ):
+        return None
     try:
         head, keys = verifier.removeprefix("SCRAM-SHA-256$").split("$")
         iterations_text, salt_text = head.split(":")
         stored_text, server_text = keys.split(":")
+        if not iterations_text.isascii() or not iterations_text.isdigit():
+            return None
         iterations = int(iterations_text)
         salt = base64.b64decode(salt_text, validate=True)
         stored = base64.b64decode(stored_text, validate=True)
         server = base64.b64decode(server_text, validate=True)
     except ValueError:
-        return False
+        return None
     if iterations < 1:
-        return False
-    stored_key, server_key = _keys(password, salt, iterations)
-    return hmac.compare_digest(stored_key + server_key, stored + server)
+        return None
+    return iterations, salt, stored, server

@@ -18,13 +18,21 @@ Configuration format (YAML or JSON)::
         host: pg-eu-west-1.db.internal
         port: 5432                      # optional, default 5432
         adminDatabase: postgres         # optional, the database admin sessions use
-        sslMode: verify-full            # optional, libpq sslmode, default prefer
-        sslRootCert: /etc/cleo/pg-ca.pem  # optional, for verify-ca / verify-full
+        sslMode: verify-full            # optional, libpq sslmode, default verify-full
+        sslRootCert: /etc/cleo/pg-ca.pem  # the CA that signed the server's certificate
         connectTimeoutSeconds: 5        # optional, at least 2 (libpq's minimum)
         statementTimeoutSeconds: 30     # optional
         pool: {minSize: 0, maxSize: 4}  # optional
         adminSecret: {name: pg-admin-eu-west-1, namespace: cleo-system}
         standby: eu-west-2              # optional, another site of this file
+
+Why ``verify-full`` by default: the admin logs in with a password, and anything on the
+cluster network that can answer on the site's address could otherwise pose as the site
+(``prefer`` and ``require`` encrypt but never check who answers) and collect it. With
+``verify-full`` libpq refuses a server whose certificate is not signed by the site's CA
+(``sslRootCert``) for the site's host name, before any password is sent. A weaker mode
+(:data:`WEAK_SSL_MODES`) stays possible for a site on a trusted network, but is reported:
+a log line at start and a ``DatabaseTLS`` condition on each of its tenants.
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ import yaml
 from cleo_operator.data.errors import SiteConfigError
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+DEFAULT_SSL_MODE: Final[SslMode] = "verify-full"
+"""Admin connections check the server's certificate and host name unless told otherwise."""
+
+WEAK_SSL_MODES: Final = frozenset({"disable", "allow", "prefer", "require"})
+"""libpq modes that never authenticate the server: a site using one is reported."""
 
 SITES_ENV: Final = "CLEO_SITES"
 """Environment variable holding the site configuration inline (YAML or JSON)."""
@@ -90,8 +104,8 @@ class SiteConfig:
     """TCP port of the server."""
     admin_database: str = "postgres"
     """Database the admin sessions connect to (tenant databases are created from it)."""
-    sslmode: SslMode = "prefer"
-    """libpq ``sslmode``; use ``verify-full`` across untrusted networks."""
+    sslmode: SslMode = DEFAULT_SSL_MODE
+    """libpq ``sslmode``; anything below ``verify-ca`` does not authenticate the server."""
     ssl_root_cert: str | None = None
     """CA bundle for ``verify-ca``/``verify-full`` (libpq ``sslrootcert``)."""
     connect_timeout_seconds: int = 5
@@ -127,6 +141,11 @@ class SiteConfig:
         if self.ssl_root_cert:
             kwargs["sslrootcert"] = self.ssl_root_cert
         return kwargs
+
+    @property
+    def verifies_server(self) -> bool:
+        """Whether libpq checks the server's certificate (``verify-ca``/``verify-full``)."""
+        return self.sslmode not in WEAK_SSL_MODES
 
     @property
     def statement_timeout_ms(self) -> int:
@@ -275,7 +294,7 @@ def _parse_site(name: str, raw: object, path: str) -> SiteConfig:
     host = _required_string(raw, "host", path)
     port = _integer(raw, "port", path, default=5432, minimum=1, maximum=65535)
     admin_database = _string(raw, "adminDatabase", path) or "postgres"
-    sslmode = _string(raw, "sslMode", path) or "prefer"
+    sslmode = _string(raw, "sslMode", path) or DEFAULT_SSL_MODE
     if sslmode not in get_args(SslMode):
         raise SiteConfigError(
             f"{path}.sslMode: {sslmode!r} is not a libpq sslmode; use one of "

@@ -45,7 +45,12 @@ from cleo_operator.data.errors import (
     redact,
 )
 from cleo_operator.data.pool import Connection, SitePools, classify_connect_error
-from cleo_operator.data.scram import scram_sha256_verifier, verifier_matches
+from cleo_operator.data.scram import (
+    is_operators_form,
+    scram_sha256_verifier,
+    verifier_iterations,
+    verifier_matches,
+)
 from cleo_operator.data.sites import SiteConfig
 
 logger = logging.getLogger(__name__)
@@ -530,7 +535,21 @@ def _password_matches(conn: Connection, role: str, password: str) -> bool | None
             ).fetchone()
     except psycopg.errors.InsufficientPrivilege:
         return None
-    return verifier_matches(password, row[0] if row else None)
+    stored = row[0] if row else None
+    if stored and not is_operators_form(stored):
+        # A role may set its own verifier, with any iteration count: never derive PBKDF2
+        # from it (minutes of CPU per reconcile); set the operator's verifier instead.
+        iterations = verifier_iterations(stored)
+        logger.warning(
+            "role %s has a password verifier the operator did not make (%s); resetting it to "
+            "the password of the credentials Secret",
+            role,
+            f"SCRAM-SHA-256 with {iterations} iterations"
+            if iterations is not None
+            else "not a SCRAM-SHA-256 verifier of the operator's form",
+        )
+        return False
+    return verifier_matches(password, stored)
 
 
 def _can_log_in(site: SiteConfig, *, tenant: str, password: str) -> bool:

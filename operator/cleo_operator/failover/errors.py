@@ -15,17 +15,9 @@ redacted; the Kubernetes API's messages about Secrets are not passed on at all.
 
 from __future__ import annotations
 
-from typing import Final
+from cleo_operator.observability.redaction import MESSAGE_LIMIT, clip
 
-__all__ = ["FailoverError", "clip"]
-
-MESSAGE_LIMIT: Final = 1024
-"""Step messages are cut to this many characters (the API's limit for them)."""
-
-
-def clip(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``message`` cut to ``limit`` characters, with an ellipsis when cut."""
-    return message if len(message) <= limit else message[: limit - 1] + "…"
+__all__ = ["MESSAGE_LIMIT", "FailoverError", "clip"]
 
 
 class FailoverError(Exception):

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.observability.redaction import clip
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def post_event(
             "uid": meta.get("uid", ""),
         },
         "reason": reason,
-        "message": message[:1024],
+        "message": clip(message),
         "type": type,
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,

@@ -37,6 +37,7 @@ from cleo_operator.api.backup import (
 from cleo_operator.api.base import rfc3339
 from cleo_operator.backup.cli import RunReport
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.observability.redaction import clip
 
 __all__ = [
     "BACKUP",
@@ -87,7 +88,7 @@ class RunEntry:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    return clip(text, MESSAGE_LIMIT)
 
 
 def entry_from_report(

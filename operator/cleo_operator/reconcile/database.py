@@ -115,6 +115,9 @@ _T = TypeVar("_T")
 CONDITION_TYPE: Final = "DatabaseReady"
 """The condition this module reports on the CleoTenant."""
 
+TLS_CONDITION_TYPE: Final = "DatabaseTLS"
+"""Whether connections to the tenant's site authenticate the server (does not gate Ready)."""
+
 CREDENTIALS_SECRET: Final = "cleo-database"  # noqa: S105 - a name, not a password
 """Name of the credentials Secret in the tenant's namespace (``cleo-`` is reserved)."""
 
@@ -500,6 +503,17 @@ class TenantDatabases:
         if env.get(SITES_ENV) or env.get(SITES_FILE_ENV):
             sites = site_config_from_env(env)
             log.info("PostgreSQL sites configured: %s", ", ".join(sorted(sites)))
+            for site in sorted(sites.values(), key=lambda s: s.name):
+                if not site.verifies_server:
+                    log.warning(
+                        "site %s: sslMode %s does not verify the server's certificate: anything "
+                        "on the network that can pose as %s:%s could collect the admin "
+                        "password. Set sslMode verify-full and sslRootCert for this site.",
+                        site.name,
+                        site.sslmode,
+                        site.host,
+                        site.port,
+                    )
         else:
             log.info("no PostgreSQL sites configured (CLEO_SITES_FILE/CLEO_SITES unset)")
         credentials = AdminCredentialsFromSecrets(
@@ -512,6 +526,14 @@ class TenantDatabases:
     def pools(self) -> SitePools:
         """The site pools (for the failover and backup code that shares them)."""
         return self._pools
+
+    def tls_observation(self, site_name: str) -> Observation | None:
+        """The ``DatabaseTLS`` condition for tenants of ``site_name`` (None: no such site)."""
+        try:
+            site = self._pools.site(site_name)
+        except UnknownSite:
+            return None
+        return tls_observation(site)
 
     def close(self) -> None:
         """Stop the lanes (running operations are abandoned) and close the pools."""
@@ -1231,6 +1253,32 @@ def _unexpected(exc: BaseException, *, doing: str) -> UnexpectedError:
     )
 
 
+def tls_observation(site: SiteConfig) -> Observation:
+    """Whether connections to ``site`` authenticate the server, as a condition (truthfully)."""
+    if site.sslmode == "verify-full":
+        return Observation(
+            "True",
+            "ServerVerified",
+            f"connections to site {site.name!r} check the server's certificate against the "
+            "site's CA and its host name (sslMode verify-full)",
+        )
+    if site.sslmode == "verify-ca":
+        return Observation(
+            "True",
+            "ServerVerified",
+            f"connections to site {site.name!r} check the server's certificate against the "
+            "site's CA, but not its host name (sslMode verify-ca)",
+        )
+    return Observation(
+        "False",
+        "ServerNotVerified",
+        f"site {site.name!r} uses sslMode {site.sslmode}: neither the operator's admin "
+        "connections nor the tenant's pods (PGSSLMODE) check the server's certificate, so "
+        "anything on the network that can pose as the site could collect passwords. The "
+        "platform team sets sslMode verify-full and sslRootCert in the site configuration.",
+    )
+
+
 FAILOVER_RECHECK_SECONDS: Final = 5.0
 """While a failover holds the tenant, look again this often."""
 
@@ -1254,6 +1302,15 @@ class DatabasePart:
             now=ctx.now,
         )
         result = PartResult(requeue_after=outcome.requeue_after)
+        tls = (
+            self.databases.tls_observation(outcome.status["site"])
+            if outcome.status is not None and outcome.status.get("site")
+            else None
+        )
+        if tls is not None:
+            result.informational[TLS_CONDITION_TYPE] = tls
+        else:
+            result.remove_conditions.add(TLS_CONDITION_TYPE)
         if outcome.condition is not None:
             condition = outcome.condition
             result.conditions[condition.type] = Observation(

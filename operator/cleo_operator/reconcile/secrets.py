@@ -37,6 +37,7 @@ from cleo_operator.api.tenant import SealedSecret
 from cleo_operator.crypto import CryptoError, SealingKeyring, unseal
 from cleo_operator.kube.apply import HASH_ANNOTATION, needs_apply, object_hash
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.observability.redaction import clip
 from cleo_operator.reconcile.keys import ConditionUpdate, OperatorKeys
 from cleo_operator.render.child import sorted_map
 from cleo_operator.render.meta import tenant_labels
@@ -156,7 +157,7 @@ def _render_secret(
 
 
 def _limit(message: str) -> str:
-    return message if len(message) <= _MESSAGE_LIMIT else message[: _MESSAGE_LIMIT - 1] + "…"
+    return clip(message, _MESSAGE_LIMIT)
 
 
 def unseal_secrets(

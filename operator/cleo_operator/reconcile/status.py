@@ -15,9 +15,9 @@ from typing import Any
 
 from cleo_operator.api.base import Condition, ConditionStatus, set_condition
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.observability.redaction import MESSAGE_LIMIT, clip, redact
 
-MESSAGE_LIMIT = 1024
-"""Condition messages are cut to this many characters (the API allows more; people read less)."""
+__all__ = ["MESSAGE_LIMIT", "Observation", "StatusBuilder", "clip", "current_conditions"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,6 @@ class Observation:
     @property
     def ok(self) -> bool:
         return self.status == "True"
-
-
-def clip(message: str) -> str:
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
 def current_conditions(obj: KubeObject) -> list[Condition]:
@@ -65,7 +61,8 @@ class StatusBuilder:
             type=type_,
             status=obs.status,
             reason=obs.reason,
-            message=obs.message,
+            # Every condition message passes the redactor, whoever built it.
+            message=redact(obs.message),
             observed_generation=self.generation,
             now=self.now,
         )

@@ -1,0 +1,201 @@
+"""The one redactor: every spelling of a secret goes, ordinary text stays (property tests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from cleo_operator.backup import errors as backup_errors
+from cleo_operator.data import errors as data_errors
+from cleo_operator.failover import errors as failover_errors
+from cleo_operator.observability import logs
+from cleo_operator.observability.redaction import MASK, REDACTED, clip, holds_secret, redact
+from cleo_operator.reconcile import status
+
+# A secret value: long enough that it cannot occur in the surrounding text by chance.
+SECRETS = st.text(
+    alphabet=st.sampled_from("ABCDEFGHJKMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz0123456789_~+/=.-"),
+    min_size=10,
+    max_size=40,
+)
+WORDS = [
+    "password", "passwd", "pwd", "secret", "token", "api key", "private key", "access key",
+    "secret access key", "session token", "client secret", "auth token", "credential",
+    "signature", "database url", "connection string", "passphrase",
+]  # fmt: skip
+PREFIXES = ["", "pg", "aws", "db", "x amz", "admin", "my app"]
+
+
+def spelled(words: list[str], style: str) -> str:
+    if style == "snake":
+        return "_".join(words)
+    if style == "upper":
+        return "_".join(words).upper()
+    if style == "kebab":
+        return "-".join(words)
+    if style == "title-kebab":
+        return "-".join(w.capitalize() for w in words)
+    if style == "camel":
+        return words[0] + "".join(w.capitalize() for w in words[1:])
+    if style == "pascal":
+        return "".join(w.capitalize() for w in words)
+    return "".join(words).upper()  # PGPASSWORD
+
+
+@st.composite
+def secret_keys(draw: st.DrawFn) -> str:
+    words = (draw(st.sampled_from(PREFIXES)) + " " + draw(st.sampled_from(WORDS))).split()
+    style = draw(
+        st.sampled_from(["snake", "upper", "kebab", "title-kebab", "camel", "pascal", "joined"])
+    )
+    return spelled(words, style)
+
+
+@st.composite
+def assignments(draw: st.DrawFn, secret: str) -> str:
+    """``key <sep> value`` in one of the formats logs, tools and servers write."""
+    key = draw(secret_keys())
+    fmt = draw(
+        st.sampled_from(
+            ["bare", "single", "double", "json", "repr", "yaml", "query", "cli", "header"]
+        )
+    )
+    sep = draw(st.sampled_from(["=", " = ", ": ", ":", " := "[1:]]))
+    if fmt == "bare":
+        return f"{key}{sep}{secret}"
+    if fmt == "single":
+        return f"{key}{sep}'{secret}'"
+    if fmt == "double":
+        return f'{key}{sep}"{secret}"'
+    if fmt == "json":
+        return json.dumps({key: secret, "user": "cleo_acme"})
+    if fmt == "repr":
+        return repr({key: secret})
+    if fmt == "yaml":
+        return f"{key}:\n  {secret}"
+    if fmt == "query":
+        return f"https://s3.example/b/o?X-Amz-Date=1&{key}={quote(secret, safe='')}&x=1"
+    if fmt == "cli":
+        return f"--{key.lower().replace('_', '-')} {secret}"
+    return f"{key}: {secret}"
+
+
+PLAIN = st.lists(
+    st.sampled_from(
+        ["site", "main", "failed:", "connection", "to", "server", "at", "127.0.0.1,", "port",
+         "5432", "the", "role", "cleo_acme", "database", "was", "created", "(3", "rows)",
+         "FATAL:", "user", "=", "host=db", "dbname=cleo_acme", "sslmode=verify-full",
+         "Ready", "True", "reason:", "Connected", "secretName", "password authentication"]
+    ),
+    min_size=1,
+    max_size=12,
+).map(" ".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(secret=SECRETS, data=st.data(), before=PLAIN, after=PLAIN)
+def test_no_spelling_of_a_secret_survives(
+    secret: str, data: st.DataObject, before: str, after: str
+) -> None:
+    assume(secret not in before and secret not in after)
+    text = f"{before} {data.draw(assignments(secret))}\n{after}"
+    out = redact(text)
+    assert secret not in out
+    assert quote(secret, safe="") not in out or quote(secret, safe="") == MASK
+    assert before.split(maxsplit=1)[0] in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=PLAIN)
+def test_ordinary_text_is_kept(text: str) -> None:
+    assert redact(text) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=SECRETS, text=PLAIN)
+def test_known_secrets_go_in_every_encoding(secret: str, text: str) -> None:
+    assume(secret not in text)
+    b64 = base64.b64encode(secret.encode()).decode()
+    out = redact(f"{text} {secret} {quote(secret, safe='')} data={{x: {b64}}}", [secret])
+    assert secret not in out
+    assert b64 not in out
+    assert REDACTED in out
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("psql: password='s3cr3t-P4ss' host=db", "s3cr3t-P4ss"),
+        ("conninfo: host=db password=s3cr3t-P4ss dbname=x", "s3cr3t-P4ss"),
+        ('{"password": "s3cr3t-P4ss", "user": "u"}', "s3cr3t-P4ss"),
+        ('{"password":"s3\\"cr3t-P4ss"}', "cr3t-P4ss"),
+        ("env PGPASSWORD=s3cr3t-P4ss pg_dump", "s3cr3t-P4ss"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"),
+        ("secretAccessKey: wJalrXUtnFEMI", "wJalrXUtnFEMI"),
+        ("postgresql://cleo_acme:s3cr3t-P4ss@db:5432/cleo_acme", "s3cr3t-P4ss"),
+        ("Authorization: Bearer eyJhbGciOi.payload.sig", "eyJhbGciOi.payload.sig"),
+        (
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIA/2025/eu/s3/aws4_request, "
+            "SignedHeaders=host, Signature=0123abcdef9876",
+            "0123abcdef9876",
+        ),
+        ("?X-Amz-Security-Token=FQoGZXIvYXdzE&X-Amz-Signature=ab12", "FQoGZXIvYXdzE"),
+        ("apiKey = sk-live-1234567", "sk-live-1234567"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----",
+            "MIIEvQIBADANBg",
+        ),
+        ("DATABASE_URL=cG9zdGdyZXNxbDovL3U6cHdAaA==", "cG9zdGdyZXNxbDovL3U6cHdAaA=="),
+    ],
+)
+def test_known_spellings(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "secretName: cleo-database passwordRotationPeriod: 30d adminSecret.namespace: ops",
+        "sites.main.adminSecret: not set; name the Secret with the site admin's password",
+        "spec.destination.s3.credentialsSecret: Secret ns/creds has no key",
+    ],
+)
+def test_names_of_secrets_are_not_values(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_holds_secret_tells_fields_apart() -> None:
+    assert holds_secret("password")
+    assert holds_secret("AWS_SECRET_ACCESS_KEY")
+    assert holds_secret("apiKey")
+    assert not holds_secret("secretName")
+    assert not holds_secret("user")
+
+
+def test_every_redact_and_clip_is_the_one_implementation() -> None:
+    assert data_errors.redact is redact
+    assert backup_errors.redact is redact
+    assert logs.redact is redact
+    assert failover_errors.clip is clip
+    assert status.clip is clip
+
+
+def test_clip_redacts_before_it_cuts() -> None:
+    out = clip("x" * 1010 + " password=abcdefghijklmnopqrstuvwxyz")
+    assert "abcdefghijklmn" not in out
+    assert len(out) <= 1024
+    long = clip("y" * 5000)
+    assert len(long) == 1024
+    assert long.endswith("…")
+
+
+def test_call_sites_keep_their_replacements() -> None:
+    # Known secrets become <redacted> (errors); patterns become *** (logs), as before.
+    assert data_errors.redact("login pw123456 failed", ["pw123456"]) == "login <redacted> failed"
+    assert re.fullmatch(r"token=\*\*\*", redact("token=abcdef123"))
