@@ -246,6 +246,7 @@ def test_retain_keeps_children_in_place(
     assert "cleoai.io/orphaned" not in labels
 
 
+@pytest.mark.security
 def test_isolation_between_tenants(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:

@@ -145,6 +145,7 @@ DAMAGES: dict[str, tuple[Callable[[bytearray], bytearray], str]] = {
 }
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
 def test_a_damaged_archive_is_refused_and_the_target_untouched(
     postgres_server: PostgresServer, backup: Backup, target: str, tmp_path: Path, damage: str
@@ -179,6 +180,7 @@ def test_damage_that_keeps_the_size_is_caught_by_the_stream_not_the_size(
     assert user_relations(postgres_server, target) == []
 
 
+@pytest.mark.security
 def test_an_edited_manifest_is_refused(
     postgres_server: PostgresServer, backup: Backup, target: str, tmp_path: Path
 ) -> None:
@@ -192,6 +194,7 @@ def test_an_edited_manifest_is_refused(
     assert user_relations(postgres_server, target) == []
 
 
+@pytest.mark.security
 def test_the_wrong_keyring_or_tenant_is_refused(
     postgres_server: PostgresServer, backup: Backup, target: str
 ) -> None:

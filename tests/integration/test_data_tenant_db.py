@@ -69,6 +69,7 @@ def connect_as_tenant(
     )
 
 
+@pytest.mark.security
 def test_two_tenants_are_isolated(
     postgres_server: PostgresServer,
     postgres_site_pools: SitePools,

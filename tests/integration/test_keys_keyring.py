@@ -453,6 +453,7 @@ def test_a_damaged_tenant_secret_without_a_copy_is_reported_not_replaced(
     assert tenant.versions() == versions
 
 
+@pytest.mark.security
 def test_a_copy_renamed_to_another_tenant_does_not_open(tenant: Tenant, op_ns: str) -> None:
     victim = Keyring.generate(T0)
     kek = tenant.keys.kek.load()

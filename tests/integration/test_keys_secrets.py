@@ -303,6 +303,7 @@ def test_a_tampered_value_keeps_the_old_secret_and_says_which_key(
     assert outcome.fingerprints == first.fingerprints
 
 
+@pytest.mark.security
 def test_a_value_sealed_for_tenant_a_fails_in_tenant_b_with_wrong_context(
     env: dict[str, str], op_ns: str, tenant: Tenant, kube: KubeClient, keys: OperatorKeys
 ) -> None:
@@ -417,6 +418,7 @@ def test_without_sealing_keys_nothing_is_touched(
         delete_namespace(kube, empty)
 
 
+@pytest.mark.security
 def test_no_secret_in_status_logs_or_events(
     caplog: pytest.LogCaptureFixture,
     env: dict[str, str],

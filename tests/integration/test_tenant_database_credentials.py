@@ -181,6 +181,7 @@ def test_the_connection_limit_follows_the_spec(
     assert any("connection limit" in event for event in outcome.events)
 
 
+@pytest.mark.security
 def test_one_tenants_credentials_do_not_open_another_tenants_database(
     kube: KubeClient, databases: TenantDatabases, postgres_server: PostgresServer
 ) -> None:
