@@ -20,8 +20,9 @@ committed, and a test fails when either drifts, as with the CRDs:
 
 ``cleo-operator tenant-roles`` prints the first (for a cluster without a checkout:
 ``cleo-operator tenant-roles | kubectl apply --server-side -f -``), ``--operator`` the
-third; ``--write`` writes all three into a checkout. The command is registered by `cli.py` through `register(subparsers)`;
-``python -m cleo_operator.rbac_cli tenant-roles`` runs it alone.
+third; ``--write`` writes all three into a checkout. The command is registered by
+`cli.py` through `register(subparsers)`; ``python -m cleo_operator.rbac_cli tenant-roles``
+runs it alone.
 """
 
 from __future__ import annotations
