@@ -191,7 +191,7 @@ def test_every_object_is_labelled_and_placed_in_its_namespace(
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in meta, where
         else:
-            assert meta.get("namespace") in {NAMESPACE, *watched}, where
+            assert meta.get("namespace") in {NAMESPACE, "default", *watched}, where
 
 
 # --------------------------------------------------------------------------- RBAC
@@ -214,6 +214,9 @@ def test_rbac_grants_exactly_the_permissions_in_code(helm: list[str], tmp_path: 
     role = only(objects, "Role", RELEASE)
     assert role["metadata"]["namespace"] == NAMESPACE
     assert granted(role) == grants(["operator"])
+    events = only(objects, "Role", f"{RELEASE}-events")
+    assert events["metadata"]["namespace"] == "default"
+    assert granted(events) == grants(["cluster-events"])
     for obj in find(objects, "ClusterRole") + find(objects, "Role"):
         for rule in obj["rules"]:
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj

@@ -39,7 +39,7 @@ from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.rbac import OPERATOR_BINDING as RENDERED_OPERATOR_BINDING
 from cleo_operator.render.rbac import TENANT_ROLES, admin_rules, viewer_rules
 
-ALL_SCOPES: tuple[Scope, ...] = ("cluster", "watch", "tenant", "operator")
+ALL_SCOPES: tuple[Scope, ...] = ("cluster", "watch", "tenant", "operator", "cluster-events")
 RBAC = "rbac.authorization.k8s.io"
 
 
@@ -259,6 +259,7 @@ def test_access_checks_follow_the_scope_of_each_permission() -> None:
         ("cluster", None),
         ("watch", None),
         ("operator", "cleo-system"),
+        ("cluster-events", "default"),
     }
     scoped = access_checks(operator_namespace="cleo-system", watch_namespaces=["a", "b"])
     watch_namespaces = {c.namespace for c in scoped if c.permission.scope == "watch"}
@@ -345,7 +346,8 @@ def test_rules_command_prints_the_cluster_role_and_role_rules() -> None:
     args = parser.parse_args(["permissions", "rules"])
     with redirect_stdout(out):
         assert args.func(args) == 0
-    cluster_doc, tenant_doc, operator_doc = yaml.safe_load_all(out.getvalue())
+    cluster_doc, tenant_doc, operator_doc, events_doc = yaml.safe_load_all(out.getvalue())
+    assert events_doc["rules"] == policy_rules(["cluster-events"])
     assert cluster_doc["rules"] == policy_rules(["cluster", "watch"])
     assert tenant_doc["rules"] == policy_rules(["tenant"])
     assert operator_doc["rules"] == policy_rules(["operator"])

@@ -30,6 +30,9 @@ even that to tenant namespaces and its own:
   after the namespace and before anything else in it (render/rbac.py). The start check
   asks for ``bind`` on that ClusterRole and reads its rules instead of asking for the
   rights themselves, which it holds in no namespace before its first tenant.
+- ``cluster-events``: creating Events in the namespace ``default``, where the operator
+  (kube/events.py) and Kopf (outside a pod) post the Events of cluster-scoped CleoTenants,
+  as ``kubectl describe`` expects. A Role there, create only.
 - ``operator``: namespaced resources in the operator's own namespace only: its keys (KEK,
   sealing keyring, wrapped tenant keyring copies), the site admin credentials, the sealing
   public key's ConfigMap, and the Events Kopf posts about cluster-scoped objects (Kopf puts
@@ -68,6 +71,7 @@ import yaml
 from cleo_operator.kube.client import KubeClient, KubeError
 
 __all__ = [
+    "EVENTS_NAMESPACE",
     "OPERATOR_BINDING",
     "OPERATOR_ROLE_HINT",
     "OPERATOR_TENANT_ROLE",
@@ -100,7 +104,7 @@ log = logging.getLogger(__name__)
 Verb = Literal[
     "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "bind"
 ]
-Scope = Literal["cluster", "watch", "tenant", "operator"]
+Scope = Literal["cluster", "watch", "tenant", "operator", "cluster-events"]
 
 VERB_ORDER: Final[tuple[Verb, ...]] = get_args(Verb)
 
@@ -413,7 +417,21 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         scope="operator",
         why="Kopf posts Events about cluster-scoped objects (CleoTenants) in its own namespace",
     ),
+    # -- the namespace default: Events of cluster-scoped objects ---------------------------
+    Permission(
+        group="",
+        resource="events",
+        verbs=("create",),
+        scope="cluster-events",
+        why=(
+            "the Events of CleoTenants (cluster-scoped), which the operator posts in default, "
+            "where kubectl describe looks for them"
+        ),
+    ),
 )
+
+EVENTS_NAMESPACE: Final = "default"
+"""Where the Events of cluster-scoped objects go (scope ``cluster-events``)."""
 
 
 def permissions_for(tenant_role: str = OPERATOR_TENANT_ROLE) -> tuple[Permission, ...]:
@@ -575,6 +593,8 @@ def access_checks(
             continue
         if p.scope == "cluster":
             namespaces = [None]
+        elif p.scope == "cluster-events":
+            namespaces = [EVENTS_NAMESPACE]
         elif p.scope == "operator":
             namespaces = [operator_namespace]
         else:
@@ -839,6 +859,11 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["tenant"])}, sort_keys=False))
     sys.stdout.write("---\n# Role rules in the operator's namespace (scope operator)\n")
     sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["operator"])}, sort_keys=False))
+    sys.stdout.write(
+        f"---\n# Role rules in {EVENTS_NAMESPACE}, for the Events of CleoTenants "
+        "(scope cluster-events)\n"
+    )
+    sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["cluster-events"])}, sort_keys=False))
     return 0
 
 
