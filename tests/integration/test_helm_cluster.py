@@ -235,7 +235,8 @@ def test_an_identity_without_the_charts_rbac_is_told_what_it_lacks(
 def test_one_missing_role_is_named_exactly(
     cluster: LocalCluster, installed: dict[str, str]
 ) -> None:
-    """A ServiceAccount bound to the chart's watch and operator roles, not the cluster one."""
+    """A ServiceAccount bound to the chart's watch and operator roles, not the cluster one
+    (nor the Role for Events in default)."""
     del installed
     name = "partial-operator"
     cluster.kubectl("create", "serviceaccount", name, "-n", NAMESPACE)
@@ -268,7 +269,7 @@ def test_one_missing_role_is_named_exactly(
                 m.check.name or "",
             )
             for m in missing
-        } == grants(["cluster"], permissions_for("it-cleo-operator-tenant"))
+        } == grants(["cluster", "cluster-events"], permissions_for("it-cleo-operator-tenant"))
     finally:
         cluster.kubectl("delete", "clusterrolebinding", f"{NAMESPACE}-{name}", check=False)
 
@@ -381,3 +382,43 @@ def test_missing_tenant_cluster_roles_are_named_with_what_to_do(
         # Back as crds_installed left them, for the rest of the session.
         cluster.kubectl("apply", "--server-side", "-f", str(manifest))
     assert missing_tenant_roles(kube) == []
+
+
+def test_a_missing_or_short_operator_tenant_role_is_named(
+    cluster: LocalCluster, kube: KubeClient, crds_installed: None
+) -> None:
+    """The start check reads the ClusterRole the operator binds in tenant namespaces: the
+    rights it holds nowhere else are checked there, and a wildcard counts."""
+    del crds_installed
+    name = "it-short-operator-tenant"
+    rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": rules,
+    }
+    try:
+        with pytest.raises(MissingPermissions) as gone:
+            check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+        assert gone.value.tenant_role_lacks is None
+        assert f"the ClusterRole {name} does not exist" in str(gone.value)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
+        lacks = missing_operator_tenant_rules(kube, name)
+        assert lacks is not None
+        assert ("", "secrets", "patch", "") in lacks
+        assert ("", "secrets", "get", "") not in lacks
+        assert {(g.group, g.resource, g.verb, g.name) for g in lacks} == grants(["tenant"]) - {
+            ("", "secrets", "get", ""),
+            ("", "secrets", "create", ""),
+        }
+        with pytest.raises(MissingPermissions) as short:
+            check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+        assert f"the ClusterRole {name}, which cleo-operator binds" in str(short.value)
+        assert "create secrets" not in str(short.value).split("lacks", 1)[1].split(". To fix")[0]
+        wildcard = {**role, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(wildcard))
+        assert missing_operator_tenant_rules(kube, name) == []
+        check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+    finally:
+        cluster.kubectl("delete", "clusterrole", name, "--ignore-not-found")
