@@ -13,6 +13,7 @@ without one Forbidden; and when that is done it holds nothing in kube-system.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,62 @@ def test_a_tenant_with_a_backup_works_with_per_namespace_rights_only(
     ]
     assert not denied, "the chart's identity was refused:\n" + "\n".join(denied[:20])
     assert token not in log
+
+
+def test_a_backup_in_a_namespace_that_is_no_tenants_gets_nothing_written_there(
+    cluster: LocalCluster, chart_operator: tuple[OperatorProcess, str]
+) -> None:
+    """Whoever may create CleoBackups in some namespace of the cluster (its own team's,
+    kube-system) cannot make the operator write a runner, its Role, binding, NetworkPolicy
+    or CronJob there: it holds no right outside tenant namespaces, and the policy fences
+    the one RBAC write it holds cluster-wide."""
+    operator, token = chart_operator
+    foreign = "blast-foreign"
+    cluster.kubectl("create", "namespace", foreign)
+    try:
+        audit_from = cluster.audit_offset()
+        backup = {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoBackup",
+            "metadata": {"name": "stolen", "namespace": foreign},
+            "spec": {
+                "tenant": TENANT,
+                "schedule": "*/5 * * * *",
+                "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "x"}},
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(backup))
+        # The operator sees it (Kopf watches CleoBackups everywhere) and tries; give it
+        # the time a backup needs to get its CronJob in a tenant namespace (seconds).
+        wait_for(
+            lambda: any(
+                e["objectRef"].get("namespace") == foreign
+                for e in cluster.audit_events(user=IDENTITY, offset=audit_from)
+            ),
+            timeout=60,
+            what="the operator to try the foreign CleoBackup",
+        )
+        time.sleep(5)
+        events = cluster.audit_events(user=IDENTITY, offset=audit_from)
+        written = [
+            f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}: "
+            f"{e['responseStatus'].get('code')}"
+            for e in events
+            if e["objectRef"].get("namespace") == foreign
+            and e["responseStatus"].get("code", 500) < 300
+        ]
+        assert not written, written
+        for kind in (
+            "cronjobs",
+            "jobs",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
+            "networkpolicies",
+        ):
+            items = kubectl_json(cluster, "get", kind, "-n", foreign)["items"]
+            assert not [i for i in items if i["metadata"]["name"].startswith("cleo-")], kind
+        assert operator.alive()
+        assert token not in operator.log_text()
+    finally:
+        cluster.kubectl("delete", "namespace", foreign, "--wait=false", check=False)
