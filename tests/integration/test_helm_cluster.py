@@ -422,3 +422,30 @@ def test_a_missing_or_short_operator_tenant_role_is_named(
         check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
     finally:
         cluster.kubectl("delete", "clusterrole", name, "--ignore-not-found")
+
+
+def test_namespace_scoped_operator_may_label_only_its_watched_namespaces_as_tenants(
+    cluster: LocalCluster, installed: dict[str, str]
+) -> None:
+    """Watched namespaces exist before a namespace-scoped operator: its operator-scope policy
+    lets it label those as tenant namespaces, and no other."""
+    del installed
+    identity = f"--as=system:serviceaccount:{NAMESPACE}-ns:it-ns-cleo-operator"
+    labels = ("app.kubernetes.io/managed-by=cleo-operator", "cleoai.io/tenant=it")
+    try:
+        allowed = cluster.kubectl("label", "namespace", WATCHED[1], *labels, identity, check=False)
+        assert allowed.returncode == 0, allowed.stderr
+        refused = cluster.kubectl("label", "namespace", NAMESPACE, *labels, identity, check=False)
+        assert refused.returncode != 0
+        assert "it-ns-cleo-operator-operator-scope" in refused.stderr
+        ns = json.loads(cluster.kubectl("get", "namespace", NAMESPACE, "-o", "json").stdout)
+        assert "cleoai.io/tenant" not in (ns["metadata"].get("labels") or {})
+    finally:
+        cluster.kubectl(
+            "label",
+            "namespace",
+            WATCHED[1],
+            "app.kubernetes.io/managed-by-",
+            "cleoai.io/tenant-",
+            check=False,
+        )
