@@ -305,9 +305,13 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
     Permission(
         group="cleoai.io",
         resource="cleobackups",
-        verbs=("get", "list", "watch", "patch"),
+        verbs=("get", "list", "watch", "create", "patch", "delete"),
         scope="tenant",
-        why="read and watch backups; Kopf's finalizer and annotations are patches",
+        why=(
+            "read and watch backups; Kopf's finalizer and annotations are patches; the "
+            "final backup of a tenant deleted under deletionPolicy Delete is created (and "
+            "one left from an earlier deletion deleted) by the operator"
+        ),
     ),
     Permission(
         group="cleoai.io",
