@@ -108,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the operator binds tenant admins and viewers to; it will not start without.
         say("installing the tenant ClusterRoles (deploy/rbac/tenant-roles.yaml)")
         k("apply", "--server-side", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml"))
+        # What the operator binds itself to in each tenant namespace.
+        say("installing its tenant ClusterRole (deploy/rbac/operator-tenant-role.yaml)")
+        k(
+            "apply",
+            "--server-side",
+            "-f",
+            str(REPO / "deploy" / "rbac" / "operator-tenant-role.yaml"),
+        )
         say("creating the operator's namespace, cleo-system (its keys live there)")
         subprocess.run(
             [kubectl, "apply", "-f", "-"],

@@ -152,7 +152,8 @@ def start_chart_operator(cluster: LocalCluster, kubeconfig: Path, log: Path) -> 
         cluster,
         log,
         extra_args=["--operator-namespace", NAMESPACE],
-        env={"KUBECONFIG": str(kubeconfig)},
+        # As the chart's Deployment names it.
+        env={"KUBECONFIG": str(kubeconfig), "CLEO_OPERATOR_TENANT_ROLE": f"{RELEASE}-tenant"},
     )
 
 
@@ -220,13 +221,16 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
         )
 
     # So did the tenant ClusterRoles, with the rules of the code; the operator may bind
-    # them, but holds nothing of what they grant.
+    # them (in tenant namespaces, through its own binding there: not before any tenant),
+    # but holds nothing of what they grant. Its own tenant role it may bind anywhere the
+    # operator-scope admission policy lets it (tests/security/test_blast_radius.py).
     for name, rules in tenant_role_rules().items():
         role = kubectl_json(cluster, "get", "clusterrole", name)
         assert role is not None, f"the chart did not install ClusterRole {name}"
         assert role["rules"] == rules, name
         assert role["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
-        assert can_i(cluster, "bind", f"clusterroles/{name}", f"--as={IDENTITY}")
+        assert not can_i(cluster, "bind", f"clusterroles/{name}", f"--as={IDENTITY}")
+    assert can_i(cluster, "bind", f"clusterroles/{RELEASE}-tenant", f"--as={IDENTITY}")
     assert not can_i(cluster, "bind", "clusterroles/cluster-admin", f"--as={IDENTITY}")
     for args in (
         ("create", "pods", "--subresource=exec"),
@@ -384,7 +388,26 @@ def test_an_upgrade_removes_the_roles_older_versions_wrote(
     # The state before the upgrade, made by the admin while no operator runs.
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     uid = kubectl_json(cluster, "get", "cleotenant", LEGACY)["metadata"]["uid"]
-    cluster.kubectl("create", "namespace", namespace)
+    # As an older operator made it: labelled as the tenant's namespace (the operator-scope
+    # admission policy lets the operator touch no other namespace).
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {
+                        "app.kubernetes.io/managed-by": "cleo-operator",
+                        "cleoai.io/tenant": LEGACY,
+                    },
+                },
+            }
+        ),
+    )
     legacy = legacy_objects(namespace, uid)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(legacy))
     children = [

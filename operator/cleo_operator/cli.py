@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,9 +89,24 @@ def check_access(kube: KubeClient, config: OperatorConfig) -> None:
             kube,
             operator_namespace=config.operator_namespace,
             watch_namespaces=config.namespaces,
+            tenant_role=config.tenant_role,
         )
     except MissingPermissions as exc:
         raise StartupError(str(exc)) from None
+
+
+def operator_identity(kube: KubeClient) -> str:
+    """Who the API server knows us by: the subject of our RoleBinding in tenant namespaces."""
+    from cleo_operator.kube.permissions import whoami  # noqa: PLC0415
+
+    identity = whoami(kube)
+    if not identity:
+        raise StartupError(
+            "the API server did not say who we are (SelfSubjectReview, "
+            "authentication.k8s.io/v1): the operator binds that identity in each tenant "
+            "namespace, so it cannot start without it"
+        )
+    return identity
 
 
 def operator_keys(kube: KubeClient, config: OperatorConfig) -> OperatorKeys:
@@ -133,11 +150,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         liveness_endpoint=args.liveness or None,
         kek_dir=args.kek_dir or kek_dir_from_environment(),
+        tenant_role=args.tenant_role,
     )
     kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
     try:
         check_cluster(kube)
         check_access(kube, config)
+        config = dataclasses.replace(config, identity=operator_identity(kube))
         keys = operator_keys(kube, config)
         runtime = Runtime.create(config, kube, keys)
     except StartupError as exc:
@@ -205,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="read key-encryption keys from this directory (default: $CLEO_KEK_DIR, else the "
         "cleo-kek Secret in the operator namespace)",
+    )
+    run.add_argument(
+        "--tenant-role",
+        default=os.environ.get("CLEO_OPERATOR_TENANT_ROLE") or "cleo-operator-tenant",
+        help="the ClusterRole the operator binds itself to in each tenant namespace "
+        "(default: $CLEO_OPERATOR_TENANT_ROLE, else cleo-operator-tenant)",
     )
     run.set_defaults(func=cmd_run)
 

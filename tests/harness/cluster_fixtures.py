@@ -87,11 +87,16 @@ def crds_installed(cluster: LocalCluster) -> None:
     """Our CRDs and the tenant ClusterRoles, applied from the committed YAML; CRDs Established.
 
     The ClusterRoles (deploy/rbac/tenant-roles.yaml) are what the operator binds tenant
-    admins and viewers to; it refuses to start without them, as it would in a real cluster.
+    admins and viewers to, and deploy/rbac/operator-tenant-role.yaml what it binds itself
+    to in tenant namespaces; it refuses to start without them, as in a real cluster.
     """
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     cluster.kubectl(
         "apply", "--server-side", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml")
+    )
+    # The operator binds itself to this one in each tenant namespace (kube/permissions.py).
+    cluster.kubectl(
+        "apply", "--server-side", "-f", str(REPO / "deploy" / "rbac" / "operator-tenant-role.yaml")
     )
     for plural in ("cleotenants", "cleobackups", "cleofailovers"):
         # Not `kubectl wait`: right after the apply it can fail on a CRD whose status has

@@ -31,12 +31,15 @@ from kubernetes import config as k8s_config
 
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.permissions import (
+    OPERATOR_BINDING,
     MissingPermissions,
     access_checks,
     check_permissions,
     grants,
+    missing_operator_tenant_rules,
     missing_permissions,
     missing_tenant_roles,
+    permissions_for,
 )
 from cleo_operator.render.rbac import TENANT_ROLES
 from e2e.cluster import LIMITED_USER, LocalCluster
@@ -182,8 +185,13 @@ def test_cluster_wide_chart_identity_holds_every_permission(
 ) -> None:
     del installed
     kube = service_account_client(cluster, NAMESPACE, "it-cleo-operator")
-    assert missing_permissions(kube, operator_namespace=NAMESPACE) == []
-    check_permissions(kube, operator_namespace=NAMESPACE)  # the roles exist, too
+    tenant_role = "it-cleo-operator-tenant"
+    assert missing_permissions(kube, operator_namespace=NAMESPACE, tenant_role=tenant_role) == []
+    # The roles exist, too, and its tenant role grants what it needs in tenant namespaces.
+    check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=tenant_role)
+    assert missing_operator_tenant_rules(kube, tenant_role) == []
+    # Which it holds in no namespace before it binds itself there.
+    assert missing_permissions(kube, operator_namespace=NAMESPACE) != []
 
 
 def test_namespace_scoped_chart_identity_holds_tenant_rights_only_where_it_watches(
@@ -191,18 +199,26 @@ def test_namespace_scoped_chart_identity_holds_tenant_rights_only_where_it_watch
 ) -> None:
     del installed
     kube = service_account_client(cluster, f"{NAMESPACE}-ns", "it-ns-cleo-operator")
+    tenant_role = "it-ns-cleo-operator-tenant"
     assert (
-        missing_permissions(kube, operator_namespace=f"{NAMESPACE}-ns", watch_namespaces=WATCHED)
+        missing_permissions(
+            kube,
+            operator_namespace=f"{NAMESPACE}-ns",
+            watch_namespaces=WATCHED,
+            tenant_role=tenant_role,
+        )
         == []
     )
-    cluster_wide = missing_permissions(kube, operator_namespace=f"{NAMESPACE}-ns")
+    cluster_wide = missing_permissions(
+        kube, operator_namespace=f"{NAMESPACE}-ns", tenant_role=tenant_role
+    )
     missing = {
         (m.check.permission.group, m.check.permission.resource, m.check.verb, m.check.name or "")
         for m in cluster_wide
     }
     # Everything namespaced that it holds only in WATCHED is missing across all namespaces
-    # (binding the tenant ClusterRoles too); nothing cluster-scoped is.
-    assert missing == grants(["tenant"])
+    # (binding its tenant ClusterRole too); nothing cluster-scoped is.
+    assert missing == grants(["watch"], permissions_for(tenant_role))
     assert {m.check.where() for m in cluster_wide} == {"in all namespaces"}
 
 
@@ -227,7 +243,8 @@ def test_an_identity_without_the_charts_rbac_is_told_what_it_lacks(
 def test_one_missing_role_is_named_exactly(
     cluster: LocalCluster, installed: dict[str, str]
 ) -> None:
-    """A ServiceAccount bound to the chart's tenant and operator roles, not the cluster one."""
+    """A ServiceAccount bound to the chart's watch and operator roles, not the cluster one
+    (nor the Role for Events in default)."""
     del installed
     name = "partial-operator"
     cluster.kubectl("create", "serviceaccount", name, "-n", NAMESPACE)
@@ -235,7 +252,7 @@ def test_one_missing_role_is_named_exactly(
         "create",
         "clusterrolebinding",
         f"{NAMESPACE}-{name}",
-        "--clusterrole=it-cleo-operator-tenant",
+        "--clusterrole=it-cleo-operator-watch",
         f"--serviceaccount={NAMESPACE}:{name}",
     )
     cluster.kubectl(
@@ -249,7 +266,9 @@ def test_one_missing_role_is_named_exactly(
     )
     try:
         kube = service_account_client(cluster, NAMESPACE, name)
-        missing = missing_permissions(kube, operator_namespace=NAMESPACE)
+        missing = missing_permissions(
+            kube, operator_namespace=NAMESPACE, tenant_role="it-cleo-operator-tenant"
+        )
         assert {
             (
                 m.check.permission.group,
@@ -258,7 +277,7 @@ def test_one_missing_role_is_named_exactly(
                 m.check.name or "",
             )
             for m in missing
-        } == grants(["cluster"])
+        } == grants(["cluster", "cluster-events"], permissions_for("it-cleo-operator-tenant"))
     finally:
         cluster.kubectl("delete", "clusterrolebinding", f"{NAMESPACE}-{name}", check=False)
 
@@ -292,9 +311,29 @@ def test_chart_identity_binds_the_tenant_roles_and_no_other_cluster_role(
     release: str,
     where: str,
 ) -> None:
-    """Real writes, not reviews: RBAC's escalation check is the API server's own."""
+    """Real writes, not reviews: RBAC's escalation check is the API server's own.
+
+    The tenant roles are bound in tenant namespaces, where the operator holds its tenant
+    ClusterRole through its own binding: made here by the admin, as the operator makes it.
+    """
     del installed
     kube = service_account_client(cluster, release_namespace, release)
+    own = {
+        **rolebinding(OPERATOR_BINDING, where, f"{release}-tenant"),
+        "subjects": [{"kind": "ServiceAccount", "name": release, "namespace": release_namespace}],
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(own))
+    if where != release_namespace:
+        # A tenant namespace, as the operator labels it: the operator-scope admission
+        # policy lets it write nowhere else (tests/security/test_blast_radius.py).
+        cluster.kubectl(
+            "label",
+            "namespace",
+            where,
+            "app.kubernetes.io/managed-by=cleo-operator",
+            "cleoai.io/tenant=it",
+            "--overwrite",
+        )
     try:
         for role in TENANT_ROLES:
             # It holds none of what the role grants (no pods/exec, no deletecollection):
@@ -317,8 +356,11 @@ def test_chart_identity_binds_the_tenant_roles_and_no_other_cluster_role(
         )
         assert exec_review.stdout.strip() == "no"
     finally:
-        for name in [f"it-bind-{role}" for role in TENANT_ROLES]:
+        for name in [*(f"it-bind-{role}" for role in TENANT_ROLES), OPERATOR_BINDING]:
             cluster.kubectl("delete", "rolebinding", name, "-n", where, "--ignore-not-found")
+        cluster.kubectl(
+            "label", "namespace", where, "app.kubernetes.io/managed-by-", "cleoai.io/tenant-"
+        )
 
 
 def test_missing_tenant_cluster_roles_are_named_with_what_to_do(
@@ -348,3 +390,70 @@ def test_missing_tenant_cluster_roles_are_named_with_what_to_do(
         # Back as crds_installed left them, for the rest of the session.
         cluster.kubectl("apply", "--server-side", "-f", str(manifest))
     assert missing_tenant_roles(kube) == []
+
+
+def test_a_missing_or_short_operator_tenant_role_is_named(
+    cluster: LocalCluster, kube: KubeClient, crds_installed: None
+) -> None:
+    """The start check reads the ClusterRole the operator binds in tenant namespaces: the
+    rights it holds nowhere else are checked there, and a wildcard counts."""
+    del crds_installed
+    name = "it-short-operator-tenant"
+    rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": rules,
+    }
+    try:
+        with pytest.raises(MissingPermissions) as gone:
+            check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+        assert gone.value.tenant_role_lacks is None
+        assert f"the ClusterRole {name} does not exist" in str(gone.value)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
+        lacks = missing_operator_tenant_rules(kube, name)
+        assert lacks is not None
+        assert ("", "secrets", "patch", "") in lacks
+        assert ("", "secrets", "get", "") not in lacks
+        assert {(g.group, g.resource, g.verb, g.name) for g in lacks} == grants(["tenant"]) - {
+            ("", "secrets", "get", ""),
+            ("", "secrets", "create", ""),
+        }
+        with pytest.raises(MissingPermissions) as short:
+            check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+        assert f"the ClusterRole {name}, which cleo-operator binds" in str(short.value)
+        assert "create secrets" not in str(short.value).split("lacks", 1)[1].split(". To fix")[0]
+        wildcard = {**role, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(wildcard))
+        assert missing_operator_tenant_rules(kube, name) == []
+        check_permissions(kube, operator_namespace=NAMESPACE, tenant_role=name)
+    finally:
+        cluster.kubectl("delete", "clusterrole", name, "--ignore-not-found")
+
+
+def test_namespace_scoped_operator_may_label_only_its_watched_namespaces_as_tenants(
+    cluster: LocalCluster, installed: dict[str, str]
+) -> None:
+    """Watched namespaces exist before a namespace-scoped operator: its operator-scope policy
+    lets it label those as tenant namespaces, and no other."""
+    del installed
+    identity = f"--as=system:serviceaccount:{NAMESPACE}-ns:it-ns-cleo-operator"
+    labels = ("app.kubernetes.io/managed-by=cleo-operator", "cleoai.io/tenant=it")
+    try:
+        allowed = cluster.kubectl("label", "namespace", WATCHED[1], *labels, identity, check=False)
+        assert allowed.returncode == 0, allowed.stderr
+        refused = cluster.kubectl("label", "namespace", NAMESPACE, *labels, identity, check=False)
+        assert refused.returncode != 0
+        assert "it-ns-cleo-operator-operator-scope" in refused.stderr
+        ns = json.loads(cluster.kubectl("get", "namespace", NAMESPACE, "-o", "json").stdout)
+        assert "cleoai.io/tenant" not in (ns["metadata"].get("labels") or {})
+    finally:
+        cluster.kubectl(
+            "label",
+            "namespace",
+            WATCHED[1],
+            "app.kubernetes.io/managed-by-",
+            "cleoai.io/tenant-",
+            check=False,
+        )

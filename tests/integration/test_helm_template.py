@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from cleo_operator.data.sites import load_site_config
-from cleo_operator.kube.permissions import Scope, grants
+from cleo_operator.kube.permissions import Scope, grants, permissions_for
 from cleo_operator.render.rbac import TENANT_ROLES, tenant_role_rules
 from e2e.cluster import build_toolchain
 
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "cleo-operator"
 RELEASE = "cleo-operator"
 NAMESPACE = "cleo-system"
+TENANT_ROLE = f"{RELEASE}-tenant"
 
 SITES: dict[str, Any] = {
     "eu-west-1": {
@@ -191,7 +192,7 @@ def test_every_object_is_labelled_and_placed_in_its_namespace(
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in meta, where
         else:
-            assert meta.get("namespace") in {NAMESPACE, *watched}, where
+            assert meta.get("namespace") in {NAMESPACE, "default", *watched}, where
 
 
 # --------------------------------------------------------------------------- RBAC
@@ -201,11 +202,12 @@ def test_rbac_grants_exactly_the_permissions_in_code(helm: list[str], tmp_path: 
     objects = render(helm, tmp_path, {})
     expected: dict[str, tuple[str, list[Scope]]] = {
         RELEASE: ("ClusterRole", ["cluster"]),
+        f"{RELEASE}-watch": ("ClusterRole", ["watch"]),
         f"{RELEASE}-tenant": ("ClusterRole", ["tenant"]),
     }
     for name, (kind, scopes) in expected.items():
         got = granted(only(objects, kind, name))
-        wanted = grants(scopes)
+        wanted = grants(scopes, permissions_for(TENANT_ROLE))
         assert got == wanted, (
             f"{kind} {name} differs from kube/permissions.py (scopes {scopes}): "
             f"missing {sorted(wanted - got)}, extra {sorted(got - wanted)}"
@@ -213,6 +215,9 @@ def test_rbac_grants_exactly_the_permissions_in_code(helm: list[str], tmp_path: 
     role = only(objects, "Role", RELEASE)
     assert role["metadata"]["namespace"] == NAMESPACE
     assert granted(role) == grants(["operator"])
+    events = only(objects, "Role", f"{RELEASE}-events")
+    assert events["metadata"]["namespace"] == "default"
+    assert granted(events) == grants(["cluster-events"])
     for obj in find(objects, "ClusterRole") + find(objects, "Role"):
         for rule in obj["rules"]:
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj
@@ -224,6 +229,7 @@ def test_the_operators_roles_hold_nothing_it_only_used_to_grant_onward(
     objects = render(helm, tmp_path, {})
     operator_roles = [
         only(objects, "ClusterRole", RELEASE),
+        only(objects, "ClusterRole", f"{RELEASE}-watch"),
         only(objects, "ClusterRole", f"{RELEASE}-tenant"),
         only(objects, "Role", RELEASE),
     ]
@@ -232,12 +238,13 @@ def test_the_operators_roles_hold_nothing_it_only_used_to_grant_onward(
     assert "pods/exec" not in resources
     assert "pods/log" not in resources
     assert not {g for g in held if g[2] in ("deletecollection", "update", "escalate")}
-    # On ClusterRoles: bind and get, and only on the two tenant ClusterRoles by name.
+    # On ClusterRoles: bind and get, and only on the two tenant ClusterRoles and its own
+    # tenant ClusterRole, by name.
     on_cluster_roles = {g for g in held if g[1] == "clusterroles"}
     assert on_cluster_roles == {
         ("rbac.authorization.k8s.io", "clusterroles", verb, name)
         for verb in ("bind", "get")
-        for name in TENANT_ROLES
+        for name in (*TENANT_ROLES, TENANT_ROLE)
     }
 
 
@@ -257,16 +264,28 @@ def test_the_tenant_cluster_roles_grant_the_rules_of_the_code(
     assert not [o for o in find(elsewhere, "ClusterRole") if o["metadata"]["name"] in TENANT_ROLES]
     # The operator may still bind them, wherever they come from.
     assert granted(only(elsewhere, "ClusterRole", f"{RELEASE}-tenant")) == grants(["tenant"])
+    assert {
+        name for *_, name in granted(only(elsewhere, "ClusterRole", f"{RELEASE}-tenant"))
+    } >= set(TENANT_ROLES)
 
 
-def test_cluster_wide_install_binds_both_cluster_roles_to_the_service_account(
+def test_cluster_wide_install_binds_cluster_and_watch_roles_never_the_tenant_role(
     helm: list[str], tmp_path: Path
 ) -> None:
     objects = render(helm, tmp_path, {})
     sa = only(objects, "ServiceAccount", RELEASE)
     assert sa["metadata"]["namespace"] == NAMESPACE
     bindings = {b["roleRef"]["name"]: b for b in find(objects, "ClusterRoleBinding")}
-    assert set(bindings) == {RELEASE, f"{RELEASE}-tenant"}
+    # The tenant role (Secrets, Jobs, bindings...) is bound by the operator per tenant
+    # namespace, never by the chart.
+    assert set(bindings) == {RELEASE, f"{RELEASE}-watch"}
+    assert not [
+        b
+        for b in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding")
+        if b["roleRef"]["name"] == TENANT_ROLE
+    ]
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["CLEO_OPERATOR_TENANT_ROLE"] == TENANT_ROLE
     for binding in bindings.values():
         assert binding["roleRef"]["kind"] == "ClusterRole"
         assert binding["subjects"] == [
@@ -286,10 +305,11 @@ def test_namespace_scoped_install_binds_tenant_rights_only_in_watched_namespaces
 ) -> None:
     objects = render(helm, tmp_path, VALUE_SETS["namespace-scoped"])
     cluster_bindings = {b["roleRef"]["name"] for b in find(objects, "ClusterRoleBinding")}
-    assert cluster_bindings == {RELEASE}, "tenant rights must not be bound cluster-wide"
+    assert cluster_bindings == {RELEASE}, "watch rights must not be bound cluster-wide"
     tenant_bindings = [
-        b for b in find(objects, "RoleBinding") if b["roleRef"]["name"] == f"{RELEASE}-tenant"
+        b for b in find(objects, "RoleBinding") if b["roleRef"]["name"] == f"{RELEASE}-watch"
     ]
+    assert not [b for b in find(objects, "RoleBinding") if b["roleRef"]["name"] == TENANT_ROLE]
     assert sorted(b["metadata"]["namespace"] for b in tenant_bindings) == ["team-a", "team-b"]
     for binding in tenant_bindings:
         assert binding["roleRef"]["kind"] == "ClusterRole"
@@ -340,7 +360,10 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
     assert c["resources"]["limits"]["memory"] == "512Mi"
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
-    assert not any(e["name"].startswith("CLEO_") for e in c.get("env") or [])
+    # Only the name of the ClusterRole it binds itself to in tenant namespaces.
+    assert [e for e in c.get("env") or [] if e["name"].startswith("CLEO_")] == [
+        {"name": "CLEO_OPERATOR_TENANT_ROLE", "value": TENANT_ROLE}
+    ]
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
@@ -572,3 +595,51 @@ def test_bad_values_fail_naming_the_value(helm: list[str], args: list[str], name
     result = run_helm(helm, "template", RELEASE, str(CHART), *args)
     assert result.returncode != 0, f"helm accepted {args}"
     assert names in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def test_operator_scope_policy_matches_the_service_account_and_its_namespace(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, {})
+    policy = only(objects, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-scope")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        f'request.userInfo.username == "system:serviceaccount:{NAMESPACE}:{RELEASE}"'
+    )
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["operatorNamespace"] == f"'{NAMESPACE}'"
+    binding = only(objects, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-operator-scope")
+    assert binding["spec"] == {
+        "policyName": f"{RELEASE}-operator-scope",
+        "validationActions": ["Deny"],
+    }
+    other = render(helm, tmp_path, {"serviceAccount": {"create": False, "name": "ops"}})
+    (condition,) = only(other, "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    assert "system:serviceaccount:cleo-system:ops" in condition["expression"]
+    off = render(helm, tmp_path, {"admission": {"operatorScope": {"enabled": False}}})
+    assert not find(off, "ValidatingAdmissionPolicy")
+
+
+def test_deploy_copy_of_the_operator_scope_policy_is_the_charts(
+    helm: list[str], tmp_path: Path
+) -> None:
+    """deploy/admission/operator-scope.yaml, for installs without Helm, is what the chart
+    renders for the release cleo-operator in cleo-system (labels aside)."""
+    objects = render(helm, tmp_path, {})
+    committed = [
+        d
+        for d in yaml.safe_load_all(
+            (REPO / "deploy" / "admission" / "operator-scope.yaml").read_text()
+        )
+        if d
+    ]
+    rendered = [
+        only(objects, kind, f"{RELEASE}-operator-scope")
+        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    ]
+    assert [(d["kind"], d["metadata"]["name"], d["spec"]) for d in committed] == [
+        (d["kind"], d["metadata"]["name"], d["spec"]) for d in rendered
+    ]

@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from cleo_operator.handlers.registry import CHILD_RESOURCES
+from cleo_operator.handlers.registry import BACKUP_CHILDREN, CHILD_RESOURCES
 from cleo_operator.kube.client import KINDS
 from cleo_operator.kube.permissions import (
+    OPERATOR_BINDING,
+    OPERATOR_TENANT_ROLE,
     PERMISSIONS,
     TENANT_CLUSTER_ROLES,
     Grant,
@@ -29,12 +31,15 @@ from cleo_operator.kube.permissions import (
     access_checks,
     describe_missing,
     grants,
+    permissions_for,
     policy_rules,
     register,
 )
+from cleo_operator.render.backup import BACKUP_LABEL
+from cleo_operator.render.rbac import OPERATOR_BINDING as RENDERED_OPERATOR_BINDING
 from cleo_operator.render.rbac import TENANT_ROLES, admin_rules, viewer_rules
 
-ALL_SCOPES: tuple[Scope, ...] = ("cluster", "tenant", "operator")
+ALL_SCOPES: tuple[Scope, ...] = ("cluster", "watch", "tenant", "operator", "cluster-events")
 RBAC = "rbac.authorization.k8s.io"
 
 
@@ -93,17 +98,72 @@ def test_applied_children_can_be_created_by_apply_and_deleted(plural: str) -> No
 
 def test_the_operator_may_bind_the_tenant_cluster_roles_and_no_other() -> None:
     assert TENANT_CLUSTER_ROLES == TENANT_ROLES  # kube cannot import render: kept equal here
+    assert OPERATOR_BINDING == RENDERED_OPERATOR_BINDING
     everywhere = grants(ALL_SCOPES)
     binds = {g for g in everywhere if g.verb in ("bind", "escalate")}
-    assert binds == {Grant(RBAC, "clusterroles", "bind", name) for name in TENANT_ROLES}
-    # Bound in tenant namespaces: the scope that follows the watched namespaces.
-    assert binds <= grants(["tenant"])
+    assert binds == {
+        Grant(RBAC, "clusterroles", "bind", name) for name in (*TENANT_ROLES, OPERATOR_TENANT_ROLE)
+    }
+    # The tenant roles are bound in tenant namespaces, through the operator's own binding
+    # there; its own tenant role before it holds anything there (the watch scope).
+    assert {g for g in binds if g.name in TENANT_ROLES} <= grants(["tenant"])
+    assert {g for g in binds if g.name == OPERATOR_TENANT_ROLE} <= grants(["watch"])
     # It may look the ClusterRoles up (to say when they are missing), and nothing more on them.
     on_cluster_roles = {g for g in everywhere if g.resource == "clusterroles"}
     assert on_cluster_roles == binds | {
-        Grant(RBAC, "clusterroles", "get", name) for name in TENANT_ROLES
+        Grant(RBAC, "clusterroles", "get", name) for name in (*TENANT_ROLES, OPERATOR_TENANT_ROLE)
     }
     assert not {g for g in everywhere if g.resource == "clusterrolebindings"}
+
+
+def test_nothing_it_holds_beyond_tenant_namespaces_writes_or_reads_secrets() -> None:
+    """The blast radius: outside tenant namespaces and its own, the operator writes nothing
+    namespaced but its own RoleBinding (by name) and Events in default, and reads no Secret."""
+    outside = grants(["cluster", "watch", "cluster-events"])
+    cluster_scoped = {"namespaces", "cleotenants", "cleotenants/status", "clusterroles"}
+    namespaced_writes = {
+        g
+        for g in outside
+        if g.verb not in ("get", "list", "watch") and g.resource not in cluster_scoped
+    }
+    assert namespaced_writes == {
+        Grant(RBAC, "rolebindings", "create", OPERATOR_BINDING),
+        Grant(RBAC, "rolebindings", "patch", OPERATOR_BINDING),
+        Grant("", "events", "create"),  # in default only (a Role there)
+    }
+    assert not {g for g in outside if g.resource == "secrets"}
+    # Reads of namespaced kinds cluster-wide are Kopf's list and watch (with a label
+    # selector), or of one object by name.
+    assert all(
+        g.verb in ("list", "watch") or g.name
+        for g in outside
+        if g.resource not in cluster_scoped and g.verb == "get"
+    )
+    # On clusterroles: get and bind by name only.
+    assert all(g.name for g in outside if g.resource == "clusterroles")
+
+
+def test_kopf_watches_no_secrets() -> None:
+    assert ("", "v1", "secrets") not in CHILD_RESOURCES
+    assert not {g for g in grants(["cluster", "watch"]) if g.resource == "secrets"}
+
+
+def test_the_watch_scope_covers_what_kopf_watches_and_nothing_else() -> None:
+    watched = {(g, p) for g, _, p in CHILD_RESOURCES if p != "namespaces"}
+    watched |= {(g, p) for g, _, p in BACKUP_CHILDREN}
+    watched |= {("cleoai.io", "cleobackups"), ("cleoai.io", "cleofailovers")}
+    listed = {(g.group, g.resource) for g in grants(["watch"]) if g.verb in ("list", "watch")}
+    assert listed == watched
+    assert BACKUP_LABEL  # jobs and cronjobs are watched by the backup's label
+
+
+def test_permissions_for_names_the_operators_tenant_role() -> None:
+    assert permissions_for() == PERMISSIONS
+    renamed = permissions_for("it-cleo-operator-tenant")
+    names = {n for p in renamed for n in p.resource_names}
+    assert "it-cleo-operator-tenant" in names
+    assert OPERATOR_TENANT_ROLE not in names
+    assert len(renamed) == len(PERMISSIONS)
 
 
 def test_the_operator_holds_none_of_what_only_tenant_roles_grant() -> None:
@@ -132,46 +192,89 @@ def test_no_wildcards_and_every_entry_says_why() -> None:
 
 
 def test_policy_rules_grant_exactly_the_grants_once_each() -> None:
-    scope_sets: list[list[Scope]] = [["cluster"], ["tenant"], ["operator"], list(ALL_SCOPES)]
+    scope_sets: list[list[Scope]] = [
+        ["cluster"],
+        ["watch"],
+        ["tenant"],
+        ["operator"],
+        list(ALL_SCOPES),
+    ]
     for scopes in scope_sets:
         rules = policy_rules(scopes)
-        assert expand(rules) == grants(scopes)
+        wanted = grants(scopes)
+        # A grant on any object includes the same grant on one named object.
+        covered = {g for g in wanted if g.name and g._replace(name="") in wanted}
+        assert expand(rules) == wanted - covered
         # Resources are merged into one rule per resource: no resource appears twice.
-        pairs = [(r["apiGroups"][0], res) for r in rules for res in r["resources"]]
+        # (A resource may appear once more for a grant restricted to names.)
+        pairs = [
+            (r["apiGroups"][0], res, tuple(r.get("resourceNames", [])))
+            for r in rules
+            for res in r["resources"]
+        ]
         assert len(pairs) == len(set(pairs))
         assert rules == policy_rules(list(reversed(scopes)))
 
 
 def test_policy_rules_keep_resource_names_apart_from_grants_on_every_object() -> None:
     rules = policy_rules(["cluster", "tenant"])
-    (named,) = [r for r in rules if "clusterroles" in r["resources"]]
-    assert named == {
-        "apiGroups": [RBAC],
-        "resources": ["clusterroles"],
-        "verbs": ["get", "bind"],
-        "resourceNames": list(TENANT_ROLES),
-    }
-    assert all("resourceNames" not in r for r in rules if r is not named)
+    named = [r for r in rules if "resourceNames" in r]
+    assert named == [
+        {
+            "apiGroups": [RBAC],
+            "resources": ["clusterroles"],
+            "verbs": ["get"],
+            "resourceNames": sorted([*TENANT_ROLES, OPERATOR_TENANT_ROLE]),
+        },
+        {
+            "apiGroups": [RBAC],
+            "resources": ["clusterroles"],
+            "verbs": ["bind"],
+            "resourceNames": list(TENANT_ROLES),
+        },
+    ]
+    assert [r for r in policy_rules(["watch"]) if "resourceNames" in r] == [
+        {
+            "apiGroups": [RBAC],
+            "resources": ["clusterroles"],
+            "verbs": ["bind"],
+            "resourceNames": [OPERATOR_TENANT_ROLE],
+        },
+        {
+            "apiGroups": [RBAC],
+            "resources": ["rolebindings"],
+            "verbs": ["get", "create", "patch"],
+            "resourceNames": [OPERATOR_BINDING],
+        },
+    ]
 
 
 def test_access_checks_follow_the_scope_of_each_permission() -> None:
     cluster_wide = access_checks(operator_namespace="cleo-system")
+    # Tenant permissions are held per tenant namespace only: not asked (the ClusterRole the
+    # operator binds is read instead, missing_operator_tenant_rules).
     assert {(c.permission.scope, c.namespace) for c in cluster_wide} == {
         ("cluster", None),
-        ("tenant", None),
+        ("watch", None),
         ("operator", "cleo-system"),
+        ("cluster-events", "default"),
     }
     scoped = access_checks(operator_namespace="cleo-system", watch_namespaces=["a", "b"])
-    tenant_namespaces = {c.namespace for c in scoped if c.permission.scope == "tenant"}
-    assert tenant_namespaces == {"a", "b"}
-    tenant_checks = [c for c in cluster_wide if c.permission.scope == "tenant"]
-    assert len([c for c in scoped if c.permission.scope == "tenant"]) == 2 * len(tenant_checks)
+    watch_namespaces = {c.namespace for c in scoped if c.permission.scope == "watch"}
+    assert watch_namespaces == {"a", "b"}
+    watch_checks = [c for c in cluster_wide if c.permission.scope == "watch"]
+    assert len([c for c in scoped if c.permission.scope == "watch"]) == 2 * len(watch_checks)
     # A permission restricted to names is asked about each name.
     binds = [c for c in scoped if c.verb == "bind"]
-    assert sorted((c.namespace, c.name) for c in binds) == sorted(
-        (ns, name) for ns in ("a", "b") for name in TENANT_ROLES
+    assert sorted((c.namespace, c.name) for c in binds) == [
+        ("a", OPERATOR_TENANT_ROLE),
+        ("b", OPERATOR_TENANT_ROLE),
+    ]
+    assert all(
+        c.name is None
+        for c in cluster_wide
+        if c.permission.resource != "clusterroles" and c.permission.resource_names == ()
     )
-    assert all(c.name is None for c in cluster_wide if c.permission.resource != "clusterroles")
 
 
 def test_missing_permissions_are_described_for_people() -> None:
@@ -198,11 +301,26 @@ def test_missing_permissions_are_described_for_people() -> None:
 
 def test_a_missing_bind_names_the_cluster_role() -> None:
     checks = access_checks(operator_namespace="cleo-system", watch_namespaces=["team-a"])
-    bind = next(c for c in checks if c.verb == "bind" and c.name == "cleo-tenant-viewer")
+    bind = next(c for c in checks if c.verb == "bind" and c.name == OPERATOR_TENANT_ROLE)
     line = describe_missing([MissingPermission(check=bind)], identity="op").splitlines()[1]
     assert line.startswith(
-        "  - bind clusterroles.rbac.authorization.k8s.io cleo-tenant-viewer in namespace team-a: "
+        "  - bind clusterroles.rbac.authorization.k8s.io cleo-operator-tenant in namespace team-a: "
     )
+
+
+def test_a_missing_or_short_operator_tenant_role_says_what_to_do() -> None:
+    gone = describe_missing([], identity=None, tenant_role="x-tenant", tenant_role_lacks=None)
+    assert gone.startswith("the ClusterRole x-tenant does not exist")
+    assert "deploy/rbac/operator-tenant-role.yaml" in gone
+    assert "CLEO_OPERATOR_TENANT_ROLE" in gone
+    short = describe_missing(
+        [],
+        identity=None,
+        tenant_role_lacks=[Grant("", "secrets", "create"), Grant("batch", "jobs", "delete")],
+    )
+    assert "cleo-operator-tenant, which cleo-operator binds in each tenant namespace" in short
+    assert "lacks 2 permission(s): create secrets, delete jobs.batch" in short
+    assert describe_missing([], identity=None) == ""
 
 
 def test_missing_tenant_cluster_roles_say_how_to_install_them() -> None:
@@ -226,8 +344,10 @@ def test_rules_command_prints_the_cluster_role_and_role_rules() -> None:
     args = parser.parse_args(["permissions", "rules"])
     with redirect_stdout(out):
         assert args.func(args) == 0
-    cluster_doc, operator_doc = yaml.safe_load_all(out.getvalue())
-    assert cluster_doc["rules"] == policy_rules(["cluster", "tenant"])
+    cluster_doc, tenant_doc, operator_doc, events_doc = yaml.safe_load_all(out.getvalue())
+    assert events_doc["rules"] == policy_rules(["cluster-events"])
+    assert cluster_doc["rules"] == policy_rules(["cluster", "watch"])
+    assert tenant_doc["rules"] == policy_rules(["tenant"])
     assert operator_doc["rules"] == policy_rules(["operator"])
     scoped = parser.parse_args(["permissions", "rules", "--scope", "operator"])
     out = io.StringIO()

@@ -48,6 +48,21 @@ app.kubernetes.io/part-of: cleo-operator
 {{- end }}
 {{- end }}
 
+{{/*
+The ClusterRole of the operator's own rights in a tenant namespace: never bound by the
+chart, bound by the operator in each tenant namespace (kube/permissions.py, scope tenant).
+*/}}
+{{- define "cleo-operator.tenantRole" -}}
+{{- include "cleo-operator.fullname" . }}-tenant
+{{- end }}
+
+{{/*
+The user name the operator's ServiceAccount authenticates as (the admission policy's match).
+*/}}
+{{- define "cleo-operator.username" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "cleo-operator.serviceAccountName" . }}
+{{- end }}
+
 {{- define "cleo-operator.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}

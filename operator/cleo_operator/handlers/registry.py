@@ -38,19 +38,23 @@ from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from cleo_operator.render.rbac import OperatorAccess
 
 VERSION = "v1alpha1"
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 
 # Every kind of child a tenant has; an event on any of them (labelled as ours) wakes the
 # tenant's loop, which is how a child edited or deleted by hand is put back in seconds.
+# Except Secrets: watching them (even with a label selector) needs list and watch of every
+# Secret of the cluster, kube-system's included, which is the read no bug of the operator
+# may ever have; a Secret of ours deleted by hand comes back at the next resync (tenant
+# admins cannot touch them: the tenant-protection admission policy).
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "namespaces"),
     ("", "v1", "resourcequotas"),
     ("", "v1", "limitranges"),
     ("", "v1", "serviceaccounts"),
     ("", "v1", "configmaps"),
-    ("", "v1", "secrets"),
     ("", "v1", "services"),
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
@@ -109,6 +113,11 @@ class Runtime:
             # that reads them, and both feed the Deployment's checksum.
             tenant_reconciler=TenantReconciler(
                 kube,
+                operator_access=(
+                    OperatorAccess(role=config.tenant_role, username=config.identity)
+                    if config.identity
+                    else None
+                ),
                 parts=[
                     EncryptionPart(kube, keys),
                     DatabasePart(databases),

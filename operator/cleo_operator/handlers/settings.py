@@ -33,6 +33,12 @@ class OperatorConfig:
     kek_dir: Path | None = None
     """Key-encryption keys from this directory (`CLEO_KEK_DIR`, a KMS or CSI mount) instead
     of the `cleo-kek` Secret in the operator's namespace."""
+    tenant_role: str = "cleo-operator-tenant"
+    """The ClusterRole holding the operator's rights in a tenant namespace, which it binds
+    there itself (`CLEO_OPERATOR_TENANT_ROLE`; the chart's ``<release>-tenant``)."""
+    identity: str | None = None
+    """The user name the API server knows the operator by (found at start); the subject of
+    its RoleBinding in each tenant namespace. None: no such binding (tests of parts)."""
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

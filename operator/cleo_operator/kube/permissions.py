@@ -7,13 +7,32 @@ but nobody needs fails too); the operator checks at start that it holds all of i
 names precisely what is missing instead of failing later with a Forbidden deep inside a
 reconcile; and a reviewer reads one place to see why the operator may do what it may.
 
-Scopes, which decide how the chart grants a permission:
+Scopes, which decide how the chart grants a permission. The rule behind them: what the
+operator holds cluster-wide is the blast radius of every bug it has, so it holds there only
+what it cannot do without, and a ValidatingAdmissionPolicy bound to its identity
+(charts/cleo-operator/templates/admission-operator-scope.yaml, deploy/admission/) fences
+even that to tenant namespaces and its own:
 
 - ``cluster``: cluster-scoped resources (namespaces, CleoTenants, CRDs). Always through a
   ClusterRoleBinding.
-- ``tenant``: namespaced resources where tenants live: the tenant namespaces (their
-  children) and the namespaces of CleoBackups and CleoFailovers. Cluster-wide by default;
-  a namespace-scoped install grants them with a RoleBinding in each watched namespace.
+- ``watch``: namespaced, but needed before (or outside) any one tenant namespace: Kopf's
+  list and watch of the children it follows (a watch cannot be limited by label in RBAC,
+  only by the label selector Kopf sends), and the bootstrap of each new tenant namespace:
+  the operator's own RoleBinding there, by name, and ``bind`` on the ClusterRole it binds.
+  Cluster-wide by default; a namespace-scoped install grants them with a RoleBinding in
+  each watched namespace. Secrets are not in it: Kopf does not watch Secrets, so the
+  operator holds no read on the Secrets of namespaces that are not tenants' (kube-system).
+- ``tenant``: namespaced resources where tenants live, and every write there: the tenant
+  namespaces (their children) and the namespaces of CleoBackups and CleoFailovers (tenant
+  namespaces too). Never granted cluster-wide: the chart ships them as the ClusterRole
+  ``<release>-tenant`` (``cleo-operator-tenant`` by default) and the operator binds it in
+  each tenant namespace it creates, with the RoleBinding ``cleo-operator``, applied right
+  after the namespace and before anything else in it (render/rbac.py). The start check
+  asks for ``bind`` on that ClusterRole and reads its rules instead of asking for the
+  rights themselves, which it holds in no namespace before its first tenant.
+- ``cluster-events``: creating Events in the namespace ``default``, where the operator
+  (kube/events.py) and Kopf (outside a pod) post the Events of cluster-scoped CleoTenants,
+  as ``kubectl describe`` expects. A Role there, create only.
 - ``operator``: namespaced resources in the operator's own namespace only: its keys (KEK,
   sealing keyring, wrapped tenant keyring copies), the site admin credentials, the sealing
   public key's ConfigMap, and the Events Kopf posts about cluster-scoped objects (Kopf puts
@@ -38,21 +57,28 @@ SelfSubjectReview, which `missing_permissions` uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple, NotRequired, TypedDict, get_args
+from typing import Any, Final, Literal, NamedTuple, NotRequired, TypedDict, get_args
 
 import yaml
 
 from cleo_operator.kube.client import KubeClient, KubeError
 
 __all__ = [
+    "EVENTS_NAMESPACE",
+    "OPERATOR_BINDING",
+    "OPERATOR_ROLE_HINT",
+    "OPERATOR_TENANT_ROLE",
     "PERMISSIONS",
     "TENANT_CLUSTER_ROLES",
     "TENANT_ROLES_HINT",
+    "TENANT_ROLE_ENV",
     "AccessCheck",
     "Grant",
     "MissingPermission",
@@ -65,8 +91,10 @@ __all__ = [
     "check_permissions",
     "describe_missing",
     "grants",
+    "missing_operator_tenant_rules",
     "missing_permissions",
     "missing_tenant_roles",
+    "permissions_for",
     "policy_rules",
     "register",
 ]
@@ -76,7 +104,7 @@ log = logging.getLogger(__name__)
 Verb = Literal[
     "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "bind"
 ]
-Scope = Literal["cluster", "tenant", "operator"]
+Scope = Literal["cluster", "watch", "tenant", "operator", "cluster-events"]
 
 VERB_ORDER: Final[tuple[Verb, ...]] = get_args(Verb)
 
@@ -84,6 +112,22 @@ RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 TENANT_CLUSTER_ROLES: Final[tuple[str, ...]] = ("cleo-tenant-admin", "cleo-tenant-viewer")
 """The ClusterRoles of tenant admins and viewers (render/rbac.py's TENANT_ROLES; the kube
 layer cannot import render, so a test keeps the two equal)."""
+OPERATOR_TENANT_ROLE: Final = "cleo-operator-tenant"
+"""The ClusterRole holding the operator's own rights in a tenant namespace (scope
+``tenant``), by default; the chart names it ``<release>-tenant`` and tells the operator
+(``CLEO_OPERATOR_TENANT_ROLE``). `permissions_for` puts the configured name in."""
+TENANT_ROLE_ENV: Final = "CLEO_OPERATOR_TENANT_ROLE"
+"""The environment variable naming the operator's tenant ClusterRole (set by the chart)."""
+OPERATOR_BINDING: Final = "cleo-operator"
+"""The RoleBinding in each tenant namespace that binds the operator to its tenant role."""
+OPERATOR_ROLE_HINT: Final = (
+    "install the chart (it ships <release>-tenant) or apply "
+    "deploy/rbac/operator-tenant-role.yaml "
+    "(`kubectl apply --server-side -f deploy/rbac/operator-tenant-role.yaml`, or without a "
+    "checkout `cleo-operator tenant-roles --operator | kubectl apply --server-side -f -`), "
+    "and name it to the operator with CLEO_OPERATOR_TENANT_ROLE"
+)
+"""What to do when the operator's tenant ClusterRole is missing or short of rules."""
 TENANT_ROLES_HINT: Final = (
     "install the chart or apply deploy/rbac/tenant-roles.yaml "
     "(`kubectl apply --server-side -f deploy/rbac/tenant-roles.yaml`, or without a checkout "
@@ -152,6 +196,28 @@ def _children(group: str, resources: Iterable[str]) -> list[Permission]:
     ]
 
 
+# What Kopf lists and watches cluster-wide (handlers/registry.py): the children it follows,
+# with the label selector it sends, and our namespaced kinds. Not Secrets (see the module
+# docstring).
+_WATCHED: Final[tuple[tuple[str, str], ...]] = (
+    ("", "configmaps"),
+    ("", "limitranges"),
+    ("", "resourcequotas"),
+    ("", "serviceaccounts"),
+    ("", "services"),
+    ("apps", "deployments"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("batch", "cronjobs"),
+    ("batch", "jobs"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("policy", "poddisruptionbudgets"),
+    (RBAC_GROUP, "rolebindings"),
+    (RBAC_GROUP, "roles"),
+    ("cleoai.io", "cleobackups"),
+    ("cleoai.io", "cleofailovers"),
+)
+
+
 PERMISSIONS: Final[tuple[Permission, ...]] = (
     # -- cluster-scoped ------------------------------------------------------------------
     Permission(
@@ -191,19 +257,61 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         resource="clusterroles",
         verbs=("get",),
         scope="cluster",
-        resource_names=TENANT_CLUSTER_ROLES,
+        resource_names=(*TENANT_CLUSTER_ROLES, OPERATOR_TENANT_ROLE),
         why=(
-            "checked at start to exist: a RoleBinding to a missing ClusterRole is accepted "
-            "and grants nothing, so tenant admins and viewers would silently get no rights"
+            "checked at start to exist (and the operator's own tenant role to grant what "
+            "it needs): a RoleBinding to a missing ClusterRole is accepted and grants "
+            "nothing, so tenant admins, viewers or the operator would silently get no rights"
         ),
     ),
-    # -- namespaced, where tenants live --------------------------------------------------
+    # -- namespaced, before any one tenant namespace -------------------------------------
+    *(
+        Permission(
+            group=group,
+            resource=resource,
+            verbs=("list", "watch"),
+            scope="watch",
+            why=(
+                "Kopf lists and watches it in all (watched) namespaces, with a label "
+                "selector, to wake the tenant or backup an event is about"
+            ),
+        )
+        for group, resource in _WATCHED
+    ),
+    Permission(
+        group=RBAC_GROUP,
+        resource="rolebindings",
+        verbs=("get", "create", "patch"),
+        scope="watch",
+        resource_names=(OPERATOR_BINDING,),
+        why=(
+            "the operator's own RoleBinding in a new tenant namespace (to its tenant "
+            "ClusterRole), applied right after the namespace: before it exists the operator "
+            "holds nothing there; the admission policy fences it to tenant namespaces"
+        ),
+    ),
+    Permission(
+        group=RBAC_GROUP,
+        resource="clusterroles",
+        verbs=("bind",),
+        scope="watch",
+        resource_names=(OPERATOR_TENANT_ROLE,),
+        why=(
+            "lets the operator bind its tenant ClusterRole in a new tenant namespace "
+            "without holding what it grants there yet (RBAC's escalation check)"
+        ),
+    ),
+    # -- namespaced, in each tenant namespace (the operator's tenant ClusterRole) ---------
     Permission(
         group="cleoai.io",
         resource="cleobackups",
-        verbs=("get", "list", "watch", "patch"),
+        verbs=("get", "list", "watch", "create", "patch", "delete"),
         scope="tenant",
-        why="read and watch backups; Kopf's finalizer and annotations are patches",
+        why=(
+            "read and watch backups; Kopf's finalizer and annotations are patches; the "
+            "final backup of a tenant deleted under deletionPolicy Delete is created (and "
+            "one left from an earlier deletion deleted) by the operator"
+        ),
     ),
     Permission(
         group="cleoai.io",
@@ -313,7 +421,37 @@ PERMISSIONS: Final[tuple[Permission, ...]] = (
         scope="operator",
         why="Kopf posts Events about cluster-scoped objects (CleoTenants) in its own namespace",
     ),
+    # -- the namespace default: Events of cluster-scoped objects ---------------------------
+    Permission(
+        group="",
+        resource="events",
+        verbs=("create",),
+        scope="cluster-events",
+        why=(
+            "the Events of CleoTenants (cluster-scoped), which the operator posts in default, "
+            "where kubectl describe looks for them"
+        ),
+    ),
 )
+
+EVENTS_NAMESPACE: Final = "default"
+"""Where the Events of cluster-scoped objects go (scope ``cluster-events``)."""
+
+
+def permissions_for(tenant_role: str = OPERATOR_TENANT_ROLE) -> tuple[Permission, ...]:
+    """PERMISSIONS, with `tenant_role` as the name of the operator's tenant ClusterRole
+    (the chart names it after the release)."""
+    if tenant_role == OPERATOR_TENANT_ROLE:
+        return PERMISSIONS
+    return tuple(
+        dataclasses.replace(
+            p,
+            resource_names=tuple(
+                tenant_role if n == OPERATOR_TENANT_ROLE else n for n in p.resource_names
+            ),
+        )
+        for p in PERMISSIONS
+    )
 
 
 # --------------------------------------------------------------------------- rules
@@ -408,8 +546,9 @@ class MissingPermission:
 
 
 class MissingPermissions(Exception):
-    """The operator's identity lacks permissions it needs, or the tenant ClusterRoles it
-    binds do not exist; the message lists each one and what to do."""
+    """The operator's identity lacks permissions it needs, or the ClusterRoles it binds
+    (the tenant roles, its own tenant role) do not exist or lack rules; the message lists
+    each one and what to do."""
 
     def __init__(
         self,
@@ -417,11 +556,23 @@ class MissingPermissions(Exception):
         *,
         identity: str | None,
         missing_roles: Sequence[str] = (),
+        tenant_role: str = OPERATOR_TENANT_ROLE,
+        tenant_role_lacks: Sequence[Grant] | None = (),
     ) -> None:
-        super().__init__(describe_missing(missing, identity=identity, missing_roles=missing_roles))
+        super().__init__(
+            describe_missing(
+                missing,
+                identity=identity,
+                missing_roles=missing_roles,
+                tenant_role=tenant_role,
+                tenant_role_lacks=tenant_role_lacks,
+            )
+        )
         self.missing = list(missing)
         self.identity = identity
         self.missing_roles = list(missing_roles)
+        self.tenant_role = tenant_role
+        self.tenant_role_lacks = None if tenant_role_lacks is None else list(tenant_role_lacks)
 
 
 def access_checks(
@@ -430,17 +581,24 @@ def access_checks(
     watch_namespaces: Sequence[str] = (),
     permissions: Iterable[Permission] = PERMISSIONS,
 ) -> list[AccessCheck]:
-    """The questions that prove the operator holds every permission it needs.
+    """The questions that prove the operator holds every permission it needs up front.
 
-    Cluster-wide (`watch_namespaces` empty), tenant permissions are asked for all
+    Cluster-wide (`watch_namespaces` empty), watch permissions are asked for all
     namespaces at once; namespace-scoped, once per watched namespace. Operator permissions
     are asked in `operator_namespace`. A permission restricted to names is asked per name.
+    Tenant permissions are not asked: the operator holds them only in tenant namespaces,
+    through the binding it makes there (`missing_operator_tenant_rules` checks the
+    ClusterRole it binds instead, and `bind` on it is a watch permission).
     """
     checks: list[AccessCheck] = []
     for p in permissions:
         namespaces: Sequence[str | None]
+        if p.scope == "tenant":
+            continue
         if p.scope == "cluster":
             namespaces = [None]
+        elif p.scope == "cluster-events":
+            namespaces = [EVENTS_NAMESPACE]
         elif p.scope == "operator":
             namespaces = [operator_namespace]
         else:
@@ -504,14 +662,19 @@ def missing_permissions(
     *,
     operator_namespace: str,
     watch_namespaces: Sequence[str] = (),
+    tenant_role: str = OPERATOR_TENANT_ROLE,
     parallel: int = 8,
 ) -> list[MissingPermission]:
-    """Ask the API server (SelfSubjectAccessReview) about every needed permission.
+    """Ask the API server (SelfSubjectAccessReview) about every permission needed up front.
 
     Returns what is missing, in the order of PERMISSIONS; empty when everything is granted.
     Some fifty small reviews, asked `parallel` at a time: well under a second.
     """
-    checks = access_checks(operator_namespace=operator_namespace, watch_namespaces=watch_namespaces)
+    checks = access_checks(
+        operator_namespace=operator_namespace,
+        watch_namespaces=watch_namespaces,
+        permissions=permissions_for(tenant_role),
+    )
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         results = list(pool.map(lambda c: _review(kube, c), checks))
     return [m for m in results if m is not None]
@@ -537,11 +700,61 @@ def missing_tenant_roles(
     return missing
 
 
+def _rule_grants(rules: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """Every (group, resource, verb, name) of RBAC rules; "*" stays as it is written."""
+    return [
+        (str(group), str(resource), str(verb), str(name))
+        for rule in rules
+        for group in rule.get("apiGroups") or []
+        for resource in rule.get("resources") or []
+        for verb in rule.get("verbs") or []
+        for name in rule.get("resourceNames") or [""]
+    ]
+
+
+def _covers(held: tuple[str, str, str, str], grant: Grant) -> bool:
+    group, resource, verb, name = held
+    return (
+        group in ("*", grant.group)
+        and resource in ("*", grant.resource)
+        and verb in ("*", grant.verb)
+        and name in ("", grant.name)
+    )
+
+
+def missing_operator_tenant_rules(
+    kube: KubeClient, tenant_role: str = OPERATOR_TENANT_ROLE
+) -> list[Grant] | None:
+    """What the operator's tenant ClusterRole `tenant_role` lacks of scope ``tenant``,
+    sorted; None when the ClusterRole does not exist. Raises KubeError when the API server
+    does not say (a refusal, an outage).
+
+    The operator binds this ClusterRole in each tenant namespace and holds no tenant right
+    anywhere else, so at start it checks the role's rules (a wildcard counts) instead of
+    asking the API server about rights in a namespace it may not have made yet.
+    """
+    try:
+        role = kube.request(
+            "GET",
+            f"/apis/{RBAC_GROUP}/v1/clusterroles/{tenant_role}",
+            what=f"get ClusterRole {tenant_role}",
+        )
+    except KubeError as exc:
+        if exc.not_found:
+            return None
+        raise
+    held = _rule_grants((role or {}).get("rules") or [])
+    needed = grants(["tenant"], permissions_for(tenant_role))
+    return sorted(g for g in needed if not any(_covers(h, g) for h in held))
+
+
 def describe_missing(
     missing: Sequence[MissingPermission],
     *,
     identity: str | None,
     missing_roles: Sequence[str] = (),
+    tenant_role: str = OPERATOR_TENANT_ROLE,
+    tenant_role_lacks: Sequence[Grant] | None = (),
 ) -> str:
     """A message for people: who lacks what, where, why it is needed, and what to do."""
     lines: list[str] = []
@@ -570,6 +783,22 @@ def describe_missing(
             "tenants' spec.admins and spec.viewers to them, and a binding to a missing "
             f"ClusterRole grants nothing. To fix: {TENANT_ROLES_HINT}; see docs/install.md."
         )
+    if tenant_role_lacks is None:
+        lines.append(
+            f"the ClusterRole {tenant_role} does not exist: cleo-operator binds it in each "
+            "tenant namespace and holds its rights there only. To fix: "
+            f"{OPERATOR_ROLE_HINT}; see docs/install.md."
+        )
+    elif tenant_role_lacks:
+        shown = ", ".join(
+            f"{g.verb} {g.resource}.{g.group}" if g.group else f"{g.verb} {g.resource}"
+            for g in tenant_role_lacks
+        )
+        lines.append(
+            f"the ClusterRole {tenant_role}, which cleo-operator binds in each tenant "
+            f"namespace, lacks {len(tenant_role_lacks)} permission(s): {shown}. To fix: "
+            f"{OPERATOR_ROLE_HINT}; see docs/install.md."
+        )
     return "\n".join(lines)
 
 
@@ -578,26 +807,40 @@ def check_permissions(
     *,
     operator_namespace: str,
     watch_namespaces: Sequence[str] = (),
+    tenant_role: str = OPERATOR_TENANT_ROLE,
 ) -> None:
-    """Raise MissingPermissions unless every permission is granted and the tenant
-    ClusterRoles exist; the message names each missing permission and role."""
+    """Raise MissingPermissions unless every permission needed up front is granted, the
+    tenant ClusterRoles exist, and the operator's tenant ClusterRole `tenant_role` exists
+    with every tenant permission; the message names each missing permission and role."""
     missing = missing_permissions(
-        kube, operator_namespace=operator_namespace, watch_namespaces=watch_namespaces
+        kube,
+        operator_namespace=operator_namespace,
+        watch_namespaces=watch_namespaces,
+        tenant_role=tenant_role,
     )
-    cannot_look = any(
-        m.check.permission.resource == "clusterroles" and m.check.verb == "get" for m in missing
-    )
+    unreadable = {
+        m.check.name
+        for m in missing
+        if m.check.permission.resource == "clusterroles" and m.check.verb == "get"
+    }
     missing_roles: list[str] = []
-    if not cannot_look:
-        try:
+    lacks: list[Grant] | None = []
+    try:
+        if not unreadable & set(TENANT_CLUSTER_ROLES):
             missing_roles = missing_tenant_roles(kube)
-        except KubeError as exc:
-            # Allowed a moment ago: a passing refusal or outage must not stop the start;
-            # the reconciles that follow will meet it if it lasts.
-            log.warning("could not check that the tenant ClusterRoles exist: %s", exc)
-    if missing or missing_roles:
+        if tenant_role not in unreadable:
+            lacks = missing_operator_tenant_rules(kube, tenant_role)
+    except KubeError as exc:
+        # Allowed a moment ago: a passing refusal or outage must not stop the start;
+        # the reconciles that follow will meet it if it lasts.
+        log.warning("could not check that the ClusterRoles the operator binds exist: %s", exc)
+    if missing or missing_roles or lacks is None or lacks:
         raise MissingPermissions(
-            missing, identity=whoami(kube) if missing else None, missing_roles=missing_roles
+            missing,
+            identity=whoami(kube) if missing else None,
+            missing_roles=missing_roles,
+            tenant_role=tenant_role,
+            tenant_role_lacks=lacks,
         )
 
 
@@ -608,12 +851,23 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     if args.scope:
         sys.stdout.write(yaml.safe_dump({"rules": policy_rules(args.scope)}, sort_keys=False))
         return 0
-    sys.stdout.write("# ClusterRole rules (scopes cluster and tenant, a cluster-wide install)\n")
     sys.stdout.write(
-        yaml.safe_dump({"rules": policy_rules(["cluster", "tenant"])}, sort_keys=False)
+        "# ClusterRole rules bound cluster-wide (scopes cluster and watch, a cluster-wide "
+        "install)\n"
     )
+    sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["cluster", "watch"])}, sort_keys=False))
+    sys.stdout.write(
+        f"---\n# ClusterRole {OPERATOR_TENANT_ROLE} (scope tenant), never bound cluster-wide: "
+        "the operator binds it in each tenant namespace\n"
+    )
+    sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["tenant"])}, sort_keys=False))
     sys.stdout.write("---\n# Role rules in the operator's namespace (scope operator)\n")
     sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["operator"])}, sort_keys=False))
+    sys.stdout.write(
+        f"---\n# Role rules in {EVENTS_NAMESPACE}, for the Events of CleoTenants "
+        "(scope cluster-events)\n"
+    )
+    sys.stdout.write(yaml.safe_dump({"rules": policy_rules(["cluster-events"])}, sort_keys=False))
     return 0
 
 
@@ -624,6 +878,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             kube,
             operator_namespace=args.operator_namespace,
             watch_namespaces=tuple(args.namespace or ()),
+            tenant_role=args.tenant_role,
         )
     except MissingPermissions as exc:
         log.error("%s", exc)
@@ -652,6 +907,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument("--operator-namespace", default="cleo-system")
     check.add_argument(
         "--namespace", action="append", help="a watched namespace (repeatable); default: all"
+    )
+    check.add_argument(
+        "--tenant-role",
+        default=os.environ.get(TENANT_ROLE_ENV) or OPERATOR_TENANT_ROLE,
+        help="the operator's tenant ClusterRole, bound in each tenant namespace "
+        f"(default: ${TENANT_ROLE_ENV}, else {OPERATOR_TENANT_ROLE})",
     )
     check.add_argument("--context", help="kubeconfig context (default: the current one)")
     check.set_defaults(func=_cmd_check)

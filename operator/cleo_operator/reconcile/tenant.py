@@ -45,6 +45,7 @@ from cleo_operator.render.meta import (
     TENANT_LABEL,
     tenant_owner,
 )
+from cleo_operator.render.rbac import OperatorAccess
 from cleo_operator.render.tenant import render_tenant, tenant_namespace
 from cleo_operator.render.workload import config_checksum
 
@@ -225,9 +226,14 @@ class TenantReconciler:
         *,
         parts: Sequence[TenantPart] = (),
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        operator_access: OperatorAccess | None = None,
     ) -> None:
         self.kube = kube
         self.parts = list(parts)
+        # The operator's own RoleBinding in each tenant namespace (render/rbac.py): applied
+        # with the namespace, before the parts write their Secrets there.
+        self.operator_access = operator_access
+        self._foundation = 2 if operator_access else 1
         self.now = now
         # Tenants (by uid) this process has applied in full at least once; see `fresh`.
         self._converged: set[str] = set()
@@ -295,8 +301,9 @@ class TenantReconciler:
             uid=ctx.uid,
             spec=spec,
             config_checksum="",  # replaced below, once the parts said what goes into it
+            operator_access=self.operator_access,
         )
-        self._converge(rendered[:1], live, failures, result, fresh=fresh)
+        self._converge(rendered[: self._foundation], live, failures, result, fresh=fresh)
 
         fingerprints: dict[str, str] = {}
         secret_names: list[str] = []
@@ -328,9 +335,10 @@ class TenantReconciler:
             secret_names=sorted(set(secret_names)),
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            operator_access=self.operator_access,
         )
         applied_before = len(result.applied)
-        self._converge(desired[1:], live, failures, result, fresh=fresh)
+        self._converge(desired[self._foundation :], live, failures, result, fresh=fresh)
         if not fresh and ctx.status.get("observedGeneration") == generation:
             # Applied although the spec did not change: someone edited or deleted it.
             repaired = result.applied[applied_before:]

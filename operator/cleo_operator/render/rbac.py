@@ -28,16 +28,26 @@ kinds and subresources a later Kubernetes version or a CRD adds to the group.
 
 A RoleBinding is rendered only for a non-empty list of subjects; platform teams can bind
 their own subjects to the ClusterRoles in a tenant namespace with a RoleBinding of theirs.
+
+The operator's own rights in a tenant namespace come the same way: `render_operator_binding`
+binds its identity to its tenant ClusterRole (``cleo-operator-tenant``, the chart's
+``<release>-tenant``; kube/permissions.py, scope ``tenant``) in that namespace only, so that
+Secrets, Jobs, CronJobs and bindings are never writable by it cluster-wide. It is applied
+right after the namespace, before anything else there (render/tenant.py). It has no owner
+reference: it must outlive a foreground deletion of the CleoTenant while the finalizer
+still writes in the namespace (the final backup, the credentials Secret), and it goes with
+the namespace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Literal, TypedDict
+from dataclasses import dataclass
+from typing import Final, Literal, NotRequired, TypedDict
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, Subject
-from cleo_operator.render.child import WORKLOAD_NAME, child_metadata
+from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
     ObjectMeta,
@@ -47,6 +57,7 @@ from cleo_operator.render.k8s import (
     Verb,
     as_object,
 )
+from cleo_operator.render.meta import tenant_labels
 
 ADMIN_ROLE: Final = "cleo-tenant-admin"
 """The ClusterRole of tenant admins (spec.admins)."""
@@ -241,3 +252,67 @@ def render_role_bindings(
                 )
             )
     return bindings
+
+
+OPERATOR_BINDING: Final = "cleo-operator"
+"""The RoleBinding of the operator's own identity in each tenant namespace."""
+_SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
+
+
+class OperatorSubject(TypedDict):
+    """The subject of the operator's binding: its ServiceAccount, or the user it runs as."""
+
+    kind: Literal["ServiceAccount", "User"]
+    name: str
+    namespace: NotRequired[str]
+    apiGroup: NotRequired[Literal["rbac.authorization.k8s.io"]]
+
+
+class _OperatorBindingMeta(TypedDict):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+
+
+class OperatorRoleBinding(TypedDict):
+    """The operator's RoleBinding to its tenant ClusterRole in one tenant namespace."""
+
+    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
+    kind: Literal["RoleBinding"]
+    metadata: _OperatorBindingMeta
+    roleRef: ClusterRoleRef
+    subjects: list[OperatorSubject]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorAccess:
+    """Who the operator is and which ClusterRole holds its rights in tenant namespaces."""
+
+    role: str
+    """The operator's tenant ClusterRole (kube/permissions.py, scope ``tenant``)."""
+    username: str
+    """The user name the API server knows the operator by (a SelfSubjectReview)."""
+
+    def subject(self) -> OperatorSubject:
+        """A ServiceAccount subject for a ServiceAccount's user name, else a User."""
+        if self.username.startswith(_SERVICE_ACCOUNT_PREFIX):
+            namespace, _, name = self.username.removeprefix(_SERVICE_ACCOUNT_PREFIX).partition(":")
+            if namespace and name and ":" not in name:
+                return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+        return {"kind": "User", "name": self.username, "apiGroup": RBAC_GROUP}
+
+
+def render_operator_binding(*, tenant: str, namespace: str, access: OperatorAccess) -> KubeObject:
+    """The operator's RoleBinding to its tenant ClusterRole in the tenant's namespace."""
+    obj: OperatorRoleBinding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": OPERATOR_BINDING,
+            "namespace": namespace,
+            "labels": sorted_map(tenant_labels(tenant, component="access")),
+        },
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": access.role},
+        "subjects": [access.subject()],
+    }
+    return as_object(obj)

@@ -21,7 +21,12 @@ from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.limits import render_limit_range, render_resource_quota
 from cleo_operator.render.meta import default_namespace, tenant_labels, tenant_owner
 from cleo_operator.render.network import render_network_policies
-from cleo_operator.render.rbac import render_role_bindings, render_service_account
+from cleo_operator.render.rbac import (
+    OperatorAccess,
+    render_operator_binding,
+    render_role_bindings,
+    render_service_account,
+)
 from cleo_operator.render.scaling import render_hpa, render_pdb
 from cleo_operator.render.workload import render_config_map, render_deployment, render_service
 
@@ -55,10 +60,13 @@ def render_tenant(
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
     keyring_secret: str | None = None,
+    operator_access: OperatorAccess | None = None,
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
-    Namespace, ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
+    Namespace, the operator's own RoleBinding there (with `operator_access`: the operator
+    holds its rights in the namespace through it, so it comes before anything else),
+    ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
     the tenant ClusterRoles), ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
     `secret_names`, `database_secret` and `keyring_secret` go to the Deployment (see
     `render_deployment`).
@@ -67,6 +75,9 @@ def render_tenant(
     namespace = tenant_namespace(name=name, spec=spec)
     ordered: list[KubeObject | None] = [
         render_namespace(tenant=name, namespace=namespace, owner=owner),
+        render_operator_binding(tenant=name, namespace=namespace, access=operator_access)
+        if operator_access
+        else None,
         render_resource_quota(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),

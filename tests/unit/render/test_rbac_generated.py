@@ -15,11 +15,14 @@ from contextlib import redirect_stdout
 
 import yaml
 
+from cleo_operator.kube.permissions import OPERATOR_TENANT_ROLE, policy_rules
 from cleo_operator.rbac_cli import (
     CHART_RULES_FILE,
     MANIFEST_FILE,
+    OPERATOR_ROLE_FILE,
     chart_rules_text,
     manifest_text,
+    operator_role_text,
     register,
     write_tenant_roles,
 )
@@ -86,4 +89,26 @@ def test_the_command_writes_both_files_into_a_checkout(tmp_path: pathlib.Path) -
     assert out.getvalue() == ""  # what was written is logged, not printed
     assert (tmp_path / MANIFEST_FILE).read_text(encoding="utf-8") == manifest_text()
     assert (tmp_path / CHART_RULES_FILE).read_text(encoding="utf-8") == chart_rules_text()
-    assert write_tenant_roles(tmp_path) == [tmp_path / MANIFEST_FILE, tmp_path / CHART_RULES_FILE]
+    assert (tmp_path / OPERATOR_ROLE_FILE).read_text(encoding="utf-8") == operator_role_text()
+    assert write_tenant_roles(tmp_path) == [
+        tmp_path / MANIFEST_FILE,
+        tmp_path / CHART_RULES_FILE,
+        tmp_path / OPERATOR_ROLE_FILE,
+    ]
+
+
+def test_committed_operator_tenant_role_is_what_the_code_generates() -> None:
+    committed = (REPO / OPERATOR_ROLE_FILE).read_text(encoding="utf-8")
+    assert committed == operator_role_text(), f"{OPERATOR_ROLE_FILE} drifted: {REGENERATE}"
+    (role,) = [d for d in yaml.safe_load_all(committed) if d]
+    assert role["kind"] == "ClusterRole"
+    assert role["metadata"]["name"] == OPERATOR_TENANT_ROLE
+    assert role["rules"] == policy_rules(["tenant"])
+
+
+def test_the_command_prints_the_operator_tenant_role() -> None:
+    args = parser().parse_args(["tenant-roles", "--operator"])
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert args.func(args) == 0
+    assert out.getvalue() == operator_role_text()
