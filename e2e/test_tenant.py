@@ -239,11 +239,17 @@ def test_retain_keeps_children_in_place(
         == "true"
     )
 
-    # Re-creating the tenant adopts what was left and clears the orphan mark.
+    # A tenant of the same name does not take it by its name alone (names are reused):
+    # the namespace's owner hands it over with the adoption mark, which is then spent.
     apply_tenant(cluster, "legacy", full_spec())
-    wait_condition(cluster, "legacy", "Ready", "True")
-    labels = kubectl_json(cluster, "get", "namespace", ns)["metadata"]["labels"]
-    assert "cleoai.io/orphaned" not in labels
+    refused = wait_condition(cluster, "legacy", "NamespaceReady", "False")
+    assert conditions(refused)["NamespaceReady"]["reason"] == "NamespaceNotOwned"
+    cluster.kubectl("annotate", "namespace", ns, "cleoai.io/adopt=legacy")
+    tenant = wait_condition(cluster, "legacy", "Ready", "True")
+    meta = kubectl_json(cluster, "get", "namespace", ns)["metadata"]
+    assert "cleoai.io/orphaned" not in meta["labels"]
+    assert meta["labels"]["cleoai.io/tenant-uid"] == tenant["metadata"]["uid"]
+    assert "cleoai.io/adopt" not in (meta.get("annotations") or {})
 
 
 @pytest.mark.security

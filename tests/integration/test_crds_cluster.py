@@ -106,6 +106,7 @@ BAD_TENANT_SPECS: list[tuple[str, Any, str]] = [
     ("deletionPolicy", "Keep", "spec.deletionPolicy"),
     ("namespace", "Acme", "spec.namespace"),
     ("namespace", "kube-system", "spec.namespace"),
+    ("namespace", "kube-flannel", "spec.namespace"),
     ("namespace", "x" * 64, "spec.namespace"),
     ("admins.0.kind", "Robot", "spec.admins[0].kind"),
     ("quota.cpu", "8 cores", "spec.quota.cpu"),

@@ -165,6 +165,8 @@ BAD = [
     ("deletionPolicy", "Keep", "spec.deletionPolicy", "'Retain' or 'Delete'"),
     ("namespace", "Acme", "spec.namespace", "DNS label"),
     ("namespace", "kube-system", "spec.namespace", "namespace of Kubernetes itself"),
+    ("namespace", "default", "spec.namespace", "namespace of Kubernetes itself"),
+    ("namespace", "kube-flannel", "spec.namespace", "namespace of Kubernetes itself"),
     ("admins.0.kind", "Robot", "spec.admins[0].kind", "'User' or 'Group'"),
     ("admins.1", {"kind": "User", "name": "alice@example.com"}, "spec.admins[1].name", "duplicate"),
     ("quota.cpu", "8 cores", "spec.quota.cpu", "Kubernetes quantity"),

@@ -62,6 +62,8 @@ __all__ = [
     "RESOURCE",
     "SHORT_NAMES",
     "SINGULAR",
+    "SYSTEM_NAMESPACES",
+    "SYSTEM_NAMESPACE_PREFIX",
     "AutoscalingSpec",
     "ChildReference",
     "CleoTenantSpec",
@@ -100,6 +102,8 @@ DEFAULT_SITE: Final = "default"
 
 RESERVED_PREFIX: Final = "cleo-"
 SYSTEM_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
+SYSTEM_NAMESPACE_PREFIX: Final = "kube-"
+"""Kubernetes reserves every namespace name with this prefix for itself."""
 
 # --- value types of this kind ----------------------------------------------------------------
 
@@ -517,8 +521,10 @@ class CleoTenantSpec(SpecModel):
             Rules(
                 cel("self == oldSelf", "spec.namespace is immutable"),
                 cel(
-                    "!(self in " + repr(list(SYSTEM_NAMESPACES)) + ")",
-                    "spec.namespace must not be a namespace of Kubernetes itself",
+                    "!(self in " + repr(list(SYSTEM_NAMESPACES)) + ") && "
+                    f"!self.startsWith('{SYSTEM_NAMESPACE_PREFIX}')",
+                    "spec.namespace must not be a namespace of Kubernetes itself "
+                    f"(default or {SYSTEM_NAMESPACE_PREFIX}*)",
                 ),
             ),
             # null would be "set" for CEL's has() but unset for the operator: refuse null.
@@ -528,7 +534,9 @@ class CleoTenantSpec(SpecModel):
     ) = Field(
         default=None,
         description=(
-            "The tenant's namespace; unset, cleo-<tenant name>. Fixed once the tenant exists."
+            "The tenant's namespace; unset, cleo-<tenant name>. Fixed once the tenant exists. "
+            "The operator uses it only if it creates it, or if the namespace carries this "
+            "tenant's uid or the annotation cleoai.io/adopt=<tenant name>."
         ),
     )
     paused: bool = Field(
@@ -590,9 +598,16 @@ class CleoTenantSpec(SpecModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CleoTenantSpec:
         violations = []
-        if self.namespace in SYSTEM_NAMESPACES:
+        if self.namespace is not None and (
+            self.namespace in SYSTEM_NAMESPACES
+            or self.namespace.startswith(SYSTEM_NAMESPACE_PREFIX)
+        ):
             violations.append(
-                RuleViolation(("namespace",), "must not be a namespace of Kubernetes itself")
+                RuleViolation(
+                    ("namespace",),
+                    "must not be a namespace of Kubernetes itself "
+                    f"(default or {SYSTEM_NAMESPACE_PREFIX}*)",
+                )
             )
         standby = self.failover.standby_site
         if standby is not None and standby == self.database.site:

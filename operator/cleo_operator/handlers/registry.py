@@ -123,6 +123,7 @@ class Runtime:
                     DatabasePart(databases),
                     AutomaticFailoverPart(automatic),
                 ],
+                operator_namespace=config.operator_namespace,
             ),
             databases=databases,
             backups=ReconcileLoops(

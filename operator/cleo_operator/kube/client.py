@@ -261,15 +261,23 @@ class KubeClient:
         *,
         namespace: str | None = None,
         propagation: str = "Background",
+        preconditions: Mapping[str, str] | None = None,
     ) -> bool:
-        """Delete; True if a deletion was requested, False if it was already gone."""
+        """Delete; True if a deletion was requested, False if it was already gone.
+
+        `preconditions` (uid, resourceVersion): the API server deletes only that very object,
+        and answers 409 Conflict otherwise.
+        """
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
         try:
             self._write(
                 "delete",
                 kind,
                 "DELETE",
                 kind.path(namespace=namespace, name=name),
-                body={"propagationPolicy": propagation},
+                body=body,
                 what=f"delete {kind.kind} {name}",
             )
         except KubeError as exc:
@@ -286,6 +294,7 @@ class KubeClient:
             kind,
             "POST",
             kind.path(namespace=obj["metadata"].get("namespace")),
+            query={"fieldManager": FIELD_MANAGER},
             body=obj,
             what=f"create {kind.kind}",
         )

@@ -6,6 +6,15 @@ ones no longer wanted, observes what the cluster reports, and writes status only
 changed. It is safe to call at any time and any number of times: it is how the operator
 answers a spec change, a child edited or deleted by hand, and the periodic resync alike.
 
+The namespace comes first, and decides whether anything else happens: a tenant uses a
+namespace only if it created it, if the namespace carries its uid, or if the namespace's
+owner handed it over (`reconcile.namespace_claim`). A refused tenant writes nothing at all,
+in that namespace or anywhere else (no part runs: no Secret, binding, keyring copy or
+database), reports `NamespaceReady=False` with the reason, and is checked again every
+`REFUSED_RECHECK_SECONDS`, so that a namespace handed over later is taken up. Deletion
+deletes only a namespace that carries the tenant's uid, with the namespace's uid and
+resourceVersion as preconditions of the delete, so the check and the delete are one.
+
 Concerns that need more than rendering (sealed secrets and keyrings, the tenant database)
 plug in as `TenantPart`s: each contributes objects to apply, conditions, status fields and
 checksum inputs, and has a say at deletion. The order of work is fixed: parts first (their
@@ -14,6 +23,7 @@ Secrets feed the Deployment's checksum), then the rendered children in apply ord
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +39,13 @@ from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_o
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
+from cleo_operator.reconcile.namespace_claim import (
+    REFUSAL_REASONS,
+    NamespaceClaim,
+    claim_namespace,
+    is_system_namespace,
+    owner_uid,
+)
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.reconcile.tenant_status import (
     observe_autoscaling,
@@ -39,10 +56,13 @@ from cleo_operator.reconcile.tenant_status import (
     replicas,
 )
 from cleo_operator.render.meta import (
+    ADOPT_ANNOTATION,
+    DEFAULT_OPERATOR_NAMESPACE,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     ORPHANED_LABEL,
     TENANT_LABEL,
+    default_namespace,
     tenant_owner,
 )
 from cleo_operator.render.rbac import OperatorAccess
@@ -77,6 +97,12 @@ OWNED_STATUS_KEYS: Final = frozenset(
 )
 
 PROGRESS_RECHECK_SECONDS: Final = 5.0
+REFUSED_RECHECK_SECONDS: Final = 20.0
+"""A tenant refused its namespace looks again this often (reads only), so that a namespace
+handed over later (`cleoai.io/adopt`) is taken up without a restart. Namespaces without
+our labels are not watched: the operator never receives other namespaces' events."""
+NAMESPACE_CONTENT_CONDITIONS: Final = ("PoliciesReady", "WorkloadAvailable", "Autoscaling")
+"""Conditions about what is in the namespace: not reported for a namespace we do not own."""
 FIRST_STATUS_GRACE_SECONDS: Final = 30.0
 """A brand-new tenant that is still converging gets its first status when it is Ready, or
 after this long, whichever comes first: one status write instead of two for the common
@@ -187,7 +213,7 @@ def _ready_transition(tenant: KubeObject, status: StatusBuilder) -> list[TenantE
         return []
     if now.status == "True":
         return [TenantEvent("Ready", now.message)]
-    if before == "True" or now.reason in {"InvalidSpec", "ApplyFailed"}:
+    if before == "True" or now.reason in {"InvalidSpec", "ApplyFailed", *REFUSAL_REASONS}:
         return [TenantEvent(now.reason, now.message, "Warning")]
     return []
 
@@ -225,15 +251,18 @@ class TenantReconciler:
         kube: KubeClient,
         *,
         parts: Sequence[TenantPart] = (),
+        operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         operator_access: OperatorAccess | None = None,
     ) -> None:
         self.kube = kube
         self.parts = list(parts)
         # The operator's own RoleBinding in each tenant namespace (render/rbac.py): applied
-        # with the namespace, before the parts write their Secrets there.
+        # right after the namespace is ours, before the parts write their Secrets there.
         self.operator_access = operator_access
         self._foundation = 2 if operator_access else 1
+        self.operator_namespace = operator_namespace
+        """Never a tenant's namespace, whatever its name or marks say."""
         self.now = now
         # Tenants (by uid) this process has applied in full at least once; see `fresh`.
         self._converged: set[str] = set()
@@ -295,7 +324,7 @@ class TenantReconciler:
         # reading it first. Applying is idempotent; the reads only avoid no-op writes.
         fresh = "children" not in ctx.status and ctx.uid not in self._converged
 
-        # The namespace first: every part writes into it.
+        # The namespace first: every part writes into it, and none runs unless it is ours.
         rendered = render_tenant(
             name=name,
             uid=ctx.uid,
@@ -303,7 +332,10 @@ class TenantReconciler:
             config_checksum="",  # replaced below, once the parts said what goes into it
             operator_access=self.operator_access,
         )
-        self._converge(rendered[: self._foundation], live, failures, result, fresh=fresh)
+        claim = self._take_namespace(ctx, rendered[0], live, result)
+        if claim.refused:
+            return self._refuse(tenant, status, claim, result)
+        self._converge(rendered[1 : self._foundation], live, failures, result, fresh=fresh)
 
         fingerprints: dict[str, str] = {}
         secret_names: list[str] = []
@@ -470,15 +502,117 @@ class TenantReconciler:
                 result.applied.append(_ref(obj))
             live[key] = current
 
+    def _tenants_by_uid(self) -> dict[str, str]:
+        return {
+            str(t["metadata"]["uid"]): str(t["metadata"]["name"]) for t in self.kube.list(TENANT)
+        }
+
+    def _claim(self, ctx: TenantContext, live: KubeObject | None) -> NamespaceClaim:
+        return claim_namespace(
+            namespace=ctx.namespace,
+            live=live,
+            tenant=ctx.name,
+            uid=ctx.uid,
+            operator_namespace=self.operator_namespace,
+            tenants_by_uid=self._tenants_by_uid,
+        )
+
+    def _take_namespace(
+        self,
+        ctx: TenantContext,
+        desired: KubeObject,
+        live: dict[tuple[str, str, str, str], KubeObject | None],
+        result: TenantResult,
+    ) -> NamespaceClaim:
+        """Create the namespace, or keep it (ours by uid, or handed over); else refuse.
+
+        Always read, never assumed: the namespace is the one object that decides where the
+        tenant may write. A missing namespace is created with a create, not an apply: two
+        tenants racing for one name cannot both succeed, and the loser reads the winner's
+        uid. An existing one is applied with its uid in the body, so that the apply fails
+        instead of writing into a namespace deleted and made again by someone else meanwhile.
+        """
+        key = _key(_ref(desired))
+        stamped = with_hash(desired)
+        current = self.kube.get(NAMESPACE, ctx.namespace)
+        claim = self._claim(ctx, current)
+        if claim.verdict == "create":
+            try:
+                current = self.kube.create(stamped)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                # Someone made it between our read and our create: whose is it?
+                current = self.kube.get(NAMESPACE, ctx.namespace)
+                claim = self._claim(ctx, current)
+                if claim.verdict != "refused":
+                    raise  # ours after all (or handed over): the loop retries at once
+            else:
+                result.applied.append(_ref(desired))
+                log.info("tenant %s: created namespace %s", ctx.name, ctx.namespace)
+        elif not claim.refused and needs_apply(stamped, current):
+            assert current is not None
+            pinned = copy.deepcopy(stamped)
+            pinned["metadata"]["uid"] = current["metadata"]["uid"]
+            current = self.kube.apply(pinned)
+            result.applied.append(_ref(desired))
+            if claim.verdict == "adopt":
+                log.info("tenant %s: adopted namespace %s", ctx.name, ctx.namespace)
+        if not claim.refused:
+            live[key] = current
+        return claim
+
+    def _refuse(
+        self,
+        tenant: KubeObject,
+        status: _StatusBuilder,
+        claim: NamespaceClaim,
+        result: TenantResult,
+    ) -> TenantResult:
+        """Report a namespace the tenant may not use; write nothing anywhere but status."""
+        log.warning("tenant %s refused its namespace: %s", result.name, claim.message)
+        status.fields.pop("namespace", None)
+        status.condition("NamespaceReady", Observation("False", claim.reason, claim.message))
+        status.condition(
+            "Ready", Observation("False", claim.reason, clip(f"NamespaceReady: {claim.message}"))
+        )
+        for type_ in NAMESPACE_CONTENT_CONDITIONS:
+            status.remove_condition(type_)
+        # Nothing of the namespace is the tenant's: no namespace, children or pods on status.
+        status.fields["children"] = []
+        TENANT_READY.labels(tenant=result.name).set(0)
+        for event in _ready_transition(tenant, status):
+            self._post(tenant, event)
+        result.status_written = status.write(
+            self.kube,
+            phase="Failed",
+            keep_previous=True,
+            forget=frozenset({"namespace", "replicas"}),
+        )
+        result.requeue_after = REFUSED_RECHECK_SECONDS
+        return result
+
     def _adopt_namespace(
         self, namespace: str, live: Mapping[tuple[str, str, str, str], KubeObject | None]
     ) -> None:
-        """A namespace left behind by a Retain deletion loses its orphan mark on adoption."""
+        """Once the namespace is ours, its orphan mark and the adoption mark are spent.
+
+        The adoption mark goes, so that it cannot hand the namespace over a second time (to
+        a later tenant that reuses the name after a Retain deletion).
+        """
         ns = live.get(("v1", "Namespace", "", namespace))
-        if ns and (ns["metadata"].get("labels") or {}).get(ORPHANED_LABEL):
-            self.kube.patch_merge(
-                NAMESPACE, namespace, {"metadata": {"labels": {ORPHANED_LABEL: None}}}
-            )
+        if not ns:
+            return
+        meta = ns["metadata"]
+        patch: dict[str, Any] = {}
+        if (meta.get("labels") or {}).get(ORPHANED_LABEL):
+            patch["labels"] = {ORPHANED_LABEL: None}
+        if ADOPT_ANNOTATION in (meta.get("annotations") or {}):
+            patch["annotations"] = {ADOPT_ANNOTATION: None}
+        if patch:
+            # The resourceVersion makes it conditional: on the namespace we just checked.
+            patch["resourceVersion"] = meta["resourceVersion"]
+            self.kube.patch_merge(NAMESPACE, namespace, {"metadata": patch})
 
     def _prune(
         self, ctx: TenantContext, wanted: set[tuple[str, str, str, str]], result: TenantResult
@@ -509,19 +643,29 @@ class TenantReconciler:
         if tenant is None:
             return True
         status = tenant.get("status") or {}
+        uid = str(tenant["metadata"]["uid"])
+        self._converged.discard(uid)
         try:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError:
             # An invalid spec cannot say Delete with certainty: keep the data (Retain).
             log.warning("tenant %s has an invalid spec; deleting with Retain", name)
-            namespace = status.get("namespace") or f"cleo-{name}"
-            self._orphan(name, namespace, status.get("children") or [])
+            namespace = status.get("namespace") or default_namespace(name)
+            if self._owns(namespace, uid, self.kube.get(NAMESPACE, namespace)):
+                self._orphan(name, uid, namespace, status.get("children") or [])
             return True
         namespace = tenant_namespace(name=name, spec=spec)
-        self._converged.discard(tenant["metadata"]["uid"])
+        live_ns = self.kube.get(NAMESPACE, namespace)
+        if live_ns is not None and not self._owns(namespace, uid, live_ns):
+            # Not ours (refused, or swapped under us): touch nothing, not even with Delete;
+            # the parts would write there too (a final backup Job, orphan marks).
+            log.warning(
+                "tenant %s does not own namespace %s: deleted without touching it", name, namespace
+            )
+            return True
         ctx = TenantContext(
             name=name,
-            uid=tenant["metadata"]["uid"],
+            uid=uid,
             generation=int(tenant["metadata"].get("generation", 0)),
             spec=spec,
             namespace=namespace,
@@ -538,13 +682,46 @@ class TenantReconciler:
                 # wait for a final backup, whose Job runs in the namespace and reads the
                 # tenant's credentials Secret there.
                 return False
-            if self.kube.get(NAMESPACE, namespace) is not None:
-                self.kube.delete(NAMESPACE, namespace, propagation="Foreground")
-            return self.kube.get(NAMESPACE, namespace) is None
-        self._orphan(name, namespace, status.get("children") or [])
+            return self._delete_namespace(namespace, uid)
+        self._orphan(name, uid, namespace, status.get("children") or [])
         return parts_done
 
-    def _orphan(self, name: str, namespace: str, children: Sequence[Mapping[str, Any]]) -> None:
+    def _owns(self, namespace: str, uid: str, live: KubeObject | None) -> bool:
+        """True when `live` (namespace `namespace`) is the tenant's own, by uid."""
+        if live is None or namespace == self.operator_namespace or is_system_namespace(namespace):
+            return False
+        return owner_uid(live) == uid
+
+    def _delete_namespace(self, namespace: str, uid: str) -> bool:
+        """Delete the tenant's namespace if it is still the one it owns; True once gone.
+
+        Ownership is checked by uid on a fresh read, and the delete carries that read's uid
+        and resourceVersion as preconditions: if the namespace was replaced or relabelled
+        in between, the API server refuses the delete (409) and the next round reads again.
+        A namespace of the same name that is not the tenant's is never deleted.
+        """
+        live = self.kube.get(NAMESPACE, namespace)
+        if live is None or not self._owns(namespace, uid, live):
+            return True
+        meta = live["metadata"]
+        if meta.get("deletionTimestamp"):
+            return False  # on its way
+        try:
+            self.kube.delete(
+                NAMESPACE,
+                namespace,
+                propagation="Foreground",
+                preconditions={"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+            )
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+            return False
+        return False  # the next round sees it gone (or still terminating)
+
+    def _orphan(
+        self, name: str, uid: str, namespace: str, children: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Retain: keep the namespace and everything in it, cut loose from the tenant.
 
         Every child is owned by the CleoTenant, so the garbage collector would delete them
@@ -556,9 +733,16 @@ class TenantReconciler:
             if kind is not None and kind.kind != "Namespace":
                 self._drop_owner(kind, ref["name"], ref.get("namespace") or None, name)
         ns = self.kube.get(NAMESPACE, namespace)
-        if ns is None:
+        if ns is None or not self._owns(namespace, uid, ns):
             return
-        self._drop_owner(NAMESPACE, namespace, None, name, extra_labels={ORPHANED_LABEL: "true"})
+        self._drop_owner(
+            NAMESPACE,
+            namespace,
+            None,
+            name,
+            extra_labels={ORPHANED_LABEL: "true"},
+            resource_version=ns["metadata"]["resourceVersion"],
+        )
 
     def _drop_owner(
         self,
@@ -568,10 +752,22 @@ class TenantReconciler:
         tenant: str,
         *,
         extra_labels: Mapping[str, str] | None = None,
+        resource_version: str | None = None,
     ) -> None:
+        """Remove the tenant's owner reference (and add `extra_labels`); `resource_version`
+        makes the patch conditional on the object as it was checked."""
         current = self.kube.get(kind, obj_name, namespace=namespace)
         if current is None:
             return
+        if resource_version is not None and (
+            current["metadata"].get("resourceVersion") != resource_version
+        ):
+            raise KubeError(
+                status=409,
+                reason="Conflict",
+                message=f"{kind.kind} {obj_name} changed since it was checked",
+                what=f"orphan {kind.kind} {obj_name}",
+            )
         owners = current["metadata"].get("ownerReferences") or []
         kept = [
             o for o in owners if not (o.get("kind") == "CleoTenant" and o.get("name") == tenant)
@@ -581,6 +777,8 @@ class TenantReconciler:
         if kept == owners and not missing:
             return
         patch: dict[str, Any] = {"metadata": {"ownerReferences": kept}}
+        if resource_version is not None:
+            patch["metadata"]["resourceVersion"] = resource_version
         if missing:
             patch["metadata"]["labels"] = missing
         try:
@@ -593,12 +791,20 @@ class TenantReconciler:
 class _StatusBuilder(StatusBuilder):
     """The tenant's status: written once, only if it changed."""
 
-    def write(self, kube: KubeClient, *, phase: str, keep_previous: bool = False) -> bool:
+    def write(
+        self,
+        kube: KubeClient,
+        *,
+        phase: str,
+        keep_previous: bool = False,
+        forget: frozenset[str] = frozenset(),
+    ) -> bool:
+        """`keep_previous`: keys not set this round keep their value, but those in `forget`."""
         status = self.base(phase)
         status.update({k: v for k, v in self.fields.items() if v is not None})
         if keep_previous:
             previous = self.obj.get("status") or {}
-            for key in OWNED_STATUS_KEYS - status.keys():
+            for key in OWNED_STATUS_KEYS - status.keys() - forget:
                 if key in previous:
                     status[key] = previous[key]
         written = write_status(kube, TENANT, self.obj, status, owned_keys=OWNED_STATUS_KEYS)

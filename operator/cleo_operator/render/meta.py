@@ -12,7 +12,15 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "cleo-operator"
 TENANT_LABEL: Final = "cleoai.io/tenant"
 ORPHANED_LABEL: Final = "cleoai.io/orphaned"
+TENANT_UID_LABEL: Final = "cleoai.io/tenant-uid"
+"""On a tenant's namespace: the uid of the CleoTenant that owns it (names can be reused, uids
+cannot). Only those who may write Namespaces can set it, never a tenant's admins."""
+ADOPT_ANNOTATION: Final = "cleoai.io/adopt"
+"""Put on a namespace by whoever owns it (a cluster administrator): the name of the one
+tenant that may take it over. The operator removes it once the tenant owns the namespace."""
 FINALIZER: Final = "cleoai.io/finalizer"
+DEFAULT_OPERATOR_NAMESPACE: Final = "cleo-system"
+"""Where the operator's own objects live unless `--operator-namespace` says otherwise."""
 
 
 def default_namespace(tenant: str) -> str:

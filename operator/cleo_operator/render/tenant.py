@@ -19,7 +19,12 @@ from collections.abc import Sequence
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.limits import render_limit_range, render_resource_quota
-from cleo_operator.render.meta import default_namespace, tenant_labels, tenant_owner
+from cleo_operator.render.meta import (
+    TENANT_UID_LABEL,
+    default_namespace,
+    tenant_labels,
+    tenant_owner,
+)
 from cleo_operator.render.network import render_network_policies
 from cleo_operator.render.rbac import (
     OperatorAccess,
@@ -34,8 +39,13 @@ POD_SECURITY_LEVEL = "restricted"
 
 
 def render_namespace(*, tenant: str, namespace: str, owner: OwnerReference) -> KubeObject:
-    """The tenant's namespace, enforcing Pod Security `restricted` and owned by the tenant."""
+    """The tenant's namespace, enforcing Pod Security `restricted` and owned by the tenant.
+
+    It carries the tenant's uid (`cleoai.io/tenant-uid`) besides its name: the uid is what
+    proves ownership, because a deleted tenant's name can be taken by someone else.
+    """
     labels = tenant_labels(tenant)
+    labels[TENANT_UID_LABEL] = owner["uid"]
     for mode in ("enforce", "audit", "warn"):
         labels[f"pod-security.kubernetes.io/{mode}"] = POD_SECURITY_LEVEL
         labels[f"pod-security.kubernetes.io/{mode}-version"] = "latest"

@@ -65,6 +65,13 @@ def test_the_namespace_enforces_restricted_pod_security() -> None:
     assert "namespace" not in namespace["metadata"]
 
 
+def test_the_namespace_carries_the_tenant_uid() -> None:
+    """The uid, not the name, proves whose namespace it is (names are reused)."""
+    namespace = render(spec_of())[0]
+    assert namespace["metadata"]["labels"]["cleoai.io/tenant-uid"] == UID
+    assert [o["uid"] for o in namespace["metadata"]["ownerReferences"]] == [UID]
+
+
 def test_the_deployment_gets_the_secrets_and_checksum() -> None:
     objects = render(
         spec_of(), config_checksum="c" * 64, secret_names=["openai"], database_secret="cleo-db"
