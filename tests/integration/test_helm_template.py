@@ -490,6 +490,15 @@ TENANT_PROTECTION = REPO / "deploy" / "admission" / "tenant-protection.yaml"
 PROTECTION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
+def _tenant_protection(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tenant-protection policy and binding (the chart ships the operator-scope pair too)."""
+    return [
+        o
+        for o in objects
+        if o["kind"] in PROTECTION_KINDS and o["metadata"]["name"] == "cleo-tenant-protection"
+    ]
+
+
 def _without_labels(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "labels"}}
 
@@ -503,12 +512,11 @@ def test_the_chart_ships_the_tenant_protection_policy_of_deploy(
         TENANT_PROTECTION.read_text()
     ), "charts/cleo-operator/files/tenant-protection.yaml: copy the deploy/admission file"
     objects = render(helm, tmp_path, {})
-    rendered = [_without_labels(o) for o in objects if o["kind"] in PROTECTION_KINDS]
+    rendered = [_without_labels(o) for o in _tenant_protection(objects)]
     shipped = [_without_labels(d) for d in yaml.safe_load_all(TENANT_PROTECTION.read_text()) if d]
     assert rendered == shipped
-    for obj in objects:
-        if obj["kind"] in PROTECTION_KINDS:
-            assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "admission"
+    for obj in _tenant_protection(objects):
+        assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "admission"
 
 
 def test_the_tenant_protection_policy_trusts_this_releases_operator(
@@ -526,7 +534,7 @@ def test_the_tenant_protection_policy_trusts_this_releases_operator(
     )
     assert result.returncode == 0, result.stderr
     objects = [d for d in yaml.safe_load_all(result.stdout) if d]
-    policy = only(objects, "ValidatingAdmissionPolicy")
+    policy = only(objects, "ValidatingAdmissionPolicy", "cleo-tenant-protection")
     condition = policy["spec"]["matchConditions"][0]["expression"]
     assert '"system:serviceaccount:ops:team-ops-cleo-operator"' in condition
     assert '"system:serviceaccount:other:op"' in condition
@@ -535,7 +543,7 @@ def test_the_tenant_protection_policy_trusts_this_releases_operator(
 
 def test_admission_off_renders_no_policy(helm: list[str], tmp_path: Path) -> None:
     objects = render(helm, tmp_path, VALUE_SETS["admission-off"])
-    assert [o for o in objects if o["kind"] in PROTECTION_KINDS] == []
+    assert _tenant_protection(objects) == []
 
 
 BAD_VALUES: list[tuple[str, list[str], str]] = [
@@ -617,10 +625,14 @@ def test_operator_scope_policy_matches_the_service_account_and_its_namespace(
         "validationActions": ["Deny"],
     }
     other = render(helm, tmp_path, {"serviceAccount": {"create": False, "name": "ops"}})
-    (condition,) = only(other, "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    (condition,) = only(other, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-scope")["spec"][
+        "matchConditions"
+    ]
     assert "system:serviceaccount:cleo-system:ops" in condition["expression"]
     off = render(helm, tmp_path, {"admission": {"operatorScope": {"enabled": False}}})
-    assert not find(off, "ValidatingAdmissionPolicy")
+    assert [p["metadata"]["name"] for p in find(off, "ValidatingAdmissionPolicy")] == [
+        "cleo-tenant-protection"
+    ]
 
 
 def test_deploy_copy_of_the_operator_scope_policy_is_the_charts(

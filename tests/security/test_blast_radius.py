@@ -262,6 +262,50 @@ def test_the_operator_cannot_turn_a_namespace_into_a_tenants_by_labelling_it(
         )
 
 
+def test_only_a_namespace_marked_for_adoption_may_become_a_tenants(
+    cluster: LocalCluster, chart_identity: None
+) -> None:
+    """The adoption mark (cleoai.io/adopt, written by the namespace's owner) is the one way
+    an existing namespace becomes a tenant's; the policy accepts it, but never on kube-* or
+    default, where a mark would hand the operator the cluster's own namespaces."""
+    del chart_identity
+    marked = "blast-marked"
+    cluster.kubectl("create", "namespace", marked)
+    try:
+        for namespace in (marked, "kube-public", "default"):
+            cluster.kubectl(
+                "annotate", "--overwrite", "namespace", namespace, "cleoai.io/adopt=blast"
+            )
+        for namespace in ("kube-public", "default"):
+            before = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
+            result = as_operator(
+                cluster,
+                "label",
+                "namespace",
+                namespace,
+                f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+                f"{TENANT_LABEL}=blast",
+            )
+            assert refused_by_policy(result), result.stderr
+            after = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
+            assert json.loads(after)["metadata"].get("labels") == json.loads(before)[
+                "metadata"
+            ].get("labels")
+        result = as_operator(
+            cluster,
+            "label",
+            "namespace",
+            marked,
+            f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            f"{TENANT_LABEL}=blast",
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        for namespace in ("kube-public", "default"):
+            cluster.kubectl("annotate", "namespace", namespace, "cleoai.io/adopt-", check=False)
+        cluster.kubectl("delete", "namespace", marked, "--wait=false", check=False)
+
+
 def test_the_operator_cannot_write_cluster_scoped_objects_but_its_own(
     cluster: LocalCluster, chart_identity: None
 ) -> None:
