@@ -14,7 +14,7 @@ from cleo_operator.backup.connection import ConnectionInfo, libpq_environment
 from cleo_operator.data.errors import SiteConfigError
 from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR, CA_PATH, SiteConfig, parse_site_config
 from cleo_operator.data.tenant_db import database_url, site_client_values
-from cleo_operator.reconcile.database import SECRET_KEYS, credentials_fingerprint
+from cleo_operator.reconcile.database import SECRET_KEYS, credentials_fingerprint, tls_observation
 from cleo_operator.render.backup import BackupPodSettings, render_backup
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.workload import render_deployment
@@ -242,3 +242,11 @@ def test_the_backup_tools_get_the_system_store_as_a_file(monkeypatch: pytest.Mon
     mounted = dataclasses.replace(info, sslrootcert=CA_PATH)
     with libpq_environment(mounted, base={}) as env:
         assert env["PGSSLROOTCERT"] == CA_PATH
+
+
+def test_the_tls_condition_says_which_cas_check_the_server(ca_file: Path) -> None:
+    system = tls_observation(site({}))
+    assert "against the system's trusted CAs" in system.message
+    own = tls_observation(site({"sslRootCert": str(ca_file)}))
+    assert "against the site's CA" in own.message
+    assert (system.reason, own.reason) == ("ServerVerified", "ServerVerified")

@@ -1261,11 +1261,12 @@ def _unexpected(exc: BaseException, *, doing: str) -> UnexpectedError:
 def tls_observation(site: SiteConfig) -> Observation:
     """Whether connections to ``site`` authenticate the server, as a condition (truthfully)."""
     if site.sslmode == "verify-full":
+        against = "the site's CA" if site.ssl_root_cert else "the system's trusted CAs"
         return Observation(
             "True",
             "ServerVerified",
-            f"connections to site {site.name!r} check the server's certificate against the "
-            "site's CA and its host name (sslMode verify-full)",
+            f"connections to site {site.name!r} check the server's certificate against "
+            f"{against} and its host name (sslMode verify-full)",
         )
     if site.sslmode == "verify-ca":
         return Observation(
