@@ -35,7 +35,7 @@ from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR, CA_PATH
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import TenantDatabases
 from cleo_operator.render.backup import BackupPodSettings, render_backup
-from tests.harness.postgres import PostgresServer
+from tests.harness.postgres import PostgresServer, find_postgres_bindir
 from tests.harness.postgres_tls import Authority, issue_server_certificate, make_authority
 from tests.integration.tenant_database_support import (
     Tenant,
@@ -171,7 +171,7 @@ def run_in_pod(
     script.write_text(textwrap.dedent(code))
     setup.append(f'exec "{sys.executable}" {script}')
     pod_env = {
-        "PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin",
+        "PATH": f"{find_postgres_bindir()}:/usr/bin:/bin",
         "HOME": str(folder),  # no ~/.postgresql/root.crt to fall back on
         "PYTHONPATH": ":".join(p for p in sys.path if p),
         **env,
