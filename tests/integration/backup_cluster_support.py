@@ -98,9 +98,16 @@ def _write_secret(kube: KubeClient, volume: dict[str, Any], namespace: str, fold
     assert secret is not None, f"the kubelet would not start the pod: {source} does not exist"
     folder.mkdir(parents=True)
     mode = int(source.get("defaultMode", 0o644))
-    for key, value in (secret.get("data") or {}).items():
-        path = folder / key
-        path.write_bytes(base64.b64decode(value))
+    data = secret.get("data") or {}
+    # As the kubelet does: `items` picks keys (a missing one is an error unless optional).
+    items = source.get("items")
+    paths = {key: key for key in data} if items is None else {i["key"]: i["path"] for i in items}
+    for key, relative in paths.items():
+        if key not in data:
+            assert source.get("optional"), f"the kubelet would not start the pod: no {key}"
+            continue
+        path = folder / relative
+        path.write_bytes(base64.b64decode(data[key]))
         path.chmod(mode)
 
 

@@ -24,6 +24,7 @@ from cleo_operator.data.tenant_db import (
     tenant_database_name,
     tenant_role_name,
 )
+from tests.harness.postgres_tls import make_authority
 
 EXAMPLE = textwrap.dedent(
     """
@@ -51,7 +52,8 @@ def b64(text: str) -> str:
 
 
 def test_example_configuration_parses() -> None:
-    sites = load_site_config(EXAMPLE)
+    # The CA file is on the operator's machine only: its reading is tested below.
+    sites = load_site_config(EXAMPLE, read_ca_files=False)
     assert sites["eu-west-1"] == SiteConfig(
         name="eu-west-1",
         host="pg-eu-west-1.db.internal",
@@ -130,10 +132,14 @@ def test_invalid_yaml_says_where() -> None:
 
 
 def test_from_env_inline_file_and_missing(tmp_path: Path) -> None:
-    inline = site_config_from_env({"CLEO_SITES": EXAMPLE})
+    ca = make_authority(tmp_path, "site").cert
+    example = EXAMPLE.replace("/etc/cleo/pg-ca.pem", str(ca))
+    inline = site_config_from_env({"CLEO_SITES": example})
     assert sorted(inline) == ["eu-west-1", "eu-west-2"]
+    assert inline["eu-west-1"].ca_pem is not None
+    assert "BEGIN CERTIFICATE" in inline["eu-west-1"].ca_pem
     path = tmp_path / "sites.yaml"
-    path.write_text(EXAMPLE)
+    path.write_text(example)
     assert site_config_from_env({"CLEO_SITES_FILE": str(path)}) == inline
     with pytest.raises(SiteConfigError, match="CLEO_SITES_FILE: cannot read"):
         site_config_from_env({"CLEO_SITES_FILE": str(tmp_path / "missing.yaml")})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -10,19 +11,26 @@ import pytest
 from cleo_operator.data.sites import WEAK_SSL_MODES, SiteConfig, SslMode, load_site_config
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import TenantDatabases, tls_observation
+from tests.harness.postgres_tls import make_authority
 
 SITES = """
 sites:
-  strong: {host: db1, sslRootCert: /ca.pem, adminSecret: {name: a, namespace: ops}}
+  strong: {host: db1, sslRootCert: CA, adminSecret: {name: a, namespace: ops}}
   weak: {host: db2, sslMode: prefer, adminSecret: {name: b, namespace: ops}}
 """
 
 
-def test_default_is_verify_full_and_libpq_gets_it() -> None:
-    sites = load_site_config(SITES)
+@pytest.fixture
+def sites_text(tmp_path: Path) -> str:
+    return SITES.replace("CA", str(make_authority(tmp_path, "site").cert))
+
+
+def test_default_is_verify_full_and_libpq_gets_it(sites_text: str) -> None:
+    sites = load_site_config(sites_text)
     assert sites["strong"].sslmode == "verify-full"
     kwargs = sites["strong"].connection_kwargs()
-    assert (kwargs["sslmode"], kwargs["sslrootcert"]) == ("verify-full", "/ca.pem")
+    assert kwargs["sslmode"] == "verify-full"
+    assert kwargs["sslrootcert"] == sites["strong"].ssl_root_cert
 
 
 @pytest.mark.parametrize("mode", sorted(WEAK_SSL_MODES))
@@ -42,10 +50,10 @@ def test_verifying_modes_are_reported_as_verified(mode: str) -> None:
     assert ("not its host name" in obs.message) == (mode == "verify-ca")
 
 
-def test_a_weak_site_is_logged_at_start(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_weak_site_is_logged_at_start(caplog: pytest.LogCaptureFixture, sites_text: str) -> None:
     with caplog.at_level(logging.WARNING, logger="cleo_operator"):
         databases = TenantDatabases.from_environment(
-            cast(KubeClient, object()), environ={"CLEO_SITES": SITES}
+            cast(KubeClient, object()), environ={"CLEO_SITES": sites_text}
         )
     try:
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import ssl
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Final
 
 from psycopg.conninfo import conninfo_to_dict
 
-from cleo_operator.data.sites import SiteConfig
+from cleo_operator.data.sites import SYSTEM_ROOT_CERT, SiteConfig
 
 __all__ = ["ConnectionInfo", "libpq_environment"]
 
@@ -125,7 +126,7 @@ class ConnectionInfo:
             user=user,
             password=password,
             sslmode=site.sslmode,
-            sslrootcert=site.ssl_root_cert,
+            sslrootcert=site.connection_kwargs().get("sslrootcert"),
             connect_timeout=site.connect_timeout_seconds,
         )
 
@@ -209,6 +210,19 @@ class ConnectionInfo:
         )
 
 
+def _child_root_cert(sslrootcert: str) -> str:
+    """`sslrootcert` for pg_dump/pg_restore, whose libpq may be older than psycopg's.
+
+    libpq 16 reads `system` as "the system's trusted CAs"; older ones (the PostgreSQL 15
+    client of the default image) take it for a file name and fail. The same CAs by file:
+    OpenSSL's default CA file, which `SSL_CERT_FILE` overrides, as libpq's `system` does.
+    """
+    if sslrootcert != SYSTEM_ROOT_CERT:
+        return sslrootcert
+    paths = ssl.get_default_verify_paths()
+    return os.environ.get(paths.openssl_cafile_env) or paths.openssl_cafile
+
+
 def _passfile_field(value: str) -> str:
     # The passfile's separators and escape character must be escaped in every field.
     return value.replace("\\", "\\\\").replace(":", "\\:")
@@ -241,7 +255,7 @@ def libpq_environment(
         }
     )
     if info.sslrootcert:
-        env["PGSSLROOTCERT"] = info.sslrootcert
+        env["PGSSLROOTCERT"] = _child_root_cert(info.sslrootcert)
     if info.password is None:
         yield env
         return

@@ -33,6 +33,18 @@ cluster network that can answer on the site's address could otherwise pose as th
 (``sslRootCert``) for the site's host name, before any password is sent. A weaker mode
 (:data:`WEAK_SSL_MODES`) stays possible for a site on a trusted network, but is reported:
 a log line at start and a ``DatabaseTLS`` condition on each of its tenants.
+
+Why the CA is read here, at load: the tenant's own clients (its pods, its backup runner)
+must check the same server with the same CA, but ``sslRootCert`` is a path inside the
+operator's pod. The operator reads the file once, checks that it holds PEM certificates
+(a wrong file is a configuration error naming ``sites.<name>.sslRootCert``, not a TLS
+failure in every tenant pod later), and hands the PEM to the tenant with its credentials
+(see :mod:`cleo_operator.data.tenant_db`). A CA certificate is public: it may be copied.
+
+Without ``sslRootCert`` a ``verify-full`` site is checked against the system's trusted
+CAs (libpq ``sslrootcert=system``, libpq 16 or later), for a server with a publicly
+trusted certificate. ``verify-ca`` needs ``sslRootCert``: libpq refuses ``verify-ca``
+with the system store, and any publicly trusted certificate would pass it anyway.
 """
 
 from __future__ import annotations
@@ -47,6 +59,8 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from cleo_operator.data.errors import SiteConfigError
 
@@ -63,6 +77,19 @@ SITES_ENV: Final = "CLEO_SITES"
 
 SITES_FILE_ENV: Final = "CLEO_SITES_FILE"
 """Environment variable naming a file that holds the site configuration."""
+
+SYSTEM_ROOT_CERT: Final = "system"
+"""libpq's ``sslrootcert`` value for the system's trusted CAs (libpq 16 and later)."""
+
+CA_KEY: Final = "ca.crt"
+"""Key of the tenant's credentials Secret holding the site's CA certificate(s), PEM."""
+CA_MOUNT_DIR: Final = "/var/run/cleo/database"
+"""Where the tenant's pods (and its backup runner) mount ``CA_KEY``, read-only."""
+CA_PATH: Final = f"{CA_MOUNT_DIR}/{CA_KEY}"
+"""The CA file in the tenant's pods: their ``PGSSLROOTCERT`` and ``sslrootcert``."""
+
+MAX_CA_BYTES: Final = 256 * 1024
+"""Largest ``sslRootCert`` file accepted: it is copied into each tenant's Secret."""
 
 _SITE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -107,7 +134,9 @@ class SiteConfig:
     sslmode: SslMode = DEFAULT_SSL_MODE
     """libpq ``sslmode``; anything below ``verify-ca`` does not authenticate the server."""
     ssl_root_cert: str | None = None
-    """CA bundle for ``verify-ca``/``verify-full`` (libpq ``sslrootcert``)."""
+    """CA bundle for ``verify-ca``/``verify-full`` (libpq ``sslrootcert``), a path here."""
+    ca_pem: str | None = dataclasses.field(default=None, repr=False)
+    """The PEM certificate(s) read from ``ssl_root_cert`` at load: what tenants get."""
     connect_timeout_seconds: int = 5
     """Give up connecting after this long; whole seconds, at least 2 (as libpq enforces)."""
     statement_timeout_seconds: float = 30.0
@@ -140,6 +169,8 @@ class SiteConfig:
         }
         if self.ssl_root_cert:
             kwargs["sslrootcert"] = self.ssl_root_cert
+        elif self.verifies_server:
+            kwargs["sslrootcert"] = SYSTEM_ROOT_CERT
         return kwargs
 
     @property
@@ -210,11 +241,13 @@ class AdminCredentials:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_site_config(document: object) -> dict[str, SiteConfig]:
+def parse_site_config(document: object, *, read_ca_files: bool = True) -> dict[str, SiteConfig]:
     """Validate a parsed site configuration (``{"sites": {...}}``); returns sites by name.
 
     Raises :class:`SiteConfigError` naming the field path (``sites.eu-west-1.port``) of
-    the first problem found.
+    the first problem found. ``read_ca_files`` reads each ``sslRootCert`` into
+    ``ca_pem`` (the operator always does; ``False`` checks a configuration meant for
+    another machine, such as a chart's output).
     """
     if not isinstance(document, Mapping):
         raise SiteConfigError("site configuration: expected a mapping with a 'sites' key.")
@@ -235,7 +268,7 @@ def parse_site_config(document: object) -> dict[str, SiteConfig]:
                 f"{path}: site names must be lowercase letters, digits and '-', at most "
                 "63 characters, starting and ending with a letter or digit."
             )
-        sites[name] = _parse_site(name, raw, path)
+        sites[name] = _parse_site(name, raw, path, read_ca_files=read_ca_files)
     for site in sites.values():
         if site.standby is None:
             continue
@@ -249,7 +282,9 @@ def parse_site_config(document: object) -> dict[str, SiteConfig]:
     return sites
 
 
-def load_site_config(text: str, *, source: str = "site configuration") -> dict[str, SiteConfig]:
+def load_site_config(
+    text: str, *, source: str = "site configuration", read_ca_files: bool = True
+) -> dict[str, SiteConfig]:
     """Parse YAML (or JSON, a subset of it) text; ``source`` names it in errors."""
     try:
         document = yaml.safe_load(text)
@@ -258,7 +293,7 @@ def load_site_config(text: str, *, source: str = "site configuration") -> dict[s
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SiteConfigError(f"{source}: not valid YAML{where}.") from None
     try:
-        return parse_site_config(document)
+        return parse_site_config(document, read_ca_files=read_ca_files)
     except SiteConfigError as error:
         raise SiteConfigError(f"{source}: {error.message}") from None
 
@@ -283,7 +318,7 @@ def site_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, 
     )
 
 
-def _parse_site(name: str, raw: object, path: str) -> SiteConfig:
+def _parse_site(name: str, raw: object, path: str, *, read_ca_files: bool) -> SiteConfig:
     if not isinstance(raw, Mapping):
         raise SiteConfigError(f"{path}: expected a mapping of settings.")
     unknown = set(raw) - _SITE_KEYS
@@ -307,13 +342,24 @@ def _parse_site(name: str, raw: object, path: str) -> SiteConfig:
         raw, "statementTimeoutSeconds", path, default=30.0, minimum=0.1, maximum=86400.0
     )
     pool_min, pool_max = _pool(raw.get("pool"), f"{path}.pool")
+    ssl_root_cert = _string(raw, "sslRootCert", path)
+    if sslmode == "verify-ca" and ssl_root_cert is None:
+        raise SiteConfigError(
+            f"{path}.sslRootCert: required with sslMode verify-ca; name the file with the CA "
+            "that signed the server's certificate (libpq refuses verify-ca with the system's "
+            "CAs), or use verify-full for a server with a publicly trusted certificate."
+        )
+    ca_pem = None
+    if ssl_root_cert is not None and read_ca_files:
+        ca_pem = read_ca_file(ssl_root_cert, field=f"{path}.sslRootCert")
     return SiteConfig(
         name=name,
         host=host,
         port=port,
         admin_database=admin_database,
         sslmode=cast(SslMode, sslmode),
-        ssl_root_cert=_string(raw, "sslRootCert", path),
+        ssl_root_cert=ssl_root_cert,
+        ca_pem=ca_pem,
         connect_timeout_seconds=connect_timeout,
         statement_timeout_seconds=statement_timeout,
         pool_min_size=pool_min,
@@ -321,6 +367,48 @@ def _parse_site(name: str, raw: object, path: str) -> SiteConfig:
         admin_secret=_secret_ref(raw.get("adminSecret"), f"{path}.adminSecret"),
         standby=_string(raw, "standby", path),
     )
+
+
+def read_ca_file(path: str, *, field: str) -> str:
+    """The PEM certificate(s) in the file at ``path``; ``field`` names it in errors."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CA_BYTES + 1)
+    except OSError as error:
+        raise SiteConfigError(
+            f"{field}: cannot read {path}: {error.strerror}; mount the CA certificate of the "
+            "site's server there (PEM) or fix the path."
+        ) from None
+    if len(data) > MAX_CA_BYTES:
+        raise SiteConfigError(
+            f"{field}: {path} is larger than {MAX_CA_BYTES} bytes; it must hold only the CA "
+            "certificate(s) that signed the site's server certificate."
+        )
+    return validate_ca_pem(data, field=field, source=path)
+
+
+def validate_ca_pem(data: bytes, *, field: str, source: str) -> str:
+    """``data`` as PEM text if it is one or more PEM X.509 certificates (nothing else)."""
+    problem = f"{field}: {source} does not hold PEM CA certificate(s)"
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SiteConfigError(f"{problem} (it is not ASCII text).") from None
+    if "PRIVATE KEY" in text:
+        # Never hand a private key on to every tenant, whatever else the file holds.
+        raise SiteConfigError(
+            f"{problem} only: it holds a private key. Give the CA certificate alone."
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise SiteConfigError(
+            f"{problem}; expected '-----BEGIN CERTIFICATE-----' block(s)."
+        ) from None
+    if not certificates:
+        raise SiteConfigError(f"{problem}.")
+    # Re-encoded: comments and stray text of the file do not travel to the tenants.
+    return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in certificates)
 
 
 def _pool(raw: object, path: str) -> tuple[int, int]:

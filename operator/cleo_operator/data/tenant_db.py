@@ -51,7 +51,7 @@ from cleo_operator.data.scram import (
     verifier_iterations,
     verifier_matches,
 )
-from cleo_operator.data.sites import SiteConfig
+from cleo_operator.data.sites import CA_KEY, CA_PATH, SYSTEM_ROOT_CERT, SiteConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +92,64 @@ def ownership_marker(tenant: str) -> str:
     return MARKER_PREFIX + _checked_tenant(tenant)
 
 
+def client_root_cert(site: SiteConfig) -> str | None:
+    """The ``sslrootcert`` of the tenant's clients of ``site`` (None: a weak sslMode).
+
+    The site's CA as the pods mount it (``CA_PATH``), or libpq's ``system`` for a
+    ``verify-full`` site without ``sslRootCert``. Never the operator's own path: that file
+    exists in the operator's pod only.
+    """
+    if not site.verifies_server:
+        return None
+    if site.ssl_root_cert is None:
+        return SYSTEM_ROOT_CERT
+    if site.ca_pem is None:
+        raise ValueError(
+            f"site {site.name!r}: its sslRootCert was not read (load the site configuration "
+            "with its CA files), so its tenants cannot be given the CA"
+        )
+    return CA_PATH
+
+
 def database_url(site: SiteConfig, *, tenant: str, password: str) -> str:
     """``postgresql://`` URL for the tenant's application (user and password URL-encoded).
 
-    The result holds the password: put it in a Secret, never in logs or status.
+    It names the CA file the pods mount (``sslrootcert``) when the site verifies the
+    server. The result holds the password: put it in a Secret, never in logs or status.
     """
     host = f"[{site.host}]" if ":" in site.host else site.host
     user = quote(tenant_role_name(tenant), safe="")
     database = quote(tenant_database_name(tenant), safe="")
     secret = quote(password, safe="")
-    return f"postgresql://{user}:{secret}@{host}:{site.port}/{database}?sslmode={site.sslmode}"
+    query = f"sslmode={site.sslmode}"
+    root_cert = client_root_cert(site)
+    if root_cert is not None:
+        query += f"&sslrootcert={quote(root_cert, safe='/')}"
+    return f"postgresql://{user}:{secret}@{host}:{site.port}/{database}?{query}"
+
+
+def site_client_values(site: SiteConfig, *, tenant: str, password: str) -> dict[str, str]:
+    """The credentials Secret's keys that depend on the site (what failover repoints).
+
+    ``PGHOST``, ``PGPORT``, ``PGSSLMODE``, ``DATABASE_URL`` always; ``PGSSLROOTCERT`` when
+    the site verifies the server; ``CA_KEY`` (the PEM) when it has a CA of its own.
+    """
+    values = {
+        "PGHOST": site.host,
+        "PGPORT": str(site.port),
+        "PGSSLMODE": site.sslmode,
+    }
+    root_cert = client_root_cert(site)
+    if root_cert is not None:
+        values["PGSSLROOTCERT"] = root_cert
+    if root_cert == CA_PATH and site.ca_pem is not None:
+        values[CA_KEY] = site.ca_pem
+    values["DATABASE_URL"] = database_url(site, tenant=tenant, password=password)
+    return values
+
+
+SITE_CLIENT_OPTIONAL_KEYS: Final = ("PGSSLROOTCERT", CA_KEY)
+"""Keys of ``site_client_values`` that a site may not have (removed when it has not)."""
 
 
 # --------------------------------------------------------------------------- results

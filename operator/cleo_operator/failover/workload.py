@@ -15,7 +15,8 @@ Why it is built this way:
   environment from a Secret is read when a container starts, never again. The stamp is the
   failover's name, so a resumed step does not roll twice.
 - **Repointing** the credentials Secret changes only where it points (``PGHOST``,
-  ``PGPORT``, ``PGSSLMODE`` and the host in ``DATABASE_URL``), with a merge patch; the
+  ``PGPORT``, ``PGSSLMODE``, ``PGSSLROOTCERT``, the site's CA ``ca.crt`` and
+  ``DATABASE_URL``), with a merge patch (a key the new site has not is removed); the
   password stays where its truth lives, in that Secret, untouched. The tenant database
   part, which reads the primary's site from the tenant (``failover.tenant``), writes the
   same values on its next reconcile.
@@ -34,7 +35,12 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.data.errors import DataError, QueryFailed, redact
 from cleo_operator.data.pool import classify_connect_error
 from cleo_operator.data.sites import SiteConfig
-from cleo_operator.data.tenant_db import database_url, tenant_database_name, tenant_role_name
+from cleo_operator.data.tenant_db import (
+    SITE_CLIENT_OPTIONAL_KEYS,
+    site_client_values,
+    tenant_database_name,
+    tenant_role_name,
+)
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.kube.client import KINDS, KubeClient, KubeError
 from cleo_operator.kube.secrets import SECRET, encode_secret_data, secret_value
@@ -260,16 +266,19 @@ def repoint_credentials(
             reason="CredentialsMissing",
             retryable=True,
         )
-    wanted = {
-        "PGHOST": site.host,
-        "PGPORT": str(site.port),
-        "PGSSLMODE": site.sslmode,
-        "DATABASE_URL": database_url(site, tenant=tenant, password=password),
-    }
-    if all(secret_value(obj, key) == value for key, value in wanted.items()):
+    wanted = site_client_values(site, tenant=tenant, password=password)
+    # A key the new site does not have (no CA of its own, a weak sslMode) goes: a stale CA
+    # would make the pods check the new server against the old site's CA.
+    stale = [
+        key
+        for key in SITE_CLIENT_OPTIONAL_KEYS
+        if key not in wanted and key in (obj.get("data") or {})
+    ]
+    if not stale and all(secret_value(obj, key) == value for key, value in wanted.items()):
         return False
+    data: dict[str, str | None] = {**encode_secret_data(wanted), **dict.fromkeys(stale)}
     try:
-        kube.patch_merge(SECRET, secret, {"data": encode_secret_data(wanted)}, namespace=namespace)
+        kube.patch_merge(SECRET, secret, {"data": data}, namespace=namespace)
     except KubeError as exc:
         # The API server's message could quote the request body (the URL with the password).
         raise FailoverError(

@@ -85,12 +85,18 @@ from cleo_operator.data.errors import (
     redact,
 )
 from cleo_operator.data.pool import PoolSettings, SitePools
-from cleo_operator.data.sites import SITES_ENV, SITES_FILE_ENV, SiteConfig, site_config_from_env
+from cleo_operator.data.sites import (
+    CA_KEY,
+    SITES_ENV,
+    SITES_FILE_ENV,
+    SiteConfig,
+    site_config_from_env,
+)
 from cleo_operator.data.tenant_db import (
     check_tenant_connection,
-    database_url,
     drop_tenant_database,
     ensure_tenant_database,
+    site_client_values,
     tenant_database_name,
     tenant_role_name,
 )
@@ -138,6 +144,8 @@ SECRET_KEYS: Final = (
     "PGUSER",
     PASSWORD_KEY,
     "PGSSLMODE",
+    "PGSSLROOTCERT",
+    CA_KEY,
     "DATABASE_URL",
 )
 
@@ -1124,13 +1132,10 @@ class TenantDatabases:
     def _secret_values(tenant: str, *, site: SiteConfig, password: str) -> dict[str, str]:
         """What the credentials Secret holds (see `SECRET_KEYS`)."""
         return {
-            "PGHOST": site.host,
-            "PGPORT": str(site.port),
             "PGDATABASE": tenant_database_name(tenant),
             "PGUSER": tenant_role_name(tenant),
             PASSWORD_KEY: password,
-            "PGSSLMODE": site.sslmode,
-            "DATABASE_URL": database_url(site, tenant=tenant, password=password),
+            **site_client_values(site, tenant=tenant, password=password),
         }
 
 
@@ -1256,11 +1261,12 @@ def _unexpected(exc: BaseException, *, doing: str) -> UnexpectedError:
 def tls_observation(site: SiteConfig) -> Observation:
     """Whether connections to ``site`` authenticate the server, as a condition (truthfully)."""
     if site.sslmode == "verify-full":
+        against = "the site's CA" if site.ssl_root_cert else "the system's trusted CAs"
         return Observation(
             "True",
             "ServerVerified",
-            f"connections to site {site.name!r} check the server's certificate against the "
-            "site's CA and its host name (sslMode verify-full)",
+            f"connections to site {site.name!r} check the server's certificate against "
+            f"{against} and its host name (sslMode verify-full)",
         )
     if site.sslmode == "verify-ca":
         return Observation(

@@ -50,6 +50,7 @@ from urllib.parse import urlencode, urlsplit
 from cleo_operator.api.backup import CleoBackupSpec
 from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
+from cleo_operator.render.child import DATABASE_CA_VOLUME, database_ca_mount, database_ca_source
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
     Capabilities,
@@ -62,6 +63,7 @@ from cleo_operator.render.k8s import (
     ObjectMeta,
     ResourceRequirements,
     SeccompProfile,
+    SecretVolumeSource,
     ServiceAccount,
     as_object,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "COMPONENT",
     "CONTAINER_NAME",
     "DATABASE_ENV",
+    "DATABASE_OPTIONAL_ENV",
     "DEFAULT_IMAGE_REPOSITORY",
     "JOB_NAME_ENV",
     "JOB_NAME_LABEL",
@@ -125,6 +128,9 @@ SECRET_FILE_MODE: Final = 0o440
 
 DATABASE_ENV: Final = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
 """Keys of the tenant database Secret the runner gets (libpq's own variables)."""
+DATABASE_OPTIONAL_ENV: Final = ("PGSSLROOTCERT",)
+"""Keys the tenant database Secret holds when the site verifies the server (its CA file,
+mounted from the same Secret's ``ca.crt``, or ``system``)."""
 S3_ENV: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 """Keys the S3 credentials Secret must hold."""
 S3_OPTIONAL_ENV: Final = ("AWS_SESSION_TOKEN",)
@@ -247,11 +253,6 @@ class _Container(TypedDict):
     volumeMounts: list[_Mount]
 
 
-class _SecretVolumeSource(TypedDict):
-    secretName: str
-    defaultMode: int
-
-
 class _ClaimSource(TypedDict):
     claimName: str
 
@@ -259,7 +260,7 @@ class _ClaimSource(TypedDict):
 class _Volume(TypedDict):
     name: str
     emptyDir: NotRequired[EmptyDirVolumeSource]
-    secret: NotRequired[_SecretVolumeSource]
+    secret: NotRequired[SecretVolumeSource]
     persistentVolumeClaim: NotRequired[_ClaimSource]
 
 
@@ -596,6 +597,7 @@ def _secret_env(names: tuple[str, ...], secret: str, *, optional: bool = False) 
 
 def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[_EnvVar]:
     env = _secret_env(DATABASE_ENV, settings.database_secret)
+    env += _secret_env(DATABASE_OPTIONAL_ENV, settings.database_secret, optional=True)
     if spec.destination.s3 is not None:
         secret = spec.destination.s3.credentials_secret
         env += _secret_env(S3_ENV, secret)
@@ -640,6 +642,12 @@ def _pod_template(
             "secret": {"secretName": settings.keyring_secret, "defaultMode": SECRET_FILE_MODE},
         },
     ]
+    # The site's CA, from the credentials Secret: the runner checks the server as the
+    # operator does (PGSSLROOTCERT names this file); an empty folder for a weak sslMode.
+    mounts.append(database_ca_mount())
+    volumes.append(
+        {"name": DATABASE_CA_VOLUME, "secret": database_ca_source(settings.database_secret)}
+    )
     if spec.destination.pvc is not None:
         mounts.append({"name": "destination", "mountPath": VOLUME_MOUNT})
         volumes.append(

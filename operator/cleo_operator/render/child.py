@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from cleo_operator.api.objects import OwnerReference
-from cleo_operator.render.k8s import ObjectMeta
+from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR
+from cleo_operator.render.k8s import ObjectMeta, SecretVolumeSource, VolumeMount
 from cleo_operator.render.meta import TENANT_LABEL, tenant_labels
 
 WORKLOAD_NAME: Final = "cleoai"
@@ -27,6 +28,32 @@ HTTP_PORT_NAME: Final = "http"
 
 Component = Literal["limits", "network", "access", "workload"]
 """The ``app.kubernetes.io/component`` label of each group of children."""
+
+
+DATABASE_CA_VOLUME: Final = "database-ca"
+"""The volume with the site's CA from the tenant's credentials Secret (``ca.crt``)."""
+CA_FILE_MODE: Final = 0o444
+"""A CA certificate is public: readable by whoever runs in the pod."""
+
+
+def database_ca_source(database_secret: str) -> SecretVolumeSource:
+    """The credentials Secret's ``ca.crt`` alone, as a file; nothing when it has none.
+
+    Optional, so that the pod template does not depend on the site: a site with a weak
+    sslMode (or one checked against the system's CAs) has no ``ca.crt`` and the folder
+    stays empty, and a failover to a site with another CA changes the Secret only.
+    """
+    return {
+        "secretName": database_secret,
+        "items": [{"key": CA_KEY, "path": CA_KEY}],
+        "defaultMode": CA_FILE_MODE,
+        "optional": True,
+    }
+
+
+def database_ca_mount() -> VolumeMount:
+    """Where the pods find the site's CA: ``PGSSLROOTCERT`` in the Secret names the file."""
+    return {"name": DATABASE_CA_VOLUME, "mountPath": CA_MOUNT_DIR, "readOnly": True}
 
 
 def sorted_map(mapping: Mapping[str, str]) -> dict[str, str]:

@@ -265,9 +265,16 @@ class EmptyDirVolumeSource(TypedDict, total=False):
     sizeLimit: str
 
 
+class KeyToPath(TypedDict):
+    key: str
+    path: str
+
+
 class SecretVolumeSource(TypedDict):
     secretName: str
     defaultMode: int
+    items: NotRequired[list[KeyToPath]]
+    optional: NotRequired[bool]
 
 
 class Volume(TypedDict):

@@ -34,9 +34,12 @@ from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, WorkloadSpec
 from cleo_operator.render.child import (
     CONFIG_MAP_NAME,
+    DATABASE_CA_VOLUME,
     HTTP_PORT_NAME,
     WORKLOAD_NAME,
     child_metadata,
+    database_ca_mount,
+    database_ca_source,
     sorted_map,
     workload_pod_labels,
     workload_selector,
@@ -154,12 +157,14 @@ def _env_from(
     return sources
 
 
-def _volumes(keyring_secret: str | None) -> list[Volume]:
+def _volumes(keyring_secret: str | None, database_secret: str | None) -> list[Volume]:
     volumes: list[Volume] = [{"name": TMP_VOLUME, "emptyDir": {}}]
     if keyring_secret is not None:
         volumes.append(
             {"name": KEYRING_VOLUME, "secret": {"secretName": keyring_secret, "defaultMode": 0o440}}
         )
+    if database_secret is not None:
+        volumes.append({"name": DATABASE_CA_VOLUME, "secret": database_ca_source(database_secret)})
     return volumes
 
 
@@ -202,6 +207,8 @@ def _container(
         container["volumeMounts"].append(
             {"name": KEYRING_VOLUME, "mountPath": KEYRING_MOUNT_PATH, "readOnly": True}
         )
+    if database_secret is not None:
+        container["volumeMounts"].append(database_ca_mount())
     env = _env(workload, keyring=keyring_secret is not None)
     if env:
         container["env"] = env
@@ -229,7 +236,8 @@ def render_deployment(
 
     `secret_names` are the tenant's unsealed Secrets and `database_secret` the Secret with
     the database connection, each passed to the container as environment (``envFrom``).
-    `keyring_secret`, the tenant's keyring, is mounted read-only at `KEYRING_MOUNT_PATH`.
+    `keyring_secret`, the tenant's keyring, is mounted read-only at `KEYRING_MOUNT_PATH`;
+    the database Secret's ``ca.crt`` (the site's CA, when it has one) at ``CA_PATH``.
     `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
     """
     workload = spec.workload
@@ -259,7 +267,7 @@ def render_deployment(
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [_container(workload, secret_names, database_secret, keyring_secret)],
-                "volumes": _volumes(keyring_secret),
+                "volumes": _volumes(keyring_secret, database_secret),
             },
         },
     }
