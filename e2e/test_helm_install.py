@@ -390,18 +390,23 @@ def test_an_upgrade_removes_the_roles_older_versions_wrote(
     uid = kubectl_json(cluster, "get", "cleotenant", LEGACY)["metadata"]["uid"]
     legacy = legacy_objects(namespace, uid)
     # The namespace as an older operator made it: its labels and owner reference carry the
-    # tenant's uid, though not yet the cleoai.io/tenant-uid label.
+    # tenant's uid, though not yet the cleoai.io/tenant-uid label. Its objects are made
+    # before it carries the tenant label: the chart's tenant-protection policy (installed
+    # above) keeps everyone but the operator from making objects with the operator's label
+    # in a tenant namespace, the admin included, as it should after an upgrade.
+    labels = legacy[0]["metadata"]["labels"]
     old_namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": namespace,
-            "labels": legacy[0]["metadata"]["labels"],
+            "labels": {k: v for k, v in labels.items() if k != "cleoai.io/tenant"},
             "ownerReferences": legacy[0]["metadata"]["ownerReferences"],
         },
     }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(old_namespace))
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(legacy))
+    cluster.kubectl("label", "namespace", namespace, f"cleoai.io/tenant={LEGACY}")
     children = [
         {"apiVersion": "v1", "kind": "Namespace", "namespace": "", "name": namespace},
         *(
