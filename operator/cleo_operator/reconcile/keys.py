@@ -104,6 +104,7 @@ __all__ = [
     "QUARANTINE_PREFIX",
     "STATUS_KEYS",
     "TENANT_KEYRING_REPAIRED",
+    "UNTRUSTED_KEYRING_REPLACED",
     "ConditionUpdate",
     "KeyringDifferences",
     "KeyringOutcome",
@@ -145,6 +146,16 @@ QUARANTINE_REASON: Final = "cleoai.io/quarantine-reason"
 """Annotation of a quarantine Secret: how it differed from the copy (versions, no keys)."""
 QUARANTINED_AT: Final = "cleoai.io/quarantined-at"
 """Annotation of a quarantine Secret: when it was taken (RFC 3339)."""
+QUARANTINE_KIND: Final = "cleoai.io/quarantine-kind"
+"""Annotation of a quarantine Secret: `untrusted` when it held a keyring found before the
+tenant had keys (`UntrustedKeyringReplaced`); absent when it differed from the copy."""
+KIND_UNTRUSTED: Final = "untrusted"
+UNTRUSTED_REASON: Final = (
+    "found before the tenant had keys (no keyring copy, no status.keyVersion): never imported"
+)
+UNTRUSTED_KEYRING_REPLACED: Final = "UntrustedKeyringReplaced"
+"""Reason of `KeyringReady` (and of the Warning Event) when a keyring Secret found before the
+tenant had keys was quarantined and replaced by a new keyring."""
 TENANT_KEYRING_REPAIRED: Final = "TenantKeyringRepaired"
 """Reason of `KeyringReady` (and of the Warning Event) when the tenant Secret was repaired."""
 NAMESPACE_RETRY_SECONDS: Final = 2.0
@@ -459,7 +470,16 @@ class KeyringReconciler:
             )
         except CryptoError as exc:
             return run.failed("KeyringCopyUnreadable", str(exc), live=live_keyring)
+        untrusted: str | None = None
         if copy is None:
+            known = previous_status.get("keyVersion")
+            if live is not None and known is None:
+                # This tenant never had keys (its status, which only the operator writes,
+                # records none): the Secret was there before it was the tenant's keyring
+                # (an adopted or watched namespace, an orphan of another tenant). Keep it
+                # for review and make a new keyring; never import it.
+                untrusted = self._quarantine_untrusted(run, live, now)
+                live_keyring, unreadable = None, None
             if live is not None and unreadable is not None:
                 return run.failed(
                     "KeyringSecretInvalid",
@@ -478,6 +498,16 @@ class KeyringReconciler:
                     "never be read again; to start over with a new keyring anyway, remove "
                     f"status.keyVersion (kubectl patch cleotenant {tenant} --subresource=status "
                     """--type=merge -p '{"status":{"keyVersion":null}}')""",
+                )
+            if live_keyring is not None and known not in {k.version for k in live_keyring.keys}:
+                return run.failed(
+                    "KeyringSecretInvalid",
+                    f"the keyring Secret {live.where if live else run.secret_where} lacks "
+                    f"version v{known} that this tenant had (status.keyVersion) and there is "
+                    f"no KEK-wrapped copy {run.copy_where}: it is not this tenant's keyring, "
+                    "so it was left as it is and not copied; restore the copy from a backup "
+                    "of the operator namespace",
+                    live=live_keyring,
                 )
             copy = self._create_copy(run, kek, live_keyring, now)
 
@@ -524,6 +554,8 @@ class KeyringReconciler:
                 )
             raise
         keyring = copy_keyring
+        if untrusted is not None:
+            repaired = untrusted
 
         if period is not None and now >= keyring.active.created + period:
             keyring = self._rotate(run, kek=kek, copy=copy, live=live, keyring=keyring, now=now)
@@ -537,7 +569,10 @@ class KeyringReconciler:
             f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
             f"KEK-wrapped copy in {run.copy_where}"
         )
-        quarantined = self._quarantined(run)
+        quarantined, any_untrusted = self._quarantined(run)
+        reason = (
+            UNTRUSTED_KEYRING_REPLACED if untrusted or any_untrusted else TENANT_KEYRING_REPAIRED
+        )
         if repaired is None and not quarantined:
             condition = ConditionUpdate(KEYRING_READY, "True", "KeyringAvailable", available)
         else:
@@ -551,32 +586,71 @@ class KeyringReconciler:
                     + ". The operator never reads these as a keyring: delete each once "
                     "reviewed (docs/encryption.md, Key recovery)"
                 )
-            condition = ConditionUpdate(
-                KEYRING_READY, "True", TENANT_KEYRING_REPAIRED, ". ".join(notes)
-            )
+            condition = ConditionUpdate(KEYRING_READY, "True", reason, ". ".join(notes))
         return KeyringOutcome(
             condition=condition,
             status=_status(keyring, period),
             fingerprint=keyring.fingerprint(),
             requeue_after=requeue,
             actions=tuple(run.actions),
-            warnings=() if repaired is None else ((TENANT_KEYRING_REPAIRED, repaired),),
+            warnings=()
+            if repaired is None
+            else (
+                (UNTRUSTED_KEYRING_REPLACED if untrusted else TENANT_KEYRING_REPAIRED, repaired),
+            ),
         )
 
-    def _quarantined(self, run: _Run) -> list[str]:
-        """The quarantine Secrets of this tenant, each with what it differed in."""
-        found = list_secrets(
-            self.kube,
-            namespace=run.operator_namespace,
-            label_selector=quarantine_selector(run.tenant),
-        )
-        return [
+    def _quarantined(self, run: _Run) -> tuple[list[str], bool]:
+        """The quarantine Secrets of this tenant, each with what it differed in, and whether
+        one of them holds a keyring found before the tenant had keys."""
+        found = [
+            s
+            for s in list_secrets(
+                self.kube,
+                namespace=run.operator_namespace,
+                label_selector=quarantine_selector(run.tenant),
+            )
+            if s.name.startswith(QUARANTINE_PREFIX)
+        ]
+        described = [
             f"Secret {s.where} (from {s.annotations.get(QUARANTINED_FROM, '?')} at "
             f"{s.annotations.get(QUARANTINED_AT, '?')}: "
             f"{s.annotations.get(QUARANTINE_REASON, 'unknown difference')})"
             for s in found
-            if s.name.startswith(QUARANTINE_PREFIX)
         ]
+        untrusted = any(s.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED for s in found)
+        return described, untrusted
+
+    def _quarantine_untrusted(self, run: _Run, live: StoredSecret, now: datetime.datetime) -> str:
+        """Keep a tenant Secret found with no copy and no keys in this tenant's status in a
+        quarantine Secret; the message for people says why (never key material). The tenant
+        Secret itself is overwritten later in the run, from the new copy."""
+        name = quarantine_name(run.tenant, live.resource_version)
+        created = create_secret(
+            self.kube,
+            namespace=run.operator_namespace,
+            name=name,
+            data=live.data,
+            labels=tenant_labels(run.tenant, component=QUARANTINE_COMPONENT),
+            annotations={
+                QUARANTINED_FROM: live.where,
+                QUARANTINE_REASON: UNTRUSTED_REASON,
+                QUARANTINE_KIND: KIND_UNTRUSTED,
+                QUARANTINED_AT: rfc3339(now),
+            },
+        )
+        # None: a run that crashed after this create already kept this very version.
+        fault_point("keyring-tenant-quarantined")
+        if created is not None:
+            run.did(
+                f"kept the keyring Secret {live.where} found before the tenant had keys as {name}"
+            )
+        return (
+            f"the keyring Secret {live.where} existed before tenant {run.tenant} had any keys "
+            f"(no KEK-wrapped copy {run.copy_where}, no status.keyVersion), so it was not "
+            "trusted: it is kept for review in Secret "
+            f"{run.operator_namespace}/{name} and replaced by a new keyring"
+        )
 
     def _repair_tenant_secret(
         self,
