@@ -34,6 +34,7 @@ from cleo_operator.reconcile.keys import (
     KeyringOutcome,
     KeyringReconciler,
     OperatorKeys,
+    adopt_quarantined,
     ensure_operator_keys,
 )
 from cleo_operator.reconcile.tenant import TenantReconciler
@@ -637,6 +638,61 @@ def test_a_replacement_of_a_planted_keyring_killed_midway_never_imports_it(
         (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
         assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
         assert json.loads(run().stdout)["actions"] == []
+    finally:
+        scene.kube.delete(SECRET, keyring_copy_name(newcomer), namespace=scene.operator_namespace)
+        for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, newcomer):
+            scene.kube.delete(
+                SECRET, kept_secret["metadata"]["name"], namespace=scene.operator_namespace
+            )
+
+
+def test_a_reviewed_untrusted_quarantine_is_adopted_only_on_request_and_loses_nothing(
+    scene: Scene,
+) -> None:
+    """The way back when the keyring found without keys WAS the tenant's (say, an older
+    operator made it and the copy and status are gone): a person with rights in the operator
+    namespace adopts it, explicitly; the new keyring it replaces is kept for review."""
+    newcomer = new_name("twq")
+    planted = _planted()
+    scene.write_as_attacker(planted.to_secret_data())
+    first = KeyringReconciler(scene.kube, scene.keys).reconcile(
+        tenant=newcomer,
+        namespace=scene.namespace,
+        encryption=EncryptionSpec(),
+        previous_status={},
+        now=T0,
+    )
+    try:
+        assert first.condition.reason == "UntrustedKeyringReplaced"
+        fresh = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
+        assert fresh is not None
+        (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+        name = kept["metadata"]["name"]
+
+        with pytest.raises(ValueError, match="--replace-new-keyring"):
+            adopt_quarantined(scene.kube, scene.keys, tenant=newcomer, name=name)
+        assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == fresh
+
+        adopted, line = adopt_quarantined(
+            scene.kube, scene.keys, tenant=newcomer, name=name, replace_new_keyring=True, now=T0
+        )
+        assert adopted == planted
+        assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == planted
+        (replaced,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+        assert replaced["metadata"]["name"] in line
+        assert (
+            Keyring.from_secret_data({k: base64.b64decode(v) for k, v in replaced["data"].items()})
+            == fresh
+        ), "the new keyring is kept, not thrown away"
+        after = KeyringReconciler(scene.kube, scene.keys).reconcile(
+            tenant=newcomer,
+            namespace=scene.namespace,
+            encryption=EncryptionSpec(),
+            previous_status={"keyVersion": 1},
+            now=T0,
+        )
+        assert after.ready
+        assert scene.tenant_data() == planted.to_secret_data()
     finally:
         scene.kube.delete(SECRET, keyring_copy_name(newcomer), namespace=scene.operator_namespace)
         for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, newcomer):

@@ -794,7 +794,13 @@ class KeyringReconciler:
 
 
 def adopt_quarantined(
-    kube: KubeClient, keys: OperatorKeys, *, tenant: str, name: str
+    kube: KubeClient,
+    keys: OperatorKeys,
+    *,
+    tenant: str,
+    name: str,
+    replace_new_keyring: bool = False,
+    now: datetime.datetime | None = None,
 ) -> tuple[Keyring, str]:
     """Make the keyring kept in quarantine Secret `name` the copy of `tenant`'s keyring.
 
@@ -806,6 +812,12 @@ def adopt_quarantined(
     lose key material of the copy. Returns the adopted keyring and a line for people; the
     quarantine Secret is deleted afterwards, and the next reconcile writes the tenant Secret.
     Raises ValueError (with what to do) when the Secret is not such a keyring.
+
+    A quarantine of a keyring found before the tenant had keys (`UntrustedKeyringReplaced`)
+    shares no key with the new keyring made then, so it is adopted only with
+    `replace_new_keyring` (the person has checked that the tenant Secret was the tenant's own,
+    and that nothing was encrypted with the new keyring worth keeping); the new keyring is not
+    thrown away but kept in a quarantine Secret of its own first.
     """
     stored = read_secret(kube, namespace=keys.operator_namespace, name=name)
     where = f"{keys.operator_namespace}/{name}"
@@ -836,19 +848,44 @@ def adopt_quarantined(
     differences = keyring_differences(quarantined, current.to_secret_data())
     # The copy may lack versions and name another active one; anything else loses keys.
     lost = [d for d in differences.found if not d.startswith(("it lacks version", "it names v"))]
-    if lost:
+    untrusted = stored.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED
+    kept = ""
+    if lost and not (untrusted and replace_new_keyring):
+        hint = (
+            ": it was found before the tenant had keys, and the copy holds the new keyring "
+            "made then; to replace that keyring anyway (it is kept in a quarantine Secret), "
+            "run again with --replace-new-keyring"
+            if untrusted
+            else ""
+        )
         raise ValueError(
             f"{where} does not hold every version of the copy with the same key (the copy, "
             f"compared with it: {'; '.join(lost)}); adopting it would lose key material, so "
-            "nothing was changed"
+            f"nothing was changed{hint}"
         )
+    if lost:
+        # The new keyring made when this one was quarantined: kept, never thrown away.
+        replaced = quarantine_name(tenant, f"replaced-{copy.secret.resource_version}")
+        create_secret(
+            kube,
+            namespace=keys.operator_namespace,
+            name=replaced,
+            data=current.to_secret_data(),
+            labels=tenant_labels(tenant, component=QUARANTINE_COMPONENT),
+            annotations={
+                QUARANTINED_FROM: f"{keys.operator_namespace}/{keyring_copy_name(tenant)}",
+                QUARANTINE_REASON: f"the keyring copy replaced by adopting {name}",
+                QUARANTINED_AT: rfc3339(now or datetime.datetime.now(datetime.UTC)),
+            },
+        )
+        kept = f"; the keyring it held before is kept in {keys.operator_namespace}/{replaced}"
     update_keyring_copy(kube, copy, wrap_keyring(quarantined, kek, tenant=tenant))
     kube.delete(SECRET_KIND, name, namespace=keys.operator_namespace)
     return quarantined, (
         f"the keyring copy {keys.operator_namespace}/{keyring_copy_name(tenant)} now holds "
         f"versions {', '.join(k.key_id for k in quarantined.keys)} (active "
-        f"v{quarantined.active_version}) from {where}, which was deleted; the operator writes "
-        "the tenant Secret from the copy on its next reconcile"
+        f"v{quarantined.active_version}) from {where}, which was deleted{kept}; the operator "
+        "writes the tenant Secret from the copy on its next reconcile"
     )
 
 
