@@ -17,10 +17,20 @@ a second random keyring for a tenant:
    it. A crash after the copy's create leaves the copy, from which the next run restores the
    tenant Secret; a crash before it leaves nothing written, so generating again loses
    nothing. A 409 on the copy means someone else's keyring won: that one is used.
-2. The tenant Secret exists without a copy (made by an older operator, or the copy was
-   deleted by someone with rights in the operator namespace): the copy is made from the
-   tenant Secret, which is never replaced. (An unreadable tenant Secret is left alone:
-   there is nothing to repair it from.)
+2. The tenant Secret exists without a copy. Only the CleoTenant's own status (tenants
+   cannot write it; `keyVersion` is recorded only after this tenant's copy existed) says
+   whether it is the tenant's keyring:
+   - `status.keyVersion` set (the copy was deleted by someone with rights in the operator
+     namespace): the copy is made from the tenant Secret, which is never replaced. (An
+     unreadable tenant Secret, or one lacking that version, is left alone: there is
+     nothing to repair it from.)
+   - no `status.keyVersion`: the Secret was there before the namespace was this tenant's
+     (adopted, watched by a namespace-scoped install, a Retain orphan under a new tenant
+     name) and anyone who could write Secrets there may have planted it. It is kept in a
+     quarantine Secret (`cleoai.io/quarantine-kind: untrusted`), a new keyring is made as
+     in case 1 and written over it (`UntrustedKeyringReplaced`, a Warning Event). A crash
+     at any step resumes from what was written: the quarantine is named by the Secret's
+     resourceVersion and a written copy is the truth (case 4).
 3. The copy exists without the tenant Secret (a deleted or recreated namespace, or a tenant
    admin deleted it): the tenant Secret is restored from the copy.
 4. Both exist and differ (extra or changed versions, missing versions, a different active
