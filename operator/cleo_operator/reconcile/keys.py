@@ -129,6 +129,7 @@ __all__ = [
     "operator_key_labels",
     "quarantine_name",
     "quarantine_selector",
+    "recorded_key_version",
     "rewrap_keyring_copies",
     "rotate_kek",
 ]
@@ -376,6 +377,19 @@ def _status(keyring: Keyring, period: datetime.timedelta | None) -> KeyringStatu
     return status
 
 
+def recorded_key_version(status: Mapping[str, Any]) -> int | None:
+    """The keyring version a CleoTenant's status records, or None: it never had keys.
+
+    The evidence that a tenant Secret without a copy is the tenant's own: the operator
+    writes `keyVersion` only after this CleoTenant's copy existed, and tenants cannot write
+    status. Only a positive integer counts (a bool, a string or zero is no evidence).
+    """
+    version = status.get("keyVersion")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return None
+    return version
+
+
 def _carried(previous: Mapping[str, Any]) -> KeyringStatus:
     """The keyring fields of the previous status, so a failure never erases them."""
     carried: KeyringStatus = {}
@@ -482,7 +496,7 @@ class KeyringReconciler:
             return run.failed("KeyringCopyUnreadable", str(exc), live=live_keyring)
         untrusted: str | None = None
         if copy is None:
-            known = previous_status.get("keyVersion")
+            known = recorded_key_version(previous_status)
             if live is not None and known is None:
                 # This tenant never had keys (its status, which only the operator writes,
                 # records none): the Secret was there before it was the tenant's keyring
