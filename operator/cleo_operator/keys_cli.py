@@ -186,7 +186,13 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> None:
 def cmd_keys_adopt_quarantined(args: argparse.Namespace) -> None:
     kube, keys = _keys(args)
     try:
-        _, line = adopt_quarantined(kube, keys, tenant=args.tenant, name=args.secret)
+        _, line = adopt_quarantined(
+            kube,
+            keys,
+            tenant=args.tenant,
+            name=args.secret,
+            replace_new_keyring=args.replace_new_keyring,
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     _out(line)
@@ -398,6 +404,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     adopt.add_argument("--tenant", required=True, help="the CleoTenant's name")
     adopt.add_argument(
         "--secret", required=True, help="the quarantine Secret in the operator namespace"
+    )
+    adopt.add_argument(
+        "--replace-new-keyring",
+        action="store_true",
+        help="for a keyring found before the tenant had keys (UntrustedKeyringReplaced): "
+        "replace the new keyring made then (it is kept in a quarantine Secret)",
     )
     adopt.set_defaults(func=_run(cmd_keys_adopt_quarantined))
     public = keys_sub.add_parser(

@@ -94,8 +94,10 @@ def keyring_process(
     rotation_period: str | None = None,
     now: datetime.datetime | None = None,
     fault: str | None = None,
+    key_version: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """One keyring reconcile in its own process (see `main`)."""
+    """One keyring reconcile in its own process (see `main`); `key_version` is the
+    tenant's previous `status.keyVersion` (None: the tenant never had keys)."""
     args = [
         "keyring",
         "--tenant",
@@ -109,6 +111,8 @@ def keyring_process(
         args += ["--rotation-period", rotation_period]
     if now is not None:
         args += ["--now", now.isoformat()]
+    if key_version is not None:
+        args += ["--key-version", str(key_version)]
     return run_python(env, "tests.integration.keys_harness", *args, fault=fault)
 
 
@@ -122,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keyring.add_argument("--operator-namespace", required=True)
     keyring.add_argument("--rotation-period")
     keyring.add_argument("--now", type=datetime.datetime.fromisoformat)
+    keyring.add_argument("--key-version", type=int)
     tenant = sub.add_parser("tenant")
     tenant.add_argument("--name", required=True)
     tenant.add_argument("--operator-namespace", required=True)
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tenant=args.tenant,
         namespace=args.namespace,
         encryption=EncryptionSpec(rotation_period=args.rotation_period),
-        previous_status={},
+        previous_status={} if args.key_version is None else {"keyVersion": args.key_version},
         now=args.now or datetime.datetime.now(datetime.UTC),
     )
     result = {

@@ -160,6 +160,7 @@ def test_a_new_tenant_gets_one_keyring_in_both_homes(tenant: Tenant) -> None:
 
 
 def test_a_tenant_secret_without_a_copy_is_copied_never_replaced(tenant: Tenant) -> None:
+    """The copy was deleted, but this tenant's status says it had keys (v2): the recovery."""
     existing = Keyring.generate(T0 - 100 * HOUR).rotate(T0 - HOUR)
     create_secret(
         tenant.kube,
@@ -170,7 +171,7 @@ def test_a_tenant_secret_without_a_copy_is_copied_never_replaced(tenant: Tenant)
     )
     before = resource_version(tenant.kube, tenant.namespace, TENANT_KEYRING_SECRET)
 
-    outcome = tenant.reconcile()
+    outcome = tenant.reconcile(previous={"keyVersion": 2})
 
     assert outcome.ready, outcome.condition
     assert tenant.copy_keyring() == existing
@@ -618,13 +619,17 @@ class Crash:
     """Whether the tenant Secret exists after the crash."""
     now: datetime.datetime = T0
     period: str | None = None
+    key_version: int | None = None
+    """The tenant's status.keyVersion before the killed run (None: it never had keys)."""
 
 
 KEYRING_CRASHES = {
     "keyring-generated": Crash(None, wrote_copy=False, wrote_tenant=False),
     "keyring-copy-created": Crash(None, wrote_copy=True, wrote_tenant=False),
     "keyring-tenant-created": Crash(None, wrote_copy=True, wrote_tenant=True),
-    "keyring-copy-adopted": Crash(_seed_tenant_secret, wrote_copy=True, wrote_tenant=True),
+    "keyring-copy-adopted": Crash(
+        _seed_tenant_secret, wrote_copy=True, wrote_tenant=True, key_version=1
+    ),
     "keyring-tenant-updated": Crash(_seed_copy_ahead, wrote_copy=True, wrote_tenant=True),
     "keyring-tenant-quarantined": Crash(_seed_tenant_ahead, wrote_copy=True, wrote_tenant=True),
     "keyring-copy-rewrapped": Crash(_seed_kek_rotated, wrote_copy=True, wrote_tenant=True),
@@ -659,6 +664,7 @@ def test_a_reconcile_killed_at_a_fault_point_never_makes_a_second_keyring(
             rotation_period=crash.period,
             now=crash.now,
             fault=fault,
+            key_version=crash.key_version,
         )
 
     killed = run(fault)

@@ -17,10 +17,20 @@ a second random keyring for a tenant:
    it. A crash after the copy's create leaves the copy, from which the next run restores the
    tenant Secret; a crash before it leaves nothing written, so generating again loses
    nothing. A 409 on the copy means someone else's keyring won: that one is used.
-2. The tenant Secret exists without a copy (made by an older operator, or the copy was
-   deleted by someone with rights in the operator namespace): the copy is made from the
-   tenant Secret, which is never replaced. (An unreadable tenant Secret is left alone:
-   there is nothing to repair it from.)
+2. The tenant Secret exists without a copy. Only the CleoTenant's own status (tenants
+   cannot write it; `keyVersion` is recorded only after this tenant's copy existed) says
+   whether it is the tenant's keyring:
+   - `status.keyVersion` set (the copy was deleted by someone with rights in the operator
+     namespace): the copy is made from the tenant Secret, which is never replaced. (An
+     unreadable tenant Secret, or one lacking that version, is left alone: there is
+     nothing to repair it from.)
+   - no `status.keyVersion`: the Secret was there before the namespace was this tenant's
+     (adopted, watched by a namespace-scoped install, a Retain orphan under a new tenant
+     name) and anyone who could write Secrets there may have planted it. It is kept in a
+     quarantine Secret (`cleoai.io/quarantine-kind: untrusted`), a new keyring is made as
+     in case 1 and written over it (`UntrustedKeyringReplaced`, a Warning Event). A crash
+     at any step resumes from what was written: the quarantine is named by the Secret's
+     resourceVersion and a written copy is the truth (case 4).
 3. The copy exists without the tenant Secret (a deleted or recreated namespace, or a tenant
    admin deleted it): the tenant Secret is restored from the copy.
 4. Both exist and differ (extra or changed versions, missing versions, a different active
@@ -104,6 +114,7 @@ __all__ = [
     "QUARANTINE_PREFIX",
     "STATUS_KEYS",
     "TENANT_KEYRING_REPAIRED",
+    "UNTRUSTED_KEYRING_REPLACED",
     "ConditionUpdate",
     "KeyringDifferences",
     "KeyringOutcome",
@@ -118,6 +129,7 @@ __all__ = [
     "operator_key_labels",
     "quarantine_name",
     "quarantine_selector",
+    "recorded_key_version",
     "rewrap_keyring_copies",
     "rotate_kek",
 ]
@@ -145,6 +157,16 @@ QUARANTINE_REASON: Final = "cleoai.io/quarantine-reason"
 """Annotation of a quarantine Secret: how it differed from the copy (versions, no keys)."""
 QUARANTINED_AT: Final = "cleoai.io/quarantined-at"
 """Annotation of a quarantine Secret: when it was taken (RFC 3339)."""
+QUARANTINE_KIND: Final = "cleoai.io/quarantine-kind"
+"""Annotation of a quarantine Secret: `untrusted` when it held a keyring found before the
+tenant had keys (`UntrustedKeyringReplaced`); absent when it differed from the copy."""
+KIND_UNTRUSTED: Final = "untrusted"
+UNTRUSTED_REASON: Final = (
+    "found before the tenant had keys (no keyring copy, no status.keyVersion): never imported"
+)
+UNTRUSTED_KEYRING_REPLACED: Final = "UntrustedKeyringReplaced"
+"""Reason of `KeyringReady` (and of the Warning Event) when a keyring Secret found before the
+tenant had keys was quarantined and replaced by a new keyring."""
 TENANT_KEYRING_REPAIRED: Final = "TenantKeyringRepaired"
 """Reason of `KeyringReady` (and of the Warning Event) when the tenant Secret was repaired."""
 NAMESPACE_RETRY_SECONDS: Final = 2.0
@@ -355,6 +377,19 @@ def _status(keyring: Keyring, period: datetime.timedelta | None) -> KeyringStatu
     return status
 
 
+def recorded_key_version(status: Mapping[str, Any]) -> int | None:
+    """The keyring version a CleoTenant's status records, or None: it never had keys.
+
+    The evidence that a tenant Secret without a copy is the tenant's own: the operator
+    writes `keyVersion` only after this CleoTenant's copy existed, and tenants cannot write
+    status. Only a positive integer counts (a bool, a string or zero is no evidence).
+    """
+    version = status.get("keyVersion")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return None
+    return version
+
+
 def _carried(previous: Mapping[str, Any]) -> KeyringStatus:
     """The keyring fields of the previous status, so a failure never erases them."""
     carried: KeyringStatus = {}
@@ -459,7 +494,16 @@ class KeyringReconciler:
             )
         except CryptoError as exc:
             return run.failed("KeyringCopyUnreadable", str(exc), live=live_keyring)
+        untrusted: str | None = None
         if copy is None:
+            known = recorded_key_version(previous_status)
+            if live is not None and known is None:
+                # This tenant never had keys (its status, which only the operator writes,
+                # records none): the Secret was there before it was the tenant's keyring
+                # (an adopted or watched namespace, an orphan of another tenant). Keep it
+                # for review and make a new keyring; never import it.
+                untrusted = self._quarantine_untrusted(run, live, now)
+                live_keyring, unreadable = None, None
             if live is not None and unreadable is not None:
                 return run.failed(
                     "KeyringSecretInvalid",
@@ -478,6 +522,16 @@ class KeyringReconciler:
                     "never be read again; to start over with a new keyring anyway, remove "
                     f"status.keyVersion (kubectl patch cleotenant {tenant} --subresource=status "
                     """--type=merge -p '{"status":{"keyVersion":null}}')""",
+                )
+            if live_keyring is not None and known not in {k.version for k in live_keyring.keys}:
+                return run.failed(
+                    "KeyringSecretInvalid",
+                    f"the keyring Secret {live.where if live else run.secret_where} lacks "
+                    f"version v{known} that this tenant had (status.keyVersion) and there is "
+                    f"no KEK-wrapped copy {run.copy_where}: it is not this tenant's keyring, "
+                    "so it was left as it is and not copied; restore the copy from a backup "
+                    "of the operator namespace",
+                    live=live_keyring,
                 )
             copy = self._create_copy(run, kek, live_keyring, now)
 
@@ -524,6 +578,8 @@ class KeyringReconciler:
                 )
             raise
         keyring = copy_keyring
+        if untrusted is not None:
+            repaired = untrusted
 
         if period is not None and now >= keyring.active.created + period:
             keyring = self._rotate(run, kek=kek, copy=copy, live=live, keyring=keyring, now=now)
@@ -537,7 +593,10 @@ class KeyringReconciler:
             f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
             f"KEK-wrapped copy in {run.copy_where}"
         )
-        quarantined = self._quarantined(run)
+        quarantined, any_untrusted = self._quarantined(run)
+        reason = (
+            UNTRUSTED_KEYRING_REPLACED if untrusted or any_untrusted else TENANT_KEYRING_REPAIRED
+        )
         if repaired is None and not quarantined:
             condition = ConditionUpdate(KEYRING_READY, "True", "KeyringAvailable", available)
         else:
@@ -551,32 +610,71 @@ class KeyringReconciler:
                     + ". The operator never reads these as a keyring: delete each once "
                     "reviewed (docs/encryption.md, Key recovery)"
                 )
-            condition = ConditionUpdate(
-                KEYRING_READY, "True", TENANT_KEYRING_REPAIRED, ". ".join(notes)
-            )
+            condition = ConditionUpdate(KEYRING_READY, "True", reason, ". ".join(notes))
         return KeyringOutcome(
             condition=condition,
             status=_status(keyring, period),
             fingerprint=keyring.fingerprint(),
             requeue_after=requeue,
             actions=tuple(run.actions),
-            warnings=() if repaired is None else ((TENANT_KEYRING_REPAIRED, repaired),),
+            warnings=()
+            if repaired is None
+            else (
+                (UNTRUSTED_KEYRING_REPLACED if untrusted else TENANT_KEYRING_REPAIRED, repaired),
+            ),
         )
 
-    def _quarantined(self, run: _Run) -> list[str]:
-        """The quarantine Secrets of this tenant, each with what it differed in."""
-        found = list_secrets(
-            self.kube,
-            namespace=run.operator_namespace,
-            label_selector=quarantine_selector(run.tenant),
-        )
-        return [
+    def _quarantined(self, run: _Run) -> tuple[list[str], bool]:
+        """The quarantine Secrets of this tenant, each with what it differed in, and whether
+        one of them holds a keyring found before the tenant had keys."""
+        found = [
+            s
+            for s in list_secrets(
+                self.kube,
+                namespace=run.operator_namespace,
+                label_selector=quarantine_selector(run.tenant),
+            )
+            if s.name.startswith(QUARANTINE_PREFIX)
+        ]
+        described = [
             f"Secret {s.where} (from {s.annotations.get(QUARANTINED_FROM, '?')} at "
             f"{s.annotations.get(QUARANTINED_AT, '?')}: "
             f"{s.annotations.get(QUARANTINE_REASON, 'unknown difference')})"
             for s in found
-            if s.name.startswith(QUARANTINE_PREFIX)
         ]
+        untrusted = any(s.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED for s in found)
+        return described, untrusted
+
+    def _quarantine_untrusted(self, run: _Run, live: StoredSecret, now: datetime.datetime) -> str:
+        """Keep a tenant Secret found with no copy and no keys in this tenant's status in a
+        quarantine Secret; the message for people says why (never key material). The tenant
+        Secret itself is overwritten later in the run, from the new copy."""
+        name = quarantine_name(run.tenant, live.resource_version)
+        created = create_secret(
+            self.kube,
+            namespace=run.operator_namespace,
+            name=name,
+            data=live.data,
+            labels=tenant_labels(run.tenant, component=QUARANTINE_COMPONENT),
+            annotations={
+                QUARANTINED_FROM: live.where,
+                QUARANTINE_REASON: UNTRUSTED_REASON,
+                QUARANTINE_KIND: KIND_UNTRUSTED,
+                QUARANTINED_AT: rfc3339(now),
+            },
+        )
+        # None: a run that crashed after this create already kept this very version.
+        fault_point("keyring-tenant-quarantined")
+        if created is not None:
+            run.did(
+                f"kept the keyring Secret {live.where} found before the tenant had keys as {name}"
+            )
+        return (
+            f"the keyring Secret {live.where} existed before tenant {run.tenant} had any keys "
+            f"(no KEK-wrapped copy {run.copy_where}, no status.keyVersion), so it was not "
+            "trusted: it is kept for review in Secret "
+            f"{run.operator_namespace}/{name} and replaced by a new keyring"
+        )
 
     def _repair_tenant_secret(
         self,
@@ -720,7 +818,13 @@ class KeyringReconciler:
 
 
 def adopt_quarantined(
-    kube: KubeClient, keys: OperatorKeys, *, tenant: str, name: str
+    kube: KubeClient,
+    keys: OperatorKeys,
+    *,
+    tenant: str,
+    name: str,
+    replace_new_keyring: bool = False,
+    now: datetime.datetime | None = None,
 ) -> tuple[Keyring, str]:
     """Make the keyring kept in quarantine Secret `name` the copy of `tenant`'s keyring.
 
@@ -732,6 +836,12 @@ def adopt_quarantined(
     lose key material of the copy. Returns the adopted keyring and a line for people; the
     quarantine Secret is deleted afterwards, and the next reconcile writes the tenant Secret.
     Raises ValueError (with what to do) when the Secret is not such a keyring.
+
+    A quarantine of a keyring found before the tenant had keys (`UntrustedKeyringReplaced`)
+    shares no key with the new keyring made then, so it is adopted only with
+    `replace_new_keyring` (the person has checked that the tenant Secret was the tenant's own,
+    and that nothing was encrypted with the new keyring worth keeping); the new keyring is not
+    thrown away but kept in a quarantine Secret of its own first.
     """
     stored = read_secret(kube, namespace=keys.operator_namespace, name=name)
     where = f"{keys.operator_namespace}/{name}"
@@ -762,19 +872,44 @@ def adopt_quarantined(
     differences = keyring_differences(quarantined, current.to_secret_data())
     # The copy may lack versions and name another active one; anything else loses keys.
     lost = [d for d in differences.found if not d.startswith(("it lacks version", "it names v"))]
-    if lost:
+    untrusted = stored.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED
+    kept = ""
+    if lost and not (untrusted and replace_new_keyring):
+        hint = (
+            ": it was found before the tenant had keys, and the copy holds the new keyring "
+            "made then; to replace that keyring anyway (it is kept in a quarantine Secret), "
+            "run again with --replace-new-keyring"
+            if untrusted
+            else ""
+        )
         raise ValueError(
             f"{where} does not hold every version of the copy with the same key (the copy, "
             f"compared with it: {'; '.join(lost)}); adopting it would lose key material, so "
-            "nothing was changed"
+            f"nothing was changed{hint}"
         )
+    if lost:
+        # The new keyring made when this one was quarantined: kept, never thrown away.
+        replaced = quarantine_name(tenant, f"replaced-{copy.secret.resource_version}")
+        create_secret(
+            kube,
+            namespace=keys.operator_namespace,
+            name=replaced,
+            data=current.to_secret_data(),
+            labels=tenant_labels(tenant, component=QUARANTINE_COMPONENT),
+            annotations={
+                QUARANTINED_FROM: f"{keys.operator_namespace}/{keyring_copy_name(tenant)}",
+                QUARANTINE_REASON: f"the keyring copy replaced by adopting {name}",
+                QUARANTINED_AT: rfc3339(now or datetime.datetime.now(datetime.UTC)),
+            },
+        )
+        kept = f"; the keyring it held before is kept in {keys.operator_namespace}/{replaced}"
     update_keyring_copy(kube, copy, wrap_keyring(quarantined, kek, tenant=tenant))
     kube.delete(SECRET_KIND, name, namespace=keys.operator_namespace)
     return quarantined, (
         f"the keyring copy {keys.operator_namespace}/{keyring_copy_name(tenant)} now holds "
         f"versions {', '.join(k.key_id for k in quarantined.keys)} (active "
-        f"v{quarantined.active_version}) from {where}, which was deleted; the operator writes "
-        "the tenant Secret from the copy on its next reconcile"
+        f"v{quarantined.active_version}) from {where}, which was deleted{kept}; the operator "
+        "writes the tenant Secret from the copy on its next reconcile"
     )
 
 
