@@ -88,7 +88,8 @@ _PROSE_WORDS = (
     "fields file for from given has hash hashes have here if in is it length matched "
     "matches may method methods mismatch missing must needed needs no not of on or policy "
     "prompt protected provided required reset rotated rotation set should stored supplied "
-    "that the this to too unset update updated verifier was when will with without would"
+    "that the this to too unset update updated verifier was when will with without would "
+    "never last stays"
 )
 _PROSE: Final = frozenset(_PROSE_WORDS.split())
 _VALUE = (
