@@ -69,7 +69,7 @@ from cleo_operator.backup.storage import Storage
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.reconcile.backup_status import BACKUP, entry_from_report, record_run
-from cleo_operator.render.backup import JOB_NAME_ENV
+from cleo_operator.render.backup import JOB_NAME_ENV, VOLUME_MOUNT
 
 __all__ = ["main", "register", "run_backup_for"]
 
@@ -148,8 +148,13 @@ def run_backup_for(
     work_dir: Path | None = None,
     environ: dict[str, str] | None = None,
     now: Callable[[], datetime.datetime] = _now,
+    volume_mount: str | os.PathLike[str] | None = None,
 ) -> RunReport:
     """Back up as a CleoBackup's runner does, then prune by `retention` after a success.
+
+    `volume_mount`: where the runner pod mounts a volume destination (the CronJob passes
+    the mount it renders); a folder destination must be under it, and no symbolic link
+    below it is followed (tenant admins can write the volume through pods of their own).
 
     `time_zone` (the schedule's) decides what a day, week and month are for retention.
     Every problem becomes a report with outcome Failed and a reason, never an exception:
@@ -169,7 +174,7 @@ def run_backup_for(
             "database Secret",
         )
     try:
-        storage = storage_from_destination(destination, environ=environ)
+        storage = storage_from_destination(destination, environ=environ, volume_mount=volume_mount)
     except ValueError as exc:
         return _failed(tenant, "DestinationInvalid", str(exc))
     report = backup_run(
@@ -255,6 +260,8 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
             retention=RetentionPolicy.from_spec(spec.retention),
             time_zone=spec.time_zone,
             work_dir=args.work_dir,
+            # The runner's volume is mounted where the operator renders it.
+            volume_mount=VOLUME_MOUNT,
         )
     if args.report:
         try:

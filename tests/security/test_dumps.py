@@ -523,6 +523,9 @@ def test_a_verification_role_left_by_a_crash_is_dropped_by_the_next_run(
             sql.Identifier(stale_db), sql.Identifier(stale)
         )
     )
+    with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+        # What the tenant granted the crashed run's login must not keep it alive.
+        conn.execute(sql.SQL("GRANT SELECT ON notes TO {}").format(sql.Identifier(stale)))
     try:
         verdict = verify_backup(
             storage=storage,
@@ -673,3 +676,96 @@ def test_a_site_admin_without_superuser_verifies_and_lends_the_dump_nothing(
         assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
     finally:
         postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
+
+
+def test_a_tenant_cannot_keep_the_verification_login_alive_with_grants(
+    postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
+) -> None:
+    """The tenant sees the throwaway login in pg_roles while its dump is verified and grants
+    it privileges in its own database (a table, its database, default privileges, a row
+    policy): each is a dependency that blocks DROP ROLE. The login is still dropped when
+    the verification ends, and no privilege naming it is left anywhere."""
+    with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+        # Slows the restore (as the verifier only) so the tenant has time to act.
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.slow(x integer) RETURNS boolean LANGUAGE plpgsql AS $f$"
+                " BEGIN IF starts_with(current_user, {}) AND x = 1 THEN PERFORM pg_sleep(3);"
+                " END IF; RETURN true; END $f$"
+            ).format(sql.Literal(VERIFIER_ROLE_PREFIX))
+        )
+        conn.execute("CREATE TABLE notes (id integer CHECK (public.slow(id)), body text)")
+        conn.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 5) g")
+        # Settings for every session in its database, the admin's included: become the
+        # tenant (who may not revoke what was granted to the verifier), and write nothing.
+        database = sql.Identifier(tenant.database)
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET role = {}").format(database, sql.Literal(tenant.role))
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(database)
+        )
+    storage = LocalStorage(tmp_path / "store")
+    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    before = server_roles(postgres_server)
+    granted: list[str] = []
+
+    def grant_to_the_verifier() -> None:
+        deadline = time.monotonic() + 20
+        with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            while time.monotonic() < deadline and not granted:
+                for (name,) in conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)",
+                    (VERIFIER_ROLE_PREFIX,),
+                ).fetchall():
+                    verifier = sql.Identifier(str(name))
+                    database = sql.Identifier(tenant.database)
+                    for statement in (
+                        sql.SQL("GRANT SELECT ON notes TO {}").format(verifier),
+                        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, verifier),
+                        sql.SQL("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO {}").format(
+                            verifier
+                        ),
+                        sql.SQL("CREATE POLICY sticky ON notes TO {} USING (true)").format(
+                            verifier
+                        ),
+                    ):
+                        conn.execute(statement)
+                    granted.append(str(name))
+                time.sleep(0.02)
+
+    attacker = threading.Thread(target=grant_to_the_verifier, daemon=True)
+    attacker.start()
+    verdict = verify_backup(
+        storage=storage,
+        backup_id=backup.backup_id,
+        keyring=keyring,
+        admin=admin_login(postgres_server),
+        tenant=tenant.name,
+    )
+    attacker.join(30)
+
+    assert verdict.passed, verdict.message
+    assert granted, "the attack did not get its grants in: the test proves nothing"
+    assert not postgres_server.execute(
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (VERIFIER_ROLE_PREFIX,)
+    )
+    assert not postgres_server.execute(
+        "SELECT 1 FROM pg_shdepend s JOIN pg_authid a ON a.oid = s.refobjid"
+        " WHERE s.refclassid = 'pg_authid'::regclass AND starts_with(a.rolname, %s)",
+        (VERIFIER_ROLE_PREFIX,),
+    )
+    with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+        # No privilege in the tenant's database is left to a role that is gone (it would
+        # show as a bare oid, and a new role with that oid would inherit it).
+        orphans = conn.execute(
+            "SELECT a.grantee FROM pg_class c, aclexplode(c.relacl) a WHERE c.relname = 'notes'"
+            " UNION ALL SELECT a.grantee FROM pg_default_acl d, aclexplode(d.defaclacl) a"
+            " UNION ALL SELECT a.grantee FROM pg_database d, aclexplode(d.datacl) a"
+            " WHERE d.datname = current_database()"
+        ).fetchall()
+        roles = {r[0] for r in conn.execute("SELECT oid FROM pg_roles").fetchall()}
+        assert [g for (g,) in orphans if g != 0 and g not in roles] == []
+        assert not conn.execute("SELECT 1 FROM pg_policy WHERE polname = 'sticky'").fetchall()
+    assert_nothing_changed(postgres_server, before, tenant, tenant.evil)

@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.errors import StorageError
+from cleo_operator.backup.retention import RetentionPolicy
 from cleo_operator.backup.storage import LocalStorage
+from cleo_operator.backup_cli import run_backup_for
+from cleo_operator.crypto import Keyring
+from tests.harness.postgres import PostgresServer
+from tests.integration.test_backup_support import create_database, drop_database
 
 pytestmark = pytest.mark.security
 
@@ -195,3 +202,49 @@ def test_a_directory_in_place_of_a_manifest_is_refused_and_not_deleted(tmp_path:
         storage.delete(f"{NAME}.manifest.json")
     assert (root / f"{NAME}.manifest.json" / "keep").read_text() == "tenant data"
     assert storage.list() == []
+
+
+@pytest.mark.postgres
+def test_the_runner_follows_no_symlinked_directory_under_its_volume_mount(
+    tmp_path: Path, outside: Path, postgres_server: PostgresServer
+) -> None:
+    """A tenant admin's pod that mounts the backup claim replaces a folder of the runner's
+    destination path with a link to another tenant's folder (or anywhere): the runner
+    (`run_backup_for`, as the CronJob calls it with its volume mount) refuses it by name and
+    writes nothing through it."""
+    database = f"bk_link_{secrets.token_hex(4)}"
+    create_database(postgres_server, database)
+    try:
+        postgres_server.execute("CREATE TABLE notes (id int)", dbname=database)
+        keyring_dir = tmp_path / "keyring"
+        keyring_dir.mkdir()
+        for name, value in Keyring.generate(datetime.now(UTC)).to_secret_data().items():
+            (keyring_dir / name).write_bytes(value)
+        mount = tmp_path / "var-lib-cleo-backup"
+        mount.mkdir()
+        (mount / "cleo").symlink_to(outside)
+        before = tree(outside)
+
+        report = run_backup_for(
+            tenant="acme",
+            destination=f"{mount}/cleo/other-tenant",
+            keyring_dir=keyring_dir,
+            retention=RetentionPolicy(keep_last=1),
+            environ={
+                "PGHOST": postgres_server.host,
+                "PGPORT": str(postgres_server.port),
+                "PGDATABASE": database,
+                "PGUSER": postgres_server.superuser,
+                "PGPASSWORD": postgres_server.password,
+            },
+            volume_mount=mount,
+        )
+
+        assert report["outcome"] == "Failed"
+        assert "cleo is a symbolic link" in str(report.get("message"))
+        assert tree(outside) == before
+        assert sorted(p.name for p in (outside / "other-tenant").iterdir()) == [
+            f"{NAME}.manifest.json"
+        ]
+    finally:
+        drop_database(postgres_server, database)

@@ -28,8 +28,12 @@ WORDS = [
     "password", "passwd", "pwd", "secret", "token", "api key", "private key", "access key",
     "secret access key", "session token", "client secret", "auth token", "credential",
     "signature", "database url", "connection string", "passphrase",
+    # A secret's key that ends like a name of a fact about a secret ("...Set", "...Time").
+    "password set", "token expired", "secret required",
 ]  # fmt: skip
 PREFIXES = ["", "pg", "aws", "db", "x amz", "admin", "my app"]
+# Dotted paths in front of a key: `auth.clientSecret` is a value, `spec.adminSecret` a name.
+PATHS = ["", "auth.", "config.oauth.", "spec."]
 
 
 def spelled(words: list[str], style: str) -> str:
@@ -54,7 +58,7 @@ def secret_keys(draw: st.DrawFn) -> str:
     style = draw(
         st.sampled_from(["snake", "upper", "kebab", "title-kebab", "camel", "pascal", "joined"])
     )
-    return spelled(words, style)
+    return draw(st.sampled_from(PATHS)) + spelled(words, style)
 
 
 @st.composite
@@ -66,7 +70,10 @@ def assignments(draw: st.DrawFn, secret: str) -> str:
             ["bare", "single", "double", "json", "repr", "yaml", "query", "cli", "header"]
         )
     )
-    sep = draw(st.sampled_from(["=", " = ", ": ", ":", " := "[1:]]))
+    sep = draw(st.sampled_from(["=", " = ", ": ", ":", " := "[1:], " "]))
+    if sep == " " and fmt in ("bare", "single", "double", "header"):
+        # Separated by a space only: SQL (`PASSWORD 'x'`), config files (`passwd x`).
+        key = draw(st.sampled_from(["password", "passwd", "PASSWORD", "PGPASSWORD", "pwd"]))
     if fmt == "bare":
         return f"{key}{sep}{secret}"
     if fmt == "single":
@@ -98,6 +105,7 @@ PLAIN = st.lists(
 ).map(" ".join)  # fmt: skip
 
 
+@pytest.mark.security
 @settings(max_examples=400, deadline=None)
 @given(secret=SECRETS, data=st.data(), before=PLAIN, after=PLAIN)
 def test_no_spelling_of_a_secret_survives(
@@ -128,6 +136,7 @@ def test_known_secrets_go_in_every_encoding(secret: str, text: str) -> None:
     assert REDACTED in out
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     ("text", "secret"),
     [
@@ -152,6 +161,14 @@ def test_known_secrets_go_in_every_encoding(secret: str, text: str) -> None:
             "MIIEvQIBADANBg",
         ),
         ("DATABASE_URL=cG9zdGdyZXNxbDovL3U6cHdAaA==", "cG9zdGdyZXNxbDovL3U6cHdAaA=="),
+        ("auth.clientSecret: hunter2", "hunter2"),
+        ("passwd hunter2", "hunter2"),
+        ("ALTER ROLE x PASSWORD zzzz", "zzzz"),
+        ("password_set=zz", "zz"),
+        ('keyring.json: {"current": 1, "versions": {"1": "c2VjcmV0a2V5"}}', "c2VjcmV0a2V5"),
+        ("data: {keyring.json: {current: 1}, v1.key: c2VjcmV0a2V5}", "c2VjcmV0a2V5"),
+        ("v1.key=c2VjcmV0a2V5", "c2VjcmV0a2V5"),
+        ("V12.KEY: c2VjcmV0a2V5", "c2VjcmV0a2V5"),
     ],
 )
 def test_known_spellings(text: str, secret: str) -> None:
@@ -164,6 +181,9 @@ def test_known_spellings(text: str, secret: str) -> None:
         "secretName: cleo-database passwordRotationPeriod: 30d adminSecret.namespace: ops",
         "sites.main.adminSecret: not set; name the Secret with the site admin's password",
         "spec.destination.s3.credentialsSecret: Secret ns/creds has no key",
+        "passwordSet: true tokenExpired: 2026-03-31T23:30:00Z passwordRotationPeriod: 30d",
+        "password authentication failed for user cleo_acme",
+        "Secret cleo-keyring: version 3 is missing",
     ],
 )
 def test_names_of_secrets_are_not_values(text: str) -> None:
@@ -175,6 +195,10 @@ def test_holds_secret_tells_fields_apart() -> None:
     assert holds_secret("AWS_SECRET_ACCESS_KEY")
     assert holds_secret("apiKey")
     assert not holds_secret("secretName")
+    assert holds_secret("auth.clientSecret")
+    assert holds_secret("keyring.json")
+    assert holds_secret("v3.key")
+    assert not holds_secret("sites.main.adminSecret")
     assert not holds_secret("user")
 
 

@@ -299,7 +299,9 @@ def test_a_volume_destination_is_mounted_and_named_on_the_command_line() -> None
     mounts = {m["mountPath"]: m for m in container(PVC_SPEC)["volumeMounts"]}
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[VOLUME_MOUNT]["name"])
     assert volume["persistentVolumeClaim"] == {"claimName": "backups"}
-    storage = storage_from_destination(backup_destination(parse_backup_spec(PVC_SPEC)))
+    storage = storage_from_destination(
+        backup_destination(parse_backup_spec(PVC_SPEC)), volume_mount=VOLUME_MOUNT
+    )
     assert isinstance(storage, LocalStorage)
     assert str(storage.root) == f"{VOLUME_MOUNT}/cleo/acme"
     assert backup_destination(parse_backup_spec(ONE_OFF)) == VOLUME_MOUNT

@@ -124,11 +124,17 @@ def load_keyring_dir(path: str | os.PathLike[str]) -> Keyring:
 
 
 def storage_from_destination(
-    destination: str, *, environ: Mapping[str, str] | None = None
+    destination: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    volume_mount: str | os.PathLike[str] | None = None,
 ) -> Storage:
     """A storage for `destination`.
 
-    - a directory path (or `file://` URL) on a mounted volume: `LocalStorage`;
+    - a directory path (or `file://` URL) on a mounted volume: `LocalStorage`; with
+      `volume_mount` (the runner pod's mount of the claim, which tenant admins can write
+      through pods of their own) the path must be under it, and no directory below the
+      mount is followed if it is a symbolic link;
     - `s3://BUCKET/PREFIX?region=REGION&endpoint=URL`: `S3Storage`, with the credentials
       from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) of `environ`
       (default: this process's environment); `endpoint` for S3-compatible stores.
@@ -138,7 +144,7 @@ def storage_from_destination(
         path = parts.path if parts.scheme else destination
         if not path:
             raise ValueError("the backup destination is empty: give a directory path")
-        return LocalStorage(path)
+        return LocalStorage(path, base=volume_mount)
     if parts.scheme == "s3":
         if not parts.hostname:
             raise ValueError(f"backup destination {destination!r}: name the bucket, s3://BUCKET/")

@@ -156,7 +156,8 @@ def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out
     """Decrypt the archive into `out`, checking everything; returns the dump's size.
 
     Raises ArchiveCorrupt when a chunk fails authentication, the stream is truncated or
-    extended, or a size or SHA-256 differs from the manifest. `out` is complete and
+    extended, or a size or SHA-256 differs from the manifest; never writes more than the
+    manifest's plaintext size to `out`. `out` is complete and
     authentic only when this returns.
     """
     where = f"{storage.description}: {manifest.archive}"
@@ -176,6 +177,14 @@ def decrypt_archive(*, storage: Storage, manifest: Manifest, key: StreamKey, out
         try:
             # iter_decrypted only calls read(); _HashingReader is that much of a BinaryIO.
             for chunk in iter_decrypted(cast(BinaryIO, reader), key.key_for):
+                if written + len(chunk) > manifest.plaintext_size:
+                    # The free-space check trusted the declared size: an archive (even an
+                    # authentic one) that decrypts to more must not fill the work volume.
+                    raise ArchiveCorrupt(
+                        f"{where} decrypts to more than the {manifest.plaintext_size} bytes "
+                        "its manifest declares; stopped there. This archive cannot be "
+                        "restored: use another backup"
+                    )
                 plaintext_sha256.update(chunk)
                 out.write(chunk)
                 written += len(chunk)

@@ -99,7 +99,7 @@ def scratch_database(
     password = secrets.token_urlsafe(32)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     with _connect(admin, doing="creating the verification database") as conn:
-        drop_stale_verifiers(conn, now=moment)
+        drop_stale_verifiers(conn, now=moment, admin=admin)
         try:
             superuser = _is_superuser(conn)
             with conn.transaction():
@@ -176,7 +176,7 @@ def _drop(admin: ConnectionInfo, *, database: str, role: str) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
             )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            _release_and_drop_role(conn, admin, role)
     except (psycopg.Error, SourceUnavailable) as error:
         # The verdict matters more than the cleanup; the next verification drops what is
         # left once the role's validity ran out.
@@ -192,8 +192,74 @@ def _drop(admin: ConnectionInfo, *, database: str, role: str) -> None:
         )
 
 
-def drop_stale_verifiers(conn: psycopg.Connection[tuple[object, ...]], *, now: datetime) -> int:
+def _neutral_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Undo what a database's owner may have set for every session in it (ALTER DATABASE
+    ... SET): a role to switch to, read-only transactions, tiny timeouts, a search path."""
+    for statement in (
+        "SET ROLE NONE",
+        "SET default_transaction_read_only = off",
+        "SET statement_timeout = '60s'",
+        "SET lock_timeout = '30s'",
+        "SET search_path = pg_catalog, pg_temp",
+    ):
+        conn.execute(statement)
+
+
+def _release_and_drop_role(
+    conn: psycopg.Connection[tuple[object, ...]], admin: ConnectionInfo, role: str
+) -> None:
+    """Drop `role` after revoking whatever anyone granted it, in every database.
+
+    The tenant sees the throwaway login in pg_roles while its dump is verified and may
+    grant it privileges in its own database (a table, the database, default privileges, a
+    row policy naming it). Each is a dependency that makes DROP ROLE fail, so the role
+    would outlive the verification forever. pg_shdepend lists the databases holding such
+    dependencies; DROP OWNED BY revokes them there (and drops anything the role owns), and
+    run here it also revokes grants on shared objects (a database's CONNECT). It runs as
+    the admin in the tenant's database, which runs none of the tenant's code: DROP OWNED
+    fires only event triggers, and creating an event trigger needs a superuser, so a
+    tenant cannot have one. Settings the database's owner attached to the database are
+    undone first (`_neutral_session`).
+    """
+    role_name = sql.Identifier(role)
+    databases = [
+        str(row[0])
+        for row in conn.execute(
+            """
+            SELECT DISTINCT d.datname
+              FROM pg_shdepend s
+              JOIN pg_database d ON d.oid = s.dbid
+              JOIN pg_roles r ON r.oid = s.refobjid
+             WHERE s.refclassid = 'pg_authid'::regclass AND r.rolname = %s
+            """,
+            (role,),
+        ).fetchall()
+    ]
+    if (
+        not databases
+        and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    ):
+        return
+    here = conn.info.dbname
+    conn.execute(sql.SQL("DROP OWNED BY {}").format(role_name))
+    for database in databases:
+        if database == here:
+            continue
+        with _connect(
+            admin.with_dbname(database), doing=f"revoking what was granted to {role}"
+        ) as other:
+            _neutral_session(other)
+            other.execute(sql.SQL("DROP OWNED BY {}").format(role_name))
+    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role_name))
+
+
+def drop_stale_verifiers(
+    conn: psycopg.Connection[tuple[object, ...]], *, now: datetime, admin: ConnectionInfo
+) -> int:
     """Drop expired verification logins (prefix, marker and validity) and their databases.
+
+    Privileges others granted such a login are revoked first (see `_release_and_drop_role`);
+    `admin` is how to reach the databases where they were granted.
 
     Returns how many logins were dropped; failures are logged, never raised.
     """
@@ -216,12 +282,14 @@ def drop_stale_verifiers(conn: psycopg.Connection[tuple[object, ...]], *, now: d
                         sql.Identifier(str(database))
                     )
                 )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(str(role))))
-        except psycopg.Error as error:
+            _release_and_drop_role(conn, admin, str(role))
+        except (psycopg.Error, SourceUnavailable) as error:
             logger.warning(
                 "could not drop the leftover verification login %s: %s",
                 role,
-                error.diag.message_primary or type(error).__name__,
+                (error.diag.message_primary if isinstance(error, psycopg.Error) else None)
+                or getattr(error, "message", None)
+                or type(error).__name__,
             )
             continue
         dropped += 1

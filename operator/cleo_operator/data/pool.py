@@ -444,7 +444,19 @@ class SitePools:
                 user=credentials.user,
                 password=credentials.password,
                 autocommit=True,
-                options=f"-c statement_timeout={config.statement_timeout_ms}",
+                # A tenant owns its database and may attach settings to it (ALTER DATABASE
+                # ... SET) that every session there gets, ours included: a search_path that
+                # puts its schema before pg_catalog (its functions, tables and operators
+                # would shadow those of our queries and run with our rights), a role to
+                # become, read-only transactions. Options of the connection outrank them.
+                options=" ".join(
+                    (
+                        f"-c statement_timeout={config.statement_timeout_ms}",
+                        "-c search_path=pg_catalog,pg_temp",
+                        "-c role=none",
+                        "-c default_transaction_read_only=off",
+                    )
+                ),
             )
         except psycopg.OperationalError as error:
             classified = classify_connect_error(

@@ -13,7 +13,9 @@ and each door once had its own idea of what a secret looks like. Now every door 
   case style, quoted or not, with or without spaces around ``=`` or ``:`` (conninfo, env,
   JSON, Python reprs, YAML, query strings); the password in a URL's user info; the value
   of an ``Authorization`` header (Bearer, Basic, AWS4-HMAC-SHA256 ...); bearer tokens;
-  PEM private keys.
+  PEM private keys; a password word and its value separated by a space only (SQL's
+  ``PASSWORD 'x'``), except a word of prose after a lower-case one; a keyring Secret's data
+  (``keyring.json``, ``v1.key``).
 
 It lives in the lowest layer that needs it (observability; ``api`` has no caller), so every
 layer above imports this one implementation. `clip` redacts and then cuts a message to the
@@ -46,6 +48,8 @@ _SECRET_WORDS = "|".join(
         r"pwd|secret|token|api[-_ ]?key|private[-_]?key|access[-_]?key",
         r"credentials?|signature|authorization|auth[-_]?key|session[-_]?key|client[-_]?key",
         r"database[-_]?url|dsn|conn(?:ection)?[-_]?(?:string|info|uri|url)",
+        # The data keys of a keyring Secret: its index and each version's key.
+        r"keyring\.json|(?<![A-Za-z0-9])v[0-9]+\.key(?![A-Za-z0-9])",
     )
 )
 # A key is an identifier that contains one of the words (snake, camel, kebab, upper case,
@@ -53,16 +57,44 @@ _SECRET_WORDS = "|".join(
 _KEY = rf"[A-Za-z0-9_.-]*(?:{_SECRET_WORDS})[A-Za-z0-9_.-]*"
 # Identifiers that name a secret rather than hold one: their values are kept.
 _NOT_A_VALUE = re.compile(
-    r"(?i)(?:name|names|ref|namespace|file|path|id|version|type|kind|policy|length|size"
-    r"|count|set|expired|required|missing|rotation|rotated|fingerprint|period|interval"
-    r"|seconds|timestamp|time|enabled|request)$"
+    r"(?i)(?:name|names|ref|namespace|file|path|id|version|type|kind|policy|rotation"
+    r"|fingerprint|request)$"
 )
-# Field paths of the operator's own messages that name a Kubernetes Secret *object*
-# ("sites.main.adminSecret: not set", "spec.destination.s3.credentialsSecret: ..."): dotted,
-# ending in a camelCase ...Secret. What follows them is prose or a name.
-_SECRET_OBJECT = re.compile(r"\.[a-z][A-Za-z0-9]*Secret$")
+# Identifiers of a fact about a secret (`passwordSet: true`, `tokenExpired: 2026-...`,
+# `passwordLength: 32`): their values are kept only when they look like such a fact, so that
+# `password_set=hunter2` is still masked. A yes-or-no fact takes a boolean or a time, a
+# measure a number, duration or time.
+_A_FACT = re.compile(r"(?i)(?:set|expired|required|missing|rotated|enabled)$")
+_A_MEASURE = re.compile(r"(?i)(?:length|size|count|period|interval|seconds|timestamp|time)$")
+_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}[0-9:.]*(?:Z|[+-][0-9:]+)?"
+_FACT_VALUE = re.compile(rf"(?i)([\"']?)(?:true|false|yes|no|null|none|nil|{_TIME})\1")
+_MEASURE_VALUE = re.compile(rf"(?i)([\"']?)(?:[0-9]+(?:\.[0-9]+)?[a-z]{{0,3}}|{_TIME})\1")
+# The operator's own field paths that name a Kubernetes Secret *object* ("sites.main.adminSecret:
+# not set", "spec.destination.s3.credentialsSecret: ..."). What follows them is prose or a
+# name. Only these: `auth.clientSecret: ...` is a value.
+_SECRET_OBJECT = re.compile(
+    r"(?:^|\.)(?:sites\.[A-Za-z0-9_-]+\.adminSecret|destination\.s3\.credentialsSecret)$"
+)
+# A password word and its value separated by a space only: SQL (`PASSWORD 'x'`), config
+# files (`passwd x`). In lower case the word is also prose ("password authentication failed
+# for user"): then the words in _PROSE are kept; in upper case (SQL) nothing is.
+_SPACED_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9_.-])(?P<head>(?P<key>[A-Za-z0-9_]*(?i:pass(?:word|wd|phrase)|pwd))"
+    r"[ \t]+)(?P<value>\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.|'')*'?|[^\s\"',;&<>{}\[\]()=:]+)"
+)
+_PROSE_WORDS = (
+    "a an and are as at auth authentication based be been by can cannot change changed "
+    "changes characters contains could did does encrypted encryption expired expires field "
+    "fields file for from given has hash hashes have here if in is it length matched "
+    "matches may method methods mismatch missing must needed needs no not of on or policy "
+    "prompt protected provided required reset rotated rotation set should stored supplied "
+    "that the this to too unset update updated verifier was when will with without would "
+    "never last stays"
+)
+_PROSE: Final = frozenset(_PROSE_WORDS.split())
 _VALUE = (
-    r"\"(?:[^\"\\]|\\.)*\"?"  # double-quoted (JSON), maybe cut short
+    r"\{(?:[^{}]|\{[^{}]*\}?)*\}?"  # an object (a keyring's index), maybe cut short
+    r"|\"(?:[^\"\\]|\\.)*\"?"  # double-quoted (JSON), maybe cut short
     r"|'(?:[^'\\]|\\.|'')*'?"  # single-quoted (conninfo, SQL, Python repr)
     r"|[^\s\"',;&<>{}\[\]()]+"  # bare (env, conninfo, query strings, YAML)
 )
@@ -76,7 +108,7 @@ _AUTHORIZATION = re.compile(
 _URL_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 _BEARER = re.compile(r"(?i)\b(?P<head>bearer\s+)[A-Za-z0-9._~+/=-]+")
 _OPTION = re.compile(
-    rf"(?i)(?P<head>(?<![A-Za-z0-9])--?[a-z0-9_-]*(?:{_SECRET_WORDS})[a-z0-9_-]*\s+)(?!--)\S+"
+    rf"(?i)(?P<head>(?<![A-Za-z0-9])--?[a-z0-9_.-]*(?:{_SECRET_WORDS})[a-z0-9_.-]*\s+)(?!--)\S+"
 )
 _PEM_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
@@ -104,14 +136,37 @@ def holds_secret(key: str) -> bool:
 
 
 def _names_a_secret(key: str) -> bool:
-    return bool(_NOT_A_VALUE.search(key) or _SECRET_OBJECT.search(key))
+    return bool(
+        _NOT_A_VALUE.search(key)
+        or _A_FACT.search(key)
+        or _A_MEASURE.search(key)
+        or _SECRET_OBJECT.search(key)
+    )
 
 
 def _key_value(match: re.Match[str]) -> str:
-    key = match["key"]
-    if _names_a_secret(key) or match["value"] == MASK:
+    key, value = match["key"], match["value"]
+    if value == MASK:
         return match[0]
-    return f"{match['lead']}{key}{match['sep']}{_masked_value(match['value'])}"
+    if (
+        _NOT_A_VALUE.search(key)
+        or _SECRET_OBJECT.search(key)
+        or (_A_FACT.search(key) and _FACT_VALUE.fullmatch(value))
+        or (_A_MEASURE.search(key) and _MEASURE_VALUE.fullmatch(value))
+    ):
+        # A name is kept, but a bare value may run on into a secret (`secretName =
+        # password=x`): what it swallowed is redacted on its own.
+        return f"{match['lead']}{key}{match['sep']}{_KEY_VALUE.sub(_key_value, value)}"
+    return f"{match['lead']}{key}{match['sep']}{_masked_value(value)}"
+
+
+def _spaced_password(match: re.Match[str]) -> str:
+    value = match["value"]
+    if value == MASK or value.startswith("--"):
+        return match[0]
+    if not match["key"].isupper() and value.lower() in _PROSE:
+        return match[0]
+    return f"{match['head']}{_masked_value(value)}"
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -125,6 +180,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _AUTHORIZATION.sub(rf"\g<head>\g<quote>{MASK}", text)
     text = _BEARER.sub(rf"\g<head>{MASK}", text)
     text = _OPTION.sub(rf"\g<head>{MASK}", text)
+    text = _SPACED_PASSWORD.sub(_spaced_password, text)
     return _KEY_VALUE.sub(_key_value, text)
 
 

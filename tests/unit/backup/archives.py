@@ -47,8 +47,13 @@ def store_backup(
     tables: Mapping[str, TableStats] = DEFAULT_TABLES,
     chunk_size: int = 1024,
     with_manifest: bool = True,
+    declared_size: int | None = None,
 ) -> Manifest:
-    """Store one backup and return its manifest (also when `with_manifest` is False)."""
+    """Store one backup and return its manifest (also when `with_manifest` is False).
+
+    `declared_size` signs a manifest that states another dump size than the payload's (an
+    authentic manifest that lies, as a compromised runner could write one).
+    """
     backup_id = new_backup_id(start)
     key = new_stream_key(keyring, context={"tenant": tenant, "backup": backup_id})
     archive = encrypt(payload, key.key, key.key_id, chunk_size=chunk_size)
@@ -60,7 +65,7 @@ def store_backup(
         archive=archive_name(backup_id),
         start_time=start,
         end_time=start + timedelta(seconds=42),
-        plaintext_size=len(payload),
+        plaintext_size=len(payload) if declared_size is None else declared_size,
         archive_size=len(archive),
         plaintext_sha256=hashlib.sha256(payload).hexdigest(),
         archive_sha256=hashlib.sha256(archive).hexdigest(),

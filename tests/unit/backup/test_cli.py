@@ -106,3 +106,11 @@ def test_the_report_fits_a_termination_message(tmp_path: Path) -> None:
     write_report(small, path)
     assert json.loads(path.read_text()) == small
     assert os.stat(path).st_size < 200
+
+
+def test_a_runner_destination_must_be_under_its_volume_mount(tmp_path: Path) -> None:
+    mount = tmp_path / "mount"
+    inside = storage_from_destination(f"{mount}/cleo/acme", volume_mount=mount)
+    assert isinstance(inside, LocalStorage)
+    with pytest.raises(ValueError, match="is not under"):
+        storage_from_destination(str(tmp_path / "elsewhere"), volume_mount=mount)
