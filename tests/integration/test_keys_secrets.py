@@ -290,11 +290,11 @@ def test_a_tampered_value_keeps_the_old_secret_and_says_which_key(
     assert not status["ready"]
     assert status["reason"] == "Tampered"
     assert "Secret db was left as it was" in status["message"]
-    assert "key PASSWORD: Tampered" in status["message"]
+    assert "key [PASSWORD] Tampered" in status["message"]
     assert "USER" not in status["message"]
     assert outcome.condition.status == "False"
     assert outcome.condition.reason == "Tampered"
-    assert "db key PASSWORD: Tampered" in outcome.condition.message
+    assert "db key [PASSWORD]: Tampered" in outcome.condition.message
     after = tenant.secret("db")
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

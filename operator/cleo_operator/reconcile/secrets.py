@@ -194,11 +194,13 @@ def unseal_secrets(
                     "reason": first.reason,
                     "message": _limit(
                         f"Secret {item.name} was left as it was: "
-                        + "; ".join(f"key {key}: {exc.reason}: {exc}" for key, exc in errors)
+                        # The key in brackets: a key named like a credential (PASSWORD)
+                        # followed by ':' would read as a secret value to the redactor.
+                        + "; ".join(f"key [{key}] {exc.reason}: {exc}" for key, exc in errors)
                     ),
                 }
             )
-            failures.extend((item.name, f"key {key}", exc.reason) for key, exc in errors)
+            failures.extend((item.name, f"key [{key}]", exc.reason) for key, exc in errors)
             continue
         fingerprint = sealed_fingerprint(tenant=tenant, secret=item.name, data=item.data)
         desired.append(
