@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from cleo_operator.api.backup import CleoBackupSpec
@@ -72,6 +73,7 @@ def _reserved(name: str) -> bool:
     return name.startswith("cleo-") or name == "cleoai" or name.startswith("cleoai-")
 
 
+@pytest.mark.security
 def test_every_name_the_operator_gives_in_a_tenant_namespace_is_reserved() -> None:
     """A name the operator renders but the policy does not reserve could be squatted before
     the operator makes its object (and kept, fields and all, by its server-side apply)."""
