@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -542,3 +543,182 @@ def test_deleting_the_backup_deletes_its_runner_but_never_touches_others(
     result: BackupReconcileResult = reconciler.reconcile(site.namespace, "gone")
     assert result.applied == []
     assert kube.get(CRON_JOB, "cleo-backup-gone", namespace=site.namespace) is None
+
+
+# --- objects and pods that are not the operator's -------------------------------------------
+
+POD = KINDS[("v1", "Pod")]
+
+
+def _forged_pod(name: str, namespace: str, labels: dict[str, str]) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"cleoai.io/no-such-node": "true"},
+            "containers": [{"name": "backup", "image": "registry.example/poser:1"}],
+        },
+    }
+
+
+@pytest.mark.security
+def test_a_pod_posing_as_the_runner_is_not_recorded(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    """A tenant admin's pods labelled with the Job's `job-name`, each ending with a forged
+    success report: neither becomes the run. One lacks the runner's label (which the
+    admission policy keeps to the Job controller, tests/security/
+    test_tenant_writable_admission.py::test_a_pod_with_the_runners_labels_is_refused) but
+    names the Job as its controller; the other has the runner's labels (possible here, the
+    policy is not installed) but the Job is not its controller. No kubelet runs here: the
+    termination state is written on the pods' status as the kubelet would."""
+    site.backup("nightly", {"schedule": "@daily", "destination": PVC_DESTINATION})
+    reconciler.reconcile(site.namespace, "nightly")
+    cron = kube.get(CRON_JOB, "cleo-backup-nightly", namespace=site.namespace)
+    assert cron is not None
+    template = cron["spec"]["jobTemplate"]
+    pod_template = template["spec"]["template"]
+    pod_template["spec"]["nodeSelector"] = {"cleoai.io/no-such-node": "true"}
+    job_name = "cleo-backup-nightly-29000002"
+    job = kube.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job_name,
+                "namespace": site.namespace,
+                "labels": template["metadata"]["labels"],
+            },
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 2, "template": pod_template},
+        }
+    )
+
+    def failed() -> bool:
+        live = kube.get(JOB, job_name, namespace=site.namespace)
+        conditions = ((live or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
+
+    wait_for(failed, timeout=60, what="the Job to fail on its deadline")
+    forged_owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": job_name,
+        "uid": job["metadata"]["uid"],
+        "controller": True,
+    }
+    report = json.dumps(
+        {
+            "outcome": "Succeeded",
+            "reason": "Succeeded",
+            "message": "forged: all is well",
+            "tenant": site.tenant,
+        }
+    )
+    job_label = {"batch.kubernetes.io/job-name": job_name}
+    posers = {
+        "poser-owner": (job_label, [forged_owner]),
+        "poser-labels": ({**job_label, **pod_template["metadata"]["labels"]}, []),
+    }
+    for name, (labels, owners) in posers.items():
+        pod = _forged_pod(name, site.namespace, labels)
+        pod["metadata"]["ownerReferences"] = owners
+        kube.create(pod)
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        kube.patch_merge(
+            POD,
+            name,
+            {
+                "status": {
+                    "phase": "Succeeded",
+                    "startTime": "2099-01-01T00:00:00Z",  # the newest: looked at first
+                    "containerStatuses": [
+                        {
+                            "name": "backup",
+                            "image": "registry.example/poser:1",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": 0,
+                                    "reason": "Completed",
+                                    "message": report,
+                                    "startedAt": now,
+                                    "finishedAt": now,
+                                }
+                            },
+                        }
+                    ],
+                }
+            },
+            namespace=site.namespace,
+            subresource="status",
+        )
+
+    result = reconciler.reconcile(site.namespace, "nightly")
+
+    assert result.runs_recorded == 1
+    (run,) = site.status("nightly")["history"]
+    assert run["job"] == job_name
+    assert run["succeeded"] is False
+    assert "forged" not in run["message"]
+    assert "ended without a report" in run["message"]
+    assert "lastSuccessfulBackup" not in site.status("nightly")
+    last = site.condition("nightly", "LastBackupSucceeded")
+    assert last["status"] == "False"
+
+
+@pytest.mark.security
+def test_a_runner_cron_job_made_by_someone_else_is_replaced_not_taken_over(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    """A CronJob squatting `cleo-backup-<name>` before the operator's (possible where the
+    admission policy is not installed): a server-side apply over it would keep the
+    squatter's extra container and env (another field manager's fields). The operator
+    deletes it and makes its own."""
+    squatter = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "cleo-backup-nightly", "namespace": site.namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "suspend": True,
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "miner",
+                                    "image": "registry.example/miner:1",
+                                    "env": [{"name": "STEAL", "value": "yes"}],
+                                }
+                            ],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    planted = kube.create(squatter)
+    site.backup("nightly", {"schedule": "@daily", "destination": PVC_DESTINATION})
+
+    result = reconciler.reconcile(site.namespace, "nightly")
+
+    cron = kube.get(CRON_JOB, "cleo-backup-nightly", namespace=site.namespace)
+    assert cron is not None
+    assert cron["metadata"]["uid"] != planted["metadata"]["uid"]
+    assert cron["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "cleo-operator"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["backup"]
+    assert "miner" not in json.dumps(cron)
+    assert "STEAL" not in json.dumps(cron)
+    assert {"kind": "CronJob", "name": "cleo-backup-nightly"}.items() <= next(
+        ref for ref in result.deleted if ref["kind"] == "CronJob"
+    ).items()
+    # The operator's own object is applied over, never deleted: the next reconcile is a no-op.
+    again = reconciler.reconcile(site.namespace, "nightly")
+    assert (again.applied, again.deleted) == ([], [])

@@ -299,7 +299,8 @@ def rolebinding(name: str, namespace: str, cluster_role: str) -> dict[str, objec
 @pytest.mark.parametrize(
     ("release_namespace", "release", "where"),
     [
-        (NAMESPACE, "it-cleo-operator", NAMESPACE),
+        # Never in its own namespace: the operator-scope policy refuses it RBAC writes there.
+        (NAMESPACE, "it-cleo-operator", WATCHED[1]),
         (f"{NAMESPACE}-ns", "it-ns-cleo-operator", WATCHED[0]),
     ],
     ids=["cluster-wide", "namespace-scoped"],
@@ -439,7 +440,12 @@ def test_namespace_scoped_operator_may_label_only_its_watched_namespaces_as_tena
     lets it label those as tenant namespaces, and no other."""
     del installed
     identity = f"--as=system:serviceaccount:{NAMESPACE}-ns:it-ns-cleo-operator"
-    labels = ("app.kubernetes.io/managed-by=cleo-operator", "cleoai.io/tenant=it")
+    labels = (
+        "app.kubernetes.io/managed-by=cleo-operator",
+        "cleoai.io/tenant=it",
+        # The operator's apply of the namespace sets Pod Security with the tenant labels.
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
     try:
         allowed = cluster.kubectl("label", "namespace", WATCHED[1], *labels, identity, check=False)
         assert allowed.returncode == 0, allowed.stderr
@@ -455,5 +461,6 @@ def test_namespace_scoped_operator_may_label_only_its_watched_namespaces_as_tena
             WATCHED[1],
             "app.kubernetes.io/managed-by-",
             "cleoai.io/tenant-",
+            "pod-security.kubernetes.io/enforce-",
             check=False,
         )

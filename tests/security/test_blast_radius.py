@@ -32,6 +32,7 @@ from cleo_operator.kube.permissions import (
 )
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.rbac import OperatorAccess, render_operator_binding
+from cleo_operator.render.tenant import render_namespace
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.integration.test_helm_cluster import service_account_client
@@ -291,13 +292,13 @@ def test_only_a_namespace_marked_for_adoption_may_become_a_tenants(
             assert json.loads(after)["metadata"].get("labels") == json.loads(before)[
                 "metadata"
             ].get("labels")
+        # As the operator's apply does: the tenant and Pod Security labels in one write.
         result = as_operator(
             cluster,
             "label",
             "namespace",
             marked,
-            f"{MANAGED_BY_LABEL}={MANAGED_BY}",
-            f"{TENANT_LABEL}=blast",
+            *(f"{k}={v}" for k, v in tenant_namespace_labels("blast").items()),
         )
         assert result.returncode == 0, result.stderr
     finally:
@@ -344,10 +345,7 @@ def test_the_operator_writes_in_a_tenant_namespace_only_through_its_binding(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {
-                "name": TENANT_NAMESPACE,
-                "labels": {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: TENANT},
-            },
+            "metadata": {"name": TENANT_NAMESPACE, "labels": tenant_namespace_labels(TENANT)},
         }
     )
     secret = {
@@ -405,3 +403,90 @@ def test_the_operator_writes_in_a_tenant_namespace_only_through_its_binding(
     assert not can_i(cluster, "create", "cronjobs.batch", "-n", "kube-system")
     # And the tenant namespace, being a tenant's, may be deleted by it.
     kube.delete(KINDS[("v1", "Namespace")], TENANT_NAMESPACE)
+
+
+# --------------------------------------------------------------------------- Pod Security
+
+
+def tenant_namespace_labels(tenant: str) -> dict[str, str]:
+    """The labels the operator gives a tenant namespace (render_namespace's, Pod Security
+    `restricted` included), without its owner reference."""
+    owner = {"apiVersion": "cleoai.io/v1alpha1", "kind": "CleoTenant", "name": tenant, "uid": "u"}
+    labels = render_namespace(tenant=tenant, namespace="x", owner=owner)["metadata"]["labels"]
+    assert isinstance(labels, dict)
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def test_the_operator_cannot_make_a_tenant_namespace_that_admits_privileged_pods(
+    cluster: LocalCluster, chart_identity: None
+) -> None:
+    """Tenant labels with Pod Security `privileged` (or no enforce label, or an old
+    version) would let the operator run a privileged pod there, which is node root."""
+    del chart_identity
+    restricted = tenant_namespace_labels("blast")
+    for changed in (
+        {"pod-security.kubernetes.io/enforce": "privileged"},
+        {"pod-security.kubernetes.io/enforce": "baseline"},
+        {"pod-security.kubernetes.io/enforce-version": "v1.0"},
+    ):
+        manifest = namespace_manifest("blast-privileged", {**restricted, **changed})
+        result = as_operator(cluster, "create", "-f", "-", input=manifest)
+        assert refused_by_policy(result), (changed, result.stderr)
+        assert not exists(cluster, "namespace", "blast-privileged")
+    without = {k: v for k, v in restricted.items() if k != "pod-security.kubernetes.io/enforce"}
+    result = as_operator(
+        cluster, "create", "-f", "-", input=namespace_manifest("blast-privileged", without)
+    )
+    assert refused_by_policy(result), result.stderr
+    assert not exists(cluster, "namespace", "blast-privileged")
+
+
+def test_the_operator_cannot_loosen_pod_security_of_a_tenant_namespace(
+    cluster: LocalCluster, chart_identity: None
+) -> None:
+    del chart_identity
+    name = "cleo-blast-psa"
+    created = as_operator(
+        cluster,
+        "create",
+        "-f",
+        "-",
+        input=namespace_manifest(name, tenant_namespace_labels("blast-psa")),
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        before = json.loads(cluster.kubectl("get", "namespace", name, "-o", "json").stdout)
+        for label in (
+            "pod-security.kubernetes.io/enforce=privileged",
+            "pod-security.kubernetes.io/enforce-version=v1.0",
+            "pod-security.kubernetes.io/warn=privileged",
+        ):
+            result = as_operator(cluster, "label", "--overwrite", "namespace", name, label)
+            assert refused_by_policy(result), (label, result.stderr)
+        result = as_operator(
+            cluster, "label", "namespace", name, "pod-security.kubernetes.io/enforce-"
+        )
+        assert refused_by_policy(result), result.stderr
+        after = json.loads(cluster.kubectl("get", "namespace", name, "-o", "json").stdout)
+        assert after["metadata"]["labels"] == before["metadata"]["labels"]
+        # Its own other writes on the namespace (the orphan mark it removes) still pass.
+        allowed = as_operator(cluster, "label", "namespace", name, "cleoai.io/orphaned=true")
+        assert allowed.returncode == 0, allowed.stderr
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_the_operator_cannot_bind_itself_in_its_own_namespace(
+    cluster: LocalCluster, chart_identity: None
+) -> None:
+    """Its RoleBinding (allowed by name everywhere by RBAC) in its own namespace would give
+    it Deployments and Jobs next to its own pod and keys."""
+    del chart_identity
+    result = as_operator(
+        cluster, "apply", "--server-side", "-f", "-", input=json.dumps(operator_binding(NAMESPACE))
+    )
+    assert refused_by_policy(result), result.stderr
+    assert "in its own namespace" in result.stderr
+    assert not exists(cluster, "rolebinding", OPERATOR_BINDING, "-n", NAMESPACE)
+    assert not can_i(cluster, "create", "deployments.apps", "-n", NAMESPACE)
+    assert not can_i(cluster, "create", "jobs.batch", "-n", NAMESPACE)

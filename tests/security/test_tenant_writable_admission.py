@@ -448,10 +448,163 @@ def test_a_keyring_secret_cannot_be_planted_even_without_the_operators_labels(
         },
     )
     assert error.status == 403
-    assert "the tenant keyring Secret is written by the cleo-operator only" in error.message
+    assert "reserved for the cleo-operator" in error.message
     after = scene.admin.get(SECRET, "cleo-keyring", namespace=scene.namespace)
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_the_runners_names_cannot_be_squatted_before_the_operator_makes_them(
+    scene: Scene,
+) -> None:
+    """A CronJob at `cleo-backup-<name>` made before the operator's, without its labels:
+    the operator's server-side apply would take it over but keep the squatter's containers
+    (another field manager's), and the Job controller would run them as the runner."""
+    before = scene.snapshot()
+    template = {
+        "metadata": {"labels": {"app": "mine"}},
+        "spec": {**pod("x", scene.namespace, {})["spec"], "restartPolicy": "Never"},
+    }
+    squatted = "cleo-backup-weekly"  # the runner's name for a CleoBackup `weekly`
+    for obj in (
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": squatted, "namespace": scene.namespace},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}},
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": squatted, "namespace": scene.namespace},
+            "spec": {"template": template},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": squatted, "namespace": scene.namespace},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "cleo-allow-everything", "namespace": scene.namespace},
+            "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"generateName": "cleoai-", "namespace": scene.namespace},
+        },
+    ):
+        error = refused(scene.attacker.create, obj)
+        assert error.status == 403, obj
+        # The tenant admin's RBAC has no ServiceAccounts or NetworkPolicies: refused there.
+        if obj["kind"] in ("CronJob", "Job", "ConfigMap"):
+            assert "reserved for the cleo-operator" in error.message, error.message
+            assert ATTACKER in error.message
+        # A cluster admin (RBAC allows everything) is refused too: by the policy.
+        error = refused(scene.admin.create, obj)
+        assert "reserved for the cleo-operator" in error.message, error.message
+    for kind, name in (("CronJob", squatted), ("Job", squatted)):
+        assert scene.admin.get(KINDS[("batch/v1", kind)], name, namespace=scene.namespace) is None
+    assert (
+        scene.admin.get(KINDS[("v1", "ServiceAccount")], squatted, namespace=scene.namespace)
+        is None
+    )
+    assert scene.snapshot() == before
+    # Names outside the reserved ones stay the tenant's.
+    mine = scene.attacker.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cleopatra", "namespace": scene.namespace},
+        }
+    )
+    scene.attacker.delete(CONFIG_MAP, mine["metadata"]["name"], namespace=scene.namespace)
+
+
+def test_a_pod_cannot_run_as_the_backup_runners_service_account(scene: Scene) -> None:
+    """The runner's ServiceAccount token may write its CleoBackup's status: a pod of the
+    tenant admin's running as it could report a forged backup."""
+    spec = {**pod("x", scene.namespace, {})["spec"], "serviceAccountName": "cleo-backup-nightly"}
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "steal-token", "namespace": scene.namespace},
+        "spec": spec,
+    }
+    legacy = {
+        **bare,
+        "metadata": {"name": "steal-token2", "namespace": scene.namespace},
+        "spec": {**pod("x", scene.namespace, {})["spec"], "serviceAccount": "cleo-backup-nightly"},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "steal-deploy", "namespace": scene.namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": "steal"}},
+            "template": {"metadata": {"labels": {"app": "steal"}}, "spec": spec},
+        },
+    }
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "steal-cron", "namespace": scene.namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "jobTemplate": {
+                "spec": {"template": {"spec": {**spec, "restartPolicy": "Never"}}},
+            },
+        },
+    }
+    for obj in (bare, legacy, deployment, cron):
+        error = refused(scene.attacker.create, obj)
+        assert error.status == 403, obj["kind"]
+        assert "backup runner's ServiceAccount" in error.message, error.message
+    assert scene.admin.get(POD, "steal-token", namespace=scene.namespace) is None
+    assert scene.admin.get(POD, "steal-token2", namespace=scene.namespace) is None
+    assert (
+        scene.admin.get(KINDS[("apps/v1", "Deployment")], "steal-deploy", namespace=scene.namespace)
+        is None
+    )
+    # Changing an own Deployment's template to the runner's account is refused as well.
+    scene.attacker.create(
+        {
+            **deployment,
+            "spec": {
+                **deployment["spec"],
+                "template": {
+                    "metadata": {"labels": {"app": "steal"}},
+                    "spec": pod("x", scene.namespace, {})["spec"],
+                },
+            },
+        }
+    )
+    try:
+        error = refused(
+            scene.attacker.patch_merge,
+            KINDS[("apps/v1", "Deployment")],
+            "steal-deploy",
+            {"spec": {"template": {"spec": {"serviceAccountName": "cleo-backup-nightly"}}}},
+            namespace=scene.namespace,
+        )
+        assert "backup runner's ServiceAccount" in error.message
+    finally:
+        scene.attacker.delete(
+            KINDS[("apps/v1", "Deployment")], "steal-deploy", namespace=scene.namespace
+        )
+
+
+def test_a_pod_posing_as_the_runners_by_its_job_name_label_is_admitted(scene: Scene) -> None:
+    """The Job controller's `batch.kubernetes.io/job-name` label is nobody's to protect: a
+    tenant admin's pod may carry it (the backup reconciler must not trust it, see
+    tests/integration/test_backup_cluster.py::test_a_pod_posing_as_the_runner_is_not_recorded)."""
+    forged = pod(
+        "poser", scene.namespace, {"batch.kubernetes.io/job-name": "cleo-backup-nightly-1"}
+    )
+    scene.attacker.create(forged)
+    scene.attacker.delete(POD, "poser", namespace=scene.namespace)
 
 
 # -- what must keep working -------------------------------------------------------------------

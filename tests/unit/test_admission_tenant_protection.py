@@ -5,10 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from cleo_operator.render.backup import APP_NAME, BACKUP_LABEL
+from cleo_operator.api.backup import CleoBackupSpec
+from cleo_operator.kube.keys import TENANT_KEYRING_SECRET
+from cleo_operator.reconcile.database import CREDENTIALS_SECRET
+from cleo_operator.reconcile.final_backup import FINAL_BACKUP_NAME
+from cleo_operator.reconcile.keys import QUARANTINE_PREFIX
+from cleo_operator.render.backup import APP_NAME, BACKUP_LABEL, NAME_PREFIX, render_backup
+from cleo_operator.render.child import CONFIG_MAP_NAME, WORKLOAD_NAME
+from cleo_operator.render.limits import LIMIT_RANGE_NAME, RESOURCE_QUOTA_NAME
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, ORPHANED_LABEL, TENANT_LABEL
+from cleo_operator.render.rbac import OperatorAccess
+from cleo_operator.render.tenant import render_tenant
+from tests.unit.render.specs import TENANT, UID, spec_of
+from tests.unit.test_render_backup import ONE_OFF, PVC_SPEC, SETTINGS
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "admission" / "tenant-protection.yaml"
 
@@ -54,3 +66,60 @@ def test_every_refusal_says_who_what_and_why() -> None:
         message = validation["messageExpression"]
         assert message.startswith('"cleo-tenant-protection: " + request.userInfo.username')
         assert "variables.what" in message
+
+
+def _reserved(name: str) -> bool:
+    """The policy's reservedName rule, in Python (its cluster tests prove the CEL)."""
+    return name.startswith("cleo-") or name == "cleoai" or name.startswith("cleoai-")
+
+
+@pytest.mark.security
+def test_every_name_the_operator_gives_in_a_tenant_namespace_is_reserved() -> None:
+    """A name the operator renders but the policy does not reserve could be squatted before
+    the operator makes its object (and kept, fields and all, by its server-side apply)."""
+    access = OperatorAccess(role="cleo-operator-tenant", username="system:serviceaccount:x:y")
+    tenant = render_tenant(
+        name=TENANT, uid=UID, spec=spec_of(), config_checksum="c", operator_access=access
+    )
+    names = {o["metadata"]["name"] for o in tenant if o["kind"] != "Namespace"}
+    for spec in (PVC_SPEC, ONE_OFF):
+        for obj in render_backup(
+            name="nightly",
+            namespace="acme-prod",
+            uid=UID,
+            tenant=TENANT,
+            spec=CleoBackupSpec.model_validate(spec),
+            settings=SETTINGS,
+        ):
+            names.add(obj["metadata"]["name"])
+    names |= {
+        TENANT_KEYRING_SECRET,
+        CREDENTIALS_SECRET,
+        FINAL_BACKUP_NAME,
+        f"{QUARANTINE_PREFIX}x",
+        RESOURCE_QUOTA_NAME,
+        LIMIT_RANGE_NAME,
+        CONFIG_MAP_NAME,
+        WORKLOAD_NAME,
+    }
+    assert {"cleoai", "cleo-operator", "cleo-keyring", "cleo-backup-nightly"} <= names
+    assert [n for n in sorted(names) if not _reserved(n)] == []
+    # The tenant's own names stay the tenant's.
+    assert not _reserved("cleopatra")
+    assert not _reserved("nightly")
+
+
+def test_the_policy_reserves_those_names_and_the_runners_service_accounts() -> None:
+    variables = {
+        v["name"]: v["expression"]
+        for v in _objects()["ValidatingAdmissionPolicy"]["spec"]["variables"]
+    }
+    reserved = variables["reservedName"]
+    assert 'startsWith("cleo-")' in reserved
+    assert '== "cleoai"' in reserved
+    assert 'startsWith("cleoai-")' in reserved
+    assert 'request.resource.resource != "events"' in reserved
+    assert reserved.count("variables.requestedName") == 3
+    assert f'startsWith("{NAME_PREFIX}")' in variables["runnerServiceAccount"]
+    validations = _objects()["ValidatingAdmissionPolicy"]["spec"]["validations"]
+    assert not any('"cleo-keyring"' in v["expression"] for v in validations)

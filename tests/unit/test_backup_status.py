@@ -8,7 +8,7 @@ from typing import Any
 
 from cleo_operator.api.backup import CleoBackupStatus
 from cleo_operator.backup.cli import RunReport
-from cleo_operator.reconcile.backup import report_from_message
+from cleo_operator.reconcile.backup import _controlled_by, _ours, report_from_message
 from cleo_operator.reconcile.backup_status import (
     entry_from_report,
     failed_entry,
@@ -199,3 +199,24 @@ def test_anything_else_in_a_termination_message_is_not_a_report() -> None:
     broken = succeeded(T0, "20260301T030000Z-00000001")
     broken["backup"]["archiveSize"] = "large"  # type: ignore[typeddict-item]
     assert report_from_message(json.dumps(broken)) is None
+
+
+def test_only_the_jobs_controlled_pods_are_its_own() -> None:
+    job = {"metadata": {"name": "cleo-backup-n-1", "uid": "job-uid"}}
+
+    def pod(*refs: dict[str, object]) -> dict[str, object]:
+        return {"metadata": {"name": "p", "ownerReferences": list(refs)}}
+
+    assert _controlled_by(pod({"uid": "job-uid", "controller": True}), job)
+    assert not _controlled_by(pod({"uid": "job-uid"}), job)  # an owner, not the controller
+    assert not _controlled_by(pod({"uid": "other", "controller": True}), job)
+    assert not _controlled_by(pod(), job)
+    assert not _controlled_by({"metadata": {}}, job)
+    assert not _controlled_by(pod({"controller": True}), {"metadata": {"name": "j"}})
+
+
+def test_an_object_is_ours_by_the_managed_by_label_only() -> None:
+    assert _ours({"metadata": {"labels": {"app.kubernetes.io/managed-by": "cleo-operator"}}})
+    assert not _ours({"metadata": {"labels": {"app.kubernetes.io/managed-by": "helm"}}})
+    assert not _ours({"metadata": {"labels": {"cleoai.io/backup": "n"}}})
+    assert not _ours({"metadata": {}})

@@ -113,6 +113,7 @@ from cleo_operator.render.backup import (
     egress_problem,
     render_backup,
 )
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = [
@@ -361,6 +362,20 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if terminated:
             return cast(Mapping[str, Any], terminated)
     return None
+
+
+def _ours(obj: Mapping[str, Any]) -> bool:
+    """Labelled as made by the operator (what the admission policy keeps to it)."""
+    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+
+
+def _controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether `job` (by uid) is the controller of `pod`."""
+    uid = job["metadata"].get("uid")
+    return uid is not None and any(
+        ref.get("controller") is True and ref.get("uid") == uid
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )
 
 
 def _latest_condition_time(job: Mapping[str, Any]) -> datetime.datetime | None:
@@ -721,6 +736,21 @@ class BackupReconciler:
         kind = kind_of(obj)
         meta = obj["metadata"]
         live = self.kube.get(kind, meta["name"], namespace=meta["namespace"])
+        if live is not None and not _ours(live):
+            # Someone else's object at a name we reserve (made before ours, or by hand): a
+            # server-side apply would keep its manager's fields (an extra container, env,
+            # a volume), so it goes, and ours is made afresh.
+            log.warning(
+                "%s %s/%s is not the operator's (no %s=%s label): deleting it to make ours",
+                kind.kind,
+                meta["namespace"],
+                meta["name"],
+                MANAGED_BY_LABEL,
+                MANAGED_BY,
+            )
+            self.kube.delete(kind, meta["name"], namespace=meta["namespace"])
+            result.deleted.append(_ref(live))
+            live = None
         stamped = with_hash(obj)
         if not needs_apply(stamped, live):
             return
@@ -763,7 +793,7 @@ class BackupReconciler:
                 continue
             job_name = str(meta["name"])
             if job_name not in in_history:
-                entry = self._entry_for_job(namespace, job, state)
+                entry = self._entry_for_job(namespace, name, job, state)
                 if entry is not None:
                     outcome = record_run(self.kube, namespace=namespace, name=name, entry=entry)
                     if outcome == "recorded":
@@ -788,8 +818,16 @@ class BackupReconciler:
                     raise
         return recorded
 
-    def _entry_for_job(self, namespace: str, job: KubeObject, state: JobState) -> RunEntry | None:
-        """The run of a finished Job that its pod did not record, from what is left of it."""
+    def _entry_for_job(
+        self, namespace: str, backup: str, job: KubeObject, state: JobState
+    ) -> RunEntry | None:
+        """The run of a finished Job that its pod did not record, from what is left of it.
+
+        Only the Job's own pods count: labelled as the runner of `backup` (a label the
+        admission policy keeps to the operator and the Job controller) and controlled by
+        this Job (by uid). The `job-name` label alone is anyone's to put on a pod, with a
+        forged report in its termination message.
+        """
         job_name = str(job["metadata"]["name"])
         job_status = job.get("status") or {}
         started = _parse_time(job_status.get("startTime")) or self.now()
@@ -798,9 +836,15 @@ class BackupReconciler:
             or _latest_condition_time(job)
             or self.now()
         )
-        pods = self.kube.list(
-            POD, namespace=namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}"
-        )
+        pods = [
+            pod
+            for pod in self.kube.list(
+                POD,
+                namespace=namespace,
+                label_selector=f"{JOB_NAME_LABEL}={job_name},{BACKUP_LABEL}={backup}",
+            )
+            if _controlled_by(pod, job)
+        ]
         pods.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
         detail = ""
         for pod in pods:
