@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
@@ -243,6 +244,10 @@ def _min(a: float | None, b: float | None) -> float | None:
     return min(values) if values else None
 
 
+BINDING_VISIBLE_SECONDS: Final = 5.0
+"""How long a reconcile waits for the authorizer to see the operator's new RoleBinding."""
+
+
 class TenantReconciler:
     """Reconciles CleoTenants through one KubeClient; shared by all worker threads."""
 
@@ -335,7 +340,10 @@ class TenantReconciler:
         claim = self._take_namespace(ctx, rendered[0], live, result)
         if claim.refused:
             return self._refuse(tenant, status, claim, result)
+        bound_before = len(result.applied)
         self._converge(rendered[1 : self._foundation], live, failures, result, fresh=fresh)
+        if len(result.applied) > bound_before:
+            self._await_binding(namespace)
 
         fingerprints: dict[str, str] = {}
         secret_names: list[str] = []
@@ -516,6 +524,36 @@ class TenantReconciler:
             operator_namespace=self.operator_namespace,
             tenants_by_uid=self._tenants_by_uid,
         )
+
+    def _await_binding(self, namespace: str) -> None:
+        """Wait (briefly) until the API server's authorizer sees a binding just applied.
+
+        RBAC reads bindings from its own watch cache: the parts would otherwise meet a
+        Forbidden for the few hundred milliseconds it lags behind, and retry loudly.
+        """
+        deadline = time.monotonic() + BINDING_VISIBLE_SECONDS
+        while True:
+            review = self.kube.request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                body={
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SelfSubjectAccessReview",
+                    "spec": {
+                        "resourceAttributes": {
+                            "namespace": namespace,
+                            "verb": "get",
+                            "resource": "secrets",
+                        }
+                    },
+                },
+                what=f"ask whether the operator's binding in {namespace} is in effect",
+            )
+            if ((review or {}).get("status") or {}).get("allowed") is True:
+                return
+            if time.monotonic() >= deadline:
+                return  # the parts meet the Forbidden and the loop retries: no worse
+            time.sleep(0.1)
 
     def _take_namespace(
         self,
