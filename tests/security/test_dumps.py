@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,8 +29,8 @@ from psycopg import sql
 
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import RestoreFailed
-from cleo_operator.backup.restore import restore_archive, verify_backup
-from cleo_operator.backup.runner import run_backup
+from cleo_operator.backup.restore import VerificationResult, restore_archive, verify_backup
+from cleo_operator.backup.runner import BackupResult, run_backup
 from cleo_operator.backup.scratch import VERIFIER_ROLE_MARKER, VERIFIER_ROLE_PREFIX
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import Keyring
@@ -254,6 +255,32 @@ def admin_login(server: PostgresServer) -> ConnectionInfo:
     )
 
 
+def back_up(tenant: Tenant, keyring: Keyring, tmp_path: Path) -> tuple[LocalStorage, BackupResult]:
+    """A real backup of the tenant's (hostile) database, taken with its own login."""
+    storage = LocalStorage(tmp_path / "store")
+    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    return storage, backup
+
+
+def verify_as_site(
+    server: PostgresServer,
+    tenant: Tenant,
+    keyring: Keyring,
+    storage: LocalStorage,
+    backup_id: str,
+    **options: Any,
+) -> VerificationResult:
+    """The operator's verification of `backup_id`, with the site's superuser as its admin."""
+    return verify_backup(
+        storage=storage,
+        backup_id=backup_id,
+        keyring=keyring,
+        admin=admin_login(server),
+        tenant=tenant.name,
+        **options,
+    )
+
+
 @pytest.mark.parametrize("how", ["check", "domain", "index"])
 def test_hostile_code_in_a_dump_runs_without_privilege_in_verification(
     postgres_server: PostgresServer,
@@ -263,17 +290,10 @@ def test_hostile_code_in_a_dump_runs_without_privilege_in_verification(
     how: str,
 ) -> None:
     plant(tenant, tenant.evil, how=how)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
 
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-    )
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
     assert verdict.passed, verdict.message
     assert verdict.rows_checked == 50
@@ -288,17 +308,10 @@ def test_hostile_code_that_resets_its_role_gets_no_privilege_back(
 ) -> None:
     """SET ROLE to a NOLOGIN role is no fence: RESET ROLE returns to the session user."""
     plant(tenant, tenant.evil, how="check", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
 
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-    )
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
     assert verdict.passed, verdict.message
     assert_nothing_changed(postgres_server, before, tenant, tenant.evil)
@@ -311,8 +324,7 @@ def test_a_drill_of_a_hostile_backup_runs_without_privilege(
     tmp_path: Path,
 ) -> None:
     plant(tenant, tenant.evil, how="check", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
 
     verdict = restore_drill(
@@ -337,18 +349,11 @@ def test_table_and_schema_names_of_a_dump_are_only_quoted_identifiers(
     tmp_path: Path,
 ) -> None:
     plant(tenant, tenant.evil, how="name")
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     assert any("ALTER ROLE" in name for name in backup.manifest.tables)
     before = server_roles(postgres_server)
 
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-    )
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
     assert verdict.passed, verdict.message
     assert verdict.tables_checked == 3
@@ -363,8 +368,7 @@ def test_restore_refuses_a_superuser_target_and_changes_nothing(
     postgres_database: str,
 ) -> None:
     plant(tenant, tenant.evil, how="check", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
 
     with pytest.raises(RestoreFailed, match="superuser") as refused:
@@ -391,8 +395,7 @@ def test_restore_refuses_a_target_login_that_can_become_a_privileged_role(
 ) -> None:
     """A CREATEROLE login, or one that may SET ROLE to a superuser, is as dangerous."""
     plant(tenant, tenant.evil, how="check")
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     helper = f"restorer_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
     target_db = f"restored_{secrets.token_hex(4)}"
@@ -454,8 +457,7 @@ def test_restore_into_an_unprivileged_target_keeps_hostile_code_unprivileged(
 ) -> None:
     """What a person does: restore into a fresh tenant database, as that tenant's role."""
     plant(tenant, tenant.evil, how="index", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     twin = f"{tenant.name}-r"
     password = secrets.token_urlsafe(18)
     ensure_tenant_database(
@@ -497,8 +499,7 @@ def test_a_verification_role_left_by_a_crash_is_dropped_by_the_next_run(
     with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
         conn.execute("CREATE TABLE notes (id integer)")
         conn.execute("INSERT INTO notes VALUES (1)")
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     stale = f"{VERIFIER_ROLE_PREFIX}{secrets.token_hex(6)}"
     lookalike = f"{VERIFIER_ROLE_PREFIX}{secrets.token_hex(6)}"
     fresh = f"{VERIFIER_ROLE_PREFIX}{secrets.token_hex(6)}"
@@ -527,13 +528,7 @@ def test_a_verification_role_left_by_a_crash_is_dropped_by_the_next_run(
         # What the tenant granted the crashed run's login must not keep it alive.
         conn.execute(sql.SQL("GRANT SELECT ON notes TO {}").format(sql.Identifier(stale)))
     try:
-        verdict = verify_backup(
-            storage=storage,
-            backup_id=backup.backup_id,
-            keyring=keyring,
-            admin=admin_login(postgres_server),
-            tenant=tenant.name,
-        )
+        verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
         assert verdict.passed, verdict.message
         left = {
             str(r[0])
@@ -557,18 +552,12 @@ def test_a_dump_that_sleeps_forever_cannot_hold_the_verification(
 ) -> None:
     """Code that loops and swallows cancels: pg_restore is stopped, the session ended."""
     plant(tenant, tenant.evil, how="sleep", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
 
     started = time.monotonic()
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-        restore_timeout_seconds=3,
+    verdict = verify_as_site(
+        postgres_server, tenant, keyring, storage, backup.backup_id, restore_timeout_seconds=3
     )
 
     assert time.monotonic() - started < 60
@@ -605,8 +594,7 @@ def test_a_login_the_dump_hands_out_dies_with_the_verification(
         # verification reading long enough after that for the tenant to log in.
         conn.execute("CREATE TABLE bulk (id integer, payload text)")
         conn.execute("INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 600000) g")
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
     stolen: list[psycopg.Connection[tuple[object, ...]]] = []
 
@@ -630,13 +618,7 @@ def test_a_login_the_dump_hands_out_dies_with_the_verification(
 
     thief = threading.Thread(target=log_in_with_the_leaked_password, daemon=True)
     thief.start()
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-    )
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
     thief.join(30)
 
     assert verdict.passed, verdict.message
@@ -653,8 +635,7 @@ def test_a_site_admin_without_superuser_verifies_and_lends_the_dump_nothing(
     database; the membership points from the admin to the role, so the dump gains none of
     the admin's rights (CREATEROLE above all), and everything is gone afterwards."""
     plant(tenant, tenant.evil, how="check", escape=True)
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     admin = f"site_admin_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
     postgres_server.execute(
@@ -705,8 +686,7 @@ def test_a_tenant_cannot_keep_the_verification_login_alive_with_grants(
         conn.execute(
             sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(database)
         )
-    storage = LocalStorage(tmp_path / "store")
-    backup = run_backup(source=tenant.login, tenant=tenant.name, storage=storage, keyring=keyring)
+    storage, backup = back_up(tenant, keyring, tmp_path)
     before = server_roles(postgres_server)
     granted: list[str] = []
 
@@ -737,13 +717,7 @@ def test_a_tenant_cannot_keep_the_verification_login_alive_with_grants(
 
     attacker = threading.Thread(target=grant_to_the_verifier, daemon=True)
     attacker.start()
-    verdict = verify_backup(
-        storage=storage,
-        backup_id=backup.backup_id,
-        keyring=keyring,
-        admin=admin_login(postgres_server),
-        tenant=tenant.name,
-    )
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
     attacker.join(30)
 
     assert verdict.passed, verdict.message
