@@ -211,6 +211,12 @@ def test_a_tenant_with_a_backup_works_with_per_namespace_rights_only(
         # RoleBinding roleRef this identity cannot change) are refused to it, rightly.
         if e["objectRef"].get("namespace") in (None, "", NAMESPACE, OPERATOR_NAMESPACE)
         and e["responseStatus"].get("code") in (401, 403, 422)
+        # Kopf adding its finalizer to a CleoBackup this test deletes at the same moment
+        # gets 422 (no new finalizers on an object being deleted): a race, not a refusal.
+        and not (
+            e["objectRef"].get("resource") == "cleobackups"
+            and e["responseStatus"].get("code") == 422
+        )
     ]
     assert not refused, refused
     assert any(
@@ -224,7 +230,11 @@ def test_a_tenant_with_a_backup_works_with_per_namespace_rights_only(
     denied = [
         line
         for line in log.splitlines()
-        if ("Forbidden" in line or " 403" in line) and "credentials Secret not deleted" not in line
+        if ("Forbidden" in line or " 403" in line)
+        and "credentials Secret not deleted" not in line
+        # Other tests' tenants and failovers on the shared cluster are not this identity's
+        # to touch (their bindings name the session operator): refused, rightly.
+        and (f"CleoTenant {TENANT}:" in line or f"{NAMESPACE}/" in line or f'"{NAMESPACE}"' in line)
     ]
     assert not denied, "the chart's identity was refused:\n" + "\n".join(denied[:20])
     assert token not in log

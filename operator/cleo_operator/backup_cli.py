@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from cleo_operator.api.backup import parse_backup_spec
+from cleo_operator.api.backup import CleoBackupSpec, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.backup.cli import (
     PruneReport,
@@ -238,6 +238,26 @@ def cmd_backup_run(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
+def _volume_mount(destination: str, spec: CleoBackupSpec) -> str | None:
+    """Where the runner's volume is mounted, for a volume destination (else None).
+
+    The operator renders `--destination` as the mount (`VOLUME_MOUNT`) followed by the
+    CleoBackup's `pvc.path`; the mount is that argument without the path, so that a
+    runner started with its mounts elsewhere (the test harness does) protects the same
+    folders. No directory below the mount is followed (`LocalStorage(base=...)`).
+    """
+    pvc = spec.destination.pvc
+    if pvc is None:
+        return None
+    path = (pvc.path or "").strip("/")
+    local = destination.rstrip("/")
+    if path and local.endswith("/" + path):
+        return local[: -len(path) - 1] or "/"
+    if not path:
+        return local or VOLUME_MOUNT
+    return VOLUME_MOUNT
+
+
 def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> int:
     namespace, name = _split_backup(args.backup)
     job = args.job_name or os.environ.get(JOB_NAME_ENV) or None
@@ -260,8 +280,7 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
             retention=RetentionPolicy.from_spec(spec.retention),
             time_zone=spec.time_zone,
             work_dir=args.work_dir,
-            # The runner's volume is mounted where the operator renders it.
-            volume_mount=VOLUME_MOUNT,
+            volume_mount=_volume_mount(args.destination, spec),
         )
     if args.report:
         try:
