@@ -80,7 +80,7 @@ def _pods_possible() -> bool:
 @pytest.fixture(scope="module")
 def pods_possible() -> None:
     if not _pods_possible():
-        pytest.skip("needs unshare with mount namespaces (the pod's CA mount at its own path)")
+        pytest.fail("needs unshare with mount namespaces (the pod's CA mount at its own path)")
 
 
 @pytest.fixture(scope="module")
