@@ -82,7 +82,12 @@ def test_sealed_secret_is_unsealed_and_a_tampered_one_is_refused(
         timeout=60,
         what="the sealed value to be unsealed into the Secret",
     )
-    dep = kubectl_json(cluster, "get", "deployment", "cleoai", "-n", namespace)
+    # The Secret is written before the Deployment that mounts it: wait for that too.
+    dep = wait_for(
+        lambda: kubectl_json(cluster, "get", "deployment", "cleoai", "-n", namespace),
+        timeout=60,
+        what="the Deployment to exist",
+    )
     env_from = dep["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert {"secretRef": {"name": "api-keys"}} in env_from
     checksum = dep["spec"]["template"]["metadata"]["annotations"]["cleoai.io/config-checksum"]

@@ -66,9 +66,11 @@ from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
 from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
+from cleo_operator.core.errors import CleoError
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.reconcile.backup_status import BACKUP, entry_from_report, record_run
+from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.reconcile.backup_status import entry_from_report, record_run
 from cleo_operator.render.backup import JOB_NAME_ENV, VOLUME_MOUNT
 
 __all__ = ["main", "register", "run_backup_for"]
@@ -78,8 +80,11 @@ log = logging.getLogger("cleo_operator.backup")
 KEYRING_DIR_ENV: Final = "CLEO_KEYRING_DIR"
 
 
-class CommandError(Exception):
+class CommandError(CleoError):
     """A command cannot do what was asked; the message says why and what to do."""
+
+    reason = "CommandFailed"
+    retryable = False
 
 
 def _now() -> datetime.datetime:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cleo_operator import __version__
+from cleo_operator.core.errors import CleoError
 
 if TYPE_CHECKING:
     from cleo_operator.handlers.settings import OperatorConfig
@@ -25,8 +26,11 @@ log = logging.getLogger("cleo_operator")
 CRD_PLURALS = ("cleotenants", "cleobackups", "cleofailovers")
 
 
-class StartupError(Exception):
+class StartupError(CleoError):
     """The operator cannot start; the message says what is missing and what to do."""
+
+    reason = "StartupFailed"
+    retryable = False
 
 
 def _repo_root() -> Path:

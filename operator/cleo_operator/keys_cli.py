@@ -41,6 +41,7 @@ import yaml
 from cleo_operator.api.base import validate_tenant_name
 from cleo_operator.api.errors import SpecError, spec_error_from_validation
 from cleo_operator.api.tenant import DATA_KEY_HINT, DATA_KEY_PATTERN, SealedSecret
+from cleo_operator.core.errors import CleoError
 from cleo_operator.crypto import CryptoError, Envelope, SealingPublicKey, seal
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import (
@@ -68,8 +69,11 @@ OPERATOR_NAMESPACE_ENV: Final = "CLEO_OPERATOR_NAMESPACE"
 DEFAULT_OPERATOR_NAMESPACE: Final = "cleo-system"
 
 
-class CommandError(Exception):
+class CommandError(CleoError):
     """A command cannot do what was asked; the message says why and what to do."""
+
+    reason = "CommandFailed"
+    retryable = False
 
 
 def _now() -> datetime.datetime:

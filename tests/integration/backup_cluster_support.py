@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.client import KINDS, Kind, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import SECRET, Kind
 from cleo_operator.kube.secrets import secret_value
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import find_postgres_bindir
 
-SECRET = KINDS[("v1", "Secret")]
 REPO = Path(__file__).resolve().parents[2]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 

@@ -30,7 +30,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import EncryptionSpec
 from cleo_operator.crypto import Keyring, SealingKeyring, kek_from_secret_data, unwrap_keyring
 from cleo_operator.kube.apply import needs_apply
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     KEK_SECRET,
     SEALING_SECRET,
@@ -39,15 +39,13 @@ from cleo_operator.kube.keys import (
     read_keyring_copy,
     read_secret,
 )
+from cleo_operator.kube.kinds import EVENT, NAMESPACE, SECRET, TENANT
 from cleo_operator.observability.logs import configure_logging
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import KeyringReconciler, OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = KINDS[("v1", "Secret")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-NAMESPACE = KINDS[("v1", "Namespace")]
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -294,7 +292,7 @@ def events_text(kube: KubeClient, namespaces: Iterable[str]) -> str:
     """Every Event in these namespaces, as JSON text."""
     events = []
     for namespace in namespaces:
-        events += kube.list(KINDS[("v1", "Event")], namespace=namespace)
+        events += kube.list(EVENT, namespace=namespace)
     return json.dumps(events)
 
 

@@ -24,7 +24,8 @@ from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.data.pool import BreakerSettings, PoolSettings
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import NAMESPACE, SECRET, TENANT
 from cleo_operator.reconcile.database import (
     PASSWORD_KEY,
     BeforeDrop,
@@ -34,10 +35,6 @@ from cleo_operator.reconcile.database import (
 )
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.postgres import PostgresServer
-
-NAMESPACE = KINDS[("v1", "Namespace")]
-SECRET = KINDS[("v1", "Secret")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 

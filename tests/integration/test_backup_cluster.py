@@ -23,7 +23,18 @@ from kubernetes import config as k8s_config
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.crypto import Keyring
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import (
+    BACKUP,
+    CRON_JOB,
+    JOB,
+    NAMESPACE,
+    POD,
+    ROLE,
+    SECRET,
+    SERVICE_ACCOUNT,
+    TENANT,
+)
 from cleo_operator.reconcile.backup import (
     RECORDED_ANNOTATION,
     BackupReconciler,
@@ -37,12 +48,6 @@ from tests.harness.cluster_fixtures import wait_for
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
-NAMESPACE = KINDS[("v1", "Namespace")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
-CRON_JOB = KINDS[("batch/v1", "CronJob")]
-JOB = KINDS[("batch/v1", "Job")]
-ROLE = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
 ADMIN = "cleo-test-admin"
 IMAGE = "registry.example/cleo-operator:test"
 API_SERVER = ("127.0.0.1/32",)
@@ -318,7 +323,7 @@ def test_the_runner_identity_can_patch_its_status_but_not_its_spec(
         lambda: runner.patch_merge(
             BACKUP, "nightly", {"spec": {"suspend": True}}, namespace=site.namespace
         ),
-        lambda: runner.get(KINDS[("v1", "Secret")], "cleo-database", namespace=site.namespace),
+        lambda: runner.get(SECRET, "cleo-database", namespace=site.namespace),
         lambda: runner.list(BACKUP, namespace=site.namespace),
     ]
     for attempt in refused:
@@ -436,7 +441,7 @@ def test_what_the_runner_would_lack_is_a_condition(
         kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         cleanup.append((NAMESPACE, namespace, None))
     elif setup == "no-keyring":
-        kube.delete(KINDS[("v1", "Secret")], "cleo-keyring", namespace=namespace)
+        kube.delete(SECRET, "cleo-keyring", namespace=namespace)
     elif setup == "no-s3-secret":
         destination = {
             "type": "s3",
@@ -528,7 +533,7 @@ def test_deleting_the_backup_deletes_its_runner_but_never_touches_others(
     reconciler.reconcile(site.namespace, "gone")
     reconciler.reconcile(site.namespace, "kept")
     kube.delete(BACKUP, "gone", namespace=site.namespace, propagation="Foreground")
-    children = [CRON_JOB, ROLE, KINDS[("v1", "ServiceAccount")]]
+    children = [CRON_JOB, ROLE, SERVICE_ACCOUNT]
 
     def all_gone() -> bool:
         return kube.get(BACKUP, "gone", namespace=site.namespace) is None and all(
@@ -546,8 +551,6 @@ def test_deleting_the_backup_deletes_its_runner_but_never_touches_others(
 
 
 # --- objects and pods that are not the operator's -------------------------------------------
-
-POD = KINDS[("v1", "Pod")]
 
 
 def _forged_pod(name: str, namespace: str, labels: dict[str, str]) -> KubeObject:

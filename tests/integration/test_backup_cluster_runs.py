@@ -27,7 +27,8 @@ from prometheus_client import REGISTRY
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import BACKUP, CRON_JOB, JOB
 from cleo_operator.reconcile.backup import (
     RECORDED_ANNOTATION,
     BackupReconciler,
@@ -60,9 +61,6 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
-JOB = KINDS[("batch/v1", "Job")]
-CRON_JOB = KINDS[("batch/v1", "CronJob")]
 ADMIN_SECRET = "pg-admin-main"
 IMAGE = "registry.example/cleo-operator:test"
 API_SERVER = ("127.0.0.1/32",)

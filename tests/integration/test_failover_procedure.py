@@ -16,8 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.failover.fencing import fence_tenant
-from cleo_operator.failover.steps import parse_time, seconds_between
+from cleo_operator.failover.steps import seconds_between
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
 from cleo_operator.kube.client import KubeClient
@@ -87,7 +88,7 @@ def test_failover_of_a_lost_primary_moves_the_tenant_and_fences_it_when_it_retur
         assert list(recorded) == MOVE_STEPS
         assert all(s["state"] == "Succeeded" for s in recorded.values()), recorded
         for step in recorded.values():
-            started, ended = parse_time(step["startTime"]), parse_time(step["endTime"])
+            started, ended = read_rfc3339(step["startTime"])(step["endTime"])
             assert started is not None
             assert ended is not None
             assert started <= ended, step

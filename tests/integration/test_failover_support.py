@@ -32,18 +32,13 @@ from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.failover.drill import BackupSource
 from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import DEPLOYMENT, FAILOVER, NAMESPACE, SECRET, TENANT
 from cleo_operator.reconcile.database import DatabaseSettings, TenantDatabases
 from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
-
-NAMESPACE = KINDS[("v1", "Namespace")]
-SECRET = KINDS[("v1", "Secret")]
-DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-FAILOVER = KINDS[("cleoai.io/v1alpha1", "CleoFailover")]
 
 PRIMARY = "east"
 STANDBY = "west"

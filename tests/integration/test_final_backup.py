@@ -28,7 +28,8 @@ from psycopg import sql
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import BACKUP, JOB
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import FinalizeOutcome, TenantDatabases
 from cleo_operator.reconcile.final_backup import (
@@ -63,8 +64,6 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-BACKUP = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
-JOB = KINDS[("batch/v1", "Job")]
 ADMIN_SECRET = "pg-admin-final"
 IMAGE = "registry.example/cleo-operator:test"
 API_SERVER = ("127.0.0.1/32",)

@@ -20,7 +20,7 @@ import pytest
 
 from cleo_operator.api.tenant import EncryptionSpec
 from cleo_operator.crypto import Envelope, Keyring, wrap_keyring
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     FAULT_POINTS,
     TENANT_KEYRING_SECRET,
@@ -31,6 +31,7 @@ from cleo_operator.kube.keys import (
     read_keyring_copy,
     read_secret,
 )
+from cleo_operator.kube.kinds import NAMESPACE, SECRET
 from cleo_operator.reconcile.keys import (
     KeyringOutcome,
     KeyringReconciler,
@@ -58,7 +59,6 @@ from tests.integration.test_keys_operator import OPERATOR_FAULTS
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
-NAMESPACE = KINDS[("v1", "Namespace")]
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
 
@@ -223,7 +223,7 @@ def test_a_keyring_whose_homes_are_both_gone_is_not_regenerated(tenant: Tenant) 
 def _quarantined(t: Tenant) -> list[dict[str, Any]]:
     """The quarantine Secrets of this tenant in the operator namespace."""
     return t.kube.list(
-        KINDS[("v1", "Secret")],
+        SECRET,
         namespace=t.operator_namespace,
         label_selector=quarantine_selector(t.name),
     )
@@ -307,9 +307,7 @@ def test_a_tenant_secret_ahead_of_the_copy_is_quarantined_not_imported(tenant: T
     assert kept["metadata"]["name"] in again.condition.message
     assert again.actions == ()
     assert tenant.versions() == versions
-    tenant.kube.delete(
-        KINDS[("v1", "Secret")], kept["metadata"]["name"], namespace=tenant.operator_namespace
-    )
+    tenant.kube.delete(SECRET, kept["metadata"]["name"], namespace=tenant.operator_namespace)
     assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "KeyringAvailable"
 
 
@@ -382,7 +380,7 @@ def test_a_quarantined_keyring_that_would_lose_a_key_is_not_adopted(
     copy = tenant.copy_keyring()
     other = Keyring.generate(T0)
     tenant.kube.patch_merge(
-        KINDS[("v1", "Secret")],
+        SECRET,
         TENANT_KEYRING_SECRET,
         {"data": {k: base64.b64encode(v).decode() for k, v in other.to_secret_data().items()}},
         namespace=tenant.namespace,

@@ -25,7 +25,7 @@ from cleo_operator.crypto import (
     seal,
     unseal,
 )
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import (
     KEK_SECRET,
     SEALING_PUBLIC_CONFIG_MAP,
@@ -36,6 +36,7 @@ from cleo_operator.kube.keys import (
     read_secret,
     update_secret,
 )
+from cleo_operator.kube.kinds import CONFIG_MAP
 from cleo_operator.reconcile.keys import ensure_operator_keys
 from e2e.cluster import LocalCluster
 from tests.integration.keys_harness import (
@@ -48,7 +49,6 @@ from tests.integration.keys_harness import (
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
-CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
 

@@ -24,7 +24,8 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.crypto import SealingKeyring, seal
 from cleo_operator.kube.apply import HASH_ANNOTATION
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import SECRET, TENANT
 from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile.keys import (
     KeyringOutcome,
@@ -54,8 +55,6 @@ from tests.integration.keys_harness import (
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-SECRET = KINDS[("v1", "Secret")]
 NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
 

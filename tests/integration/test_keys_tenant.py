@@ -17,7 +17,8 @@ import pytest
 
 from cleo_operator.api.tenant import EncryptionSpec, SealedSecret
 from cleo_operator.crypto import seal
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import CONFIG_MAP, DEPLOYMENT, RESOURCE_QUOTA, SECRET, TENANT
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import KeyringReconciler, OperatorKeys, ensure_operator_keys
 from cleo_operator.reconcile.secrets import SecretsReconciler, apply_secrets
@@ -37,11 +38,6 @@ from tests.integration.keys_harness import (
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-SECRET = KINDS[("v1", "Secret")]
-CONFIG_MAP = KINDS[("v1", "ConfigMap")]
-DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
-RESOURCE_QUOTA = KINDS[("v1", "ResourceQuota")]
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
 

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from cleo_operator.data.tenant_db import tenant_database_name
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import DEPLOYMENT, NAMESPACE
 from cleo_operator.reconcile.database import ROTATE_ANNOTATION, DatabasePart, TenantDatabases
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.cluster_fixtures import wait_for
@@ -36,8 +37,6 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
-NAMESPACE = KINDS[("v1", "Namespace")]
 CHECKSUM = "cleoai.io/config-checksum"
 
 

@@ -19,11 +19,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from cleo_operator.api.tenant import CleoTenantSpec, Subject
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import NAMESPACE, SERVICE_ACCOUNT
 from cleo_operator.render.rbac import render_role_bindings
 from e2e.cluster import LocalCluster
 
-NAMESPACE = KINDS[("v1", "Namespace")]
 TENANT_NAMESPACE_LABEL = "cleoai.io/tenant"
 
 
@@ -36,7 +36,6 @@ ATTACKER_NAMESPACE = "cleo-test-attackers"
 ATTACKER_ACCOUNT = "mallory"
 ATTACKER = f"system:serviceaccount:{ATTACKER_NAMESPACE}:{ATTACKER_ACCOUNT}"
 """The attacker's user name, as `spec.admins` names it (kind User)."""
-SERVICE_ACCOUNT = KINDS[("v1", "ServiceAccount")]
 
 
 def client_for_token(cluster: LocalCluster, user: str, token: str) -> KubeClient:

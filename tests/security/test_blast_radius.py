@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cleo_operator.kube.client import KINDS, KubeError
+from cleo_operator.kube.client import KubeError
+from cleo_operator.kube.kinds import NAMESPACE as NAMESPACE_KIND
 from cleo_operator.kube.permissions import (
     OPERATOR_BINDING,
     check_permissions,
@@ -402,7 +403,7 @@ def test_the_operator_writes_in_a_tenant_namespace_only_through_its_binding(
     assert not can_i(cluster, "create", "secrets", "-n", VICTIM)
     assert not can_i(cluster, "create", "cronjobs.batch", "-n", "kube-system")
     # And the tenant namespace, being a tenant's, may be deleted by it.
-    kube.delete(KINDS[("v1", "Namespace")], TENANT_NAMESPACE)
+    kube.delete(NAMESPACE_KIND, TENANT_NAMESPACE)
 
 
 # --------------------------------------------------------------------------- Pod Security

@@ -27,9 +27,10 @@ from cleo_operator.backup.catalog import (
     verification_name,
     write_verification,
 )
-from cleo_operator.backup.manifest import Manifest, format_time
+from cleo_operator.backup.manifest import Manifest
 from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.storage import LocalStorage
+from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import Keyring
 from tests.unit.backup.archives import store_backup
 
@@ -64,7 +65,7 @@ def unsealed_v1(storage: LocalStorage, manifest: Manifest, _: Keyring, __: Manif
     document = {
         "format": "cleo-operator/backup-verification/v1",
         "backupId": manifest.backup_id,
-        "time": format_time(NOW),
+        "time": rfc3339_precise(NOW),
         "passed": True,
         "tablesChecked": 2,
         "message": "verified",

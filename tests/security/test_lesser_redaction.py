@@ -19,16 +19,14 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.events import post_event
+from cleo_operator.kube.kinds import EVENT, TENANT
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.logs import configure_logging
 from cleo_operator.reconcile.status import Observation, StatusBuilder
 
 pytestmark = pytest.mark.security
-
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-EVENT = KINDS[("v1", "Event")]
 
 
 def leaks() -> tuple[list[str], str]:

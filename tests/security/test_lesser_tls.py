@@ -20,7 +20,8 @@ from cleo_operator.data.errors import AuthenticationFailed, ServerNotVerified
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, parse_site_config
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import NAMESPACE
 from cleo_operator.reconcile.database import DatabasePart, TenantDatabases
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.cluster_fixtures import wait_for
@@ -42,7 +43,6 @@ from tests.integration.tenant_database_support import (
 
 pytestmark = [pytest.mark.security, pytest.mark.postgres]
 
-NAMESPACE = KINDS[("v1", "Namespace")]
 # The impersonator asks for the password in clear text (over its TLS): what an attacker
 # who wants the password does.
 HARVESTING_HBA = (

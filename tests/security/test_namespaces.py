@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.client import KINDS, Kind, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import NAMESPACE, ROLE_BINDING, TENANT, Kind
 from cleo_operator.reconcile.tenant import TenantReconciler
 from e2e.cluster import LocalCluster
 
@@ -26,8 +27,6 @@ pytestmark = [
     pytest.mark.usefixtures("crds_installed", "without_session_operator"),
 ]
 
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-NAMESPACE = KINDS[("v1", "Namespace")]
 UID_LABEL = "cleoai.io/tenant-uid"
 
 
@@ -105,7 +104,7 @@ def test_of_tenants_racing_for_one_free_namespace_exactly_one_wins(
                 assert f"tenant {winners[0]}" in conds["NamespaceReady"]["message"]
                 assert not tenant["status"].get("children")
         # Only the winner's bindings are in the namespace.
-        bindings = kube.list(KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")], namespace=ns)
+        bindings = kube.list(ROLE_BINDING, namespace=ns)
         assert {b["metadata"]["labels"]["cleoai.io/tenant"] for b in bindings} <= {winners[0]}
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
 

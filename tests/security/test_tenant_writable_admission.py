@@ -31,8 +31,19 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from cleo_operator.api.backup import CleoBackupSpec
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
+from cleo_operator.kube.kinds import (
+    CONFIG_MAP,
+    DEPLOYMENT,
+    KINDS,
+    NAMESPACE,
+    NETWORK_POLICY,
+    POD,
+    SECRET,
+    SERVICE_ACCOUNT,
+    TENANT,
+)
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import ensure_operator_keys
 from cleo_operator.reconcile.tenant import TenantReconciler
@@ -54,11 +65,6 @@ POLICY = "cleo-tenant-protection"
 MESSAGE = "cleo-tenant-protection:"
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
-SECRET = KINDS[("v1", "Secret")]
-CONFIG_MAP = KINDS[("v1", "ConfigMap")]
-POD = KINDS[("v1", "Pod")]
-NAMESPACE = KINDS[("v1", "Namespace")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 
 RUNNER_LABELS = {
     "app.kubernetes.io/name": "cleo-backup",
@@ -174,9 +180,33 @@ def _install_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: st
     wait_for(active, timeout=60, interval=0.5, what="the admission policy to be active")
 
 
-def _remove_policy(cluster: LocalCluster) -> None:
+def _remove_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
     manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
     cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+
+    # The API server drops a deleted policy a moment later, as it compiled it a moment after
+    # it was made: wait until the probe is accepted, so the next module (which writes such
+    # labels as a cluster admin) never meets a policy this module no longer owns.
+    def gone() -> bool:
+        try:
+            kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "generateName": "probe-",
+                        "namespace": probe_namespace,
+                        "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                    },
+                }
+            )
+        except KubeError as exc:
+            if MESSAGE in exc.message:
+                return False
+            raise
+        return True
+
+    wait_for(gone, timeout=60, interval=0.5, what="the admission policy to be gone")
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +294,8 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     finally:
         operator.delete(TENANT, tenant)
         kube.delete(NAMESPACE, namespace)
+        _remove_policy(cluster, kube, probe)
         kube.delete(NAMESPACE, probe)
-        _remove_policy(cluster)
         kube.delete(NAMESPACE, operator_namespace)
 
 
@@ -507,10 +537,7 @@ def test_the_runners_names_cannot_be_squatted_before_the_operator_makes_them(
         assert "reserved for the cleo-operator" in error.message, error.message
     for kind, name in (("CronJob", squatted), ("Job", squatted)):
         assert scene.admin.get(KINDS[("batch/v1", kind)], name, namespace=scene.namespace) is None
-    assert (
-        scene.admin.get(KINDS[("v1", "ServiceAccount")], squatted, namespace=scene.namespace)
-        is None
-    )
+    assert scene.admin.get(SERVICE_ACCOUNT, squatted, namespace=scene.namespace) is None
     assert scene.snapshot() == before
     # Names outside the reserved ones stay the tenant's.
     mine = scene.attacker.create(
@@ -564,10 +591,7 @@ def test_a_pod_cannot_run_as_the_backup_runners_service_account(scene: Scene) ->
         assert "backup runner's ServiceAccount" in error.message, error.message
     assert scene.admin.get(POD, "steal-token", namespace=scene.namespace) is None
     assert scene.admin.get(POD, "steal-token2", namespace=scene.namespace) is None
-    assert (
-        scene.admin.get(KINDS[("apps/v1", "Deployment")], "steal-deploy", namespace=scene.namespace)
-        is None
-    )
+    assert scene.admin.get(DEPLOYMENT, "steal-deploy", namespace=scene.namespace) is None
     # Changing an own Deployment's template to the runner's account is refused as well.
     scene.attacker.create(
         {
@@ -584,16 +608,14 @@ def test_a_pod_cannot_run_as_the_backup_runners_service_account(scene: Scene) ->
     try:
         error = refused(
             scene.attacker.patch_merge,
-            KINDS[("apps/v1", "Deployment")],
+            DEPLOYMENT,
             "steal-deploy",
             {"spec": {"template": {"spec": {"serviceAccountName": "cleo-backup-nightly"}}}},
             namespace=scene.namespace,
         )
         assert "backup runner's ServiceAccount" in error.message
     finally:
-        scene.attacker.delete(
-            KINDS[("apps/v1", "Deployment")], "steal-deploy", namespace=scene.namespace
-        )
+        scene.attacker.delete(DEPLOYMENT, "steal-deploy", namespace=scene.namespace)
 
 
 def test_a_pod_posing_as_the_runners_by_its_job_name_label_is_admitted(scene: Scene) -> None:
@@ -624,7 +646,7 @@ def test_the_operator_repairs_drift_with_the_policy_installed(scene: Scene) -> N
         CONFIG_MAP, name, {"data": {"CLEO_MEMORY_BACKEND": "drifted"}}, namespace=scene.namespace
     )
     scene.operator.delete(
-        KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
+        NETWORK_POLICY,
         "cleo-default-deny",
         namespace=scene.namespace,
     )
@@ -637,7 +659,7 @@ def test_the_operator_repairs_drift_with_the_policy_installed(scene: Scene) -> N
     assert live["data"] == original
     assert (
         scene.admin.get(
-            KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
+            NETWORK_POLICY,
             "cleo-default-deny",
             namespace=scene.namespace,
         )

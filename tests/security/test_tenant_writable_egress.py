@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import NAMESPACE, NETWORK_POLICY, TENANT
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
@@ -35,9 +36,6 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-NAMESPACE = KINDS[("v1", "Namespace")]
-NETWORK_POLICY = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
 API_SERVER = ("127.0.0.1/32",)
 IMAGE = "registry.example/cleo-operator:test"
 

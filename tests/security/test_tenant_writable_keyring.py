@@ -27,8 +27,9 @@ from cleo_operator.backup.cli import load_keyring_dir
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.crypto.keyring import DataKey
 from cleo_operator.crypto.stream import new_stream_key, open_stream_key
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, keyring_copy_name, read_secret
+from cleo_operator.kube.kinds import NAMESPACE, SECRET, TENANT
 from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import (
     KeyringOutcome,
@@ -60,9 +61,6 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-SECRET = KINDS[("v1", "Secret")]
-NAMESPACE = KINDS[("v1", "Namespace")]
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 ATTACKER_KEY = bytes(range(32))
 """The key bytes the attacker chooses (any 32 bytes they know)."""

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cleo_operator.handlers.registry import BACKUP_CHILDREN, CHILD_RESOURCES
-from cleo_operator.kube.client import KINDS
+from cleo_operator.kube.kinds import KINDS
 from cleo_operator.kube.permissions import (
     OPERATOR_BINDING,
     OPERATOR_TENANT_ROLE,

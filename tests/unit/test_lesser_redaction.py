@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import cleo_operator
 from cleo_operator.backup import errors as backup_errors
+from cleo_operator.core.redaction import MASK, REDACTED, clip, holds_secret, redact
 from cleo_operator.data import errors as data_errors
-from cleo_operator.failover import errors as failover_errors
 from cleo_operator.observability import logs
-from cleo_operator.observability.redaction import MASK, REDACTED, clip, holds_secret, redact
 from cleo_operator.reconcile import status
 
 # A secret value: long enough that it cannot occur in the surrounding text by chance.
@@ -206,8 +207,18 @@ def test_every_redact_and_clip_is_the_one_implementation() -> None:
     assert data_errors.redact is redact
     assert backup_errors.redact is redact
     assert logs.redact is redact
-    assert failover_errors.clip is clip
     assert status.clip is clip
+    package = Path(cleo_operator.__file__).parent
+    own = package / "core" / "redaction.py"
+    defined = [
+        f"{path.relative_to(package)}:{n}"
+        for path in package.rglob("*.py")
+        if path != own
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*def (redact|clip)\(", line)
+        or re.match(r"\s*[A-Z_]*(MESSAGE_LIMIT|MAX_MESSAGE)[A-Z_]*\s*(:[^=]*)?=", line)
+    ]
+    assert defined == [], "redact, clip and the message limit live in core/redaction.py only"
 
 
 def test_clip_redacts_before_it_cuts() -> None:

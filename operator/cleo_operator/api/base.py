@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from cleo_operator.api.errors import SpecError, SpecIssue
 from cleo_operator.api.schema import Extra, ListMap, Matches, Rules, cel
+from cleo_operator.core.times import parse_rfc3339, rfc3339
 
 __all__ = [
     "API_VERSION",
@@ -237,19 +238,14 @@ IntOrPercent = Annotated[
 """A count or a percentage, as a PodDisruptionBudget takes it: ``1`` or ``"50%"``."""
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    """Format an aware datetime as Kubernetes writes times: ``2024-05-01T12:00:00Z`` (UTC)."""
-    if moment.tzinfo is None:
-        raise ValueError("a timestamp needs a time zone (use datetime.now(timezone.utc))")
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _check_timestamp(text: str) -> str:
     try:
-        parsed = datetime.datetime.fromisoformat(text)
+        parse_rfc3339(text)
     except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in text:
+        parsed = False
+    else:
+        parsed = True
+    if not parsed or "T" not in text:
         raise ValueError("must be an RFC 3339 time such as 2024-05-01T12:00:00Z")
     return text
 

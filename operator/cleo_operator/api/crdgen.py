@@ -39,6 +39,7 @@ import yaml
 from cleo_operator.api.kinds import RESOURCES
 from cleo_operator.api.resource import ResourceDefinition
 from cleo_operator.api.schema import PATH_PLACEHOLDER
+from cleo_operator.core.errors import CleoError
 
 __all__ = [
     "CHART_CRD_DIR",
@@ -61,8 +62,11 @@ HEADER: Final = (
 )
 
 
-class CrdGenerationError(Exception):
+class CrdGenerationError(CleoError):
     """A model uses something the generator cannot express in a structural schema."""
+
+    reason = "CrdGenerationFailed"
+    retryable = False
 
 
 # Keywords a structural schema may carry (besides x-kubernetes-* extensions).

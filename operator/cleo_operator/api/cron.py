@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cleo_operator.core.errors import CleoError
+
 __all__ = [
     "MACROS",
     "CronError",
@@ -75,8 +77,11 @@ INTERVAL_DAYS: Final = 8 * 366
 """How far ahead `interval` looks for the longest gap: two leap days at least."""
 
 
-class CronError(ValueError):
+class CronError(CleoError, ValueError):
     """A schedule that is not valid cron; the message names the field and the problem."""
+
+    reason = "InvalidSchedule"
+    retryable = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 import pydantic
 
+from cleo_operator.core.errors import CleoError
+
 __all__ = [
     "RuleViolation",
     "RuleViolations",
@@ -35,7 +37,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Location = tuple[str | int, ...]
 
 
-class RuleViolation(ValueError):
+class RuleViolation(CleoError, ValueError):
     """A cross-field rule broken below the model whose validator found it.
 
     pydantic reports a model validator's error at the model itself. Raising this
@@ -49,7 +51,7 @@ class RuleViolation(ValueError):
         self.message = message
 
 
-class RuleViolations(ValueError):
+class RuleViolations(CleoError, ValueError):
     """Several `RuleViolation` found by one validator, reported together (as CEL does)."""
 
     def __init__(self, violations: Sequence[RuleViolation]) -> None:
@@ -79,11 +81,11 @@ class SpecIssue:
         return f"{self.path}: {self.message}"
 
 
-class SpecError(ValueError):
+class SpecError(CleoError, ValueError):
     """A spec (or name) that the models refuse; the text lists every issue found."""
 
     reason = "InvalidSpec"
-    """The condition reason the handlers use when they report this error."""
+    retryable = False
 
     def __init__(self, kind: str, issues: Sequence[SpecIssue]) -> None:
         self.kind = kind

@@ -44,10 +44,9 @@ from cleo_operator.backup.manifest import (
     MAX_MANIFEST_BYTES,
     Manifest,
     check_backup_id,
-    format_time,
-    parse_time,
 )
 from cleo_operator.backup.storage import ObjectInfo, Storage
+from cleo_operator.core.times import parse_rfc3339, rfc3339_precise
 from cleo_operator.crypto import (
     CryptoError,
     KeyWrapper,
@@ -187,7 +186,7 @@ class VerificationRecord:
             "backupId": self.backup_id,
             "tenant": self.tenant,
             "manifest": self.manifest_digest,
-            "time": format_time(self.time),
+            "time": rfc3339_precise(self.time),
             "passed": self.passed,
             "tablesChecked": self.tables_checked,
             "message": self.message,
@@ -260,7 +259,7 @@ class VerificationRecord:
                 raise ValueError
             return cls(
                 backup_id=check_backup_id(document["backupId"]),
-                time=parse_time(document["time"]),
+                time=parse_rfc3339(document["time"]),
                 passed=passed,
                 tables_checked=tables,
                 message=document["message"],

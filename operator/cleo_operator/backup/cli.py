@@ -29,7 +29,6 @@ from urllib.parse import parse_qsl, urlsplit
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError, StorageError
-from cleo_operator.backup.manifest import format_time
 from cleo_operator.backup.restore import (
     RestoreResult,
     VerificationReport,
@@ -41,6 +40,7 @@ from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
 from cleo_operator.backup.runner import BackupReport, run_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
+from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
 
 __all__ = [
@@ -297,7 +297,7 @@ def backup_list(
             "backupId": b.backup_id,
             "tenant": b.manifest.tenant,
             "database": b.manifest.database,
-            "startTime": format_time(b.time),
+            "startTime": rfc3339_precise(b.time),
             "archiveSize": b.archive.size,
             "tables": len(b.manifest.tables),
             "rows": b.manifest.total_rows,

@@ -12,9 +12,8 @@ contents. pg_dump's and pg_restore's own messages are passed through `redact` fi
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from cleo_operator.observability.redaction import redact
+from cleo_operator.core.errors import CleoError
+from cleo_operator.core.redaction import redact
 
 __all__ = [
     "ArchiveCorrupt",
@@ -33,20 +32,10 @@ __all__ = [
 ]
 
 
-class BackupError(Exception):
+class BackupError(CleoError):
     """Base of every error the backup layer raises on purpose."""
 
-    reason: ClassVar[str] = "BackupFailed"
-    """Short CamelCase reason for a Kubernetes condition."""
-    retryable: ClassVar[bool] = True
-    """Whether trying again later, unchanged, may succeed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
+    reason = "BackupFailed"
 
 
 class StorageError(BackupError):

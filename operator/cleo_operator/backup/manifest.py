@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from cleo_operator.backup.errors import ManifestInvalid
+from cleo_operator.core.times import parse_rfc3339, rfc3339_precise
 
 __all__ = [
     "BACKUP_ID_PATTERN",
@@ -37,9 +38,7 @@ __all__ = [
     "TableStats",
     "archive_key_context",
     "check_backup_id",
-    "format_time",
     "new_backup_id",
-    "parse_time",
 ]
 
 MANIFEST_FORMAT: Final = "cleo-operator/backup-manifest/v1"
@@ -72,21 +71,6 @@ def check_backup_id(backup_id: str) -> str:
             "(the UTC start time and 8 hex digits); list the backups to find one"
         )
     return backup_id
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, as Kubernetes writes times."""
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware (datetime.now(UTC))")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse what `format_time` writes; ValueError for a time without a timezone."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no timezone")
-    return moment.astimezone(UTC)
 
 
 def archive_key_context(*, tenant: str, backup_id: str, manifest_digest: str) -> dict[str, str]:
@@ -201,8 +185,8 @@ class Manifest:
                 "sha256": self.plaintext_sha256,
                 "pgDumpVersion": self.pg_dump_version,
             },
-            "startTime": format_time(self.start_time),
-            "endTime": format_time(self.end_time),
+            "startTime": rfc3339_precise(self.start_time),
+            "endTime": rfc3339_precise(self.end_time),
             "encryption": encryption,
             "server": {"version": self.server_version, "versionNum": self.server_version_num},
             "checksumAlgorithm": self.checksum_algorithm,
@@ -334,7 +318,7 @@ class _Reader:
     def time(self, doc: Mapping[str, Any], key: str) -> datetime:
         text = self.string(doc, key)
         try:
-            return parse_time(text)
+            return parse_rfc3339(text)
         except ValueError:
             raise self._fail(key, "an RFC 3339 time with a timezone") from None
 

@@ -73,10 +73,11 @@ from cleo_operator.backup.errors import (
     WrongTenant,
     redact,
 )
-from cleo_operator.backup.manifest import Manifest, TableStats, format_time
+from cleo_operator.backup.manifest import Manifest, TableStats
 from cleo_operator.backup.scratch import SCRATCH_DATABASE_PREFIX, scratch_database
 from cleo_operator.backup.storage import ReadStream, Storage
 from cleo_operator.backup.tools import describe_exit, tool_version
+from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import (
     KeyWrapper,
     MalformedEnvelope,
@@ -551,7 +552,7 @@ class VerificationResult:
             "message": self.message,
             "tablesChecked": self.tables_checked,
             "rowsChecked": self.rows_checked,
-            "time": format_time(self.finished),
+            "time": rfc3339_precise(self.finished),
             "durationSeconds": round(self.duration_seconds, 3),
         }
 

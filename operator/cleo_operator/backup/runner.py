@@ -57,15 +57,10 @@ from cleo_operator.backup.errors import (
     StorageError,
     redact,
 )
-from cleo_operator.backup.manifest import (
-    CHECKSUM_ALGORITHM,
-    Manifest,
-    TableStats,
-    format_time,
-    new_backup_id,
-)
+from cleo_operator.backup.manifest import CHECKSUM_ALGORITHM, Manifest, TableStats, new_backup_id
 from cleo_operator.backup.storage import COPY_BUFFER_SIZE, Storage, WriteStream
 from cleo_operator.backup.tools import StderrTail, describe_exit, tool_version
+from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import CryptoError, EncryptingWriter, KeyWrapper, new_stream_key
 from cleo_operator.crypto.stream import DEFAULT_CHUNK_SIZE
 
@@ -144,7 +139,7 @@ class BackupResult:
     def as_record(self) -> BackupRecord:
         """The CleoBackup status entry for this archive (`lastBackup`, `lastSuccessfulBackup`)."""
         return BackupRecord(
-            time=format_time(self.start_time),
+            time=rfc3339_precise(self.start_time),
             archive=f"{self.storage}: {self.archive}"[:1024],
             size_bytes=self.archive_size,
             duration_seconds=round(self.duration_seconds, 3),
@@ -159,8 +154,8 @@ class BackupResult:
             "storage": self.storage,
             "archive": self.archive,
             "manifest": self.manifest_object,
-            "startTime": format_time(self.start_time),
-            "endTime": format_time(self.end_time),
+            "startTime": rfc3339_precise(self.start_time),
+            "endTime": rfc3339_precise(self.end_time),
             "durationSeconds": round(self.duration_seconds, 3),
             "archiveSize": self.manifest.archive_size,
             "dumpSize": self.manifest.plaintext_size,

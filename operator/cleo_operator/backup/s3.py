@@ -49,6 +49,7 @@ from cleo_operator.backup.storage import (
     check_object_name,
     copy_stream,
 )
+from cleo_operator.core.times import parse_rfc3339
 
 __all__ = ["S3Credentials", "S3Storage", "sign_request"]
 
@@ -476,7 +477,7 @@ class S3Storage:
 def _parse_time(text: str | None) -> datetime:
     if not text:
         return datetime.now(UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_rfc3339(text)
 
 
 class _BodyReader:

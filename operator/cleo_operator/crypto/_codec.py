@@ -18,8 +18,6 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "check_key_id",
-    "format_timestamp",
-    "parse_timestamp",
     "require_aware",
 ]
 
@@ -56,21 +54,6 @@ def check_key_id(key_id: str) -> str:
             "or '-', starting with a letter or digit"
         )
     return key_id
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, as Kubernetes writes timestamps."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware (pass datetime.now(UTC))")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Parse what `format_timestamp` writes; ValueError for anything without a timezone."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no timezone")
-    return moment.astimezone(UTC)
 
 
 def require_aware(moment: datetime, *, name: str) -> datetime:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from cleo_operator.crypto._codec import KEY_ID_PATTERN, format_timestamp, parse_timestamp
+from cleo_operator.core.times import parse_rfc3339, rfc3339_precise
+from cleo_operator.crypto._codec import KEY_ID_PATTERN
 from cleo_operator.crypto.errors import InvalidKeyMaterial
 
 __all__ = ["StoredKey", "dump_key_index", "key_entry_name", "load_key_index"]
@@ -51,7 +52,7 @@ def dump_key_index(
         "format": format_tag,
         "active": active,
         "keys": [
-            {"version": k.version, "id": k.key_id, "created": format_timestamp(k.created)}
+            {"version": k.version, "id": k.key_id, "created": rfc3339_precise(k.created)}
             for k in sorted(keys, key=lambda k: k.version)
         ],
     }
@@ -154,7 +155,7 @@ def _parse_entry(
     try:
         if not isinstance(created_text, str):
             raise ValueError
-        created = parse_timestamp(created_text)
+        created = parse_rfc3339(created_text)
     except ValueError:
         raise InvalidKeyMaterial(
             f"{where}.created of the {what} Secret must be an RFC 3339 timestamp with a timezone"

@@ -16,7 +16,7 @@ Messages and reprs never carry secret material: only key ids, versions, names an
 
 from __future__ import annotations
 
-from typing import ClassVar
+from cleo_operator.core.errors import CleoError
 
 __all__ = [
     "CryptoError",
@@ -29,18 +29,11 @@ __all__ = [
 ]
 
 
-class CryptoError(Exception):
-    """Base of every error the crypto layer raises on purpose."""
+class CryptoError(CleoError):
+    """Base of every error the crypto layer raises on purpose (none is worth retrying)."""
 
-    reason: ClassVar[str] = "CryptoError"
-    """Short CamelCase reason for a Kubernetes condition."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
+    reason = "CryptoError"
+    retryable = False
 
 
 class WrongContext(CryptoError):

@@ -6,14 +6,13 @@ whether to retry (``retryable``) without knowing anything about psycopg. The mes
 say what was wrong, where and what to do; they never hold a password, because they
 end up in status, events and logs. psycopg's own messages (which never hold the
 password either) are passed through :func:`redact` anyway, as a second line of defence
-(the one redactor of :mod:`cleo_operator.observability.redaction`).
+(the one redactor of :mod:`cleo_operator.core.redaction`).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from cleo_operator.observability.redaction import redact
+from cleo_operator.core.errors import CleoError
+from cleo_operator.core.redaction import redact
 
 __all__ = [
     "AuthenticationFailed",
@@ -35,16 +34,13 @@ __all__ = [
 ]
 
 
-class DataError(Exception):
-    """Base of the data layer's errors; ``reason`` is CamelCase, for conditions."""
+class DataError(CleoError):
+    """Base of the data layer's errors."""
 
-    reason: ClassVar[str] = "DatabaseError"
-    retryable: ClassVar[bool] = True
-    """Whether trying again later may succeed without anyone changing anything."""
+    reason = "DatabaseError"
 
     def __init__(self, message: str, *, site: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.site = site
         """Name of the site the error is about, if any."""
 

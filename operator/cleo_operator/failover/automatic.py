@@ -40,14 +40,15 @@ from typing import Final, Literal
 from cleo_operator.api.base import parse_duration, rfc3339
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.errors import DataError, SiteBusy, SiteUnavailable
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.replication import replication_lag
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
-from cleo_operator.failover.steps import parse_time
 from cleo_operator.failover.tenant import database_site
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import FAILOVER
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FAILOVER: Final = KINDS[("cleoai.io/v1alpha1", "CleoFailover")]
 CONDITION_TYPE: Final = "AutomaticFailover"
 AUTOMATIC_LABEL: Final = "cleoai.io/automatic"
 """On CleoFailovers the operator created by itself: ``"true"``."""
@@ -484,4 +484,4 @@ def _phase(obj: KubeObject) -> str | None:
 
 
 def _created(obj: KubeObject) -> datetime.datetime | None:
-    return parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+    return read_rfc3339((obj.get("metadata") or {}).get("creationTimestamp"))

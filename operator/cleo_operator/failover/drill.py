@@ -34,7 +34,7 @@ import datetime
 import logging
 import os
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import Protocol
 
 from cleo_operator.api.backup import parse_backup_spec
 from cleo_operator.api.errors import SpecError
@@ -46,9 +46,10 @@ from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import Storage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
 from cleo_operator.failover.errors import FailoverError
-from cleo_operator.kube.client import KINDS, KubeClient
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
-from cleo_operator.kube.secrets import SECRET, secret_value
+from cleo_operator.kube.kinds import BACKUP, SECRET
+from cleo_operator.kube.secrets import secret_value
 
 __all__ = [
     "BackupSource",
@@ -58,8 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BACKUP: Final = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -15,21 +15,15 @@ redacted; the Kubernetes API's messages about Secrets are not passed on at all.
 
 from __future__ import annotations
 
-from cleo_operator.observability.redaction import MESSAGE_LIMIT, clip
+from cleo_operator.core.errors import CleoError
 
-__all__ = ["MESSAGE_LIMIT", "FailoverError", "clip"]
+__all__ = ["FailoverError"]
 
 
-class FailoverError(Exception):
-    """A step cannot go on; ``reason`` is CamelCase, for conditions and metrics."""
+class FailoverError(CleoError):
+    """A step cannot go on; the reason (``TargetUnhealthy``, ``LagTooHigh``...) is per error."""
 
     def __init__(self, message: str, *, reason: str, retryable: bool = False) -> None:
         super().__init__(message)
-        self.message = message
         self.reason = reason
-        """Why, as one CamelCase word (``TargetUnhealthy``, ``LagTooHigh``...)."""
         self.retryable = retryable
-        """Whether running the step again later, unchanged, may succeed."""
-
-    def __repr__(self) -> str:
-        return f"FailoverError(reason={self.reason!r}, message={self.message!r})"

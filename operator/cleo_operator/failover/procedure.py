@@ -42,6 +42,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.errors import (
     DataError,
     SiteUnavailable,
@@ -65,17 +66,15 @@ from cleo_operator.failover.probe import (
     tenant_database_present,
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
-from cleo_operator.failover.steps import StepRecord, parse_time
+from cleo_operator.failover.steps import StepRecord
 from cleo_operator.failover.tenant import (
     LOCK_ANNOTATION,
-    TENANT,
     LockHolder,
     acquire_lock,
     database_site,
     set_primary_site,
 )
 from cleo_operator.failover.workload import (
-    DEPLOYMENT,
     hold_workload,
     read_credentials,
     release_workload,
@@ -84,12 +83,12 @@ from cleo_operator.failover.workload import (
     verify_reads,
     verify_writes,
 )
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import DEPLOYMENT, FAILOVER, TENANT
 from cleo_operator.render.child import WORKLOAD_NAME
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = [
-    "FAILOVER",
     "SOURCE_ANNOTATION",
     "TARGET_ANNOTATION",
     "ConditionChange",
@@ -101,7 +100,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FAILOVER: Final = KINDS[("cleoai.io/v1alpha1", "CleoFailover")]
 
 SOURCE_ANNOTATION: Final = "cleoai.io/failover-source"
 """On the CleoFailover: the site that was the tenant's primary when it started."""
@@ -295,7 +293,7 @@ class Procedure:
         return StepOutcome(state="Failed", message=message, reason=reason)
 
     def _past(self, record: StepRecord, seconds: float) -> bool:
-        started = parse_time(record.start_time)
+        started = read_rfc3339(record.start_time)
         if started is None:
             return False
         return (self.now() - started).total_seconds() >= seconds

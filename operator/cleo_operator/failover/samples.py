@@ -19,7 +19,7 @@ import json
 import threading
 from typing import Final
 
-from cleo_operator.failover.steps import format_time, parse_time
+from cleo_operator.core.times import read_rfc3339, rfc3339_ms
 
 __all__ = ["LAG_ANNOTATION", "LagSample", "LagSamples"]
 
@@ -46,7 +46,7 @@ class LagSample:
                 "site": self.site,
                 "bytes": self.bytes,
                 "seconds": self.seconds,
-                "at": format_time(self.at),
+                "at": rfc3339_ms(self.at),
             },
             sort_keys=True,
         )
@@ -58,7 +58,7 @@ class LagSample:
             return None
         try:
             raw = json.loads(text)
-            at = parse_time(raw["at"])
+            at = read_rfc3339(raw["at"])
             size, seconds = raw.get("bytes"), raw.get("seconds")
             if at is None or not isinstance(raw.get("site"), str):
                 return None

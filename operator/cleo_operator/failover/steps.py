@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, cast, get_args
 
 from cleo_operator.api.failover import FailoverType, StepState
-from cleo_operator.failover.errors import clip
+from cleo_operator.core.redaction import clip
+from cleo_operator.core.times import read_rfc3339, rfc3339_ms
 
 __all__ = [
     "DRILL_STEPS",
@@ -33,10 +34,8 @@ __all__ = [
     "ObjectivesVerdict",
     "StepName",
     "StepRecord",
-    "format_time",
     "judge_objectives",
     "next_step",
-    "parse_time",
     "seconds_between",
     "steps_for",
 ]
@@ -82,28 +81,9 @@ def steps_for(kind: FailoverType) -> tuple[StepName, ...]:
 # --------------------------------------------------------------------------- times
 
 
-def format_time(moment: datetime.datetime) -> str:
-    """RFC 3339 in UTC with milliseconds: ``2025-01-01T12:00:00.123Z``."""
-    if moment.tzinfo is None:
-        raise ValueError("a timestamp needs a time zone (use datetime.now(timezone.utc))")
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def parse_time(text: object) -> datetime.datetime | None:
-    """A time as status holds it (with or without fraction); None when absent or malformed."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 def seconds_between(start: object, end: object) -> float | None:
     """Seconds from ``start`` to ``end`` (status timestamps); None when either is unknown."""
-    first, last = parse_time(start), parse_time(end)
+    first, last = read_rfc3339(start), read_rfc3339(end)
     if first is None or last is None:
         return None
     return max(0.0, (last - first).total_seconds())
@@ -134,7 +114,7 @@ class StepRecord:
     def start(self, now: datetime.datetime, message: str | None = None) -> None:
         """Mark it Running; a step resumed after a restart keeps its first start time."""
         self.state = "Running"
-        self.start_time = self.start_time or format_time(now)
+        self.start_time = self.start_time or rfc3339_ms(now)
         self.end_time = None
         if message is not None:
             self.message = clip(message)
@@ -142,8 +122,8 @@ class StepRecord:
     def finish(self, state: StepState, now: datetime.datetime, message: str) -> None:
         """Mark it ended (Succeeded, Failed or Skipped) with what happened."""
         self.state = state
-        self.start_time = self.start_time or format_time(now)
-        self.end_time = format_time(now)
+        self.start_time = self.start_time or rfc3339_ms(now)
+        self.end_time = rfc3339_ms(now)
         self.message = clip(message)
 
     def to_api(self) -> dict[str, Any]:

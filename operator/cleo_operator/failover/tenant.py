@@ -31,12 +31,12 @@ from typing import Any, Final
 
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.failover.errors import FailoverError
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import TENANT
 
 __all__ = [
     "LOCK_ANNOTATION",
     "PRIMARY_SITE_ANNOTATION",
-    "TENANT",
     "LockHolder",
     "acquire_lock",
     "database_site",
@@ -45,7 +45,6 @@ __all__ = [
     "set_primary_site",
 ]
 
-TENANT: Final = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 
 PRIMARY_SITE_ANNOTATION: Final = "cleoai.io/database-primary-site"
 """The site of the tenant's primary after a failover or switchover."""

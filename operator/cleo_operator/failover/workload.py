@@ -42,12 +42,12 @@ from cleo_operator.data.tenant_db import (
     tenant_role_name,
 )
 from cleo_operator.failover.errors import FailoverError
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
-from cleo_operator.kube.secrets import SECRET, encode_secret_data, secret_value
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import DEPLOYMENT, SECRET
+from cleo_operator.kube.secrets import encode_secret_data, secret_value
 from cleo_operator.render.child import WORKLOAD_NAME
 
 __all__ = [
-    "DEPLOYMENT",
     "HOLD_ANNOTATION",
     "REPLICAS_ANNOTATION",
     "RESTART_ANNOTATION",
@@ -65,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEPLOYMENT: Final = KINDS[("apps/v1", "Deployment")]
 
 HOLD_ANNOTATION: Final = "cleoai.io/failover-hold"
 """On the Deployment: the CleoFailover that scaled it to zero."""
@@ -284,7 +283,7 @@ def repoint_credentials(
         raise FailoverError(
             f"cannot write the credentials {where}: {exc.status} {exc.reason}",
             reason="CredentialsWriteFailed",
-            retryable=exc.status >= 500 or exc.conflict or exc.status == 0,
+            retryable=exc.transient,
         ) from None
     logger.info("%s now points to site %s", where, site.name)
     return True

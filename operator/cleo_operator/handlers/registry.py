@@ -21,6 +21,7 @@ from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import TENANT_CHILDREN
 from cleo_operator.observability.metrics import serve_metrics
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
@@ -49,19 +50,8 @@ CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 # Secret of the cluster, kube-system's included, which is the read no bug of the operator
 # may ever have; a Secret of ours deleted by hand comes back at the next resync (tenant
 # admins cannot touch them: the tenant-protection admission policy).
-CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
-    ("", "v1", "namespaces"),
-    ("", "v1", "resourcequotas"),
-    ("", "v1", "limitranges"),
-    ("", "v1", "serviceaccounts"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("apps", "v1", "deployments"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
+    (k.group, k.version, k.plural) for k in TENANT_CHILDREN
 )
 
 

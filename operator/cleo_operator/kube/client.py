@@ -14,15 +14,16 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.core.errors import CleoError
+from cleo_operator.kube.kinds import Kind, kind_of
 from cleo_operator.observability.metrics import API_WRITES
 
 log = logging.getLogger(__name__)
@@ -30,85 +31,28 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cleo-operator"
 
 
-@dataclass(frozen=True)
-class Kind:
-    """Where a kind lives in the API."""
+class KubeError(CleoError):
+    """An API request failed. `reason` is the API server's (NotFound, Conflict, Forbidden...).
 
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    def path(self, *, namespace: str | None = None, name: str | None = None) -> str:
-        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{quote(name, safe='')}"
-        return base
-
-
-def _k(api_version: str, kind: str, plural: str, *, namespaced: bool = True) -> Kind:
-    return Kind(api_version, kind, plural, namespaced)
-
-
-KINDS: Final[dict[tuple[str, str], Kind]] = {
-    (k.api_version, k.kind): k
-    for k in (
-        _k("v1", "Namespace", "namespaces", namespaced=False),
-        _k("v1", "ResourceQuota", "resourcequotas"),
-        _k("v1", "LimitRange", "limitranges"),
-        _k("v1", "ServiceAccount", "serviceaccounts"),
-        _k("v1", "Secret", "secrets"),
-        _k("v1", "ConfigMap", "configmaps"),
-        _k("v1", "Service", "services"),
-        _k("v1", "Pod", "pods"),
-        _k("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
-        _k("v1", "Event", "events"),
-        _k("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
-        _k("rbac.authorization.k8s.io/v1", "Role", "roles"),
-        _k("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
-        _k("apps/v1", "Deployment", "deployments"),
-        _k("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        _k("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        _k("batch/v1", "CronJob", "cronjobs"),
-        _k("batch/v1", "Job", "jobs"),
-        _k(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            namespaced=False,
-        ),
-        _k("cleoai.io/v1alpha1", "CleoTenant", "cleotenants", namespaced=False),
-        _k("cleoai.io/v1alpha1", "CleoBackup", "cleobackups"),
-        _k("cleoai.io/v1alpha1", "CleoFailover", "cleofailovers"),
-    )
-}
-
-
-def kind_of(obj: Mapping[str, Any]) -> Kind:
-    """The Kind of a Kubernetes object by its apiVersion and kind."""
-    key = (str(obj.get("apiVersion")), str(obj.get("kind")))
-    try:
-        return KINDS[key]
-    except KeyError:
-        raise ValueError(f"cleo-operator does not manage {key[1]} ({key[0]})") from None
-
-
-class KubeError(Exception):
-    """An API request failed. `reason` is the API server's (NotFound, Conflict, Forbidden...)."""
+    `message` is the server's own message; `str()` says which request it answered.
+    """
 
     def __init__(self, *, status: int, reason: str, message: str, what: str) -> None:
-        super().__init__(f"{what}: {status} {reason}: {message}")
+        super().__init__(message)
+        self.args = (f"{what}: {status} {reason}: {message}",)
         self.status = status
         self.reason = reason
-        self.message = message
         self.what = what
+        self.retryable = self.transient
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.status} {self.reason}: {self.message}"
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same request may succeed later: a conflict, throttling, a server
+        error, or no answer at all (status 0)."""
+        return self.status in (0, 409, 429) or self.status >= 500
 
     @property
     def not_found(self) -> bool:

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
-from cleo_operator.observability.redaction import clip
+from cleo_operator.core.redaction import clip
+from cleo_operator.kube.client import KubeClient, KubeError
 
 log = logging.getLogger(__name__)
 
-EVENT = KINDS[("v1", "Event")]
 COMPONENT = "cleo-operator"
 
 

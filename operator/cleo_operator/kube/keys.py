@@ -47,7 +47,8 @@ from cleo_operator.crypto import (
     kek_to_secret_data,
 )
 from cleo_operator.kube.apply import needs_apply, with_hash
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import CONFIG_MAP, SECRET
 
 __all__ = [
     "FAULT_POINTS",
@@ -84,8 +85,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SECRET: Final = KINDS[("v1", "Secret")]
-CONFIG_MAP: Final = KINDS[("v1", "ConfigMap")]
 
 FAULT_POINT_ENV: Final = "CLEO_FAULT_POINT"
 """Environment variable naming the step after which the process SIGKILLs itself (tests)."""

@@ -68,6 +68,7 @@ from typing import Any, Final, Literal, NamedTuple, NotRequired, TypedDict, get_
 
 import yaml
 
+from cleo_operator.core.errors import CleoError
 from cleo_operator.kube.client import KubeClient, KubeError
 
 __all__ = [
@@ -545,10 +546,13 @@ class MissingPermission:
     """The authorizer's reason, when it gave one (never secret material)."""
 
 
-class MissingPermissions(Exception):
+class MissingPermissions(CleoError):
     """The operator's identity lacks permissions it needs, or the ClusterRoles it binds
     (the tenant roles, its own tenant role) do not exist or lack rules; the message lists
     each one and what to do."""
+
+    reason = "MissingPermissions"
+    retryable = False
 
     def __init__(
         self,

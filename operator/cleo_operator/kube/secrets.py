@@ -22,14 +22,12 @@ import binascii
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Final
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.data.errors import DataError, SiteConfigError
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
-
-SECRET: Final = KINDS[("v1", "Secret")]
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import SECRET
 
 
 class AdminSecretUnavailable(DataError):

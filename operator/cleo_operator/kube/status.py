@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.client import Kind, KubeClient
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import Kind
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:

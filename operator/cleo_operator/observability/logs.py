@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any, Literal
 
-from cleo_operator.observability.redaction import MASK, holds_secret, redact
+from cleo_operator.core.redaction import MASK, holds_secret, redact
 
 __all__ = ["JsonFormatter", "LogFormat", "RedactingFilter", "configure_logging", "redact"]
 

@@ -12,12 +12,10 @@ condition is informational: DatabaseReady already says whether the database work
 from __future__ import annotations
 
 from cleo_operator.failover.automatic import CONDITION_TYPE, AutomaticFailover
-from cleo_operator.kube.client import KINDS
 from cleo_operator.kube.events import post_event
+from cleo_operator.kube.kinds import TENANT
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant import PartResult, TenantContext
-
-TENANT = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 
 
 class AutomaticFailoverPart:

@@ -84,12 +84,14 @@ from cleo_operator.backup.errors import BackupError
 from cleo_operator.backup.restore import VerificationResult, verify_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.data.errors import DataError
 from cleo_operator.data.pool import CredentialsProvider, SitePools
 from cleo_operator.kube.apply import needs_apply, with_hash
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError, kind_of
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import read_secret
+from cleo_operator.kube.kinds import BACKUP, CRON_JOB, JOB, POD, PVC, SECRET, TENANT, kind_of
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets, secret_value
 from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile.backup_status import (
@@ -132,13 +134,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKUP: Final = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
-TENANT: Final = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-SECRET: Final = KINDS[("v1", "Secret")]
-POD: Final = KINDS[("v1", "Pod")]
-PVC: Final = KINDS[("v1", "PersistentVolumeClaim")]
-JOB: Final = KINDS[("batch/v1", "Job")]
-CRON_JOB: Final = KINDS[("batch/v1", "CronJob")]
 
 IMAGE_ENV: Final = "CLEO_OPERATOR_IMAGE"
 """The image of the runner pods: the operator's own (the chart sets it)."""
@@ -284,16 +279,6 @@ def _ref(obj: Mapping[str, Any]) -> ObjectRef:
     }
 
 
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 def _dump(model: pydantic.BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -380,7 +365,7 @@ def _controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
 
 def _latest_condition_time(job: Mapping[str, Any]) -> datetime.datetime | None:
     times = [
-        _parse_time(c.get("lastTransitionTime"))
+        read_rfc3339(c.get("lastTransitionTime"))
         for c in (job.get("status") or {}).get("conditions") or []
     ]
     present = [t for t in times if t is not None]
@@ -757,7 +742,7 @@ class BackupReconciler:
         try:
             self.kube.apply(stamped)
         except KubeError as exc:
-            if exc.conflict or exc.status >= 500 or exc.status == 0:
+            if exc.transient:
                 raise  # transient: the loop retries soon
             failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")
             log.warning(
@@ -830,9 +815,9 @@ class BackupReconciler:
         """
         job_name = str(job["metadata"]["name"])
         job_status = job.get("status") or {}
-        started = _parse_time(job_status.get("startTime")) or self.now()
+        started = read_rfc3339(job_status.get("startTime")) or self.now()
         ended = (
-            _parse_time(job_status.get("completionTime"))
+            read_rfc3339(job_status.get("completionTime"))
             or _latest_condition_time(job)
             or self.now()
         )
@@ -857,8 +842,8 @@ class BackupReconciler:
                 return entry_from_report(
                     report,
                     job=job_name,
-                    started=_parse_time((pod.get("status") or {}).get("startTime")) or started,
-                    ended=_parse_time(terminated.get("finishedAt")) or ended,
+                    started=read_rfc3339((pod.get("status") or {}).get("startTime")) or started,
+                    ended=read_rfc3339(terminated.get("finishedAt")) or ended,
                 )
             if not detail:
                 detail = (
@@ -1218,7 +1203,7 @@ def _time_zone(spec: CleoBackupSpec) -> tuple[datetime.tzinfo, str]:
 
 
 def _finished_at(record: BackupRecord) -> float:
-    start = _parse_time(record.time)
+    start = read_rfc3339(record.time)
     return (start.timestamp() if start else 0.0) + (record.duration_seconds or 0.0)
 
 
@@ -1297,7 +1282,7 @@ def _freshness(
         interval = parse_cron(spec.schedule).interval(start=now.astimezone(tz).date())
     except CronError:  # refused by parse_backup_spec already
         interval = None
-    made = _parse_time(newest.time)
+    made = read_rfc3339(newest.time)
     if interval is None or made is None:
         return Observation("Unknown", "NoInterval", "the schedule has no regular interval"), None
     stale_at = made + 2 * interval

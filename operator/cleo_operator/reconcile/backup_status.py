@@ -36,11 +36,11 @@ from cleo_operator.api.backup import (
 )
 from cleo_operator.api.base import rfc3339
 from cleo_operator.backup.cli import RunReport
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
-from cleo_operator.observability.redaction import clip
+from cleo_operator.core.redaction import clip
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import BACKUP
 
 __all__ = [
-    "BACKUP",
     "RECONCILER_KEYS",
     "RUN_KEYS",
     "RecordOutcome",
@@ -54,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKUP: Final = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
 
 RUN_KEYS: Final = frozenset({"history", "lastBackup", "lastSuccessfulBackup", "successfulBackups"})
 """Status keys written for runs (by the runner pod, or the reconciler's fallback)."""
@@ -71,7 +70,6 @@ RECONCILER_KEYS: Final = frozenset(
 """Status keys the BackupReconciler writes."""
 
 DEFAULT_HISTORY_LIMIT: Final = 10
-MESSAGE_LIMIT: Final = 1024
 RECORD_ATTEMPTS: Final = 8
 
 RecordOutcome = Literal["recorded", "already-recorded", "gone"]
@@ -85,10 +83,6 @@ class RunEntry:
     """The ``history`` entry."""
     record: BackupRecord
     """``lastBackup`` (and ``lastSuccessfulBackup`` when it succeeded, with a sequence)."""
-
-
-def _clip(text: str) -> str:
-    return clip(text, MESSAGE_LIMIT)
 
 
 def entry_from_report(
@@ -111,7 +105,7 @@ def entry_from_report(
         archive=archive,
         size_bytes=backup["archiveSize"] if backup else None,
         job=job,
-        message=_clip(report["message"]),
+        message=clip(report["message"]),
     )
     duration = backup["durationSeconds"] if backup else max(0.0, (ended - started).total_seconds())
     record = BackupRecord(
@@ -137,7 +131,7 @@ def failed_entry(
         succeeded=False,
         reason=reason[:128],
         job=job,
-        message=_clip(message),
+        message=clip(message),
     )
     record = BackupRecord(
         time=start_time,

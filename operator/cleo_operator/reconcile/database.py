@@ -76,6 +76,7 @@ from urllib.parse import quote
 from cleo_operator.api.base import ConditionStatus, parse_duration, rfc3339
 from cleo_operator.api.objects import KubeObject, ObjectRef, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.errors import (
     AuthenticationFailed,
     DataError,
@@ -104,8 +105,8 @@ from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site, failover_holding
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import SECRET
 from cleo_operator.kube.secrets import (
-    SECRET,
     AdminCredentialsFromSecrets,
     encode_secret_data,
     secret_value,
@@ -369,16 +370,6 @@ def rotation_request_pending(
     return (status_database or {}).get("passwordRotationRequest") != wanted
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 def _read_stored(secret: KubeObject | None, *, tenant: str) -> tuple[_Stored | None, str]:
     """The checked credentials of the live Secret, or None and why they cannot be used."""
     if secret is None:
@@ -398,7 +389,7 @@ def _read_stored(secret: KubeObject | None, *, tenant: str) -> tuple[_Stored | N
         _Stored(
             password=password,
             fingerprint=fingerprint,
-            rotated_at=_parse_time(annotations.get(ROTATED_AT_ANNOTATION)),
+            rotated_at=read_rfc3339(annotations.get(ROTATED_AT_ANNOTATION)),
             rotation_request=request,
         ),
         "",

@@ -30,8 +30,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET
+from cleo_operator.kube.kinds import SECRET
 from cleo_operator.observability.metrics import KEY_NEXT_ROTATION
 from cleo_operator.reconcile.keys import ConditionUpdate, KeyringReconciler, OperatorKeys
 from cleo_operator.reconcile.secrets import (
@@ -48,7 +49,6 @@ __all__ = ["KEYRING_FINGERPRINT", "EncryptionPart", "secret_fingerprint_key"]
 
 log = logging.getLogger(__name__)
 
-SECRET: Final = KINDS[("v1", "Secret")]
 KEYRING_FINGERPRINT: Final = "keyring"
 """Key of the keyring's fingerprint among the Deployment's checksum inputs."""
 

@@ -45,15 +45,16 @@ from cleo_operator.api.failover import (
     parse_failover_spec,
 )
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.core.redaction import clip
+from cleo_operator.core.times import rfc3339_ms
 from cleo_operator.data.errors import DataError
 from cleo_operator.data.pool import CredentialsProvider, PoolSettings, SitePools
 from cleo_operator.data.sites import SITES_ENV, SITES_FILE_ENV, site_config_from_env
 from cleo_operator.failover import metrics
 from cleo_operator.failover.drill import BackupSource, ClusterBackupSource
-from cleo_operator.failover.errors import FailoverError, clip
+from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.faults import check_fault_point_env, fault_point
 from cleo_operator.failover.procedure import (
-    FAILOVER,
     FENCED_CONDITION,
     SOURCE_ANNOTATION,
     ConditionChange,
@@ -65,7 +66,6 @@ from cleo_operator.failover.procedure import (
 from cleo_operator.failover.samples import LagSamples
 from cleo_operator.failover.steps import (
     StepRecord,
-    format_time,
     judge_objectives,
     next_step,
     promotion_started,
@@ -74,6 +74,7 @@ from cleo_operator.failover.steps import (
 )
 from cleo_operator.failover.tenant import release_lock
 from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import FAILOVER
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import status_patch
 
@@ -301,7 +302,7 @@ class FailoverReconciler:
 
     def _advance(self, status: _Status, move: Move, spec: CleoFailoverSpec) -> FailoverResult:
         if not status.fields.get("startTime"):
-            status.fields["startTime"] = format_time(self.now())
+            status.fields["startTime"] = rfc3339_ms(self.now())
             log.info(
                 "%s %s/%s of tenant %s: starting%s",
                 spec.type,
@@ -424,7 +425,7 @@ class FailoverReconciler:
             if spec.type != "Drill":  # drills take no lock
                 release_lock(self.kube, move.tenant, move.holder)
         status.fields["phase"] = "Succeeded"
-        status.fields["completionTime"] = end or format_time(status.now)
+        status.fields["completionTime"] = end or rfc3339_ms(status.now)
         status.write()
         if not spec.dry_run:
             verdict_missed = self._missed(status)
@@ -480,7 +481,7 @@ class FailoverReconciler:
             )
         )
         status.fields["phase"] = "Failed"
-        status.fields["completionTime"] = format_time(status.now)
+        status.fields["completionTime"] = rfc3339_ms(status.now)
         if not spec.dry_run and spec.type != "Drill":
             release_lock(self.kube, move.tenant, move.holder)
         status.write()
@@ -506,7 +507,7 @@ class FailoverReconciler:
 
     def _invalid(self, status: _Status, error: SpecError) -> FailoverResult:
         status.fields["phase"] = "Failed"
-        status.fields["completionTime"] = format_time(status.now)
+        status.fields["completionTime"] = rfc3339_ms(status.now)
         status.condition(
             ConditionChange(
                 type=SUCCEEDED_CONDITION,

@@ -58,7 +58,9 @@ from cleo_operator.api.base import rfc3339
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.core.times import read_rfc3339
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import BACKUP, TENANT
 from cleo_operator.render.meta import (
     API_VERSION,
     MANAGED_BY,
@@ -77,8 +79,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKUP: Final = KINDS[("cleoai.io/v1alpha1", "CleoBackup")]
-TENANT: Final = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
 
 FINAL_BACKUP_NAME: Final = "cleo-final-backup"
 """Name of the final CleoBackup in the tenant's namespace (``cleo-`` is the operator's)."""
@@ -97,16 +97,6 @@ class FinalBackupSettings:
     """Name of the final CleoBackup (at most 40 characters, see ``api.backup``)."""
     history_limit: int = 10
     """``spec.historyLimit`` of the final CleoBackup: runs kept in its status."""
-
-
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _labels(obj: KubeObject) -> Mapping[str, str]:
@@ -137,7 +127,7 @@ def _succeeded_since(obj: KubeObject, since: datetime.datetime) -> str | None:
     newest = _status(obj).last_successful_backup
     if newest is None:
         return None
-    started = _parse_time(newest.time)
+    started = read_rfc3339(newest.time)
     if started is None or started < since:
         return None
     return newest.backup_id or newest.time
@@ -166,7 +156,7 @@ class FinalBackup:
         namespace = tenant_namespace(name=tenant, spec=spec)
         name = self.settings.name
         obj = self.kube.get(TENANT, tenant)
-        deleting = _parse_time(((obj or {}).get("metadata") or {}).get("deletionTimestamp"))
+        deleting = read_rfc3339(((obj or {}).get("metadata") or {}).get("deletionTimestamp"))
         if deleting is None:
             # Only a deletion drops a database; without its time nothing can be judged.
             return (
@@ -207,7 +197,7 @@ class FinalBackup:
                 f"tenant {tenant}; rename or delete it so that the final backup can be made "
                 "(the database is kept until then)"
             )
-        created = _parse_time(final["metadata"].get("creationTimestamp"))
+        created = read_rfc3339(final["metadata"].get("creationTimestamp"))
         if created is not None and created < deleting:
             # Left from before this deletion began (a namespace kept and reused): its one
             # run cannot be the backup this deletion needs. Made anew on the next call.
@@ -291,7 +281,7 @@ class FinalBackup:
         where = _ref(namespace, self.settings.name)
         status = _status(final)
         newest = status.last_backup
-        started = _parse_time(newest.time) if newest is not None else None
+        started = read_rfc3339(newest.time) if newest is not None else None
         if newest is not None and newest.succeeded is False and started and started >= deleting:
             run = next((r for r in status.history if r.start_time == newest.time), None)
             why = (

@@ -80,7 +80,7 @@ from cleo_operator.crypto import (
     wrap_keyring,
 )
 from cleo_operator.crypto.keyring import keyring_kek_context
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import (
     TENANT_KEYRING_SECRET,
     FaultPoint,
@@ -102,6 +102,7 @@ from cleo_operator.kube.keys import (
     update_keyring_copy,
     update_secret,
 )
+from cleo_operator.kube.kinds import SECRET as SECRET_KIND
 from cleo_operator.render.child import COMPONENT_LABEL
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, tenant_labels
 
@@ -170,7 +171,6 @@ tenant had keys was quarantined and replaced by a new keyring."""
 TENANT_KEYRING_REPAIRED: Final = "TenantKeyringRepaired"
 """Reason of `KeyringReady` (and of the Warning Event) when the tenant Secret was repaired."""
 NAMESPACE_RETRY_SECONDS: Final = 2.0
-SECRET_KIND: Final = KINDS[("v1", "Secret")]
 """Requeue delay while the tenant namespace is missing or terminating."""
 
 

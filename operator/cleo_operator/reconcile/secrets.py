@@ -34,10 +34,11 @@ from typing import Final, NotRequired, TypedDict
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import SealedSecret
+from cleo_operator.core.redaction import clip
 from cleo_operator.crypto import CryptoError, SealingKeyring, unseal
 from cleo_operator.kube.apply import HASH_ANNOTATION, needs_apply, object_hash
-from cleo_operator.kube.client import KINDS, KubeClient, KubeError
-from cleo_operator.observability.redaction import clip
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.kinds import SECRET
 from cleo_operator.reconcile.keys import ConditionUpdate, OperatorKeys
 from cleo_operator.render.child import sorted_map
 from cleo_operator.render.meta import tenant_labels
@@ -58,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SECRET: Final = KINDS[("v1", "Secret")]
 SECRETS_READY: Final = "SecretsReady"
 """The condition type this module reports."""
 SECRETS_COMPONENT: Final = "secrets"
@@ -66,7 +66,6 @@ SECRETS_COMPONENT: Final = "secrets"
 SEALED_FINGERPRINT_ANNOTATION: Final = "cleoai.io/sealed-fingerprint"
 """On each unsealed Secret: the fingerprint of the sealed values it was made from."""
 _FINGERPRINT_LABEL: Final = b"cleo-operator sealed secret fingerprint v1\n"
-_MESSAGE_LIMIT: Final = 1000
 
 
 class SecretStatusEntry(TypedDict):
@@ -156,10 +155,6 @@ def _render_secret(
     )
 
 
-def _limit(message: str) -> str:
-    return clip(message, _MESSAGE_LIMIT)
-
-
 def unseal_secrets(
     *,
     tenant: str,
@@ -192,7 +187,7 @@ def unseal_secrets(
                     "name": item.name,
                     "ready": False,
                     "reason": first.reason,
-                    "message": _limit(
+                    "message": clip(
                         f"Secret {item.name} was left as it was: "
                         # The key in brackets: a key named like a credential (PASSWORD)
                         # followed by ':' would read as a secret value to the redactor.
@@ -247,7 +242,7 @@ def _condition(total: int, failures: Sequence[tuple[str, str, str]]) -> Conditio
         SECRETS_READY,
         "False",
         reasons.pop() if len(reasons) == 1 else "UnsealFailed",
-        _limit(
+        clip(
             f"{len(failed)} of {total} sealed secret(s) are not ready ("
             + ", ".join(f"{name} {what}: {reason}" for name, what, reason in failures)
             + f"); {advice}"
@@ -276,7 +271,7 @@ def apply_secrets(kube: KubeClient, outcome: SecretsOutcome) -> SecretsOutcome:
         try:
             kube.apply(obj)
         except KubeError as exc:
-            if exc.conflict or exc.status >= 500 or exc.status == 0:
+            if exc.transient:
                 raise
             log.warning(
                 "Secret %s/%s refused: %s %s", meta["namespace"], name, exc.status, exc.reason
@@ -285,7 +280,7 @@ def apply_secrets(kube: KubeClient, outcome: SecretsOutcome) -> SecretsOutcome:
                 "name": name,
                 "ready": False,
                 "reason": "ApplyFailed",
-                "message": _limit(
+                "message": clip(
                     f"the API server refused Secret {meta['namespace']}/{name} "
                     f"({exc.status} {exc.reason}): " + without_secret_values(exc.message, obj)
                 ),
@@ -378,7 +373,7 @@ class SecretsReconciler:
                     SECRETS_READY,
                     "False",
                     "SealingKeysUnavailable",
-                    _limit(f"cannot unseal: {exc}"),
+                    clip(f"cannot unseal: {exc}"),
                 ),
                 failures=tuple(
                     (item.name, "all keys", "SealingKeysUnavailable") for item in secrets

@@ -15,7 +15,7 @@ from typing import Any
 
 from cleo_operator.api.base import Condition, ConditionStatus, set_condition
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.observability.redaction import MESSAGE_LIMIT, clip, redact
+from cleo_operator.core.redaction import MESSAGE_LIMIT, clip, redact
 
 __all__ = ["MESSAGE_LIMIT", "Observation", "StatusBuilder", "clip", "current_conditions"]
 

@@ -36,8 +36,9 @@ from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
-from cleo_operator.kube.client import KINDS, Kind, KubeClient, KubeError, kind_of
+from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
+from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, Kind, kind_of
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
 from cleo_operator.reconcile.namespace_claim import (
@@ -72,8 +73,6 @@ from cleo_operator.render.workload import config_checksum
 
 log = logging.getLogger(__name__)
 
-TENANT: Final = KINDS[("cleoai.io/v1alpha1", "CleoTenant")]
-NAMESPACE: Final = KINDS[("v1", "Namespace")]
 
 ISOLATION_KINDS: Final = frozenset(
     {"ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"}
@@ -500,7 +499,7 @@ class TenantReconciler:
                 try:
                     current = self.kube.apply(stamped)
                 except KubeError as exc:
-                    if exc.conflict or exc.status >= 500 or exc.status == 0:
+                    if exc.transient:
                         raise  # transient: the loop retries soon
                     # Refused (invalid, forbidden): say which and why, keep going.
                     failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")

@@ -57,7 +57,7 @@ def test_errors_carry_their_message_and_extra_fields() -> None:
     wrong = WrongContext("made for tenant a", mismatched=("tenant",))
     assert wrong.message == str(wrong) == "made for tenant a"
     assert wrong.mismatched == ("tenant",)
-    assert repr(wrong) == "WrongContext('made for tenant a')"
+    assert repr(wrong) == "WrongContext(reason='WrongContext', message='made for tenant a')"
     unknown = UnknownKeyVersion("no v3", key_id="v3")
     assert unknown.key_id == "v3"
 

@@ -17,9 +17,9 @@ and each door once had its own idea of what a secret looks like. Now every door 
   ``PASSWORD 'x'``), except a word of prose after a lower-case one; a keyring Secret's data
   (``keyring.json``, ``v1.key``).
 
-It lives in the lowest layer that needs it (observability; ``api`` has no caller), so every
-layer above imports this one implementation. `clip` redacts and then cuts a message to the
-length that status fields and Events take.
+It lives in the lowest layer (core), so every layer above, the error base included, imports
+this one implementation. `clip` redacts and then cuts a message to the length that status
+fields and Events take.
 """
 
 from __future__ import annotations
