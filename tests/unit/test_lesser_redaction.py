@@ -234,3 +234,17 @@ def test_call_sites_keep_their_replacements() -> None:
     # Known secrets become <redacted> (errors); patterns become *** (logs), as before.
     assert data_errors.redact("login pw123456 failed", ["pw123456"]) == "login <redacted> failed"
     assert re.fullmatch(r"token=\*\*\*", redact("token=abcdef123"))
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "text",
+    [
+        "secretName = password = 0000000000",
+        "secretRef: token: 0000000000",
+        "credentialsSecret=apiKey=0000000000",
+    ],
+)
+def test_a_kept_name_never_swallows_the_assignment_after_it(text: str) -> None:
+    # Found by hypothesis: the name's value was the next key, so its secret went unmasked.
+    assert "0000000000" not in redact(text)

@@ -62,11 +62,8 @@ HEADER: Final = (
 )
 
 
-class CrdGenerationError(CleoError):
+class CrdGenerationError(CleoError, reason="CrdGenerationFailed", retryable=False):
     """A model uses something the generator cannot express in a structural schema."""
-
-    reason = "CrdGenerationFailed"
-    retryable = False
 
 
 # Keywords a structural schema may carry (besides x-kubernetes-* extensions).

@@ -77,11 +77,8 @@ INTERVAL_DAYS: Final = 8 * 366
 """How far ahead `interval` looks for the longest gap: two leap days at least."""
 
 
-class CronError(CleoError, ValueError):
+class CronError(CleoError, ValueError, reason="InvalidSchedule", retryable=False):
     """A schedule that is not valid cron; the message names the field and the problem."""
-
-    reason = "InvalidSchedule"
-    retryable = False
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,8 @@ class SpecIssue:
         return f"{self.path}: {self.message}"
 
 
-class SpecError(CleoError, ValueError):
+class SpecError(CleoError, ValueError, reason="InvalidSpec", retryable=False):
     """A spec (or name) that the models refuse; the text lists every issue found."""
-
-    reason = "InvalidSpec"
-    retryable = False
 
     def __init__(self, kind: str, issues: Sequence[SpecIssue]) -> None:
         self.kind = kind

@@ -74,10 +74,8 @@ class ResourceDefinition:
     """What the kind is, for ``kubectl explain`` (the top of the schema)."""
 
     spec_model: type[SpecModel]
-    """The model of ``.spec``."""
 
     status_model: type[StatusBase]
-    """The model of ``.status``."""
 
     printer_columns: tuple[PrinterColumn, ...]
     """The columns of ``kubectl get``, in order."""

@@ -32,79 +32,49 @@ __all__ = [
 ]
 
 
-class BackupError(CleoError):
+class BackupError(CleoError, reason="BackupFailed"):
     """Base of every error the backup layer raises on purpose."""
-
-    reason = "BackupFailed"
 
 
 class StorageError(BackupError):
     """The backup storage could not be read or written (permissions, I/O, the network)."""
 
-    reason = "StorageError"
-
 
 class StorageFull(StorageError):
     """The storage ran out of space (or hit a size limit) while an archive was written."""
 
-    reason = "StorageFull"
 
-
-class ArchiveNotFound(BackupError):
+class ArchiveNotFound(BackupError, retryable=False):
     """No complete backup (an archive with its manifest) has the id asked for."""
 
-    reason = "ArchiveNotFound"
-    retryable = False
 
-
-class ManifestInvalid(BackupError):
+class ManifestInvalid(BackupError, retryable=False):
     """A manifest is not valid JSON of a known format, or it was altered."""
 
-    reason = "ManifestInvalid"
-    retryable = False
 
-
-class ArchiveCorrupt(BackupError):
+class ArchiveCorrupt(BackupError, retryable=False):
     """An archive failed its integrity checks: altered, truncated, or not its manifest's."""
 
-    reason = "ArchiveCorrupt"
-    retryable = False
 
-
-class KeyUnavailable(BackupError):
+class KeyUnavailable(BackupError, retryable=False):
     """The tenant keyring lacks the key version that wrapped the backup's data key."""
 
-    reason = "KeyUnavailable"
-    retryable = False
 
-
-class WrongTenant(BackupError):
+class WrongTenant(BackupError, retryable=False):
     """The backup belongs to another tenant than the one the caller restores for."""
 
-    reason = "WrongTenant"
-    retryable = False
 
-
-class SourceUnavailable(BackupError):
+class SourceUnavailable(BackupError, reason="DatabaseUnavailable"):
     """The database to back up (or the restore target) could not be reached or logged into."""
-
-    reason = "DatabaseUnavailable"
 
 
 class DumpFailed(BackupError):
     """pg_dump (or reading the snapshot's table statistics) failed; the message says why."""
 
-    reason = "DumpFailed"
 
-
-class TargetNotEmpty(BackupError):
+class TargetNotEmpty(BackupError, retryable=False):
     """The restore target already holds tables; restoring would mix two databases."""
-
-    reason = "TargetNotEmpty"
-    retryable = False
 
 
 class RestoreFailed(BackupError):
     """pg_restore failed; with a single transaction the target was left as it was."""
-
-    reason = "RestoreFailed"

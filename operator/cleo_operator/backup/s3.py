@@ -71,7 +71,6 @@ class S3Credentials:
     access_key_id: str
     """The access key id (not secret: it names the key)."""
     secret_access_key: str = field(repr=False)
-    """The secret access key."""
     session_token: str | None = field(default=None, repr=False)
     """A session token, for temporary credentials."""
 

@@ -27,6 +27,19 @@ class CleoError(Exception):
     retryable: bool = True
     """Whether trying again later, unchanged, may succeed."""
 
+    def __init_subclass__(
+        cls, *, reason: str | None = None, retryable: bool | None = None, **kwargs: object
+    ) -> None:
+        """``class Tampered(CryptoError, retryable=False)``: the reason is the class's name
+        unless given (or set in the body); `retryable` is inherited unless given."""
+        super().__init_subclass__(**kwargs)
+        if reason is not None:
+            cls.reason = reason
+        elif "reason" not in cls.__dict__:
+            cls.reason = cls.__name__
+        if retryable is not None:
+            cls.retryable = retryable
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message

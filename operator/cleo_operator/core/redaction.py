@@ -98,9 +98,12 @@ _VALUE = (
     r"|'(?:[^'\\]|\\.|'')*'?"  # single-quoted (conninfo, SQL, Python repr)
     r"|[^\s\"',;&<>{}\[\]()]+"  # bare (env, conninfo, query strings, YAML)
 )
+_SEP = r"\s*(?::=|=>?|:)\s*"
+# A value is never itself the key of the next assignment (`secretName = password = x`): the
+# key is kept as a name, and the assignment after it is matched (and masked) on its own.
 _KEY_VALUE = re.compile(
-    rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?\s*(?::=|=>?|:)\s*)"
-    rf"(?P<value>{_VALUE})"
+    rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})"
+    rf"(?!{_KEY}[\"']?{_SEP})(?P<value>{_VALUE})"
 )
 _AUTHORIZATION = re.compile(
     r"(?i)(?P<head>\bauthorization[\"']?\s*[:=]\s*)(?P<quote>[\"']?)(?P<value>[^\r\n\"']+)"

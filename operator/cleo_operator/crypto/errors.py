@@ -29,17 +29,12 @@ __all__ = [
 ]
 
 
-class CryptoError(CleoError):
+class CryptoError(CleoError, retryable=False):
     """Base of every error the crypto layer raises on purpose (none is worth retrying)."""
-
-    reason = "CryptoError"
-    retryable = False
 
 
 class WrongContext(CryptoError):
     """The envelope was made for another tenant, Secret or key than the one opening it."""
-
-    reason = "WrongContext"
 
     def __init__(self, message: str, *, mismatched: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -50,8 +45,6 @@ class WrongContext(CryptoError):
 class UnknownKeyVersion(CryptoError):
     """The envelope names a key id the keyring does not hold."""
 
-    reason = "UnknownKeyVersion"
-
     def __init__(self, message: str, *, key_id: str) -> None:
         super().__init__(message)
         self.key_id = key_id
@@ -61,22 +54,14 @@ class UnknownKeyVersion(CryptoError):
 class Tampered(CryptoError):
     """Authentication failed: the bytes were altered, or opened with a different key."""
 
-    reason = "Tampered"
-
 
 class Truncated(Tampered):
     """A stream ends before its final chunk: it was cut short (a subclass of `Tampered`)."""
-
-    reason = "Truncated"
 
 
 class MalformedEnvelope(CryptoError):
     """The input is not an envelope of a format and version this code understands."""
 
-    reason = "MalformedEnvelope"
-
 
 class InvalidKeyMaterial(CryptoError):
     """Stored keys (Secret data, KEK files) are missing, of the wrong size or inconsistent."""
-
-    reason = "InvalidKeyMaterial"

@@ -34,10 +34,8 @@ __all__ = [
 ]
 
 
-class DataError(CleoError):
+class DataError(CleoError, reason="DatabaseError"):
     """Base of the data layer's errors."""
-
-    reason = "DatabaseError"
 
     def __init__(self, message: str, *, site: str | None = None) -> None:
         super().__init__(message)
@@ -45,94 +43,58 @@ class DataError(CleoError):
         """Name of the site the error is about, if any."""
 
 
-class SiteConfigError(DataError, ValueError):
+class SiteConfigError(DataError, ValueError, reason="InvalidSiteConfig", retryable=False):
     """The operator's site configuration is invalid; the message names the field path."""
 
-    reason = "InvalidSiteConfig"
-    retryable = False
 
-
-class UnknownSite(DataError):
+class UnknownSite(DataError, retryable=False):
     """A tenant names a site the operator's site configuration does not define."""
 
-    reason = "UnknownSite"
-    retryable = False
 
-
-class InvalidTenantName(DataError, ValueError):
+class InvalidTenantName(DataError, ValueError, retryable=False):
     """A tenant name cannot be turned into a PostgreSQL database or role name."""
 
-    reason = "InvalidTenantName"
-    retryable = False
 
-
-class InvalidDatabaseSettings(DataError, ValueError):
+class InvalidDatabaseSettings(DataError, ValueError, retryable=False):
     """A requested setting (password, connection limit) cannot be applied as given."""
-
-    reason = "InvalidDatabaseSettings"
-    retryable = False
 
 
 class SiteUnavailable(DataError):
     """The site cannot be reached (down, blackholed, refusing) or its circuit is open."""
-
-    reason = "SiteUnavailable"
 
 
 class ServerNotVerified(SiteUnavailable):
     """TLS to the site failed: its certificate is not signed by the site's CA, names another
     host, or the CA to check it with is missing. The admin password was not sent."""
 
-    reason = "ServerNotVerified"
-
 
 class SiteBusy(SiteUnavailable):
     """The site answers, but every pooled admin connection to it is in use."""
 
-    reason = "SiteBusy"
 
-
-class AuthenticationFailed(DataError):
+class AuthenticationFailed(DataError, retryable=False):
     """The server rejected the credentials (admin or tenant) or has no rule for them."""
 
-    reason = "AuthenticationFailed"
-    retryable = False
 
-
-class PermissionDenied(DataError):
+class PermissionDenied(DataError, retryable=False):
     """Authenticated, but not allowed (no CONNECT on the database, missing privilege)."""
-
-    reason = "PermissionDenied"
-    retryable = False
 
 
 class TenantDatabaseMissing(DataError):
     """The tenant's database or role does not exist on the site."""
 
-    reason = "TenantDatabaseMissing"
 
-
-class NameCollision(DataError):
+class NameCollision(DataError, retryable=False):
     """A database or role with the tenant's name exists but was not made by the operator."""
 
-    reason = "NameCollision"
-    retryable = False
 
-
-class ObjectsStillDepend(DataError):
+class ObjectsStillDepend(DataError, reason="RoleInUse", retryable=False):
     """The tenant's role cannot be dropped: objects elsewhere on the site depend on it."""
-
-    reason = "RoleInUse"
-    retryable = False
 
 
 class PromotionFailed(DataError):
     """A standby did not finish promotion in time, or could not be promoted."""
 
-    reason = "PromotionFailed"
 
-
-class QueryFailed(DataError):
+class QueryFailed(DataError, reason="DatabaseError"):
     """A statement failed for a reason not covered by a more specific error."""
-
-    reason = "DatabaseError"

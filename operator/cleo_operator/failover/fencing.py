@@ -72,7 +72,6 @@ class FenceResult:
     """What :func:`fence_tenant` or :func:`unfence_tenant` did."""
 
     site: str
-    """The site."""
     changes: tuple[str, ...]
     """What was changed, in words (empty when it already was so)."""
     sessions_ended: int = 0

@@ -161,15 +161,12 @@ class StoredSecret:
     namespace: str
     """Where it lives."""
     name: str
-    """Its name."""
     resource_version: str
     """The version this read saw; updates are preconditioned on it."""
     data: Mapping[str, bytes] = field(repr=False)
     """Decoded `data`; never in reprs."""
     labels: Mapping[str, str] = field(default_factory=dict)
-    """Its labels."""
     annotations: Mapping[str, str] = field(default_factory=dict)
-    """Its annotations."""
 
     @classmethod
     def from_object(cls, obj: KubeObject) -> StoredSecret:

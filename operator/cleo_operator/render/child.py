@@ -80,6 +80,15 @@ def child_metadata(
     }
 
 
+def workload_metadata(
+    *, tenant: str, namespace: str, owner: OwnerReference, name: str = WORKLOAD_NAME
+) -> ObjectMeta:
+    """Metadata of a child that is part of the CleoAI workload (named `cleoai` by default)."""
+    return child_metadata(
+        name=name, namespace=namespace, tenant=tenant, owner=owner, component="workload"
+    )
+
+
 def workload_selector(tenant: str) -> dict[str, str]:
     """The Deployment's selector labels; never change them (see the module docstring)."""
     return sorted_map({APP_NAME_LABEL: WORKLOAD_NAME, TENANT_LABEL: tenant})

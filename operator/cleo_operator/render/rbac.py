@@ -47,7 +47,7 @@ from typing import Final, Literal, NotRequired, TypedDict
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, Subject
-from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
+from cleo_operator.render.child import child_metadata, sorted_map, workload_metadata
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
     ObjectMeta,
@@ -139,13 +139,7 @@ def render_service_account(
     obj: ServiceAccount = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": child_metadata(
-            name=WORKLOAD_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
-        ),
+        "metadata": workload_metadata(tenant=tenant, namespace=namespace, owner=owner),
         # CleoAI never calls the Kubernetes API; a token in the pod would only be a risk.
         "automountServiceAccountToken": False,
     }

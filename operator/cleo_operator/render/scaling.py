@@ -28,7 +28,11 @@ from typing import Final, Literal
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec
-from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, workload_selector
+from cleo_operator.render.child import (
+    WORKLOAD_NAME,
+    workload_metadata,
+    workload_selector,
+)
 from cleo_operator.render.k8s import (
     HorizontalPodAutoscaler,
     HorizontalPodAutoscalerSpec,
@@ -77,13 +81,7 @@ def render_hpa(
     obj: HorizontalPodAutoscaler = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": child_metadata(
-            name=WORKLOAD_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
-        ),
+        "metadata": workload_metadata(tenant=tenant, namespace=namespace, owner=owner),
         "spec": hpa_spec,
     }
     return as_object(obj)
@@ -113,13 +111,7 @@ def render_pdb(
     obj: PodDisruptionBudget = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": child_metadata(
-            name=WORKLOAD_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
-        ),
+        "metadata": workload_metadata(tenant=tenant, namespace=namespace, owner=owner),
         "spec": {
             "minAvailable": min_available,
             "selector": {"matchLabels": workload_selector(tenant)},

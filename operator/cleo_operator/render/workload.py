@@ -37,10 +37,10 @@ from cleo_operator.render.child import (
     DATABASE_CA_VOLUME,
     HTTP_PORT_NAME,
     WORKLOAD_NAME,
-    child_metadata,
     database_ca_mount,
     database_ca_source,
     sorted_map,
+    workload_metadata,
     workload_pod_labels,
     workload_selector,
 )
@@ -92,12 +92,8 @@ def render_config_map(
     obj: ConfigMap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": child_metadata(
-            name=CONFIG_MAP_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
+        "metadata": workload_metadata(
+            tenant=tenant, namespace=namespace, owner=owner, name=CONFIG_MAP_NAME
         ),
         "data": sorted_map(spec.workload.config),
     }
@@ -276,13 +272,7 @@ def render_deployment(
     obj: Deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": child_metadata(
-            name=WORKLOAD_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
-        ),
+        "metadata": workload_metadata(tenant=tenant, namespace=namespace, owner=owner),
         "spec": deployment_spec,
     }
     return as_object(obj)
@@ -297,13 +287,7 @@ def render_service(
     obj: Service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": child_metadata(
-            name=WORKLOAD_NAME,
-            namespace=namespace,
-            tenant=tenant,
-            owner=owner,
-            component="workload",
-        ),
+        "metadata": workload_metadata(tenant=tenant, namespace=namespace, owner=owner),
         "spec": {
             "type": "ClusterIP",
             "selector": workload_selector(tenant),
