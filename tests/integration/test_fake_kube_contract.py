@@ -259,7 +259,7 @@ def test_status_is_a_subresource(api: KubeClient, tenant_names: list[str]) -> No
 
 def test_a_deployment_has_a_generation(api: KubeClient, namespace: str) -> None:
     labels = {"app": "x"}
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "x", "namespace": namespace},
@@ -275,6 +275,14 @@ def test_a_deployment_has_a_generation(api: KubeClient, namespace: str) -> None:
     assert api.apply(deployment)["metadata"]["generation"] == 1
     deployment["spec"]["replicas"] = 1
     assert api.apply(deployment)["metadata"]["generation"] == 2
+    deployment["metadata"]["labels"] = {"team": "a"}
+    assert api.apply(deployment)["metadata"]["generation"] == 2  # labels are not the spec
+    deployment["metadata"]["annotations"] = {"note": "x"}
+    assert api.apply(deployment)["metadata"]["generation"] == 3  # a Deployment's annotations are
+    status = {"status": {"observedGeneration": 3, "replicas": 1}}
+    written = api.patch_merge(DEPLOYMENT, "x", status, namespace=namespace, subresource="status")
+    assert written["metadata"]["generation"] == 3
+    assert written["status"]["observedGeneration"] == 3
     api.delete(DEPLOYMENT, "x", namespace=namespace)
 
 
