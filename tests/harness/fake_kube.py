@@ -1,5 +1,10 @@
 """An in-memory fake of the Kubernetes API server, behind the operator's `KubeClient`.
 
+`FakeKube` is a `KubeClient` whose `request` answers from memory instead of the network:
+the verbs the reconcilers call (get, list, create, apply, patch_merge, delete) are the real
+client's, so a reconciler takes it wherever it takes a KubeClient, and what is faked is
+only the API server behind the HTTP paths.
+
 Why a fake: a reconciler's decisions (what to create, what to leave alone, what to refuse,
 how many writes a no-op costs) can be judged in milliseconds without a control plane,
 while the control-plane tests (tests/integration, tests/security, e2e) remain the proof
@@ -63,6 +68,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.client import KubeClient, KubeError
@@ -74,6 +80,7 @@ from cleo_operator.kube.kinds import (
     FAILOVER,
     HPA,
     JOB,
+    KINDS,
     NAMESPACE,
     NETWORK_POLICY,
     PDB,
@@ -83,7 +90,6 @@ from cleo_operator.kube.kinds import (
     SERVICE,
     TENANT,
     Kind,
-    kind_of,
 )
 
 __all__ = ["FakeKube", "Write", "parse_selector", "selects"]
@@ -108,15 +114,9 @@ STATUS_KINDS: Final = CUSTOM_KINDS | {
 SYSTEM_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
 NAME_LABEL: Final = "kubernetes.io/metadata.name"
 # Metadata the API server sets and keeps; a write cannot change it.
-SERVER_METADATA: Final = (
-    "uid",
-    "creationTimestamp",
-    "resourceVersion",
-    "generation",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-    "selfLink",
+SERVER_METADATA: Final = frozenset(
+    {"uid", "creationTimestamp", "resourceVersion", "generation", "selfLink", "managedFields"}
+    | {"deletionTimestamp", "deletionGracePeriodSeconds"}
 )
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -270,8 +270,9 @@ _MISSING: Final = object()
 class FakeKube(KubeClient):
     """A KubeClient over an in-memory API server (see the module docstring for its limits).
 
-    It does not call `KubeClient.__init__`: there is no ApiClient and no network. Thread-
-    safe like the real client, because reconcilers share one across worker threads.
+    It does not call `KubeClient.__init__`: there is no ApiClient and no network; the
+    client's verbs send their requests to `request` below. Thread-safe like the real
+    client, because reconcilers share one across worker threads.
     """
 
     def __init__(
@@ -359,18 +360,11 @@ class FakeKube(KubeClient):
 
     # -- KubeClient ----------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: object | None = None,
-        content_type: str = "application/json",
-        what: str = "",
-        timeout: float = 30.0,
-    ) -> Any:
-        """Only the reviews the operator asks about itself; anything else is not modelled."""
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        """Answer one request as the API server would (see the module docstring)."""
+        body = options.get("body")
+        query: Mapping[str, str] = options.get("query") or {}
+        what = options.get("what") or f"{method} {path}"
         body_map: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
         if (method, path) == ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"):
             attributes = dict((body_map.get("spec") or {}).get("resourceAttributes") or {})
@@ -379,27 +373,46 @@ class FakeKube(KubeClient):
             return {**body_map, "status": {"allowed": bool(self.authorize(attributes))}}
         if (method, path) == ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews"):
             return {**body_map, "status": {"userInfo": {"username": self.username}}}
+        route = _route(path)
+        if route is None:
+            raise NotImplementedError(f"FakeKube does not model {method} {path} ({what})")
+        kind, namespace, name, subresource = route
+        content_type = options.get("content_type", "application/json")
+        with self._state:
+            if method == "GET" and name is None and subresource is None:
+                return {"items": self._list(kind, namespace, query.get("labelSelector"), what)}
+            if method == "GET" and name is not None and subresource is None:
+                return self._get(kind, namespace, name, what)
+            if method == "POST" and name is None:
+                return self._create(kind, namespace, body_map, what)
+            if method == "PATCH" and name is not None:
+                if content_type == "application/apply-patch+yaml" and subresource is None:
+                    return self._apply(kind, namespace, name, body_map, what)
+                if content_type == "application/merge-patch+json":
+                    return self._patch(
+                        kind, namespace, name, body_map, what, subresource=subresource
+                    )
+            if method == "DELETE" and name is not None and subresource is None:
+                return self._delete(kind, namespace, name, body_map, what)
         raise NotImplementedError(f"FakeKube does not model {method} {path} ({what})")
 
-    def get(self, kind: Kind, name: str, *, namespace: str | None = None) -> KubeObject | None:
-        with self._state:
-            obj = self._objects.get(_key(kind, namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+    # -- the verbs -------------------------------------------------------------------------
 
-    def list(
-        self,
-        kind: Kind,
-        *,
-        namespace: str | None = None,
-        label_selector: str | None = None,
+    def _get(self, kind: Kind, namespace: str | None, name: str, what: str) -> KubeObject:
+        obj = self._objects.get(_key(kind, namespace, name))
+        if obj is None:
+            raise _not_found(kind, name, what)
+        return copy.deepcopy(obj)
+
+    def _list(
+        self, kind: Kind, namespace: str | None, selector: str | None, what: str
     ) -> list[KubeObject]:
-        what = f"list {kind.plural}"
         try:
-            requirements = parse_selector(label_selector or "") if label_selector else []
+            requirements = parse_selector(selector) if selector else []
         except ValueError as exc:
             raise _error(400, "BadRequest", f"unable to parse requirement: {exc}", what) from None
         items = []
-        for obj in self.objects(kind, namespace=namespace if kind.namespaced else None):
+        for obj in self.objects(kind, namespace=namespace):
             if selects(requirements, obj["metadata"].get("labels") or {}):
                 if kind not in CUSTOM_KINDS:
                     obj.pop("apiVersion", None)
@@ -407,142 +420,121 @@ class FakeKube(KubeClient):
                 items.append(obj)
         return items
 
-    def create(self, obj: Mapping[str, Any]) -> KubeObject:
-        kind = kind_of(obj)
+    def _create(
+        self, kind: Kind, namespace: str | None, obj: Mapping[str, Any], what: str
+    ) -> KubeObject:
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") if kind.namespaced else None
+        namespace = self._body_namespace(kind, namespace, meta, what)
         name = meta.get("name") or ""
         if not name and meta.get("generateName"):
             name = meta["generateName"] + secrets.token_hex(3)[:5]
-        with self._state:
-            self._log("create", kind, namespace, name)
-            what = f"create {kind.kind}"
-            self._check_refusal("create", kind, name, what)
-            self._check_name(kind, name, what)
+        self._log("create", kind, namespace, name)
+        self._check_refusal("create", kind, name, what)
+        self._check_name(kind, name, what)
+        self._check_namespace(kind, namespace, what)
+        key = _key(kind, namespace, name)
+        if key in self._objects:
+            raise _error(409, "AlreadyExists", f'{kind.plural} "{name}" already exists', what)
+        new = copy.deepcopy(dict(obj))
+        new["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
+        return copy.deepcopy(self._store_new(kind, key, new))
+
+    def _apply(
+        self, kind: Kind, namespace: str | None, name: str, obj: Mapping[str, Any], what: str
+    ) -> KubeObject:
+        meta = obj.get("metadata") or {}
+        self._log("apply", kind, namespace, name)
+        self._check_refusal("apply", kind, name, what)
+        self._check_name(kind, name, what)
+        key = _key(kind, namespace, name)
+        applied = copy.deepcopy(dict(obj))
+        applied["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
+        if kind in STATUS_KINDS:
+            applied.pop("status", None)  # the main resource does not write status
+        fields = set(_leaves(applied)) - {("apiVersion",), ("kind",)}
+        current = self._objects.get(key)
+        if current is None:
             self._check_namespace(kind, namespace, what)
-            key = _key(kind, namespace, name)
-            if key in self._objects:
-                raise _error(409, "AlreadyExists", f'{kind.plural} "{name}" already exists', what)
-            new = copy.deepcopy(dict(obj))
-            new["metadata"] = {
-                k: v for k, v in meta.items() if k not in SERVER_METADATA and k != "generateName"
-            }
-            if meta.get("generateName"):
-                new["metadata"]["generateName"] = meta["generateName"]
-            stored = self._store_new(kind, key, new)
-            return copy.deepcopy(stored)
+            if meta.get("uid"):
+                raise _error(
+                    409,
+                    "Conflict",
+                    f"uid mismatch: the provided object specified uid {meta['uid']}, and no "
+                    "existing object was found",
+                    what,
+                )
+            stored = self._store_new(kind, key, applied)
+        else:
+            self._check_preconditions(current, meta, what, delete=False)
+            new = copy.deepcopy(current)
+            for path in self._applied.get(key, set()) - fields:
+                _remove(new, path)
+            _merge_applied(new, applied)
+            stored = self._commit(kind, key, current, new, what)
+        if key in self._objects:
+            self._applied[key] = fields
+        return copy.deepcopy(stored)
 
-    def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> KubeObject:
-        kind = kind_of(obj)
-        meta = obj["metadata"]
-        namespace = meta.get("namespace") if kind.namespaced else None
-        name = meta["name"]
-        what = f"apply {kind.kind} {name}"
-        with self._state:
-            self._log("apply", kind, namespace, name)
-            self._check_refusal("apply", kind, name, what)
-            self._check_name(kind, name, what)
-            key = _key(kind, namespace, name)
-            applied = copy.deepcopy(dict(obj))
-            applied["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
-            if kind in STATUS_KINDS:
-                applied.pop("status", None)  # the main resource does not write status
-            fields = set(_leaves(applied)) - {("apiVersion",), ("kind",)}
-            current = self._objects.get(key)
-            if current is None:
-                self._check_namespace(kind, namespace, what)
-                if meta.get("uid"):
-                    raise _error(
-                        409,
-                        "Conflict",
-                        f"uid mismatch: the provided object specified uid {meta['uid']}, and "
-                        "no existing object was found",
-                        what,
-                    )
-                stored = self._store_new(kind, key, applied)
-            else:
-                self._check_preconditions(current, meta, what, delete=False)
-                new = copy.deepcopy(current)
-                for path in self._applied.get(key, set()) - fields:
-                    _remove(new, path)
-                _merge_applied(new, applied)
-                stored = self._commit(kind, key, current, new, what)
-            if key in self._objects:
-                self._applied[key] = fields
-            return copy.deepcopy(stored)
-
-    def patch_merge(
+    def _patch(
         self,
         kind: Kind,
+        namespace: str | None,
         name: str,
         patch: Mapping[str, Any],
+        what: str,
         *,
-        namespace: str | None = None,
-        subresource: str | None = None,
+        subresource: str | None,
     ) -> KubeObject:
-        namespace = namespace if kind.namespaced else None
-        what = f"patch {kind.kind} {name}"
-        with self._state:
-            self._log("patch", kind, namespace, name, subresource or "")
-            self._check_refusal("patch", kind, name, what)
-            key = _key(kind, namespace, name)
-            current = self._objects.get(key)
-            if subresource not in (None, "status") or (
-                subresource == "status" and kind not in STATUS_KINDS
-            ):
-                raise _error(
-                    404, "NotFound", "the server could not find the requested resource", what
-                )
-            if current is None:
-                raise _error(404, "NotFound", f'{kind.plural} "{name}" not found', what)
-            self._check_preconditions(current, patch.get("metadata") or {}, what, delete=False)
-            patched: dict[str, Any] = merge_patch(current, patch)
-            if subresource == "status":
-                new = copy.deepcopy(current)
-                _set_or_drop(new, "status", patched.get("status"))
-            else:
-                new = patched
-                if kind in STATUS_KINDS:
-                    _set_or_drop(new, "status", current.get("status"))
-            stored = self._commit(kind, key, current, new, what)
-            self._take_over(key, current, stored)
-            return copy.deepcopy(stored)
+        self._log("patch", kind, namespace, name, subresource or "")
+        self._check_refusal("patch", kind, name, what)
+        key = _key(kind, namespace, name)
+        current = self._objects.get(key)
+        if subresource not in (None, "status") or (
+            subresource == "status" and kind not in STATUS_KINDS
+        ):
+            raise _error(404, "NotFound", "the server could not find the requested resource", what)
+        if current is None:
+            raise _not_found(kind, name, what)
+        self._check_preconditions(current, patch.get("metadata") or {}, what, delete=False)
+        patched: dict[str, Any] = merge_patch(current, patch)
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            _set_or_drop(new, "status", patched.get("status"))
+        else:
+            new = patched
+            if kind in STATUS_KINDS:
+                _set_or_drop(new, "status", current.get("status"))
+        stored = self._commit(kind, key, current, new, what)
+        self._take_over(key, current, stored)
+        return copy.deepcopy(stored)
 
-    def delete(
-        self,
-        kind: Kind,
-        name: str,
-        *,
-        namespace: str | None = None,
-        propagation: str = "Background",
-        preconditions: Mapping[str, str] | None = None,
-    ) -> bool:
-        """`propagation` makes no difference: there is no garbage collector."""
-        namespace = namespace if kind.namespaced else None
-        what = f"delete {kind.kind} {name}"
-        with self._state:
-            self._log("delete", kind, namespace, name)
-            self._check_refusal("delete", kind, name, what)
-            key = _key(kind, namespace, name)
-            current = self._objects.get(key)
-            if current is None:
-                return False
-            self._check_preconditions(current, preconditions or {}, what, delete=True)
-            meta = current["metadata"]
-            if not _held(current):
-                self._drop(key)
-                return True
-            if not meta.get("deletionTimestamp"):
-                deleting = copy.deepcopy(current)
-                deleting["metadata"]["deletionTimestamp"] = self._timestamp()
-                deleting["metadata"]["deletionGracePeriodSeconds"] = 0
-                if "generation" in meta:
-                    deleting["metadata"]["generation"] = int(meta["generation"]) + 1
-                if kind == NAMESPACE:
-                    deleting.setdefault("status", {})["phase"] = "Terminating"
-                deleting["metadata"]["resourceVersion"] = self._next_version()
-                self._objects[key] = deleting
-            return True
+    def _delete(
+        self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], what: str
+    ) -> KubeObject:
+        """The propagation policy makes no difference: there is no garbage collector."""
+        self._log("delete", kind, namespace, name)
+        self._check_refusal("delete", kind, name, what)
+        key = _key(kind, namespace, name)
+        current = self._objects.get(key)
+        if current is None:
+            raise _not_found(kind, name, what)
+        self._check_preconditions(current, options.get("preconditions") or {}, what, delete=True)
+        if not _held(current):
+            self._drop(key)
+            return copy.deepcopy(current)
+        meta = current["metadata"]
+        if meta.get("deletionTimestamp"):
+            return copy.deepcopy(current)
+        deleting = copy.deepcopy(current)
+        deleting["metadata"]["deletionTimestamp"] = self._timestamp()
+        deleting["metadata"]["deletionGracePeriodSeconds"] = 0
+        if "generation" in meta:
+            deleting["metadata"]["generation"] = int(meta["generation"]) + 1
+        if kind == NAMESPACE:
+            deleting.setdefault("status", {})["phase"] = "Terminating"
+        deleting["metadata"]["resourceVersion"] = self._next_version()
+        self._objects[key] = deleting
+        return copy.deepcopy(deleting)
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -557,6 +549,23 @@ class FakeKube(KubeClient):
                 raise KubeError(
                     status=error.status, reason=error.reason, message=error.message, what=what
                 )
+
+    def _body_namespace(
+        self, kind: Kind, namespace: str | None, meta: Mapping[str, Any], what: str
+    ) -> str | None:
+        """The namespace of a created object: the request's; the body's must agree."""
+        if not kind.namespaced:
+            return None
+        stated = meta.get("namespace")
+        if stated and namespace and stated != namespace:
+            raise _error(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request",
+                what,
+            )
+        return namespace or stated
 
     def _check_name(self, kind: Kind, name: str, what: str) -> None:
         if not name:
@@ -693,6 +702,34 @@ class FakeKube(KubeClient):
 
     def _timestamp(self) -> str:
         return self.now().astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_ROUTES: Final = {(k.api_version, k.plural): k for k in KINDS.values()}
+
+
+def _route(path: str) -> tuple[Kind, str | None, str | None, str | None] | None:
+    """(kind, namespace, name, subresource) of an API path of a known kind, or None."""
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    if parts[:1] == ["api"] and len(parts) >= 3:
+        api_version, rest = parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
+        api_version, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+    else:
+        return None
+    namespace = None
+    inner = _ROUTES.get((api_version, rest[2])) if len(rest) >= 3 else None
+    if rest[0] == "namespaces" and inner is not None and inner.namespaced:
+        namespace, rest = rest[1], rest[2:]
+    kind = _ROUTES.get((api_version, rest[0]))
+    if kind is None or len(rest) > 3:
+        return None
+    name = rest[1] if len(rest) > 1 else None
+    subresource = rest[2] if len(rest) > 2 else None
+    return kind, namespace, name, subresource
+
+
+def _not_found(kind: Kind, name: str, what: str) -> KubeError:
+    return _error(404, "NotFound", f'{kind.plural} "{name}" not found', what)
 
 
 def _key(kind: Kind, namespace: str | None, name: str) -> Key:
