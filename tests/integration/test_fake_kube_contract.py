@@ -97,6 +97,8 @@ def test_create_twice_is_409_already_exists(api: KubeClient, namespace: str) -> 
 
 def test_missing_objects(api: KubeClient, namespace: str) -> None:
     assert api.get(CONFIG_MAP, "nothing", namespace=namespace) is None
+    path = CONFIG_MAP.path(namespace=namespace, name="nothing")
+    assert refusal(lambda: api.request("GET", path)) == (404, "NotFound")
     assert refusal(lambda: api.patch_merge(CONFIG_MAP, "nothing", {}, namespace=namespace)) == (
         404,
         "NotFound",

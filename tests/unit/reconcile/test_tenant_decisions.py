@@ -296,6 +296,42 @@ def test_a_namespace_left_by_a_deleted_tenant_is_taken_only_when_handed_over(
     assert kube.get(SERVICE, "cleoai", namespace="cleo-legacy") is not None
 
 
+class LosesTheRace(FakeKube):
+    """Another tenant's namespace of the same name appears between the reconciler's read
+    and its create (what two operators' workers racing for one name would do)."""
+
+    def __init__(self, winner_uid: str) -> None:
+        self.winner_uid = winner_uid
+        self.raced = True  # not while the fake makes its own namespaces
+        super().__init__(now=lambda: NOW)
+        self.raced = False
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if (method, path) == ("POST", NAMESPACE.path()) and not self.raced:
+            self.raced = True
+            meta = {"name": "contested", "labels": {UID_LABEL: self.winner_uid}}
+            super().request(
+                method, path, body={"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+            )
+            self.writes.pop()  # the other worker's write, not the reconciler's
+        return super().request(method, path, **options)
+
+
+def test_a_tenant_that_loses_the_race_for_a_namespace_is_refused() -> None:
+    kube = LosesTheRace(winner_uid="")
+    kube.winner_uid = add_tenant(kube, "winner", spec(namespace="contested"))
+    add_tenant(kube, "loser", spec(namespace="contested"))
+
+    result = reconciler(kube).reconcile("loser")
+    assert kube.raced
+    assert result.applied == []
+    cond = conditions(kube, "loser")
+    assert cond["NamespaceReady"]["reason"] == "NamespaceNotOwned"
+    assert "tenant winner" in cond["NamespaceReady"]["message"]
+    # Its one write there was the create that lost; nothing after it.
+    assert kube.writes_to("contested") == [Write("create", "Namespace", "", "contested")]
+
+
 def test_the_operators_own_namespace_is_refused(kube: FakeKube) -> None:
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     kube.writes.clear()
