@@ -293,7 +293,7 @@ class FakeKube(KubeClient):
         self._objects: dict[Key, KubeObject] = {}
         self._applied: dict[Key, set[Path]] = {}
         self._versions = itertools.count(1000)
-        self._refusals: list[tuple[str, Kind, str | None, KubeError]] = []
+        self._refusals: list[tuple[str, Kind, str | None, tuple[int, str, str]]] = []
         for name in namespaces:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         self.writes.clear()
@@ -316,8 +316,8 @@ class FakeKube(KubeClient):
     ) -> None:
         """From now on, answer `method` (create, apply, patch, delete) on `kind` (and
         `name`, when given) with this error, as the API server or an admission would."""
-        error = KubeError(status=status, reason=reason, message=message, what=f"{method} {kind}")
-        self._refusals.append((method, kind, name, error))
+        with self._state:
+            self._refusals.append((method, kind, name, (status, reason, message)))
 
     def finish_namespace_deletions(self) -> list[str]:
         """Do the namespace controller's work: every terminating namespace loses its content
@@ -544,11 +544,9 @@ class FakeKube(KubeClient):
         self.writes.append(Write(method, kind.kind, namespace or "", name, subresource))
 
     def _check_refusal(self, method: str, kind: Kind, name: str, what: str) -> None:
-        for refused_method, refused_kind, refused_name, error in self._refusals:
+        for refused_method, refused_kind, refused_name, answer in self._refusals:
             if (refused_method, refused_kind) == (method, kind) and refused_name in (None, name):
-                raise KubeError(
-                    status=error.status, reason=error.reason, message=error.message, what=what
-                )
+                raise _error(*answer, what)
 
     def _body_namespace(
         self, kind: Kind, namespace: str | None, meta: Mapping[str, Any], what: str
