@@ -33,10 +33,14 @@ class UnexpectedError(DataError):
 
 
 def secret_write_failed(
-    exc: KubeError, *, secret: ObjectRef, site: str, secrets: tuple[str, ...]
+    exc: KubeError, *, secret: ObjectRef, site: str, password: str
 ) -> SecretWriteFailed:
-    """`exc` of writing the credentials `secret`, with every one of `secrets` removed."""
-    message = redact(exc.message, secrets)[:500]
+    """`exc` of writing the credentials `secret`, without the password in any form.
+
+    The request carried it plainly, base64-encoded (``data``) and URL-quoted (in
+    ``DATABASE_URL``); `redact` removes all three.
+    """
+    message = redact(exc.message, [password])[:500]
     return SecretWriteFailed(
         f"cannot write the credentials Secret {secret['namespace']}/{secret['name']}: "
         f"{exc.status} {exc.reason}: {message}. Is the namespace active, and may the "

@@ -12,16 +12,13 @@ Pure: builds and reads dicts, no I/O.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import quote
 
-from cleo_operator.api.base import rfc3339
 from cleo_operator.api.objects import KubeObject, ObjectRef, OwnerReference
-from cleo_operator.core.times import read_rfc3339
+from cleo_operator.core.times import read_rfc3339, rfc3339
 from cleo_operator.data.sites import CA_KEY, SiteConfig
 from cleo_operator.data.tenant_db import site_client_values, tenant_database_name, tenant_role_name
 from cleo_operator.kube.secrets import encode_secret_data, secret_value
@@ -146,8 +143,3 @@ def render_credentials_secret(
 def credentials_secret_ref(*, namespace: str, name: str) -> ObjectRef:
     """The credentials Secret as ``status.children`` lists it."""
     return {"apiVersion": "v1", "kind": "Secret", "namespace": namespace, "name": name}
-
-
-def password_forms(password: str) -> tuple[str, ...]:
-    """Every form the password takes in a request about the Secret (to redact them all)."""
-    return (password, quote(password, safe=""), base64.b64encode(password.encode()).decode())

@@ -108,7 +108,6 @@ from cleo_operator.reconcile.database_secret import (
     credentials_fingerprint,
     credentials_secret_ref,
     credentials_values,
-    password_forms,
     read_stored_password,
     render_credentials_secret,
 )
@@ -475,7 +474,7 @@ class TenantDatabases:
                 self._kube.apply(desired)
             except KubeError as exc:
                 error = secret_write_failed(
-                    exc, secret=view.secret, site=view.site, secrets=password_forms(record.password)
+                    exc, secret=view.secret, site=view.site, password=record.password
                 )
                 return view.failed(error, requeue_after=settings.pending_requeue_seconds)
             written = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -25,7 +26,6 @@ from cleo_operator.reconcile.database_secret import (
     SECRET_KEYS,
     credentials_secret_ref,
     live_fingerprint,
-    password_forms,
     read_stored_password,
     render_credentials_secret,
 )
@@ -144,14 +144,14 @@ def test_the_pods_fingerprint_follows_every_value_and_only_our_keys() -> None:
 
 def test_a_secret_write_failure_names_the_secret_and_holds_no_form_of_the_password() -> None:
     password = "pa ss/word+" + "x" * 40
-    forms = password_forms(password)
+    forms = (password, quote(password, safe=""), base64.b64encode(password.encode()).decode())
     exc = KubeError(
         status=403,
         reason="Forbidden",
         message=f"denied: {forms[0]} {forms[1]} {forms[2]}",
         what="apply Secret",
     )
-    error = secret_write_failed(exc, secret=REF, site="eu", secrets=forms)
+    error = secret_write_failed(exc, secret=REF, site="eu", password=password)
     assert isinstance(error, SecretWriteFailed)
     assert error.reason == "SecretWriteFailed"
     assert "tenant-acme/cleo-database" in str(error)
