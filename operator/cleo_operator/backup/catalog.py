@@ -206,14 +206,8 @@ class VerificationRecord:
 
     def sealed(self, manifest: Manifest, keyring: KeyWrapper) -> VerificationRecord:
         """This record bound to `manifest` and sealed with the tenant `keyring`."""
-        bound = VerificationRecord(
-            backup_id=self.backup_id,
-            time=self.time,
-            passed=self.passed,
-            tables_checked=self.tables_checked,
-            message=self.message,
-            tenant=manifest.tenant,
-            manifest_digest=manifest.digest(),
+        bound = dataclasses.replace(
+            self, tenant=manifest.tenant, manifest_digest=manifest.digest(), seal=""
         )
         # The envelope's associated data (the context) is what is authenticated; what it
         # encrypts is a random filler.

@@ -40,8 +40,7 @@ from cleo_operator.kube.apply import HASH_ANNOTATION, needs_apply, object_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import SECRET
 from cleo_operator.reconcile.keys import ConditionUpdate, OperatorKeys
-from cleo_operator.render.child import sorted_map
-from cleo_operator.render.meta import tenant_labels
+from cleo_operator.render.child import child_metadata, opaque_secret, sorted_map
 
 __all__ = [
     "SEALED_FINGERPRINT_ANNOTATION",
@@ -135,24 +134,12 @@ def _render_secret(
     values: Mapping[str, bytes],
     fingerprint: str,
 ) -> KubeObject:
-    return stamp_secret(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": sorted_map(tenant_labels(tenant, component=SECRETS_COMPONENT)),
-                "annotations": {SEALED_FINGERPRINT_ANNOTATION: fingerprint},
-                "ownerReferences": [dict(owner)],
-            },
-            "type": "Opaque",
-            "data": {
-                key: base64.b64encode(value).decode("ascii")
-                for key, value in sorted(values.items())
-            },
-        }
+    metadata = child_metadata(
+        name=name, namespace=namespace, tenant=tenant, owner=owner, component=SECRETS_COMPONENT
     )
+    metadata["annotations"] = {SEALED_FINGERPRINT_ANNOTATION: fingerprint}
+    data = {key: base64.b64encode(value).decode("ascii") for key, value in values.items()}
+    return stamp_secret(opaque_secret(metadata, data))
 
 
 def unseal_secrets(

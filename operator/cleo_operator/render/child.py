@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from cleo_operator.api.objects import OwnerReference
+from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR
 from cleo_operator.render.k8s import ObjectMeta, SecretVolumeSource, VolumeMount
 from cleo_operator.render.meta import TENANT_LABEL, tenant_labels
@@ -26,7 +26,7 @@ APP_NAME_LABEL: Final = "app.kubernetes.io/name"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 HTTP_PORT_NAME: Final = "http"
 
-Component = Literal["limits", "network", "access", "workload"]
+Component = Literal["limits", "network", "access", "workload", "secrets", "database"]
 """The ``app.kubernetes.io/component`` label of each group of children."""
 
 
@@ -87,6 +87,17 @@ def workload_metadata(
     return child_metadata(
         name=name, namespace=namespace, tenant=tenant, owner=owner, component="workload"
     )
+
+
+def opaque_secret(metadata: ObjectMeta, data: Mapping[str, str]) -> KubeObject:
+    """An Opaque Secret (metadata from `child_metadata`); `data` is already base64-encoded."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": sorted_map(data),
+    }
 
 
 def workload_selector(tenant: str) -> dict[str, str]:
