@@ -162,6 +162,25 @@ def _cmd_tenant_roles(args: argparse.Namespace) -> int:
     return 0
 
 
+_RULE_DOCUMENTS: Final[tuple[tuple[str, list[Scope]], ...]] = (
+    (
+        "ClusterRole rules bound cluster-wide (scopes cluster and watch, a cluster-wide install)",
+        ["cluster", "watch"],
+    ),
+    (
+        f"ClusterRole {OPERATOR_TENANT_ROLE} (scope tenant), never bound cluster-wide: the "
+        "operator binds it in each tenant namespace",
+        ["tenant"],
+    ),
+    ("Role rules in the operator's namespace (scope operator)", ["operator"]),
+    (
+        f"Role rules in {EVENTS_NAMESPACE}, for the Events of CleoTenants (scope cluster-events)",
+        ["cluster-events"],
+    ),
+)
+"""What `permissions rules` prints without --scope: one YAML document per way of granting."""
+
+
 def _rules_text(scopes: list[Scope]) -> str:
     return yaml.safe_dump({"rules": policy_rules(scopes)}, sort_keys=False)
 
@@ -171,16 +190,7 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         sys.stdout.write(_rules_text(args.scope))
         return 0
     sys.stdout.write(
-        "# ClusterRole rules bound cluster-wide (scopes cluster and watch, a cluster-wide "
-        "install)\n"
-        + _rules_text(["cluster", "watch"])
-        + f"---\n# ClusterRole {OPERATOR_TENANT_ROLE} (scope tenant), never bound cluster-wide: "
-        "the operator binds it in each tenant namespace\n"
-        + _rules_text(["tenant"])
-        + "---\n# Role rules in the operator's namespace (scope operator)\n"
-        + _rules_text(["operator"])
-        + f"---\n# Role rules in {EVENTS_NAMESPACE}, for the Events of CleoTenants "
-        "(scope cluster-events)\n" + _rules_text(["cluster-events"])
+        "---\n".join(f"# {title}\n{_rules_text(scopes)}" for title, scopes in _RULE_DOCUMENTS)
     )
     return 0
 
