@@ -1,7 +1,7 @@
 """Failover end to end, as separate processes: killed at every step, resumed, finished.
 
-The failover runs as its own process (``python -m cleo_operator.reconcile.failover run``,
-the ``cleo-operator failover run`` command, until the operator process registers the
+The failover runs as its own process (``python -m cleo_operator.cli failover run``, the
+``cleo-operator failover run`` command, until the operator process registers the
 CleoFailover daemon) with the kubeconfig and the site configuration the operator has. A
 fault point makes it SIGKILL itself right after a step has acted and before the step's
 outcome is on status, the worst moment; a second process must find the step Running, do
@@ -68,7 +68,8 @@ def failover_run(
         [
             sys.executable,
             "-m",
-            "cleo_operator.reconcile.failover",
+            "cleo_operator.cli",
+            "failover",
             "run",
             setting.namespace,
             name,

@@ -3,7 +3,7 @@
 Crash tests need a process to kill, so the keyring reconcile also runs as
 `python -m tests.integration.keys_harness keyring ...` (what the operator will call, with
 its result printed as JSON: names, versions and fingerprints only), and the key commands as
-`python -m cleo_operator.keys_cli ...`. `CLEO_FAULT_POINT` in their environment makes them
+`python -m cleo_operator.cli ...`. `CLEO_FAULT_POINT` in their environment makes them
 SIGKILL themselves at that step.
 
 `python -m tests.integration.keys_harness tenant --name N ...` runs the operator's real tenant
@@ -80,7 +80,7 @@ def keys_cli(
     env: Mapping[str, str], *args: str, fault: str | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`cleo-operator keys|seal ...` as its own process."""
-    return run_python(env, "cleo_operator.keys_cli", *args, fault=fault, input=input)
+    return run_python(env, "cleo_operator.cli", *args, fault=fault, input=input)
 
 
 def keyring_process(

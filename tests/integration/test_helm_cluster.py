@@ -29,18 +29,16 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.permissions import (
-    OPERATOR_BINDING,
+from cleo_operator.kube.access import (
     MissingPermissions,
     access_checks,
     check_permissions,
-    grants,
     missing_operator_tenant_rules,
     missing_permissions,
     missing_tenant_roles,
-    permissions_for,
 )
+from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.permissions import OPERATOR_BINDING, grants, permissions_for
 from cleo_operator.render.rbac import TENANT_ROLES
 from e2e.cluster import LIMITED_USER, LocalCluster
 from tests.harness.cluster_fixtures import REPO, wait_for

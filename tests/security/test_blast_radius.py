@@ -24,13 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
+from cleo_operator.kube.access import check_permissions, missing_operator_tenant_rules
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import NAMESPACE as NAMESPACE_KIND
-from cleo_operator.kube.permissions import (
-    OPERATOR_BINDING,
-    check_permissions,
-    missing_operator_tenant_rules,
-)
+from cleo_operator.kube.permissions import OPERATOR_BINDING
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.rbac import OperatorAccess, render_operator_binding
 from cleo_operator.render.tenant import render_namespace

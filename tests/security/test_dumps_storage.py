@@ -24,7 +24,7 @@ from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.errors import StorageError
 from cleo_operator.backup.retention import RetentionPolicy
 from cleo_operator.backup.storage import LocalStorage
-from cleo_operator.backup_cli import run_backup_for
+from cleo_operator.cli.backup import run_backup_for
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer
 from tests.integration.test_backup_support import create_database, drop_database

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from cleo_operator.cli.permissions import register_permissions as register
 from cleo_operator.handlers.registry import BACKUP_CHILDREN, CHILD_RESOURCES
+from cleo_operator.kube.access import MissingPermission, access_checks, describe_missing
 from cleo_operator.kube.kinds import KINDS
 from cleo_operator.kube.permissions import (
     OPERATOR_BINDING,
@@ -26,14 +28,10 @@ from cleo_operator.kube.permissions import (
     PERMISSIONS,
     TENANT_CLUSTER_ROLES,
     Grant,
-    MissingPermission,
     Scope,
-    access_checks,
-    describe_missing,
     grants,
     permissions_for,
     policy_rules,
-    register,
 )
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.rbac import OPERATOR_BINDING as RENDERED_OPERATOR_BINDING

@@ -27,14 +27,12 @@ the tenant loop) and calls again after ``requeue_after``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from cleo_operator.api.base import Condition, set_condition
@@ -83,8 +81,6 @@ __all__ = [
     "OWNED_STATUS_KEYS",
     "FailoverReconciler",
     "FailoverResult",
-    "main",
-    "register",
 ]
 
 log = logging.getLogger(__name__)
@@ -594,58 +590,3 @@ class FailoverReconciler:
             if result.phase in (None, "Succeeded", "Failed") or time.monotonic() >= deadline:
                 return result
             time.sleep(min(result.requeue_after or 1.0, max(0.0, deadline - time.monotonic())))
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def register(subparsers: Any) -> None:
-    """Add ``cleo-operator failover run NAMESPACE NAME`` to the CLI (argparse subparsers)."""
-    parser = subparsers.add_parser(
-        "failover",
-        help="drive a CleoFailover from this machine (when the operator cannot)",
-        description=(
-            "Run or resume a CleoFailover to its end from this machine, with the kubeconfig "
-            "and the site configuration ($CLEO_SITES_FILE or $CLEO_SITES) of the operator. "
-            "Safe while the operator runs too: steps are idempotent and the tenant's "
-            "failover lock keeps two failovers of one tenant apart."
-        ),
-    )
-    sub = parser.add_subparsers(dest="failover_command", required=True)
-    run = sub.add_parser("run", help="run or resume one CleoFailover until it ends")
-    run.add_argument("namespace", help="the CleoFailover's namespace (the tenant's)")
-    run.add_argument("name", help="the CleoFailover's name")
-    run.add_argument("--context", help="kubeconfig context (default: the current one)")
-    run.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
-    run.set_defaults(func=run_command)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``failover run``: 0 when the failover succeeded, 1 when it failed or did not end."""
-    kube = KubeClient.from_environment(context=args.context)
-    reconciler = FailoverReconciler.from_environment(kube)
-    try:
-        result = reconciler.drive(args.namespace, args.name, timeout=args.timeout)
-    finally:
-        reconciler.close()
-    if result.phase is None:
-        log.error("CleoFailover %s/%s does not exist", args.namespace, args.name)
-        return 1
-    log.info("CleoFailover %s/%s: %s", args.namespace, args.name, result.phase)
-    return 0 if result.phase == "Succeeded" else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m cleo_operator.reconcile.failover run NS NAME``."""
-    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="cleo-operator")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["failover", *(sys.argv[1:] if argv is None else argv)])
-    configure_logging(level="INFO", fmt="plain")
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

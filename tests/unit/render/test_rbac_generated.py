@@ -15,17 +15,17 @@ from contextlib import redirect_stdout
 
 import yaml
 
-from cleo_operator.kube.permissions import OPERATOR_TENANT_ROLE, policy_rules
-from cleo_operator.rbac_cli import (
+from cleo_operator.cli.permissions import (
     CHART_RULES_FILE,
     MANIFEST_FILE,
     OPERATOR_ROLE_FILE,
     chart_rules_text,
     manifest_text,
     operator_role_text,
-    register,
     write_tenant_roles,
 )
+from cleo_operator.cli.permissions import register_tenant_roles as register
+from cleo_operator.kube.permissions import OPERATOR_TENANT_ROLE, policy_rules
 from cleo_operator.render.rbac import admin_rules, render_tenant_cluster_roles, viewer_rules
 
 REPO = pathlib.Path(__file__).resolve().parents[3]

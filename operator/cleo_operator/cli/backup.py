@@ -29,9 +29,6 @@ Verification needs CREATEDB and CREATEROLE on the site: with the admin's login i
 a throwaway unprivileged login and a scratch database that login owns, and restores and
 reads as that login (`backup.scratch`); the operator runs it with the site admin's login;
 `backup verify` is for people with such a login (``--admin DSN``).
-
-The commands are registered by `cli.py` through `register(subparsers)`;
-`python -m cleo_operator.backup_cli` runs them alone.
 """
 
 from __future__ import annotations
@@ -41,9 +38,8 @@ import datetime
 import json
 import logging
 import os
-import sys
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -66,35 +62,31 @@ from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
 from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
-from cleo_operator.core.errors import CleoError
+from cleo_operator.cli.common import CommandError, guarded, out
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.backup_status import entry_from_report, record_run
 from cleo_operator.render.backup import JOB_NAME_ENV, VOLUME_MOUNT
 
-__all__ = ["main", "register", "run_backup_for"]
+__all__ = ["register", "run_backup_for"]
 
 log = logging.getLogger("cleo_operator.backup")
 
 KEYRING_DIR_ENV: Final = "CLEO_KEYRING_DIR"
 
-
-class CommandError(CleoError):
-    """A command cannot do what was asked; the message says why and what to do."""
-
-    reason = "CommandFailed"
-    retryable = False
+KEEP_RULES: Final = {
+    "last": "the newest N backups",
+    "hourly": "the newest backup of each of the last N hours",
+    "daily": "the newest backup of each of the last N days",
+    "weekly": "the newest backup of each of the last N weeks",
+    "monthly": "the newest backup of each of the last N months",
+}
+"""The ``--keep-RULE N`` options, as `RetentionPolicy` takes them (``keep_RULE``)."""
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _out(text: str) -> None:
-    """Results go to stdout (logs go to stderr), so they can be piped and redirected."""
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
 
 
 def _failed(tenant: str, reason: str, message: str) -> RunReport:
@@ -228,18 +220,12 @@ def cmd_backup_run(args: argparse.Namespace) -> int:
         tenant=args.tenant,
         destination=args.destination,
         keyring_dir=args.keyring_dir,
-        retention=RetentionPolicy(
-            keep_last=args.keep_last,
-            keep_hourly=args.keep_hourly,
-            keep_daily=args.keep_daily,
-            keep_weekly=args.keep_weekly,
-            keep_monthly=args.keep_monthly,
-        ),
+        retention=_retention(args),
         work_dir=args.work_dir,
     )
     if args.report:
         write_report(report, args.report)
-    _out(json.dumps(report, indent=2, sort_keys=True))
+    out(json.dumps(report, indent=2, sort_keys=True))
     return exit_code(report)
 
 
@@ -322,14 +308,14 @@ def cmd_backup_list(args: argparse.Namespace) -> int:
         keyring=_keyring(args.keyring_dir) if args.keyring_dir else None,
     )
     if args.json:
-        _out(json.dumps(listing, indent=2))
+        out(json.dumps(listing, indent=2))
         return 0
     if not listing:
-        _out("no backups")
+        out("no backups")
         return 0
-    _out(f"{'BACKUP':<27} {'TENANT':<20} {'STARTED':<28} {'SIZE':>12} {'ROWS':>10} VERIFIED")
+    out(f"{'BACKUP':<27} {'TENANT':<20} {'STARTED':<28} {'SIZE':>12} {'ROWS':>10} VERIFIED")
     for item in listing:
-        _out(
+        out(
             f"{item['backupId']:<27} {item['tenant']:<20} {item['startTime']:<28} "
             f"{item['archiveSize']:>12} {item['rows']:>10} {_yes_no(item['verified'])}"
         )
@@ -349,18 +335,17 @@ def cmd_backup_verify(args: argparse.Namespace) -> int:
         tenant=args.tenant,
         work_dir=args.work_dir,
     )
-    _out(json.dumps(verdict.to_report(), indent=2, sort_keys=True))
+    out(json.dumps(verdict.to_report(), indent=2, sort_keys=True))
     return 0 if verdict.passed else 1
 
 
+def _retention(args: argparse.Namespace) -> RetentionPolicy:
+    """The policy of the ``--keep-*`` options (none given: keep everything)."""
+    return RetentionPolicy(**{f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in KEEP_RULES})
+
+
 def _policy(args: argparse.Namespace) -> RetentionPolicy:
-    policy = RetentionPolicy(
-        keep_last=args.keep_last,
-        keep_hourly=args.keep_hourly,
-        keep_daily=args.keep_daily,
-        keep_weekly=args.keep_weekly,
-        keep_monthly=args.keep_monthly,
-    )
+    policy = _retention(args)
     if policy.keeps_everything:
         raise CommandError(
             "no retention rule given: pass --keep-last, --keep-hourly, --keep-daily, "
@@ -395,7 +380,7 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
         "dryRun": result.dry_run,
         "unauthenticated": list(result.unauthenticated),
     }
-    _out(json.dumps(report, indent=2, sort_keys=True))
+    out(json.dumps(report, indent=2, sort_keys=True))
     return 1 if result.problems else 0
 
 
@@ -411,7 +396,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         no_privileges=args.no_privileges,
         allow_privileged_target=args.allow_privileged_target,
     )
-    _out(
+    out(
         json.dumps(
             {
                 "backupId": result.backup_id,
@@ -431,34 +416,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 # -- wiring -----------------------------------------------------------------------------------
 
 
-Command = Callable[[argparse.Namespace], int]
-
-
-def _run(func: Command) -> Command:
-    """Run a command; turn the errors people can act on into one log line and exit code 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except BackupError as exc:
-            log.error("%s: %s", exc.reason, exc.message)
-        except (CommandError, CryptoError, ValueError) as exc:
-            log.error("%s", exc)
-        except KubeError as exc:
-            log.error("the Kubernetes API refused: %s", exc)
-        return 1
-
-    return run
-
-
 def _keep_options(parser: argparse.ArgumentParser) -> None:
-    for rule, text in (
-        ("last", "the newest N backups"),
-        ("hourly", "the newest backup of each of the last N hours"),
-        ("daily", "the newest backup of each of the last N days"),
-        ("weekly", "the newest backup of each of the last N weeks"),
-        ("monthly", "the newest backup of each of the last N months"),
-    ):
+    for rule, text in KEEP_RULES.items():
         parser.add_argument(f"--keep-{rule}", type=int, metavar="N", help=f"keep {text}")
 
 
@@ -505,13 +464,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--context", help="kubeconfig context (outside a pod)")
     _storage_options(run, keyring=True)
     _keep_options(run)
-    run.set_defaults(func=_run(cmd_backup_run))
+    run.set_defaults(func=guarded(cmd_backup_run, log))
 
     listing = sub.add_parser("list", help="list the complete backups in a destination")
     _storage_options(listing, keyring=True)
     listing.add_argument("--tenant", help="only this tenant's backups")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
-    listing.set_defaults(func=_run(cmd_backup_list))
+    listing.set_defaults(func=guarded(cmd_backup_list, log))
 
     verify = sub.add_parser(
         "verify",
@@ -528,7 +487,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "'host=db user=admin dbname=postgres' (password in PGPASSWORD)",
     )
     verify.add_argument("--tenant", help="refuse a backup of another tenant")
-    verify.set_defaults(func=_run(cmd_backup_verify))
+    verify.set_defaults(func=guarded(cmd_backup_verify, log))
 
     prune = sub.add_parser(
         "prune",
@@ -540,7 +499,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     prune.add_argument("--time-zone", help="what a day is for --keep-daily etc. (default UTC)")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
     _keep_options(prune)
-    prune.set_defaults(func=_run(cmd_backup_prune))
+    prune.set_defaults(func=guarded(cmd_backup_prune, log))
 
     restore_parser = subparsers.add_parser(
         "restore",
@@ -571,21 +530,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "CREATEROLE, BYPASSRLS or REPLICATION; a dump's functions then run with those "
         "rights, so only for an archive you trust completely",
     )
-    restore_parser.set_defaults(func=_run(cmd_restore))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cleo_operator.backup_cli backup ...|restore ...`."""
-    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    configure_logging(level=args.log_level)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    restore_parser.set_defaults(func=guarded(cmd_restore, log))

@@ -19,8 +19,8 @@ Secret that holds the private keys. `seal --public-key FILE` works with no clust
 Nothing here prints or logs a secret value: `seal` reads values from arguments, files or
 stdin and prints only sealed text; errors name keys and files, never values.
 
-The commands are registered by `cli.py` through `register(subparsers)`;
-`python -m cleo_operator.keys_cli` runs them alone.
+Every key command refuses an unknown `CLEO_FAULT_POINT` first (the crash tests kill these
+processes at named steps; a typo would silently test nothing).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -41,7 +41,7 @@ import yaml
 from cleo_operator.api.base import validate_tenant_name
 from cleo_operator.api.errors import SpecError, spec_error_from_validation
 from cleo_operator.api.tenant import DATA_KEY_HINT, DATA_KEY_PATTERN, SealedSecret
-from cleo_operator.core.errors import CleoError
+from cleo_operator.cli.common import Command, CommandError, guarded, out
 from cleo_operator.crypto import CryptoError, Envelope, SealingPublicKey, seal
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import (
@@ -61,7 +61,7 @@ from cleo_operator.reconcile.keys import (
     rotate_kek,
 )
 
-__all__ = ["main", "register"]
+__all__ = ["register"]
 
 log = logging.getLogger("cleo_operator.keys")
 
@@ -69,21 +69,8 @@ OPERATOR_NAMESPACE_ENV: Final = "CLEO_OPERATOR_NAMESPACE"
 DEFAULT_OPERATOR_NAMESPACE: Final = "cleo-system"
 
 
-class CommandError(CleoError):
-    """A command cannot do what was asked; the message says why and what to do."""
-
-    reason = "CommandFailed"
-    retryable = False
-
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _out(text: str) -> None:
-    """Results go to stdout (logs go to stderr), so they can be piped and redirected."""
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
 
 
 def _cluster_options() -> argparse.ArgumentParser:
@@ -116,13 +103,14 @@ def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
 # -- keys ... ---------------------------------------------------------------------------------
 
 
-def cmd_keys_init(args: argparse.Namespace) -> None:
+def cmd_keys_init(args: argparse.Namespace) -> int:
     kube = KubeClient.from_environment(context=args.context)
     keys = ensure_operator_keys(
         kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir, now=_now()
     )
     public = keys.sealing.load().public_key
-    _out(public.to_text())
+    out(public.to_text())
+    return 0
 
 
 def _public_key(keys: OperatorKeys) -> SealingPublicKey:
@@ -141,13 +129,14 @@ def _public_key(keys: OperatorKeys) -> SealingPublicKey:
         ) from None
 
 
-def cmd_keys_public(args: argparse.Namespace) -> None:
+def cmd_keys_public(args: argparse.Namespace) -> int:
     _, keys = _keys(args)
     public = _public_key(keys)
-    _out(public.to_pem() if args.pem else public.to_text())
+    out(public.to_pem() if args.pem else public.to_text())
+    return 0
 
 
-def cmd_keys_rotate_sealing(args: argparse.Namespace) -> None:
+def cmd_keys_rotate_sealing(args: argparse.Namespace) -> int:
     _, keys = _keys(args)
     keyring = keys.sealing.rotate(now=_now())
     log.info(
@@ -156,11 +145,12 @@ def cmd_keys_rotate_sealing(args: argparse.Namespace) -> None:
         keyring.current_version,
         keyring.current.key_id,
     )
-    _out(keyring.public_key.to_text())
+    out(keyring.public_key.to_text())
+    return 0
 
 
 def _report_rewrap(report: RewrapReport) -> None:
-    _out(
+    out(
         f"KEK v{report.kek_version} is current: re-wrapped {len(report.rewrapped)} keyring "
         f"cop{'y' if len(report.rewrapped) == 1 else 'ies'}"
         + (f" ({', '.join(report.rewrapped)})" if report.rewrapped else "")
@@ -173,36 +163,33 @@ def _report_rewrap(report: RewrapReport) -> None:
         )
 
 
-def cmd_keys_rotate_kek(args: argparse.Namespace) -> None:
+def cmd_keys_rotate_kek(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
-    try:
-        report = rotate_kek(kube, keys)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    _report_rewrap(report)
+    _report_rewrap(rotate_kek(kube, keys))  # a ValueError says what to do: exit 1
+    return 0
 
 
-def cmd_keys_rewrap(args: argparse.Namespace) -> None:
+def cmd_keys_rewrap(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
     _report_rewrap(rewrap_keyring_copies(kube, keys))
+    return 0
 
 
-def cmd_keys_adopt_quarantined(args: argparse.Namespace) -> None:
+def cmd_keys_adopt_quarantined(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
-    try:
-        _, line = adopt_quarantined(
-            kube,
-            keys,
-            tenant=args.tenant,
-            name=args.secret,
-            replace_new_keyring=args.replace_new_keyring,
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    _out(line)
+    # A reviewed Secret that does not qualify is a ValueError saying why: exit 1.
+    _, line = adopt_quarantined(
+        kube,
+        keys,
+        tenant=args.tenant,
+        name=args.secret,
+        replace_new_keyring=args.replace_new_keyring,
+    )
+    out(line)
+    return 0
 
 
-def cmd_keys_status(args: argparse.Namespace) -> None:
+def cmd_keys_status(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
     kek = keys.kek.load()
     where = (
@@ -239,7 +226,8 @@ def cmd_keys_status(args: argparse.Namespace) -> None:
             continue
         stale = "" if kek_id == f"v{kek.current_version}" else " (needs `keys rewrap`)"
         lines.append(f"  {copy.tenant}: wrapped by KEK {kek_id}{stale}")
-    _out("\n".join(lines))
+    out("\n".join(lines))
+    return 0
 
 
 # -- seal -------------------------------------------------------------------------------------
@@ -339,7 +327,7 @@ def sealed_entry_yaml(
     )
 
 
-def cmd_seal(args: argparse.Namespace) -> None:
+def cmd_seal(args: argparse.Namespace) -> int:
     try:
         validate_tenant_name(args.tenant)
     except SpecError as exc:
@@ -355,34 +343,19 @@ def cmd_seal(args: argparse.Namespace) -> None:
         _, keys = _keys(args)
         public = _public_key(keys)
     values = _read_values(args)
-    _out(sealed_entry_yaml(public, tenant=args.tenant, name=args.name, values=values))
+    out(sealed_entry_yaml(public, tenant=args.tenant, name=args.name, values=values))
+    return 0
 
 
 # -- wiring -----------------------------------------------------------------------------------
 
 
-Command = Callable[[argparse.Namespace], None]
-
-
-def _run(func: Command) -> Callable[[argparse.Namespace], int]:
-    """Run a command; turn the errors people can act on into one log line and exit code 1."""
-
+def _command(func: Command) -> Command:
     def run(args: argparse.Namespace) -> int:
-        try:
-            check_fault_point_env()
-            func(args)
-        except (CommandError, CryptoError, ValueError) as exc:
-            log.error("%s", exc)
-            return 1
-        except KubeError as exc:
-            log.error("the Kubernetes API refused: %s", exc)
-            return 1
-        except Exception as exc:
-            log.error("%s: %s", type(exc).__name__, exc)
-            return 1
-        return 0
+        check_fault_point_env()
+        return func(args)
 
-    return run
+    return guarded(run, log)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -400,7 +373,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     for name, func, text in commands:
         sub = keys_sub.add_parser(name, parents=[common], help=text, description=text)
-        sub.set_defaults(func=_run(func))
+        sub.set_defaults(func=_command(func))
     adopt_text = "make a reviewed keyring quarantine Secret the tenant keyring's copy"
     adopt = keys_sub.add_parser(
         "adopt-quarantined", parents=[common], help=adopt_text, description=adopt_text
@@ -415,12 +388,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="for a keyring found before the tenant had keys (UntrustedKeyringReplaced): "
         "replace the new keyring made then (it is kept in a quarantine Secret)",
     )
-    adopt.set_defaults(func=_run(cmd_keys_adopt_quarantined))
+    adopt.set_defaults(func=_command(cmd_keys_adopt_quarantined))
     public = keys_sub.add_parser(
         "public", parents=[common], help="print the current sealing public key"
     )
     public.add_argument("--pem", action="store_true", help="PEM instead of the one-line form")
-    public.set_defaults(func=_run(cmd_keys_public))
+    public.set_defaults(func=_command(cmd_keys_public))
 
     seal_parser = subparsers.add_parser(
         "seal",
@@ -446,21 +419,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="seal to this public key (PEM or the `keys public` line) instead of the cluster's",
     )
-    seal_parser.set_defaults(func=_run(cmd_seal))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cleo_operator.keys_cli keys ...|seal ...`, until `cli.py` registers us."""
-    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    configure_logging(level=args.log_level)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    seal_parser.set_defaults(func=_command(cmd_seal))

@@ -1,6 +1,11 @@
-"""`cleo-operator tenant-roles`: the ClusterRoles of tenant admins and viewers, as YAML.
+"""`cleo-operator permissions rules|check` and `cleo-operator tenant-roles`: RBAC, for people.
 
-The operator binds tenants' admins and viewers to the ClusterRoles `cleo-tenant-admin` and
+`permissions rules` prints the rules of `kube.permissions` (what the chart grants);
+`permissions check` asks the API server whether the current identity holds them
+(`kube.access`, the check the operator runs at start).
+
+`tenant-roles` writes the ClusterRoles of tenant admins and viewers, as YAML. The operator
+binds tenants' admins and viewers to the ClusterRoles `cleo-tenant-admin` and
 `cleo-tenant-viewer` but never writes them (render/rbac.py says why), so something else
 must install them once per cluster, before the operator starts: the Helm chart, or
 ``kubectl apply`` of a generated file for those without Helm (and for the tests and
@@ -20,23 +25,33 @@ committed, and a test fails when either drifts, as with the CRDs:
 
 ``cleo-operator tenant-roles`` prints the first (for a cluster without a checkout:
 ``cleo-operator tenant-roles | kubectl apply --server-side -f -``), ``--operator`` the
-third; ``--write`` writes all three into a checkout. The command is registered by
-`cli.py` through `register(subparsers)`; ``python -m cleo_operator.rbac_cli tenant-roles``
-runs it alone.
+third; ``--write`` writes all three into a checkout.
+
+Why the generators live here and not in `render`: the operator's tenant role comes from
+`kube.permissions`, which `render` (pure, beside `kube`) may not import.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import yaml
 
-from cleo_operator.kube.permissions import OPERATOR_TENANT_ROLE, policy_rules
+from cleo_operator.cli.common import guarded, repo_root
+from cleo_operator.kube.access import check_permissions
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.permissions import (
+    EVENTS_NAMESPACE,
+    OPERATOR_TENANT_ROLE,
+    TENANT_ROLE_ENV,
+    Scope,
+    policy_rules,
+)
 from cleo_operator.render.rbac import (
     CLUSTER_ROLE_LABELS,
     render_tenant_cluster_roles,
@@ -48,10 +63,10 @@ __all__ = [
     "MANIFEST_FILE",
     "OPERATOR_ROLE_FILE",
     "chart_rules_text",
-    "main",
     "manifest_text",
     "operator_role_text",
-    "register",
+    "register_permissions",
+    "register_tenant_roles",
     "write_tenant_roles",
 ]
 
@@ -137,22 +152,95 @@ def write_tenant_roles(root: Path) -> list[Path]:
     return written
 
 
-def _repo_root() -> Path:
-    # operator/cleo_operator/rbac_cli.py -> the repository root (for --write in a checkout).
-    return Path(__file__).resolve().parents[2]
-
-
 def _cmd_tenant_roles(args: argparse.Namespace) -> int:
     if not args.write:
         sys.stdout.write(operator_role_text() if args.operator else manifest_text())
         return 0
-    root: Path = args.root or _repo_root()
+    root: Path = args.root or repo_root()
     for path in write_tenant_roles(root):
         log.info("wrote %s", path.relative_to(root))
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+_RULE_DOCUMENTS: Final[tuple[tuple[str, list[Scope]], ...]] = (
+    (
+        "ClusterRole rules bound cluster-wide (scopes cluster and watch, a cluster-wide install)",
+        ["cluster", "watch"],
+    ),
+    (
+        f"ClusterRole {OPERATOR_TENANT_ROLE} (scope tenant), never bound cluster-wide: the "
+        "operator binds it in each tenant namespace",
+        ["tenant"],
+    ),
+    ("Role rules in the operator's namespace (scope operator)", ["operator"]),
+    (
+        f"Role rules in {EVENTS_NAMESPACE}, for the Events of CleoTenants (scope cluster-events)",
+        ["cluster-events"],
+    ),
+)
+"""What `permissions rules` prints without --scope: one YAML document per way of granting."""
+
+
+def _rules_text(scopes: list[Scope]) -> str:
+    return yaml.safe_dump({"rules": policy_rules(scopes)}, sort_keys=False)
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    if args.scope:
+        sys.stdout.write(_rules_text(args.scope))
+        return 0
+    sys.stdout.write(
+        "---\n".join(f"# {title}\n{_rules_text(scopes)}" for title, scopes in _RULE_DOCUMENTS)
+    )
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    kube = KubeClient.from_environment(context=args.context)
+    check_permissions(  # MissingPermissions says what is missing: exit 1 (cli.common)
+        kube,
+        operator_namespace=args.operator_namespace,
+        watch_namespaces=tuple(args.namespace or ()),
+        tenant_role=args.tenant_role,
+    )
+    log.info("every permission cleo-operator needs is granted")
+    return 0
+
+
+def register_permissions(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `cleo-operator permissions rules|check` to the command line."""
+    parser = subparsers.add_parser(
+        "permissions", help="the RBAC rules the operator needs, and a check that it holds them"
+    )
+    sub = parser.add_subparsers(dest="permissions_command", required=True)
+    rules = sub.add_parser("rules", help="print the RBAC rules (YAML) the operator needs")
+    rules.add_argument(
+        "--scope",
+        action="append",
+        choices=get_args(Scope),
+        help="only these scopes (repeatable); default: all, as ClusterRole and Role rules",
+    )
+    rules.set_defaults(func=guarded(_cmd_rules, log))
+    check = sub.add_parser(
+        "check", help="ask the API server whether the current identity holds every permission"
+    )
+    check.add_argument("--operator-namespace", default="cleo-system")
+    check.add_argument(
+        "--namespace", action="append", help="a watched namespace (repeatable); default: all"
+    )
+    check.add_argument(
+        "--tenant-role",
+        default=os.environ.get(TENANT_ROLE_ENV) or OPERATOR_TENANT_ROLE,
+        help="the operator's tenant ClusterRole, bound in each tenant namespace "
+        f"(default: ${TENANT_ROLE_ENV}, else {OPERATOR_TENANT_ROLE})",
+    )
+    check.add_argument("--context", help="kubeconfig context (default: the current one)")
+    check.set_defaults(func=guarded(_cmd_check, log))
+
+
+def register_tenant_roles(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     """Add `cleo-operator tenant-roles [--write [--root DIR]]` to the command line."""
     parser = subparsers.add_parser(
         "tenant-roles",
@@ -174,21 +262,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"print the operator's own tenant ClusterRole ({OPERATOR_TENANT_ROLE}) instead",
     )
     parser.add_argument("--root", type=Path, help="repository root (default: this checkout)")
-    parser.set_defaults(func=_cmd_tenant_roles)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cleo_operator.rbac_cli tenant-roles ...`, until `cli.py` registers us."""
-    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    configure_logging(level=args.log_level)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    parser.set_defaults(func=guarded(_cmd_tenant_roles, log))

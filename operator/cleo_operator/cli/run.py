@@ -1,4 +1,14 @@
-"""The `cleo-operator` command: run the operator, generate CRDs, and the tools around them."""
+"""`cleo-operator run`: start the operator, after checking what it cannot run without.
+
+Why the checks come first: an operator that starts against the wrong cluster, without its
+CRDs, without a permission or without its keys fails later, deep inside a reconcile, with
+a Forbidden or a NotFound that names nothing a person can act on. Each check here fails
+with a `StartupError` saying what is missing and what to do, and the command exits 2
+(`cli.common`).
+
+This is the only command that imports Kopf (and the handlers): the other commands run
+without an event loop, and do not pay for importing it.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +18,42 @@ import dataclasses
 import datetime
 import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cleo_operator import __version__
-from cleo_operator.core.errors import CleoError
+from cleo_operator.cli.common import EXIT_USAGE, CommandError, guarded
 
 if TYPE_CHECKING:
     from cleo_operator.handlers.settings import OperatorConfig
     from cleo_operator.kube.client import KubeClient
     from cleo_operator.reconcile.keys import OperatorKeys
 
+__all__ = [
+    "CRD_PLURALS",
+    "StartupError",
+    "check_access",
+    "check_cluster",
+    "cmd_run",
+    "operator_identity",
+    "operator_keys",
+    "register",
+]
+
 log = logging.getLogger("cleo_operator")
 
 CRD_PLURALS = ("cleotenants", "cleobackups", "cleofailovers")
 
 
-class StartupError(CleoError):
+class StartupError(CommandError):
     """The operator cannot start; the message says what is missing and what to do."""
 
     reason = "StartupFailed"
-    retryable = False
+    exit_code = EXIT_USAGE
 
-
-def _repo_root() -> Path:
-    # operator/cleo_operator/cli.py -> the repository root (for `crds` in a checkout).
-    return Path(__file__).resolve().parents[2]
-
-
-def cmd_crds(args: argparse.Namespace) -> int:
-    from cleo_operator.api.crdgen import write_crds  # noqa: PLC0415 - keeps `run` light
-    from cleo_operator.rbac_cli import write_tenant_roles  # noqa: PLC0415
-
-    root: Path = args.root or _repo_root()
-    for path in [*write_crds(root), *write_tenant_roles(root)]:
-        log.info("wrote %s", path.relative_to(root))
-    return 0
+    def __str__(self) -> str:
+        # The whole story on one line, with no traceback (cli.common).
+        return f"cannot start: {self.message}"
 
 
 def check_cluster(kube: KubeClient) -> None:
@@ -86,7 +94,7 @@ def check_cluster(kube: KubeClient) -> None:
 
 def check_access(kube: KubeClient, config: OperatorConfig) -> None:
     """Fail early when the operator's identity lacks a permission it will need."""
-    from cleo_operator.kube.permissions import MissingPermissions, check_permissions  # noqa: PLC0415
+    from cleo_operator.kube.access import MissingPermissions, check_permissions  # noqa: PLC0415
 
     try:
         check_permissions(
@@ -101,7 +109,7 @@ def check_access(kube: KubeClient, config: OperatorConfig) -> None:
 
 def operator_identity(kube: KubeClient) -> str:
     """Who the API server knows us by: the subject of our RoleBinding in tenant namespaces."""
-    from cleo_operator.kube.permissions import whoami  # noqa: PLC0415
+    from cleo_operator.kube.access import whoami  # noqa: PLC0415
 
     identity = whoami(kube)
     if not identity:
@@ -138,6 +146,7 @@ def operator_keys(kube: KubeClient, config: OperatorConfig) -> OperatorKeys:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Check, then run the operator until it is stopped."""
     import kopf  # noqa: PLC0415
 
     from cleo_operator.data.errors import SiteConfigError  # noqa: PLC0415
@@ -163,15 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, identity=operator_identity(kube))
         keys = operator_keys(kube, config)
         runtime = Runtime.create(config, kube, keys)
-    except StartupError as exc:
-        log.error("cannot start: %s", exc)  # the message is the whole story: no traceback
-        return 2
     except SiteConfigError as exc:
-        log.error("cannot start: the PostgreSQL site configuration is wrong: %s", exc)
-        return 2
+        raise StartupError(f"the PostgreSQL site configuration is wrong: {exc}") from None
     except ValueError as exc:  # a backup setting from the environment, named in the message
-        log.error("cannot start: %s", exc)
-        return 2
+        raise StartupError(str(exc)) from None
     registry = build_registry(runtime)
 
     @kopf.on.login(registry=registry)
@@ -197,14 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cleo-operator", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"cleo-operator {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the operator")
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `cleo-operator run` to the command line."""
+    run = subparsers.add_parser("run", help="run the operator")
     run.add_argument(
         "--namespace",
         action="append",
@@ -235,37 +234,4 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ClusterRole the operator binds itself to in each tenant namespace "
         "(default: $CLEO_OPERATOR_TENANT_ROLE, else cleo-operator-tenant)",
     )
-    run.set_defaults(func=cmd_run)
-
-    crds = sub.add_parser(
-        "crds",
-        help="generate the CRD YAML from the API models (and the tenant ClusterRoles' YAML)",
-    )
-    crds.add_argument("--root", type=Path, help="repository root (default: this checkout)")
-    crds.set_defaults(func=cmd_crds)
-
-    from cleo_operator.backup_cli import register as register_backup  # noqa: PLC0415
-    from cleo_operator.keys_cli import register as register_keys  # noqa: PLC0415
-    from cleo_operator.kube.permissions import register as register_permissions  # noqa: PLC0415
-    from cleo_operator.rbac_cli import register as register_rbac  # noqa: PLC0415
-    from cleo_operator.reconcile.failover import register as register_failover  # noqa: PLC0415
-
-    register_keys(sub)
-    register_permissions(sub)
-    register_backup(sub)
-    register_rbac(sub)
-    register_failover(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
-
-    args = build_parser().parse_args(argv)
-    configure_logging(level=args.log_level, fmt=args.log_format)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run.set_defaults(func=guarded(cmd_run, log))

@@ -1,0 +1,129 @@
+"""The command line's shared shape: one root, one way to end a command, no argparse elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import cleo_operator
+from cleo_operator import __version__
+from cleo_operator.backup.errors import TargetNotEmpty
+from cleo_operator.cli import main
+from cleo_operator.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    failure,
+    guarded,
+)
+from cleo_operator.cli.root import build_parser
+from cleo_operator.cli.run import StartupError
+from cleo_operator.kube.client import KubeError
+from cleo_operator.kube.permissions import _verbs
+
+PACKAGE = pathlib.Path(cleo_operator.__file__).parent
+REPO = PACKAGE.parents[1]
+
+
+@pytest.mark.parametrize(
+    ("error", "line", "code"),
+    [
+        (CommandError("give --tenant"), "give --tenant", EXIT_FAILED),
+        (StartupError("the CRDs are missing"), "cannot start: the CRDs are missing", EXIT_USAGE),
+        (
+            KubeError(status=403, reason="Forbidden", message="no", what="get Secret a/b"),
+            "the Kubernetes API refused: get Secret a/b: 403 Forbidden: no",
+            EXIT_FAILED,
+        ),
+        (
+            TargetNotEmpty("the target holds 3 tables"),
+            "TargetNotEmpty: the target holds 3 tables",
+            1,
+        ),
+        (ValueError("--keep-last: not a number"), "--keep-last: not a number", EXIT_FAILED),
+        (RuntimeError("boom"), "RuntimeError: boom", EXIT_FAILED),
+    ],
+)
+def test_every_error_ends_a_command_as_one_line_and_an_exit_code(
+    error: Exception, line: str, code: int
+) -> None:
+    assert failure(error) == (line, code)
+
+
+def test_a_guarded_command_logs_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("cleo_operator.test_cli")
+
+    def fails(args: argparse.Namespace) -> int:
+        raise CommandError(f"no backup named {args.name}")
+
+    def succeeds(args: argparse.Namespace) -> int:
+        return EXIT_OK if args.name else EXIT_FAILED
+
+    args = argparse.Namespace(name="nightly")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        assert guarded(fails, log)(args) == EXIT_FAILED
+        assert guarded(succeeds, log)(args) == EXIT_OK
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "no backup named nightly"
+    assert record.exc_info is None
+
+
+def test_the_root_knows_every_command_group_in_its_order() -> None:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [
+        "run",
+        "crds",
+        "keys",
+        "seal",
+        "permissions",
+        "backup",
+        "restore",
+        "tenant-roles",
+        "failover",
+    ]
+
+
+def test_a_wrong_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["backup", "run", "--keep-last", "many"])
+    assert exited.value.code == EXIT_USAGE
+    assert "--keep-last" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    # The chart, the harness and the e2e tests start `python -m cleo_operator.cli`.
+    done = subprocess.run(
+        [sys.executable, "-m", "cleo_operator.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"cleo-operator {__version__}"
+
+
+def test_no_module_outside_cli_parses_arguments() -> None:
+    parsers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "argparse" in path.read_text(encoding="utf-8")
+        and path.relative_to(PACKAGE).parts[0] != "cli"
+    )
+    assert parsers == []
+
+
+def test_permission_rows_name_only_rbac_verbs() -> None:
+    assert _verbs("watch get list") == ("get", "list", "watch")
+    with pytest.raises(ValueError, match="not RBAC verbs"):
+        _verbs("get read")
