@@ -39,7 +39,7 @@ from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, Kind, kind_of
-from cleo_operator.kube.status import write_status
+from cleo_operator.kube.status import update_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
 from cleo_operator.reconcile.namespace_claim import (
     REFUSAL_REASONS,
@@ -839,10 +839,21 @@ class _StatusBuilder(StatusBuilder):
         """`keep_previous`: keys not set this round keep their value, but those in `forget`."""
         status = self.base(phase)
         status.update({k: v for k, v in self.fields.items() if v is not None})
-        if keep_previous:
-            previous = self.obj.get("status") or {}
-            for key in OWNED_STATUS_KEYS - status.keys() - forget:
-                if key in previous:
-                    status[key] = previous[key]
-        written = write_status(kube, TENANT, self.obj, status, owned_keys=OWNED_STATUS_KEYS)
+
+        def desired(current: KubeObject) -> dict[str, Any]:
+            if not keep_previous:
+                return status
+            previous = current.get("status") or {}
+            keys = OWNED_STATUS_KEYS - status.keys() - forget
+            kept = {k: v for k, v in previous.items() if k in keys}
+            return {**kept, **status}
+
+        written = update_status(
+            kube,
+            TENANT,
+            self.obj["metadata"]["name"],
+            desired,
+            owned_keys=OWNED_STATUS_KEYS,
+            read=self.obj,
+        )
         return written is not None
