@@ -59,15 +59,9 @@ class _Server:
         return copy.deepcopy(self.obj)
 
     def patch_merge(
-        self,
-        kind: Kind,
-        name: str,
-        patch: Mapping[str, Any],
-        *,
-        namespace: str | None = None,
-        subresource: str | None = None,
+        self, kind: Kind, name: str, patch: Mapping[str, Any], **where: str | None
     ) -> KubeObject:
-        assert subresource == "status"
+        assert where.get("subresource") == "status"
         if self.before_write:  # another writer gets in first
             self.obj = self.before_write.pop(0)
         if patch["metadata"]["resourceVersion"] != self.obj["metadata"]["resourceVersion"]:

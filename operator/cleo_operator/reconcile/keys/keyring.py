@@ -514,10 +514,10 @@ class KeyringReconciler(UsesOperatorKeys):
         name = quarantine_name(run.tenant, live.resource_version)
         created = keep_in_quarantine(
             self.kube,
-            operator_namespace=run.operator_namespace,
+            run.operator_namespace,
+            name,
+            live.data,
             tenant=run.tenant,
-            name=name,
-            data=live.data,
             source=live.where,
             reason=reason,
             now=now,

@@ -122,10 +122,10 @@ def adopt_quarantined(
         replaced = quarantine_name(tenant, f"replaced-{copy.secret.resource_version}")
         keep_in_quarantine(
             kube,
-            operator_namespace=keys.operator_namespace,
+            keys.operator_namespace,
+            replaced,
+            current.to_secret_data(),
             tenant=tenant,
-            name=replaced,
-            data=current.to_secret_data(),
             source=f"{keys.operator_namespace}/{keyring_copy_name(tenant)}",
             reason=f"the keyring copy replaced by adopting {name}",
             now=now or datetime.datetime.now(datetime.UTC),

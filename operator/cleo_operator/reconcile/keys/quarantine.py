@@ -56,11 +56,11 @@ def quarantine_selector(tenant: str) -> str:
 
 def keep_in_quarantine(
     kube: KubeClient,
-    *,
     operator_namespace: str,
-    tenant: str,
     name: str,
     data: Mapping[str, bytes],
+    *,
+    tenant: str,
     source: str,
     reason: str,
     now: datetime.datetime,
