@@ -1,6 +1,6 @@
 """Keys on the cluster: the operator's own, each tenant's keyring, and what is quarantined.
 
-Three concerns with three reasons to change, one module each:
+One module per reason to change:
 
 - `operator_keys`: where the KEK and the sealing keys are, made once at operator start;
 - `keyring`: each tenant's keyring, made once, kept in two homes, repaired and rotated (the
