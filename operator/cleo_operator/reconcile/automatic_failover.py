@@ -15,7 +15,7 @@ from cleo_operator.failover.automatic import CONDITION_TYPE, AutomaticFailover
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import TENANT
 from cleo_operator.reconcile.status import Observation, clip
-from cleo_operator.reconcile.tenant import PartResult, TenantContext
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 
 
 class AutomaticFailoverPart:

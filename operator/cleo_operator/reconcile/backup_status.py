@@ -10,9 +10,9 @@ Two writers share a CleoBackup's status, each with its own keys:
 
 Runs may finish at the same moment (``concurrencyPolicy: Allow``, or the reconciler's
 fallback racing a slow pod), and ``history`` is a list that each writer extends. So a run
-is recorded with a read-modify-write that carries ``metadata.resourceVersion``: a writer
-whose read is stale gets 409 Conflict and tries again from a fresh read, instead of
-dropping the other's entry. A run already in the history (same Job and start time) is
+is recorded through the status writer (`kube.status.update_status`): a writer whose read
+is stale gets 409 Conflict and adds its entry again to a fresh read, instead of dropping
+the other's entry. A run already in the history (same Job and start time) is
 never added twice, which makes `record_run` safe to retry and to call from both sides.
 
 A failed run never stops later ones: it is an entry like any other, and the CronJob goes
@@ -35,10 +35,12 @@ from cleo_operator.api.backup import (
     CleoBackupStatus,
 )
 from cleo_operator.api.base import rfc3339
+from cleo_operator.api.objects import KubeObject
 from cleo_operator.backup.cli import RunReport
 from cleo_operator.core.redaction import clip
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.kube.status import STATUS_WRITE_ATTEMPTS, update_status
 
 __all__ = [
     "RECONCILER_KEYS",
@@ -70,7 +72,6 @@ RECONCILER_KEYS: Final = frozenset(
 """Status keys the BackupReconciler writes."""
 
 DEFAULT_HISTORY_LIMIT: Final = 10
-RECORD_ATTEMPTS: Final = 8
 
 RecordOutcome = Literal["recorded", "already-recorded", "gone"]
 
@@ -231,45 +232,41 @@ def record_run(
     namespace: str,
     name: str,
     entry: RunEntry,
-    attempts: int = RECORD_ATTEMPTS,
+    attempts: int = STATUS_WRITE_ATTEMPTS,
 ) -> RecordOutcome:
     """Add `entry` to CleoBackup `namespace/name`'s status; safe to call again.
 
-    Each attempt reads the CleoBackup and writes with its resourceVersion as a
-    precondition; a conflict (someone wrote in between) reads again. Raises `KubeError`
-    for anything else (Forbidden: the runner's Role; the API server down), and after
-    `attempts` conflicts in a row.
+    Written by `kube.status.update_status`: a conflict (someone wrote in between) reads
+    again and adds the entry to what is there now. Raises `KubeError` for anything else
+    (Forbidden: the runner's Role; the API server down), and after `attempts` conflicts.
     """
-    last_error: KubeError | None = None
-    for _ in range(attempts):
-        backup = kube.get(BACKUP, name, namespace=namespace)
-        if backup is None:
-            return "gone"
-        fields = status_with_run(
+
+    def with_run(backup: KubeObject) -> dict[str, Any] | None:
+        return status_with_run(
             backup.get("status"), entry, history_limit=_history_limit(backup.get("spec"))
         )
-        if fields is None:
-            return "already-recorded"
-        patch = {
-            "metadata": {"resourceVersion": backup["metadata"]["resourceVersion"]},
-            "status": fields,
-        }
-        try:
-            kube.patch_merge(BACKUP, name, patch, namespace=namespace, subresource="status")
-        except KubeError as exc:
-            if exc.conflict:
-                last_error = exc
-                continue
-            if exc.not_found:
-                return "gone"
-            raise
-        log.info(
-            "CleoBackup %s/%s: recorded run %s (%s)",
-            namespace,
+
+    try:
+        written = update_status(
+            kube,
+            BACKUP,
             name,
-            entry.run.job or entry.run.start_time,
-            entry.run.reason,
+            with_run,
+            owned_keys=RUN_KEYS,
+            namespace=namespace,
+            attempts=attempts,
         )
-        return "recorded"
-    assert last_error is not None
-    raise last_error
+    except KubeError as exc:
+        if exc.not_found:
+            return "gone"
+        raise
+    if written is None:
+        return "already-recorded"
+    log.info(
+        "CleoBackup %s/%s: recorded run %s (%s)",
+        namespace,
+        name,
+        entry.run.job or entry.run.start_time,
+        entry.run.reason,
+    )
+    return "recorded"

@@ -41,7 +41,7 @@ from cleo_operator.reconcile.secrets import (
     apply_secrets,
 )
 from cleo_operator.reconcile.status import Observation, clip
-from cleo_operator.reconcile.tenant import PartResult, TenantContext, TenantEvent
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import COMPONENT_LABEL
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, ORPHANED_LABEL, TENANT_LABEL
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from cleo_operator.api.base import Condition, set_condition
+from cleo_operator.api.base import Condition, ConditionStatus, set_condition
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.failover import (
     CleoFailoverSpec,
@@ -74,7 +74,7 @@ from cleo_operator.failover.tenant import release_lock
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import FAILOVER
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
-from cleo_operator.kube.status import status_patch
+from cleo_operator.kube.status import unless_changed, update_status
 
 __all__ = [
     "DRILL_SITE_ENV",
@@ -159,6 +159,12 @@ class _Status:
             now=self.now,
         )
 
+    def succeeded(self, status: ConditionStatus, reason: str, message: str) -> None:
+        """The `Succeeded` condition: Unknown while a step runs, then True or False."""
+        self.condition(
+            ConditionChange(type=SUCCEEDED_CONDITION, status=status, reason=reason, message=message)
+        )
+
     def get_condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
@@ -176,24 +182,22 @@ class _Status:
             for key, value in CleoFailoverStatus.model_validate(desired).to_api().items()
             if value != [] or key == "conditions"
         }
-        current = {
-            k: v for k, v in (self.obj.get("status") or {}).items() if k in OWNED_STATUS_KEYS
-        }
-        patch = status_patch(current, checked)
-        if not patch:
-            return
         meta = self.obj["metadata"]
-        # Preconditioned on the version read: two drivers of one failover (the operator
-        # and `failover run`, say) never overwrite each other's progress; the loser gets
-        # 409, reads again and finds the step done or running.
-        self.obj = self.kube.patch_merge(
+        # Preconditioned on the version read, and decided on it: two drivers of one failover
+        # (the operator and `failover run`, say) never overwrite each other's progress; the
+        # loser gets 409, reads again and finds the step done or running.
+        written = update_status(
+            self.kube,
             FAILOVER,
             meta["name"],
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+            unless_changed(self.obj, checked, owned_keys=OWNED_STATUS_KEYS),
+            owned_keys=OWNED_STATUS_KEYS,
             namespace=meta.get("namespace"),
-            subresource="status",
+            read=self.obj,
         )
-        self.written = True
+        if written is not None:
+            self.obj = written
+            self.written = True
 
 
 class FailoverReconciler:
@@ -315,14 +319,7 @@ class FailoverReconciler:
             if record.state == "Pending":
                 status.now = self.now()
                 record.start(status.now, message="running")
-                status.condition(
-                    ConditionChange(
-                        type=SUCCEEDED_CONDITION,
-                        status="Unknown",
-                        reason="Running",
-                        message=f"step {record.name} is running",
-                    )
-                )
+                status.succeeded("Unknown", "Running", f"step {record.name} is running")
                 status.write()
             outcome = self.procedure.run(move, record)
             fault_point(record.name)
@@ -379,14 +376,10 @@ class FailoverReconciler:
             for record in status.records:
                 if record.state == "Pending":
                     record.finish("Skipped", status.now, "dry run: see status.plan")
-            status.condition(
-                ConditionChange(
-                    type=SUCCEEDED_CONDITION,
-                    status="True",
-                    reason="DryRun",
-                    message="the checks passed; status.plan says what would be done; nothing "
-                    "was changed",
-                )
+            status.succeeded(
+                "True",
+                "DryRun",
+                "the checks passed; status.plan says what would be done; nothing was changed",
             )
         else:
             if spec.type != "Drill":
@@ -413,11 +406,7 @@ class FailoverReconciler:
                 "Switchover": f"the tenant's primary is site {move.target!r} now, no data lost",
                 "Drill": "the drill passed; nothing of production changed",
             }[spec.type]
-            status.condition(
-                ConditionChange(
-                    type=SUCCEEDED_CONDITION, status="True", reason="Succeeded", message=done
-                )
-            )
+            status.succeeded("True", "Succeeded", done)
             if spec.type != "Drill":  # drills take no lock
                 release_lock(self.kube, move.tenant, move.holder)
         status.fields["phase"] = "Succeeded"
@@ -468,14 +457,7 @@ class FailoverReconciler:
                 f"{move.annotations.get(SOURCE_ANNOTATION, '?')!r} and its workload "
                 "held; see the runbook in docs/failover.md"
             )
-        status.condition(
-            ConditionChange(
-                type=SUCCEEDED_CONDITION,
-                status="False",
-                reason=outcome.reason or "Failed",
-                message=message,
-            )
-        )
+        status.succeeded("False", outcome.reason or "Failed", message)
         status.fields["phase"] = "Failed"
         status.fields["completionTime"] = rfc3339_ms(status.now)
         if not spec.dry_run and spec.type != "Drill":
@@ -504,13 +486,8 @@ class FailoverReconciler:
     def _invalid(self, status: _Status, error: SpecError) -> FailoverResult:
         status.fields["phase"] = "Failed"
         status.fields["completionTime"] = rfc3339_ms(status.now)
-        status.condition(
-            ConditionChange(
-                type=SUCCEEDED_CONDITION,
-                status="False",
-                reason="InvalidSpec",
-                message=f"{error}; create a new CleoFailover with a valid spec",
-            )
+        status.succeeded(
+            "False", "InvalidSpec", f"{error}; create a new CleoFailover with a valid spec"
         )
         status.write()
         return self._result(status, None)

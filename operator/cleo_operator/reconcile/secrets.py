@@ -39,7 +39,7 @@ from cleo_operator.crypto import CryptoError, SealingKeyring, unseal
 from cleo_operator.kube.apply import HASH_ANNOTATION, needs_apply, object_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import SECRET
-from cleo_operator.reconcile.keys import ConditionUpdate, OperatorKeys
+from cleo_operator.reconcile.keys import ConditionUpdate, UsesOperatorKeys
 from cleo_operator.render.child import child_metadata, opaque_secret, sorted_map
 
 __all__ = [
@@ -318,12 +318,8 @@ def _kept_fingerprint(live: KubeObject | None) -> str | None:
     return kept if isinstance(kept, str) else None
 
 
-class SecretsReconciler:
-    """Reads the sealing keys and unseals a tenant's secrets; shared by the worker threads."""
-
-    def __init__(self, kube: KubeClient, keys: OperatorKeys) -> None:
-        self.kube = kube
-        self.keys = keys
+class SecretsReconciler(UsesOperatorKeys):
+    """Reads the sealing keys and unseals a tenant's secrets."""
 
     def reconcile(
         self,

@@ -2,9 +2,10 @@
 
 Every kind's reconciler builds its status the same way: start from the conditions on the
 object, set each observed condition (keeping lastTransitionTime while a status holds, as
-the Kubernetes API conventions ask), then write once through `kube.status.write_status`,
-which sends nothing when nothing changed. What differs per kind (its phase, the fields it
-owns, what it keeps) stays in that kind's module.
+the Kubernetes API conventions ask), then write once through the status writer
+(`kube.status`), which sends nothing when nothing changed and never removes keys of status
+that another writer owns. What differs per kind (its phase, the fields it owns, what it
+keeps) stays in that kind's module.
 """
 
 from __future__ import annotations

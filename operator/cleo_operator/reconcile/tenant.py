@@ -12,13 +12,13 @@ owner handed it over (`reconcile.namespace_claim`). A refused tenant writes noth
 in that namespace or anywhere else (no part runs: no Secret, binding, keyring copy or
 database), reports `NamespaceReady=False` with the reason, and is checked again every
 `REFUSED_RECHECK_SECONDS`, so that a namespace handed over later is taken up. Deletion
-deletes only a namespace that carries the tenant's uid, with the namespace's uid and
-resourceVersion as preconditions of the delete, so the check and the delete are one.
+has rules of its own (`reconcile.tenant_deletion`).
 
 Concerns that need more than rendering (sealed secrets and keyrings, the tenant database)
-plug in as `TenantPart`s: each contributes objects to apply, conditions, status fields and
-checksum inputs, and has a say at deletion. The order of work is fixed: parts first (their
-Secrets feed the Deployment's checksum), then the rendered children in apply order.
+plug in as `TenantPart`s (`reconcile.tenant_parts`): each contributes objects to apply,
+conditions, status fields and checksum inputs, and has a say at deletion. The order of work
+is fixed: parts first (their Secrets feed the Deployment's checksum), then the rendered
+children in apply order.
 """
 
 from __future__ import annotations
@@ -29,26 +29,26 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final
 
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
-from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
-from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, Kind, kind_of
-from cleo_operator.kube.status import write_status
+from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, kind_of
+from cleo_operator.kube.status import update_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
 from cleo_operator.reconcile.namespace_claim import (
     REFUSAL_REASONS,
     NamespaceClaim,
     claim_namespace,
-    is_system_namespace,
-    owner_uid,
 )
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
+from cleo_operator.reconcile.tenant_deletion import TenantDeletion
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent, TenantPart
 from cleo_operator.reconcile.tenant_status import (
     observe_autoscaling,
     observe_deployment,
@@ -64,12 +64,20 @@ from cleo_operator.render.meta import (
     MANAGED_BY_LABEL,
     ORPHANED_LABEL,
     TENANT_LABEL,
-    default_namespace,
-    tenant_owner,
 )
 from cleo_operator.render.rbac import OperatorAccess
 from cleo_operator.render.tenant import render_tenant, tenant_namespace
 from cleo_operator.render.workload import config_checksum
+
+__all__ = [
+    "OWNED_STATUS_KEYS",
+    "PartResult",
+    "TenantContext",
+    "TenantEvent",
+    "TenantPart",
+    "TenantReconciler",
+    "TenantResult",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,69 +115,6 @@ FIRST_STATUS_GRACE_SECONDS: Final = 30.0
 """A brand-new tenant that is still converging gets its first status when it is Ready, or
 after this long, whichever comes first: one status write instead of two for the common
 case of a tenant that comes up in seconds, and never a status that hides a failure."""
-
-
-@dataclass(frozen=True)
-class TenantContext:
-    """What a part needs to know about the tenant being reconciled."""
-
-    name: str
-    uid: str
-    generation: int
-    spec: CleoTenantSpec
-    namespace: str
-    annotations: Mapping[str, str]
-    status: Mapping[str, Any]
-    now: datetime.datetime
-
-    @property
-    def owner(self) -> Any:
-        return tenant_owner(name=self.name, uid=self.uid)
-
-
-@dataclass
-class PartResult:
-    """What one part contributes to a reconcile."""
-
-    objects: list[KubeObject] = field(default_factory=list)
-    """Objects to apply (before the rendered children), e.g. Secrets in the namespace."""
-    conditions: dict[str, Observation] = field(default_factory=dict)
-    """Conditions by type; each one gates Ready."""
-    informational: dict[str, Observation] = field(default_factory=dict)
-    """Conditions by type that do not gate Ready (e.g. AutomaticFailover)."""
-    remove_conditions: set[str] = field(default_factory=set)
-    """Condition types that no longer apply (a feature switched off)."""
-    status: dict[str, Any] = field(default_factory=dict)
-    """Status fields this part owns (e.g. keyVersion, database)."""
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    """Inputs of the Deployment's checksum: change one and the pods roll."""
-    secret_names: list[str] = field(default_factory=list)
-    """Secrets the workload reads all keys of (envFrom)."""
-    database_secret: str | None = None
-    keyring_secret: str | None = None
-    """The tenant keyring Secret, mounted read-only into the workload when it exists."""
-    requeue_after: float | None = None
-    events: list[TenantEvent] = field(default_factory=list)
-    """Significant actions (a key rotated, a password rotated), posted as Events."""
-
-
-@dataclass(frozen=True)
-class TenantEvent:
-    """An Event to post on the CleoTenant; the message never holds secret material."""
-
-    reason: str
-    message: str
-    type: Literal["Normal", "Warning"] = "Normal"
-
-
-class TenantPart(Protocol):
-    """A concern of the tenant beyond rendering (secrets and keys, the database)."""
-
-    def reconcile(self, ctx: TenantContext) -> PartResult: ...
-
-    def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
-        """Clean up on deletion (`delete`: the Delete policy); True when done."""
-        ...
 
 
 @dataclass
@@ -270,6 +215,9 @@ class TenantReconciler:
         self.now = now
         # Tenants (by uid) this process has applied in full at least once; see `fresh`.
         self._converged: set[str] = set()
+        self.deletion = TenantDeletion(
+            kube, parts=self.parts, operator_namespace=operator_namespace, now=now
+        )
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -679,150 +627,8 @@ class TenantReconciler:
         forget_tenant(name)
         if tenant is None:
             return True
-        status = tenant.get("status") or {}
-        uid = str(tenant["metadata"]["uid"])
-        self._converged.discard(uid)
-        try:
-            spec = parse_tenant_spec(tenant.get("spec") or {})
-        except SpecError:
-            # An invalid spec cannot say Delete with certainty: keep the data (Retain).
-            log.warning("tenant %s has an invalid spec; deleting with Retain", name)
-            namespace = status.get("namespace") or default_namespace(name)
-            if self._owns(namespace, uid, self.kube.get(NAMESPACE, namespace)):
-                self._orphan(name, uid, namespace, status.get("children") or [])
-            return True
-        namespace = tenant_namespace(name=name, spec=spec)
-        live_ns = self.kube.get(NAMESPACE, namespace)
-        if live_ns is not None and not self._owns(namespace, uid, live_ns):
-            # Not ours (refused, or swapped under us): touch nothing, not even with Delete;
-            # the parts would write there too (a final backup Job, orphan marks).
-            log.warning(
-                "tenant %s does not own namespace %s: deleted without touching it", name, namespace
-            )
-            return True
-        ctx = TenantContext(
-            name=name,
-            uid=uid,
-            generation=int(tenant["metadata"].get("generation", 0)),
-            spec=spec,
-            namespace=namespace,
-            annotations=tenant["metadata"].get("annotations") or {},
-            status=status,
-            now=self.now(),
-        )
-        delete = spec.deletion_policy == "Delete"
-        # A list, not a generator: every part must get its turn, even after one said no.
-        parts_done = all([part.finalize(ctx, delete=delete) for part in self.parts])  # noqa: C419
-        if delete:
-            if not parts_done:
-                # The namespace goes only once every part is done: the database drop may
-                # wait for a final backup, whose Job runs in the namespace and reads the
-                # tenant's credentials Secret there.
-                return False
-            return self._delete_namespace(namespace, uid)
-        self._orphan(name, uid, namespace, status.get("children") or [])
-        return parts_done
-
-    def _owns(self, namespace: str, uid: str, live: KubeObject | None) -> bool:
-        """True when `live` (namespace `namespace`) is the tenant's own, by uid."""
-        if live is None or namespace == self.operator_namespace or is_system_namespace(namespace):
-            return False
-        return owner_uid(live) == uid
-
-    def _delete_namespace(self, namespace: str, uid: str) -> bool:
-        """Delete the tenant's namespace if it is still the one it owns; True once gone.
-
-        Ownership is checked by uid on a fresh read, and the delete carries that read's uid
-        and resourceVersion as preconditions: if the namespace was replaced or relabelled
-        in between, the API server refuses the delete (409) and the next round reads again.
-        A namespace of the same name that is not the tenant's is never deleted.
-        """
-        live = self.kube.get(NAMESPACE, namespace)
-        if live is None or not self._owns(namespace, uid, live):
-            return True
-        meta = live["metadata"]
-        if meta.get("deletionTimestamp"):
-            return False  # on its way
-        try:
-            self.kube.delete(
-                NAMESPACE,
-                namespace,
-                propagation="Foreground",
-                preconditions={"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
-            )
-        except KubeError as exc:
-            if not exc.conflict:
-                raise
-            return False
-        return False  # the next round sees it gone (or still terminating)
-
-    def _orphan(
-        self, name: str, uid: str, namespace: str, children: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """Retain: keep the namespace and everything in it, cut loose from the tenant.
-
-        Every child is owned by the CleoTenant, so the garbage collector would delete them
-        all once the tenant is gone; the owner references go first, then the namespace is
-        marked as orphaned (a merge patch, so the mark outlives our field manager).
-        """
-        for ref in children:
-            kind = KINDS.get((ref.get("apiVersion", ""), ref.get("kind", "")))
-            if kind is not None and kind.kind != "Namespace":
-                self._drop_owner(kind, ref["name"], ref.get("namespace") or None, name)
-        ns = self.kube.get(NAMESPACE, namespace)
-        if ns is None or not self._owns(namespace, uid, ns):
-            return
-        self._drop_owner(
-            NAMESPACE,
-            namespace,
-            None,
-            name,
-            extra_labels={ORPHANED_LABEL: "true"},
-            resource_version=ns["metadata"]["resourceVersion"],
-        )
-
-    def _drop_owner(
-        self,
-        kind: Kind,
-        obj_name: str,
-        namespace: str | None,
-        tenant: str,
-        *,
-        extra_labels: Mapping[str, str] | None = None,
-        resource_version: str | None = None,
-    ) -> None:
-        """Remove the tenant's owner reference (and add `extra_labels`); `resource_version`
-        makes the patch conditional on the object as it was checked."""
-        current = self.kube.get(kind, obj_name, namespace=namespace)
-        if current is None:
-            return
-        if resource_version is not None and (
-            current["metadata"].get("resourceVersion") != resource_version
-        ):
-            raise KubeError(
-                status=409,
-                reason="Conflict",
-                message=f"{kind.kind} {obj_name} changed since it was checked",
-                what=f"orphan {kind.kind} {obj_name}",
-            )
-        owners = current["metadata"].get("ownerReferences") or []
-        kept = [
-            o for o in owners if not (o.get("kind") == "CleoTenant" and o.get("name") == tenant)
-        ]
-        labels = current["metadata"].get("labels") or {}
-        missing = {k: v for k, v in (extra_labels or {}).items() if labels.get(k) != v}
-        if kept == owners and not missing:
-            return
-        patch: dict[str, Any] = {"metadata": {"ownerReferences": kept}}
-        if resource_version is not None:
-            patch["metadata"]["resourceVersion"] = resource_version
-        if missing:
-            patch["metadata"]["labels"] = missing
-        try:
-            self.kube.patch_merge(kind, obj_name, patch, namespace=namespace)
-        except KubeError as exc:
-            if not exc.not_found:
-                raise
+        self._converged.discard(str(tenant["metadata"]["uid"]))
+        return self.deletion.finalize(tenant)
 
 
 class _StatusBuilder(StatusBuilder):
@@ -839,10 +645,21 @@ class _StatusBuilder(StatusBuilder):
         """`keep_previous`: keys not set this round keep their value, but those in `forget`."""
         status = self.base(phase)
         status.update({k: v for k, v in self.fields.items() if v is not None})
-        if keep_previous:
-            previous = self.obj.get("status") or {}
-            for key in OWNED_STATUS_KEYS - status.keys() - forget:
-                if key in previous:
-                    status[key] = previous[key]
-        written = write_status(kube, TENANT, self.obj, status, owned_keys=OWNED_STATUS_KEYS)
+
+        def desired(current: KubeObject) -> dict[str, Any]:
+            if not keep_previous:
+                return status
+            previous = current.get("status") or {}
+            keys = OWNED_STATUS_KEYS - status.keys() - forget
+            kept = {k: v for k, v in previous.items() if k in keys}
+            return {**kept, **status}
+
+        written = update_status(
+            kube,
+            TENANT,
+            self.obj["metadata"]["name"],
+            desired,
+            owned_keys=OWNED_STATUS_KEYS,
+            read=self.obj,
+        )
         return written is not None

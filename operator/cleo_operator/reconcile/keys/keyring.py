@@ -1,4 +1,4 @@
-"""The operator's keys on the cluster, and each tenant's keyring: made once, kept twice, rotated.
+"""Each tenant's keyring: made once, kept in two homes, repaired from the copy, rotated.
 
 A tenant keyring lives in two places:
 
@@ -62,109 +62,56 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, TypedDict
 
 from cleo_operator.api.base import ConditionStatus, parse_duration, rfc3339
 from cleo_operator.api.tenant import EncryptionSpec
 from cleo_operator.crypto import (
     CryptoError,
-    KEKProvider,
     KeyEncryptionKeys,
     Keyring,
     UnknownKeyVersion,
     unwrap_keyring,
     wrap_keyring,
 )
-from cleo_operator.crypto.keyring import keyring_kek_context
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.keys import (
     TENANT_KEYRING_SECRET,
     FaultPoint,
     KeyringCopy,
-    SealingKeyStore,
-    SecretKEKProvider,
     StoredSecret,
-    check_fault_point_env,
     create_keyring_copy,
     create_secret,
     fault_point,
-    kek_provider,
     keyring_copy_name,
-    list_keyring_copies,
-    list_secrets,
     read_keyring_copy,
     read_secret,
     replace_secret_data,
     update_keyring_copy,
     update_secret,
 )
-from cleo_operator.kube.kinds import SECRET as SECRET_KIND
+from cleo_operator.reconcile.keys.operator_keys import UsesOperatorKeys
+from cleo_operator.reconcile.keys.quarantine import (
+    UNTRUSTED_REASON,
+    describe_quarantined,
+    keep_in_quarantine,
+    quarantine_name,
+)
 from cleo_operator.render.child import COMPONENT_LABEL
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, tenant_labels
-
-__all__ = [
-    "KEYRING_COMPONENT",
-    "KEYRING_COPY_SELECTOR",
-    "KEYRING_READY",
-    "KEYS_COMPONENT",
-    "QUARANTINE_COMPONENT",
-    "QUARANTINE_PREFIX",
-    "STATUS_KEYS",
-    "TENANT_KEYRING_REPAIRED",
-    "UNTRUSTED_KEYRING_REPLACED",
-    "ConditionUpdate",
-    "KeyringDifferences",
-    "KeyringOutcome",
-    "KeyringReconciler",
-    "KeyringStatus",
-    "OperatorKeys",
-    "RewrapReport",
-    "adopt_quarantined",
-    "ensure_operator_keys",
-    "keyring_differences",
-    "keyring_labels",
-    "operator_key_labels",
-    "quarantine_name",
-    "quarantine_selector",
-    "recorded_key_version",
-    "rewrap_keyring_copies",
-    "rotate_kek",
-]
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, tenant_labels
 
 log = logging.getLogger(__name__)
 
 KEYRING_READY: Final = "KeyringReady"
 """The condition type this module reports."""
-KEYS_COMPONENT: Final = "keys"
-"""`app.kubernetes.io/component` of the operator's own key Secrets and public key ConfigMap."""
 KEYRING_COMPONENT: Final = "keyring"
 """`app.kubernetes.io/component` of both homes of a tenant keyring; never prune these."""
 KEYRING_COPY_SELECTOR: Final = (
     f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={KEYRING_COMPONENT}"
 )
 """Selects the keyring copies in the operator namespace."""
-QUARANTINE_COMPONENT: Final = "keyring-quarantine"
-"""`app.kubernetes.io/component` of the quarantine Secrets: never a keyring copy."""
-QUARANTINE_PREFIX: Final = "cleo-quarantine-keyring-"
-"""Quarantine Secrets are `cleo-quarantine-keyring-<tenant>-<resourceVersion>` (a prefix no
-keyring copy `cleo-keyring-<tenant>` can collide with)."""
-QUARANTINED_FROM: Final = "cleoai.io/quarantined-from"
-"""Annotation of a quarantine Secret: `namespace/name` of the tenant Secret it held."""
-QUARANTINE_REASON: Final = "cleoai.io/quarantine-reason"
-"""Annotation of a quarantine Secret: how it differed from the copy (versions, no keys)."""
-QUARANTINED_AT: Final = "cleoai.io/quarantined-at"
-"""Annotation of a quarantine Secret: when it was taken (RFC 3339)."""
-QUARANTINE_KIND: Final = "cleoai.io/quarantine-kind"
-"""Annotation of a quarantine Secret: `untrusted` when it held a keyring found before the
-tenant had keys (`UntrustedKeyringReplaced`); absent when it differed from the copy."""
-KIND_UNTRUSTED: Final = "untrusted"
-UNTRUSTED_REASON: Final = (
-    "found before the tenant had keys (no keyring copy, no status.keyVersion): never imported"
-)
 UNTRUSTED_KEYRING_REPLACED: Final = "UntrustedKeyringReplaced"
 """Reason of `KeyringReady` (and of the Warning Event) when a keyring Secret found before the
 tenant had keys was quarantined and replaced by a new keyring."""
@@ -223,69 +170,9 @@ class KeyringOutcome:
         return self.condition.status == "True"
 
 
-def operator_key_labels() -> dict[str, str]:
-    """Labels of the operator's own key Secrets and the public key ConfigMap."""
-    return {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: KEYS_COMPONENT}
-
-
 def keyring_labels(tenant: str) -> dict[str, str]:
     """Labels of both homes of `tenant`'s keyring."""
     return tenant_labels(tenant, component=KEYRING_COMPONENT)
-
-
-@dataclass(frozen=True)
-class OperatorKeys:
-    """Where this operator's keys are: the KEK provider and the sealing key store."""
-
-    operator_namespace: str
-    """The namespace of the operator's Secrets (KEK, sealing keys, keyring copies)."""
-    kek: KEKProvider
-    """The KEK Secret (default) or a KEK directory (`CLEO_KEK_DIR`)."""
-    sealing: SealingKeyStore
-    """The sealing keyring Secret and its published public key."""
-
-    @classmethod
-    def locate(
-        cls, kube: KubeClient, *, operator_namespace: str, kek_dir: Path | None
-    ) -> OperatorKeys:
-        """Where the keys are, without reading or writing anything."""
-        labels = operator_key_labels()
-        return cls(
-            operator_namespace=operator_namespace,
-            kek=kek_provider(kube, namespace=operator_namespace, kek_dir=kek_dir, labels=labels),
-            sealing=SealingKeyStore(kube, operator_namespace, labels=labels),
-        )
-
-
-def ensure_operator_keys(
-    kube: KubeClient,
-    *,
-    operator_namespace: str,
-    kek_dir: Path | None,
-    now: datetime.datetime,
-) -> OperatorKeys:
-    """At operator start: create the KEK Secret and sealing keys once, publish the public key.
-
-    Existing keys are read and kept, never replaced. With a KEK directory, the directory is
-    checked to hold usable KEKs. Raises `InvalidKeyMaterial` (a key Secret or the KEK
-    directory is unusable) or `KubeError` (for example, a missing operator namespace).
-    """
-    check_fault_point_env()
-    keys = OperatorKeys.locate(kube, operator_namespace=operator_namespace, kek_dir=kek_dir)
-    # The KEK Secret is created once here; a KEK directory is only checked (the KMS owns it).
-    keks = keys.kek.ensure() if isinstance(keys.kek, SecretKEKProvider) else keys.kek.load()
-    sealing = keys.sealing.ensure(now=now)
-    log.info(
-        "operator keys ready in %s: KEK v%d (%s), sealing key %s",
-        operator_namespace,
-        keks.current_version,
-        "Secret" if isinstance(keys.kek, SecretKEKProvider) else f"directory {kek_dir}",
-        sealing.current.key_id,
-    )
-    return keys
-
-
-# -- the tenant keyring -----------------------------------------------------------------------
 
 
 def _versions(versions: set[int]) -> str:
@@ -352,21 +239,6 @@ def keyring_differences(copy: Keyring, data: Mapping[str, bytes]) -> KeyringDiff
     return KeyringDifferences(tuple(found), novel=novel)
 
 
-def quarantine_name(tenant: str, resource_version: str) -> str:
-    """Name of the quarantine Secret keeping what tenant Secret version `resource_version`
-    held: one per version of the tenant Secret, so a retried repair finds its own."""
-    version = re.sub(r"[^a-z0-9-]", "-", resource_version.lower())[:40].strip("-") or "0"
-    return f"{QUARANTINE_PREFIX}{tenant}-{version}"
-
-
-def quarantine_selector(tenant: str) -> str:
-    """Selects the quarantine Secrets of `tenant` in the operator namespace."""
-    return (
-        f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={QUARANTINE_COMPONENT},"
-        f"{TENANT_LABEL}={tenant}"
-    )
-
-
 def _status(keyring: Keyring, period: datetime.timedelta | None) -> KeyringStatus:
     status: KeyringStatus = {
         "keyVersion": keyring.active_version,
@@ -405,6 +277,11 @@ def _carried(previous: Mapping[str, Any]) -> KeyringStatus:
     if isinstance(next_, str):
         carried["nextRotation"] = next_
     return carried
+
+
+def _conflict(message: str, where: str) -> KubeError:
+    """A 409 for a create that lost a race: the tenant loop starts over from fresh reads."""
+    return KubeError(status=409, reason="Conflict", message=message, what=f"create Secret {where}")
 
 
 @dataclass
@@ -446,12 +323,8 @@ class _Run:
         )
 
 
-class KeyringReconciler:
-    """Keeps each tenant's keyring in its two homes; shared by the worker threads."""
-
-    def __init__(self, kube: KubeClient, keys: OperatorKeys) -> None:
-        self.kube = kube
-        self.keys = keys
+class KeyringReconciler(UsesOperatorKeys):
+    """Keeps each tenant's keyring in its two homes."""
 
     def reconcile(
         self,
@@ -593,7 +466,9 @@ class KeyringReconciler:
             f"{', '.join(k.key_id for k in keyring.keys)}) in {run.secret_where}, with a "
             f"KEK-wrapped copy in {run.copy_where}"
         )
-        quarantined, any_untrusted = self._quarantined(run)
+        quarantined, any_untrusted = describe_quarantined(
+            self.kube, operator_namespace=run.operator_namespace, tenant=run.tenant
+        )
         reason = (
             UNTRUSTED_KEYRING_REPLACED if untrusted or any_untrusted else TENANT_KEYRING_REPAIRED
         )
@@ -624,48 +499,39 @@ class KeyringReconciler:
             ),
         )
 
-    def _quarantined(self, run: _Run) -> tuple[list[str], bool]:
-        """The quarantine Secrets of this tenant, each with what it differed in, and whether
-        one of them holds a keyring found before the tenant had keys."""
-        found = [
-            s
-            for s in list_secrets(
-                self.kube,
-                namespace=run.operator_namespace,
-                label_selector=quarantine_selector(run.tenant),
-            )
-            if s.name.startswith(QUARANTINE_PREFIX)
-        ]
-        described = [
-            f"Secret {s.where} (from {s.annotations.get(QUARANTINED_FROM, '?')} at "
-            f"{s.annotations.get(QUARANTINED_AT, '?')}: "
-            f"{s.annotations.get(QUARANTINE_REASON, 'unknown difference')})"
-            for s in found
-        ]
-        untrusted = any(s.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED for s in found)
-        return described, untrusted
+    def _keep(
+        self,
+        run: _Run,
+        live: StoredSecret,
+        *,
+        reason: str,
+        now: datetime.datetime,
+        untrusted: bool = False,
+    ) -> tuple[str, bool]:
+        """Keep what tenant Secret `live` holds in a quarantine Secret named after its
+        version; the name, and whether this call created it (False: a run that crashed
+        after the create already kept this very version)."""
+        name = quarantine_name(run.tenant, live.resource_version)
+        created = keep_in_quarantine(
+            self.kube,
+            run.operator_namespace,
+            name,
+            live.data,
+            tenant=run.tenant,
+            source=live.where,
+            reason=reason,
+            now=now,
+            untrusted=untrusted,
+        )
+        fault_point("keyring-tenant-quarantined")
+        return name, created is not None
 
     def _quarantine_untrusted(self, run: _Run, live: StoredSecret, now: datetime.datetime) -> str:
         """Keep a tenant Secret found with no copy and no keys in this tenant's status in a
         quarantine Secret; the message for people says why (never key material). The tenant
         Secret itself is overwritten later in the run, from the new copy."""
-        name = quarantine_name(run.tenant, live.resource_version)
-        created = create_secret(
-            self.kube,
-            namespace=run.operator_namespace,
-            name=name,
-            data=live.data,
-            labels=tenant_labels(run.tenant, component=QUARANTINE_COMPONENT),
-            annotations={
-                QUARANTINED_FROM: live.where,
-                QUARANTINE_REASON: UNTRUSTED_REASON,
-                QUARANTINE_KIND: KIND_UNTRUSTED,
-                QUARANTINED_AT: rfc3339(now),
-            },
-        )
-        # None: a run that crashed after this create already kept this very version.
-        fault_point("keyring-tenant-quarantined")
-        if created is not None:
+        name, created = self._keep(run, live, reason=UNTRUSTED_REASON, now=now, untrusted=True)
+        if created:
             run.did(
                 f"kept the keyring Secret {live.where} found before the tenant had keys as {name}"
             )
@@ -688,23 +554,9 @@ class KeyringReconciler:
         with the copy's keyring; the message says what differed (never key material)."""
         kept = ""
         if differences.novel:
-            name = quarantine_name(run.tenant, live.resource_version)
-            created = create_secret(
-                self.kube,
-                namespace=run.operator_namespace,
-                name=name,
-                data=live.data,
-                labels=tenant_labels(run.tenant, component=QUARANTINE_COMPONENT),
-                annotations={
-                    QUARANTINED_FROM: live.where,
-                    QUARANTINE_REASON: differences.describe(),
-                    QUARANTINED_AT: rfc3339(now),
-                },
-            )
-            # None: a run that crashed after this create already kept this very version.
-            fault_point("keyring-tenant-quarantined")
+            name, created = self._keep(run, live, reason=differences.describe(), now=now)
             kept = f"; what it held is kept in Secret {run.operator_namespace}/{name}"
-            if created is not None:
+            if created:
                 run.did(f"kept the differing keyring Secret {live.where} as {name}")
         repaired = replace_secret_data(
             self.kube, live, keyring.to_secret_data(), labels=keyring_labels(run.tenant)
@@ -745,11 +597,8 @@ class KeyringReconciler:
                 self.kube, operator_namespace=run.operator_namespace, tenant=run.tenant
             )
             if existing is None:
-                raise KubeError(
-                    status=409,
-                    reason="Conflict",
-                    message="the keyring copy was created and deleted concurrently",
-                    what=f"create Secret {run.copy_where}",
+                raise _conflict(
+                    "the keyring copy was created and deleted concurrently", run.copy_where
                 )
             return existing
         fault_point(step)
@@ -782,12 +631,7 @@ class KeyringReconciler:
         )
         if created is None:
             # Created since our read: start over from fresh reads (the loop retries at once).
-            raise KubeError(
-                status=409,
-                reason="Conflict",
-                message="the keyring Secret was created concurrently",
-                what=f"create Secret {run.secret_where}",
-            )
+            raise _conflict("the keyring Secret was created concurrently", run.secret_where)
         fault_point("keyring-tenant-created")
         run.did(
             f"wrote keyring Secret {run.secret_where} from its copy (v{keyring.active_version})"
@@ -812,200 +656,3 @@ class KeyringReconciler:
         fault_point("keyring-rotation-tenant-written")
         run.did(f"rotated the keyring: v{rotated.active_version} is active, old versions kept")
         return rotated
-
-
-# -- recovery from a quarantine Secret --------------------------------------------------------
-
-
-def adopt_quarantined(
-    kube: KubeClient,
-    keys: OperatorKeys,
-    *,
-    tenant: str,
-    name: str,
-    replace_new_keyring: bool = False,
-    now: datetime.datetime | None = None,
-) -> tuple[Keyring, str]:
-    """Make the keyring kept in quarantine Secret `name` the copy of `tenant`'s keyring.
-
-    For people, after review: the one way key material from a tenant-writable place enters
-    the operator's truth, and only by someone who can read and write the operator namespace.
-    The case it is for: the operator namespace was restored from an old backup, so the copy
-    lacks versions the tenant Secret held (and the reconciler quarantined). Only a keyring
-    that holds every version of the copy with the same keys is adopted: anything else would
-    lose key material of the copy. Returns the adopted keyring and a line for people; the
-    quarantine Secret is deleted afterwards, and the next reconcile writes the tenant Secret.
-    Raises ValueError (with what to do) when the Secret is not such a keyring.
-
-    A quarantine of a keyring found before the tenant had keys (`UntrustedKeyringReplaced`)
-    shares no key with the new keyring made then, so it is adopted only with
-    `replace_new_keyring` (the person has checked that the tenant Secret was the tenant's own,
-    and that nothing was encrypted with the new keyring worth keeping); the new keyring is not
-    thrown away but kept in a quarantine Secret of its own first.
-    """
-    stored = read_secret(kube, namespace=keys.operator_namespace, name=name)
-    where = f"{keys.operator_namespace}/{name}"
-    if stored is None:
-        raise ValueError(f"there is no quarantine Secret {where}")
-    if (
-        not name.startswith(QUARANTINE_PREFIX)
-        or stored.labels.get(COMPONENT_LABEL) != QUARANTINE_COMPONENT
-        or stored.labels.get(TENANT_LABEL) != tenant
-    ):
-        raise ValueError(
-            f"{where} is not a keyring quarantine Secret of tenant {tenant} (name "
-            f"{QUARANTINE_PREFIX}{tenant}-..., labels {COMPONENT_LABEL}={QUARANTINE_COMPONENT} "
-            f"and {TENANT_LABEL}={tenant})"
-        )
-    try:
-        quarantined = Keyring.from_secret_data(stored.data)
-    except CryptoError as exc:
-        raise ValueError(f"{where} does not hold a readable keyring ({exc})") from None
-    kek = keys.kek.load()
-    copy = read_keyring_copy(kube, operator_namespace=keys.operator_namespace, tenant=tenant)
-    if copy is None:
-        raise ValueError(
-            f"tenant {tenant} has no keyring copy {keys.operator_namespace}/"
-            f"{keyring_copy_name(tenant)}; the reconciler makes one from the tenant Secret"
-        )
-    current = unwrap_keyring(copy.wrapped, kek, tenant=tenant)
-    differences = keyring_differences(quarantined, current.to_secret_data())
-    # The copy may lack versions and name another active one; anything else loses keys.
-    lost = [d for d in differences.found if not d.startswith(("it lacks version", "it names v"))]
-    untrusted = stored.annotations.get(QUARANTINE_KIND) == KIND_UNTRUSTED
-    kept = ""
-    if lost and not (untrusted and replace_new_keyring):
-        hint = (
-            ": it was found before the tenant had keys, and the copy holds the new keyring "
-            "made then; to replace that keyring anyway (it is kept in a quarantine Secret), "
-            "run again with --replace-new-keyring"
-            if untrusted
-            else ""
-        )
-        raise ValueError(
-            f"{where} does not hold every version of the copy with the same key (the copy, "
-            f"compared with it: {'; '.join(lost)}); adopting it would lose key material, so "
-            f"nothing was changed{hint}"
-        )
-    if lost:
-        # The new keyring made when this one was quarantined: kept, never thrown away.
-        replaced = quarantine_name(tenant, f"replaced-{copy.secret.resource_version}")
-        create_secret(
-            kube,
-            namespace=keys.operator_namespace,
-            name=replaced,
-            data=current.to_secret_data(),
-            labels=tenant_labels(tenant, component=QUARANTINE_COMPONENT),
-            annotations={
-                QUARANTINED_FROM: f"{keys.operator_namespace}/{keyring_copy_name(tenant)}",
-                QUARANTINE_REASON: f"the keyring copy replaced by adopting {name}",
-                QUARANTINED_AT: rfc3339(now or datetime.datetime.now(datetime.UTC)),
-            },
-        )
-        kept = f"; the keyring it held before is kept in {keys.operator_namespace}/{replaced}"
-    update_keyring_copy(kube, copy, wrap_keyring(quarantined, kek, tenant=tenant))
-    kube.delete(SECRET_KIND, name, namespace=keys.operator_namespace)
-    return quarantined, (
-        f"the keyring copy {keys.operator_namespace}/{keyring_copy_name(tenant)} now holds "
-        f"versions {', '.join(k.key_id for k in quarantined.keys)} (active "
-        f"v{quarantined.active_version}) from {where}, which was deleted{kept}; the operator "
-        "writes the tenant Secret from the copy on its next reconcile"
-    )
-
-
-# -- KEK rotation -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RewrapReport:
-    """What `rewrap_keyring_copies` did, by tenant (names only)."""
-
-    kek_version: int
-    """The current KEK version everything was moved to."""
-    rewrapped: tuple[str, ...] = ()
-    """Tenants whose copy was re-wrapped now."""
-    current: tuple[str, ...] = ()
-    """Tenants whose copy already used the current KEK."""
-    failed: tuple[tuple[str, str], ...] = ()
-    """(tenant, why) for copies that could not be re-wrapped; they are left as they were."""
-
-
-def rewrap_keyring_copies(
-    kube: KubeClient, keys: OperatorKeys, *, attempts: int = 5
-) -> RewrapReport:
-    """Re-wrap every keyring copy wrapped by an older KEK version with the current one.
-
-    Each copy is updated with a resourceVersion precondition; on a conflict (the operator
-    rotated that keyring meanwhile) it is read again and retried, up to `attempts` times.
-    """
-    kek = keys.kek.load()
-    rewrapped: list[str] = []
-    current: list[str] = []
-    failed: list[tuple[str, str]] = []
-    for copy in list_keyring_copies(
-        kube, operator_namespace=keys.operator_namespace, label_selector=KEYRING_COPY_SELECTOR
-    ):
-        try:
-            done = _rewrap_one(kube, keys, kek, copy, attempts=attempts)
-        except CryptoError as exc:
-            failed.append((copy.tenant, f"{exc.reason}: {exc}"))
-            log.error("cannot re-wrap the keyring copy of tenant %s: %s", copy.tenant, exc)
-            continue
-        (rewrapped if done else current).append(copy.tenant)
-    return RewrapReport(
-        kek_version=kek.current_version,
-        rewrapped=tuple(rewrapped),
-        current=tuple(current),
-        failed=tuple(failed),
-    )
-
-
-def _rewrap_one(
-    kube: KubeClient,
-    keys: OperatorKeys,
-    kek: KeyEncryptionKeys,
-    copy: KeyringCopy,
-    *,
-    attempts: int,
-) -> bool:
-    """Re-wrap one copy if it needs it; True when this call re-wrapped it."""
-    context = keyring_kek_context(tenant=copy.tenant)
-    for attempt in range(attempts):
-        if not kek.needs_rewrap(copy.wrapped):
-            return False
-        try:
-            update_keyring_copy(kube, copy, kek.rewrap(copy.wrapped, context=context))
-        except KubeError as exc:
-            if not exc.conflict or attempt == attempts - 1:
-                raise
-            fresh = read_keyring_copy(
-                kube, operator_namespace=keys.operator_namespace, tenant=copy.tenant
-            )
-            if fresh is None:
-                return False
-            copy = fresh
-            continue
-        fault_point("keyring-copy-rewrapped")
-        log.info(
-            "re-wrapped the keyring copy of tenant %s with KEK v%d",
-            copy.tenant,
-            kek.current_version,
-        )
-        return True
-    return False
-
-
-def rotate_kek(kube: KubeClient, keys: OperatorKeys) -> RewrapReport:
-    """Add a KEK version to the KEK Secret, then re-wrap every keyring copy with it.
-
-    A crash between the two steps is harmless: old versions are kept, so every copy still
-    opens, and `rewrap_keyring_copies` (or the next reconcile of each tenant) finishes the job.
-    With a KEK directory, new versions come from the KMS: add the file, then re-wrap.
-    """
-    if not isinstance(keys.kek, SecretKEKProvider):
-        raise ValueError(
-            "the KEKs come from a directory (CLEO_KEK_DIR): add the new version there (a file "
-            "named v<N+1> from your KMS), then run `cleo-operator keys rewrap`"
-        )
-    keys.kek.rotate()
-    return rewrap_keyring_copies(kube, keys)
