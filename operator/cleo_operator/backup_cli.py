@@ -49,21 +49,18 @@ from typing import Final
 
 from cleo_operator.api.backup import CleoBackupSpec, parse_backup_spec
 from cleo_operator.api.errors import SpecError
-from cleo_operator.backup.cli import (
-    PruneReport,
-    RunReport,
+from cleo_operator.backup.commands import (
     backup_list,
     backup_prune,
     backup_run,
     backup_verify,
-    exit_code,
     load_keyring_dir,
     restore,
     storage_from_destination,
-    write_report,
 )
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.report import PruneReport, RunReport, exit_code, write_report
 from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
 from cleo_operator.core.errors import CleoError

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cleo_operator.backup.cli import (
+from cleo_operator.backup.commands import (
     backup_list,
     backup_run,
-    exit_code,
     load_keyring_dir,
     restore,
     storage_from_destination,
-    write_report,
 )
 from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.report import exit_code, write_report
 from cleo_operator.backup.retention import RetentionPolicy
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer

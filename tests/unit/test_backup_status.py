@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cleo_operator.api.backup import CleoBackupStatus
-from cleo_operator.backup.cli import RunReport
-from cleo_operator.reconcile.backup import _controlled_by, _ours, report_from_message
+from cleo_operator.backup.report import RunReport, report_from_message
+from cleo_operator.reconcile.backup import _controlled_by, _ours
 from cleo_operator.reconcile.backup_status import (
     entry_from_report,
     failed_entry,

@@ -16,7 +16,7 @@ from cleo_operator import backup_cli
 from cleo_operator.api.backup import NAME_MAX_LENGTH, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.backup.cli import storage_from_destination
+from cleo_operator.backup.commands import storage_from_destination
 from cleo_operator.backup.s3 import S3Storage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.render.backup import (

@@ -51,7 +51,6 @@ import concurrent.futures
 import dataclasses
 import datetime
 import ipaddress
-import json
 import logging
 import os
 import threading
@@ -78,9 +77,9 @@ from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup import metrics
-from cleo_operator.backup.cli import RunReport
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.report import report_from_message
 from cleo_operator.backup.restore import VerificationResult, verify_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
@@ -308,37 +307,6 @@ def _job_failure(job: Mapping[str, Any]) -> tuple[str, str]:
                 str(condition.get("message") or "the Job failed"),
             )
     return "JobFailed", "the Job failed"
-
-
-_REPORT_BACKUP_FIELDS: Final[Mapping[str, type | tuple[type, ...]]] = {
-    "backupId": str,
-    "storage": str,
-    "archive": str,
-    "startTime": str,
-    "endTime": str,
-    "archiveSize": int,
-    "dumpSize": int,
-    "durationSeconds": (int, float),
-}
-
-
-def report_from_message(message: str) -> RunReport | None:
-    """The runner's report from a pod's termination message; None if it is something else."""
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("outcome") not in ("Succeeded", "Failed"):
-        return None
-    if not all(isinstance(data.get(key), str) for key in ("reason", "message", "tenant")):
-        return None
-    backup = data.get("backup")
-    if backup is not None and not (
-        isinstance(backup, dict)
-        and all(isinstance(backup.get(k), t) for k, t in _REPORT_BACKUP_FIELDS.items())
-    ):
-        return None
-    return cast(RunReport, data)
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:

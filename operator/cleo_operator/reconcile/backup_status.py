@@ -35,7 +35,7 @@ from cleo_operator.api.backup import (
     CleoBackupStatus,
 )
 from cleo_operator.api.base import rfc3339
-from cleo_operator.backup.cli import RunReport
+from cleo_operator.backup.report import RunReport
 from cleo_operator.core.redaction import clip
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
