@@ -116,8 +116,15 @@ def test_a_scheduled_backup_renders_its_identity_rights_network_and_cron_job() -
         spec=parse_backup_spec(PVC_SPEC),
         settings=SETTINGS,
     )
-    kinds = [o["kind"] for o in objects]
+    assert objects.runner["kind"] == "CronJob"
+    assert [o["kind"] for o in objects.before_runner] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+    ]
     # Identity and rights first: the runner's pods must never start before their Role.
+    kinds = [o["kind"] for o in objects]
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "CronJob"]
     for obj in objects:
         meta = obj["metadata"]

@@ -490,7 +490,7 @@ class BackupReconciler:
             spec=spec,
             settings=pod_settings,
         )
-        for obj in desired[:-1]:
+        for obj in desired.before_runner:
             self._converge(obj, failures, result)
         one_off = spec.schedule is None
         # A one-off Job waits for what it needs (it would only fail or hang), and is made
@@ -500,7 +500,7 @@ class BackupReconciler:
             and self.kube.get(JOB, backup_object_name(name), namespace=namespace) is None
         )
         if make_runner:
-            self._converge(desired[-1], failures, result)
+            self._converge(desired.runner, failures, result)
         self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
         # -- runs, recorded by their pods or here --------------------------------------
