@@ -33,6 +33,7 @@ from typing import Any, Final, Literal, Protocol
 
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef
+from cleo_operator.api.objects import object_ref as _ref
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
@@ -183,16 +184,6 @@ class TenantResult:
     ready: bool = False
     requeue_after: float | None = None
     """Ask to be called again this soon (seconds) because something is still converging."""
-
-
-def _ref(obj: Mapping[str, Any]) -> ObjectRef:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "namespace": meta.get("namespace", ""),
-        "name": meta["name"],
-    }
 
 
 def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
