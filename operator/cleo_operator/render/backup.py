@@ -396,19 +396,13 @@ def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) 
 
 def role_rules(name: str) -> list[_ResourceRule]:
     """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
+    rights: tuple[tuple[str, Literal["get", "patch"]], ...] = (
+        ("cleobackups", "get"),
+        ("cleobackups/status", "patch"),
+    )
     return [
-        {
-            "apiGroups": ["cleoai.io"],
-            "resources": ["cleobackups"],
-            "resourceNames": [name],
-            "verbs": ["get"],
-        },
-        {
-            "apiGroups": ["cleoai.io"],
-            "resources": ["cleobackups/status"],
-            "resourceNames": [name],
-            "verbs": ["patch"],
-        },
+        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": [name], "verbs": [verb]}
+        for res, verb in rights
     ]
 
 
@@ -792,17 +786,12 @@ def render_backup(
     settings: BackupPodSettings,
 ) -> BackupObjects:
     """Every object of a CleoBackup."""
+    ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
     runner = render_cron_job if spec.schedule is not None else render_job
     return BackupObjects(
-        service_account=render_service_account(
-            name=name, namespace=namespace, uid=uid, tenant=tenant
-        ),
-        role=render_role(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        role_binding=render_role_binding(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        network_policy=render_network_policy(
-            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
-        ),
-        runner=runner(
-            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
-        ),
+        service_account=render_service_account(**ids),
+        role=render_role(**ids),
+        role_binding=render_role_binding(**ids),
+        network_policy=render_network_policy(**ids, spec=spec, settings=settings),
+        runner=runner(**ids, spec=spec, settings=settings),
     )
