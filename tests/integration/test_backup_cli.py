@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cleo_operator.backup.cli import (
+from cleo_operator.backup.commands import (
     backup_list,
     backup_run,
-    exit_code,
     load_keyring_dir,
-    restore,
     storage_from_destination,
-    write_report,
 )
 from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.report import exit_code, write_report
+from cleo_operator.backup.restore import restore_archive
 from cleo_operator.backup.retention import RetentionPolicy
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer
@@ -101,10 +100,10 @@ def test_scheduled_runs_verify_prune_and_report(
     write_report(reports[-1], termination)
     assert json.loads(termination.read_text())["backup"]["rows"] == 504
 
-    restored = restore(
+    restored = restore_archive(
         allow_privileged_target=True,  # restored as the test's superuser: its own archive
-        archive=listed[0]["backupId"],
-        into=login.with_dbname(target),
+        backup_id=listed[0]["backupId"],
+        target=login.with_dbname(target),
         storage=storage,
         keyring=keyring,
         tenant="acme",

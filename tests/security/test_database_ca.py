@@ -203,7 +203,8 @@ def runner_env(values: Mapping[str, str]) -> dict[str, str]:
         ),
         settings=BackupPodSettings(image="registry.example/cleo-operator:1"),
     )
-    job = next(o for o in objects if o["kind"] == "Job")
+    job = objects.runner
+    assert job["kind"] == "Job"
     (container,) = job["spec"]["template"]["spec"]["containers"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert CA_MOUNT_DIR in mounts, "the runner's pod does not mount the site's CA"

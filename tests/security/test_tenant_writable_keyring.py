@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.tenant import EncryptionSpec
-from cleo_operator.backup.cli import load_keyring_dir
+from cleo_operator.backup.commands import load_keyring_dir
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.crypto.keyring import DataKey
 from cleo_operator.crypto.stream import new_stream_key, open_stream_key

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cleo_operator import __version__
-from cleo_operator.reconcile.backup import BackupSettings, default_image
+from cleo_operator.reconcile.backup_settings import BackupSettings, default_image
 
 
 def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:

@@ -7,14 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cleo_operator.api.backup import CleoBackupStatus
-from cleo_operator.backup.cli import RunReport
-from cleo_operator.reconcile.backup import _controlled_by, _ours, report_from_message
+from cleo_operator.backup.report import RunReport, report_from_message
+from cleo_operator.reconcile.backup_jobs import controlled_by
 from cleo_operator.reconcile.backup_status import (
     entry_from_report,
     failed_entry,
     read_status,
     status_with_run,
 )
+from cleo_operator.render.meta import managed_by_operator
 
 T0 = datetime(2026, 3, 1, 3, 0, 0, 250000, tzinfo=UTC)
 
@@ -207,16 +208,20 @@ def test_only_the_jobs_controlled_pods_are_its_own() -> None:
     def pod(*refs: dict[str, object]) -> dict[str, object]:
         return {"metadata": {"name": "p", "ownerReferences": list(refs)}}
 
-    assert _controlled_by(pod({"uid": "job-uid", "controller": True}), job)
-    assert not _controlled_by(pod({"uid": "job-uid"}), job)  # an owner, not the controller
-    assert not _controlled_by(pod({"uid": "other", "controller": True}), job)
-    assert not _controlled_by(pod(), job)
-    assert not _controlled_by({"metadata": {}}, job)
-    assert not _controlled_by(pod({"controller": True}), {"metadata": {"name": "j"}})
+    assert controlled_by(pod({"uid": "job-uid", "controller": True}), job)
+    assert not controlled_by(pod({"uid": "job-uid"}), job)  # an owner, not the controller
+    assert not controlled_by(pod({"uid": "other", "controller": True}), job)
+    assert not controlled_by(pod(), job)
+    assert not controlled_by({"metadata": {}}, job)
+    assert not controlled_by(pod({"controller": True}), {"metadata": {"name": "j"}})
 
 
 def test_an_object_is_ours_by_the_managed_by_label_only() -> None:
-    assert _ours({"metadata": {"labels": {"app.kubernetes.io/managed-by": "cleo-operator"}}})
-    assert not _ours({"metadata": {"labels": {"app.kubernetes.io/managed-by": "helm"}}})
-    assert not _ours({"metadata": {"labels": {"cleoai.io/backup": "n"}}})
-    assert not _ours({"metadata": {}})
+    assert managed_by_operator(
+        {"metadata": {"labels": {"app.kubernetes.io/managed-by": "cleo-operator"}}}
+    )
+    assert not managed_by_operator(
+        {"metadata": {"labels": {"app.kubernetes.io/managed-by": "helm"}}}
+    )
+    assert not managed_by_operator({"metadata": {"labels": {"cleoai.io/backup": "n"}}})
+    assert not managed_by_operator({"metadata": {}})

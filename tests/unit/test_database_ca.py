@@ -212,7 +212,8 @@ def test_the_backup_runner_mounts_the_ca_and_gets_pgsslrootcert_if_there_is_one(
         ),
         settings=BackupPodSettings(image="registry.example/cleo-operator:1"),
     )
-    job = next(o for o in objects if o["kind"] == "Job")
+    job = objects.runner
+    assert job["kind"] == "Job"
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == CA_MOUNT_DIR)

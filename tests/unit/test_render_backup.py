@@ -15,7 +15,7 @@ import pytest
 from cleo_operator.api.backup import NAME_MAX_LENGTH, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.backup.cli import storage_from_destination
+from cleo_operator.backup.commands import storage_from_destination
 from cleo_operator.backup.s3 import S3Storage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.cli import backup as backup_cli
@@ -116,8 +116,15 @@ def test_a_scheduled_backup_renders_its_identity_rights_network_and_cron_job() -
         spec=parse_backup_spec(PVC_SPEC),
         settings=SETTINGS,
     )
-    kinds = [o["kind"] for o in objects]
+    assert objects.runner["kind"] == "CronJob"
+    assert [o["kind"] for o in objects.before_runner] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+    ]
     # Identity and rights first: the runner's pods must never start before their Role.
+    kinds = [o["kind"] for o in objects]
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "CronJob"]
     for obj in objects:
         meta = obj["metadata"]

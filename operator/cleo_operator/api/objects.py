@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeAlias, TypedDict
 
 KubeObject: TypeAlias = dict[str, Any]
@@ -15,6 +16,17 @@ class ObjectRef(TypedDict):
     kind: str
     namespace: str
     name: str
+
+
+def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
+    """The reference of a Kubernetes object (namespace empty for a cluster-scoped one)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "namespace": meta.get("namespace", ""),
+        "name": meta["name"],
+    }
 
 
 class OwnerReference(TypedDict):

@@ -158,23 +158,12 @@ _PERIODS: Final[tuple[tuple[str, Callable[[datetime, tzinfo], int]], ...]] = (
 
 def select_to_keep(
     backups: Sequence[BackupInfo],
+    policy: RetentionPolicy,
     *,
-    keep_last: int | None = None,
-    keep_hourly: int | None = None,
-    keep_daily: int | None = None,
-    keep_weekly: int | None = None,
-    keep_monthly: int | None = None,
     now: datetime,
     tz: tzinfo = UTC,
 ) -> set[str]:
-    """The ids of `backups` to keep under these rules at `now`; see the module docstring."""
-    policy = RetentionPolicy(
-        keep_last=keep_last,
-        keep_hourly=keep_hourly,
-        keep_daily=keep_daily,
-        keep_weekly=keep_weekly,
-        keep_monthly=keep_monthly,
-    )
+    """The ids of `backups` to keep under `policy` at `now`; see the module docstring."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (datetime.now(UTC))")
     for backup in backups:
@@ -195,8 +184,8 @@ def select_to_keep(
     verified = [b for b in newest_first if b.verified]
     if verified:
         keep.add(verified[0].id)
-    if keep_last:
-        keep.update(b.id for b in newest_first[:keep_last])
+    if policy.keep_last:
+        keep.update(b.id for b in newest_first[: policy.keep_last])
     for rule, index in _PERIODS:
         count: int | None = getattr(policy, rule)
         if not count:
@@ -254,16 +243,7 @@ def prune(
     catalog = list_backups(storage, tenant=tenant, keyring=keyring)
     problems = list(catalog.problems)
     infos = [BackupInfo(id=b.backup_id, time=b.time, verified=b.verified) for b in catalog.backups]
-    keep = select_to_keep(
-        infos,
-        keep_last=policy.keep_last,
-        keep_hourly=policy.keep_hourly,
-        keep_daily=policy.keep_daily,
-        keep_weekly=policy.keep_weekly,
-        keep_monthly=policy.keep_monthly,
-        now=moment,
-        tz=tz,
-    )
+    keep = select_to_keep(infos, policy, now=moment, tz=tz)
     doomed = [b for b in catalog.backups if b.backup_id not in keep]
     deleted: list[str] = []
     leftovers: list[str] = []

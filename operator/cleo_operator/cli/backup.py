@@ -2,7 +2,7 @@
 
 `backup run --backup NAMESPACE/NAME` is what every CleoBackup's CronJob (or one-off Job)
 runs, in the operator's own image, as the backup's own ServiceAccount. It reads its
-CleoBackup (tenant, retention, time zone), backs up (`backup.cli.backup_run`), prunes after
+CleoBackup (tenant, retention, time zone), backs up (`backup.commands.backup_run`), prunes after
 a success, writes its JSON report to the termination message, and records the run in the
 CleoBackup's status (`reconcile.backup_status.record_run`). Its inputs come as a pod gets
 them: the database login in libpq's variables (from the tenant's database Secret), the
@@ -45,22 +45,25 @@ from typing import Final
 
 from cleo_operator.api.backup import CleoBackupSpec, parse_backup_spec
 from cleo_operator.api.errors import SpecError
-from cleo_operator.backup.cli import (
-    PruneReport,
-    RunReport,
+from cleo_operator.backup.commands import (
     backup_list,
     backup_prune,
     backup_run,
     backup_verify,
-    exit_code,
     load_keyring_dir,
-    restore,
     storage_from_destination,
-    write_report,
 )
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
-from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
+from cleo_operator.backup.report import (
+    PruneReport,
+    RunReport,
+    exit_code,
+    prune_report,
+    write_report,
+)
+from cleo_operator.backup.restore import restore_archive
+from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
 from cleo_operator.cli.common import CommandError, guarded, out
 from cleo_operator.crypto import CryptoError, Keyring
@@ -91,15 +94,6 @@ def _now() -> datetime.datetime:
 
 def _failed(tenant: str, reason: str, message: str) -> RunReport:
     return {"outcome": "Failed", "reason": reason, "message": message, "tenant": tenant}
-
-
-def _prune_report(result: PruneResult) -> PruneReport:
-    return {
-        "kept": len(result.kept),
-        "deleted": list(result.deleted),
-        "leftoversDeleted": len(result.leftovers_deleted) + result.incomplete_removed,
-        "problems": list(result.problems),
-    }
 
 
 def _keyring(path: Path | None) -> Keyring:
@@ -200,7 +194,7 @@ def _prune(
         # A prune that cannot run costs nothing: the backup is made, the next run prunes.
         log.warning("pruning the backups of tenant %s failed: %s", tenant, exc.message)
         return {"kept": 0, "deleted": [], "leftoversDeleted": 0, "problems": [exc.message]}
-    return _prune_report(result)
+    return prune_report(result)
 
 
 def _split_backup(text: str) -> tuple[str, str]:
@@ -376,7 +370,7 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     report = {
-        **_prune_report(result),
+        **prune_report(result),
         "dryRun": result.dry_run,
         "unauthenticated": list(result.unauthenticated),
     }
@@ -385,9 +379,9 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    result = restore(
-        archive=args.archive,
-        into=_login(args.into, option="--into"),
+    result = restore_archive(
+        backup_id=args.archive,
+        target=_login(args.into, option="--into"),
         storage=storage_from_destination(args.destination),
         keyring=_keyring(args.keyring_dir),
         tenant=args.tenant,

@@ -21,7 +21,7 @@ from cleo_operator.handlers.loop import ReconcileLoops
 from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import TENANT_CHILDREN
+from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
 from cleo_operator.observability.metrics import serve_metrics
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
@@ -147,10 +147,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             config,
             child_resources=CHILD_RESOURCES,
             # Jobs made by a CronJob carry the backup's label, not our managed-by label.
-            extra_selectors={
-                ("batch", "v1", "jobs"): BACKUP_LABEL,
-                ("batch", "v1", "cronjobs"): BACKUP_LABEL,
-            },
+            extra_selectors={(k.group, k.version, k.plural): BACKUP_LABEL for k in (JOB, CRON_JOB)},
         )
         if config.metrics_port:
             serve_metrics(port=config.metrics_port)

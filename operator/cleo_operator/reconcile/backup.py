@@ -13,101 +13,78 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
    Job's pod template is immutable, and its run belongs to the history;
 3. looks at the backup's Jobs. A Job that finished is marked as seen
    (``cleoai.io/backup-recorded``); when its pod did not record its run (it died, or could
-   not write status) the run is recorded here from the pod's termination message (the
-   runner's JSON report) or, without one, as a failure with the Job's reason;
-4. verifies new backups. Verification restores into a scratch database, which needs
-   CREATEDB and CREATEROLE on the site: the site admin's login, which only the operator
-   holds (the admin only creates and drops the scratch database and the throwaway
-   unprivileged login that restores and reads it: a dump is the tenant's code). So it runs
-   here, in a small thread pool of its own (never in the reconcile's worker thread: a
-   restore takes minutes), and a later reconcile picks up its verdict. Every
-   ``spec.verification.everyNth`` successful backup is verified (the first one always);
+   not write status) the run is recorded here from what is left of it
+   (`reconcile.backup_jobs`);
+4. verifies new backups, in a thread pool of the operator's own
+   (`reconcile.backup_verification`: why there, and what a volume needs);
 5. writes status only when it changed: conditions ``Ready``, ``LastBackupSucceeded``,
-   ``BackupFresh``, ``Verified``, the phase and the verification records. Messages hold
-   absolute times only, so a reconcile that finds nothing new writes nothing.
-
-Conditions: ``LastBackupSucceeded`` is the newest run's outcome (Unknown before the first).
-``BackupFresh`` is False when the newest successful backup is older than twice the
-schedule's interval (the longest gap between two runs, `api.cron`), Unknown before the
-first. ``Verified`` is the newest verification's verdict (Unknown while none ran, or while
-verification is off). ``Ready`` is True only when the tenant *has* a usable backup: the
-runner is in place, the newest run succeeded, the newest backup is fresh and, when
-verification is on, not proven broken.
+   ``BackupFresh``, ``Verified`` (decided in `reconcile.backup_conditions`), the phase and
+   the verification records.
 
 The runner pods write the run keys of status (see `reconcile.backup_status`); this module
 writes only its own keys, with merge patches that never touch theirs. Metrics
 (`backup.metrics`) are recorded from the history: runs this process has not seen are
 counted; on the first sight of a CleoBackup its gauges are set from status, without
-counting old runs again.
-
-Verification of a PersistentVolumeClaim destination needs the volume in the operator's
-pod at ``$CLEO_BACKUP_VOLUMES_DIR/<namespace>/<claim>`` (a ReadWriteMany volume, say).
-Without it the Verified condition says so; S3 destinations need nothing.
+counting old runs again. How the operator runs backups (image, egress, volumes) is read
+from its environment by `reconcile.backup_settings`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime
-import ipaddress
-import json
 import logging
-import os
 import threading
-import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Final
 
-import pydantic
-
-from cleo_operator import __version__
 from cleo_operator.api.backup import (
     BackupPhase,
     BackupRecord,
-    BackupVerification,
     CleoBackupSpec,
     CleoBackupStatus,
     parse_backup_spec,
 )
-from cleo_operator.api.base import ConditionStatus, rfc3339
-from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import SpecError
-from cleo_operator.api.objects import KubeObject, ObjectRef
+from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup import metrics
-from cleo_operator.backup.cli import RunReport
-from cleo_operator.backup.connection import ConnectionInfo
-from cleo_operator.backup.errors import BackupError
-from cleo_operator.backup.restore import VerificationResult, verify_backup
-from cleo_operator.backup.s3 import S3Credentials, S3Storage
-from cleo_operator.backup.storage import LocalStorage, Storage
 from cleo_operator.core.times import read_rfc3339
-from cleo_operator.crypto import CryptoError, Keyring
-from cleo_operator.data.errors import DataError
 from cleo_operator.data.pool import CredentialsProvider, SitePools
 from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.keys import read_secret
-from cleo_operator.kube.kinds import BACKUP, CRON_JOB, JOB, POD, PVC, SECRET, TENANT, kind_of
-from cleo_operator.kube.secrets import AdminCredentialsFromSecrets, secret_value
+from cleo_operator.kube.kinds import (
+    BACKUP,
+    CRON_JOB,
+    JOB,
+    NETWORK_POLICY,
+    POD,
+    PVC,
+    ROLE,
+    ROLE_BINDING,
+    SECRET,
+    SERVICE_ACCOUNT,
+    TENANT,
+    kind_of,
+)
+from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
+from cleo_operator.reconcile import backup_conditions as conditions
+from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
+from cleo_operator.reconcile.backup_settings import BackupSettings
 from cleo_operator.reconcile.backup_status import (
     RECONCILER_KEYS,
     RunEntry,
-    entry_from_report,
-    failed_entry,
     read_status,
     record_run,
 )
+from cleo_operator.reconcile.backup_verification import BackupVerifier
 from cleo_operator.reconcile.database import TenantDatabases
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
-    DEFAULT_IMAGE_REPOSITORY,
     JOB_NAME_LABEL,
     S3_ENV,
     BackupPodSettings,
@@ -115,134 +92,31 @@ from cleo_operator.render.backup import (
     egress_problem,
     render_backup,
 )
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = [
-    "API_SERVER_CIDRS_ENV",
-    "EGRESS_CIDRS_ENV",
-    "IMAGE_ENV",
-    "IMAGE_PULL_POLICY_ENV",
     "RECORDED_ANNOTATION",
-    "VOLUMES_DIR_ENV",
     "WATCHED_CHILDREN",
     "BackupReconcileResult",
     "BackupReconciler",
     "BackupSettings",
-    "default_image",
 ]
 
 log = logging.getLogger(__name__)
 
 
-IMAGE_ENV: Final = "CLEO_OPERATOR_IMAGE"
-"""The image of the runner pods: the operator's own (the chart sets it)."""
-IMAGE_PULL_POLICY_ENV: Final = "CLEO_OPERATOR_IMAGE_PULL_POLICY"
-"""The runner pods' image pull policy (Always, IfNotPresent, Never); unset: the default."""
-API_SERVER_CIDRS_ENV: Final = "CLEO_BACKUP_API_SERVER_CIDRS"
-"""Comma-separated addresses of the API server the runner pods may reach (its endpoints as
-NetworkPolicies see them); unset: what the operator finds at start (`with_api_server`)."""
-EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
-"""The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
-default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
-CleoBackup (``destination.s3.egress``)."""
-VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
-"""Where the operator sees backup volumes, as ``<dir>/<namespace>/<claim>``."""
-
 RECORDED_ANNOTATION: Final = "cleoai.io/backup-recorded"
 """Set on a finished Job once its run is in the CleoBackup's history."""
 
-WATCHED_CHILDREN: Final[tuple[tuple[str, str, str], ...]] = (
-    ("batch", "v1", "cronjobs"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "serviceaccounts"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
+WATCHED_CHILDREN: Final[tuple[tuple[str, str, str], ...]] = tuple(
+    (kind.group, kind.version, kind.plural)
+    for kind in (CRON_JOB, JOB, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, NETWORK_POLICY)
 )
 """Kinds whose events (label ``cleoai.io/backup=<name>``) should wake a CleoBackup's loop."""
 
-PullPolicy = Literal["Always", "IfNotPresent", "Never"]
-_PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
 ACTIVE_JOB_RECHECK_SECONDS: Final = 30.0
 """While a Job runs, look again this often (its end also wakes the loop, if watched)."""
-
-
-def default_image() -> str:
-    """``ghcr.io/cleoai/cleo-operator:<this version>``: the runner is the operator itself."""
-    return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
-
-
-def _default_pod() -> BackupPodSettings:
-    return BackupPodSettings(image=default_image())
-
-
-@dataclass(frozen=True, kw_only=True)
-class BackupSettings:
-    """How the operator runs CleoBackups; `from_environment` reads the operator's env."""
-
-    pod: BackupPodSettings = field(default_factory=_default_pod)
-    """What every runner pod gets (image, Secret names, egress)."""
-    volumes_dir: Path | None = None
-    """Where the operator sees backup volumes (``<dir>/<namespace>/<claim>``), for verifying
-    PersistentVolumeClaim destinations; None: those are not verified."""
-    verify_workers: int = 1
-    """Verifications at once (each restores a database: CPU, disk and the site's I/O)."""
-    retry_seconds: float = 60.0
-    """Try a verification that could not run (a site down) again after this long."""
-    pending_requeue_seconds: float = 5.0
-    """Call again this soon while a verification runs."""
-    prerequisite_requeue_seconds: float = 15.0
-    """Call again this soon while something the runner needs is missing (nothing else
-    wakes the CleoBackup when the tenant's Secret appears)."""
-    work_dir: Path | None = None
-    """Where verification decrypts archives (default: the system's temporary folder)."""
-    pg_restore: str = "pg_restore"
-    """The pg_restore verification runs."""
-
-    def with_api_server(self, cidrs: tuple[str, ...]) -> BackupSettings:
-        """These settings with the API server addresses found at start, unless set."""
-        if self.pod.api_server_cidrs or not cidrs:
-            return self
-        return dataclasses.replace(self, pod=dataclasses.replace(self.pod, api_server_cidrs=cidrs))
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> BackupSettings:
-        """From the variables `IMAGE_ENV`, `IMAGE_PULL_POLICY_ENV`, `EGRESS_CIDRS_ENV` and
-        `VOLUMES_DIR_ENV`; ValueError names the variable that is wrong."""
-        env = os.environ if environ is None else environ
-        image = env.get(IMAGE_ENV, "").strip() or default_image()
-        policy_text = env.get(IMAGE_PULL_POLICY_ENV, "").strip()
-        policy: PullPolicy | None = None
-        if policy_text:
-            if policy_text not in _PULL_POLICIES:
-                raise ValueError(
-                    f"{IMAGE_PULL_POLICY_ENV}={policy_text!r}: use one of "
-                    f"{', '.join(_PULL_POLICIES)}"
-                )
-            policy = policy_text
-        variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
-        cidrs = tuple(c.strip() for c in env.get(variable, "").split(",") if c.strip())
-        for cidr in cidrs:
-            try:
-                network = ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{variable}: {cidr!r} is not an address range such as 10.0.0.0/8"
-                ) from None
-            if network.prefixlen == 0:
-                raise ValueError(
-                    f"{variable}: {cidr!r} is every address; name the API server's addresses"
-                )
-        volumes = env.get(VOLUMES_DIR_ENV, "").strip()
-        return cls(
-            pod=BackupPodSettings(
-                image=image,
-                image_pull_policy=policy,
-                api_server_cidrs=cidrs,
-            ),
-            volumes_dir=Path(volumes) if volumes else None,
-        )
 
 
 @dataclass
@@ -269,144 +143,6 @@ def _min(a: float | None, b: float | None) -> float | None:
     return min(values) if values else None
 
 
-def _ref(obj: Mapping[str, Any]) -> ObjectRef:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "namespace": meta.get("namespace", ""),
-        "name": meta["name"],
-    }
-
-
-def _dump(model: pydantic.BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-# --------------------------------------------------------------------------- jobs
-
-
-JobState = Literal["active", "succeeded", "failed"]
-
-
-def _job_state(job: Mapping[str, Any]) -> JobState:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return "succeeded"
-        if condition.get("type") == "Failed":
-            return "failed"
-    return "active"
-
-
-def _job_failure(job: Mapping[str, Any]) -> tuple[str, str]:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return (
-                str(condition.get("reason") or "JobFailed"),
-                str(condition.get("message") or "the Job failed"),
-            )
-    return "JobFailed", "the Job failed"
-
-
-_REPORT_BACKUP_FIELDS: Final[Mapping[str, type | tuple[type, ...]]] = {
-    "backupId": str,
-    "storage": str,
-    "archive": str,
-    "startTime": str,
-    "endTime": str,
-    "archiveSize": int,
-    "dumpSize": int,
-    "durationSeconds": (int, float),
-}
-
-
-def report_from_message(message: str) -> RunReport | None:
-    """The runner's report from a pod's termination message; None if it is something else."""
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("outcome") not in ("Succeeded", "Failed"):
-        return None
-    if not all(isinstance(data.get(key), str) for key in ("reason", "message", "tenant")):
-        return None
-    backup = data.get("backup")
-    if backup is not None and not (
-        isinstance(backup, dict)
-        and all(isinstance(backup.get(k), t) for k, t in _REPORT_BACKUP_FIELDS.items())
-    ):
-        return None
-    return cast(RunReport, data)
-
-
-def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated:
-            return cast(Mapping[str, Any], terminated)
-    return None
-
-
-def _ours(obj: Mapping[str, Any]) -> bool:
-    """Labelled as made by the operator (what the admission policy keeps to it)."""
-    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
-
-
-def _controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
-    """Whether `job` (by uid) is the controller of `pod`."""
-    uid = job["metadata"].get("uid")
-    return uid is not None and any(
-        ref.get("controller") is True and ref.get("uid") == uid
-        for ref in pod["metadata"].get("ownerReferences") or []
-    )
-
-
-def _latest_condition_time(job: Mapping[str, Any]) -> datetime.datetime | None:
-    times = [
-        read_rfc3339(c.get("lastTransitionTime"))
-        for c in (job.get("status") or {}).get("conditions") or []
-    ]
-    present = [t for t in times if t is not None]
-    return max(present) if present else None
-
-
-# --------------------------------------------------------------------------- verification
-
-
-class _VerificationUnavailable(Exception):
-    """The verification cannot run now (not a verdict on the backup)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass
-class _Verifying:
-    """A verification running in the pool."""
-
-    backup_id: str
-    sequence: int | None
-    backup_time: str
-    future: concurrent.futures.Future[VerificationResult]
-
-
-@dataclass
-class _Unavailable:
-    """Why the last attempt to verify `backup_id` could not run, and when to try again."""
-
-    backup_id: str
-    reason: str
-    message: str
-    retry_at: datetime.datetime
-
-
-# --------------------------------------------------------------------------- the reconciler
-
-
 class BackupReconciler:
     """Reconciles CleoBackups through one KubeClient; shared by all worker threads.
 
@@ -425,15 +161,11 @@ class BackupReconciler:
     ) -> None:
         self.kube = kube
         self.settings = settings or BackupSettings()
-        self.pools = pools
-        self.credentials = credentials
         self.now = now
-        self._lock = threading.Lock()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, self.settings.verify_workers), thread_name_prefix="backup-verify"
+        self.verifier = BackupVerifier(
+            kube, settings=self.settings, pools=pools, credentials=credentials, now=now
         )
-        self._verifying: dict[tuple[str, str], _Verifying] = {}
-        self._unavailable: dict[tuple[str, str], _Unavailable] = {}
+        self._lock = threading.Lock()
         self._seen_runs: dict[tuple[str, str], set[tuple[str | None, str]]] = {}
 
     @classmethod
@@ -454,24 +186,18 @@ class BackupReconciler:
 
     def close(self) -> None:
         """Stop the verification pool (a running verification is abandoned)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.verifier.close()
 
     def wait_for_verifications(self, timeout: float) -> bool:
         """Wait until no verification runs; False when some still run after `timeout`."""
-        with self._lock:
-            futures = [v.future for v in self._verifying.values()]
-        _, pending = concurrent.futures.wait(futures, timeout=timeout)
-        return not pending
+        return self.verifier.wait(timeout)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what this process remembers of a deleted CleoBackup."""
         key = (namespace, name)
         with self._lock:
             self._seen_runs.pop(key, None)
-            self._unavailable.pop(key, None)
-            verifying = self._verifying.pop(key, None)
-        if verifying is not None:
-            verifying.future.cancel()
+        self.verifier.forget(key)
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -499,7 +225,7 @@ class BackupReconciler:
             result.status_written = status.write(self.kube, phase="Invalid", current=current)
             return result
 
-        tz, tz_note = _time_zone(spec)
+        tz, tz_note = conditions.time_zone(spec)
         self._observe_metrics(namespace, name, spec, current)
 
         # -- the tenant and what the runner needs --------------------------------------
@@ -522,7 +248,7 @@ class BackupReconciler:
             spec=spec,
             settings=pod_settings,
         )
-        for obj in desired[:-1]:
+        for obj in desired.before_runner:
             self._converge(obj, failures, result)
         one_off = spec.schedule is None
         # A one-off Job waits for what it needs (it would only fail or hang), and is made
@@ -532,12 +258,12 @@ class BackupReconciler:
             and self.kube.get(JOB, backup_object_name(name), namespace=namespace) is None
         )
         if make_runner:
-            self._converge(desired[-1], failures, result)
+            self._converge(desired.runner, failures, result)
         self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
         # -- runs, recorded by their pods or here --------------------------------------
         jobs = self.kube.list(JOB, namespace=namespace, label_selector=f"{BACKUP_LABEL}={name}")
-        active = [j for j in jobs if _job_state(j) == "active"]
+        active = [j for j in jobs if job_state(j) == "active"]
         result.runs_recorded = self._record_finished_jobs(namespace, name, jobs, current)
         if result.runs_recorded:
             fresh = self.kube.get(BACKUP, name, namespace=namespace)
@@ -550,23 +276,21 @@ class BackupReconciler:
             result.requeue_after = _min(result.requeue_after, ACTIVE_JOB_RECHECK_SECONDS)
 
         # -- conditions ----------------------------------------------------------------
-        verified = self._verification(
-            key=(namespace, name),
-            spec=spec,
-            tenant_spec=tenant_spec,
-            current=current,
-            status=status,
-            result=result,
-            now=now,
+        verification = self.verifier.step(
+            key=(namespace, name), spec=spec, tenant_spec=tenant_spec, current=current, now=now
         )
-        last = _last_backup_observation(current)
-        freshness, stale_in = _freshness(spec, current, tz, tz_note, now)
+        status.fields.update(verification.fields)
+        result.verification_started = verification.started
+        result.requeue_after = _min(result.requeue_after, verification.requeue_after)
+        verified = verification.verified
+        last = conditions.last_backup_observation(current)
+        freshness, stale_in = conditions.freshness(spec, current, tz, tz_note, now)
         if stale_in is not None:
             result.requeue_after = _min(result.requeue_after, stale_in)
         status.set("LastBackupSucceeded", last)
         status.set("BackupFresh", freshness)
         status.set("Verified", verified)
-        ready = _ready(
+        ready = conditions.ready(
             spec=spec,
             current=current,
             problem=problem,
@@ -579,7 +303,7 @@ class BackupReconciler:
         )
         status.set("Ready", ready)
         result.ready = ready.ok
-        result.phase = _phase(
+        result.phase = conditions.phase(
             spec=spec,
             active=bool(active),
             blocked=problem is not None,
@@ -721,7 +445,7 @@ class BackupReconciler:
         kind = kind_of(obj)
         meta = obj["metadata"]
         live = self.kube.get(kind, meta["name"], namespace=meta["namespace"])
-        if live is not None and not _ours(live):
+        if live is not None and not managed_by_operator(live):
             # Someone else's object at a name we reserve (made before ours, or by hand): a
             # server-side apply would keep its manager's fields (an extra container, env,
             # a volume), so it goes, and ours is made afresh.
@@ -734,7 +458,7 @@ class BackupReconciler:
                 MANAGED_BY,
             )
             self.kube.delete(kind, meta["name"], namespace=meta["namespace"])
-            result.deleted.append(_ref(live))
+            result.deleted.append(object_ref(live))
             live = None
         stamped = with_hash(obj)
         if not needs_apply(stamped, live):
@@ -749,7 +473,7 @@ class BackupReconciler:
                 "apply %s %s/%s refused: %s", kind.kind, meta["namespace"], meta["name"], exc
             )
             return
-        result.applied.append(_ref(obj))
+        result.applied.append(object_ref(obj))
 
     def _delete_other_runner(
         self, namespace: str, name: str, *, one_off: bool, result: BackupReconcileResult
@@ -758,10 +482,10 @@ class BackupReconciler:
         kind = CRON_JOB if one_off else JOB
         obsolete = backup_object_name(name)
         live = self.kube.get(kind, obsolete, namespace=namespace)
-        if live is None or (live["metadata"].get("labels") or {}).get(BACKUP_LABEL) != name:
+        if live is None or labels_of(live).get(BACKUP_LABEL) != name:
             return
         if self.kube.delete(kind, obsolete, namespace=namespace):
-            result.deleted.append(_ref(live))
+            result.deleted.append(object_ref(live))
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -772,7 +496,7 @@ class BackupReconciler:
         recorded = 0
         in_history = {run.job for run in current.history if run.job}
         for job in jobs:
-            state = _job_state(job)
+            state = job_state(job)
             meta = job["metadata"]
             if state == "active" or (meta.get("annotations") or {}).get(RECORDED_ANNOTATION):
                 continue
@@ -806,71 +530,13 @@ class BackupReconciler:
     def _entry_for_job(
         self, namespace: str, backup: str, job: KubeObject, state: JobState
     ) -> RunEntry | None:
-        """The run of a finished Job that its pod did not record, from what is left of it.
-
-        Only the Job's own pods count: labelled as the runner of `backup` (a label the
-        admission policy keeps to the operator and the Job controller) and controlled by
-        this Job (by uid). The `job-name` label alone is anyone's to put on a pod, with a
-        forged report in its termination message.
-        """
-        job_name = str(job["metadata"]["name"])
-        job_status = job.get("status") or {}
-        started = read_rfc3339(job_status.get("startTime")) or self.now()
-        ended = (
-            read_rfc3339(job_status.get("completionTime"))
-            or _latest_condition_time(job)
-            or self.now()
+        """The run of a finished Job that its pod did not record (`run_entry_for_job`)."""
+        pods = self.kube.list(
+            POD,
+            namespace=namespace,
+            label_selector=f"{JOB_NAME_LABEL}={job['metadata']['name']},{BACKUP_LABEL}={backup}",
         )
-        pods = [
-            pod
-            for pod in self.kube.list(
-                POD,
-                namespace=namespace,
-                label_selector=f"{JOB_NAME_LABEL}={job_name},{BACKUP_LABEL}={backup}",
-            )
-            if _controlled_by(pod, job)
-        ]
-        pods.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
-        detail = ""
-        for pod in pods:
-            terminated = _terminated(pod)
-            if terminated is None:
-                continue
-            message = str(terminated.get("message") or "").strip()
-            report = report_from_message(message) if message else None
-            if report is not None:
-                return entry_from_report(
-                    report,
-                    job=job_name,
-                    started=read_rfc3339((pod.get("status") or {}).get("startTime")) or started,
-                    ended=read_rfc3339(terminated.get("finishedAt")) or ended,
-                )
-            if not detail:
-                detail = (
-                    f"its container ended with {terminated.get('reason') or 'Error'} "
-                    f"(exit code {terminated.get('exitCode')})"
-                )
-                if message:
-                    detail += f": {message[-400:]}"
-        if state == "succeeded":
-            log.warning(
-                "Job %s/%s succeeded, but its pod left neither a report nor a history entry",
-                namespace,
-                job_name,
-            )
-            return None
-        reason, job_message = _job_failure(job)
-        return failed_entry(
-            reason=reason,
-            message=(
-                f"the backup pod of Job {job_name} ended without a report ({job_message}"
-                + (f"; {detail}" if detail else "")
-                + "); look at the Job's events and the pod's log"
-            ),
-            job=job_name,
-            started=started,
-            ended=ended,
-        )
+        return run_entry_for_job(job, pods, state=state, now=self.now())
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -907,300 +573,6 @@ class BackupReconciler:
             else:  # an older run reported late: counted; the gauges stay with the newest
                 metrics.BACKUPS.labels(tenant=tenant).inc()
 
-    # -- verification ---------------------------------------------------------------------
-
-    def _verification(
-        self,
-        *,
-        key: tuple[str, str],
-        spec: CleoBackupSpec,
-        tenant_spec: CleoTenantSpec | None,
-        current: CleoBackupStatus,
-        status: _StatusBuilder,
-        result: BackupReconcileResult,
-        now: datetime.datetime,
-    ) -> Observation:
-        """Pick up a finished verification, start a due one; the Verified condition."""
-        namespace, name = key
-        latest = current.last_verification
-        with self._lock:
-            verifying = self._verifying.get(key)
-            if verifying is not None and verifying.future.done():
-                del self._verifying[key]
-        if verifying is not None and verifying.future.done():
-            latest = self._take_verdict(key, verifying, status, current) or latest
-            verifying = None
-        if spec.verification is None or not spec.verification.enabled:
-            return Observation(
-                "Unknown",
-                "VerificationDisabled",
-                "spec.verification.enabled is not true: archives are not proven to restore",
-            )
-        if verifying is not None:
-            result.requeue_after = _min(result.requeue_after, self.settings.pending_requeue_seconds)
-            return _verifying_observation(verifying.backup_id, latest)
-        candidate = current.last_successful_backup
-        if (
-            candidate is not None
-            and candidate.backup_id
-            and _verification_due(spec, candidate, latest)
-        ):
-            with self._lock:
-                unavailable = self._unavailable.get(key)
-            if (
-                unavailable is not None
-                and unavailable.backup_id == candidate.backup_id
-                and now < unavailable.retry_at
-            ):
-                result.requeue_after = _min(
-                    result.requeue_after, (unavailable.retry_at - now).total_seconds()
-                )
-                return Observation("Unknown", unavailable.reason, clip(unavailable.message))
-            if tenant_spec is None:
-                return Observation(
-                    "Unknown",
-                    "VerificationBlocked",
-                    "verification waits until the tenant is in order (see the Ready condition)",
-                )
-            self._start_verification(namespace, name, spec, tenant_spec, candidate)
-            result.verification_started = candidate.backup_id
-            result.requeue_after = _min(result.requeue_after, self.settings.pending_requeue_seconds)
-            return _verifying_observation(candidate.backup_id, latest)
-        if latest is None:
-            return Observation("Unknown", "NotVerifiedYet", "no backup has been verified yet")
-        if latest.passed:
-            return Observation("True", "Verified", clip(latest.message))
-        return Observation("False", latest.reason, clip(latest.message))
-
-    def _start_verification(
-        self,
-        namespace: str,
-        name: str,
-        spec: CleoBackupSpec,
-        tenant_spec: CleoTenantSpec,
-        candidate: BackupRecord,
-    ) -> None:
-        backup_id = str(candidate.backup_id)
-        future = self._executor.submit(
-            self._verify,
-            namespace=namespace,
-            spec=spec,
-            tenant_spec=tenant_spec,
-            backup_id=backup_id,
-        )
-        with self._lock:
-            self._verifying[(namespace, name)] = _Verifying(
-                backup_id=backup_id,
-                sequence=candidate.sequence,
-                backup_time=candidate.time,
-                future=future,
-            )
-        log.info("CleoBackup %s/%s: verifying backup %s", namespace, name, backup_id)
-
-    def _take_verdict(
-        self,
-        key: tuple[str, str],
-        verifying: _Verifying,
-        status: _StatusBuilder,
-        current: CleoBackupStatus,
-    ) -> BackupVerification | None:
-        """Put a finished verification's verdict into status; None if it could not run."""
-        try:
-            verdict = verifying.future.result()
-        except concurrent.futures.CancelledError:
-            return None
-        except _VerificationUnavailable as exc:
-            self._note_unavailable(key, verifying.backup_id, exc.reason, exc.message)
-            return None
-        except Exception as exc:  # a bug: its type only (the message may hold secrets)
-            log.error(
-                "verification of backup %s failed unexpectedly: %s",
-                verifying.backup_id,
-                type(exc).__name__,
-            )
-            self._note_unavailable(
-                key,
-                verifying.backup_id,
-                "VerificationError",
-                f"verifying backup {verifying.backup_id} failed with an unexpected "
-                f"{type(exc).__name__}; this is a bug of cleo-operator, please report it",
-            )
-            return None
-        with self._lock:
-            self._unavailable.pop(key, None)
-        record = BackupVerification(
-            backup_id=verdict.backup_id,
-            time=rfc3339(verdict.finished),
-            passed=verdict.passed,
-            reason=verdict.reason[:128],
-            message=clip(verdict.message),
-            sequence=verifying.sequence,
-        )
-        status.fields["lastVerification"] = _dump(record)
-        if verdict.passed:
-            newest = current.last_successful_backup
-            if newest is not None and newest.backup_id == verdict.backup_id:
-                status.fields["lastVerifiedBackup"] = _dump(newest)
-            else:
-                previous = current.last_verified_backup
-                if previous is None or previous.time <= verifying.backup_time:
-                    status.fields["lastVerifiedBackup"] = _dump(
-                        BackupRecord(
-                            time=verifying.backup_time,
-                            succeeded=True,
-                            backup_id=verdict.backup_id,
-                            sequence=verifying.sequence,
-                        )
-                    )
-        return record
-
-    def _note_unavailable(
-        self, key: tuple[str, str], backup_id: str, reason: str, message: str
-    ) -> None:
-        retry_at = self.now() + datetime.timedelta(seconds=self.settings.retry_seconds)
-        with self._lock:
-            self._unavailable[key] = _Unavailable(
-                backup_id=backup_id, reason=reason, message=message, retry_at=retry_at
-            )
-        log.warning("verification of backup %s cannot run now: %s", backup_id, message)
-
-    def _verify(
-        self,
-        *,
-        namespace: str,
-        spec: CleoBackupSpec,
-        tenant_spec: CleoTenantSpec,
-        backup_id: str,
-    ) -> VerificationResult:
-        """Runs in the verification pool: restore into a scratch database and compare."""
-        storage = self._storage(namespace, spec)
-        keyring = self._keyring(namespace)
-        admin = self._admin(tenant_spec.database.site)
-        try:
-            return verify_backup(
-                storage=storage,
-                backup_id=backup_id,
-                keyring=keyring,
-                admin=admin,
-                tenant=spec.tenant,
-                pg_restore=self.settings.pg_restore,
-                work_dir=self.settings.work_dir,
-            )
-        except BackupError as exc:
-            if exc.retryable:
-                raise _VerificationUnavailable(exc.reason, exc.message) from None
-            # A retry cannot help (the backup is gone, altered, another tenant's): a verdict.
-            return VerificationResult(
-                backup_id=backup_id,
-                tenant=spec.tenant,
-                passed=False,
-                reason=exc.reason,
-                message=exc.message,
-                tables_checked=0,
-                rows_checked=0,
-                finished=self.now(),
-                duration_seconds=0.0,
-            )
-
-    def _storage(self, namespace: str, spec: CleoBackupSpec) -> Storage:
-        """The backup's storage as the operator can reach it."""
-        destination = spec.destination
-        if destination.pvc is not None:
-            root = self.settings.volumes_dir
-            claim = destination.pvc.claim_name
-            if root is None:
-                raise _VerificationUnavailable(
-                    "VolumeNotReachable",
-                    f"the operator cannot read PersistentVolumeClaim {namespace}/{claim}: to "
-                    "verify backups on a volume, mount it in the operator at "
-                    f"${VOLUMES_DIR_ENV}/{namespace}/{claim} (e.g. a ReadWriteMany volume), "
-                    "or back up to S3",
-                )
-            folder = root / namespace / claim
-            if destination.pvc.path:
-                folder = folder / destination.pvc.path
-            if not folder.is_dir():
-                raise _VerificationUnavailable(
-                    "VolumeNotReachable",
-                    f"PersistentVolumeClaim {namespace}/{claim} is not mounted in the operator "
-                    f"at ${VOLUMES_DIR_ENV}/{namespace}/{claim}, or has no backups at "
-                    f"{destination.pvc.path or 'its root'} yet",
-                )
-            # The volume is the tenant's: nothing below its mount point is followed.
-            return LocalStorage(folder, create=False, base=root / namespace / claim)
-        s3 = destination.s3
-        if s3 is None:
-            raise _VerificationUnavailable(
-                "UnknownDestination", f"spec.destination.type {destination.type!r} has no block"
-            )
-        secret = self.kube.get(SECRET, s3.credentials_secret, namespace=namespace)
-        values = {k: secret_value(secret, k) or "" for k in (*S3_ENV, "AWS_SESSION_TOKEN")}
-        try:
-            credentials = S3Credentials.from_environment(values)
-        except ValueError:
-            raise _VerificationUnavailable(
-                "S3CredentialsMissing",
-                f"Secret {namespace}/{s3.credentials_secret} lacks {' or '.join(S3_ENV)}",
-            ) from None
-        return S3Storage(
-            bucket=s3.bucket,
-            prefix=s3.prefix or "",
-            region=s3.region or "us-east-1",
-            endpoint=s3.endpoint,
-            credentials=credentials,
-        )
-
-    def _keyring(self, namespace: str) -> Keyring:
-        name = self.settings.pod.keyring_secret
-        secret = read_secret(self.kube, namespace=namespace, name=name)
-        if secret is None:
-            raise _VerificationUnavailable(
-                "KeyringMissing", f"the tenant keyring Secret {namespace}/{name} does not exist"
-            )
-        try:
-            return Keyring.from_secret_data(secret.data)
-        except CryptoError as exc:
-            raise _VerificationUnavailable(
-                "KeyringUnreadable",
-                f"the tenant keyring Secret {secret.where} cannot be read ({exc.reason})",
-            ) from None
-
-    def _admin(self, site_name: str) -> ConnectionInfo:
-        """The site admin's login, for the scratch database."""
-        if self.pools is None or self.credentials is None:
-            raise _VerificationUnavailable(
-                "NoSiteAccess",
-                "the operator runs without site configuration (CLEO_SITES_FILE): verification "
-                "needs the site admin's login to create scratch databases",
-            )
-        try:
-            site = self.pools.site(site_name)
-            if self.pools.breaker_state(site_name) == "open":
-                raise _VerificationUnavailable(
-                    "SiteUnavailable",
-                    f"site {site_name!r} is failing (its circuit is open); verification waits",
-                )
-            login = self.credentials(site)
-        except DataError as exc:
-            raise _VerificationUnavailable(exc.reason, str(exc)) from None
-        return ConnectionInfo.for_site(
-            site, dbname=site.admin_database, user=login.user, password=login.password
-        )
-
-
-# --------------------------------------------------------------------------- observations
-
-
-def _time_zone(spec: CleoBackupSpec) -> tuple[datetime.tzinfo, str]:
-    """The schedule's time zone, and a note for messages when the operator lacks it."""
-    if spec.time_zone is None:
-        return datetime.UTC, ""
-    try:
-        return zoneinfo.ZoneInfo(spec.time_zone), ""
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        # The API server judges the CronJob's time zone; here it only shapes messages.
-        return datetime.UTC, f" (time zone {spec.time_zone} is unknown to the operator: UTC)"
-
 
 def _finished_at(record: BackupRecord) -> float:
     start = read_rfc3339(record.time)
@@ -1217,177 +589,6 @@ def _set_gauges(tenant: str, record: BackupRecord) -> None:
         metrics.LAST_SIZE.labels(tenant=tenant, kind="dump").set(record.dump_size_bytes)
 
 
-def _verifying_observation(backup_id: str, latest: BackupVerification | None) -> Observation:
-    """While a verification runs, the previous verdict stands (Unknown before the first)."""
-    status: ConditionStatus = (
-        "Unknown" if latest is None else ("True" if latest.passed else "False")
-    )
-    previous = f"; the previous verification: {latest.message}" if latest else ""
-    return Observation(
-        status,
-        "Verifying",
-        clip(f"verifying backup {backup_id} (restoring it into a scratch database){previous}"),
-    )
-
-
-def _verification_due(
-    spec: CleoBackupSpec, candidate: BackupRecord, latest: BackupVerification | None
-) -> bool:
-    """Whether `candidate` (the newest successful backup) is to be verified now."""
-    if spec.verification is None or not spec.verification.enabled:
-        return False
-    if latest is None:
-        return True  # the first backup is always verified
-    if latest.backup_id == candidate.backup_id:
-        return False
-    if candidate.sequence is None or latest.sequence is None:
-        return True
-    return candidate.sequence - latest.sequence >= spec.verification.every_nth
-
-
-def _last_backup_observation(current: CleoBackupStatus) -> Observation:
-    if not current.history:
-        return Observation("Unknown", "NoBackupYet", "no backup has run yet")
-    newest = max(current.history, key=lambda r: r.start_time)
-    when = f"the run started {newest.start_time}" + (f" (Job {newest.job})" if newest.job else "")
-    if newest.succeeded:
-        made = f"backup {newest.backup_id}" if newest.backup_id else "a backup"
-        return Observation("True", newest.reason or "BackupSucceeded", clip(f"{when} made {made}"))
-    return Observation(
-        "False",
-        newest.reason or "BackupFailed",
-        clip(f"{when} failed: {newest.message or 'no details'}"),
-    )
-
-
-def _freshness(
-    spec: CleoBackupSpec,
-    current: CleoBackupStatus,
-    tz: datetime.tzinfo,
-    tz_note: str,
-    now: datetime.datetime,
-) -> tuple[Observation, float | None]:
-    """BackupFresh, and in how many seconds it turns False (to be called again then)."""
-    newest = current.last_successful_backup
-    if newest is None:
-        return Observation("Unknown", "NoBackupYet", "no backup has succeeded yet"), None
-    if spec.schedule is None:
-        return (
-            Observation(
-                "True", "OneOff", f"one-off backup {newest.backup_id} started {newest.time}"
-            ),
-            None,
-        )
-    try:
-        interval = parse_cron(spec.schedule).interval(start=now.astimezone(tz).date())
-    except CronError:  # refused by parse_backup_spec already
-        interval = None
-    made = read_rfc3339(newest.time)
-    if interval is None or made is None:
-        return Observation("Unknown", "NoInterval", "the schedule has no regular interval"), None
-    stale_at = made + 2 * interval
-    if now >= stale_at:
-        return (
-            Observation(
-                "False",
-                "Stale",
-                clip(
-                    f"the newest backup started {newest.time}, more than twice the schedule's "
-                    f"interval ({_duration(interval)}) ago; stale since {rfc3339(stale_at)}"
-                    + (" (spec.suspend is true)" if spec.suspend else "")
-                    + tz_note
-                ),
-            ),
-            None,
-        )
-    return (
-        Observation(
-            "True",
-            "Fresh",
-            f"the newest backup started {newest.time}; it is stale from {rfc3339(stale_at)} "
-            f"(twice the schedule's interval, {_duration(interval)}){tz_note}",
-        ),
-        (stale_at - now).total_seconds() + 1.0,
-    )
-
-
-def _duration(delta: datetime.timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    text = (
-        (f"{days}d" if days else "")
-        + (f"{hours}h" if hours else "")
-        + (f"{minutes}m" if minutes else "")
-    )
-    return text or f"{seconds}s"
-
-
-def _ready(
-    *,
-    spec: CleoBackupSpec,
-    current: CleoBackupStatus,
-    problem: Observation | None,
-    failures: list[str],
-    last: Observation,
-    freshness: Observation,
-    verified: Observation,
-    tz: datetime.tzinfo,
-    now: datetime.datetime,
-) -> Observation:
-    """True only when the tenant has a usable, fresh backup and backups work."""
-    if problem is not None:
-        return problem
-    if failures:
-        return Observation("False", "ApplyFailed", clip("could not apply: " + "; ".join(failures)))
-    if last.status == "False":
-        return Observation("False", "LastBackupFailed", last.message)
-    newest = current.last_successful_backup
-    if newest is None:
-        if spec.schedule is None:
-            waiting = "the one-off backup has not finished yet"
-        else:
-            waiting = _next_run_text(spec, tz, now)
-        return Observation("False", "NoBackupYet", f"the tenant has no backup yet: {waiting}")
-    if freshness.status == "False":
-        return Observation("False", "BackupStale", freshness.message)
-    if verified.status == "False":
-        return Observation("False", "VerificationFailed", verified.message)
-    size = f", {newest.size_bytes} bytes" if newest.size_bytes is not None else ""
-    return Observation(
-        "True", "BackupAvailable", f"backup {newest.backup_id} of {newest.time} is available{size}"
-    )
-
-
-def _next_run_text(spec: CleoBackupSpec, tz: datetime.tzinfo, now: datetime.datetime) -> str:
-    if spec.suspend:
-        return "the schedule is suspended (spec.suspend)"
-    try:
-        upcoming = parse_cron(spec.schedule or "").next_after(now, tz=tz)
-    except CronError:
-        upcoming = None
-    if upcoming is None:
-        return "the schedule has no next run"
-    return f"the next scheduled run is due at {rfc3339(upcoming)}"
-
-
-def _phase(
-    *, spec: CleoBackupSpec, active: bool, blocked: bool, failed: bool, succeeded: bool
-) -> BackupPhase:
-    if active:
-        return "Running"
-    if spec.schedule is not None and spec.suspend:
-        return "Suspended"
-    if blocked:
-        return "Pending"
-    if failed:
-        return "Failed"
-    if succeeded:
-        return "Succeeded"
-    return "Pending" if spec.schedule is None else "Scheduled"
-
-
 class _StatusBuilder(StatusBuilder):
     """The CleoBackup's status: written once, only if it changed."""
 
@@ -1398,9 +599,9 @@ class _StatusBuilder(StatusBuilder):
         # What this reconcile did not decide on keeps its value (the merge patch would
         # otherwise delete it: these keys are ours).
         if current.last_verification is not None:
-            status["lastVerification"] = _dump(current.last_verification)
+            status["lastVerification"] = current.last_verification.to_api()
         if current.last_verified_backup is not None:
-            status["lastVerifiedBackup"] = _dump(current.last_verified_backup)
+            status["lastVerifiedBackup"] = current.last_verified_backup.to_api()
         if current.cron_job_name is not None:
             status["cronJobName"] = current.cron_job_name
         for key, value in self.fields.items():

@@ -36,7 +36,7 @@ from cleo_operator.api.backup import (
 )
 from cleo_operator.api.base import rfc3339
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.backup.cli import RunReport
+from cleo_operator.backup.report import RunReport
 from cleo_operator.core.redaction import clip
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP

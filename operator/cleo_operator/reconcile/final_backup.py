@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
 from typing import Any, Final
 
 import pydantic
@@ -63,9 +62,9 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP, TENANT
 from cleo_operator.render.meta import (
     API_VERSION,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     TENANT_LABEL,
+    labels_of,
+    managed_by_operator,
     tenant_labels,
 )
 from cleo_operator.render.tenant import tenant_namespace
@@ -99,17 +98,12 @@ class FinalBackupSettings:
     """``spec.historyLimit`` of the final CleoBackup: runs kept in its status."""
 
 
-def _labels(obj: KubeObject) -> Mapping[str, str]:
-    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
-    return labels
-
-
 def _is_final(obj: KubeObject, *, tenant: str) -> bool:
     """Whether `obj` is a final CleoBackup the operator made for `tenant`."""
-    labels = _labels(obj)
+    labels = labels_of(obj)
     return (
         labels.get(FINAL_BACKUP_LABEL) == "true"
-        and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+        and managed_by_operator(obj)
         and labels.get(TENANT_LABEL) == tenant
     )
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cleo_operator.api.errors import SpecError
-from cleo_operator.api.objects import KubeObject, ObjectRef
+from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
@@ -128,16 +128,6 @@ class TenantResult:
     ready: bool = False
     requeue_after: float | None = None
     """Ask to be called again this soon (seconds) because something is still converging."""
-
-
-def _ref(obj: Mapping[str, Any]) -> ObjectRef:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "namespace": meta.get("namespace", ""),
-        "name": meta["name"],
-    }
 
 
 def _key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -344,7 +334,7 @@ class TenantReconciler:
 
         # Everything applied this round (the parts' objects too) is wanted; the rest of what
         # status listed before is pruned.
-        self._prune(ctx, {_key(_ref(o)) for o in desired} | set(live), result)
+        self._prune(ctx, {_key(object_ref(o)) for o in desired} | set(live), result)
         if result.deleted:
             events.append(
                 TenantEvent(
@@ -398,7 +388,7 @@ class TenantReconciler:
             result.requeue_after = _min(result.requeue_after, PROGRESS_RECHECK_SECONDS)
 
         status.fields["children"] = sorted(
-            (_ref(o) for o in desired), key=lambda r: (r["kind"], r["namespace"], r["name"])
+            (object_ref(o) for o in desired), key=lambda r: (r["kind"], r["namespace"], r["name"])
         )
         status.fields["replicas"] = replicas(deployment)
         TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
@@ -436,7 +426,7 @@ class TenantReconciler:
         for obj in objects:
             kind = kind_of(obj)
             meta = obj["metadata"]
-            key = _key(_ref(obj))
+            key = _key(object_ref(obj))
             current = (
                 None
                 if fresh
@@ -454,7 +444,7 @@ class TenantReconciler:
                     log.warning("apply %s %s refused: %s", kind.kind, meta["name"], exc)
                     live[key] = current
                     continue
-                result.applied.append(_ref(obj))
+                result.applied.append(object_ref(obj))
             live[key] = current
 
     def _tenants_by_uid(self) -> dict[str, str]:
@@ -517,7 +507,7 @@ class TenantReconciler:
         uid. An existing one is applied with its uid in the body, so that the apply fails
         instead of writing into a namespace deleted and made again by someone else meanwhile.
         """
-        key = _key(_ref(desired))
+        key = _key(object_ref(desired))
         stamped = with_hash(desired)
         current = self.kube.get(NAMESPACE, ctx.namespace)
         claim = self._claim(ctx, current)
@@ -533,14 +523,14 @@ class TenantReconciler:
                 if claim.verdict != "refused":
                     raise  # ours after all (or handed over): the loop retries at once
             else:
-                result.applied.append(_ref(desired))
+                result.applied.append(object_ref(desired))
                 log.info("tenant %s: created namespace %s", ctx.name, ctx.namespace)
         elif not claim.refused and needs_apply(stamped, current):
             assert current is not None
             pinned = copy.deepcopy(stamped)
             pinned["metadata"]["uid"] = current["metadata"]["uid"]
             current = self.kube.apply(pinned)
-            result.applied.append(_ref(desired))
+            result.applied.append(object_ref(desired))
             if claim.verdict == "adopt":
                 log.info("tenant %s: adopted namespace %s", ctx.name, ctx.namespace)
         if not claim.refused:

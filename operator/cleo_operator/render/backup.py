@@ -43,6 +43,7 @@ Job retries twice.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, NotRequired, TypedDict
 from urllib.parse import urlencode, urlsplit
@@ -82,6 +83,7 @@ __all__ = [
     "S3_ENV",
     "TERMINATION_LOG",
     "VOLUME_MOUNT",
+    "BackupObjects",
     "BackupPodSettings",
     "backup_destination",
     "backup_labels",
@@ -394,19 +396,13 @@ def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) 
 
 def role_rules(name: str) -> list[_ResourceRule]:
     """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
+    rights: tuple[tuple[str, Literal["get", "patch"]], ...] = (
+        ("cleobackups", "get"),
+        ("cleobackups/status", "patch"),
+    )
     return [
-        {
-            "apiGroups": ["cleoai.io"],
-            "resources": ["cleobackups"],
-            "resourceNames": [name],
-            "verbs": ["get"],
-        },
-        {
-            "apiGroups": ["cleoai.io"],
-            "resources": ["cleobackups/status"],
-            "resourceNames": [name],
-            "verbs": ["patch"],
-        },
+        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": [name], "verbs": [verb]}
+        for res, verb in rights
     ]
 
 
@@ -760,6 +756,26 @@ def render_job(
     return as_object(obj)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BackupObjects:
+    """Every object of a CleoBackup, by role; iterating gives them in apply order."""
+
+    service_account: KubeObject
+    role: KubeObject
+    role_binding: KubeObject
+    network_policy: KubeObject
+    runner: KubeObject
+    """The CronJob of a scheduled backup, or the Job of a one-off one."""
+
+    @property
+    def before_runner(self) -> tuple[KubeObject, ...]:
+        """The runner's identity, rights and network path: in place before its pods start."""
+        return (self.service_account, self.role, self.role_binding, self.network_policy)
+
+    def __iter__(self) -> Iterator[KubeObject]:
+        return iter((*self.before_runner, self.runner))
+
+
 def render_backup(
     *,
     name: str,
@@ -768,17 +784,14 @@ def render_backup(
     tenant: str,
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
-) -> list[KubeObject]:
-    """Every object of a CleoBackup, in apply order: identity and rights before the runner."""
+) -> BackupObjects:
+    """Every object of a CleoBackup."""
+    ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
     runner = render_cron_job if spec.schedule is not None else render_job
-    return [
-        render_service_account(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        render_role(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        render_role_binding(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        render_network_policy(
-            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
-        ),
-        runner(
-            name=name, namespace=namespace, uid=uid, tenant=tenant, spec=spec, settings=settings
-        ),
-    ]
+    return BackupObjects(
+        service_account=render_service_account(**ids),
+        role=render_role(**ids),
+        role_binding=render_role_binding(**ids),
+        network_policy=render_network_policy(**ids, spec=spec, settings=settings),
+        runner=runner(**ids, spec=spec, settings=settings),
+    )

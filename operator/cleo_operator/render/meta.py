@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from cleo_operator.api.objects import OwnerReference
 
@@ -46,3 +47,14 @@ def tenant_owner(*, name: str, uid: str) -> OwnerReference:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    """The labels of a Kubernetes object; empty when it has none."""
+    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+def managed_by_operator(obj: Mapping[str, Any]) -> bool:
+    """Labelled as made by the operator (what the admission policy keeps to it)."""
+    return labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY

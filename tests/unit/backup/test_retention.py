@@ -34,11 +34,7 @@ NOW = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)  # a Tuesday
 def test_a_month_of_hourly_backups_keeps_exactly_the_gfs_set() -> None:
     kept = select_to_keep(
         MARCH,
-        keep_last=5,
-        keep_hourly=24,
-        keep_daily=7,
-        keep_weekly=4,
-        keep_monthly=2,
+        RetentionPolicy(keep_last=5, keep_hourly=24, keep_daily=7, keep_weekly=4, keep_monthly=2),
         now=NOW,
     )
     # keep_hourly: each hour of March 31 (the last 24 hours, 00:00 to 23:00), which also
@@ -56,7 +52,7 @@ def test_a_month_of_hourly_backups_keeps_exactly_the_gfs_set() -> None:
 
 def test_monthly_and_weekly_reach_back_across_a_month_boundary() -> None:
     backups = hourly(datetime(2026, 2, 15, tzinfo=UTC), datetime(2026, 3, 31, 23, tzinfo=UTC))
-    kept = select_to_keep(backups, keep_monthly=3, keep_weekly=8, now=NOW)
+    kept = select_to_keep(backups, RetentionPolicy(keep_monthly=3, keep_weekly=8), now=NOW)
     # Months: March, February (its newest: Feb 28 23:00), January (none).
     # Weeks back from Mar 30: Mar 30, 23, 16, 9, 2 (Mon), Feb 23, Feb 16, Feb 9 (no data
     # before Feb 15, so the week of Feb 9-15 has only Feb 15).
@@ -75,38 +71,42 @@ def test_monthly_and_weekly_reach_back_across_a_month_boundary() -> None:
 
 
 def test_keep_last_alone_keeps_the_newest_n() -> None:
-    kept = select_to_keep(MARCH, keep_last=3, now=NOW)
+    kept = select_to_keep(MARCH, RetentionPolicy(keep_last=3), now=NOW)
     assert kept == {at(31, 23), at(31, 22), at(31, 21)}
 
 
 def test_periods_are_counted_back_from_now_not_from_the_newest_backup() -> None:
     # Backups stopped on March 20; a week later keepDaily 3 keeps none of its own.
     backups = hourly(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 20, 23, tzinfo=UTC))
-    kept = select_to_keep(backups, keep_daily=3, now=datetime(2026, 3, 27, 12, tzinfo=UTC))
+    kept = select_to_keep(
+        backups, RetentionPolicy(keep_daily=3), now=datetime(2026, 3, 27, 12, tzinfo=UTC)
+    )
     # Only the newest backup survives (it is never pruned).
     assert kept == {at(20, 23)}
 
 
 def test_newest_verified_backup_is_never_pruned() -> None:
     backups = [BackupInfo(id=b.id, time=b.time, verified=b.id == at(10, 3)) for b in MARCH]
-    kept = select_to_keep(backups, keep_last=2, now=NOW)
+    kept = select_to_keep(backups, RetentionPolicy(keep_last=2), now=NOW)
     assert kept == {at(31, 23), at(31, 22), at(10, 3)}
     # Only the newest verified one is protected, not every verified one.
     backups = [
         BackupInfo(id=b.id, time=b.time, verified=b.id in {at(10, 3), at(12, 5)}) for b in MARCH
     ]
-    assert select_to_keep(backups, keep_last=1, now=NOW) == {at(31, 23), at(12, 5)}
+    assert select_to_keep(backups, RetentionPolicy(keep_last=1), now=NOW) == {at(31, 23), at(12, 5)}
 
 
 def test_all_zero_counts_still_keep_the_newest_backup() -> None:
     kept = select_to_keep(
-        MARCH, keep_last=0, keep_hourly=0, keep_daily=0, keep_weekly=0, keep_monthly=0, now=NOW
+        MARCH,
+        RetentionPolicy(keep_last=0, keep_hourly=0, keep_daily=0, keep_weekly=0, keep_monthly=0),
+        now=NOW,
     )
     assert kept == {at(31, 23)}
 
 
 def test_no_rule_at_all_keeps_everything() -> None:
-    assert select_to_keep(MARCH, now=NOW) == {b.id for b in MARCH}
+    assert select_to_keep(MARCH, RetentionPolicy(), now=NOW) == {b.id for b in MARCH}
     assert RetentionPolicy.from_spec(None).keeps_everything
     assert RetentionPolicy.from_spec(RetentionSpec()).keeps_everything
     policy = RetentionPolicy.from_spec(RetentionSpec(keep_daily=7))
@@ -116,7 +116,7 @@ def test_no_rule_at_all_keeps_everything() -> None:
 
 def test_backups_dated_after_now_are_kept() -> None:
     future = BackupInfo(id="future", time=NOW + timedelta(hours=5))
-    kept = select_to_keep([*MARCH, future], keep_last=1, now=NOW)
+    kept = select_to_keep([*MARCH, future], RetentionPolicy(keep_last=1), now=NOW)
     assert kept == {"future", at(31, 23)}
 
 
@@ -127,18 +127,20 @@ def test_days_follow_the_given_time_zone() -> None:
     early = BackupInfo(id="early", time=datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
     newest = BackupInfo(id="newest", time=datetime(2026, 3, 12, 12, 0, tzinfo=UTC))
     now = datetime(2026, 3, 12, 13, 0, tzinfo=UTC)
-    in_utc = select_to_keep([early, late, newest], keep_daily=3, now=now)
-    in_berlin = select_to_keep([early, late, newest], keep_daily=3, now=now, tz=berlin)
+    in_utc = select_to_keep([early, late, newest], RetentionPolicy(keep_daily=3), now=now)
+    in_berlin = select_to_keep(
+        [early, late, newest], RetentionPolicy(keep_daily=3), now=now, tz=berlin
+    )
     assert in_utc == {"late", "newest"}  # both on March 10 in UTC: the later one wins
     assert in_berlin == {"early", "late", "newest"}  # March 10 and March 11 in Berlin
 
 
 def test_invalid_input_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        select_to_keep(MARCH, keep_last=1, now=datetime(2026, 3, 1))
+        select_to_keep(MARCH, RetentionPolicy(keep_last=1), now=datetime(2026, 3, 1))
     with pytest.raises(ValueError, match="keep_daily must be a count"):
-        select_to_keep(MARCH, keep_daily=-1, now=NOW)
-    assert select_to_keep([], keep_last=3, now=NOW) == set()
+        select_to_keep(MARCH, RetentionPolicy(keep_daily=-1), now=NOW)
+    assert select_to_keep([], RetentionPolicy(keep_last=3), now=NOW) == set()
 
 
 # --------------------------------------------------------------------------- properties
@@ -182,7 +184,7 @@ def test_selection_properties(
 ) -> None:
     backups = _history(pairs)
     now = max(b.time for b in backups) + timedelta(hours=extra_hours)
-    kept = select_to_keep(backups, now=now, **rules)
+    kept = select_to_keep(backups, RetentionPolicy(**rules), now=now)
     ids = {b.id for b in backups}
     assert kept <= ids
     newest = max(backups, key=lambda b: b.time)
@@ -192,11 +194,13 @@ def test_selection_properties(
         assert max(verified, key=lambda b: b.time).id in kept
     # Applying the same rules to what was kept keeps all of it (pruning is stable).
     survivors = [b for b in backups if b.id in kept]
-    assert select_to_keep(survivors, now=now, **rules) == kept
+    assert select_to_keep(survivors, RetentionPolicy(**rules), now=now) == kept
     # Raising any count never drops a backup that was kept.
     for rule, value in rules.items():
         if value is not None:
-            assert kept <= select_to_keep(backups, now=now, **{**rules, rule: value + 1})
+            assert kept <= select_to_keep(
+                backups, RetentionPolicy(**{**rules, rule: value + 1}), now=now
+            )
     # keep_last keeps at least min(N, len) backups.
     last = rules["keep_last"]
     if last is not None:

@@ -1,22 +1,13 @@
-"""The CLI's helpers: a keyring mounted as a Secret volume, destinations, the report."""
+"""What the runner's pod is given: a keyring mounted as a Secret volume, destinations."""
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cleo_operator.backup.cli import (
-    REPORT_LIMIT,
-    RunReport,
-    exit_code,
-    load_keyring_dir,
-    storage_from_destination,
-    write_report,
-)
+from cleo_operator.backup.commands import load_keyring_dir, storage_from_destination
 from cleo_operator.backup.s3 import S3Storage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring
@@ -78,34 +69,6 @@ def test_destinations(tmp_path: Path) -> None:
         storage_from_destination("s3://cleo-backups/x", environ={})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['acl'\]"):
         storage_from_destination("s3://cleo-backups/x?acl=private", environ=env)
-
-
-def test_the_report_fits_a_termination_message(tmp_path: Path) -> None:
-    report: RunReport = {
-        "outcome": "Succeeded",
-        "reason": "BackupSucceeded",
-        "message": "m" * 3000,
-        "tenant": "acme",
-        "prune": {
-            "kept": 3,
-            "deleted": [f"20260301T1200{i:02d}Z-0000000{i % 10}" for i in range(60)],
-            "leftoversDeleted": 0,
-            "problems": [],
-        },
-    }
-    path = tmp_path / "termination-log"
-    write_report(report, path)
-    text = path.read_text()
-    assert len(text.encode()) <= REPORT_LIMIT
-    written = json.loads(text)
-    assert written["outcome"] == "Succeeded"
-    assert written["tenant"] == "acme"
-    assert exit_code(report) == 0
-    assert exit_code({**report, "outcome": "Failed"}) == 1
-    small: RunReport = {"outcome": "Failed", "reason": "DumpFailed", "message": "x", "tenant": "t"}
-    write_report(small, path)
-    assert json.loads(path.read_text()) == small
-    assert os.stat(path).st_size < 200
 
 
 def test_a_runner_destination_must_be_under_its_volume_mount(tmp_path: Path) -> None:

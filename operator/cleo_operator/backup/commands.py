@@ -1,12 +1,11 @@
 """What `cleo-operator backup ...` and `cleo-operator restore ...` do, as plain functions.
 
-Why no argument parsing here: the main CLI (`cleo_operator.cli`) owns the command line;
-these functions take keyword arguments and return results, so they are called the same way
-from the CLI, from the CronJob's pod, and from tests.
+Why no argument parsing here: the command line (`cleo_operator.cli`) owns it; these
+functions take keyword arguments and return results, so they are called the same way from
+the CLI, from the CronJob's pod, and from tests.
 
 The CronJob's pod runs `backup_run`: back up, then (when asked) verify and prune, and
-write one compact JSON report, for example to `/dev/termination-log`, whose 4 KiB the
-operator reads from the finished pod to update the CleoBackup's status and metrics. A
+return one report (`backup.report`), which the pod writes to its termination message. A
 `BackupError` becomes a report with `outcome: Failed` and its reason; anything else is a
 bug and propagates.
 
@@ -17,27 +16,21 @@ mounted as a directory (`load_keyring_dir`), the database login is libpq's envir
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal, NotRequired, TypedDict
+from typing import Final, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
-from cleo_operator.backup.errors import BackupError, StorageError
-from cleo_operator.backup.restore import (
-    RestoreResult,
-    VerificationReport,
-    VerificationResult,
-    restore_archive,
-    verify_backup,
-)
-from cleo_operator.backup.retention import PruneResult, RetentionPolicy, prune
-from cleo_operator.backup.runner import BackupReport, run_backup
+from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.report import RunReport, prune_report
+from cleo_operator.backup.restore import verify_backup
+from cleo_operator.backup.retention import RetentionPolicy, prune
+from cleo_operator.backup.runner import run_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
 from cleo_operator.core.times import rfc3339_precise
@@ -45,45 +38,17 @@ from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
 
 __all__ = [
     "ArchiveListing",
-    "PruneReport",
-    "RunReport",
     "backup_list",
     "backup_prune",
     "backup_run",
     "backup_verify",
-    "exit_code",
     "load_keyring_dir",
-    "restore",
     "storage_from_destination",
-    "write_report",
 ]
 
 logger = logging.getLogger(__name__)
 
-REPORT_LIMIT: Final = 4096
-"""Bytes of a pod's termination message that Kubernetes keeps."""
 _MAX_KEY_FILE: Final = 1 << 20
-
-
-class PruneReport(TypedDict):
-    """What retention did, for the report."""
-
-    kept: int
-    deleted: list[str]
-    leftoversDeleted: int
-    problems: list[str]
-
-
-class RunReport(TypedDict):
-    """The outcome of one `backup_run`, as JSON (camelCase, as the API writes)."""
-
-    outcome: Literal["Succeeded", "Failed"]
-    reason: str
-    message: str
-    tenant: str
-    backup: NotRequired[BackupReport]
-    verification: NotRequired[VerificationReport]
-    prune: NotRequired[PruneReport]
 
 
 class ArchiveListing(TypedDict):
@@ -168,15 +133,6 @@ def storage_from_destination(
     )
 
 
-def _prune_report(result: PruneResult) -> PruneReport:
-    return {
-        "kept": len(result.kept),
-        "deleted": list(result.deleted),
-        "leftoversDeleted": len(result.leftovers_deleted) + result.incomplete_removed,
-        "problems": list(result.problems),
-    }
-
-
 def backup_run(
     *,
     tenant: str,
@@ -225,7 +181,7 @@ def backup_run(
         "backup": result.to_report(),
     }
     if verify_admin is not None:
-        verdict = backup_verify(
+        verdict = verify_backup(
             storage=storage,
             backup_id=result.backup_id,
             keyring=keyring,
@@ -240,45 +196,17 @@ def backup_run(
             report["reason"] = "VerificationFailed"
             report["message"] = verdict.message
     if retention is not None and not retention.keeps_everything:
-        report["prune"] = _prune_report(
-            backup_prune(storage=storage, tenant=tenant, policy=retention, keyring=keyring, now=now)
+        report["prune"] = prune_report(
+            prune(storage, tenant=tenant, policy=retention, keyring=keyring, now=now)
         )
     return report
 
 
-def backup_verify(
-    *,
-    storage: Storage,
-    backup_id: str,
-    keyring: KeyWrapper,
-    admin: ConnectionInfo,
-    tenant: str | None = None,
-    pg_restore: str | os.PathLike[str] = "pg_restore",
-    work_dir: str | os.PathLike[str] | None = None,
-) -> VerificationResult:
-    """`cleo-operator backup verify`: restore into a scratch database and compare."""
-    return verify_backup(
-        storage=storage,
-        backup_id=backup_id,
-        keyring=keyring,
-        admin=admin,
-        tenant=tenant,
-        pg_restore=pg_restore,
-        work_dir=work_dir,
-    )
+backup_verify = verify_backup
+"""`cleo-operator backup verify`: restore into a scratch database and compare."""
 
-
-def backup_prune(
-    *,
-    storage: Storage,
-    tenant: str,
-    policy: RetentionPolicy,
-    keyring: KeyWrapper,
-    now: datetime | None = None,
-    dry_run: bool = False,
-) -> PruneResult:
-    """`cleo-operator backup prune`: apply retention to the tenant's authentic backups."""
-    return prune(storage, tenant=tenant, policy=policy, keyring=keyring, now=now, dry_run=dry_run)
+backup_prune = prune
+"""`cleo-operator backup prune`: apply retention to the tenant's authentic backups."""
 
 
 def backup_list(
@@ -305,59 +233,3 @@ def backup_list(
         }
         for b in catalog.backups
     ]
-
-
-def restore(
-    *,
-    archive: str,
-    into: ConnectionInfo,
-    storage: Storage,
-    keyring: KeyWrapper,
-    tenant: str | None = None,
-    role: str | None = None,
-    pg_restore: str | os.PathLike[str] = "pg_restore",
-    work_dir: str | os.PathLike[str] | None = None,
-    no_privileges: bool = False,
-    allow_privileged_target: bool = False,
-) -> RestoreResult:
-    """`cleo-operator restore --archive ID --into DSN`: restore one backup (see restore.py).
-
-    The target's login must be unprivileged unless `allow_privileged_target`.
-    """
-    return restore_archive(
-        storage=storage,
-        backup_id=archive,
-        keyring=keyring,
-        target=into,
-        tenant=tenant,
-        role=role,
-        pg_restore=pg_restore,
-        work_dir=work_dir,
-        no_privileges=no_privileges,
-        allow_privileged_target=allow_privileged_target,
-    )
-
-
-def write_report(report: RunReport, path: str | os.PathLike[str]) -> None:
-    """Write `report` as compact JSON, cut to fit a termination message (4 KiB)."""
-    text = json.dumps(report, separators=(",", ":"), sort_keys=True)
-    if len(text.encode("utf-8")) > REPORT_LIMIT:
-        # Long lists go first; the outcome, reason and the backup's identity must survive.
-        slim = dict(report)
-        prune_report = slim.get("prune")
-        if isinstance(prune_report, dict):
-            slim["prune"] = {**prune_report, "deleted": prune_report["deleted"][-5:]}
-        text = json.dumps(slim, separators=(",", ":"), sort_keys=True)
-        if len(text.encode("utf-8")) > REPORT_LIMIT:
-            slim["message"] = str(slim["message"])[:512]
-            slim.pop("prune", None)
-            text = json.dumps(slim, separators=(",", ":"), sort_keys=True)
-    try:
-        Path(path).write_text(text + "\n", encoding="utf-8")
-    except OSError as error:
-        raise StorageError(f"cannot write the report to {path}: {error.strerror}") from None
-
-
-def exit_code(report: RunReport) -> int:
-    """0 for a successful run, 1 for a failed one (the Job's pod then shows Failed)."""
-    return 0 if report["outcome"] == "Succeeded" else 1

@@ -1,0 +1,126 @@
+"""How the operator runs CleoBackups, read from its environment once at start.
+
+Why apart from the reconciler: these settings change when the chart or the runner pods'
+needs change (an image, an egress rule, where volumes are mounted), never with how a
+CleoBackup is reconciled. A wrong variable is refused at start with its name
+(`BackupSettings.from_environment`), not found later in a reconcile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from cleo_operator import __version__
+from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
+
+__all__ = [
+    "API_SERVER_CIDRS_ENV",
+    "EGRESS_CIDRS_ENV",
+    "IMAGE_ENV",
+    "IMAGE_PULL_POLICY_ENV",
+    "VOLUMES_DIR_ENV",
+    "BackupSettings",
+    "PullPolicy",
+    "default_image",
+]
+
+
+IMAGE_ENV: Final = "CLEO_OPERATOR_IMAGE"
+"""The image of the runner pods: the operator's own (the chart sets it)."""
+IMAGE_PULL_POLICY_ENV: Final = "CLEO_OPERATOR_IMAGE_PULL_POLICY"
+"""The runner pods' image pull policy (Always, IfNotPresent, Never); unset: the default."""
+API_SERVER_CIDRS_ENV: Final = "CLEO_BACKUP_API_SERVER_CIDRS"
+"""Comma-separated addresses of the API server the runner pods may reach (its endpoints as
+NetworkPolicies see them); unset: what the operator finds at start (`with_api_server`)."""
+EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
+"""The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
+default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
+CleoBackup (``destination.s3.egress``)."""
+VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
+"""Where the operator sees backup volumes, as ``<dir>/<namespace>/<claim>``."""
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+_PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
+
+
+def default_image() -> str:
+    """``ghcr.io/cleoai/cleo-operator:<this version>``: the runner is the operator itself."""
+    return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
+
+
+def _default_pod() -> BackupPodSettings:
+    return BackupPodSettings(image=default_image())
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupSettings:
+    """How the operator runs CleoBackups; `from_environment` reads the operator's env."""
+
+    pod: BackupPodSettings = field(default_factory=_default_pod)
+    """What every runner pod gets (image, Secret names, egress)."""
+    volumes_dir: Path | None = None
+    """Where the operator sees backup volumes (``<dir>/<namespace>/<claim>``), for verifying
+    PersistentVolumeClaim destinations; None: those are not verified."""
+    verify_workers: int = 1
+    """Verifications at once (each restores a database: CPU, disk and the site's I/O)."""
+    retry_seconds: float = 60.0
+    """Try a verification that could not run (a site down) again after this long."""
+    pending_requeue_seconds: float = 5.0
+    """Call again this soon while a verification runs."""
+    prerequisite_requeue_seconds: float = 15.0
+    """Call again this soon while something the runner needs is missing (nothing else
+    wakes the CleoBackup when the tenant's Secret appears)."""
+    work_dir: Path | None = None
+    """Where verification decrypts archives (default: the system's temporary folder)."""
+    pg_restore: str = "pg_restore"
+    """The pg_restore verification runs."""
+
+    def with_api_server(self, cidrs: tuple[str, ...]) -> BackupSettings:
+        """These settings with the API server addresses found at start, unless set."""
+        if self.pod.api_server_cidrs or not cidrs:
+            return self
+        return dataclasses.replace(self, pod=dataclasses.replace(self.pod, api_server_cidrs=cidrs))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> BackupSettings:
+        """From the variables `IMAGE_ENV`, `IMAGE_PULL_POLICY_ENV`, `EGRESS_CIDRS_ENV` and
+        `VOLUMES_DIR_ENV`; ValueError names the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        image = env.get(IMAGE_ENV, "").strip() or default_image()
+        policy_text = env.get(IMAGE_PULL_POLICY_ENV, "").strip()
+        policy: PullPolicy | None = None
+        if policy_text:
+            if policy_text not in _PULL_POLICIES:
+                raise ValueError(
+                    f"{IMAGE_PULL_POLICY_ENV}={policy_text!r}: use one of "
+                    f"{', '.join(_PULL_POLICIES)}"
+                )
+            policy = policy_text
+        variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
+        cidrs = tuple(c.strip() for c in env.get(variable, "").split(",") if c.strip())
+        for cidr in cidrs:
+            try:
+                network = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{variable}: {cidr!r} is not an address range such as 10.0.0.0/8"
+                ) from None
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"{variable}: {cidr!r} is every address; name the API server's addresses"
+                )
+        volumes = env.get(VOLUMES_DIR_ENV, "").strip()
+        return cls(
+            pod=BackupPodSettings(
+                image=image,
+                image_pull_policy=policy,
+                api_server_cidrs=cidrs,
+            ),
+            volumes_dir=Path(volumes) if volumes else None,
+        )
