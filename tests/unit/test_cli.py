@@ -56,6 +56,17 @@ def test_every_error_ends_a_command_as_one_line_and_an_exit_code(
     assert failure(error) == (line, code)
 
 
+@pytest.mark.security
+def test_an_unexpected_error_that_quotes_a_secret_ends_redacted() -> None:
+    # A library's exception may quote what it was given (a DSN, an Authorization header).
+    line, code = failure(RuntimeError("connect to postgresql://app:s3cr3t-Pw@db/x failed"))
+    assert "s3cr3t-Pw" not in line
+    assert line.startswith("RuntimeError: connect to postgresql://app:")
+    assert code == EXIT_FAILED
+    line, _ = failure(KubeError(status=500, reason="X", message="token=abc123def", what="w"))
+    assert "abc123def" not in line
+
+
 def test_a_guarded_command_logs_one_line_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -31,6 +31,7 @@ from typing import Final
 
 from cleo_operator.backup.errors import BackupError
 from cleo_operator.core.errors import CleoError
+from cleo_operator.core.redaction import redact
 from cleo_operator.kube.client import KubeError
 
 __all__ = [
@@ -76,7 +77,13 @@ def repo_root() -> Path:
 
 
 def failure(exc: Exception) -> tuple[str, int]:
-    """The one log line and the exit code an exception ends a command with."""
+    """The one log line (redacted: an unexpected error may quote a server or a tool) and the
+    exit code an exception ends a command with."""
+    line, code = _failure(exc)
+    return redact(line), code
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, CommandError):
         return str(exc), exc.exit_code
     if isinstance(exc, KubeError):
