@@ -8,14 +8,17 @@ from typing import Any
 
 from cleo_operator.api.backup import CleoBackupStatus
 from cleo_operator.backup.report import RunReport, report_from_message
+from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.backup_jobs import controlled_by
 from cleo_operator.reconcile.backup_status import (
     entry_from_report,
     failed_entry,
     read_status,
+    record_run,
     status_with_run,
 )
 from cleo_operator.render.meta import managed_by_operator
+from tests.harness.fake_kube import FakeKube
 
 T0 = datetime(2026, 3, 1, 3, 0, 0, 250000, tzinfo=UTC)
 
@@ -225,3 +228,40 @@ def test_an_object_is_ours_by_the_managed_by_label_only() -> None:
     )
     assert not managed_by_operator({"metadata": {"labels": {"cleoai.io/backup": "n"}}})
     assert not managed_by_operator({"metadata": {}})
+
+
+def test_record_run_through_the_status_writer_keeps_what_the_run_does_not_move() -> None:
+    # The in-memory API server (a fake of that boundary; the cluster tests in
+    # tests/integration/test_status_writer.py prove the writer on the real one).
+    kube = FakeKube()
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cleo-acme"}})
+    kube.create(
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoBackup",
+            "metadata": {"name": "nightly", "namespace": "cleo-acme"},
+            "spec": {"tenant": "acme"},
+            "status": {},
+        }
+    )
+
+    def record(report: RunReport, start: datetime) -> dict[str, Any]:
+        entry = entry_from_report(report, job=f"job-{start:%H%M}", started=start, ended=start)
+        outcome = record_run(kube, namespace="cleo-acme", name="nightly", entry=entry)
+        assert outcome == "recorded"
+        backup = kube.get(BACKUP, "nightly", namespace="cleo-acme")
+        assert backup is not None
+        return dict(backup["status"])
+
+    first = record(succeeded(T0, "20260301T030000Z-00000001"), T0)
+    assert first["successfulBackups"] == 1
+    # A failed run moves lastBackup, and leaves the last success and its sequence alone.
+    later = record(failed(), T0 + timedelta(days=1))
+    assert later["lastSuccessfulBackup"] == first["lastSuccessfulBackup"]
+    assert later["successfulBackups"] == 1
+    assert later["lastBackup"]["succeeded"] is False
+    # A late report of an older run lands in the history and hides nothing newer.
+    late = record(failed("DumpFailed"), T0 - timedelta(days=1))
+    assert late["lastBackup"] == later["lastBackup"]
+    assert late["lastSuccessfulBackup"] == first["lastSuccessfulBackup"]
+    assert len(late["history"]) == 3

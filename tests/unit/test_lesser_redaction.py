@@ -248,3 +248,20 @@ def test_call_sites_keep_their_replacements() -> None:
 def test_a_kept_name_never_swallows_the_assignment_after_it(text: str) -> None:
     # Found by hypothesis: the name's value was the next key, so its secret went unmasked.
     assert "0000000000" not in redact(text)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password=accesskeyid=0000000000",
+        "PGPASSWORD=secretName:0000000000",
+        "password=tokenlength=0000000000",
+        "password=Pwd:0000000000",
+    ],
+)
+def test_a_credential_whose_value_looks_like_an_assignment_is_masked_whole(text: str) -> None:
+    # Found in review: a value holding `name=` or `key:` must not end the credential early.
+    out = redact(text)
+    assert "0000000000" not in out
+    assert out.endswith("=***")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -106,6 +107,10 @@ def guarded(func: Command, log: logging.Logger) -> Command:
         except Exception as exc:
             line, code = failure(exc)
             log.error("%s", line)
+            if not isinstance(exc, CleoError | ValueError):
+                # A bug, not a refusal: where it happened, for whoever runs with DEBUG.
+                trace = "".join(traceback.format_exception(exc))
+                log.debug("%s", redact(trace))
             return code
 
     run.__doc__ = func.__doc__

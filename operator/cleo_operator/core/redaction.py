@@ -99,9 +99,13 @@ _VALUE = (
     r"|[^\s\"',;&<>{}\[\]()]+"  # bare (env, conninfo, query strings, YAML)
 )
 _SEP = r"\s*(?::=|=>?|:)\s*"
-# A value is never itself the key of the next assignment (`secretName = password = x`): the
-# key is kept as a name, and the assignment after it is matched (and masked) on its own.
 _KEY_VALUE = re.compile(
+    rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})"
+    rf"(?P<value>{_VALUE})"
+)
+# The second pass: a kept name whose value is the key of the next assignment (`secretName =
+# password = x`) swallowed that key, so the assignment after it is matched on its own.
+_NEXT_KEY_VALUE = re.compile(
     rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})"
     rf"(?!{_KEY}[\"']?{_SEP})(?P<value>{_VALUE})"
 )
@@ -184,7 +188,8 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _BEARER.sub(rf"\g<head>{MASK}", text)
     text = _OPTION.sub(rf"\g<head>{MASK}", text)
     text = _SPACED_PASSWORD.sub(_spaced_password, text)
-    return _KEY_VALUE.sub(_key_value, text)
+    text = _KEY_VALUE.sub(_key_value, text)
+    return _NEXT_KEY_VALUE.sub(_key_value, text)
 
 
 def clip(message: str, limit: int = MESSAGE_LIMIT, *, secrets: Iterable[str | None] = ()) -> str:

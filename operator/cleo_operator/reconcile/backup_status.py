@@ -40,7 +40,7 @@ from cleo_operator.backup.report import RunReport
 from cleo_operator.core.redaction import clip
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
-from cleo_operator.kube.status import STATUS_WRITE_ATTEMPTS, update_status
+from cleo_operator.kube.status import STATUS_WRITE_ATTEMPTS, owned_status, update_status
 
 __all__ = [
     "RECONCILER_KEYS",
@@ -242,9 +242,12 @@ def record_run(
     """
 
     def with_run(backup: KubeObject) -> dict[str, Any] | None:
-        return status_with_run(
+        fields = status_with_run(
             backup.get("status"), entry, history_limit=_history_limit(backup.get("spec"))
         )
+        # The writer owns every run key and removes what the mutation leaves out: keep
+        # the ones this run does not move (a failed run keeps lastSuccessfulBackup).
+        return None if fields is None else {**owned_status(backup, RUN_KEYS), **fields}
 
     try:
         written = update_status(
