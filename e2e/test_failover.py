@@ -25,7 +25,7 @@ from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATI
 from cleo_operator.kube.client import KubeClient
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     REPLICAS,
     STANDBY,
     Setting,

@@ -39,7 +39,7 @@ from cleo_operator.backup.runner import run_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage, _Upload
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer, free_loopback_port
-from tests.integration.test_backup_support import (
+from tests.integration.backup_support import (
     create_database,
     create_sample_database,
     drop_database,

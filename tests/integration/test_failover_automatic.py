@@ -24,7 +24,7 @@ from cleo_operator.failover.automatic import (
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
 from cleo_operator.kube.client import KubeClient
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     FAILOVER,
     PRIMARY,
     STANDBY,

@@ -26,8 +26,7 @@ from cleo_operator.failover.drill import ClusterBackupSource
 from cleo_operator.kube.client import KubeClient
 from tests.harness.postgres import PostgresServer
 from tests.integration import test_backup_s3 as backup_s3
-from tests.integration.test_backup_s3 import S3Server
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     SCRATCH,
     STANDBY,
     Setting,
@@ -36,6 +35,7 @@ from tests.integration.test_failover_support import (
     steps,
     tenant_setting,
 )
+from tests.integration.test_backup_s3 import S3Server
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [

@@ -24,7 +24,7 @@ from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
 from cleo_operator.kube.client import KubeClient
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     DEPLOYMENT,
     PRIMARY,
     REPLICAS,
