@@ -24,6 +24,7 @@ from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import apply_tenant, tenant_manifest
 
 pytestmark = [pytest.mark.security, pytest.mark.cluster, pytest.mark.e2e]
 
@@ -35,11 +36,6 @@ REFUSED_RECHECK = 20  # the operator's recheck period of a refused tenant, in se
 # tenant, not objects in the namespace, and are left out of the snapshots. So are Leases:
 # the controllers renew theirs in kube-system every few seconds.
 SKIPPED_RESOURCES = {"events", "events.events.k8s.io", "leases.coordination.k8s.io"}
-
-
-def apply(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": "cleoai.io/v1alpha1", "kind": "CleoTenant", "metadata": {"name": name}}
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({**body, "spec": spec}))
 
 
 def condition(cluster: LocalCluster, name: str, type_: str) -> dict[str, Any] | None:
@@ -162,7 +158,7 @@ def victim(
     """A Ready tenant with Secrets (keyring, database credentials) and admin bindings."""
     del operator_process
     name = "v-" + request.node.name.removeprefix("test_")[:20].rstrip("_-").replace("_", "-")
-    apply(
+    apply_tenant(
         cluster,
         name,
         {
@@ -188,7 +184,7 @@ def attack(
     """Snapshot the watched namespaces and the operator's, then create the attacker."""
     before = {ns: snapshot(cluster, ns) for ns in {*watched, OPERATOR_NAMESPACE}}
     offset = cluster.audit_offset()
-    apply(
+    apply_tenant(
         cluster,
         attacker,
         {
@@ -320,12 +316,7 @@ def test_spec_namespace_cannot_name_a_kubernetes_namespace(
         cluster.kubectl("create", "namespace", target)
     before = {ns: snapshot(cluster, ns) for ns in (target, OPERATOR_NAMESPACE)}
     offset = cluster.audit_offset()
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": "nsattack-system"},
-        "spec": {"namespace": target, "deletionPolicy": "Delete"},
-    }
+    body = tenant_manifest("nsattack-system", {"namespace": target, "deletionPolicy": "Delete"})
     result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
     assert result.returncode != 0
     assert "spec.namespace" in result.stderr, result.stderr
@@ -390,10 +381,10 @@ def test_deleting_the_owner_after_a_namespace_swap_keeps_the_new_namespace(
 ) -> None:
     del operator_process
     tenant, ns = "nsattack-swapped", "cleo-nsattack-swapped"
-    apply(cluster, tenant, {"deletionPolicy": "Delete"})
+    apply_tenant(cluster, tenant, {"deletionPolicy": "Delete"})
     wait_condition(cluster, tenant, "Ready", "True")
     # Held still, so that the operator does not put its namespace back at once.
-    apply(cluster, tenant, {"deletionPolicy": "Delete", "paused": True})
+    apply_tenant(cluster, tenant, {"deletionPolicy": "Delete", "paused": True})
     wait_condition(cluster, tenant, "Ready", "False")
     old = kubectl_json(cluster, "get", "namespace", ns)["metadata"]["uid"]
     cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=90s")
@@ -416,7 +407,7 @@ def test_a_retained_namespace_is_reattached_only_with_the_mark(
     the old one's namespace, Secrets and bindings until the namespace's owner says so."""
     del operator_process
     tenant, ns = "nsattack-reused", "cleo-nsattack-reused"
-    apply(cluster, tenant, {"admins": [{"kind": "User", "name": "first-team"}]})
+    apply_tenant(cluster, tenant, {"admins": [{"kind": "User", "name": "first-team"}]})
     wait_condition(cluster, tenant, "Ready", "True")
     cluster.kubectl("create", "secret", "generic", "kept", "-n", ns, "--from-literal=k=v")
     cluster.kubectl("delete", "cleotenant", tenant, "--timeout=60s")
@@ -453,12 +444,7 @@ def test_two_tenants_racing_for_one_namespace_one_wins(
     ns = "nsattack-contested"
     names = [f"nsattack-racer-{i}" for i in range(4)]
     docs = [
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": n},
-            "spec": {"namespace": ns, "admins": [{"kind": "User", "name": n}]},
-        }
+        tenant_manifest(n, {"namespace": ns, "admins": [{"kind": "User", "name": n}]})
         for n in names
     ]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))

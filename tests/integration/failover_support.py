@@ -39,6 +39,7 @@ from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 
 PRIMARY = "east"
 STANDBY = "west"
@@ -252,7 +253,7 @@ def deployment(namespace: str, tenant: str, *, replicas: int = REPLICAS) -> Kube
                     "containers": [
                         {
                             "name": "cleoai",
-                            "image": "registry.example.com/cleoai:1.4.2",
+                            "image": IMAGE,
                             "envFrom": [{"secretRef": {"name": "cleo-database"}}],
                         }
                     ]
@@ -301,15 +302,13 @@ def tenant_setting(
         sites[name] = site_entry(server, secret_ns=operator_ns, admin=f"pg-admin-{name}")
     sites_yaml = yaml.safe_dump({"sites": sites})
     obj = kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {
+        tenant_manifest(
+            tenant,
+            {
                 "database": {"enabled": True, "site": PRIMARY},
                 "failover": {"standbySite": STANDBY, **(failover or {})},
             },
-        }
+        )
     )
     setting = Setting(
         kube=kube,

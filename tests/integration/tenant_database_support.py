@@ -35,6 +35,7 @@ from cleo_operator.reconcile.database import (
 )
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import tenant_manifest
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -127,14 +128,7 @@ class Tenant:
         self.kube = kube
         self.name = name
         self.raw_spec = dict(spec)
-        obj = kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoTenant",
-                "metadata": {"name": name},
-                "spec": self.raw_spec,
-            }
-        )
+        obj = kube.create(tenant_manifest(name, self.raw_spec))
         self.uid: str = obj["metadata"]["uid"]
         self.annotations: dict[str, str] = {}
 

@@ -44,6 +44,7 @@ from cleo_operator.reconcile.backup import (
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.specs import tenant_manifest
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
@@ -92,14 +93,9 @@ class Site:
 
 def make_tenant(kube: KubeClient, tenant: str, *, database: bool = True) -> str:
     namespace = f"cleo-{tenant}"
+    # Paused: an operator process running in this session must leave it alone.
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            # Paused: an operator process running in this session must leave it alone.
-            "spec": {"paused": True, "database": {"enabled": database, "site": "main"}},
-        }
+        tenant_manifest(tenant, {"paused": True, "database": {"enabled": database, "site": "main"}})
     )
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     return namespace
@@ -427,14 +423,7 @@ def test_what_the_runner_would_lack_is_a_condition(
         tenant = "bk-missing"
     elif setup == "no-database":
         tenant = f"{site.tenant}-nodb"
-        kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoTenant",
-                "metadata": {"name": tenant},
-                "spec": {"paused": True, "namespace": namespace},
-            }
-        )
+        kube.create(tenant_manifest(tenant, {"paused": True, "namespace": namespace}))
         cleanup.append((TENANT, tenant, None))
     elif setup == "wrong-namespace":
         namespace = f"{site.namespace}-x"

@@ -19,6 +19,7 @@ from cleo_operator.reconcile.database import ROTATE_ANNOTATION, DatabasePart, Te
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
     build_databases,
@@ -66,15 +67,13 @@ class Clock:
 def tenant_name(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[str]:
     name = unique("t")
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {
-                "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+        tenant_manifest(
+            name,
+            {
+                "workload": {"image": IMAGE},
                 "database": {"enabled": True},
             },
-        }
+        )
     )
     yield name
     kube.delete(TENANT, name)

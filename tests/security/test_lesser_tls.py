@@ -32,6 +32,7 @@ from tests.harness.postgres_tls import (
     issue_server_certificate,
     make_authority,
 )
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
     build_databases,
@@ -202,15 +203,13 @@ def test_a_weak_sslmode_shows_on_the_tenant_without_gating_ready(
 ) -> None:
     name = unique("t")
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {
-                "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+        tenant_manifest(
+            name,
+            {
+                "workload": {"image": IMAGE},
                 "database": {"enabled": True},
             },
-        }
+        )
     )
     try:
         reconciler = TenantReconciler(

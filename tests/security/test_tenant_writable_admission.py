@@ -50,6 +50,7 @@ from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BackupPodSettings, render_backup
 from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.specs import tenant_manifest
 from tests.security.tenant_writable_support import ATTACKER, attacker_client, new_name, refused
 
 pytestmark = [
@@ -238,14 +239,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     )
     spec["autoscaling"]["minReplicas"] = 1
     spec["podDisruptionBudget"] = {"minAvailable": 1}
-    operator.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": spec,
-        }
-    )
+    operator.create(tenant_manifest(tenant, spec))
     reconciler = TenantReconciler(operator, parts=[EncryptionPart(operator, keys)])
     s = Scene(
         tenant=tenant,

@@ -41,6 +41,7 @@ from cleo_operator.reconcile.keys import (
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import ADOPT_ANNOTATION, TENANT_UID_LABEL
 from e2e.cluster import LocalCluster
+from tests.harness.specs import tenant_manifest
 from tests.integration.keys_harness import (
     SecretScanner,
     copy_keyring,
@@ -301,12 +302,9 @@ def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
     tenant = new_name("twr")
     namespace = f"cleo-{tenant}"
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]},
-        }
+        tenant_manifest(
+            tenant, {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]}
+        )
     )
     keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
     reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
@@ -435,12 +433,9 @@ def test_a_keyring_planted_before_adoption_is_quarantined_not_imported(
     planted = _planted()
     _plant(attacker, namespace, planted)
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]},
-        }
+        tenant_manifest(
+            tenant, {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]}
+        )
     )
     keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
     reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
@@ -553,14 +548,7 @@ def test_a_deleted_copy_is_recovered_from_the_tenant_secret_when_status_had_keys
     is this tenant's keyring and becomes the copy again, unchanged and not quarantined."""
     tenant = new_name("twc")
     namespace = f"cleo-{tenant}"
-    kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace},
-        }
-    )
+    kube.create(tenant_manifest(tenant, {"namespace": namespace}))
     keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
     reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
     try:

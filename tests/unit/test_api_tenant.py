@@ -17,78 +17,9 @@ from cleo_operator.api.tenant import (
     parse_tenant_spec,
     validate_tenant_spec_update,
 )
+from tests.harness.specs import tenant_spec
 
-GOOD: dict[str, Any] = {
-    "namespace": "acme-prod",
-    "paused": False,
-    "deletionPolicy": "Delete",
-    "admins": [{"kind": "User", "name": "alice@example.com"}, {"kind": "Group", "name": "ops"}],
-    "viewers": [{"kind": "Group", "name": "support"}],
-    "quota": {
-        "cpu": "8",
-        "memory": "16Gi",
-        "storage": "100Gi",
-        "pods": 40,
-        "services": 10,
-        "secrets": 50,
-        "configMaps": 50,
-        "persistentVolumeClaims": 5,
-    },
-    "limits": {
-        "defaultCpu": "1",
-        "defaultMemory": "1Gi",
-        "defaultRequestCpu": "250m",
-        "defaultRequestMemory": "256Mi",
-        "maxCpu": 4,
-        "maxMemory": "8Gi",
-    },
-    "network": {
-        "ingressFrom": [
-            {"namespaceSelector": {"kubernetes.io/metadata.name": "ingress-nginx"}},
-            {"podSelector": {"app": "gateway"}},
-        ],
-        "databaseEgress": [{"cidr": "10.20.0.0/16", "ports": [5432, 6432]}],
-    },
-    "workload": {
-        "image": "registry.example.com/cleoai:1.4.2",
-        "imagePullPolicy": "IfNotPresent",
-        "port": 8080,
-        "resources": {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
-            "limits": {"cpu": 2, "memory": "2Gi"},
-        },
-        "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "CLEO_FEATURES", "value": ""}],
-        "config": {"cleo.yaml": "memory: postgres\n", "limits.json": "{}"},
-        "replicas": 2,
-    },
-    "autoscaling": {
-        "enabled": True,
-        "minReplicas": 2,
-        "maxReplicas": 10,
-        "targetCPUUtilizationPercentage": 70,
-        "targetMemoryUtilizationPercentage": 80,
-        "metrics": [
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": "requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "100"},
-                },
-            }
-        ],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
-    },
-    "podDisruptionBudget": {"minAvailable": "50%"},
-    "secrets": [{"name": "openai", "data": {"api-key": "v1.c2VhbGVkIGJ5dGVz"}}],
-    "encryption": {"rotationPeriod": "90d"},
-    "database": {
-        "enabled": True,
-        "site": "eu-west",
-        "connectionLimit": 50,
-        "passwordRotationPeriod": "30d",
-    },
-    "failover": {"automatic": True, "failoverDelay": "2m", "standbySite": "eu-central"},
-}
+GOOD: dict[str, Any] = tenant_spec()
 
 
 def test_a_complete_spec_is_accepted_and_dumps_back_as_written() -> None:
