@@ -321,12 +321,13 @@ def tenant_setting(
         uid=obj["metadata"]["uid"],
         extra_sites=dict(extra_sites or {}),
     )
-    databases = TenantDatabases.from_environment(
-        kube,
-        environ={"CLEO_SITES": sites_yaml},
-        settings=DatabaseSettings(wait_seconds=30.0),
-    )
-    try:
+    with contextlib.closing(
+        TenantDatabases.from_environment(
+            kube,
+            environ={"CLEO_SITES": sites_yaml},
+            settings=DatabaseSettings(wait_seconds=30.0),
+        )
+    ) as databases:
         outcome = databases.reconcile(
             tenant=tenant,
             uid=setting.uid,
@@ -338,8 +339,6 @@ def tenant_setting(
         )
         assert outcome.condition is not None
         assert outcome.condition.status == "True", outcome
-    finally:
-        databases.close()
     setting.wait_replayed()
     if workload:
         kube.apply(deployment(namespace, tenant))

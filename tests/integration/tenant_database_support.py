@@ -121,6 +121,28 @@ def build_databases(
     )
 
 
+@contextlib.contextmanager
+def server_databases(
+    kube: KubeClient,
+    server: PostgresServer,
+    *,
+    prefix: str,
+    admin: str = "pg-admin",
+    sites: tuple[str, ...] = ("main",),
+    before_drop: BeforeDrop | None = None,
+    **settings: Any,
+) -> Iterator[TenantDatabases]:
+    """``TenantDatabases`` with `server` as each of `sites`, its admin Secret (named `admin`)
+    in an operator namespace of its own (named from `prefix`); the pools are closed and the
+    namespace deleted on the way out."""
+    with namespace(kube, unique(prefix)) as operator_ns:
+        site = server_site(kube, server, namespace=operator_ns, secret_name=admin)
+        entries = {name: dict(site) for name in sites}
+        databases = build_databases(kube, entries, before_drop=before_drop, **settings)
+        with contextlib.closing(databases):
+            yield databases
+
+
 class Tenant:
     """A CleoTenant object on the API server (the owner of its Secret) and its arguments."""
 

@@ -43,14 +43,13 @@ from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, 
 from tests.integration.tenant_database_support import (
     SECRET,
     Tenant,
-    build_databases,
     connect_with_secret,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
     secret_values,
-    server_site,
+    server_databases,
     unique,
 )
 
@@ -73,13 +72,10 @@ def databases(
     kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
 ) -> Iterator[TenantDatabases]:
     del crds_installed
-    with namespace(kube, unique("bk-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        service = build_databases(kube, {"main": site})
-        try:
-            yield service
-        finally:
-            service.close()
+    with server_databases(
+        kube, postgres_server, prefix="bk-operator", admin=ADMIN_SECRET
+    ) as service:
+        yield service
 
 
 @dataclass

@@ -7,6 +7,7 @@ against a real primary that is really stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -79,15 +80,16 @@ def failovers(setting: Setting) -> list[str]:
 def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setting) -> None:
     with setting.pools() as pools:
         samples = LagSamples()
-        auto = AutomaticFailover(
-            setting.kube,
-            pools,
-            settings=AutomaticSettings(
-                probe_interval_seconds=0.2, wait_seconds=2.0, sample_interval_seconds=0.0
-            ),
-            lag_samples=samples,
-        )
-        try:
+        with contextlib.closing(
+            AutomaticFailover(
+                setting.kube,
+                pools,
+                settings=AutomaticSettings(
+                    probe_interval_seconds=0.2, wait_seconds=2.0, sample_interval_seconds=0.0
+                ),
+                lag_samples=samples,
+            )
+        ) as auto:
             healthy = check(auto, setting)
             assert healthy.condition is not None
             assert healthy.condition.reason == "PrimaryAvailable"
@@ -154,18 +156,17 @@ def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setti
             assert after.condition is not None
             assert after.condition.reason == "NoStandby"
             assert failovers(setting) == [outcome.created]
-        finally:
-            auto.close()
 
 
 def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:
     with setting.pools() as pools:
-        auto = AutomaticFailover(
-            setting.kube,
-            pools,
-            settings=AutomaticSettings(probe_interval_seconds=0.1, wait_seconds=2.0),
-        )
-        try:
+        with contextlib.closing(
+            AutomaticFailover(
+                setting.kube,
+                pools,
+                settings=AutomaticSettings(probe_interval_seconds=0.1, wait_seconds=2.0),
+            )
+        ) as auto:
             deadline = time.monotonic() + DELAY + 1
             while time.monotonic() < deadline:
                 outcome = check(auto, setting)
@@ -190,6 +191,4 @@ def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:
                             sql.Literal(setting.primary.password)
                         )
                     )
-        finally:
-            auto.close()
         assert failovers(setting) == []

@@ -45,7 +45,6 @@ from tests.integration.tenant_database_support import (
     SECRET,
     TENANT,
     Tenant,
-    build_databases,
     can_log_in,
     connect_with_secret,
     drop_tenant_objects,
@@ -53,7 +52,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     secret_of,
     secret_values,
-    server_site,
+    server_databases,
     unique,
 )
 
@@ -78,14 +77,15 @@ def databases(
     kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
 ) -> Iterator[TenantDatabases]:
     del crds_installed
-    with namespace(kube, unique("fb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        # As in handlers/registry.py: the hook is the final backup.
-        service = build_databases(kube, {"main": site}, before_drop=FinalBackup(kube))
-        try:
-            yield service
-        finally:
-            service.close()
+    # As in handlers/registry.py: the hook is the final backup.
+    with server_databases(
+        kube,
+        postgres_server,
+        prefix="fb-operator",
+        admin=ADMIN_SECRET,
+        before_drop=FinalBackup(kube),
+    ) as service:
+        yield service
 
 
 @dataclass

@@ -5,6 +5,7 @@ losing the Secret (or the role's password) heals into working credentials."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 from collections.abc import Iterator
 
@@ -66,11 +67,8 @@ def databases(
         site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
         # The same server under another name: a site a tenant can move to.
         alias = {**site, "host": "localhost"}
-        service = build_databases(kube, {"main": site, "alias": alias})
-        try:
+        with contextlib.closing(build_databases(kube, {"main": site, "alias": alias})) as service:
             yield service
-        finally:
-            service.close()
 
 
 def make_tenant(kube: KubeClient, **database: object) -> Tenant:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -91,11 +92,10 @@ def databases(
             secret_name="pg-admin",
         ),
     }
-    service = build_databases(kube, sites, before_drop=gate, wait_seconds=WAIT)
-    try:
+    with contextlib.closing(
+        build_databases(kube, sites, before_drop=gate, wait_seconds=WAIT)
+    ) as service:
         yield service
-    finally:
-        service.close()
 
 
 @pytest.fixture

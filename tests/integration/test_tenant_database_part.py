@@ -22,12 +22,10 @@ from tests.harness.postgres import PostgresServer
 from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
-    build_databases,
     drop_tenant_objects,
-    namespace,
     secret_of,
     secret_values,
-    server_site,
+    server_databases,
     unique,
 )
 
@@ -46,13 +44,10 @@ def databases(
     kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
 ) -> Iterator[TenantDatabases]:
     del crds_installed
-    with namespace(kube, unique("tdb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
-        service = build_databases(kube, {"default": site})
-        try:
-            yield service
-        finally:
-            service.close()
+    with server_databases(
+        kube, postgres_server, prefix="tdb-operator", sites=("default",)
+    ) as service:
+        yield service
 
 
 class Clock:

@@ -17,6 +17,7 @@ for passwords in clear text.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -124,11 +125,8 @@ def databases(
             adminSecret={"name": "pg-admin", "namespace": operator_ns}, connectTimeoutSeconds=2
         )
         assert entry["sslMode"] == "verify-full"
-        service = build_databases(kube, {"main": entry})
-        try:
+        with contextlib.closing(build_databases(kube, {"main": entry})) as service:
             yield service
-        finally:
-            service.close()
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,13 @@ from cleo_operator.reconcile.database import TenantDatabases
 from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     Tenant,
-    build_databases,
     connect_with_secret,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
     secret_values,
-    server_site,
+    server_databases,
     unique,
 )
 
@@ -208,13 +207,10 @@ def databases(
     kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
 ) -> Iterator[TenantDatabases]:
     del crds_installed
-    with namespace(kube, unique("scram-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
-        service = build_databases(kube, {"main": site}, wait_seconds=5.0)
-        try:
-            yield service
-        finally:
-            service.close()
+    with server_databases(
+        kube, postgres_server, prefix="scram-operator", wait_seconds=5.0
+    ) as service:
+        yield service
 
 
 @pytest.mark.cluster

@@ -9,6 +9,7 @@ weaker ``sslMode`` is still possible, and is reported on each tenant of the site
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 from collections.abc import Iterator
@@ -182,11 +183,8 @@ def weak_databases(
     with namespace(kube, unique("tls-operator")) as operator_ns:
         site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
         assert site["sslMode"] == "disable"
-        service = build_databases(kube, {"default": site})
-        try:
+        with contextlib.closing(build_databases(kube, {"default": site})) as service:
             yield service
-        finally:
-            service.close()
 
 
 def condition(tenant: dict[str, Any], type_: str) -> dict[str, Any] | None:
