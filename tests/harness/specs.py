@@ -139,6 +139,16 @@ def tenant_manifest(name: str, spec: dict[str, Any] | None = None) -> dict[str, 
     }
 
 
+def backup_manifest(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The CleoBackup object `name` in `namespace` with `spec`."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CleoBackup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def apply_tenant(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
     """Create or update the CleoTenant `name` with kubectl, as a user would."""
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant_manifest(name, spec)))

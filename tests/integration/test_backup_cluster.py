@@ -44,15 +44,13 @@ from cleo_operator.reconcile.backup import (
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
-from tests.harness.specs import tenant_manifest
+from tests.harness.specs import backup_manifest, tenant_manifest
+from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 ADMIN = "cleo-test-admin"
-IMAGE = "registry.example/cleo-operator:test"
-API_SERVER = ("127.0.0.1/32",)
-"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 
 
 def b64(text: str) -> str:
@@ -69,12 +67,7 @@ class Site:
 
     def backup(self, name: str, spec: dict[str, Any]) -> KubeObject:
         return self.kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoBackup",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"tenant": self.tenant, **spec},
-            }
+            backup_manifest(name, self.namespace, {"tenant": self.tenant, **spec})
         )
 
     def status(self, name: str) -> dict[str, Any]:
@@ -149,7 +142,8 @@ def reconciler(kube: KubeClient, crds_installed: None) -> Iterator[BackupReconci
     service = BackupReconciler(
         kube,
         settings=BackupSettings(
-            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER), retry_seconds=1.0
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
+            retry_seconds=1.0,
         ),
     )
     yield service
@@ -218,7 +212,7 @@ def test_the_cron_job_has_the_spec_the_backup_asks_for(
     assert cron["metadata"]["ownerReferences"][0]["uid"] == backup["metadata"]["uid"]
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == RUNNER_IMAGE
     assert container["command"][:5] == [
         "cleo-operator",
         "backup",
@@ -437,12 +431,9 @@ def test_what_the_runner_would_lack_is_a_condition(
             "s3": {"bucket": "cleo-backups", "credentialsSecret": "backup-s3"},
         }
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoBackup",
-            "metadata": {"name": "case", "namespace": namespace},
-            "spec": {"tenant": tenant, "schedule": "@daily", "destination": destination},
-        }
+        backup_manifest(
+            "case", namespace, {"tenant": tenant, "schedule": "@daily", "destination": destination}
+        )
     )
     try:
         result = reconciler.reconcile(namespace, "case")

@@ -24,6 +24,7 @@ from cleo_operator.failover.automatic import (
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
 from cleo_operator.kube.client import KubeClient
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration.failover_support import (
     FAILOVER,
@@ -35,12 +36,7 @@ from tests.integration.failover_support import (
     tenant_setting,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 DELAY = 3.0
 

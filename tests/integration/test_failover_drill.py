@@ -24,6 +24,7 @@ from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.failover.drill import ClusterBackupSource
 from cleo_operator.kube.client import KubeClient
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration import test_backup_s3 as backup_s3
 from tests.integration.failover_support import (
@@ -37,12 +38,7 @@ from tests.integration.failover_support import (
 )
 from tests.integration.test_backup_s3 import S3Server
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 s3_server = backup_s3.s3_server
 """The signature-checking S3 server of the backup tests (a module-scoped fixture)."""

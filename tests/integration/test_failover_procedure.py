@@ -23,6 +23,7 @@ from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATI
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
 from cleo_operator.kube.client import KubeClient
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration.failover_support import (
     DEPLOYMENT,
@@ -38,12 +39,7 @@ from tests.integration.failover_support import (
     wait_available,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
 

@@ -29,6 +29,7 @@ from cleo_operator.reconcile.database import (
     rotation_request_pending,
 )
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     NAMESPACE,
@@ -48,12 +49,7 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 ADMIN_SECRET = "pg-admin-main"
 

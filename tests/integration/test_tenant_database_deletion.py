@@ -15,6 +15,7 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import TenantDatabases
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer, free_loopback_port
 from tests.integration.tenant_database_support import (
     Tenant,
@@ -33,12 +34,7 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 WAIT = 1.5
 

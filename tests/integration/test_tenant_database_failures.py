@@ -28,6 +28,7 @@ from cleo_operator.reconcile.database import (
     DatabaseOutcome,
     TenantDatabases,
 )
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer, free_loopback_port
 from tests.integration.tenant_database_support import (
     SECRET,
@@ -44,12 +45,7 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 WAIT = 1.5
 """How long a reconcile waits for a site in these tests."""

@@ -18,6 +18,7 @@ from cleo_operator.kube.kinds import DEPLOYMENT, NAMESPACE
 from cleo_operator.reconcile.database import ROTATE_ANNOTATION, DatabasePart, TenantDatabases
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
@@ -29,12 +30,7 @@ from tests.integration.tenant_database_support import (
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 CHECKSUM = "cleoai.io/config-checksum"
 
