@@ -119,6 +119,33 @@ def main_site(server: PostgresServer, operator_ns: str, secret: str) -> dict[str
     )
 
 
+@pytest.fixture
+def admin(kube: KubeClient, postgres_server: PostgresServer, operator_ns: str) -> str:
+    """The name of a site admin Secret in the operator namespace: the server's superuser."""
+    admin_secret(
+        kube,
+        namespace=operator_ns,
+        name="pg-admin",
+        user=postgres_server.superuser,
+        password=postgres_server.password,
+    )
+    return "pg-admin"
+
+
+@pytest.fixture
+def main_databases(
+    kube: KubeClient,
+    postgres_server: PostgresServer,
+    operator_ns: str,
+    admin: str,
+    close_after: Callable[[TenantDatabases], TenantDatabases],
+) -> TenantDatabases:
+    """The database part with the session's server as its one site, "main"."""
+    return close_after(
+        build_databases(kube, {"main": main_site(postgres_server, operator_ns, admin)})
+    )
+
+
 def settle(
     databases: TenantDatabases, tenant: Tenant, ns: str, *, timeout: float = 60
 ) -> DatabaseOutcome:
@@ -143,30 +170,24 @@ def test_dead_sites_answer_within_seconds_and_do_not_delay_a_healthy_site(
     tenants: list[Tenant],
     blackhole: int,
     *,
+    admin: str,
     close_after: Callable[[TenantDatabases], TenantDatabases],
 ) -> None:
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
     sites = {
-        "main": main_site(postgres_server, operator_ns, "pg-admin"),
+        "main": main_site(postgres_server, operator_ns, admin),
         # Connections refused at once: nothing listens there.
         "down": site_entry(
             host="127.0.0.1",
             port=free_loopback_port(),
             secret_namespace=operator_ns,
-            secret_name="pg-admin",
+            secret_name=admin,
         ),
         # A server that hangs: its connect timeout (5s) is far longer than a reconcile waits.
         "hole": site_entry(
             host="127.0.0.1",
             port=blackhole,
             secret_namespace=operator_ns,
-            secret_name="pg-admin",
+            secret_name=admin,
             connect_timeout=5,
         ),
     }
@@ -318,25 +339,13 @@ def test_a_missing_admin_secret_is_named(
 
 def test_unknown_sites_and_an_operator_without_sites_are_reported(
     kube: KubeClient,
-    postgres_server: PostgresServer,
-    operator_ns: str,
     tenants: list[Tenant],
     ns: str,
-    *,
+    main_databases: TenantDatabases,
     close_after: Callable[[TenantDatabases], TenantDatabases],
 ) -> None:
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
     elsewhere = new_tenant(kube, tenants, "elsewhere")
-    databases = close_after(
-        build_databases(kube, {"main": main_site(postgres_server, operator_ns, "pg-admin")})
-    )
-    outcome = reconcile(databases, elsewhere, ns)
+    outcome = reconcile(main_databases, elsewhere, ns)
     assert reason(outcome) == ("False", "UnknownSite")
     assert outcome.condition is not None
     assert "'elsewhere'" in outcome.condition.message
@@ -364,26 +373,14 @@ def test_a_broken_site_configuration_is_refused_at_start_naming_the_field(
 def test_a_database_of_the_tenants_name_made_by_someone_else_is_a_collision(
     kube: KubeClient,
     postgres_server: PostgresServer,
-    operator_ns: str,
     tenants: list[Tenant],
     ns: str,
-    *,
-    close_after: Callable[[TenantDatabases], TenantDatabases],
+    main_databases: TenantDatabases,
 ) -> None:
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
     tenant = new_tenant(kube, tenants, "main")
     foreign = tenant_database_name(tenant.name)
     postgres_server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(foreign)))
-    databases = close_after(
-        build_databases(kube, {"main": main_site(postgres_server, operator_ns, "pg-admin")})
-    )
-    outcome = settle(databases, tenant, ns)
+    outcome = settle(main_databases, tenant, ns)
     assert reason(outcome) == ("False", "NameCollision")
     assert outcome.condition is not None
     assert foreign in outcome.condition.message
@@ -412,6 +409,7 @@ def test_no_secret_material_in_logs_status_conditions_events_or_errors(
     *,
     blackhole: int,
     ns: str,
+    admin: str,
     close_after: Callable[[TenantDatabases], TenantDatabases],
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -420,25 +418,18 @@ def test_no_secret_material_in_logs_status_conditions_events_or_errors(
     admin_secret(
         kube,
         namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
-    admin_secret(
-        kube,
-        namespace=operator_ns,
         name="pg-admin-bad",
         user=postgres_server.superuser,
         password=wrong,
     )
     sites = {
-        "main": main_site(postgres_server, operator_ns, "pg-admin"),
+        "main": main_site(postgres_server, operator_ns, admin),
         "bad": main_site(postgres_server, operator_ns, "pg-admin-bad"),
         "hole": site_entry(
             host="127.0.0.1",
             port=hole_port,
             secret_namespace=operator_ns,
-            secret_name="pg-admin",
+            secret_name=admin,
             connect_timeout=2,
         ),
     }
