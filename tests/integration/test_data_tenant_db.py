@@ -480,13 +480,7 @@ def test_wrong_admin_password_is_authentication_failed(
     postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    site = SiteConfig(
-        name="main",
-        host=postgres_server.host,
-        port=postgres_server.port,
-        sslmode="disable",
-        connect_timeout_seconds=2,
-    )
+    site = postgres_server.site()
     wrong = "not-the-" + secrets.token_hex(8)
     with SitePools(
         {"main": site},
@@ -511,13 +505,7 @@ def test_non_superuser_admin_can_provision_and_drop(
 ) -> None:
     """Managed PostgreSQL gives no superuser: CREATEDB CREATEROLE must be enough."""
     admin = admin_role("admin", "CREATEDB CREATEROLE")
-    site = SiteConfig(
-        name="managed",
-        host=postgres_server.host,
-        port=postgres_server.port,
-        sslmode="disable",
-        connect_timeout_seconds=2,
-    )
+    site = postgres_server.site("managed")
     password = new_password()
     with SitePools(
         {"managed": site},
