@@ -48,6 +48,7 @@ from tests.integration.tenant_database_support import (
     secret_of,
     unique,
 )
+from tests.security.impersonation_support import impersonating_server, password_attempts
 
 pytestmark = [
     pytest.mark.security,
@@ -57,11 +58,6 @@ pytestmark = [
 ]
 
 # The impersonator asks for the password in clear text: what a harvester does.
-HARVESTING_HBA = (
-    "local all all scram-sha-256",
-    "hostssl all all 127.0.0.1/32 password",
-    "host all all 127.0.0.1/32 password",
-)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -100,10 +96,7 @@ def genuine(
 
 @pytest.fixture(scope="module")
 def impersonator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    folder = tmp_path_factory.mktemp("impersonator")
-    certificate = issue_server_certificate(make_authority(folder, "impersonator"), folder)
-    with PostgresServer(tls=certificate, settings={"log_connections": "on"}) as server:
-        server.set_hba(HARVESTING_HBA)
+    with impersonating_server(tmp_path_factory.mktemp("impersonator")) as server:
         yield server
 
 
@@ -259,14 +252,6 @@ def output(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr[-2000:]
     parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return parsed
-
-
-def password_attempts(server: PostgresServer) -> list[str]:
-    return [
-        line
-        for line in server.log_file.read_text(errors="replace").splitlines()
-        if "password authentication failed" in line or "connection authorized" in line
-    ]
 
 
 def at(values: Mapping[str, str], server: PostgresServer) -> dict[str, str]:

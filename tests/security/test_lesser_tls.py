@@ -42,16 +42,9 @@ from tests.integration.tenant_database_support import (
     server_site,
     unique,
 )
+from tests.security.impersonation_support import impersonating_server, password_attempts
 
 pytestmark = [pytest.mark.security, pytest.mark.postgres]
-
-# The impersonator asks for the password in clear text (over its TLS): what an attacker
-# who wants the password does.
-HARVESTING_HBA = (
-    "local all all scram-sha-256",
-    "hostssl all all 127.0.0.1/32 password",
-    "host all all 127.0.0.1/32 password",
-)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +55,7 @@ def site_ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
 @pytest.fixture(scope="module")
 def impersonator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL server with a certificate from another CA, harvesting passwords."""
-    folder = tmp_path_factory.mktemp("impersonator")
-    certificate = issue_server_certificate(make_authority(folder, "impersonator"), folder)
-    with PostgresServer(tls=certificate, settings={"log_connections": "on"}) as server:
-        server.set_hba(HARVESTING_HBA)
+    with impersonating_server(tmp_path_factory.mktemp("impersonator")) as server:
         yield server
 
 
@@ -78,14 +68,6 @@ def genuine_site(
     )
     with PostgresServer(tls=certificate) as server:
         yield server
-
-
-def password_attempts(server: PostgresServer) -> list[str]:
-    return [
-        line
-        for line in server.log_file.read_text(errors="replace").splitlines()
-        if "password authentication failed" in line or "connection authorized" in line
-    ]
 
 
 def pools_for(site: SiteConfig, password: str) -> SitePools:
