@@ -381,3 +381,16 @@ def drop_tenant(server: PostgresServer, tenant: str) -> None:
     ident = tenant_database_name(tenant)
     server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(ident)))
     server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ident)))
+
+
+@pytest.fixture
+def setting(
+    kube: KubeClient,
+    crds_installed: None,
+    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+) -> Iterator[Setting]:
+    """A tenant on a new primary/standby pair, as `tenant_setting` makes it. A test module
+    uses it with ``setting = failover_support.setting``."""
+    del crds_installed
+    with tenant_setting(kube, postgres_replica_pair) as made:
+        yield made

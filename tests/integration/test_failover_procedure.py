@@ -10,7 +10,6 @@ and an old primary that comes back never takes the tenant's writes again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -25,6 +24,7 @@ from cleo_operator.kube.client import KubeClient
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
+from tests.integration import failover_support
 from tests.integration.failover_support import (
     DEPLOYMENT,
     PRIMARY,
@@ -44,15 +44,7 @@ pytestmark = RECONCILERS_ALONE
 MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
 
 
-@pytest.fixture
-def setting(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> Iterator[Setting]:
-    del crds_installed
-    with tenant_setting(kube, postgres_replica_pair) as made:
-        yield made
+setting = failover_support.setting
 
 
 def snapshot(setting: Setting) -> dict[str, Any]:
