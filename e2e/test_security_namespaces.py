@@ -174,6 +174,24 @@ def victim(
     cluster.kubectl("delete", "cleotenant", name, "--wait=false", check=False)
 
 
+def attack_is_refused(
+    cluster: LocalCluster,
+    server: PostgresServer,
+    attacker: str,
+    spec: dict[str, Any],
+    *,
+    watched: tuple[str, ...],
+    reason: str,
+    naming: str,
+) -> None:
+    """The attacker's tenant is refused with `reason` (its message naming `naming`), changes
+    nothing, and deleting it changes nothing either."""
+    before, offset = attack(cluster, attacker, spec, watched=watched)
+    refused(cluster, attacker, reason, naming=naming)
+    nothing_changed(cluster, server, attacker, before, offset)
+    delete_attacker_and_check(cluster, server, attacker, before, offset)
+
+
 def attack(
     cluster: LocalCluster,
     attacker: str,
@@ -262,10 +280,15 @@ def test_an_adoption_mark_does_not_hand_over_another_tenants_namespace(
     # Even a mark put there by someone who may write Namespaces does not take a namespace
     # away from a tenant that exists.
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}={attacker}")
-    before, offset = attack(cluster, attacker, {"namespace": ns}, watched=(ns,))
-    refused(cluster, attacker, "NamespaceNotOwned", naming=f"tenant {victim}")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster,
+        postgres_server,
+        attacker,
+        {"namespace": ns},
+        watched=(ns,),
+        reason="NamespaceNotOwned",
+        naming=f"tenant {victim}",
+    )
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}-")
 
 
@@ -277,10 +300,15 @@ def test_a_tenant_named_system_cannot_take_the_operator_namespace(
 ) -> None:
     del operator_process
     attacker = "system"  # its default namespace, cleo-system, is the operator's
-    before, offset = attack(cluster, attacker, {}, watched=())
-    refused(cluster, attacker, "OperatorNamespace", naming="the operator's namespace")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster,
+        postgres_server,
+        attacker,
+        {},
+        watched=(),
+        reason="OperatorNamespace",
+        naming="the operator's namespace",
+    )
 
 
 def test_spec_namespace_cannot_name_the_operator_namespace(
@@ -291,10 +319,15 @@ def test_spec_namespace_cannot_name_the_operator_namespace(
     # Even with a mark on it: the operator's namespace is never a tenant's.
     cluster.kubectl("annotate", "namespace", OPERATOR_NAMESPACE, f"{ADOPT}={attacker}")
     try:
-        before, offset = attack(cluster, attacker, {"namespace": OPERATOR_NAMESPACE}, watched=())
-        refused(cluster, attacker, "OperatorNamespace", naming="the operator's namespace")
-        nothing_changed(cluster, postgres_server, attacker, before, offset)
-        delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+        attack_is_refused(
+            cluster,
+            postgres_server,
+            attacker,
+            {"namespace": OPERATOR_NAMESPACE},
+            watched=(),
+            reason="OperatorNamespace",
+            naming="the operator's namespace",
+        )
     finally:
         cluster.kubectl("annotate", "namespace", OPERATOR_NAMESPACE, f"{ADOPT}-")
 
@@ -367,10 +400,15 @@ def test_a_namespace_marked_for_one_tenant_is_refused_to_another(
     ns, attacker = "nsattack-for-x", "nsattack-y"
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}=nsattack-x")
-    before, offset = attack(cluster, attacker, {"namespace": ns}, watched=(ns,))
-    refused(cluster, attacker, "NamespaceNotOwned", naming="nsattack-x")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster,
+        postgres_server,
+        attacker,
+        {"namespace": ns},
+        watched=(ns,),
+        reason="NamespaceNotOwned",
+        naming="nsattack-x",
+    )
 
 
 # -- deletion ----------------------------------------------------------------------------------
