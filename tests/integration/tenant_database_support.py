@@ -13,10 +13,11 @@ import contextlib
 import datetime
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
@@ -141,6 +142,38 @@ def server_databases(
         databases = build_databases(kube, entries, before_drop=before_drop, **settings)
         with contextlib.closing(databases):
             yield databases
+
+
+def databases_fixture(
+    prefix: str,
+    *,
+    admin: str = "pg-admin",
+    sites: tuple[str, ...] = ("main",),
+    before_drop_for: Callable[[KubeClient], BeforeDrop] | None = None,
+    **settings: Any,
+) -> Any:
+    """A module-scoped fixture of the `server_databases` on the session's server, for a test
+    module to name: ``databases = databases_fixture("bk-operator")``. `before_drop_for`
+    makes the hook from the session's client, as the operator's registry does."""
+
+    @pytest.fixture(scope="module")
+    def databases(
+        kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
+    ) -> Iterator[TenantDatabases]:
+        del crds_installed
+        hook = before_drop_for(kube) if before_drop_for else None
+        with server_databases(
+            kube,
+            postgres_server,
+            prefix=prefix,
+            admin=admin,
+            sites=sites,
+            before_drop=hook,
+            **settings,
+        ) as service:
+            yield service
+
+    return databases
 
 
 class Tenant:

@@ -48,10 +48,10 @@ from tests.integration.backup_cluster_support import (
 from tests.integration.tenant_database_support import (
     SECRET,
     Tenant,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     reconcile,
-    server_databases,
     unique,
 )
 
@@ -61,15 +61,7 @@ ADMIN_SECRET = "pg-admin-main"
 WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with server_databases(
-        kube, postgres_server, prefix="bk-operator", admin=ADMIN_SECRET
-    ) as service:
-        yield service
+databases = databases_fixture("bk-operator", admin=ADMIN_SECRET)
 
 
 @dataclass

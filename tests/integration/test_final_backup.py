@@ -53,11 +53,11 @@ from tests.integration.tenant_database_support import (
     Tenant,
     can_log_in,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     secret_of,
     secret_values,
-    server_databases,
     unique,
 )
 
@@ -69,20 +69,8 @@ WRONG_PASSWORD = "wrong-password-0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
 DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}}
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    # As in handlers/registry.py: the hook is the final backup.
-    with server_databases(
-        kube,
-        postgres_server,
-        prefix="fb-operator",
-        admin=ADMIN_SECRET,
-        before_drop=FinalBackup(kube),
-    ) as service:
-        yield service
+# As in handlers/registry.py: the hook is the final backup.
+databases = databases_fixture("fb-operator", admin=ADMIN_SECRET, before_drop_for=FinalBackup)
 
 
 @dataclass

@@ -23,10 +23,10 @@ from tests.harness.postgres import PostgresServer
 from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
+    databases_fixture,
     drop_tenant_objects,
     secret_of,
     secret_values,
-    server_databases,
     unique,
 )
 
@@ -35,15 +35,7 @@ pytestmark = RECONCILERS_ALONE
 CHECKSUM = "cleoai.io/config-checksum"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with server_databases(
-        kube, postgres_server, prefix="tdb-operator", sites=("default",)
-    ) as service:
-        yield service
+databases = databases_fixture("tdb-operator", sites=("default",))
 
 
 class Clock:

@@ -15,7 +15,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -35,12 +34,12 @@ from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     Tenant,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
     secret_values,
-    server_databases,
     unique,
 )
 
@@ -202,15 +201,7 @@ def test_second_reconcile_after_reset_is_a_no_op(
 # --------------------------------------------------------------------------- the reconcile
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with server_databases(
-        kube, postgres_server, prefix="scram-operator", wait_seconds=5.0
-    ) as service:
-        yield service
+databases = databases_fixture("scram-operator", wait_seconds=5.0)
 
 
 @pytest.mark.cluster
