@@ -107,6 +107,21 @@ def tenant_spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def with_value(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `body` with the value at a dotted `path` (list indexes as numbers)
+    replaced or added."""
+    changed = copy.deepcopy(body)
+    *parents, last = path.split(".")
+    node: Any = changed
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return changed
+
+
 def tenant_children(namespace: str) -> list[tuple[str, str]]:
     """(kind, name) of every child a tenant with all optional parts gets, in apply order."""
     return [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import types
 from typing import Any
 
@@ -17,7 +16,8 @@ from cleo_operator.api.tenant import (
     parse_tenant_spec,
     validate_tenant_spec_update,
 )
-from tests.harness.specs import tenant_spec
+from tests.harness.specs import tenant_spec, with_value
+from tests.unit.api_support import assert_refused_naming
 
 GOOD: dict[str, Any] = tenant_spec()
 
@@ -80,16 +80,7 @@ def test_the_spec_is_frozen() -> None:
 
 def with_(path: str, value: Any) -> dict[str, Any]:
     """GOOD with the value at a dotted path (list indexes as numbers) replaced or added."""
-    spec = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node: Any = spec
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return spec
+    return with_value(GOOD, path, value)
 
 
 BAD = [
@@ -191,11 +182,7 @@ BAD = [
 def test_a_bad_spec_is_refused_naming_the_field(
     path: str, value: Any, field: str, message: str
 ) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_tenant_spec(with_(path, value))
-    issues = {issue.path: issue.message for issue in caught.value.issues}
-    assert field in issues, str(caught.value)
-    assert message in issues[field]
+    assert_refused_naming(parse_tenant_spec, with_(path, value), field, message)
 
 
 def test_automatic_failover_needs_a_standby_site() -> None:
