@@ -25,6 +25,7 @@ from cleo_operator.crypto.errors import (
     UnknownKeyVersion,
     WrongContext,
 )
+from tests.unit.crypto.strategies import positions
 
 KEY = bytes(range(32))
 CONTEXT = {"tenant": "acme", "secret": "db", "key": "password"}
@@ -231,7 +232,7 @@ def test_every_single_character_change_of_the_text_form_is_detected() -> None:
 @settings(max_examples=200)
 @given(
     plaintext=st.binary(min_size=0, max_size=4096),
-    where=st.floats(min_value=0, max_value=1, exclude_max=True),
+    where=positions,
     mask=st.integers(min_value=1, max_value=255),
 )
 def test_a_changed_byte_anywhere_in_a_larger_envelope_is_detected(

@@ -30,6 +30,7 @@ from cleo_operator.crypto.stream import (
     read_stream_key_id,
 )
 from tests.unit.crypto.secrets_check import assert_no_secret
+from tests.unit.crypto.strategies import positions
 
 KEY = os.urandom(32)
 KEY_ID = "dk-test"
@@ -199,7 +200,7 @@ def test_every_single_bit_flip_of_a_small_stream_is_detected() -> None:
 @given(
     plaintext=st.binary(min_size=0, max_size=5000),
     chunk_size=st.integers(min_value=1, max_value=600),
-    where=st.floats(min_value=0, max_value=1, exclude_max=True),
+    where=positions,
     mask=st.integers(min_value=1, max_value=255),
 )
 def test_a_changed_byte_anywhere_in_a_larger_stream_is_detected(
