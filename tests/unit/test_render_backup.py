@@ -72,16 +72,22 @@ ONE_OFF: dict[str, Any] = {
 }
 
 
-def render(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, KubeObject]:
-    objects = render_backup(
-        name=NAME,
+def rendered(
+    raw: dict[str, Any], settings: BackupPodSettings = SETTINGS, *, name: str = NAME
+) -> list[KubeObject]:
+    """`render_backup` of CleoBackup `name` of tenant acme, in apply order."""
+    return render_backup(
+        name=name,
         namespace=NS,
         uid=UID,
         tenant="acme",
         spec=parse_backup_spec(raw),
         settings=settings,
     )
-    return {obj["kind"]: obj for obj in objects}
+
+
+def render(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, KubeObject]:
+    return {obj["kind"]: obj for obj in rendered(raw, settings)}
 
 
 def pod_spec(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, Any]:
@@ -108,14 +114,7 @@ def env_of(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_a_scheduled_backup_renders_its_identity_rights_network_and_cron_job() -> None:
-    objects = render_backup(
-        name=NAME,
-        namespace=NS,
-        uid=UID,
-        tenant="acme",
-        spec=parse_backup_spec(PVC_SPEC),
-        settings=SETTINGS,
-    )
+    objects = rendered(PVC_SPEC)
     kinds = [o["kind"] for o in objects]
     # Identity and rights first: the runner's pods must never start before their Role.
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "CronJob"]
@@ -183,14 +182,7 @@ def test_job_history_never_exceeds_the_status_history() -> None:
 
 def test_the_longest_name_fits_the_cron_job_limit() -> None:
     longest = "b" * NAME_MAX_LENGTH
-    objects = render_backup(
-        name=longest,
-        namespace=NS,
-        uid=UID,
-        tenant="acme",
-        spec=parse_backup_spec(PVC_SPEC),
-        settings=SETTINGS,
-    )
+    objects = rendered(PVC_SPEC, name=longest)
     # A CronJob's name may have 52 characters (its Jobs add 11).
     assert all(len(o["metadata"]["name"]) <= 52 for o in objects)
 
