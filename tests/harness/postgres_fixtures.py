@@ -116,3 +116,15 @@ def postgres_site_pools(postgres_server: PostgresServer) -> Iterator[SitePools]:
     )
     with SitePools({"main": site}, credentials=lambda _site: credentials) as pools:
         yield pools
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A loopback port where a site hangs: it accepts TCP connections and never answers."""
+    import socket  # noqa: PLC0415  (lazy: see module doc)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port: int = sock.getsockname()[1]
+        yield port

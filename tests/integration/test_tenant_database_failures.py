@@ -5,10 +5,8 @@ log line, status, event, condition or exception along the way."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import secrets
-import socket
 import statistics
 import threading
 import time
@@ -78,22 +76,6 @@ def new_tenant(kube: KubeClient, tenants: list[Tenant], site: str) -> Tenant:
     tenant = Tenant(kube, unique("t"), {"database": {"enabled": True, "site": site}})
     tenants.append(tenant)
     return tenant
-
-
-@contextlib.contextmanager
-def hung_server() -> Iterator[int]:
-    """A loopback port that accepts TCP connections and then never says a word."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        port: int = sock.getsockname()[1]
-        yield port
-
-
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    with hung_server() as port:
-        yield port
 
 
 @pytest.fixture
