@@ -22,12 +22,12 @@ from cleo_operator.failover.faults import FAULT_POINT_ENV
 from cleo_operator.failover.steps import MOVE_STEPS
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
 from e2e.cluster import LocalCluster
-from tests.integration import failover_support
 from tests.integration.failover_support import (
     REPLICAS,
     STANDBY,
     Setting,
     condition,
+    setting_fixture,
     steps,
     wait_available,
 )
@@ -42,7 +42,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parent.parent
 
 
-setting = failover_support.setting
+setting = setting_fixture()
 
 
 def failover_run(

@@ -261,14 +261,8 @@ def bound_claim(kube: KubeClient, ns: str, name: str) -> str:
     return volume
 
 
-def seed_backup_tenant(
-    kube: KubeClient, databases: TenantDatabases, tenant: Tenant, ns: str
-) -> str:
-    """What a backup of `tenant` in `ns` needs, as the operator leaves it: its database and
-    credentials Secret (made by `databases`), a keyring Secret, a bound claim ``backups``
-    (whose volume's name is returned) and a table of 300 rows to back up."""
-    outcome = reconcile(databases, tenant, ns)
-    assert outcome.ready, outcome.condition
+def write_keyring(kube: KubeClient, ns: str) -> None:
+    """A new keyring in the tenant keyring Secret of `ns`, as the operator would write it."""
     keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
     kube.apply(
         {
@@ -278,6 +272,17 @@ def seed_backup_tenant(
             "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
         }
     )
+
+
+def seed_backup_tenant(
+    kube: KubeClient, databases: TenantDatabases, tenant: Tenant, ns: str
+) -> str:
+    """What a backup of `tenant` in `ns` needs, as the operator leaves it: its database and
+    credentials Secret (made by `databases`), a keyring Secret, a bound claim ``backups``
+    (whose volume's name is returned) and a table of 300 rows to back up."""
+    outcome = reconcile(databases, tenant, ns)
+    assert outcome.ready, outcome.condition
+    write_keyring(kube, ns)
     volume = bound_claim(kube, ns, "backups")
     with connect_with_secret(secret_values(secret_of(kube, ns))) as conn:
         conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")

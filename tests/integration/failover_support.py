@@ -383,14 +383,18 @@ def drop_tenant(server: PostgresServer, tenant: str) -> None:
     server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ident)))
 
 
-@pytest.fixture
-def setting(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> Iterator[Setting]:
-    """A tenant on a new primary/standby pair, as `tenant_setting` makes it. A test module
-    uses it with ``setting = failover_support.setting``."""
-    del crds_installed
-    with tenant_setting(kube, postgres_replica_pair) as made:
-        yield made
+def setting_fixture(**options: Any) -> Any:
+    """A fixture `setting`: a tenant on a new primary/standby pair, `tenant_setting` with
+    `options`. A test module names it: ``setting = setting_fixture()``."""
+
+    @pytest.fixture
+    def setting(
+        kube: KubeClient,
+        crds_installed: None,
+        postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+    ) -> Iterator[Setting]:
+        del crds_installed
+        with tenant_setting(kube, postgres_replica_pair, **options) as made:
+            yield made
+
+    return setting

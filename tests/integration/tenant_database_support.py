@@ -72,6 +72,16 @@ def admin_secret(kube: KubeClient, *, namespace: str, name: str, user: str, pass
     )
 
 
+def superuser_secret(
+    kube: KubeClient, server: PostgresServer, *, namespace: str, name: str = "pg-admin"
+) -> str:
+    """Write `server`'s superuser as the site admin Secret `name` in `namespace`; its name."""
+    admin_secret(
+        kube, namespace=namespace, name=name, user=server.superuser, password=server.password
+    )
+    return name
+
+
 def site_entry(
     *,
     host: str,
@@ -93,9 +103,7 @@ def server_site(
     kube: KubeClient, server: PostgresServer, *, namespace: str, secret_name: str
 ) -> dict[str, Any]:
     """`server` as a site: its admin Secret written in `namespace`, and the site's entry."""
-    admin_secret(
-        kube, namespace=namespace, name=secret_name, user=server.superuser, password=server.password
-    )
+    superuser_secret(kube, server, namespace=namespace, name=secret_name)
     return site_entry(
         host=server.host, port=server.port, secret_namespace=namespace, secret_name=secret_name
     )

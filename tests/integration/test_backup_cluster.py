@@ -22,7 +22,6 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import (
     BACKUP,
@@ -45,7 +44,7 @@ from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.specs import backup_manifest, tenant_manifest
-from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE
+from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE, write_keyring
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
@@ -111,15 +110,7 @@ def provide_secrets(kube: KubeClient, namespace: str) -> None:
             "data": {k: b64(v) for k, v in values.items()},
         }
     )
-    keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "cleo-keyring", "namespace": namespace},
-            "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
-        }
-    )
+    write_keyring(kube, namespace)
 
 
 def provide_claim(kube: KubeClient, namespace: str, name: str = "backups") -> None:

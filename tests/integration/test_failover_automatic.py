@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 
-import pytest
 from psycopg import sql
 
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
@@ -23,17 +21,15 @@ from cleo_operator.failover.automatic import (
     AutomaticSettings,
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
-from cleo_operator.kube.client import KubeClient
 from tests.harness.marks import RECONCILERS_ALONE
-from tests.harness.postgres import PostgresServer
 from tests.integration.failover_support import (
     FAILOVER,
     PRIMARY,
     STANDBY,
     Setting,
     run_until,
+    setting_fixture,
     steps,
-    tenant_setting,
 )
 
 pytestmark = RECONCILERS_ALONE
@@ -41,16 +37,7 @@ pytestmark = RECONCILERS_ALONE
 DELAY = 3.0
 
 
-@pytest.fixture
-def setting(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> Iterator[Setting]:
-    del crds_installed
-    policy = {"automatic": True, "failoverDelay": f"{DELAY:.0f}s"}
-    with tenant_setting(kube, postgres_replica_pair, failover=policy) as made:
-        yield made
+setting = setting_fixture(failover={"automatic": True, "failoverDelay": f"{DELAY:.0f}s"})
 
 
 def tenant_spec(setting: Setting) -> CleoTenantSpec:

@@ -25,7 +25,6 @@ from cleo_operator.kube.client import KubeClient
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
-from tests.integration import failover_support
 from tests.integration.failover_support import (
     DEPLOYMENT,
     PRIMARY,
@@ -35,6 +34,7 @@ from tests.integration.failover_support import (
     condition,
     deployment,
     run_until,
+    setting_fixture,
     steps,
     tenant_setting,
     wait_available,
@@ -45,7 +45,7 @@ pytestmark = RECONCILERS_ALONE
 MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
 
 
-setting = failover_support.setting
+setting = setting_fixture()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer, free_loopback_port
 from tests.integration.tenant_database_support import (
     Tenant,
-    admin_secret,
     build_databases,
     can_log_in,
     connect_with_secret,
@@ -30,6 +29,7 @@ from tests.integration.tenant_database_support import (
     secret_of,
     secret_values,
     site_entry,
+    superuser_secret,
     timed,
     unique,
 )
@@ -67,13 +67,7 @@ def gate() -> BackupGate:
 def databases(
     kube: KubeClient, postgres_server: PostgresServer, operator_ns: str, gate: BackupGate
 ) -> Iterator[TenantDatabases]:
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
+    superuser_secret(kube, postgres_server, namespace=operator_ns)
     sites = {
         "main": site_entry(
             host=postgres_server.host,

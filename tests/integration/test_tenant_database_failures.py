@@ -39,6 +39,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     secret_of,
     site_entry,
+    superuser_secret,
     timed,
     unique,
 )
@@ -104,14 +105,7 @@ def main_site(server: PostgresServer, operator_ns: str, secret: str) -> dict[str
 @pytest.fixture
 def admin(kube: KubeClient, postgres_server: PostgresServer, operator_ns: str) -> str:
     """The name of a site admin Secret in the operator namespace: the server's superuser."""
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
-    return "pg-admin"
+    return superuser_secret(kube, postgres_server, namespace=operator_ns)
 
 
 @pytest.fixture

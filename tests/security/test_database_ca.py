@@ -40,12 +40,12 @@ from tests.harness.postgres import PostgresServer, find_postgres_bindir
 from tests.harness.postgres_tls import Authority, issue_server_certificate, make_authority
 from tests.integration.tenant_database_support import (
     Tenant,
-    admin_secret,
     build_databases,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
+    superuser_secret,
     unique,
 )
 from tests.security.impersonation_support import impersonating_server, password_attempts
@@ -107,13 +107,7 @@ def databases(
     """The operator's database part, its site the TLS server with ``sslRootCert``."""
     del crds_installed
     with namespace(kube, unique("ca-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name="pg-admin",
-            user=genuine.superuser,
-            password=genuine.password,
-        )
+        superuser_secret(kube, genuine, namespace=operator_ns)
         entry = genuine.site_entry(
             adminSecret={"name": "pg-admin", "namespace": operator_ns}, connectTimeoutSeconds=2
         )

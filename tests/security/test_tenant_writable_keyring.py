@@ -295,6 +295,27 @@ def test_removed_versions_and_garbage_are_repaired(scene: Scene, tmp_path: Path)
     assert base64.b64decode(kept["data"]["notes.txt"]) == b"hello"
 
 
+def _assert_warned_without_keys(
+    kube: KubeClient,
+    namespace: str,
+    reason: str,
+    status: dict[str, Any],
+    operator_keyring: Keyring,
+) -> SecretScanner:
+    """A Warning Event says `reason`; neither it nor `status` holds the attacker's key or
+    the operator's keyring. Returns the scanner, for more text to check."""
+    events = json.loads(events_text(kube, ["default", namespace]))
+    warnings = [e for e in events if e.get("reason") == reason]
+    assert warnings, f"a Warning Event says {reason}"
+    assert warnings[0]["type"] == "Warning"
+    scanner = SecretScanner()
+    scanner.add("attacker key", ATTACKER_KEY)
+    scanner.add_keyring("operator keyring", operator_keyring)
+    scanner.assert_clean("the status", json.dumps(status))
+    scanner.assert_clean("the Events", json.dumps(warnings))
+    return scanner
+
+
 def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
     cluster: LocalCluster,
     kube: KubeClient,
@@ -335,15 +356,9 @@ def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
     assert f"{namespace}/{TENANT_KEYRING_SECRET}" in keyring["message"]
     assert obj["status"]["keyVersion"] == 1
     assert copy_keyring(kube, op_ns, tenant) == operator_keyring
-    events = json.loads(events_text(kube, ["default", namespace]))
-    warnings = [e for e in events if e.get("reason") == "TenantKeyringRepaired"]
-    assert warnings, "a Warning Event names the repair"
-    assert warnings[0]["type"] == "Warning"
-    scanner = SecretScanner()
-    scanner.add("attacker key", ATTACKER_KEY)
-    scanner.add_keyring("operator keyring", operator_keyring)
-    scanner.assert_clean("the status", json.dumps(obj["status"]))
-    scanner.assert_clean("the Events", json.dumps(warnings))
+    _assert_warned_without_keys(
+        kube, namespace, "TenantKeyringRepaired", obj["status"], operator_keyring
+    )
 
 
 def test_a_quarantine_secret_is_never_read_as_a_keyring(scene: Scene, tmp_path: Path) -> None:
@@ -503,15 +518,9 @@ def test_a_keyring_planted_before_adoption_is_quarantined_not_imported(
     assert f"{namespace}/{TENANT_KEYRING_SECRET}" in condition["message"]
     assert kept["metadata"]["name"] in condition["message"]
     assert obj["status"]["keyVersion"] == 1
-    events = json.loads(events_text(kube, ["default", namespace]))
-    warnings = [e for e in events if e.get("reason") == "UntrustedKeyringReplaced"]
-    assert warnings
-    assert warnings[0]["type"] == "Warning"
-    scanner = SecretScanner()
-    scanner.add("attacker key", ATTACKER_KEY)
-    scanner.add_keyring("operator keyring", operator_keyring)
-    scanner.assert_clean("the status", json.dumps(obj["status"]))
-    scanner.assert_clean("the Events", json.dumps(warnings))
+    scanner = _assert_warned_without_keys(
+        kube, namespace, "UntrustedKeyringReplaced", obj["status"], operator_keyring
+    )
     scanner.assert_clean("the quarantine annotations", json.dumps(annotations))
 
     # A second reconcile writes no keys and keeps telling the truth.
