@@ -34,9 +34,11 @@ from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import SECRET, Kind
 from cleo_operator.kube.secrets import secret_value
+from cleo_operator.reconcile.backup import BackupReconciler
 from cleo_operator.reconcile.database import TenantDatabases
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import PostgresServer, find_postgres_bindir
+from tests.harness.specs import backup_manifest
 from tests.integration.tenant_database_support import (
     Tenant,
     connect_with_secret,
@@ -338,3 +340,46 @@ def restore_with_cli(
         timeout=300,
         check=False,
     )
+
+
+@dataclass
+class BackupScene:
+    """A tenant with a real database, its Secrets and volume, and a backup reconciler."""
+
+    kube: KubeClient
+    cluster: LocalCluster
+    databases: TenantDatabases
+    tenant: Tenant
+    namespace: str
+    volumes: Path
+    work: Path
+    reconciler: BackupReconciler
+
+    def backup(self, name: str, spec: dict[str, Any]) -> None:
+        self.kube.create(
+            backup_manifest(name, self.namespace, {"tenant": self.tenant.name, **spec})
+        )
+
+    def run(self, job: KubeObject, *, workdir: str | None = None) -> LocalRun:
+        """The Job's pod's command, run here (in `workdir`, default: the Job's name)."""
+        return run_job_pod(
+            self.cluster,
+            self.kube,
+            job,
+            workdir=self.work / (workdir or job["metadata"]["name"]),
+            volumes=self.volumes,
+        )
+
+    def restore(
+        self, server: PostgresServer, *, folder: str, backup_id: str, target: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`restore_with_cli` of an archive in the volume's `folder`."""
+        return restore_with_cli(
+            self.kube,
+            server,
+            namespace=self.namespace,
+            work=self.work,
+            archives=self.volumes / self.namespace / folder,
+            backup_id=backup_id,
+            target=target,
+        )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,11 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
-from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import (
     API_SERVER,
     PV,
     RUNNER_IMAGE,
-    LocalRun,
-    restore_with_cli,
-    run_job_pod,
+    BackupScene,
     seed_backup_tenant,
 )
 from tests.integration.tenant_database_support import (
@@ -64,23 +60,8 @@ WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
 databases = databases_fixture("bk-operator", admin=ADMIN_SECRET)
 
 
-@dataclass
-class Setup:
+class Setup(BackupScene):
     """A tenant with a real database, its Secrets and volume, and a backup reconciler."""
-
-    kube: KubeClient
-    cluster: LocalCluster
-    databases: TenantDatabases
-    tenant: Tenant
-    namespace: str
-    volumes: Path
-    work: Path
-    reconciler: BackupReconciler
-
-    def backup(self, name: str, spec: dict[str, Any]) -> None:
-        self.kube.create(
-            backup_manifest(name, self.namespace, {"tenant": self.tenant.name, **spec})
-        )
 
     def status(self, name: str) -> dict[str, Any]:
         obj = self.kube.get(BACKUP, name, namespace=self.namespace)
@@ -110,15 +91,6 @@ class Setup:
             created, timeout=100, interval=1.0, what="the CronJob controller to create a Job"
         )
         return job
-
-    def run(self, job: KubeObject) -> LocalRun:
-        return run_job_pod(
-            self.cluster,
-            self.kube,
-            job,
-            workdir=self.work / job["metadata"]["name"],
-            volumes=self.volumes,
-        )
 
     def wait_until_no_job_runs(self, name: str) -> None:
         def idle() -> bool:
@@ -345,14 +317,8 @@ def test_a_one_off_backup_runs_once_and_restores(
     target = f"{tenant_database_name(setup.tenant.name)}_restored"
     postgres_server.execute(f'CREATE DATABASE "{target}"')
     try:
-        restored = restore_with_cli(
-            setup.kube,
-            postgres_server,
-            namespace=setup.namespace,
-            work=setup.work,
-            archives=setup.volumes / setup.namespace / "backups",
-            backup_id=backup_id,
-            target=target,
+        restored = setup.restore(
+            postgres_server, folder="backups", backup_id=backup_id, target=target
         )
         assert restored.returncode == 0, restored.stderr
         rows = postgres_server.execute("SELECT count(*) FROM notes", dbname=target)

@@ -37,14 +37,12 @@ from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
-from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import (
     API_SERVER,
     PV,
     RUNNER_IMAGE,
+    BackupScene,
     LocalRun,
-    restore_with_cli,
-    run_job_pod,
     seed_backup_tenant,
 )
 from tests.integration.tenant_database_support import (
@@ -74,27 +72,14 @@ databases = databases_fixture("fb-operator", admin=ADMIN_SECRET, before_drop_for
 
 
 @dataclass
-class Setup:
+class Setup(BackupScene):
     """A Delete tenant with a real database, its Secrets and volume, and a backup reconciler."""
 
-    kube: KubeClient
-    cluster: LocalCluster
-    databases: TenantDatabases
     server: PostgresServer
-    tenant: Tenant
-    namespace: str
-    volumes: Path
-    work: Path
-    reconciler: BackupReconciler
 
     @property
     def spec(self) -> CleoTenantSpec:
         return self.tenant.spec
-
-    def backup(self, name: str, spec: dict[str, Any]) -> None:
-        self.kube.create(
-            backup_manifest(name, self.namespace, {"tenant": self.tenant.name, **spec})
-        )
 
     def get_backup(self, name: str) -> dict[str, Any] | None:
         return self.kube.get(BACKUP, name, namespace=self.namespace)
@@ -124,13 +109,7 @@ class Setup:
         self.reconciler.reconcile(self.namespace, FINAL_BACKUP_NAME)
         job = self.kube.get(JOB, f"cleo-backup-{FINAL_BACKUP_NAME}", namespace=self.namespace)
         assert job is not None, "the backup reconciler made no Job for the final backup"
-        return run_job_pod(
-            self.cluster,
-            self.kube,
-            job,
-            workdir=self.work / unique("run"),
-            volumes=self.volumes,
-        )
+        return self.run(job, workdir=unique("run"))
 
 
 @pytest.fixture
@@ -252,14 +231,8 @@ def test_a_delete_tenant_with_backups_gets_a_final_backup_before_its_database_is
     target = f"{tenant_database_name(setup.tenant.name)}_restored"
     setup.server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
     try:
-        restored = restore_with_cli(
-            setup.kube,
-            setup.server,
-            namespace=setup.namespace,
-            work=setup.work,
-            archives=setup.volumes / setup.namespace / "backups" / "cleo",
-            backup_id=backup_id,
-            target=target,
+        restored = setup.restore(
+            setup.server, folder="backups/cleo", backup_id=backup_id, target=target
         )
         assert restored.returncode == 0, restored.stderr
         rows = setup.server.execute("SELECT count(*), max(id) FROM notes", dbname=target)
