@@ -179,14 +179,14 @@ def attack_is_refused(
     server: PostgresServer,
     attacker: str,
     spec: dict[str, Any],
-    *,
-    watched: tuple[str, ...],
-    reason: str,
-    naming: str,
+    why: tuple[str, str],
 ) -> None:
-    """The attacker's tenant is refused with `reason` (its message naming `naming`), changes
-    nothing, and deleting it changes nothing either."""
+    """The attacker's tenant is refused (`why`: the reason, and what its message names),
+    changes nothing in the namespace it names or the operator's, and deleting it changes
+    nothing either."""
+    watched = (spec["namespace"],) if "namespace" in spec else ()
     before, offset = attack(cluster, attacker, spec, watched=watched)
+    reason, naming = why
     refused(cluster, attacker, reason, naming=naming)
     nothing_changed(cluster, server, attacker, before, offset)
     delete_attacker_and_check(cluster, server, attacker, before, offset)
@@ -285,9 +285,7 @@ def test_an_adoption_mark_does_not_hand_over_another_tenants_namespace(
         postgres_server,
         attacker,
         {"namespace": ns},
-        watched=(ns,),
-        reason="NamespaceNotOwned",
-        naming=f"tenant {victim}",
+        ("NamespaceNotOwned", f"tenant {victim}"),
     )
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}-")
 
@@ -301,13 +299,7 @@ def test_a_tenant_named_system_cannot_take_the_operator_namespace(
     del operator_process
     attacker = "system"  # its default namespace, cleo-system, is the operator's
     attack_is_refused(
-        cluster,
-        postgres_server,
-        attacker,
-        {},
-        watched=(),
-        reason="OperatorNamespace",
-        naming="the operator's namespace",
+        cluster, postgres_server, attacker, {}, ("OperatorNamespace", "the operator's namespace")
     )
 
 
@@ -324,9 +316,7 @@ def test_spec_namespace_cannot_name_the_operator_namespace(
             postgres_server,
             attacker,
             {"namespace": OPERATOR_NAMESPACE},
-            watched=(),
-            reason="OperatorNamespace",
-            naming="the operator's namespace",
+            ("OperatorNamespace", "the operator's namespace"),
         )
     finally:
         cluster.kubectl("annotate", "namespace", OPERATOR_NAMESPACE, f"{ADOPT}-")
@@ -401,13 +391,7 @@ def test_a_namespace_marked_for_one_tenant_is_refused_to_another(
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}=nsattack-x")
     attack_is_refused(
-        cluster,
-        postgres_server,
-        attacker,
-        {"namespace": ns},
-        watched=(ns,),
-        reason="NamespaceNotOwned",
-        naming="nsattack-x",
+        cluster, postgres_server, attacker, {"namespace": ns}, ("NamespaceNotOwned", "nsattack-x")
     )
 
 
