@@ -130,6 +130,10 @@ def build_databases(
     )
 
 
+MAIN_SITE: Mapping[str, Mapping[str, Any]] = {"main": {}}
+"""One site, "main", as `server_site` describes the server."""
+
+
 @contextlib.contextmanager
 def server_databases(
     kube: KubeClient,
@@ -137,16 +141,17 @@ def server_databases(
     *,
     prefix: str,
     admin: str = "pg-admin",
-    sites: tuple[str, ...] = ("main",),
+    sites: Mapping[str, Mapping[str, Any]] = MAIN_SITE,
     before_drop: BeforeDrop | None = None,
     **settings: Any,
 ) -> Iterator[TenantDatabases]:
-    """``TenantDatabases`` with `server` as each of `sites`, its admin Secret (named `admin`)
-    in an operator namespace of its own (named from `prefix`); the pools are closed and the
-    namespace deleted on the way out."""
+    """``TenantDatabases`` with `server` as each of `sites` (a site's entry changed by the
+    fields given for it), its admin Secret (named `admin`) in an operator namespace of its
+    own (named from `prefix`); the pools are closed and the namespace deleted on the way
+    out."""
     with namespace(kube, unique(prefix)) as operator_ns:
         site = server_site(kube, server, namespace=operator_ns, secret_name=admin)
-        entries = {name: dict(site) for name in sites}
+        entries = {name: {**site, **fields} for name, fields in sites.items()}
         databases = build_databases(kube, entries, before_drop=before_drop, **settings)
         with contextlib.closing(databases):
             yield databases
@@ -156,7 +161,7 @@ def databases_fixture(
     prefix: str,
     *,
     admin: str = "pg-admin",
-    sites: tuple[str, ...] = ("main",),
+    sites: Mapping[str, Mapping[str, Any]] = MAIN_SITE,
     before_drop_for: Callable[[KubeClient], BeforeDrop] | None = None,
     **settings: Any,
 ) -> Any:

@@ -5,7 +5,6 @@ losing the Secret (or the role's password) heals into working credentials."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 from collections.abc import Callable, Iterator
 
@@ -36,16 +35,15 @@ from tests.integration.tenant_database_support import (
     NOW,
     SECRET,
     Tenant,
-    build_databases,
     can_log_in,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     password_in,
     reconcile,
     secret_of,
     secret_values,
-    server_site,
     unique,
 )
 
@@ -54,17 +52,10 @@ pytestmark = RECONCILERS_ALONE
 ADMIN_SECRET = "pg-admin-main"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("tdb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        # The same server under another name: a site a tenant can move to.
-        alias = {**site, "host": "localhost"}
-        with contextlib.closing(build_databases(kube, {"main": site, "alias": alias})) as service:
-            yield service
+# The same server under another name, "alias": a site a tenant can move to.
+databases = databases_fixture(
+    "tdb-operator", admin=ADMIN_SECRET, sites={"main": {}, "alias": {"host": "localhost"}}
+)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ pytestmark = RECONCILERS_ALONE
 CHECKSUM = "cleoai.io/config-checksum"
 
 
-databases = databases_fixture("tdb-operator", sites=("default",))
+databases = databases_fixture("tdb-operator", sites={"default": {}})
 
 
 class Clock:
