@@ -25,7 +25,7 @@ from cleo_operator.crypto.errors import (
     UnknownKeyVersion,
     WrongContext,
 )
-from tests.unit.crypto.strategies import positions
+from tests.unit.crypto.tampering import bit_flips, positions
 
 KEY = bytes(range(32))
 CONTEXT = {"tenant": "acme", "secret": "db", "key": "password"}
@@ -204,13 +204,10 @@ def test_every_single_bit_flip_of_a_small_envelope_is_detected() -> None:
     keys = {"v1": KEY, "v2": os.urandom(32)}
     assert open_with(keys, data, context={"tenant": "t"}) == b"pw"
     outcomes: set[type[CryptoError]] = set()
-    for position in range(len(data)):
-        for bit in range(8):
-            flipped = bytearray(data)
-            flipped[position] ^= 1 << bit
-            with pytest.raises(CryptoError) as caught:
-                open_with(keys, bytes(flipped), context={"tenant": "t"})
-            outcomes.add(type(caught.value))
+    for flipped in bit_flips(data):
+        with pytest.raises(CryptoError) as caught:
+            open_with(keys, flipped, context={"tenant": "t"})
+        outcomes.add(type(caught.value))
     # Each kind of damage is reported as what it is somewhere in the envelope.
     assert outcomes == {MalformedEnvelope, WrongContext, UnknownKeyVersion, Tampered}
 
