@@ -92,7 +92,7 @@ def test_failover_of_a_lost_primary_moves_the_tenant_and_fences_it_when_it_retur
         assert list(recorded) == MOVE_STEPS
         assert all(s["state"] == "Succeeded" for s in recorded.values()), recorded
         for step in recorded.values():
-            started, ended = read_rfc3339(step["startTime"])(step["endTime"])
+            started, ended = read_rfc3339(step["startTime"]), read_rfc3339(step["endTime"])
             assert started is not None
             assert ended is not None
             assert started <= ended, step
