@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.harness.postgres_fixtures",
     "tests.harness.cluster_fixtures",
     "tests.harness.operator_fixtures",
+    "tests.harness.cleanup_fixtures",
 ]

@@ -34,7 +34,7 @@ from cleo_operator.failover.steps import seconds_between
 from cleo_operator.kube.client import KubeClient
 from e2e.cluster import LocalCluster, build_toolchain
 from tests.harness.postgres import PostgresServer, make_standby
-from tests.integration.test_failover_support import Setting, run_until, tenant_setting
+from tests.integration.failover_support import Setting, run_until, tenant_setting
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RTO_SECONDS = 10.0

@@ -165,6 +165,32 @@ def listing(tenant: Tenant) -> list[dict[str, Any]]:
     return result
 
 
+def restore_cli(
+    tenant: Tenant,
+    server: PostgresServer,
+    backup_id: str,
+    dbname: str,
+    cwd: Path,
+    *extra: str,
+) -> subprocess.CompletedProcess[str]:
+    """`restore` of the tenant's archive `backup_id` into `dbname`, the password in PGPASSWORD."""
+    return cli(
+        "restore",
+        "--archive",
+        backup_id,
+        "--into",
+        admin_dsn(server, dbname),
+        "--allow-privileged-target",  # the test superuser restores its own archive
+        "--destination",
+        str(tenant.destination),
+        "--keyring-dir",
+        str(tenant.keyring_dir),
+        *extra,
+        env={"PGPASSWORD": server.password},
+        cwd=cwd,
+    )
+
+
 def admin_dsn(server: PostgresServer, dbname: str = "postgres") -> str:
     # No password here: a command line is visible to every user of the machine.
     return f"host={server.host} port={server.port} dbname={dbname} user={server.superuser}"
@@ -208,20 +234,8 @@ def test_runs_keep_what_retention_says_and_a_verified_backup_restores(
     assert (verdict["passed"], verdict["reason"]) == (True, "Verified")
     assert [b["verified"] for b in listing(tenant)] == [False, True]
 
-    restored = cli(
-        "restore",
-        "--archive",
-        newest,
-        "--into",
-        admin_dsn(postgres_server, empty_database),
-        "--allow-privileged-target",  # the test superuser restores its own archive
-        "--destination",
-        str(tenant.destination),
-        "--keyring-dir",
-        str(tenant.keyring_dir),
-        "--no-privileges",
-        env={"PGPASSWORD": postgres_server.password},
-        cwd=tmp_path,
+    restored = restore_cli(
+        tenant, postgres_server, newest, empty_database, tmp_path, "--no-privileges"
     )
     assert restored.returncode == 0, restored.stderr
     summary = json.loads(restored.stdout)
@@ -234,20 +248,7 @@ def test_runs_keep_what_retention_says_and_a_verified_backup_restores(
     assert rows[0][0] == counts[-1]
 
     # A second restore into the same (now full) database is refused, and changes nothing.
-    again = cli(
-        "restore",
-        "--archive",
-        newest,
-        "--into",
-        admin_dsn(postgres_server, empty_database),
-        "--allow-privileged-target",  # the test superuser restores its own archive
-        "--destination",
-        str(tenant.destination),
-        "--keyring-dir",
-        str(tenant.keyring_dir),
-        env={"PGPASSWORD": postgres_server.password},
-        cwd=tmp_path,
-    )
+    again = restore_cli(tenant, postgres_server, newest, empty_database, tmp_path)
     assert again.returncode == 1
     assert "TargetNotEmpty" in again.stderr
     rows = postgres_server.execute("SELECT count(*) FROM notes", dbname=empty_database)
@@ -264,20 +265,7 @@ def test_a_tampered_archive_is_refused_before_the_target_is_touched(
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
-    restored = cli(
-        "restore",
-        "--archive",
-        backup_id,
-        "--into",
-        admin_dsn(postgres_server, empty_database),
-        "--allow-privileged-target",  # the test superuser restores its own archive
-        "--destination",
-        str(tenant.destination),
-        "--keyring-dir",
-        str(tenant.keyring_dir),
-        env={"PGPASSWORD": postgres_server.password},
-        cwd=tmp_path,
-    )
+    restored = restore_cli(tenant, postgres_server, backup_id, empty_database, tmp_path)
     assert restored.returncode == 1
     assert "ArchiveCorrupt" in restored.stderr
     tables = postgres_server.execute(

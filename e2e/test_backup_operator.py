@@ -18,6 +18,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.backup_cluster_support import run_job_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -38,16 +39,14 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
     backup_volumes: Path,
     tmp_path: Path,
 ) -> None:
-    tenant = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": TENANT},
-        "spec": {
-            "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+    tenant = tenant_manifest(
+        TENANT,
+        {
+            "workload": {"image": IMAGE},
             "autoscaling": {"enabled": False},
             "database": {"enabled": True},
         },
-    }
+    )
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant))
 
     def database_ready() -> bool:

@@ -23,6 +23,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -39,18 +40,16 @@ def database_operator(operator_process: OperatorProcess) -> OperatorProcess:
     return operator_process
 
 
-def tenant_manifest(name: str) -> str:
+def tenant_yaml(name: str) -> str:
     return yaml.safe_dump(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {
+        tenant_manifest(
+            name,
+            {
                 "deletionPolicy": "Delete",
-                "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+                "workload": {"image": IMAGE},
                 "database": {"enabled": True, "connectionLimit": 10},
             },
-        }
+        )
     )
 
 
@@ -87,7 +86,7 @@ def test_a_tenant_with_a_database_gets_working_credentials(
     name = unique("db")
     namespace = f"cleo-{name}"
     database = "cleo_" + name.replace("-", "_")
-    cluster.kubectl("apply", "-f", "-", input=tenant_manifest(name))
+    cluster.kubectl("apply", "-f", "-", input=tenant_yaml(name))
     try:
         values = wait_for(
             lambda: (v := credentials(cluster, namespace)) and works(v) and v,

@@ -21,6 +21,7 @@ import yaml
 
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
+from tests.harness.specs import tenant_manifest
 from tests.integration.keys_harness import SecretScanner, keys_cli, run_python
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
@@ -134,12 +135,7 @@ def test_seal_apply_rotate_and_recover(
     entries = yaml.safe_load(offline) + yaml.safe_load(online)
 
     # 2. The sealed YAML goes into the CleoTenant as it is; the Secrets appear.
-    manifest: dict[str, Any] = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": tenant},
-        "spec": {"namespace": namespace, "secrets": entries},
-    }
+    manifest: dict[str, Any] = tenant_manifest(tenant, {"namespace": namespace, "secrets": entries})
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     first = run.reconcile(tenant, op)
     assert first["conditions"]["KeyringReady"] == "KeyringAvailable"

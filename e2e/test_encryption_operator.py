@@ -21,6 +21,7 @@ import yaml
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
+from tests.harness.specs import IMAGE, tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -46,16 +47,14 @@ def seal(cluster: LocalCluster, tenant: str, name: str, key: str, value: str) ->
 
 
 def apply_tenant(cluster: LocalCluster, name: str, secrets: list[dict[str, Any]]) -> None:
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": name},
-        "spec": {
-            "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+    body = tenant_manifest(
+        name,
+        {
+            "workload": {"image": IMAGE},
             "autoscaling": {"enabled": False},
             "secrets": secrets,
         },
-    }
+    )
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
 

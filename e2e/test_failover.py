@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,14 @@ import pytest
 from cleo_operator.failover.faults import FAULT_POINT_ENV
 from cleo_operator.failover.steps import MOVE_STEPS
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
-from cleo_operator.kube.client import KubeClient
 from e2e.cluster import LocalCluster
-from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     REPLICAS,
     STANDBY,
     Setting,
     condition,
+    setting_fixture,
     steps,
-    tenant_setting,
     wait_available,
 )
 
@@ -45,15 +42,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def setting(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> Iterator[Setting]:
-    del crds_installed
-    with tenant_setting(kube, postgres_replica_pair) as made:
-        yield made
+setting = setting_fixture()
 
 
 def failover_run(

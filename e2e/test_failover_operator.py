@@ -22,6 +22,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -89,17 +90,15 @@ def test_lost_primary_fails_over_automatically_with_a_record(
     two_site_operator: tuple[OperatorProcess, PostgresServer, PostgresServer],
 ) -> None:
     operator, primary, standby = two_site_operator
-    tenant = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": TENANT},
-        "spec": {
-            "workload": {"image": "registry.example.com/cleoai:1.4.2", "replicas": 1},
+    tenant = tenant_manifest(
+        TENANT,
+        {
+            "workload": {"image": IMAGE, "replicas": 1},
             "autoscaling": {"enabled": False},
             "database": {"enabled": True, "site": "east"},
             "failover": {"automatic": True, "failoverDelay": "3s", "standbySite": "west"},
         },
-    }
+    )
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant))
 
     def armed() -> bool:

@@ -41,6 +41,7 @@ from cleo_operator.render.rbac import tenant_role_rules
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess, start_operator
+from tests.harness.specs import tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -379,12 +380,7 @@ def test_an_upgrade_removes_the_roles_older_versions_wrote(
         "admins": [{"kind": "Group", "name": "legacy-admins"}],
         "viewers": [{"kind": "User", "name": "legacy-viewer"}],
     }
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": LEGACY},
-        "spec": spec,
-    }
+    body = tenant_manifest(LEGACY, spec)
     # The state before the upgrade, made by the admin while no operator runs.
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     uid = kubectl_json(cluster, "get", "cleotenant", LEGACY)["metadata"]["uid"]

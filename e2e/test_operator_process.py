@@ -16,19 +16,15 @@ import yaml
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
+from tests.harness.specs import IMAGE, tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def tenant_manifest(name: str, **spec: Any) -> str:
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": name},
-        "spec": {"workload": {"image": "registry.example.com/cleoai:1.4.2"}, **spec},
-    }
+def tenant_yaml(name: str, **spec: Any) -> str:
+    body = tenant_manifest(name, {"workload": {"image": IMAGE}, **spec})
     return yaml.safe_dump(body)
 
 
@@ -85,7 +81,7 @@ def test_example_tenant_becomes_ready_with_its_namespace(
 def test_deleted_namespace_is_put_back(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
-    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("phoenix"))
+    cluster.kubectl("apply", "-f", "-", input=tenant_yaml("phoenix"))
     wait_ready(cluster, "phoenix")
     old_uid = kubectl_json(cluster, "get", "namespace", "cleo-phoenix")["metadata"]["uid"]
     cluster.kubectl("delete", "namespace", "cleo-phoenix", "--wait=true", "--timeout=90s")
@@ -102,7 +98,7 @@ def test_deleted_namespace_is_put_back(
 def test_retain_keeps_the_namespace_and_marks_it_orphaned(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
-    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("keeper"))
+    cluster.kubectl("apply", "-f", "-", input=tenant_yaml("keeper"))
     wait_ready(cluster, "keeper")
     cluster.kubectl("create", "configmap", "data", "-n", "cleo-keeper", "--from-literal=k=v")
     cluster.kubectl("delete", "cleotenant", "keeper", "--timeout=60s")
@@ -118,7 +114,7 @@ def test_retain_keeps_the_namespace_and_marks_it_orphaned(
 def test_delete_policy_removes_the_namespace_before_releasing(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
-    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("goner", deletionPolicy="Delete"))
+    cluster.kubectl("apply", "-f", "-", input=tenant_yaml("goner", deletionPolicy="Delete"))
     wait_ready(cluster, "goner")
     cluster.kubectl("delete", "cleotenant", "goner", "--wait=false")
     wait_for(
@@ -165,7 +161,7 @@ def test_start_with_unreachable_api_server_says_so(cluster: LocalCluster, tmp_pa
 def test_metrics_endpoint_exports_reconciles_and_durations(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
-    cluster.kubectl("apply", "-f", "-", input=tenant_manifest("counted"))
+    cluster.kubectl("apply", "-f", "-", input=tenant_yaml("counted"))
     wait_ready(cluster, "counted")
     text = operator_process.metrics()
     assert (
@@ -195,7 +191,7 @@ def test_next_key_rotation_is_exported_for_the_alert(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
     cluster.kubectl(
-        "apply", "-f", "-", input=tenant_manifest("rotating", encryption={"rotationPeriod": "90d"})
+        "apply", "-f", "-", input=tenant_yaml("rotating", encryption={"rotationPeriod": "90d"})
     )
     wait_ready(cluster, "rotating")
     ninety_days = 90 * 24 * 3600

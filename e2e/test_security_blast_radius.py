@@ -25,6 +25,7 @@ from cleo_operator.kube.permissions import OPERATOR_BINDING
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.test_helm_template import CHART
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.security]
@@ -116,17 +117,15 @@ def test_a_tenant_with_a_backup_works_with_per_namespace_rights_only(
         answer = cluster.kubectl("auth", "can-i", *args, f"--as={IDENTITY}", check=False)
         assert answer.stdout.strip() == "no", args
 
-    tenant = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": TENANT},
-        "spec": {
+    tenant = tenant_manifest(
+        TENANT,
+        {
             "deletionPolicy": "Delete",
-            "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+            "workload": {"image": IMAGE},
             "autoscaling": {"enabled": False},
             "database": {"enabled": True},
         },
-    }
+    )
     backup = {
         "apiVersion": "cleoai.io/v1alpha1",
         "kind": "CleoBackup",

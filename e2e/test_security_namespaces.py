@@ -24,6 +24,7 @@ from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import apply_tenant, tenant_manifest
 
 pytestmark = [pytest.mark.security, pytest.mark.cluster, pytest.mark.e2e]
 
@@ -35,11 +36,6 @@ REFUSED_RECHECK = 20  # the operator's recheck period of a refused tenant, in se
 # tenant, not objects in the namespace, and are left out of the snapshots. So are Leases:
 # the controllers renew theirs in kube-system every few seconds.
 SKIPPED_RESOURCES = {"events", "events.events.k8s.io", "leases.coordination.k8s.io"}
-
-
-def apply(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": "cleoai.io/v1alpha1", "kind": "CleoTenant", "metadata": {"name": name}}
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({**body, "spec": spec}))
 
 
 def condition(cluster: LocalCluster, name: str, type_: str) -> dict[str, Any] | None:
@@ -162,7 +158,7 @@ def victim(
     """A Ready tenant with Secrets (keyring, database credentials) and admin bindings."""
     del operator_process
     name = "v-" + request.node.name.removeprefix("test_")[:20].rstrip("_-").replace("_", "-")
-    apply(
+    apply_tenant(
         cluster,
         name,
         {
@@ -178,6 +174,24 @@ def victim(
     cluster.kubectl("delete", "cleotenant", name, "--wait=false", check=False)
 
 
+def attack_is_refused(
+    cluster: LocalCluster,
+    server: PostgresServer,
+    attacker: str,
+    spec: dict[str, Any],
+    why: tuple[str, str],
+) -> None:
+    """The attacker's tenant is refused (`why`: the reason, and what its message names),
+    changes nothing in the namespace it names or the operator's, and deleting it changes
+    nothing either."""
+    watched = (spec["namespace"],) if "namespace" in spec else ()
+    before, offset = attack(cluster, attacker, spec, watched=watched)
+    reason, naming = why
+    refused(cluster, attacker, reason, naming=naming)
+    nothing_changed(cluster, server, attacker, before, offset)
+    delete_attacker_and_check(cluster, server, attacker, before, offset)
+
+
 def attack(
     cluster: LocalCluster,
     attacker: str,
@@ -188,7 +202,7 @@ def attack(
     """Snapshot the watched namespaces and the operator's, then create the attacker."""
     before = {ns: snapshot(cluster, ns) for ns in {*watched, OPERATOR_NAMESPACE}}
     offset = cluster.audit_offset()
-    apply(
+    apply_tenant(
         cluster,
         attacker,
         {
@@ -266,10 +280,13 @@ def test_an_adoption_mark_does_not_hand_over_another_tenants_namespace(
     # Even a mark put there by someone who may write Namespaces does not take a namespace
     # away from a tenant that exists.
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}={attacker}")
-    before, offset = attack(cluster, attacker, {"namespace": ns}, watched=(ns,))
-    refused(cluster, attacker, "NamespaceNotOwned", naming=f"tenant {victim}")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster,
+        postgres_server,
+        attacker,
+        {"namespace": ns},
+        ("NamespaceNotOwned", f"tenant {victim}"),
+    )
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}-")
 
 
@@ -281,10 +298,9 @@ def test_a_tenant_named_system_cannot_take_the_operator_namespace(
 ) -> None:
     del operator_process
     attacker = "system"  # its default namespace, cleo-system, is the operator's
-    before, offset = attack(cluster, attacker, {}, watched=())
-    refused(cluster, attacker, "OperatorNamespace", naming="the operator's namespace")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster, postgres_server, attacker, {}, ("OperatorNamespace", "the operator's namespace")
+    )
 
 
 def test_spec_namespace_cannot_name_the_operator_namespace(
@@ -295,10 +311,13 @@ def test_spec_namespace_cannot_name_the_operator_namespace(
     # Even with a mark on it: the operator's namespace is never a tenant's.
     cluster.kubectl("annotate", "namespace", OPERATOR_NAMESPACE, f"{ADOPT}={attacker}")
     try:
-        before, offset = attack(cluster, attacker, {"namespace": OPERATOR_NAMESPACE}, watched=())
-        refused(cluster, attacker, "OperatorNamespace", naming="the operator's namespace")
-        nothing_changed(cluster, postgres_server, attacker, before, offset)
-        delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+        attack_is_refused(
+            cluster,
+            postgres_server,
+            attacker,
+            {"namespace": OPERATOR_NAMESPACE},
+            ("OperatorNamespace", "the operator's namespace"),
+        )
     finally:
         cluster.kubectl("annotate", "namespace", OPERATOR_NAMESPACE, f"{ADOPT}-")
 
@@ -320,12 +339,7 @@ def test_spec_namespace_cannot_name_a_kubernetes_namespace(
         cluster.kubectl("create", "namespace", target)
     before = {ns: snapshot(cluster, ns) for ns in (target, OPERATOR_NAMESPACE)}
     offset = cluster.audit_offset()
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": "nsattack-system"},
-        "spec": {"namespace": target, "deletionPolicy": "Delete"},
-    }
+    body = tenant_manifest("nsattack-system", {"namespace": target, "deletionPolicy": "Delete"})
     result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
     assert result.returncode != 0
     assert "spec.namespace" in result.stderr, result.stderr
@@ -376,10 +390,9 @@ def test_a_namespace_marked_for_one_tenant_is_refused_to_another(
     ns, attacker = "nsattack-for-x", "nsattack-y"
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}=nsattack-x")
-    before, offset = attack(cluster, attacker, {"namespace": ns}, watched=(ns,))
-    refused(cluster, attacker, "NamespaceNotOwned", naming="nsattack-x")
-    nothing_changed(cluster, postgres_server, attacker, before, offset)
-    delete_attacker_and_check(cluster, postgres_server, attacker, before, offset)
+    attack_is_refused(
+        cluster, postgres_server, attacker, {"namespace": ns}, ("NamespaceNotOwned", "nsattack-x")
+    )
 
 
 # -- deletion ----------------------------------------------------------------------------------
@@ -390,10 +403,10 @@ def test_deleting_the_owner_after_a_namespace_swap_keeps_the_new_namespace(
 ) -> None:
     del operator_process
     tenant, ns = "nsattack-swapped", "cleo-nsattack-swapped"
-    apply(cluster, tenant, {"deletionPolicy": "Delete"})
+    apply_tenant(cluster, tenant, {"deletionPolicy": "Delete"})
     wait_condition(cluster, tenant, "Ready", "True")
     # Held still, so that the operator does not put its namespace back at once.
-    apply(cluster, tenant, {"deletionPolicy": "Delete", "paused": True})
+    apply_tenant(cluster, tenant, {"deletionPolicy": "Delete", "paused": True})
     wait_condition(cluster, tenant, "Ready", "False")
     old = kubectl_json(cluster, "get", "namespace", ns)["metadata"]["uid"]
     cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=90s")
@@ -416,7 +429,7 @@ def test_a_retained_namespace_is_reattached_only_with_the_mark(
     the old one's namespace, Secrets and bindings until the namespace's owner says so."""
     del operator_process
     tenant, ns = "nsattack-reused", "cleo-nsattack-reused"
-    apply(cluster, tenant, {"admins": [{"kind": "User", "name": "first-team"}]})
+    apply_tenant(cluster, tenant, {"admins": [{"kind": "User", "name": "first-team"}]})
     wait_condition(cluster, tenant, "Ready", "True")
     cluster.kubectl("create", "secret", "generic", "kept", "-n", ns, "--from-literal=k=v")
     cluster.kubectl("delete", "cleotenant", tenant, "--timeout=60s")
@@ -453,12 +466,7 @@ def test_two_tenants_racing_for_one_namespace_one_wins(
     ns = "nsattack-contested"
     names = [f"nsattack-racer-{i}" for i in range(4)]
     docs = [
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": n},
-            "spec": {"namespace": ns, "admins": [{"kind": "User", "name": n}]},
-        }
+        tenant_manifest(n, {"namespace": ns, "admins": [{"kind": "User", "name": n}]})
         for n in names
     ]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))

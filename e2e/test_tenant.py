@@ -14,10 +14,9 @@ import yaml
 from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
+from tests.harness.specs import IMAGE, apply_tenant, tenant_children, tenant_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
-
-IMAGE = "registry.example.com/cleoai:1.4.2"
 
 
 def full_spec(**overrides: Any) -> dict[str, Any]:
@@ -39,16 +38,6 @@ def full_spec(**overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
-
-
-def apply_tenant(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
 
 def conditions(tenant: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -93,24 +82,7 @@ def test_full_tenant_has_every_child_and_truthful_status(
     assert autoscaling["status"]["replicas"]["available"] == 2
 
     kinds = {(c["kind"], c["name"]) for c in autoscaling["status"]["children"]}
-    expected = {
-        ("Namespace", ns),
-        ("ResourceQuota", "cleo-quota"),
-        ("LimitRange", "cleo-limits"),
-        ("NetworkPolicy", "cleo-default-deny"),
-        ("NetworkPolicy", "cleo-allow-same-namespace"),
-        ("NetworkPolicy", "cleo-allow-dns"),
-        ("NetworkPolicy", "cleo-allow-ingress"),
-        ("NetworkPolicy", "cleo-allow-database"),
-        ("ServiceAccount", "cleoai"),
-        ("RoleBinding", "cleo-tenant-admin"),
-        ("RoleBinding", "cleo-tenant-viewer"),
-        ("ConfigMap", "cleoai-config"),
-        ("Deployment", "cleoai"),
-        ("Service", "cleoai"),
-        ("HorizontalPodAutoscaler", "cleoai"),
-        ("PodDisruptionBudget", "cleoai"),
-    }
+    expected = set(tenant_children(ns))
     assert expected <= kinds, expected - kinds
     for kind, name in expected:
         args = ["get", kind.lower(), name] + ([] if kind == "Namespace" else ["-n", ns])
@@ -304,15 +276,7 @@ def test_twenty_tenants_at_once_and_a_resync_writes_nothing(
     """20 tenants become Ready; then a restart forces every tenant through a full reconcile,
     and the audit log shows the operator made zero write requests."""
     names = [f"many-{i:02d}" for i in range(20)]
-    docs = [
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": n},
-            "spec": full_spec(autoscaling={"enabled": False}),
-        }
-        for n in names
-    ]
+    docs = [tenant_manifest(n, full_spec(autoscaling={"enabled": False})) for n in names]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     for n in names:
         wait_condition(cluster, n, "Ready", "True", timeout=180)

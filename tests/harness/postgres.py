@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
+    from cleo_operator.data.sites import SiteConfig
     from tests.harness.postgres_tls import ServerCertificate
 
 logger = logging.getLogger(__name__)
@@ -338,6 +339,21 @@ class PostgresServer:
             "connect_timeout": "10",
         }
         return " ".join(f"{key}={_quote_conninfo(value)}" for key, value in parts.items())
+
+    def site(self, name: str = "main", **options: Any) -> SiteConfig:
+        """This server as the operator's site `name`: plain TCP, 2 s to connect, unless
+        `options` (SiteConfig fields) say otherwise."""
+        from cleo_operator.data.sites import SiteConfig  # noqa: PLC0415  (harness loads light)
+
+        fields: dict[str, Any] = {
+            "name": name,
+            "host": self.host,
+            "port": self.port,
+            "sslmode": "disable",
+            "connect_timeout_seconds": 2,
+            **options,
+        }
+        return SiteConfig(**fields)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

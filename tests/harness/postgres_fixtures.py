@@ -108,17 +108,23 @@ def tenant_name(postgres_server: PostgresServer) -> Iterator[str]:
 def postgres_site_pools(postgres_server: PostgresServer) -> Iterator[SitePools]:
     """A ``SitePools`` with one site, ``main``: the session server, as its superuser."""
     from cleo_operator.data.pool import SitePools  # noqa: PLC0415
-    from cleo_operator.data.sites import AdminCredentials, SiteConfig  # noqa: PLC0415
+    from cleo_operator.data.sites import AdminCredentials  # noqa: PLC0415
 
-    site = SiteConfig(
-        name="main",
-        host=postgres_server.host,
-        port=postgres_server.port,
-        sslmode="disable",
-        connect_timeout_seconds=2,
-    )
+    site = postgres_server.site()
     credentials = AdminCredentials(
         user=postgres_server.superuser, password=postgres_server.password
     )
     with SitePools({"main": site}, credentials=lambda _site: credentials) as pools:
         yield pools
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A loopback port where a site hangs: it accepts TCP connections and never answers."""
+    import socket  # noqa: PLC0415  (lazy: see module doc)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port: int = sock.getsockname()[1]
+        yield port

@@ -20,6 +20,7 @@ kubelet would hand it and nothing else:
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import subprocess
@@ -29,14 +30,28 @@ from pathlib import Path
 from typing import Any
 
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import SECRET, Kind
 from cleo_operator.kube.secrets import secret_value
+from cleo_operator.reconcile.backup import BackupReconciler
+from cleo_operator.reconcile.database import TenantDatabases
 from e2e.cluster import LocalCluster
-from tests.harness.postgres import find_postgres_bindir
+from tests.harness.postgres import PostgresServer, find_postgres_bindir
+from tests.harness.specs import backup_manifest
+from tests.integration.tenant_database_support import (
+    Tenant,
+    connect_with_secret,
+    reconcile,
+    secret_of,
+    secret_values,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+RUNNER_IMAGE = "registry.example/cleo-operator:test"
+API_SERVER = ("127.0.0.1/32",)
+"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 
 
 @dataclass
@@ -246,3 +261,125 @@ def bound_claim(kube: KubeClient, ns: str, name: str) -> str:
         }
     )
     return volume
+
+
+def write_keyring(kube: KubeClient, ns: str) -> None:
+    """A new keyring in the tenant keyring Secret of `ns`, as the operator would write it."""
+    keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-keyring", "namespace": ns},
+            "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
+        }
+    )
+
+
+def seed_backup_tenant(
+    kube: KubeClient, databases: TenantDatabases, tenant: Tenant, ns: str
+) -> str:
+    """What a backup of `tenant` in `ns` needs, as the operator leaves it: its database and
+    credentials Secret (made by `databases`), a keyring Secret, a bound claim ``backups``
+    (whose volume's name is returned) and a table of 300 rows to back up."""
+    outcome = reconcile(databases, tenant, ns)
+    assert outcome.ready, outcome.condition
+    write_keyring(kube, ns)
+    volume = bound_claim(kube, ns, "backups")
+    with connect_with_secret(secret_values(secret_of(kube, ns))) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+        conn.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 300) g")
+    return volume
+
+
+def restore_with_cli(
+    kube: KubeClient,
+    server: PostgresServer,
+    *,
+    namespace: str,
+    work: Path,
+    archives: Path,
+    backup_id: str,
+    target: str,
+) -> subprocess.CompletedProcess[str]:
+    """`cleo-operator restore` as a person runs it: the tenant's keyring from its Secret, the
+    archive from the `archives` folder, the password in PGPASSWORD (never on the command
+    line)."""
+    keyring = kube.get(SECRET, "cleo-keyring", namespace=namespace)
+    assert keyring is not None
+    keyring_dir = work / "restore-keyring"
+    keyring_dir.mkdir(parents=True)
+    for key, value in keyring["data"].items():
+        (keyring_dir / key).write_bytes(base64.b64decode(value))
+    env = {
+        "PATH": f"{find_postgres_bindir()}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(work),
+        "PGPASSWORD": server.password,
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cleo_operator.cli",
+            "restore",
+            "--archive",
+            backup_id,
+            "--into",
+            f"host={server.host} port={server.port} dbname={target} user={server.superuser}",
+            "--destination",
+            str(archives),
+            "--keyring-dir",
+            str(keyring_dir),
+            "--no-privileges",
+            # The test's superuser restores the test's own archive.
+            "--allow-privileged-target",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@dataclass
+class BackupScene:
+    """A tenant with a real database, its Secrets and volume, and a backup reconciler."""
+
+    kube: KubeClient
+    cluster: LocalCluster
+    databases: TenantDatabases
+    tenant: Tenant
+    namespace: str
+    volumes: Path
+    work: Path
+    reconciler: BackupReconciler
+
+    def backup(self, name: str, spec: dict[str, Any]) -> None:
+        self.kube.create(
+            backup_manifest(name, self.namespace, {"tenant": self.tenant.name, **spec})
+        )
+
+    def run(self, job: KubeObject, *, workdir: str | None = None) -> LocalRun:
+        """The Job's pod's command, run here (in `workdir`, default: the Job's name)."""
+        return run_job_pod(
+            self.cluster,
+            self.kube,
+            job,
+            workdir=self.work / (workdir or job["metadata"]["name"]),
+            volumes=self.volumes,
+        )
+
+    def restore(
+        self, server: PostgresServer, *, folder: str, backup_id: str, target: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`restore_with_cli` of an archive in the volume's `folder`."""
+        return restore_with_cli(
+            self.kube,
+            server,
+            namespace=self.namespace,
+            work=self.work,
+            archives=self.volumes / self.namespace / folder,
+            backup_id=backup_id,
+            target=target,
+        )

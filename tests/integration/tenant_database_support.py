@@ -13,10 +13,11 @@ import contextlib
 import datetime
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
@@ -35,6 +36,7 @@ from cleo_operator.reconcile.database import (
 )
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import tenant_manifest
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -70,6 +72,16 @@ def admin_secret(kube: KubeClient, *, namespace: str, name: str, user: str, pass
     )
 
 
+def superuser_secret(
+    kube: KubeClient, server: PostgresServer, *, namespace: str, name: str = "pg-admin"
+) -> str:
+    """Write `server`'s superuser as the site admin Secret `name` in `namespace`; its name."""
+    admin_secret(
+        kube, namespace=namespace, name=name, user=server.superuser, password=server.password
+    )
+    return name
+
+
 def site_entry(
     *,
     host: str,
@@ -91,9 +103,7 @@ def server_site(
     kube: KubeClient, server: PostgresServer, *, namespace: str, secret_name: str
 ) -> dict[str, Any]:
     """`server` as a site: its admin Secret written in `namespace`, and the site's entry."""
-    admin_secret(
-        kube, namespace=namespace, name=secret_name, user=server.superuser, password=server.password
-    )
+    superuser_secret(kube, server, namespace=namespace, name=secret_name)
     return site_entry(
         host=server.host, port=server.port, secret_namespace=namespace, secret_name=secret_name
     )
@@ -120,6 +130,65 @@ def build_databases(
     )
 
 
+MAIN_SITE: Mapping[str, Mapping[str, Any]] = {"main": {}}
+"""One site, "main", as `server_site` describes the server."""
+
+
+@contextlib.contextmanager
+def server_databases(
+    kube: KubeClient,
+    server: PostgresServer,
+    *,
+    prefix: str,
+    admin: str = "pg-admin",
+    sites: Mapping[str, Mapping[str, Any]] = MAIN_SITE,
+    before_drop: BeforeDrop | None = None,
+    **settings: Any,
+) -> Iterator[TenantDatabases]:
+    """``TenantDatabases`` with `server` as each of `sites` (a site's entry changed by the
+    fields given for it), its admin Secret (named `admin`) in an operator namespace of its
+    own (named from `prefix`); the pools are closed and the namespace deleted on the way
+    out."""
+    with namespace(kube, unique(prefix)) as operator_ns:
+        site = server_site(kube, server, namespace=operator_ns, secret_name=admin)
+        entries = {name: {**site, **fields} for name, fields in sites.items()}
+        databases = build_databases(kube, entries, before_drop=before_drop, **settings)
+        with contextlib.closing(databases):
+            yield databases
+
+
+def databases_fixture(
+    prefix: str,
+    *,
+    admin: str = "pg-admin",
+    sites: Mapping[str, Mapping[str, Any]] = MAIN_SITE,
+    before_drop_for: Callable[[KubeClient], BeforeDrop] | None = None,
+    **settings: Any,
+) -> Any:
+    """A module-scoped fixture of the `server_databases` on the session's server, for a test
+    module to name: ``databases = databases_fixture("bk-operator")``. `before_drop_for`
+    makes the hook from the session's client, as the operator's registry does."""
+
+    @pytest.fixture(scope="module")
+    def databases(
+        kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
+    ) -> Iterator[TenantDatabases]:
+        del crds_installed
+        hook = before_drop_for(kube) if before_drop_for else None
+        with server_databases(
+            kube,
+            postgres_server,
+            prefix=prefix,
+            admin=admin,
+            sites=sites,
+            before_drop=hook,
+            **settings,
+        ) as service:
+            yield service
+
+    return databases
+
+
 class Tenant:
     """A CleoTenant object on the API server (the owner of its Secret) and its arguments."""
 
@@ -127,14 +196,7 @@ class Tenant:
         self.kube = kube
         self.name = name
         self.raw_spec = dict(spec)
-        obj = kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoTenant",
-                "metadata": {"name": name},
-                "spec": self.raw_spec,
-            }
-        )
+        obj = kube.create(tenant_manifest(name, self.raw_spec))
         self.uid: str = obj["metadata"]["uid"]
         self.annotations: dict[str, str] = {}
 

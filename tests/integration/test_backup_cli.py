@@ -22,7 +22,7 @@ from cleo_operator.backup.restore import restore_archive
 from cleo_operator.backup.retention import RetentionPolicy
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_backup_support import (
+from tests.integration.backup_support import (
     create_database,
     drop_database,
     table_contents,

@@ -22,7 +22,6 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import (
     BACKUP,
@@ -44,14 +43,13 @@ from cleo_operator.reconcile.backup import (
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.specs import backup_manifest, tenant_manifest
+from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE, write_keyring
 
 # These tests run the reconcilers in processes of their own: no operator may race them.
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("without_session_operator")]
 
 ADMIN = "cleo-test-admin"
-IMAGE = "registry.example/cleo-operator:test"
-API_SERVER = ("127.0.0.1/32",)
-"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 
 
 def b64(text: str) -> str:
@@ -68,12 +66,7 @@ class Site:
 
     def backup(self, name: str, spec: dict[str, Any]) -> KubeObject:
         return self.kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoBackup",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"tenant": self.tenant, **spec},
-            }
+            backup_manifest(name, self.namespace, {"tenant": self.tenant, **spec})
         )
 
     def status(self, name: str) -> dict[str, Any]:
@@ -92,14 +85,9 @@ class Site:
 
 def make_tenant(kube: KubeClient, tenant: str, *, database: bool = True) -> str:
     namespace = f"cleo-{tenant}"
+    # Paused: an operator process running in this session must leave it alone.
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            # Paused: an operator process running in this session must leave it alone.
-            "spec": {"paused": True, "database": {"enabled": database, "site": "main"}},
-        }
+        tenant_manifest(tenant, {"paused": True, "database": {"enabled": database, "site": "main"}})
     )
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     return namespace
@@ -122,15 +110,7 @@ def provide_secrets(kube: KubeClient, namespace: str) -> None:
             "data": {k: b64(v) for k, v in values.items()},
         }
     )
-    keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "cleo-keyring", "namespace": namespace},
-            "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
-        }
-    )
+    write_keyring(kube, namespace)
 
 
 def provide_claim(kube: KubeClient, namespace: str, name: str = "backups") -> None:
@@ -153,7 +133,8 @@ def reconciler(kube: KubeClient, crds_installed: None) -> Iterator[BackupReconci
     service = BackupReconciler(
         kube,
         settings=BackupSettings(
-            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER), retry_seconds=1.0
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
+            retry_seconds=1.0,
         ),
     )
     yield service
@@ -222,7 +203,7 @@ def test_the_cron_job_has_the_spec_the_backup_asks_for(
     assert cron["metadata"]["ownerReferences"][0]["uid"] == backup["metadata"]["uid"]
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == RUNNER_IMAGE
     assert container["command"][:5] == [
         "cleo-operator",
         "backup",
@@ -427,14 +408,7 @@ def test_what_the_runner_would_lack_is_a_condition(
         tenant = "bk-missing"
     elif setup == "no-database":
         tenant = f"{site.tenant}-nodb"
-        kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoTenant",
-                "metadata": {"name": tenant},
-                "spec": {"paused": True, "namespace": namespace},
-            }
-        )
+        kube.create(tenant_manifest(tenant, {"paused": True, "namespace": namespace}))
         cleanup.append((TENANT, tenant, None))
     elif setup == "wrong-namespace":
         namespace = f"{site.namespace}-x"
@@ -448,12 +422,9 @@ def test_what_the_runner_would_lack_is_a_condition(
             "s3": {"bucket": "cleo-backups", "credentialsSecret": "backup-s3"},
         }
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoBackup",
-            "metadata": {"name": "case", "namespace": namespace},
-            "spec": {"tenant": tenant, "schedule": "@daily", "destination": destination},
-        }
+        backup_manifest(
+            "case", namespace, {"tenant": tenant, "schedule": "@daily", "destination": destination}
+        )
     )
     try:
         result = reconciler.reconcile(namespace, "case")

@@ -12,12 +12,7 @@ reconciler verifies with the site admin's login from its Secret, as in the opera
 from __future__ import annotations
 
 import base64
-import datetime
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +20,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, CRON_JOB, JOB
@@ -38,72 +32,36 @@ from cleo_operator.reconcile.database import TenantDatabases
 from cleo_operator.render.backup import BACKUP_LABEL, BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
-from tests.harness.postgres import PostgresServer, find_postgres_bindir
-from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, run_job_pod
+from tests.harness.marks import RECONCILERS_ALONE
+from tests.harness.postgres import PostgresServer
+from tests.integration.backup_cluster_support import (
+    API_SERVER,
+    PV,
+    RUNNER_IMAGE,
+    BackupScene,
+    seed_backup_tenant,
+)
 from tests.integration.tenant_database_support import (
     SECRET,
     Tenant,
-    build_databases,
-    connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     reconcile,
-    secret_of,
-    secret_values,
-    server_site,
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 ADMIN_SECRET = "pg-admin-main"
-IMAGE = "registry.example/cleo-operator:test"
-API_SERVER = ("127.0.0.1/32",)
-"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 WRONG_PASSWORD = "wrong-password-9f1c2b7e5d4a3c2b1a0f9e8d7c6b5a4f"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("bk-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        service = build_databases(kube, {"main": site})
-        try:
-            yield service
-        finally:
-            service.close()
+databases = databases_fixture("bk-operator", admin=ADMIN_SECRET)
 
 
-@dataclass
-class Setup:
+class Setup(BackupScene):
     """A tenant with a real database, its Secrets and volume, and a backup reconciler."""
-
-    kube: KubeClient
-    cluster: LocalCluster
-    databases: TenantDatabases
-    tenant: Tenant
-    namespace: str
-    volumes: Path
-    work: Path
-    reconciler: BackupReconciler
-
-    def backup(self, name: str, spec: dict[str, Any]) -> None:
-        self.kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoBackup",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"tenant": self.tenant.name, **spec},
-            }
-        )
 
     def status(self, name: str) -> dict[str, Any]:
         obj = self.kube.get(BACKUP, name, namespace=self.namespace)
@@ -133,15 +91,6 @@ class Setup:
             created, timeout=100, interval=1.0, what="the CronJob controller to create a Job"
         )
         return job
-
-    def run(self, job: KubeObject) -> LocalRun:
-        return run_job_pod(
-            self.cluster,
-            self.kube,
-            job,
-            workdir=self.work / job["metadata"]["name"],
-            volumes=self.volumes,
-        )
 
     def wait_until_no_job_runs(self, name: str) -> None:
         def idle() -> bool:
@@ -173,30 +122,14 @@ def setup(
         kube,
         databases,
         settings=BackupSettings(
-            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER),
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
             volumes_dir=volumes,
             retry_seconds=2.0,
         ),
     )
     try:
         with namespace(kube, f"cleo-{tenant.name}") as ns:
-            outcome = reconcile(databases, tenant, ns)
-            assert outcome.ready, outcome.condition
-            keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
-            kube.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": "cleo-keyring", "namespace": ns},
-                    "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
-                }
-            )
-            bound_claim(kube, ns, "backups")
-            with connect_with_secret(secret_values(secret_of(kube, ns))) as conn:
-                conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
-                conn.execute(
-                    "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 300) g"
-                )
+            seed_backup_tenant(kube, databases, tenant, ns)
             yield Setup(
                 kube=kube,
                 cluster=cluster,
@@ -384,52 +317,11 @@ def test_a_one_off_backup_runs_once_and_restores(
     target = f"{tenant_database_name(setup.tenant.name)}_restored"
     postgres_server.execute(f'CREATE DATABASE "{target}"')
     try:
-        restored = run_restore(
-            setup, postgres_server, backup_id=backup_id, target=target, folder="backups"
+        restored = setup.restore(
+            postgres_server, folder="backups", backup_id=backup_id, target=target
         )
         assert restored.returncode == 0, restored.stderr
         rows = postgres_server.execute("SELECT count(*) FROM notes", dbname=target)
         assert rows[0][0] == 300
     finally:
         postgres_server.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-
-
-def run_restore(
-    setup: Setup, server: PostgresServer, *, backup_id: str, target: str, folder: str
-) -> subprocess.CompletedProcess[str]:
-    """`cleo-operator restore` as a person runs it: the password in PGPASSWORD."""
-    keyring = setup.kube.get(SECRET, "cleo-keyring", namespace=setup.namespace)
-    assert keyring is not None
-    keyring_dir = setup.work / "restore-keyring"
-    keyring_dir.mkdir(parents=True)
-    for key, value in keyring["data"].items():
-        (keyring_dir / key).write_bytes(base64.b64decode(value))
-    env = {
-        "PATH": f"{find_postgres_bindir()}{os.pathsep}/usr/bin{os.pathsep}/bin",
-        "HOME": str(setup.work),
-        "PGPASSWORD": server.password,  # in the environment, never on the command line
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cleo_operator.cli",
-            "restore",
-            "--archive",
-            backup_id,
-            "--into",
-            f"host={server.host} port={server.port} dbname={target} user={server.superuser}",
-            "--destination",
-            str(setup.volumes / setup.namespace / folder),
-            "--keyring-dir",
-            str(keyring_dir),
-            "--no-privileges",
-            # The test's superuser restores the test's own archive.
-            "--allow-privileged-target",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )

@@ -27,7 +27,7 @@ from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import Keyring
 from cleo_operator.crypto.stream import TAG_SIZE
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_backup_support import (
+from tests.integration.backup_support import (
     create_database,
     create_sample_database,
     drop_database,

@@ -32,7 +32,7 @@ from cleo_operator.data.tenant_db import (
     tenant_role_name,
 )
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_backup_support import (
+from tests.integration.backup_support import (
     create_database,
     create_sample_database,
     database_size,

@@ -1,32 +1,14 @@
-"""S3Storage against a local S3-compatible server that checks every request's signature.
-
-The server is moto's (`moto[server]` from PyPI), a test-only boundary: it stands in for
-AWS S3 or MinIO here, where no real object store can be reached. moto is run with request
-authentication on, so it verifies each SigV4 signature with botocore's implementation and
-rejects a wrong one; the IAM user and its key are created through moto's IAM API in the
-first (unauthenticated) requests.
-
-moto cannot live in the project's virtualenv: botocore pins python-dateutil below 3 and
-the Kubernetes client needs 3 or later. So it is installed once, with pip, into a cache
-folder of its own and run from there as a separate process.
+"""S3Storage against a local S3-compatible server that checks every request's signature
+(moto, run as `s3_support` describes): objects, multipart uploads, cleanup of crashed runs,
+refused signatures, and a whole backup, restore, verification and prune on it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import re
 import secrets
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,141 +20,23 @@ from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.runner import run_backup
 from cleo_operator.backup.s3 import S3Credentials, S3Storage, _Upload
 from cleo_operator.crypto import Keyring
-from tests.harness.postgres import PostgresServer, free_loopback_port
-from tests.integration.test_backup_support import (
+from tests.harness.postgres import PostgresServer
+from tests.integration import s3_support
+from tests.integration.backup_support import (
     create_database,
     create_sample_database,
     drop_database,
     table_contents,
 )
+from tests.integration.s3_support import S3Server
 
-MOTO = "moto[server]==5.2.5"
-
-
-def moto_site() -> Path:
-    """moto and its dependencies, installed once into a cache folder (not the venv)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = cache / "cleo-operator-tests" / "moto-5.2.5"
-    done = folder / ".installed"
-    if not done.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                str(folder),
-                "--upgrade",
-                MOTO,
-            ],
-            check=True,
-            timeout=600,
-        )
-        done.write_text(MOTO + "\n")
-    return folder
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-    credentials: S3Credentials
-
-
-def _iam(endpoint: str, params: dict[str, str]) -> str:
-    data = urllib.parse.urlencode({**params, "Version": "2010-05-08"}).encode()
-    request = urllib.request.Request(  # noqa: S310 - a loopback http:// URL
-        endpoint + "/",
-        data=data,
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            # moto routes by the service named in the credential scope.
-            "Authorization": "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/"
-            "aws4_request, SignedHeaders=host, Signature=none",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-        return str(response.read().decode())
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    site = moto_site()
-    port = free_loopback_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(site),
-        "HOME": str(log.parent),
-        # The first three requests (the IAM setup below) go unauthenticated; every
-        # request after them must carry a valid signature of a known key.
-        "INITIAL_NO_AUTH_ACTION_COUNT": "3",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with contextlib.closing(
-                    urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)  # noqa: S310
-                ):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        _iam(endpoint, {"Action": "CreateUser", "UserName": "backup"})
-        created = _iam(endpoint, {"Action": "CreateAccessKey", "UserName": "backup"})
-        key_id = re.search(r"<AccessKeyId>(.+?)</AccessKeyId>", created)
-        secret = re.search(r"<SecretAccessKey>(.+?)</SecretAccessKey>", created)
-        assert key_id, created
-        assert secret, created
-        policy = (
-            '{"Version":"2012-10-17","Statement":'
-            '[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
-        )
-        _iam(
-            endpoint,
-            {
-                "Action": "PutUserPolicy",
-                "UserName": "backup",
-                "PolicyName": "backups",
-                "PolicyDocument": policy,
-            },
-        )
-        yield S3Server(endpoint, S3Credentials(key_id.group(1), secret.group(1)))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+s3_server = s3_support.s3_server
 
 
 @pytest.fixture
 def storage(s3_server: S3Server) -> S3Storage:
     """A fresh bucket and prefix per test, with 5 MiB parts (S3's smallest)."""
-    bucket = f"cleo-{secrets.token_hex(4)}"
-    storage = S3Storage(
-        bucket=bucket,
-        prefix="tenants/acme",
-        endpoint=s3_server.endpoint,
-        credentials=s3_server.credentials,
-        part_size=5 << 20,
-    )
-    storage.create_bucket()
-    return storage
+    return s3_server.fresh_storage(bucket_prefix="cleo", prefix="tenants/acme")
 
 
 def test_objects_round_trip_small_and_multipart(storage: S3Storage) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import statistics
 import threading
 import time
@@ -32,16 +31,6 @@ from tests.harness.postgres import PostgresServer, free_loopback_port
 CONNECT_TIMEOUT = 2  # libpq's minimum
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A loopback port with a listening socket that never accepts nor answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        port: int = sock.getsockname()[1]
-        yield port
 
 
 @pytest.fixture

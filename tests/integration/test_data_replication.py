@@ -10,7 +10,7 @@ import pytest
 
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.replication import LagInfo, promote, replication_lag
-from cleo_operator.data.sites import AdminCredentials, SiteConfig
+from cleo_operator.data.sites import AdminCredentials
 from tests.harness.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -22,21 +22,8 @@ def pair_pools(
 ) -> Iterator[SitePools]:
     primary, standby = postgres_replica_pair
     sites = {
-        "primary": SiteConfig(
-            name="primary",
-            host=primary.host,
-            port=primary.port,
-            sslmode="disable",
-            connect_timeout_seconds=2,
-            standby="standby",
-        ),
-        "standby": SiteConfig(
-            name="standby",
-            host=standby.host,
-            port=standby.port,
-            sslmode="disable",
-            connect_timeout_seconds=2,
-        ),
+        "primary": primary.site("primary", standby="standby"),
+        "standby": standby.site("standby"),
     }
     # The standby's catalog is a copy of the primary's: same superuser password.
     creds = AdminCredentials(user=primary.superuser, password=primary.password)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -49,6 +50,46 @@ def other_tenant(postgres_server: PostgresServer) -> Iterator[str]:
         sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(ident))
     )
     postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ident)))
+
+
+@pytest.fixture
+def admin_role(postgres_server: PostgresServer) -> Iterator[Callable[[str, str], AdminCredentials]]:
+    """`admin_role(prefix, attributes)`: a new login role with the SQL role `attributes`
+    (say "CREATEDB CREATEROLE") and a random password, to be a site's admin; each one is
+    dropped after the test."""
+    made: list[str] = []
+
+    def make(prefix: str, attributes: str) -> AdminCredentials:
+        name, password = f"{prefix}_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        postgres_server.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                sql.Identifier(name), sql.SQL(attributes), sql.Literal(password)
+            )
+        )
+        made.append(name)
+        return AdminCredentials(user=name, password=password)
+
+    yield make
+    for name in made:
+        postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def statement_log(postgres_server: PostgresServer) -> Iterator[Callable[[], str]]:
+    """The server logs every statement during the test; the callable returns what it logged
+    since the test began."""
+    offset = postgres_server.log_file.stat().st_size
+    postgres_server.execute("ALTER SYSTEM SET log_statement = 'all'")
+    postgres_server.execute("SELECT pg_reload_conf()")
+
+    def read() -> str:
+        with postgres_server.log_file.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    yield read
+    postgres_server.execute("ALTER SYSTEM RESET log_statement")
+    postgres_server.execute("SELECT pg_reload_conf()")
 
 
 def site_of(pools: SitePools) -> SiteConfig:
@@ -302,11 +343,10 @@ def test_drop_removes_database_and_role(
         postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
     )
     # An open session of the tenant does not block the drop.
-    session = connect_as_tenant(postgres_server, tenant=tenant_name, password=password)
-    try:
+    with contextlib.closing(
+        connect_as_tenant(postgres_server, tenant=tenant_name, password=password)
+    ):
         result = drop_tenant_database(postgres_site_pools, "main", tenant=tenant_name)
-    finally:
-        session.close()
     assert (result.dropped_database, result.dropped_role) == (True, True)
     name = tenant_database_name(tenant_name)
     assert postgres_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)) == []
@@ -407,36 +447,28 @@ def test_password_never_in_errors_or_logs(
     postgres_site_pools: SitePools,
     tenant_name: str,
     caplog: pytest.LogCaptureFixture,
+    statement_log: Callable[[], str],
 ) -> None:
     """Nothing the operator logs or raises, nor the server's statement log, has it."""
     password = "S3cret-" + secrets.token_hex(12)
     rotated = "R0tated-" + secrets.token_hex(12)
     caplog.set_level(logging.DEBUG)
-    log_offset = postgres_server.log_file.stat().st_size
-    postgres_server.execute("ALTER SYSTEM SET log_statement = 'all'")
-    postgres_server.execute("SELECT pg_reload_conf()")
     errors: list[str] = []
-    try:
-        ensure_tenant_database(
-            postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
-        )
-        set_tenant_password(postgres_site_pools, "main", tenant=tenant_name, password=rotated)
-        ensure_tenant_database(
-            postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
-        )
-        for wrong in (rotated + "x", password + "y"):
-            with pytest.raises(AuthenticationFailed) as caught:
-                check_tenant_connection(
-                    site_of(postgres_site_pools), tenant=tenant_name, password=wrong
-                )
-            errors += [str(caught.value), repr(caught.value), repr(caught.value.__cause__)]
-    finally:
-        postgres_server.execute("ALTER SYSTEM RESET log_statement")
-        postgres_server.execute("SELECT pg_reload_conf()")
+    ensure_tenant_database(
+        postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
+    )
+    set_tenant_password(postgres_site_pools, "main", tenant=tenant_name, password=rotated)
+    ensure_tenant_database(
+        postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=5
+    )
+    for wrong in (rotated + "x", password + "y"):
+        with pytest.raises(AuthenticationFailed) as caught:
+            check_tenant_connection(
+                site_of(postgres_site_pools), tenant=tenant_name, password=wrong
+            )
+        errors += [str(caught.value), repr(caught.value), repr(caught.value.__cause__)]
 
-    with postgres_server.log_file.open("rb") as log:
-        log.seek(log_offset)
-        server_log = log.read().decode(errors="replace")
+    server_log = statement_log()
     assert "ALTER ROLE" in server_log or "statement:" in server_log  # logging was on
     texts = [*errors, caplog.text, *(r.getMessage() for r in caplog.records), server_log]
     for secret in (password, rotated, rotated + "x", password + "y"):
@@ -448,13 +480,7 @@ def test_wrong_admin_password_is_authentication_failed(
     postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    site = SiteConfig(
-        name="main",
-        host=postgres_server.host,
-        port=postgres_server.port,
-        sslmode="disable",
-        connect_timeout_seconds=2,
-    )
+    site = postgres_server.site()
     wrong = "not-the-" + secrets.token_hex(8)
     with SitePools(
         {"main": site},
@@ -473,76 +499,56 @@ def test_wrong_admin_password_is_authentication_failed(
 
 
 def test_non_superuser_admin_can_provision_and_drop(
-    postgres_server: PostgresServer, tenant_name: str
+    postgres_server: PostgresServer,
+    tenant_name: str,
+    admin_role: Callable[[str, str], AdminCredentials],
 ) -> None:
     """Managed PostgreSQL gives no superuser: CREATEDB CREATEROLE must be enough."""
-    admin = f"admin_{secrets.token_hex(4)}"
-    admin_password = secrets.token_urlsafe(16)
-    postgres_server.execute(
-        sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-            sql.Identifier(admin), sql.Literal(admin_password)
-        )
-    )
-    site = SiteConfig(
-        name="managed",
-        host=postgres_server.host,
-        port=postgres_server.port,
-        sslmode="disable",
-        connect_timeout_seconds=2,
-    )
+    admin = admin_role("admin", "CREATEDB CREATEROLE")
+    site = postgres_server.site("managed")
     password = new_password()
-    try:
-        with SitePools(
-            {"managed": site},
-            credentials=lambda _site: AdminCredentials(user=admin, password=admin_password),
-        ) as pools:
-            first = ensure_tenant_database(
+    with SitePools(
+        {"managed": site},
+        credentials=lambda _site: admin,
+    ) as pools:
+        first = ensure_tenant_database(
+            pools, "managed", tenant=tenant_name, password=password, connection_limit=4
+        )
+        assert "created the database" in first.changes
+        check_tenant_connection(site, tenant=tenant_name, password=password)
+        # Cannot read pg_authid: the password is checked by logging in instead.
+        assert (
+            ensure_tenant_database(
                 pools, "managed", tenant=tenant_name, password=password, connection_limit=4
-            )
-            assert "created the database" in first.changes
-            check_tenant_connection(site, tenant=tenant_name, password=password)
-            # Cannot read pg_authid: the password is checked by logging in instead.
-            assert (
-                ensure_tenant_database(
-                    pools, "managed", tenant=tenant_name, password=password, connection_limit=4
-                ).changes
-                == ()
-            )
-            rotated = new_password()
-            set_tenant_password(pools, "managed", tenant=tenant_name, password=rotated)
-            check_tenant_connection(site, tenant=tenant_name, password=rotated)
-            dropped = drop_tenant_database(pools, "managed", tenant=tenant_name)
-            assert (dropped.dropped_database, dropped.dropped_role) == (True, True)
-    finally:
-        postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
+            ).changes
+            == ()
+        )
+        rotated = new_password()
+        set_tenant_password(pools, "managed", tenant=tenant_name, password=rotated)
+        check_tenant_connection(site, tenant=tenant_name, password=rotated)
+        dropped = drop_tenant_database(pools, "managed", tenant=tenant_name)
+        assert (dropped.dropped_database, dropped.dropped_role) == (True, True)
 
 
 def test_missing_privilege_is_permission_denied(
-    postgres_server: PostgresServer, tenant_name: str
+    postgres_server: PostgresServer,
+    tenant_name: str,
+    admin_role: Callable[[str, str], AdminCredentials],
 ) -> None:
-    admin = f"weak_{secrets.token_hex(4)}"
-    admin_password = secrets.token_urlsafe(16)
-    postgres_server.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(admin), sql.Literal(admin_password)
-        )
-    )
+    admin = admin_role("weak", "")
     site = SiteConfig(
         name="weak", host=postgres_server.host, port=postgres_server.port, sslmode="disable"
     )
-    try:
-        with (
-            SitePools(
-                {"weak": site},
-                credentials=lambda _site: AdminCredentials(user=admin, password=admin_password),
-            ) as pools,
-            pytest.raises(PermissionDenied, match="CREATEROLE"),
-        ):
-            ensure_tenant_database(
-                pools, "weak", tenant=tenant_name, password="p-1", connection_limit=1
-            )
-    finally:
-        postgres_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
+    with (
+        SitePools(
+            {"weak": site},
+            credentials=lambda _site: admin,
+        ) as pools,
+        pytest.raises(PermissionDenied, match="CREATEROLE"),
+    ):
+        ensure_tenant_database(
+            pools, "weak", tenant=tenant_name, password="p-1", connection_limit=1
+        )
 
 
 def test_password_of_missing_tenant(postgres_site_pools: SitePools, tenant_name: str) -> None:

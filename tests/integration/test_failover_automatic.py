@@ -7,10 +7,9 @@ against a real primary that is really stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
 
-import pytest
 from psycopg import sql
 
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
@@ -22,38 +21,23 @@ from cleo_operator.failover.automatic import (
     AutomaticSettings,
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
-from cleo_operator.kube.client import KubeClient
-from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.harness.marks import RECONCILERS_ALONE
+from tests.integration.failover_support import (
     FAILOVER,
     PRIMARY,
     STANDBY,
     Setting,
     run_until,
+    setting_fixture,
     steps,
-    tenant_setting,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 DELAY = 3.0
 
 
-@pytest.fixture
-def setting(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> Iterator[Setting]:
-    del crds_installed
-    policy = {"automatic": True, "failoverDelay": f"{DELAY:.0f}s"}
-    with tenant_setting(kube, postgres_replica_pair, failover=policy) as made:
-        yield made
+setting = setting_fixture(failover={"automatic": True, "failoverDelay": f"{DELAY:.0f}s"})
 
 
 def tenant_spec(setting: Setting) -> CleoTenantSpec:
@@ -79,15 +63,16 @@ def failovers(setting: Setting) -> list[str]:
 def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setting) -> None:
     with setting.pools() as pools:
         samples = LagSamples()
-        auto = AutomaticFailover(
-            setting.kube,
-            pools,
-            settings=AutomaticSettings(
-                probe_interval_seconds=0.2, wait_seconds=2.0, sample_interval_seconds=0.0
-            ),
-            lag_samples=samples,
-        )
-        try:
+        with contextlib.closing(
+            AutomaticFailover(
+                setting.kube,
+                pools,
+                settings=AutomaticSettings(
+                    probe_interval_seconds=0.2, wait_seconds=2.0, sample_interval_seconds=0.0
+                ),
+                lag_samples=samples,
+            )
+        ) as auto:
             healthy = check(auto, setting)
             assert healthy.condition is not None
             assert healthy.condition.reason == "PrimaryAvailable"
@@ -154,18 +139,17 @@ def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setti
             assert after.condition is not None
             assert after.condition.reason == "NoStandby"
             assert failovers(setting) == [outcome.created]
-        finally:
-            auto.close()
 
 
 def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:
     with setting.pools() as pools:
-        auto = AutomaticFailover(
-            setting.kube,
-            pools,
-            settings=AutomaticSettings(probe_interval_seconds=0.1, wait_seconds=2.0),
-        )
-        try:
+        with contextlib.closing(
+            AutomaticFailover(
+                setting.kube,
+                pools,
+                settings=AutomaticSettings(probe_interval_seconds=0.1, wait_seconds=2.0),
+            )
+        ) as auto:
             deadline = time.monotonic() + DELAY + 1
             while time.monotonic() < deadline:
                 outcome = check(auto, setting)
@@ -190,6 +174,4 @@ def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:
                             sql.Literal(setting.primary.password)
                         )
                     )
-        finally:
-            auto.close()
         assert failovers(setting) == []

@@ -10,7 +10,6 @@ read-only).
 from __future__ import annotations
 
 import base64
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -24,10 +23,10 @@ from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.failover.drill import ClusterBackupSource
 from cleo_operator.kube.client import KubeClient
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
-from tests.integration import test_backup_s3 as backup_s3
-from tests.integration.test_backup_s3 import S3Server
-from tests.integration.test_failover_support import (
+from tests.integration import s3_support
+from tests.integration.failover_support import (
     SCRATCH,
     STANDBY,
     Setting,
@@ -36,16 +35,11 @@ from tests.integration.test_failover_support import (
     steps,
     tenant_setting,
 )
+from tests.integration.s3_support import S3Server
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
-s3_server = backup_s3.s3_server
-"""The signature-checking S3 server of the backup tests (a module-scoped fixture)."""
+s3_server = s3_support.s3_server
 
 DRILL_STEPS = ["preflight", "check-lag", "restore", "check-standby"]
 
@@ -88,15 +82,7 @@ def backups_on_s3(
     setting: Setting, server: S3Server, keyring: Keyring
 ) -> tuple[S3Storage, ConnectionInfo]:
     """A bucket, its CleoBackup, credentials and keyring Secrets, as a platform team sets up."""
-    bucket = f"drill-{secrets.token_hex(4)}"
-    storage = S3Storage(
-        bucket=bucket,
-        prefix="cleo",
-        endpoint=server.endpoint,
-        credentials=server.credentials,
-        part_size=5 << 20,
-    )
-    storage.create_bucket()
+    storage = server.fresh_storage(bucket_prefix="drill", prefix="cleo")
 
     def secret(name: str, data: dict[str, bytes]) -> None:
         setting.kube.apply(
@@ -127,7 +113,7 @@ def backups_on_s3(
                 "destination": {
                     "type": "s3",
                     "s3": {
-                        "bucket": bucket,
+                        "bucket": storage.bucket,
                         "prefix": "cleo",
                         "endpoint": server.endpoint,
                         "credentialsSecret": "s3-credentials",

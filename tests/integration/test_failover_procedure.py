@@ -23,8 +23,9 @@ from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATI
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
 from cleo_operator.kube.client import KubeClient
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_failover_support import (
+from tests.integration.failover_support import (
     DEPLOYMENT,
     PRIMARY,
     REPLICAS,
@@ -33,30 +34,33 @@ from tests.integration.test_failover_support import (
     condition,
     deployment,
     run_until,
+    setting_fixture,
     steps,
     tenant_setting,
     wait_available,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 MOVE_STEPS = ["preflight", "fence", "check-lag", "promote", "repoint", "rollout", "verify"]
 
 
+setting = setting_fixture()
+
+
 @pytest.fixture
-def setting(
+def stuck_setting(
     kube: KubeClient,
     crds_installed: None,
     postgres_replica_pair: tuple[PostgresServer, PostgresServer],
 ) -> Iterator[Setting]:
+    """A tenant whose pods can never be scheduled: a failover's rollout step never ends."""
     del crds_installed
-    with tenant_setting(kube, postgres_replica_pair) as made:
-        yield made
+    with tenant_setting(kube, postgres_replica_pair, workload=False) as setting:
+        stuck = deployment(setting.namespace, setting.tenant)
+        stuck["spec"]["template"]["spec"]["nodeSelector"] = {"cleoai.io/test": "nowhere"}
+        kube.apply(stuck)
+        yield setting
 
 
 def snapshot(setting: Setting) -> dict[str, Any]:
@@ -277,41 +281,31 @@ def test_a_failover_of_a_primary_that_still_answers_fences_it_first(setting: Set
     assert setting.tenant_can_write(setting.standby)
 
 
-def test_two_failovers_of_one_tenant_never_run_at_once(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
-) -> None:
-    del crds_installed
-    with tenant_setting(kube, postgres_replica_pair, workload=False) as setting:
-        # Pods that cannot be scheduled keep the first failover in its rollout step.
-        stuck = deployment(setting.namespace, setting.tenant)
-        stuck["spec"]["template"]["spec"]["nodeSelector"] = {"cleoai.io/test": "nowhere"}
-        kube.apply(stuck)
-        with setting.pools() as pools:
-            reconciler = setting.reconciler(pools, wait_slice_seconds=0.5)
-            first = setting.create_failover("Switchover")
-            while steps(setting.failover(first)).get("rollout", {}).get("state") != "Running":
-                result = reconciler.reconcile(setting.namespace, first)
-                assert result.phase == "Running", steps(setting.failover(first))
-            assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
+def test_two_failovers_of_one_tenant_never_run_at_once(stuck_setting: Setting) -> None:
+    setting = stuck_setting
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools, wait_slice_seconds=0.5)
+        first = setting.create_failover("Switchover")
+        while steps(setting.failover(first)).get("rollout", {}).get("state") != "Running":
+            result = reconciler.reconcile(setting.namespace, first)
+            assert result.phase == "Running", steps(setting.failover(first))
+        assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
 
-            second = setting.create_failover("Failover")
-            refused = run_until(reconciler, setting, second)
-            assert refused["status"]["phase"] == "Failed"
-            assert condition(refused, "Succeeded")["reason"] == "FailoverInProgress"
-            assert first in steps(refused)["preflight"]["message"]
-            assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
+        second = setting.create_failover("Failover")
+        refused = run_until(reconciler, setting, second)
+        assert refused["status"]["phase"] == "Failed"
+        assert condition(refused, "Succeeded")["reason"] == "FailoverInProgress"
+        assert first in steps(refused)["preflight"]["message"]
+        assert setting.tenant_annotations()[LOCK_ANNOTATION].startswith(first + "/")
 
-            # The pods can run again: the first one finishes, and lets the tenant go.
-            stuck["spec"]["template"]["spec"].pop("nodeSelector")
-            kube.apply(stuck)
-            done = run_until(reconciler, setting, first)
-            assert done["status"]["phase"] == "Succeeded"
-            assert LOCK_ANNOTATION not in setting.tenant_annotations()
-            dep = kube.get(DEPLOYMENT, "cleoai", namespace=setting.namespace)
-            assert dep is not None
-            assert dep["spec"]["replicas"] == REPLICAS
+        # The pods can run again: the first one finishes, and lets the tenant go.
+        setting.kube.apply(deployment(setting.namespace, setting.tenant))
+        done = run_until(reconciler, setting, first)
+        assert done["status"]["phase"] == "Succeeded"
+        assert LOCK_ANNOTATION not in setting.tenant_annotations()
+        dep = setting.kube.get(DEPLOYMENT, "cleoai", namespace=setting.namespace)
+        assert dep is not None
+        assert dep["spec"]["replicas"] == REPLICAS
 
 
 def test_a_failover_to_an_already_promoted_standby_needs_the_tenant_fenced(
@@ -375,39 +369,30 @@ def test_two_drivers_of_one_failover_finish_it_once(setting: Setting) -> None:
 
 
 def test_a_failover_that_fails_after_promotion_still_fences_the_returning_primary(
-    kube: KubeClient,
-    crds_installed: None,
-    postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+    stuck_setting: Setting,
 ) -> None:
-    del crds_installed
-    with tenant_setting(kube, postgres_replica_pair, workload=False) as setting:
-        # Pods that can never be scheduled: the rollout cannot finish.
-        stuck = deployment(setting.namespace, setting.tenant)
-        stuck["spec"]["template"]["spec"]["nodeSelector"] = {"cleoai.io/test": "nowhere"}
-        kube.apply(stuck)
-        setting.primary.halt()
-        with setting.pools() as pools:
-            reconciler = setting.reconciler(
-                pools, rollout_timeout_seconds=1.0, wait_slice_seconds=0.5
-            )
-            name = setting.create_failover("Failover")
-            obj = run_until(reconciler, setting, name)
-            assert obj["status"]["phase"] == "Failed"
-            failed = condition(obj, "Succeeded")
-            assert failed["reason"] == "RolloutTimeout"
-            assert "did not become available" in failed["message"]
-            assert "runbook" in failed["message"]
-            # The database did move: the tenant writes on the new primary.
-            assert steps(obj)["repoint"]["state"] == "Succeeded"
-            assert setting.tenant_can_write(setting.standby)
-            assert LOCK_ANNOTATION not in setting.tenant_annotations()
+    setting = stuck_setting
+    setting.primary.halt()
+    with setting.pools() as pools:
+        reconciler = setting.reconciler(pools, rollout_timeout_seconds=1.0, wait_slice_seconds=0.5)
+        name = setting.create_failover("Failover")
+        obj = run_until(reconciler, setting, name)
+        assert obj["status"]["phase"] == "Failed"
+        failed = condition(obj, "Succeeded")
+        assert failed["reason"] == "RolloutTimeout"
+        assert "did not become available" in failed["message"]
+        assert "runbook" in failed["message"]
+        # The database did move: the tenant writes on the new primary.
+        assert steps(obj)["repoint"]["state"] == "Succeeded"
+        assert setting.tenant_can_write(setting.standby)
+        assert LOCK_ANNOTATION not in setting.tenant_annotations()
 
-            setting.primary.start()
+        setting.primary.start()
 
-            def fenced_now() -> bool:
-                result = reconciler.reconcile(setting.namespace, name)
-                assert result.phase == "Failed"
-                return condition(setting.failover(name), "OldPrimaryFenced")["status"] == "True"
+        def fenced_now() -> bool:
+            result = reconciler.reconcile(setting.namespace, name)
+            assert result.phase == "Failed"
+            return condition(setting.failover(name), "OldPrimaryFenced")["status"] == "True"
 
-            wait_for(fenced_now, timeout=30, what="the returning old primary to be fenced")
-            assert not setting.tenant_can_write(setting.primary)
+        wait_for(fenced_now, timeout=30, what="the returning old primary to be fenced")
+        assert not setting.tenant_can_write(setting.primary)

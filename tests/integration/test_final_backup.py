@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,6 @@ import pytest
 from psycopg import sql
 
 from cleo_operator.api.tenant import CleoTenantSpec
-from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, JOB
@@ -39,82 +35,51 @@ from cleo_operator.reconcile.final_backup import (
 )
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
-from tests.harness.postgres import PostgresServer, find_postgres_bindir
-from tests.integration.backup_cluster_support import PV, LocalRun, bound_claim, run_job_pod
+from tests.harness.marks import RECONCILERS_ALONE
+from tests.harness.postgres import PostgresServer
+from tests.integration.backup_cluster_support import (
+    API_SERVER,
+    PV,
+    RUNNER_IMAGE,
+    BackupScene,
+    LocalRun,
+    seed_backup_tenant,
+)
 from tests.integration.tenant_database_support import (
     SECRET,
     TENANT,
     Tenant,
-    build_databases,
     can_log_in,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
-    reconcile,
     secret_of,
     secret_values,
-    server_site,
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 ADMIN_SECRET = "pg-admin-final"
-IMAGE = "registry.example/cleo-operator:test"
-API_SERVER = ("127.0.0.1/32",)
-"""The API server as the runner's NetworkPolicy names it (the local control plane)."""
 HOLD = "cleoai.io/test-hold"
 WRONG_PASSWORD = "wrong-password-0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
 DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}}
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("fb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        # As in handlers/registry.py: the hook is the final backup.
-        service = build_databases(kube, {"main": site}, before_drop=FinalBackup(kube))
-        try:
-            yield service
-        finally:
-            service.close()
+# As in handlers/registry.py: the hook is the final backup.
+databases = databases_fixture("fb-operator", admin=ADMIN_SECRET, before_drop_for=FinalBackup)
 
 
 @dataclass
-class Setup:
+class Setup(BackupScene):
     """A Delete tenant with a real database, its Secrets and volume, and a backup reconciler."""
 
-    kube: KubeClient
-    cluster: LocalCluster
-    databases: TenantDatabases
     server: PostgresServer
-    tenant: Tenant
-    namespace: str
-    volumes: Path
-    work: Path
-    reconciler: BackupReconciler
 
     @property
     def spec(self) -> CleoTenantSpec:
         return self.tenant.spec
-
-    def backup(self, name: str, spec: dict[str, Any]) -> None:
-        self.kube.create(
-            {
-                "apiVersion": "cleoai.io/v1alpha1",
-                "kind": "CleoBackup",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"tenant": self.tenant.name, **spec},
-            }
-        )
 
     def get_backup(self, name: str) -> dict[str, Any] | None:
         return self.kube.get(BACKUP, name, namespace=self.namespace)
@@ -144,13 +109,7 @@ class Setup:
         self.reconciler.reconcile(self.namespace, FINAL_BACKUP_NAME)
         job = self.kube.get(JOB, f"cleo-backup-{FINAL_BACKUP_NAME}", namespace=self.namespace)
         assert job is not None, "the backup reconciler made no Job for the final backup"
-        return run_job_pod(
-            self.cluster,
-            self.kube,
-            job,
-            workdir=self.work / unique("run"),
-            volumes=self.volumes,
-        )
+        return self.run(job, workdir=unique("run"))
 
 
 @pytest.fixture
@@ -177,29 +136,14 @@ def setup(
     reconciler = BackupReconciler(
         kube,
         settings=BackupSettings(
-            pod=BackupPodSettings(image=IMAGE, api_server_cidrs=API_SERVER), volumes_dir=volumes
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
+            volumes_dir=volumes,
         ),
     )
     volume = ""
     try:
         with namespace(kube, f"cleo-{tenant.name}") as ns:
-            outcome = reconcile(databases, tenant, ns)
-            assert outcome.ready, outcome.condition
-            keyring = Keyring.generate(datetime.datetime.now(datetime.UTC)).to_secret_data()
-            kube.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": "cleo-keyring", "namespace": ns},
-                    "data": {k: base64.b64encode(v).decode() for k, v in keyring.items()},
-                }
-            )
-            volume = bound_claim(kube, ns, "backups")
-            with connect_with_secret(secret_values(secret_of(kube, ns))) as conn:
-                conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
-                conn.execute(
-                    "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 300) g"
-                )
+            volume = seed_backup_tenant(kube, databases, tenant, ns)
             yield Setup(
                 kube=kube,
                 cluster=cluster,
@@ -219,46 +163,6 @@ def setup(
             kube.patch_merge(TENANT, tenant.name, {"metadata": {"finalizers": None}})
         tenant.delete()
         drop_tenant_objects(postgres_server, tenant.name)
-
-
-def restore(setup: Setup, *, backup_id: str, target: str) -> subprocess.CompletedProcess[str]:
-    """`cleo-operator restore` as a person runs it: the password in PGPASSWORD."""
-    keyring = setup.kube.get(SECRET, "cleo-keyring", namespace=setup.namespace)
-    assert keyring is not None
-    keyring_dir = setup.work / "restore-keyring"
-    keyring_dir.mkdir(parents=True)
-    for key, value in keyring["data"].items():
-        (keyring_dir / key).write_bytes(base64.b64decode(value))
-    server = setup.server
-    env = {
-        "PATH": f"{find_postgres_bindir()}{os.pathsep}/usr/bin{os.pathsep}/bin",
-        "HOME": str(setup.work),
-        "PGPASSWORD": server.password,
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cleo_operator.cli",
-            "restore",
-            "--archive",
-            backup_id,
-            "--into",
-            f"host={server.host} port={server.port} dbname={target} user={server.superuser}",
-            "--destination",
-            str(setup.volumes / setup.namespace / "backups" / "cleo"),
-            "--keyring-dir",
-            str(keyring_dir),
-            "--no-privileges",
-            # The test's superuser restores the test's own archive.
-            "--allow-privileged-target",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_a_delete_tenant_with_backups_gets_a_final_backup_before_its_database_is_dropped(
@@ -327,7 +231,9 @@ def test_a_delete_tenant_with_backups_gets_a_final_backup_before_its_database_is
     target = f"{tenant_database_name(setup.tenant.name)}_restored"
     setup.server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
     try:
-        restored = restore(setup, backup_id=backup_id, target=target)
+        restored = setup.restore(
+            setup.server, folder="backups/cleo", backup_id=backup_id, target=target
+        )
         assert restored.returncode == 0, restored.stderr
         rows = setup.server.execute("SELECT count(*), max(id) FROM notes", dbname=target)
         assert rows[0] == (301, 301)

@@ -88,6 +88,27 @@ class Tenant:
             now=now,
         )
 
+    def plant_copy(self, keyring: Keyring, *, wrapped_for: str | None = None) -> None:
+        """Store `keyring` as this tenant's KEK-wrapped copy, wrapped for the tenant named
+        `wrapped_for` (default: this one)."""
+        create_keyring_copy(
+            self.kube,
+            operator_namespace=self.operator_namespace,
+            tenant=self.name,
+            wrapped=wrap_keyring(keyring, self.keys.kek.load(), tenant=wrapped_for or self.name),
+            labels={},
+        )
+
+    def plant_secret(self, data: dict[str, bytes]) -> None:
+        """Write the tenant keyring Secret with `data`, as someone other than the operator."""
+        create_secret(
+            self.kube,
+            namespace=self.namespace,
+            name=TENANT_KEYRING_SECRET,
+            data=data,
+            labels={},
+        )
+
     def tenant_keyring(self) -> Keyring | None:
         return tenant_keyring(self.kube, self.namespace)
 
@@ -162,13 +183,7 @@ def test_a_new_tenant_gets_one_keyring_in_both_homes(tenant: Tenant) -> None:
 def test_a_tenant_secret_without_a_copy_is_copied_never_replaced(tenant: Tenant) -> None:
     """The copy was deleted, but this tenant's status says it had keys (v2): the recovery."""
     existing = Keyring.generate(T0 - 100 * HOUR).rotate(T0 - HOUR)
-    create_secret(
-        tenant.kube,
-        namespace=tenant.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=existing.to_secret_data(),
-        labels={},
-    )
+    tenant.plant_secret(existing.to_secret_data())
     before = resource_version(tenant.kube, tenant.namespace, TENANT_KEYRING_SECRET)
 
     outcome = tenant.reconcile(previous={"keyVersion": 2})
@@ -233,21 +248,8 @@ def _quarantined(t: Tenant) -> list[dict[str, Any]]:
 # left alone (KeyringConflict). The copy is now the only truth: the tenant Secret is repaired.
 def test_homes_that_disagree_are_repaired_from_the_copy(tenant: Tenant) -> None:
     mine, other = Keyring.generate(T0), Keyring.generate(T0)
-    kek = tenant.keys.kek.load()
-    create_keyring_copy(
-        tenant.kube,
-        operator_namespace=tenant.operator_namespace,
-        tenant=tenant.name,
-        wrapped=wrap_keyring(mine, kek, tenant=tenant.name),
-        labels={},
-    )
-    create_secret(
-        tenant.kube,
-        namespace=tenant.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=other.to_secret_data(),
-        labels={},
-    )
+    tenant.plant_copy(mine)
+    tenant.plant_secret(other.to_secret_data())
     copy_version_before = tenant.versions()[0]
 
     outcome = tenant.reconcile(previous={"keyVersion": 1})
@@ -270,21 +272,8 @@ def test_homes_that_disagree_are_repaired_from_the_copy(tenant: Tenant) -> None:
 def test_a_tenant_secret_ahead_of_the_copy_is_quarantined_not_imported(tenant: Tenant) -> None:
     old = Keyring.generate(T0)
     new = old.rotate(T0 + HOUR)
-    kek = tenant.keys.kek.load()
-    create_keyring_copy(
-        tenant.kube,
-        operator_namespace=tenant.operator_namespace,
-        tenant=tenant.name,
-        wrapped=wrap_keyring(old, kek, tenant=tenant.name),
-        labels={},
-    )
-    create_secret(
-        tenant.kube,
-        namespace=tenant.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=new.to_secret_data(),
-        labels={},
-    )
+    tenant.plant_copy(old)
+    tenant.plant_secret(new.to_secret_data())
     copy_version_before = tenant.versions()[0]
 
     outcome = tenant.reconcile(now=T0 + 2 * HOUR)
@@ -319,21 +308,8 @@ def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_per
     and runs `keys adopt-quarantined`; the next reconcile gives the tenant Secret v2 back."""
     old = Keyring.generate(T0)
     new = old.rotate(T0 + HOUR)
-    kek = tenant.keys.kek.load()
-    create_keyring_copy(
-        tenant.kube,
-        operator_namespace=tenant.operator_namespace,
-        tenant=tenant.name,
-        wrapped=wrap_keyring(old, kek, tenant=tenant.name),
-        labels={},
-    )
-    create_secret(
-        tenant.kube,
-        namespace=tenant.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=new.to_secret_data(),
-        labels={},
-    )
+    tenant.plant_copy(old)
+    tenant.plant_secret(new.to_secret_data())
     assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "TenantKeyringRepaired"
     (kept,) = _quarantined(tenant)
     name = kept["metadata"]["name"]
@@ -436,13 +412,7 @@ def test_a_damaged_tenant_secret_is_repaired_from_the_copy(tenant: Tenant) -> No
 def test_a_damaged_tenant_secret_without_a_copy_is_reported_not_replaced(
     tenant: Tenant,
 ) -> None:
-    create_secret(
-        tenant.kube,
-        namespace=tenant.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data={"keyring.json": b"not a keyring"},
-        labels={},
-    )
+    tenant.plant_secret({"keyring.json": b"not a keyring"})
     versions = tenant.versions()
 
     outcome = tenant.reconcile(previous={"keyVersion": 1})
@@ -455,15 +425,8 @@ def test_a_damaged_tenant_secret_without_a_copy_is_reported_not_replaced(
 @pytest.mark.security
 def test_a_copy_renamed_to_another_tenant_does_not_open(tenant: Tenant, op_ns: str) -> None:
     victim = Keyring.generate(T0)
-    kek = tenant.keys.kek.load()
     # The copy of tenant "victim", stored under this tenant's name.
-    create_keyring_copy(
-        tenant.kube,
-        operator_namespace=op_ns,
-        tenant=tenant.name,
-        wrapped=wrap_keyring(victim, kek, tenant="victim"),
-        labels={},
-    )
+    tenant.plant_copy(victim, wrapped_for="victim")
 
     outcome = tenant.reconcile()
 
@@ -560,49 +523,19 @@ def _seed_rotation_due(t: Tenant) -> None:
 
 
 def _seed_tenant_secret(t: Tenant) -> None:
-    create_secret(
-        t.kube,
-        namespace=t.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=Keyring.generate(T0).to_secret_data(),
-        labels={},
-    )
+    t.plant_secret(Keyring.generate(T0).to_secret_data())
 
 
 def _seed_copy_ahead(t: Tenant) -> None:
     old = Keyring.generate(T0)
-    create_secret(
-        t.kube,
-        namespace=t.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=old.to_secret_data(),
-        labels={},
-    )
-    create_keyring_copy(
-        t.kube,
-        operator_namespace=t.operator_namespace,
-        tenant=t.name,
-        wrapped=wrap_keyring(old.rotate(T0 + HOUR), t.keys.kek.load(), tenant=t.name),
-        labels={},
-    )
+    t.plant_secret(old.to_secret_data())
+    t.plant_copy(old.rotate(T0 + HOUR))
 
 
 def _seed_tenant_ahead(t: Tenant) -> None:
     old = Keyring.generate(T0)
-    create_secret(
-        t.kube,
-        namespace=t.namespace,
-        name=TENANT_KEYRING_SECRET,
-        data=old.rotate(T0 + HOUR).to_secret_data(),
-        labels={},
-    )
-    create_keyring_copy(
-        t.kube,
-        operator_namespace=t.operator_namespace,
-        tenant=t.name,
-        wrapped=wrap_keyring(old, t.keys.kek.load(), tenant=t.name),
-        labels={},
-    )
+    t.plant_secret(old.rotate(T0 + HOUR).to_secret_data())
+    t.plant_copy(old)
 
 
 @dataclass(frozen=True)

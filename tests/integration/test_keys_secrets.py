@@ -42,6 +42,7 @@ from cleo_operator.reconcile.secrets import (
 )
 from cleo_operator.render.meta import tenant_owner
 from e2e.cluster import LocalCluster
+from tests.harness.specs import tenant_manifest
 from tests.integration.keys_harness import (
     SecretScanner,
     apply_desired,
@@ -93,12 +94,7 @@ class Tenant:
     keys: OperatorKeys
 
     def apply(self, secrets: list[dict[str, Any]]) -> None:
-        body = {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": self.name},
-            "spec": {"namespace": self.namespace, "secrets": secrets},
-        }
+        body = tenant_manifest(self.name, {"namespace": self.namespace, "secrets": secrets})
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
 
     def spec_secrets(self) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.workload import CONFIG_CHECKSUM_ANNOTATION
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.specs import IMAGE, apply_tenant
 from tests.integration.keys_harness import (
     SecretScanner,
     create_namespace,
@@ -92,16 +93,6 @@ def tenant(cluster: LocalCluster, kube: KubeClient) -> Iterator[dict[str, str]]:
     delete_namespace(kube, names["namespace"])
 
 
-def apply_tenant(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
-
-
 def checksum(kube: KubeClient, namespace: str) -> str:
     deployment = kube.get(DEPLOYMENT, "cleoai", namespace=namespace)
     assert deployment is not None
@@ -132,7 +123,7 @@ def test_the_tenant_reconcile_keeps_keys_and_secrets_and_rolls_pods_on_rotation(
     name, namespace = tenant["name"], tenant["namespace"]
     spec: dict[str, Any] = {
         "namespace": namespace,
-        "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+        "workload": {"image": IMAGE},
         "secrets": [
             sealed(keys, name, "api", TOKEN="tok-31"),
             sealed(keys, name, "smtp", PASSWORD="smtp-77"),

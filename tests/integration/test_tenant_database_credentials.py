@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -28,62 +28,58 @@ from cleo_operator.reconcile.database import (
     rotation_request_pending,
 )
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     NAMESPACE,
     NOW,
     SECRET,
     Tenant,
-    build_databases,
     can_log_in,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     password_in,
     reconcile,
     secret_of,
     secret_values,
-    server_site,
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 ADMIN_SECRET = "pg-admin-main"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("tdb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name=ADMIN_SECRET)
-        # The same server under another name: a site a tenant can move to.
-        alias = {**site, "host": "localhost"}
-        service = build_databases(kube, {"main": site, "alias": alias})
-        try:
-            yield service
-        finally:
-            service.close()
-
-
-def make_tenant(kube: KubeClient, **database: object) -> Tenant:
-    spec = {"database": {"enabled": True, "site": "main", **database}}
-    return Tenant(kube, unique("t"), spec)
+# The same server under another name, "alias": a site a tenant can move to.
+databases = databases_fixture(
+    "tdb-operator", admin=ADMIN_SECRET, sites={"main": {}, "alias": {"host": "localhost"}}
+)
 
 
 @pytest.fixture
-def tenant(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[Tenant]:
-    made = make_tenant(kube)
-    yield made
-    made.delete()
-    drop_tenant_objects(postgres_server, made.name)
+def make_tenant(
+    kube: KubeClient, postgres_server: PostgresServer
+) -> Iterator[Callable[..., Tenant]]:
+    """`make_tenant(**database)`: a tenant with a database on "main" and the given database
+    fields; each one made is deleted, and its database and role dropped, after the test."""
+    made: list[Tenant] = []
+
+    def make(**database: object) -> Tenant:
+        spec = {"database": {"enabled": True, "site": "main", **database}}
+        made.append(Tenant(kube, unique("t"), spec))
+        return made[-1]
+
+    yield make
+    for tenant in made:
+        tenant.delete()
+        drop_tenant_objects(postgres_server, tenant.name)
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant()
 
 
 @pytest.fixture
@@ -184,31 +180,26 @@ def test_the_connection_limit_follows_the_spec(
 
 @pytest.mark.security
 def test_one_tenants_credentials_do_not_open_another_tenants_database(
-    kube: KubeClient, databases: TenantDatabases, postgres_server: PostgresServer
+    kube: KubeClient, databases: TenantDatabases, make_tenant: Callable[..., Tenant]
 ) -> None:
-    a, b = make_tenant(kube), make_tenant(kube)
-    try:
-        with namespace(kube) as ns_a, namespace(kube) as ns_b:
-            for tenant, ns in ((a, ns_a), (b, ns_b)):
-                outcome = reconcile(databases, tenant, ns)
-                assert outcome.condition is not None
-                assert outcome.condition.status == "True"
-            values_a = secret_values(secret_of(kube, ns_a))
-            values_b = secret_values(secret_of(kube, ns_b))
-            with connect_with_secret(values_b) as conn:
-                conn.execute("CREATE TABLE memories (secret text)")
+    a, b = make_tenant(), make_tenant()
+    with namespace(kube) as ns_a, namespace(kube) as ns_b:
+        for tenant, ns in ((a, ns_a), (b, ns_b)):
+            outcome = reconcile(databases, tenant, ns)
+            assert outcome.condition is not None
+            assert outcome.condition.status == "True"
+        values_a = secret_values(secret_of(kube, ns_a))
+        values_b = secret_values(secret_of(kube, ns_b))
+        with connect_with_secret(values_b) as conn:
+            conn.execute("CREATE TABLE memories (secret text)")
 
-            # A's role may not even connect to B's database...
-            with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
-                connect_with_secret(values_a, dbname=values_b["PGDATABASE"])
-            # ...and A's password is not B's.
-            with pytest.raises(psycopg.OperationalError, match="authentication failed"):
-                connect_with_secret(values_a, user=values_b["PGUSER"])
-            assert values_a["PGPASSWORD"] != values_b["PGPASSWORD"]
-    finally:
-        for tenant in (a, b):
-            tenant.delete()
-            drop_tenant_objects(postgres_server, tenant.name)
+        # A's role may not even connect to B's database...
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            connect_with_secret(values_a, dbname=values_b["PGDATABASE"])
+        # ...and A's password is not B's.
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            connect_with_secret(values_a, user=values_b["PGUSER"])
+        assert values_a["PGPASSWORD"] != values_b["PGPASSWORD"]
 
 
 def test_rotation_on_demand_replaces_the_password_and_keeps_open_sessions(
@@ -265,32 +256,32 @@ def test_rotation_on_demand_replaces_the_password_and_keeps_open_sessions(
 
 
 def test_the_rotation_period_rotates_when_due_and_asks_to_be_called_then(
-    kube: KubeClient, databases: TenantDatabases, postgres_server: PostgresServer, ns: str
+    kube: KubeClient,
+    databases: TenantDatabases,
+    postgres_server: PostgresServer,
+    ns: str,
+    make_tenant: Callable[..., Tenant],
 ) -> None:
-    tenant = make_tenant(kube, passwordRotationPeriod="1h")
-    try:
-        first = reconcile(databases, tenant, ns)
-        assert first.requeue_after == pytest.approx(3600)
-        old = password_in(kube, ns)
+    tenant = make_tenant(passwordRotationPeriod="1h")
+    first = reconcile(databases, tenant, ns)
+    assert first.requeue_after == pytest.approx(3600)
+    old = password_in(kube, ns)
 
-        not_yet = reconcile(databases, tenant, ns, now=NOW + datetime.timedelta(minutes=59))
-        assert not not_yet.secret_written
-        assert password_in(kube, ns) == old
-        assert not_yet.requeue_after == pytest.approx(60)
+    not_yet = reconcile(databases, tenant, ns, now=NOW + datetime.timedelta(minutes=59))
+    assert not not_yet.secret_written
+    assert password_in(kube, ns) == old
+    assert not_yet.requeue_after == pytest.approx(60)
 
-        due = NOW + datetime.timedelta(minutes=61)
-        rotated = reconcile(databases, tenant, ns, now=due)
-        new = password_in(kube, ns)
-        assert rotated.secret_written
-        assert new != old
-        assert rotated.status is not None
-        assert rotated.status["lastPasswordRotation"] == rfc3339(due)
-        assert rotated.requeue_after == pytest.approx(3600)
-        assert can_log_in(postgres_server, tenant=tenant.name, password=new)
-        assert not can_log_in(postgres_server, tenant=tenant.name, password=old)
-    finally:
-        tenant.delete()
-        drop_tenant_objects(postgres_server, tenant.name)
+    due = NOW + datetime.timedelta(minutes=61)
+    rotated = reconcile(databases, tenant, ns, now=due)
+    new = password_in(kube, ns)
+    assert rotated.secret_written
+    assert new != old
+    assert rotated.status is not None
+    assert rotated.status["lastPasswordRotation"] == rfc3339(due)
+    assert rotated.requeue_after == pytest.approx(3600)
+    assert can_log_in(postgres_server, tenant=tenant.name, password=new)
+    assert not can_log_in(postgres_server, tenant=tenant.name, password=old)
 
 
 def test_a_deleted_secret_heals_with_a_new_working_password(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,10 +15,10 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.database import TenantDatabases
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer, free_loopback_port
 from tests.integration.tenant_database_support import (
     Tenant,
-    admin_secret,
     build_databases,
     can_log_in,
     connect_with_secret,
@@ -28,16 +29,12 @@ from tests.integration.tenant_database_support import (
     secret_of,
     secret_values,
     site_entry,
+    superuser_secret,
     timed,
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 WAIT = 1.5
 
@@ -70,13 +67,7 @@ def gate() -> BackupGate:
 def databases(
     kube: KubeClient, postgres_server: PostgresServer, operator_ns: str, gate: BackupGate
 ) -> Iterator[TenantDatabases]:
-    admin_secret(
-        kube,
-        namespace=operator_ns,
-        name="pg-admin",
-        user=postgres_server.superuser,
-        password=postgres_server.password,
-    )
+    superuser_secret(kube, postgres_server, namespace=operator_ns)
     sites = {
         "main": site_entry(
             host=postgres_server.host,
@@ -91,11 +82,10 @@ def databases(
             secret_name="pg-admin",
         ),
     }
-    service = build_databases(kube, sites, before_drop=gate, wait_seconds=WAIT)
-    try:
+    with contextlib.closing(
+        build_databases(kube, sites, before_drop=gate, wait_seconds=WAIT)
+    ) as service:
         yield service
-    finally:
-        service.close()
 
 
 @pytest.fixture

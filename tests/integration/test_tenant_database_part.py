@@ -18,40 +18,24 @@ from cleo_operator.kube.kinds import DEPLOYMENT, NAMESPACE
 from cleo_operator.reconcile.database import ROTATE_ANNOTATION, DatabasePart, TenantDatabases
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
-    build_databases,
+    databases_fixture,
     drop_tenant_objects,
-    namespace,
     secret_of,
     secret_values,
-    server_site,
     unique,
 )
 
-# These tests run the reconcilers in processes of their own: no operator may race them.
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("without_session_operator"),
-]
+pytestmark = RECONCILERS_ALONE
 
 CHECKSUM = "cleoai.io/config-checksum"
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("tdb-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
-        service = build_databases(kube, {"default": site})
-        try:
-            yield service
-        finally:
-            service.close()
+databases = databases_fixture("tdb-operator", sites={"default": {}})
 
 
 class Clock:
@@ -66,15 +50,13 @@ class Clock:
 def tenant_name(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[str]:
     name = unique("t")
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {
-                "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+        tenant_manifest(
+            name,
+            {
+                "workload": {"image": IMAGE},
                 "database": {"enabled": True},
             },
-        }
+        )
     )
     yield name
     kube.delete(TENANT, name)

@@ -239,26 +239,31 @@ def test_the_operator_cannot_create_a_namespace_without_the_tenant_labels(
         assert not exists(cluster, "namespace", "blast-unlabelled")
 
 
+def assert_labelling_as_a_tenants_is_refused(cluster: LocalCluster, namespace: str) -> None:
+    """The operator labelling `namespace` a tenant's is refused, and its labels stay."""
+    before = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
+    result = as_operator(
+        cluster,
+        "label",
+        "namespace",
+        namespace,
+        f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+        f"{TENANT_LABEL}=blast",
+    )
+    assert refused_by_policy(result), result.stderr
+    after = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
+    assert json.loads(after)["metadata"].get("labels") == json.loads(before)["metadata"].get(
+        "labels"
+    )
+
+
 def test_the_operator_cannot_turn_a_namespace_into_a_tenants_by_labelling_it(
     cluster: LocalCluster, chart_identity: None
 ) -> None:
     """Labelling kube-system as a tenant namespace would open it to everything else."""
     del chart_identity
     for namespace in ("kube-system", VICTIM):
-        before = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
-        result = as_operator(
-            cluster,
-            "label",
-            "namespace",
-            namespace,
-            f"{MANAGED_BY_LABEL}={MANAGED_BY}",
-            f"{TENANT_LABEL}=blast",
-        )
-        assert refused_by_policy(result), result.stderr
-        after = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
-        assert json.loads(after)["metadata"].get("labels") == json.loads(before)["metadata"].get(
-            "labels"
-        )
+        assert_labelling_as_a_tenants_is_refused(cluster, namespace)
 
 
 def test_only_a_namespace_marked_for_adoption_may_become_a_tenants(
@@ -276,20 +281,7 @@ def test_only_a_namespace_marked_for_adoption_may_become_a_tenants(
                 "annotate", "--overwrite", "namespace", namespace, "cleoai.io/adopt=blast"
             )
         for namespace in ("kube-public", "default"):
-            before = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
-            result = as_operator(
-                cluster,
-                "label",
-                "namespace",
-                namespace,
-                f"{MANAGED_BY_LABEL}={MANAGED_BY}",
-                f"{TENANT_LABEL}=blast",
-            )
-            assert refused_by_policy(result), result.stderr
-            after = cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout
-            assert json.loads(after)["metadata"].get("labels") == json.loads(before)[
-                "metadata"
-            ].get("labels")
+            assert_labelling_as_a_tenants_is_refused(cluster, namespace)
         # As the operator's apply does: the tenant and Pod Security labels in one write.
         result = as_operator(
             cluster,

@@ -17,6 +17,7 @@ for passwords in clear text.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -39,14 +40,15 @@ from tests.harness.postgres import PostgresServer, find_postgres_bindir
 from tests.harness.postgres_tls import Authority, issue_server_certificate, make_authority
 from tests.integration.tenant_database_support import (
     Tenant,
-    admin_secret,
     build_databases,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
+    superuser_secret,
     unique,
 )
+from tests.security.impersonation_support import impersonating_server, password_attempts
 
 pytestmark = [
     pytest.mark.security,
@@ -56,11 +58,6 @@ pytestmark = [
 ]
 
 # The impersonator asks for the password in clear text: what a harvester does.
-HARVESTING_HBA = (
-    "local all all scram-sha-256",
-    "hostssl all all 127.0.0.1/32 password",
-    "host all all 127.0.0.1/32 password",
-)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -99,10 +96,7 @@ def genuine(
 
 @pytest.fixture(scope="module")
 def impersonator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    folder = tmp_path_factory.mktemp("impersonator")
-    certificate = issue_server_certificate(make_authority(folder, "impersonator"), folder)
-    with PostgresServer(tls=certificate, settings={"log_connections": "on"}) as server:
-        server.set_hba(HARVESTING_HBA)
+    with impersonating_server(tmp_path_factory.mktemp("impersonator")) as server:
         yield server
 
 
@@ -113,22 +107,13 @@ def databases(
     """The operator's database part, its site the TLS server with ``sslRootCert``."""
     del crds_installed
     with namespace(kube, unique("ca-operator")) as operator_ns:
-        admin_secret(
-            kube,
-            namespace=operator_ns,
-            name="pg-admin",
-            user=genuine.superuser,
-            password=genuine.password,
-        )
+        superuser_secret(kube, genuine, namespace=operator_ns)
         entry = genuine.site_entry(
             adminSecret={"name": "pg-admin", "namespace": operator_ns}, connectTimeoutSeconds=2
         )
         assert entry["sslMode"] == "verify-full"
-        service = build_databases(kube, {"main": entry})
-        try:
+        with contextlib.closing(build_databases(kube, {"main": entry})) as service:
             yield service
-        finally:
-            service.close()
 
 
 @pytest.fixture(scope="module")
@@ -262,14 +247,6 @@ def output(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr[-2000:]
     parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return parsed
-
-
-def password_attempts(server: PostgresServer) -> list[str]:
-    return [
-        line
-        for line in server.log_file.read_text(errors="replace").splitlines()
-        if "password authentication failed" in line or "connection authorized" in line
-    ]
 
 
 def at(values: Mapping[str, str], server: PostgresServer) -> dict[str, str]:

@@ -262,6 +262,22 @@ def back_up(tenant: Tenant, keyring: Keyring, tmp_path: Path) -> tuple[LocalStor
     return storage, backup
 
 
+def hostile_backup(
+    server: PostgresServer,
+    tenant: Tenant,
+    keyring: Keyring,
+    tmp_path: Path,
+    *,
+    how: str,
+    escape: bool = False,
+) -> tuple[LocalStorage, BackupResult, Snapshot]:
+    """The tenant's database with hostile code planted (see `plant`), backed up; and the
+    server's roles as they were before anything ran the dump."""
+    plant(tenant, tenant.evil, how=how, escape=escape)
+    storage, backup = back_up(tenant, keyring, tmp_path)
+    return storage, backup, server_roles(server)
+
+
 def verify_as_site(
     server: PostgresServer,
     tenant: Tenant,
@@ -289,9 +305,7 @@ def test_hostile_code_in_a_dump_runs_without_privilege_in_verification(
     tmp_path: Path,
     how: str,
 ) -> None:
-    plant(tenant, tenant.evil, how=how)
-    storage, backup = back_up(tenant, keyring, tmp_path)
-    before = server_roles(postgres_server)
+    storage, backup, before = hostile_backup(postgres_server, tenant, keyring, tmp_path, how=how)
 
     verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
@@ -307,9 +321,9 @@ def test_hostile_code_that_resets_its_role_gets_no_privilege_back(
     tmp_path: Path,
 ) -> None:
     """SET ROLE to a NOLOGIN role is no fence: RESET ROLE returns to the session user."""
-    plant(tenant, tenant.evil, how="check", escape=True)
-    storage, backup = back_up(tenant, keyring, tmp_path)
-    before = server_roles(postgres_server)
+    storage, backup, before = hostile_backup(
+        postgres_server, tenant, keyring, tmp_path, how="check", escape=True
+    )
 
     verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
@@ -323,9 +337,9 @@ def test_a_drill_of_a_hostile_backup_runs_without_privilege(
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
-    plant(tenant, tenant.evil, how="check", escape=True)
-    storage, backup = back_up(tenant, keyring, tmp_path)
-    before = server_roles(postgres_server)
+    storage, backup, before = hostile_backup(
+        postgres_server, tenant, keyring, tmp_path, how="check", escape=True
+    )
 
     verdict = restore_drill(
         DrillBackup(
@@ -348,10 +362,8 @@ def test_table_and_schema_names_of_a_dump_are_only_quoted_identifiers(
     keyring: Keyring,
     tmp_path: Path,
 ) -> None:
-    plant(tenant, tenant.evil, how="name")
-    storage, backup = back_up(tenant, keyring, tmp_path)
+    storage, backup, before = hostile_backup(postgres_server, tenant, keyring, tmp_path, how="name")
     assert any("ALTER ROLE" in name for name in backup.manifest.tables)
-    before = server_roles(postgres_server)
 
     verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
 
@@ -367,9 +379,9 @@ def test_restore_refuses_a_superuser_target_and_changes_nothing(
     tmp_path: Path,
     postgres_database: str,
 ) -> None:
-    plant(tenant, tenant.evil, how="check", escape=True)
-    storage, backup = back_up(tenant, keyring, tmp_path)
-    before = server_roles(postgres_server)
+    storage, backup, before = hostile_backup(
+        postgres_server, tenant, keyring, tmp_path, how="check", escape=True
+    )
 
     with pytest.raises(RestoreFailed, match="superuser") as refused:
         restore_archive(
@@ -551,9 +563,9 @@ def test_a_dump_that_sleeps_forever_cannot_hold_the_verification(
     postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
 ) -> None:
     """Code that loops and swallows cancels: pg_restore is stopped, the session ended."""
-    plant(tenant, tenant.evil, how="sleep", escape=True)
-    storage, backup = back_up(tenant, keyring, tmp_path)
-    before = server_roles(postgres_server)
+    storage, backup, before = hostile_backup(
+        postgres_server, tenant, keyring, tmp_path, how="sleep", escape=True
+    )
 
     started = time.monotonic()
     verdict = verify_as_site(

@@ -27,7 +27,7 @@ from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.cli.backup import run_backup_for
 from cleo_operator.crypto import Keyring
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_backup_support import create_database, drop_database
+from tests.integration.backup_support import create_database, drop_database
 
 pytestmark = pytest.mark.security
 

@@ -25,6 +25,8 @@ from cleo_operator.kube.kinds import EVENT, TENANT
 from cleo_operator.kube.status import write_status
 from cleo_operator.observability.logs import configure_logging
 from cleo_operator.reconcile.status import Observation, StatusBuilder
+from cleo_operator.reconcile.tenant import OWNED_STATUS_KEYS
+from tests.harness.specs import tenant_manifest
 
 pytestmark = pytest.mark.security
 
@@ -121,19 +123,14 @@ def test_kopf_object_records_are_redacted_before_kopf_posts_them(restore_logging
 def test_events_and_status_carry_no_secret(kube: KubeClient, crds_installed: None) -> None:
     values, text = leaks()
     name = f"redact-{secrets.token_hex(3)}"
-    tenant = kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {},
-        }
-    )
+    tenant = kube.create(tenant_manifest(name))
     try:
         assert post_event(kube, tenant, reason="RestoreFailed", message=text, type="Warning")
         status = StatusBuilder(tenant, 1, datetime.datetime.now(datetime.UTC))
         status.condition("DatabaseReady", Observation("False", "RestoreFailed", text))
-        assert write_status(kube, TENANT, tenant, status.base("Degraded"))
+        assert write_status(
+            kube, TENANT, tenant, status.base("Degraded"), owned_keys=OWNED_STATUS_KEYS
+        )
         stored = kube.get(TENANT, name)
         assert stored is not None
         events = [

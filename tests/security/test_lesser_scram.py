@@ -15,7 +15,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -34,14 +33,13 @@ from cleo_operator.reconcile.database import TenantDatabases
 from tests.harness.postgres import PostgresServer
 from tests.integration.tenant_database_support import (
     Tenant,
-    build_databases,
     connect_with_secret,
+    databases_fixture,
     drop_tenant_objects,
     namespace,
     reconcile,
     secret_of,
     secret_values,
-    server_site,
     unique,
 )
 
@@ -203,18 +201,7 @@ def test_second_reconcile_after_reset_is_a_no_op(
 # --------------------------------------------------------------------------- the reconcile
 
 
-@pytest.fixture(scope="module")
-def databases(
-    kube: KubeClient, crds_installed: None, postgres_server: PostgresServer
-) -> Iterator[TenantDatabases]:
-    del crds_installed
-    with namespace(kube, unique("scram-operator")) as operator_ns:
-        site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
-        service = build_databases(kube, {"main": site}, wait_seconds=5.0)
-        try:
-            yield service
-        finally:
-            service.close()
+databases = databases_fixture("scram-operator", wait_seconds=5.0)
 
 
 @pytest.mark.cluster

@@ -9,6 +9,7 @@ weaker ``sslMode`` is still possible, and is reported on each tenant of the site
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from tests.harness.postgres_tls import (
     issue_server_certificate,
     make_authority,
 )
+from tests.harness.specs import IMAGE, tenant_manifest
 from tests.integration.tenant_database_support import (
     TENANT,
     build_databases,
@@ -40,16 +42,9 @@ from tests.integration.tenant_database_support import (
     server_site,
     unique,
 )
+from tests.security.impersonation_support import impersonating_server, password_attempts
 
 pytestmark = [pytest.mark.security, pytest.mark.postgres]
-
-# The impersonator asks for the password in clear text (over its TLS): what an attacker
-# who wants the password does.
-HARVESTING_HBA = (
-    "local all all scram-sha-256",
-    "hostssl all all 127.0.0.1/32 password",
-    "host all all 127.0.0.1/32 password",
-)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +55,7 @@ def site_ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
 @pytest.fixture(scope="module")
 def impersonator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL server with a certificate from another CA, harvesting passwords."""
-    folder = tmp_path_factory.mktemp("impersonator")
-    certificate = issue_server_certificate(make_authority(folder, "impersonator"), folder)
-    with PostgresServer(tls=certificate, settings={"log_connections": "on"}) as server:
-        server.set_hba(HARVESTING_HBA)
+    with impersonating_server(tmp_path_factory.mktemp("impersonator")) as server:
         yield server
 
 
@@ -76,14 +68,6 @@ def genuine_site(
     )
     with PostgresServer(tls=certificate) as server:
         yield server
-
-
-def password_attempts(server: PostgresServer) -> list[str]:
-    return [
-        line
-        for line in server.log_file.read_text(errors="replace").splitlines()
-        if "password authentication failed" in line or "connection authorized" in line
-    ]
 
 
 def pools_for(site: SiteConfig, password: str) -> SitePools:
@@ -181,11 +165,8 @@ def weak_databases(
     with namespace(kube, unique("tls-operator")) as operator_ns:
         site = server_site(kube, postgres_server, namespace=operator_ns, secret_name="pg-admin")
         assert site["sslMode"] == "disable"
-        service = build_databases(kube, {"default": site})
-        try:
+        with contextlib.closing(build_databases(kube, {"default": site})) as service:
             yield service
-        finally:
-            service.close()
 
 
 def condition(tenant: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -202,15 +183,13 @@ def test_a_weak_sslmode_shows_on_the_tenant_without_gating_ready(
 ) -> None:
     name = unique("t")
     kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": name},
-            "spec": {
-                "workload": {"image": "registry.example.com/cleoai:1.4.2"},
+        tenant_manifest(
+            name,
+            {
+                "workload": {"image": IMAGE},
                 "database": {"enabled": True},
             },
-        }
+        )
     )
     try:
         reconciler = TenantReconciler(

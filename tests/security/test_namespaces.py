@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import NAMESPACE, ROLE_BINDING, TENANT, Kind
 from cleo_operator.reconcile.tenant import TenantReconciler
 from e2e.cluster import LocalCluster
+from tests.harness.specs import apply_tenant
 
 pytestmark = [
     pytest.mark.security,
@@ -35,13 +35,7 @@ def _unique(prefix: str) -> str:
 
 
 def create_tenant(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> str:
-    body = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    apply_tenant(cluster, name, spec)
     uid = cluster.kubectl("get", "cleotenant", name, "-o", "jsonpath={.metadata.uid}").stdout
     return uid.strip()
 

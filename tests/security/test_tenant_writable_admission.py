@@ -50,6 +50,7 @@ from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BackupPodSettings, render_backup
 from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.specs import tenant_manifest
 from tests.security.tenant_writable_support import ATTACKER, attacker_client, new_name, refused
 
 pytestmark = [
@@ -155,27 +156,33 @@ class Scene:
         return versions
 
 
+def _probe(kube: KubeClient, probe_namespace: str) -> KubeError | None:
+    """Create a ConfigMap with the operator's label: None when admitted, else the refusal."""
+    try:
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "generateName": "probe-",
+                    "namespace": probe_namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                },
+            }
+        )
+    except KubeError as exc:
+        return exc
+    return None
+
+
 def _install_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
     manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
     cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
 
     # A policy takes a moment to be compiled and bound: wait until it refuses a probe.
     def active() -> bool:
-        try:
-            kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {
-                        "generateName": "probe-",
-                        "namespace": probe_namespace,
-                        "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
-                    },
-                }
-            )
-        except KubeError as exc:
-            return MESSAGE in exc.message
-        return False
+        refusal = _probe(kube, probe_namespace)
+        return refusal is not None and MESSAGE in refusal.message
 
     wait_for(active, timeout=60, interval=0.5, what="the admission policy to be active")
 
@@ -188,23 +195,12 @@ def _remove_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str
     # it was made: wait until the probe is accepted, so the next module (which writes such
     # labels as a cluster admin) never meets a policy this module no longer owns.
     def gone() -> bool:
-        try:
-            kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {
-                        "generateName": "probe-",
-                        "namespace": probe_namespace,
-                        "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
-                    },
-                }
-            )
-        except KubeError as exc:
-            if MESSAGE in exc.message:
-                return False
-            raise
-        return True
+        refusal = _probe(kube, probe_namespace)
+        if refusal is None:
+            return True
+        if MESSAGE in refusal.message:
+            return False
+        raise refusal
 
     wait_for(gone, timeout=60, interval=0.5, what="the admission policy to be gone")
 
@@ -238,14 +234,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     )
     spec["autoscaling"]["minReplicas"] = 1
     spec["podDisruptionBudget"] = {"minAvailable": 1}
-    operator.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": spec,
-        }
-    )
+    operator.create(tenant_manifest(tenant, spec))
     reconciler = TenantReconciler(operator, parts=[EncryptionPart(operator, keys)])
     s = Scene(
         tenant=tenant,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from cleo_operator.reconcile.keys import (
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import ADOPT_ANNOTATION, TENANT_UID_LABEL
 from e2e.cluster import LocalCluster
+from tests.harness.specs import tenant_manifest
 from tests.integration.keys_harness import (
     SecretScanner,
     copy_keyring,
@@ -294,67 +295,70 @@ def test_removed_versions_and_garbage_are_repaired(scene: Scene, tmp_path: Path)
     assert base64.b64decode(kept["data"]["notes.txt"]) == b"hello"
 
 
+def _assert_warned_without_keys(
+    kube: KubeClient,
+    namespace: str,
+    reason: str,
+    status: dict[str, Any],
+    operator_keyring: Keyring,
+) -> SecretScanner:
+    """A Warning Event says `reason`; neither it nor `status` holds the attacker's key or
+    the operator's keyring. Returns the scanner, for more text to check."""
+    events = json.loads(events_text(kube, ["default", namespace]))
+    warnings = [e for e in events if e.get("reason") == reason]
+    assert warnings, f"a Warning Event says {reason}"
+    assert warnings[0]["type"] == "Warning"
+    scanner = SecretScanner()
+    scanner.add("attacker key", ATTACKER_KEY)
+    scanner.add_keyring("operator keyring", operator_keyring)
+    scanner.assert_clean("the status", json.dumps(status))
+    scanner.assert_clean("the Events", json.dumps(warnings))
+    return scanner
+
+
 def test_the_tenant_reconcile_reports_the_repair_on_status_and_as_an_event(
-    cluster: LocalCluster, kube: KubeClient, op_ns: str
+    cluster: LocalCluster,
+    kube: KubeClient,
+    op_ns: str,
+    operator_tenant: OperatorTenant,
 ) -> None:
     """The operator's tenant reconcile (with its encryption part) end to end."""
     tenant = new_name("twr")
     namespace = f"cleo-{tenant}"
-    kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]},
-        }
+    reconciler = operator_tenant(
+        tenant, {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]}
     )
-    keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
-    reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
-    try:
-        reconciler.reconcile(tenant)
-        reconciler.reconcile(tenant)
-        attacker = attacker_client(cluster, kube)
-        stored = read_secret(attacker, namespace=namespace, name=TENANT_KEYRING_SECRET)
-        assert stored is not None, "the operator's RoleBinding lets the admin read it"
-        operator_keyring = Keyring.from_secret_data(stored.data)
-        injected = Keyring(
-            keys=(*operator_keyring.keys, DataKey(version=2, created=T0, material=ATTACKER_KEY)),
-            active_version=2,
-        )
-        attacker.patch_merge(
-            SECRET,
-            TENANT_KEYRING_SECRET,
-            {
-                "data": {
-                    k: base64.b64encode(v).decode() for k, v in injected.to_secret_data().items()
-                }
-            },
-            namespace=namespace,
-        )
+    reconciler.reconcile(tenant)
+    reconciler.reconcile(tenant)
+    attacker = attacker_client(cluster, kube)
+    stored = read_secret(attacker, namespace=namespace, name=TENANT_KEYRING_SECRET)
+    assert stored is not None, "the operator's RoleBinding lets the admin read it"
+    operator_keyring = Keyring.from_secret_data(stored.data)
+    injected = Keyring(
+        keys=(*operator_keyring.keys, DataKey(version=2, created=T0, material=ATTACKER_KEY)),
+        active_version=2,
+    )
+    attacker.patch_merge(
+        SECRET,
+        TENANT_KEYRING_SECRET,
+        {"data": {k: base64.b64encode(v).decode() for k, v in injected.to_secret_data().items()}},
+        namespace=namespace,
+    )
 
-        reconciler.reconcile(tenant)
+    reconciler.reconcile(tenant)
 
-        obj = kube.get(TENANT, tenant)
-        assert obj is not None
-        conditions = {c["type"]: c for c in obj["status"]["conditions"]}
-        keyring = conditions["KeyringReady"]
-        assert keyring["status"] == "True"
-        assert keyring["reason"] == "TenantKeyringRepaired"
-        assert f"{namespace}/{TENANT_KEYRING_SECRET}" in keyring["message"]
-        assert obj["status"]["keyVersion"] == 1
-        assert copy_keyring(kube, op_ns, tenant) == operator_keyring
-        events = json.loads(events_text(kube, ["default", namespace]))
-        warnings = [e for e in events if e.get("reason") == "TenantKeyringRepaired"]
-        assert warnings, "a Warning Event names the repair"
-        assert warnings[0]["type"] == "Warning"
-        scanner = SecretScanner()
-        scanner.add("attacker key", ATTACKER_KEY)
-        scanner.add_keyring("operator keyring", operator_keyring)
-        scanner.assert_clean("the status", json.dumps(obj["status"]))
-        scanner.assert_clean("the Events", json.dumps(warnings))
-    finally:
-        kube.delete(TENANT, tenant)
-        kube.delete(NAMESPACE, namespace)
+    obj = kube.get(TENANT, tenant)
+    assert obj is not None
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    keyring = conditions["KeyringReady"]
+    assert keyring["status"] == "True"
+    assert keyring["reason"] == "TenantKeyringRepaired"
+    assert f"{namespace}/{TENANT_KEYRING_SECRET}" in keyring["message"]
+    assert obj["status"]["keyVersion"] == 1
+    assert copy_keyring(kube, op_ns, tenant) == operator_keyring
+    _assert_warned_without_keys(
+        kube, namespace, "TenantKeyringRepaired", obj["status"], operator_keyring
+    )
 
 
 def test_a_quarantine_secret_is_never_read_as_a_keyring(scene: Scene, tmp_path: Path) -> None:
@@ -414,8 +418,49 @@ def _quarantine_of(kube: KubeClient, op_ns: str, tenant: str) -> list[dict[str, 
     )
 
 
+OperatorTenant = Callable[[str, dict[str, Any]], TenantReconciler]
+
+
+@pytest.fixture
+def operator_tenant(kube: KubeClient, op_ns: str) -> Iterator[OperatorTenant]:
+    """`operator_tenant(name, spec)` creates the CleoTenant and returns the operator's tenant
+    reconciler (with its encryption part); after the test the tenants, their namespaces
+    (``spec.namespace``) and whatever of theirs was quarantined are deleted."""
+    made: list[tuple[str, str]] = []
+
+    def make(tenant: str, spec: dict[str, Any]) -> TenantReconciler:
+        kube.create(tenant_manifest(tenant, spec))
+        made.append((tenant, spec["namespace"]))
+        keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
+        return TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
+
+    yield make
+    for tenant, namespace in made:
+        kube.delete(TENANT, tenant)
+        kube.delete(NAMESPACE, namespace)
+        for kept_secret in _quarantine_of(kube, op_ns, tenant):
+            kube.delete(SECRET, kept_secret["metadata"]["name"], namespace=op_ns)
+
+
+@pytest.fixture
+def newcomer(scene: Scene) -> Iterator[str]:
+    """A tenant name new to the scene's namespace; its copy and quarantined Secrets are
+    deleted after the test."""
+    name = new_name("twn")
+    yield name
+    scene.kube.delete(SECRET, keyring_copy_name(name), namespace=scene.operator_namespace)
+    for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, name):
+        scene.kube.delete(
+            SECRET, kept_secret["metadata"]["name"], namespace=scene.operator_namespace
+        )
+
+
 def test_a_keyring_planted_before_adoption_is_quarantined_not_imported(
-    cluster: LocalCluster, kube: KubeClient, op_ns: str, tmp_path: Path
+    cluster: LocalCluster,
+    kube: KubeClient,
+    op_ns: str,
+    tmp_path: Path,
+    operator_tenant: OperatorTenant,
 ) -> None:
     """Finding 3 (A): someone who could write Secrets in a namespace before its owner handed
     it to a tenant (`cleoai.io/adopt`) plants `cleo-keyring`. The tenant's first reconcile
@@ -434,89 +479,71 @@ def test_a_keyring_planted_before_adoption_is_quarantined_not_imported(
     attacker = attacker_client(cluster, kube)
     planted = _planted()
     _plant(attacker, namespace, planted)
-    kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]},
-        }
+    reconciler = operator_tenant(
+        tenant, {"namespace": namespace, "admins": [{"kind": "User", "name": ATTACKER}]}
     )
-    keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
-    reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
-    try:
-        reconciler.reconcile(tenant)
+    reconciler.reconcile(tenant)
 
-        obj = kube.get(TENANT, tenant)
-        assert obj is not None
-        ns = kube.get(NAMESPACE, namespace)
-        assert ns is not None
-        assert ns["metadata"]["labels"].get(TENANT_UID_LABEL) == obj["metadata"]["uid"], (
-            "the premise: the namespace was adopted by the tenant"
-        )
-        operator_keyring = copy_keyring(kube, op_ns, tenant)
-        assert operator_keyring is not None
-        assert all(k.material != ATTACKER_KEY for k in operator_keyring.keys), (
-            "the planted key became the tenant's"
-        )
-        stored = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
-        assert stored is not None
-        assert dict(stored.data) == operator_keyring.to_secret_data()
-        # What a backup encrypts with now does not open with the attacker's keyring.
-        runner = _mounted(dict(stored.data), tmp_path / "keyring")
-        wrapped = new_stream_key(runner, context=BACKUP_CONTEXT).wrapped
-        with pytest.raises(CryptoError):
-            open_stream_key(planted, wrapped, context=BACKUP_CONTEXT)
-        # The planted Secret is kept for review, never read as a keyring.
-        (kept,) = _quarantine_of(kube, op_ns, tenant)
-        assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
-        annotations = kept["metadata"]["annotations"]
-        assert annotations["cleoai.io/quarantine-kind"] == "untrusted"
-        assert "before the tenant had keys" in annotations["cleoai.io/quarantine-reason"]
-        # The condition and a Warning Event tell the truth, with no key material.
-        conditions = {c["type"]: c for c in obj["status"]["conditions"]}
-        condition = conditions["KeyringReady"]
-        assert condition["status"] == "True"
-        assert condition["reason"] == "UntrustedKeyringReplaced"
-        assert f"{namespace}/{TENANT_KEYRING_SECRET}" in condition["message"]
-        assert kept["metadata"]["name"] in condition["message"]
-        assert obj["status"]["keyVersion"] == 1
-        events = json.loads(events_text(kube, ["default", namespace]))
-        warnings = [e for e in events if e.get("reason") == "UntrustedKeyringReplaced"]
-        assert warnings
-        assert warnings[0]["type"] == "Warning"
-        scanner = SecretScanner()
-        scanner.add("attacker key", ATTACKER_KEY)
-        scanner.add_keyring("operator keyring", operator_keyring)
-        scanner.assert_clean("the status", json.dumps(obj["status"]))
-        scanner.assert_clean("the Events", json.dumps(warnings))
-        scanner.assert_clean("the quarantine annotations", json.dumps(annotations))
+    obj = kube.get(TENANT, tenant)
+    assert obj is not None
+    ns = kube.get(NAMESPACE, namespace)
+    assert ns is not None
+    assert ns["metadata"]["labels"].get(TENANT_UID_LABEL) == obj["metadata"]["uid"], (
+        "the premise: the namespace was adopted by the tenant"
+    )
+    operator_keyring = copy_keyring(kube, op_ns, tenant)
+    assert operator_keyring is not None
+    assert all(k.material != ATTACKER_KEY for k in operator_keyring.keys), (
+        "the planted key became the tenant's"
+    )
+    stored = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
+    assert stored is not None
+    assert dict(stored.data) == operator_keyring.to_secret_data()
+    # What a backup encrypts with now does not open with the attacker's keyring.
+    runner = _mounted(dict(stored.data), tmp_path / "keyring")
+    wrapped = new_stream_key(runner, context=BACKUP_CONTEXT).wrapped
+    with pytest.raises(CryptoError):
+        open_stream_key(planted, wrapped, context=BACKUP_CONTEXT)
+    # The planted Secret is kept for review, never read as a keyring.
+    (kept,) = _quarantine_of(kube, op_ns, tenant)
+    assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
+    annotations = kept["metadata"]["annotations"]
+    assert annotations["cleoai.io/quarantine-kind"] == "untrusted"
+    assert "before the tenant had keys" in annotations["cleoai.io/quarantine-reason"]
+    # The condition and a Warning Event tell the truth, with no key material.
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    condition = conditions["KeyringReady"]
+    assert condition["status"] == "True"
+    assert condition["reason"] == "UntrustedKeyringReplaced"
+    assert f"{namespace}/{TENANT_KEYRING_SECRET}" in condition["message"]
+    assert kept["metadata"]["name"] in condition["message"]
+    assert obj["status"]["keyVersion"] == 1
+    scanner = _assert_warned_without_keys(
+        kube, namespace, "UntrustedKeyringReplaced", obj["status"], operator_keyring
+    )
+    scanner.assert_clean("the quarantine annotations", json.dumps(annotations))
 
-        # A second reconcile writes no keys and keeps telling the truth.
-        copy_rv = kube.get(SECRET, keyring_copy_name(tenant), namespace=op_ns)
-        assert copy_rv is not None
-        reconciler.reconcile(tenant)
-        again = kube.get(TENANT, tenant)
-        assert again is not None
-        reasons = {c["type"]: c["reason"] for c in again["status"]["conditions"]}
-        assert reasons["KeyringReady"] == "UntrustedKeyringReplaced"
-        copy_after = kube.get(SECRET, keyring_copy_name(tenant), namespace=op_ns)
-        assert copy_after is not None
-        assert copy_after["metadata"]["resourceVersion"] == copy_rv["metadata"]["resourceVersion"]
-    finally:
-        kube.delete(TENANT, tenant)
-        kube.delete(NAMESPACE, namespace)
-        for kept_secret in _quarantine_of(kube, op_ns, tenant):
-            kube.delete(SECRET, kept_secret["metadata"]["name"], namespace=op_ns)
+    # A second reconcile writes no keys and keeps telling the truth.
+    copy_rv = kube.get(SECRET, keyring_copy_name(tenant), namespace=op_ns)
+    assert copy_rv is not None
+    reconciler.reconcile(tenant)
+    again = kube.get(TENANT, tenant)
+    assert again is not None
+    reasons = {c["type"]: c["reason"] for c in again["status"]["conditions"]}
+    assert reasons["KeyringReady"] == "UntrustedKeyringReplaced"
+    copy_after = kube.get(SECRET, keyring_copy_name(tenant), namespace=op_ns)
+    assert copy_after is not None
+    assert copy_after["metadata"]["resourceVersion"] == copy_rv["metadata"]["resourceVersion"]
 
 
 def test_a_keyring_left_in_a_namespace_for_a_tenant_without_keys_is_not_imported(
-    scene: Scene, tmp_path: Path
+    scene: Scene,
+    tmp_path: Path,
+    newcomer: str,
 ) -> None:
     """Finding 3 (B), at the reconciler: a namespace-scoped install's watched namespace, or a
     Retain orphan re-attached to a tenant of another name, holds a keyring its old admins
     wrote. A tenant whose status records no keys (`previous_status={}`) never imports it."""
-    newcomer = new_name("twn")
     scene.write_as_attacker(_planted().to_secret_data())
 
     outcome = KeyringReconciler(scene.kube, scene.keys).reconcile(
@@ -527,67 +554,49 @@ def test_a_keyring_left_in_a_namespace_for_a_tenant_without_keys_is_not_imported
         now=T0,
     )
 
-    try:
-        assert outcome.ready
-        assert outcome.condition.reason == "UntrustedKeyringReplaced"
-        assert outcome.warnings[0][0] == "UntrustedKeyringReplaced"
-        fresh = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
-        assert fresh is not None
-        assert all(k.material != ATTACKER_KEY for k in fresh.keys)
-        assert scene.tenant_data() == fresh.to_secret_data()
-        (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
-        assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
-    finally:
-        scene.kube.delete(SECRET, keyring_copy_name(newcomer), namespace=scene.operator_namespace)
-        for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, newcomer):
-            scene.kube.delete(
-                SECRET, kept_secret["metadata"]["name"], namespace=scene.operator_namespace
-            )
+    assert outcome.ready
+    assert outcome.condition.reason == "UntrustedKeyringReplaced"
+    assert outcome.warnings[0][0] == "UntrustedKeyringReplaced"
+    fresh = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
+    assert fresh is not None
+    assert all(k.material != ATTACKER_KEY for k in fresh.keys)
+    assert scene.tenant_data() == fresh.to_secret_data()
+    (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+    assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
 
 
 def test_a_deleted_copy_is_recovered_from_the_tenant_secret_when_status_had_keys(
-    kube: KubeClient, op_ns: str
+    kube: KubeClient,
+    op_ns: str,
+    operator_tenant: OperatorTenant,
 ) -> None:
     """The recovery path stays: someone with rights in the operator namespace deleted the copy;
     the tenant's status (which only the operator writes) says it had v1, so the tenant Secret
     is this tenant's keyring and becomes the copy again, unchanged and not quarantined."""
     tenant = new_name("twc")
     namespace = f"cleo-{tenant}"
-    kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {"namespace": namespace},
-        }
-    )
-    keys = OperatorKeys.locate(kube, operator_namespace=op_ns, kek_dir=None)
-    reconciler = TenantReconciler(kube, parts=[EncryptionPart(kube, keys)])
-    try:
-        reconciler.reconcile(tenant)
-        original = copy_keyring(kube, op_ns, tenant)
-        assert original is not None
-        obj = kube.get(TENANT, tenant)
-        assert obj is not None
-        assert obj["status"]["keyVersion"] == 1
-        secret_before = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
-        assert secret_before is not None
-        assert kube.delete(SECRET, keyring_copy_name(tenant), namespace=op_ns)
+    reconciler = operator_tenant(tenant, {"namespace": namespace})
+    reconciler.reconcile(tenant)
+    original = copy_keyring(kube, op_ns, tenant)
+    assert original is not None
+    obj = kube.get(TENANT, tenant)
+    assert obj is not None
+    assert obj["status"]["keyVersion"] == 1
+    secret_before = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
+    assert secret_before is not None
+    assert kube.delete(SECRET, keyring_copy_name(tenant), namespace=op_ns)
 
-        reconciler.reconcile(tenant)
+    reconciler.reconcile(tenant)
 
-        assert copy_keyring(kube, op_ns, tenant) == original, "the tenant lost its keys"
-        secret_after = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
-        assert secret_after is not None
-        assert secret_after.resource_version == secret_before.resource_version
-        assert _quarantine_of(kube, op_ns, tenant) == []
-        obj = kube.get(TENANT, tenant)
-        assert obj is not None
-        reasons = {c["type"]: c["reason"] for c in obj["status"]["conditions"]}
-        assert reasons["KeyringReady"] == "KeyringAvailable"
-    finally:
-        kube.delete(TENANT, tenant)
-        kube.delete(NAMESPACE, namespace)
+    assert copy_keyring(kube, op_ns, tenant) == original, "the tenant lost its keys"
+    secret_after = read_secret(kube, namespace=namespace, name=TENANT_KEYRING_SECRET)
+    assert secret_after is not None
+    assert secret_after.resource_version == secret_before.resource_version
+    assert _quarantine_of(kube, op_ns, tenant) == []
+    obj = kube.get(TENANT, tenant)
+    assert obj is not None
+    reasons = {c["type"]: c["reason"] for c in obj["status"]["conditions"]}
+    assert reasons["KeyringReady"] == "KeyringAvailable"
 
 
 @pytest.mark.parametrize(
@@ -600,12 +609,14 @@ def test_a_deleted_copy_is_recovered_from_the_tenant_secret_when_status_had_keys
     ],
 )
 def test_a_replacement_of_a_planted_keyring_killed_midway_never_imports_it(
-    cluster: LocalCluster, scene: Scene, fault: str
+    cluster: LocalCluster,
+    scene: Scene,
+    fault: str,
+    newcomer: str,
 ) -> None:
     """Crash safety of the new path: killed after any write, the next run (status still
     without keys) finishes with the copy's keys in both homes, never the planted ones, and
     the planted Secret kept once; a copy made before the crash is the one kept."""
-    newcomer = new_name("twk")
     scene.write_as_attacker(_planted().to_secret_data())
 
     def run(fault: str | None = None) -> Any:
@@ -618,39 +629,32 @@ def test_a_replacement_of_a_planted_keyring_killed_midway_never_imports_it(
             fault=fault,
         )
 
-    try:
-        killed = run(fault)
-        assert killed.returncode == -9, f"not killed at {fault}: {killed.stderr}"
-        at_crash = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
-        restarted = run()
-        assert restarted.returncode == 0, restarted.stderr
-        outcome = json.loads(restarted.stdout)
-        assert outcome["condition"]["status"] == "True", outcome
-        assert outcome["condition"]["reason"] == "UntrustedKeyringReplaced", outcome
-        after = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
-        assert after is not None
-        assert all(k.material != ATTACKER_KEY for k in after.keys)
-        if at_crash is not None:
-            assert after == at_crash, "the restart replaced the new keyring"
-        assert scene.tenant_data() == after.to_secret_data()
-        (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
-        assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
-        assert json.loads(run().stdout)["actions"] == []
-    finally:
-        scene.kube.delete(SECRET, keyring_copy_name(newcomer), namespace=scene.operator_namespace)
-        for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, newcomer):
-            scene.kube.delete(
-                SECRET, kept_secret["metadata"]["name"], namespace=scene.operator_namespace
-            )
+    killed = run(fault)
+    assert killed.returncode == -9, f"not killed at {fault}: {killed.stderr}"
+    at_crash = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
+    restarted = run()
+    assert restarted.returncode == 0, restarted.stderr
+    outcome = json.loads(restarted.stdout)
+    assert outcome["condition"]["status"] == "True", outcome
+    assert outcome["condition"]["reason"] == "UntrustedKeyringReplaced", outcome
+    after = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
+    assert after is not None
+    assert all(k.material != ATTACKER_KEY for k in after.keys)
+    if at_crash is not None:
+        assert after == at_crash, "the restart replaced the new keyring"
+    assert scene.tenant_data() == after.to_secret_data()
+    (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+    assert base64.b64decode(kept["data"]["v1.key"]) == ATTACKER_KEY
+    assert json.loads(run().stdout)["actions"] == []
 
 
 def test_a_reviewed_untrusted_quarantine_is_adopted_only_on_request_and_loses_nothing(
     scene: Scene,
+    newcomer: str,
 ) -> None:
     """The way back when the keyring found without keys WAS the tenant's (say, an older
     operator made it and the copy and status are gone): a person with rights in the operator
     namespace adopts it, explicitly; the new keyring it replaces is kept for review."""
-    newcomer = new_name("twq")
     planted = _planted()
     scene.write_as_attacker(planted.to_secret_data())
     first = KeyringReconciler(scene.kube, scene.keys).reconcile(
@@ -660,40 +664,33 @@ def test_a_reviewed_untrusted_quarantine_is_adopted_only_on_request_and_loses_no
         previous_status={},
         now=T0,
     )
-    try:
-        assert first.condition.reason == "UntrustedKeyringReplaced"
-        fresh = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
-        assert fresh is not None
-        (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
-        name = kept["metadata"]["name"]
+    assert first.condition.reason == "UntrustedKeyringReplaced"
+    fresh = copy_keyring(scene.kube, scene.operator_namespace, newcomer)
+    assert fresh is not None
+    (kept,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+    name = kept["metadata"]["name"]
 
-        with pytest.raises(ValueError, match="--replace-new-keyring"):
-            adopt_quarantined(scene.kube, scene.keys, tenant=newcomer, name=name)
-        assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == fresh
+    with pytest.raises(ValueError, match="--replace-new-keyring"):
+        adopt_quarantined(scene.kube, scene.keys, tenant=newcomer, name=name)
+    assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == fresh
 
-        adopted, line = adopt_quarantined(
-            scene.kube, scene.keys, tenant=newcomer, name=name, replace_new_keyring=True, now=T0
-        )
-        assert adopted == planted
-        assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == planted
-        (replaced,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
-        assert replaced["metadata"]["name"] in line
-        assert (
-            Keyring.from_secret_data({k: base64.b64decode(v) for k, v in replaced["data"].items()})
-            == fresh
-        ), "the new keyring is kept, not thrown away"
-        after = KeyringReconciler(scene.kube, scene.keys).reconcile(
-            tenant=newcomer,
-            namespace=scene.namespace,
-            encryption=EncryptionSpec(),
-            previous_status={"keyVersion": 1},
-            now=T0,
-        )
-        assert after.ready
-        assert scene.tenant_data() == planted.to_secret_data()
-    finally:
-        scene.kube.delete(SECRET, keyring_copy_name(newcomer), namespace=scene.operator_namespace)
-        for kept_secret in _quarantine_of(scene.kube, scene.operator_namespace, newcomer):
-            scene.kube.delete(
-                SECRET, kept_secret["metadata"]["name"], namespace=scene.operator_namespace
-            )
+    adopted, line = adopt_quarantined(
+        scene.kube, scene.keys, tenant=newcomer, name=name, replace_new_keyring=True, now=T0
+    )
+    assert adopted == planted
+    assert copy_keyring(scene.kube, scene.operator_namespace, newcomer) == planted
+    (replaced,) = _quarantine_of(scene.kube, scene.operator_namespace, newcomer)
+    assert replaced["metadata"]["name"] in line
+    assert (
+        Keyring.from_secret_data({k: base64.b64decode(v) for k, v in replaced["data"].items()})
+        == fresh
+    ), "the new keyring is kept, not thrown away"
+    after = KeyringReconciler(scene.kube, scene.keys).reconcile(
+        tenant=newcomer,
+        namespace=scene.namespace,
+        encryption=EncryptionSpec(),
+        previous_status={"keyVersion": 1},
+        now=T0,
+    )
+    assert after.ready
+    assert scene.tenant_data() == planted.to_secret_data()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -10,6 +9,8 @@ import pytest
 from cleo_operator.api import backup
 from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.base import SpecError
+from tests.harness.specs import with_value
+from tests.unit.api_support import assert_refused_naming
 
 GOOD: dict[str, Any] = {
     "tenant": "acme",
@@ -77,13 +78,7 @@ def test_schedules_that_cron_understands(schedule: str) -> None:
 
 
 def replaced(path: str, value: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node = spec
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    return spec
+    return with_value(GOOD, path, value)
 
 
 BAD = [
@@ -125,11 +120,7 @@ BAD = [
 def test_a_bad_spec_is_refused_naming_the_field(
     path: str, value: Any, field: str, message: str
 ) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_backup_spec(replaced(path, value))
-    issues = {issue.path: issue.message for issue in caught.value.issues}
-    assert field in issues, str(caught.value)
-    assert message in issues[field]
+    assert_refused_naming(parse_backup_spec, replaced(path, value), field, message)
 
 
 def test_the_destination_block_must_match_its_type() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from cleo_operator.api import failover
-from cleo_operator.api.base import SpecError
 from cleo_operator.api.failover import CleoFailoverStatus, parse_failover_spec
+from tests.unit.api_support import assert_refused_naming
 
 GOOD: dict[str, Any] = {
     "tenant": "acme",
@@ -50,11 +50,7 @@ BAD = [
 def test_a_bad_spec_is_refused_naming_the_field(
     body: dict[str, Any], field: str, message: str
 ) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_failover_spec(body)
-    issues = {issue.path: issue.message for issue in caught.value.issues}
-    assert field in issues, str(caught.value)
-    assert message in issues[field]
+    assert_refused_naming(parse_failover_spec, body, field, message)
 
 
 def test_status_round_trips_with_the_api_spelling_of_rto_and_rpo() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import types
 from typing import Any
 
@@ -17,78 +16,10 @@ from cleo_operator.api.tenant import (
     parse_tenant_spec,
     validate_tenant_spec_update,
 )
+from tests.harness.specs import tenant_spec, with_value
+from tests.unit.api_support import assert_refused_naming
 
-GOOD: dict[str, Any] = {
-    "namespace": "acme-prod",
-    "paused": False,
-    "deletionPolicy": "Delete",
-    "admins": [{"kind": "User", "name": "alice@example.com"}, {"kind": "Group", "name": "ops"}],
-    "viewers": [{"kind": "Group", "name": "support"}],
-    "quota": {
-        "cpu": "8",
-        "memory": "16Gi",
-        "storage": "100Gi",
-        "pods": 40,
-        "services": 10,
-        "secrets": 50,
-        "configMaps": 50,
-        "persistentVolumeClaims": 5,
-    },
-    "limits": {
-        "defaultCpu": "1",
-        "defaultMemory": "1Gi",
-        "defaultRequestCpu": "250m",
-        "defaultRequestMemory": "256Mi",
-        "maxCpu": 4,
-        "maxMemory": "8Gi",
-    },
-    "network": {
-        "ingressFrom": [
-            {"namespaceSelector": {"kubernetes.io/metadata.name": "ingress-nginx"}},
-            {"podSelector": {"app": "gateway"}},
-        ],
-        "databaseEgress": [{"cidr": "10.20.0.0/16", "ports": [5432, 6432]}],
-    },
-    "workload": {
-        "image": "registry.example.com/cleoai:1.4.2",
-        "imagePullPolicy": "IfNotPresent",
-        "port": 8080,
-        "resources": {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
-            "limits": {"cpu": 2, "memory": "2Gi"},
-        },
-        "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "CLEO_FEATURES", "value": ""}],
-        "config": {"cleo.yaml": "memory: postgres\n", "limits.json": "{}"},
-        "replicas": 2,
-    },
-    "autoscaling": {
-        "enabled": True,
-        "minReplicas": 2,
-        "maxReplicas": 10,
-        "targetCPUUtilizationPercentage": 70,
-        "targetMemoryUtilizationPercentage": 80,
-        "metrics": [
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": "requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "100"},
-                },
-            }
-        ],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
-    },
-    "podDisruptionBudget": {"minAvailable": "50%"},
-    "secrets": [{"name": "openai", "data": {"api-key": "v1.c2VhbGVkIGJ5dGVz"}}],
-    "encryption": {"rotationPeriod": "90d"},
-    "database": {
-        "enabled": True,
-        "site": "eu-west",
-        "connectionLimit": 50,
-        "passwordRotationPeriod": "30d",
-    },
-    "failover": {"automatic": True, "failoverDelay": "2m", "standbySite": "eu-central"},
-}
+GOOD: dict[str, Any] = tenant_spec()
 
 
 def test_a_complete_spec_is_accepted_and_dumps_back_as_written() -> None:
@@ -149,16 +80,7 @@ def test_the_spec_is_frozen() -> None:
 
 def with_(path: str, value: Any) -> dict[str, Any]:
     """GOOD with the value at a dotted path (list indexes as numbers) replaced or added."""
-    spec = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node: Any = spec
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return spec
+    return with_value(GOOD, path, value)
 
 
 BAD = [
@@ -260,11 +182,7 @@ BAD = [
 def test_a_bad_spec_is_refused_naming_the_field(
     path: str, value: Any, field: str, message: str
 ) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_tenant_spec(with_(path, value))
-    issues = {issue.path: issue.message for issue in caught.value.issues}
-    assert field in issues, str(caught.value)
-    assert message in issues[field]
+    assert_refused_naming(parse_tenant_spec, with_(path, value), field, message)
 
 
 def test_automatic_failover_needs_a_standby_site() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import cast
@@ -55,11 +56,9 @@ def test_a_weak_site_is_logged_at_start(caplog: pytest.LogCaptureFixture, sites_
         databases = TenantDatabases.from_environment(
             cast(KubeClient, object()), environ={"CLEO_SITES": sites_text}
         )
-    try:
+    with contextlib.closing(databases):
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("site weak: sslMode prefer does not verify" in w for w in warnings)
         assert not any("site strong" in w for w in warnings)
         assert databases.tls_observation("weak") == tls_observation(databases.pools.site("weak"))
         assert databases.tls_observation("nowhere") is None
-    finally:
-        databases.close()

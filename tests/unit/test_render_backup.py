@@ -72,16 +72,23 @@ ONE_OFF: dict[str, Any] = {
 }
 
 
-def render(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, KubeObject]:
+def rendered(
+    raw: dict[str, Any], settings: BackupPodSettings = SETTINGS, *, name: str = NAME
+) -> list[KubeObject]:
+    """`render_backup` of CleoBackup `name` of tenant acme, in apply order."""
     objects = render_backup(
-        name=NAME,
+        name=name,
         namespace=NS,
         uid=UID,
         tenant="acme",
         spec=parse_backup_spec(raw),
         settings=settings,
     )
-    return {obj["kind"]: obj for obj in objects}
+    return list(objects)
+
+
+def render(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, KubeObject]:
+    return {obj["kind"]: obj for obj in rendered(raw, settings)}
 
 
 def pod_spec(raw: dict[str, Any], settings: BackupPodSettings = SETTINGS) -> dict[str, Any]:
@@ -190,14 +197,7 @@ def test_job_history_never_exceeds_the_status_history() -> None:
 
 def test_the_longest_name_fits_the_cron_job_limit() -> None:
     longest = "b" * NAME_MAX_LENGTH
-    objects = render_backup(
-        name=longest,
-        namespace=NS,
-        uid=UID,
-        tenant="acme",
-        spec=parse_backup_spec(PVC_SPEC),
-        settings=SETTINGS,
-    )
+    objects = rendered(PVC_SPEC, name=longest)
     # A CronJob's name may have 52 characters (its Jobs add 11).
     assert all(len(o["metadata"]["name"]) <= 52 for o in objects)
 

@@ -29,6 +29,7 @@ from cleo_operator.crypto.keyring import (
     wrap_keyring,
 )
 from tests.unit.crypto.secrets_check import assert_no_secret
+from tests.unit.crypto.tampering import base64url_characters, positions, with_character
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
@@ -102,20 +103,17 @@ def test_needs_reencrypt_refuses_other_kinds(keyring: Keyring) -> None:
 @settings(max_examples=100)
 @given(
     plaintext=st.binary(max_size=1024),
-    where=st.floats(min_value=0, max_value=1, exclude_max=True),
-    replacement=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+    where=positions,
+    replacement=base64url_characters,
 )
 def test_a_changed_character_of_a_ciphertext_is_detected(
     keyring: Keyring, plaintext: bytes, where: float, replacement: str
 ) -> None:
-    envelope = keyring.encrypt(plaintext, context=CONTEXT)
-    position = int(where * len(envelope))
-    if envelope[position] == replacement:
+    changed = with_character(keyring.encrypt(plaintext, context=CONTEXT), where, replacement)
+    if changed is None:
         return
     with pytest.raises(CryptoError):
-        keyring.decrypt(
-            envelope[:position] + replacement + envelope[position + 1 :], context=CONTEXT
-        )
+        keyring.decrypt(changed, context=CONTEXT)
 
 
 def test_secret_data_has_a_stable_layout_and_round_trips() -> None:

@@ -29,6 +29,7 @@ from cleo_operator.crypto.sealing import (
     unseal,
 )
 from tests.unit.crypto.secrets_check import assert_no_secret
+from tests.unit.crypto.tampering import base64url_characters, bit_flips, positions, with_character
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 WHERE = {"tenant": "acme", "secret": "db-credentials", "key": "password"}
@@ -148,29 +149,24 @@ def test_every_single_bit_flip_of_a_sealed_value_is_detected(keyring: SealingKey
     where = {"tenant": "t", "secret": "s", "key": "k"}
     sealed = seal(keyring.public_key, plaintext=b"pw", **where)
     data = Envelope.from_text(sealed).to_bytes()
-    for position in range(len(data)):
-        for bit in range(8):
-            flipped = bytearray(data)
-            flipped[position] ^= 1 << bit
-            text = TEXT_PREFIX + b64url_encode(bytes(flipped))
-            with pytest.raises(CryptoError):
-                unseal(keyring, text, **where)
+    for flipped in bit_flips(data):
+        with pytest.raises(CryptoError):
+            unseal(keyring, TEXT_PREFIX + b64url_encode(flipped), **where)
 
 
 @settings(max_examples=100)
 @given(
     plaintext=st.binary(max_size=2048),
-    where=st.floats(min_value=0, max_value=1, exclude_max=True),
-    replacement=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+    where=positions,
+    replacement=base64url_characters,
 )
 def test_a_changed_character_in_a_larger_sealed_value_is_detected(
     keyring: SealingKeyring, plaintext: bytes, where: float, replacement: str
 ) -> None:
     sealed = seal(keyring.public_key, plaintext=plaintext, **WHERE)
-    position = int(where * len(sealed))
-    if sealed[position] == replacement:
+    changed = with_character(sealed, where, replacement)
+    if changed is None:
         return
-    changed = sealed[:position] + replacement + sealed[position + 1 :]
     with pytest.raises(CryptoError):
         unseal(keyring, changed, **WHERE)
 

@@ -10,76 +10,16 @@ from hypothesis import strategies as st
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.render.tenant import render_tenant
+from tests.harness.specs import IMAGE, tenant_spec
 
 TENANT = "acme"
 UID = "0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10"
 CHECKSUM = "a" * 64
 
-FULL: dict[str, Any] = {
-    "namespace": "acme-prod",
-    "admins": [{"kind": "User", "name": "alice@example.com"}, {"kind": "Group", "name": "ops"}],
-    "viewers": [{"kind": "Group", "name": "support"}],
-    "quota": {
-        "cpu": "8",
-        "memory": "16Gi",
-        "storage": "100Gi",
-        "pods": 40,
-        "services": 10,
-        "secrets": 50,
-        "configMaps": 50,
-        "persistentVolumeClaims": 5,
-    },
-    "limits": {
-        "defaultCpu": "1",
-        "defaultMemory": "1Gi",
-        "defaultRequestCpu": "250m",
-        "defaultRequestMemory": "256Mi",
-        "maxCpu": 4,
-        "maxMemory": "8Gi",
-    },
-    "network": {
-        "ingressFrom": [
-            {"namespaceSelector": {"kubernetes.io/metadata.name": "ingress-nginx"}},
-            {"podSelector": {"app": "gateway"}},
-        ],
-        "databaseEgress": [{"cidr": "10.20.0.0/16", "ports": [6432, 5432]}],
-    },
-    "workload": {
-        "image": "registry.example.com/cleoai:1.4.2",
-        "imagePullPolicy": "IfNotPresent",
-        "port": 8080,
-        "resources": {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
-            "limits": {"cpu": 2, "memory": "2Gi"},
-        },
-        "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "CLEO_FEATURES", "value": ""}],
-        "config": {"cleo.yaml": "memory: postgres\n", "limits.json": "{}"},
-        "replicas": 2,
-    },
-    "autoscaling": {
-        "enabled": True,
-        "minReplicas": 2,
-        "maxReplicas": 10,
-        "targetCPUUtilizationPercentage": 70,
-        "targetMemoryUtilizationPercentage": 80,
-        "metrics": [
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": "requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "100"},
-                },
-            }
-        ],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
-    },
-    "podDisruptionBudget": {"minAvailable": "50%"},
-    "secrets": [{"name": "openai", "data": {"api-key": "v1.c2VhbGVkIGJ5dGVz"}}],
-    "database": {"enabled": True, "site": "eu-west"},
-}
+FULL: dict[str, Any] = tenant_spec()
 """A tenant that uses every field render reads."""
 
-WORKLOAD: dict[str, Any] = {"image": "registry.example.com/cleoai:1.4.2"}
+WORKLOAD: dict[str, Any] = {"image": IMAGE}
 """The smallest workload."""
 
 

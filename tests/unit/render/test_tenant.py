@@ -11,26 +11,10 @@ from hypothesis import given, settings
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from tests.harness.specs import tenant_children
 from tests.unit.render.specs import FULL, TENANT, UID, WORKLOAD, find, render, spec_of, tenant_specs
 
-FULL_ORDER = [
-    ("Namespace", "acme-prod"),
-    ("ResourceQuota", "cleo-quota"),
-    ("LimitRange", "cleo-limits"),
-    ("NetworkPolicy", "cleo-default-deny"),
-    ("NetworkPolicy", "cleo-allow-same-namespace"),
-    ("NetworkPolicy", "cleo-allow-dns"),
-    ("NetworkPolicy", "cleo-allow-ingress"),
-    ("NetworkPolicy", "cleo-allow-database"),
-    ("ServiceAccount", "cleoai"),
-    ("RoleBinding", "cleo-tenant-admin"),
-    ("RoleBinding", "cleo-tenant-viewer"),
-    ("ConfigMap", "cleoai-config"),
-    ("Deployment", "cleoai"),
-    ("Service", "cleoai"),
-    ("HorizontalPodAutoscaler", "cleoai"),
-    ("PodDisruptionBudget", "cleoai"),
-]
+FULL_ORDER = tenant_children(FULL["namespace"])
 
 
 def kinds_and_names(objects: list[KubeObject]) -> list[tuple[str, str]]:

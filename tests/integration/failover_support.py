@@ -39,6 +39,7 @@ from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.render.meta import tenant_owner
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import IMAGE, tenant_manifest
 
 PRIMARY = "east"
 STANDBY = "west"
@@ -252,7 +253,7 @@ def deployment(namespace: str, tenant: str, *, replicas: int = REPLICAS) -> Kube
                     "containers": [
                         {
                             "name": "cleoai",
-                            "image": "registry.example.com/cleoai:1.4.2",
+                            "image": IMAGE,
                             "envFrom": [{"secretRef": {"name": "cleo-database"}}],
                         }
                     ]
@@ -301,15 +302,13 @@ def tenant_setting(
         sites[name] = site_entry(server, secret_ns=operator_ns, admin=f"pg-admin-{name}")
     sites_yaml = yaml.safe_dump({"sites": sites})
     obj = kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoTenant",
-            "metadata": {"name": tenant},
-            "spec": {
+        tenant_manifest(
+            tenant,
+            {
                 "database": {"enabled": True, "site": PRIMARY},
                 "failover": {"standbySite": STANDBY, **(failover or {})},
             },
-        }
+        )
     )
     setting = Setting(
         kube=kube,
@@ -322,12 +321,13 @@ def tenant_setting(
         uid=obj["metadata"]["uid"],
         extra_sites=dict(extra_sites or {}),
     )
-    databases = TenantDatabases.from_environment(
-        kube,
-        environ={"CLEO_SITES": sites_yaml},
-        settings=DatabaseSettings(wait_seconds=30.0),
-    )
-    try:
+    with contextlib.closing(
+        TenantDatabases.from_environment(
+            kube,
+            environ={"CLEO_SITES": sites_yaml},
+            settings=DatabaseSettings(wait_seconds=30.0),
+        )
+    ) as databases:
         outcome = databases.reconcile(
             tenant=tenant,
             uid=setting.uid,
@@ -339,8 +339,6 @@ def tenant_setting(
         )
         assert outcome.condition is not None
         assert outcome.condition.status == "True", outcome
-    finally:
-        databases.close()
     setting.wait_replayed()
     if workload:
         kube.apply(deployment(namespace, tenant))
@@ -383,3 +381,20 @@ def drop_tenant(server: PostgresServer, tenant: str) -> None:
     ident = tenant_database_name(tenant)
     server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(ident)))
     server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ident)))
+
+
+def setting_fixture(**options: Any) -> Any:
+    """A fixture `setting`: a tenant on a new primary/standby pair, `tenant_setting` with
+    `options`. A test module names it: ``setting = setting_fixture()``."""
+
+    @pytest.fixture
+    def setting(
+        kube: KubeClient,
+        crds_installed: None,
+        postgres_replica_pair: tuple[PostgresServer, PostgresServer],
+    ) -> Iterator[Setting]:
+        del crds_installed
+        with tenant_setting(kube, postgres_replica_pair, **options) as made:
+            yield made
+
+    return setting
