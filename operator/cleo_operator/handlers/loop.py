@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cleo_operator.kube.client import KubeError
@@ -34,17 +35,42 @@ class Outcome(Protocol):
 
 @dataclass
 class Backoff:
-    """Exponential backoff for failing reconciles: 1, 2, 4 ... up to `limit` seconds."""
+    """Exponential backoff with full jitter for a loop whose reconciles fail in a row.
+
+    The n-th failure waits a uniformly random time in ``[floor, min(limit, base * 2**(n-1))]``
+    (AWS's "full jitter"). Why random and not 1, 2, 4 ... seconds: after an API server or a
+    database outage every tenant's loop fails at the same moment; with fixed steps they all
+    come back at the same moments too, and each wave is the outage's load again. Spread over
+    the window, the retries arrive as a trickle.
+    """
 
     limit: float = 60.0
-    current: float = 0.0
+    base: float = 1.0
+    floor: float = 0.1
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def ceiling(self) -> float:
+        """The longest wait the next failure may get."""
+        exponent = min(max(0, self.failures - 1), 32)
+        return min(self.limit, self.base * 2.0**exponent)
 
     def failed(self) -> float:
-        self.current = min(self.limit, max(1.0, self.current * 2))
-        return self.current
+        self.failures += 1
+        return max(self.floor, self.rng.uniform(0.0, self.ceiling()))
 
     def succeeded(self) -> None:
-        self.current = 0.0
+        self.failures = 0
+
+    def conflict(self) -> float:
+        """Someone wrote between our read and our write: read again soon (0.1 to 1 s)."""
+        return self.rng.uniform(self.floor, 1.0)
+
+    def resync(self, period: float) -> float:
+        """The next periodic reconcile: 80 to 100 % of `period`, so that loops started
+        together (an operator restart) do not all resync in the same second; never later
+        than `period`, which is the promise ("at least every resync period")."""
+        return period * self.rng.uniform(0.8, 1.0)
 
 
 class ReconcileLoops:
@@ -98,14 +124,14 @@ class ReconcileLoops:
             if exc.conflict:
                 # Someone wrote between our read and our write: read again right away.
                 log.info("%s %s: conflict, retrying soon", self.kind, key)
-                return 0.5
+                return backoff.conflict()
             delay = backoff.failed()
-            log.warning("%s %s: %s (retrying in %.0fs)", self.kind, key, exc, delay)
+            log.warning("%s %s: %s (retrying in %.1fs)", self.kind, key, exc, delay)
             return delay
         except Exception as exc:
             RECONCILE_ERRORS.labels(kind=self.kind, reason=type(exc).__name__).inc()
             delay = backoff.failed()
-            log.exception("%s %s: reconcile failed (retrying in %.0fs)", self.kind, key, delay)
+            log.exception("%s %s: reconcile failed (retrying in %.1fs)", self.kind, key, delay)
             return delay
         backoff.succeeded()
-        return outcome.requeue_after or self.resync_seconds
+        return outcome.requeue_after or backoff.resync(self.resync_seconds)
