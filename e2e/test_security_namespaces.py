@@ -277,6 +277,11 @@ def test_an_adoption_mark_does_not_hand_over_another_tenants_namespace(
 ) -> None:
     ns = f"cleo-{victim}"
     attacker = "nsattack-marked"
+    # The owner spends a mark on its own namespace at its next reconcile (so that it can never
+    # hand the namespace over later): pause the owner, so the mark is there while the
+    # attacker's tenant is reconciled, and nothing but the attacker could change the namespace.
+    cluster.kubectl("patch", "cleotenant", victim, "--type=merge", "-p", '{"spec":{"paused":true}}')
+    assert wait_condition(cluster, victim, "Ready", "False")["reason"] == "Paused"
     # Even a mark put there by someone who may write Namespaces does not take a namespace
     # away from a tenant that exists.
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}={attacker}")
@@ -287,7 +292,22 @@ def test_an_adoption_mark_does_not_hand_over_another_tenants_namespace(
         {"namespace": ns},
         ("NamespaceNotOwned", f"tenant {victim}"),
     )
-    cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}-")
+    marks = kubectl_json(cluster, "get", "namespace", ns)["metadata"].get("annotations") or {}
+    assert marks.get(ADOPT) == attacker, "the mark was there throughout the attack"
+    cluster.kubectl(
+        "patch", "cleotenant", victim, "--type=merge", "-p", '{"spec":{"paused":false}}'
+    )
+    # Unpaused, the owner spends the mark.
+    wait_for(
+        lambda: (
+            ADOPT
+            not in (
+                kubectl_json(cluster, "get", "namespace", ns)["metadata"].get("annotations") or {}
+            )
+        ),
+        timeout=60,
+        what="the owner to spend the adoption mark on its namespace",
+    )
 
 
 # -- the operator's namespace ----------------------------------------------------------------
