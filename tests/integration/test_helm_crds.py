@@ -193,6 +193,7 @@ def test_helm_upgrade_puts_a_new_field_of_a_crd_on_the_server(
 TENANT_KINDS = ("cleobackups.cleoai.io", "cleofailovers.cleoai.io")
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ["cleo-tenant-admin", "cleo-tenant-viewer"])
 def test_tenant_admins_and_viewers_read_backups_and_failovers_but_never_ask_for_one(
     own_cluster: LocalCluster, helm_home: Path, role: str
