@@ -16,7 +16,7 @@ help:
 	@echo "              (CLUSTER=current: the current kubeconfig context; CLUSTER=kind: kind)"
 	@echo "make test   - lint, type-check and the whole test suite (starts what it needs)"
 	@echo "make cluster-up / cluster-down - the local control plane in the background"
-	@echo "make crds   - regenerate crds/ and the chart's crds/ from the API models"
+	@echo "make crds   - regenerate crds/ and the chart's CRD templates from the API models"
 	@echo "make image  - build the operator's image (needs Docker)"
 
 $(STAMP): pyproject.toml

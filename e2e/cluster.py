@@ -65,6 +65,8 @@ CONTROLLERS = [
     "endpointslice-controller",
     "root-ca-certificate-publisher-controller",
     "ttl-after-finished-controller",
+    # Fills admin/edit/view from the ClusterRoles labelled aggregate-to-*, as in any cluster.
+    "clusterrole-aggregation-controller",
 ]
 
 FAKE_NODE = "kwok-node-0"

@@ -98,13 +98,16 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("helm-home")
 
 
-# The tenant ClusterRoles come from crds_installed on this shared cluster (module docstring).
+# The tenant ClusterRoles and the CRDs come from crds_installed on this shared cluster
+# (module docstring); test_helm_crds.py installs the CRDs with a release.
 # The tenant-protection admission policy is cluster-wide too (one release may own it) and
 # would hold the session's cluster admin off tenant namespaces: the value-set dry runs check
 # it, the security tests install it for their module only.
 NO_TENANT_ROLES = (
     "--set",
     "rbac.createTenantRoles=false",
+    "--set",
+    "crds.install=false",
     "--set",
     "admission.tenantProtection.enabled=false",
 )

@@ -171,6 +171,7 @@ def test_lint_strict_passes(helm: list[str], tmp_path: Path, name: str) -> None:
 
 CLUSTER_SCOPED = {
     "ClusterRole",
+    "CustomResourceDefinition",
     "ClusterRoleBinding",
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -15,9 +16,12 @@ from cleo_operator.api.crdgen import (
     CHART_CRD_DIR,
     CRD_DIR,
     HEADER,
+    TEMPLATE_HEADER,
     CrdGenerationError,
     generate_crds,
+    render_chart_templates,
     render_crd_files,
+    render_crd_stream,
     structural_schema,
     write_crds,
 )
@@ -26,6 +30,7 @@ from cleo_operator.api.kinds import RESOURCES
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 CRDS = {crd["spec"]["names"]["kind"]: crd for crd in generate_crds()}
+CRDS_BY_NAME = {crd["metadata"]["name"]: crd for crd in generate_crds()}
 
 ALLOWED_KEYS = {
     "description",
@@ -343,8 +348,10 @@ def test_printer_columns_point_at_declared_fields(
 
 
 def test_committed_crds_are_what_the_models_generate() -> None:
-    files = render_crd_files()
-    for folder in (REPO / CRD_DIR, REPO / CHART_CRD_DIR):
+    for folder, files, header in (
+        (REPO / CRD_DIR, render_crd_files(), HEADER),
+        (REPO / CHART_CRD_DIR, render_chart_templates(), TEMPLATE_HEADER),
+    ):
         for name, text in files.items():
             path = folder / name
             assert path.is_file(), f"{path.relative_to(REPO)} is missing: run `cleo-operator crds`"
@@ -352,8 +359,13 @@ def test_committed_crds_are_what_the_models_generate() -> None:
                 f"{path.relative_to(REPO)} differs from the models: run `cleo-operator crds` "
                 "and commit the result"
             )
-        generated = {p.name for p in folder.glob("*.yaml") if p.read_text().startswith(HEADER)}
+        generated = {p.name for p in folder.glob("*.yaml") if p.read_text().startswith(header)}
         assert generated == set(files), f"stale generated CRDs in {folder.relative_to(REPO)}"
+
+
+def test_the_chart_has_no_crds_folder_that_helm_would_install_twice() -> None:
+    # Helm installs a chart's crds/ once and never upgrades it; the templates do both.
+    assert not (REPO / "charts" / "cleo-operator" / "crds").exists()
 
 
 def test_committed_files_parse_back_to_the_crds() -> None:
@@ -364,14 +376,70 @@ def test_committed_files_parse_back_to_the_crds() -> None:
         assert crd == CRDS[crd["spec"]["names"]["kind"]]
 
 
+def test_chart_templates_template_only_the_metadata() -> None:
+    for name, text in render_chart_templates().items():
+        assert text.startswith(TEMPLATE_HEADER)
+        lines = text.splitlines()
+        assert lines[4] == "{{- if .Values.crds.install }}"
+        assert lines[-1] == "{{- end }}"
+        spec_at = lines.index("spec:")
+        # Below metadata no template action: the spec is the models' YAML, verbatim.
+        assert not any("{{" in line for line in lines[spec_at:-1])
+        crd = CRDS_BY_NAME[name.removesuffix(".yaml")]
+        assert yaml.safe_load("\n".join(lines[spec_at:-1])) == {"spec": crd["spec"]}
+        metadata = "\n".join(lines[5:spec_at])
+        assert f"  name: {crd['metadata']['name']}" in metadata
+        assert "{{- if .Values.crds.keep }}" in metadata
+        assert "helm.sh/resource-policy: keep" in metadata
+
+
+def test_a_template_delimiter_in_a_models_text_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crd = generate_crds()[0]
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = "say {{ hi }}"
+    monkeypatch.setattr("cleo_operator.api.crdgen.generate_crds", lambda: [crd])
+    with pytest.raises(CrdGenerationError, match="template"):
+        render_chart_templates()
+
+
+def test_the_stream_is_every_crd_once_in_order() -> None:
+    stream = render_crd_stream()
+    assert stream.startswith("---\napiVersion: apiextensions.k8s.io/v1\n")
+    assert list(yaml.safe_load_all(stream)) == generate_crds()
+
+
+def test_crds_stdout_prints_the_stream_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    from cleo_operator.cli.crds import cmd_crds  # noqa: PLC0415
+
+    assert cmd_crds(argparse.Namespace(stdout=True, root=tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert out == render_crd_stream()
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(out)] == list(CRDS_BY_NAME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crds_stdout_and_root_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    from cleo_operator.cli.root import build_parser  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["crds", "--stdout", "--root", "x"])
+    assert exited.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
 def test_write_crds_writes_both_folders_and_removes_only_its_own_stale_files(
     tmp_path: pathlib.Path,
 ) -> None:
     stale = tmp_path / CRD_DIR / "cleoretired.cleoai.io.yaml"
+    stale_template = tmp_path / CHART_CRD_DIR / "cleoretired.cleoai.io.yaml"
     foreign = tmp_path / CHART_CRD_DIR / "someone-elses.yaml"
     stale.parent.mkdir(parents=True)
     foreign.parent.mkdir(parents=True)
     stale.write_text(HEADER + "kind: CustomResourceDefinition\n")
+    stale_template.write_text(TEMPLATE_HEADER + "kind: CustomResourceDefinition\n")
     foreign.write_text("kind: CustomResourceDefinition\n")
 
     written = write_crds(tmp_path)
@@ -381,9 +449,12 @@ def test_write_crds_writes_both_folders_and_removes_only_its_own_stale_files(
         [f"{CRD_DIR}/{n}" for n in names] + [f"{CHART_CRD_DIR}/{n}" for n in names]
     )
     assert not stale.exists()
+    assert not stale_template.exists()
     assert foreign.exists()
     for path in written:
-        assert path.read_text(encoding="utf-8") == render_crd_files()[path.name]
+        in_chart = path.parent == tmp_path / CHART_CRD_DIR
+        expected = render_chart_templates() if in_chart else render_crd_files()
+        assert path.read_text(encoding="utf-8") == expected[path.name]
 
 
 # --- the generator refuses what it cannot express -------------------------------------------

@@ -3,12 +3,18 @@
 Why one command for both: the CRDs (from the API models) and the RBAC files (from
 `kube.permissions` and `render.rbac`) are committed, and a test fails when either drifts
 from the code, so whoever changes a model or a permission regenerates everything at once.
+
+``--stdout`` is for a cluster without a checkout (and without Helm, or with
+``crds.install=false``): the CRDs as one YAML stream, for
+``cleo-operator crds --stdout | kubectl apply --server-side -f -``. It writes nothing else,
+so the stream is all a pipe gets.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from cleo_operator.cli.common import guarded, repo_root
@@ -21,8 +27,14 @@ log = logging.getLogger("cleo_operator")
 
 def cmd_crds(args: argparse.Namespace) -> int:
     """Write the CRDs (and the tenant ClusterRoles' files) under the checkout's root."""
-    from cleo_operator.api.crdgen import write_crds  # noqa: PLC0415 - keeps the others light
+    from cleo_operator.api.crdgen import (  # noqa: PLC0415 - keeps the others light
+        render_crd_stream,
+        write_crds,
+    )
 
+    if args.stdout:
+        sys.stdout.write(render_crd_stream())
+        return 0
     root: Path = args.root or repo_root()
     for path in [*write_crds(root), *write_tenant_roles(root)]:
         log.info("wrote %s", path.relative_to(root))
@@ -30,10 +42,16 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `cleo-operator crds [--root DIR]` to the command line."""
+    """Add `cleo-operator crds [--root DIR | --stdout]` to the command line."""
     crds = subparsers.add_parser(
         "crds",
         help="generate the CRD YAML from the API models (and the tenant ClusterRoles' YAML)",
     )
-    crds.add_argument("--root", type=Path, help="repository root (default: this checkout)")
+    target = crds.add_mutually_exclusive_group()
+    target.add_argument("--root", type=Path, help="repository root (default: this checkout)")
+    target.add_argument(
+        "--stdout",
+        action="store_true",
+        help="print the CRDs as one YAML stream (for kubectl apply --server-side -f -)",
+    )
     crds.set_defaults(func=guarded(cmd_crds, log))

@@ -9,6 +9,12 @@ RoleBinding, a ClusterRole grants its rules in that one namespace only, so names
 themselves (and their Pod Security labels) are out of reach too.
 `cleo-tenant-viewer` reads the same kinds but not Secrets (nor pods/exec).
 
+Both may read the CleoBackups and CleoFailovers of their namespace (how their backups and
+failovers went), and neither may create, change or delete them: a CleoBackup names a
+destination (and the egress its runner gets) for the tenant's data, and a CleoFailover
+moves the tenant's database between sites; those are the platform team's decisions
+(docs/security.md, the tenant admin).
+
 Why ClusterRoles that the operator only binds, and not Roles it writes per namespace:
 RBAC's escalation check lets an identity write a Role only with permissions it holds
 itself, so writing these Roles made the operator hold everything they grant (pods/exec,
@@ -45,6 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NotRequired, TypedDict
 
+from cleo_operator.api.base import GROUP
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, Subject
 from cleo_operator.render.child import child_metadata, sorted_map, workload_metadata
@@ -98,6 +105,8 @@ def admin_rules() -> list[PolicyRule]:
         _rule("apps", ["deployments/scale"], ("get", "patch", "update")),
         _rule("autoscaling", ["horizontalpodautoscalers"], MANAGE),
         _rule("batch", ["cronjobs", "jobs"], MANAGE),
+        # How the tenant's backups and failovers went; asking for one is not theirs.
+        _rule(GROUP, ["cleobackups", "cleofailovers"], READ),
         _rule("events.k8s.io", ["events"], READ),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
         _rule("policy", ["poddisruptionbudgets"], MANAGE),
@@ -124,6 +133,7 @@ def viewer_rules() -> list[PolicyRule]:
         _rule("apps", ["deployments", "replicasets"], READ),
         _rule("autoscaling", ["horizontalpodautoscalers"], READ),
         _rule("batch", ["cronjobs", "jobs"], READ),
+        _rule(GROUP, ["cleobackups", "cleofailovers"], READ),
         _rule("events.k8s.io", ["events"], READ),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
         _rule("policy", ["poddisruptionbudgets"], READ),
