@@ -64,6 +64,7 @@ from cleo_operator.render.k8s import (
     ObjectMeta,
     ResourceRequirements,
     ServiceAccount,
+    VolumeMount,
     as_object,
 )
 from cleo_operator.render.meta import API_VERSION, tenant_labels
@@ -489,7 +490,7 @@ def runner_command(*, name: str, namespace: str, spec: CleoBackupSpec) -> list[s
 def _pod_template(
     *, name: str, namespace: str, tenant: str, spec: CleoBackupSpec, settings: BackupPodSettings
 ) -> shapes.PodTemplate:
-    mounts: list[shapes.Mount] = [
+    mounts: list[VolumeMount] = [
         {"name": "tmp", "mountPath": TMP_MOUNT},
         {"name": "keyring", "mountPath": KEYRING_MOUNT, "readOnly": True},
     ]

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 from cleo_operator.render.k8s import (
-    Capabilities,
+    ContainerSecurityContext,
     EmptyDirVolumeSource,
     LocalObjectReference,
     ObjectMeta,
+    PodSecurityContext,
     ResourceRequirements,
-    SeccompProfile,
+    RoleRef,
     SecretVolumeSource,
+    VolumeMount,
 )
 
 __all__ = [
@@ -30,15 +32,11 @@ __all__ = [
     "JobSpec",
     "JobTemplate",
     "KeyRef",
-    "Mount",
-    "PodSecurityContext",
     "PodSpec",
     "PodTemplate",
     "ResourceRule",
     "Role",
     "RoleBinding",
-    "RoleRef",
-    "SecurityContext",
     "ServiceAccountSubject",
     "TemplateMeta",
     "Volume",
@@ -63,12 +61,6 @@ class ServiceAccountSubject(TypedDict):
     kind: Literal["ServiceAccount"]
     name: str
     namespace: str
-
-
-class RoleRef(TypedDict):
-    apiGroup: Literal["rbac.authorization.k8s.io"]
-    kind: Literal["Role"]
-    name: str
 
 
 class RoleBinding(TypedDict):
@@ -100,19 +92,6 @@ class EnvVar(TypedDict):
     valueFrom: NotRequired[EnvSource]
 
 
-class Mount(TypedDict):
-    name: str
-    mountPath: str
-    readOnly: NotRequired[bool]
-
-
-class SecurityContext(TypedDict):
-    allowPrivilegeEscalation: bool
-    readOnlyRootFilesystem: bool
-    runAsNonRoot: bool
-    capabilities: Capabilities
-
-
 class Container(TypedDict):
     name: str
     image: str
@@ -120,10 +99,10 @@ class Container(TypedDict):
     command: list[str]
     env: list[EnvVar]
     resources: NotRequired[ResourceRequirements]
-    securityContext: SecurityContext
+    securityContext: ContainerSecurityContext
     terminationMessagePath: str
     terminationMessagePolicy: Literal["File", "FallbackToLogsOnError"]
-    volumeMounts: list[Mount]
+    volumeMounts: list[VolumeMount]
 
 
 class ClaimSource(TypedDict):
@@ -135,14 +114,6 @@ class Volume(TypedDict):
     emptyDir: NotRequired[EmptyDirVolumeSource]
     secret: NotRequired[SecretVolumeSource]
     persistentVolumeClaim: NotRequired[ClaimSource]
-
-
-class PodSecurityContext(TypedDict):
-    runAsNonRoot: bool
-    runAsUser: int
-    runAsGroup: int
-    fsGroup: int
-    seccompProfile: SeccompProfile
 
 
 class PodSpec(TypedDict):
