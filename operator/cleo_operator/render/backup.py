@@ -16,15 +16,17 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
   the operator found at start) on its ports, to write the status; and for S3, the object
   store's ranges the CleoBackup names (``destination.s3.egress``, or the endpoint's IP
-  address) on the endpoint's port. Nothing else, and never ``0.0.0.0/0``: the tenant's own
-  policies already give every pod of the namespace the database ranges and DNS, and a PVC
-  destination needs no network. `egress_problem` says when a spec leaves the object store's
-  addresses unknown. The policy selects pods by labels, which is why the admission policy
-  of deploy/admission refuses those labels to everyone but the operator and the Job
-  controller (a tenant pod wearing them would get this egress);
+  address) and the platform's (`BackupPodSettings.object_store_cidrs`) on the endpoint's
+  port. Nothing else, and never ``0.0.0.0/0``: the tenant's own policies already give every
+  pod of the namespace the database ranges and DNS, and a PVC destination needs no network.
+  `egress_problem` says when a spec leaves the object store's addresses unknown. The policy
+  selects pods by labels, which is why the admission policy of deploy/admission refuses
+  those labels to everyone but the operator and the Job controller (a tenant pod wearing
+  them would get this egress);
 - a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
   backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
-  operator's own image, so what backs up is always the version that reconciles.
+  operator's own image, so what backs up is always the version that reconciles, pulled with
+  the operator's pull policy and pull secrets.
 
 The pod passes Pod Security ``restricted`` (non-root 10001, read-only root filesystem with
 an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
