@@ -214,6 +214,11 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # The operator is told its own image, so every backup runner runs the installed one
+    # (tests/integration/test_helm_backup.py follows it into the CronJob).
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CLEO_OPERATOR_IMAGE"] == container["image"]
+    assert env["CLEO_OPERATOR_NAMESPACE"] == NAMESPACE
 
     # The CRDs came with the chart (or were there already) and are served.
     for plural in ("cleotenants", "cleobackups", "cleofailovers"):

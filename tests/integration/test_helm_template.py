@@ -69,6 +69,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "namespace-scoped": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
+    "backup-runner": {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "backup": {
+            "image": {"repository": "mirror.example/cleo-operator", "pullPolicy": "Always"},
+            "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
+            "egress": {"apiServer": ["10.0.0.1/32"], "objectStorage": ["10.42.7.0/24"]},
+        },
+    },
     "tenant-roles-elsewhere": {"rbac": {"createTenantRoles": False}},
     "admission-off": {"admission": {"tenantProtection": {"enabled": False}}},
     "kek-secret": {"kek": {"secretName": "cleo-kek"}, "podDisruptionBudget": {"enabled": True}},
@@ -361,9 +369,13 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
     assert c["resources"]["limits"]["memory"] == "512Mi"
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
-    # Only the name of the ClusterRole it binds itself to in tenant namespaces.
+    # The ClusterRole it binds itself to in tenant namespaces, its namespace, and the backup
+    # runner's image (tests/integration/test_helm_backup.py follows the `backup` values).
     assert [e for e in c.get("env") or [] if e["name"].startswith("CLEO_")] == [
-        {"name": "CLEO_OPERATOR_TENANT_ROLE", "value": TENANT_ROLE}
+        {"name": "CLEO_OPERATOR_TENANT_ROLE", "value": TENANT_ROLE},
+        {"name": "CLEO_OPERATOR_NAMESPACE", "value": NAMESPACE},
+        {"name": "CLEO_OPERATOR_IMAGE", "value": c["image"]},
+        {"name": "CLEO_OPERATOR_IMAGE_PULL_POLICY", "value": "IfNotPresent"},
     ]
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"

@@ -17,6 +17,9 @@ def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
     assert settings.pod.image_pull_policy is None
     # No 0.0.0.0/0 default any more (issue 11): the operator finds the API server at start.
     assert settings.pod.api_server_cidrs == ()
+    assert settings.pod.object_store_cidrs == ()
+    assert settings.pod.image_pull_secrets == ()
+    assert settings.pod.resources is None
     assert settings.volumes_dir is None
 
 
@@ -42,6 +45,14 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         ("CLEO_BACKUP_API_SERVER_CIDRS", "10.0.0.0/8,the-internet", "'the-internet' is not"),
         ("CLEO_BACKUP_API_SERVER_CIDRS", "0.0.0.0/0", "is every address"),
         ("CLEO_BACKUP_EGRESS_CIDRS", "::/0", "is every address"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "0.0.0.0/0", "name the object stores' addresses"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "s3.amazonaws.com", "is not an address range"),
+        ("CLEO_BACKUP_IMAGE_PULL_SECRETS", "regcred,Reg_Cred", "'Reg_Cred' is not a Secret"),
+        ("CLEO_BACKUP_IMAGE_PULL_SECRETS", '["regcred"]', "separate names with commas"),
+        ("CLEO_BACKUP_RESOURCES", "{requests: {}}", "not JSON"),
+        ("CLEO_BACKUP_RESOURCES", '{"requests": {"cpu": "lots"}}', "requests.cpu:"),
+        ("CLEO_BACKUP_RESOURCES", '{"request": {"cpu": "1"}}', "request: Extra inputs"),
+        ("CLEO_BACKUP_RESOURCES", '[{"cpu": "1"}]', "the value:"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str, words: str) -> None:
@@ -66,3 +77,24 @@ def test_addresses_found_at_start_fill_in_only_when_none_are_set() -> None:
     )
     pinned = BackupSettings.from_environment({"CLEO_BACKUP_API_SERVER_CIDRS": "192.0.2.1/32"})
     assert pinned.with_api_server(found).pod.api_server_cidrs == ("192.0.2.1/32",)
+
+
+def test_pull_secrets_resources_and_object_stores_from_the_environment() -> None:
+    settings = BackupSettings.from_environment(
+        {
+            "CLEO_BACKUP_IMAGE_PULL_SECRETS": "regcred, mirror.pull ,regcred,",
+            "CLEO_BACKUP_RESOURCES": (
+                '{"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": 2147483648}}'
+            ),
+            "CLEO_BACKUP_OBJECT_STORE_CIDRS": "10.42.7.0/24,2001:db8::/48",
+        }
+    )
+    # Duplicates once, in the order given.
+    assert settings.pod.image_pull_secrets == ("regcred", "mirror.pull")
+    resources = settings.pod.resources
+    assert resources is not None
+    assert resources.requests is not None
+    assert (resources.requests.cpu, resources.requests.memory) == ("250m", "512Mi")
+    assert resources.limits is not None
+    assert resources.limits.memory == 2147483648
+    assert settings.pod.object_store_cidrs == ("10.42.7.0/24", "2001:db8::/48")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.backup import NAME_MAX_LENGTH, parse_backup_spec
+from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.backup.commands import storage_from_destination
@@ -455,3 +456,53 @@ def test_rendering_does_not_share_mutable_state() -> None:
     second = render(PVC_SPEC)
     assert "x" not in second["CronJob"]["metadata"]["labels"]
     assert second["CronJob"]["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+# --- what the operator's settings add to every runner ----------------------------------------
+
+
+def test_pull_secrets_go_on_every_runner_pod_and_nowhere_by_default() -> None:
+    pulling = BackupPodSettings(image=IMAGE, image_pull_secrets=("regcred", "mirror"))
+    for raw in (PVC_SPEC, ONE_OFF):
+        assert pod_spec(raw, pulling)["imagePullSecrets"] == [
+            {"name": "regcred"},
+            {"name": "mirror"},
+        ]
+        # An empty list would be dropped by the API server and then look like drift.
+        assert "imagePullSecrets" not in pod_spec(raw)
+
+
+def test_the_operators_resources_apply_to_backups_that_set_none_and_never_mix() -> None:
+    defaults = RunnerResources.model_validate(
+        {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "2Gi"}}
+    )
+    settings = BackupPodSettings(image=IMAGE, resources=defaults)
+    assert container(ONE_OFF, settings)["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
+    # The CleoBackup's own resources replace the operator's whole: its 1Gi limit must not
+    # meet the operator's 512Mi request half way (or its request the operator's limit).
+    assert container(PVC_SPEC, settings)["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert "resources" not in container(ONE_OFF)
+
+
+def test_the_platforms_object_store_ranges_open_s3_runners_only() -> None:
+    platform = BackupPodSettings(
+        image=IMAGE, api_server_cidrs=("10.0.0.1/32",), object_store_cidrs=("10.42.7.0/24",)
+    )
+    spec = parse_backup_spec(S3_SPEC)  # a store by host name, no egress of its own
+    assert egress_problem(spec, platform) is None
+    (_, store) = render(S3_SPEC, platform)["NetworkPolicy"]["spec"]["egress"]
+    assert store == {
+        "to": [{"ipBlock": {"cidr": "10.42.7.0/24"}}],
+        "ports": [{"protocol": "TCP", "port": 9000}],
+    }
+    both = render(_s3(egress=["203.0.113.0/24"]), platform)["NetworkPolicy"]["spec"]["egress"]
+    assert [p["ipBlock"]["cidr"] for p in both[1]["to"]] == ["10.42.7.0/24", "203.0.113.0/24"]
+    # A volume destination needs no object store: only the API server's rule.
+    (api,) = render(PVC_SPEC, platform)["NetworkPolicy"]["spec"]["egress"]
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]

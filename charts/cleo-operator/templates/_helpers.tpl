@@ -72,6 +72,36 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "cleo-operator.service
 {{- end }}
 
 {{/*
+The backup runner's image: each part defaults to the operator's, and the operator's digest
+only while neither the repository nor the tag is set for the runner.
+*/}}
+{{- define "cleo-operator.backupImage" -}}
+{{- $own := .Values.backup.image }}
+{{- $repository := default .Values.image.repository $own.repository }}
+{{- $digest := $own.digest }}
+{{- if and (not $digest) (not $own.repository) (not $own.tag) }}
+{{- $digest = .Values.image.digest }}
+{{- end }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default (default .Chart.AppVersion .Values.image.tag) $own.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret names the runner pulls with, comma-separated: its own, else the operator's.
+*/}}
+{{- define "cleo-operator.backupPullSecrets" -}}
+{{- $secrets := .Values.backup.imagePullSecrets | default .Values.imagePullSecrets }}
+{{- $names := list }}
+{{- range $secrets }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- join "," $names }}
+{{- end }}
+
+{{/*
 The site configuration the data layer parses ({sites: {...}}), with each adminSecret's
 namespace defaulting to the release's. Cross-field rules a JSON schema cannot state are
 checked here and fail the render with the value's path.

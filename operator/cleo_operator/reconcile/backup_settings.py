@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from pydantic import ValidationError
+
 from cleo_operator import __version__
+from cleo_operator.api.base import ResourceRequirements
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
 
 __all__ = [
@@ -24,6 +29,9 @@ __all__ = [
     "EGRESS_CIDRS_ENV",
     "IMAGE_ENV",
     "IMAGE_PULL_POLICY_ENV",
+    "IMAGE_PULL_SECRETS_ENV",
+    "OBJECT_STORE_CIDRS_ENV",
+    "RESOURCES_ENV",
     "VOLUMES_DIR_ENV",
     "BackupSettings",
     "PullPolicy",
@@ -42,11 +50,72 @@ EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
 """The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
 default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
 CleoBackup (``destination.s3.egress``)."""
+OBJECT_STORE_CIDRS_ENV: Final = "CLEO_BACKUP_OBJECT_STORE_CIDRS"
+"""Comma-separated ranges of the platform's object stores, which every S3 runner may reach
+on its endpoint's port besides its CleoBackup's ``destination.s3.egress``; unset: none."""
+IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
+"""Comma-separated names of the Secrets the runner pods pull their image with (Secrets of
+each tenant namespace: a pod can only name its own namespace's); unset: none."""
+RESOURCES_ENV: Final = "CLEO_BACKUP_RESOURCES"
+"""JSON of the runner container's resources (``{"requests": {"cpu": "100m"}, "limits":
+{"memory": "1Gi"}}``, the shape of a CleoBackup's ``spec.resources``), for CleoBackups that
+set none; unset: none (the namespace's LimitRange decides)."""
 VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
 """Where the operator sees backup volumes, as ``<dir>/<namespace>/<claim>``."""
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
+_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""A DNS subdomain, what a Secret's name must be."""
+
+
+def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(variable, "").split(",") if item.strip())
+
+
+def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ...]:
+    """The ranges of a comma-separated variable; none spanning every address."""
+    cidrs = _list(env, variable)
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{variable}: {cidr!r} is not an address range such as 10.0.0.0/8"
+            ) from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{variable}: {cidr!r} is every address; name {what}")
+    return cidrs
+
+
+def _pull_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = _list(env, IMAGE_PULL_SECRETS_ENV)
+    for name in names:
+        if not _SECRET_NAME.fullmatch(name):
+            raise ValueError(
+                f"{IMAGE_PULL_SECRETS_ENV}: {name!r} is not a Secret name (lower case letters, "
+                "digits, '-' and '.'); separate names with commas"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
+    text = env.get(RESOURCES_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return ResourceRequirements.model_validate(json.loads(text))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{RESOURCES_ENV}: not JSON ({error.msg} at {error.pos})") from None
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'the value'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ValueError(
+            f"{RESOURCES_ENV}: {where} (expected e.g. "
+            '{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})'
+        ) from None
 
 
 def default_image() -> str:
@@ -89,8 +158,8 @@ class BackupSettings:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> BackupSettings:
-        """From the variables `IMAGE_ENV`, `IMAGE_PULL_POLICY_ENV`, `EGRESS_CIDRS_ENV` and
-        `VOLUMES_DIR_ENV`; ValueError names the variable that is wrong."""
+        """From the variables named in this module (the chart's ``backup`` values); ValueError
+        names the variable that is wrong."""
         env = os.environ if environ is None else environ
         image = env.get(IMAGE_ENV, "").strip() or default_image()
         policy_text = env.get(IMAGE_PULL_POLICY_ENV, "").strip()
@@ -103,24 +172,17 @@ class BackupSettings:
                 )
             policy = policy_text
         variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
-        cidrs = tuple(c.strip() for c in env.get(variable, "").split(",") if c.strip())
-        for cidr in cidrs:
-            try:
-                network = ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{variable}: {cidr!r} is not an address range such as 10.0.0.0/8"
-                ) from None
-            if network.prefixlen == 0:
-                raise ValueError(
-                    f"{variable}: {cidr!r} is every address; name the API server's addresses"
-                )
         volumes = env.get(VOLUMES_DIR_ENV, "").strip()
         return cls(
             pod=BackupPodSettings(
                 image=image,
                 image_pull_policy=policy,
-                api_server_cidrs=cidrs,
+                image_pull_secrets=_pull_secrets(env),
+                resources=_resources(env),
+                api_server_cidrs=_cidrs(env, variable, what="the API server's addresses"),
+                object_store_cidrs=_cidrs(
+                    env, OBJECT_STORE_CIDRS_ENV, what="the object stores' addresses"
+                ),
             ),
             volumes_dir=Path(volumes) if volumes else None,
         )

@@ -16,15 +16,17 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
   the operator found at start) on its ports, to write the status; and for S3, the object
   store's ranges the CleoBackup names (``destination.s3.egress``, or the endpoint's IP
-  address) on the endpoint's port. Nothing else, and never ``0.0.0.0/0``: the tenant's own
-  policies already give every pod of the namespace the database ranges and DNS, and a PVC
-  destination needs no network. `egress_problem` says when a spec leaves the object store's
-  addresses unknown. The policy selects pods by labels, which is why the admission policy
-  of deploy/admission refuses those labels to everyone but the operator and the Job
-  controller (a tenant pod wearing them would get this egress);
+  address) and the platform's (`BackupPodSettings.object_store_cidrs`) on the endpoint's
+  port. Nothing else, and never ``0.0.0.0/0``: the tenant's own policies already give every
+  pod of the namespace the database ranges and DNS, and a PVC destination needs no network.
+  `egress_problem` says when a spec leaves the object store's addresses unknown. The policy
+  selects pods by labels, which is why the admission policy of deploy/admission refuses
+  those labels to everyone but the operator and the Job controller (a tenant pod wearing
+  them would get this egress);
 - a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
   backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
-  operator's own image, so what backs up is always the version that reconciles.
+  operator's own image, so what backs up is always the version that reconciles, pulled with
+  the operator's pull policy and pull secrets.
 
 The pod passes Pod Security ``restricted`` (non-root 10001, read-only root filesystem with
 an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
@@ -45,17 +47,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal, NotRequired, TypedDict
+from typing import Final, Literal
 from urllib.parse import urlencode, urlsplit
 
 from cleo_operator.api.backup import CleoBackupSpec
 from cleo_operator.api.base import ResourceList
+from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.objects import KubeObject, OwnerReference
+from cleo_operator.render import backup_shapes as shapes
 from cleo_operator.render.child import DATABASE_CA_VOLUME, database_ca_mount, database_ca_source
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
-    Capabilities,
-    EmptyDirVolumeSource,
     LabelSelector,
     NetworkPolicy,
     NetworkPolicyEgressRule,
@@ -63,9 +65,8 @@ from cleo_operator.render.k8s import (
     NetworkPolicyPort,
     ObjectMeta,
     ResourceRequirements,
-    SeccompProfile,
-    SecretVolumeSource,
     ServiceAccount,
+    VolumeMount,
     as_object,
 )
 from cleo_operator.render.meta import API_VERSION, tenant_labels
@@ -169,163 +170,15 @@ class BackupPodSettings:
     not only the ``kubernetes`` Service's ClusterIP); empty: unknown (`egress_problem`)."""
     api_server_ports: tuple[int, ...] = API_SERVER_PORTS
     """TCP ports of the API server, as the runner's NetworkPolicy sees them."""
-
-
-# --- the typed shapes of what is rendered here (see render/k8s.py for why typed) ------------
-
-
-class _ResourceRule(TypedDict):
-    apiGroups: list[str]
-    resources: list[str]
-    resourceNames: list[str]
-    verbs: list[Literal["get", "patch"]]
-
-
-class _Role(TypedDict):
-    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
-    kind: Literal["Role"]
-    metadata: ObjectMeta
-    rules: list[_ResourceRule]
-
-
-class _ServiceAccountSubject(TypedDict):
-    kind: Literal["ServiceAccount"]
-    name: str
-    namespace: str
-
-
-class _RoleRef(TypedDict):
-    apiGroup: Literal["rbac.authorization.k8s.io"]
-    kind: Literal["Role"]
-    name: str
-
-
-class _RoleBinding(TypedDict):
-    apiVersion: Literal["rbac.authorization.k8s.io/v1"]
-    kind: Literal["RoleBinding"]
-    metadata: ObjectMeta
-    roleRef: _RoleRef
-    subjects: list[_ServiceAccountSubject]
-
-
-class _KeyRef(TypedDict):
-    name: str
-    key: str
-    optional: NotRequired[bool]
-
-
-class _FieldRef(TypedDict):
-    fieldPath: str
-
-
-class _EnvSource(TypedDict, total=False):
-    secretKeyRef: _KeyRef
-    fieldRef: _FieldRef
-
-
-class _EnvVar(TypedDict):
-    name: str
-    value: NotRequired[str]
-    valueFrom: NotRequired[_EnvSource]
-
-
-class _Mount(TypedDict):
-    name: str
-    mountPath: str
-    readOnly: NotRequired[bool]
-
-
-class _SecurityContext(TypedDict):
-    allowPrivilegeEscalation: bool
-    readOnlyRootFilesystem: bool
-    runAsNonRoot: bool
-    capabilities: Capabilities
-
-
-class _Container(TypedDict):
-    name: str
-    image: str
-    imagePullPolicy: NotRequired[Literal["Always", "IfNotPresent", "Never"]]
-    command: list[str]
-    env: list[_EnvVar]
-    resources: NotRequired[ResourceRequirements]
-    securityContext: _SecurityContext
-    terminationMessagePath: str
-    terminationMessagePolicy: Literal["File", "FallbackToLogsOnError"]
-    volumeMounts: list[_Mount]
-
-
-class _ClaimSource(TypedDict):
-    claimName: str
-
-
-class _Volume(TypedDict):
-    name: str
-    emptyDir: NotRequired[EmptyDirVolumeSource]
-    secret: NotRequired[SecretVolumeSource]
-    persistentVolumeClaim: NotRequired[_ClaimSource]
-
-
-class _PodSecurityContext(TypedDict):
-    runAsNonRoot: bool
-    runAsUser: int
-    runAsGroup: int
-    fsGroup: int
-    seccompProfile: SeccompProfile
-
-
-class _PodSpec(TypedDict):
-    serviceAccountName: str
-    automountServiceAccountToken: bool
-    restartPolicy: Literal["Never"]
-    enableServiceLinks: bool
-    securityContext: _PodSecurityContext
-    containers: list[_Container]
-    volumes: list[_Volume]
-
-
-class _TemplateMeta(TypedDict):
-    labels: dict[str, str]
-
-
-class _PodTemplate(TypedDict):
-    metadata: _TemplateMeta
-    spec: _PodSpec
-
-
-class _JobSpec(TypedDict):
-    backoffLimit: int
-    template: _PodTemplate
-
-
-class _Job(TypedDict):
-    apiVersion: Literal["batch/v1"]
-    kind: Literal["Job"]
-    metadata: ObjectMeta
-    spec: _JobSpec
-
-
-class _JobTemplate(TypedDict):
-    metadata: _TemplateMeta
-    spec: _JobSpec
-
-
-class _CronJobSpec(TypedDict):
-    schedule: str
-    timeZone: NotRequired[str]
-    suspend: bool
-    concurrencyPolicy: Literal["Forbid", "Replace", "Allow"]
-    startingDeadlineSeconds: int
-    successfulJobsHistoryLimit: int
-    failedJobsHistoryLimit: int
-    jobTemplate: _JobTemplate
-
-
-class _CronJob(TypedDict):
-    apiVersion: Literal["batch/v1"]
-    kind: Literal["CronJob"]
-    metadata: ObjectMeta
-    spec: _CronJobSpec
+    object_store_cidrs: tuple[str, ...] = ()
+    """The platform's object store ranges: every S3 runner may reach them (on its endpoint's
+    port) besides what its CleoBackup names in ``destination.s3.egress``."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets the runner's pod pulls its image with. Secrets are namespaced: these names
+    must exist in each tenant namespace (the kubelet pulls anonymously past a missing one)."""
+    resources: RunnerResources | None = None
+    """The runner container's resources when its CleoBackup sets none (``spec.resources``
+    replaces them whole: half a pair could leave a request above its limit)."""
 
 
 # --- names, labels, owner ---------------------------------------------------------------------
@@ -394,7 +247,7 @@ def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) 
     return as_object(obj)
 
 
-def role_rules(name: str) -> list[_ResourceRule]:
+def role_rules(name: str) -> list[shapes.ResourceRule]:
     """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
     rights: tuple[tuple[str, Literal["get", "patch"]], ...] = (
         ("cleobackups", "get"),
@@ -408,7 +261,7 @@ def role_rules(name: str) -> list[_ResourceRule]:
 
 def render_role(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
     """The runner's Role: its own CleoBackup only."""
-    obj: _Role = {
+    obj: shapes.Role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
@@ -419,7 +272,7 @@ def render_role(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObje
 
 def render_role_binding(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
     """Binds the runner's Role to its ServiceAccount, and to nobody else."""
-    obj: _RoleBinding = {
+    obj: shapes.RoleBinding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
@@ -471,20 +324,28 @@ def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | N
     """Why the runner's egress cannot be rendered as it must be, naming the field; None if
     it can."""
     s3 = spec.destination.s3
-    if s3 is not None and not s3_egress_cidrs(spec):
+    if s3 is not None and not _store_cidrs(spec, settings):
         where = f"the endpoint {s3.endpoint!r} is a name" if s3.endpoint else "no endpoint is set"
         return (
             f"spec.destination.s3.egress: {where}, so the object store's addresses are "
             "unknown and the runner may not reach it; list its address ranges there (e.g. "
-            "egress: [203.0.113.0/24]), or set spec.destination.s3.endpoint to an IP address"
+            "egress: [203.0.113.0/24]), or set spec.destination.s3.endpoint to an IP address "
+            "(or the operator's CLEO_BACKUP_OBJECT_STORE_CIDRS; chart: backup.egress.objectStorage)"
         )
     if not settings.api_server_cidrs:
         return (
             "the operator does not know the API server's addresses, so the runner could not "
             "report its run: set CLEO_BACKUP_API_SERVER_CIDRS in the operator's environment "
-            "(chart: operator.extraEnv) to the API server's endpoint addresses"
+            "(chart: backup.egress.apiServer) to the API server's endpoint addresses"
         )
     return None
+
+
+def _store_cidrs(spec: CleoBackupSpec, settings: BackupPodSettings) -> tuple[str, ...]:
+    """What an S3 runner may reach of object storage: its CleoBackup's and the platform's."""
+    if spec.destination.s3 is None:
+        return ()
+    return (*s3_egress_cidrs(spec), *settings.object_store_cidrs)
 
 
 def _range_order(cidr: str) -> tuple[int, int, int]:
@@ -517,7 +378,7 @@ def render_network_policy(
             {"protocol": "TCP", "port": p} for p in sorted(set(settings.api_server_ports))
         ]
         egress.append({"to": _peers(settings.api_server_cidrs), "ports": api_ports})
-    store = s3_egress_cidrs(spec)
+    store = _store_cidrs(spec, settings)
     if spec.destination.s3 is not None and store:
         port = _s3_port(spec.destination.s3.endpoint) or 443
         egress.append({"to": _peers(store), "ports": [{"protocol": "TCP", "port": port}]})
@@ -567,12 +428,14 @@ def _amounts(amounts: ResourceList | None) -> dict[str, str]:
     return {key: str(value) for key, value in pairs if value is not None}
 
 
-def _resources(spec: CleoBackupSpec) -> ResourceRequirements:
+def _resources(spec: CleoBackupSpec, settings: BackupPodSettings) -> ResourceRequirements:
+    """The CleoBackup's resources, else the operator's (whole, never mixed)."""
     rendered: ResourceRequirements = {}
-    if spec.resources is None:
+    chosen = spec.resources if spec.resources is not None else settings.resources
+    if chosen is None:
         return rendered
-    requests = _amounts(spec.resources.requests)
-    limits = _amounts(spec.resources.limits)
+    requests = _amounts(chosen.requests)
+    limits = _amounts(chosen.limits)
     # An empty map is dropped by the API server (and would then look like drift).
     if requests:
         rendered["requests"] = requests
@@ -581,17 +444,19 @@ def _resources(spec: CleoBackupSpec) -> ResourceRequirements:
     return rendered
 
 
-def _secret_env(names: tuple[str, ...], secret: str, *, optional: bool = False) -> list[_EnvVar]:
-    env: list[_EnvVar] = []
+def _secret_env(
+    names: tuple[str, ...], secret: str, *, optional: bool = False
+) -> list[shapes.EnvVar]:
+    env: list[shapes.EnvVar] = []
     for key in names:
-        ref: _KeyRef = {"name": secret, "key": key}
+        ref: shapes.KeyRef = {"name": secret, "key": key}
         if optional:
             ref["optional"] = True
         env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     return env
 
 
-def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[_EnvVar]:
+def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[shapes.EnvVar]:
     env = _secret_env(DATABASE_ENV, settings.database_secret)
     env += _secret_env(DATABASE_OPTIONAL_ENV, settings.database_secret, optional=True)
     if spec.destination.s3 is not None:
@@ -626,12 +491,12 @@ def runner_command(*, name: str, namespace: str, spec: CleoBackupSpec) -> list[s
 
 def _pod_template(
     *, name: str, namespace: str, tenant: str, spec: CleoBackupSpec, settings: BackupPodSettings
-) -> _PodTemplate:
-    mounts: list[_Mount] = [
+) -> shapes.PodTemplate:
+    mounts: list[VolumeMount] = [
         {"name": "tmp", "mountPath": TMP_MOUNT},
         {"name": "keyring", "mountPath": KEYRING_MOUNT, "readOnly": True},
     ]
-    volumes: list[_Volume] = [
+    volumes: list[shapes.Volume] = [
         {"name": "tmp", "emptyDir": {}},
         {
             "name": "keyring",
@@ -652,7 +517,7 @@ def _pod_template(
                 "persistentVolumeClaim": {"claimName": spec.destination.pvc.claim_name},
             }
         )
-    container: _Container = {
+    container: shapes.Container = {
         "name": CONTAINER_NAME,
         "image": settings.image,
         "command": runner_command(name=name, namespace=namespace, spec=spec),
@@ -670,28 +535,28 @@ def _pod_template(
     }
     if settings.image_pull_policy is not None:
         container["imagePullPolicy"] = settings.image_pull_policy
-    resources = _resources(spec)
+    resources = _resources(spec, settings)
     if resources:
         container["resources"] = resources
-    return {
-        "metadata": {"labels": backup_pod_labels(name=name, tenant=tenant)},
-        "spec": {
-            "serviceAccountName": backup_object_name(name),
-            # The ServiceAccount mounts no token by default; the runner needs one.
-            "automountServiceAccountToken": True,
-            "restartPolicy": "Never",
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_ID,
-                "runAsGroup": RUN_AS_ID,
-                "fsGroup": RUN_AS_ID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [container],
-            "volumes": volumes,
+    pod: shapes.PodSpec = {
+        "serviceAccountName": backup_object_name(name),
+        # The ServiceAccount mounts no token by default; the runner needs one.
+        "automountServiceAccountToken": True,
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_ID,
+            "runAsGroup": RUN_AS_ID,
+            "fsGroup": RUN_AS_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "containers": [container],
+        "volumes": volumes,
     }
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    return {"metadata": {"labels": backup_pod_labels(name=name, tenant=tenant)}, "spec": pod}
 
 
 def render_cron_job(
@@ -709,7 +574,7 @@ def render_cron_job(
     template = _pod_template(
         name=name, namespace=namespace, tenant=tenant, spec=spec, settings=settings
     )
-    cron_spec: _CronJobSpec = {
+    cron_spec: shapes.CronJobSpec = {
         "schedule": spec.schedule,
         "suspend": spec.suspend,
         "concurrencyPolicy": spec.concurrency_policy,
@@ -723,7 +588,7 @@ def render_cron_job(
     }
     if spec.time_zone is not None:
         cron_spec["timeZone"] = spec.time_zone
-    obj: _CronJob = {
+    obj: shapes.CronJob = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
@@ -742,7 +607,7 @@ def render_job(
     settings: BackupPodSettings,
 ) -> KubeObject:
     """The Job of a one-off CleoBackup (no schedule): it runs once, retried twice."""
-    obj: _Job = {
+    obj: shapes.Job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
