@@ -61,7 +61,8 @@ def _aggregated(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_view_edit_and_admin_get_the_namespaced_kinds_never_tenants(
     helm: list[str], tmp_path: Path
 ) -> None:
-    roles = _aggregated(render(helm, tmp_path, {}))
+    assert _aggregated(render(helm, tmp_path, {})) == {}, "aggregation is opt-in"
+    roles = _aggregated(render(helm, tmp_path, {"aggregatedRoles": {"enabled": True}}))
 
     assert set(roles) == {f"{RELEASE}-view", f"{RELEASE}-edit"}
     view, edit = roles[f"{RELEASE}-view"], roles[f"{RELEASE}-edit"]
@@ -76,10 +77,11 @@ def test_view_edit_and_admin_get_the_namespaced_kinds_never_tenants(
     assert view["rules"] == [
         {"apiGroups": ["cleoai.io"], "resources": KINDS, "verbs": ["get", "list", "watch"]}
     ]
+    # Failovers stay read-only (edit and admin include view).
     assert edit["rules"] == [
         {
             "apiGroups": ["cleoai.io"],
-            "resources": KINDS,
+            "resources": ["cleobackups"],
             "verbs": [
                 "create",
                 "delete",
@@ -95,5 +97,6 @@ def test_view_edit_and_admin_get_the_namespaced_kinds_never_tenants(
 
 
 def test_aggregated_roles_switch_off(helm: list[str], tmp_path: Path) -> None:
+    on = {"aggregatedRoles": {"enabled": True}}
     assert _aggregated(render(helm, tmp_path, {"aggregatedRoles": {"enabled": False}})) == {}
-    assert _aggregated(render(helm, tmp_path, {"rbac": {"create": False}})) == {}
+    assert _aggregated(render(helm, tmp_path, {**on, "rbac": {"create": False}})) == {}
