@@ -23,7 +23,6 @@ would pull them from under every other module.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -59,8 +58,8 @@ ADOPT = [
 
 @pytest.fixture(scope="module")
 def own_cluster() -> Iterator[LocalCluster]:
-    if os.environ.get("CLEO_TEST_CLUSTER") == "current":
-        pytest.skip("installs and uninstalls cluster-wide CRDs: a local control plane only")
+    # Always a local control plane of its own, also when the session was pointed at a real
+    # cluster: it installs and uninstalls cluster-wide CRDs, which no shared cluster may lose.
     with LocalCluster(bin_dir=build_toolchain()) as private:
         for ns in (NAMESPACE, TEAM):
             private.kubectl("create", "namespace", ns)

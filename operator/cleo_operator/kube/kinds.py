@@ -118,22 +118,11 @@ handlers/registry.py for why they are not watched)."""
 KINDS: Final[dict[tuple[str, str], Kind]] = {
     (k.api_version, k.kind): k
     for k in (
-        NAMESPACE,
-        RESOURCE_QUOTA,
-        LIMIT_RANGE,
-        SERVICE_ACCOUNT,
+        *TENANT_CHILDREN,
         SECRET,
-        CONFIG_MAP,
-        SERVICE,
         POD,
         PVC,
         EVENT,
-        NETWORK_POLICY,
-        ROLE,
-        ROLE_BINDING,
-        DEPLOYMENT,
-        HPA,
-        PDB,
         CRON_JOB,
         JOB,
         CRD,
