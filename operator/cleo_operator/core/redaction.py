@@ -151,7 +151,7 @@ def _names_a_secret(key: str) -> bool:
     )
 
 
-def _key_value(match: re.Match[str]) -> str:
+def _key_value(match: re.Match[str], kept: list[str] | None = None) -> str:
     key, value = match["key"], match["value"]
     if value == MASK:
         return match[0]
@@ -163,6 +163,8 @@ def _key_value(match: re.Match[str]) -> str:
     ):
         # A name is kept, but a bare value may run on into a secret (`secretName =
         # password=x`): what it swallowed is redacted on its own.
+        if kept is not None:
+            kept.append(key)
         return f"{match['lead']}{key}{match['sep']}{_KEY_VALUE.sub(_key_value, value)}"
     return f"{match['lead']}{key}{match['sep']}{_masked_value(value)}"
 
@@ -188,8 +190,10 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _BEARER.sub(rf"\g<head>{MASK}", text)
     text = _OPTION.sub(rf"\g<head>{MASK}", text)
     text = _SPACED_PASSWORD.sub(_spaced_password, text)
-    text = _KEY_VALUE.sub(_key_value, text)
-    return _NEXT_KEY_VALUE.sub(_key_value, text)
+    kept: list[str] = []
+    text = _KEY_VALUE.sub(lambda match: _key_value(match, kept), text)
+    # Only a kept name can have swallowed the next key: most lines need no second pass.
+    return _NEXT_KEY_VALUE.sub(_key_value, text) if kept else text
 
 
 def clip(message: str, limit: int = MESSAGE_LIMIT, *, secrets: Iterable[str | None] = ()) -> str:
