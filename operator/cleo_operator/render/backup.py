@@ -55,7 +55,12 @@ from cleo_operator.api.base import ResourceList
 from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.render import backup_shapes as shapes
-from cleo_operator.render.child import DATABASE_CA_VOLUME, database_ca_mount, database_ca_source
+from cleo_operator.render.child import (
+    DATABASE_CA_VOLUME,
+    database_ca_mount,
+    database_ca_source,
+    restricted_pod_security,
+)
 from cleo_operator.render.k8s import (
     RBAC_GROUP,
     LabelSelector,
@@ -544,13 +549,7 @@ def _pod_template(
         "automountServiceAccountToken": True,
         "restartPolicy": "Never",
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_ID,
-            "runAsGroup": RUN_AS_ID,
-            "fsGroup": RUN_AS_ID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(RUN_AS_ID),
         "containers": [container],
         "volumes": volumes,
     }

@@ -13,7 +13,12 @@ from typing import Final, Literal
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR
-from cleo_operator.render.k8s import ObjectMeta, SecretVolumeSource, VolumeMount
+from cleo_operator.render.k8s import (
+    ObjectMeta,
+    PodSecurityContext,
+    SecretVolumeSource,
+    VolumeMount,
+)
 from cleo_operator.render.meta import TENANT_LABEL, tenant_labels
 
 WORKLOAD_NAME: Final = "cleoai"
@@ -97,6 +102,18 @@ def opaque_secret(metadata: ObjectMeta, data: Mapping[str, str]) -> KubeObject:
         "metadata": metadata,
         "type": "Opaque",
         "data": sorted_map(data),
+    }
+
+
+def restricted_pod_security(run_as: int) -> PodSecurityContext:
+    """A pod's part of Pod Security `restricted`, running as `run_as` (user, group, fsGroup):
+    the image's own non-root user (the operator's for the runner, CleoAI's for the workload)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": run_as,
+        "runAsGroup": run_as,
+        "fsGroup": run_as,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 

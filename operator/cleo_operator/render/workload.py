@@ -39,6 +39,7 @@ from cleo_operator.render.child import (
     WORKLOAD_NAME,
     database_ca_mount,
     database_ca_source,
+    restricted_pod_security,
     sorted_map,
     workload_metadata,
     workload_pod_labels,
@@ -255,13 +256,7 @@ def render_deployment(
             "spec": {
                 "serviceAccountName": WORKLOAD_NAME,
                 "automountServiceAccountToken": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": RUN_AS_ID,
-                    "runAsGroup": RUN_AS_ID,
-                    "fsGroup": RUN_AS_ID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": restricted_pod_security(RUN_AS_ID),
                 "containers": [_container(workload, secret_names, database_secret, keyring_secret)],
                 "volumes": _volumes(keyring_secret, database_secret),
             },
