@@ -422,6 +422,20 @@ def test_sites_render_a_configuration_the_data_layer_accepts(
     )
 
 
+def test_the_drill_site_reaches_the_operator_only_when_it_is_a_site(
+    helm: list[str], tmp_path: Path
+) -> None:
+    def env(values: dict[str, Any]) -> dict[str, str | None]:
+        return {e["name"]: e.get("value") for e in container(render(helm, tmp_path, values))["env"]}
+
+    assert "CLEO_DRILL_SITE" not in env({"sites": SITES})
+    assert env({"sites": SITES, "drillSite": "eu-west-2"})["CLEO_DRILL_SITE"] == "eu-west-2"
+    values = values_file(tmp_path, {"sites": SITES, "drillSite": "elsewhere"})
+    refused = run_helm(helm, "template", RELEASE, str(CHART), "--values", str(values))
+    assert refused.returncode != 0
+    assert 'drillSite: "elsewhere" is not one of sites' in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "volume_key", "mount_path"),
     [("kek-secret", "secret", "/etc/cleo/kek"), ("kek-csi", "csi", "/var/run/cleo/kek")],
