@@ -539,6 +539,36 @@ def test_the_runners_names_cannot_be_squatted_before_the_operator_makes_them(
     scene.attacker.delete(CONFIG_MAP, mine["metadata"]["name"], namespace=scene.namespace)
 
 
+def test_no_token_secret_of_the_backup_runners_service_account_can_be_made(scene: Scene) -> None:
+    """The token controller fills a Secret of type service-account-token with the named
+    account's token: a tenant admin (who reads every Secret) would hold the runner's token,
+    which writes its CleoBackup's status (a forged verified backup). Found in review."""
+
+    def token_secret(name: str, account: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": scene.namespace,
+                "annotations": {"kubernetes.io/service-account.name": account},
+            },
+            "type": "kubernetes.io/service-account-token",
+        }
+
+    error = refused(
+        scene.attacker.create, token_secret("steal-runner-token", "cleo-backup-nightly")
+    )
+    assert error.status == 403
+    assert MESSAGE in error.message
+    assert "holds the token of, a backup runner's ServiceAccount" in error.message
+    assert scene.admin.get(SECRET, "steal-runner-token", namespace=scene.namespace) is None
+    # A token Secret of an account of the tenant's own is the tenant's business.
+    own = scene.attacker.create(token_secret("own-token", "default"))
+    assert own["metadata"]["name"] == "own-token"
+    scene.admin.delete(SECRET, "own-token", namespace=scene.namespace)
+
+
 def test_a_pod_cannot_run_as_the_backup_runners_service_account(scene: Scene) -> None:
     """The runner's ServiceAccount token may write its CleoBackup's status: a pod of the
     tenant admin's running as it could report a forged backup."""
