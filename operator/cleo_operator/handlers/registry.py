@@ -120,7 +120,10 @@ class Runtime:
                 kind="CleoBackup", executor=executor, resync_seconds=config.resync_seconds
             ),
             backup_reconciler=BackupReconciler.from_databases(
-                kube, databases, settings=backup_settings
+                kube,
+                databases,
+                settings=backup_settings,
+                operator_namespace=config.operator_namespace,
             ),
             failovers=ReconcileLoops(
                 kind="CleoFailover", executor=executor, resync_seconds=config.resync_seconds
