@@ -189,6 +189,7 @@ def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
     )
 
 
+@pytest.mark.security
 def test_a_source_missing_or_not_registry_credentials_is_a_condition_and_never_copied(
     kube: KubeClient, operator_namespace: str, tenant_namespace: tuple[str, str]
 ) -> None:
@@ -242,6 +243,7 @@ def test_a_source_missing_or_not_registry_credentials_is_a_condition_and_never_c
     assert kube.get(SECRET, "cleo-pull-mirror-pull", namespace=namespace) is not None
 
 
+@pytest.mark.security
 def test_a_secret_planted_at_a_copys_name_or_a_changed_copy_is_put_right(
     kube: KubeClient, operator_namespace: str, tenant_namespace: tuple[str, str]
 ) -> None:
