@@ -182,6 +182,9 @@ def test_a_delete_tenant_with_backups_gets_a_final_backup_before_its_database_is
     first = setup.finalize()
     assert not first.done
     assert f"waiting for the final backup CleoBackup {ns}/{FINAL_BACKUP_NAME}" in first.message
+    assert f"kubectl get jobs,pods -n {ns} -l cleoai.io/backup={FINAL_BACKUP_NAME}" in (
+        first.message
+    )
     assert setup.database_exists()
     final = setup.get_backup(FINAL_BACKUP_NAME)
     assert final is not None
