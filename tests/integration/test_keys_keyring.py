@@ -317,7 +317,8 @@ def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_per
     status = keys_cli(
         env, "keys", "status", "--operator-namespace", tenant.operator_namespace
     ).stdout
-    assert "keyring quarantines to review: 1" in status
+    # (Other tests of the module share the operator namespace: count only this one.)
+    assert "keyring quarantines to review: " in status
     assert f"  {name}: tenant {tenant.name}, from " in status
     assert (
         f"adopt: cleo-operator keys adopt-quarantined --tenant {tenant.name} --secret {name};"
@@ -355,7 +356,7 @@ def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_per
     status = keys_cli(
         env, "keys", "status", "--operator-namespace", tenant.operator_namespace
     ).stdout
-    assert "keyring quarantines to review: 0" in status
+    assert name not in status
 
     outcome = tenant.reconcile(now=T0 + 2 * HOUR)
     assert outcome.condition.reason == "TenantKeyringRepaired", "it lacked v2: repaired"
