@@ -54,7 +54,6 @@ from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup import metrics
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.pool import CredentialsProvider, SitePools
-from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import (
     BACKUP,
@@ -68,7 +67,6 @@ from cleo_operator.kube.kinds import (
     SECRET,
     SERVICE_ACCOUNT,
     TENANT,
-    kind_of,
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
@@ -82,6 +80,7 @@ from cleo_operator.reconcile.backup_status import (
     record_run,
 )
 from cleo_operator.reconcile.backup_verification import BackupVerifier
+from cleo_operator.reconcile.children import converge_child
 from cleo_operator.reconcile.database import TenantDatabases
 from cleo_operator.reconcile.pull_secrets import PullSecretCopies
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
@@ -97,10 +96,7 @@ from cleo_operator.render.backup import (
 )
 from cleo_operator.render.meta import (
     DEFAULT_OPERATOR_NAMESPACE,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     labels_of,
-    managed_by_operator,
 )
 from cleo_operator.render.tenant import tenant_namespace
 
@@ -465,39 +461,10 @@ class BackupReconciler:
     def _converge(
         self, obj: KubeObject, failures: list[str], result: BackupReconcileResult
     ) -> None:
-        """Apply `obj` when it is missing, stale or drifted; note a refusal in `failures`."""
-        kind = kind_of(obj)
-        meta = obj["metadata"]
-        live = self.kube.get(kind, meta["name"], namespace=meta["namespace"])
-        if live is not None and not managed_by_operator(live):
-            # Someone else's object at a name we reserve (made before ours, or by hand): a
-            # server-side apply would keep its manager's fields (an extra container, env,
-            # a volume), so it goes, and ours is made afresh.
-            log.warning(
-                "%s %s/%s is not the operator's (no %s=%s label): deleting it to make ours",
-                kind.kind,
-                meta["namespace"],
-                meta["name"],
-                MANAGED_BY_LABEL,
-                MANAGED_BY,
-            )
-            self.kube.delete(kind, meta["name"], namespace=meta["namespace"])
-            result.deleted.append(object_ref(live))
-            live = None
-        stamped = with_hash(obj)
-        if not needs_apply(stamped, live):
-            return
-        try:
-            self.kube.apply(stamped)
-        except KubeError as exc:
-            if exc.transient:
-                raise  # transient: the loop retries soon
-            failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")
-            log.warning(
-                "apply %s %s/%s refused: %s", kind.kind, meta["namespace"], meta["name"], exc
-            )
-            return
-        result.applied.append(object_ref(obj))
+        """Apply `obj` when it is missing, stale or drifted (`reconcile.children`)."""
+        converge_child(
+            self.kube, obj, applied=result.applied, deleted=result.deleted, failures=failures
+        )
 
     def _delete_other_runner(
         self, namespace: str, name: str, *, one_off: bool, result: BackupReconcileResult

@@ -17,13 +17,12 @@ with the sources' state; the kubelet pulls without a pull secret that does not e
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
-from cleo_operator.kube.apply import needs_apply, with_hash
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, SECRET
+from cleo_operator.reconcile.children import converge_child
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.render.meta import managed_by_operator
 from cleo_operator.render.pull_secrets import (
@@ -36,8 +35,6 @@ from cleo_operator.render.pull_secrets import (
 )
 
 __all__ = ["PullSecretCopies", "PullSecretSync"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,33 +111,18 @@ class PullSecretCopies:
         return result
 
     def _converge(self, copy: KubeObject, result: PullSecretSync) -> None:
-        meta = copy["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        live = self.kube.get(SECRET, name, namespace=namespace)
-        if live is not None and (
-            not managed_by_operator(live) or live.get("type") != PULL_SECRET_TYPE
-        ):
-            # Someone else's Secret at the copy's name (the admission policy refuses it; without
-            # the policy a tenant admin could plant one), or one of another type (a Secret's
-            # type cannot change): it goes, and the copy is made afresh.
-            log.warning(
-                "Secret %s/%s at a registry copy's name is not the operator's copy: "
-                "deleting it to make the copy",
-                namespace,
-                name,
-            )
-            if self.kube.delete(SECRET, name, namespace=namespace):
-                result.deleted.append(object_ref(live))
-            live = None
-        stamped = with_hash(copy)
-        if not needs_apply(stamped, live):
-            return
-        try:
-            self.kube.apply(stamped)
-        except KubeError as exc:
-            if exc.transient:
-                raise
-            result.failures.append(f"Secret {name}: {exc.message or exc.reason}")
-            log.warning("apply Secret %s/%s refused: %s", namespace, name, exc.reason)
-            return
-        result.applied.append(object_ref(copy))
+        # Someone else's Secret at the copy's name (the admission policy refuses it; without
+        # the policy a tenant admin could plant one), or one of another type (a Secret's
+        # type cannot change), goes first, and the copy is made afresh.
+        converge_child(
+            self.kube,
+            copy,
+            applied=result.applied,
+            deleted=result.deleted,
+            failures=result.failures,
+            ours=_our_copy,
+        )
+
+
+def _our_copy(live: KubeObject) -> bool:
+    return managed_by_operator(live) and live.get("type") == PULL_SECRET_TYPE
