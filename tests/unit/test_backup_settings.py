@@ -19,6 +19,7 @@ def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
     assert settings.pod.api_server_cidrs == ()
     assert settings.pod.object_store_cidrs == ()
     assert settings.pod.image_pull_secrets == ()
+    assert settings.pull_secret_sources == ()
     assert settings.pod.resources is None
     assert settings.volumes_dir is None
 
@@ -89,8 +90,9 @@ def test_pull_secrets_resources_and_object_stores_from_the_environment() -> None
             "CLEO_BACKUP_OBJECT_STORE_CIDRS": "10.42.7.0/24,2001:db8::/48",
         }
     )
-    # Duplicates once, in the order given.
-    assert settings.pod.image_pull_secrets == ("regcred", "mirror.pull")
+    # Duplicates once, in the order given; the runner pods name the operator's copies.
+    assert settings.pull_secret_sources == ("regcred", "mirror.pull")
+    assert settings.pod.image_pull_secrets == ("cleo-pull-regcred", "cleo-pull-mirror.pull")
     resources = settings.pod.resources
     assert resources is not None
     assert resources.requests is not None

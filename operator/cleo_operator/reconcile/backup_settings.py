@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from cleo_operator import __version__
 from cleo_operator.api.base import ResourceRequirements
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
+from cleo_operator.render.pull_secrets import pull_secret_copy_name
 
 __all__ = [
     "API_SERVER_CIDRS_ENV",
@@ -54,8 +55,10 @@ OBJECT_STORE_CIDRS_ENV: Final = "CLEO_BACKUP_OBJECT_STORE_CIDRS"
 """Comma-separated ranges of the platform's object stores, which every S3 runner may reach
 on its endpoint's port besides its CleoBackup's ``destination.s3.egress``; unset: none."""
 IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
-"""Comma-separated names of the Secrets the runner pods pull their image with (Secrets of
-each tenant namespace: a pod can only name its own namespace's); unset: none."""
+"""Comma-separated names of ``kubernetes.io/dockerconfigjson`` Secrets in the operator's
+namespace that the runner pods pull their image with. A pod can only name Secrets of its own
+namespace, so the operator copies each into the tenant namespaces that run backups, as
+``cleo-pull-<name>``, and the pods name the copies (`reconcile.pull_secrets`); unset: none."""
 RESOURCES_ENV: Final = "CLEO_BACKUP_RESOURCES"
 """JSON of the runner container's resources (``{"requests": {"cpu": "100m"}, "limits":
 {"memory": "1Gi"}}``, the shape of a CleoBackup's ``spec.resources``), for CleoBackups that
@@ -132,7 +135,11 @@ class BackupSettings:
     """How the operator runs CleoBackups; `from_environment` reads the operator's env."""
 
     pod: BackupPodSettings = field(default_factory=_default_pod)
-    """What every runner pod gets (image, Secret names, egress)."""
+    """What every runner pod gets (image, Secret names, egress); its pull secrets are the
+    copies of `pull_secret_sources` (the reconciler sets them)."""
+    pull_secret_sources: tuple[str, ...] = ()
+    """Registry Secrets of the operator's namespace that are copied into tenant namespaces
+    for the runner pods (``CLEO_BACKUP_IMAGE_PULL_SECRETS``)."""
     volumes_dir: Path | None = None
     """Where the operator sees backup volumes (``<dir>/<namespace>/<claim>``), for verifying
     PersistentVolumeClaim destinations; None: those are not verified."""
@@ -173,11 +180,13 @@ class BackupSettings:
             policy = policy_text
         variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
         volumes = env.get(VOLUMES_DIR_ENV, "").strip()
+        sources = _pull_secrets(env)
         return cls(
+            pull_secret_sources=sources,
             pod=BackupPodSettings(
                 image=image,
                 image_pull_policy=policy,
-                image_pull_secrets=_pull_secrets(env),
+                image_pull_secrets=tuple(pull_secret_copy_name(s) for s in sources),
                 resources=_resources(env),
                 api_server_cidrs=_cidrs(env, variable, what="the API server's addresses"),
                 object_store_cidrs=_cidrs(

@@ -26,7 +26,8 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
 - a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
   backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
   operator's own image, so what backs up is always the version that reconciles, pulled with
-  the operator's pull policy and pull secrets.
+  the operator's pull policy and its copies of the operator's pull secrets
+  (`render.pull_secrets`).
 
 The pod passes Pod Security ``restricted`` (non-root 10001, read-only root filesystem with
 an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
@@ -179,8 +180,9 @@ class BackupPodSettings:
     """The platform's object store ranges: every S3 runner may reach them (on its endpoint's
     port) besides what its CleoBackup names in ``destination.s3.egress``."""
     image_pull_secrets: tuple[str, ...] = ()
-    """Secrets the runner's pod pulls its image with. Secrets are namespaced: these names
-    must exist in each tenant namespace (the kubelet pulls anonymously past a missing one)."""
+    """Secrets of the tenant namespace the runner's pod pulls its image with: the operator's
+    copies (``cleo-pull-*``, `reconcile.pull_secrets`) of the registry Secrets its setting
+    names in its own namespace (the kubelet pulls anonymously past a missing one)."""
     resources: RunnerResources | None = None
     """The runner container's resources when its CleoBackup sets none (``spec.resources``
     replaces them whole: half a pair could leave a request above its limit)."""
