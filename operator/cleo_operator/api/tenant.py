@@ -140,7 +140,23 @@ EnvName = Annotated[
     ),
 ]
 
-_CIDR_PATTERN = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)/[0-9]{1,3}$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    (
+        rf"({_H16}:){{7}}{_H16}",
+        rf"({_H16}:){{1,7}}:",
+        *(rf"({_H16}:){{1,{7 - n}}}(:{_H16}){{1,{n}}}" for n in range(1, 7)),
+        rf":((:{_H16}){{1,7}}|:)",
+    )
+)
+# Strict: every octet at most 255, IPv4 prefixes to /32, IPv6 (without an embedded IPv4
+# address) to /128. CEL's isCIDR() would do, but it needs Kubernetes 1.31 and the CRDs
+# support 1.30; pydantic checks the same with ipaddress.
+_CIDR_PATTERN = (
+    rf"^({_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])"
+    rf"|({_IPV6})/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
+)
 
 
 def _check_cidr(text: str) -> str:
