@@ -3,8 +3,9 @@
 The server is moto's (`moto[server]` from PyPI), a test-only boundary: it stands in for
 AWS S3 or MinIO here, where no real object store can be reached. moto is run with request
 authentication on, so it verifies each SigV4 signature with botocore's implementation and
-rejects a wrong one; the IAM user and its key are created through moto's IAM API in the
-first (unauthenticated) requests.
+rejects a wrong one; the IAM user, its key and the one bucket of the tests are created in
+the first (unauthenticated) requests (obstore, like the runner, never creates buckets), and
+each test writes under a prefix of its own.
 
 moto cannot live in the project's virtualenv: botocore pins python-dateutil below 3 and
 the Kubernetes client needs 3 or later. So it is installed once, with pip, into a cache
@@ -24,12 +25,13 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from cleo_operator.backup.s3 import S3Credentials, S3Storage
+from cleo_operator.backup.object_store import ObjectStoreStorage
+from cleo_operator.backup.object_stores import s3_storage
 from tests.harness.postgres import free_loopback_port
 
 MOTO = "moto[server]==5.2.5"
@@ -61,23 +63,88 @@ def moto_site() -> Path:
     return folder
 
 
+BUCKET = "cleo-tests"
+"""The bucket every test of a module writes to, under a prefix of its own."""
+
+
+@dataclass(frozen=True)
+class S3Key:
+    """The test user's access key (a throwaway key of the local server)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+    def environ(self) -> dict[str, str]:
+        """The runner's variables for this key."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+
 @dataclass(frozen=True)
 class S3Server:
     endpoint: str
-    credentials: S3Credentials
+    credentials: S3Key
+    bucket: str = BUCKET
 
-    def fresh_storage(self, *, bucket_prefix: str, prefix: str) -> S3Storage:
-        """A new, empty bucket (named from `bucket_prefix`), with 5 MiB parts (S3's
-        smallest)."""
-        storage = S3Storage(
-            bucket=f"{bucket_prefix}-{secrets.token_hex(4)}",
-            prefix=prefix,
+    def fresh_prefix(self, name: str) -> str:
+        """A prefix no other test uses."""
+        return f"{name}-{secrets.token_hex(4)}"
+
+    def fresh_storage(
+        self, *, prefix: str, environ: dict[str, str] | None = None
+    ) -> ObjectStoreStorage:
+        """The bucket under a new, empty prefix (`prefix` and a random part)."""
+        return s3_storage(
+            bucket=self.bucket,
+            prefix=self.fresh_prefix(prefix),
             endpoint=self.endpoint,
-            credentials=self.credentials,
-            part_size=5 << 20,
+            environ=self.credentials.environ() if environ is None else environ,
         )
-        storage.create_bucket()
-        return storage
+
+    def unfinished_uploads(self) -> int:
+        """How many multipart uploads the bucket holds unfinished, as AWS's own SDK lists
+        them (boto3 from moto's folder, in a process of its own: see the module docstring)."""
+        script = (
+            "import boto3, sys\n"
+            "s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',"
+            " aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])\n"
+            "print(len(s3.list_multipart_uploads(Bucket=sys.argv[4]).get('Uploads', [])))\n"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                self.endpoint,
+                self.credentials.access_key_id,
+                self.credentials.secret_access_key,
+                self.bucket,
+            ],
+            env={"PYTHONPATH": str(moto_site()), "PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return int(result.stdout.strip())
+
+
+def _unsigned(endpoint: str, method: str, path: str, *, service: str) -> None:
+    """A request of the setup: no signature, the credential scope names the service."""
+    request = urllib.request.Request(  # noqa: S310 - a loopback http:// URL
+        endpoint + path,
+        method=method,
+        data=b"",
+        headers={
+            "Content-Type": "application/xml",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/"
+            "aws4_request, SignedHeaders=host, Signature=none",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback
+        pass
 
 
 def _iam(endpoint: str, params: dict[str, str]) -> str:
@@ -105,9 +172,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(site),
         "HOME": str(log.parent),
-        # The first three requests (the IAM setup below) go unauthenticated; every
+        # The first four requests (the setup below) go unauthenticated; every
         # request after them must carry a valid signature of a known key.
-        "INITIAL_NO_AUTH_ACTION_COUNT": "3",
+        "INITIAL_NO_AUTH_ACTION_COUNT": "4",
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -149,7 +216,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 "PolicyDocument": policy,
             },
         )
-        yield S3Server(endpoint, S3Credentials(key_id.group(1), secret.group(1)))
+        _unsigned(endpoint, "PUT", f"/{BUCKET}", service="s3")
+        yield S3Server(endpoint, S3Key(key_id.group(1), secret.group(1)))
     finally:
         process.terminate()
         try:

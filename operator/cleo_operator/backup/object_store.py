@@ -310,7 +310,9 @@ def store_message(storage: ObjectStoreStorage, error: Exception, *, doing: str) 
 class ObjectStoreStorage:
     """A bucket or container (and key prefix) as backup storage; see the module docstring."""
 
-    def __init__(self, store: ObjectStore, *, description: str, min_part_size: int = 0) -> None:
+    def __init__(
+        self, store: ObjectStore, *, description: str, min_part_size: int = MIN_PART_SIZE
+    ) -> None:
         self.store = store
         """The obstore store; its prefix is the destination's, so names are flat."""
         self._description = description

@@ -1,0 +1,153 @@
+"""A local Google Cloud Storage (fake-gcs-server, built by the e2e toolchain), in memory.
+
+fake-gcs-server is a Go program, built like the control plane (``e2e/toolchain/
+fake-gcs-server``: pinned module, cached outside the repository) and run per test module
+on a free loopback port. What it does not do, and the tests therefore cannot show on GCS:
+
+- it accepts any credential (no signature is checked), so a wrong key is not refused;
+- it implements the JSON API and the XML API's reads, lists and deletes, but not the XML
+  API's writes (a plain ``PUT /bucket/object``, conditional or not, and multipart
+  uploads), which is how obstore writes to GCS. Objects are put there through its JSON
+  upload API instead (`GcsServer.upload`), and obstore's writes are an expected failure
+  in the suite, strict, so that a fake-gcs-server that learns them fails the test.
+
+The service account key the runner gets is real in form (an RSA key made here): obstore
+signs its requests with it, exactly as against Google.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cleo_operator.backup.object_store import ObjectStoreStorage
+from cleo_operator.backup.object_stores import gcs_storage
+from e2e.cluster import build_toolchain
+from tests.harness.postgres import free_loopback_port
+
+BUCKET = "cleo-tests"
+
+
+def service_account_key(project: str = "cleo-tests") -> str:
+    """A service account JSON key with a fresh RSA key (what a credentials Secret holds)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": project,
+            "private_key_id": os.urandom(8).hex(),
+            "private_key": pem,
+            "client_email": f"backup@{project}.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class GcsServer:
+    endpoint: str
+    key: str = field(repr=False)
+
+    def environ(self) -> dict[str, str]:
+        """The runner's variables for the service account key."""
+        return {"GOOGLE_SERVICE_ACCOUNT_KEY": self.key}
+
+    def fresh_prefix(self, name: str) -> str:
+        return f"{name}-{os.urandom(4).hex()}"
+
+    def storage(self, prefix: str) -> ObjectStoreStorage:
+        """The test bucket under `prefix`."""
+        return gcs_storage(
+            bucket=BUCKET, prefix=prefix, endpoint=self.endpoint, environ=self.environ()
+        )
+
+    def upload(self, prefix: str, name: str, data: bytes) -> None:
+        """Put an object through fake-gcs-server's JSON upload API (see the module docstring)."""
+        query = urllib.parse.urlencode({"uploadType": "media", "name": f"{prefix}/{name}"})
+        request = urllib.request.Request(  # noqa: S310 - a loopback http:// URL
+            f"{self.endpoint}/upload/storage/v1/b/{BUCKET}/o?{query}",
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - loopback
+            pass
+
+
+def fake_gcs_server_bin() -> Path:
+    binary = build_toolchain() / "fake-gcs-server"
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: run e2e/toolchain/build.sh")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    binary = fake_gcs_server_bin()
+    port = free_loopback_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("fake-gcs") / "fake-gcs-server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(binary),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-backend",
+                "memory",
+                "-public-host",
+                f"127.0.0.1:{port}",
+                "-log-level",
+                "error",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"fake-gcs-server did not start:\n{log.read_text()}"
+                    ) from None
+                time.sleep(0.1)
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            endpoint + "/storage/v1/b",
+            data=json.dumps({"name": BUCKET}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback
+            pass
+        yield GcsServer(endpoint, service_account_key())
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
