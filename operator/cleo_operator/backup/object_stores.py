@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlsplit
 
+from obstore import exceptions as obstore_errors
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from cleo_operator.api.backup import CleoBackupSpec
@@ -104,6 +105,16 @@ def _client(endpoint: str | None, environ: Mapping[str, str]) -> ClientConfig:
     return options
 
 
+def _refused(error: Exception, *, description: str, variables: str) -> ValueError:
+    """A store obstore would not build (an unreadable key, say), safe to show: obstore's
+    text may quote what it could not read, so only its kind is kept."""
+    kind = "invalid" if isinstance(error, ValueError | obstore_errors.BaseError) else "refused"
+    return ValueError(
+        f"{description}: the credentials or settings are {kind} ({type(error).__name__}); "
+        f"check {variables}"
+    )
+
+
 def _where(kind: str, location: str, prefix: str, endpoint: str | None) -> str:
     where = f"{location}/{prefix}" if prefix else location
     return f"{kind} {where}" + (f" at {endpoint}" if endpoint else "")
@@ -150,15 +161,16 @@ def s3_storage(
             # obstore's stubs lack this key of object_store's (AmazonS3ConfigKey::StsEndpoint).
             sts: dict[str, str] = {"aws_endpoint_url_sts": environ[S3_STS_ENDPOINT_ENV]}
             config.update(sts)  # type: ignore[typeddict-item]
-    store = S3Store(
-        bucket, prefix=prefix or None, config=config, client_options=_client(endpoint, environ)
+    description = _where(
+        "S3 bucket", bucket, prefix, endpoint or f"https://s3.{config['region']}.amazonaws.com"
     )
-    return ObjectStoreStorage(
-        store,
-        description=_where(
-            "S3 bucket", bucket, prefix, endpoint or f"https://s3.{config['region']}.amazonaws.com"
-        ),
-    )
+    try:
+        store = S3Store(
+            bucket, prefix=prefix or None, config=config, client_options=_client(endpoint, environ)
+        )
+    except Exception as error:
+        raise _refused(error, description=description, variables="the AWS_* variables") from None
+    return ObjectStoreStorage(store, description=description)
 
 
 def gcs_storage(
@@ -172,10 +184,14 @@ def gcs_storage(
     key = environ.get(GCS_KEY_ENV, "")
     if key:
         config["service_account_key"] = key
-    store = GCSStore(
-        bucket, prefix=prefix or None, config=config, client_options=_client(endpoint, environ)
-    )
-    return ObjectStoreStorage(store, description=_where("GCS bucket", bucket, prefix, endpoint))
+    description = _where("GCS bucket", bucket, prefix, endpoint)
+    try:
+        store = GCSStore(
+            bucket, prefix=prefix or None, config=config, client_options=_client(endpoint, environ)
+        )
+    except Exception as error:
+        raise _refused(error, description=description, variables=GCS_KEY_ENV) from None
+    return ObjectStoreStorage(store, description=description)
 
 
 def azure_storage(
@@ -213,19 +229,22 @@ def azure_storage(
             config["federated_token_file"] = token_file
         if authority:
             config["authority_host"] = authority
-    store = AzureStore(
-        container, prefix=prefix or None, config=config, client_options=_client(endpoint, environ)
+    description = _where(
+        "Azure container",
+        f"{account}/{container}",
+        prefix,
+        endpoint or f"https://{account}.blob.core.windows.net",
     )
-    return ObjectStoreStorage(
-        store,
-        description=_where(
-            "Azure container",
-            f"{account}/{container}",
-            prefix,
-            endpoint or f"https://{account}.blob.core.windows.net",
-        ),
-        # Azure's blocks have no minimum; the same plan keeps memory and counts alike.
-    )
+    try:
+        store = AzureStore(
+            container,
+            prefix=prefix or None,
+            config=config,
+            client_options=_client(endpoint, environ),
+        )
+    except Exception as error:
+        raise _refused(error, description=description, variables="the AZURE_* variables") from None
+    return ObjectStoreStorage(store, description=description)
 
 
 def _options(destination: str, query: str, allowed: set[str]) -> dict[str, str]:
