@@ -5,19 +5,22 @@ Objects, all in the backup's namespace, labelled with the tenant and ``cleoai.io
 and owned by the CleoBackup (deleting it deletes them, never the archives):
 
 - a ServiceAccount ``cleo-backup-<name>`` for the runner pods, without an automounted
-  token (the pod template asks for one itself, so no other pod gets one by accident);
+  token (the pod template asks for one itself, so no other pod gets one by accident), and
+  with the cloud's annotation when the destination uses workload identity
+  (`render.backup_identity`);
 - a Role and RoleBinding that let exactly that identity ``get`` its own CleoBackup and
   ``patch`` its status (``resourceNames``: nothing else in the namespace, not even the
   other CleoBackups). No rule on Secrets: the database credentials, the keyring and the
-  S3 keys reach the pod through the kubelet (environment and a read-only volume), which
+  object store's keys reach the pod through the kubelet (environment and a read-only volume), which
   needs no right of the pod's own; an API right to read them would only be a second,
   unneeded way in;
 - a NetworkPolicy that opens egress for the runner pods to named destinations only: the
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
-  the operator found at start) on its ports, to write the status; and for S3, the object
-  store's ranges the CleoBackup names (``destination.s3.egress``, or the endpoint's IP
+  the operator found at start) on its ports, to write the status; and for an object store,
+  the ranges the CleoBackup names (``destination.<type>.egress``, or the endpoint's IP
   address) and the platform's (`BackupPodSettings.object_store_cidrs`) on the endpoint's
-  port. Nothing else, and never ``0.0.0.0/0``: the tenant's own policies already give every
+  port (and 443 for a token service), plus the metadata address an identity needs. Nothing
+  else, and never ``0.0.0.0/0``: the tenant's own policies already give every
   pod of the namespace the database ranges and DNS, and a PVC destination needs no network.
   `egress_problem` says when a spec leaves the object store's addresses unknown. The policy
   selects pods by labels, which is why the admission policy of deploy/admission refuses
@@ -32,9 +35,10 @@ The pod passes Pod Security ``restricted`` (non-root 10001, read-only root files
 an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
 RuntimeDefault seccomp). The database login arrives as libpq's variables from the tenant's
 database Secret (`ConnectionInfo.from_environment`), the keyring Secret is mounted
-read-only (`load_keyring_dir`), the destination is a mounted PersistentVolumeClaim or S3
-with the keys from the Secret the spec names. ``CLEO_JOB_NAME`` (from the pod's own
-``batch.kubernetes.io/job-name`` label) lets a run name its Job in the status history.
+read-only (`load_keyring_dir`), the destination is a mounted PersistentVolumeClaim or an
+object store reached with the keys of the Secret the spec names or a workload identity.
+``CLEO_JOB_NAME`` (from the pod's own ``batch.kubernetes.io/job-name`` label) lets a run
+name its Job in the status history.
 
 Why Jobs never retry a scheduled run (``backoffLimit: 0``): the next scheduled run is the
 retry, and every attempt writes a history entry; a pod that dies before it reports is
@@ -179,8 +183,8 @@ class BackupPodSettings:
     api_server_ports: tuple[int, ...] = API_SERVER_PORTS
     """TCP ports of the API server, as the runner's NetworkPolicy sees them."""
     object_store_cidrs: tuple[str, ...] = ()
-    """The platform's object store ranges: every S3 runner may reach them (on its endpoint's
-    port) besides what its CleoBackup names in ``destination.s3.egress``."""
+    """The platform's object store ranges: every object store runner may reach them (on its
+    endpoint's port) besides what its CleoBackup names in ``destination.<type>.egress``."""
     image_pull_secrets: tuple[str, ...] = ()
     """Secrets the runner's pod pulls its image with. Secrets are namespaced: these names
     must exist in each tenant namespace (the kubelet pulls anonymously past a missing one)."""
