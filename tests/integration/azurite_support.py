@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pytest
 from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.object_stores import azure_storage
 from tests.harness.postgres import free_loopback_port
+from tests.integration.emulator_support import answers, running
 
 AZURITE = "azurite@3.37.0"
 ACCOUNT = "devstoreaccount1"
@@ -122,42 +122,20 @@ class AzuriteServer:
 
 @pytest.fixture(scope="module")
 def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
-    binary = azurite_bin()
     port = free_loopback_port()
+    argv = [
+        str(azurite_bin()),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--silent",
+    ]
     log = tmp_path_factory.mktemp("azurite") / "azurite.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(port),
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",
-                "--silent",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Azurite did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
+    ready = answers(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close())
+    with running(argv, log=log, ready=ready, what="Azurite"):
         server = AzuriteServer(port)
         server.create_container(CONTAINER)
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.object_stores import gcs_storage
 from e2e.cluster import build_toolchain
 from tests.harness.postgres import free_loopback_port
+from tests.integration.emulator_support import answers, running
 
 BUCKET = "cleo-tests"
 
@@ -99,43 +98,20 @@ def fake_gcs_server_bin() -> Path:
 
 @pytest.fixture(scope="module")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
-    binary = fake_gcs_server_bin()
     port = free_loopback_port()
     endpoint = f"http://127.0.0.1:{port}"
+    argv = [
+        str(fake_gcs_server_bin()),
+        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
+        *("-backend", "memory", "-public-host", f"127.0.0.1:{port}", "-log-level", "error"),
+    ]
+
+    def ping() -> None:
+        with urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=2):  # noqa: S310
+            pass
+
     log = tmp_path_factory.mktemp("fake-gcs") / "fake-gcs-server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(port),
-                "-backend",
-                "memory",
-                "-public-host",
-                f"127.0.0.1:{port}",
-                "-log-level",
-                "error",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"fake-gcs-server did not start:\n{log.read_text()}"
-                    ) from None
-                time.sleep(0.1)
+    with running(argv, log=log, ready=answers(ping), what="fake-gcs-server"):
         request = urllib.request.Request(  # noqa: S310 - loopback
             endpoint + "/storage/v1/b",
             data=json.dumps({"name": BUCKET}).encode(),
@@ -144,10 +120,3 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback
             pass
         yield GcsServer(endpoint, service_account_key())
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

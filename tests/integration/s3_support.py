@@ -21,7 +21,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import pytest
 from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.object_stores import s3_storage
 from tests.harness.postgres import free_loopback_port
+from tests.integration.emulator_support import answers, running
 
 MOTO = "moto[server]==5.2.5"
 
@@ -163,65 +163,58 @@ def _iam(endpoint: str, params: dict[str, str]) -> str:
         return str(response.read().decode())
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    site = moto_site()
+ALLOW_S3 = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
+)
+"""The IAM policy of the test's user and role: everything on S3."""
+
+
+@contextlib.contextmanager
+def moto_server(folder: Path, *, unauthenticated: int) -> Iterator[str]:
+    """moto's server on a free loopback port (its endpoint), the first `unauthenticated`
+    requests free of signatures (for the setup), every later one checked."""
     port = free_loopback_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(site),
-        "HOME": str(log.parent),
-        # The first four requests (the setup below) go unauthenticated; every
-        # request after them must carry a valid signature of a known key.
-        "INITIAL_NO_AUTH_ACTION_COUNT": "4",
+        "PYTHONPATH": str(moto_site()),
+        "HOME": str(folder),
+        "INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated),
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with contextlib.closing(
-                    urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)  # noqa: S310
-                ):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+
+    def ping() -> None:
+        with urllib.request.urlopen(endpoint + "/moto-api/", timeout=2):  # noqa: S310 - loopback
+            pass
+
+    with running(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        log=folder / "moto.log",
+        ready=answers(ping),
+        what="moto",
+    ):
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    # The four requests of the setup go unauthenticated; every one after them must carry a
+    # valid signature of a known key.
+    with moto_server(tmp_path_factory.mktemp("moto"), unauthenticated=4) as endpoint:
         _iam(endpoint, {"Action": "CreateUser", "UserName": "backup"})
         created = _iam(endpoint, {"Action": "CreateAccessKey", "UserName": "backup"})
         key_id = re.search(r"<AccessKeyId>(.+?)</AccessKeyId>", created)
         secret = re.search(r"<SecretAccessKey>(.+?)</SecretAccessKey>", created)
         assert key_id, created
         assert secret, created
-        policy = (
-            '{"Version":"2012-10-17","Statement":'
-            '[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
-        )
         _iam(
             endpoint,
             {
                 "Action": "PutUserPolicy",
                 "UserName": "backup",
                 "PolicyName": "backups",
-                "PolicyDocument": policy,
+                "PolicyDocument": ALLOW_S3,
             },
         )
         _unsigned(endpoint, "PUT", f"/{BUCKET}", service="s3")
         yield S3Server(endpoint, S3Key(key_id.group(1), secret.group(1)))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import base64
 import http.server
-import os
 import re
 import ssl
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,9 +37,8 @@ from cleo_operator.backup.object_stores import s3_storage
 from cleo_operator.render.backup_identity import AWS_TOKEN_PATH
 from tests.harness.postgres import free_loopback_port
 from tests.harness.postgres_tls import issue_server_certificate, make_authority
-from tests.integration.s3_support import BUCKET, _iam, _unsigned, moto_site
+from tests.integration.s3_support import ALLOW_S3, BUCKET, _iam, _unsigned, moto_server
 
-POLICY = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
 TRUST = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Federated":'
     '"arn:aws:iam::123456789012:oidc-provider/cluster"},'
@@ -91,33 +86,8 @@ def web_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebIdenti
     folder = tmp_path_factory.mktemp("web-identity")
     authority = make_authority(folder, "sts")
     certificate = issue_server_certificate(authority, folder)
-    port = free_loopback_port()
-    moto = f"http://127.0.0.1:{port}"
-    with (folder / "moto.log").open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(moto_site()),
-                "HOME": str(folder),
-                # Six setup requests below, then the one STS call (see the docstring).
-                "INITIAL_NO_AUTH_ACTION_COUNT": "7",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    relay: http.server.ThreadingHTTPServer | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(moto + "/moto-api/", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto did not start") from None
-                time.sleep(0.2)
+    # Six setup requests below, then the one STS call (see the module docstring).
+    with moto_server(folder, unauthenticated=7) as moto:
         # A user with a policy of its own makes moto check every signature from now on.
         _iam(moto, {"Action": "CreateUser", "UserName": "someone"})
         _iam(moto, {"Action": "CreateAccessKey", "UserName": "someone"})
@@ -127,7 +97,7 @@ def web_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebIdenti
                 "Action": "PutUserPolicy",
                 "UserName": "someone",
                 "PolicyName": "p",
-                "PolicyDocument": POLICY,
+                "PolicyDocument": ALLOW_S3,
             },
         )
         _unsigned(moto, "PUT", f"/{BUCKET}", service="s3")
@@ -143,7 +113,7 @@ def web_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebIdenti
                 "Action": "PutRolePolicy",
                 "RoleName": "cleo-backup",
                 "PolicyName": "backups",
-                "PolicyDocument": POLICY,
+                "PolicyDocument": ALLOW_S3,
             },
         )
         calls: list[dict[str, str]] = []
@@ -153,23 +123,17 @@ def web_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebIdenti
         context.load_cert_chain(certificate.cert, certificate.key)
         relay.socket = context.wrap_socket(relay.socket, server_side=True)
         threading.Thread(target=relay.serve_forever, daemon=True).start()
-        yield WebIdentitySetup(
-            endpoint=moto,
-            sts_endpoint=f"https://127.0.0.1:{relay_port}",
-            role_arn=role.group(1),
-            ca_file=authority.cert,
-            sts_calls=calls,
-        )
-    finally:
-        if relay is not None:
+        try:
+            yield WebIdentitySetup(
+                endpoint=moto,
+                sts_endpoint=f"https://127.0.0.1:{relay_port}",
+                role_arn=role.group(1),
+                ca_file=authority.cert,
+                sts_calls=calls,
+            )
+        finally:
             relay.shutdown()
             relay.server_close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_the_runner_assumes_its_role_with_the_projected_token(

@@ -41,7 +41,9 @@ from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.render.backup_identity import (
     AZURE_SECRET_ENV,
+    GCS_SECRET_ENV,
     GCS_SECRET_KEY,
+    S3_ENV,
     S3_OPTIONAL_ENV,
     object_store_url,
 )
@@ -68,14 +70,12 @@ __all__ = [
     "secret_environ",
 ]
 
-S3_KEY_ENV: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-S3_SESSION_ENV: Final = "AWS_SESSION_TOKEN"
+S3_KEY_ENV: Final = S3_ENV
 S3_WEB_IDENTITY_ENV: Final = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 S3_STS_ENDPOINT_ENV: Final = "AWS_ENDPOINT_URL_STS"
 S3_SESSION_NAME_ENV: Final = "AWS_ROLE_SESSION_NAME"
-GCS_KEY_ENV: Final = "GOOGLE_SERVICE_ACCOUNT_KEY"
-AZURE_KEY_ENV: Final = "AZURE_STORAGE_ACCOUNT_KEY"
-AZURE_SAS_ENV: Final = "AZURE_STORAGE_SAS_TOKEN"
+GCS_KEY_ENV: Final = GCS_SECRET_ENV
+AZURE_KEY_ENV, AZURE_SAS_ENV = AZURE_SECRET_ENV
 AZURE_WORKLOAD_ENV: Final = (
     "AZURE_CLIENT_ID",
     "AZURE_TENANT_ID",
@@ -146,8 +146,9 @@ def s3_storage(
             )
         config["access_key_id"] = key_id
         config["secret_access_key"] = secret
-        if environ.get(S3_SESSION_ENV):
-            config["session_token"] = environ[S3_SESSION_ENV]
+        session_token = environ.get(S3_OPTIONAL_ENV[0], "")
+        if session_token:
+            config["session_token"] = session_token
     elif role or token_file:
         if not (role and token_file):
             raise ValueError(
