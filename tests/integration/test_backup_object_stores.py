@@ -211,6 +211,7 @@ def test_a_failed_write_leaves_nothing(backend: Backend, request: pytest.Fixture
     assert storage.clean_incomplete(older_than=datetime.now(UTC) + timedelta(hours=1)) == 0
 
 
+@pytest.mark.security
 def test_a_wrong_credential_is_refused_without_showing_it(backend: Backend) -> None:
     if backend.name == "gcs":
         with pytest.raises(ValueError, match="credentials or settings are invalid") as refused:

@@ -24,11 +24,11 @@ from cleo_operator.api.base import (
     Timestamp,
     requests_over_limits,
 )
+from cleo_operator.api.cidr import Cidr
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Matches, Rules, cel, validations
-from cleo_operator.api.tenant import Cidr
 
 __all__ = [
     "KIND",

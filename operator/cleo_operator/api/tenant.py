@@ -19,7 +19,6 @@ the objects inside it. Choices made here, and why:
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -40,6 +39,7 @@ from cleo_operator.api.base import (
     StatusModel,
     Timestamp,
 )
+from cleo_operator.api.cidr import Cidr
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import (
@@ -140,36 +140,6 @@ EnvName = Annotated[
     ),
 ]
 
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_H16 = r"[0-9A-Fa-f]{1,4}"
-_IPV6 = "|".join(
-    (
-        rf"({_H16}:){{7}}{_H16}",
-        rf"({_H16}:){{1,7}}:",
-        *(rf"({_H16}:){{1,{7 - n}}}(:{_H16}){{1,{n}}}" for n in range(1, 7)),
-        rf":((:{_H16}){{1,7}}|:)",
-    )
-)
-# Strict: every octet at most 255, IPv4 prefixes to /32, IPv6 (without an embedded IPv4
-# address) to /128. CEL's isCIDR() would do, but it needs Kubernetes 1.31 and the CRDs
-# support 1.30; pydantic checks the same with ipaddress.
-_CIDR_PATTERN = (
-    rf"^({_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])"
-    rf"|({_IPV6})/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
-)
-
-
-def _check_cidr(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError("must be an IP range in CIDR notation, e.g. 10.0.0.0/24") from None
-    return text
-
-
-Cidr = Annotated[
-    str, Field(max_length=43), AfterValidator(_check_cidr), Extra({"pattern": _CIDR_PATTERN})
-]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

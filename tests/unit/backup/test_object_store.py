@@ -47,6 +47,7 @@ def test_a_minimum_part_size_is_kept() -> None:
 SECRET_URL = "https://acct.blob.core.windows.net/c/x?sv=2024&sig=SECRETSIGNATURE"
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     ("error", "expected", "words"),
     [
