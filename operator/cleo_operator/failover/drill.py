@@ -93,8 +93,9 @@ class ClusterBackupSource:
         if not storages:
             hint = (
                 f" Backups of CleoBackup(s) {', '.join(unreadable)} go to a "
-                "PersistentVolumeClaim, which only a pod that mounts it can read; give the "
-                "tenant a CleoBackup with an object store destination (s3, gcs or azure) for "
+                "PersistentVolumeClaim, which only a pod that mounts it can read, or to an "
+                "object store through the runner's own identity; give the tenant a "
+                "CleoBackup with an object store destination and a credentialsSecret for "
                 "drills."
                 if unreadable
                 else f" Create a CleoBackup for tenant {tenant!r} in namespace {namespace}."
@@ -153,6 +154,9 @@ class ClusterBackupSource:
             try:
                 storages.append(operator_storage(spec, secret, environ=os.environ))
             except CredentialsUnavailable as error:
+                if error.reason == "IdentityNotShared":  # the runner's identity, not ours
+                    unreadable.append(str(obj["metadata"]["name"]))
+                    continue
                 raise FailoverError(
                     f"CleoBackup {obj['metadata']['name']}: {error}",
                     reason="BackupCredentialsMissing",
