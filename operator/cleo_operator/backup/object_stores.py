@@ -86,12 +86,19 @@ OBJECT_STORE_SCHEMES: Final = ("s3", "gs", "azure")
 CA_FILE_ENV: Final = "CLEO_OBJECT_STORE_CA_FILE"
 """A PEM file of extra root certificates (a private store's CA), trusted besides the system's
 for the store and its token endpoints (STS)."""
-DEFAULT_TIMEOUT: Final = "120s"
-"""Per request; a part of 1 GiB over a slow link needs a while."""
+REQUEST_TIMEOUT: Final = "48h"
+"""A whole request, body included: a restore streams a multi-terabyte archive in one GET,
+so this only stops a request that never ends; stalls are `READ_TIMEOUT`'s."""
+READ_TIMEOUT: Final = "120s"
+"""Without a byte for this long, a request has stalled (it is retried, or fails)."""
 
 
 def _client(endpoint: str | None, environ: Mapping[str, str]) -> ClientConfig:
-    options: ClientConfig = {"timeout": DEFAULT_TIMEOUT, "connect_timeout": "10s"}
+    options: ClientConfig = {
+        "timeout": REQUEST_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+        "connect_timeout": "10s",
+    }
     if endpoint is not None and endpoint.startswith("http://"):
         options["allow_http"] = True
     ca_file = environ.get(CA_FILE_ENV, "")
