@@ -67,6 +67,8 @@ class Backend:
     """The (wrong) credential, which no message may show."""
     unfinished_uploads: Callable[[], int] | None
     """How many multipart uploads the server holds unfinished, where it can tell."""
+    refusal: str = ""
+    """The store's error code for a wrong credential (its signature check failing)."""
 
 
 @pytest.fixture(params=["s3", "azure", "gcs"])
@@ -91,6 +93,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
             ),
             secret="not-the-" + "secret" * 5,
             unfinished_uploads=s3.unfinished_uploads,
+            refusal="HTTP 403 SignatureDoesNotMatch",
         )
     if name == "azure":
         azure: azurite_support.AzuriteServer = request.getfixturevalue("azurite_server")
@@ -103,6 +106,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
             wrong_credentials=lambda: azure.fresh_storage(prefix="contract", key=wrong_key),
             secret=wrong_key,
             unfinished_uploads=None,
+            refusal="HTTP 403 AuthorizationFailure",
         )
     gcs: gcs_support.GcsServer = request.getfixturevalue("gcs_server")
     prefix = gcs.fresh_prefix("contract")
@@ -222,12 +226,19 @@ def test_a_wrong_credential_is_refused_without_showing_it(backend: Backend) -> N
         return
     bad = backend.wrong_credentials()
     assert backend.secret not in repr(bad)
-    for attempt in (bad.list, lambda: bad.put_bytes("x.json", b"x"), lambda: bad.stat("x")):
+    attempts: list[tuple[str, Callable[[], object]]] = [
+        ("list", bad.list),
+        ("put", lambda: bad.put_bytes("x.json", b"x")),
+        ("stat", lambda: bad.stat("x")),
+    ]
+    for what, attempt in attempts:
         with pytest.raises(StorageError, match="access refused") as caught:
             attempt()
         error = caught.value
         assert error.reason == "StorageError"
         assert "check the credentials" in error.message
+        if what != "stat":  # a HEAD's refusal has no body, so no error code
+            assert backend.refusal in error.message, error.message
         assert backend.secret not in error.message
         # obstore's own error (URL, headers, body) is not chained into tracebacks.
         assert error.__cause__ is None
