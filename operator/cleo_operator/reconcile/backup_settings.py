@@ -54,10 +54,11 @@ NetworkPolicies see them); unset: what the operator finds at start (`with_api_se
 EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
 """The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
 default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
-CleoBackup (``destination.s3.egress``)."""
+CleoBackup (``destination.<type>.egress``)."""
 OBJECT_STORE_CIDRS_ENV: Final = "CLEO_BACKUP_OBJECT_STORE_CIDRS"
-"""Comma-separated ranges of the platform's object stores, which every S3 runner may reach
-on its endpoint's port besides its CleoBackup's ``destination.s3.egress``; unset: none."""
+"""Comma-separated ranges of the platform's object stores, which every object store runner
+may reach on its endpoint's port besides its CleoBackup's ``destination.<type>.egress``;
+unset: none."""
 IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
 """Comma-separated names of the Secrets the runner pods pull their image with (Secrets of
 each tenant namespace: a pod can only name its own namespace's); unset: none."""
