@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import obstore
 import psycopg
 import pytest
 
@@ -191,6 +192,10 @@ def test_writes_are_atomic_multipart_and_never_overwrite(
     assert "never overwritten" in caught.value.message
     with pytest.raises(StorageError, match="already exists"):
         storage.put("large.archive", io.BytesIO(b"other"))
+    # The store itself enforces it (a writer racing past the HEAD check): the conditional PUT.
+    with pytest.raises(Exception) as raced:  # noqa: PT011 - obstore's class, mapped below
+        obstore.put(storage.store, "small.manifest.json", b"raced", mode="create")
+    assert "already exists" in storage.error(raced.value, doing="writing").message
     assert storage.read_bytes("small.manifest.json", limit=100) == b"first"
     assert storage.read_bytes("large.archive", limit=len(large)) == large
 

@@ -356,7 +356,12 @@ class ObjectStoreStorage:
             return copy_stream(source, out)
 
     def put_bytes(self, name: str, data: bytes) -> None:
-        check_object_name(name)
+        # The HEAD first, as the old client did: an S3-compatible store that ignores
+        # If-None-Match still does not get an existing object replaced.
+        if self.stat(name) is not None:
+            raise StorageError(
+                f"{self._description}: {name} already exists; backups are never overwritten"
+            )
         try:
             obstore.put(self.store, name, data, mode="create")
         except Exception as error:
