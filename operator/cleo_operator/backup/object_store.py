@@ -19,8 +19,9 @@ How the contract holds:
   rule removes (docs/backups.md: S3 and GCS ``AbortIncompleteMultipartUpload``; Azure drops
   uncommitted blocks after 7 days by itself). obstore does not list unfinished uploads, so
   `clean_incomplete` has nothing to do here and says so in the log once;
-- never overwriting: single PUTs use obstore's ``mode="create"`` (``If-None-Match: *`` on
-  S3 and Azure, ``ifGenerationMatch=0`` on GCS), which the store itself enforces. obstore
+- never overwriting: a HEAD refuses an existing name first, and single PUTs use obstore's
+  ``mode="create"`` (``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS),
+  which the store itself enforces against a writer that raced past the HEAD. obstore
   sends a multipart upload only without a mode (``mode="create"`` forces one in-memory
   PUT, impossible for a 5 TiB archive), so for a multipart archive `writer` refuses an
   existing name with a HEAD before it starts; the race that leaves open needs a second
