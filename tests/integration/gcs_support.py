@@ -2,14 +2,13 @@
 
 fake-gcs-server is a Go program, built like the control plane (``e2e/toolchain/
 fake-gcs-server``: pinned module, cached outside the repository) and run per test module
-on a free loopback port. What it does not do, and the tests therefore cannot show on GCS:
-
-- it accepts any credential (no signature is checked), so a wrong key is not refused;
-- it implements the JSON API and the XML API's reads, lists and deletes, but not the XML
-  API's writes (a plain ``PUT /bucket/object``, conditional or not, and multipart
-  uploads), which is how obstore writes to GCS. Objects are put there through its JSON
-  upload API instead (`GcsServer.upload`), and obstore's writes are an expected failure
-  in the suite, strict, so that a fake-gcs-server that learns them fails the test.
+on a free loopback port. Version 1.56.1 implements the XML API's reads, lists and deletes
+but not its writes (a plain ``PUT /bucket/object``, conditional or not, and multipart
+uploads), which is how obstore writes to GCS; the component's ``main.go`` adds those few
+handlers in front of it (parts held until the upload completes, ``x-goog-if-generation-
+match: 0`` honoured) and answers how many uploads are open. It accepts any credential (no
+signature is checked), so a wrong key cannot be refused by it: the suite shows instead
+that a key obstore cannot read is refused without its text.
 
 The service account key the runner gets is real in form (an RSA key made here): obstore
 signs its requests with it, exactly as against Google.
@@ -77,6 +76,11 @@ class GcsServer:
             bucket=BUCKET, prefix=prefix, endpoint=self.endpoint, environ=self.environ()
         )
 
+    def unfinished_uploads(self) -> int:
+        """How many multipart uploads the server holds open."""
+        with urllib.request.urlopen(self.endpoint + "/_bridge/unfinished", timeout=10) as r:  # noqa: S310
+            return int(r.read())
+
     def upload(self, prefix: str, name: str, data: bytes) -> None:
         """Put an object through fake-gcs-server's JSON upload API (see the module docstring)."""
         query = urllib.parse.urlencode({"uploadType": "media", "name": f"{prefix}/{name}"})
@@ -100,11 +104,7 @@ def fake_gcs_server_bin() -> Path:
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     port = free_loopback_port()
     endpoint = f"http://127.0.0.1:{port}"
-    argv = [
-        str(fake_gcs_server_bin()),
-        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
-        *("-backend", "memory", "-public-host", f"127.0.0.1:{port}", "-log-level", "error"),
-    ]
+    argv = [str(fake_gcs_server_bin()), "-host", "127.0.0.1", "-port", str(port)]
 
     def ping() -> None:
         with urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=2):  # noqa: S310
