@@ -3,13 +3,12 @@
 One suite, parametrised by backend: S3 (moto's server, checking every signature), Azure
 Blob (Azurite, checking Shared Key signatures) and Google Cloud Storage (fake-gcs-server
 with the XML API writes it lacks added by the toolchain component, and no credential
-check: see `gcs_support`). Each server is module-scoped, on a free
-loopback port, started on first use and stopped at the end; each test writes under a prefix
-of its own.
+check: see `gcs_support`). Each server is module-scoped, on a free loopback port, started
+on first use and stopped at the end; each test writes under a prefix of its own.
 
 What is shown: atomic writes (small objects in one conditional PUT, large ones in a
 multipart upload of parts sized from the hint), no overwrite, listing, reading back,
-deleting, a failed write leaving nothing (S3: not even an unfinished upload), a wrong
+deleting, a failed write leaving nothing (S3, GCS: not even an unfinished upload), a wrong
 credential refused with the storage's words and no secret, and a whole backup, restore,
 verification and retention prune on each store.
 """
