@@ -52,6 +52,11 @@ from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup import metrics
+from cleo_operator.backup.object_stores import (
+    CredentialsUnavailable,
+    decoded_secret,
+    secret_environ,
+)
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.pool import CredentialsProvider, SitePools
 from cleo_operator.kube.client import KubeClient, KubeError
@@ -88,7 +93,6 @@ from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
     JOB_NAME_LABEL,
-    S3_ENV,
     BackupPodSettings,
     backup_object_name,
     egress_problem,
@@ -433,24 +437,20 @@ class BackupReconciler:
                     "does not exist; create it (ReadWriteOnce is enough) or name another one",
                 )
             return None
-        if destination.s3 is None:  # the model forbids it; a CRD older than the model might not
+        store = destination.object_store
+        if store is None:  # the model forbids it; a CRD older than the model might not
             return Observation(
                 "False",
                 "UnknownDestination",
                 f"spec.destination.type {destination.type!r} needs its block "
                 f"(spec.destination.{destination.type})",
             )
-        secret_name = destination.s3.credentials_secret
-        secret = self.kube.get(SECRET, secret_name, namespace=namespace)
-        lacking = [k for k in S3_ENV if not ((secret or {}).get("data") or {}).get(k)]
-        if secret is None or lacking:
-            what = "does not exist" if secret is None else f"lacks {', '.join(lacking)}"
-            return Observation(
-                "False",
-                "S3CredentialsMissing",
-                f"spec.destination.s3.credentialsSecret: Secret {namespace}/{secret_name} "
-                f"{what}; it needs the keys {' and '.join(S3_ENV)}",
-            )
+        if store.credentials_secret is not None:
+            secret = self.kube.get(SECRET, store.credentials_secret, namespace=namespace)
+            try:
+                secret_environ(spec, decoded_secret(secret), namespace=namespace)
+            except CredentialsUnavailable as error:
+                return Observation("False", error.reason, str(error))
         egress = egress_problem(spec, pod)
         if egress is not None:
             return Observation("False", "EgressUnknown", egress)

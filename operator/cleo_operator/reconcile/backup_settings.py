@@ -21,7 +21,12 @@ from typing import Final, Literal
 from pydantic import ValidationError
 
 from cleo_operator import __version__
-from cleo_operator.api.base import ResourceRequirements
+from cleo_operator.api.base import (
+    DNS_SUBDOMAIN_HINT,
+    DNS_SUBDOMAIN_PATTERN,
+    ResourceRequirements,
+    requests_over_limits,
+)
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
 from cleo_operator.render.pull_secrets import pull_secret_copy_name
 
@@ -50,10 +55,11 @@ NetworkPolicies see them); unset: what the operator finds at start (`with_api_se
 EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
 """The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
 default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
-CleoBackup (``destination.s3.egress``)."""
+CleoBackup (``destination.<type>.egress``)."""
 OBJECT_STORE_CIDRS_ENV: Final = "CLEO_BACKUP_OBJECT_STORE_CIDRS"
-"""Comma-separated ranges of the platform's object stores, which every S3 runner may reach
-on its endpoint's port besides its CleoBackup's ``destination.s3.egress``; unset: none."""
+"""Comma-separated ranges of the platform's object stores, which every object store runner
+may reach on its endpoint's port besides its CleoBackup's ``destination.<type>.egress``;
+unset: none."""
 IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
 """Comma-separated names of ``kubernetes.io/dockerconfigjson`` Secrets in the operator's
 namespace that the runner pods pull their image with. A pod can only name Secrets of its own
@@ -68,8 +74,9 @@ VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
-_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-"""A DNS subdomain, what a Secret's name must be."""
+_SECRET_NAME: Final = re.compile(DNS_SUBDOMAIN_PATTERN)
+"""A DNS subdomain (dot-separated DNS labels, 253 characters at most), what a Secret's name
+must be."""
 
 
 def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
@@ -94,10 +101,10 @@ def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ..
 def _pull_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     names = _list(env, IMAGE_PULL_SECRETS_ENV)
     for name in names:
-        if not _SECRET_NAME.fullmatch(name):
+        if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
             raise ValueError(
-                f"{IMAGE_PULL_SECRETS_ENV}: {name!r} is not a Secret name (lower case letters, "
-                "digits, '-' and '.'); separate names with commas"
+                f"{IMAGE_PULL_SECRETS_ENV}: {name!r} is not a Secret name ({DNS_SUBDOMAIN_HINT}, "
+                "253 characters at most); separate names with commas"
             )
     return tuple(dict.fromkeys(names))
 
@@ -107,7 +114,7 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
     if not text:
         return None
     try:
-        return ResourceRequirements.model_validate(json.loads(text))
+        resources = ResourceRequirements.model_validate(json.loads(text))
     except json.JSONDecodeError as error:
         raise ValueError(f"{RESOURCES_ENV}: not JSON ({error.msg} at {error.pos})") from None
     except ValidationError as error:
@@ -119,6 +126,10 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
             f"{RESOURCES_ENV}: {where} (expected e.g. "
             '{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})'
         ) from None
+    over = requests_over_limits(resources)
+    if over is not None:
+        raise ValueError(f"{RESOURCES_ENV}: {'.'.join(map(str, over.loc))}: {over.message}")
+    return resources
 
 
 def default_image() -> str:
