@@ -312,7 +312,12 @@ def object_storage_from_url(
     )
 
 
-_REASON_PREFIX: Final = {"s3": "S3", "gcs": "Gcs", "azure": "Azure"}
+# Whole words, so the reasons can be found in the code (docs/troubleshooting.md names them).
+_MISSING_REASON: Final = {
+    "s3": "S3CredentialsMissing",
+    "gcs": "GcsCredentialsMissing",
+    "azure": "AzureCredentialsMissing",
+}
 
 
 class CredentialsUnavailable(StorageError, retryable=False):
@@ -358,7 +363,7 @@ def secret_environ(
         )
     name = f"{namespace}/{store.credentials_secret}" if namespace else store.credentials_secret
     where = f"spec.destination.{block}.credentialsSecret: Secret {name}"
-    missing = f"{_REASON_PREFIX.get(block, '')}CredentialsMissing"  # S3CredentialsMissing...
+    missing = _MISSING_REASON.get(block, "CredentialsMissing")
     data = dict(secret or {})
     if secret is None:
         raise CredentialsUnavailable(
