@@ -119,6 +119,7 @@ def _tenant(admin: KubeClient, operator: KubeClient, tenant: str, namespace: str
         owner=tenant_owner(name=tenant, uid=created["metadata"]["uid"]),
         spec=parse_tenant_spec(spec),
     )
+    assert quota is not None
     operator.apply(quota)
     write_keyring(operator, namespace)
     login = {

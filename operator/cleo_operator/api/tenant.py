@@ -197,8 +197,8 @@ class QuotaSpec(SpecModel):
         le=10000,
         description=(
             "Most CleoBackups in the namespace: the platform's and the one-offs the tenant's "
-            "admins ask for (which bounds how often they can); unset, 20. Set even without "
-            "the other fields."
+            "admins ask for (which bounds how often they can); unset, 20 (a quota always "
+            "caps CleoBackups)."
         ),
     )
 
