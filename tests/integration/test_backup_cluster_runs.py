@@ -12,6 +12,7 @@ reconciler verifies with the site admin's login from its Secret, as in the opera
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import (
     API_SERVER,
     PV,
@@ -50,6 +52,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     unique,
 )
+from tests.security.tenant_writable_support import ATTACKER, attacker_client, bind_tenant_admin
 
 pytestmark = RECONCILERS_ALONE
 
@@ -103,6 +106,16 @@ class Setup(BackupScene):
             )
 
         wait_for(idle, timeout=60, what="the backup's Jobs to finish")
+
+    def run_one_off(self, name: str) -> str:
+        """Run the one-off Job of CleoBackup `name` here; the id of the backup it made."""
+        job = self.kube.get(JOB, f"cleo-backup-{name}", namespace=self.namespace)
+        assert job is not None
+        run = self.run(job)
+        assert run.returncode == 0, run.stderr
+        assert run.report is not None
+        backup_id: str = run.report["backup"]["backupId"]
+        return backup_id
 
 
 @pytest.fixture
@@ -287,12 +300,7 @@ def test_a_one_off_backup_runs_once_and_restores(
     )
     first = setup.reconciler.reconcile(ns, "before-upgrade")
     assert [ref["kind"] for ref in first.applied][-1] == "Job"
-    job = setup.kube.get(JOB, "cleo-backup-before-upgrade", namespace=ns)
-    assert job is not None
-    run = setup.run(job)
-    assert run.returncode == 0, run.stderr
-    assert run.report is not None
-    backup_id = run.report["backup"]["backupId"]
+    backup_id = setup.run_one_off("before-upgrade")
 
     setup.wait_until_no_job_runs("before-upgrade")
     done = setup.reconciler.reconcile(ns, "before-upgrade")
@@ -325,3 +333,67 @@ def test_a_one_off_backup_runs_once_and_restores(
         assert rows[0][0] == 300
     finally:
         postgres_server.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
+    setup: Setup,
+) -> None:
+    ns = setup.namespace
+    setup.backup(
+        "nightly",
+        {
+            "schedule": "@daily",
+            "suspend": True,
+            "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
+            "retention": {"keepLast": 5},
+            "verification": {"enabled": True},
+        },
+    )
+    setup.reconciler.reconcile(ns, "nightly")
+    # A tenant admin (a spec.admins user, with its own token) asks: the tenant and the
+    # CleoBackup to run now, all the admission policy lets it write.
+    bind_tenant_admin(setup.kube, tenant=setup.tenant.name, namespace=ns, user=ATTACKER)
+    attacker_client(setup.cluster, setup.kube).create(
+        backup_manifest("now-1", ns, {"tenant": setup.tenant.name, "from": "nightly"})
+    )
+    setup.reconciler.reconcile(ns, "now-1")
+    # The runner checks the source again with its own token (its Role may read it) and
+    # writes into the source's folder.
+    backup_id = setup.run_one_off("now-1")
+    assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()
+    (entry,) = setup.status("now-1")["history"]
+    assert (entry["job"], entry["succeeded"], entry["backupId"]) == (
+        "cleo-backup-now-1",
+        True,
+        backup_id,
+    )
+
+    # The source's verification applies.
+    setup.wait_until_no_job_runs("now-1")
+    started = setup.reconciler.reconcile(ns, "now-1")
+    assert started.verification_started == backup_id
+    assert setup.reconciler.wait_for_verifications(timeout=180)
+    done = setup.reconciler.reconcile(ns, "now-1")
+    assert (done.phase, done.ready) == ("Succeeded", True)
+    assert setup.condition("now-1", "Verified")[:2] == ("True", "Verified")
+    assert setup.status("now-1")["lastVerifiedBackup"]["backupId"] == backup_id
+    # Nothing new: nothing written, and it asks to be looked at again when its time is up.
+    again = setup.reconciler.reconcile(ns, "now-1")
+    assert (again.applied, again.status_written, again.runs_recorded) == ([], False, 0)
+    assert again.requeue_after is not None
+    assert 0 < again.requeue_after <= setup.reconciler.settings.one_off_ttl_seconds
+
+    # A day after its run, the one-off goes; its archive and its source stay.
+    later = BackupReconciler(
+        setup.kube,
+        settings=setup.reconciler.settings,
+        now=lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1, hours=1),
+    )
+    try:
+        gone = later.reconcile(ns, "now-1")
+    finally:
+        later.close()
+    assert [ref["kind"] for ref in gone.deleted] == ["CleoBackup"]
+    assert setup.kube.get(BACKUP, "now-1", namespace=ns) is None
+    assert setup.kube.get(BACKUP, "nightly", namespace=ns) is not None
+    assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()

@@ -348,8 +348,9 @@ def secret_environ(
 ) -> dict[str, str]:
     """The runner's variables that a CleoBackup's credentials Secret (`secret`: its decoded
     data, None when missing) gives; CredentialsUnavailable names what is missing."""
-    store = spec.destination.object_store
-    block = spec.destination.type
+    destination = spec.resolved_destination()
+    store = destination.object_store
+    block = destination.type
     if store is None:
         raise CredentialsUnavailable(
             "UnknownDestination", f"spec.destination.type {block!r} is not an object store"

@@ -10,10 +10,11 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   (`render.backup_identity`);
 - a Role and RoleBinding that let exactly that identity ``get`` its own CleoBackup and
   ``patch`` its status (``resourceNames``: nothing else in the namespace, not even the
-  other CleoBackups). No rule on Secrets: the database credentials, the keyring and the
-  object store's keys reach the pod through the kubelet (environment and a read-only volume), which
-  needs no right of the pod's own; an API right to read them would only be a second,
-  unneeded way in;
+  other CleoBackups; a one-off made with ``spec.from`` may also ``get`` the CleoBackup it
+  runs, which its runner checks and reads its retention from). No rule on Secrets: the
+  database credentials, the keyring and the object store's keys reach the pod through the kubelet
+  (environment and a read-only volume), which needs no right of the pod's own; an API
+  right to read them would only be a second, unneeded way in;
 - a NetworkPolicy that opens egress for the runner pods to named destinations only: the
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
   the operator found at start) on its ports, to write the status; and for an object store,
@@ -268,25 +269,29 @@ def render_service_account(
     return as_object(obj)
 
 
-def role_rules(name: str) -> list[shapes.ResourceRule]:
-    """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
-    rights: tuple[tuple[str, Literal["get", "patch"]], ...] = (
-        ("cleobackups", "get"),
-        ("cleobackups/status", "patch"),
+def role_rules(name: str, *, source: str | None = None) -> list[shapes.ResourceRule]:
+    """Get this CleoBackup (and `source`, the one ``spec.from`` runs), patch its status:
+    nothing else (see the module docstring)."""
+    readable = [name] if source is None or source == name else [name, source]
+    rights: tuple[tuple[str, Literal["get", "patch"], list[str]], ...] = (
+        ("cleobackups", "get", readable),
+        ("cleobackups/status", "patch", [name]),
     )
     return [
-        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": [name], "verbs": [verb]}
-        for res, verb in rights
+        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": names, "verbs": [verb]}
+        for res, verb, names in rights
     ]
 
 
-def render_role(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
-    """The runner's Role: its own CleoBackup only."""
+def render_role(
+    *, name: str, namespace: str, uid: str, tenant: str, source: str | None = None
+) -> KubeObject:
+    """The runner's Role: its own CleoBackup only (and reading its ``spec.from``)."""
     obj: shapes.Role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        "rules": role_rules(name),
+        "rules": role_rules(name, source=source),
     }
     return as_object(obj)
 
@@ -331,7 +336,7 @@ def _host_network(endpoint: str | None) -> str | None:
 
 def store_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
     """The object store's ranges: the destination's ``egress`` and an IP-address endpoint."""
-    store = spec.destination.object_store
+    store = spec.resolved_destination().object_store
     if store is None:
         return ()
     ranges = {str(ipaddress.ip_network(c, strict=False)) for c in store.egress or ()}
@@ -348,9 +353,9 @@ s3_egress_cidrs = store_egress_cidrs
 def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | None:
     """Why the runner's egress cannot be rendered as it must be, naming the field; None if
     it can."""
-    store = spec.destination.object_store
+    store = spec.resolved_destination().object_store
     if store is not None and not _store_cidrs(spec, settings):
-        block = spec.destination.type
+        block = spec.resolved_destination().type
         where = (
             f"the endpoint {store.endpoint!r} is a name" if store.endpoint else "no endpoint is set"
         )
@@ -372,7 +377,7 @@ def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | N
 
 def _store_cidrs(spec: CleoBackupSpec, settings: BackupPodSettings) -> tuple[str, ...]:
     """What a runner may reach of object storage: its CleoBackup's and the platform's."""
-    if spec.destination.object_store is None:
+    if spec.resolved_destination().object_store is None:
         return ()
     return (*store_egress_cidrs(spec), *settings.object_store_cidrs)
 
@@ -408,7 +413,7 @@ def render_network_policy(
         ]
         egress.append({"to": _peers(settings.api_server_cidrs), "ports": api_ports})
     store = _store_cidrs(spec, settings)
-    destination = spec.destination.object_store
+    destination = spec.resolved_destination().object_store
     identity = runner_identity(spec)
     if destination is not None and store:
         ports = {_s3_port(destination.endpoint) or 443}
@@ -447,7 +452,7 @@ def render_network_policy(
 def backup_destination(spec: CleoBackupSpec) -> str:
     """The runner's ``--destination``: a folder on the mounted volume, or an object store's
     URL (``s3://``, ``gs://``, ``azure://``)."""
-    destination = spec.destination
+    destination = spec.resolved_destination()
     if destination.pvc is not None:
         path = destination.pvc.path
         return f"{VOLUME_MOUNT}/{path}" if path else VOLUME_MOUNT
@@ -532,13 +537,11 @@ def _pod_template(
     identity = runner_identity(spec)
     mounts += identity.mounts
     volumes += identity.volumes
-    if spec.destination.pvc is not None:
+    pvc = spec.resolved_destination().pvc
+    if pvc is not None:
         mounts.append({"name": "destination", "mountPath": VOLUME_MOUNT})
         volumes.append(
-            {
-                "name": "destination",
-                "persistentVolumeClaim": {"claimName": spec.destination.pvc.claim_name},
-            }
+            {"name": "destination", "persistentVolumeClaim": {"claimName": pvc.claim_name}}
         )
     container: shapes.Container = {
         "name": CONTAINER_NAME,
@@ -667,13 +670,15 @@ def render_backup(
     tenant: str,
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
+    source: str | None = None,
 ) -> BackupObjects:
-    """Every object of a CleoBackup."""
+    """Every object of a CleoBackup; for a one-off made with ``spec.from``, `spec` is its
+    effective spec (`reconcile.backup_source`) and `source` the CleoBackup it runs."""
     ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
     runner = render_cron_job if spec.schedule is not None else render_job
     return BackupObjects(
         service_account=render_service_account(**ids, spec=spec),
-        role=render_role(**ids),
+        role=render_role(**ids, source=source),
         role_binding=render_role_binding(**ids),
         network_policy=render_network_policy(**ids, spec=spec, settings=settings),
         runner=runner(**ids, spec=spec, settings=settings),

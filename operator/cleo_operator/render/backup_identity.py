@@ -184,7 +184,7 @@ def _azure(azure: AzureDestination) -> RunnerIdentity:
 
 def runner_identity(spec: CleoBackupSpec) -> RunnerIdentity:
     """The runner's credentials or identity for its CleoBackup's store (none for a volume)."""
-    destination = spec.destination
+    destination = spec.resolved_destination()
     if destination.s3 is not None:
         return _s3(destination.s3)
     if destination.gcs is not None:
@@ -196,7 +196,7 @@ def runner_identity(spec: CleoBackupSpec) -> RunnerIdentity:
 
 def object_store_url(spec: CleoBackupSpec) -> str | None:
     """The runner's ``--destination`` for an object store (None for a volume)."""
-    destination = spec.destination
+    destination = spec.resolved_destination()
     options: dict[str, str] = {}
     if destination.s3 is not None:
         s3 = destination.s3

@@ -2,6 +2,13 @@
 
 Only what the spec sets is limited. A spec that sets nothing gets no object at all
 (rather than an empty one), so "no quota" looks the same in the cluster as in the spec.
+One default: a quota (``spec.quota``, even empty) always caps the namespace's CleoBackups
+(``count/cleobackups.cleoai.io``, `DEFAULT_BACKUPS` unless ``spec.quota.backups`` says
+otherwise). Tenant admins may create CleoBackups (one-offs that run one of the platform's,
+see reconcile/backup_source.py), and each runs a pod that dumps the tenant's database from
+a shared server into shared storage: a platform that bounds a tenant bounds that too. The
+operator removes those one-offs a while after they ran, which frees the quota again. (A
+tenant without a quota is bounded in nothing, its own pods included.)
 
 ``spec.quota.cpu`` and ``.memory`` cap the *requests* of all pods (``requests.cpu``,
 ``requests.memory``), as the fields document. They deliberately do not also cap
@@ -25,6 +32,10 @@ from cleo_operator.render.k8s import LimitRange, LimitRangeItem, ResourceQuota, 
 
 RESOURCE_QUOTA_NAME = "cleo-quota"
 LIMIT_RANGE_NAME = "cleo-limits"
+BACKUPS_QUOTA_KEY = "count/cleobackups.cleoai.io"
+DEFAULT_BACKUPS = 20
+"""CleoBackups a tenant namespace may hold unless ``spec.quota.backups`` says otherwise:
+room for the platform's few and about a day's worth of one-offs."""
 
 
 def _quantities(**values: int | str | None) -> dict[str, str]:
@@ -35,7 +46,7 @@ def _quantities(**values: int | str | None) -> dict[str, str]:
 def render_resource_quota(
     *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
 ) -> KubeObject | None:
-    """The ResourceQuota of spec.quota; None when the spec sets no quota."""
+    """The ResourceQuota of spec.quota (with its cap on CleoBackups); None without one."""
     quota = spec.quota
     if quota is None:
         return None
@@ -49,10 +60,9 @@ def render_resource_quota(
             "count/secrets": quota.secrets,
             "count/configmaps": quota.config_maps,
             "count/persistentvolumeclaims": quota.persistent_volume_claims,
+            BACKUPS_QUOTA_KEY: quota.backups or DEFAULT_BACKUPS,
         }
     )
-    if not hard:
-        return None
     obj: ResourceQuota = {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
