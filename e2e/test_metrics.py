@@ -60,10 +60,19 @@ def test_hpa_scales_a_tenant_up_when_its_simulated_cpu_rises(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
     del operator_process
+    try:
+        scale_up_story(cluster)
+    finally:
+        # Its HPA would keep four pods busy for the rest of the session.
+        cluster.kubectl("delete", "cleotenant", TENANT, "--wait=false", check=False)
+
+
+def scale_up_story(cluster: LocalCluster) -> None:
     apply_tenant(
         cluster,
         TENANT,
         {
+            "deletionPolicy": "Delete",  # the finally below removes its namespace too
             "admins": [{"kind": "User", "name": "alice"}],
             "quota": {"cpu": "8", "memory": "16Gi", "pods": 40},
             "workload": {
@@ -103,6 +112,8 @@ def test_hpa_scales_a_tenant_up_when_its_simulated_cpu_rises(
         what="the Autoscaling condition True once the HPA reads metrics",
     )
     assert kubectl_json(cluster, "get", "cleotenant", TENANT)["status"]["phase"] == "Ready"
+    table = cluster.kubectl("get", "cleotenant", TENANT).stdout.splitlines()
+    assert dict(zip(table[0].split(), table[1].split(), strict=False))["PHASE"] == "Ready"
 
     # Load arrives: 200m on a 100m request is 200% against a 50% target.
     for pod in metrics:
