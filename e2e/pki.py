@@ -7,6 +7,7 @@ a test cluster outlives it and none is ever committed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 from dataclasses import dataclass
@@ -149,21 +150,8 @@ def generate_pki(folder: Path, *, hosts: list[str]) -> ClusterPKI:
     # consumer (including ones that only do RS256) happy.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    pki = ClusterPKI(
-        ca_cert=folder / "ca.crt",
-        ca_key=folder / "ca.key",
-        serving_cert=folder / "apiserver.crt",
-        serving_key=folder / "apiserver.key",
-        sa_public_key=folder / "sa.pub",
-        sa_private_key=folder / "sa.key",
-        front_proxy_ca_cert=folder / "front-proxy-ca.crt",
-        front_proxy_client_cert=folder / "front-proxy-client.crt",
-        front_proxy_client_key=folder / "front-proxy-client.key",
-        metrics_server_cert=folder / "metrics-server.crt",
-        metrics_server_key=folder / "metrics-server.key",
-        kubelet_cert=folder / "kubelet.crt",
-        kubelet_key=folder / "kubelet.key",
-    )
+    # One file per field, named after it: the components read them by the paths below.
+    pki = ClusterPKI(**{f.name: folder / f"{f.name}.pem" for f in dataclasses.fields(ClusterPKI)})
     _write_pair(pki.ca_cert, pki.ca_key, ca)
     _write_pair(pki.serving_cert, pki.serving_key, _issue(ca, "kube-apiserver", hosts=hosts))
     pki.front_proxy_ca_cert.write_bytes(front_proxy_ca[0].public_bytes(serialization.Encoding.PEM))
