@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from e2e.metrics import (
+    METRICS_SERVER_HOSTS,
     METRICS_SERVER_USER,
     kwok_usage_config,
     metrics_api_objects,
@@ -219,6 +220,7 @@ class LocalCluster:
         self.pki = generate_pki(
             self.workdir / "pki",
             hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.96.0.1"],
+            metrics_server_hosts=METRICS_SERVER_HOSTS,
         )
         tokens = self._write_tokens()
         self._start_etcd(deadline)

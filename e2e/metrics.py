@@ -42,7 +42,14 @@ METRICS_SERVER_USER: Final = "metrics-server"
 """The user name metrics-server authenticates as (a static token, like the other components)."""
 
 METRICS_SERVER_SERVICE: Final = ("kube-system", "metrics-server")
-"""The Service the APIService names; metrics-server's certificate is for its DNS name."""
+"""The Service the APIService names."""
+
+METRICS_SERVER_HOSTS: Final = [
+    f"{METRICS_SERVER_SERVICE[1]}.{METRICS_SERVER_SERVICE[0]}.svc",
+    "127.0.0.1",
+]
+"""What metrics-server's certificate is for: the aggregator checks the Service's DNS name
+(`<name>.<namespace>.svc`) whatever address it dials."""
 
 USAGE_CPU_ANNOTATION: Final = "kwok.x-k8s.io/usage-cpu"
 """A pod annotation: the CPU each of its containers uses (a quantity such as `300m`)."""

@@ -139,9 +139,10 @@ def _write_pair(
     _write_key(key_path, pair[1])
 
 
-def generate_pki(folder: Path, *, hosts: list[str]) -> ClusterPKI:
+def generate_pki(folder: Path, *, hosts: list[str], metrics_server_hosts: list[str]) -> ClusterPKI:
     """Create the CAs, the API server's serving certificate for `hosts` (DNS names or IPs),
-    the aggregation layer's certificates and an SA key pair."""
+    the aggregation layer's certificates (metrics-server's for `metrics_server_hosts`), KWOK's
+    serving certificate and an SA key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = _new_ca("cleo-operator test CA")
     front_proxy_ca = _new_ca("cleo-operator test front-proxy CA")
@@ -163,7 +164,7 @@ def generate_pki(folder: Path, *, hosts: list[str]) -> ClusterPKI:
     _write_pair(
         pki.metrics_server_cert,
         pki.metrics_server_key,
-        _issue(ca, "metrics-server", hosts=["metrics-server.kube-system.svc", "127.0.0.1"]),
+        _issue(ca, "metrics-server", hosts=metrics_server_hosts),
     )
     _write_pair(pki.kubelet_cert, pki.kubelet_key, _issue(ca, "kwok-kubelet", hosts=["127.0.0.1"]))
     _write_key(pki.sa_private_key, sa_key)
