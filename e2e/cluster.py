@@ -226,8 +226,11 @@ class LocalCluster:
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
         self._start_controllers(tokens)
+        # Chosen now: the APIService that _create_fake_node registers names it.
+        self.metrics_server_port = free_port()
         self._create_fake_node()
         self._wait_for_default_service_account(deadline)
+        self._start_metrics_server()
 
     def stop(self) -> None:
         """Stop every process this cluster started and remove its folder.
@@ -496,9 +499,12 @@ class LocalCluster:
                 "--node-lease-duration-seconds=40",
             ],
         )
-        # Started with the others and never waited for here: only tests that read metrics
-        # wait for them (the first pod metrics need two scrapes anyway).
-        self.metrics_server_port = free_port()
+
+    def _start_metrics_server(self) -> None:
+        """Started last and never waited for: start() does not need it, and its start-up
+        would compete for CPU with the components start() waits on. Only tests that read
+        metrics wait for them (a new pod's metrics need two scrapes anyway)."""
+        assert self.pki is not None
         self._spawn(
             "metrics-server",
             [
