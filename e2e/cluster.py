@@ -45,9 +45,9 @@ from e2e.metrics import (
     METRICS_SERVER_HOSTS,
     METRICS_SERVER_USER,
     kwok_usage_config,
-    metrics_api_objects,
     metrics_server_args,
     node_metrics_annotations,
+    register_metrics_api,
 )
 from e2e.pki import FRONT_PROXY_CLIENT, ClusterPKI, generate_pki
 
@@ -226,8 +226,7 @@ class LocalCluster:
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
         self._start_controllers(tokens)
-        # Chosen now: the APIService that _create_fake_node registers names it.
-        self.metrics_server_port = free_port()
+        self._register_metrics_api()
         self._create_fake_node()
         self._wait_for_default_service_account(deadline)
         self._start_metrics_server()
@@ -523,9 +522,17 @@ class LocalCluster:
             ],
         )
 
-    def _create_fake_node(self) -> None:
-        """The fake node, and the metrics API's registration (one request for both)."""
+    def _register_metrics_api(self) -> None:
         assert self.pki is not None
+        self.metrics_server_port = free_port()
+        register_metrics_api(
+            server=self.server,
+            token=self.admin_token,
+            ca_cert=self.pki.ca_cert,
+            port=self.metrics_server_port,
+        )
+
+    def _create_fake_node(self) -> None:
         node = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -548,11 +555,7 @@ class LocalCluster:
                 "capacity": {"cpu": "512", "memory": "2Ti", "pods": "5000"},
             },
         }
-        metrics_api = metrics_api_objects(
-            port=self.metrics_server_port, ca_bundle_pem=self.pki.ca_cert.read_bytes()
-        )
-        items = {"apiVersion": "v1", "kind": "List", "items": [node, *metrics_api]}
-        self.kubectl("apply", "-f", "-", input=json.dumps(items))
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
 
     def _wait_for_default_service_account(self, deadline: float) -> None:
         """Pods are admitted only once the namespace's `default` ServiceAccount exists."""
