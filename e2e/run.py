@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cluster == "local":
             # The tenant reads Degraded until its HPA reads metrics: say so, or it looks stuck.
             say(
-                "the tenant turns Ready once metrics-server has measured its pods (about 30 s);"
-                " `kubectl top pods -A` shows what the HPA reads"
+                "the tenant turns Ready once metrics-server has measured its pods"
+                " (within a minute); `kubectl top pods -A` shows what the HPA reads"
             )
         operator = subprocess.Popen(
             [
