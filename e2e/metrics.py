@@ -65,8 +65,9 @@ DEFAULT_CPU: Final = "1m"
 DEFAULT_MEMORY: Final = "16Mi"
 
 METRIC_RESOLUTION_SECONDS: Final = 10
-"""How often metrics-server scrapes (its minimum). A pod's CPU rate needs two scrapes, so
-a new pod has metrics 10-20 s after it runs; the default, 60 s, would make tests wait."""
+"""How often metrics-server scrapes (its minimum). A pod's CPU rate needs two scrapes, and
+KWOK may not know a pod yet at the first one after it starts, so a new pod has metrics
+20-40 s after it runs; the default, 60 s, would make that two minutes."""
 
 NODE_METRICS_PATH: Final = "/metrics/nodes/{nodeName}/metrics/resource"
 

@@ -3,7 +3,7 @@
 metrics-server scrapes KWOK's simulated kubelet (e2e/metrics.py): what a test writes in a
 pod's usage annotation is what `kubectl top` and the HorizontalPodAutoscaler see. One
 tenant carries the whole story, so the suite pays for the metrics pipeline's start-up
-delay (two scrapes, 10-20 s) once: its pods' metrics through the API, then a CPU rise that
+delay (two or three scrapes, 20-40 s) once: its pods' metrics through the API, then a CPU rise that
 the HPA answers by scaling up, and the tenant's Autoscaling condition True throughout.
 """
 
