@@ -12,7 +12,8 @@ namespaces (the ``cleo-tenant-protection`` admission policy refuses them to ever
 so nobody can plant a Secret at a copy's name before the operator makes it; and the copy
 carries ``app.kubernetes.io/managed-by: cleo-operator``, so nobody but the operator may
 change or delete it. Without the policy the reconciler still replaces a Secret at that name
-that is not its own, and puts back a copy that was changed.
+that is not its own, deletes one at the name of a copy it could not make (the runner pods
+name every source's copy), and puts back a copy that was changed.
 
 Why only ``kubernetes.io/dockerconfigjson``: the setting names registry credentials; a
 Secret of another type at that name (a database password, a cloud key) must never be

@@ -22,7 +22,7 @@ from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.final_backup import FINAL_BACKUP_NAME, FinalBackup
 from cleo_operator.render.backup import DATABASE_ENV, BackupPodSettings
 from tests.harness.fake_kube import FakeKube
-from tests.harness.specs import backup_manifest, tenant_manifest
+from tests.harness.specs import backup_manifest, secret_manifest, tenant_manifest
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 OPERATOR = "cleo-system"
@@ -44,21 +44,9 @@ def kube() -> FakeKube:
         )
     )
     fake.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "cleo-database", "namespace": NAMESPACE},
-            "data": {key: b64("x") for key in DATABASE_ENV},
-        }
+        secret_manifest("cleo-database", NAMESPACE, {key: b64("x") for key in DATABASE_ENV})
     )
-    fake.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "cleo-keyring", "namespace": NAMESPACE},
-            "data": {"keyring": b64("x")},
-        }
-    )
+    fake.create(secret_manifest("cleo-keyring", NAMESPACE, {"keyring": b64("x")}))
     fake.create(
         {
             "apiVersion": "v1",
@@ -71,18 +59,17 @@ def kube() -> FakeKube:
     return fake
 
 
+SETTINGS = BackupSettings(
+    pod=BackupPodSettings(image="registry.example/cleo:1", api_server_cidrs=("10.0.0.1/32",)),
+    pull_secret_sources=("absent",),
+)
+"""A runner's settings that name a registry Secret the operator's namespace lacks."""
+
+
 @pytest.fixture
 def reconciler(kube: FakeKube) -> Iterator[BackupReconciler]:
     service = BackupReconciler(
-        kube,
-        settings=BackupSettings(
-            pod=BackupPodSettings(
-                image="registry.example/cleo:1", api_server_cidrs=("10.0.0.1/32",)
-            ),
-            pull_secret_sources=("absent",),
-        ),
-        now=lambda: NOW,
-        operator_namespace=OPERATOR,
+        kube, settings=SETTINGS, now=lambda: NOW, operator_namespace=OPERATOR
     )
     yield service
     service.close()

@@ -13,7 +13,9 @@ import pytest
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.kinds import SECRET, TENANT
 from cleo_operator.reconcile.pull_secrets import PullSecretCopies, check_sources
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from tests.harness.fake_kube import FakeKube
+from tests.harness.specs import secret_manifest
 
 OPERATOR = "cleo-system"
 TENANT_NS = "cleo-acme"
@@ -32,14 +34,14 @@ class CountingKube(FakeKube):
         return super().request(method, path, **options)
 
 
-def registry_secret(name: str, namespace: str) -> KubeObject:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {".dockerconfigjson": CONFIG},
-    }
+def registry_secret(name: str, namespace: str, **labels: str) -> KubeObject:
+    return secret_manifest(
+        name,
+        namespace,
+        {".dockerconfigjson": CONFIG},
+        type_="kubernetes.io/dockerconfigjson",
+        labels=labels,
+    )
 
 
 def backup(name: str) -> KubeObject:
@@ -120,14 +122,7 @@ def test_a_no_op_sync_costs_the_same_few_requests_with_500_backups(kube: Countin
 
 def test_no_source_named_deletes_every_copy_and_nothing_else(kube: FakeKube) -> None:
     copies(kube, "regcred").sync(TENANT_NS, tenant="acme", owner=tenant(kube))
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "tenant-own", "namespace": TENANT_NS},
-            "data": {"x": CONFIG},
-        }
-    )
+    kube.create(secret_manifest("tenant-own", TENANT_NS, {"x": CONFIG}))
     result = copies(kube).sync(TENANT_NS, tenant="acme", owner=tenant(kube))
     assert result.names == ()
     assert (result.condition.status, result.condition.reason) == ("True", "NoneConfigured")
@@ -152,25 +147,9 @@ def test_a_secret_planted_at_the_copy_name_of_a_missing_source_is_deleted(
 ) -> None:
     """Without the admission policy a tenant admin can create cleo-pull-absent; the pods
     name it (they name every source's copy), so it must not stay."""
-    planted = {
-        **registry_secret("cleo-pull-absent", TENANT_NS),
-        "metadata": {
-            "name": "cleo-pull-absent",
-            "namespace": TENANT_NS,
-            "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
-        },
-    }
-    kube.create(planted)
-    kube.create({**registry_secret("cleo-pull-broken", TENANT_NS)})
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {"name": "broken", "namespace": OPERATOR},
-            "data": {"password": CONFIG},
-        }
-    )
+    kube.create(registry_secret("cleo-pull-absent", TENANT_NS, **{MANAGED_BY_LABEL: MANAGED_BY}))
+    kube.create(registry_secret("cleo-pull-broken", TENANT_NS))
+    kube.create(secret_manifest("broken", OPERATOR, {"password": CONFIG}))
     result = copies(kube, "absent", "broken", "regcred").sync(
         TENANT_NS, tenant="acme", owner=tenant(kube)
     )
@@ -189,12 +168,12 @@ def test_without_a_ready_tenant_its_copies_go_and_another_tenants_stay(kube: Fak
     assert len(made.applied) == 2
     # A copy of another tenant whose namespace this is (a CleoBackup of acme in it is in
     # the wrong namespace): its backups need it.
-    foreign = registry_secret("cleo-pull-team", TENANT_NS)
-    foreign["metadata"]["labels"] = {
-        "app.kubernetes.io/managed-by": "cleo-operator",
-        "app.kubernetes.io/component": "image-pull",
-        "cleoai.io/tenant": "other",
-    }
+    foreign = registry_secret(
+        "cleo-pull-team",
+        TENANT_NS,
+        **{MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/component": "image-pull"},
+        **{TENANT_LABEL: "other"},
+    )
     kube.create(foreign)
 
     # "regcred" left the setting while acme has a problem: pruned all the same.

@@ -22,7 +22,7 @@ from cleo_operator.reconcile.status import MESSAGE_LIMIT
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import FINALIZER
 from tests.harness.fake_kube import FakeKube
-from tests.harness.specs import tenant_manifest
+from tests.harness.specs import secret_manifest, tenant_manifest
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 OPERATOR = "cleo-system"
@@ -49,13 +49,12 @@ class _WaitingPart:
 def kube() -> FakeKube:
     fake = FakeKube(now=lambda: NOW, namespaces=(OPERATOR, "kube-system", "default"))
     fake.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/dockerconfigjson",
-            "metadata": {"name": "regcred", "namespace": OPERATOR},
-            "data": {".dockerconfigjson": CONFIG},
-        }
+        secret_manifest(
+            "regcred",
+            OPERATOR,
+            {".dockerconfigjson": CONFIG},
+            type_="kubernetes.io/dockerconfigjson",
+        )
     )
     return fake
 
@@ -104,14 +103,7 @@ def retained_tenant_with_copies(kube: FakeKube, name: str) -> str:
     assert tenant is not None
     copies = PullSecretCopies(kube, sources=("regcred",), operator_namespace=OPERATOR)
     assert copies.sync(namespace, tenant=name, owner=tenant).applied
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "app-settings", "namespace": namespace},
-            "data": {"x": CONFIG},
-        }
-    )
+    kube.create(secret_manifest("app-settings", namespace, {"x": CONFIG}))
     kube.patch_merge(TENANT, name, {"metadata": {"finalizers": [FINALIZER]}})
     kube.delete(TENANT, name)
     kube.writes.clear()
@@ -164,6 +156,8 @@ def test_a_refused_status_write_never_blocks_the_retain_orphaning(
     logged = [r.getMessage() for r in caplog.records if "could not report" in r.getMessage()]
     assert logged, caplog.text
     assert "hunter2" not in caplog.text
+    # Only the status subresource was refused (the fake's refusal is that narrow).
+    kube.patch_merge(TENANT, "stuck", {"metadata": {"labels": {"checked": "true"}}})
 
 
 def test_a_long_report_is_clipped_to_what_a_condition_holds(kube: FakeKube) -> None:
