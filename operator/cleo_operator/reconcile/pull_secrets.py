@@ -74,7 +74,7 @@ class PullSecretSync:
     @property
     def problem(self) -> Observation | None:
         """The condition when a source could not be copied; None otherwise."""
-        return None if self.condition.status == "True" else self.condition
+        return self.condition if self.condition.status == "False" else None
 
 
 class PullSecretCopies:
