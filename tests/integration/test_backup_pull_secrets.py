@@ -14,6 +14,7 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.operator_fixtures import start_operator
 from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE
 from tests.integration.test_backup_cluster import (
@@ -303,3 +305,32 @@ def test_a_secret_planted_at_a_copys_name_or_a_changed_copy_is_put_right(
     repaired = service.reconcile(namespace, "nightly")
     assert [ref["name"] for ref in repaired.applied] == ["cleo-pull-regcred"]
     assert secret(kube, "cleo-pull-regcred", namespace)["data"] == source["data"]
+
+
+def test_the_operator_refuses_to_start_while_a_named_source_is_missing(
+    cluster: LocalCluster,
+    crds_installed: None,
+    operator_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Upgraded with values of the old meaning (Secrets of the tenant namespaces), the
+    operator would point every runner at copies that can never exist: it stops instead,
+    with exit code 2 and the names, as for any other wrong setting."""
+    del crds_installed
+    proc = start_operator(
+        cluster,
+        tmp_path / "operator.log",
+        extra_args=["--operator-namespace", operator_namespace],
+        env={"CLEO_BACKUP_IMAGE_PULL_SECRETS": "regcred,tenant-regcred"},
+        wait_ready=False,
+    )
+    try:
+        code = proc.popen.wait(timeout=60)
+    finally:
+        proc.stop()
+    log = proc.log_text()
+    assert code == 2, log[-3000:]
+    assert "cannot start" in log
+    # Only the missing one is named (regcred exists in the operator's namespace).
+    assert "(backup.imagePullSecrets) names tenant-regcred, which do not exist" in log
+    assert f"operator's namespace {operator_namespace}" in log
