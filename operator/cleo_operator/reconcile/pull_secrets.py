@@ -99,11 +99,6 @@ class PullSecretCopies:
         None (the tenant is gone, invalid, or the namespace is not its own) deletes the
         tenant's copies there and makes none. Raises `KubeError` only when it is transient.
         """
-        live = {
-            str(s["metadata"]["name"]): s
-            for s in self.kube.list(SECRET, namespace=namespace, label_selector=COPY_SELECTOR)
-        }
-        wanted: set[str] = set()
         result = PullSecretSync(names=self.names, condition=_copied(self.names))
         if owner is None:
             result.condition = Observation(
@@ -112,7 +107,18 @@ class PullSecretCopies:
                 "registry Secrets are copied only into the namespace of a tenant that is "
                 "ready for backups (see the Ready condition)",
             )
-        else:
+        try:
+            listed = self.kube.list(SECRET, namespace=namespace, label_selector=COPY_SELECTOR)
+        except KubeError as exc:
+            if owner is not None or exc.transient:
+                raise
+            # No right to Secrets here (a namespace that was never a tenant's, or is no
+            # longer bound to the operator): the operator made no copy here to prune.
+            log.debug("no registry copies to prune in %s: %s", namespace, exc.reason)
+            return result
+        live = {str(s["metadata"]["name"]): s for s in listed}
+        wanted: set[str] = set()
+        if owner is not None:
             uid = str(owner["metadata"]["uid"])
             for source_name in self.sources:
                 source = self.kube.get(SECRET, source_name, namespace=self.operator_namespace)

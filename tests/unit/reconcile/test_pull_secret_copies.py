@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.kube.kinds import SECRET, TENANT
+from cleo_operator.kube.client import KubeError
+from cleo_operator.kube.kinds import SECRET, TENANT, Kind
 from cleo_operator.reconcile.pull_secrets import PullSecretCopies, check_sources
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from tests.harness.fake_kube import FakeKube
@@ -188,6 +189,28 @@ def test_without_a_ready_tenant_its_copies_go_and_another_tenants_stay(kube: Fak
     kube.writes.clear()
     again = copies(kube, "mirror").sync(TENANT_NS, tenant="acme", owner=None)
     assert (again.deleted, kube.writes) == ([], [])
+
+
+class ForbiddenSecrets(FakeKube):
+    """The operator's rights: no Secrets in a namespace that is not a tenant's. FakeKube
+    models no authorization, so this answers as the API server's RBAC would (403)."""
+
+    def list(
+        self, kind: Kind, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[KubeObject]:
+        if kind == SECRET and namespace == "elsewhere":
+            raise KubeError(status=403, reason="Forbidden", message="no", what="list secrets")
+        return super().list(kind, namespace=namespace, label_selector=label_selector)
+
+
+def test_without_rights_in_a_namespace_that_is_no_tenants_there_is_nothing_to_prune() -> None:
+    kube = ForbiddenSecrets(namespaces=(OPERATOR, "elsewhere"))
+    result = copies(kube, "regcred").sync("elsewhere", tenant="acme", owner=None)
+    assert (result.deleted, result.applied, kube.writes) == ([], [], [])
+    assert result.condition.reason == "TenantNotReady"
+    # In the tenant's own namespace the same refusal is an error the loop reports.
+    with pytest.raises(KubeError):
+        copies(kube, "regcred").sync("elsewhere", tenant="acme", owner={"metadata": {"uid": "u"}})
 
 
 def test_start_up_refuses_a_source_missing_from_the_operators_namespace(kube: FakeKube) -> None:
