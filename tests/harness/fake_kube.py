@@ -293,7 +293,7 @@ class FakeKube(KubeClient):
         self._objects: dict[Key, KubeObject] = {}
         self._applied: dict[Key, set[Path]] = {}
         self._versions = itertools.count(1000)
-        self._refusals: list[tuple[str, Kind, str | None, tuple[int, str, str]]] = []
+        self._refusals: list[tuple[str, Kind, str | None, str | None, tuple[int, str, str]]] = []
         for name in namespaces:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         self.writes.clear()
@@ -313,11 +313,13 @@ class FakeKube(KubeClient):
         status: int = 422,
         reason: str = "Invalid",
         message: str = "refused by the test",
+        subresource: str | None = None,
     ) -> None:
         """From now on, answer `method` (create, apply, patch, delete) on `kind` (and
-        `name`, when given) with this error, as the API server or an admission would."""
+        `name`, when given; only on `subresource`, such as ``status``, when given) with
+        this error, as the API server or an admission would."""
         with self._state:
-            self._refusals.append((method, kind, name, (status, reason, message)))
+            self._refusals.append((method, kind, name, subresource, (status, reason, message)))
 
     def finish_namespace_deletions(self) -> list[str]:
         """Do the namespace controller's work: every terminating namespace loses its content
@@ -486,7 +488,7 @@ class FakeKube(KubeClient):
         subresource: str | None,
     ) -> KubeObject:
         self._log("patch", kind, namespace, name, subresource or "")
-        self._check_refusal("patch", kind, name, what)
+        self._check_refusal("patch", kind, name, what, subresource=subresource or "")
         key = _key(kind, namespace, name)
         current = self._objects.get(key)
         if subresource not in (None, "status") or (
@@ -543,9 +545,15 @@ class FakeKube(KubeClient):
     ) -> None:
         self.writes.append(Write(method, kind.kind, namespace or "", name, subresource))
 
-    def _check_refusal(self, method: str, kind: Kind, name: str, what: str) -> None:
-        for refused_method, refused_kind, refused_name, answer in self._refusals:
-            if (refused_method, refused_kind) == (method, kind) and refused_name in (None, name):
+    def _check_refusal(
+        self, method: str, kind: Kind, name: str, what: str, *, subresource: str = ""
+    ) -> None:
+        for refused_method, refused_kind, refused_name, refused_sub, answer in self._refusals:
+            if (
+                (refused_method, refused_kind) == (method, kind)
+                and refused_name in (None, name)
+                and refused_sub in (None, subresource)
+            ):
                 raise _error(*answer, what)
 
     def _body_namespace(

@@ -164,6 +164,21 @@ def backup_manifest(name: str, namespace: str, spec: dict[str, Any]) -> dict[str
     }
 
 
+def secret_manifest(
+    name: str,
+    namespace: str,
+    data: dict[str, str],
+    *,
+    type_: str = "Opaque",
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Secret `name` in `namespace` with `data` (values already base64)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {"apiVersion": "v1", "kind": "Secret", "type": type_, "metadata": metadata, "data": data}
+
+
 def apply_tenant(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
     """Create or update the CleoTenant `name` with kubectl, as a user would."""
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant_manifest(name, spec)))

@@ -14,6 +14,7 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.operator_fixtures import start_operator
 from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE
 from tests.integration.test_backup_cluster import (
@@ -111,11 +113,19 @@ def secret(kube: KubeClient, name: str, namespace: str) -> dict[str, Any]:
     return found
 
 
-def ready(kube: KubeClient, namespace: str, backup: str) -> dict[str, Any]:
+def condition_of(kube: KubeClient, namespace: str, backup: str, kind: str) -> dict[str, Any]:
     obj = kube.get(BACKUP, backup, namespace=namespace)
     assert obj is not None
-    (condition,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    (condition,) = [c for c in obj["status"]["conditions"] if c["type"] == kind]
     return dict(condition)
+
+
+def ready(kube: KubeClient, namespace: str, backup: str) -> dict[str, Any]:
+    return condition_of(kube, namespace, backup, "Ready")
+
+
+def pulls(kube: KubeClient, namespace: str, backup: str) -> dict[str, Any]:
+    return condition_of(kube, namespace, backup, "PullSecretsCopied")
 
 
 def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
@@ -125,7 +135,9 @@ def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
     tenant_namespace: tuple[str, str],
 ) -> None:
     tenant, namespace = tenant_namespace
-    backup = kube.create(backup_manifest("nightly", namespace, {"tenant": tenant, **SCHEDULED}))
+    owner = kube.get(TENANT, tenant)
+    assert owner is not None
+    kube.create(backup_manifest("nightly", namespace, {"tenant": tenant, **SCHEDULED}))
     both = reconciler(kube, operator_namespace, "regcred", "mirror-pull")
     result = both.reconcile(namespace, "nightly")
 
@@ -142,10 +154,15 @@ def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
         labels = copy["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "cleo-operator"
         assert "team" not in labels, "the source's labels are not copied"
-        assert [o["uid"] for o in copy["metadata"]["ownerReferences"]] == [
-            backup["metadata"]["uid"]
+        # One owner, the tenant, however many backups the namespace has.
+        assert [(o["kind"], o["uid"]) for o in copy["metadata"]["ownerReferences"]] == [
+            ("CleoTenant", owner["metadata"]["uid"])
         ]
     assert ready(kube, namespace, "nightly")["reason"] == "NoBackupYet"
+    assert (
+        pulls(kube, namespace, "nightly")["status"],
+        pulls(kube, namespace, "nightly")["reason"],
+    ) == ("True", "Copied")
 
     # Nothing changed: nothing written in the tenant namespace.
     offset = cluster.audit_offset()
@@ -162,14 +179,12 @@ def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
     assert [ref["name"] for ref in after_rotation.applied] == ["cleo-pull-regcred"]
     assert secret(kube, "cleo-pull-regcred", namespace)["data"] == {".dockerconfigjson": rotated}
 
-    # A second backup of the namespace shares the copies and owns them too.
-    weekly = kube.create(backup_manifest("weekly", namespace, {"tenant": tenant, **SCHEDULED}))
-    both.reconcile(namespace, "weekly")
+    # A second backup of the namespace shares the copies and writes nothing new to them.
+    kube.create(backup_manifest("weekly", namespace, {"tenant": tenant, **SCHEDULED}))
+    shared = both.reconcile(namespace, "weekly")
+    assert [ref["name"] for ref in shared.applied if ref["kind"] == "Secret"] == []
     owners = secret(kube, "cleo-pull-mirror-pull", namespace)["metadata"]["ownerReferences"]
-    assert [(o["name"], o["uid"]) for o in owners] == [
-        ("nightly", backup["metadata"]["uid"]),
-        ("weekly", weekly["metadata"]["uid"]),
-    ]
+    assert [o["uid"] for o in owners] == [owner["metadata"]["uid"]]
 
     # A name removed from the setting: its copy goes, and the pods stop naming it.
     mirror_only = reconciler(kube, operator_namespace, "mirror-pull")
@@ -178,15 +193,29 @@ def test_the_runner_pulls_with_copies_that_follow_the_operators_secrets(
     assert kube.get(SECRET, "cleo-pull-regcred", namespace=namespace) is None
     assert pod_pull_secrets(kube, namespace, "nightly") == ["cleo-pull-mirror-pull"]
 
-    # No backup left in the namespace: the garbage collector takes the copy with the last.
-    kube.delete(BACKUP, "nightly", namespace=namespace)
-    kube.delete(BACKUP, "weekly", namespace=namespace)
-    wait_for(
-        lambda: kube.get(SECRET, "cleo-pull-mirror-pull", namespace=namespace) is None,
-        timeout=60,
-        interval=0.5,
-        what="the garbage collector to delete the copy of the last backup",
-    )
+
+@pytest.mark.security
+def test_the_copies_leave_with_the_tenant_deleted_with_retain(
+    kube: KubeClient, operator_namespace: str, tenant_namespace: tuple[str, str]
+) -> None:
+    """Retain keeps the namespace and the tenant's data for its former admins, never the
+    platform's registry credential: the copies go whatever the backups still in it."""
+    tenant, namespace = tenant_namespace
+    kube.create(backup_manifest("nightly", namespace, {"tenant": tenant, **SCHEDULED}))
+    service = reconciler(kube, operator_namespace, "regcred")
+    service.reconcile(namespace, "nightly")
+    assert kube.get(SECRET, "cleo-pull-regcred", namespace=namespace) is not None
+    kube.delete(TENANT, tenant)  # deletionPolicy Retain (the default); no operator runs
+    wait_for(lambda: kube.get(TENANT, tenant) is None, timeout=30, interval=0.2, what="the tenant")
+    # The backup's next reconcile finds no tenant and prunes (the garbage collector takes
+    # copies owned by the tenant too, whichever comes first).
+    service.reconcile(namespace, "nightly")
+    assert kube.get(SECRET, "cleo-pull-regcred", namespace=namespace) is None
+    assert ready(kube, namespace, "nightly")["reason"] == "TenantNotFound"
+    assert pulls(kube, namespace, "nightly")["status"] == "Unknown"
+    # The runner pods name no copy in a namespace that is not a tenant's.
+    assert pod_pull_secrets(kube, namespace, "nightly") == []
+    assert kube.get(BACKUP, "nightly", namespace=namespace) is not None
 
 
 @pytest.mark.security
@@ -200,11 +229,13 @@ def test_a_source_missing_or_not_registry_credentials_is_a_condition_and_never_c
 
     mixed = reconciler(kube, operator_namespace, "regcred", "absent", "not-registry")
     result = mixed.reconcile(namespace, "nightly")
-    condition = ready(kube, namespace, "nightly")
+    condition = pulls(kube, namespace, "nightly")
     assert (condition["status"], condition["reason"]) == ("False", "ImagePullSecretMissing")
     assert f"Secret {operator_namespace}/absent" in condition["message"]
     assert "create secret docker-registry" in condition["message"]
-    assert result.phase == "Pending"
+    # A condition of its own: it never holds the runner back (the kubelet pulls without).
+    assert result.phase == "Scheduled"
+    assert ready(kube, namespace, "nightly")["reason"] == "NoBackupYet"
     assert kube.get(SECRET, "cleo-pull-absent", namespace=namespace) is None
     assert kube.get(SECRET, "cleo-pull-not-registry", namespace=namespace) is None
     # The usable source is still copied, and the pods name every configured copy.
@@ -217,7 +248,7 @@ def test_a_source_missing_or_not_registry_credentials_is_a_condition_and_never_c
 
     wrong_type = reconciler(kube, operator_namespace, "not-registry")
     wrong_type.reconcile(namespace, "nightly")
-    condition = ready(kube, namespace, "nightly")
+    condition = pulls(kube, namespace, "nightly")
     assert condition["reason"] == "ImagePullSecretInvalid"
     assert "is of type Opaque, not kubernetes.io/dockerconfigjson" in condition["message"]
     assert NOT_REGISTRY_VALUE not in json.dumps(kube.get(BACKUP, "nightly", namespace=namespace))
@@ -232,14 +263,14 @@ def test_a_source_missing_or_not_registry_credentials_is_a_condition_and_never_c
     kube.delete(SECRET, "mirror-pull", namespace=operator_namespace)
     gone = only.reconcile(namespace, "nightly")
     assert [ref["name"] for ref in gone.deleted] == ["cleo-pull-mirror-pull"]
-    assert ready(kube, namespace, "nightly")["reason"] == "ImagePullSecretMissing"
+    assert pulls(kube, namespace, "nightly")["reason"] == "ImagePullSecretMissing"
 
     # Put back: the condition clears and the copy returns.
     kube.create(
         registry_secret("mirror-pull", operator_namespace, docker_config("mirror.example", "n"))
     )
     only.reconcile(namespace, "nightly")
-    assert ready(kube, namespace, "nightly")["reason"] == "NoBackupYet"
+    assert pulls(kube, namespace, "nightly")["reason"] == "Copied"
     assert kube.get(SECRET, "cleo-pull-mirror-pull", namespace=namespace) is not None
 
 
@@ -274,3 +305,32 @@ def test_a_secret_planted_at_a_copys_name_or_a_changed_copy_is_put_right(
     repaired = service.reconcile(namespace, "nightly")
     assert [ref["name"] for ref in repaired.applied] == ["cleo-pull-regcred"]
     assert secret(kube, "cleo-pull-regcred", namespace)["data"] == source["data"]
+
+
+def test_the_operator_refuses_to_start_while_a_named_source_is_missing(
+    cluster: LocalCluster,
+    crds_installed: None,
+    operator_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Upgraded with values of the old meaning (Secrets of the tenant namespaces), the
+    operator would point every runner at copies that can never exist: it stops instead,
+    with exit code 2 and the names, as for any other wrong setting."""
+    del crds_installed
+    proc = start_operator(
+        cluster,
+        tmp_path / "operator.log",
+        extra_args=["--operator-namespace", operator_namespace],
+        env={"CLEO_BACKUP_IMAGE_PULL_SECRETS": "regcred,tenant-regcred"},
+        wait_ready=False,
+    )
+    try:
+        code = proc.popen.wait(timeout=60)
+    finally:
+        proc.stop()
+    log = proc.log_text()
+    assert code == 2, log[-3000:]
+    assert "cannot start" in log
+    # Only the missing one is named (regcred exists in the operator's namespace).
+    assert "(backup.imagePullSecrets) names tenant-regcred, which do not exist" in log
+    assert f"operator's namespace {operator_namespace}" in log

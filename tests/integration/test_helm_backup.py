@@ -157,7 +157,7 @@ def test_the_cron_job_runs_the_values_image_with_its_pull_secrets_and_resources(
     assert egress[1]["ports"] == [{"protocol": "TCP", "port": 9000}]
 
 
-def test_by_default_the_runner_is_the_operators_own_image_and_pull_secrets(
+def test_by_default_the_runner_is_the_operators_own_image_without_its_pull_secrets(
     helm: list[str], tmp_path: Path
 ) -> None:
     values = {key: VALUES[key] for key in ("image", "imagePullSecrets")}
@@ -167,7 +167,9 @@ def test_by_default_the_runner_is_the_operators_own_image_and_pull_secrets(
     (runner_container,) = pod["containers"]
     assert runner_container["image"] == f"{REPOSITORY}@{DIGEST}"
     assert runner_container["imagePullPolicy"] == "Never"
-    assert pod["imagePullSecrets"] == [{"name": "cleo-pull-operator-pull"}]
+    # The operator's own pull secrets are never copied for the runner: tenant admins read
+    # the copies (only backup.imagePullSecrets names what is copied).
+    assert "imagePullSecrets" not in pod
     # No resources of the chart's: the CleoBackup's own, as it wrote them.
     assert runner_container["resources"] == {"limits": {"memory": "1Gi"}}
     # Without any value: the chart's default image at its appVersion, no pull secrets.

@@ -436,6 +436,24 @@ def test_the_drill_site_reaches_the_operator_only_when_it_is_a_site(
     assert 'drillSite: "elsewhere" is not one of sites' in refused.stderr
 
 
+@pytest.mark.security
+def test_the_operators_own_pull_secrets_are_never_copied_for_the_runner(
+    helm: list[str], tmp_path: Path
+) -> None:
+    """The copies of backup.imagePullSecrets are readable by tenant admins: the operator's
+    own imagePullSecrets (often the organisation's credential) must never become them."""
+
+    def env(values: dict[str, Any]) -> dict[str, str | None]:
+        return {e["name"]: e.get("value") for e in container(render(helm, tmp_path, values))["env"]}
+
+    assert "CLEO_BACKUP_IMAGE_PULL_SECRETS" not in env({"imagePullSecrets": [{"name": "regcred"}]})
+    explicit = {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "backup": {"imagePullSecrets": [{"name": "runner-pull"}, {"name": "mirror-pull"}]},
+    }
+    assert env(explicit)["CLEO_BACKUP_IMAGE_PULL_SECRETS"] == "runner-pull,mirror-pull"
+
+
 @pytest.mark.parametrize(
     ("name", "volume_key", "mount_path"),
     [("kek-secret", "secret", "/etc/cleo/kek"), ("kek-csi", "csi", "/var/run/cleo/kek")],

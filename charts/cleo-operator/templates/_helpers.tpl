@@ -90,12 +90,14 @@ only while neither the repository nor the tag is set for the runner.
 {{- end }}
 
 {{/*
-The Secret names the runner pulls with, comma-separated: its own, else the operator's.
+The registry Secrets the operator copies into tenant namespaces for the runner,
+comma-separated: only those backup.imagePullSecrets names. Never the operator's own
+imagePullSecrets: tenant admins read the copies, and the operator's credential is often
+the whole organisation's.
 */}}
 {{- define "cleo-operator.backupPullSecrets" -}}
-{{- $secrets := .Values.backup.imagePullSecrets | default .Values.imagePullSecrets }}
 {{- $names := list }}
-{{- range $secrets }}
+{{- range .Values.backup.imagePullSecrets }}
 {{- $names = append $names .name }}
 {{- end }}
 {{- join "," $names }}

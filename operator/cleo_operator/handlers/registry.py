@@ -36,6 +36,7 @@ from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.reconcile.keys import OperatorKeys
+from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
@@ -74,12 +75,20 @@ class Runtime:
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
         """Build everything; raises SiteConfigError for a broken PostgreSQL site config and
-        ValueError (naming the variable) for a broken backup setting."""
+        ValueError (naming the variable) for a broken backup setting, or a registry Secret
+        it names that is missing from the operator's namespace."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         # With deletionPolicy Delete, a tenant that has backups gets one last backup before
         # its database is dropped.
         databases = TenantDatabases.from_environment(kube, before_drop=FinalBackup(kube))
         backup_settings = BackupSettings.from_environment()
+        # The registry Secrets to copy must be in the operator's namespace (the setting
+        # used to name Secrets of the tenant namespaces): a missing one stops the start.
+        check_sources(
+            kube,
+            backup_settings.pull_secret_sources,
+            operator_namespace=config.operator_namespace,
+        )
         if not backup_settings.pod.api_server_cidrs:
             backup_settings = backup_settings.with_api_server(find_api_server_cidrs(kube))
         # One record of replication lag samples: automatic failovers stamp the last one

@@ -4,11 +4,13 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
 
 1. checks what the runner will need and reports each gap as a condition naming the object
    and what to do (a tenant that does not exist, lives in another namespace or has no
-   database; a missing database Secret, keyring Secret, volume claim or S3 Secret; a
-   registry Secret of the operator's that cannot be copied). An invalid spec that got past
-   the CRD (an older CRD, a schedule that never fires) is a condition too, never a crash.
-   In the tenant's namespace, it keeps the copies of the operator's registry Secrets that
-   the runner pulls with (`reconcile.pull_secrets`);
+   database; a missing database Secret, keyring Secret, volume claim or S3 Secret). An
+   invalid spec that got past the CRD (an older CRD, a schedule that never fires) is a
+   condition too, never a crash. In the tenant's namespace, it keeps the copies of the
+   operator's registry Secrets that the runner pulls with, and deletes the tenant's copies
+   wherever its check fails (`reconcile.pull_secrets`). A registry Secret that cannot be
+   copied is the ``PullSecretsCopied`` condition and never holds the runner back (the
+   kubelet pulls without it), so a one-off or final backup is never stuck on it;
 2. applies the desired children (`render.backup`) that are missing, stale or drifted, and
    deletes the runner kind the spec no longer asks for (the CronJob once the schedule is
    removed, or the other way round). A one-off Job is created once and never changed: a
@@ -88,6 +90,7 @@ from cleo_operator.reconcile.backup_status import (
 from cleo_operator.reconcile.backup_verification import BackupVerifier
 from cleo_operator.reconcile.children import converge_child
 from cleo_operator.reconcile.database import TenantDatabases
+from cleo_operator.reconcile.pull_secrets import CONDITION as PULL_SECRETS_CONDITION
 from cleo_operator.reconcile.pull_secrets import PullSecretCopies
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
@@ -268,26 +271,28 @@ class BackupReconciler:
         tz, tz_note = conditions.time_zone(spec)
 
         # -- the tenant and what the runner needs --------------------------------------
-        problem, tenant_spec, database_secret = self._tenant(namespace, spec)
+        problem, tenant_spec, database_secret, tenant = self._tenant(namespace, spec)
         # Only a CleoBackup of the tenant it names (in that tenant's namespace) gets a
         # runner, and only it may move that tenant's metrics.
         tenant_ok = problem is None
         if tenant_ok:
             self._observe_metrics(namespace, name, spec, current)
+        # Registry credentials are copied only into a namespace checked to be the tenant's,
+        # and the tenant's copies are pruned whatever the check said: a credential never
+        # stays with former admins (a tenant deleted with Retain) or in another namespace.
+        pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
+        result.applied.extend(pulls.applied)
+        result.deleted.extend(pulls.deleted)
+        failures: list[str] = list(pulls.failures)
         pod_settings = dataclasses.replace(
-            self.settings.pod, image_pull_secrets=self.pull_secrets.names
+            self.settings.pod, image_pull_secrets=pulls.names if tenant is not None else ()
         )
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
-        failures: list[str] = []
         if problem is None:
-            # The namespace is the tenant's: only there are registry credentials copied.
-            pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant)
-            result.applied.extend(pulls.applied)
-            result.deleted.extend(pulls.deleted)
-            failures.extend(pulls.failures)
-            problem = self._prerequisites(namespace, spec, pod_settings) or pulls.problem
-        if problem is not None:
+            problem = self._prerequisites(namespace, spec, pod_settings)
+        if problem is not None or pulls.problem is not None:
+            # Nothing wakes the CleoBackup when a Secret it waits for appears.
             result.requeue_after = _min(
                 result.requeue_after, self.settings.prerequisite_requeue_seconds
             )
@@ -346,6 +351,7 @@ class BackupReconciler:
         status.set("LastBackupSucceeded", last)
         status.set("BackupFresh", freshness)
         status.set("Verified", verified)
+        status.set(PULL_SECRETS_CONDITION, pulls.condition)
         ready = conditions.ready(
             spec=spec,
             current=current,
@@ -413,8 +419,9 @@ class BackupReconciler:
 
     def _tenant(
         self, namespace: str, spec: CleoBackupSpec
-    ) -> tuple[Observation | None, CleoTenantSpec | None, str | None]:
-        """A problem with the tenant (or None), its spec, and its database Secret's name."""
+    ) -> tuple[Observation | None, CleoTenantSpec | None, str | None, KubeObject | None]:
+        """A problem with the tenant (or None), its spec, its database Secret's name, and
+        the CleoTenant itself once the namespace is checked to be its own."""
         tenant = self.kube.get(TENANT, spec.tenant)
         if tenant is None:
             return (
@@ -424,6 +431,7 @@ class BackupReconciler:
                     f"spec.tenant: CleoTenant {spec.tenant} does not exist; create it, or "
                     "name an existing tenant",
                 ),
+                None,
                 None,
                 None,
             )
@@ -439,6 +447,7 @@ class BackupReconciler:
                 ),
                 None,
                 None,
+                None,
             )
         expected = tenant_namespace(name=spec.tenant, spec=tenant_spec)
         if expected != namespace:
@@ -452,6 +461,7 @@ class BackupReconciler:
                 ),
                 None,
                 None,
+                None,
             )
         if not tenant_spec.database.enabled:
             return (
@@ -463,10 +473,11 @@ class BackupReconciler:
                 ),
                 None,
                 None,
+                None,
             )
         database = (tenant.get("status") or {}).get("database") or {}
         secret_name = database.get("secretName")
-        return None, tenant_spec, str(secret_name) if secret_name else None
+        return None, tenant_spec, str(secret_name) if secret_name else None, tenant
 
     def _prerequisites(
         self, namespace: str, spec: CleoBackupSpec, pod: BackupPodSettings

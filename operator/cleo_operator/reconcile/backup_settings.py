@@ -66,7 +66,9 @@ IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
 """Comma-separated names of ``kubernetes.io/dockerconfigjson`` Secrets in the operator's
 namespace that the runner pods pull their image with. A pod can only name Secrets of its own
 namespace, so the operator copies each into the tenant namespaces that run backups, as
-``cleo-pull-<name>``, and the pods name the copies (`reconcile.pull_secrets`); unset: none."""
+``cleo-pull-<name>``, and the pods name the copies (`reconcile.pull_secrets`); one missing
+from the operator's namespace stops the start (`check_sources`). Unset: none (the chart
+never sets it from the operator's own pull secrets, which tenant admins would read)."""
 RESOURCES_ENV: Final = "CLEO_BACKUP_RESOURCES"
 """JSON of the runner container's resources (``{"requests": {"cpu": "100m"}, "limits":
 {"memory": "1Gi"}}``, the shape of a CleoBackup's ``spec.resources``), for CleoBackups that

@@ -6,13 +6,18 @@ in one place. Delete deletes only a namespace that carries the tenant's uid, wit
 namespace's uid and resourceVersion as preconditions of the delete, so the check and the
 delete are one, and only once every part is done (a final backup runs in the namespace).
 Retain cuts every child loose (owner references dropped, the namespace marked orphaned) so
-the garbage collector keeps them. A namespace that is not the tenant's is never touched.
+the garbage collector keeps them, but deletes the copies of the operator's registry Secrets
+(``cleo-pull-*``, `render.pull_secrets`): they are platform credentials, not tenant data,
+and the former admins of a kept namespace must not keep them. A namespace that is not the
+tenant's is never touched.
 
 While a deletion waits (for a part, such as the final backup before the database drop, or
 for the namespace to go), the tenant's status says so: phase ``Deleting`` and a Ready
 condition with reason ``Deleting`` whose message names what it waits for. Without it a
 tenant stuck in deletion looked as it did before (``Ready``), and what it waited for was
-only in the operator's log.
+only in the operator's log. The report comes after the Retain orphaning and never stands in
+its way: a status write that fails (the tenant gone, a webhook, a 5xx) is logged and the
+deletion goes on; the message is clipped to what a condition may hold.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from typing import Any, Final
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.core.redaction import redact
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, Kind
+from cleo_operator.kube.kinds import KINDS, NAMESPACE, SECRET, TENANT, Kind
 from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile.namespace_claim import is_system_namespace, owner_uid
-from cleo_operator.reconcile.status import Observation, StatusBuilder
+from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.reconcile.tenant_parts import TenantContext, TenantPart
-from cleo_operator.render.meta import ORPHANED_LABEL, default_namespace
+from cleo_operator.render.meta import ORPHANED_LABEL, default_namespace, managed_by_operator
+from cleo_operator.render.pull_secrets import COPY_SELECTOR
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = ["DELETING_STATUS_KEYS", "TenantDeletion"]
@@ -94,13 +101,13 @@ class TenantDeletion:
         delete = spec.deletion_policy == "Delete"
         # A list, not a generator: every part must get its turn, even after one said no.
         parts_done = all([part.finalize(ctx, delete=delete) for part in self.parts])  # noqa: C419
-        if not parts_done:
-            self._report_waiting(tenant, ctx.waiting or ["waiting for the tenant's parts"])
+        waiting = ctx.waiting or ["waiting for the tenant's parts"]
         if delete:
             if not parts_done:
                 # The namespace goes only once every part is done: the database drop may
                 # wait for a final backup, whose Job runs in the namespace and reads the
                 # tenant's credentials Secret there.
+                self._report_waiting(tenant, waiting)
                 return False
             gone = self._delete_namespace(namespace, uid)
             if not gone:
@@ -112,12 +119,16 @@ class TenantDeletion:
                     ],
                 )
             return gone
+        # Cut loose first: what the deletion waits for is only a report.
         self._orphan(name, uid, namespace, status.get("children") or [])
+        if not parts_done:
+            self._report_waiting(tenant, waiting)
         return parts_done
 
     def _report_waiting(self, tenant: KubeObject, waiting: Sequence[str]) -> None:
         """Phase Deleting, and Ready=False (reason Deleting) saying what the deletion waits
-        for; written only when it changed."""
+        for; written only when it changed. A failed write is logged, never raised: the
+        report must not hold the deletion up."""
         meta = tenant["metadata"]
         builder = StatusBuilder(tenant, int(meta.get("generation", 0)), self.now())
         policy = (tenant.get("spec") or {}).get("deletionPolicy") or "Retain"
@@ -126,7 +137,9 @@ class TenantDeletion:
             Observation(
                 "False",
                 "Deleting",
-                f"the tenant is being deleted (deletionPolicy {policy}): " + "; ".join(waiting),
+                clip(
+                    f"the tenant is being deleted (deletionPolicy {policy}): " + "; ".join(waiting)
+                ),
             ),
         )
         try:
@@ -138,9 +151,13 @@ class TenantDeletion:
                 owned_keys=DELETING_STATUS_KEYS,
             )
         except KubeError as exc:
-            if not (exc.not_found or exc.conflict):
-                raise
-            # Gone meanwhile, or written by someone else: the next round writes it again.
+            # Gone meanwhile, written by someone else, refused or failed: the next round
+            # writes it again; the deletion itself goes on.
+            log.warning(
+                "tenant %s: could not report what its deletion waits for: %s",
+                meta["name"],
+                redact(str(exc)),
+            )
 
     def owns(self, namespace: str, uid: str, live: KubeObject | None) -> bool:
         """True when `live` (namespace `namespace`) is the tenant's own, by uid."""
@@ -191,6 +208,7 @@ class TenantDeletion:
         ns = self.kube.get(NAMESPACE, namespace)
         if ns is None or not self.owns(namespace, uid, ns):
             return
+        self._delete_registry_copies(namespace)
         self._drop_owner(
             NAMESPACE,
             namespace,
@@ -199,6 +217,12 @@ class TenantDeletion:
             extra_labels={ORPHANED_LABEL: "true"},
             resource_version=ns["metadata"]["resourceVersion"],
         )
+
+    def _delete_registry_copies(self, namespace: str) -> None:
+        """The copies of the operator's registry Secrets leave a namespace that is kept."""
+        for secret in self.kube.list(SECRET, namespace=namespace, label_selector=COPY_SELECTOR):
+            if managed_by_operator(secret):
+                self.kube.delete(SECRET, str(secret["metadata"]["name"]), namespace=namespace)
 
     def _drop_owner(
         self,

@@ -12,15 +12,20 @@ namespaces (the ``cleo-tenant-protection`` admission policy refuses them to ever
 so nobody can plant a Secret at a copy's name before the operator makes it; and the copy
 carries ``app.kubernetes.io/managed-by: cleo-operator``, so nobody but the operator may
 change or delete it. Without the policy the reconciler still replaces a Secret at that name
-that is not its own, and puts back a copy that was changed.
+that is not its own, deletes one at the name of a copy it could not make (the runner pods
+name every source's copy), and puts back a copy that was changed.
 
 Why only ``kubernetes.io/dockerconfigjson``: the setting names registry credentials; a
 Secret of another type at that name (a database password, a cloud key) must never be
 copied into a namespace whose admins read every Secret (`pull_source_problem`).
 
-Why owned by every CleoBackup of the namespace (none of them its controller): the copy is
-shared by the namespace's backups, and the garbage collector deletes it with the last one,
-so a namespace that stops running backups stops holding the credential.
+Why owned by the CleoTenant alone (not its controller, no blockOwnerDeletion): one owner
+per copy whatever the number of backups (a copy owned by every CleoBackup of the namespace
+needed a list of them all on every reconcile, and thousands of owner references), and the
+garbage collector deletes it with the tenant, whatever the deletion policy: the copy is a
+platform credential, never tenant data that ``Retain`` keeps. The reconciler also deletes
+the copies itself when the tenant is gone or the namespace is not its own
+(`reconcile.pull_secrets`), and a Retain deletion deletes them before it cuts the rest loose.
 
 The copy is readable by the tenant's admins (they read every Secret of their namespace):
 docs/security.md says what that means for the credential to choose.
@@ -29,7 +34,7 @@ docs/security.md says what that means for the credential to choose.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
@@ -42,7 +47,7 @@ __all__ = [
     "PULL_SECRET_KEY",
     "PULL_SECRET_TYPE",
     "SOURCE_ANNOTATION",
-    "backup_owner_reference",
+    "copy_owner",
     "pull_secret_copy_name",
     "pull_source_problem",
     "render_pull_secret_copy",
@@ -91,8 +96,9 @@ def pull_source_problem(
             "ImagePullSecretMissing",
             f"{where}, named in the operator's {setting}, does not exist: create it in the "
             f"operator's namespace (kubectl -n {namespace} create secret docker-registry "
-            f"{name} ...) or remove it from the setting; until then the runner pulls its "
-            "image without it",
+            f"{name} ...) or remove it from the setting. The runner pods still run and name "
+            f"its copy {pull_secret_copy_name(name)}, which does not exist: the kubelet pulls "
+            "without it (with the nodes' own registry credentials, if any)",
         )
     kind = source.get("type") or "Opaque"
     if kind != PULL_SECRET_TYPE:
@@ -100,25 +106,26 @@ def pull_source_problem(
             "ImagePullSecretInvalid",
             f"{where}, named in the operator's {setting}, is of type {kind}, not "
             f"{PULL_SECRET_TYPE}: only registry credentials are copied into tenant "
-            f"namespaces; name a docker-registry Secret instead",
+            f"namespaces; name a docker-registry Secret instead. The runner pods still run: "
+            "the kubelet pulls without it",
         )
     if not (source.get("data") or {}).get(PULL_SECRET_KEY):
         return (
             "ImagePullSecretInvalid",
             f"{where}, named in the operator's {setting}, has no {PULL_SECRET_KEY}; "
-            "recreate it with kubectl create secret docker-registry",
+            "recreate it with kubectl create secret docker-registry. The runner pods still "
+            "run: the kubelet pulls without it",
         )
     return None
 
 
-def backup_owner_reference(backup: Mapping[str, Any]) -> OwnerReference:
-    """A CleoBackup as one of a copy's owners (not its controller: the copy is shared)."""
-    meta = backup["metadata"]
+def copy_owner(*, tenant: str, uid: str) -> OwnerReference:
+    """The CleoTenant as a copy's one owner (not its controller: the copy is the runner's)."""
     return {
         "apiVersion": API_VERSION,
-        "kind": "CleoBackup",
-        "name": str(meta["name"]),
-        "uid": str(meta["uid"]),
+        "kind": "CleoTenant",
+        "name": tenant,
+        "uid": uid,
         "controller": False,
         "blockOwnerDeletion": False,
     }
@@ -130,7 +137,7 @@ def render_pull_secret_copy(
     source_namespace: str,
     namespace: str,
     tenant: str,
-    owners: Iterable[OwnerReference],
+    owner: OwnerReference,
 ) -> KubeObject:
     """The copy of registry Secret `source` in tenant namespace `namespace`.
 
@@ -148,7 +155,7 @@ def render_pull_secret_copy(
             "namespace": namespace,
             "labels": tenant_labels(tenant, component=COMPONENT),
             "annotations": {SOURCE_ANNOTATION: f"{source_namespace}/{name}"},
-            "ownerReferences": sorted(owners, key=lambda o: (o["name"], o["uid"])),
+            "ownerReferences": [owner],
         },
         "data": {PULL_SECRET_KEY: data},
     }

@@ -15,7 +15,7 @@ from cleo_operator.render.pull_secrets import (
     COPY_SELECTOR,
     PULL_SECRET_TYPE,
     SOURCE_ANNOTATION,
-    backup_owner_reference,
+    copy_owner,
     pull_secret_copy_name,
     pull_source_problem,
     render_pull_secret_copy,
@@ -60,16 +60,12 @@ def test_a_long_source_name_still_gives_a_valid_distinct_copy_name(length: int) 
 
 
 def test_the_copy_holds_only_the_registry_credentials_and_the_operators_labels() -> None:
-    owners = [
-        backup_owner_reference({"metadata": {"name": n, "uid": f"uid-{n}"}})
-        for n in ("weekly", "nightly")
-    ]
     copy = render_pull_secret_copy(
         source=source(),
         source_namespace="cleo-system",
         namespace="acme-prod",
         tenant="acme",
-        owners=owners,
+        owner=copy_owner(tenant="acme", uid="uid-acme"),
     )
     assert copy["type"] == PULL_SECRET_TYPE
     assert copy["data"] == {".dockerconfigjson": CONFIG}
@@ -84,11 +80,17 @@ def test_the_copy_holds_only_the_registry_credentials_and_the_operators_labels()
     }
     assert meta["annotations"] == {SOURCE_ANNOTATION: "cleo-system/regcred"}
     assert set(meta) == {"name", "namespace", "labels", "annotations", "ownerReferences"}
-    # Every backup of the namespace owns it, none controls it; sorted, so that two
-    # reconciles that list the backups in another order render the same bytes.
-    assert [(o["name"], o["controller"]) for o in meta["ownerReferences"]] == [
-        ("nightly", False),
-        ("weekly", False),
+    # One owner whatever the number of backups: the tenant (the garbage collector takes
+    # the copy with it), which neither controls it nor is held by it.
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoTenant",
+            "name": "acme",
+            "uid": "uid-acme",
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
     ]
     for key, value in (part.split("=") for part in COPY_SELECTOR.split(",")):
         assert meta["labels"][key] == value
