@@ -79,11 +79,13 @@ class Session:
     def list(
         self, kind: Kind, *, namespace: str | None = None, label_selector: str | None = None
     ) -> list[KubeObject]:
+        """The objects, each with its apiVersion and kind (a list's items carry neither)."""
         self._no_secrets(kind)
         try:
-            return self.kube.list(kind, namespace=namespace, label_selector=label_selector)
+            items = self.kube.list(kind, namespace=namespace, label_selector=label_selector)
         except KubeError as exc:
             raise _refusal(exc, verb="list", kind=kind, namespace=namespace) from None
+        return [{"apiVersion": kind.api_version, "kind": kind.kind, **item} for item in items]
 
     def create(self, obj: dict[str, Any], *, kind: Kind) -> KubeObject:
         namespace = obj["metadata"].get("namespace")
