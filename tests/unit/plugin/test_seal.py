@@ -102,6 +102,7 @@ def test_a_secret_manifest_is_sealed_into_the_file_and_opens_for_its_place(
     )
 
 
+@pytest.mark.security
 def test_check_passes_a_good_file_and_names_a_value_copied_from_another_tenant(
     tenant_file: Path, public_key: Path, keyring: SealingKeyring, capsys: pytest.CaptureFixture[str]
 ) -> None:
