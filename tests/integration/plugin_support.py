@@ -20,6 +20,7 @@ import yaml
 
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, TENANT
+from cleo_operator.render.meta import default_namespace as namespace_of
 from cleo_operator.render.meta import tenant_labels
 from e2e.cluster import LocalCluster
 from tests.harness.specs import backup_manifest, tenant_manifest
@@ -29,10 +30,6 @@ TENANT_B = "plug-b"
 ADMIN_ACCOUNT = "plug-a-admin"
 ACCOUNTS_NAMESPACE = "plug-accounts"
 KEYS_NAMESPACE = "plug-keys"
-
-
-def namespace_of(tenant: str) -> str:
-    return f"cleo-{tenant}"
 
 
 @dataclass(frozen=True)

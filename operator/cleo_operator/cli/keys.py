@@ -35,6 +35,7 @@ from cleo_operator.api.errors import SpecError
 from cleo_operator.cli.common import Command, CommandError, guarded, out
 from cleo_operator.cli.sealing import (
     add_operator_namespace_option,
+    add_value_options,
     check_target,
     cluster_public_key,
     load_public_key,
@@ -287,15 +288,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     seal_parser.add_argument("--tenant", required=True, help="the CleoTenant's name")
     seal_parser.add_argument("--name", required=True, help="the Secret's name")
-    seal_parser.add_argument(
-        "--from-literal", action="append", metavar="KEY=VALUE", help="a value (repeatable)"
-    )
-    seal_parser.add_argument(
-        "--from-file",
-        action="append",
-        metavar="[KEY=]PATH",
-        help="a value from a file, '-' for stdin; KEY defaults to the file name (repeatable)",
-    )
+    add_value_options(seal_parser)
     seal_parser.add_argument(
         "--public-key",
         type=Path,

@@ -46,6 +46,7 @@ __all__ = [
     "OPERATOR_NAMESPACE_ENV",
     "SealCheck",
     "add_operator_namespace_option",
+    "add_value_options",
     "check_sealed",
     "check_target",
     "cluster_public_key",
@@ -68,6 +69,19 @@ def add_operator_namespace_option(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(OPERATOR_NAMESPACE_ENV, DEFAULT_OPERATOR_NAMESPACE),
         help=f"namespace of the operator's key Secrets (default: ${OPERATOR_NAMESPACE_ENV} "
         f"or {DEFAULT_OPERATOR_NAMESPACE})",
+    )
+
+
+def add_value_options(parser: argparse.ArgumentParser) -> None:
+    """`--from-literal KEY=VALUE` and `--from-file [KEY=]PATH` (both repeatable)."""
+    parser.add_argument(
+        "--from-literal", action="append", metavar="KEY=VALUE", help="a value (repeatable)"
+    )
+    parser.add_argument(
+        "--from-file",
+        action="append",
+        metavar="[KEY=]PATH",
+        help="a value from a file, '-' for stdin; KEY defaults to the file name (repeatable)",
     )
 
 

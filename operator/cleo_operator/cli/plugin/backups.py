@@ -19,7 +19,9 @@ from cleo_operator.cli.plugin.session import Session
 from cleo_operator.cli.plugin.tenant import find_tenant, tenant_backups
 from cleo_operator.cli.plugin.tree import conditions_of
 
-__all__ = ["backup_summary", "backups_table", "cmd_backups", "register"]
+__all__ = ["HELP", "backup_summary", "backups_table", "cmd_backups"]
+
+HELP = "the tenant's CleoBackups: schedule, phase, newest backup and verification"
 
 
 def _record(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -123,13 +125,3 @@ def cmd_backups(args: argparse.Namespace) -> int:
     now = datetime.datetime.now(datetime.UTC)
     display.show({"tenant": place.name, "backups": summaries}, backups_table(summaries, now=now))
     return 0
-
-
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
-) -> argparse.ArgumentParser:
-    text = "the tenant's CleoBackups: schedule, phase, newest backup and verification"
-    parser = sub.add_parser("backups", parents=parents, help=text, description=text)
-    parser.add_argument("tenant", metavar="TENANT", help="the CleoTenant's name")
-    parser.set_defaults(command=cmd_backups)
-    return parser

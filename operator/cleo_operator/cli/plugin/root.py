@@ -19,6 +19,7 @@ from cleo_operator.cli.common import guarded
 from cleo_operator.cli.plugin import backup_now, backups, seal, status
 from cleo_operator.cli.plugin.output import FORMATS, Display
 from cleo_operator.cli.plugin.session import Session, connect
+from cleo_operator.cli.plugin.tenant import add_tenant_command
 from cleo_operator.observability.logs import RedactingFilter
 
 __all__ = ["build_parser", "main"]
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubectl-cleo {__version__}")
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
     parents = [_common_options()]
-    status.register(sub, parents)
-    backups.register(sub, parents)
+    add_tenant_command(sub, parents, name="status", text=status.HELP, command=status.cmd_status)
+    add_tenant_command(sub, parents, name="backups", text=backups.HELP, command=backups.cmd_backups)
     backup_now.register(sub, parents)
     seal.register(sub, parents)
     return parser

@@ -37,6 +37,7 @@ from cleo_operator.cli.plugin.output import Display, Table
 from cleo_operator.cli.plugin.session import Forbidden, Session
 from cleo_operator.cli.sealing import (
     add_operator_namespace_option,
+    add_value_options,
     check_sealed,
     check_target,
     cluster_public_key,
@@ -279,15 +280,7 @@ def register(
     parser.add_argument("file", metavar="FILE", type=Path, help="the CleoTenant manifest to edit")
     parser.add_argument("--secret", metavar="FILE", help="a Secret manifest ('-': stdin)")
     parser.add_argument("--name", help="the Secret's name (default: the manifest's)")
-    parser.add_argument(
-        "--from-literal", action="append", metavar="KEY=VALUE", help="a value (repeatable)"
-    )
-    parser.add_argument(
-        "--from-file",
-        action="append",
-        metavar="[KEY=]PATH",
-        help="a value from a file; KEY defaults to the file name (repeatable)",
-    )
+    add_value_options(parser)
     parser.add_argument(
         "--public-key",
         type=Path,

@@ -22,7 +22,9 @@ from cleo_operator.cli.plugin.tree import Unreadable, build_tree, tree_table
 from cleo_operator.kube.kinds import BACKUP, FAILOVER, NAMESPACE, TENANT_CHILDREN, Kind
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
-__all__ = ["cmd_status", "gather_children", "register"]
+__all__ = ["HELP", "cmd_status", "gather_children"]
+
+HELP = "the tenant's tree: its conditions, namespace, children, backups and failovers"
 
 
 def tenant_selector(tenant: str) -> str:
@@ -81,13 +83,3 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.datetime.now(datetime.UTC)
     display.show({"tenant": root.to_data()}, tree_table(root, now=now))
     return 0
-
-
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
-) -> argparse.ArgumentParser:
-    text = "the tenant's tree: its conditions, namespace, children, backups and failovers"
-    parser = sub.add_parser("status", parents=parents, help=text, description=text)
-    parser.add_argument("tenant", metavar="TENANT", help="the CleoTenant's name")
-    parser.set_defaults(command=cmd_status)
-    return parser

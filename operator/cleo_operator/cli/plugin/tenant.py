@@ -9,16 +9,17 @@ and says that the CleoTenant itself was not readable rather than pretending it i
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.cli.common import CommandError
+from cleo_operator.cli.common import Command, CommandError
 from cleo_operator.cli.plugin.session import Forbidden, Session
 from cleo_operator.cli.plugin.tree import Unreadable
 from cleo_operator.kube.kinds import BACKUP, FAILOVER, TENANT
 from cleo_operator.render.meta import default_namespace
 
-__all__ = ["TenantPlace", "find_tenant", "owned_by"]
+__all__ = ["TenantPlace", "add_tenant_command", "find_tenant", "owned_by"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,18 @@ def tenant_backups(session: Session, place: TenantPlace) -> list[KubeObject]:
 def tenant_failovers(session: Session, place: TenantPlace) -> list[KubeObject]:
     found = owned_by(session.list(FAILOVER, namespace=place.namespace), place.name)
     return sorted(found, key=lambda obj: str(obj["metadata"]["name"]))
+
+
+def add_tenant_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+    *,
+    name: str,
+    text: str,
+    command: Command,
+) -> argparse.ArgumentParser:
+    """A subcommand `NAME TENANT` with the common options, run by `command`."""
+    parser = sub.add_parser(name, parents=parents, help=text, description=text)
+    parser.add_argument("tenant", metavar="TENANT", help="the CleoTenant's name")
+    parser.set_defaults(command=command)
+    return parser
