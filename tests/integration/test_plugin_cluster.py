@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +15,15 @@ import pytest
 import yaml
 
 from cleo_operator.cli.plugin import main
+from cleo_operator.cli.plugin.backup_now import _wait
+from cleo_operator.cli.plugin.output import Display
+from cleo_operator.cli.plugin.session import connect
 from cleo_operator.crypto import unseal
 from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.keys import OperatorKeys, ensure_operator_keys
 from e2e.cluster import LocalCluster
+from tests.harness.specs import backup_manifest
 from tests.integration.plugin_support import (
     KEYS_NAMESPACE,
     TENANT_A,
@@ -176,3 +185,63 @@ def test_seal_check_and_reseal_with_the_clusters_keys(
     sealed = yaml.safe_load(tenant_file.read_text())["spec"]["secrets"][0]["data"]["PASSWORD"]
     assert unseal(rotated, sealed, tenant=TENANT_A, secret="db", key="PASSWORD") == b"hunter2"
     assert run(capsys, "seal", str(tenant_file), "--check", *common)[0] == 0
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_waiting_follows_a_backups_status_to_its_end_on_a_terminal_and_in_plain_lines(
+    kube: KubeClient, world: PluginWorld
+) -> None:
+    """What `backup now --wait` shows, fed by status writes made here (the operator's run
+    is in e2e/test_plugin_operator.py)."""
+    namespace = namespace_of(TENANT_A)
+    created = kube.create(
+        backup_manifest(
+            f"watched-{secrets.token_hex(3)}",
+            namespace,
+            {"tenant": TENANT_A, "destination": {"type": "pvc", "pvc": {"claimName": "b"}}},
+        )
+    )
+    name = created["metadata"]["name"]
+
+    def run_the_backup() -> None:
+        time.sleep(1.5)
+        running = {"startTime": "2026-12-03T12:00:00Z", "job": f"cleo-backup-{name}"}
+        kube.patch_merge(
+            BACKUP, name, {"status": {"phase": "Running", "history": [running]}},
+            namespace=namespace, subresource="status",
+        )  # fmt: skip
+        time.sleep(1.5)
+        done = {**running, "succeeded": True, "sizeBytes": 1024 * 1024, "reason": "BackupSucceeded"}
+        kube.patch_merge(
+            BACKUP, name, {"status": {"phase": "Succeeded", "history": [done]}},
+            namespace=namespace, subresource="status",
+        )  # fmt: skip
+
+    session = connect(kubeconfig=str(world.tenant_admin), context=None)
+    writer = threading.Thread(target=run_the_backup)
+    writer.start()
+    terminal = Terminal()
+    try:
+        progress = _wait(Display(format="table", rich=True, stream=terminal), session, created, 60)
+    finally:
+        writer.join()
+    assert (progress.done, progress.succeeded) == (True, True)
+    assert progress.line() == f"Succeeded, job cleo-backup-{name}, archive 1.0 MiB"
+    assert f"Succeeded, job cleo-backup-{name}, archive 1.0 MiB" in terminal.getvalue()
+
+    # Not a terminal: one plain line per change; a backup that does not end times out.
+    plain = io.StringIO()
+    stuck = kube.create(
+        backup_manifest(
+            f"stuck-{secrets.token_hex(3)}",
+            namespace,
+            {"tenant": TENANT_A, "destination": {"type": "pvc", "pvc": {"claimName": "b"}}},
+        )
+    )
+    progress = _wait(Display(format="table", rich=False, stream=plain), session, stuck, 2.5)
+    assert not progress.done
+    assert plain.getvalue() == f"backup {namespace}/{stuck['metadata']['name']}: Pending\n"

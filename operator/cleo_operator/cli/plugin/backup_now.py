@@ -196,6 +196,7 @@ def _wait(display: Display, session: Session, created: KubeObject, timeout: floa
         from rich.console import Console  # noqa: PLC0415 - only on a terminal
         from rich.progress import Progress as Bar  # noqa: PLC0415
         from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
 
         console = Console(file=display.stream, highlight=False)
         with Bar(
@@ -203,14 +204,17 @@ def _wait(display: Display, session: Session, created: KubeObject, timeout: floa
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=console,
-            transient=False,
+            transient=True,  # the live line goes; the outcome is printed in full below
         ) as bar:
             task = bar.add_task(f"backup {name}: Pending", total=None)
 
             def show(progress: Progress) -> None:
                 bar.update(task, description=f"backup {name}: {progress.line()}")
 
-            return _follow(session, created, timeout=timeout, report=show)
+            final = _follow(session, created, timeout=timeout, report=show)
+        style = "green" if final.succeeded else ("red" if final.done else "yellow")
+        console.print(Text(f"backup {name}: {final.line()}", style=style), soft_wrap=True)
+        return final
     seen: list[str] = []
 
     def plain(progress: Progress) -> None:
