@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from prometheus_client import REGISTRY
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.client import KubeClient, KubeError
@@ -40,7 +41,7 @@ from cleo_operator.reconcile.backup import (
     BackupReconcileResult,
     BackupSettings,
 )
-from cleo_operator.render.backup import BackupPodSettings
+from cleo_operator.render.backup import VOLUME_MOUNT, BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.specs import backup_manifest, tenant_manifest
@@ -331,6 +332,106 @@ def test_switching_between_schedule_and_one_off_replaces_the_runner(
     assert "cronJobName" not in site.status("switch")
 
 
+# --- one-offs asked for with spec.from --------------------------------------------------------
+
+
+def test_a_one_off_from_a_backup_runs_its_destination_once_and_resyncs_quietly(
+    cluster: LocalCluster, kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    site.backup(
+        "nightly",
+        {"schedule": "@daily", "destination": PVC_DESTINATION, "retention": {"keepDaily": 7}},
+    )
+    site.backup("now-1", {"from": "nightly"})
+    result = reconciler.reconcile(site.namespace, "now-1")
+    assert [ref["kind"] for ref in result.applied][-1] == "Job"
+    job = kube.get(JOB, "cleo-backup-now-1", namespace=site.namespace)
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The source's destination, nothing the one-off could have named.
+    assert container["command"][4:7] == [
+        f"{site.namespace}/now-1",
+        "--destination",
+        f"{VOLUME_MOUNT}/cleo",
+    ]
+    assert {v["name"]: v for v in pod["volumes"]}["destination"]["persistentVolumeClaim"] == {
+        "claimName": "backups"
+    }
+    role = kube.get(ROLE, "cleo-backup-now-1", namespace=site.namespace)
+    assert role is not None
+    assert role["rules"][0]["resourceNames"] == ["now-1", "nightly"]
+    assert kube.get(CRON_JOB, "cleo-backup-now-1", namespace=site.namespace) is None
+    assert site.condition("now-1", "Ready")["reason"] == "NoBackupYet"
+
+    offset = cluster.audit_offset()
+    again = reconciler.reconcile(site.namespace, "now-1")
+    assert (again.applied, again.deleted, again.status_written) == ([], [], False)
+    assert writes_in(cluster, site.namespace, offset) == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (None, "SourceNotFound", "/nightly does not exist"),
+        ({"tenant": "bk-other", "destination": PVC_DESTINATION}, "SourceMismatch", "bk-other"),
+        ({"from": "weekly"}, "SourceIsOneOff", "itself a one-off"),
+    ],
+    ids=["absent", "another-tenant", "chained"],
+)
+def test_a_one_off_whose_source_it_may_not_run_gets_no_runner(
+    kube: KubeClient,
+    site: Site,
+    reconciler: BackupReconciler,
+    case: tuple[dict[str, Any] | None, str, str],
+) -> None:
+    source, reason, words = case
+    if source is not None:
+        site.backup("nightly", source)
+    site.backup("now-1", {"from": "nightly"})
+    result = reconciler.reconcile(site.namespace, "now-1")
+    ready = site.condition("now-1", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert words in ready["message"]
+    assert (result.applied, result.ready) == ([], False)
+    assert result.requeue_after is not None
+    for kind in (SERVICE_ACCOUNT, ROLE, JOB):
+        assert kube.get(kind, "cleo-backup-now-1", namespace=site.namespace) is None
+
+
+def test_a_one_off_from_a_backup_is_removed_once_its_time_is_up(
+    kube: KubeClient, site: Site, crds_installed: None
+) -> None:
+    del crds_installed
+    quick = BackupReconciler(
+        kube,
+        settings=BackupSettings(
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
+            one_off_ttl_seconds=2.0,
+        ),
+    )
+    try:
+        # It never ran (its source is gone): its time counts from its creation. (After a
+        # run, from the run's end: test_backup_cluster_runs.py.)
+        site.backup("plain", {"destination": PVC_DESTINATION})
+        site.backup("now-1", {"from": "nightly"})
+        first = quick.reconcile(site.namespace, "now-1")
+        assert site.condition("now-1", "Ready")["reason"] == "SourceNotFound"
+        assert first.requeue_after is not None
+        assert first.requeue_after <= 2.0
+
+        def removed() -> bool:
+            quick.reconcile(site.namespace, "now-1")
+            return kube.get(BACKUP, "now-1", namespace=site.namespace) is None
+
+        wait_for(removed, timeout=20, interval=0.5, what="the one-off to be removed")
+        # Only one-offs made with spec.from go: a plain one-off is the platform's own.
+        quick.reconcile(site.namespace, "plain")
+        assert kube.get(BACKUP, "plain", namespace=site.namespace) is not None
+    finally:
+        quick.close()
+
+
 # --- problems are conditions -------------------------------------------------------------------
 
 
@@ -382,6 +483,9 @@ def test_a_missing_volume_claim_is_named_and_heals_once_created(
     reconciler.reconcile(site.namespace, "elsewhere")
     assert kube.get(JOB, "cleo-backup-elsewhere", namespace=site.namespace) is not None
     assert site.condition("elsewhere", "Ready")["reason"] == "NoBackupYet"
+
+
+TENANT_PROBLEMS = ("TenantNotFound", "NoDatabase", "WrongNamespace")
 
 
 @pytest.mark.parametrize(
@@ -436,9 +540,59 @@ def test_what_the_runner_would_lack_is_a_condition(
         assert result.phase == "Pending"
         assert not result.ready
         assert result.requeue_after is not None  # nothing else would wake it
+        if reason in TENANT_PROBLEMS:
+            # Only a CleoBackup of the tenant it names, in its namespace, gets a runner.
+            assert result.applied == []
+            for kind in (SERVICE_ACCOUNT, ROLE, CRON_JOB):
+                assert kube.get(kind, "cleo-backup-case", namespace=namespace) is None
     finally:
         for kind, name, ns in cleanup:
             kube.delete(kind, name, namespace=ns)
+
+
+def test_a_backup_naming_another_tenant_moves_none_of_its_metrics(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    # A CleoBackup in another namespace that names this tenant, with a status claiming a
+    # fresh backup (its runner, or whoever may write its status there, wrote it).
+    elsewhere = f"{site.namespace}-y"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}})
+    try:
+        kube.create(
+            backup_manifest(
+                "forged",
+                elsewhere,
+                {"tenant": site.tenant, "schedule": "@daily", "destination": PVC_DESTINATION},
+            )
+        )
+        claimed = {
+            "time": "2030-01-01T00:00:00Z",
+            "succeeded": True,
+            "backupId": "20300101T000000Z-forged",
+            "durationSeconds": 1.0,
+        }
+        kube.patch_merge(
+            BACKUP,
+            "forged",
+            {"status": {"lastSuccessfulBackup": claimed, "lastBackup": claimed}},
+            namespace=elsewhere,
+            subresource="status",
+        )
+        gauge = "cleo_operator_backup_last_success_timestamp_seconds"
+        before = REGISTRY.get_sample_value(gauge, {"tenant": site.tenant})
+        result = reconciler.reconcile(elsewhere, "forged")
+        assert site_condition(kube, elsewhere, "forged")["reason"] == "WrongNamespace"
+        assert result.applied == []
+        assert REGISTRY.get_sample_value(gauge, {"tenant": site.tenant}) == before
+    finally:
+        kube.delete(NAMESPACE, elsewhere)
+
+
+def site_condition(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    backup = kube.get(BACKUP, name, namespace=namespace)
+    assert backup is not None
+    found: dict[str, Any] = next(c for c in backup["status"]["conditions"] if c["type"] == "Ready")
+    return found
 
 
 # --- a pod that died without reporting ---------------------------------------------------------

@@ -12,6 +12,7 @@ reconciler verifies with the site admin's login from its Secret, as in the opera
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,68 @@ def test_a_one_off_backup_runs_once_and_restores(
         assert rows[0][0] == 300
     finally:
         postgres_server.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
+    setup: Setup,
+) -> None:
+    ns = setup.namespace
+    setup.backup(
+        "nightly",
+        {
+            "schedule": "@daily",
+            "suspend": True,
+            "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
+            "retention": {"keepLast": 5},
+            "verification": {"enabled": True},
+        },
+    )
+    setup.reconciler.reconcile(ns, "nightly")
+    # What a tenant admin may write: the tenant and the CleoBackup to run now.
+    setup.backup("now-1", {"from": "nightly"})
+    setup.reconciler.reconcile(ns, "now-1")
+    job = setup.kube.get(JOB, "cleo-backup-now-1", namespace=ns)
+    assert job is not None
+    # The runner checks the source again with its own token (its Role may read it) and
+    # writes into the source's folder.
+    run = setup.run(job)
+    assert run.returncode == 0, run.stderr
+    assert run.report is not None
+    backup_id = run.report["backup"]["backupId"]
+    assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()
+    (entry,) = setup.status("now-1")["history"]
+    assert (entry["job"], entry["succeeded"], entry["backupId"]) == (
+        "cleo-backup-now-1",
+        True,
+        backup_id,
+    )
+
+    # The source's verification applies.
+    setup.wait_until_no_job_runs("now-1")
+    started = setup.reconciler.reconcile(ns, "now-1")
+    assert started.verification_started == backup_id
+    assert setup.reconciler.wait_for_verifications(timeout=180)
+    done = setup.reconciler.reconcile(ns, "now-1")
+    assert (done.phase, done.ready) == ("Succeeded", True)
+    assert setup.condition("now-1", "Verified")[:2] == ("True", "Verified")
+    assert setup.status("now-1")["lastVerifiedBackup"]["backupId"] == backup_id
+    # Nothing new: nothing written, and it asks to be looked at again when its time is up.
+    again = setup.reconciler.reconcile(ns, "now-1")
+    assert (again.applied, again.status_written, again.runs_recorded) == ([], False, 0)
+    assert again.requeue_after is not None
+    assert 0 < again.requeue_after <= setup.reconciler.settings.one_off_ttl_seconds
+
+    # A day after its run, the one-off goes; its archive and its source stay.
+    later = BackupReconciler(
+        setup.kube,
+        settings=setup.reconciler.settings,
+        now=lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1, hours=1),
+    )
+    try:
+        gone = later.reconcile(ns, "now-1")
+    finally:
+        later.close()
+    assert [ref["kind"] for ref in gone.deleted] == ["CleoBackup"]
+    assert setup.kube.get(BACKUP, "now-1", namespace=ns) is None
+    assert setup.kube.get(BACKUP, "nightly", namespace=ns) is not None
+    assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()

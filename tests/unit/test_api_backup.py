@@ -183,3 +183,43 @@ def test_the_kind_is_described_once() -> None:
     assert backup.RESOURCE.scope == "Namespaced"
     with pytest.raises(SpecError, match="at most 40"):
         backup.RESOURCE.validate_name("b" * 41)
+
+
+# --- one-offs asked for with spec.from -----------------------------------------------------
+
+
+def test_a_one_off_from_another_backup_names_only_its_tenant_and_source() -> None:
+    spec = parse_backup_spec({"tenant": "acme", "from": "nightly"})
+    assert (spec.from_backup, spec.destination, spec.schedule) == ("nightly", None, None)
+    assert spec.to_api() == {
+        "tenant": "acme",
+        "from": "nightly",
+        "suspend": False,
+        "concurrencyPolicy": "Forbid",
+        "historyLimit": 10,
+    }
+
+
+def test_a_spec_needs_a_destination_or_a_source() -> None:
+    assert_refused_naming(
+        parse_backup_spec, {"tenant": "acme"}, "spec.destination", "unless spec.from"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"destination": PVC_DESTINATION}, "spec.destination", "must not be set with spec.from"),
+        ({"schedule": "@daily"}, "spec.schedule", "runs the named CleoBackup once"),
+        ({"retention": {"keepLast": 1}}, "spec.retention", "named CleoBackup's retention"),
+        ({"verification": {"enabled": False}}, "spec.verification", "named CleoBackup's"),
+        ({"from": "Not_A_Name"}, "spec.from", "DNS subdomain"),
+        ({"from": "x" * 41}, "spec.from", "at most 40 characters"),
+    ],
+)
+def test_a_one_off_from_a_source_refuses_what_the_source_decides(
+    extra: dict[str, Any], field: str, message: str
+) -> None:
+    assert_refused_naming(
+        parse_backup_spec, {"tenant": "acme", "from": "nightly", **extra}, field, message
+    )

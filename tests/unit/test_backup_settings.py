@@ -21,6 +21,7 @@ def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
     assert settings.pod.image_pull_secrets == ()
     assert settings.pod.resources is None
     assert settings.volumes_dir is None
+    assert settings.one_off_ttl_seconds == 86400.0
 
 
 def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
@@ -30,8 +31,10 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
             "CLEO_OPERATOR_IMAGE_PULL_POLICY": "IfNotPresent",
             "CLEO_BACKUP_API_SERVER_CIDRS": " 10.96.0.1/32, fd00::/8 ,",
             "CLEO_BACKUP_VOLUMES_DIR": "/var/lib/cleo/volumes",
+            "CLEO_BACKUP_ONE_OFF_TTL_SECONDS": "3600",
         }
     )
+    assert settings.one_off_ttl_seconds == 3600.0
     assert settings.pod.image.endswith("a" * 64)
     assert settings.pod.image_pull_policy == "IfNotPresent"
     assert settings.pod.api_server_cidrs == ("10.96.0.1/32", "fd00::/8")
@@ -53,6 +56,9 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         ("CLEO_BACKUP_RESOURCES", '{"requests": {"cpu": "lots"}}', "requests.cpu:"),
         ("CLEO_BACKUP_RESOURCES", '{"request": {"cpu": "1"}}', "request: Extra inputs"),
         ("CLEO_BACKUP_RESOURCES", '[{"cpu": "1"}]', "the value:"),
+        ("CLEO_BACKUP_ONE_OFF_TTL_SECONDS", "1d", "a number of seconds above 0"),
+        ("CLEO_BACKUP_ONE_OFF_TTL_SECONDS", "0", "a number of seconds above 0"),
+        ("CLEO_BACKUP_ONE_OFF_TTL_SECONDS", "inf", "a number of seconds above 0"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str, words: str) -> None:

@@ -222,6 +222,30 @@ def test_the_role_lets_the_runner_read_its_backup_and_patch_its_status_only() ->
     }
     # No Secret rights: the kubelet hands the pod its Secrets, the API need not.
     assert not any("secrets" in rule["resources"] for rule in rules)
+    # A one-off made with spec.from may read the CleoBackup it runs too, write nothing more.
+    one_off = render_backup(
+        name="now-1",
+        namespace=NS,
+        uid=UID,
+        tenant="acme",
+        spec=parse_backup_spec(ONE_OFF),
+        settings=SETTINGS,
+        source=NAME,
+    )
+    assert one_off.role["rules"] == [
+        {
+            "apiGroups": ["cleoai.io"],
+            "resources": ["cleobackups"],
+            "resourceNames": ["now-1", NAME],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["cleoai.io"],
+            "resources": ["cleobackups/status"],
+            "resourceNames": ["now-1"],
+            "verbs": ["patch"],
+        },
+    ]
     binding = objects["RoleBinding"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -506,3 +530,8 @@ def test_the_platforms_object_store_ranges_open_s3_runners_only() -> None:
     # A volume destination needs no object store: only the API server's rule.
     (api,) = render(PVC_SPEC, platform)["NetworkPolicy"]["spec"]["egress"]
     assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+
+
+def test_a_spec_with_from_is_resolved_before_it_is_rendered() -> None:
+    with pytest.raises(ValueError, match=r"spec\.from is resolved"):
+        rendered({"tenant": "acme", "from": NAME}, name="now-1")

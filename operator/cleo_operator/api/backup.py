@@ -4,6 +4,12 @@ Namespaced, in the tenant's namespace, so that the tenant's admins can see their
 and the CronJob (or one-off Job) lives beside them. Without ``schedule`` the backup runs
 once; with it, on the cron schedule. Retention counts are kept unset by default:
 backups are never destroyed unless the owner says how many to keep.
+
+``from`` is how a tenant's admins ask for a backup now: it names a CleoBackup of the same
+namespace and tenant (one the platform set up), and the operator runs that backup once,
+with that backup's destination and verification (`reconcile.backup_source`). Such a spec
+names nothing the platform chose (no destination, credentials, egress, resources), which is
+what lets the admission policy allow tenant admins to create it and nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from cleo_operator.api.base import (
+    DNS_SUBDOMAIN_HINT,
+    DNS_SUBDOMAIN_PATTERN,
     DnsSubdomain,
     ResourceRequirements,
     SpecModel,
@@ -25,7 +33,7 @@ from cleo_operator.api.base import (
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
-from cleo_operator.api.schema import Matches, Rules, cel, validations
+from cleo_operator.api.schema import Extra, Matches, Rules, cel, validations
 from cleo_operator.api.tenant import Cidr
 
 __all__ = [
@@ -112,6 +120,12 @@ Region = Annotated[
 TimeZone = Annotated[
     str, Field(max_length=64), Matches(TIME_ZONE_PATTERN, "a time zone name such as Europe/Berlin")
 ]
+SourceName = Annotated[
+    str,
+    Field(min_length=1, max_length=NAME_MAX_LENGTH),
+    Matches(DNS_SUBDOMAIN_PATTERN, DNS_SUBDOMAIN_HINT),
+]
+"""The name of a CleoBackup (whose names are at most `NAME_MAX_LENGTH` long)."""
 
 
 class PvcDestination(SpecModel):
@@ -230,7 +244,27 @@ class CleoBackupSpec(SpecModel):
                 "!has(self.timeZone) || has(self.schedule)",
                 "spec.timeZone needs spec.schedule (a one-off backup has no schedule)",
                 field_path=".timeZone",
-            )
+            ),
+            cel(
+                "has(self.destination) != has(self.from)",
+                "spec.destination (where archives go) or spec.from (the CleoBackup to run "
+                "once now) must be set, not both",
+                field_path=".destination",
+            ),
+            cel(
+                "!has(self.from) || (!has(self.schedule) && !has(self.retention) && "
+                "!has(self.verification))",
+                "spec.from runs the named CleoBackup once, with its retention and "
+                "verification: spec.schedule, spec.retention and spec.verification must not "
+                "be set with it",
+                field_path=".from",
+            ),
+            cel(
+                "has(oldSelf.from) == has(self.from)",
+                "spec.from cannot be added or removed after creation: create another "
+                "CleoBackup instead",
+                field_path=".from",
+            ),
         )
     )
 
@@ -254,7 +288,34 @@ class CleoBackupSpec(SpecModel):
         description="Time zone of the schedule, e.g. Europe/Berlin; unset, the cluster's (UTC).",
     )
     suspend: bool = Field(default=False, description="Stop starting new scheduled backups.")
-    destination: DestinationSpec = Field(description="Where archives go.")
+    destination: (
+        # null would be "set" for CEL's has() but unset for the operator: refuse null.
+        Annotated[DestinationSpec, Extra({"x-cleo-nullable": False})] | None
+    ) = Field(
+        default=None,
+        description="Where archives go; required unless spec.from names the backup to run.",
+    )
+    from_backup: (
+        Annotated[
+            SourceName,
+            Rules(
+                cel(
+                    "self == oldSelf",
+                    "spec.from is immutable: create another CleoBackup to run another one",
+                )
+            ),
+            Extra({"x-cleo-nullable": False}),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        alias="from",
+        description=(
+            "A CleoBackup of this namespace and tenant to run once, now, with its destination, "
+            "retention and verification (a one-off backup a tenant's admin may ask for); "
+            "without spec.destination, spec.schedule, spec.retention and spec.verification."
+        ),
+    )
     retention: RetentionSpec | None = Field(
         default=None, description="How many archives to keep; unset, keep all."
     )
@@ -276,11 +337,39 @@ class CleoBackupSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _time_zone_needs_schedule(self) -> CleoBackupSpec:
+    def _cross_field_rules(self) -> CleoBackupSpec:
+        violations = []
         if self.time_zone is not None and self.schedule is None:
-            raise RuleViolation(
-                ("timeZone",), "needs spec.schedule (a one-off backup has no schedule)"
+            violations.append(
+                RuleViolation(
+                    ("timeZone",), "needs spec.schedule (a one-off backup has no schedule)"
+                )
             )
+        if self.from_backup is None and self.destination is None:
+            violations.append(
+                RuleViolation(
+                    ("destination",),
+                    "is required unless spec.from names a CleoBackup to run once",
+                )
+            )
+        if self.from_backup is not None:
+            if self.destination is not None:
+                violations.append(
+                    RuleViolation(
+                        ("destination",),
+                        "must not be set with spec.from: the named CleoBackup's is used",
+                    )
+                )
+            for key, value, why in (
+                ("schedule", self.schedule, "spec.from runs the named CleoBackup once, now"),
+                ("retention", self.retention, "the named CleoBackup's retention applies"),
+                ("verification", self.verification, "the named CleoBackup's verification applies"),
+            ):
+                if value is not None:
+                    violations.append(
+                        RuleViolation((key,), f"must not be set with spec.from: {why}")
+                    )
+        RuleViolations.raise_any(violations)
         return self
 
 

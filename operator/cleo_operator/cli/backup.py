@@ -69,6 +69,7 @@ from cleo_operator.cli.common import CommandError, guarded, out
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.reconcile.backup_source import SourceError, effective_spec, source_spec
 from cleo_operator.reconcile.backup_status import entry_from_report, record_run
 from cleo_operator.render.backup import JOB_NAME_ENV, VOLUME_MOUNT
 
@@ -231,7 +232,7 @@ def _volume_mount(destination: str, spec: CleoBackupSpec) -> str | None:
     runner started with its mounts elsewhere (the test harness does) protects the same
     folders. No directory below the mount is followed (`LocalStorage(base=...)`).
     """
-    pvc = spec.destination.pvc
+    pvc = spec.destination.pvc if spec.destination is not None else None
     if pvc is None:
         return None
     path = (pvc.path or "").strip("/")
@@ -241,6 +242,22 @@ def _volume_mount(destination: str, spec: CleoBackupSpec) -> str | None:
     if not path:
         return local or VOLUME_MOUNT
     return VOLUME_MOUNT
+
+
+def _effective(
+    kube: KubeClient, namespace: str, spec: CleoBackupSpec
+) -> tuple[CleoBackupSpec, str | None]:
+    """The spec this run follows, and the time zone its retention counts days in.
+
+    A one-off made with ``spec.from`` is checked again here (its source may have changed
+    since the operator made the Job) and runs with the source's retention, in the source's
+    time zone; `SourceError` when the source is no longer one it may run.
+    """
+    if spec.from_backup is None:
+        return spec, spec.time_zone
+    source = kube.get(BACKUP, spec.from_backup, namespace=namespace)
+    checked = source_spec(spec, source, namespace=namespace)
+    return effective_spec(spec, checked), checked.time_zone
 
 
 def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> int:
@@ -254,16 +271,18 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
         )
     tenant = str((backup.get("spec") or {}).get("tenant") or "")
     try:
-        spec = parse_backup_spec(backup.get("spec") or {})
+        spec, time_zone = _effective(kube, namespace, parse_backup_spec(backup.get("spec") or {}))
     except SpecError as exc:
         report = _failed(tenant, "InvalidSpec", str(exc))
+    except SourceError as exc:
+        report = _failed(tenant, exc.reason, exc.message)
     else:
         report = run_backup_for(
             tenant=spec.tenant,
             destination=args.destination,
             keyring_dir=args.keyring_dir,
             retention=RetentionPolicy.from_spec(spec.retention),
-            time_zone=spec.time_zone,
+            time_zone=time_zone,
             work_dir=args.work_dir,
             volume_mount=_volume_mount(args.destination, spec),
         )

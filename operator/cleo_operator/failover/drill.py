@@ -139,7 +139,8 @@ class ClusterBackupSource:
                 spec = parse_backup_spec(obj.get("spec"))
             except SpecError:
                 continue
-            if spec.tenant != tenant:
+            # A one-off made with spec.from writes where the CleoBackup it runs writes.
+            if spec.tenant != tenant or spec.destination is None:
                 continue
             s3 = spec.destination.s3
             if s3 is None:

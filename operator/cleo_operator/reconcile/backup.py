@@ -73,6 +73,7 @@ from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
 from cleo_operator.reconcile.backup_settings import BackupSettings
+from cleo_operator.reconcile.backup_source import SourceError, one_off_expiry, resolve
 from cleo_operator.reconcile.backup_status import (
     RECONCILER_KEYS,
     RunEntry,
@@ -218,47 +219,77 @@ class BackupReconciler:
         current = read_status(backup.get("status"))
 
         try:
-            spec = parse_backup_spec(backup.get("spec") or {})
+            declared = parse_backup_spec(backup.get("spec") or {})
         except SpecError as exc:
             status.set("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
             result.phase = "Invalid"
             result.status_written = status.write(self.kube, phase="Invalid", current=current)
             return result
 
+        # -- a one-off made with spec.from: when it goes, and what it runs ---------------
+        if declared.from_backup is not None:
+            if self._expire_one_off(backup, current, now, result):
+                return result
+            try:
+                spec = resolve(
+                    declared,
+                    self.kube.get(BACKUP, declared.from_backup, namespace=namespace),
+                    namespace=namespace,
+                )
+            except SourceError as exc:
+                # Nothing is rendered: every part of a runner comes from the source.
+                status.set("Ready", Observation("False", exc.reason, clip(exc.message)))
+                result.phase = "Pending" if exc.reason == "SourceNotFound" else "Invalid"
+                result.requeue_after = _min(
+                    result.requeue_after, self.settings.prerequisite_requeue_seconds
+                )
+                result.status_written = status.write(self.kube, phase=result.phase, current=current)
+                return result
+        else:
+            spec = declared
+
         tz, tz_note = conditions.time_zone(spec)
-        self._observe_metrics(namespace, name, spec, current)
 
         # -- the tenant and what the runner needs --------------------------------------
         problem, tenant_spec, database_secret = self._tenant(namespace, spec)
+        # Only a CleoBackup of the tenant it names (in that tenant's namespace) gets a
+        # runner, and only it may move that tenant's metrics.
+        tenant_ok = problem is None
+        if tenant_ok:
+            self._observe_metrics(namespace, name, spec, current)
         pod_settings = self.settings.pod
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
         if problem is None:
             problem = self._prerequisites(namespace, spec, pod_settings)
         if problem is not None:
-            result.requeue_after = self.settings.prerequisite_requeue_seconds
+            result.requeue_after = _min(
+                result.requeue_after, self.settings.prerequisite_requeue_seconds
+            )
 
         # -- children ------------------------------------------------------------------
         failures: list[str] = []
-        desired = render_backup(
-            name=name,
-            namespace=namespace,
-            uid=meta["uid"],
-            tenant=spec.tenant,
-            spec=spec,
-            settings=pod_settings,
-        )
-        for obj in desired.before_runner:
-            self._converge(obj, failures, result)
         one_off = spec.schedule is None
-        # A one-off Job waits for what it needs (it would only fail or hang), and is made
-        # once: its template cannot change, and its run is history.
-        make_runner = not one_off or (
-            problem is None
-            and self.kube.get(JOB, backup_object_name(name), namespace=namespace) is None
-        )
-        if make_runner:
-            self._converge(desired.runner, failures, result)
+        if tenant_ok:
+            desired = render_backup(
+                name=name,
+                namespace=namespace,
+                uid=meta["uid"],
+                tenant=spec.tenant,
+                spec=spec,
+                settings=pod_settings,
+                source=declared.from_backup,
+            )
+            for obj in desired.before_runner:
+                self._converge(obj, failures, result)
+            # A one-off Job waits for what it needs (it would only fail or hang), and is
+            # made once: its template cannot change, and its run is history.
+            make_runner = not one_off or (
+                problem is None
+                and self.kube.get(JOB, backup_object_name(name), namespace=namespace) is None
+            )
+            if make_runner:
+                self._converge(desired.runner, failures, result)
         self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
         # -- runs, recorded by their pods or here --------------------------------------
@@ -271,7 +302,8 @@ class BackupReconciler:
                 return result
             status.obj = fresh
             current = read_status(fresh.get("status"))
-            self._observe_metrics(namespace, name, spec, current)
+            if tenant_ok:
+                self._observe_metrics(namespace, name, spec, current)
         if active:
             result.requeue_after = _min(result.requeue_after, ACTIVE_JOB_RECHECK_SECONDS)
 
@@ -313,6 +345,45 @@ class BackupReconciler:
         status.fields["cronJobName"] = None if one_off else backup_object_name(name)
         result.status_written = status.write(self.kube, phase=result.phase, current=current)
         return result
+
+    # -- one-offs made with spec.from ------------------------------------------------------
+
+    def _expire_one_off(
+        self,
+        backup: KubeObject,
+        current: CleoBackupStatus,
+        now: datetime.datetime,
+        result: BackupReconcileResult,
+    ) -> bool:
+        """Delete a ``from`` one-off whose time is up (`one_off_expiry`); True if it went.
+
+        Otherwise ask to be called again when it will be up.
+        """
+        meta = backup["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        job = self.kube.get(JOB, backup_object_name(name), namespace=namespace)
+        expiry = one_off_expiry(
+            created=read_rfc3339(meta.get("creationTimestamp")),
+            status=current,
+            active=job is not None and job_state(job) == "active",
+            ttl_seconds=self.settings.one_off_ttl_seconds,
+        )
+        if expiry is None:
+            return False
+        if expiry > now:
+            result.requeue_after = _min(result.requeue_after, (expiry - now).total_seconds())
+            return False
+        log.info(
+            "CleoBackup %s/%s: one-off of %s done %s ago; removing it (its archive stays)",
+            namespace,
+            name,
+            (backup.get("spec") or {}).get("from"),
+            datetime.timedelta(seconds=self.settings.one_off_ttl_seconds),
+        )
+        if self.kube.delete(BACKUP, name, namespace=namespace):
+            result.deleted.append(object_ref(backup))
+        self.forget(namespace, name)
+        return True
 
     # -- the tenant and prerequisites ------------------------------------------------------
 
@@ -400,6 +471,10 @@ class BackupReconciler:
                 f"yet; see the KeyringReady condition of CleoTenant {spec.tenant}",
             )
         destination = spec.destination
+        if destination is None:  # resolve() gives a spec with spec.from its source's
+            return Observation(
+                "False", "UnknownDestination", "spec.destination: not set, and no spec.from"
+            )
         if destination.pvc is not None:
             egress = egress_problem(spec, pod)
             if egress is not None:

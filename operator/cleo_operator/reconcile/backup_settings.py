@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from cleo_operator import __version__
 from cleo_operator.api.base import ResourceRequirements
+from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "IMAGE_PULL_POLICY_ENV",
     "IMAGE_PULL_SECRETS_ENV",
     "OBJECT_STORE_CIDRS_ENV",
+    "ONE_OFF_TTL_ENV",
     "RESOURCES_ENV",
     "VOLUMES_DIR_ENV",
     "BackupSettings",
@@ -62,6 +64,10 @@ RESOURCES_ENV: Final = "CLEO_BACKUP_RESOURCES"
 set none; unset: none (the namespace's LimitRange decides)."""
 VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
 """Where the operator sees backup volumes, as ``<dir>/<namespace>/<claim>``."""
+
+ONE_OFF_TTL_ENV: Final = "CLEO_BACKUP_ONE_OFF_TTL_SECONDS"
+"""Seconds a finished one-off made with ``spec.from`` is kept (`BackupSettings.
+one_off_ttl_seconds`); unset: a day."""
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
@@ -118,6 +124,19 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
         ) from None
 
 
+def _seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{variable}={text!r}: give a number of seconds above 0, e.g. 86400")
+    return value
+
+
 def default_image() -> str:
     """``ghcr.io/cleoai/cleo-operator:<this version>``: the runner is the operator itself."""
     return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
@@ -147,6 +166,10 @@ class BackupSettings:
     wakes the CleoBackup when the tenant's Secret appears)."""
     work_dir: Path | None = None
     """Where verification decrypts archives (default: the system's temporary folder)."""
+    one_off_ttl_seconds: float = ONE_OFF_TTL_SECONDS
+    """How long a one-off made with ``spec.from`` stays after its run ended (then the
+    operator deletes it; its archive stays): what bounds, with the namespace's quota of
+    CleoBackups, how often a tenant can ask for a backup."""
     pg_restore: str = "pg_restore"
     """The pg_restore verification runs."""
 
@@ -185,4 +208,5 @@ class BackupSettings:
                 ),
             ),
             volumes_dir=Path(volumes) if volumes else None,
+            one_off_ttl_seconds=_seconds(env, ONE_OFF_TTL_ENV, default=ONE_OFF_TTL_SECONDS),
         )

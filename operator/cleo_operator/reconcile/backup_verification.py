@@ -356,6 +356,10 @@ class BackupVerifier:
     def _storage(self, namespace: str, spec: CleoBackupSpec) -> Storage:
         """The backup's storage as the operator can reach it."""
         destination = spec.destination
+        if destination is None:  # a spec with spec.from is resolved before it gets here
+            raise _VerificationUnavailable(
+                "UnknownDestination", "spec.from was not resolved into a destination"
+            )
         if destination.pvc is not None:
             root = self.settings.volumes_dir
             claim = destination.pvc.claim_name

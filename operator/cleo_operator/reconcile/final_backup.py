@@ -300,7 +300,7 @@ class FinalBackup:
 
 
 def _newest_valid(backups: list[KubeObject]) -> tuple[str, CleoBackupSpec] | None:
-    """The newest CleoBackup (by creation) whose spec is valid, and that spec."""
+    """The newest CleoBackup (by creation) whose spec is valid and has a destination."""
     ordered = sorted(
         backups,
         key=lambda b: (str(b["metadata"].get("creationTimestamp") or ""), b["metadata"]["name"]),
@@ -308,7 +308,11 @@ def _newest_valid(backups: list[KubeObject]) -> tuple[str, CleoBackupSpec] | Non
     )
     for backup in ordered:
         try:
-            return backup["metadata"]["name"], parse_backup_spec(backup.get("spec") or {})
+            spec = parse_backup_spec(backup.get("spec") or {})
         except SpecError:
             continue
+        # A one-off made with spec.from has no destination of its own: its source is a
+        # CleoBackup of the same tenant, which this loop reaches too.
+        if spec.destination is not None:
+            return backup["metadata"]["name"], spec
     return None

@@ -8,10 +8,11 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   token (the pod template asks for one itself, so no other pod gets one by accident);
 - a Role and RoleBinding that let exactly that identity ``get`` its own CleoBackup and
   ``patch`` its status (``resourceNames``: nothing else in the namespace, not even the
-  other CleoBackups). No rule on Secrets: the database credentials, the keyring and the
-  S3 keys reach the pod through the kubelet (environment and a read-only volume), which
-  needs no right of the pod's own; an API right to read them would only be a second,
-  unneeded way in;
+  other CleoBackups; a one-off made with ``spec.from`` may also ``get`` the CleoBackup it
+  runs, which its runner checks and reads its retention from). No rule on Secrets: the
+  database credentials, the keyring and the S3 keys reach the pod through the kubelet
+  (environment and a read-only volume), which needs no right of the pod's own; an API
+  right to read them would only be a second, unneeded way in;
 - a NetworkPolicy that opens egress for the runner pods to named destinations only: the
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
   the operator found at start) on its ports, to write the status; and for S3, the object
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import urlencode, urlsplit
 
-from cleo_operator.api.backup import CleoBackupSpec
+from cleo_operator.api.backup import CleoBackupSpec, DestinationSpec
 from cleo_operator.api.base import ResourceList
 from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.objects import KubeObject, OwnerReference
@@ -252,25 +253,29 @@ def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) 
     return as_object(obj)
 
 
-def role_rules(name: str) -> list[shapes.ResourceRule]:
-    """Get this CleoBackup, patch its status: nothing else (see the module docstring)."""
-    rights: tuple[tuple[str, Literal["get", "patch"]], ...] = (
-        ("cleobackups", "get"),
-        ("cleobackups/status", "patch"),
+def role_rules(name: str, *, source: str | None = None) -> list[shapes.ResourceRule]:
+    """Get this CleoBackup (and `source`, the one ``spec.from`` runs), patch its status:
+    nothing else (see the module docstring)."""
+    readable = [name] if source is None or source == name else [name, source]
+    rights: tuple[tuple[str, Literal["get", "patch"], list[str]], ...] = (
+        ("cleobackups", "get", readable),
+        ("cleobackups/status", "patch", [name]),
     )
     return [
-        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": [name], "verbs": [verb]}
-        for res, verb in rights
+        {"apiGroups": ["cleoai.io"], "resources": [res], "resourceNames": names, "verbs": [verb]}
+        for res, verb, names in rights
     ]
 
 
-def render_role(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
-    """The runner's Role: its own CleoBackup only."""
+def render_role(
+    *, name: str, namespace: str, uid: str, tenant: str, source: str | None = None
+) -> KubeObject:
+    """The runner's Role: its own CleoBackup only (and reading its ``spec.from``)."""
     obj: shapes.Role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        "rules": role_rules(name),
+        "rules": role_rules(name, source=source),
     }
     return as_object(obj)
 
@@ -313,9 +318,16 @@ def _host_network(endpoint: str | None) -> str | None:
     return str(ipaddress.ip_network(address))
 
 
+def _destination(spec: CleoBackupSpec) -> DestinationSpec:
+    """The spec's destination: a spec with ``from`` is resolved before it is rendered."""
+    if spec.destination is None:
+        raise ValueError("spec.from is resolved into the source's destination before rendering")
+    return spec.destination
+
+
 def s3_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
     """The object store's ranges: ``destination.s3.egress`` and an IP-address endpoint."""
-    s3 = spec.destination.s3
+    s3 = _destination(spec).s3
     if s3 is None:
         return ()
     ranges = {str(ipaddress.ip_network(c, strict=False)) for c in s3.egress or ()}
@@ -328,7 +340,7 @@ def s3_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
 def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | None:
     """Why the runner's egress cannot be rendered as it must be, naming the field; None if
     it can."""
-    s3 = spec.destination.s3
+    s3 = _destination(spec).s3
     if s3 is not None and not _store_cidrs(spec, settings):
         where = f"the endpoint {s3.endpoint!r} is a name" if s3.endpoint else "no endpoint is set"
         return (
@@ -348,7 +360,7 @@ def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | N
 
 def _store_cidrs(spec: CleoBackupSpec, settings: BackupPodSettings) -> tuple[str, ...]:
     """What an S3 runner may reach of object storage: its CleoBackup's and the platform's."""
-    if spec.destination.s3 is None:
+    if _destination(spec).s3 is None:
         return ()
     return (*s3_egress_cidrs(spec), *settings.object_store_cidrs)
 
@@ -384,8 +396,9 @@ def render_network_policy(
         ]
         egress.append({"to": _peers(settings.api_server_cidrs), "ports": api_ports})
     store = _store_cidrs(spec, settings)
-    if spec.destination.s3 is not None and store:
-        port = _s3_port(spec.destination.s3.endpoint) or 443
+    s3 = _destination(spec).s3
+    if s3 is not None and store:
+        port = _s3_port(s3.endpoint) or 443
         egress.append({"to": _peers(store), "ports": [{"protocol": "TCP", "port": port}]})
     selector: LabelSelector = {
         "matchLabels": {
@@ -411,7 +424,7 @@ def render_network_policy(
 
 def backup_destination(spec: CleoBackupSpec) -> str:
     """The runner's ``--destination``: a folder on the mounted volume, or an s3:// URL."""
-    destination = spec.destination
+    destination = _destination(spec)
     if destination.pvc is not None:
         path = destination.pvc.path
         return f"{VOLUME_MOUNT}/{path}" if path else VOLUME_MOUNT
@@ -464,8 +477,9 @@ def _secret_env(
 def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[shapes.EnvVar]:
     env = _secret_env(DATABASE_ENV, settings.database_secret)
     env += _secret_env(DATABASE_OPTIONAL_ENV, settings.database_secret, optional=True)
-    if spec.destination.s3 is not None:
-        secret = spec.destination.s3.credentials_secret
+    s3 = _destination(spec).s3
+    if s3 is not None:
+        secret = s3.credentials_secret
         env += _secret_env(S3_ENV, secret)
         env += _secret_env(S3_OPTIONAL_ENV, secret, optional=True)
     env.append(
@@ -514,13 +528,11 @@ def _pod_template(
     volumes.append(
         {"name": DATABASE_CA_VOLUME, "secret": database_ca_source(settings.database_secret)}
     )
-    if spec.destination.pvc is not None:
+    pvc = _destination(spec).pvc
+    if pvc is not None:
         mounts.append({"name": "destination", "mountPath": VOLUME_MOUNT})
         volumes.append(
-            {
-                "name": "destination",
-                "persistentVolumeClaim": {"claimName": spec.destination.pvc.claim_name},
-            }
+            {"name": "destination", "persistentVolumeClaim": {"claimName": pvc.claim_name}}
         )
     container: shapes.Container = {
         "name": CONTAINER_NAME,
@@ -648,13 +660,15 @@ def render_backup(
     tenant: str,
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
+    source: str | None = None,
 ) -> BackupObjects:
-    """Every object of a CleoBackup."""
+    """Every object of a CleoBackup; for a one-off made with ``spec.from``, `spec` is its
+    effective spec (`reconcile.backup_source`) and `source` the CleoBackup it runs."""
     ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
     runner = render_cron_job if spec.schedule is not None else render_job
     return BackupObjects(
         service_account=render_service_account(**ids),
-        role=render_role(**ids),
+        role=render_role(**ids, source=source),
         role_binding=render_role_binding(**ids),
         network_policy=render_network_policy(**ids, spec=spec, settings=settings),
         runner=runner(**ids, spec=spec, settings=settings),
