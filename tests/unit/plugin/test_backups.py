@@ -160,10 +160,23 @@ def test_the_source_is_the_only_scheduled_backup_or_the_one_named() -> None:
             False,
         ),
         (
-            {"phase": "Running", "history": [{"startTime": "t", "job": "cleo-backup-x-1"}]},
-            "Running, job cleo-backup-x-1",
+            {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "NoBackupYet"}],
+            },
+            "Running, job cleo-backup-nightly-now-1",
             False,
             False,
+        ),
+        (
+            # The runner recorded its run before the reconciler moved the phase.
+            {
+                "phase": "Pending",
+                "history": [{"startTime": "t", "job": "j", "succeeded": True, "sizeBytes": 1536}],
+            },
+            "Succeeded, job j, archive 1.5 KiB",
+            True,
+            True,
         ),
         (
             {
@@ -207,7 +220,7 @@ def test_the_source_is_the_only_scheduled_backup_or_the_one_named() -> None:
 def test_progress_of_a_one_off(
     status: dict[str, Any], line: str, done: bool, succeeded: bool
 ) -> None:
-    progress = observe({"status": status})
+    progress = observe({"metadata": {"name": "nightly-now-1"}, "status": status})
     assert progress.line() == line
     assert (progress.done, progress.succeeded) == (done, succeeded)
 

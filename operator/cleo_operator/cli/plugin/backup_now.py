@@ -33,6 +33,7 @@ from cleo_operator.cli.plugin.session import Session
 from cleo_operator.cli.plugin.tenant import TenantPlace, find_tenant, tenant_backups
 from cleo_operator.cli.plugin.tree import conditions_of
 from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.render.backup import backup_object_name
 from cleo_operator.render.meta import API_VERSION
 
 __all__ = [
@@ -139,28 +140,47 @@ class Progress:
 
 
 def observe(obj: Mapping[str, Any]) -> Progress:
-    """The progress of a one-off from its CleoBackup (pure)."""
+    """The progress of a one-off from its CleoBackup (pure).
+
+    The run's own record (written by the runner when it ends) decides the outcome even
+    before the reconciler has moved the phase; the phase shown then is the outcome's.
+    """
     status = obj.get("status") or {}
     phase = str(status.get("phase") or "Pending")
     history = status.get("history") or []
     run: Mapping[str, Any] = history[0] if history else {}
     ready = conditions_of(obj).get("Ready") or {}
     last = status.get("lastBackup") or {}
-    succeeded = phase == "Succeeded" or run.get("succeeded") is True
     failed = phase in ("Failed", "Invalid") or run.get("succeeded") is False
-    reason = run.get("reason") if run else None
-    message = run.get("message") if run else None
-    if not run or (not failed and not succeeded):
-        # Waiting or blocked: the Ready condition says on what (SourceNotFound, NoBackupYet).
-        reason, message = ready.get("reason"), ready.get("message")
+    succeeded = not failed and (phase == "Succeeded" or run.get("succeeded") is True)
+    if succeeded:
+        phase = "Succeeded"
+    elif failed and phase != "Invalid":
+        phase = "Failed"
+    job = run.get("job")
+    if job is None and phase == "Running":
+        # The run's record comes at its end; the Job's name is known from the start.
+        job = backup_object_name(str((obj.get("metadata") or {}).get("name")))
+    reason, message = run.get("reason"), run.get("message")
+    if not run or not (succeeded or failed):
+        # Waiting (NoBackupYet) or blocked (SourceNotFound...): the Ready condition says
+        # which; while the Job runs, the Job is the news.
+        reason, message = (
+            (None, None)
+            if phase == "Running"
+            else (
+                ready.get("reason"),
+                ready.get("message"),
+            )
+        )
     return Progress(
         phase=phase,
-        job=run.get("job"),
+        job=job,
         size_bytes=run.get("sizeBytes", last.get("sizeBytes")),
         reason=reason,
         message=message,
         done=succeeded or failed,
-        succeeded=succeeded and not failed,
+        succeeded=succeeded,
     )
 
 
