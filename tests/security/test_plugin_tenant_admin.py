@@ -44,10 +44,14 @@ def test_a_tenant_admin_sees_nothing_of_another_tenant_and_is_told_it_is_forbidd
         "cleotenants.cleoai.io at cluster scope, and you may not read its objects in namespace "
         f"{namespace_of(TENANT_B)}\n"
     )
-    main(["backups", TENANT_B, *as_attacker])
-    assert capsys.readouterr().err == (
-        f"error: you may not list cleobackups.cleoai.io in namespace {namespace_of(TENANT_B)}\n"
-    )
+    for command in (["backups"], ["backup", "now"]):
+        assert main([*command, TENANT_B, *as_attacker]) == 1
+        assert capsys.readouterr().err == (
+            f"error: you may not list cleobackups.cleoai.io in namespace {namespace_of(TENANT_B)}\n"
+        )
+    # Naming the other tenant's backup as the source changes nothing: it is never read.
+    assert main(["backup", "now", TENANT_B, "--from", "nightly", *as_attacker]) == 1
+    assert "you may not list cleobackups.cleoai.io" in capsys.readouterr().err
 
 
 def test_a_tenant_that_does_not_exist_gets_the_same_answer_as_one_that_does(
