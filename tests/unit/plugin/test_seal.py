@@ -160,6 +160,8 @@ def test_bad_requests_are_one_line_and_change_nothing(
         (["--name", "cleo-keyring", "--from-literal", "A=b"], "must not start with 'cleo-'"),
         (["--name", "x", "--from-literal", VALUE], "one argument has no KEY="),
         (["--check", "--reseal"], "--check and --reseal are two commands"),
+        (["--secret", "-", "--from-file", "K=-"], "stdin can be read once"),
+        (["--check", "--from-literal", "A=b"], "read the file only"),
     ):
         code = main(["seal", str(tenant_file), "--public-key", str(public_key), *args])
         err = capsys.readouterr().err

@@ -46,7 +46,7 @@ from cleo_operator.cli.sealing import (
     reseal,
     sealed_entry,
 )
-from cleo_operator.crypto import CryptoError, SealingPublicKey
+from cleo_operator.crypto import CryptoError, Envelope, SealingPublicKey
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import SECRET
 from cleo_operator.reconcile.keys import OperatorKeys
@@ -106,6 +106,10 @@ def merge_entry(
 def _values(args: argparse.Namespace) -> tuple[str, dict[str, bytes]]:
     name = args.name or ""
     values: dict[str, bytes] = {}
+    if args.secret == STDIN and any(
+        item.rpartition("=")[2] == STDIN for item in args.from_file or ()
+    ):
+        raise CommandError("stdin can be read once: give --secret - or --from-file KEY=-, not both")
     if args.secret is not None:
         from_stdin = args.secret == STDIN
         where = "stdin" if from_stdin else args.secret
@@ -242,8 +246,6 @@ def _reseal(args: argparse.Namespace, manifest: TenantManifest) -> int:
 
 
 def _key_id(text: str) -> str:
-    from cleo_operator.crypto import Envelope  # noqa: PLC0415
-
     return Envelope.from_text(text).key_id
 
 
