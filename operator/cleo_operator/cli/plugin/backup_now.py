@@ -190,16 +190,17 @@ def _follow(
     *,
     timeout: float,
     report: Callable[[Progress], None],
-    clock: Callable[[], float] = time.monotonic,
 ) -> Progress:
+    """Read the one-off every POLL_SECONDS until it is done or `timeout` passed."""
     meta = created["metadata"]
-    deadline = clock() + timeout
+    deadline = time.monotonic() + timeout
     progress = observe(created)
     report(progress)
     while not progress.done:
-        if clock() >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             break
-        time.sleep(POLL_SECONDS)
+        time.sleep(min(POLL_SECONDS, remaining))
         current = session.get(BACKUP, meta["name"], namespace=meta["namespace"])
         if current is None:
             raise CommandError(
