@@ -191,6 +191,16 @@ class QuotaSpec(SpecModel):
     persistent_volume_claims: int | None = Field(
         default=None, ge=0, le=100000, description="Most PersistentVolumeClaims."
     )
+    backups: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description=(
+            "Most CleoBackups in the namespace: the platform's and the one-offs the tenant's "
+            "admins ask for (which bounds how often they can); unset, 20. Set even without "
+            "the other fields."
+        ),
+    )
 
 
 class LimitsSpec(SpecModel):

@@ -290,7 +290,8 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "get list watch create patch delete",
             "read and watch backups; Kopf's finalizer and annotations are patches; the final "
             "backup of a tenant deleted under deletionPolicy Delete is created (and one left "
-            "from an earlier deletion deleted) by the operator",
+            "from an earlier deletion deleted) by the operator, and so are one-offs asked for "
+            "with spec.from once their time is up",
         ),
         _Row(
             "tenant",

@@ -1,7 +1,13 @@
 """The tenant's resource limits: a ResourceQuota for totals, a LimitRange per container.
 
-Only what the spec sets is limited. A spec that sets nothing gets no object at all
-(rather than an empty one), so "no quota" looks the same in the cluster as in the spec.
+Only what the spec sets is limited, with one exception: the number of CleoBackups
+(``count/cleobackups.cleoai.io``, `DEFAULT_BACKUPS` unless ``spec.quota.backups`` says
+otherwise) is always capped, so every tenant namespace gets a ResourceQuota. Tenant admins
+may create CleoBackups (one-offs that run one of the platform's, see
+reconcile/backup_source.py), and each runs a pod that dumps the tenant's database from a
+shared server into shared storage: without a cap, asking a thousand times would be free.
+The operator removes those one-offs a while after they ran, which frees the quota again.
+A LimitRange is rendered only for a spec that sets one (no empty object).
 
 ``spec.quota.cpu`` and ``.memory`` cap the *requests* of all pods (``requests.cpu``,
 ``requests.memory``), as the fields document. They deliberately do not also cap
@@ -19,12 +25,16 @@ rendered object matches what a read returns.
 from __future__ import annotations
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
-from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.api.tenant import CleoTenantSpec, QuotaSpec
 from cleo_operator.render.child import child_metadata
 from cleo_operator.render.k8s import LimitRange, LimitRangeItem, ResourceQuota, as_object
 
 RESOURCE_QUOTA_NAME = "cleo-quota"
 LIMIT_RANGE_NAME = "cleo-limits"
+BACKUPS_QUOTA_KEY = "count/cleobackups.cleoai.io"
+DEFAULT_BACKUPS = 20
+"""CleoBackups a tenant namespace may hold unless ``spec.quota.backups`` says otherwise:
+room for the platform's few and about a day's worth of one-offs."""
 
 
 def _quantities(**values: int | str | None) -> dict[str, str]:
@@ -34,11 +44,9 @@ def _quantities(**values: int | str | None) -> dict[str, str]:
 
 def render_resource_quota(
     *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
-) -> KubeObject | None:
-    """The ResourceQuota of spec.quota; None when the spec sets no quota."""
-    quota = spec.quota
-    if quota is None:
-        return None
+) -> KubeObject:
+    """The ResourceQuota of spec.quota, with the cap on CleoBackups always."""
+    quota = spec.quota or QuotaSpec()
     hard = _quantities(
         **{
             "requests.cpu": quota.cpu,
@@ -49,10 +57,9 @@ def render_resource_quota(
             "count/secrets": quota.secrets,
             "count/configmaps": quota.config_maps,
             "count/persistentvolumeclaims": quota.persistent_volume_claims,
+            BACKUPS_QUOTA_KEY: quota.backups or DEFAULT_BACKUPS,
         }
     )
-    if not hard:
-        return None
     obj: ResourceQuota = {
         "apiVersion": "v1",
         "kind": "ResourceQuota",

@@ -10,10 +10,14 @@ themselves (and their Pod Security labels) are out of reach too.
 `cleo-tenant-viewer` reads the same kinds but not Secrets (nor pods/exec).
 
 Both may read the CleoBackups and CleoFailovers of their namespace (how their backups and
-failovers went), and neither may create, change or delete them: a CleoBackup names a
-destination (and the egress its runner gets) for the tenant's data, and a CleoFailover
-moves the tenant's database between sites; those are the platform team's decisions
-(docs/security.md, the tenant admin).
+failovers went). Neither may change them: a CleoBackup names a destination (and the egress
+its runner gets) for the tenant's data, and a CleoFailover moves the tenant's database
+between sites; those are the platform team's decisions (docs/security.md, the tenant
+admin). An admin may ask for a backup now: `create` (and `delete`, to clean up) on
+CleoBackups, never `update` or `patch`. RBAC cannot look inside an object, so the
+tenant-protection admission policy narrows that to one-offs that only name a CleoBackup
+of the platform's (``{tenant, from}``), and deletes to such one-offs; the operator then
+takes everything else from the named CleoBackup (reconcile/backup_source.py).
 
 Why ClusterRoles that the operator only binds, and not Roles it writes per namespace:
 RBAC's escalation check lets an identity write a Role only with permissions it holds
@@ -105,8 +109,10 @@ def admin_rules() -> list[PolicyRule]:
         _rule("apps", ["deployments/scale"], ("get", "patch", "update")),
         _rule("autoscaling", ["horizontalpodautoscalers"], MANAGE),
         _rule("batch", ["cronjobs", "jobs"], MANAGE),
-        # How the tenant's backups and failovers went; asking for one is not theirs.
-        _rule(GROUP, ["cleobackups", "cleofailovers"], READ),
+        # How the tenant's backups and failovers went; a backup now may be asked for (a
+        # one-off with spec.from only: the admission policy), a failover may not.
+        _rule(GROUP, ["cleobackups"], (*READ, "create", "delete")),
+        _rule(GROUP, ["cleofailovers"], READ),
         _rule("events.k8s.io", ["events"], READ),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
         _rule("policy", ["poddisruptionbudgets"], MANAGE),

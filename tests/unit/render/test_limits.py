@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.limits import render_limit_range, render_resource_quota
@@ -28,6 +30,7 @@ def test_every_quota_field_becomes_a_hard_limit_as_a_string() -> None:
     assert rendered["metadata"]["namespace"] == NS
     assert rendered["spec"] == {
         "hard": {
+            "count/cleobackups.cleoai.io": "20",
             "count/configmaps": "50",
             "count/persistentvolumeclaims": "5",
             "count/secrets": "50",
@@ -44,14 +47,24 @@ def test_a_partial_quota_limits_only_what_it_names() -> None:
     rendered = quota(spec_of(quota={"memory": "4Gi", "pods": 0}))
     assert rendered is not None
     # Zero pods is a limit (a frozen tenant), not an unset field.
-    assert rendered["spec"]["hard"] == {"pods": "0", "requests.memory": "4Gi"}
+    assert rendered["spec"]["hard"] == {
+        "count/cleobackups.cleoai.io": "20",
+        "pods": "0",
+        "requests.memory": "4Gi",
+    }
     # Limits are not capped: that would refuse every pod that sets no limits.
     assert not any(key.startswith("limits.") for key in rendered["spec"]["hard"])
 
 
-def test_no_quota_object_without_a_quota() -> None:
-    assert quota(spec_of(quota=None)) is None
-    assert quota(spec_of(quota={})) is None
+@pytest.mark.security
+def test_without_a_quota_only_the_number_of_backups_is_capped() -> None:
+    # Tenant admins may create CleoBackups (one-offs): a namespace without a cap would let
+    # them start as many backup pods against the shared database and storage as they like.
+    for spec in (spec_of(quota=None), spec_of(quota={})):
+        assert quota(spec)["spec"] == {"hard": {"count/cleobackups.cleoai.io": "20"}}
+    assert quota(spec_of(quota={"backups": 5}))["spec"]["hard"] == {
+        "count/cleobackups.cleoai.io": "5"
+    }
 
 
 def test_limit_range_defaults_requests_and_maximums_per_container() -> None:
