@@ -245,3 +245,23 @@ def test_waiting_follows_a_backups_status_to_its_end_on_a_terminal_and_in_plain_
     progress = _wait(Display(format="table", rich=False, stream=plain), session, stuck, 2.5)
     assert not progress.done
     assert plain.getvalue() == f"backup {namespace}/{stuck['metadata']['name']}: Pending\n"
+
+
+def test_a_tenant_admin_asks_for_a_backup_now_and_gets_a_one_off_of_the_scheduled_backup(
+    kube: KubeClient, world: PluginWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "backup", "now", TENANT_A, "--kubeconfig", str(world.tenant_admin), "-o", "json"
+    )
+    assert (code, err) == (0, "")
+    created = json.loads(out)["created"]
+    assert created["name"].startswith("nightly-now-")
+    assert (created["namespace"], created["tenant"], created["from"]) == (
+        namespace_of(TENANT_A),
+        TENANT_A,
+        "nightly",
+    )
+    stored = kube.get(BACKUP, created["name"], namespace=namespace_of(TENANT_A))
+    assert stored is not None
+    assert stored["spec"]["from"] == "nightly"
+    assert "destination" not in stored["spec"]  # the platform's choice, never the plugin's
