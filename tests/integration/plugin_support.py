@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import BACKUP, TENANT
+from cleo_operator.kube.kinds import BACKUP, FAILOVER, TENANT
+from cleo_operator.render.meta import API_VERSION, tenant_labels
 from cleo_operator.render.meta import default_namespace as namespace_of
-from cleo_operator.render.meta import tenant_labels
 from e2e.cluster import LocalCluster
 from tests.harness.specs import backup_manifest, tenant_manifest
 
@@ -86,6 +86,15 @@ def _backup(tenant: str) -> dict[str, Any]:
     )
 
 
+def _failover(tenant: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CleoFailover",
+        "metadata": {"name": "drill-1", "namespace": namespace_of(tenant)},
+        "spec": {"tenant": tenant, "type": "Drill"},
+    }
+
+
 def _set_status(kube: KubeClient, tenant: str) -> None:
     kube.patch_merge(
         TENANT,
@@ -137,6 +146,19 @@ def _set_status(kube: KubeClient, tenant: str) -> None:
         namespace=namespace_of(tenant),
         subresource="status",
     )
+    kube.patch_merge(
+        FAILOVER,
+        "drill-1",
+        {
+            "status": {
+                "phase": "Succeeded",
+                "startTime": "2026-12-03T09:00:00Z",
+                "steps": [{"name": "verify", "state": "Succeeded"}],
+            }
+        },
+        namespace=namespace_of(tenant),
+        subresource="status",
+    )
 
 
 def make_world(cluster: LocalCluster, kube: KubeClient) -> PluginWorld:
@@ -151,7 +173,7 @@ def make_world(cluster: LocalCluster, kube: KubeClient) -> PluginWorld:
                 "metadata": {"name": namespace_of(tenant), "labels": tenant_labels(tenant)},
             },
         )
-        _apply(cluster, *_children(tenant), _backup(tenant))
+        _apply(cluster, *_children(tenant), _backup(tenant), _failover(tenant))
         _set_status(kube, tenant)
     _apply(
         cluster,

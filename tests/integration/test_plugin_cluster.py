@@ -66,6 +66,9 @@ def test_the_admin_sees_the_whole_tree_with_conditions(
         assert rows[child]["namespace"] == namespace_of(TENANT_A)
     backup = rows[("CleoBackup", "nightly")]
     assert backup["message"].startswith("phase Succeeded; newest backup 2026-12-03T03:00:00Z")
+    failover = rows[("CleoFailover", "drill-1")]
+    assert (failover["ready"], failover["reason"]) == ("True", "Succeeded")
+    assert failover["message"] == "Drill started 2026-12-03T09:00:00Z, step verify Succeeded"
     assert ("ConfigMap", "hand-made") not in rows  # not the operator's: not the tenant's child
     assert not any("error" in n for n in flatten(tree))
 
