@@ -550,6 +550,7 @@ def test_what_the_runner_would_lack_is_a_condition(
             kube.delete(kind, name, namespace=ns)
 
 
+@pytest.mark.security
 def test_a_backup_naming_another_tenant_moves_none_of_its_metrics(
     kube: KubeClient, site: Site, reconciler: BackupReconciler
 ) -> None:

@@ -35,6 +35,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
+from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import (
     API_SERVER,
     PV,
@@ -51,6 +52,7 @@ from tests.integration.tenant_database_support import (
     reconcile,
     unique,
 )
+from tests.security.tenant_writable_support import ATTACKER, attacker_client, bind_tenant_admin
 
 pytestmark = RECONCILERS_ALONE
 
@@ -343,8 +345,12 @@ def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
         },
     )
     setup.reconciler.reconcile(ns, "nightly")
-    # What a tenant admin may write: the tenant and the CleoBackup to run now.
-    setup.backup("now-1", {"from": "nightly"})
+    # A tenant admin (a spec.admins user, with its own token) asks: the tenant and the
+    # CleoBackup to run now, all the admission policy lets it write.
+    bind_tenant_admin(setup.kube, tenant=setup.tenant.name, namespace=ns, user=ATTACKER)
+    attacker_client(setup.cluster, setup.kube).create(
+        backup_manifest("now-1", ns, {"tenant": setup.tenant.name, "from": "nightly"})
+    )
     setup.reconciler.reconcile(ns, "now-1")
     job = setup.kube.get(JOB, "cleo-backup-now-1", namespace=ns)
     assert job is not None

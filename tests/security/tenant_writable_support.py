@@ -13,8 +13,10 @@ through the real admission policies; nothing is mocked.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -22,9 +24,15 @@ from cleo_operator.api.tenant import CleoTenantSpec, Subject
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import NAMESPACE, SERVICE_ACCOUNT
 from cleo_operator.render.rbac import render_role_bindings
-from e2e.cluster import LocalCluster
+from e2e.cluster import OPERATOR_USER, LocalCluster
+from tests.harness.cluster_fixtures import wait_for
 
 TENANT_NAMESPACE_LABEL = "cleoai.io/tenant"
+REPO = Path(__file__).resolve().parents[2]
+POLICY_FILE = REPO / "deploy" / "admission" / "tenant-protection.yaml"
+SHIPPED_OPERATOR = "system:serviceaccount:cleo-system:cleo-operator"
+MESSAGE = "cleo-tenant-protection:"
+"""How every refusal of the tenant-protection policy starts."""
 
 
 def new_name(prefix: str) -> str:
@@ -123,3 +131,74 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> KubeError:
     except KubeError as exc:
         return exc
     raise AssertionError(f"{getattr(call, '__name__', call)} was not refused")
+
+
+# -- the tenant-protection policy, installed for one test module ------------------------------
+
+
+def policy_objects(operator_user: str) -> list[dict[str, Any]]:
+    """The shipped policy and binding, for an operator running as `operator_user`."""
+    text = POLICY_FILE.read_text()
+    assert text.count(SHIPPED_OPERATOR) == 1
+    return [d for d in yaml.safe_load_all(text.replace(SHIPPED_OPERATOR, operator_user)) if d]
+
+
+def operator_client(cluster: LocalCluster) -> KubeClient:
+    """A client authenticated as the operator under test (its own token, not impersonated)."""
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig_for(OPERATOR_USER, cluster.operator_token)),
+        client_configuration=configuration,
+    )
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def _probe(kube: KubeClient, probe_namespace: str) -> KubeError | None:
+    """Create a ConfigMap with the operator's label: None when admitted, else the refusal."""
+    try:
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "generateName": "probe-",
+                    "namespace": probe_namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
+                },
+            }
+        )
+    except KubeError as exc:
+        return exc
+    return None
+
+
+def install_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
+    """Install the shipped policy (for the tests' operator) and wait until it refuses."""
+    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+    # A policy takes a moment to be compiled and bound: wait until it refuses a probe.
+    def active() -> bool:
+        refusal = _probe(kube, probe_namespace)
+        return refusal is not None and MESSAGE in refusal.message
+
+    wait_for(active, timeout=60, interval=0.5, what="the admission policy to be active")
+
+
+def remove_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
+    """Remove the policy and wait until the API server no longer applies it."""
+    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
+    cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+
+    # The API server drops a deleted policy a moment later, as it compiled it a moment after
+    # it was made: wait until the probe is accepted, so the next module (which writes such
+    # labels as a cluster admin) never meets a policy this module no longer owns.
+    def gone() -> bool:
+        refusal = _probe(kube, probe_namespace)
+        if refusal is None:
+            return True
+        if MESSAGE in refusal.message:
+            return False
+        raise refusal
+
+    wait_for(gone, timeout=60, interval=0.5, what="the admission policy to be gone")

@@ -22,13 +22,10 @@ import copy
 import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from cleo_operator.api.backup import CleoBackupSpec
 from cleo_operator.kube.client import KubeClient, KubeError
@@ -48,10 +45,20 @@ from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.keys import ensure_operator_keys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BackupPodSettings, render_backup
-from e2e.cluster import OPERATOR_USER, LocalCluster
+from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.specs import tenant_manifest
-from tests.security.tenant_writable_support import ATTACKER, attacker_client, new_name, refused
+from tests.security.tenant_writable_support import (
+    ATTACKER,
+    MESSAGE,
+    REPO,
+    attacker_client,
+    install_policy,
+    new_name,
+    operator_client,
+    refused,
+    remove_policy,
+)
 
 pytestmark = [
     pytest.mark.security,
@@ -59,11 +66,7 @@ pytestmark = [
     pytest.mark.usefixtures("without_session_operator"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-POLICY_FILE = REPO / "deploy" / "admission" / "tenant-protection.yaml"
-SHIPPED_OPERATOR = "system:serviceaccount:cleo-system:cleo-operator"
 POLICY = "cleo-tenant-protection"
-MESSAGE = "cleo-tenant-protection:"
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
 
@@ -72,23 +75,6 @@ RUNNER_LABELS = {
     "app.kubernetes.io/component": "backup",
     "cleoai.io/backup": "nightly",
 }
-
-
-def policy_objects(operator_user: str) -> list[dict[str, Any]]:
-    """The shipped policy and binding, for an operator running as `operator_user`."""
-    text = POLICY_FILE.read_text()
-    assert text.count(SHIPPED_OPERATOR) == 1
-    return [d for d in yaml.safe_load_all(text.replace(SHIPPED_OPERATOR, operator_user)) if d]
-
-
-def operator_client(cluster: LocalCluster) -> KubeClient:
-    """A client authenticated as the operator under test (its own token, not impersonated)."""
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.kubeconfig_for(OPERATOR_USER, cluster.operator_token)),
-        client_configuration=configuration,
-    )
-    return KubeClient(k8s.ApiClient(configuration))
 
 
 def pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -156,55 +142,6 @@ class Scene:
         return versions
 
 
-def _probe(kube: KubeClient, probe_namespace: str) -> KubeError | None:
-    """Create a ConfigMap with the operator's label: None when admitted, else the refusal."""
-    try:
-        kube.create(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "generateName": "probe-",
-                    "namespace": probe_namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "cleo-operator"},
-                },
-            }
-        )
-    except KubeError as exc:
-        return exc
-    return None
-
-
-def _install_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
-    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
-
-    # A policy takes a moment to be compiled and bound: wait until it refuses a probe.
-    def active() -> bool:
-        refusal = _probe(kube, probe_namespace)
-        return refusal is not None and MESSAGE in refusal.message
-
-    wait_for(active, timeout=60, interval=0.5, what="the admission policy to be active")
-
-
-def _remove_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str) -> None:
-    manifest = yaml.safe_dump_all(policy_objects(OPERATOR_USER))
-    cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
-
-    # The API server drops a deleted policy a moment later, as it compiled it a moment after
-    # it was made: wait until the probe is accepted, so the next module (which writes such
-    # labels as a cluster admin) never meets a policy this module no longer owns.
-    def gone() -> bool:
-        refusal = _probe(kube, probe_namespace)
-        if refusal is None:
-            return True
-        if MESSAGE in refusal.message:
-            return False
-        raise refusal
-
-    wait_for(gone, timeout=60, interval=0.5, what="the admission policy to be gone")
-
-
 @pytest.fixture(scope="module")
 def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iterator[Scene]:
     operator = operator_client(cluster)
@@ -225,7 +162,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
             "metadata": {"name": probe, "labels": {"cleoai.io/tenant": "probe"}},
         }
     )
-    _install_policy(cluster, kube, probe)
+    install_policy(cluster, kube, probe)
     spec = yaml.safe_load((REPO / "examples" / "tenant.yaml").read_text())["spec"]
     spec.update(
         namespace=namespace,
@@ -283,7 +220,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     finally:
         operator.delete(TENANT, tenant)
         kube.delete(NAMESPACE, namespace)
-        _remove_policy(cluster, kube, probe)
+        remove_policy(cluster, kube, probe)
         kube.delete(NAMESPACE, probe)
         kube.delete(NAMESPACE, operator_namespace)
 

@@ -123,3 +123,27 @@ def test_the_policy_reserves_those_names_and_the_runners_service_accounts() -> N
     assert f'startsWith("{NAME_PREFIX}")' in variables["runnerServiceAccount"]
     validations = _objects()["ValidatingAdmissionPolicy"]["spec"]["validations"]
     assert not any('"cleo-keyring"' in v["expression"] for v in validations)
+
+
+ONE_OFF_FIELDS = {"tenant", "from", "suspend", "concurrencyPolicy", "historyLimit"}
+"""What a tenant admin's one-off may set: who, which CleoBackup to run, and fields that aim
+nothing (suspend and concurrencyPolicy mean nothing without a schedule; historyLimit sizes
+the object's own status)."""
+
+
+@pytest.mark.security
+def test_a_tenant_admins_one_off_may_set_no_field_that_aims_the_runner() -> None:
+    """Every other field of CleoBackupSpec must be refused by name: a field added to the
+    model later fails here until the policy refuses it (or it is judged harmless above)."""
+    variables = {
+        v["name"]: v["expression"]
+        for v in _objects()["ValidatingAdmissionPolicy"]["spec"]["variables"]
+    }
+    fields = {field.alias or name for name, field in CleoBackupSpec.model_fields.items()}
+    assert fields >= ONE_OFF_FIELDS
+    assert "timeZone" in fields  # the API's names
+    for variable, obj in (("newOneOff", "object"), ("oldOneOff", "oldObject")):
+        expression = " ".join(variables[variable].split())
+        assert f"has({obj}.spec.from)" in expression
+        for field in sorted(fields - ONE_OFF_FIELDS):
+            assert f"!has({obj}.spec.{field})" in expression, (variable, field)
