@@ -41,9 +41,9 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # pytest exits 5 when it collected no test; make fails on any non-zero exit, so an empty
-# run can never pass silently.
+# run can never pass silently. The 25 slowest tests are printed, to keep the warm run short.
 test: system-deps $(STAMP) lint toolchain
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 run: system-deps $(STAMP)
 	$(BIN)/python -m e2e.run

@@ -1,5 +1,6 @@
 """The local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK (one fake node), built from Go modules and run on loopback ports.
+kube-scheduler, KWOK (one fake node) and metrics-server (the metrics API, fed by KWOK's
+simulated usage: e2e/metrics.py), built from Go modules and run on loopback ports.
 
 There is no Docker engine on the machines this project is developed and tested on, so kind
 cannot run; this launcher gives the tests a real API server with real controllers instead.
@@ -40,7 +41,15 @@ from typing import Any
 
 import yaml
 
-from e2e.pki import ClusterPKI, generate_pki
+from e2e.metrics import (
+    METRICS_SERVER_HOSTS,
+    METRICS_SERVER_USER,
+    kwok_usage_config,
+    metrics_server_args,
+    node_metrics_annotations,
+    register_metrics_api,
+)
+from e2e.pki import FRONT_PROXY_CLIENT, ClusterPKI, generate_pki
 
 log = logging.getLogger("e2e.cluster")
 
@@ -157,7 +166,8 @@ class LocalCluster:
     """One local control plane. `start()` it, use `kubeconfig`, then `stop()` it."""
 
     bin_dir: Path
-    """Folder with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok."""
+    """Folder with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+    kwok and metrics-server."""
     workdir: Path | None = None
     """Where state, logs and certificates go; a fresh temporary folder when None."""
     keep_workdir: bool = False
@@ -171,6 +181,7 @@ class LocalCluster:
     audit_log: Path = field(init=False, default=Path())
     pki: ClusterPKI | None = field(init=False, default=None)
     apiserver_port: int = field(init=False, default=0)
+    metrics_server_port: int = field(init=False, default=0)
     _procs: list[_Proc] = field(init=False, default_factory=list)
     _own_workdir: bool = field(init=False, default=False)
 
@@ -209,13 +220,16 @@ class LocalCluster:
         self.pki = generate_pki(
             self.workdir / "pki",
             hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.96.0.1"],
+            metrics_server_hosts=METRICS_SERVER_HOSTS,
         )
         tokens = self._write_tokens()
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
         self._start_controllers(tokens)
+        self._register_metrics_api()
         self._create_fake_node()
         self._wait_for_default_service_account(deadline)
+        self._start_metrics_server()
 
     def stop(self) -> None:
         """Stop every process this cluster started and remove its folder.
@@ -280,6 +294,8 @@ class LocalCluster:
             (secrets.token_urlsafe(32), "system:kube-controller-manager", "system:masters"),
             (secrets.token_urlsafe(32), "system:kube-scheduler", ""),
             (secrets.token_urlsafe(32), "kwok-controller", "system:masters"),
+            # Only the RBAC its upstream manifests grant (e2e/metrics.py).
+            (secrets.token_urlsafe(32), METRICS_SERVER_USER, ""),
             (self.limited_token, LIMITED_USER, ""),
             (self.operator_token, OPERATOR_USER, "system:masters"),
         ]
@@ -355,6 +371,16 @@ class LocalCluster:
                 "--profiling=false",
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
+                # The aggregation layer, for metrics-server's metrics.k8s.io: the aggregator
+                # proxies with this client certificate and names the user in headers that
+                # metrics-server trusts only from a certificate of the front-proxy CA.
+                f"--requestheader-client-ca-file={self.pki.front_proxy_ca_cert}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={self.pki.front_proxy_client_cert}",
+                f"--proxy-client-key-file={self.pki.front_proxy_client_key}",
                 "--audit-log-format=json",
                 "--audit-log-mode=blocking",  # an event is on disk before the response
                 "--v=1",
@@ -450,17 +476,60 @@ class LocalCluster:
         kwok_kubeconfig = self.kubeconfig_for(
             "kwok-controller", self._component_tokens["kwok-controller"]
         )
+        usage_config = self.workdir / "kwok-usage.yaml"
+        usage_config.write_text(yaml.safe_dump_all(kwok_usage_config(), sort_keys=False))
+        # KWOK's server is every fake node's kubelet: the node stages advertise this
+        # address and port, and metrics-server scrapes the simulated /metrics/resource.
+        kubelet_port = free_port()
         self._spawn(
             "kwok",
             [
                 str(self.bin_dir / "kwok"),
                 f"--kubeconfig={kwok_kubeconfig}",
                 f"--config={self.bin_dir / 'kwok-stages.yaml'}",
+                f"--config={usage_config}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--server-address=127.0.0.1:{free_port()}",
+                f"--server-address=127.0.0.1:{kubelet_port}",
+                "--node-ip=127.0.0.1",
+                f"--node-port={kubelet_port}",
+                f"--tls-cert-file={self.pki.kubelet_cert}",
+                f"--tls-private-key-file={self.pki.kubelet_key}",
                 "--node-lease-duration-seconds=40",
             ],
+        )
+
+    def _start_metrics_server(self) -> None:
+        """Started last and never waited for: start() does not need it, and its start-up
+        would compete for CPU with the components start() waits on. Only tests that read
+        metrics wait for them (a new pod's metrics need two scrapes anyway)."""
+        assert self.pki is not None
+        self._spawn(
+            "metrics-server",
+            [
+                str(self.bin_dir / "metrics-server"),
+                *metrics_server_args(
+                    port=self.metrics_server_port,
+                    kubeconfig=self.kubeconfig_for(
+                        METRICS_SERVER_USER, self._component_tokens[METRICS_SERVER_USER]
+                    ),
+                    serving_cert=self.pki.metrics_server_cert,
+                    serving_key=self.pki.metrics_server_key,
+                    kubelet_ca=self.pki.ca_cert,
+                    client_ca=self.pki.ca_cert,
+                    front_proxy_ca=self.pki.front_proxy_ca_cert,
+                ),
+            ],
+        )
+
+    def _register_metrics_api(self) -> None:
+        assert self.pki is not None
+        self.metrics_server_port = free_port()
+        register_metrics_api(
+            server=self.server,
+            token=self.admin_token,
+            ca_cert=self.pki.ca_cert,
+            port=self.metrics_server_port,
         )
 
     def _create_fake_node(self) -> None:
@@ -469,7 +538,10 @@ class LocalCluster:
             "kind": "Node",
             "metadata": {
                 "name": FAKE_NODE,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "annotations": {
+                    "kwok.x-k8s.io/node": "fake",
+                    **node_metrics_annotations(FAKE_NODE),
+                },
                 "labels": {
                     "kubernetes.io/hostname": FAKE_NODE,
                     "kubernetes.io/os": "linux",

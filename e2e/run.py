@@ -32,7 +32,10 @@ def local_cluster() -> Iterator[tuple[dict[str, str], str]]:
 
     say("building the local control plane (cached after the first build)")
     bin_dir = build_toolchain()
-    say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK")
+    say(
+        "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK"
+        " and metrics-server"
+    )
     workdir = STATE / "run-cluster"
     with LocalCluster(bin_dir=bin_dir, workdir=workdir) as cluster:
         yield cluster.env(), str(bin_dir / "kubectl")
@@ -131,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(
             f"\n    export KUBECONFIG={kubeconfig}\n    {kubectl} get cleotenants -w\n\n"
         )
+        if args.cluster == "local":
+            # The tenant reads Degraded until its HPA reads metrics: say so, or it looks stuck.
+            say(
+                "the tenant turns Ready once metrics-server has measured its pods"
+                " (within a minute); `kubectl top pods -A` shows what the HPA reads"
+            )
         operator = subprocess.Popen(
             [
                 sys.executable,

@@ -156,7 +156,8 @@ def test_stop_leaves_no_process_behind(cluster: LocalCluster) -> None:
     """A second, short-lived cluster stops completely (the session one is checked by CI)."""
     with LocalCluster(bin_dir=cluster.bin_dir) as second:
         pids = second.pids()
-        assert len(pids) == 5  # etcd, apiserver, controller-manager, scheduler, kwok
+        # etcd, apiserver, controller-manager, scheduler, kwok, metrics-server
+        assert len(pids) == 6
     time.sleep(0.5)
     alive = subprocess.run(
         ["ps", "-o", "pid=", "-p", ",".join(map(str, pids))],

@@ -62,6 +62,29 @@ def wait_condition(
     return result
 
 
+def metrics_api_available(cluster: LocalCluster) -> bool:
+    status = cluster.kubectl(
+        "get",
+        "apiservice",
+        "v1beta1.metrics.k8s.io",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Available')].status}",
+        check=False,
+    )
+    return status.stdout.strip() == "True"
+
+
+def hpas_without_metrics(cluster: LocalCluster) -> list[str]:
+    """HPAs that scale some pods but do not read their metrics (yet)."""
+    waiting = []
+    for hpa in kubectl_json(cluster, "get", "hpa", "-A")["items"]:
+        status = hpa.get("status") or {}
+        active = [c for c in status.get("conditions") or [] if c["type"] == "ScalingActive"]
+        if status.get("currentReplicas") and not (active and active[0]["status"] == "True"):
+            waiting.append(f"{hpa['metadata']['namespace']}/{hpa['metadata']['name']}")
+    return waiting
+
+
 def test_full_tenant_has_every_child_and_truthful_status(
     cluster: LocalCluster, operator_process: OperatorProcess
 ) -> None:
@@ -72,16 +95,12 @@ def test_full_tenant_has_every_child_and_truthful_status(
     for type_ in ("NamespaceReady", "PoliciesReady", "WorkloadAvailable"):
         assert cond[type_]["status"] == "True", cond[type_]
         assert cond[type_]["observedGeneration"] == tenant["metadata"]["generation"]
-    # There is no metrics API on the local control plane: the HPA cannot read CPU, and the
-    # Autoscaling condition says so instead of pretending. Ready is not gated on it.
-    autoscaling = wait_condition(cluster, "full", "Autoscaling", "False")
-    auto = conditions(autoscaling)["Autoscaling"]
-    assert auto["reason"] in {"FailedGetResourceMetric", "FailedComputeMetricsReplicas"}, auto
-    assert "metrics" in auto["message"].lower()
-    assert autoscaling["status"]["phase"] == "Degraded"
-    assert autoscaling["status"]["replicas"]["available"] == 2
+    # Ready is not gated on Autoscaling: the HPA reads no metrics until metrics-server has
+    # scraped the new pods twice, and then it does (test_metrics.py follows that through).
+    assert "Autoscaling" in cond
+    assert tenant["status"]["replicas"]["available"] == 2
 
-    kinds = {(c["kind"], c["name"]) for c in autoscaling["status"]["children"]}
+    kinds = {(c["kind"], c["name"]) for c in tenant["status"]["children"]}
     expected = set(tenant_children(ns))
     assert expected <= kinds, expected - kinds
     for kind, name in expected:
@@ -107,14 +126,17 @@ def test_full_tenant_has_every_child_and_truthful_status(
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"]["drop"] == ["ALL"]
 
-    table = cluster.kubectl("get", "cleotenant", "full").stdout.splitlines()
-    row = dict(zip(table[0].split(), table[1].split(), strict=False))
-    assert (row["PHASE"], row["READY"], row["NAMESPACE"], row["REPLICAS"]) == (
-        "Degraded",
-        "True",
-        ns,
-        "2",
-    )
+    # The printer columns. PHASE turns from Degraded to Ready when the HPA first reads
+    # metrics, so it is compared with the phase on status, read again until both agree.
+    def row_and_phase() -> tuple[dict[str, str], str] | None:
+        table = cluster.kubectl("get", "cleotenant", "full").stdout.splitlines()
+        row = dict(zip(table[0].split(), table[1].split(), strict=False))
+        phase = kubectl_json(cluster, "get", "cleotenant", "full")["status"]["phase"]
+        return (row, phase) if row["PHASE"] == phase else None
+
+    row, phase = wait_for(row_and_phase, timeout=10, what="the PHASE column to match status")
+    assert phase in {"Ready", "Degraded"}
+    assert (row["READY"], row["NAMESPACE"], row["REPLICAS"]) == ("True", ns, "2")
 
 
 def test_spec_change_converges(cluster: LocalCluster, operator_process: OperatorProcess) -> None:
@@ -280,7 +302,17 @@ def test_twenty_tenants_at_once_and_a_resync_writes_nothing(
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     for n in names:
         wait_condition(cluster, n, "Ready", "True", timeout=180)
-    time.sleep(3)  # let late events (pod status, endpoints) settle
+    # Other tests' tenants keep their HPAs: one that gets its first metrics during the
+    # measurement changes its tenant's Autoscaling condition, a real write. Wait for them
+    # (where there is a metrics API: the local cluster has one, a cluster of yours may not).
+    if metrics_api_available(cluster):
+        wait_for(
+            lambda: hpas_without_metrics(cluster) == [],
+            timeout=60,
+            interval=1,
+            what="every HPA with pods to read their metrics",
+        )
+    time.sleep(3)  # let late events (pod status, endpoints, tenant status) settle
 
     # The audit log does see the operator's writes: creating the tenants took many.
     created = [

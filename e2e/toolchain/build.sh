@@ -1,95 +1,81 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) and Helm (for the chart tests) from the Go wrapper
-# modules beside this script and prints the folder that holds the binaries.
+# Builds the local toolchain and prints the folder that holds its binaries: the control plane
+# (etcd, Kubernetes, KWOK) and the programs the tests start beside it (Helm, ...).
 #
-# The binaries are cached outside the repository, in
-#   ${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}/<key>/bin
-# where <key> hashes every go.mod, go.sum, main.go and this script, so a change to
-# any pinned version builds afresh and an unchanged tree costs nothing.
+# Every directory beside this script is one component: its pinned inputs (go.mod and go.sum,
+# or package.json and package-lock.json) and a `build` recipe, run with bash in that directory
+# with $OUT set to the (empty) folder for its output. Each component is cached on its own,
+#   ${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}/components/<name>-<key>/
+# where <key> hashes this script and every file of the component's directory. So a new
+# component, or a new version of one, builds only that component: the Kubernetes build takes
+# 15-25 minutes on 2 cores and is not redone for a change elsewhere. The printed folder,
+# <cache>/<combined key>/bin, holds links to every component's files.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${CLEO_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cleo-operator/toolchain}
-key=$(cd "$here" && cat build.sh */go.mod */go.sum */*.go 2>/dev/null | sha256sum | cut -c1-16)
-bin="$cache_root/$key/bin"
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages.yaml helm)
-
-complete() {
-  local b
-  for b in "${want[@]}"; do [ -s "$bin/$b" ] || return 1; done
-}
-
-if complete; then
-  echo "$bin"
-  exit 0
-fi
-
-# One build at a time per cache key: a second caller (another test session, make run in a
-# second terminal) waits for the first and then finds the binaries ready.
-mkdir -p "$cache_root/$key"
-exec 9>"$cache_root/$key/.lock"
-flock 9
-if complete; then
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "build.sh: Go is required to build the local control plane" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
-mkdir -p "$bin.partial"
 log() { echo "build.sh: $*" >&2; }
 
-kube_version=$(grep -Eo "k8s.io/kubernetes v[0-9.]+" "$here/kube/go.mod" | head -n1 | cut -d" " -f2)
-major=${kube_version#v}; major=${major%%.*}
-minor=${kube_version#v*.}; minor=${minor%%.*}
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+component_key() {
+  (cd "$here" && cat build.sh && find "$1" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat) \
+    | sha256sum | cut -c1-16
+}
+
+build_component() {
+  local name=$1 out=$2 start
+  # One build at a time per component: a second caller (another test session, make run in a
+  # second terminal) waits for the first and then finds the output ready.
+  mkdir -p "$cache_root/components"
+  exec 9>"$out.lock"
+  flock 9
+  if [ ! -e "$out/.done" ]; then
+    if [ -f "$here/$name/go.mod" ] && ! command -v go >/dev/null; then
+      log "Go is required to build $name"; exit 1
+    fi
+    log "building $name"
+    start=$(date +%s)
+    rm -rf "$out.partial"
+    mkdir -p "$out.partial"
+    (
+      cd "$here/$name"
+      export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" OUT="$out.partial"
+      bash ./build
+    ) || { log "building $name failed"; exit 1; }
+    [ -n "$(ls -A "$out.partial")" ] || { log "$name built nothing"; exit 1; }
+    touch "$out.partial/.done"
+    rm -rf "$out"
+    mv "$out.partial" "$out"
+    log "built $name in $(( $(date +%s) - start ))s"
+  fi
+  exec 9>&-
+}
+
+names=()
+for dir in "$here"/*/; do
+  [ -f "$dir/build" ] && names+=("$(basename "$dir")")
+done
+outs=()
+for name in "${names[@]}"; do
+  out="$cache_root/components/$name-$(component_key "$name")"
+  [ -e "$out/.done" ] || build_component "$name" "$out"
+  outs+=("$out")
 done
 
-start=$(date +%s)
-if [ ! -x "$bin.partial/kube-apiserver" ] || [ ! -x "$bin.partial/kubectl" ]; then
-  log "building Kubernetes $kube_version components (the first build takes 15-25 minutes on 2 cores)"
-  (cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$bin.partial/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+combined=$(printf '%s\n' "${outs[@]}" | sha256sum | cut -c1-16)
+bin="$cache_root/$combined/bin"
+if [ ! -e "$bin/.done" ]; then
+  mkdir -p "$cache_root/$combined"
+  exec 9>"$cache_root/$combined/.lock"
+  flock 9
 fi
-if [ ! -x "$bin.partial/etcd" ]; then
-  log "building etcd"
-  (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin.partial/etcd" .)
-fi
-if [ ! -x "$bin.partial/kwok" ]; then
-  log "building kwok"
-  (cd "$here/kwok" && go build -trimpath -ldflags "-s -w" -o "$bin.partial/kwok" sigs.k8s.io/kwok/cmd/kwok)
-fi
-if [ ! -x "$bin.partial/helm" ]; then
-  log "building helm"
-  # The stamps Helm's own Makefile sets: its version, and the Kubernetes minor its client
-  # libraries speak (client-go v0.N is Kubernetes 1.N), which `helm template` and `helm lint`
-  # assume for .Capabilities when they are not talking to a cluster.
-  helm_version=$(cd "$here/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)
-  client_go=$(cd "$here/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
-  client_minor=${client_go#v0.}; client_minor=${client_minor%%.*}
-  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_minor"
+if [ ! -e "$bin/.done" ]; then
+  rm -rf "$bin.partial"
+  mkdir -p "$bin.partial"
+  for out in "${outs[@]}"; do
+    for f in "$out"/*; do ln -sfn "$f" "$bin.partial/$(basename "$f")"; done
   done
-  (cd "$here/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$bin.partial/helm" helm.sh/helm/v3/cmd/helm)
+  touch "$bin.partial/.done"
+  rm -rf "$bin"
+  mv "$bin.partial" "$bin"
 fi
-# KWOK does nothing without Stage configuration; take the defaults that kwokctl
-# uses (node initialize and heartbeat, pod ready, complete and delete) from the very
-# module version that was built, so stages and binary always match.
-kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-stages="$kwok_dir/kustomize/stage"
-for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-         pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-  printf -- '---\n'
-  cat "$stages/$f"
-done > "$bin.partial/kwok-stages.yaml"
-rm -rf "$bin"
-mv "$bin.partial" "$bin"
-complete || { log "build finished but binaries are missing in $bin"; exit 1; }
-log "built in $(( $(date +%s) - start ))s"
 echo "$bin"

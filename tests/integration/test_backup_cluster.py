@@ -128,16 +128,16 @@ def provide_claim(kube: KubeClient, namespace: str, name: str = "backups") -> No
     )
 
 
+def backup_reconciler(kube: KubeClient, **settings: Any) -> BackupReconciler:
+    """A reconciler whose runners use the test image and reach the local API server."""
+    pod = BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER)
+    return BackupReconciler(kube, settings=BackupSettings(pod=pod, **settings))
+
+
 @pytest.fixture
 def reconciler(kube: KubeClient, crds_installed: None) -> Iterator[BackupReconciler]:
     del crds_installed
-    service = BackupReconciler(
-        kube,
-        settings=BackupSettings(
-            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
-            retry_seconds=1.0,
-        ),
-    )
+    service = backup_reconciler(kube, retry_seconds=1.0)
     yield service
     service.close()
 
@@ -403,13 +403,7 @@ def test_a_one_off_from_a_backup_is_removed_once_its_time_is_up(
     kube: KubeClient, site: Site, crds_installed: None
 ) -> None:
     del crds_installed
-    quick = BackupReconciler(
-        kube,
-        settings=BackupSettings(
-            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
-            one_off_ttl_seconds=2.0,
-        ),
-    )
+    quick = backup_reconciler(kube, one_off_ttl_seconds=2.0)
     try:
         # It never ran (its source is gone): its time counts from its creation. (After a
         # run, from the run's end: test_backup_cluster_runs.py.)

@@ -107,6 +107,16 @@ class Setup(BackupScene):
 
         wait_for(idle, timeout=60, what="the backup's Jobs to finish")
 
+    def run_one_off(self, name: str) -> str:
+        """Run the one-off Job of CleoBackup `name` here; the id of the backup it made."""
+        job = self.kube.get(JOB, f"cleo-backup-{name}", namespace=self.namespace)
+        assert job is not None
+        run = self.run(job)
+        assert run.returncode == 0, run.stderr
+        assert run.report is not None
+        backup_id: str = run.report["backup"]["backupId"]
+        return backup_id
+
 
 @pytest.fixture
 def setup(
@@ -290,12 +300,7 @@ def test_a_one_off_backup_runs_once_and_restores(
     )
     first = setup.reconciler.reconcile(ns, "before-upgrade")
     assert [ref["kind"] for ref in first.applied][-1] == "Job"
-    job = setup.kube.get(JOB, "cleo-backup-before-upgrade", namespace=ns)
-    assert job is not None
-    run = setup.run(job)
-    assert run.returncode == 0, run.stderr
-    assert run.report is not None
-    backup_id = run.report["backup"]["backupId"]
+    backup_id = setup.run_one_off("before-upgrade")
 
     setup.wait_until_no_job_runs("before-upgrade")
     done = setup.reconciler.reconcile(ns, "before-upgrade")
@@ -352,14 +357,9 @@ def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
         backup_manifest("now-1", ns, {"tenant": setup.tenant.name, "from": "nightly"})
     )
     setup.reconciler.reconcile(ns, "now-1")
-    job = setup.kube.get(JOB, "cleo-backup-now-1", namespace=ns)
-    assert job is not None
     # The runner checks the source again with its own token (its Role may read it) and
     # writes into the source's folder.
-    run = setup.run(job)
-    assert run.returncode == 0, run.stderr
-    assert run.report is not None
-    backup_id = run.report["backup"]["backupId"]
+    backup_id = setup.run_one_off("now-1")
     assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()
     (entry,) = setup.status("now-1")["history"]
     assert (entry["job"], entry["succeeded"], entry["backupId"]) == (

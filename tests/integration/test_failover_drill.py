@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 import pytest
 
 from cleo_operator.backup.connection import ConnectionInfo
+from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.restore import verify_backup
 from cleo_operator.backup.runner import run_backup
-from cleo_operator.backup.s3 import S3Storage
 from cleo_operator.crypto import Keyring
 from cleo_operator.data.tenant_db import tenant_database_name
 from cleo_operator.failover.drill import ClusterBackupSource
@@ -80,9 +80,9 @@ def scratch_databases(server: PostgresServer) -> list[str]:
 
 def backups_on_s3(
     setting: Setting, server: S3Server, keyring: Keyring
-) -> tuple[S3Storage, ConnectionInfo]:
+) -> tuple[ObjectStoreStorage, ConnectionInfo]:
     """A bucket, its CleoBackup, credentials and keyring Secrets, as a platform team sets up."""
-    storage = server.fresh_storage(bucket_prefix="drill", prefix="cleo")
+    storage = server.fresh_storage(prefix="drill")
 
     def secret(name: str, data: dict[str, bytes]) -> None:
         setting.kube.apply(
@@ -113,8 +113,8 @@ def backups_on_s3(
                 "destination": {
                     "type": "s3",
                     "s3": {
-                        "bucket": storage.bucket,
-                        "prefix": "cleo",
+                        "bucket": server.bucket,
+                        "prefix": storage.store.prefix,
                         "endpoint": server.endpoint,
                         "credentialsSecret": "s3-credentials",
                     },

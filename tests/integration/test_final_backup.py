@@ -198,6 +198,10 @@ def test_a_delete_tenant_with_backups_gets_a_final_backup_before_its_database_is
 
     again = setup.finalize()
     assert not again.done
+    # Once made, the message says where its runner is.
+    assert f"kubectl get jobs,pods -n {ns} -l cleoai.io/backup={FINAL_BACKUP_NAME}" in (
+        again.message
+    )
     assert setup.database_exists()
     unchanged = setup.get_backup(FINAL_BACKUP_NAME)
     assert unchanged is not None

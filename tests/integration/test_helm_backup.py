@@ -125,7 +125,12 @@ def test_the_cron_job_runs_the_values_image_with_its_pull_secrets_and_resources(
         assert runner_container["image"] == f"{REPOSITORY}@{DIGEST}"
         assert runner_container["image"] == container(objects)["image"]
         assert runner_container["imagePullPolicy"] == "Always"
-        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-pull"}]
+        # The operator's copies of the values' Secrets in the tenant namespace (a pod can
+        # only name its own namespace's Secrets).
+        assert pod["imagePullSecrets"] == [
+            {"name": "cleo-pull-regcred"},
+            {"name": "cleo-pull-mirror-pull"},
+        ]
         assert runner_container["resources"] == {
             "requests": {"cpu": "250m", "memory": "512Mi"},
             "limits": {"cpu": "2", "memory": "2Gi"},
@@ -162,7 +167,7 @@ def test_by_default_the_runner_is_the_operators_own_image_and_pull_secrets(
     (runner_container,) = pod["containers"]
     assert runner_container["image"] == f"{REPOSITORY}@{DIGEST}"
     assert runner_container["imagePullPolicy"] == "Never"
-    assert pod["imagePullSecrets"] == [{"name": "operator-pull"}]
+    assert pod["imagePullSecrets"] == [{"name": "cleo-pull-operator-pull"}]
     # No resources of the chart's: the CleoBackup's own, as it wrote them.
     assert runner_container["resources"] == {"limits": {"memory": "1Gi"}}
     # Without any value: the chart's default image at its appVersion, no pull secrets.

@@ -607,6 +607,11 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
     ("misspelt nested value", ["--set", "metrics.serviceMonitor.enable=true"], "enable"),
     ("digest", ["--set", "image.digest=latest"], "/image/digest"),
     (
+        "runner pull secret not a DNS subdomain",
+        ["--set", "backup.imagePullSecrets[0].name=Reg_Cred"],
+        "/backup/imagePullSecrets/0/name",
+    ),
+    (
         "pdb zero",
         ["--set", "podDisruptionBudget.maxUnavailable=0"],
         "/podDisruptionBudget/maxUnavailable",

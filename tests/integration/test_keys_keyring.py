@@ -313,6 +313,17 @@ def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_per
     assert tenant.reconcile(now=T0 + 2 * HOUR).condition.reason == "TenantKeyringRepaired"
     (kept,) = _quarantined(tenant)
     name = kept["metadata"]["name"]
+    # `keys status` lists it, with the command that adopts it.
+    status = keys_cli(
+        env, "keys", "status", "--operator-namespace", tenant.operator_namespace
+    ).stdout
+    # (Other tests of the module share the operator namespace: count only this one.)
+    assert "keyring quarantines to review: " in status
+    assert f"  {name}: tenant {tenant.name}, from " in status
+    assert (
+        f"adopt: cleo-operator keys adopt-quarantined --tenant {tenant.name} --secret {name};"
+        in status
+    )
 
     wrong = keys_cli(
         env,
@@ -342,6 +353,10 @@ def test_an_operator_namespace_restored_from_an_old_backup_is_recovered_by_a_per
     assert "now holds versions v1, v2 (active v2)" in adopted.stdout
     assert tenant.copy_keyring() == new
     assert _quarantined(tenant) == []
+    status = keys_cli(
+        env, "keys", "status", "--operator-namespace", tenant.operator_namespace
+    ).stdout
+    assert name not in status
 
     outcome = tenant.reconcile(now=T0 + 2 * HOUR)
     assert outcome.condition.reason == "TenantKeyringRepaired", "it lacked v2: repaired"

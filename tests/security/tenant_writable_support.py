@@ -12,7 +12,9 @@ through the real admission policies; nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +204,16 @@ def remove_policy(cluster: LocalCluster, kube: KubeClient, probe_namespace: str)
         raise refusal
 
     wait_for(gone, timeout=60, interval=0.5, what="the admission policy to be gone")
+
+
+@contextlib.contextmanager
+def tenant_protection(cluster: LocalCluster, kube: KubeClient) -> Iterator[None]:
+    """The shipped policy, installed while the block runs (probed in a namespace of its own)."""
+    probe = new_name("policy-probe")
+    create_tenant_namespace(kube, probe, "probe")
+    try:
+        install_policy(cluster, kube, probe)
+        yield
+    finally:
+        remove_policy(cluster, kube, probe)
+        kube.delete(NAMESPACE, probe)

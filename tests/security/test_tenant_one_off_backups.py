@@ -41,11 +41,10 @@ from tests.security.tenant_writable_support import (
     attacker_client,
     bind_tenant_admin,
     create_tenant_namespace,
-    install_policy,
     new_name,
     operator_client,
     refused,
-    remove_policy,
+    tenant_protection,
 )
 
 pytestmark = [
@@ -120,6 +119,7 @@ def _tenant(admin: KubeClient, operator: KubeClient, tenant: str, namespace: str
         owner=tenant_owner(name=tenant, uid=created["metadata"]["uid"]),
         spec=parse_tenant_spec(spec),
     )
+    assert quota is not None
     operator.apply(quota)
     write_keyring(operator, namespace)
     login = {
@@ -184,36 +184,32 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     operator = operator_client(cluster)
     tenant, other = new_name("oob"), new_name("oob")
     namespace, other_namespace = f"cleo-{tenant}", f"cleo-{other}"
-    probe = new_name("oob-probe")
-    create_tenant_namespace(kube, probe, "probe")
-    install_policy(cluster, kube, probe)
     reconciler = BackupReconciler(
         operator,
         settings=BackupSettings(
             pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER)
         ),
     )
-    try:
-        _tenant(kube, operator, tenant, namespace)
-        _tenant(kube, operator, other, other_namespace)
-        bind_tenant_admin(operator, tenant=tenant, namespace=namespace, user=ATTACKER)
-        yield Scene(
-            tenant=tenant,
-            namespace=namespace,
-            other_tenant=other,
-            other_namespace=other_namespace,
-            admin=kube,
-            operator=operator,
-            attacker=attacker_client(cluster, kube),
-            reconciler=reconciler,
-        )
-    finally:
-        reconciler.close()
-        for name, ns in ((tenant, namespace), (other, other_namespace)):
-            kube.delete(TENANT, name)
-            kube.delete(NAMESPACE, ns)
-        remove_policy(cluster, kube, probe)
-        kube.delete(NAMESPACE, probe)
+    with tenant_protection(cluster, kube):
+        try:
+            _tenant(kube, operator, tenant, namespace)
+            _tenant(kube, operator, other, other_namespace)
+            bind_tenant_admin(operator, tenant=tenant, namespace=namespace, user=ATTACKER)
+            yield Scene(
+                tenant=tenant,
+                namespace=namespace,
+                other_tenant=other,
+                other_namespace=other_namespace,
+                admin=kube,
+                operator=operator,
+                attacker=attacker_client(cluster, kube),
+                reconciler=reconciler,
+            )
+        finally:
+            reconciler.close()
+            for name, ns in ((tenant, namespace), (other, other_namespace)):
+                kube.delete(TENANT, name)
+                kube.delete(NAMESPACE, ns)
 
 
 # -- what the policy refuses ---------------------------------------------------------------

@@ -162,3 +162,92 @@ def test_the_api_server_refuses_egress_that_is_not_an_address_range(
     result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
     assert result.returncode != 0
     assert "spec.destination.s3.egress[0]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("egress", "words"),
+    [
+        (["0.0.0.0/0"], "too wide"),
+        (["::/0"], "too wide"),
+        (["10.0.0.0/8", "64.0.0.0/2"], "too wide"),
+        (["2000::/3"], "too wide"),
+        (["256.1.1.1/32"], "spec.destination.s3.egress[0]"),
+        (["10.0.0.0/33"], "spec.destination.s3.egress[0]"),
+    ],
+)
+def test_the_api_server_refuses_egress_to_everywhere(
+    cluster: LocalCluster, site: Site, egress: list[str], words: str
+) -> None:
+    # A tenant admin writes CleoBackups: a range spanning (nearly) every address would let
+    # the runner's pods, which hold the database login and the keyring, reach anywhere.
+    manifest = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoBackup",
+        "metadata": {"name": "wide", "namespace": site.namespace},
+        "spec": {"tenant": site.tenant, "destination": s3(egress=egress)},
+    }
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert words in result.stderr
+    assert "spec.destination.s3.egress" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ({"bucket": "cleo-backups"}, "set exactly one of credentialsSecret"),
+        (
+            {
+                "bucket": "cleo-backups",
+                "credentialsSecret": "backup-s3",
+                "instanceMetadata": True,
+            },
+            "set exactly one of credentialsSecret",
+        ),
+    ],
+)
+def test_the_api_server_wants_exactly_one_credential_source(
+    cluster: LocalCluster, site: Site, block: dict[str, Any], words: str
+) -> None:
+    manifest = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoBackup",
+        "metadata": {"name": "creds", "namespace": site.namespace},
+        "spec": {"tenant": site.tenant, "destination": {"type": "s3", "s3": block}},
+    }
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert words in result.stderr
+
+
+def test_instance_metadata_opens_only_when_the_backup_asks_for_it(
+    kube: KubeClient, site: Site, reconciler: BackupReconciler
+) -> None:
+    # The metadata address hands out the node's credentials: a Secret-keyed runner never
+    # reaches it; one that asks for the node's identity reaches that address on port 80 only.
+    keyed = s3(egress=["198.51.100.0/24"])
+    site.backup("keyed", {"schedule": "0 3 * * *", "destination": keyed})
+    node = {
+        "type": "s3",
+        "s3": {"bucket": "cleo-backups", "egress": ["198.51.100.0/24"], "instanceMetadata": True},
+    }
+    site.backup("node", {"schedule": "0 3 * * *", "destination": node})
+
+    reconciler.reconcile(site.namespace, "keyed")
+    reconciler.reconcile(site.namespace, "node")
+
+    def cidrs(name: str) -> set[str]:
+        return {p["ipBlock"]["cidr"] for r in live_egress(kube, site, name) for p in r["to"]}
+
+    assert "169.254.169.254/32" not in cidrs("keyed")
+    metadata = [
+        r
+        for r in live_egress(kube, site, "node")
+        if r["to"][0]["ipBlock"]["cidr"].startswith("169.254.")
+    ]
+    assert metadata == [
+        {
+            "to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}],
+            "ports": [{"protocol": "TCP", "port": 80}],
+        }
+    ]

@@ -17,6 +17,7 @@ from cleo_operator.render.backup import APP_NAME, BACKUP_LABEL, NAME_PREFIX, ren
 from cleo_operator.render.child import CONFIG_MAP_NAME, WORKLOAD_NAME
 from cleo_operator.render.limits import LIMIT_RANGE_NAME, RESOURCE_QUOTA_NAME
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, ORPHANED_LABEL, TENANT_LABEL
+from cleo_operator.render.pull_secrets import pull_secret_copy_name
 from cleo_operator.render.rbac import OperatorAccess
 from cleo_operator.render.tenant import render_tenant
 from tests.unit.render.specs import TENANT, UID, spec_of
@@ -101,6 +102,8 @@ def test_every_name_the_operator_gives_in_a_tenant_namespace_is_reserved() -> No
         LIMIT_RANGE_NAME,
         CONFIG_MAP_NAME,
         WORKLOAD_NAME,
+        pull_secret_copy_name("regcred"),
+        pull_secret_copy_name("r" * 253),
     }
     assert {"cleoai", "cleo-operator", "cleo-keyring", "cleo-backup-nightly"} <= names
     assert [n for n in sorted(names) if not _reserved(n)] == []

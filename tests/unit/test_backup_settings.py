@@ -19,6 +19,7 @@ def test_defaults_run_the_operators_own_image_and_verify_no_volumes() -> None:
     assert settings.pod.api_server_cidrs == ()
     assert settings.pod.object_store_cidrs == ()
     assert settings.pod.image_pull_secrets == ()
+    assert settings.pull_secret_sources == ()
     assert settings.pod.resources is None
     assert settings.volumes_dir is None
     assert settings.one_off_ttl_seconds == 86400.0
@@ -52,6 +53,14 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "s3.amazonaws.com", "is not an address range"),
         ("CLEO_BACKUP_IMAGE_PULL_SECRETS", "regcred,Reg_Cred", "'Reg_Cred' is not a Secret"),
         ("CLEO_BACKUP_IMAGE_PULL_SECRETS", '["regcred"]', "separate names with commas"),
+        ("CLEO_BACKUP_IMAGE_PULL_SECRETS", "reg..cred", "'reg..cred' is not a Secret name"),
+        ("CLEO_BACKUP_IMAGE_PULL_SECRETS", "reg.-cred", "DNS subdomain"),
+        ("CLEO_BACKUP_IMAGE_PULL_SECRETS", "a" * 254, "253 characters at most"),
+        (
+            "CLEO_BACKUP_RESOURCES",
+            '{"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}',
+            "requests.memory: 2Gi is more than limits.memory",
+        ),
         ("CLEO_BACKUP_RESOURCES", "{requests: {}}", "not JSON"),
         ("CLEO_BACKUP_RESOURCES", '{"requests": {"cpu": "lots"}}', "requests.cpu:"),
         ("CLEO_BACKUP_RESOURCES", '{"request": {"cpu": "1"}}', "request: Extra inputs"),
@@ -95,8 +104,9 @@ def test_pull_secrets_resources_and_object_stores_from_the_environment() -> None
             "CLEO_BACKUP_OBJECT_STORE_CIDRS": "10.42.7.0/24,2001:db8::/48",
         }
     )
-    # Duplicates once, in the order given.
-    assert settings.pod.image_pull_secrets == ("regcred", "mirror.pull")
+    # Duplicates once, in the order given; the runner pods name the operator's copies.
+    assert settings.pull_secret_sources == ("regcred", "mirror.pull")
+    assert settings.pod.image_pull_secrets == ("cleo-pull-regcred", "cleo-pull-mirror.pull")
     resources = settings.pod.resources
     assert resources is not None
     assert resources.requests is not None

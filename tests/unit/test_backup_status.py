@@ -265,3 +265,14 @@ def test_record_run_through_the_status_writer_keeps_what_the_run_does_not_move()
     assert late["lastBackup"] == later["lastBackup"]
     assert late["lastSuccessfulBackup"] == first["lastSuccessfulBackup"]
     assert len(late["history"]) == 3
+
+
+def test_a_report_time_without_a_zone_falls_back_to_the_runs_own_clock() -> None:
+    report = succeeded(T0, "20260301T030000Z-00000001")
+    assert "backup" in report
+    report["backup"]["startTime"] = "2026-03-01T03:00:00"  # no zone: not RFC 3339
+    report["backup"]["endTime"] = "yesterday"
+    ended = T0 + timedelta(minutes=2)
+    entry = entry_from_report(report, job="nightly-1", started=T0, ended=ended)
+    assert entry.run.start_time == "2026-03-01T03:00:00Z"
+    assert entry.run.end_time == "2026-03-01T03:02:00Z"

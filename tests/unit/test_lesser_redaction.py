@@ -170,10 +170,17 @@ def test_known_secrets_go_in_every_encoding(secret: str, text: str) -> None:
         ("data: {keyring.json: {current: 1}, v1.key: c2VjcmV0a2V5}", "c2VjcmV0a2V5"),
         ("v1.key=c2VjcmV0a2V5", "c2VjcmV0a2V5"),
         ("V12.KEY: c2VjcmV0a2V5", "c2VjcmV0a2V5"),
+        # Found by the property test: a value that starts like an option is still a value.
+        ("password --00000000", "--00000000"),
+        ("pg_dump --password --00000000 --host db", "--00000000"),
     ],
 )
 def test_known_spellings(text: str, secret: str) -> None:
     assert secret not in redact(text)
+
+
+def test_a_negated_password_flag_takes_no_value() -> None:
+    assert redact("pg_dump --no-password --host db") == "pg_dump --no-password --host db"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.backup.commands import storage_from_destination
-from cleo_operator.backup.s3 import S3Storage
+from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.cli import backup as backup_cli
 from cleo_operator.render.backup import (
@@ -354,8 +354,9 @@ def test_an_s3_destination_gets_its_credentials_and_no_volume() -> None:
     storage = storage_from_destination(
         destination, environ={"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
     )
-    assert isinstance(storage, S3Storage)
-    assert (storage.bucket, storage.prefix, storage.region, storage.endpoint) == (
+    assert isinstance(storage, ObjectStoreStorage)
+    config = storage.store.config
+    assert (config["bucket"], storage.store.prefix, config["region"], config["endpoint"]) == (
         "cleo-backups",
         "tenants/acme",
         "eu-west-1",
@@ -533,5 +534,5 @@ def test_the_platforms_object_store_ranges_open_s3_runners_only() -> None:
 
 
 def test_a_spec_with_from_is_resolved_before_it_is_rendered() -> None:
-    with pytest.raises(ValueError, match=r"spec\.from is resolved"):
+    with pytest.raises(ValueError, match=r"spec\.from must be resolved"):
         rendered({"tenant": "acme", "from": NAME}, name="now-1")

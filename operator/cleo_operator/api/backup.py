@@ -14,6 +14,7 @@ what lets the admission policy allow tenant admins to create it and nothing else
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -29,12 +30,13 @@ from cleo_operator.api.base import (
     StatusModel,
     TenantName,
     Timestamp,
+    requests_over_limits,
 )
+from cleo_operator.api.cidr import Cidr
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Extra, Matches, Rules, cel, validations
-from cleo_operator.api.tenant import Cidr
 
 __all__ = [
     "KIND",
@@ -43,6 +45,8 @@ __all__ = [
     "RESOURCE",
     "SHORT_NAMES",
     "SINGULAR",
+    "AzureDestination",
+    "AzureWorkloadIdentity",
     "BackupPhase",
     "BackupRecord",
     "BackupRun",
@@ -50,9 +54,12 @@ __all__ = [
     "CleoBackupSpec",
     "CleoBackupStatus",
     "DestinationSpec",
+    "GcsDestination",
+    "GcsWorkloadIdentity",
     "PvcDestination",
     "RetentionSpec",
     "S3Destination",
+    "S3WorkloadIdentity",
     "VerificationSpec",
     "parse_backup_spec",
 ]
@@ -77,6 +84,20 @@ RELATIVE_PATH_HINT = (
 S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 REGION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+GCS_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$"
+AZURE_ACCOUNT_PATTERN = r"^[a-z0-9]{3,24}$"
+AZURE_CONTAINER_PATTERN = r"^[a-z0-9](-?[a-z0-9])+$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+GCP_SERVICE_ACCOUNT_PATTERN = (
+    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
+)
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+EGRESS_MIN_PREFIX: Final = {4: 8, 6: 24}
+"""The widest egress range a CleoBackup may name, per IP version. An egress range opens the
+runner's pods (which hold the tenant's database login and keyring) to every address in
+it, so 0.0.0.0/0 (and ::/0) would undo the NetworkPolicy; a /8 (16 million addresses, the
+widest block any provider publishes for its object store) is the most a real store needs,
+and for IPv6 a /24 (the published cloud ranges are /28 and narrower)."""
 
 
 def _check_schedule(text: str) -> str:
@@ -128,6 +149,28 @@ SourceName = Annotated[
 """The name of a CleoBackup (whose names are at most `NAME_MAX_LENGTH` long)."""
 
 
+def _check_egress_range(text: str) -> str:
+    network = ipaddress.ip_network(text, strict=False)
+    shortest = EGRESS_MIN_PREFIX[network.version]
+    if network.prefixlen < shortest:
+        raise ValueError(
+            f"{text} is too wide for a runner's egress: name the object store's ranges "
+            f"(at least /{shortest} for IPv{network.version}), never every address"
+        )
+    return text
+
+
+EgressRange = Annotated[Cidr, AfterValidator(_check_egress_range)]
+_EGRESS_RULE = cel(
+    "self.all(c, c.contains(':') ? c.matches('/(2[4-9]|[3-9][0-9]|1[01][0-9]|12[0-8])$') "
+    ": c.matches('/([89]|[12][0-9]|3[0-2])$'))",
+    "{path}: a range is too wide (at least /8 for IPv4, /24 for IPv6): name the object "
+    "store's ranges, never 0.0.0.0/0 or ::/0",
+)
+Egress = Annotated[list[EgressRange], Rules(_EGRESS_RULE)]
+Uuid = Annotated[str, Field(max_length=36), Matches(UUID_PATTERN, "a UUID")]
+
+
 class PvcDestination(SpecModel):
     """Archives go to a PersistentVolumeClaim in the backup's namespace."""
 
@@ -138,61 +181,255 @@ class PvcDestination(SpecModel):
     )
 
 
-class S3Destination(SpecModel):
+def _one_credential_source(block: str, *, keys: str) -> dict[str, Any]:
+    """The CEL rule of a store's block: exactly one of its credential sources."""
+    return validations(
+        cel(
+            "[has(self.credentialsSecret), has(self.workloadIdentity), "
+            "has(self.instanceMetadata) && self.instanceMetadata].exists_one(x, x)",
+            f"spec.destination.{block}: set exactly one of credentialsSecret ({keys}), "
+            "workloadIdentity, or instanceMetadata: true",
+        )
+    )
+
+
+class _ObjectStoreDestination(SpecModel):
+    """What every object store destination has: a prefix, egress and one credential source."""
+
+    prefix: RelativePath | None = Field(
+        default=None, description="Key prefix inside the bucket, e.g. cleo/tenant-a."
+    )
+    egress: Egress | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Address ranges of the object store (CIDR, e.g. 203.0.113.0/24; at least /8 for "
+            "IPv4 and /24 for IPv6), the only places the backup runner may reach on the "
+            "endpoint's port besides the API server; with workloadIdentity, also the token "
+            "service's. Required unless endpoint names the store by IP address or the "
+            "operator lists the platform's stores."
+        ),
+    )
+    instance_metadata: bool | None = Field(
+        default=None,
+        description=(
+            "Use the node's identity from the cloud's instance metadata service (the runner "
+            "may then reach 169.254.169.254); unset, use credentialsSecret or "
+            "workloadIdentity."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _ObjectStoreDestination:
+        sources = [
+            name
+            for name, present in (
+                ("credentialsSecret", getattr(self, "credentials_secret", None) is not None),
+                ("workloadIdentity", getattr(self, "workload_identity", None) is not None),
+                ("instanceMetadata", bool(self.instance_metadata)),
+            )
+            if present
+        ]
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise RuleViolation(
+                ("credentialsSecret",),
+                f"set exactly one of credentialsSecret, workloadIdentity or instanceMetadata: "
+                f"true (found: {found})",
+            )
+        return self
+
+
+class S3WorkloadIdentity(SpecModel):
+    """IAM roles for service accounts (IRSA): the runner assumes a role with its token."""
+
+    role_arn: Annotated[
+        str,
+        Field(max_length=600),
+        Matches(ROLE_ARN_PATTERN, "an IAM role ARN such as arn:aws:iam::123456789012:role/x"),
+    ] = Field(
+        description=(
+            "The IAM role to assume; its trust policy must name the runner's ServiceAccount "
+            "(system:serviceaccount:NAMESPACE:cleo-backup-NAME)."
+        )
+    )
+    sts_endpoint: Endpoint | None = Field(
+        default=None,
+        description="STS endpoint, for regional or private STS; unset, the region's.",
+    )
+
+
+class S3Destination(_ObjectStoreDestination):
     """Archives go to an S3-compatible object store."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_one_credential_source(
+            "s3", keys="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    )
 
     endpoint: Endpoint | None = Field(
         default=None,
         description="URL of the store, for S3-compatible stores; unset, AWS S3 of the region.",
     )
     bucket: Bucket = Field(description="The bucket.")
-    prefix: RelativePath | None = Field(
-        default=None, description="Key prefix inside the bucket, e.g. cleo/tenant-a."
-    )
     region: Region | None = Field(default=None, description="The bucket's region.")
-    egress: list[Cidr] | None = Field(
+    credentials_secret: DnsSubdomain | None = Field(
         default=None,
-        max_length=32,
-        description=(
-            "Address ranges of the object store (CIDR, e.g. 203.0.113.0/24), the only places "
-            "the backup runner may reach on the endpoint's port besides the API server. "
-            "Required unless endpoint names the store by IP address."
-        ),
-    )
-    credentials_secret: DnsSubdomain = Field(
         description=(
             "Secret in the backup's namespace with the keys AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY."
+            "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN)."
+        ),
+    )
+    workload_identity: S3WorkloadIdentity | None = Field(
+        default=None, description="Web identity (IRSA) instead of static keys."
+    )
+
+
+class GcsWorkloadIdentity(SpecModel):
+    """GKE workload identity: the runner's ServiceAccount acts as a Google service account."""
+
+    service_account: Annotated[
+        str,
+        Field(max_length=254),
+        Matches(
+            GCP_SERVICE_ACCOUNT_PATTERN,
+            "a Google service account e-mail, NAME@PROJECT.iam.gserviceaccount.com",
+        ),
+    ] = Field(
+        description=(
+            "The Google service account; it must grant roles/iam.workloadIdentityUser to "
+            "PROJECT.svc.id.goog[NAMESPACE/cleo-backup-NAME]."
         )
     )
+
+
+class GcsDestination(_ObjectStoreDestination):
+    """Archives go to a Google Cloud Storage bucket."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_one_credential_source("gcs", keys="service-account.json")
+    )
+
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description=(
+            "URL of the storage API, for emulators and private endpoints; unset, "
+            "https://storage.googleapis.com."
+        ),
+    )
+    bucket: Annotated[
+        str,
+        Field(min_length=3, max_length=63),
+        Matches(GCS_BUCKET_PATTERN, "a bucket name: 3-63 lowercase letters, digits, '.', '_', '-'"),
+    ] = Field(description="The bucket.")
+    credentials_secret: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "Secret in the backup's namespace with the key service-account.json (a service "
+            "account's JSON key)."
+        ),
+    )
+    workload_identity: GcsWorkloadIdentity | None = Field(
+        default=None, description="GKE workload identity instead of a key."
+    )
+
+
+class AzureWorkloadIdentity(SpecModel):
+    """Azure workload identity: the runner's token is exchanged for a managed identity's."""
+
+    client_id: Uuid = Field(
+        description=(
+            "Client id of the user-assigned managed identity (or app registration) whose "
+            "federated credential names system:serviceaccount:NAMESPACE:cleo-backup-NAME."
+        )
+    )
+    tenant_id: Uuid | None = Field(
+        default=None, description="The Entra tenant; unset, the webhook's default."
+    )
+
+
+class AzureDestination(_ObjectStoreDestination):
+    """Archives go to an Azure Blob Storage container."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_one_credential_source(
+            "azure", keys="AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN"
+        )
+    )
+
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description=(
+            "URL of the blob service, for emulators and sovereign clouds, e.g. "
+            "https://ACCOUNT.blob.core.chinacloudapi.cn; unset, "
+            "https://ACCOUNT.blob.core.windows.net."
+        ),
+    )
+    account: Annotated[
+        str,
+        Field(min_length=3, max_length=24),
+        Matches(AZURE_ACCOUNT_PATTERN, "a storage account name: 3-24 lowercase letters, digits"),
+    ] = Field(description="The storage account.")
+    container: Annotated[
+        str,
+        Field(min_length=3, max_length=63),
+        Matches(
+            AZURE_CONTAINER_PATTERN,
+            "a container name: 3-63 lowercase letters, digits and single '-' between them",
+        ),
+    ] = Field(description="The container.")
+    credentials_secret: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "Secret in the backup's namespace with the key AZURE_STORAGE_ACCOUNT_KEY or "
+            "AZURE_STORAGE_SAS_TOKEN."
+        ),
+    )
+    workload_identity: AzureWorkloadIdentity | None = Field(
+        default=None, description="Azure workload identity instead of a key."
+    )
+
+
+DESTINATION_TYPES: Final = ("pvc", "s3", "gcs", "azure")
 
 
 class DestinationSpec(SpecModel):
-    """Where archives go: set the block that matches type (pvc or s3), and only that one."""
+    """Where archives go: set the block that matches type, and only that one."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(
-                "has(self.pvc) == (self.type == 'pvc')",
-                "spec.destination.pvc must be set when spec.destination.type is pvc, and only then",
-                field_path=".pvc",
-            ),
-            cel(
-                "has(self.s3) == (self.type == 's3')",
-                "spec.destination.s3 must be set when spec.destination.type is s3, and only then",
-                field_path=".s3",
-            ),
+            *(
+                cel(
+                    f"has(self.{block}) == (self.type == '{block}')",
+                    f"spec.destination.{block} must be set when spec.destination.type is "
+                    f"{block}, and only then",
+                    field_path=f".{block}",
+                )
+                for block in DESTINATION_TYPES
+            )
         )
     )
 
-    type: Literal["pvc", "s3"] = Field(description="pvc or s3.")
+    type: Literal["pvc", "s3", "gcs", "azure"] = Field(description="pvc, s3, gcs or azure.")
     pvc: PvcDestination | None = Field(default=None, description="The volume, for type pvc.")
     s3: S3Destination | None = Field(default=None, description="The object store, for type s3.")
+    gcs: GcsDestination | None = Field(
+        default=None, description="The Google Cloud Storage bucket, for type gcs."
+    )
+    azure: AzureDestination | None = Field(
+        default=None, description="The Azure Blob container, for type azure."
+    )
+
+    @property
+    def object_store(self) -> S3Destination | GcsDestination | AzureDestination | None:
+        """The object store block that is set (None for a volume)."""
+        return self.s3 or self.gcs or self.azure
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> DestinationSpec:
         violations = []
-        for block in ("pvc", "s3"):
+        for block in DESTINATION_TYPES:
             present = getattr(self, block) is not None
             if present and self.type != block:
                 violations.append(
@@ -336,6 +573,13 @@ class CleoBackupSpec(SpecModel):
         default=10, ge=1, le=100, description="How many runs status.history keeps."
     )
 
+    def resolved_destination(self) -> DestinationSpec:
+        """Where archives go; a one-off made with ``from`` is resolved into its source's
+        spec (`reconcile.backup_source`) before anything renders or runs it."""
+        if self.destination is None:
+            raise ValueError("spec.from must be resolved into its source's destination first")
+        return self.destination
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CleoBackupSpec:
         violations = []
@@ -345,6 +589,9 @@ class CleoBackupSpec(SpecModel):
                     ("timeZone",), "needs spec.schedule (a one-off backup has no schedule)"
                 )
             )
+        over = requests_over_limits(self.resources)
+        if over is not None:
+            violations.append(RuleViolation(("resources", *over.loc), over.message))
         if self.from_backup is None and self.destination is None:
             violations.append(
                 RuleViolation(

@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal
 
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from cleo_operator.api.errors import SpecError, SpecIssue
+from cleo_operator.api.errors import RuleViolation, SpecError, SpecIssue
 from cleo_operator.api.schema import Extra, ListMap, Matches, Rules, cel
 from cleo_operator.core.times import parse_rfc3339, rfc3339
 
@@ -61,6 +62,8 @@ __all__ = [
     "get_condition",
     "is_condition_true",
     "parse_duration",
+    "quantity_value",
+    "requests_over_limits",
     "rfc3339",
     "set_condition",
     "validate_object_name",
@@ -401,6 +404,50 @@ class ResourceList(SpecModel):
 
     cpu: Quantity | None = Field(default=None, description="CPU, e.g. 500m or 2.")
     memory: Quantity | None = Field(default=None, description="Memory, e.g. 512Mi or 2Gi.")
+
+
+_QUANTITY_SUFFIX: Final[dict[str, Decimal | int]] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """The amount a (validated) `Quantity` stands for: ``500m`` is 0.5, ``1Ki`` is 1024."""
+    if isinstance(quantity, int):
+        return Decimal(quantity)
+    text = quantity.lstrip("+")
+    number = text.rstrip("numkMGTPEi")
+    suffix = text[len(number) :]
+    if "e" in number.lower() or suffix not in _QUANTITY_SUFFIX:
+        return Decimal(text)  # an exponent (1e3): Decimal reads it whole
+    return Decimal(number) * _QUANTITY_SUFFIX[suffix]
+
+
+def requests_over_limits(resources: ResourceRequirements | None) -> RuleViolation | None:
+    """The first request above its limit (located at ``requests.<resource>``), or None.
+
+    The API server refuses such a pod; a spec that would render one is refused with the
+    field named instead. (No CEL rule: the quantity library is missing on some supported
+    API servers.)
+    """
+    if resources is None or resources.requests is None or resources.limits is None:
+        return None
+    for resource in ("cpu", "memory"):
+        request = getattr(resources.requests, resource)
+        limit = getattr(resources.limits, resource)
+        if (
+            request is not None
+            and limit is not None
+            and quantity_value(request) > quantity_value(limit)
+        ):
+            return RuleViolation(
+                ("requests", resource),
+                f"{request} is more than limits.{resource} ({limit}); a request cannot "
+                "exceed its limit",
+            )
+    return None
 
 
 class ResourceRequirements(SpecModel):

@@ -19,7 +19,6 @@ the objects inside it. Choices made here, and why:
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -40,6 +39,7 @@ from cleo_operator.api.base import (
     StatusModel,
     Timestamp,
 )
+from cleo_operator.api.cidr import Cidr
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import (
@@ -140,20 +140,6 @@ EnvName = Annotated[
     ),
 ]
 
-_CIDR_PATTERN = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)/[0-9]{1,3}$"
-
-
-def _check_cidr(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError("must be an IP range in CIDR notation, e.g. 10.0.0.0/24") from None
-    return text
-
-
-Cidr = Annotated[
-    str, Field(max_length=43), AfterValidator(_check_cidr), Extra({"pattern": _CIDR_PATTERN})
-]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -197,8 +183,8 @@ class QuotaSpec(SpecModel):
         le=10000,
         description=(
             "Most CleoBackups in the namespace: the platform's and the one-offs the tenant's "
-            "admins ask for (which bounds how often they can); unset, 20. Set even without "
-            "the other fields."
+            "admins ask for (which bounds how often they can); unset, 20 (a quota always "
+            "caps CleoBackups)."
         ),
     )
 

@@ -22,16 +22,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Final, TypedDict
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.object_stores import object_storage_from_url
 from cleo_operator.backup.report import RunReport, prune_report
 from cleo_operator.backup.restore import verify_backup
 from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.runner import run_backup
-from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
 from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
@@ -100,9 +100,11 @@ def storage_from_destination(
       `volume_mount` (the runner pod's mount of the claim, which tenant admins can write
       through pods of their own) the path must be under it, and no directory below the
       mount is followed if it is a symbolic link;
-    - `s3://BUCKET/PREFIX?region=REGION&endpoint=URL`: `S3Storage`, with the credentials
-      from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) of `environ`
-      (default: this process's environment); `endpoint` for S3-compatible stores.
+    - `s3://BUCKET/PREFIX?region=REGION&endpoint=URL`, `gs://BUCKET/PREFIX?endpoint=URL`,
+      `azure://ACCOUNT/CONTAINER/PREFIX?endpoint=URL`: an `ObjectStoreStorage`, with the
+      credentials (or identity) that `backup.object_stores` reads from `environ` (default:
+      this process's environment); `endpoint` for emulators, compatible stores and
+      sovereign clouds.
     """
     parts = urlsplit(destination)
     if parts.scheme in ("", "file"):
@@ -110,26 +112,13 @@ def storage_from_destination(
         if not path:
             raise ValueError("the backup destination is empty: give a directory path")
         return LocalStorage(path, base=volume_mount)
-    if parts.scheme == "s3":
-        if not parts.hostname:
-            raise ValueError(f"backup destination {destination!r}: name the bucket, s3://BUCKET/")
-        options = dict(parse_qsl(parts.query))
-        unknown = sorted(set(options) - {"region", "endpoint"})
-        if unknown:
-            raise ValueError(
-                f"backup destination {destination!r}: unknown option(s) {unknown}; use region "
-                "and endpoint"
-            )
-        return S3Storage(
-            bucket=parts.hostname,
-            prefix=parts.path,
-            region=options.get("region") or "us-east-1",
-            endpoint=options.get("endpoint"),
-            credentials=S3Credentials.from_environment(environ),
-        )
+    store = object_storage_from_url(destination, environ=os.environ if environ is None else environ)
+    if store is not None:
+        return store
     raise ValueError(
         f"backup destination {destination!r}: the scheme {parts.scheme!r} is not supported; "
-        "use a directory path on the mounted volume or s3://BUCKET/PREFIX"
+        "use a directory path on the mounted volume, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or "
+        "azure://ACCOUNT/CONTAINER/PREFIX"
     )
 
 

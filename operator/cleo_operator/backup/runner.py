@@ -191,6 +191,8 @@ class _Snapshot:
     snapshot_id: str
     server_version: str
     server_version_num: int
+    database_size: int
+    """The database's size on disk: the archive's size hint (compressed, it is rarely more)."""
 
 
 class _StatsScan:
@@ -258,7 +260,7 @@ def _open_snapshot(source: ConnectionInfo) -> _Snapshot:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute(
             "SELECT pg_export_snapshot(), current_setting('server_version'), "
-            "current_setting('server_version_num')::int"
+            "current_setting('server_version_num')::int, pg_database_size(current_database())"
         ).fetchone()
         assert row is not None
         return _Snapshot(
@@ -266,6 +268,7 @@ def _open_snapshot(source: ConnectionInfo) -> _Snapshot:
             snapshot_id=str(row[0]),
             server_version=str(row[1]),
             server_version_num=int(str(row[2])),
+            database_size=int(str(row[3])),
         )
     except psycopg.Error as error:
         conn.close()
@@ -401,6 +404,7 @@ def _run_backup(
                     chunk_size=chunk_size,
                     scan=scan,
                     source=source,
+                    size_hint=snapshot.database_size,
                 )
             finally:
                 scan.stop()
@@ -467,6 +471,7 @@ def _stream_dump(
     chunk_size: int,
     scan: _StatsScan,
     source: ConnectionInfo,
+    size_hint: int | None = None,
 ) -> tuple[dict[str, TableStats], int, str, int, str]:
     """Run pg_dump into an encrypted archive; returns (tables, sizes and digests)."""
     try:
@@ -490,7 +495,7 @@ def _stream_dump(
     buffer = bytearray(COPY_BUFFER_SIZE)
     view = memoryview(buffer)
     try:
-        with storage.writer(archive) as out:
+        with storage.writer(archive, size_hint=size_hint) as out:
             hashing = _HashingWriter(out)
             # EncryptingWriter only calls write(); _HashingWriter is that much of a BinaryIO.
             encrypting = EncryptingWriter(

@@ -1,7 +1,8 @@
 """Where archives and manifests live: a small object-store interface and the volume backend.
 
 Why an object store and not a file system API: the same runner writes to a
-PersistentVolumeClaim (a directory) and to S3, and both can offer exactly this much: named
+PersistentVolumeClaim (a directory) and to object storage (`backup.object_store`: S3, GCS,
+Azure Blob), and all can offer exactly this much: named
 objects written whole from a stream, read as a stream, listed and deleted. Objects are
 flat names (letters, digits, '.', '_', '-'); the backup catalog decides what they mean.
 
@@ -11,8 +12,9 @@ stream to a temporary object and makes it visible under `name` only when the `wi
 ends without an exception, after the data is durable (for a directory: write to a hidden
 temporary file, fsync it, rename it, fsync the directory). On any exception the temporary
 object is removed. A process killed outright cannot clean up: its hidden temporary files
-(or, on S3, its unfinished multipart uploads) are never listed as objects and are removed
-by `clean_incomplete`, which pruning calls.
+(or, on object storage, its unfinished multipart uploads) are never listed as objects;
+`clean_incomplete`, which pruning calls, removes the temporary files (object stores leave
+unfinished uploads to the bucket's lifecycle rule, see `backup.object_store`).
 
 Errors are `StorageError` (or `StorageFull` for ENOSPC, EDQUOT, EFBIG) naming the storage
 and the object, raised from the exact write that failed, so that a failure of the storage
@@ -105,10 +107,14 @@ class Storage(Protocol):
         """Where the objects are, for messages (never credentials)."""
         ...
 
-    def writer(self, name: str) -> AbstractContextManager[WriteStream]:
+    def writer(
+        self, name: str, *, size_hint: int | None = None
+    ) -> AbstractContextManager[WriteStream]:
         """A stream that becomes object `name` when the block ends without an exception.
 
         Refuses (StorageError) when `name` exists: archives are never overwritten.
+        `size_hint` is about how large the object will be (None: unknown); an object
+        store sizes its upload's parts from it, a directory needs none.
         """
         ...
 
@@ -341,7 +347,8 @@ class LocalStorage:
     # -- writing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writer(self, name: str) -> Iterator[WriteStream]:
+    def writer(self, name: str, *, size_hint: int | None = None) -> Iterator[WriteStream]:
+        del size_hint  # a file grows as it is written
         check_object_name(name)
         with self._root_fd(create=self._create) as root:
             if root is None:

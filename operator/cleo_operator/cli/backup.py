@@ -7,7 +7,8 @@ a success, writes its JSON report to the termination message, and records the ru
 CleoBackup's status (`reconcile.backup_status.record_run`). Its inputs come as a pod gets
 them: the database login in libpq's variables (from the tenant's database Secret), the
 keyring as its Secret mounted read-only (`--keyring-dir`), the destination as a folder on
-the mounted volume or an ``s3://`` URL (credentials in ``AWS_*`` variables).
+the mounted volume or an object store's URL (``s3://``, ``gs://``, ``azure://``; credentials
+in the variables `backup.object_stores` reads, or the pod's workload identity).
 
 Every run ends in the history, including one that cannot even start (a keyring that does
 not load, a missing variable): a failed run is recorded, exits 1, and never stops the
@@ -438,8 +439,10 @@ def _storage_options(parser: argparse.ArgumentParser, *, keyring: bool) -> None:
     parser.add_argument(
         "--destination",
         required=True,
-        help="the backups' folder (on the mounted volume) or s3://BUCKET/PREFIX?region=R"
-        "&endpoint=URL (credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        help="the backups' folder (on the mounted volume), s3://BUCKET/PREFIX?region=R"
+        "&endpoint=URL, gs://BUCKET/PREFIX or azure://ACCOUNT/CONTAINER/PREFIX (credentials in "
+        "AWS_*, GOOGLE_SERVICE_ACCOUNT_KEY or AZURE_STORAGE_* variables, else the pod's "
+        "workload identity or the instance metadata)",
     )
     if keyring:
         default = os.environ.get(KEYRING_DIR_ENV)

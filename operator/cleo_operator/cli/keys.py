@@ -51,6 +51,7 @@ from cleo_operator.kube.keys import (
     check_fault_point_env,
     kek_dir_from_environment,
     list_keyring_copies,
+    list_secrets,
 )
 from cleo_operator.reconcile.keys import (
     KEYRING_COPY_SELECTOR,
@@ -61,6 +62,15 @@ from cleo_operator.reconcile.keys import (
     rewrap_keyring_copies,
     rotate_kek,
 )
+from cleo_operator.reconcile.keys.quarantine import (
+    KIND_UNTRUSTED,
+    QUARANTINE_KIND,
+    QUARANTINE_REASON,
+    QUARANTINE_SELECTOR,
+    QUARANTINED_AT,
+    QUARANTINED_FROM,
+)
+from cleo_operator.render.meta import TENANT_LABEL
 
 __all__ = ["register"]
 
@@ -203,8 +213,34 @@ def cmd_keys_status(args: argparse.Namespace) -> int:
             continue
         stale = "" if kek_id == f"v{kek.current_version}" else " (needs `keys rewrap`)"
         lines.append(f"  {copy.tenant}: wrapped by KEK {kek_id}{stale}")
+    lines.extend(_quarantine_lines(kube, keys.operator_namespace))
     out("\n".join(lines))
     return 0
+
+
+def _quarantine_lines(kube: KubeClient, operator_namespace: str) -> list[str]:
+    """The keyring quarantine Secrets waiting for a person, and what to run for each: a
+    tenant whose KeyringReady says TenantKeyringRepaired or UntrustedKeyringReplaced has
+    one, and nothing else lists them."""
+    kept = list_secrets(kube, namespace=operator_namespace, label_selector=QUARANTINE_SELECTOR)
+    lines = [f"keyring quarantines to review: {len(kept)}"]
+    for secret in kept:
+        notes = secret.annotations
+        tenant = secret.labels.get(TENANT_LABEL, "?")
+        untrusted = notes.get(QUARANTINE_KIND) == KIND_UNTRUSTED
+        lines.append(
+            f"  {secret.name}: tenant {tenant}, from {notes.get(QUARANTINED_FROM, '?')} at "
+            f"{notes.get(QUARANTINED_AT, '?')}"
+            + (" (found before the tenant had keys)" if untrusted else "")
+        )
+        lines.append(f"    why: {notes.get(QUARANTINE_REASON, 'not recorded')}")
+        lines.append(
+            f"    adopt: cleo-operator keys adopt-quarantined --tenant {tenant} --secret "
+            f"{secret.name}"
+            + (" --replace-new-keyring" if untrusted else "")
+            + f"; or, once reviewed: kubectl -n {operator_namespace} delete secret {secret.name}"
+        )
+    return lines
 
 
 # -- seal -------------------------------------------------------------------------------------

@@ -114,8 +114,9 @@ _AUTHORIZATION = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 _BEARER = re.compile(r"(?i)\b(?P<head>bearer\s+)[A-Za-z0-9._~+/=-]+")
+# A negated flag (`--no-password`) takes no value: the next word is another option.
 _OPTION = re.compile(
-    rf"(?i)(?P<head>(?<![A-Za-z0-9])--?[a-z0-9_.-]*(?:{_SECRET_WORDS})[a-z0-9_.-]*\s+)(?!--)\S+"
+    rf"(?i)(?P<head>(?<![A-Za-z0-9-])--?(?!-?no-)[a-z0-9_.-]*(?:{_SECRET_WORDS})[a-z0-9_.-]*\s+)\S+"
 )
 _PEM_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
@@ -171,7 +172,7 @@ def _key_value(match: re.Match[str], kept: list[str] | None = None) -> str:
 
 def _spaced_password(match: re.Match[str]) -> str:
     value = match["value"]
-    if value == MASK or value.startswith("--"):
+    if value == MASK:
         return match[0]
     if not match["key"].isupper() and value.lower() in _PROSE:
         return match[0]

@@ -23,8 +23,9 @@ Where the scratch database goes: a streaming standby is read-only (it cannot cre
 database), so drills restore into the site named by the operator's drill setting (a
 writable server near the standby); when none is set, into the target site if it takes
 writes. Backups come from a :class:`BackupSource`; :class:`ClusterBackupSource` reads the
-tenant's CleoBackups (S3 destinations: a PersistentVolumeClaim is only readable from a pod
-that mounts it) and the tenant keyring Secret.
+tenant's CleoBackups (object stores, read with their credentials Secret; a
+PersistentVolumeClaim is only readable from a pod that mounts it) and the tenant keyring
+Secret.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import dataclasses
 import datetime
 import logging
 import os
-from collections.abc import Mapping
 from typing import Protocol
 
 from cleo_operator.api.backup import parse_backup_spec
@@ -41,15 +41,14 @@ from cleo_operator.api.errors import SpecError
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.object_stores import CredentialsUnavailable, operator_storage
 from cleo_operator.backup.restore import VerificationResult, verify_backup
-from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import Storage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring, KeyWrapper
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
 from cleo_operator.kube.kinds import BACKUP, SECRET
-from cleo_operator.kube.secrets import secret_value
 
 __all__ = [
     "BackupSource",
@@ -94,8 +93,10 @@ class ClusterBackupSource:
         if not storages:
             hint = (
                 f" Backups of CleoBackup(s) {', '.join(unreadable)} go to a "
-                "PersistentVolumeClaim, which only a pod that mounts it can read; give the "
-                "tenant a CleoBackup with an s3 destination for drills."
+                "PersistentVolumeClaim, which only a pod that mounts it can read, or to an "
+                "object store through the runner's own identity; give the tenant a "
+                "CleoBackup with an object store destination and a credentialsSecret for "
+                "drills."
                 if unreadable
                 else f" Create a CleoBackup for tenant {tenant!r} in namespace {namespace}."
             )
@@ -142,35 +143,25 @@ class ClusterBackupSource:
             # A one-off made with spec.from writes where the CleoBackup it runs writes.
             if spec.tenant != tenant or spec.destination is None:
                 continue
-            s3 = spec.destination.s3
-            if s3 is None:
+            store = spec.destination.object_store
+            if store is None:
                 unreadable.append(str(obj["metadata"]["name"]))
                 continue
-            secret = self._kube.get(SECRET, s3.credentials_secret, namespace=namespace)
-            environ: Mapping[str, str] = {
-                key: value
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-                if (value := secret_value(secret, key) or "")
-            }
+            secret = (
+                self._kube.get(SECRET, store.credentials_secret, namespace=namespace)
+                if store.credentials_secret
+                else None
+            )
             try:
-                credentials = S3Credentials.from_environment(environ)
-            except ValueError:
+                storages.append(operator_storage(spec, secret, environ=os.environ))
+            except CredentialsUnavailable as error:
+                if error.reason == "IdentityNotShared":  # the runner's identity, not ours
+                    unreadable.append(str(obj["metadata"]["name"]))
+                    continue
                 raise FailoverError(
-                    f"Secret {namespace}/{s3.credentials_secret} (spec.destination.s3."
-                    "credentialsSecret of CleoBackup "
-                    f"{obj['metadata']['name']}) lacks AWS_ACCESS_KEY_ID or "
-                    "AWS_SECRET_ACCESS_KEY",
+                    f"CleoBackup {obj['metadata']['name']}: {error}",
                     reason="BackupCredentialsMissing",
                 ) from None
-            storages.append(
-                S3Storage(
-                    bucket=s3.bucket,
-                    prefix=s3.prefix or "",
-                    endpoint=s3.endpoint,
-                    region=s3.region or "us-east-1",
-                    credentials=credentials,
-                )
-            )
         return storages, unreadable
 
     def _keyring(self, namespace: str) -> Keyring:

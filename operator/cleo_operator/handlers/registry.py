@@ -120,7 +120,10 @@ class Runtime:
                 kind="CleoBackup", executor=executor, resync_seconds=config.resync_seconds
             ),
             backup_reconciler=BackupReconciler.from_databases(
-                kube, databases, settings=backup_settings
+                kube,
+                databases,
+                settings=backup_settings,
+                operator_namespace=config.operator_namespace,
             ),
             failovers=ReconcileLoops(
                 kind="CleoFailover", executor=executor, resync_seconds=config.resync_seconds
@@ -191,7 +194,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             runtime.executor, runtime.tenant_reconciler.finalize, name
         )
         if not done:
-            raise kopf.TemporaryError("waiting for the tenant's namespace to be deleted", delay=2)
+            # What it waits for (a final backup, the namespace) is on the tenant's Ready
+            # condition, reason Deleting (reconcile/tenant_deletion.py).
+            raise kopf.TemporaryError(
+                "the deletion is not finished: see the CleoTenant's Ready condition", delay=2
+            )
         logger.info("tenant %s finalized", name)
 
     # -- children: any change to something we manage wakes its tenant ----------------------

@@ -381,8 +381,9 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "get list watch create patch",
             "the operator's keys (kube/keys.py): the KEK Secret unless CLEO_KEK_DIR is set, "
             "the sealing keyring and each tenant keyring's wrapped copy, created once (POST) "
-            "and rotated by preconditioned patches, never deleted; and the site admin "
-            "credentials (sites.*.adminSecret), read",
+            "and rotated by preconditioned patches, never deleted; the site admin "
+            "credentials (sites.*.adminSecret) and the registry Secrets backup runners pull "
+            "with (backup.imagePullSecrets, copied into tenant namespaces), read",
         ),
         _Row(
             "operator",

@@ -4,9 +4,11 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
 
 1. checks what the runner will need and reports each gap as a condition naming the object
    and what to do (a tenant that does not exist, lives in another namespace or has no
-   database; a missing database Secret, keyring Secret, volume claim or S3 Secret). An
-   invalid spec that got past the CRD (an older CRD, a schedule that never fires) is a
-   condition too, never a crash;
+   database; a missing database Secret, keyring Secret, volume claim or S3 Secret; a
+   registry Secret of the operator's that cannot be copied). An invalid spec that got past
+   the CRD (an older CRD, a schedule that never fires) is a condition too, never a crash.
+   In the tenant's namespace, it keeps the copies of the operator's registry Secrets that
+   the runner pulls with (`reconcile.pull_secrets`);
 2. applies the desired children (`render.backup`) that are missing, stale or drifted, and
    deletes the runner kind the spec no longer asks for (the CronJob once the schedule is
    removed, or the other way round). A one-off Job is created once and never changed: a
@@ -50,9 +52,13 @@ from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.backup import metrics
+from cleo_operator.backup.object_stores import (
+    CredentialsUnavailable,
+    decoded_secret,
+    secret_environ,
+)
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.data.pool import CredentialsProvider, SitePools
-from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import (
     BACKUP,
@@ -66,7 +72,6 @@ from cleo_operator.kube.kinds import (
     SECRET,
     SERVICE_ACCOUNT,
     TENANT,
-    kind_of,
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
@@ -81,19 +86,23 @@ from cleo_operator.reconcile.backup_status import (
     record_run,
 )
 from cleo_operator.reconcile.backup_verification import BackupVerifier
+from cleo_operator.reconcile.children import converge_child
 from cleo_operator.reconcile.database import TenantDatabases
+from cleo_operator.reconcile.pull_secrets import PullSecretCopies
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
     JOB_NAME_LABEL,
-    S3_ENV,
     BackupPodSettings,
     backup_object_name,
     egress_problem,
     render_backup,
 )
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, labels_of, managed_by_operator
+from cleo_operator.render.meta import (
+    DEFAULT_OPERATOR_NAMESPACE,
+    labels_of,
+)
 from cleo_operator.render.tenant import tenant_namespace
 
 __all__ = [
@@ -159,10 +168,16 @@ class BackupReconciler:
         pools: SitePools | None = None,
         credentials: CredentialsProvider | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
     ) -> None:
         self.kube = kube
         self.settings = settings or BackupSettings()
         self.now = now
+        self.pull_secrets = PullSecretCopies(
+            kube,
+            sources=self.settings.pull_secret_sources,
+            operator_namespace=operator_namespace,
+        )
         self.verifier = BackupVerifier(
             kube, settings=self.settings, pools=pools, credentials=credentials, now=now
         )
@@ -176,6 +191,7 @@ class BackupReconciler:
         databases: TenantDatabases,
         *,
         settings: BackupSettings | None = None,
+        operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
     ) -> BackupReconciler:
         """Verification through the tenant databases' site pools and the sites' admin Secrets."""
         return cls(
@@ -183,6 +199,7 @@ class BackupReconciler:
             settings=settings,
             pools=databases.pools,
             credentials=AdminCredentialsFromSecrets(kube),
+            operator_namespace=operator_namespace,
         )
 
     def close(self) -> None:
@@ -257,18 +274,25 @@ class BackupReconciler:
         tenant_ok = problem is None
         if tenant_ok:
             self._observe_metrics(namespace, name, spec, current)
-        pod_settings = self.settings.pod
+        pod_settings = dataclasses.replace(
+            self.settings.pod, image_pull_secrets=self.pull_secrets.names
+        )
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
+        failures: list[str] = []
         if problem is None:
-            problem = self._prerequisites(namespace, spec, pod_settings)
+            # The namespace is the tenant's: only there are registry credentials copied.
+            pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant)
+            result.applied.extend(pulls.applied)
+            result.deleted.extend(pulls.deleted)
+            failures.extend(pulls.failures)
+            problem = self._prerequisites(namespace, spec, pod_settings) or pulls.problem
         if problem is not None:
             result.requeue_after = _min(
                 result.requeue_after, self.settings.prerequisite_requeue_seconds
             )
 
         # -- children ------------------------------------------------------------------
-        failures: list[str] = []
         one_off = spec.schedule is None
         if tenant_ok:
             desired = render_backup(
@@ -488,24 +512,20 @@ class BackupReconciler:
                     "does not exist; create it (ReadWriteOnce is enough) or name another one",
                 )
             return None
-        if destination.s3 is None:  # the model forbids it; a CRD older than the model might not
+        store = destination.object_store
+        if store is None:  # the model forbids it; a CRD older than the model might not
             return Observation(
                 "False",
                 "UnknownDestination",
                 f"spec.destination.type {destination.type!r} needs its block "
                 f"(spec.destination.{destination.type})",
             )
-        secret_name = destination.s3.credentials_secret
-        secret = self.kube.get(SECRET, secret_name, namespace=namespace)
-        lacking = [k for k in S3_ENV if not ((secret or {}).get("data") or {}).get(k)]
-        if secret is None or lacking:
-            what = "does not exist" if secret is None else f"lacks {', '.join(lacking)}"
-            return Observation(
-                "False",
-                "S3CredentialsMissing",
-                f"spec.destination.s3.credentialsSecret: Secret {namespace}/{secret_name} "
-                f"{what}; it needs the keys {' and '.join(S3_ENV)}",
-            )
+        if store.credentials_secret is not None:
+            secret = self.kube.get(SECRET, store.credentials_secret, namespace=namespace)
+            try:
+                secret_environ(spec, decoded_secret(secret), namespace=namespace)
+            except CredentialsUnavailable as error:
+                return Observation("False", error.reason, str(error))
         egress = egress_problem(spec, pod)
         if egress is not None:
             return Observation("False", "EgressUnknown", egress)
@@ -516,39 +536,10 @@ class BackupReconciler:
     def _converge(
         self, obj: KubeObject, failures: list[str], result: BackupReconcileResult
     ) -> None:
-        """Apply `obj` when it is missing, stale or drifted; note a refusal in `failures`."""
-        kind = kind_of(obj)
-        meta = obj["metadata"]
-        live = self.kube.get(kind, meta["name"], namespace=meta["namespace"])
-        if live is not None and not managed_by_operator(live):
-            # Someone else's object at a name we reserve (made before ours, or by hand): a
-            # server-side apply would keep its manager's fields (an extra container, env,
-            # a volume), so it goes, and ours is made afresh.
-            log.warning(
-                "%s %s/%s is not the operator's (no %s=%s label): deleting it to make ours",
-                kind.kind,
-                meta["namespace"],
-                meta["name"],
-                MANAGED_BY_LABEL,
-                MANAGED_BY,
-            )
-            self.kube.delete(kind, meta["name"], namespace=meta["namespace"])
-            result.deleted.append(object_ref(live))
-            live = None
-        stamped = with_hash(obj)
-        if not needs_apply(stamped, live):
-            return
-        try:
-            self.kube.apply(stamped)
-        except KubeError as exc:
-            if exc.transient:
-                raise  # transient: the loop retries soon
-            failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")
-            log.warning(
-                "apply %s %s/%s refused: %s", kind.kind, meta["namespace"], meta["name"], exc
-            )
-            return
-        result.applied.append(object_ref(obj))
+        """Apply `obj` when it is missing, stale or drifted (`reconcile.children`)."""
+        converge_child(
+            self.kube, obj, applied=result.applied, deleted=result.deleted, failures=failures
+        )
 
     def _delete_other_runner(
         self, namespace: str, name: str, *, one_off: bool, result: BackupReconcileResult

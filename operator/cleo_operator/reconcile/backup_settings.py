@@ -21,9 +21,15 @@ from typing import Final, Literal
 from pydantic import ValidationError
 
 from cleo_operator import __version__
-from cleo_operator.api.base import ResourceRequirements
+from cleo_operator.api.base import (
+    DNS_SUBDOMAIN_HINT,
+    DNS_SUBDOMAIN_PATTERN,
+    ResourceRequirements,
+    requests_over_limits,
+)
 from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
+from cleo_operator.render.pull_secrets import pull_secret_copy_name
 
 __all__ = [
     "API_SERVER_CIDRS_ENV",
@@ -51,13 +57,16 @@ NetworkPolicies see them); unset: what the operator finds at start (`with_api_se
 EGRESS_CIDRS_ENV: Final = "CLEO_BACKUP_EGRESS_CIDRS"
 """The older name of `API_SERVER_CIDRS_ENV`, still read when that one is unset. It used to
 default to 0.0.0.0/0 and to cover the object store too; object stores are now named per
-CleoBackup (``destination.s3.egress``)."""
+CleoBackup (``destination.<type>.egress``)."""
 OBJECT_STORE_CIDRS_ENV: Final = "CLEO_BACKUP_OBJECT_STORE_CIDRS"
-"""Comma-separated ranges of the platform's object stores, which every S3 runner may reach
-on its endpoint's port besides its CleoBackup's ``destination.s3.egress``; unset: none."""
+"""Comma-separated ranges of the platform's object stores, which every object store runner
+may reach on its endpoint's port besides its CleoBackup's ``destination.<type>.egress``;
+unset: none."""
 IMAGE_PULL_SECRETS_ENV: Final = "CLEO_BACKUP_IMAGE_PULL_SECRETS"
-"""Comma-separated names of the Secrets the runner pods pull their image with (Secrets of
-each tenant namespace: a pod can only name its own namespace's); unset: none."""
+"""Comma-separated names of ``kubernetes.io/dockerconfigjson`` Secrets in the operator's
+namespace that the runner pods pull their image with. A pod can only name Secrets of its own
+namespace, so the operator copies each into the tenant namespaces that run backups, as
+``cleo-pull-<name>``, and the pods name the copies (`reconcile.pull_secrets`); unset: none."""
 RESOURCES_ENV: Final = "CLEO_BACKUP_RESOURCES"
 """JSON of the runner container's resources (``{"requests": {"cpu": "100m"}, "limits":
 {"memory": "1Gi"}}``, the shape of a CleoBackup's ``spec.resources``), for CleoBackups that
@@ -71,8 +80,9 @@ one_off_ttl_seconds`); unset: a day."""
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
-_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-"""A DNS subdomain, what a Secret's name must be."""
+_SECRET_NAME: Final = re.compile(DNS_SUBDOMAIN_PATTERN)
+"""A DNS subdomain (dot-separated DNS labels, 253 characters at most), what a Secret's name
+must be."""
 
 
 def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
@@ -97,10 +107,10 @@ def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ..
 def _pull_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     names = _list(env, IMAGE_PULL_SECRETS_ENV)
     for name in names:
-        if not _SECRET_NAME.fullmatch(name):
+        if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
             raise ValueError(
-                f"{IMAGE_PULL_SECRETS_ENV}: {name!r} is not a Secret name (lower case letters, "
-                "digits, '-' and '.'); separate names with commas"
+                f"{IMAGE_PULL_SECRETS_ENV}: {name!r} is not a Secret name ({DNS_SUBDOMAIN_HINT}, "
+                "253 characters at most); separate names with commas"
             )
     return tuple(dict.fromkeys(names))
 
@@ -110,7 +120,7 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
     if not text:
         return None
     try:
-        return ResourceRequirements.model_validate(json.loads(text))
+        resources = ResourceRequirements.model_validate(json.loads(text))
     except json.JSONDecodeError as error:
         raise ValueError(f"{RESOURCES_ENV}: not JSON ({error.msg} at {error.pos})") from None
     except ValidationError as error:
@@ -122,6 +132,10 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
             f"{RESOURCES_ENV}: {where} (expected e.g. "
             '{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})'
         ) from None
+    over = requests_over_limits(resources)
+    if over is not None:
+        raise ValueError(f"{RESOURCES_ENV}: {'.'.join(map(str, over.loc))}: {over.message}")
+    return resources
 
 
 def _seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:
@@ -151,7 +165,11 @@ class BackupSettings:
     """How the operator runs CleoBackups; `from_environment` reads the operator's env."""
 
     pod: BackupPodSettings = field(default_factory=_default_pod)
-    """What every runner pod gets (image, Secret names, egress)."""
+    """What every runner pod gets (image, Secret names, egress); its pull secrets are the
+    copies of `pull_secret_sources` (the reconciler sets them)."""
+    pull_secret_sources: tuple[str, ...] = ()
+    """Registry Secrets of the operator's namespace that are copied into tenant namespaces
+    for the runner pods (``CLEO_BACKUP_IMAGE_PULL_SECRETS``)."""
     volumes_dir: Path | None = None
     """Where the operator sees backup volumes (``<dir>/<namespace>/<claim>``), for verifying
     PersistentVolumeClaim destinations; None: those are not verified."""
@@ -196,11 +214,13 @@ class BackupSettings:
             policy = policy_text
         variable = API_SERVER_CIDRS_ENV if env.get(API_SERVER_CIDRS_ENV) else EGRESS_CIDRS_ENV
         volumes = env.get(VOLUMES_DIR_ENV, "").strip()
+        sources = _pull_secrets(env)
         return cls(
+            pull_secret_sources=sources,
             pod=BackupPodSettings(
                 image=image,
                 image_pull_policy=policy,
-                image_pull_secrets=_pull_secrets(env),
+                image_pull_secrets=tuple(pull_secret_copy_name(s) for s in sources),
                 resources=_resources(env),
                 api_server_cidrs=_cidrs(env, variable, what="the API server's addresses"),
                 object_store_cidrs=_cidrs(

@@ -38,6 +38,7 @@ from cleo_operator.api.base import rfc3339
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.backup.report import RunReport
 from cleo_operator.core.redaction import clip
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.kube.status import STATUS_WRITE_ATTEMPTS, owned_status, update_status
@@ -95,7 +96,7 @@ def entry_from_report(
     start_time = backup["startTime"] if backup else rfc3339(started)
     end_time = backup["endTime"] if backup else rfc3339(ended)
     # Status timestamps are whole seconds, as Kubernetes writes them.
-    start_time, end_time = _seconds(start_time), _seconds(end_time)
+    start_time, end_time = _seconds(start_time, started), _seconds(end_time, ended)
     archive = f"{backup['storage']}: {backup['archive']}"[:1024] if backup else None
     run = BackupRun(
         start_time=start_time,
@@ -142,16 +143,15 @@ def failed_entry(
     return RunEntry(run=run, record=record)
 
 
-def _seconds(timestamp: str) -> str:
-    """An RFC 3339 time cut to whole seconds, in UTC (``...Z``)."""
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return rfc3339(moment.astimezone(UTC))
+def _seconds(timestamp: str, fallback: datetime) -> str:
+    """An RFC 3339 time cut to whole seconds, in UTC (``...Z``); `fallback` (the run's own
+    clock) when the report's time is malformed or has no zone."""
+    moment = read_rfc3339(timestamp)
+    return rfc3339(moment if moment is not None else fallback.astimezone(UTC))
 
 
 def _time(timestamp: str | None) -> datetime:
-    if not timestamp:
-        return datetime.min.replace(tzinfo=UTC)
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return read_rfc3339(timestamp) or datetime.min.replace(tzinfo=UTC)
 
 
 def read_status(raw: Mapping[str, Any] | None) -> CleoBackupStatus:

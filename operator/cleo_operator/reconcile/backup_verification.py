@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ from cleo_operator.api.base import rfc3339
 from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.object_stores import CredentialsUnavailable, operator_storage
 from cleo_operator.backup.restore import VerificationResult, verify_backup
-from cleo_operator.backup.s3 import S3Credentials, S3Storage
 from cleo_operator.backup.storage import LocalStorage, Storage
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.data.errors import DataError
@@ -46,11 +47,9 @@ from cleo_operator.data.pool import CredentialsProvider, SitePools
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import read_secret
 from cleo_operator.kube.kinds import SECRET
-from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.backup_conditions import verification_due, verifying_observation
 from cleo_operator.reconcile.backup_settings import VOLUMES_DIR_ENV, BackupSettings
 from cleo_operator.reconcile.status import Observation, clip
-from cleo_operator.render.backup import S3_ENV
 
 __all__ = ["BackupVerifier", "VerificationStep"]
 
@@ -383,27 +382,13 @@ class BackupVerifier:
                 )
             # The volume is the tenant's: nothing below its mount point is followed.
             return LocalStorage(folder, create=False, base=root / namespace / claim)
-        s3 = destination.s3
-        if s3 is None:
-            raise _VerificationUnavailable(
-                "UnknownDestination", f"spec.destination.type {destination.type!r} has no block"
-            )
-        secret = self.kube.get(SECRET, s3.credentials_secret, namespace=namespace)
-        values = {k: secret_value(secret, k) or "" for k in (*S3_ENV, "AWS_SESSION_TOKEN")}
+        store = destination.object_store
+        secret_name = store.credentials_secret if store is not None else None
+        secret = self.kube.get(SECRET, secret_name, namespace=namespace) if secret_name else None
         try:
-            credentials = S3Credentials.from_environment(values)
-        except ValueError:
-            raise _VerificationUnavailable(
-                "S3CredentialsMissing",
-                f"Secret {namespace}/{s3.credentials_secret} lacks {' or '.join(S3_ENV)}",
-            ) from None
-        return S3Storage(
-            bucket=s3.bucket,
-            prefix=s3.prefix or "",
-            region=s3.region or "us-east-1",
-            endpoint=s3.endpoint,
-            credentials=credentials,
-        )
+            return operator_storage(spec, secret, environ=os.environ)
+        except CredentialsUnavailable as error:
+            raise _VerificationUnavailable(error.reason, str(error)) from None
 
     def _keyring(self, namespace: str) -> Keyring:
         name = self.settings.pod.keyring_secret

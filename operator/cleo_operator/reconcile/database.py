@@ -163,4 +163,6 @@ class DatabasePart:
             tenant=ctx.name, uid=ctx.uid, spec=ctx.spec, namespace=ctx.namespace
         )
         log.info("tenant %s: database: %s", ctx.name, outcome.message)
+        if not outcome.done:
+            ctx.waiting.append(f"database: {outcome.message}")
         return outcome.done

@@ -60,6 +60,7 @@ from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP, TENANT
+from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import (
     API_VERSION,
     TENANT_LABEL,
@@ -296,7 +297,12 @@ class FinalBackup:
                 f"({ready.reason}: {ready.message[:400]})"
             )
         phase = f" ({status.phase})" if status.phase else ""
-        return f"waiting for the final backup {where}{phase}"
+        # A runner pod that cannot start (an unbound claim, an image it cannot pull) leaves
+        # the backup Running without a word on it: say where to look.
+        return (
+            f"waiting for the final backup {where}{phase}; its runner: kubectl get "
+            f"jobs,pods -n {namespace} -l {BACKUP_LABEL}={self.settings.name}"
+        )
 
 
 def _newest_valid(backups: list[KubeObject]) -> tuple[str, CleoBackupSpec] | None:

@@ -7,6 +7,12 @@ namespace's uid and resourceVersion as preconditions of the delete, so the check
 delete are one, and only once every part is done (a final backup runs in the namespace).
 Retain cuts every child loose (owner references dropped, the namespace marked orphaned) so
 the garbage collector keeps them. A namespace that is not the tenant's is never touched.
+
+While a deletion waits (for a part, such as the final backup before the database drop, or
+for the namespace to go), the tenant's status says so: phase ``Deleting`` and a Ready
+condition with reason ``Deleting`` whose message names what it waits for. Without it a
+tenant stuck in deletion looked as it did before (``Ready``), and what it waited for was
+only in the operator's log.
 """
 
 from __future__ import annotations
@@ -14,19 +20,24 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.kinds import KINDS, NAMESPACE, Kind
+from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, Kind
+from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile.namespace_claim import is_system_namespace, owner_uid
+from cleo_operator.reconcile.status import Observation, StatusBuilder
 from cleo_operator.reconcile.tenant_parts import TenantContext, TenantPart
 from cleo_operator.render.meta import ORPHANED_LABEL, default_namespace
 from cleo_operator.render.tenant import tenant_namespace
 
-__all__ = ["TenantDeletion"]
+__all__ = ["DELETING_STATUS_KEYS", "TenantDeletion"]
+
+DELETING_STATUS_KEYS: Final = frozenset({"observedGeneration", "phase", "conditions"})
+"""The keys of a tenant's status a waiting deletion writes."""
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +94,53 @@ class TenantDeletion:
         delete = spec.deletion_policy == "Delete"
         # A list, not a generator: every part must get its turn, even after one said no.
         parts_done = all([part.finalize(ctx, delete=delete) for part in self.parts])  # noqa: C419
+        if not parts_done:
+            self._report_waiting(tenant, ctx.waiting or ["waiting for the tenant's parts"])
         if delete:
             if not parts_done:
                 # The namespace goes only once every part is done: the database drop may
                 # wait for a final backup, whose Job runs in the namespace and reads the
                 # tenant's credentials Secret there.
                 return False
-            return self._delete_namespace(namespace, uid)
+            gone = self._delete_namespace(namespace, uid)
+            if not gone:
+                self._report_waiting(
+                    tenant,
+                    [
+                        f"waiting for namespace {namespace} to be deleted (what holds it: "
+                        f"kubectl get namespace {namespace} -o jsonpath='{{.status.conditions}}')"
+                    ],
+                )
+            return gone
         self._orphan(name, uid, namespace, status.get("children") or [])
         return parts_done
+
+    def _report_waiting(self, tenant: KubeObject, waiting: Sequence[str]) -> None:
+        """Phase Deleting, and Ready=False (reason Deleting) saying what the deletion waits
+        for; written only when it changed."""
+        meta = tenant["metadata"]
+        builder = StatusBuilder(tenant, int(meta.get("generation", 0)), self.now())
+        policy = (tenant.get("spec") or {}).get("deletionPolicy") or "Retain"
+        builder.condition(
+            "Ready",
+            Observation(
+                "False",
+                "Deleting",
+                f"the tenant is being deleted (deletionPolicy {policy}): " + "; ".join(waiting),
+            ),
+        )
+        try:
+            write_status(
+                self.kube,
+                TENANT,
+                tenant,
+                builder.base("Deleting"),
+                owned_keys=DELETING_STATUS_KEYS,
+            )
+        except KubeError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
+            # Gone meanwhile, or written by someone else: the next round writes it again.
 
     def owns(self, namespace: str, uid: str, live: KubeObject | None) -> bool:
         """True when `live` (namespace `namespace`) is the tenant's own, by uid."""

@@ -32,6 +32,9 @@ class TenantContext:
     annotations: Mapping[str, str]
     status: Mapping[str, Any]
     now: datetime.datetime
+    waiting: list[str] = field(default_factory=list)
+    """What a part's ``finalize`` still waits for, in words for people ("database: waiting
+    for ..."): the deletion puts it on the tenant's Ready condition (reason ``Deleting``)."""
 
     @property
     def owner(self) -> Any:

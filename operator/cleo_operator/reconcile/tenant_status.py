@@ -89,6 +89,13 @@ def observe_deployment(dep: Mapping[str, Any] | None, *, wanted: bool) -> Observ
     return Observation("True", "Available", f"{ready} of {desired} pods available")
 
 
+_METRICS_API = "metrics.k8s.io"
+_NO_METRICS_API = (
+    "the cluster's resource metrics API does not answer (is metrics-server installed? "
+    "kubectl get apiservice v1beta1.metrics.k8s.io)"
+)
+
+
 def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Observation:
     """From the HPA's own conditions; an HPA that cannot read metrics is False, not True."""
     if not enabled:
@@ -103,10 +110,13 @@ def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Obse
     for type_ in ("AbleToScale", "ScalingActive"):
         cond = conditions.get(type_)
         if cond is not None and cond.get("status") == "False":
+            message = str(cond.get("message", ""))
+            if _METRICS_API in message:
+                # The HPA's words name the API group, not what is missing: say it first,
+                # before a long message is clipped.
+                message = f"{_NO_METRICS_API}: {message}"
             return Observation(
-                "False",
-                str(cond.get("reason") or type_),
-                clip(f"{type_}: {cond.get('message', '')}"),
+                "False", str(cond.get("reason") or type_), clip(f"{type_}: {message}")
             )
     limited = conditions.get("ScalingLimited")
     if limited is not None and limited.get("status") == "True":

@@ -5,20 +5,23 @@ Objects, all in the backup's namespace, labelled with the tenant and ``cleoai.io
 and owned by the CleoBackup (deleting it deletes them, never the archives):
 
 - a ServiceAccount ``cleo-backup-<name>`` for the runner pods, without an automounted
-  token (the pod template asks for one itself, so no other pod gets one by accident);
+  token (the pod template asks for one itself, so no other pod gets one by accident), and
+  with the cloud's annotation when the destination uses workload identity
+  (`render.backup_identity`);
 - a Role and RoleBinding that let exactly that identity ``get`` its own CleoBackup and
   ``patch`` its status (``resourceNames``: nothing else in the namespace, not even the
   other CleoBackups; a one-off made with ``spec.from`` may also ``get`` the CleoBackup it
   runs, which its runner checks and reads its retention from). No rule on Secrets: the
-  database credentials, the keyring and the S3 keys reach the pod through the kubelet
+  database credentials, the keyring and the object store's keys reach the pod through the kubelet
   (environment and a read-only volume), which needs no right of the pod's own; an API
   right to read them would only be a second, unneeded way in;
 - a NetworkPolicy that opens egress for the runner pods to named destinations only: the
   API server's addresses (`BackupPodSettings.api_server_cidrs`, an operator setting or what
-  the operator found at start) on its ports, to write the status; and for S3, the object
-  store's ranges the CleoBackup names (``destination.s3.egress``, or the endpoint's IP
+  the operator found at start) on its ports, to write the status; and for an object store,
+  the ranges the CleoBackup names (``destination.<type>.egress``, or the endpoint's IP
   address) and the platform's (`BackupPodSettings.object_store_cidrs`) on the endpoint's
-  port. Nothing else, and never ``0.0.0.0/0``: the tenant's own policies already give every
+  port (and 443 for a token service), plus the metadata address an identity needs. Nothing
+  else, and never ``0.0.0.0/0``: the tenant's own policies already give every
   pod of the namespace the database ranges and DNS, and a PVC destination needs no network.
   `egress_problem` says when a spec leaves the object store's addresses unknown. The policy
   selects pods by labels, which is why the admission policy of deploy/admission refuses
@@ -27,15 +30,17 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
 - a CronJob ``cleo-backup-<name>`` for a schedule, or a Job of that name for a one-off
   backup. Its pod runs ``cleo-operator backup run --backup NAMESPACE/NAME`` from the
   operator's own image, so what backs up is always the version that reconciles, pulled with
-  the operator's pull policy and pull secrets.
+  the operator's pull policy and its copies of the operator's pull secrets
+  (`render.pull_secrets`).
 
 The pod passes Pod Security ``restricted`` (non-root 10001, read-only root filesystem with
 an emptyDir ``/tmp`` for pg_dump's and pg_restore's files, every capability dropped,
 RuntimeDefault seccomp). The database login arrives as libpq's variables from the tenant's
 database Secret (`ConnectionInfo.from_environment`), the keyring Secret is mounted
-read-only (`load_keyring_dir`), the destination is a mounted PersistentVolumeClaim or S3
-with the keys from the Secret the spec names. ``CLEO_JOB_NAME`` (from the pod's own
-``batch.kubernetes.io/job-name`` label) lets a run name its Job in the status history.
+read-only (`load_keyring_dir`), the destination is a mounted PersistentVolumeClaim or an
+object store reached with the keys of the Secret the spec names or a workload identity.
+``CLEO_JOB_NAME`` (from the pod's own ``batch.kubernetes.io/job-name`` label) lets a run
+name its Job in the status history.
 
 Why Jobs never retry a scheduled run (``backoffLimit: 0``): the next scheduled run is the
 retry, and every attempt writes a history entry; a pod that dies before it reports is
@@ -49,13 +54,19 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
-from cleo_operator.api.backup import CleoBackupSpec, DestinationSpec
+from cleo_operator.api.backup import CleoBackupSpec
 from cleo_operator.api.base import ResourceList
 from cleo_operator.api.base import ResourceRequirements as RunnerResources
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.render import backup_shapes as shapes
+from cleo_operator.render.backup_identity import (
+    S3_ENV,
+    object_store_url,
+    runner_identity,
+    secret_env,
+)
 from cleo_operator.render.child import (
     DATABASE_CA_VOLUME,
     database_ca_mount,
@@ -107,6 +118,7 @@ __all__ = [
     "render_service_account",
     "role_rules",
     "s3_egress_cidrs",
+    "store_egress_cidrs",
 ]
 
 BACKUP_LABEL: Final = "cleoai.io/backup"
@@ -140,10 +152,6 @@ DATABASE_ENV: Final = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
 DATABASE_OPTIONAL_ENV: Final = ("PGSSLROOTCERT",)
 """Keys the tenant database Secret holds when the site verifies the server (its CA file,
 mounted from the same Secret's ``ca.crt``, or ``system``)."""
-S3_ENV: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-"""Keys the S3 credentials Secret must hold."""
-S3_OPTIONAL_ENV: Final = ("AWS_SESSION_TOKEN",)
-"""Keys the S3 credentials Secret may hold."""
 
 DEFAULT_IMAGE_REPOSITORY: Final = "ghcr.io/cleoai/cleo-operator"
 API_SERVER_PORTS: Final = (443, 6443)
@@ -177,11 +185,12 @@ class BackupPodSettings:
     api_server_ports: tuple[int, ...] = API_SERVER_PORTS
     """TCP ports of the API server, as the runner's NetworkPolicy sees them."""
     object_store_cidrs: tuple[str, ...] = ()
-    """The platform's object store ranges: every S3 runner may reach them (on its endpoint's
-    port) besides what its CleoBackup names in ``destination.s3.egress``."""
+    """The platform's object store ranges: every object store runner may reach them (on its
+    endpoint's port) besides what its CleoBackup names in ``destination.<type>.egress``."""
     image_pull_secrets: tuple[str, ...] = ()
-    """Secrets the runner's pod pulls its image with. Secrets are namespaced: these names
-    must exist in each tenant namespace (the kubelet pulls anonymously past a missing one)."""
+    """Secrets of the tenant namespace the runner's pod pulls its image with: the operator's
+    copies (``cleo-pull-*``, `reconcile.pull_secrets`) of the registry Secrets its setting
+    names in its own namespace (the kubelet pulls anonymously past a missing one)."""
     resources: RunnerResources | None = None
     """The runner container's resources when its CleoBackup sets none (``spec.resources``
     replaces them whole: half a pair could leave a request above its limit)."""
@@ -242,12 +251,19 @@ def _meta(*, name: str, namespace: str, uid: str, tenant: str) -> ObjectMeta:
 # --- identity and rights ----------------------------------------------------------------------
 
 
-def render_service_account(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
-    """The runner's ServiceAccount; no token is mounted unless a pod asks (ours do)."""
+def render_service_account(
+    *, name: str, namespace: str, uid: str, tenant: str, spec: CleoBackupSpec | None = None
+) -> KubeObject:
+    """The runner's ServiceAccount; no token is mounted unless a pod asks (ours do). With a
+    workload identity, the cloud's annotation names it (`render.backup_identity`)."""
+    meta = _meta(name=name, namespace=namespace, uid=uid, tenant=tenant)
+    annotations = runner_identity(spec).service_account_annotations if spec else {}
+    if annotations:
+        meta["annotations"] = dict(sorted(annotations.items()))
     obj: ServiceAccount = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "metadata": meta,
         "automountServiceAccountToken": False,
     }
     return as_object(obj)
@@ -318,36 +334,37 @@ def _host_network(endpoint: str | None) -> str | None:
     return str(ipaddress.ip_network(address))
 
 
-def _destination(spec: CleoBackupSpec) -> DestinationSpec:
-    """The spec's destination: a spec with ``from`` is resolved before it is rendered."""
-    if spec.destination is None:
-        raise ValueError("spec.from is resolved into the source's destination before rendering")
-    return spec.destination
-
-
-def s3_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
-    """The object store's ranges: ``destination.s3.egress`` and an IP-address endpoint."""
-    s3 = _destination(spec).s3
-    if s3 is None:
+def store_egress_cidrs(spec: CleoBackupSpec) -> tuple[str, ...]:
+    """The object store's ranges: the destination's ``egress`` and an IP-address endpoint."""
+    store = spec.resolved_destination().object_store
+    if store is None:
         return ()
-    ranges = {str(ipaddress.ip_network(c, strict=False)) for c in s3.egress or ()}
-    host = _host_network(s3.endpoint)
+    ranges = {str(ipaddress.ip_network(c, strict=False)) for c in store.egress or ()}
+    host = _host_network(store.endpoint)
     if host is not None:
         ranges.add(host)
     return tuple(sorted(ranges, key=_range_order))
 
 
+s3_egress_cidrs = store_egress_cidrs
+"""The older name of `store_egress_cidrs` (S3 was the only object store)."""
+
+
 def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | None:
     """Why the runner's egress cannot be rendered as it must be, naming the field; None if
     it can."""
-    s3 = _destination(spec).s3
-    if s3 is not None and not _store_cidrs(spec, settings):
-        where = f"the endpoint {s3.endpoint!r} is a name" if s3.endpoint else "no endpoint is set"
+    store = spec.resolved_destination().object_store
+    if store is not None and not _store_cidrs(spec, settings):
+        block = spec.resolved_destination().type
+        where = (
+            f"the endpoint {store.endpoint!r} is a name" if store.endpoint else "no endpoint is set"
+        )
         return (
-            f"spec.destination.s3.egress: {where}, so the object store's addresses are "
+            f"spec.destination.{block}.egress: {where}, so the object store's addresses are "
             "unknown and the runner may not reach it; list its address ranges there (e.g. "
-            "egress: [203.0.113.0/24]), or set spec.destination.s3.endpoint to an IP address "
-            "(or the operator's CLEO_BACKUP_OBJECT_STORE_CIDRS; chart: backup.egress.objectStorage)"
+            f"egress: [203.0.113.0/24]), or set spec.destination.{block}.endpoint to an IP "
+            "address (or the operator's CLEO_BACKUP_OBJECT_STORE_CIDRS; chart: "
+            "backup.egress.objectStorage)"
         )
     if not settings.api_server_cidrs:
         return (
@@ -359,10 +376,10 @@ def egress_problem(spec: CleoBackupSpec, settings: BackupPodSettings) -> str | N
 
 
 def _store_cidrs(spec: CleoBackupSpec, settings: BackupPodSettings) -> tuple[str, ...]:
-    """What an S3 runner may reach of object storage: its CleoBackup's and the platform's."""
-    if _destination(spec).s3 is None:
+    """What a runner may reach of object storage: its CleoBackup's and the platform's."""
+    if spec.resolved_destination().object_store is None:
         return ()
-    return (*s3_egress_cidrs(spec), *settings.object_store_cidrs)
+    return (*store_egress_cidrs(spec), *settings.object_store_cidrs)
 
 
 def _range_order(cidr: str) -> tuple[int, int, int]:
@@ -396,10 +413,20 @@ def render_network_policy(
         ]
         egress.append({"to": _peers(settings.api_server_cidrs), "ports": api_ports})
     store = _store_cidrs(spec, settings)
-    s3 = _destination(spec).s3
-    if s3 is not None and store:
-        port = _s3_port(s3.endpoint) or 443
-        egress.append({"to": _peers(store), "ports": [{"protocol": "TCP", "port": port}]})
+    destination = spec.resolved_destination().object_store
+    identity = runner_identity(spec)
+    if destination is not None and store:
+        ports = {_s3_port(destination.endpoint) or 443}
+        if identity.token_service:
+            ports.add(443)  # STS or Entra ID, in the ranges the CleoBackup names
+        egress.append(
+            {
+                "to": _peers(store),
+                "ports": [{"protocol": "TCP", "port": port} for port in sorted(ports)],
+            }
+        )
+    for cidr, port in identity.platform_egress:
+        egress.append({"to": _peers((cidr,)), "ports": [{"protocol": "TCP", "port": port}]})
     selector: LabelSelector = {
         "matchLabels": {
             BACKUP_LABEL: name,
@@ -423,20 +450,15 @@ def render_network_policy(
 
 
 def backup_destination(spec: CleoBackupSpec) -> str:
-    """The runner's ``--destination``: a folder on the mounted volume, or an s3:// URL."""
-    destination = _destination(spec)
+    """The runner's ``--destination``: a folder on the mounted volume, or an object store's
+    URL (``s3://``, ``gs://``, ``azure://``)."""
+    destination = spec.resolved_destination()
     if destination.pvc is not None:
         path = destination.pvc.path
         return f"{VOLUME_MOUNT}/{path}" if path else VOLUME_MOUNT
-    s3 = destination.s3
-    assert s3 is not None  # the model guarantees one block per type
-    options: dict[str, str] = {}
-    if s3.region:
-        options["region"] = s3.region
-    if s3.endpoint:
-        options["endpoint"] = s3.endpoint
-    url = f"s3://{s3.bucket}/{s3.prefix or ''}"
-    return f"{url}?{urlencode(options)}" if options else url
+    url = object_store_url(spec)
+    assert url is not None  # the model guarantees one block per type
+    return url
 
 
 def _amounts(amounts: ResourceList | None) -> dict[str, str]:
@@ -462,26 +484,10 @@ def _resources(spec: CleoBackupSpec, settings: BackupPodSettings) -> ResourceReq
     return rendered
 
 
-def _secret_env(
-    names: tuple[str, ...], secret: str, *, optional: bool = False
-) -> list[shapes.EnvVar]:
-    env: list[shapes.EnvVar] = []
-    for key in names:
-        ref: shapes.KeyRef = {"name": secret, "key": key}
-        if optional:
-            ref["optional"] = True
-        env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
-    return env
-
-
 def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[shapes.EnvVar]:
-    env = _secret_env(DATABASE_ENV, settings.database_secret)
-    env += _secret_env(DATABASE_OPTIONAL_ENV, settings.database_secret, optional=True)
-    s3 = _destination(spec).s3
-    if s3 is not None:
-        secret = s3.credentials_secret
-        env += _secret_env(S3_ENV, secret)
-        env += _secret_env(S3_OPTIONAL_ENV, secret, optional=True)
+    env = secret_env(DATABASE_ENV, settings.database_secret)
+    env += secret_env(DATABASE_OPTIONAL_ENV, settings.database_secret, optional=True)
+    env += runner_identity(spec).env
     env.append(
         {
             "name": JOB_NAME_ENV,
@@ -528,7 +534,10 @@ def _pod_template(
     volumes.append(
         {"name": DATABASE_CA_VOLUME, "secret": database_ca_source(settings.database_secret)}
     )
-    pvc = _destination(spec).pvc
+    identity = runner_identity(spec)
+    mounts += identity.mounts
+    volumes += identity.volumes
+    pvc = spec.resolved_destination().pvc
     if pvc is not None:
         mounts.append({"name": "destination", "mountPath": VOLUME_MOUNT})
         volumes.append(
@@ -567,7 +576,8 @@ def _pod_template(
     }
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
-    return {"metadata": {"labels": backup_pod_labels(name=name, tenant=tenant)}, "spec": pod}
+    labels = {**backup_pod_labels(name=name, tenant=tenant), **identity.pod_labels}
+    return {"metadata": {"labels": dict(sorted(labels.items()))}, "spec": pod}
 
 
 def render_cron_job(
@@ -667,7 +677,7 @@ def render_backup(
     ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
     runner = render_cron_job if spec.schedule is not None else render_job
     return BackupObjects(
-        service_account=render_service_account(**ids),
+        service_account=render_service_account(**ids, spec=spec),
         role=render_role(**ids, source=source),
         role_binding=render_role_binding(**ids),
         network_policy=render_network_policy(**ids, spec=spec, settings=settings),

@@ -109,11 +109,26 @@ class ClaimSource(TypedDict):
     claimName: str
 
 
+class ServiceAccountTokenProjection(TypedDict):
+    audience: str
+    expirationSeconds: int
+    path: str
+
+
+class VolumeProjection(TypedDict):
+    serviceAccountToken: ServiceAccountTokenProjection
+
+
+class ProjectedSource(TypedDict):
+    sources: list[VolumeProjection]
+
+
 class Volume(TypedDict):
     name: str
     emptyDir: NotRequired[EmptyDirVolumeSource]
     secret: NotRequired[SecretVolumeSource]
     persistentVolumeClaim: NotRequired[ClaimSource]
+    projected: NotRequired[ProjectedSource]
 
 
 class PodSpec(TypedDict):

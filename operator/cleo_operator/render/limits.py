@@ -1,13 +1,14 @@
 """The tenant's resource limits: a ResourceQuota for totals, a LimitRange per container.
 
-Only what the spec sets is limited, with one exception: the number of CleoBackups
+Only what the spec sets is limited. A spec that sets nothing gets no object at all
+(rather than an empty one), so "no quota" looks the same in the cluster as in the spec.
+One default: a quota (``spec.quota``, even empty) always caps the namespace's CleoBackups
 (``count/cleobackups.cleoai.io``, `DEFAULT_BACKUPS` unless ``spec.quota.backups`` says
-otherwise) is always capped, so every tenant namespace gets a ResourceQuota. Tenant admins
-may create CleoBackups (one-offs that run one of the platform's, see
-reconcile/backup_source.py), and each runs a pod that dumps the tenant's database from a
-shared server into shared storage: without a cap, asking a thousand times would be free.
-The operator removes those one-offs a while after they ran, which frees the quota again.
-A LimitRange is rendered only for a spec that sets one (no empty object).
+otherwise). Tenant admins may create CleoBackups (one-offs that run one of the platform's,
+see reconcile/backup_source.py), and each runs a pod that dumps the tenant's database from
+a shared server into shared storage: a platform that bounds a tenant bounds that too. The
+operator removes those one-offs a while after they ran, which frees the quota again. (A
+tenant without a quota is bounded in nothing, its own pods included.)
 
 ``spec.quota.cpu`` and ``.memory`` cap the *requests* of all pods (``requests.cpu``,
 ``requests.memory``), as the fields document. They deliberately do not also cap
@@ -25,7 +26,7 @@ rendered object matches what a read returns.
 from __future__ import annotations
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
-from cleo_operator.api.tenant import CleoTenantSpec, QuotaSpec
+from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.render.child import child_metadata
 from cleo_operator.render.k8s import LimitRange, LimitRangeItem, ResourceQuota, as_object
 
@@ -44,9 +45,11 @@ def _quantities(**values: int | str | None) -> dict[str, str]:
 
 def render_resource_quota(
     *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
-) -> KubeObject:
-    """The ResourceQuota of spec.quota, with the cap on CleoBackups always."""
-    quota = spec.quota or QuotaSpec()
+) -> KubeObject | None:
+    """The ResourceQuota of spec.quota (with its cap on CleoBackups); None without one."""
+    quota = spec.quota
+    if quota is None:
+        return None
     hard = _quantities(
         **{
             "requests.cpu": quota.cpu,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cleo_operator.backup.commands import load_keyring_dir, storage_from_destination
-from cleo_operator.backup.s3 import S3Storage
+from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import InvalidKeyMaterial, Keyring
 
@@ -55,20 +55,44 @@ def test_destinations(tmp_path: Path) -> None:
     s3 = storage_from_destination(
         "s3://cleo-backups/tenants/acme?region=eu-west-1&endpoint=http://minio:9000", environ=env
     )
-    assert isinstance(s3, S3Storage)
-    assert (s3.bucket, s3.prefix, s3.region, s3.endpoint) == (
+    assert isinstance(s3, ObjectStoreStorage)
+    assert s3.description == "S3 bucket cleo-backups/tenants/acme at http://minio:9000"
+    config = s3.store.config
+    assert (config["bucket"], config["region"], config["endpoint"]) == (
         "cleo-backups",
-        "tenants/acme",
         "eu-west-1",
         "http://minio:9000",
     )
+    assert s3.store.prefix == "tenants/acme"
+    assert "s" * 40 not in repr(s3)
     aws = storage_from_destination("s3://cleo-backups", environ=env)
-    assert isinstance(aws, S3Storage)
-    assert aws.endpoint == "https://s3.us-east-1.amazonaws.com"
+    assert isinstance(aws, ObjectStoreStorage)
+    assert aws.description == "S3 bucket cleo-backups at https://s3.us-east-1.amazonaws.com"
     with pytest.raises(ValueError, match="AWS_ACCESS_KEY_ID"):
-        storage_from_destination("s3://cleo-backups/x", environ={})
+        storage_from_destination("s3://cleo-backups/x", environ={"AWS_SECRET_ACCESS_KEY": "x"})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['acl'\]"):
         storage_from_destination("s3://cleo-backups/x?acl=private", environ=env)
+    gcs = storage_from_destination(
+        "gs://cleo-backups/acme?endpoint=http://127.0.0.1:4443", environ={}
+    )
+    assert isinstance(gcs, ObjectStoreStorage)
+    assert gcs.description == "GCS bucket cleo-backups/acme at http://127.0.0.1:4443"
+    azure = storage_from_destination(
+        "azure://cleoacct/backups/tenants/acme", environ={"AZURE_STORAGE_SAS_TOKEN": "sv=x&sig=y"}
+    )
+    assert isinstance(azure, ObjectStoreStorage)
+    assert azure.store.config["container_name"] == "backups"
+    assert azure.store.prefix == "tenants/acme"
+    assert azure.description == (
+        "Azure container cleoacct/backups/tenants/acme at https://cleoacct.blob.core.windows.net"
+    )
+    with pytest.raises(ValueError, match="name the container"):
+        storage_from_destination("azure://cleoacct", environ={})
+    with pytest.raises(ValueError, match="not both"):
+        storage_from_destination(
+            "azure://cleoacct/c1",
+            environ={"AZURE_STORAGE_SAS_TOKEN": "x", "AZURE_STORAGE_ACCOUNT_KEY": "y"},
+        )
 
 
 def test_a_runner_destination_must_be_under_its_volume_mount(tmp_path: Path) -> None:

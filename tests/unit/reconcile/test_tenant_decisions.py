@@ -394,8 +394,16 @@ def test_delete_removes_the_namespace_once_it_is_gone(kube: FakeKube) -> None:
     ns = kube.get(NAMESPACE, "cleo-brief")
     assert ns is not None
     assert ns["metadata"]["deletionTimestamp"]
+    # The tenant says what its deletion waits for, and how to see what holds it.
+    assert status_of(kube, "brief")["phase"] == "Deleting"
+    ready = conditions(kube, "brief")["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Deleting")
+    assert "waiting for namespace cleo-brief to be deleted" in ready["message"]
+    assert "kubectl get namespace cleo-brief" in ready["message"]
+    writes = len(kube.writes)
     assert tenants.finalize("brief") is False  # still on its way: not deleted twice
     assert [w.method for w in kube.writes].count("delete") == 1
+    assert len(kube.writes) == writes, "nothing new to say: no second status write"
     kube.finish_namespace_deletions()  # the namespace controller's part
     assert tenants.finalize("brief") is True
 
@@ -437,3 +445,32 @@ def test_an_invalid_spec_becomes_a_condition_and_changes_nothing(kube: FakeKube)
     assert ready["reason"] == "InvalidSpec"
     assert "spec.workload.config[not/a valid key]" in ready["message"]
     assert kube.get(NAMESPACE, "cleo-typo") is None
+
+
+class _WaitingPart:
+    """A part whose finalize waits, as the database part does for a final backup."""
+
+    def reconcile(self, ctx: Any) -> Any:
+        raise AssertionError("not reconciled in this test")
+
+    def finalize(self, ctx: Any, *, delete: bool) -> bool:
+        del delete
+        ctx.waiting.append("database: waiting for the final backup CleoBackup x/y (Pending)")
+        return False
+
+
+def test_a_deletion_waiting_for_a_part_says_for_what(kube: FakeKube) -> None:
+    tenants = ready_tenant(kube, "slow", deletionPolicy="Delete")
+    waiting = reconciler(kube, parts=[_WaitingPart()])
+    delete_tenant(kube, "slow")
+    assert waiting.finalize("slow") is False
+    ns = kube.get(NAMESPACE, "cleo-slow")
+    assert ns is not None
+    assert not ns["metadata"].get("deletionTimestamp"), "the namespace waits for the parts"
+    ready = conditions(kube, "slow")["Ready"]
+    assert ready["reason"] == "Deleting"
+    assert ready["message"] == (
+        "the tenant is being deleted (deletionPolicy Delete): database: "
+        "waiting for the final backup CleoBackup x/y (Pending)"
+    )
+    del tenants

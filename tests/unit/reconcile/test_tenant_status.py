@@ -120,6 +120,25 @@ def test_hpa_that_cannot_read_metrics_is_false() -> None:
     assert (obs.status, obs.reason) == ("False", "FailedGetResourceMetric")
 
 
+def test_an_hpa_without_a_metrics_api_says_what_to_install() -> None:
+    missing = (
+        "the HPA was unable to compute the replica count: failed to get cpu utilization: "
+        "unable to get metrics for resource cpu: unable to fetch metrics from resource "
+        "metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)"
+    )
+    raw = hpa(("ScalingActive", "False", "FailedGetResourceMetric"))
+    raw["status"]["conditions"][0]["message"] = missing
+    obs = observe_autoscaling(raw, enabled=True)
+    assert obs.reason == "FailedGetResourceMetric"
+    assert obs.message.startswith(
+        "ScalingActive: the cluster's resource metrics API does not answer (is metrics-server "
+        "installed? kubectl get apiservice v1beta1.metrics.k8s.io): the HPA was unable"
+    )
+    # Another failure keeps the HPA's own words.
+    other = observe_autoscaling(hpa(("ScalingActive", "False", "InvalidSelector")), enabled=True)
+    assert other.message == "ScalingActive: ScalingActive says InvalidSelector"
+
+
 def test_hpa_without_conditions_yet_is_unknown() -> None:
     assert observe_autoscaling({"status": {}}, enabled=True).status == "Unknown"
 

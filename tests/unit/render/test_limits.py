@@ -56,15 +56,20 @@ def test_a_partial_quota_limits_only_what_it_names() -> None:
     assert not any(key.startswith("limits.") for key in rendered["spec"]["hard"])
 
 
+def test_no_quota_object_without_a_quota() -> None:
+    assert quota(spec_of(quota=None)) is None
+
+
 @pytest.mark.security
-def test_without_a_quota_only_the_number_of_backups_is_capped() -> None:
-    # Tenant admins may create CleoBackups (one-offs): a namespace without a cap would let
-    # them start as many backup pods against the shared database and storage as they like.
-    for spec in (spec_of(quota=None), spec_of(quota={})):
-        assert quota(spec)["spec"] == {"hard": {"count/cleobackups.cleoai.io": "20"}}
-    assert quota(spec_of(quota={"backups": 5}))["spec"]["hard"] == {
-        "count/cleobackups.cleoai.io": "5"
-    }
+def test_a_quota_always_caps_the_backups_tenant_admins_may_ask_for() -> None:
+    # Tenant admins may create CleoBackups (one-offs): without a cap they could start as
+    # many backup pods against the shared database and storage as they like.
+    empty = quota(spec_of(quota={}))
+    assert empty is not None
+    assert empty["spec"] == {"hard": {"count/cleobackups.cleoai.io": "20"}}
+    chosen = quota(spec_of(quota={"backups": 5}))
+    assert chosen is not None
+    assert chosen["spec"]["hard"] == {"count/cleobackups.cleoai.io": "5"}
 
 
 def test_limit_range_defaults_requests_and_maximums_per_container() -> None:

@@ -28,8 +28,6 @@ def test_a_full_tenant_gets_every_child_in_apply_order() -> None:
 def test_an_empty_spec_gets_the_namespace_and_its_fence_only() -> None:
     assert kinds_and_names(render(spec_of({}))) == [
         ("Namespace", "cleo-acme"),
-        # Always: it caps the CleoBackups tenant admins may create (render/limits.py).
-        ("ResourceQuota", "cleo-quota"),
         ("NetworkPolicy", "cleo-default-deny"),
         ("NetworkPolicy", "cleo-allow-same-namespace"),
         ("NetworkPolicy", "cleo-allow-dns"),

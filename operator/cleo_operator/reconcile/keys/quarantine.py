@@ -46,12 +46,15 @@ def quarantine_name(tenant: str, resource_version: str) -> str:
     return f"{QUARANTINE_PREFIX}{tenant}-{version}"
 
 
+QUARANTINE_SELECTOR: Final = (
+    f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={QUARANTINE_COMPONENT}"
+)
+"""Selects every tenant's quarantine Secrets in the operator namespace."""
+
+
 def quarantine_selector(tenant: str) -> str:
     """Selects the quarantine Secrets of `tenant` in the operator namespace."""
-    return (
-        f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={QUARANTINE_COMPONENT},"
-        f"{TENANT_LABEL}={tenant}"
-    )
+    return f"{QUARANTINE_SELECTOR},{TENANT_LABEL}={tenant}"
 
 
 def keep_in_quarantine(
