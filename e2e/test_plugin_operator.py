@@ -19,7 +19,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import REPO, kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
 from tests.harness.specs import IMAGE, backup_manifest, tenant_manifest
-from tests.integration.backup_cluster_support import run_job_pod
+from tests.integration.backup_cluster_support import bound_claim, run_job_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -31,39 +31,6 @@ def database_ready(cluster: LocalCluster) -> bool:
     tenant = kubectl_json(cluster, "get", "cleotenant", TENANT) or {}
     conditions = (tenant.get("status") or {}).get("conditions") or []
     return any(c["type"] == "DatabaseReady" and c["status"] == "True" for c in conditions)
-
-
-def storage(backup_volumes: Path) -> list[dict[str, Any]]:
-    """A volume made by hand and a claim bound to it (no provisioner runs here)."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{TENANT}-backups"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "manual",
-                "hostPath": {"path": str(backup_volumes / NAMESPACE / "backups")},
-                "claimRef": {"namespace": NAMESPACE, "name": "backups"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": "backups",
-                "namespace": NAMESPACE,
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": f"{TENANT}-backups",
-            },
-        },
-    ]
 
 
 def plugin(cluster: LocalCluster, *args: str) -> subprocess.Popen[str]:
@@ -101,9 +68,8 @@ def test_backup_now_waits_for_the_one_off_the_operator_runs(
             "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
         },
     )
-    cluster.kubectl(
-        "apply", "-f", "-", input=yaml.safe_dump_all([*storage(backup_volumes), nightly])
-    )
+    bound_claim(kube, NAMESPACE, "backups")  # no volume binder runs here
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nightly))
 
     waiting = plugin(cluster, "backup", "now", TENANT, "--wait", "--timeout", "240s")
     try:
