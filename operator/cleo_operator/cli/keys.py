@@ -28,22 +28,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import os
-import re
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
-
-import pydantic
-import yaml
 
 from cleo_operator.api.base import validate_tenant_name
-from cleo_operator.api.errors import SpecError, spec_error_from_validation
-from cleo_operator.api.tenant import DATA_KEY_HINT, DATA_KEY_PATTERN, SealedSecret
+from cleo_operator.api.errors import SpecError
 from cleo_operator.cli.common import Command, CommandError, guarded, out
-from cleo_operator.crypto import CryptoError, Envelope, SealingPublicKey, seal
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.cli.sealing import (
+    add_operator_namespace_option,
+    add_value_options,
+    check_target,
+    cluster_public_key,
+    load_public_key,
+    read_values,
+    sealed_entry_yaml,
+    split_pair,
+)
+from cleo_operator.crypto import CryptoError, Envelope
+from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     KEK_DIR_ENV,
     SecretKEKProvider,
@@ -75,9 +76,6 @@ __all__ = ["register"]
 
 log = logging.getLogger("cleo_operator.keys")
 
-OPERATOR_NAMESPACE_ENV: Final = "CLEO_OPERATOR_NAMESPACE"
-DEFAULT_OPERATOR_NAMESPACE: Final = "cleo-system"
-
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
@@ -85,12 +83,7 @@ def _now() -> datetime.datetime:
 
 def _cluster_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--operator-namespace",
-        default=os.environ.get(OPERATOR_NAMESPACE_ENV, DEFAULT_OPERATOR_NAMESPACE),
-        help=f"namespace of the operator's key Secrets (default: ${OPERATOR_NAMESPACE_ENV} "
-        f"or {DEFAULT_OPERATOR_NAMESPACE})",
-    )
+    add_operator_namespace_option(common)
     common.add_argument("--context", help="kubeconfig context (default: the current one)")
     common.add_argument(
         "--kek-dir",
@@ -123,25 +116,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _public_key(keys: OperatorKeys) -> SealingPublicKey:
-    published = keys.sealing.published_public_key()
-    if published is not None:
-        return published
-    # Not published (an operator version before the ConfigMap, or it was deleted): the
-    # Secret works too, for callers allowed to read it.
-    try:
-        return keys.sealing.load().public_key
-    except KubeError as exc:
-        raise CommandError(
-            f"the sealing public key is not published in ConfigMap {keys.operator_namespace}/"
-            f"{keys.sealing.public_name} and the sealing key Secret cannot be read ({exc.reason})"
-            ": start the operator (or run `cleo-operator keys init`), or pass --public-key FILE"
-        ) from None
-
-
 def cmd_keys_public(args: argparse.Namespace) -> int:
     _, keys = _keys(args)
-    public = _public_key(keys)
+    public = cluster_public_key(keys)
     out(public.to_pem() if args.pem else public.to_text())
     return 0
 
@@ -269,116 +246,22 @@ def _quarantine_lines(kube: KubeClient, operator_namespace: str) -> list[str]:
 # -- seal -------------------------------------------------------------------------------------
 
 
-def _split_pair(text: str, *, option: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        # The text may be a secret value typed without KEY=: never echo it.
-        raise CommandError(f"{option} takes KEY=VALUE (or KEY=PATH); one argument has no KEY=")
-    return key, value
-
-
-def _read_values(args: argparse.Namespace) -> dict[str, bytes]:
-    values: dict[str, bytes] = {}
-
-    def add(key: str, value: bytes, *, option: str) -> None:
-        if key in values:
-            raise CommandError(f"key {key!r} is given twice ({option}); give each key once")
-        values[key] = value
-
-    for literal in args.from_literal or ():
-        key, value = _split_pair(literal, option="--from-literal")
-        add(key, value.encode("utf-8"), option="--from-literal")
-    for item in args.from_file or ():
-        key, sep, path_text = item.partition("=")
-        if not sep:
-            key, path_text = Path(item).name, item
-        if path_text == "-":
-            add(key, sys.stdin.buffer.read(), option="--from-file")
-            continue
-        try:
-            content = Path(path_text).read_bytes()
-        except OSError as exc:
-            raise CommandError(
-                f"cannot read --from-file {path_text} for key {key!r}: {exc.strerror}"
-            ) from None
-        add(key, content, option="--from-file")
-    return values
-
-
-def _check_target(tenant: str, name: str, keys: Sequence[str]) -> None:
-    """Refuse what the CleoTenant API would refuse, before anything is read or sealed."""
-    try:
-        validate_tenant_name(tenant)
-    except SpecError as exc:
-        raise CommandError(f"--tenant {tenant!r}: {exc.issues[0].message}") from None
-    if not keys:
-        raise CommandError("nothing to seal: give --from-literal KEY=VALUE or --from-file KEY=PATH")
-    problems = [
-        f"key {key!r}: must be {DATA_KEY_HINT}, at most 253 long"
-        for key in keys
-        if len(key) > 253 or re.fullmatch(DATA_KEY_PATTERN, key) is None
-    ]
-    try:
-        # Placeholders, not the values: validation errors must never carry secret input.
-        SealedSecret.model_validate({"name": name, "data": dict.fromkeys(keys, "x")})
-    except pydantic.ValidationError as exc:
-        for issue in spec_error_from_validation("CleoTenant", exc, root="").issues:
-            if issue.path == "name":
-                problems.insert(0, f"--name {name!r}: {issue.message}")
-            elif issue.path == "data" or not problems:
-                problems.append(f"{issue.path}: {issue.message}")
-    if problems:
-        raise CommandError("; ".join(problems))
-
-
-def _load_public_key(path: Path) -> SealingPublicKey:
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read --public-key {path}: {exc}") from None
-    try:
-        if "BEGIN PUBLIC KEY" in text:
-            return SealingPublicKey.from_pem(text)
-        return SealingPublicKey.from_text(text)
-    except ValueError as exc:
-        raise CommandError(f"--public-key {path}: {exc}") from None
-
-
-def sealed_entry_yaml(
-    public: SealingPublicKey, *, tenant: str, name: str, values: dict[str, bytes]
-) -> str:
-    """The `spec.secrets` entry for `values`, as YAML with a comment saying what it is."""
-    entry = {
-        "name": name,
-        "data": {
-            key: seal(public, tenant=tenant, secret=name, key=key, plaintext=value)
-            for key, value in sorted(values.items())
-        },
-    }
-    SealedSecret.model_validate(entry)  # what we print must be what the API accepts
-    body = yaml.safe_dump([entry], sort_keys=False, width=1 << 30, default_flow_style=False)
-    return (
-        f"# spec.secrets entry of CleoTenant {tenant}: Secret {name}, sealed to "
-        f"{public.key_id}\n{body}"
-    )
-
-
 def cmd_seal(args: argparse.Namespace) -> int:
     try:
         validate_tenant_name(args.tenant)
     except SpecError as exc:
         raise CommandError(f"--tenant {args.tenant!r}: {exc.issues[0].message}") from None
-    keys_named = [_split_pair(text, option="--from-literal")[0] for text in args.from_literal or ()]
+    keys_named = [split_pair(text, option="--from-literal")[0] for text in args.from_literal or ()]
     keys_named += [
         item.partition("=")[0] if "=" in item else Path(item).name for item in args.from_file or ()
     ]
-    _check_target(args.tenant, args.name, keys_named)
+    check_target(args.tenant, args.name, keys_named)
     if args.public_key is not None:
-        public = _load_public_key(args.public_key)
+        public = load_public_key(args.public_key)
     else:
         _, keys = _keys(args)
-        public = _public_key(keys)
-    values = _read_values(args)
+        public = cluster_public_key(keys)
+    values = read_values(literals=args.from_literal or (), files=args.from_file or ())
     out(sealed_entry_yaml(public, tenant=args.tenant, name=args.name, values=values))
     return 0
 
@@ -441,15 +324,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     seal_parser.add_argument("--tenant", required=True, help="the CleoTenant's name")
     seal_parser.add_argument("--name", required=True, help="the Secret's name")
-    seal_parser.add_argument(
-        "--from-literal", action="append", metavar="KEY=VALUE", help="a value (repeatable)"
-    )
-    seal_parser.add_argument(
-        "--from-file",
-        action="append",
-        metavar="[KEY=]PATH",
-        help="a value from a file, '-' for stdin; KEY defaults to the file name (repeatable)",
-    )
+    add_value_options(seal_parser)
     seal_parser.add_argument(
         "--public-key",
         type=Path,

@@ -87,6 +87,19 @@ class KubeClient:
         configuration.connection_pool_maxsize = pool_size
         return cls(k8s.ApiClient(configuration))
 
+    @classmethod
+    def from_kubeconfig(
+        cls, *, path: str | None = None, context: str | None = None, pool_size: int = 4
+    ) -> KubeClient:
+        """The user's kubeconfig only (never in-cluster credentials), as kubectl reads it:
+        `path` or $KUBECONFIG or ~/.kube/config, and `context` or its current context."""
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration
+        )
+        configuration.connection_pool_maxsize = pool_size
+        return cls(k8s.ApiClient(configuration))
+
     @property
     def host(self) -> str:
         host: str = self.api.configuration.host

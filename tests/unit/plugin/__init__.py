@@ -1,0 +1,1 @@
+"""Unit tests of the kubectl plugin (`kubectl cleo`): pure rendering, no cluster."""
