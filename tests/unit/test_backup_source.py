@@ -13,13 +13,13 @@ from cleo_operator.reconcile.backup_source import (
     MAX_FINISHED_ONE_OFFS,
     MAX_UNFINISHED_ONE_OFFS,
     OneOff,
-    excess,
-    turn,
     SourceError,
     effective_spec,
+    excess,
     one_off_expiry,
     resolve,
     source_spec,
+    turn,
 )
 from tests.harness.specs import backup_manifest
 
@@ -216,5 +216,5 @@ def test_excess_removes_the_newest_waiting_and_the_oldest_finished() -> None:
 def test_excess_never_removes_a_running_one_off() -> None:
     line = _line(*(["unstarted"] * MAX_UNFINISHED_ONE_OFFS + ["running"]))
     doomed = [name for name, _ in excess(line)]
-    assert "ask-%d" % MAX_UNFINISHED_ONE_OFFS not in doomed
+    assert f"ask-{MAX_UNFINISHED_ONE_OFFS}" not in doomed
     assert doomed == [f"ask-{MAX_UNFINISHED_ONE_OFFS - 1}"]
