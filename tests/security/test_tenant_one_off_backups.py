@@ -354,12 +354,7 @@ def test_a_platform_admin_still_writes_any_backup(scene: Scene) -> None:
 
 
 def test_the_quota_stops_the_one_off_past_the_cap(scene: Scene) -> None:
-    wait_for(
-        lambda: quota_counts(scene.admin, scene.namespace) == len(scene.backups()),
-        timeout=60,
-        interval=0.5,
-        what="the quota's usage",
-    )
+    _wait_for_quota(scene)
     room = CAP - len(scene.backups())
     assert room > 0
     asked = [f"spam-{i}" for i in range(room)]
@@ -371,24 +366,16 @@ def test_the_quota_stops_the_one_off_past_the_cap(scene: Scene) -> None:
         assert "exceeded quota" in error.message
         assert BACKUPS_QUOTA_KEY in error.message
     finally:
-        for name in asked:
-            try:
-                scene.attacker.delete(BACKUP, name, namespace=scene.namespace)
-            except KubeError as exc:
-                if not exc.not_found:
-                    raise
+        _cleanup(scene.attacker, scene.namespace, asked)
 
 
 # -- what one-offs must not harm -----------------------------------------------------------
 
 
-def _cleanup(scene: Scene, names: list[str]) -> None:
+def _cleanup(kube: KubeClient, namespace: str, names: list[str]) -> None:
+    """Delete the CleoBackups `names` (those already gone are passed over)."""
     for name in names:
-        try:
-            scene.admin.delete(BACKUP, name, namespace=scene.namespace)
-        except KubeError as exc:
-            if not exc.not_found:
-                raise
+        kube.delete(BACKUP, name, namespace=namespace)
 
 
 def _reason(scene: Scene, name: str) -> str:
@@ -429,7 +416,7 @@ def test_one_offs_of_a_source_run_one_at_a_time_oldest_first(scene: Scene) -> No
         assert scene.runner_objects("line-2") == ["Role", "Job"]
         assert scene.runner_objects("line-3") == []
     finally:
-        _cleanup(scene, asked)
+        _cleanup(scene.admin, scene.namespace, asked)
 
 
 def test_a_one_off_waits_while_its_source_runs_under_forbid(scene: Scene) -> None:
@@ -467,7 +454,7 @@ def test_a_one_off_waits_while_its_source_runs_under_forbid(scene: Scene) -> Non
         scene.reconciler.reconcile(scene.namespace, "beside")
         assert scene.runner_objects("beside") == ["Role", "Job"]
     finally:
-        _cleanup(scene, ["beside"])
+        _cleanup(scene.admin, scene.namespace, ["beside"])
         if scene.admin.get(JOB, "nightly-by-hand", namespace=scene.namespace) is not None:
             scene.operator.delete(JOB, "nightly-by-hand", namespace=scene.namespace)
 
@@ -507,7 +494,7 @@ def test_a_tenant_filling_the_quota_cannot_keep_the_platform_out(scene: Scene) -
 
         wait_for(platform_creates, timeout=60, interval=0.5, what="room for the platform")
     finally:
-        _cleanup(scene, [*asked, "weekly"])
+        _cleanup(scene.admin, scene.namespace, [*asked, "weekly"])
 
 
 HOLD = "example.com/hold-for-test"
