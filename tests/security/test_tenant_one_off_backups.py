@@ -10,6 +10,11 @@ the reconciler checks: a source of another tenant, or one that is not in the nam
 gets a Ready=False condition and no runner. The namespace's quota stops the one-off past
 its cap. A platform admin (whom RBAC lets update CleoBackups) still writes any CleoBackup.
 
+What one-offs must not harm: the shared PostgreSQL (one-offs of a source run one at a time,
+never beside the source's own run under Forbid), and the quota the platform's CleoBackups
+and the final backup need (the operator cuts a source's one-offs back, and the final backup
+makes room for itself).
+
 The policy is installed for this module only (tenant_writable_support.install_policy).
 """
 
@@ -26,8 +31,18 @@ import pytest
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.kinds import BACKUP, JOB, NAMESPACE, RESOURCE_QUOTA, ROLE, TENANT
+from cleo_operator.kube.kinds import (
+    BACKUP,
+    EVENT,
+    JOB,
+    NAMESPACE,
+    RESOURCE_QUOTA,
+    ROLE,
+    TENANT,
+)
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
+from cleo_operator.reconcile.backup_source import MAX_UNFINISHED_ONE_OFFS
+from cleo_operator.reconcile.final_backup import FINAL_BACKUP_NAME, FinalBackup
 from cleo_operator.render.backup import BackupPodSettings
 from cleo_operator.render.limits import BACKUPS_QUOTA_KEY, render_resource_quota
 from cleo_operator.render.meta import tenant_owner
@@ -339,12 +354,7 @@ def test_a_platform_admin_still_writes_any_backup(scene: Scene) -> None:
 
 
 def test_the_quota_stops_the_one_off_past_the_cap(scene: Scene) -> None:
-    wait_for(
-        lambda: quota_counts(scene.admin, scene.namespace) == len(scene.backups()),
-        timeout=60,
-        interval=0.5,
-        what="the quota's usage",
-    )
+    _wait_for_quota(scene)
     room = CAP - len(scene.backups())
     assert room > 0
     asked = [f"spam-{i}" for i in range(room)]
@@ -356,9 +366,175 @@ def test_the_quota_stops_the_one_off_past_the_cap(scene: Scene) -> None:
         assert "exceeded quota" in error.message
         assert BACKUPS_QUOTA_KEY in error.message
     finally:
+        _cleanup(scene.attacker, scene.namespace, asked)
+
+
+# -- what one-offs must not harm -----------------------------------------------------------
+
+
+def _cleanup(kube: KubeClient, namespace: str, names: list[str]) -> None:
+    """Delete the CleoBackups `names` (those already gone are passed over)."""
+    for name in names:
+        kube.delete(BACKUP, name, namespace=namespace)
+
+
+def _reason(scene: Scene, name: str) -> str:
+    return str(scene.ready(name)["reason"])
+
+
+def _wait_for_quota(scene: Scene) -> None:
+    wait_for(
+        lambda: quota_counts(scene.admin, scene.namespace) == len(scene.backups()),
+        timeout=60,
+        interval=0.5,
+        what="the quota's usage",
+    )
+
+
+def test_one_offs_of_a_source_run_one_at_a_time_oldest_first(scene: Scene) -> None:
+    asked = ["line-1", "line-2", "line-3"]
+    try:
         for name in asked:
+            scene.ask(name)
+        # The newest is reconciled first: it cannot jump the line.
+        for name in reversed(asked):
+            scene.reconciler.reconcile(scene.namespace, name)
+        assert scene.runner_objects("line-1") == ["Role", "Job"]
+        for name in asked[1:]:
+            assert scene.runner_objects(name) == []
+            backup = scene.admin.get(BACKUP, name, namespace=scene.namespace)
+            assert backup is not None
+            assert backup["status"]["phase"] == "Pending"
+        assert _reason(scene, "line-2") == "WaitingInLine"
+        scene.reconciler.reconcile(scene.namespace, "line-2")
+        assert _reason(scene, "line-2") == "WaitingForOneOff"
+        assert "line-1" in scene.ready("line-2")["message"]
+        # The running one goes (the attacker may delete its own): the next one starts.
+        scene.attacker.delete(BACKUP, "line-1", namespace=scene.namespace)
+        scene.reconciler.reconcile(scene.namespace, "line-3")
+        scene.reconciler.reconcile(scene.namespace, "line-2")
+        assert scene.runner_objects("line-2") == ["Role", "Job"]
+        assert scene.runner_objects("line-3") == []
+    finally:
+        _cleanup(scene.admin, scene.namespace, asked)
+
+
+def test_a_one_off_waits_while_its_source_runs_under_forbid(scene: Scene) -> None:
+    # The source's own run, as its CronJob would start it (no kubelet here: it stays active).
+    running = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "nightly-by-hand",
+            "namespace": scene.namespace,
+            "labels": {"cleoai.io/backup": "nightly"},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": RUNNER_IMAGE}],
+                }
+            }
+        },
+    }
+    scene.operator.create(running)  # the policy reserves the runner's labels to the operator
+    try:
+        scene.ask("beside")
+        scene.reconciler.reconcile(scene.namespace, "beside")
+        assert _reason(scene, "beside") == "WaitingForSource"
+        assert scene.runner_objects("beside") == []
+        scene.operator.delete(JOB, "nightly-by-hand", namespace=scene.namespace)
+        wait_for(
+            lambda: scene.admin.get(JOB, "nightly-by-hand", namespace=scene.namespace) is None,
+            timeout=30,
+            interval=0.2,
+            what="the source's Job to go",
+        )
+        scene.reconciler.reconcile(scene.namespace, "beside")
+        assert scene.runner_objects("beside") == ["Role", "Job"]
+    finally:
+        _cleanup(scene.admin, scene.namespace, ["beside"])
+        if scene.admin.get(JOB, "nightly-by-hand", namespace=scene.namespace) is not None:
+            scene.operator.delete(JOB, "nightly-by-hand", namespace=scene.namespace)
+
+
+def test_a_tenant_filling_the_quota_cannot_keep_the_platform_out(scene: Scene) -> None:
+    _wait_for_quota(scene)
+    asked = [f"fill-{i}" for i in range(CAP - len(scene.backups()))]
+    assert len(asked) > MAX_UNFINISHED_ONE_OFFS
+    weekly = backup_manifest(
+        "weekly",
+        scene.namespace,
+        {"tenant": scene.tenant, "schedule": "@weekly", "destination": DESTINATION},
+    )
+    try:
+        for name in asked:
+            scene.ask(name)
+        error = refused(scene.admin.create, weekly)
+        assert "exceeded quota" in error.message  # the attack works on the quota alone
+        scene.reconciler.reconcile(scene.namespace, asked[0])
+        left = [name for name in scene.backups() if name.startswith("fill-")]
+        assert left == asked[:MAX_UNFINISHED_ONE_OFFS]
+        events = [
+            e
+            for e in scene.admin.list(EVENT, namespace=scene.namespace)
+            if e.get("reason") == "OneOffRemoved"
+        ]
+        assert {e["involvedObject"]["name"] for e in events} >= set(asked[MAX_UNFINISHED_ONE_OFFS:])
+
+        def platform_creates() -> bool:
             try:
-                scene.attacker.delete(BACKUP, name, namespace=scene.namespace)
+                scene.admin.create(weekly)
             except KubeError as exc:
-                if not exc.not_found:
-                    raise
+                if "exceeded quota" in exc.message:
+                    return False
+                raise
+            return True
+
+        wait_for(platform_creates, timeout=60, interval=0.5, what="room for the platform")
+    finally:
+        _cleanup(scene.admin, scene.namespace, [*asked, "weekly"])
+
+
+HOLD = "example.com/hold-for-test"
+
+
+def test_one_offs_filling_the_quota_cannot_hold_up_the_final_backup(scene: Scene) -> None:
+    """Last of the module: it deletes the tenant (held by a finalizer of the test's own)."""
+    _wait_for_quota(scene)
+    asked = [f"last-{i}" for i in range(CAP - len(scene.backups()))]
+    for name in asked:
+        scene.ask(name)
+    # Make them finished, as their runs would have (the runner writes the history).
+    for name in asked:
+        run = {"startTime": "2026-03-01T12:00:00Z", "endTime": "2026-03-01T12:01:00Z"}
+        scene.admin.patch_merge(
+            BACKUP,
+            name,
+            {"status": {"history": [{**run, "succeeded": True, "reason": "BackupSucceeded"}]}},
+            namespace=scene.namespace,
+            subresource="status",
+        )
+    assert FINAL_BACKUP_NAME not in scene.backups()
+    scene.admin.patch_merge(TENANT, scene.tenant, {"metadata": {"finalizers": [HOLD]}})
+    try:
+        scene.admin.delete(TENANT, scene.tenant)
+        live = scene.admin.get(TENANT, scene.tenant)
+        assert live is not None
+        spec = parse_tenant_spec({**live["spec"], "deletionPolicy": "Delete"})
+        final = FinalBackup(scene.operator)
+        answers: list[str | None] = []
+
+        def made() -> bool:
+            answers.append(final(scene.tenant, spec))
+            return FINAL_BACKUP_NAME in scene.backups()
+
+        # The quota's count lags the deletions: the hook is called again, as the tenant's
+        # finalizer would call it, until the API server admits the final backup.
+        wait_for(made, timeout=60, interval=0.5, what="the final backup")
+        assert answers[-1] is not None
+        assert "just created" in answers[-1]
+        assert not [name for name in scene.backups() if name.startswith("last-")]
+    finally:
+        scene.admin.patch_merge(TENANT, scene.tenant, {"metadata": {"finalizers": None}})

@@ -10,11 +10,16 @@ import pytest
 from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.reconcile.backup_source import (
+    MAX_FINISHED_ONE_OFFS,
+    MAX_UNFINISHED_ONE_OFFS,
+    OneOff,
     SourceError,
     effective_spec,
+    excess,
     one_off_expiry,
     resolve,
     source_spec,
+    turn,
 )
 from tests.harness.specs import backup_manifest
 
@@ -147,3 +152,69 @@ def test_a_one_off_that_never_ran_goes_a_ttl_after_its_creation() -> None:
 def test_a_one_off_whose_job_runs_stays() -> None:
     assert one_off_expiry(created=T0, status=status(T0), active=True, ttl_seconds=1) is None
     assert one_off_expiry(created=None, status=status(), active=False, ttl_seconds=1) is None
+
+
+# -- the line of one-offs of a source ------------------------------------------------------
+
+
+def _line(*phases: str) -> list[OneOff]:
+    """One-offs created a second apart, oldest first, named ask-0, ask-1, ..."""
+    return [
+        OneOff(name=f"ask-{i}", created=f"2026-03-01T12:00:{i:02d}Z", phase=phase)  # type: ignore[arg-type]
+        for i, phase in enumerate(phases)
+    ]
+
+
+def _turn(
+    name: str, line: list[OneOff], *, running: bool = False, forbid: bool = True
+) -> str | None:
+    wait = turn(name, line, source="nightly", source_running=running, forbid=forbid)
+    return None if wait is None else wait.reason
+
+
+def test_only_the_oldest_waiting_one_off_may_start() -> None:
+    line = _line("unstarted", "unstarted", "unstarted")
+    assert [_turn(o.name, line) for o in line] == [None, "WaitingInLine", "WaitingInLine"]
+    # Two reconciles that see the same line agree: never two starts at once.
+    started = _line("running", "unstarted", "unstarted")
+    assert [_turn(o.name, started) for o in started[1:]] == ["WaitingForOneOff"] * 2
+    done = _line("finished", "unstarted", "unstarted")
+    assert [_turn(o.name, done) for o in done[1:]] == [None, "WaitingInLine"]
+
+
+def test_the_order_is_creation_then_name() -> None:
+    line = [
+        OneOff(name="b", created="2026-03-01T12:00:00Z", phase="unstarted"),
+        OneOff(name="a", created="2026-03-01T12:00:00Z", phase="unstarted"),
+        OneOff(name="0", created="2026-03-01T12:00:01Z", phase="unstarted"),
+    ]
+    assert [_turn(o.name, line) for o in line] == ["WaitingInLine", None, "WaitingInLine"]
+
+
+def test_a_one_off_waits_for_its_sources_run_when_it_forbids_concurrency() -> None:
+    line = _line("unstarted")
+    assert _turn("ask-0", line, running=True) == "WaitingForSource"
+    assert _turn("ask-0", line, running=True, forbid=False) is None
+    wait = turn("ask-0", line, source="nightly", source_running=True, forbid=True)
+    assert wait is not None
+    assert "CleoBackup nightly" in wait.message
+    assert "Forbid" in wait.message
+
+
+def test_excess_removes_the_newest_waiting_and_the_oldest_finished() -> None:
+    assert excess(_line("unstarted") * 1) == []
+    waiting = _line(*(["running"] + ["unstarted"] * (MAX_UNFINISHED_ONE_OFFS + 2)))
+    doomed = [name for name, _ in excess(waiting)]
+    # The running one counts; the newer waiting ones beyond the cap go, never the running.
+    assert doomed == [o.name for o in waiting[MAX_UNFINISHED_ONE_OFFS:]]
+    finished = _line(*(["finished"] * (MAX_FINISHED_ONE_OFFS + 2)))
+    gone = excess(finished)
+    assert [name for name, _ in gone] == ["ask-1", "ask-0"]
+    assert all("its archive stays" in why for _, why in gone)
+
+
+def test_excess_never_removes_a_running_one_off() -> None:
+    line = _line(*(["unstarted"] * MAX_UNFINISHED_ONE_OFFS + ["running"]))
+    doomed = [name for name, _ in excess(line)]
+    assert f"ask-{MAX_UNFINISHED_ONE_OFFS}" not in doomed
+    assert doomed == [f"ask-{MAX_UNFINISHED_ONE_OFFS - 1}"]

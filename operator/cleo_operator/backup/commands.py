@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from cleo_operator.backup.catalog import list_backups
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.manifest import MadeBy
 from cleo_operator.backup.object_stores import object_storage_from_url
 from cleo_operator.backup.report import RunReport, prune_report
 from cleo_operator.backup.restore import verify_backup
@@ -135,8 +136,12 @@ def backup_run(
     work_dir: str | os.PathLike[str] | None = None,
     checksums: bool = True,
     now: datetime | None = None,
+    made_by: MadeBy | None = None,
 ) -> RunReport:
     """Back up `tenant`, then verify (with `verify_admin`) and prune (with `retention`).
+
+    `made_by` is recorded in the manifest; a one-off's run (`MadeBy.one_off`) never prunes,
+    whatever `retention` says (see `cleo_operator.backup.retention`).
 
     Pruning runs only after a successful backup, so a failing backup never costs an old
     one. A failed verification makes the run `Failed` (reason `VerificationFailed`): the
@@ -151,6 +156,7 @@ def backup_run(
             now=now,
             pg_dump=pg_dump,
             checksums=checksums,
+            made_by=made_by,
         )
     except BackupError as error:
         return {
@@ -184,7 +190,8 @@ def backup_run(
             report["outcome"] = "Failed"
             report["reason"] = "VerificationFailed"
             report["message"] = verdict.message
-    if retention is not None and not retention.keeps_everything:
+    one_off = made_by is not None and made_by.one_off
+    if retention is not None and not retention.keeps_everything and not one_off:
         report["prune"] = prune_report(
             prune(storage, tenant=tenant, policy=retention, keyring=keyring, now=now)
         )

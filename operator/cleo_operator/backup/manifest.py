@@ -12,6 +12,14 @@ by the tenant keyring under a context that includes the SHA-256 of the manifest'
 content (everything but the wrapped key itself), so editing any field of the manifest makes
 the key fail to unwrap, and the manifest is refused before anything else is believed.
 
+Why the manifest says who made the archive (``madeBy``): retention must tell the archives a
+scheduled CleoBackup made from those of one-offs a tenant admin asked for (``spec.from``),
+so that one-offs can never push a scheduled archive out of a keep rule
+(`cleo_operator.backup.retention`). It is part of the authenticated content like every other
+field: whoever may write the storage cannot turn a scheduled archive into a one-off (or the
+reverse) without the keyring. Manifests without it (made by the command line, or before the
+field existed) are the platform's own archives.
+
 Format (JSON, camelCase, `format` = `cleo-operator/backup-manifest/v1`); times are RFC 3339
 UTC; table names are qualified and quoted as PostgreSQL's `format('%I.%I')` writes them.
 """
@@ -34,6 +42,7 @@ __all__ = [
     "BACKUP_ID_PATTERN",
     "CHECKSUM_ALGORITHM",
     "MANIFEST_FORMAT",
+    "MadeBy",
     "Manifest",
     "TableStats",
     "archive_key_context",
@@ -94,6 +103,17 @@ class TableStats:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MadeBy:
+    """Which CleoBackup made an archive (the manifest's ``madeBy``)."""
+
+    cleo_backup: str
+    """``namespace/name`` of the CleoBackup whose run made it."""
+    one_off: bool = False
+    """True for a one-off asked for with ``spec.from``: retention's keep rules do not count
+    it, and its run prunes nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     """Everything known about one archive; see the module docstring for the format."""
 
@@ -133,6 +153,13 @@ class Manifest:
     """How `TableStats.checksum` was computed; None when only rows were counted."""
     tables: Mapping[str, TableStats]
     """Per qualified table name, its rows and checksum in the backup's snapshot."""
+    made_by: MadeBy | None = None
+    """The CleoBackup whose run made it; None when made outside a cluster (the CLI)."""
+
+    @property
+    def one_off(self) -> bool:
+        """Whether a one-off (``spec.from``) made it (see the module docstring)."""
+        return self.made_by is not None and self.made_by.one_off
 
     @property
     def duration_seconds(self) -> float:
@@ -169,7 +196,7 @@ class Manifest:
         }
         if include_wrapped_key:
             encryption["wrappedKey"] = self.wrapped_key
-        return {
+        document: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "backupId": self.backup_id,
             "tenant": self.tenant,
@@ -195,6 +222,13 @@ class Manifest:
                 for name, stats in sorted(self.tables.items())
             },
         }
+        # Written only when known, so that the digest of a manifest without it is unchanged.
+        if self.made_by is not None:
+            document["madeBy"] = {
+                "cleoBackup": self.made_by.cleo_backup,
+                "oneOff": self.made_by.one_off,
+            }
+        return document
 
     @classmethod
     def from_json(cls, data: bytes, *, source: str) -> Manifest:
@@ -261,6 +295,7 @@ class Manifest:
             server_version_num=reader.integer(server, "versionNum", prefix="server"),
             checksum_algorithm=checksum_algorithm,
             tables=reader.tables(doc.get("tables")),
+            made_by=reader.made_by(doc.get("madeBy")),
         )
         # The digest covers what was parsed, and the parse must not have dropped anything:
         # a field added by hand would otherwise be neither authenticated nor noticed.
@@ -321,6 +356,17 @@ class _Reader:
             return parse_rfc3339(text)
         except ValueError:
             raise self._fail(key, "an RFC 3339 time with a timezone") from None
+
+    def made_by(self, value: object) -> MadeBy | None:
+        if value is None:
+            return None
+        made_by = self.mapping(value, "madeBy")
+        one_off = made_by.get("oneOff")
+        if not isinstance(one_off, bool):
+            raise self._fail("madeBy.oneOff", "true or false")
+        return MadeBy(
+            cleo_backup=self.string(made_by, "cleoBackup", prefix="madeBy"), one_off=one_off
+        )
 
     def tables(self, value: object) -> dict[str, TableStats]:
         tables = self.mapping(value, "tables")

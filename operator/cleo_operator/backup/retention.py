@@ -17,6 +17,15 @@ made in them. So the rules are also age limits: after a month without backups, a
 - a backup dated after `now` (clock skew between nodes) is kept, and left out of every
   rule: it cannot be placed, and the rules count back from `now`.
 
+One-offs (archives a tenant admin asked for with ``spec.from``; the manifest's authenticated
+``madeBy`` says so) are outside the rules: the rules, and the two protections above, count
+and keep only the other archives, so that no number of one-offs can push a scheduled archive
+out of a rule (a tenant admin, or whoever stole its credentials, asking for one-off after
+one-off would otherwise erase the history). One-offs have their own bound instead:
+`keep_one_offs`, the newest N of them (default `DEFAULT_KEEP_ONE_OFFS`); and a one-off's run
+never prunes (`cleo_operator.cli.backup.run_backup_for`): pruning happens in the scheduled
+runs.
+
 With no rule set at all, everything is kept (the API's default: backups are never
 destroyed unless the owner says how many to keep). Hours are UTC hours; days, weeks and
 months are those of `tz` (default UTC), like the schedule's time zone.
@@ -55,6 +64,7 @@ from cleo_operator.backup.storage import Storage
 from cleo_operator.crypto import KeyWrapper
 
 __all__ = [
+    "DEFAULT_KEEP_ONE_OFFS",
     "DEFAULT_ORPHAN_GRACE",
     "BackupInfo",
     "PruneResult",
@@ -68,6 +78,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_ORPHAN_GRACE: Final = timedelta(hours=6)
 """How old a leftover (an archive without manifest, an unfinished write) must be to go."""
 
+DEFAULT_KEEP_ONE_OFFS: Final = 3
+"""How many one-off archives (``spec.from``) pruning keeps, newest first."""
+
 
 @dataclass(frozen=True)
 class BackupInfo:
@@ -79,6 +92,8 @@ class BackupInfo:
     """When the backup started (timezone-aware)."""
     verified: bool = False
     """Whether its latest verification passed."""
+    one_off: bool = False
+    """Whether a one-off (``spec.from``) made it: the rules do not count it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,9 +110,19 @@ class RetentionPolicy:
     """Keep the newest backup of each of the last N ISO weeks."""
     keep_monthly: int | None = None
     """Keep the newest backup of each of the last N months."""
+    keep_one_offs: int = DEFAULT_KEEP_ONE_OFFS
+    """Keep the newest N one-off archives; the rules above never count them. Not a rule:
+    it prunes nothing while no rule is set."""
 
     def __post_init__(self) -> None:
-        for name in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"):
+        for name in (
+            "keep_last",
+            "keep_hourly",
+            "keep_daily",
+            "keep_weekly",
+            "keep_monthly",
+            "keep_one_offs",
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 0):
                 raise ValueError(f"retention {name} must be a count >= 0 or unset, not {value!r}")
@@ -175,9 +200,12 @@ def select_to_keep(
         return {b.id for b in backups}
     # Backups dated after `now` are kept and otherwise left out: every rule counts from now.
     keep: set[str] = {b.id for b in backups if b.time > now}
-    newest_first = sorted(
+    placed = sorted(
         (b for b in backups if b.time <= now), key=lambda b: (b.time, b.id), reverse=True
     )
+    # One-offs only ever compete with one-offs (see the module docstring).
+    keep.update(b.id for b in [b for b in placed if b.one_off][: policy.keep_one_offs])
+    newest_first = [b for b in placed if not b.one_off]
     if not newest_first:
         return keep
     keep.add(newest_first[0].id)
@@ -242,7 +270,10 @@ def prune(
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     catalog = list_backups(storage, tenant=tenant, keyring=keyring)
     problems = list(catalog.problems)
-    infos = [BackupInfo(id=b.backup_id, time=b.time, verified=b.verified) for b in catalog.backups]
+    infos = [
+        BackupInfo(id=b.backup_id, time=b.time, verified=b.verified, one_off=b.manifest.one_off)
+        for b in catalog.backups
+    ]
     keep = select_to_keep(infos, policy, now=moment, tz=tz)
     doomed = [b for b in catalog.backups if b.backup_id not in keep]
     deleted: list[str] = []

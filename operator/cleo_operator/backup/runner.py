@@ -57,7 +57,13 @@ from cleo_operator.backup.errors import (
     StorageError,
     redact,
 )
-from cleo_operator.backup.manifest import CHECKSUM_ALGORITHM, Manifest, TableStats, new_backup_id
+from cleo_operator.backup.manifest import (
+    CHECKSUM_ALGORITHM,
+    MadeBy,
+    Manifest,
+    TableStats,
+    new_backup_id,
+)
 from cleo_operator.backup.storage import COPY_BUFFER_SIZE, Storage, WriteStream
 from cleo_operator.backup.tools import StderrTail, describe_exit, tool_version
 from cleo_operator.core.times import rfc3339_precise
@@ -296,6 +302,7 @@ def run_backup(
     checksums: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     lock_wait_timeout_seconds: int | None = 300,
+    made_by: MadeBy | None = None,
 ) -> BackupResult:
     """Back up the database `source` names, of `tenant`, into `storage`; see the module doc.
 
@@ -303,7 +310,8 @@ def run_backup(
     start time (default: the current time); it names the backup. `checksums=False` records
     row counts only (faster for very large databases; verification then compares counts).
     `lock_wait_timeout_seconds` makes pg_dump give up instead of queueing forever behind a
-    lock (`None`: wait as long as it takes).
+    lock (`None`: wait as long as it takes). `made_by` (the CleoBackup that runs it) goes
+    into the manifest, authenticated like the rest.
 
     Raises a `BackupError`: `SourceUnavailable`, `DumpFailed`, `StorageError` (`StorageFull`)
     or, for a keyring that cannot wrap, `DumpFailed` with the keyring's reason.
@@ -322,6 +330,7 @@ def run_backup(
             checksums=checksums,
             chunk_size=chunk_size,
             lock_wait_timeout_seconds=lock_wait_timeout_seconds,
+            made_by=made_by,
         )
     except BackupError as error:
         metrics.observe_backup_failure(tenant=tenant, reason=error.reason)
@@ -362,6 +371,7 @@ def _run_backup(
     checksums: bool,
     chunk_size: int,
     lock_wait_timeout_seconds: int | None,
+    made_by: MadeBy | None,
 ) -> BackupResult:
     if not tenant:
         raise ValueError("tenant must not be empty")
@@ -432,6 +442,7 @@ def _run_backup(
         pg_dump_version=dump_version,
         checksum_algorithm=CHECKSUM_ALGORITHM if checksums else None,
         tables=tables,
+        made_by=made_by,
     )
     try:
         manifest = dataclasses.replace(

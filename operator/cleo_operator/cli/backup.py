@@ -2,13 +2,14 @@
 
 `backup run --backup NAMESPACE/NAME` is what every CleoBackup's CronJob (or one-off Job)
 runs, in the operator's own image, as the backup's own ServiceAccount. It reads its
-CleoBackup (tenant, retention, time zone), backs up (`backup.commands.backup_run`), prunes after
-a success, writes its JSON report to the termination message, and records the run in the
-CleoBackup's status (`reconcile.backup_status.record_run`). Its inputs come as a pod gets
-them: the database login in libpq's variables (from the tenant's database Secret), the
-keyring as its Secret mounted read-only (`--keyring-dir`), the destination as a folder on
-the mounted volume or an object store's URL (``s3://``, ``gs://``, ``azure://``; credentials
-in the variables `backup.object_stores` reads, or the pod's workload identity).
+CleoBackup (tenant, retention, time zone), backs up (`backup.commands.backup_run`), prunes
+after a success (never in a one-off made with ``spec.from``), writes its JSON report to the
+termination message, and records the run in the CleoBackup's status
+(`reconcile.backup_status.record_run`). Its inputs come as a pod gets them: the database
+login in libpq's variables (from the tenant's database Secret), the keyring as its Secret
+mounted read-only (`--keyring-dir`), the destination as a folder on the mounted volume or an
+object store's URL (``s3://``, ``gs://``, ``azure://``; credentials in the variables
+`backup.object_stores` reads, or the pod's workload identity).
 
 Every run ends in the history, including one that cannot even start (a keyring that does
 not load, a missing variable): a failed run is recorded, exits 1, and never stops the
@@ -56,6 +57,7 @@ from cleo_operator.backup.commands import (
 )
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.errors import BackupError
+from cleo_operator.backup.manifest import MadeBy
 from cleo_operator.backup.report import (
     PruneReport,
     RunReport,
@@ -142,8 +144,13 @@ def run_backup_for(
     environ: dict[str, str] | None = None,
     now: Callable[[], datetime.datetime] = _now,
     volume_mount: str | os.PathLike[str] | None = None,
+    made_by: MadeBy | None = None,
 ) -> RunReport:
     """Back up as a CleoBackup's runner does, then prune by `retention` after a success.
+
+    `made_by` (the CleoBackup this runs for) goes into the manifest. A one-off's run
+    (`MadeBy.one_off`) never prunes: pruning is the scheduled runs' job, so that asking for
+    one-offs can never cost a scheduled archive (`backup.retention`).
 
     `volume_mount`: where the runner pod mounts a volume destination (the CronJob passes
     the mount it renders); a folder destination must be under it, and no symbolic link
@@ -171,9 +178,15 @@ def run_backup_for(
     except ValueError as exc:
         return _failed(tenant, "DestinationInvalid", str(exc))
     report = backup_run(
-        tenant=tenant, source=source, storage=storage, keyring=keyring, work_dir=work_dir
+        tenant=tenant,
+        source=source,
+        storage=storage,
+        keyring=keyring,
+        work_dir=work_dir,
+        made_by=made_by,
     )
-    if report["outcome"] == "Succeeded" and not retention.keeps_everything:
+    one_off = made_by is not None and made_by.one_off
+    if report["outcome"] == "Succeeded" and not retention.keeps_everything and not one_off:
         report["prune"] = _prune(
             storage, tenant, retention, _time_zone(time_zone), now(), keyring=keyring
         )
@@ -251,8 +264,8 @@ def _effective(
     """The spec this run follows, and the time zone its retention counts days in.
 
     A one-off made with ``spec.from`` is checked again here (its source may have changed
-    since the operator made the Job) and runs with the source's retention, in the source's
-    time zone; `SourceError` when the source is no longer one it may run.
+    since the operator made the Job) and runs with the source's destination; it prunes
+    nothing (`run_backup_for`). `SourceError` when the source is no longer one it may run.
     """
     if spec.from_backup is None:
         return spec, spec.time_zone
@@ -271,6 +284,10 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
             f"CleoBackup {namespace}/{name} does not exist (deleted while its Job ran?)"
         )
     tenant = str((backup.get("spec") or {}).get("tenant") or "")
+    made_by = MadeBy(
+        cleo_backup=f"{namespace}/{name}",
+        one_off=bool((backup.get("spec") or {}).get("from")),
+    )
     try:
         spec, time_zone = _effective(kube, namespace, parse_backup_spec(backup.get("spec") or {}))
     except SpecError as exc:
@@ -286,6 +303,7 @@ def _run_for_cluster(args: argparse.Namespace, started: datetime.datetime) -> in
             time_zone=time_zone,
             work_dir=args.work_dir,
             volume_mount=_volume_mount(args.destination, spec),
+            made_by=made_by,
         )
     if args.report:
         try:

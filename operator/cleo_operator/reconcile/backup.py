@@ -14,7 +14,9 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
 2. applies the desired children (`render.backup`) that are missing, stale or drifted, and
    deletes the runner kind the spec no longer asks for (the CronJob once the schedule is
    removed, or the other way round). A one-off Job is created once and never changed: a
-   Job's pod template is immutable, and its run belongs to the history;
+   Job's pod template is immutable, and its run belongs to the history. A one-off made
+   with ``spec.from`` waits (Pending, nothing rendered) for its turn in its source's line,
+   and its source's excess one-offs are removed (`reconcile.one_offs`);
 3. looks at the backup's Jobs. A Job that finished is marked as seen
    (``cleoai.io/backup-recorded``); when its pod did not record its run (it died, or could
    not write status) the run is recorded here from what is left of it
@@ -78,9 +80,17 @@ from cleo_operator.kube.kinds import (
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile import backup_conditions as conditions
+from cleo_operator.reconcile import one_offs
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
 from cleo_operator.reconcile.backup_settings import BackupSettings
-from cleo_operator.reconcile.backup_source import SourceError, one_off_expiry, resolve
+from cleo_operator.reconcile.backup_source import (
+    SourceError,
+    Wait,
+    effective_spec,
+    one_off_expiry,
+    source_spec,
+    turn,
+)
 from cleo_operator.reconcile.backup_status import (
     RECONCILER_KEYS,
     RunEntry,
@@ -130,6 +140,9 @@ WATCHED_CHILDREN: Final[tuple[tuple[str, str, str], ...]] = tuple(
 
 ACTIVE_JOB_RECHECK_SECONDS: Final = 30.0
 """While a Job runs, look again this often (its end also wakes the loop, if watched)."""
+
+ONE_OFF_RECHECK_SECONDS: Final = 10.0
+"""While a one-off waits for its turn, look again this often."""
 
 
 @dataclass
@@ -251,7 +264,7 @@ class BackupReconciler:
             if self._expire_one_off(backup, current, now, result):
                 return result
             try:
-                spec = resolve(
+                checked = source_spec(
                     declared,
                     self.kube.get(BACKUP, declared.from_backup, namespace=namespace),
                     namespace=namespace,
@@ -264,6 +277,18 @@ class BackupReconciler:
                     result.requeue_after, self.settings.prerequisite_requeue_seconds
                 )
                 result.status_written = status.write(self.kube, phase=result.phase, current=current)
+                return result
+            spec = effective_spec(declared, checked)
+            removed, wait = self._one_off_turn(backup, declared.from_backup, checked, result)
+            if removed:
+                self.forget(namespace, name)
+                return result
+            if wait is not None:
+                # Nothing is rendered while it waits: its runner would only queue up.
+                status.set("Ready", Observation("False", wait.reason, clip(wait.message)))
+                result.phase = "Pending"
+                result.requeue_after = _min(result.requeue_after, ONE_OFF_RECHECK_SECONDS)
+                result.status_written = status.write(self.kube, phase="Pending", current=current)
                 return result
         else:
             spec = declared
@@ -377,6 +402,37 @@ class BackupReconciler:
         return result
 
     # -- one-offs made with spec.from ------------------------------------------------------
+
+    def _one_off_turn(
+        self,
+        backup: KubeObject,
+        source: str,
+        source_spec: CleoBackupSpec,
+        result: BackupReconcileResult,
+    ) -> tuple[bool, Wait | None]:
+        """Remove the source's excess one-offs; whether this one was among them, and why it
+        may not start yet (None: it may, or it has started already).
+
+        A one-off that has started (its Job exists) or finished goes on as before; only one
+        that has not started waits for its turn (`backup_source.turn`).
+        """
+        meta = backup["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        line = one_offs.read_line(self.kube, namespace, source)
+        for gone in one_offs.remove_excess(self.kube, line):
+            result.deleted.append(object_ref(line.objects[gone]))
+            if gone == name:
+                return True, None
+        mine = next((o for o in line.one_offs if o.name == name), None)
+        if mine is None or mine.phase != "unstarted":
+            return False, None
+        return False, turn(
+            name,
+            line.one_offs,
+            source=source,
+            source_running=line.source_running,
+            forbid=source_spec.concurrency_policy == "Forbid",
+        )
 
     def _expire_one_off(
         self,

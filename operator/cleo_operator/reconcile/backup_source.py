@@ -19,13 +19,28 @@ The checks, each with its own condition reason:
 One-offs made with ``from`` are removed by the operator `ONE_OFF_TTL_SECONDS` after their
 run ended (or after their creation, if they never ran and no Job of theirs is active), so
 that the namespace's quota of CleoBackups bounds how often a tenant can ask. Their archives
-stay: the source's retention governs them as it governs the source's own.
+stay, outside the source's keep rules: a one-off's run prunes nothing, and the source's runs
+keep the newest few one-off archives (`cleo_operator.backup.retention`), so that asking for
+one-offs can never cost a scheduled archive.
+
+The line of one-offs of a source (`turn`, `excess`): what one tenant admin asks for must
+neither load the shared PostgreSQL nor take the quota the platform's own CleoBackups need.
+So one ``from`` one-off per source runs at a time, in the order they were created, and
+none while the source's own Job runs when its ``concurrencyPolicy`` is Forbid (the others
+are Pending, with the reason on their Ready condition). A source keeps at most
+`MAX_UNFINISHED_ONE_OFFS` one-offs that have not finished (the newer ones that have not
+started are removed, with an Event) and `MAX_FINISHED_ONE_OFFS` finished ones (older ones
+go before their time is up; their archives stay): a tenant filling its quota with one-offs
+gets them removed within a reconcile, and the final backup makes room for itself
+(`cleo_operator.reconcile.one_offs`).
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from cleo_operator.api.backup import CleoBackupSpec, CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.errors import SpecError
@@ -34,16 +49,31 @@ from cleo_operator.core.errors import CleoError
 from cleo_operator.core.times import read_rfc3339
 
 __all__ = [
+    "MAX_FINISHED_ONE_OFFS",
+    "MAX_UNFINISHED_ONE_OFFS",
     "ONE_OFF_TTL_SECONDS",
+    "OneOff",
+    "OneOffPhase",
     "SourceError",
+    "Wait",
     "effective_spec",
+    "excess",
     "one_off_expiry",
     "resolve",
     "source_spec",
+    "turn",
 ]
 
 ONE_OFF_TTL_SECONDS: Final = 24 * 3600.0
 """How long a finished ``from`` one-off is kept (the default of the operator's setting)."""
+
+MAX_UNFINISHED_ONE_OFFS: Final = 3
+"""One-offs of one source that may wait or run; newer ones that have not started go."""
+
+MAX_FINISHED_ONE_OFFS: Final = 3
+"""Finished one-offs of one source that are kept (until their time is up); older ones go."""
+
+OneOffPhase = Literal["unstarted", "running", "finished"]
 
 
 class SourceError(CleoError):
@@ -129,3 +159,93 @@ def one_off_expiry(
     if since is None:
         return None
     return since + datetime.timedelta(seconds=ttl_seconds)
+
+
+@dataclass(frozen=True)
+class OneOff:
+    """One ``from`` one-off of a source, as the line sees it."""
+
+    name: str
+    created: str
+    """Its creationTimestamp (RFC 3339, whole seconds): the line's order, then the name."""
+    phase: OneOffPhase
+    """``unstarted`` (no Job, no run), ``running`` (its Job is active), or ``finished``."""
+
+    @property
+    def order(self) -> tuple[str, str]:
+        return (self.created, self.name)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Why a one-off does not start now: its Ready condition's reason and message."""
+
+    reason: str
+    message: str
+
+
+def turn(
+    name: str, line: Sequence[OneOff], *, source: str, source_running: bool, forbid: bool
+) -> Wait | None:
+    """Whether one-off `name` of `source` may start its Job now (None) or waits (why).
+
+    `line` holds the source's one-offs (`name` among them); `source_running` says whether
+    the source's own Job runs, `forbid` whether its concurrencyPolicy is Forbid. Only the
+    oldest one-off that has not started may start, so two reconciles that see the same line
+    never both start one.
+    """
+    if forbid and source_running:
+        return Wait(
+            "WaitingForSource",
+            f"CleoBackup {source} is running its own backup and its concurrencyPolicy is "
+            "Forbid; this one-off starts when it ends",
+        )
+    running = sorted(o.name for o in line if o.phase == "running" and o.name != name)
+    if running:
+        return Wait(
+            "WaitingForOneOff",
+            f"one-off {running[0]} of CleoBackup {source} is running; one-offs of a "
+            "CleoBackup run one at a time, this one starts after it",
+        )
+    waiting = sorted((o for o in line if o.phase == "unstarted"), key=lambda o: o.order)
+    mine = next((o for o in waiting if o.name == name), None)
+    ahead = [o.name for o in waiting if mine is not None and o.order < mine.order]
+    if ahead:
+        return Wait(
+            "WaitingInLine",
+            f"{len(ahead)} older one-off(s) of CleoBackup {source} ({', '.join(ahead)}) "
+            "run first; one-offs of a CleoBackup run one at a time, oldest first",
+        )
+    return None
+
+
+def excess(line: Sequence[OneOff]) -> list[tuple[str, str]]:
+    """The one-offs of a source to remove now, each with the reason (see the module doc).
+
+    Unfinished beyond `MAX_UNFINISHED_ONE_OFFS`: the newest that have not started (a
+    running one is never removed). Finished beyond `MAX_FINISHED_ONE_OFFS`: the oldest.
+    """
+    doomed: list[tuple[str, str]] = []
+    # A running one-off is never removed, so it takes its place in the cap first.
+    room = MAX_UNFINISHED_ONE_OFFS - sum(1 for o in line if o.phase == "running")
+    waiting = sorted((o for o in line if o.phase == "unstarted"), key=lambda o: o.order)
+    for one_off in waiting[max(room, 0) :]:
+        doomed.append(
+            (
+                one_off.name,
+                f"at most {MAX_UNFINISHED_ONE_OFFS} one-offs of a CleoBackup may wait or "
+                "run; this newer one was removed before it started",
+            )
+        )
+    finished = sorted(
+        (o for o in line if o.phase == "finished"), key=lambda o: o.order, reverse=True
+    )
+    for one_off in finished[MAX_FINISHED_ONE_OFFS:]:
+        doomed.append(
+            (
+                one_off.name,
+                f"at most {MAX_FINISHED_ONE_OFFS} finished one-offs of a CleoBackup are kept; "
+                "this older one was removed (its archive stays)",
+            )
+        )
+    return doomed

@@ -24,6 +24,11 @@ misses whatever the application wrote since, so it never counts.
 drop the database without a final backup. That is the only way to skip it, and it is a
 person's decision, written down in the audit log of the API server.
 
+**Tenant one-offs cannot keep it out.** The namespace's quota of CleoBackups counts the
+one-offs tenant admins ask for (``spec.from``) too. Before the final backup is created, the
+one-offs that have not started are deleted; on a quota refusal the finished ones go as well
+and the creation is tried again (`reconcile.one_offs.make_room`). Their archives stay.
+
 **It is created, not applied.** A one-off CleoBackup runs once; its spec must not follow
 later changes of the backup it was copied from. A POST that meets 409 AlreadyExists means
 an earlier call (or another worker) made it: it is read back on the next call. The object
@@ -60,6 +65,7 @@ from cleo_operator.api.tenant import CleoTenantSpec
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP, TENANT
+from cleo_operator.reconcile import one_offs
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import (
     API_VERSION,
@@ -223,7 +229,7 @@ class FinalBackup:
         source_name, source_spec = source
         body = self._render(tenant, namespace, source_spec, deleting)
         try:
-            self.kube.create(body)
+            self._create_with_room(namespace, body)
         except KubeError as exc:
             if not exc.conflict:
                 return (
@@ -241,6 +247,19 @@ class FinalBackup:
                 source_name,
             )
         return f"waiting for the final backup {_ref(namespace, name)} (just created)"
+
+    def _create_with_room(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create `body`; tenant one-offs must not keep the quota from it (`reconcile.one_offs`):
+        those that have not started go first, and the finished ones on a quota refusal."""
+        one_offs.make_room(self.kube, namespace, finished=False)
+        try:
+            self.kube.create(body)
+        except KubeError as exc:
+            if not one_offs.is_quota_refusal(exc):
+                raise
+            if not one_offs.make_room(self.kube, namespace, finished=True):
+                raise
+            self.kube.create(body)
 
     def _render(
         self,

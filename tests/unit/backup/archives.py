@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from cleo_operator.backup.catalog import archive_name, manifest_name
 from cleo_operator.backup.manifest import (
     CHECKSUM_ALGORITHM,
+    MadeBy,
     Manifest,
     TableStats,
     new_backup_id,
@@ -48,6 +49,7 @@ def store_backup(
     chunk_size: int = 1024,
     with_manifest: bool = True,
     declared_size: int | None = None,
+    made_by: MadeBy | None = None,
 ) -> Manifest:
     """Store one backup and return its manifest (also when `with_manifest` is False).
 
@@ -77,6 +79,7 @@ def store_backup(
         pg_dump_version="pg_dump (PostgreSQL) 15.6",
         checksum_algorithm=CHECKSUM_ALGORITHM,
         tables=dict(tables),
+        made_by=made_by,
     )
     manifest = dataclasses.replace(
         unsigned, wrapped_key=keyring.wrap(key.key, context=unsigned.key_context())

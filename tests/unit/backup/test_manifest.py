@@ -19,6 +19,7 @@ from cleo_operator.backup.errors import (
     ManifestInvalid,
 )
 from cleo_operator.backup.manifest import (
+    MadeBy,
     Manifest,
     TableStats,
     check_backup_id,
@@ -89,6 +90,7 @@ def test_every_field_is_covered_by_the_digest(keyring: Keyring, storage: LocalSt
         "pg_dump_version": "pg_dump (PostgreSQL) 16.0",
         "checksum_algorithm": None,
         "tables": {**manifest.tables, "public.notes": TableStats(rows=4, checksum="1:2")},
+        "made_by": MadeBy(cleo_backup="acme/now", one_off=True),
     }
     assert set(changes) | {"wrapped_key"} == {f.name for f in dataclasses.fields(Manifest)}
     for name, value in changes.items():
@@ -208,3 +210,28 @@ def test_compare_tables() -> None:
         "public.new: restored, but not in the backup",
     ]
     assert compare_tables(recorded, dict(recorded)) == []
+
+
+@pytest.mark.security
+def test_made_by_is_authenticated_and_read_back(keyring: Keyring, storage: LocalStorage) -> None:
+    # Whoever may write the storage must not turn a scheduled archive into a one-off (which
+    # retention's rules do not protect) by editing its manifest.
+    scheduled = MadeBy(cleo_backup="cleo-acme/nightly")
+    manifest = store_backup(storage, keyring=keyring, tenant="acme", start=START, made_by=scheduled)
+    stored = Manifest.from_json(manifest.to_json(), source="test")
+    assert (stored.made_by, stored.one_off) == (scheduled, False)
+    flipped = manifest.to_json().replace(b'"oneOff": false', b'"oneOff": true')
+    forged = Manifest.from_json(flipped, source="test")
+    assert forged.one_off
+    with pytest.raises(ManifestInvalid, match="altered"):
+        open_archive_key(forged, keyring, source="test")
+    # Removing the field is an edit too; an older manifest without it is the platform's.
+    document = json.loads(manifest.to_json())
+    del document["madeBy"]
+    stripped = Manifest.from_document(document, source="test")
+    with pytest.raises(ManifestInvalid, match="altered"):
+        open_archive_key(stripped, keyring, source="test")
+    with pytest.raises(ManifestInvalid, match=r"madeBy\.oneOff"):
+        Manifest.from_document(
+            {**json.loads(flipped), "madeBy": {"cleoBackup": "x", "oneOff": 1}}, source="test"
+        )

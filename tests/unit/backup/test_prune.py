@@ -16,6 +16,7 @@ from cleo_operator.backup.catalog import (
     write_verification,
 )
 from cleo_operator.backup.errors import StorageError
+from cleo_operator.backup.manifest import MadeBy
 from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.crypto import Keyring
@@ -134,6 +135,36 @@ def test_prune_keeps_the_policy_and_leaves_other_tenants_alone(
     assert len(list_backups(storage, tenant="globex").backups) == len(globex)
     after = REGISTRY.get_sample_value("cleo_operator_backup_pruned_total", {"tenant": "acme"})
     assert (after or 0) - (before or 0) == 7
+
+
+@pytest.mark.security
+def test_one_offs_in_a_loop_leave_every_scheduled_backup_the_rules_keep(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    # Real archives with authenticated manifests: ten nightly backups, then a tenant admin
+    # asking for 30 one-offs in a row; the scheduled run's prune keeps what keep_last=5 kept.
+    storage = LocalStorage(tmp_path)
+    nightly = MadeBy(cleo_backup="cleo-acme/nightly")
+    scheduled = [
+        store_backup(
+            storage, keyring=keyring, tenant="acme", start=NOW - timedelta(days=d), made_by=nightly
+        )
+        for d in range(10, 0, -1)
+    ]
+    asked = MadeBy(cleo_backup="cleo-acme/now", one_off=True)
+    one_offs = [
+        store_backup(
+            storage, keyring=keyring, tenant="acme", start=NOW - timedelta(minutes=m), made_by=asked
+        )
+        for m in range(30, 0, -1)
+    ]
+    result = prune(
+        storage, tenant="acme", keyring=keyring, policy=RetentionPolicy(keep_last=5), now=NOW
+    )
+    assert set(result.kept) == {m.backup_id for m in scheduled[-5:] + one_offs[-3:]}
+    assert set(result.deleted) == {m.backup_id for m in scheduled[:5] + one_offs[:-3]}
+    survivors = {b.backup_id for b in list_backups(storage, tenant="acme").backups}
+    assert {m.backup_id for m in scheduled[-5:]} <= survivors
 
 
 def test_no_policy_prunes_nothing(tmp_path: Path, keyring: Keyring) -> None:

@@ -208,3 +208,66 @@ def test_selection_properties(
     # With every rule unset, nothing is pruned.
     if all(v is None for v in rules.values()):
         assert kept == ids
+
+
+# -- one-offs (spec.from): outside the rules -----------------------------------------------
+
+
+def _one_offs(count: int, *, after: datetime) -> list[BackupInfo]:
+    """`count` one-offs a second apart from `after` on: a tenant admin asking in a loop."""
+    return [
+        BackupInfo(id=f"one-off-{i:04d}", time=after + timedelta(seconds=i), one_off=True)
+        for i in range(count)
+    ]
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetentionPolicy(keep_last=5),
+        RetentionPolicy(keep_daily=7, keep_weekly=4),
+        RetentionPolicy(keep_last=0, keep_hourly=0),
+        RetentionPolicy(keep_last=3, keep_one_offs=0),
+    ],
+    ids=["last", "daily-weekly", "all-zero", "no-one-offs"],
+)
+def test_one_offs_in_a_loop_never_push_a_scheduled_backup_out(policy: RetentionPolicy) -> None:
+    # The attacker: a tenant admin (or its stolen credentials) creating and deleting one-offs
+    # as fast as it can, to erase the history before encrypting the database.
+    scheduled = [b for b in MARCH if b.time.hour == 23]  # a nightly backup
+    scheduled[-3] = BackupInfo(id=scheduled[-3].id, time=scheduled[-3].time, verified=True)
+    before = select_to_keep(scheduled, policy, now=NOW)
+    spam = _one_offs(500, after=datetime(2026, 3, 31, 23, 1, tzinfo=UTC))
+    after = select_to_keep(scheduled + spam, policy, now=NOW)
+    assert {b.id for b in scheduled} & after == before
+    assert scheduled[-3].id in after  # the newest verified scheduled backup too
+    # The one-offs are bounded by their own count, newest first.
+    kept_one_offs = sorted(after - before)
+    assert kept_one_offs == [b.id for b in spam[len(spam) - policy.keep_one_offs :]]
+
+
+def test_a_verified_one_off_does_not_take_the_newest_verified_slot() -> None:
+    scheduled = [
+        BackupInfo(id="a", time=NOW - timedelta(days=3), verified=True),
+        BackupInfo(id="b", time=NOW - timedelta(days=2)),
+        BackupInfo(id="c", time=NOW - timedelta(days=1)),
+    ]
+    one_off = BackupInfo(id="x", time=NOW - timedelta(hours=1), verified=True, one_off=True)
+    kept = select_to_keep([*scheduled, one_off], RetentionPolicy(keep_last=1), now=NOW)
+    assert kept == {"a", "c", "x"}
+
+
+def test_one_offs_alone_keep_the_newest_n_and_no_rule_keeps_them_all() -> None:
+    spam = _one_offs(10, after=NOW - timedelta(hours=2))
+    assert select_to_keep(spam, RetentionPolicy(keep_last=1, keep_one_offs=2), now=NOW) == {
+        "one-off-0008",
+        "one-off-0009",
+    }
+    # Without a rule nothing is pruned, one-offs included (the owner never said how many).
+    assert select_to_keep(spam, RetentionPolicy(keep_one_offs=0), now=NOW) == {b.id for b in spam}
+
+
+def test_keep_one_offs_must_be_a_count() -> None:
+    with pytest.raises(ValueError, match="keep_one_offs"):
+        RetentionPolicy(keep_one_offs=-1)
