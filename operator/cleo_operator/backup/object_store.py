@@ -31,6 +31,12 @@ How the contract holds:
 - part sizes scale with the archive: S3 allows 10 000 parts, so `part_plan` sizes parts
   from the writer's ``size_hint`` (the runner passes the database's size; the archive is
   compressed, rarely larger) with a margin of two, up to 5 TiB in 1 GiB parts;
+- the operator's reads (verification, drills) reach a store whose endpoint and credentials
+  a tenant admin chose, from one small shared pool: with `ReadLimits` every request is
+  bounded (obstore's whole-request timeout), objects are read in ranged GETs, and a
+  listing or a read has a wall clock (a base, plus the object's size at a throughput
+  floor) after which it fails, so a slow server holds a verification worker for a
+  bounded time;
 - errors: obstore's exceptions carry the request's URL (an Azure SAS token sits in its
   query string) and the response body; they are never shown. `storage_error` keeps the
   kind (not found, refused, exists), the HTTP status and the store's error code (letters
@@ -41,8 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -61,13 +69,14 @@ from cleo_operator.backup.storage import (
 )
 
 if TYPE_CHECKING:
-    from obstore import BytesStream, WritableFile
+    from obstore import BytesStream, ObjectMeta, WritableFile
     from obstore.store import ObjectStore
 
 __all__ = [
     "MAX_PARTS",
     "ObjectStoreStorage",
     "PartPlan",
+    "ReadLimits",
     "part_plan",
     "storage_error",
 ]
@@ -107,6 +116,37 @@ _REFUSED: Final = (
     obstore_errors.PermissionDeniedError,
     obstore_errors.UnauthenticatedError,
 )
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How long the operator waits on a store whose endpoint a tenant chose.
+
+    Every request is bounded by `request_seconds` (whole body included, retries too); a
+    listing by `base_seconds` of wall clock, a read of N bytes by `read_seconds` (N at
+    `floor_bytes_per_second`). Past those a `StorageError` says so.
+    """
+
+    base_seconds: float = 120.0
+    """A listing, a HEAD or a small read; the margin of every large one."""
+    floor_bytes_per_second: int = 1 * MiB
+    """The slowest store taken as working."""
+    range_size: int = 16 * MiB
+    """Objects are read in ranged GETs of this size."""
+
+    @property
+    def request_seconds(self) -> float:
+        """The longest one request (a range of `range_size` bytes) may take."""
+        return self.base_seconds + self.range_size / self.floor_bytes_per_second
+
+    def read_seconds(self, size: int) -> float:
+        """The longest reading an object of `size` bytes may take."""
+        return self.base_seconds + size / self.floor_bytes_per_second
+
+    def client_timeouts(self) -> dict[str, str]:
+        """obstore's client options that bound each request."""
+        seconds = math.ceil(self.request_seconds)
+        return {"timeout": f"{seconds}s", "read_timeout": f"{min(seconds, 30)}s"}
 
 
 @dataclass(frozen=True)
@@ -224,6 +264,58 @@ class _ChunkReader:
         return out
 
 
+class _RangeReader:
+    """An object read in ranged GETs under a wall clock (`ReadLimits`)."""
+
+    def __init__(
+        self,
+        storage: ObjectStoreStorage,
+        limits: ReadLimits,
+        *,
+        name: str,
+        size: int,
+        deadline: float,
+    ) -> None:
+        self._storage = storage
+        self._limits = limits
+        self._name = name
+        self._size = size
+        self._deadline = deadline
+        self._offset = 0
+        self._pending = bytearray()
+
+    def _fetch(self) -> bool:
+        """Append the next range to the pending bytes; False at the end."""
+        if self._offset >= self._size:
+            return False
+        doing = f"reading {self._name}"
+        self._storage.check_deadline(self._deadline, doing=doing)
+        end = min(self._size, self._offset + self._limits.range_size)
+        try:
+            result = obstore.get(
+                self._storage.store, self._name, options={"range": (self._offset, end)}
+            )
+            data = bytes(result.bytes())
+        except Exception as error:
+            raise self._storage.error(error, doing=doing) from None
+        self._storage.check_deadline(self._deadline, doing=doing)
+        if not data:
+            self._offset = self._size
+            return False
+        self._offset += len(data)
+        self._pending += data
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        while (size < 0 or len(self._pending) < size) and self._fetch():
+            pass
+        if size < 0:
+            size = len(self._pending)
+        out = bytes(self._pending[:size])
+        del self._pending[:size]
+        return out
+
+
 class _Upload:
     """One object being written: the first part in memory, then a multipart upload."""
 
@@ -312,13 +404,22 @@ class ObjectStoreStorage:
     """A bucket or container (and key prefix) as backup storage; see the module docstring."""
 
     def __init__(
-        self, store: ObjectStore, *, description: str, min_part_size: int = MIN_PART_SIZE
+        self,
+        store: ObjectStore,
+        *,
+        description: str,
+        min_part_size: int = MIN_PART_SIZE,
+        limits: ReadLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         """The obstore store; its prefix is the destination's, so names are flat."""
         self._description = description
         self._min_part_size = max(MIN_PART_SIZE, min_part_size)
         self._warned_incomplete = False
+        self.limits = limits
+        """Wall clocks of listings and reads (the operator's); None: unbounded (the runner)."""
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"ObjectStoreStorage({self._description!r})"
@@ -330,6 +431,15 @@ class ObjectStoreStorage:
     def error(self, error: Exception, *, doing: str) -> StorageError:
         """`storage_error` for this storage."""
         return storage_error(error, storage=self._description, doing=doing)
+
+    def check_deadline(self, deadline: float, *, doing: str) -> None:
+        """A StorageError when `deadline` (of the clock) has passed while `doing`."""
+        if self._clock() > deadline:
+            raise StorageError(
+                f"{self._description}: {doing} took longer than the store is given (the "
+                "operator reads a store at a minimum throughput and gives up past it); "
+                "check the store's endpoint and health"
+            )
 
     def plan(self, size_hint: int | None) -> PartPlan:
         """The parts of an object of about `size_hint` bytes."""
@@ -373,6 +483,19 @@ class ObjectStoreStorage:
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[ReadStream]:
         check_object_name(name)
+        if self.limits is not None:
+            started = self._clock()
+            info = self.stat(name)
+            if info is None:
+                raise StorageError(f"{self._description}: {name} does not exist")
+            yield _RangeReader(
+                self,
+                self.limits,
+                name=name,
+                size=info.size,
+                deadline=started + self.limits.read_seconds(info.size),
+            )
+            return
         try:
             result = obstore.get(self.store, name)
         except _NOT_FOUND:
@@ -401,16 +524,36 @@ class ObjectStoreStorage:
         return ObjectInfo(name=name, size=meta["size"], modified=_utc(meta["last_modified"]))
 
     def list(self) -> list[ObjectInfo]:
-        try:
-            listing = obstore.list_with_delimiter(self.store)
-        except Exception as error:
-            raise self.error(error, doing="listing") from None
+        if self.limits is not None:
+            metas = self._bounded_listing(self.limits)
+        else:
+            try:
+                metas = obstore.list_with_delimiter(self.store)["objects"]
+            except Exception as error:
+                raise self.error(error, doing="listing") from None
         objects = [
             ObjectInfo(name=meta["path"], size=meta["size"], modified=_utc(meta["last_modified"]))
-            for meta in listing["objects"]
+            for meta in metas
             if OBJECT_NAME_PATTERN.fullmatch(meta["path"]) is not None
         ]
         return sorted(objects, key=lambda o: o.name)
+
+    def _bounded_listing(self, limits: ReadLimits) -> Sequence[ObjectMeta]:
+        """The listing page by page, under `limits.base_seconds` of wall clock (a server
+        can hand out pages without end)."""
+        deadline = self._clock() + limits.base_seconds
+        metas: MutableSequence[ObjectMeta] = []
+        try:
+            pages = obstore.list(self.store, chunk_size=1000)
+            for page in pages:
+                metas.extend(m for m in page if "/" not in m["path"])
+                self.check_deadline(deadline, doing="listing")
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self.error(error, doing="listing") from None
+        self.check_deadline(deadline, doing="listing")
+        return metas
 
     # -- deleting ------------------------------------------------------------------------
 

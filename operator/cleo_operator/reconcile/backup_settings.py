@@ -27,6 +27,7 @@ from cleo_operator.api.base import (
     ResourceRequirements,
     requests_over_limits,
 )
+from cleo_operator.backup.object_store import ReadLimits
 from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
 from cleo_operator.render.pull_secrets import pull_secret_copy_name
@@ -175,6 +176,10 @@ class BackupSettings:
     PersistentVolumeClaim destinations; None: those are not verified."""
     verify_workers: int = 1
     """Verifications at once (each restores a database: CPU, disk and the site's I/O)."""
+    store_read_limits: ReadLimits = field(default_factory=ReadLimits)
+    """How long a verification waits on an object store (its endpoint is the tenant's
+    choice): every request, listing and read is bounded, so that one slow store cannot
+    hold the verification pool that all tenants share."""
     retry_seconds: float = 60.0
     """Try a verification that could not run (a site down) again after this long."""
     pending_requeue_seconds: float = 5.0
