@@ -40,7 +40,7 @@ from tests.unit.render.test_backup_identity import azure, gcs, s3
 pytestmark = pytest.mark.security
 
 SAS = "sv=2024-01-01&ss=b&sig=tenant-signature"
-OPERATOR_TOKEN = "operator-session-token-0000"  # noqa: S105 - a stand-in
+OPERATOR_TOKEN = "operator-session-token-0000"
 
 
 @dataclass
@@ -280,6 +280,7 @@ def test_a_secret_keyed_runner_never_falls_back_to_instance_metadata(
     store: Listener,
     elsewhere: Listener,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     destination: str,
     runner_env: dict[str, str],
     named: str,
