@@ -21,12 +21,14 @@ from typing import Final, Literal
 from pydantic import ValidationError
 
 from cleo_operator import __version__
+from cleo_operator.api.backup import EGRESS_MIN_PREFIX
 from cleo_operator.api.base import (
     DNS_SUBDOMAIN_HINT,
     DNS_SUBDOMAIN_PATTERN,
     ResourceRequirements,
     requests_over_limits,
 )
+from cleo_operator.api.cidr import metadata_overlap
 from cleo_operator.backup.object_store import ReadLimits
 from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
@@ -91,7 +93,8 @@ def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
 
 
 def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ...]:
-    """The ranges of a comma-separated variable; none spanning every address."""
+    """The ranges of a comma-separated variable: as narrow as a CleoBackup's egress must be
+    (``0.0.0.0/1,128.0.0.0/1`` is every address too), none reaching a metadata service."""
     cidrs = _list(env, variable)
     for cidr in cidrs:
         try:
@@ -102,6 +105,19 @@ def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ..
             ) from None
         if network.prefixlen == 0:
             raise ValueError(f"{variable}: {cidr!r} is every address; name {what}")
+        shortest = EGRESS_MIN_PREFIX[network.version]
+        if network.prefixlen < shortest:
+            raise ValueError(
+                f"{variable}: {cidr!r} is too wide (at least /{shortest} for "
+                f"IPv{network.version}); name {what}"
+            )
+        overlap = metadata_overlap(cidr)
+        if overlap is not None:
+            raise ValueError(
+                f"{variable}: {cidr!r} overlaps {overlap}, which holds the instance metadata "
+                "service (or reaches IPv4 through IPv6); a runner reaches it only with its "
+                "CleoBackup's instanceMetadata: true"
+            )
     return cidrs
 
 
