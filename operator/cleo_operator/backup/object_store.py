@@ -10,15 +10,19 @@ How the contract holds:
 
 - atomic writes: an object becomes visible only when its single PUT, or its multipart
   upload's completion (S3 CompleteMultipartUpload, GCS XML API completion, Azure Put Block
-  List), succeeds. `writer` holds the first part in memory; an object that ends within it
-  is one conditional PUT. A larger one is a multipart upload of `PartPlan.part_size` parts,
-  `PartPlan.concurrency` of them in flight, so memory stays at about ``part_size *
-  (concurrency + 1)`` whatever the archive's size. On any exception the upload is aborted
+  List), succeeds. `writer` holds up to `SINGLE_PUT_LIMIT` in memory; an object that ends
+  within it is one conditional PUT. A larger one is a multipart upload of
+  `PartPlan.part_size` parts: obstore's writer fills one part while `PartPlan.concurrency`
+  others are in flight, so memory stays within `PartPlan.memory` (``part_size *
+  (concurrency + 1)`` plus the first bytes), at most `MEMORY_BOUND` (about 2.5 GiB; a
+  5 TiB database gets 1049 MiB parts, one in flight: 2.1 GiB) whatever the archive's
+  size. On any exception the upload is aborted
   (obstore's writer aborts when its ``with`` block fails), so nothing is visible; a killed
   process leaves an unfinished upload, invisible to `list`, which the bucket's lifecycle
   rule removes (docs/backups.md: S3 and GCS ``AbortIncompleteMultipartUpload``; Azure drops
-  uncommitted blocks after 7 days by itself). obstore does not list unfinished uploads, so
-  `clean_incomplete` has nothing to do here and says so in the log once;
+  uncommitted blocks after 7 days by itself). obstore 0.12 does not list unfinished uploads
+  (no ListMultipartUploads), so `clean_incomplete` cannot remove them: it says so in the
+  log once, and `unfinished_uploads` puts it in the run report's prune block;
 - never overwriting: a HEAD refuses an existing name first, and single PUTs use obstore's
   ``mode="create"`` (``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS),
   which the store itself enforces against a writer that raced past the HEAD. obstore
@@ -53,7 +57,7 @@ import time
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import obstore
 from obstore import exceptions as obstore_errors
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_PARTS",
+    "MEMORY_BOUND",
     "ObjectStoreStorage",
     "PartPlan",
     "ReadLimits",
@@ -88,15 +93,22 @@ MAX_PARTS: Final = 10_000
 """S3's (and GCS's XML API's) limit of parts per multipart upload."""
 MIN_PART_SIZE: Final = 5 * MiB
 """S3's smallest part, except for the last one."""
-MAX_PART_SIZE: Final = 5 << 30
-"""S3's largest part."""
+MAX_PART_SIZE: Final = 1280 * MiB
+"""The largest part planned (S3 allows 5 GiB): with `SIZE_MARGIN`, the archive of a
+database of up to 6 TiB, and it keeps `MEMORY_BOUND` at about 2.5 GiB."""
+SINGLE_PUT_LIMIT: Final = 16 * MiB
+"""An object up to this size is one conditional PUT (held in memory first)."""
 DEFAULT_PART_SIZE: Final = 16 * MiB
 """Parts when the archive's size is unknown: up to about 156 GiB."""
 SIZE_MARGIN: Final = 2
 """How much larger than its hint an archive may grow before it runs out of parts."""
 MEMORY_BUDGET: Final = 256 * MiB
-"""Parts in flight are bounded by this much memory (but never fewer than two)."""
+"""Parts in flight are bounded by this much memory (but never fewer than one)."""
 MAX_CONCURRENCY: Final = 8
+MEMORY_BOUND: Final = 2 * MAX_PART_SIZE + SINGLE_PUT_LIMIT + 1 * MiB
+"""The most an upload holds, whatever the plan (`PartPlan.memory`): one largest part in
+flight, the next one filling, and the first bytes (with a write's chunk beyond them). The
+runner's container needs this besides pg_dump's pipe and Python (see docs/backups.md)."""
 READ_CHUNK: Final = 1 * MiB
 
 _CODE: Final = re.compile(r"<Code>([A-Za-z]{1,64})</Code>|\"reason\":\s*\"([A-Za-z]{1,64})\"")
@@ -161,13 +173,20 @@ class PartPlan:
         """The largest object these parts can hold."""
         return self.part_size * MAX_PARTS
 
+    @property
+    def memory(self) -> int:
+        """The most an upload of this plan holds: obstore's part being filled, the parts in
+        flight, and `writer`'s first bytes (a write's chunk of up to 1 MiB beyond them)."""
+        return self.part_size * (self.concurrency + 1) + SINGLE_PUT_LIMIT + 1 * MiB
+
 
 def part_plan(size_hint: int | None, *, minimum: int = MIN_PART_SIZE) -> PartPlan:
     """Parts for an object of about `size_hint` bytes (None: unknown).
 
     The part size is the smallest whole MiB (at least `minimum`) that holds `SIZE_MARGIN`
     times the hint in `MAX_PARTS` parts; the concurrency keeps the parts in flight within
-    `MEMORY_BUDGET` (two at least, `MAX_CONCURRENCY` at most).
+    `MEMORY_BUDGET` (one at least, `MAX_CONCURRENCY` at most), so `PartPlan.memory` stays
+    within `MEMORY_BOUND`.
     """
     if size_hint is None or size_hint <= 0:
         size = max(DEFAULT_PART_SIZE, minimum)
@@ -175,7 +194,7 @@ def part_plan(size_hint: int | None, *, minimum: int = MIN_PART_SIZE) -> PartPla
         needed = -(-(size_hint * SIZE_MARGIN) // MAX_PARTS)
         size = max(minimum, -(-needed // MiB) * MiB)
     size = min(size, MAX_PART_SIZE)
-    concurrency = max(2, min(MAX_CONCURRENCY, MEMORY_BUDGET // size))
+    concurrency = max(1, min(MAX_CONCURRENCY, MEMORY_BUDGET // size))
     return PartPlan(part_size=size, concurrency=concurrency)
 
 
@@ -333,11 +352,12 @@ class _Upload:
             raise StorageError(
                 f"{self._storage.description}: {self._name} outgrew its {self._plan.part_size} "
                 f"byte parts ({MAX_PARTS} at most) after {self.written} bytes; the runner "
-                "sizes parts from the database's size, which this archive exceeds twice over"
+                "sizes parts from the database's size, which this archive exceeds twice over "
+                f"(parts stop at {MAX_PART_SIZE >> 20} MiB, so that memory stays bounded)"
             )
         if self._writer is None:
             self._buffer += data
-            if len(self._buffer) > self._plan.part_size:
+            if len(self._buffer) > min(self._plan.part_size, SINGLE_PUT_LIMIT):
                 self._start_multipart()
         else:
             self._send(data)
@@ -402,6 +422,12 @@ def store_message(storage: ObjectStoreStorage, error: Exception, *, doing: str) 
 
 class ObjectStoreStorage:
     """A bucket or container (and key prefix) as backup storage; see the module docstring."""
+
+    unfinished_uploads: ClassVar[str] = (
+        "not removed by pruning (the client cannot list them): the bucket's lifecycle rule "
+        "must abort incomplete multipart uploads"
+    )
+    """What becomes of a killed run's unfinished upload, for the run report."""
 
     def __init__(
         self,
