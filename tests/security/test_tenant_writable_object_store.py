@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cleo_operator.api.backup import parse_backup_spec
 from cleo_operator.backup.errors import StorageError
-from cleo_operator.backup.object_store import ReadLimits
+from cleo_operator.backup.object_store import ObjectStoreStorage, ReadLimits
 from cleo_operator.backup.object_stores import (
     CredentialsUnavailable,
     gcs_storage,
@@ -314,14 +314,18 @@ LIMITS = ReadLimits(base_seconds=1.0, floor_bytes_per_second=1 << 20, range_size
 """Each request bounded by 2 s; a listing by 1 s; a 1 MiB read by 2 s."""
 
 
-def test_a_slow_store_cannot_hold_a_listing_past_its_deadline(slow: Listener) -> None:
-    spec = parse_backup_spec(s3(credentialsSecret="k", endpoint=slow.url))
-    storage = operator_storage(
-        spec,
+def slow_storage(slow: Listener) -> ObjectStoreStorage:
+    """The slow store as the operator reads it, within `LIMITS`."""
+    return operator_storage(
+        parse_backup_spec(s3(credentialsSecret="k", endpoint=slow.url)),
         secret({"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "s"}),
         environ={},
         limits=LIMITS,
     )
+
+
+def test_a_slow_store_cannot_hold_a_listing_past_its_deadline(slow: Listener) -> None:
+    storage = slow_storage(slow)
     started = time.monotonic()
     with pytest.raises(StorageError):
         storage.list()
@@ -329,13 +333,7 @@ def test_a_slow_store_cannot_hold_a_listing_past_its_deadline(slow: Listener) ->
 
 
 def test_a_slow_store_cannot_hold_a_read_past_its_deadline(slow: Listener) -> None:
-    spec = parse_backup_spec(s3(credentialsSecret="k", endpoint=slow.url))
-    storage = operator_storage(
-        spec,
-        secret({"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "s"}),
-        environ={},
-        limits=LIMITS,
-    )
+    storage = slow_storage(slow)
     started = time.monotonic()
     with pytest.raises(StorageError), storage.open("b1.archive") as reader:
         reader.read()

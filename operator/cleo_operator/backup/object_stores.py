@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -76,6 +76,7 @@ if TYPE_CHECKING:
         AzureCredential,
         ClientConfig,
         GCSConfig,
+        ObjectStore,
         RetryConfig,
         S3Config,
         S3Credential,
@@ -248,6 +249,36 @@ def _where(kind: str, location: str, prefix: str, endpoint: str | None) -> str:
     return f"{kind} {where}" + (f" at {endpoint}" if endpoint else "")
 
 
+def _built(
+    make: Callable[..., ObjectStore],
+    where: tuple[str, str, str],
+    config: Mapping[str, Any],
+    settings: tuple[str | None, Mapping[str, str], ReadLimits | None],
+    provider: StaticCredentials | None = None,
+) -> ObjectStoreStorage:
+    """The store `make` builds, as storage. `where`: the bucket (or container), prefix and
+    description; `settings`: the endpoint, variables and limits. A store obstore refuses
+    is a ValueError without obstore's text."""
+    location, prefix, description = where
+    endpoint, environ, limits = settings
+    variables = {"S3Store": "the AWS_* variables", "GCSStore": GCS_KEY_ENV}.get(
+        getattr(make, "__name__", ""), "the AZURE_* variables"
+    )
+    extra: dict[str, Any] = {} if provider is None else {"credential_provider": provider}
+    try:
+        store = make(
+            location,
+            prefix=prefix or None,
+            config=config,
+            client_options=_client(endpoint, environ, limits),
+            retry_config=_retries(limits),
+            **extra,
+        )
+    except Exception as error:
+        raise _refused(error, description=description, variables=variables) from None
+    return ObjectStoreStorage(store, description=description, limits=limits)
+
+
 def _lacking(environ: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
     return [name for name in names if not environ.get(name)]
 
@@ -310,18 +341,8 @@ def s3_storage(
     description = _where(
         "S3 bucket", bucket, prefix, endpoint or f"https://s3.{config['region']}.amazonaws.com"
     )
-    try:
-        store = S3Store(
-            bucket,
-            prefix=prefix or None,
-            config=config,
-            client_options=_client(endpoint, environ, limits),
-            retry_config=_retries(limits),
-            credential_provider=provider,
-        )
-    except Exception as error:
-        raise _refused(error, description=description, variables="the AWS_* variables") from None
-    return ObjectStoreStorage(store, description=description, limits=limits)
+    settings = (endpoint, environ, limits)
+    return _built(S3Store, (bucket, prefix, description), config, settings, provider)
 
 
 def gcs_storage(
@@ -352,17 +373,7 @@ def gcs_storage(
     elif source not in ("workload", "instance"):
         raise ValueError(f"{AUTH_ENV}={source}: GCS takes secret, workload or instance")
     description = _where("GCS bucket", bucket, prefix, endpoint)
-    try:
-        store = GCSStore(
-            bucket,
-            prefix=prefix or None,
-            config=config,
-            client_options=_client(endpoint, environ, limits),
-            retry_config=_retries(limits),
-        )
-    except Exception as error:
-        raise _refused(error, description=description, variables=GCS_KEY_ENV) from None
-    return ObjectStoreStorage(store, description=description, limits=limits)
+    return _built(GCSStore, (bucket, prefix, description), config, (endpoint, environ, limits))
 
 
 def azure_storage(
@@ -417,18 +428,8 @@ def azure_storage(
         prefix,
         endpoint or f"https://{account}.blob.core.windows.net",
     )
-    try:
-        store = AzureStore(
-            container,
-            prefix=prefix or None,
-            config=config,
-            client_options=_client(endpoint, environ, limits),
-            retry_config=_retries(limits),
-            credential_provider=provider,
-        )
-    except Exception as error:
-        raise _refused(error, description=description, variables="the AZURE_* variables") from None
-    return ObjectStoreStorage(store, description=description, limits=limits)
+    settings = (endpoint, environ, limits)
+    return _built(AzureStore, (container, prefix, description), config, settings, provider)
 
 
 class StaticCredentials:

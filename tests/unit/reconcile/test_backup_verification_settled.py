@@ -56,24 +56,23 @@ class Clock:
         return self.now
 
 
-def run(verifier: BackupVerifier, raw: dict[str, Any], clock: Clock) -> VerificationStep:
-    """One reconcile's step, then the next one's once the started verification ended."""
-    step = verifier.step(
+def reconcile_step(verifier: BackupVerifier, raw: dict[str, Any], clock: Clock) -> VerificationStep:
+    """One reconcile's verification step for the CleoBackup `raw`."""
+    return verifier.step(
         key=KEY,
         spec=parse_backup_spec(raw),
         tenant_spec=parse_tenant_spec(tenant_spec()),
         current=status(),
         now=clock.now,
     )
+
+
+def run(verifier: BackupVerifier, raw: dict[str, Any], clock: Clock) -> VerificationStep:
+    """One reconcile's step, then the next one's once the started verification ended."""
+    step = reconcile_step(verifier, raw, clock)
     if step.started is not None:
         assert verifier.wait(10)
-        step = verifier.step(
-            key=KEY,
-            spec=parse_backup_spec(raw),
-            tenant_spec=parse_tenant_spec(tenant_spec()),
-            current=status(),
-            now=clock.now,
-        )
+        step = reconcile_step(verifier, raw, clock)
     return step
 
 
@@ -107,26 +106,14 @@ def test_identity_not_shared_stands_until_the_spec_changes(
         assert first.verified.reason == "IdentityNotShared"
         for _ in range(3):
             clock.now += datetime.timedelta(hours=1)
-            again = verifier.step(
-                key=KEY,
-                spec=parse_backup_spec(raw),
-                tenant_spec=parse_tenant_spec(tenant_spec()),
-                current=status(),
-                now=clock.now,
-            )
+            again = reconcile_step(verifier, raw, clock)
             assert again.started is None
             assert again.requeue_after is None
             assert again.verified.reason == "IdentityNotShared"
     assert len([r for r in caplog.records if "cannot run" in r.getMessage()]) == 1
 
     changed = verified(s3(credentialsSecret="backup-s3"))
-    step = verifier.step(
-        key=KEY,
-        spec=parse_backup_spec(changed),
-        tenant_spec=parse_tenant_spec(tenant_spec()),
-        current=status(),
-        now=clock.now,
-    )
+    step = reconcile_step(verifier, changed, clock)
     assert step.started == "b-0001"
     assert verifier.wait(10)
 
@@ -140,24 +127,12 @@ def test_an_invalid_secret_stands_until_the_secret_changes(
     assert first.verified.reason == "CredentialsInvalid"
     assert "gcs_base_url" in first.verified.message
     clock.now += datetime.timedelta(days=1)
-    still = verifier.step(
-        key=KEY,
-        spec=parse_backup_spec(raw),
-        tenant_spec=parse_tenant_spec(tenant_spec()),
-        current=status(),
-        now=clock.now,
-    )
+    still = reconcile_step(verifier, raw, clock)
     assert still.started is None
     assert still.verified.reason == "CredentialsInvalid"
 
     kube.apply(gcs_secret({"type": "service_account", "client_email": "x"}))
-    retried = verifier.step(
-        key=KEY,
-        spec=parse_backup_spec(raw),
-        tenant_spec=parse_tenant_spec(tenant_spec()),
-        current=status(),
-        now=clock.now,
-    )
+    retried = reconcile_step(verifier, raw, clock)
     assert retried.started == "b-0001"
     assert verifier.wait(10)
     kube.delete(SECRET, "gcs-key", namespace=NS)
@@ -184,12 +159,6 @@ def test_a_passing_reason_is_still_retried_after_the_delay(
     assert first.verified.reason == "KeyringMissing"
     assert first.requeue_after is not None
     clock.now += datetime.timedelta(minutes=2)
-    later = verifier.step(
-        key=KEY,
-        spec=parse_backup_spec(raw),
-        tenant_spec=parse_tenant_spec(tenant_spec()),
-        current=status(),
-        now=clock.now,
-    )
+    later = reconcile_step(verifier, raw, clock)
     assert later.started == "b-0001"
     assert verifier.wait(10)
