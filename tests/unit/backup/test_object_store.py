@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -14,6 +15,7 @@ from cleo_operator.backup.object_store import (
     MEMORY_BOUND,
     MEMORY_BUDGET,
     ObjectStoreStorage,
+    ReadLimits,
     _ChunkReader,
     _utc,
     part_plan,
@@ -185,3 +187,37 @@ def test_a_prune_on_an_object_store_says_unfinished_uploads_are_the_lifecycle_ru
     assert "unfinishedUploads" not in prune_report(
         PruneResult(kept=(), deleted=(), incomplete_removed=0)
     )
+
+
+def test_a_bounded_read_in_ranges_gives_the_object_exactly() -> None:
+    # The operator's reads (ReadLimits) go in ranged GETs; obstore's in-memory store
+    # answers them as a bucket would.
+    storage = ObjectStoreStorage(
+        MemoryStore(), description="memory", limits=ReadLimits(range_size=1 * MiB)
+    )
+    data = os.urandom(3 * MiB + 12345)
+    storage.put_bytes("b1.archive", data)
+    storage.put_bytes("b1.manifest.json", b"{}")
+    with storage.open("b1.archive") as reader:
+        assert reader.read(10) == data[:10]
+        assert reader.read(2 * MiB) == data[10 : 2 * MiB + 10]
+        assert reader.read() == data[2 * MiB + 10 :]
+        assert reader.read(5) == b""
+    assert storage.read_bytes("b1.manifest.json", limit=10) == b"{}"
+    assert [o.name for o in storage.list()] == ["b1.archive", "b1.manifest.json"]
+
+
+def test_a_bounded_read_past_its_wall_clock_fails_naming_the_object() -> None:
+    ticks = iter(range(0, 10_000, 100))
+    storage = ObjectStoreStorage(
+        MemoryStore(),
+        description="memory",
+        limits=ReadLimits(base_seconds=150, floor_bytes_per_second=1 * MiB, range_size=1 * MiB),
+        clock=lambda: float(next(ticks)),
+    )
+    storage.put_bytes("b1.archive", b"x" * (3 * MiB))
+    with pytest.raises(StorageError, match="reading b1.archive took longer"):
+        with storage.open("b1.archive") as reader:
+            reader.read()
+    with pytest.raises(StorageError, match="listing took longer"):
+        storage.list()
