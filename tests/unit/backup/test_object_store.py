@@ -216,8 +216,10 @@ def test_a_bounded_read_past_its_wall_clock_fails_naming_the_object() -> None:
         clock=lambda: float(next(ticks)),
     )
     storage.put_bytes("b1.archive", b"x" * (3 * MiB))
-    with pytest.raises(StorageError, match="reading b1.archive took longer"):
-        with storage.open("b1.archive") as reader:
-            reader.read()
+    with (
+        pytest.raises(StorageError, match=r"reading b1\.archive took longer"),
+        storage.open("b1.archive") as reader,
+    ):
+        reader.read()
     with pytest.raises(StorageError, match="listing took longer"):
         storage.list()
