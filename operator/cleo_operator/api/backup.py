@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
@@ -33,14 +32,7 @@ from cleo_operator.api.base import (
     Timestamp,
     requests_over_limits,
 )
-from cleo_operator.api.cidr import (
-    METADATA_OPENING,
-    Cidr,
-    endpoint_metadata_cel,
-    host_metadata_problem,
-    metadata_cel,
-    metadata_overlap,
-)
+from cleo_operator.api.cidr import Cidr, destination_metadata_problem, metadata_rules
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
@@ -189,13 +181,6 @@ class PvcDestination(SpecModel):
     )
 
 
-_METADATA_HINT: Final = (
-    "covers the instance metadata service (169.254.0.0/16, fd00:ec2::/32) or reaches IPv4 "
-    "through IPv6 (::ffff:0:0/96, 64:ff9b::/96), which hand out the node's credentials; "
-    "only instanceMetadata: true opens it"
-)
-
-
 def _one_credential_source(block: str, *, keys: str) -> dict[str, Any]:
     """The CEL rules of a store's block: exactly one of its credential sources; no egress
     range nor IP endpoint that reaches a metadata service (`api.cidr.METADATA_RANGES`)."""
@@ -206,18 +191,7 @@ def _one_credential_source(block: str, *, keys: str) -> dict[str, Any]:
             f"spec.destination.{block}: set exactly one of credentialsSecret ({keys}), "
             "workloadIdentity, or instanceMetadata: true",
         ),
-        cel(
-            "!has(self.egress) || self.egress.all(c, (has(self.instanceMetadata) && "
-            f"self.instanceMetadata && c == '{METADATA_OPENING}') || !{metadata_cel('c')})",
-            f"spec.destination.{block}.egress: a range {_METADATA_HINT}",
-            field_path=".egress",
-        ),
-        cel(
-            f"!has(self.endpoint) || !{endpoint_metadata_cel('self.endpoint')}",
-            f"spec.destination.{block}.endpoint: the address {_METADATA_HINT}, or is a number "
-            "that is not a dotted-quad IPv4 address",
-            field_path=".endpoint",
-        ),
+        *metadata_rules(f"spec.destination.{block}"),
     )
 
 
@@ -249,17 +223,13 @@ class _ObjectStoreDestination(SpecModel):
 
     @model_validator(mode="after")
     def _no_metadata(self) -> _ObjectStoreDestination:
-        for cidr in self.egress or ():
-            if cidr == METADATA_OPENING and self.instance_metadata:
-                continue
-            overlap = metadata_overlap(cidr)
-            if overlap is not None:
-                raise RuleViolation(("egress",), f"{cidr} overlaps {overlap}: it {_METADATA_HINT}")
-        endpoint = getattr(self, "endpoint", None)
-        host = urlsplit(endpoint).hostname if endpoint else None
-        problem = host_metadata_problem(host) if host else None
+        problem = destination_metadata_problem(
+            self.egress or (),
+            getattr(self, "endpoint", None),
+            instance_metadata=bool(self.instance_metadata),
+        )
         if problem is not None:
-            raise RuleViolation(("endpoint",), f"the host {host} {problem}")
+            raise RuleViolation(*problem)
         return self
 
     @model_validator(mode="after")

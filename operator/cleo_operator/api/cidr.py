@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Annotated, Final
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from cleo_operator.api.schema import Extra
+from cleo_operator.api.schema import CelRule, Extra, cel
 
 __all__ = [
     "CIDR_PATTERN",
     "METADATA_OPENING",
     "METADATA_RANGES",
     "Cidr",
+    "destination_metadata_problem",
     "endpoint_metadata_cel",
     "host_metadata_problem",
     "metadata_cel",
     "metadata_overlap",
+    "metadata_rules",
 ]
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -145,3 +149,48 @@ def endpoint_metadata_cel(endpoint: str) -> str:
         f"({endpoint}.matches('{link_local}') || {endpoint}.matches('{v6}') || "
         f"({endpoint}.matches('{numeric}') && !{endpoint}.matches('{dotted}')))"
     )
+
+
+METADATA_HINT: Final = (
+    "covers the instance metadata service (169.254.0.0/16, fd00:ec2::/32) or reaches IPv4 "
+    "through IPv6 (::ffff:0:0/96, 64:ff9b::/96), which hand out the node's credentials; "
+    "only instanceMetadata: true opens it"
+)
+
+
+def metadata_rules(path: str) -> tuple[CelRule, CelRule]:
+    """The CEL rules of an object store block at `path` (with ``egress``, ``endpoint`` and
+    ``instanceMetadata``): the CRD's side of `destination_metadata_problem`."""
+    return (
+        cel(
+            "!has(self.egress) || self.egress.all(c, (has(self.instanceMetadata) && "
+            f"self.instanceMetadata && c == '{METADATA_OPENING}') || !{metadata_cel('c')})",
+            f"{path}.egress: a range {METADATA_HINT}",
+            field_path=".egress",
+        ),
+        cel(
+            f"!has(self.endpoint) || !{endpoint_metadata_cel('self.endpoint')}",
+            f"{path}.endpoint: the address {METADATA_HINT}, or is a number that is not a "
+            "dotted-quad IPv4 address",
+            field_path=".endpoint",
+        ),
+    )
+
+
+def destination_metadata_problem(
+    egress: Iterable[str], endpoint: str | None, *, instance_metadata: bool
+) -> tuple[tuple[str], str] | None:
+    """The field (relative) and message of an egress range or endpoint that reaches a
+    metadata service; None if none does. `METADATA_OPENING` is allowed with
+    `instance_metadata`, which opens it anyway."""
+    for cidr in egress:
+        if cidr == METADATA_OPENING and instance_metadata:
+            continue
+        overlap = metadata_overlap(cidr)
+        if overlap is not None:
+            return ("egress",), f"{cidr} overlaps {overlap}: it {METADATA_HINT}"
+    host = urlsplit(endpoint).hostname if endpoint else None
+    problem = host_metadata_problem(host) if host else None
+    if problem is not None:
+        return ("endpoint",), f"the host {host} {problem}"
+    return None
