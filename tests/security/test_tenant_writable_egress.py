@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from cleo_operator.api.backup import parse_backup_spec
+from cleo_operator.api.cidr import metadata_overlap
+from cleo_operator.api.errors import SpecError
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import NAMESPACE, NETWORK_POLICY, TENANT
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
-from cleo_operator.render.backup import BackupPodSettings
+from cleo_operator.render.backup import BackupPodSettings, store_egress_cidrs
 from e2e.cluster import LocalCluster
 from tests.integration.test_backup_cluster import (
     Site,
@@ -251,3 +254,70 @@ def test_instance_metadata_opens_only_when_the_backup_asks_for_it(
             "ports": [{"protocol": "TCP", "port": 80}],
         }
     ]
+
+
+METADATA_BREACHES = [
+    ({"egress": ["169.254.0.0/16"]}, "spec.destination.s3.egress"),
+    ({"egress": ["10.0.0.0/8", "169.0.0.0/8"]}, "spec.destination.s3.egress"),
+    ({"egress": ["169.254.169.254/32"]}, "spec.destination.s3.egress"),
+    ({"egress": ["64:ff9b::/96"]}, "spec.destination.s3.egress"),
+    ({"egress": ["::/24"]}, "spec.destination.s3.egress"),
+    ({"egress": ["0:0:0:0:0:ffff::/96"]}, "spec.destination.s3.egress"),
+    ({"egress": ["FD00:EC2::/32"]}, "spec.destination.s3.egress"),
+    ({"endpoint": "http://169.254.169.254"}, "spec.destination.s3.endpoint"),
+    ({"endpoint": "http://x@169.254.170.2:80/"}, "spec.destination.s3.endpoint"),
+    ({"endpoint": "http://2852039166/"}, "spec.destination.s3.endpoint"),
+    ({"endpoint": "http://169.254.43518"}, "spec.destination.s3.endpoint"),
+    ({"endpoint": "http://[fd00:ec2::254]"}, "spec.destination.s3.endpoint"),
+    ({"endpoint": "http://[::ffff:a9fe:a9fe]"}, "spec.destination.s3.endpoint"),
+]
+
+
+@pytest.mark.parametrize(("block", "field"), METADATA_BREACHES)
+def test_no_egress_range_or_endpoint_covers_a_metadata_address_without_instance_metadata(
+    cluster: LocalCluster, site: Site, block: dict[str, Any], field: str
+) -> None:
+    # The metadata services hand out the node's (or the platform's) credentials; NAT64
+    # and IPv4-mapped ranges reach them over IPv6. Both the API server's rule and the
+    # operator's model refuse, naming the field.
+    destination = s3(**{"egress": ["198.51.100.0/24"], **block})
+    manifest = {
+        "apiVersion": "cleoai.io/v1alpha1",
+        "kind": "CleoBackup",
+        "metadata": {"name": "meta", "namespace": site.namespace},
+        "spec": {"tenant": site.tenant, "destination": destination},
+    }
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0, result.stdout
+    assert field in result.stderr
+    assert "metadata" in result.stderr
+    with pytest.raises(SpecError, match="metadata") as refused:
+        parse_backup_spec(manifest["spec"])
+    assert str(refused.value).startswith(field)
+
+
+def test_the_metadata_opening_is_only_what_instance_metadata_renders(
+    cluster: LocalCluster, site: Site
+) -> None:
+    neighbours = {"egress": ["169.0.0.0/9", "2600:1f00::/24", "fd00:ec3:1::/48"]}
+    node = s3(instanceMetadata=True, egress=["169.254.169.254/32", "198.51.100.0/24"])
+    del node["s3"]["credentialsSecret"]
+    for name, destination in (("neighbours", s3(**neighbours)), ("node", node)):
+        manifest = {
+            "apiVersion": "cleoai.io/v1alpha1",
+            "kind": "CleoBackup",
+            "metadata": {"name": name, "namespace": site.namespace},
+            "spec": {"tenant": site.tenant, "destination": destination},
+        }
+        result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+        if name == "neighbours":
+            # fd00:ec3:1::/48 shares fd00:e00::/24 with AWS's fd00:ec2::/32: the rule
+            # compares whole /24 blocks of IPv6.
+            assert result.returncode != 0
+            assert "spec.destination.s3.egress" in result.stderr
+            manifest["spec"]["destination"]["s3"]["egress"] = neighbours["egress"][:2]
+            result = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+        assert result.returncode == 0, result.stderr
+        parse_backup_spec(manifest["spec"])
+    spec = parse_backup_spec({"tenant": site.tenant, "destination": s3(egress=["198.51.100.0/24"])})
+    assert not any(metadata_overlap(c) for c in store_egress_cidrs(spec))

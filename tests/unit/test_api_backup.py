@@ -9,6 +9,7 @@ import pytest
 from cleo_operator.api import backup
 from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.base import SpecError
+from cleo_operator.api.cidr import host_metadata_problem, metadata_overlap
 from tests.harness.specs import with_value
 from tests.unit.api_support import assert_refused_naming
 
@@ -123,6 +124,22 @@ BAD = [
     ("destination.s3.egress", ["64.0.0.0/4"], "spec.destination.s3.egress[0]", "at least /8"),
     ("destination.s3.egress", ["2600::/16"], "spec.destination.s3.egress[0]", "at least /24"),
     ("destination.s3.egress", ["10.0.0.300/32"], "spec.destination.s3.egress[0]", "CIDR"),
+    ("destination.s3.egress", ["169.254.0.0/16"], "spec.destination.s3.egress", "metadata"),
+    ("destination.s3.egress", ["169.128.0.0/9"], "spec.destination.s3.egress", "metadata"),
+    ("destination.s3.egress", ["64:ff9b::/96"], "spec.destination.s3.egress", "metadata"),
+    ("destination.s3.egress", ["::ffff:0:0/96"], "spec.destination.s3.egress", "metadata"),
+    (
+        "destination.s3.endpoint",
+        "http://169.254.169.254",
+        "spec.destination.s3.endpoint",
+        "metadata",
+    ),
+    (
+        "destination.s3.endpoint",
+        "http://0xa9fea9fe/",
+        "spec.destination.s3.endpoint",
+        "dotted-quad",
+    ),
     (
         "resources",
         {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
@@ -253,3 +270,45 @@ def test_a_one_off_from_a_source_refuses_what_the_source_decides(
     assert_refused_naming(
         parse_backup_spec, {"tenant": "acme", "from": "nightly", **extra}, field, message
     )
+
+
+@pytest.mark.parametrize(
+    ("cidr", "overlap"),
+    [
+        ("169.254.169.254/32", "169.254.0.0/16"),
+        ("169.0.0.0/8", "169.254.0.0/16"),
+        ("169.0.0.0/9", None),
+        ("169.255.0.0/16", None),
+        ("fd00:ec2::/32", "fd00:e00::/24"),
+        ("fd00:ec3::/32", "fd00:e00::/24"),
+        ("fd00:f00::/24", None),
+        ("0064:ff9b::/96", "64::/16"),
+        ("164::/16", None),
+        ("::/24", "::/16"),
+        ("2600:1f00::/24", None),
+    ],
+)
+def test_metadata_ranges_are_found_at_the_granularity_the_crd_rule_sees(
+    cidr: str, overlap: str | None
+) -> None:
+    assert metadata_overlap(cidr) == overlap
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        ("169.254.169.254", True),
+        ("2852039166", True),
+        ("169.254.43518", True),
+        ("0251.0376.0251.0376", True),
+        ("s3.example.com", False),
+        ("s3.example.com1", False),
+        ("203.0.113.7", False),
+        ("[2600:1f00::1]", False),
+        ("[fd00:ec2::254]", True),
+    ],
+)
+def test_an_endpoint_host_that_can_name_a_metadata_address_is_refused(
+    host: str, refused: bool
+) -> None:
+    assert (host_metadata_problem(host) is not None) == refused

@@ -30,7 +30,7 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         {
             "CLEO_OPERATOR_IMAGE": "registry.example/cleo-operator@sha256:" + "a" * 64,
             "CLEO_OPERATOR_IMAGE_PULL_POLICY": "IfNotPresent",
-            "CLEO_BACKUP_API_SERVER_CIDRS": " 10.96.0.1/32, fd00::/8 ,",
+            "CLEO_BACKUP_API_SERVER_CIDRS": " 10.96.0.1/32, fd00:10:96::/64 ,",
             "CLEO_BACKUP_VOLUMES_DIR": "/var/lib/cleo/volumes",
             "CLEO_BACKUP_ONE_OFF_TTL_SECONDS": "3600",
         }
@@ -38,7 +38,7 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
     assert settings.one_off_ttl_seconds == 3600.0
     assert settings.pod.image.endswith("a" * 64)
     assert settings.pod.image_pull_policy == "IfNotPresent"
-    assert settings.pod.api_server_cidrs == ("10.96.0.1/32", "fd00::/8")
+    assert settings.pod.api_server_cidrs == ("10.96.0.1/32", "fd00:10:96::/64")
     assert settings.volumes_dir == Path("/var/lib/cleo/volumes")
 
 
@@ -48,6 +48,11 @@ def test_the_environment_sets_image_policy_egress_and_volumes() -> None:
         ("CLEO_OPERATOR_IMAGE_PULL_POLICY", "Sometimes", "use one of Always, IfNotPresent, Never"),
         ("CLEO_BACKUP_API_SERVER_CIDRS", "10.0.0.0/8,the-internet", "'the-internet' is not"),
         ("CLEO_BACKUP_API_SERVER_CIDRS", "0.0.0.0/0", "is every address"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "0.0.0.0/1,128.0.0.0/1", "is too wide"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "2000::/3", "at least /24 for IPv6"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "169.254.0.0/16", "overlaps 169.254.0.0/16"),
+        ("CLEO_BACKUP_EGRESS_CIDRS", "64:ff9b::/96", "instance metadata"),
+        ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "::ffff:0:0/96", "overlaps ::/16"),
         ("CLEO_BACKUP_EGRESS_CIDRS", "::/0", "is every address"),
         ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "0.0.0.0/0", "name the object stores' addresses"),
         ("CLEO_BACKUP_OBJECT_STORE_CIDRS", "s3.amazonaws.com", "is not an address range"),

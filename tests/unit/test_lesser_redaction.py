@@ -189,6 +189,8 @@ def test_a_negated_password_flag_takes_no_value() -> None:
         "secretName: cleo-database passwordRotationPeriod: 30d adminSecret.namespace: ops",
         "sites.main.adminSecret: not set; name the Secret with the site admin's password",
         "spec.destination.s3.credentialsSecret: Secret ns/creds has no key",
+        "spec.destination.gcs.credentialsSecret: Secret ns/gcs-key lacks service-account.json",
+        "spec.destination.azure.credentialsSecret: Secret ns/sas must hold exactly one key",
         "passwordSet: true tokenExpired: 2026-03-31T23:30:00Z passwordRotationPeriod: 30d",
         "password authentication failed for user cleo_acme",
         "Secret cleo-keyring: version 3 is missing",
@@ -207,6 +209,9 @@ def test_holds_secret_tells_fields_apart() -> None:
     assert holds_secret("keyring.json")
     assert holds_secret("v3.key")
     assert not holds_secret("sites.main.adminSecret")
+    for store in ("s3", "gcs", "azure"):
+        assert not holds_secret(f"spec.destination.{store}.credentialsSecret")
+    assert holds_secret("spec.destination.other.credentialsSecret")
     assert not holds_secret("user")
 
 

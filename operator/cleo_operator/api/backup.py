@@ -32,7 +32,7 @@ from cleo_operator.api.base import (
     Timestamp,
     requests_over_limits,
 )
-from cleo_operator.api.cidr import Cidr
+from cleo_operator.api.cidr import Cidr, destination_metadata_problem, metadata_rules
 from cleo_operator.api.cron import CronError, parse_cron
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
@@ -182,14 +182,16 @@ class PvcDestination(SpecModel):
 
 
 def _one_credential_source(block: str, *, keys: str) -> dict[str, Any]:
-    """The CEL rule of a store's block: exactly one of its credential sources."""
+    """The CEL rules of a store's block: exactly one of its credential sources; no egress
+    range nor IP endpoint that reaches a metadata service (`api.cidr.METADATA_RANGES`)."""
     return validations(
         cel(
             "[has(self.credentialsSecret), has(self.workloadIdentity), "
             "has(self.instanceMetadata) && self.instanceMetadata].exists_one(x, x)",
             f"spec.destination.{block}: set exactly one of credentialsSecret ({keys}), "
             "workloadIdentity, or instanceMetadata: true",
-        )
+        ),
+        *metadata_rules(f"spec.destination.{block}"),
     )
 
 
@@ -218,6 +220,17 @@ class _ObjectStoreDestination(SpecModel):
             "workloadIdentity."
         ),
     )
+
+    @model_validator(mode="after")
+    def _no_metadata(self) -> _ObjectStoreDestination:
+        problem = destination_metadata_problem(
+            self.egress or (),
+            getattr(self, "endpoint", None),
+            instance_metadata=bool(self.instance_metadata),
+        )
+        if problem is not None:
+            raise RuleViolation(*problem)
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> _ObjectStoreDestination:

@@ -10,15 +10,19 @@ How the contract holds:
 
 - atomic writes: an object becomes visible only when its single PUT, or its multipart
   upload's completion (S3 CompleteMultipartUpload, GCS XML API completion, Azure Put Block
-  List), succeeds. `writer` holds the first part in memory; an object that ends within it
-  is one conditional PUT. A larger one is a multipart upload of `PartPlan.part_size` parts,
-  `PartPlan.concurrency` of them in flight, so memory stays at about ``part_size *
-  (concurrency + 1)`` whatever the archive's size. On any exception the upload is aborted
+  List), succeeds. `writer` holds up to `SINGLE_PUT_LIMIT` in memory; an object that ends
+  within it is one conditional PUT. A larger one is a multipart upload of
+  `PartPlan.part_size` parts: obstore's writer fills one part while `PartPlan.concurrency`
+  others are in flight, so memory stays within `PartPlan.memory` (``part_size *
+  (concurrency + 1)`` plus the first bytes), at most `MEMORY_BOUND` (about 2.5 GiB; a
+  5 TiB database gets 1049 MiB parts, one in flight: 2.1 GiB) whatever the archive's
+  size. On any exception the upload is aborted
   (obstore's writer aborts when its ``with`` block fails), so nothing is visible; a killed
   process leaves an unfinished upload, invisible to `list`, which the bucket's lifecycle
   rule removes (docs/backups.md: S3 and GCS ``AbortIncompleteMultipartUpload``; Azure drops
-  uncommitted blocks after 7 days by itself). obstore does not list unfinished uploads, so
-  `clean_incomplete` has nothing to do here and says so in the log once;
+  uncommitted blocks after 7 days by itself). obstore 0.12 does not list unfinished uploads
+  (no ListMultipartUploads), so `clean_incomplete` cannot remove them: it says so in the
+  log once, and `unfinished_uploads` puts it in the run report's prune block;
 - never overwriting: a HEAD refuses an existing name first, and single PUTs use obstore's
   ``mode="create"`` (``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS),
   which the store itself enforces against a writer that raced past the HEAD. obstore
@@ -31,6 +35,12 @@ How the contract holds:
 - part sizes scale with the archive: S3 allows 10 000 parts, so `part_plan` sizes parts
   from the writer's ``size_hint`` (the runner passes the database's size; the archive is
   compressed, rarely larger) with a margin of two, up to 5 TiB in 1 GiB parts;
+- the operator's reads (verification, drills) reach a store whose endpoint and credentials
+  a tenant admin chose, from one small shared pool: with `ReadLimits` every request is
+  bounded (obstore's whole-request timeout), objects are read in ranged GETs, and a
+  listing or a read has a wall clock (a base, plus the object's size at a throughput
+  floor) after which it fails, so a slow server holds a verification worker for a
+  bounded time;
 - errors: obstore's exceptions carry the request's URL (an Azure SAS token sits in its
   query string) and the response body; they are never shown. `storage_error` keeps the
   kind (not found, refused, exists), the HTTP status and the store's error code (letters
@@ -41,11 +51,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import obstore
 from obstore import exceptions as obstore_errors
@@ -61,13 +73,15 @@ from cleo_operator.backup.storage import (
 )
 
 if TYPE_CHECKING:
-    from obstore import BytesStream, WritableFile
+    from obstore import BytesStream, ObjectMeta, WritableFile
     from obstore.store import ObjectStore
 
 __all__ = [
     "MAX_PARTS",
+    "MEMORY_BOUND",
     "ObjectStoreStorage",
     "PartPlan",
+    "ReadLimits",
     "part_plan",
     "storage_error",
 ]
@@ -79,15 +93,22 @@ MAX_PARTS: Final = 10_000
 """S3's (and GCS's XML API's) limit of parts per multipart upload."""
 MIN_PART_SIZE: Final = 5 * MiB
 """S3's smallest part, except for the last one."""
-MAX_PART_SIZE: Final = 5 << 30
-"""S3's largest part."""
+MAX_PART_SIZE: Final = 1280 * MiB
+"""The largest part planned (S3 allows 5 GiB): with `SIZE_MARGIN`, the archive of a
+database of up to 6 TiB, and it keeps `MEMORY_BOUND` at about 2.5 GiB."""
+SINGLE_PUT_LIMIT: Final = 16 * MiB
+"""An object up to this size is one conditional PUT (held in memory first)."""
 DEFAULT_PART_SIZE: Final = 16 * MiB
 """Parts when the archive's size is unknown: up to about 156 GiB."""
 SIZE_MARGIN: Final = 2
 """How much larger than its hint an archive may grow before it runs out of parts."""
 MEMORY_BUDGET: Final = 256 * MiB
-"""Parts in flight are bounded by this much memory (but never fewer than two)."""
+"""Parts in flight are bounded by this much memory (but never fewer than one)."""
 MAX_CONCURRENCY: Final = 8
+MEMORY_BOUND: Final = 2 * MAX_PART_SIZE + SINGLE_PUT_LIMIT + 1 * MiB
+"""The most an upload holds, whatever the plan (`PartPlan.memory`): one largest part in
+flight, the next one filling, and the first bytes (with a write's chunk beyond them). The
+runner's container needs this besides pg_dump's pipe and Python (see docs/backups.md)."""
 READ_CHUNK: Final = 1 * MiB
 
 _CODE: Final = re.compile(r"<Code>([A-Za-z]{1,64})</Code>|\"reason\":\s*\"([A-Za-z]{1,64})\"")
@@ -110,6 +131,37 @@ _REFUSED: Final = (
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    """How long the operator waits on a store whose endpoint a tenant chose.
+
+    Every request is bounded by `request_seconds` (whole body included, retries too); a
+    listing by `base_seconds` of wall clock, a read of N bytes by `read_seconds` (N at
+    `floor_bytes_per_second`). Past those a `StorageError` says so.
+    """
+
+    base_seconds: float = 120.0
+    """A listing, a HEAD or a small read; the margin of every large one."""
+    floor_bytes_per_second: int = 1 * MiB
+    """The slowest store taken as working."""
+    range_size: int = 16 * MiB
+    """Objects are read in ranged GETs of this size."""
+
+    @property
+    def request_seconds(self) -> float:
+        """The longest one request (a range of `range_size` bytes) may take."""
+        return self.base_seconds + self.range_size / self.floor_bytes_per_second
+
+    def read_seconds(self, size: int) -> float:
+        """The longest reading an object of `size` bytes may take."""
+        return self.base_seconds + size / self.floor_bytes_per_second
+
+    def client_timeouts(self) -> dict[str, str]:
+        """obstore's client options that bound each request."""
+        seconds = math.ceil(self.request_seconds)
+        return {"timeout": f"{seconds}s", "read_timeout": f"{min(seconds, 30)}s"}
+
+
+@dataclass(frozen=True)
 class PartPlan:
     """How a multipart upload is cut: part size and parts in flight."""
 
@@ -121,13 +173,20 @@ class PartPlan:
         """The largest object these parts can hold."""
         return self.part_size * MAX_PARTS
 
+    @property
+    def memory(self) -> int:
+        """The most an upload of this plan holds: obstore's part being filled, the parts in
+        flight, and `writer`'s first bytes (a write's chunk of up to 1 MiB beyond them)."""
+        return self.part_size * (self.concurrency + 1) + SINGLE_PUT_LIMIT + 1 * MiB
+
 
 def part_plan(size_hint: int | None, *, minimum: int = MIN_PART_SIZE) -> PartPlan:
     """Parts for an object of about `size_hint` bytes (None: unknown).
 
     The part size is the smallest whole MiB (at least `minimum`) that holds `SIZE_MARGIN`
     times the hint in `MAX_PARTS` parts; the concurrency keeps the parts in flight within
-    `MEMORY_BUDGET` (two at least, `MAX_CONCURRENCY` at most).
+    `MEMORY_BUDGET` (one at least, `MAX_CONCURRENCY` at most), so `PartPlan.memory` stays
+    within `MEMORY_BOUND`.
     """
     if size_hint is None or size_hint <= 0:
         size = max(DEFAULT_PART_SIZE, minimum)
@@ -135,7 +194,7 @@ def part_plan(size_hint: int | None, *, minimum: int = MIN_PART_SIZE) -> PartPla
         needed = -(-(size_hint * SIZE_MARGIN) // MAX_PARTS)
         size = max(minimum, -(-needed // MiB) * MiB)
     size = min(size, MAX_PART_SIZE)
-    concurrency = max(2, min(MAX_CONCURRENCY, MEMORY_BUDGET // size))
+    concurrency = max(1, min(MAX_CONCURRENCY, MEMORY_BUDGET // size))
     return PartPlan(part_size=size, concurrency=concurrency)
 
 
@@ -224,6 +283,58 @@ class _ChunkReader:
         return out
 
 
+class _RangeReader:
+    """An object read in ranged GETs under a wall clock (`ReadLimits`)."""
+
+    def __init__(
+        self,
+        storage: ObjectStoreStorage,
+        limits: ReadLimits,
+        *,
+        name: str,
+        size: int,
+        deadline: float,
+    ) -> None:
+        self._storage = storage
+        self._limits = limits
+        self._name = name
+        self._size = size
+        self._deadline = deadline
+        self._offset = 0
+        self._pending = bytearray()
+
+    def _fetch(self) -> bool:
+        """Append the next range to the pending bytes; False at the end."""
+        if self._offset >= self._size:
+            return False
+        doing = f"reading {self._name}"
+        self._storage.check_deadline(self._deadline, doing=doing)
+        end = min(self._size, self._offset + self._limits.range_size)
+        try:
+            result = obstore.get(
+                self._storage.store, self._name, options={"range": (self._offset, end)}
+            )
+            data = bytes(result.bytes())
+        except Exception as error:
+            raise self._storage.error(error, doing=doing) from None
+        self._storage.check_deadline(self._deadline, doing=doing)
+        if not data:
+            self._offset = self._size
+            return False
+        self._offset += len(data)
+        self._pending += data
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        while (size < 0 or len(self._pending) < size) and self._fetch():
+            pass
+        if size < 0:
+            size = len(self._pending)
+        out = bytes(self._pending[:size])
+        del self._pending[:size]
+        return out
+
+
 class _Upload:
     """One object being written: the first part in memory, then a multipart upload."""
 
@@ -241,11 +352,12 @@ class _Upload:
             raise StorageError(
                 f"{self._storage.description}: {self._name} outgrew its {self._plan.part_size} "
                 f"byte parts ({MAX_PARTS} at most) after {self.written} bytes; the runner "
-                "sizes parts from the database's size, which this archive exceeds twice over"
+                "sizes parts from the database's size, which this archive exceeds twice over "
+                f"(parts stop at {MAX_PART_SIZE >> 20} MiB, so that memory stays bounded)"
             )
         if self._writer is None:
             self._buffer += data
-            if len(self._buffer) > self._plan.part_size:
+            if len(self._buffer) > min(self._plan.part_size, SINGLE_PUT_LIMIT):
                 self._start_multipart()
         else:
             self._send(data)
@@ -311,14 +423,29 @@ def store_message(storage: ObjectStoreStorage, error: Exception, *, doing: str) 
 class ObjectStoreStorage:
     """A bucket or container (and key prefix) as backup storage; see the module docstring."""
 
+    unfinished_uploads: ClassVar[str] = (
+        "not removed by pruning (the client cannot list them): the bucket's lifecycle rule "
+        "must abort incomplete multipart uploads"
+    )
+    """What becomes of a killed run's unfinished upload, for the run report."""
+
     def __init__(
-        self, store: ObjectStore, *, description: str, min_part_size: int = MIN_PART_SIZE
+        self,
+        store: ObjectStore,
+        *,
+        description: str,
+        min_part_size: int = MIN_PART_SIZE,
+        limits: ReadLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         """The obstore store; its prefix is the destination's, so names are flat."""
         self._description = description
         self._min_part_size = max(MIN_PART_SIZE, min_part_size)
         self._warned_incomplete = False
+        self.limits = limits
+        """Wall clocks of listings and reads (the operator's); None: unbounded (the runner)."""
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"ObjectStoreStorage({self._description!r})"
@@ -330,6 +457,15 @@ class ObjectStoreStorage:
     def error(self, error: Exception, *, doing: str) -> StorageError:
         """`storage_error` for this storage."""
         return storage_error(error, storage=self._description, doing=doing)
+
+    def check_deadline(self, deadline: float, *, doing: str) -> None:
+        """A StorageError when `deadline` (of the clock) has passed while `doing`."""
+        if self._clock() > deadline:
+            raise StorageError(
+                f"{self._description}: {doing} took longer than the store is given (the "
+                "operator reads a store at a minimum throughput and gives up past it); "
+                "check the store's endpoint and health"
+            )
 
     def plan(self, size_hint: int | None) -> PartPlan:
         """The parts of an object of about `size_hint` bytes."""
@@ -373,6 +509,19 @@ class ObjectStoreStorage:
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[ReadStream]:
         check_object_name(name)
+        if self.limits is not None:
+            started = self._clock()
+            info = self.stat(name)
+            if info is None:
+                raise StorageError(f"{self._description}: {name} does not exist")
+            yield _RangeReader(
+                self,
+                self.limits,
+                name=name,
+                size=info.size,
+                deadline=started + self.limits.read_seconds(info.size),
+            )
+            return
         try:
             result = obstore.get(self.store, name)
         except _NOT_FOUND:
@@ -401,16 +550,36 @@ class ObjectStoreStorage:
         return ObjectInfo(name=name, size=meta["size"], modified=_utc(meta["last_modified"]))
 
     def list(self) -> list[ObjectInfo]:
-        try:
-            listing = obstore.list_with_delimiter(self.store)
-        except Exception as error:
-            raise self.error(error, doing="listing") from None
+        if self.limits is not None:
+            metas = self._bounded_listing(self.limits)
+        else:
+            try:
+                metas = obstore.list_with_delimiter(self.store)["objects"]
+            except Exception as error:
+                raise self.error(error, doing="listing") from None
         objects = [
             ObjectInfo(name=meta["path"], size=meta["size"], modified=_utc(meta["last_modified"]))
-            for meta in listing["objects"]
+            for meta in metas
             if OBJECT_NAME_PATTERN.fullmatch(meta["path"]) is not None
         ]
         return sorted(objects, key=lambda o: o.name)
+
+    def _bounded_listing(self, limits: ReadLimits) -> Sequence[ObjectMeta]:
+        """The listing page by page, under `limits.base_seconds` of wall clock (a server
+        can hand out pages without end)."""
+        deadline = self._clock() + limits.base_seconds
+        metas: MutableSequence[ObjectMeta] = []
+        try:
+            pages = obstore.list(self.store, chunk_size=1000)
+            for page in pages:
+                metas.extend(m for m in page if "/" not in m["path"])
+                self.check_deadline(deadline, doing="listing")
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self.error(error, doing="listing") from None
+        self.check_deadline(deadline, doing="listing")
+        return metas
 
     # -- deleting ------------------------------------------------------------------------
 

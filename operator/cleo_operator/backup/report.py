@@ -44,6 +44,8 @@ class PruneReport(TypedDict):
     deleted: list[str]
     leftoversDeleted: int
     problems: list[str]
+    unfinishedUploads: NotRequired[str]
+    """Set when the storage cannot remove a killed run's unfinished upload (object stores)."""
 
 
 class RunReport(TypedDict):
@@ -60,12 +62,15 @@ class RunReport(TypedDict):
 
 def prune_report(result: PruneResult) -> PruneReport:
     """What `result` says, as the report's ``prune`` block."""
-    return {
+    report: PruneReport = {
         "kept": len(result.kept),
         "deleted": list(result.deleted),
         "leftoversDeleted": len(result.leftovers_deleted) + result.incomplete_removed,
         "problems": list(result.problems),
     }
+    if result.incomplete_note:
+        report["unfinishedUploads"] = result.incomplete_note
+    return report
 
 
 def write_report(report: RunReport, path: str | os.PathLike[str]) -> None:

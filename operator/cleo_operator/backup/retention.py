@@ -240,6 +240,9 @@ class PruneResult:
     """Object names of leftovers removed (archives without a manifest, old records)."""
     incomplete_removed: int = 0
     """Unfinished writes of crashed runs removed."""
+    incomplete_note: str | None = None
+    """Why unfinished writes were not looked for, when the storage cannot (an object
+    store's ``unfinished_uploads``: they are its lifecycle rule's)."""
     problems: tuple[str, ...] = field(default=())
     """What could not be read or deleted; the next prune tries again."""
     dry_run: bool = False
@@ -247,6 +250,11 @@ class PruneResult:
     unauthenticated: tuple[str, ...] = ()
     """Ids of backups whose manifest does not authenticate: neither kept by a rule nor
     deleted (see the module docstring)."""
+
+
+def _incomplete_note(storage: Storage) -> str | None:
+    note = getattr(storage, "unfinished_uploads", None)
+    return note if isinstance(note, str) else None
 
 
 def prune(
@@ -320,6 +328,7 @@ def prune(
         deleted=tuple(deleted),
         leftovers_deleted=tuple(leftovers),
         incomplete_removed=incomplete,
+        incomplete_note=_incomplete_note(storage),
         problems=tuple(problems),
         dry_run=dry_run,
         unauthenticated=tuple(catalog.unauthenticated),

@@ -70,10 +70,10 @@ _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}[0-9:.]*(?:Z|[+-][0-9:]
 _FACT_VALUE = re.compile(rf"(?i)([\"']?)(?:true|false|yes|no|null|none|nil|{_TIME})\1")
 _MEASURE_VALUE = re.compile(rf"(?i)([\"']?)(?:[0-9]+(?:\.[0-9]+)?[a-z]{{0,3}}|{_TIME})\1")
 # The operator's own field paths that name a Kubernetes Secret *object* ("sites.main.adminSecret:
-# not set", "spec.destination.s3.credentialsSecret: ..."). What follows them is prose or a
+# not set", "spec.destination.gcs.credentialsSecret: ..."). What follows them is prose or a
 # name. Only these: `auth.clientSecret: ...` is a value.
 _SECRET_OBJECT = re.compile(
-    r"(?:^|\.)(?:sites\.[A-Za-z0-9_-]+\.adminSecret|destination\.s3\.credentialsSecret)$"
+    r"(?:^|\.)(?:sites\.[A-Za-z0-9_-]+\.adminSecret|destination\.(?:s3|gcs|azure)\.credentialsSecret)$"
 )
 # A password word and its value separated by a space only: SQL (`PASSWORD 'x'`), config
 # files (`passwd x`). In lower case the word is also prose ("password authentication failed

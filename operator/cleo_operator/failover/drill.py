@@ -89,7 +89,13 @@ class ClusterBackupSource:
         self._kube = kube
 
     def latest_verified(self, *, tenant: str, namespace: str) -> DrillBackup:
-        storages, unreadable = self._storages(tenant=tenant, namespace=namespace)
+        storages, unreadable, refused = self._storages(tenant=tenant, namespace=namespace)
+        if not storages and refused:
+            # Only credentials problems stand between the drill and the backups: say which.
+            raise FailoverError(
+                f"no backups of tenant {tenant!r} the operator can read: {'; '.join(refused)}",
+                reason="BackupCredentialsMissing",
+            )
         if not storages:
             hint = (
                 f" Backups of CleoBackup(s) {', '.join(unreadable)} go to a "
@@ -106,7 +112,8 @@ class ClusterBackupSource:
             )
         keyring = self._keyring(namespace)
         best: DrillBackup | None = None
-        problems: list[str] = []
+        # A CleoBackup whose Secret is incomplete does not hide another one's backups.
+        problems: list[str] = list(refused)
         for storage in storages:
             try:
                 # With the keyring: a forged manifest or verification record is not trusted.
@@ -132,9 +139,14 @@ class ClusterBackupSource:
             )
         return best
 
-    def _storages(self, *, tenant: str, namespace: str) -> tuple[list[Storage], list[str]]:
+    def _storages(
+        self, *, tenant: str, namespace: str
+    ) -> tuple[list[Storage], list[str], list[str]]:
+        """The storages the operator can read; the CleoBackups it cannot by design (a
+        volume, the runner's own identity); the problems of those it could with a Secret."""
         storages: list[Storage] = []
         unreadable: list[str] = []
+        refused: list[str] = []
         for obj in self._kube.list(BACKUP, namespace=namespace):
             try:
                 spec = parse_backup_spec(obj.get("spec"))
@@ -158,11 +170,8 @@ class ClusterBackupSource:
                 if error.reason == "IdentityNotShared":  # the runner's identity, not ours
                     unreadable.append(str(obj["metadata"]["name"]))
                     continue
-                raise FailoverError(
-                    f"CleoBackup {obj['metadata']['name']}: {error}",
-                    reason="BackupCredentialsMissing",
-                ) from None
-        return storages, unreadable
+                refused.append(f"CleoBackup {obj['metadata']['name']}: {error}")
+        return storages, unreadable, refused
 
     def _keyring(self, namespace: str) -> Keyring:
         stored = read_secret(self._kube, namespace=namespace, name=TENANT_KEYRING_SECRET)

@@ -21,12 +21,15 @@ from typing import Final, Literal
 from pydantic import ValidationError
 
 from cleo_operator import __version__
+from cleo_operator.api.backup import EGRESS_MIN_PREFIX
 from cleo_operator.api.base import (
     DNS_SUBDOMAIN_HINT,
     DNS_SUBDOMAIN_PATTERN,
     ResourceRequirements,
     requests_over_limits,
 )
+from cleo_operator.api.cidr import metadata_overlap
+from cleo_operator.backup.object_store import ReadLimits
 from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
 from cleo_operator.render.pull_secrets import pull_secret_copy_name
@@ -92,7 +95,8 @@ def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
 
 
 def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ...]:
-    """The ranges of a comma-separated variable; none spanning every address."""
+    """The ranges of a comma-separated variable: as narrow as a CleoBackup's egress must be
+    (``0.0.0.0/1,128.0.0.0/1`` is every address too), none reaching a metadata service."""
     cidrs = _list(env, variable)
     for cidr in cidrs:
         try:
@@ -103,6 +107,19 @@ def _cidrs(env: Mapping[str, str], variable: str, *, what: str) -> tuple[str, ..
             ) from None
         if network.prefixlen == 0:
             raise ValueError(f"{variable}: {cidr!r} is every address; name {what}")
+        shortest = EGRESS_MIN_PREFIX[network.version]
+        if network.prefixlen < shortest:
+            raise ValueError(
+                f"{variable}: {cidr!r} is too wide (at least /{shortest} for "
+                f"IPv{network.version}); name {what}"
+            )
+        overlap = metadata_overlap(cidr)
+        if overlap is not None:
+            raise ValueError(
+                f"{variable}: {cidr!r} overlaps {overlap}, which holds the instance metadata "
+                "service (or reaches IPv4 through IPv6); a runner reaches it only with its "
+                "CleoBackup's instanceMetadata: true"
+            )
     return cidrs
 
 
@@ -177,6 +194,10 @@ class BackupSettings:
     PersistentVolumeClaim destinations; None: those are not verified."""
     verify_workers: int = 1
     """Verifications at once (each restores a database: CPU, disk and the site's I/O)."""
+    store_read_limits: ReadLimits = field(default_factory=ReadLimits)
+    """How long a verification waits on an object store (its endpoint is the tenant's
+    choice): every request, listing and read is bounded, so that one slow store cannot
+    hold the verification pool that all tenants share."""
     retry_seconds: float = 60.0
     """Try a verification that could not run (a site down) again after this long."""
     pending_requeue_seconds: float = 5.0

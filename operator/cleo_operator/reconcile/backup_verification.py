@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import hashlib
 import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cleo_operator.api.backup import (
     BackupRecord,
@@ -56,13 +57,28 @@ __all__ = ["BackupVerifier", "VerificationStep"]
 log = logging.getLogger(__name__)
 
 
+_SETTLED_REASONS: Final = frozenset(
+    {
+        "IdentityNotShared",
+        "CredentialsInvalid",
+        "S3CredentialsMissing",
+        "GcsCredentialsMissing",
+        "AzureCredentialsMissing",
+    }
+)
+"""Reasons that only the CleoBackup's spec or its credentials Secret decide: retrying them
+every minute would only repeat the warning, so they stand until one of those changes."""
+
+
 class _VerificationUnavailable(Exception):
     """The verification cannot run now (not a verdict on the backup)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, inputs: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.inputs = inputs
+        """For a settled reason: what it was decided on (`_inputs`)."""
 
 
 @dataclass
@@ -83,6 +99,8 @@ class _Unavailable:
     reason: str
     message: str
     retry_at: datetime.datetime
+    inputs: str | None = None
+    """Set for a settled reason: it stands, whatever the time, until `_inputs` differ."""
 
 
 @dataclass
@@ -192,6 +210,16 @@ class BackupVerifier:
                 unavailable = self._unavailable.get(key)
             if (
                 unavailable is not None
+                and unavailable.inputs is not None
+                and unavailable.inputs == self._inputs(namespace, spec)
+            ):
+                return VerificationStep(
+                    Observation("Unknown", unavailable.reason, clip(unavailable.message)),
+                    fields,
+                )
+            if (
+                unavailable is not None
+                and unavailable.inputs is None
                 and unavailable.backup_id == candidate.backup_id
                 and now < unavailable.retry_at
             ):
@@ -262,7 +290,9 @@ class BackupVerifier:
         except concurrent.futures.CancelledError:
             return None
         except _VerificationUnavailable as exc:
-            self._note_unavailable(key, verifying.backup_id, exc.reason, exc.message)
+            self._note_unavailable(
+                key, verifying.backup_id, exc.reason, exc.message, inputs=exc.inputs
+            )
             return None
         except Exception as exc:  # a bug: its type only (the message may hold secrets)
             log.error(
@@ -305,14 +335,50 @@ class BackupVerifier:
         return record
 
     def _note_unavailable(
-        self, key: tuple[str, str], backup_id: str, reason: str, message: str
+        self,
+        key: tuple[str, str],
+        backup_id: str,
+        reason: str,
+        message: str,
+        *,
+        inputs: str | None = None,
     ) -> None:
         retry_at = self.now() + datetime.timedelta(seconds=self.settings.retry_seconds)
         with self._lock:
             self._unavailable[key] = _Unavailable(
-                backup_id=backup_id, reason=reason, message=message, retry_at=retry_at
+                backup_id=backup_id,
+                reason=reason,
+                message=message,
+                retry_at=retry_at,
+                inputs=inputs,
             )
-        log.warning("verification of backup %s cannot run now: %s", backup_id, message)
+        if inputs is not None:
+            log.warning(
+                "verification of backup %s cannot run until the CleoBackup or its credentials "
+                "Secret changes: %s",
+                backup_id,
+                message,
+            )
+        else:
+            log.warning("verification of backup %s cannot run now: %s", backup_id, message)
+
+    def _secret_version(self, namespace: str, spec: CleoBackupSpec) -> str:
+        """The resourceVersion of the CleoBackup's credentials Secret ("" for none)."""
+        destination = spec.destination
+        store = destination.object_store if destination is not None else None
+        if store is None or store.credentials_secret is None:
+            return ""
+        secret = self.kube.get(SECRET, store.credentials_secret, namespace=namespace)
+        if secret is None:
+            return ""
+        return str(secret.get("metadata", {}).get("resourceVersion", ""))
+
+    def _inputs(self, namespace: str, spec: CleoBackupSpec, version: str | None = None) -> str:
+        """What a settled reason was decided on: the spec and the Secret's resourceVersion."""
+        if version is None:
+            version = self._secret_version(namespace, spec)
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        return f"{digest}/{version}"
 
     def _verify(
         self,
@@ -386,9 +452,15 @@ class BackupVerifier:
         secret_name = store.credentials_secret if store is not None else None
         secret = self.kube.get(SECRET, secret_name, namespace=namespace) if secret_name else None
         try:
-            return operator_storage(spec, secret, environ=os.environ)
+            return operator_storage(
+                spec, secret, environ=os.environ, limits=self.settings.store_read_limits
+            )
         except CredentialsUnavailable as error:
-            raise _VerificationUnavailable(error.reason, str(error)) from None
+            inputs = None
+            if error.reason in _SETTLED_REASONS:
+                version = str((secret or {}).get("metadata", {}).get("resourceVersion", ""))
+                inputs = self._inputs(namespace, spec, version)
+            raise _VerificationUnavailable(error.reason, str(error), inputs=inputs) from None
 
     def _keyring(self, namespace: str) -> Keyring:
         name = self.settings.pod.keyring_secret

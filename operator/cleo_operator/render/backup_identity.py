@@ -26,6 +26,7 @@ pod. Three sources per store, exactly one per CleoBackup (the API refuses more o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode
@@ -40,6 +41,8 @@ from cleo_operator.render import backup_shapes as shapes
 from cleo_operator.render.k8s import VolumeMount
 
 __all__ = [
+    "AUTH_ENV",
+    "AUTH_SOURCES",
     "AWS_TOKEN_PATH",
     "AZURE_SECRET_ENV",
     "GCS_SECRET_ENV",
@@ -53,6 +56,10 @@ __all__ = [
     "secret_env",
 ]
 
+AUTH_ENV: Final = "CLEO_OBJECT_STORE_AUTH"
+"""The runner's credential source: `backup.object_stores` reads only that source's variables,
+and with ``secret`` refuses a store whose keys are empty (never the node's identity)."""
+AUTH_SOURCES: Final = ("secret", "web-identity", "workload", "instance")
 S3_ENV: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 """Keys the S3 credentials Secret must hold (the variables have the same names)."""
 S3_OPTIONAL_ENV: Final = ("AWS_SESSION_TOKEN",)
@@ -183,15 +190,27 @@ def _azure(azure: AzureDestination) -> RunnerIdentity:
 
 
 def runner_identity(spec: CleoBackupSpec) -> RunnerIdentity:
-    """The runner's credentials or identity for its CleoBackup's store (none for a volume)."""
+    """The runner's credentials or identity for its CleoBackup's store (none for a volume),
+    with ``CLEO_OBJECT_STORE_AUTH`` naming the source."""
     destination = spec.resolved_destination()
+    store = destination.object_store
     if destination.s3 is not None:
-        return _s3(destination.s3)
-    if destination.gcs is not None:
-        return _gcs(destination.gcs)
-    if destination.azure is not None:
-        return _azure(destination.azure)
-    return RunnerIdentity()
+        identity = _s3(destination.s3)
+    elif destination.gcs is not None:
+        identity = _gcs(destination.gcs)
+    elif destination.azure is not None:
+        identity = _azure(destination.azure)
+    else:
+        return RunnerIdentity()
+    assert store is not None
+    if store.credentials_secret is not None:
+        source = "secret"
+    elif store.workload_identity is not None:
+        source = "web-identity" if destination.s3 is not None else "workload"
+    else:
+        source = "instance"
+    auth: shapes.EnvVar = {"name": AUTH_ENV, "value": source}
+    return dataclasses.replace(identity, env=[auth, *identity.env])
 
 
 def object_store_url(spec: CleoBackupSpec) -> str | None:

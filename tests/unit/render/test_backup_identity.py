@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from cleo_operator.backup.object_stores import (
     CredentialsUnavailable,
     decoded_secret,
     secret_environ,
+    service_account_key_problem,
 )
 from cleo_operator.render.backup import backup_destination
 from cleo_operator.render.backup_identity import AWS_TOKEN_PATH
@@ -203,3 +205,59 @@ def test_secret_values_are_decoded_and_never_in_messages() -> None:
         "AWS_SECRET_ACCESS_KEY": "secret",
     }
     assert decoded_secret(None) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "source"),
+    [
+        (s3(credentialsSecret="k"), "secret"),
+        (s3(workloadIdentity={"roleArn": ROLE}, egress=["52.94.0.0/16"]), "web-identity"),
+        (s3(instanceMetadata=True, egress=["52.94.0.0/16"]), "instance"),
+        (gcs(credentialsSecret="k"), "secret"),
+        (gcs(workloadIdentity={"serviceAccount": GSA}), "workload"),
+        (azure(credentialsSecret="k"), "secret"),
+        (azure(workloadIdentity={"clientId": CLIENT}), "workload"),
+        (azure(instanceMetadata=True), "instance"),
+    ],
+)
+def test_the_runner_is_told_its_credential_source(raw: dict[str, Any], source: str) -> None:
+    assert env(raw)["CLEO_OBJECT_STORE_AUTH"] == source
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"gcs_base_url": "http://10.0.0.1"}, "gcs_base_url"),
+        ({"disable_oauth": True}, "disable_oauth"),
+        ({"type": "external_account"}, "type"),
+        ({"client_email": ""}, "client_email"),
+        ({"token_uri": "http://169.254.169.254/token"}, "token_uri"),
+        ({"universe_domain": "example.com"}, "universe_domain"),
+        ({"credential_source": {"url": "http://x"}}, "credential_source"),
+    ],
+)
+def test_a_gcs_key_that_could_redirect_is_refused_by_field(
+    change: dict[str, Any], named: str
+) -> None:
+    key = {
+        "type": "service_account",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "client_email": "b@p.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+        **change,
+    }
+    with pytest.raises(CredentialsUnavailable) as caught:
+        secret_environ(
+            parse_backup_spec(gcs(credentialsSecret="k")),
+            {"service-account.json": json.dumps(key)},
+        )
+    assert caught.value.reason == "CredentialsInvalid"
+    assert named in str(caught.value)
+    assert "AAAA" not in str(caught.value)
+    assert "10.0.0.1" not in str(caught.value)
+    assert service_account_key_problem("[]") is not None
+    assert service_account_key_problem("{not json") is not None
+    good = {k: v for k, v in key.items() if k not in change}
+    good.setdefault("type", "service_account")
+    good.setdefault("client_email", "b@p.iam.gserviceaccount.com")
+    assert service_account_key_problem(json.dumps(good)) is None
