@@ -30,17 +30,15 @@ from tests.harness.specs import backup_manifest, tenant_manifest
 from tests.integration.backup_cluster_support import API_SERVER, RUNNER_IMAGE
 from tests.security.tenant_writable_support import (
     ATTACKER,
+    MESSAGE,
     attacker_client,
     bind_tenant_admin,
     create_tenant_namespace,
+    install_policy,
     new_name,
-    refused,
-)
-from tests.security.test_tenant_writable_admission import (
-    MESSAGE,
-    _install_policy,
-    _remove_policy,
     operator_client,
+    refused,
+    remove_policy,
 )
 
 pytestmark = [
@@ -91,7 +89,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     probe = new_name("twp-probe")
     create_tenant_namespace(kube, probe, "probe")
     create_tenant_namespace(kube, namespace, tenant)
-    _install_policy(cluster, kube, probe)
+    install_policy(cluster, kube, probe)
     try:
         kube.create(
             tenant_manifest(
@@ -131,7 +129,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
         )
     finally:
         kube.delete(TENANT, tenant)
-        _remove_policy(cluster, kube, probe)
+        remove_policy(cluster, kube, probe)
         for name in (namespace, probe, operator_namespace):
             kube.delete(NAMESPACE, name)
 
