@@ -47,6 +47,12 @@ def source(spec: dict[str, Any], name: str = "nightly") -> KubeObject:
     return obj
 
 
+def deleting(obj: KubeObject) -> KubeObject:
+    """`obj` as the API server shows it once its deletion began (a finalizer holds it)."""
+    obj["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    return obj
+
+
 def test_a_one_off_runs_with_the_sources_destination_retention_and_verification() -> None:
     spec = resolve(ONE_OFF, source(NIGHTLY), namespace=NAMESPACE)
     assert spec.to_api() == {
@@ -95,8 +101,10 @@ def test_a_spec_without_from_is_its_own_effective_spec() -> None:
             "itself a one-off made with spec.from; name the CleoBackup it runs (weekly)",
         ),
         (source({"tenant": "acme"}), "SourceInvalid", "has an invalid spec"),
+        (source({**NIGHTLY, "suspend": True}), "SourceSuspended", "is suspended"),
+        (deleting(source(NIGHTLY)), "SourceDeleting", "is being deleted"),
     ],
-    ids=["absent", "another-tenant", "chained", "invalid"],
+    ids=["absent", "another-tenant", "chained", "invalid", "suspended", "deleting"],
 )
 def test_a_source_it_may_not_run_is_refused_with_a_reason(
     found: KubeObject | None, reason: str, words: str
@@ -147,3 +155,30 @@ def test_a_one_off_that_never_ran_goes_a_ttl_after_its_creation() -> None:
 def test_a_one_off_whose_job_runs_stays() -> None:
     assert one_off_expiry(created=T0, status=status(T0), active=True, ttl_seconds=1) is None
     assert one_off_expiry(created=None, status=status(), active=False, ttl_seconds=1) is None
+
+
+def test_a_one_off_goes_at_its_max_age_whatever_its_job_does() -> None:
+    # A tenant keeps the runner pod from starting (or ending): the Job stays active.
+    cap = T0 + datetime.timedelta(hours=48)
+    kept = one_off_expiry(
+        created=T0, status=status(), active=True, ttl_seconds=60, max_age_seconds=48 * 3600
+    )
+    assert kept == cap
+    # A run that ended late: the TTL would run past the cap, the cap wins.
+    late = one_off_expiry(
+        created=T0,
+        status=status(T0 + datetime.timedelta(hours=47)),
+        active=False,
+        ttl_seconds=24 * 3600,
+        max_age_seconds=48 * 3600,
+    )
+    assert late == cap
+    # Otherwise the TTL after the run decides, as before.
+    early = one_off_expiry(
+        created=T0,
+        status=status(T0 + datetime.timedelta(hours=1)),
+        active=False,
+        ttl_seconds=3600,
+        max_age_seconds=48 * 3600,
+    )
+    assert early == T0 + datetime.timedelta(hours=2)
