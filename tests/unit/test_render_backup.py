@@ -579,6 +579,7 @@ def _cron_job_names(cron_job: str, start: datetime.datetime, minutes: int) -> se
     return {f"{cron_job}-{first + m}" for m in range(minutes)}
 
 
+@pytest.mark.security
 def test_a_one_offs_objects_never_take_a_cron_jobs_job_name() -> None:
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     scheduled = render(PVC_SPEC)["CronJob"]["metadata"]["name"]
@@ -595,6 +596,7 @@ def test_a_one_offs_objects_never_take_a_cron_jobs_job_name() -> None:
     assert len(longest.runner["metadata"]["name"]) <= 63
 
 
+@pytest.mark.security
 def test_a_one_offs_pods_run_as_its_sources_service_account_and_get_no_identity() -> None:
     resolved = {k: v for k, v in IRSA_SOURCE.items() if k != "schedule"}
     one_off = from_one_off("now-1", raw=resolved)
@@ -616,6 +618,7 @@ def test_a_one_offs_pods_run_as_its_sources_service_account_and_get_no_identity(
     assert "eks.amazonaws.com/role-arn" in source["ServiceAccount"]["metadata"]["annotations"]
 
 
+@pytest.mark.security
 def test_a_one_offs_job_has_a_deadline_and_other_jobs_none() -> None:
     one_off = from_one_off("now-1")
     assert one_off.runner["spec"]["activeDeadlineSeconds"] == ONE_OFF_DEADLINE_SECONDS

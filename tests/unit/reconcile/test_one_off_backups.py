@@ -11,6 +11,8 @@ import base64
 import datetime
 from typing import Any
 
+import pytest
+
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.kinds import BACKUP, JOB, ROLE, SERVICE_ACCOUNT, TENANT
@@ -19,6 +21,8 @@ from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.render.backup import BackupPodSettings, backup_labels
 from tests.harness.fake_kube import FakeKube
 from tests.harness.specs import backup_manifest, tenant_manifest
+
+pytestmark = pytest.mark.security
 
 TENANT_NAME = "acme"
 NS = "cleo-acme"
