@@ -29,6 +29,7 @@ from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP, JOB, NAMESPACE, RESOURCE_QUOTA, ROLE, TENANT
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
+from cleo_operator.reconcile.tenant_protection import TenantProtection
 from cleo_operator.render.backup import BackupPodSettings
 from cleo_operator.render.limits import BACKUPS_QUOTA_KEY, render_resource_quota
 from cleo_operator.render.meta import tenant_owner
@@ -202,7 +203,13 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
         try:
             _tenant(kube, operator, tenant, namespace)
             _tenant(kube, operator, other, other_namespace)
-            bind_tenant_admin(operator, tenant=tenant, namespace=namespace, user=ATTACKER)
+            # As the operator binds spec.admins while it sees the policy in place.
+            assert TenantProtection(kube).in_place()
+            bind_tenant_admin(
+                operator, tenant=tenant, namespace=namespace, user=ATTACKER, backup_requests=True
+            )
+            # Where it did not see it: cleo-tenant-admin alone.
+            bind_tenant_admin(operator, tenant=other, namespace=other_namespace, user=ATTACKER)
             yield Scene(
                 tenant=tenant,
                 namespace=namespace,
@@ -434,3 +441,16 @@ def test_a_tenant_admin_can_neither_mark_nor_delete_the_platforms_one_offs(
         assert "marked" in scene.backups()
     finally:
         scene.admin.delete(BACKUP, "marked", namespace=scene.namespace)
+
+
+def test_without_the_requester_binding_a_tenant_admin_cannot_create_a_backup(
+    scene: Scene,
+) -> None:
+    # In tenant B's namespace the attacker is cleo-tenant-admin only (as the operator binds
+    # it where the policy is not in place): RBAC itself refuses, policy or not.
+    body = backup_manifest("asked", scene.other_namespace, {"tenant": scene.other_tenant})
+    body["spec"]["from"] = "nightly"
+    error = refused(scene.attacker.create, body)
+    assert error.status == 403
+    assert MESSAGE not in error.message  # RBAC's refusal, not the policy's
+    assert scene.admin.get(BACKUP, "asked", namespace=scene.other_namespace) is None
