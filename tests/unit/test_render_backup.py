@@ -35,7 +35,6 @@ from cleo_operator.render.backup import (
     egress_problem,
     render_backup,
     render_cron_job,
-    render_job,
     s3_egress_cidrs,
 )
 from tests.unit.render.pod_security import restricted_violations
@@ -560,17 +559,12 @@ IRSA_SOURCE: dict[str, Any] = {
 }
 
 
-def from_one_off(name: str, source: str = NAME, raw: dict[str, Any] = ONE_OFF) -> BackupObjects:
-    """What the reconciler renders for `name` = {tenant: acme, from: `source`}, resolved."""
-    return render_backup(
-        name=name,
-        namespace=NS,
-        uid=UID,
-        tenant="acme",
-        spec=parse_backup_spec(raw),
-        settings=SETTINGS,
-        source=source,
-    )
+def from_one_off(
+    name: str, raw: dict[str, Any] = ONE_OFF, settings: BackupPodSettings = SETTINGS
+) -> BackupObjects:
+    """What the reconciler renders for `name` = {tenant: acme, from: nightly}, resolved."""
+    where = {"name": name, "namespace": NS, "uid": UID, "tenant": "acme"}
+    return render_backup(**where, spec=parse_backup_spec(raw), settings=settings, source=NAME)
 
 
 def _cron_job_names(cron_job: str, start: datetime.datetime, minutes: int) -> set[str]:
@@ -623,15 +617,7 @@ def test_a_one_offs_job_has_a_deadline_and_other_jobs_none() -> None:
     one_off = from_one_off("now-1")
     assert one_off.runner["spec"]["activeDeadlineSeconds"] == ONE_OFF_DEADLINE_SECONDS
     shorter = dataclasses.replace(SETTINGS, one_off_deadline_seconds=600)
-    job = render_job(
-        name="now-1",
-        namespace=NS,
-        uid=UID,
-        tenant="acme",
-        spec=parse_backup_spec(ONE_OFF),
-        settings=shorter,
-        source=NAME,
-    )
+    job = from_one_off("now-1", settings=shorter).runner
     assert job["spec"]["activeDeadlineSeconds"] == 600
     # A platform's one-off of its own (and the final backup) has no deadline.
     assert "activeDeadlineSeconds" not in render(ONE_OFF)["Job"]["spec"]
