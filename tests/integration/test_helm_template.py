@@ -707,4 +707,4 @@ def test_tenant_admins_get_no_backup_requests_without_the_admission_policy(
     names = {o["metadata"]["name"] for o in find(without, "ClusterRole")}
     assert BACKUP_REQUESTER_ROLE not in names
     assert set(TENANT_ROLES) <= names
-    assert not find(without, "ValidatingAdmissionPolicy")
+    assert not find(without, "ValidatingAdmissionPolicy", "cleo-tenant-protection")
