@@ -10,8 +10,10 @@ any more: it has no owner at all, or its CleoBackup owner's uid is not the live 
 Objects owned by something else (a scheduled run's Job, owned by its CronJob) are left to
 the garbage collector once their owner goes.
 
-Deletes carry the object's uid as a precondition, so that an object the operator made anew
-meanwhile is never taken for the stale one. A sweep only reads when nothing is stale.
+Before a delete the CleoBackup is read again (one made after the sweep listed them owns
+objects the sweep did not know of), and deletes carry the object's uid as a precondition,
+so that an object the operator made anew meanwhile is never taken for the stale one. A
+sweep only reads when nothing is stale.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def sweep_orphans(kube: KubeClient, namespace: str) -> list[ObjectRef]:
         found = kube.list(kind, namespace=namespace, label_selector=BACKUP_LABEL)
         for obj in stale_runner_objects(found, live):
             meta = obj["metadata"]
+            # A CleoBackup made after the list above (its objects too) is not stale: ask again.
+            owner = kube.get(BACKUP, labels_of(obj)[BACKUP_LABEL], namespace=namespace)
+            if owner is not None and not foreign_to(obj, str(owner["metadata"]["uid"])):
+                continue
             try:
                 gone = kube.delete(
                     kind,

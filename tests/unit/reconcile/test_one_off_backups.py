@@ -17,6 +17,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.kinds import BACKUP, JOB, ROLE, SERVICE_ACCOUNT, TENANT
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
+from cleo_operator.reconcile.backup_orphans import stale_runner_objects
 from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.render.backup import BackupPodSettings, backup_labels
 from tests.harness.fake_kube import FakeKube
@@ -272,3 +273,31 @@ def test_a_tenants_one_off_never_holds_the_database_drop() -> None:
     waiting = FinalBackup(kube)(TENANT_NAME, parse_tenant_spec(spec))
     assert waiting is not None
     assert "cleo-final-backup" in waiting
+
+
+def _runner(name: str, *owners: dict[str, Any], managed: bool = True) -> KubeObject:
+    labels = backup_labels(name=name, tenant=TENANT_NAME)
+    if not managed:
+        labels.pop("app.kubernetes.io/managed-by")
+    meta: dict[str, Any] = {"name": f"cleo-run-{name}", "labels": labels}
+    if owners:
+        meta["ownerReferences"] = list(owners)
+    return {"metadata": meta}
+
+
+def test_only_runner_objects_no_live_cleobackup_owns_are_stale() -> None:
+    def backup_owner(uid: str) -> dict[str, Any]:
+        return {"kind": "CleoBackup", "name": "x", "uid": uid}
+
+    live = {"a": "uid-a", "b": "uid-b"}
+    kept = [
+        _runner("a", backup_owner("uid-a")),  # its live CleoBackup's
+        _runner("gone", {"kind": "CronJob", "name": "cleo-backup-gone", "uid": "c"}),
+        _runner("gone", managed=False),  # not the operator's: not ours to delete
+    ]
+    stale = [
+        _runner("b", backup_owner("uid-old")),  # a namesake's
+        _runner("gone", backup_owner("uid-gone")),  # its CleoBackup went
+        _runner("a"),  # orphaned: no owner at all
+    ]
+    assert stale_runner_objects([*kept, *stale], live) == stale
