@@ -48,10 +48,11 @@ def _backup_owners(obj: KubeObject) -> list[Mapping[str, object]]:
 
 def foreign_to(obj: KubeObject, uid: str) -> bool:
     """Whether `obj` (a runner object labelled with a CleoBackup's name) is not that
-    CleoBackup's: it has no owner at all, or a CleoBackup owner of another uid."""
+    CleoBackup's: one the operator made that has no owner any more (its CleoBackup was
+    deleted with its dependents orphaned), or one with a CleoBackup owner of another uid."""
     owners = obj["metadata"].get("ownerReferences") or []
     if not owners:
-        return True
+        return managed_by_operator(obj)
     return any(o.get("uid") != uid for o in _backup_owners(obj))
 
 
