@@ -342,10 +342,12 @@ def test_a_one_off_from_a_backup_runs_its_destination_once_and_resyncs_quietly(
         "nightly",
         {"schedule": "@daily", "destination": PVC_DESTINATION, "retention": {"keepDaily": 7}},
     )
+    # Its ServiceAccount, which the one-off's runner runs as.
+    reconciler.reconcile(site.namespace, "nightly")
     site.backup("now-1", {"from": "nightly"})
     result = reconciler.reconcile(site.namespace, "now-1")
     assert [ref["kind"] for ref in result.applied][-1] == "Job"
-    job = kube.get(JOB, "cleo-backup-now-1", namespace=site.namespace)
+    job = kube.get(JOB, "cleo-run-now-1", namespace=site.namespace)
     assert job is not None
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -358,10 +360,12 @@ def test_a_one_off_from_a_backup_runs_its_destination_once_and_resyncs_quietly(
     assert {v["name"]: v for v in pod["volumes"]}["destination"]["persistentVolumeClaim"] == {
         "claimName": "backups"
     }
-    role = kube.get(ROLE, "cleo-backup-now-1", namespace=site.namespace)
+    assert pod["serviceAccountName"] == "cleo-backup-nightly"
+    role = kube.get(ROLE, "cleo-run-now-1", namespace=site.namespace)
     assert role is not None
     assert role["rules"][0]["resourceNames"] == ["now-1", "nightly"]
-    assert kube.get(CRON_JOB, "cleo-backup-now-1", namespace=site.namespace) is None
+    for kind in (CRON_JOB, JOB, SERVICE_ACCOUNT, ROLE):
+        assert kube.get(kind, "cleo-backup-now-1", namespace=site.namespace) is None
     assert site.condition("now-1", "Ready")["reason"] == "NoBackupYet"
 
     offset = cluster.audit_offset()
@@ -396,7 +400,8 @@ def test_a_one_off_whose_source_it_may_not_run_gets_no_runner(
     assert (result.applied, result.ready) == ([], False)
     assert result.requeue_after is not None
     for kind in (SERVICE_ACCOUNT, ROLE, JOB):
-        assert kube.get(kind, "cleo-backup-now-1", namespace=site.namespace) is None
+        for prefix in ("cleo-backup-", "cleo-run-"):
+            assert kube.get(kind, f"{prefix}now-1", namespace=site.namespace) is None
 
 
 def test_a_one_off_from_a_backup_is_removed_once_its_time_is_up(

@@ -109,7 +109,10 @@ class Setup(BackupScene):
 
     def run_one_off(self, name: str) -> str:
         """Run the one-off Job of CleoBackup `name` here; the id of the backup it made."""
-        job = self.kube.get(JOB, f"cleo-backup-{name}", namespace=self.namespace)
+        # cleo-run-<name> for a one-off made with spec.from, else cleo-backup-<name>.
+        job = self.kube.get(JOB, f"cleo-run-{name}", namespace=self.namespace) or self.kube.get(
+            JOB, f"cleo-backup-{name}", namespace=self.namespace
+        )
         assert job is not None
         run = self.run(job)
         assert run.returncode == 0, run.stderr
@@ -342,8 +345,8 @@ def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
     setup.backup(
         "nightly",
         {
-            "schedule": "@daily",
-            "suspend": True,
+            # Not suspended (a suspended source runs no one-off), and not due in this test.
+            "schedule": "@yearly",
             "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
             "retention": {"keepLast": 5},
             "verification": {"enabled": True},
@@ -351,19 +354,26 @@ def test_a_one_off_from_a_backup_runs_there_is_verified_and_goes_after_its_time(
     )
     setup.reconciler.reconcile(ns, "nightly")
     # A tenant admin (a spec.admins user, with its own token) asks: the tenant and the
-    # CleoBackup to run now, all the admission policy lets it write.
-    bind_tenant_admin(setup.kube, tenant=setup.tenant.name, namespace=ns, user=ATTACKER)
+    # CleoBackup to run now, all the admission policy lets it write (bound as the operator
+    # binds spec.admins while it sees that policy in place).
+    bind_tenant_admin(
+        setup.kube, tenant=setup.tenant.name, namespace=ns, user=ATTACKER, backup_requests=True
+    )
     attacker_client(setup.cluster, setup.kube).create(
         backup_manifest("now-1", ns, {"tenant": setup.tenant.name, "from": "nightly"})
     )
     setup.reconciler.reconcile(ns, "now-1")
-    # The runner checks the source again with its own token (its Role may read it) and
-    # writes into the source's folder.
+    # The runner runs as the source's ServiceAccount (the identity a cloud trusts), checks
+    # the source again with that token (the one-off's Role may read both, and write the
+    # one-off's status only) and writes into the source's folder.
+    job = setup.kube.get(JOB, "cleo-run-now-1", namespace=ns)
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "cleo-backup-nightly"
     backup_id = setup.run_one_off("now-1")
     assert (setup.volumes / ns / "backups" / "cleo" / f"{backup_id}.archive").is_file()
     (entry,) = setup.status("now-1")["history"]
     assert (entry["job"], entry["succeeded"], entry["backupId"]) == (
-        "cleo-backup-now-1",
+        "cleo-run-now-1",
         True,
         backup_id,
     )

@@ -24,7 +24,7 @@ import yaml
 
 from cleo_operator.data.sites import load_site_config
 from cleo_operator.kube.permissions import Scope, grants, permissions_for
-from cleo_operator.render.rbac import TENANT_ROLES, tenant_role_rules
+from cleo_operator.render.rbac import BACKUP_REQUESTER_ROLE, TENANT_ROLES, tenant_role_rules
 from e2e.cluster import build_toolchain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -253,7 +253,7 @@ def test_the_operators_roles_hold_nothing_it_only_used_to_grant_onward(
     assert on_cluster_roles == {
         ("rbac.authorization.k8s.io", "clusterroles", verb, name)
         for verb in ("bind", "get")
-        for name in (*TENANT_ROLES, TENANT_ROLE)
+        for name in (*TENANT_ROLES, BACKUP_REQUESTER_ROLE, TENANT_ROLE)
     }
 
 
@@ -709,3 +709,20 @@ def test_deploy_copy_of_the_operator_scope_policy_is_the_charts(
     assert [(d["kind"], d["metadata"]["name"], d["spec"]) for d in committed] == [
         (d["kind"], d["metadata"]["name"], d["spec"]) for d in rendered
     ]
+
+
+@pytest.mark.security
+def test_tenant_admins_get_no_backup_requests_without_the_admission_policy(
+    helm: list[str], tmp_path: Path
+) -> None:
+    # The policy narrows create/delete of CleoBackups to one-offs; without it, no such grant.
+    with_policy = render(helm, tmp_path, {})
+    assert (
+        only(with_policy, "ClusterRole", BACKUP_REQUESTER_ROLE)["rules"]
+        == (tenant_role_rules()[BACKUP_REQUESTER_ROLE])
+    )
+    without = render(helm, tmp_path, {"admission": {"tenantProtection": {"enabled": False}}})
+    names = {o["metadata"]["name"] for o in find(without, "ClusterRole")}
+    assert BACKUP_REQUESTER_ROLE not in names
+    assert set(TENANT_ROLES) <= names
+    assert not find(without, "ValidatingAdmissionPolicy", "cleo-tenant-protection")

@@ -90,15 +90,18 @@ def attacker_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
     return client
 
 
-def bind_tenant_admin(kube: KubeClient, *, tenant: str, namespace: str, user: str) -> None:
-    """The RoleBinding the operator renders for `spec.admins: [{kind: User, name: user}]`.
+def bind_tenant_admin(
+    kube: KubeClient, *, tenant: str, namespace: str, user: str, backup_requests: bool = False
+) -> None:
+    """The RoleBindings the operator renders for `spec.admins: [{kind: User, name: user}]`
+    (with `backup_requests`: as it does while it sees the tenant-protection policy).
 
     Without the owner reference: the tests have no CleoTenant object to own it, and an owner
     that does not exist would make the garbage collector delete the binding.
     """
     spec = CleoTenantSpec.model_validate({"admins": [{"kind": "User", "name": user}]})
     assert spec.admins == [Subject(kind="User", name=user)]
-    (binding,) = render_role_bindings(
+    bindings = render_role_bindings(
         tenant=tenant,
         namespace=namespace,
         owner={
@@ -110,9 +113,11 @@ def bind_tenant_admin(kube: KubeClient, *, tenant: str, namespace: str, user: st
             "blockOwnerDeletion": True,
         },
         spec=spec,
+        backup_requests=backup_requests,
     )
-    binding["metadata"].pop("ownerReferences", None)
-    kube.apply(binding)
+    for binding in bindings:
+        binding["metadata"].pop("ownerReferences", None)
+        kube.apply(binding)
 
 
 def create_tenant_namespace(kube: KubeClient, name: str, tenant: str) -> None:

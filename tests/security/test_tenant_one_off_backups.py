@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from cleo_operator.kube.kinds import (
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.backup_source import MAX_UNFINISHED_ONE_OFFS
 from cleo_operator.reconcile.final_backup import FINAL_BACKUP_NAME, FinalBackup
+from cleo_operator.reconcile.tenant_protection import TenantProtection
 from cleo_operator.render.backup import BackupPodSettings
 from cleo_operator.render.limits import BACKUPS_QUOTA_KEY, render_resource_quota
 from cleo_operator.render.meta import tenant_owner
@@ -71,6 +73,8 @@ pytestmark = [
 CAP = 6
 """spec.quota.backups of the tenant: CleoBackups its namespace may hold."""
 DESTINATION = {"type": "pvc", "pvc": {"claimName": "backups", "path": "platform"}}
+PLATFORM_LABEL = "cleoai.io/requested-by"
+"""A platform's one-off: the policy refuses the label to tenants, and their deletes of it."""
 
 
 @dataclass
@@ -103,8 +107,13 @@ class Scene:
         return [
             kind.kind
             for kind in (ROLE, JOB)
-            if self.admin.get(kind, f"cleo-backup-{name}", namespace=self.namespace) is not None
+            for prefix in ("cleo-backup-", "cleo-run-")
+            if self.admin.get(kind, f"{prefix}{name}", namespace=self.namespace) is not None
         ]
+
+    def source_ready(self) -> None:
+        """nightly's own objects (the ServiceAccount a one-off's runner runs as)."""
+        self.reconciler.reconcile(self.namespace, "nightly")
 
     def backups(self) -> list[str]:
         return [b["metadata"]["name"] for b in self.admin.list(BACKUP, namespace=self.namespace)]
@@ -209,7 +218,13 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
         try:
             _tenant(kube, operator, tenant, namespace)
             _tenant(kube, operator, other, other_namespace)
-            bind_tenant_admin(operator, tenant=tenant, namespace=namespace, user=ATTACKER)
+            # As the operator binds spec.admins while it sees the policy in place.
+            assert TenantProtection(kube).in_place()
+            bind_tenant_admin(
+                operator, tenant=tenant, namespace=namespace, user=ATTACKER, backup_requests=True
+            )
+            # Where it did not see it: cleo-tenant-admin alone.
+            bind_tenant_admin(operator, tenant=other, namespace=other_namespace, user=ATTACKER)
             yield Scene(
                 tenant=tenant,
                 namespace=namespace,
@@ -324,15 +339,19 @@ def test_a_one_off_naming_what_is_not_its_tenants_gets_no_runner(
 
 
 def test_a_tenant_admin_asks_for_a_backup_now_and_cleans_it_up(scene: Scene) -> None:
+    scene.source_ready()
     scene.ask("now-1")
     result = scene.reconciler.reconcile(scene.namespace, "now-1")
     assert [ref["kind"] for ref in result.applied][-1] == "Job", scene.ready("now-1")
-    job = scene.admin.get(JOB, "cleo-backup-now-1", namespace=scene.namespace)
+    job = scene.admin.get(JOB, "cleo-run-now-1", namespace=scene.namespace)
     assert job is not None
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"][6].endswith("/platform")  # the source's folder
+    # It runs as the source's identity, and ends within its deadline whatever the tenant does.
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "cleo-backup-nightly"
+    assert job["spec"]["activeDeadlineSeconds"] > 0
     # Its runner's identity, as the operator made it, is not the attacker's to touch.
-    error = refused(scene.attacker.delete, ROLE, "cleo-backup-now-1", namespace=scene.namespace)
+    error = refused(scene.attacker.delete, ROLE, "cleo-run-now-1", namespace=scene.namespace)
     assert error.status == 403
     scene.attacker.delete(BACKUP, "now-1", namespace=scene.namespace)
     assert "now-1" not in scene.backups()
@@ -495,6 +514,80 @@ def test_a_tenant_filling_the_quota_cannot_keep_the_platform_out(scene: Scene) -
         wait_for(platform_creates, timeout=60, interval=0.5, what="room for the platform")
     finally:
         _cleanup(scene.admin, scene.namespace, [*asked, "weekly"])
+
+
+# -- names, orphans and the platform's one-offs --------------------------------------------
+
+
+def test_a_one_off_named_after_a_scheduled_run_does_not_suppress_it(scene: Scene) -> None:
+    # The CronJob controller names nightly's runs cleo-backup-nightly-<unix minutes>: a
+    # one-off that took such a name first would make the controller skip that run.
+    minutes = int(time.time()) // 60 + 1
+    error = refused(scene.ask, f"nightly-{minutes}")
+    assert MESSAGE in error.message
+    assert "6 or more digits" in error.message
+    # Named so by a platform admin (the policy trusts it), its runner still takes no
+    # name the CronJob controller gives.
+    scene.source_ready()
+    name = f"nightly-{minutes + 1}"
+    scene.admin.create(
+        backup_manifest(name, scene.namespace, {"tenant": scene.tenant, "from": "nightly"})
+    )
+    try:
+        scene.reconciler.reconcile(scene.namespace, name)
+        assert scene.admin.get(JOB, f"cleo-run-{name}", namespace=scene.namespace) is not None
+        assert scene.admin.get(JOB, f"cleo-backup-{name}", namespace=scene.namespace) is None
+    finally:
+        scene.admin.delete(BACKUP, name, namespace=scene.namespace)
+
+
+def test_a_tenant_admin_cannot_orphan_a_one_offs_runner(scene: Scene) -> None:
+    scene.source_ready()
+    scene.ask("orphaning")
+    scene.reconciler.reconcile(scene.namespace, "orphaning")
+    try:
+        error = refused(
+            scene.attacker.delete,
+            BACKUP,
+            "orphaning",
+            namespace=scene.namespace,
+            propagation="Orphan",
+        )
+        assert MESSAGE in error.message
+        assert "propagationPolicy Orphan" in error.message
+        assert "orphaning" in scene.backups()
+    finally:
+        scene.attacker.delete(BACKUP, "orphaning", namespace=scene.namespace)
+
+
+def test_a_tenant_admin_can_neither_mark_nor_delete_the_platforms_one_offs(
+    scene: Scene,
+) -> None:
+    body = backup_manifest("marked", scene.namespace, {"tenant": scene.tenant, "from": "nightly"})
+    body["metadata"]["labels"] = {PLATFORM_LABEL: "platform"}
+    error = refused(scene.attacker.create, body)
+    assert MESSAGE in error.message
+    scene.admin.create(body)
+    try:
+        deleted = refused(scene.attacker.delete, BACKUP, "marked", namespace=scene.namespace)
+    finally:
+        kept = "marked" in scene.backups()
+        scene.admin.delete(BACKUP, "marked", namespace=scene.namespace)
+    assert MESSAGE in deleted.message
+    assert kept
+
+
+def test_without_the_requester_binding_a_tenant_admin_cannot_create_a_backup(
+    scene: Scene,
+) -> None:
+    # In tenant B's namespace the attacker is cleo-tenant-admin only (as the operator binds
+    # it where the policy is not in place): RBAC itself refuses, policy or not.
+    body = backup_manifest("asked", scene.other_namespace, {"tenant": scene.other_tenant})
+    body["spec"]["from"] = "nightly"
+    error = refused(scene.attacker.create, body)
+    assert error.status == 403
+    assert MESSAGE not in error.message  # RBAC's refusal, not the policy's
+    assert scene.admin.get(BACKUP, "asked", namespace=scene.other_namespace) is None
 
 
 HOLD = "example.com/hold-for-test"

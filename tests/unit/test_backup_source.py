@@ -52,6 +52,12 @@ def source(spec: dict[str, Any], name: str = "nightly") -> KubeObject:
     return obj
 
 
+def deleting(obj: KubeObject) -> KubeObject:
+    """`obj` as the API server shows it once its deletion began (a finalizer holds it)."""
+    obj["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    return obj
+
+
 def test_a_one_off_runs_with_the_sources_destination_retention_and_verification() -> None:
     spec = resolve(ONE_OFF, source(NIGHTLY), namespace=NAMESPACE)
     assert spec.to_api() == {
@@ -100,8 +106,10 @@ def test_a_spec_without_from_is_its_own_effective_spec() -> None:
             "itself a one-off made with spec.from; name the CleoBackup it runs (weekly)",
         ),
         (source({"tenant": "acme"}), "SourceInvalid", "has an invalid spec"),
+        (source({**NIGHTLY, "suspend": True}), "SourceSuspended", "is suspended"),
+        (deleting(source(NIGHTLY)), "SourceDeleting", "is being deleted"),
     ],
-    ids=["absent", "another-tenant", "chained", "invalid"],
+    ids=["absent", "another-tenant", "chained", "invalid", "suspended", "deleting"],
 )
 def test_a_source_it_may_not_run_is_refused_with_a_reason(
     found: KubeObject | None, reason: str, words: str
@@ -218,3 +226,30 @@ def test_excess_never_removes_a_running_one_off() -> None:
     doomed = [name for name, _ in excess(line)]
     assert f"ask-{MAX_UNFINISHED_ONE_OFFS}" not in doomed
     assert doomed == [f"ask-{MAX_UNFINISHED_ONE_OFFS - 1}"]
+
+
+def test_a_one_off_goes_at_its_max_age_whatever_its_job_does() -> None:
+    # A tenant keeps the runner pod from starting (or ending): the Job stays active.
+    cap = T0 + datetime.timedelta(hours=48)
+    kept = one_off_expiry(
+        created=T0, status=status(), active=True, ttl_seconds=60, max_age_seconds=48 * 3600
+    )
+    assert kept == cap
+    # A run that ended late: the TTL would run past the cap, the cap wins.
+    late = one_off_expiry(
+        created=T0,
+        status=status(T0 + datetime.timedelta(hours=47)),
+        active=False,
+        ttl_seconds=24 * 3600,
+        max_age_seconds=48 * 3600,
+    )
+    assert late == cap
+    # Otherwise the TTL after the run decides, as before.
+    early = one_off_expiry(
+        created=T0,
+        status=status(T0 + datetime.timedelta(hours=1)),
+        active=False,
+        ttl_seconds=3600,
+        max_age_seconds=48 * 3600,
+    )
+    assert early == T0 + datetime.timedelta(hours=2)

@@ -23,6 +23,7 @@ from cleo_operator.handlers.registry import BACKUP_CHILDREN, CHILD_RESOURCES
 from cleo_operator.kube.access import MissingPermission, access_checks, describe_missing
 from cleo_operator.kube.kinds import KINDS
 from cleo_operator.kube.permissions import (
+    BACKUP_REQUESTER_ROLE,
     OPERATOR_BINDING,
     OPERATOR_TENANT_ROLE,
     PERMISSIONS,
@@ -59,7 +60,8 @@ def expand(rules: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str, str]]
 
 
 def test_every_kind_the_client_knows_has_permissions() -> None:
-    held = {(group, resource) for group, resource, _ in own_triples()}
+    # Some only by name (the tenant-protection policy and its binding, read to decide).
+    held = {(g.group, g.resource) for g in grants(ALL_SCOPES)}
     missing = [
         f"{kind.kind} ({kind.api_version}, {kind.plural})"
         for kind in KINDS.values()
@@ -99,17 +101,18 @@ def test_the_operator_may_bind_the_tenant_cluster_roles_and_no_other() -> None:
     assert OPERATOR_BINDING == RENDERED_OPERATOR_BINDING
     everywhere = grants(ALL_SCOPES)
     binds = {g for g in everywhere if g.verb in ("bind", "escalate")}
+    tenant_roles = (*TENANT_ROLES, BACKUP_REQUESTER_ROLE)
     assert binds == {
-        Grant(RBAC, "clusterroles", "bind", name) for name in (*TENANT_ROLES, OPERATOR_TENANT_ROLE)
+        Grant(RBAC, "clusterroles", "bind", name) for name in (*tenant_roles, OPERATOR_TENANT_ROLE)
     }
     # The tenant roles are bound in tenant namespaces, through the operator's own binding
     # there; its own tenant role before it holds anything there (the watch scope).
-    assert {g for g in binds if g.name in TENANT_ROLES} <= grants(["tenant"])
+    assert {g for g in binds if g.name in tenant_roles} <= grants(["tenant"])
     assert {g for g in binds if g.name == OPERATOR_TENANT_ROLE} <= grants(["watch"])
     # It may look the ClusterRoles up (to say when they are missing), and nothing more on them.
     on_cluster_roles = {g for g in everywhere if g.resource == "clusterroles"}
     assert on_cluster_roles == binds | {
-        Grant(RBAC, "clusterroles", "get", name) for name in (*TENANT_ROLES, OPERATOR_TENANT_ROLE)
+        Grant(RBAC, "clusterroles", "get", name) for name in (*tenant_roles, OPERATOR_TENANT_ROLE)
     }
     assert not {g for g in everywhere if g.resource == "clusterrolebindings"}
 
@@ -219,16 +222,22 @@ def test_policy_rules_keep_resource_names_apart_from_grants_on_every_object() ->
     named = [r for r in rules if "resourceNames" in r]
     assert named == [
         {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+            "verbs": ["get"],
+            "resourceNames": ["cleo-tenant-protection"],
+        },
+        {
             "apiGroups": [RBAC],
             "resources": ["clusterroles"],
             "verbs": ["get"],
-            "resourceNames": sorted([*TENANT_ROLES, OPERATOR_TENANT_ROLE]),
+            "resourceNames": sorted([*TENANT_ROLES, BACKUP_REQUESTER_ROLE, OPERATOR_TENANT_ROLE]),
         },
         {
             "apiGroups": [RBAC],
             "resources": ["clusterroles"],
             "verbs": ["bind"],
-            "resourceNames": list(TENANT_ROLES),
+            "resourceNames": sorted([*TENANT_ROLES, BACKUP_REQUESTER_ROLE]),
         },
     ]
     assert [r for r in policy_rules(["watch"]) if "resourceNames" in r] == [

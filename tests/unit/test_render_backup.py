@@ -8,6 +8,8 @@ destination with the real storage parser.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 from typing import Any
 
 import pytest
@@ -24,8 +26,10 @@ from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
     KEYRING_MOUNT,
+    ONE_OFF_DEADLINE_SECONDS,
     TERMINATION_LOG,
     VOLUME_MOUNT,
+    BackupObjects,
     BackupPodSettings,
     backup_destination,
     egress_problem,
@@ -536,3 +540,84 @@ def test_the_platforms_object_store_ranges_open_s3_runners_only() -> None:
 def test_a_spec_with_from_is_resolved_before_it_is_rendered() -> None:
     with pytest.raises(ValueError, match=r"spec\.from must be resolved"):
         rendered({"tenant": "acme", "from": NAME}, name="now-1")
+
+
+# --- one-offs made with spec.from ---------------------------------------------------------------
+
+IRSA_SOURCE: dict[str, Any] = {
+    "tenant": "acme",
+    "schedule": "*/5 * * * *",
+    "destination": {
+        "type": "s3",
+        "s3": {
+            "endpoint": "https://10.0.0.5:9000",
+            "bucket": "platform-backups",
+            "egress": ["10.0.0.5/32"],
+            "workloadIdentity": {"roleArn": "arn:aws:iam::123456789012:role/cleo-backup"},
+        },
+    },
+}
+
+
+def from_one_off(
+    name: str, raw: dict[str, Any] = ONE_OFF, settings: BackupPodSettings = SETTINGS
+) -> BackupObjects:
+    """What the reconciler renders for `name` = {tenant: acme, from: nightly}, resolved."""
+    where = {"name": name, "namespace": NS, "uid": UID, "tenant": "acme"}
+    return render_backup(**where, spec=parse_backup_spec(raw), settings=settings, source=NAME)
+
+
+def _cron_job_names(cron_job: str, start: datetime.datetime, minutes: int) -> set[str]:
+    """The Job names the CronJob controller gives `cron_job`'s runs: ``<name>-<unix minutes>``."""
+    first = int(start.timestamp()) // 60
+    return {f"{cron_job}-{first + m}" for m in range(minutes)}
+
+
+@pytest.mark.security
+def test_a_one_offs_objects_never_take_a_cron_jobs_job_name() -> None:
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    scheduled = render(PVC_SPEC)["CronJob"]["metadata"]["name"]
+    taken = _cron_job_names(scheduled, start, 60)
+    # A one-off named after the next scheduled run of nightly, as an attacker would.
+    for name in sorted(taken)[:3]:
+        one_off = from_one_off(name.removeprefix("cleo-backup-"))
+        names = {obj["metadata"]["name"] for obj in one_off}
+        assert names == {f"cleo-run-{name.removeprefix('cleo-backup-')}"}
+        assert not names & taken
+        assert all(not n.startswith("cleo-backup-") for n in names)
+    # The longest name a CleoBackup may have still fits a Job's name (63 characters).
+    longest = from_one_off("x" * 40)
+    assert len(longest.runner["metadata"]["name"]) <= 63
+
+
+@pytest.mark.security
+def test_a_one_offs_pods_run_as_its_sources_service_account_and_get_no_identity() -> None:
+    resolved = {k: v for k, v in IRSA_SOURCE.items() if k != "schedule"}
+    one_off = from_one_off("now-1", raw=resolved)
+    assert one_off.service_account is None
+    assert "ServiceAccount" not in {obj["kind"] for obj in one_off}
+    pod = one_off.runner["spec"]["template"]["spec"]
+    # The cloud's trust names cleo-backup-<source>: the one-off uses that identity as is.
+    assert pod["serviceAccountName"] == f"cleo-backup-{NAME}"
+    assert one_off.role_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"cleo-backup-{NAME}", "namespace": NS}
+    ]
+    assert one_off.role_binding["roleRef"]["name"] == "cleo-run-now-1"
+    # Its own Role: get the one-off and its source, write the one-off's status only.
+    assert one_off.role["metadata"]["name"] == "cleo-run-now-1"
+    assert [r["resourceNames"] for r in one_off.role["rules"]] == [["now-1", NAME], ["now-1"]]
+    # The scheduled source's pods run as the same account, which is annotated for IRSA.
+    source = render(IRSA_SOURCE)
+    assert source["ServiceAccount"]["metadata"]["name"] == pod["serviceAccountName"]
+    assert "eks.amazonaws.com/role-arn" in source["ServiceAccount"]["metadata"]["annotations"]
+
+
+@pytest.mark.security
+def test_a_one_offs_job_has_a_deadline_and_other_jobs_none() -> None:
+    one_off = from_one_off("now-1")
+    assert one_off.runner["spec"]["activeDeadlineSeconds"] == ONE_OFF_DEADLINE_SECONDS
+    shorter = dataclasses.replace(SETTINGS, one_off_deadline_seconds=600)
+    job = from_one_off("now-1", settings=shorter).runner
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    # A platform's one-off of its own (and the final backup) has no deadline.
+    assert "activeDeadlineSeconds" not in render(ONE_OFF)["Job"]["spec"]

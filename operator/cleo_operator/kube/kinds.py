@@ -14,6 +14,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 __all__ = [
+    "ADMISSION_POLICY",
+    "ADMISSION_POLICY_BINDING",
     "BACKUP",
     "CONFIG_MAP",
     "CRD",
@@ -97,6 +99,18 @@ CRD: Final = Kind(
 TENANT: Final = Kind("cleoai.io/v1alpha1", "CleoTenant", "cleotenants", namespaced=False)
 BACKUP: Final = Kind("cleoai.io/v1alpha1", "CleoBackup", "cleobackups")
 FAILOVER: Final = Kind("cleoai.io/v1alpha1", "CleoFailover", "cleofailovers")
+ADMISSION_POLICY: Final = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingAdmissionPolicy",
+    "validatingadmissionpolicies",
+    namespaced=False,
+)
+ADMISSION_POLICY_BINDING: Final = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingAdmissionPolicyBinding",
+    "validatingadmissionpolicybindings",
+    namespaced=False,
+)
 
 TENANT_CHILDREN: Final[tuple[Kind, ...]] = (
     NAMESPACE,
@@ -129,6 +143,8 @@ KINDS: Final[dict[tuple[str, str], Kind]] = {
         TENANT,
         BACKUP,
         FAILOVER,
+        ADMISSION_POLICY,
+        ADMISSION_POLICY_BINDING,
     )
 }
 """Every kind above by (apiVersion, kind), for code that handles an object of any of them."""

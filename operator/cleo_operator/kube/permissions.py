@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple, NotRequired, TypedDict, get_args
 
 __all__ = [
+    "BACKUP_REQUESTER_ROLE",
     "EVENTS_NAMESPACE",
     "OPERATOR_BINDING",
     "OPERATOR_ROLE_HINT",
@@ -73,6 +74,7 @@ __all__ = [
     "PERMISSIONS",
     "RBAC_GROUP",
     "TENANT_CLUSTER_ROLES",
+    "TENANT_PROTECTION_POLICY",
     "TENANT_ROLES_HINT",
     "TENANT_ROLE_ENV",
     "VERB_ORDER",
@@ -98,6 +100,12 @@ RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 TENANT_CLUSTER_ROLES: Final[tuple[str, ...]] = ("cleo-tenant-admin", "cleo-tenant-viewer")
 """The ClusterRoles of tenant admins and viewers (render/rbac.py's TENANT_ROLES; the kube
 layer cannot import render, so a test keeps the two equal)."""
+BACKUP_REQUESTER_ROLE: Final = "cleo-tenant-backup-requester"
+"""The ClusterRole that lets tenant admins create and delete CleoBackups (render/rbac.py's
+BACKUP_REQUESTER_ROLE): installed only with the tenant-protection policy, and bound only
+while the operator sees that policy in place, so it is optional (not checked at start)."""
+TENANT_PROTECTION_POLICY: Final = "cleo-tenant-protection"
+"""The ValidatingAdmissionPolicy (and its binding) that narrows BACKUP_REQUESTER_ROLE."""
 OPERATOR_TENANT_ROLE: Final = "cleo-operator-tenant"
 """The ClusterRole holding the operator's own rights in a tenant namespace (scope
 ``tenant``), by default; the chart names it ``<release>-tenant`` and tells the operator
@@ -246,7 +254,16 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "checked at start to exist (and the operator's own tenant role to grant what it "
             "needs): a RoleBinding to a missing ClusterRole is accepted and grants nothing, "
             "so tenant admins, viewers or the operator would silently get no rights",
-            (*TENANT_CLUSTER_ROLES, OPERATOR_TENANT_ROLE),
+            (*TENANT_CLUSTER_ROLES, BACKUP_REQUESTER_ROLE, OPERATOR_TENANT_ROLE),
+        ),
+        _Row(
+            "cluster",
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies validatingadmissionpolicybindings",
+            "get",
+            "whether the tenant-protection policy and its binding are in place: only then "
+            "are tenant admins bound to the ClusterRole that lets them ask for backups",
+            (TENANT_PROTECTION_POLICY,),
         ),
         # -- namespaced, before any one tenant namespace ---------------------------------
         _Row(
@@ -343,7 +360,7 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "bind",
             "bound in tenant namespaces to spec.admins and spec.viewers; `bind` lets the "
             "operator write those RoleBindings without holding what the ClusterRoles grant",
-            TENANT_CLUSTER_ROLES,
+            (*TENANT_CLUSTER_ROLES, BACKUP_REQUESTER_ROLE),
         ),
         _Row(
             "tenant",

@@ -43,11 +43,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from cleo_operator.api.backup import (
     BackupPhase,
-    BackupRecord,
     CleoBackupSpec,
     CleoBackupStatus,
     parse_backup_spec,
@@ -55,7 +54,6 @@ from cleo_operator.api.backup import (
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
-from cleo_operator.backup import metrics
 from cleo_operator.backup.object_stores import (
     CredentialsUnavailable,
     decoded_secret,
@@ -82,6 +80,8 @@ from cleo_operator.kube.status import write_status
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile import one_offs
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
+from cleo_operator.reconcile.backup_metrics import RunsSeen
+from cleo_operator.reconcile.backup_orphans import foreign_to, sweep_orphans
 from cleo_operator.reconcile.backup_settings import BackupSettings
 from cleo_operator.reconcile.backup_source import (
     SourceError,
@@ -101,7 +101,7 @@ from cleo_operator.reconcile.backup_verification import BackupVerifier
 from cleo_operator.reconcile.children import converge_child
 from cleo_operator.reconcile.database import TenantDatabases
 from cleo_operator.reconcile.pull_secrets import CONDITION as PULL_SECRETS_CONDITION
-from cleo_operator.reconcile.pull_secrets import PullSecretCopies
+from cleo_operator.reconcile.pull_secrets import PullSecretCopies, PullSecretSync
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
@@ -143,6 +143,10 @@ ACTIVE_JOB_RECHECK_SECONDS: Final = 30.0
 
 ONE_OFF_RECHECK_SECONDS: Final = 10.0
 """While a one-off waits for its turn, look again this often."""
+
+_SOURCE_UNRESOLVED: Final = Observation(
+    "Unknown", "SourceUnresolved", "a one-off whose source is gone runs nothing more"
+)
 
 
 @dataclass
@@ -198,7 +202,8 @@ class BackupReconciler:
             kube, settings=self.settings, pools=pools, credentials=credentials, now=now
         )
         self._lock = threading.Lock()
-        self._seen_runs: dict[tuple[str, str], set[tuple[str | None, str]]] = {}
+        self._runs_seen = RunsSeen()
+        self._swept: dict[str, datetime.datetime] = {}
 
     @classmethod
     def from_databases(
@@ -229,8 +234,7 @@ class BackupReconciler:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what this process remembers of a deleted CleoBackup."""
         key = (namespace, name)
-        with self._lock:
-            self._seen_runs.pop(key, None)
+        self._runs_seen.forget(key)
         self.verifier.forget(key)
 
     # -- reconcile ---------------------------------------------------------------------
@@ -260,52 +264,74 @@ class BackupReconciler:
             return result
 
         # -- a one-off made with spec.from: when it goes, and what it runs ---------------
-        if declared.from_backup is not None:
+        source = declared.from_backup
+        runner_name = backup_object_name(name, source=source)
+        # Resolution gates only rendering a runner: a one-off that ran (or runs) keeps
+        # reporting its runs and verification when its source goes or changes.
+        unresolved = False
+        if source is not None:
             if self._expire_one_off(backup, current, now, result):
                 return result
             try:
                 checked = source_spec(
                     declared,
-                    self.kube.get(BACKUP, declared.from_backup, namespace=namespace),
+                    self.kube.get(BACKUP, source, namespace=namespace),
                     namespace=namespace,
                 )
             except SourceError as exc:
-                # Nothing is rendered: every part of a runner comes from the source.
-                status.set("Ready", Observation("False", exc.reason, clip(exc.message)))
-                result.phase = "Pending" if exc.reason == "SourceNotFound" else "Invalid"
-                result.requeue_after = _min(
-                    result.requeue_after, self.settings.prerequisite_requeue_seconds
-                )
-                result.status_written = status.write(self.kube, phase=result.phase, current=current)
-                return result
-            spec = effective_spec(declared, checked)
-            removed, wait = self._one_off_turn(backup, declared.from_backup, checked, result)
-            if removed:
-                self.forget(namespace, name)
-                return result
-            if wait is not None:
-                # Nothing is rendered while it waits: its runner would only queue up.
-                status.set("Ready", Observation("False", wait.reason, clip(wait.message)))
-                result.phase = "Pending"
-                result.requeue_after = _min(result.requeue_after, ONE_OFF_RECHECK_SECONDS)
-                result.status_written = status.write(self.kube, phase="Pending", current=current)
-                return result
+                unresolved = True
+                spec = declared
+                job = self._job_of(namespace, runner_name, meta, result)
+                if not current.history and job is None:
+                    # Nothing is rendered: every part of a runner comes from the source.
+                    status.set("Ready", Observation("False", exc.reason, clip(exc.message)))
+                    result.phase = "Pending" if exc.reason == "SourceNotFound" else "Invalid"
+                    result.requeue_after = _min(
+                        result.requeue_after, self.settings.prerequisite_requeue_seconds
+                    )
+                    result.status_written = status.write(
+                        self.kube, phase=result.phase, current=current
+                    )
+                    return result
+            else:
+                spec = effective_spec(declared, checked)
+                removed, wait = self._one_off_turn(backup, source, checked, result)
+                if removed:
+                    self.forget(namespace, name)
+                    return result
+                if wait is not None:
+                    # Nothing is rendered while it waits: its runner would only queue up.
+                    status.set("Ready", Observation("False", wait.reason, clip(wait.message)))
+                    result.phase = "Pending"
+                    result.requeue_after = _min(result.requeue_after, ONE_OFF_RECHECK_SECONDS)
+                    result.status_written = status.write(
+                        self.kube, phase="Pending", current=current
+                    )
+                    return result
         else:
             spec = declared
 
         tz, tz_note = conditions.time_zone(spec)
 
         # -- the tenant and what the runner needs --------------------------------------
-        problem, tenant_spec, database_secret, tenant = self._tenant(namespace, spec)
+        if unresolved:
+            problem, tenant_spec, database_secret, tenant = None, None, None, None
+        else:
+            problem, tenant_spec, database_secret, tenant = self._tenant(namespace, spec)
         # Only a CleoBackup of the tenant it names (in that tenant's namespace) gets a
         # runner, and only it may move that tenant's metrics.
-        tenant_ok = problem is None
+        tenant_ok = problem is None and not unresolved
         if tenant_ok:
-            self._observe_metrics(namespace, name, spec, current)
+            self._runs_seen.observe((namespace, name), spec.tenant, current)
         # Registry credentials are copied only into a namespace checked to be the tenant's,
         # and the tenant's copies are pruned whatever the check said: a credential never
         # stays with former admins (a tenant deleted with Retain) or in another namespace.
-        pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
+        # (A one-off whose source is gone says nothing of its tenant: its copies stay.)
+        pulls = (
+            PullSecretSync(names=(), condition=_SOURCE_UNRESOLVED)
+            if unresolved
+            else self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
+        )
         result.applied.extend(pulls.applied)
         result.deleted.extend(pulls.deleted)
         failures: list[str] = list(pulls.failures)
@@ -314,8 +340,8 @@ class BackupReconciler:
         )
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
-        if problem is None:
-            problem = self._prerequisites(namespace, spec, pod_settings)
+        if tenant_ok:
+            problem = self._prerequisites(namespace, spec, pod_settings, source=source)
         if problem is not None or pulls.problem is not None:
             # Nothing wakes the CleoBackup when a Secret it waits for appears.
             result.requeue_after = _min(
@@ -323,6 +349,7 @@ class BackupReconciler:
             )
 
         # -- children ------------------------------------------------------------------
+        self._sweep_orphans(namespace, now, result)
         one_off = spec.schedule is None
         if tenant_ok:
             desired = render_backup(
@@ -332,22 +359,29 @@ class BackupReconciler:
                 tenant=spec.tenant,
                 spec=spec,
                 settings=pod_settings,
-                source=declared.from_backup,
+                source=source,
             )
             for obj in desired.before_runner:
                 self._converge(obj, failures, result)
             # A one-off Job waits for what it needs (it would only fail or hang), and is
-            # made once: its template cannot change, and its run is history.
+            # made once: its template cannot change, and its run is history. A Job of
+            # that name that another object owns (left by a namesake) is not its run.
             make_runner = not one_off or (
-                problem is None
-                and self.kube.get(JOB, backup_object_name(name), namespace=namespace) is None
+                problem is None and self._job_of(namespace, runner_name, meta, result) is None
             )
             if make_runner:
                 self._converge(desired.runner, failures, result)
-        self._delete_other_runner(namespace, name, one_off=one_off, result=result)
+        if not unresolved:
+            self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
         # -- runs, recorded by their pods or here --------------------------------------
-        jobs = self.kube.list(JOB, namespace=namespace, label_selector=f"{BACKUP_LABEL}={name}")
+        jobs = [
+            job
+            for job in self.kube.list(
+                JOB, namespace=namespace, label_selector=f"{BACKUP_LABEL}={name}"
+            )
+            if not foreign_to(job, str(meta["uid"]))
+        ]
         active = [j for j in jobs if job_state(j) == "active"]
         result.runs_recorded = self._record_finished_jobs(namespace, name, jobs, current)
         if result.runs_recorded:
@@ -357,7 +391,7 @@ class BackupReconciler:
             status.obj = fresh
             current = read_status(fresh.get("status"))
             if tenant_ok:
-                self._observe_metrics(namespace, name, spec, current)
+                self._runs_seen.observe((namespace, name), spec.tenant, current)
         if active:
             result.requeue_after = _min(result.requeue_after, ACTIVE_JOB_RECHECK_SECONDS)
 
@@ -397,7 +431,7 @@ class BackupReconciler:
             failed=bool(failures) or last.status == "False",
             succeeded=last.status == "True",
         )
-        status.fields["cronJobName"] = None if one_off else backup_object_name(name)
+        status.fields["cronJobName"] = None if one_off else runner_name
         result.status_written = status.write(self.kube, phase=result.phase, current=current)
         return result
 
@@ -447,12 +481,15 @@ class BackupReconciler:
         """
         meta = backup["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
-        job = self.kube.get(JOB, backup_object_name(name), namespace=namespace)
+        source = (backup.get("spec") or {}).get("from")
+        job = self.kube.get(JOB, backup_object_name(name, source=str(source)), namespace=namespace)
+        active = job is not None and not foreign_to(job, meta["uid"]) and job_state(job) == "active"
         expiry = one_off_expiry(
             created=read_rfc3339(meta.get("creationTimestamp")),
             status=current,
-            active=job is not None and job_state(job) == "active",
+            active=active,
             ttl_seconds=self.settings.one_off_ttl_seconds,
+            max_age_seconds=self.settings.one_off_max_age_seconds,
         )
         if expiry is None:
             return False
@@ -460,16 +497,60 @@ class BackupReconciler:
             result.requeue_after = _min(result.requeue_after, (expiry - now).total_seconds())
             return False
         log.info(
-            "CleoBackup %s/%s: one-off of %s done %s ago; removing it (its archive stays)",
+            "CleoBackup %s/%s: one-off of %s is done or past its age; removing it (its "
+            "archive stays)",
             namespace,
             name,
-            (backup.get("spec") or {}).get("from"),
-            datetime.timedelta(seconds=self.settings.one_off_ttl_seconds),
+            source,
         )
-        if self.kube.delete(BACKUP, name, namespace=namespace):
-            result.deleted.append(object_ref(backup))
+        # Only the very object judged here: a namesake made meanwhile is not expired.
+        preconditions = {"uid": str(meta["uid"]), "resourceVersion": str(meta["resourceVersion"])}
+        try:
+            if self.kube.delete(BACKUP, name, namespace=namespace, preconditions=preconditions):
+                result.deleted.append(object_ref(backup))
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+            result.requeue_after = _min(result.requeue_after, 1.0)  # changed: judge it again
+            return True
         self.forget(namespace, name)
         return True
+
+    def _job_of(
+        self, namespace: str, job_name: str, meta: dict[str, Any], result: BackupReconcileResult
+    ) -> KubeObject | None:
+        """Job `job_name` if it is this CleoBackup's (by its owner's uid). One of that name
+        that is not (left by a namesake deleted with its dependents orphaned) is deleted,
+        by its uid: its run is not this CleoBackup's, and its template is not this one's."""
+        job = self.kube.get(JOB, job_name, namespace=namespace)
+        if job is None or not foreign_to(job, str(meta["uid"])):
+            return job
+        try:
+            if self.kube.delete(
+                JOB, job_name, namespace=namespace, preconditions={"uid": job["metadata"]["uid"]}
+            ):
+                result.deleted.append(object_ref({**job, "apiVersion": "batch/v1", "kind": "Job"}))
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+        # Made once it is gone (the garbage collector takes its pods first).
+        result.requeue_after = _min(result.requeue_after, 1.0)
+        return job
+
+    def _sweep_orphans(
+        self, namespace: str, now: datetime.datetime, result: BackupReconcileResult
+    ) -> None:
+        """Every `BackupSettings.orphan_sweep_seconds`, per namespace: delete the runner
+        objects no live CleoBackup owns (`reconcile.backup_orphans`)."""
+        with self._lock:
+            last = self._swept.get(namespace)
+            if (
+                last is not None
+                and (now - last).total_seconds() < self.settings.orphan_sweep_seconds
+            ):
+                return
+            self._swept[namespace] = now
+        result.deleted.extend(sweep_orphans(self.kube, namespace))
 
     # -- the tenant and prerequisites ------------------------------------------------------
 
@@ -536,9 +617,25 @@ class BackupReconciler:
         return None, tenant_spec, str(secret_name) if secret_name else None, tenant
 
     def _prerequisites(
-        self, namespace: str, spec: CleoBackupSpec, pod: BackupPodSettings
+        self,
+        namespace: str,
+        spec: CleoBackupSpec,
+        pod: BackupPodSettings,
+        *,
+        source: str | None = None,
     ) -> Observation | None:
         """The first thing the runner needs that is missing, as a condition; None if none."""
+        if source is not None:
+            # A one-off's pods run as its source's ServiceAccount (its workload identity).
+            account = backup_object_name(source)  # the source's own ServiceAccount
+            if self.kube.get(SERVICE_ACCOUNT, account, namespace=namespace) is None:
+                return Observation(
+                    "False",
+                    "SourceNotReady",
+                    f"spec.from: the ServiceAccount {namespace}/{account} of CleoBackup "
+                    f"{source}, which a one-off's runner runs as, does not exist yet; see "
+                    f"the Ready condition of CleoBackup {source}",
+                )
         database = self.kube.get(SECRET, pod.database_secret, namespace=namespace)
         if database is None:
             return Observation(
@@ -672,54 +769,6 @@ class BackupReconciler:
         return run_entry_for_job(job, pods, state=state, now=self.now())
 
     # -- metrics --------------------------------------------------------------------------
-
-    def _observe_metrics(
-        self, namespace: str, name: str, spec: CleoBackupSpec, current: CleoBackupStatus
-    ) -> None:
-        """Record runs this process has not seen yet (see the module docstring)."""
-        key = (namespace, name)
-        runs = {(run.job, run.start_time) for run in current.history}
-        with self._lock:
-            seen = self._seen_runs.get(key)
-            self._seen_runs[key] = runs if seen is None else seen | runs
-        tenant = spec.tenant
-        newest = current.last_successful_backup
-        if seen is None:
-            # Counters count this process's observations: old runs are not counted again
-            # after a restart, but the gauges say what the status says.
-            if newest is not None:
-                _set_gauges(tenant, newest)
-            return
-        for run in sorted(current.history, key=lambda r: r.start_time):
-            if (run.job, run.start_time) in seen:
-                continue
-            if not run.succeeded:
-                metrics.observe_backup_failure(tenant=tenant, reason=run.reason or "BackupFailed")
-            elif newest is not None and newest.backup_id == run.backup_id:
-                metrics.observe_backup(
-                    tenant=tenant,
-                    finished_at=_finished_at(newest),
-                    duration_seconds=newest.duration_seconds or 0.0,
-                    archive_size=newest.size_bytes or 0,
-                    plaintext_size=newest.dump_size_bytes or 0,
-                )
-            else:  # an older run reported late: counted; the gauges stay with the newest
-                metrics.BACKUPS.labels(tenant=tenant).inc()
-
-
-def _finished_at(record: BackupRecord) -> float:
-    start = read_rfc3339(record.time)
-    return (start.timestamp() if start else 0.0) + (record.duration_seconds or 0.0)
-
-
-def _set_gauges(tenant: str, record: BackupRecord) -> None:
-    metrics.LAST_SUCCESS.labels(tenant=tenant).set(_finished_at(record))
-    if record.duration_seconds is not None:
-        metrics.LAST_DURATION.labels(tenant=tenant).set(record.duration_seconds)
-    if record.size_bytes is not None:
-        metrics.LAST_SIZE.labels(tenant=tenant, kind="archive").set(record.size_bytes)
-    if record.dump_size_bytes is not None:
-        metrics.LAST_SIZE.labels(tenant=tenant, kind="dump").set(record.dump_size_bytes)
 
 
 class _StatusBuilder(StatusBuilder):

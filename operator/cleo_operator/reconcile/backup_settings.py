@@ -30,8 +30,12 @@ from cleo_operator.api.base import (
 )
 from cleo_operator.api.cidr import metadata_overlap
 from cleo_operator.backup.object_store import ReadLimits
-from cleo_operator.reconcile.backup_source import ONE_OFF_TTL_SECONDS
-from cleo_operator.render.backup import DEFAULT_IMAGE_REPOSITORY, BackupPodSettings
+from cleo_operator.reconcile.backup_source import ONE_OFF_MAX_AGE_SECONDS, ONE_OFF_TTL_SECONDS
+from cleo_operator.render.backup import (
+    DEFAULT_IMAGE_REPOSITORY,
+    ONE_OFF_DEADLINE_SECONDS,
+    BackupPodSettings,
+)
 from cleo_operator.render.pull_secrets import pull_secret_copy_name
 
 __all__ = [
@@ -82,6 +86,12 @@ VOLUMES_DIR_ENV: Final = "CLEO_BACKUP_VOLUMES_DIR"
 ONE_OFF_TTL_ENV: Final = "CLEO_BACKUP_ONE_OFF_TTL_SECONDS"
 """Seconds a finished one-off made with ``spec.from`` is kept (`BackupSettings.
 one_off_ttl_seconds`); unset: a day."""
+ONE_OFF_MAX_AGE_ENV: Final = "CLEO_BACKUP_ONE_OFF_MAX_AGE_SECONDS"
+"""Seconds a one-off made with ``spec.from`` may live at most, its Job running or not
+(`BackupSettings.one_off_max_age_seconds`); unset: two days."""
+ONE_OFF_DEADLINE_ENV: Final = "CLEO_BACKUP_ONE_OFF_DEADLINE_SECONDS"
+"""``activeDeadlineSeconds`` of a ``spec.from`` one-off's Job
+(`BackupPodSettings.one_off_deadline_seconds`); unset: six hours."""
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _PULL_POLICIES: Final[tuple[PullPolicy, ...]] = ("Always", "IfNotPresent", "Never")
@@ -211,6 +221,12 @@ class BackupSettings:
     """How long a one-off made with ``spec.from`` stays after its run ended (then the
     operator deletes it; its archive stays): what bounds, with the namespace's quota of
     CleoBackups, how often a tenant can ask for a backup."""
+    one_off_max_age_seconds: float = ONE_OFF_MAX_AGE_SECONDS
+    """How long a one-off made with ``spec.from`` may live at most after its creation,
+    whatever its Job does (a pod kept from starting must not keep it for good)."""
+    orphan_sweep_seconds: float = 300.0
+    """How often, per namespace, runner objects no live CleoBackup owns are looked for
+    (`reconcile.backup_orphans`): reads only, unless one is found."""
     pg_restore: str = "pg_restore"
     """The pg_restore verification runs."""
 
@@ -249,7 +265,13 @@ class BackupSettings:
                 object_store_cidrs=_cidrs(
                     env, OBJECT_STORE_CIDRS_ENV, what="the object stores' addresses"
                 ),
+                one_off_deadline_seconds=int(
+                    _seconds(env, ONE_OFF_DEADLINE_ENV, default=ONE_OFF_DEADLINE_SECONDS)
+                ),
             ),
             volumes_dir=Path(volumes) if volumes else None,
             one_off_ttl_seconds=_seconds(env, ONE_OFF_TTL_ENV, default=ONE_OFF_TTL_SECONDS),
+            one_off_max_age_seconds=_seconds(
+                env, ONE_OFF_MAX_AGE_ENV, default=ONE_OFF_MAX_AGE_SECONDS
+            ),
         )

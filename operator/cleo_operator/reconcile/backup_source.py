@@ -14,11 +14,14 @@ The checks, each with its own condition reason:
 - the source exists in the one-off's namespace (``SourceNotFound``; a name is all a spec
   can give, so another namespace cannot be named);
 - it is valid (``SourceInvalid``), for the same tenant (``SourceMismatch``), and not a
-  one-off of its own (``SourceIsOneOff``: no chains, whose resolution could loop).
+  one-off of its own (``SourceIsOneOff``: no chains, whose resolution could loop);
+- it is neither being deleted (``SourceDeleting``) nor suspended (``SourceSuspended``):
+  a platform that stopped a backup's runs has stopped its one-offs too.
 
 One-offs made with ``from`` are removed by the operator `ONE_OFF_TTL_SECONDS` after their
-run ended (or after their creation, if they never ran and no Job of theirs is active), so
-that the namespace's quota of CleoBackups bounds how often a tenant can ask. Their archives
+run ended (or after their creation, if they never ran and no Job of theirs is active), and
+`ONE_OFF_MAX_AGE_SECONDS` after their creation at the latest (their Job has a deadline too),
+so that the namespace's quota of CleoBackups bounds how often a tenant can ask. Their archives
 stay, outside the source's keep rules: a one-off's run prunes nothing, and the source's runs
 keep the newest few one-off archives (`cleo_operator.backup.retention`), so that asking for
 one-offs can never cost a scheduled archive.
@@ -51,6 +54,7 @@ from cleo_operator.core.times import read_rfc3339
 __all__ = [
     "MAX_FINISHED_ONE_OFFS",
     "MAX_UNFINISHED_ONE_OFFS",
+    "ONE_OFF_MAX_AGE_SECONDS",
     "ONE_OFF_TTL_SECONDS",
     "OneOff",
     "OneOffPhase",
@@ -66,6 +70,9 @@ __all__ = [
 
 ONE_OFF_TTL_SECONDS: Final = 24 * 3600.0
 """How long a finished ``from`` one-off is kept (the default of the operator's setting)."""
+ONE_OFF_MAX_AGE_SECONDS: Final = 2 * 24 * 3600.0
+"""How long a ``from`` one-off may live at most, whatever its Job does (the default of the
+operator's setting): longer than its Job's deadline plus the TTL."""
 
 MAX_UNFINISHED_ONE_OFFS: Final = 3
 """One-offs of one source that may wait or run; newer ones that have not started go."""
@@ -100,6 +107,11 @@ def source_spec(
             f"spec.from: {where} does not exist; name a CleoBackup of this namespace (see "
             "kubectl get cleobackups)",
         )
+    if (source.get("metadata") or {}).get("deletionTimestamp"):
+        raise SourceError(
+            "SourceDeleting",
+            f"spec.from: {where} is being deleted; it cannot be run any more",
+        )
     try:
         resolved = parse_backup_spec(source.get("spec") or {})
     except SpecError:
@@ -118,6 +130,12 @@ def source_spec(
             "SourceIsOneOff",
             f"spec.from: {where} is itself a one-off made with spec.from; name the CleoBackup "
             f"it runs ({resolved.from_backup}) instead",
+        )
+    if resolved.suspend:
+        raise SourceError(
+            "SourceSuspended",
+            f"spec.from: {where} is suspended (its spec.suspend is true): the platform "
+            "stopped its runs, one-offs included; ask the platform team",
         )
     return resolved
 
@@ -148,17 +166,26 @@ def one_off_expiry(
     status: CleoBackupStatus,
     active: bool,
     ttl_seconds: float,
+    max_age_seconds: float | None = None,
 ) -> datetime.datetime | None:
     """When a ``from`` one-off may be removed: `ttl_seconds` after its newest run ended, or
     after its creation when no run has ended; None while a Job of it runs (or, without a
-    creation time, before a run ended)."""
+    creation time, before a run ended). Never later than `max_age_seconds` after its
+    creation, a Job still running or not: a tenant that keeps its pod from ending (or from
+    starting) cannot keep the one-off, and its slot of the quota, for good."""
+    cap = (
+        created + datetime.timedelta(seconds=max_age_seconds)
+        if created is not None and max_age_seconds is not None
+        else None
+    )
     if active:
-        return None
+        return cap
     ends = [t for run in status.history if (t := read_rfc3339(run.end_time)) is not None]
     since = max(ends) if ends else created
     if since is None:
-        return None
-    return since + datetime.timedelta(seconds=ttl_seconds)
+        return cap
+    expiry = since + datetime.timedelta(seconds=ttl_seconds)
+    return expiry if cap is None else min(expiry, cap)
 
 
 @dataclass(frozen=True)

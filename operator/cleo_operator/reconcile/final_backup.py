@@ -183,7 +183,13 @@ class FinalBackup:
                 )
                 return None
 
-        own = [b for b in backups if not _is_final(b, tenant=tenant)]
+        # A one-off made with spec.from is a tenant's request, not a backup set up for the
+        # tenant: counting it would let a `{tenant, from: nope}` hold the drop forever.
+        own = [
+            b
+            for b in backups
+            if not _is_final(b, tenant=tenant) and not (b.get("spec") or {}).get("from")
+        ]
         if not own:
             # No CleoBackup of its own: the tenant never asked for backups (or a person
             # removed them to skip the final backup).

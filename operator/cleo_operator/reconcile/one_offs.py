@@ -54,7 +54,7 @@ def _source_of(backup: Mapping[str, Any]) -> str | None:
 
 
 def _phase(backup: Mapping[str, Any], jobs: Mapping[str, KubeObject]) -> OneOffPhase:
-    job = jobs.get(backup_object_name(str(backup["metadata"]["name"])))
+    job = jobs.get(backup_object_name(str(backup["metadata"]["name"]), source=_source_of(backup)))
     if job is not None:
         return "running" if job_state(job) == "active" else "finished"
     return "finished" if (backup.get("status") or {}).get("history") else "unstarted"

@@ -49,6 +49,7 @@ from cleo_operator.reconcile.namespace_claim import (
 from cleo_operator.reconcile.status import Observation, StatusBuilder, clip
 from cleo_operator.reconcile.tenant_deletion import TenantDeletion
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent, TenantPart
+from cleo_operator.reconcile.tenant_protection import TenantProtection
 from cleo_operator.reconcile.tenant_status import (
     observe_autoscaling,
     observe_deployment,
@@ -193,9 +194,12 @@ class TenantReconciler:
         operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         operator_access: OperatorAccess | None = None,
+        protection: TenantProtection | None = None,
     ) -> None:
         self.kube = kube
         self.parts = list(parts)
+        # Tenant admins may ask for backups only while the admission policy narrows it.
+        self.protection = protection or TenantProtection(kube)
         # The operator's own RoleBinding in each tenant namespace (render/rbac.py): applied
         # right after the namespace is ours, before the parts write their Secrets there.
         self.operator_access = operator_access
@@ -266,6 +270,7 @@ class TenantReconciler:
         # reading it first. Applying is idempotent; the reads only avoid no-op writes.
         fresh = "children" not in ctx.status and ctx.uid not in self._converged
 
+        backup_requests = bool(spec.admins) and self.protection.in_place()
         # The namespace first: every part writes into it, and none runs unless it is ours.
         rendered = render_tenant(
             name=name,
@@ -273,6 +278,7 @@ class TenantReconciler:
             spec=spec,
             config_checksum="",  # replaced below, once the parts said what goes into it
             operator_access=self.operator_access,
+            backup_requests=backup_requests,
         )
         claim = self._take_namespace(ctx, rendered[0], live, result)
         if claim.refused:
@@ -313,6 +319,7 @@ class TenantReconciler:
             database_secret=database_secret,
             keyring_secret=keyring_secret,
             operator_access=self.operator_access,
+            backup_requests=backup_requests,
         )
         applied_before = len(result.applied)
         self._converge(desired[self._foundation :], live, failures, result, fresh=fresh)

@@ -98,6 +98,8 @@ __all__ = [
     "JOB_NAME_ENV",
     "JOB_NAME_LABEL",
     "KEYRING_MOUNT",
+    "ONE_OFF_DEADLINE_SECONDS",
+    "RUN_PREFIX",
     "S3_ENV",
     "TERMINATION_LOG",
     "VOLUME_MOUNT",
@@ -117,6 +119,7 @@ __all__ = [
     "render_role_binding",
     "render_service_account",
     "role_rules",
+    "runner_service_account",
     "s3_egress_cidrs",
     "store_egress_cidrs",
 ]
@@ -127,6 +130,12 @@ COMPONENT: Final = "backup"
 """The ``app.kubernetes.io/component`` of a CleoBackup's objects."""
 NAME_PREFIX: Final = "cleo-backup-"
 """Every object of a CleoBackup is ``cleo-backup-<name>`` (``cleo-`` is the operator's)."""
+RUN_PREFIX: Final = "cleo-run-"
+"""Objects of a one-off made with ``spec.from`` are ``cleo-run-<name>``: a name no CronJob
+of the operator's can give its Jobs (``cleo-backup-<source>-<minutes>``), so a one-off
+named after a scheduled run can never take that run's Job name first."""
+ONE_OFF_DEADLINE_SECONDS: Final = 6 * 3600
+"""How long a ``spec.from`` one-off's Job may run, pods that never start included."""
 CONTAINER_NAME: Final = "backup"
 APP_NAME: Final = "cleo-backup"
 """The ``app.kubernetes.io/name`` of the runner pods."""
@@ -194,14 +203,24 @@ class BackupPodSettings:
     resources: RunnerResources | None = None
     """The runner container's resources when its CleoBackup sets none (``spec.resources``
     replaces them whole: half a pair could leave a request above its limit)."""
+    one_off_deadline_seconds: int = ONE_OFF_DEADLINE_SECONDS
+    """``activeDeadlineSeconds`` of a ``spec.from`` one-off's Job."""
 
 
 # --- names, labels, owner ---------------------------------------------------------------------
 
 
-def backup_object_name(name: str) -> str:
-    """The name of every object of CleoBackup `name` (CronJob, Job, ServiceAccount, ...)."""
-    return NAME_PREFIX + name
+def backup_object_name(name: str, *, source: str | None = None) -> str:
+    """The name of every object of CleoBackup `name` (CronJob, Job, ServiceAccount, ...);
+    with `source` (its ``spec.from``), ``cleo-run-<name>`` (see `RUN_PREFIX`)."""
+    return (NAME_PREFIX if source is None else RUN_PREFIX) + name
+
+
+def runner_service_account(name: str, *, source: str | None = None) -> str:
+    """The ServiceAccount the runner pods of CleoBackup `name` run as: its own, or for a
+    one-off made with ``spec.from`` its source's, whose name the cloud's workload identity
+    trusts (a one-off gets no identity of its own, so the trust never needs widening)."""
+    return backup_object_name(source if source is not None else name)
 
 
 def backup_labels(*, name: str, tenant: str) -> dict[str, str]:
@@ -239,9 +258,11 @@ def backup_owner(*, name: str, uid: str) -> OwnerReference:
     }
 
 
-def _meta(*, name: str, namespace: str, uid: str, tenant: str) -> ObjectMeta:
+def _meta(
+    *, name: str, namespace: str, uid: str, tenant: str, source: str | None = None
+) -> ObjectMeta:
     return {
-        "name": backup_object_name(name),
+        "name": backup_object_name(name, source=source),
         "namespace": namespace,
         "labels": backup_labels(name=name, tenant=tenant),
         "ownerReferences": [backup_owner(name=name, uid=uid)],
@@ -290,22 +311,27 @@ def render_role(
     obj: shapes.Role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant, source=source),
         "rules": role_rules(name, source=source),
     }
     return as_object(obj)
 
 
-def render_role_binding(*, name: str, namespace: str, uid: str, tenant: str) -> KubeObject:
-    """Binds the runner's Role to its ServiceAccount, and to nobody else."""
+def render_role_binding(
+    *, name: str, namespace: str, uid: str, tenant: str, source: str | None = None
+) -> KubeObject:
+    """Binds the runner's Role to the ServiceAccount its pods run as, and to nobody else."""
+    account = runner_service_account(name, source=source)
     obj: shapes.RoleBinding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": backup_object_name(name)},
-        "subjects": [
-            {"kind": "ServiceAccount", "name": backup_object_name(name), "namespace": namespace}
-        ],
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant, source=source),
+        "roleRef": {
+            "apiGroup": RBAC_GROUP,
+            "kind": "Role",
+            "name": backup_object_name(name, source=source),
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
     return as_object(obj)
 
@@ -400,6 +426,7 @@ def render_network_policy(
     tenant: str,
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
+    source: str | None = None,
 ) -> KubeObject:
     """Egress for the runner pods to the API server and the CleoBackup's object store only.
 
@@ -436,7 +463,7 @@ def render_network_policy(
     obj: NetworkPolicy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant, source=source),
         "spec": {
             "podSelector": selector,
             "policyTypes": ["Egress"],
@@ -515,7 +542,13 @@ def runner_command(*, name: str, namespace: str, spec: CleoBackupSpec) -> list[s
 
 
 def _pod_template(
-    *, name: str, namespace: str, tenant: str, spec: CleoBackupSpec, settings: BackupPodSettings
+    *,
+    name: str,
+    namespace: str,
+    tenant: str,
+    spec: CleoBackupSpec,
+    settings: BackupPodSettings,
+    source: str | None = None,
 ) -> shapes.PodTemplate:
     mounts: list[VolumeMount] = [
         {"name": "tmp", "mountPath": TMP_MOUNT},
@@ -565,7 +598,7 @@ def _pod_template(
     if resources:
         container["resources"] = resources
     pod: shapes.PodSpec = {
-        "serviceAccountName": backup_object_name(name),
+        "serviceAccountName": runner_service_account(name, source=source),
         # The ServiceAccount mounts no token by default; the runner needs one.
         "automountServiceAccountToken": True,
         "restartPolicy": "Never",
@@ -626,18 +659,29 @@ def render_job(
     tenant: str,
     spec: CleoBackupSpec,
     settings: BackupPodSettings,
+    source: str | None = None,
 ) -> KubeObject:
-    """The Job of a one-off CleoBackup (no schedule): it runs once, retried twice."""
+    """The Job of a one-off CleoBackup (no schedule): it runs once, retried twice. A one-off
+    made with ``spec.from`` gets a deadline: a pod a tenant keeps from starting still ends
+    the Job (and so lets the one-off expire)."""
+    job_spec: shapes.JobSpec = {
+        "backoffLimit": ONE_OFF_BACKOFF_LIMIT,
+        "template": _pod_template(
+            name=name,
+            namespace=namespace,
+            tenant=tenant,
+            spec=spec,
+            settings=settings,
+            source=source,
+        ),
+    }
+    if source is not None:
+        job_spec["activeDeadlineSeconds"] = settings.one_off_deadline_seconds
     obj: shapes.Job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant),
-        "spec": {
-            "backoffLimit": ONE_OFF_BACKOFF_LIMIT,
-            "template": _pod_template(
-                name=name, namespace=namespace, tenant=tenant, spec=spec, settings=settings
-            ),
-        },
+        "metadata": _meta(name=name, namespace=namespace, uid=uid, tenant=tenant, source=source),
+        "spec": job_spec,
     }
     return as_object(obj)
 
@@ -646,7 +690,8 @@ def render_job(
 class BackupObjects:
     """Every object of a CleoBackup, by role; iterating gives them in apply order."""
 
-    service_account: KubeObject
+    service_account: KubeObject | None
+    """None for a one-off made with ``spec.from``: its pods run as its source's."""
     role: KubeObject
     role_binding: KubeObject
     network_policy: KubeObject
@@ -656,7 +701,8 @@ class BackupObjects:
     @property
     def before_runner(self) -> tuple[KubeObject, ...]:
         """The runner's identity, rights and network path: in place before its pods start."""
-        return (self.service_account, self.role, self.role_binding, self.network_policy)
+        own = (self.service_account,) if self.service_account is not None else ()
+        return (*own, self.role, self.role_binding, self.network_policy)
 
     def __iter__(self) -> Iterator[KubeObject]:
         return iter((*self.before_runner, self.runner))
@@ -675,11 +721,15 @@ def render_backup(
     """Every object of a CleoBackup; for a one-off made with ``spec.from``, `spec` is its
     effective spec (`reconcile.backup_source`) and `source` the CleoBackup it runs."""
     ids = {"name": name, "namespace": namespace, "uid": uid, "tenant": tenant}
-    runner = render_cron_job if spec.schedule is not None else render_job
+    runner = (
+        render_cron_job(**ids, spec=spec, settings=settings)
+        if spec.schedule is not None
+        else render_job(**ids, spec=spec, settings=settings, source=source)
+    )
     return BackupObjects(
-        service_account=render_service_account(**ids, spec=spec),
+        service_account=None if source is not None else render_service_account(**ids, spec=spec),
         role=render_role(**ids, source=source),
-        role_binding=render_role_binding(**ids),
-        network_policy=render_network_policy(**ids, spec=spec, settings=settings),
-        runner=runner(**ids, spec=spec, settings=settings),
+        role_binding=render_role_binding(**ids, source=source),
+        network_policy=render_network_policy(**ids, spec=spec, settings=settings, source=source),
+        runner=runner,
     )

@@ -154,6 +154,7 @@ class PodTemplate(TypedDict):
 class JobSpec(TypedDict):
     backoffLimit: int
     template: PodTemplate
+    activeDeadlineSeconds: NotRequired[int]
 
 
 class Job(TypedDict):

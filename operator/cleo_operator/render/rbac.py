@@ -17,7 +17,12 @@ admin). An admin may ask for a backup now: `create` (and `delete`, to clean up) 
 CleoBackups, never `update` or `patch`. RBAC cannot look inside an object, so the
 tenant-protection admission policy narrows that to one-offs that only name a CleoBackup
 of the platform's (``{tenant, from}``), and deletes to such one-offs; the operator then
-takes everything else from the named CleoBackup (reconcile/backup_source.py).
+takes everything else from the named CleoBackup (reconcile/backup_source.py). Because
+that policy is optional (Kubernetes 1.28 and 1.29 have none; an admin may unbind it for a
+repair), the grant is a ClusterRole of its own, `cleo-tenant-backup-requester`: the chart
+installs it only with the policy, and the operator binds spec.admins to it only while it
+sees the policy and its binding in place (reconcile/tenant_protection.py), and removes
+that binding otherwise.
 
 Why ClusterRoles that the operator only binds, and not Roles it writes per namespace:
 RBAC's escalation check lets an identity write a Role only with permissions it holds
@@ -75,7 +80,12 @@ ADMIN_ROLE: Final = "cleo-tenant-admin"
 VIEWER_ROLE: Final = "cleo-tenant-viewer"
 """The ClusterRole of tenant viewers (spec.viewers)."""
 TENANT_ROLES: Final = (ADMIN_ROLE, VIEWER_ROLE)
-"""Both ClusterRoles; the operator may bind these and no other (kube/permissions.py)."""
+"""Both ClusterRoles, required at start (kube/permissions.py)."""
+BACKUP_REQUESTER_ROLE: Final = "cleo-tenant-backup-requester"
+"""The ClusterRole that lets spec.admins create and delete CleoBackups: bound only while the
+tenant-protection policy that narrows it is in place (see the module docstring)."""
+BACKUP_REQUESTER_BINDING: Final = BACKUP_REQUESTER_ROLE
+"""The RoleBinding of spec.admins to `BACKUP_REQUESTER_ROLE` in the tenant's namespace."""
 ADMIN_BINDING: Final = ADMIN_ROLE
 """The RoleBinding of spec.admins in the tenant's namespace."""
 VIEWER_BINDING: Final = VIEWER_ROLE
@@ -109,10 +119,9 @@ def admin_rules() -> list[PolicyRule]:
         _rule("apps", ["deployments/scale"], ("get", "patch", "update")),
         _rule("autoscaling", ["horizontalpodautoscalers"], MANAGE),
         _rule("batch", ["cronjobs", "jobs"], MANAGE),
-        # How the tenant's backups and failovers went; a backup now may be asked for (a
-        # one-off with spec.from only: the admission policy), a failover may not.
-        _rule(GROUP, ["cleobackups"], (*READ, "create", "delete")),
-        _rule(GROUP, ["cleofailovers"], READ),
+        # How the tenant's backups and failovers went (asking for a backup now is
+        # BACKUP_REQUESTER_ROLE's, bound only under the admission policy).
+        _rule(GROUP, ["cleobackups", "cleofailovers"], READ),
         _rule("events.k8s.io", ["events"], READ),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
         _rule("policy", ["poddisruptionbudgets"], MANAGE),
@@ -194,9 +203,19 @@ class TenantRoleBinding(TypedDict):
     subjects: list[RbacSubject]
 
 
+def backup_requester_rules() -> list[PolicyRule]:
+    """The rules of `cleo-tenant-backup-requester`: create and delete CleoBackups, which the
+    tenant-protection policy narrows to one-offs ``{tenant, from}``."""
+    return [_rule(GROUP, ["cleobackups"], ("create", "delete"))]
+
+
 def tenant_role_rules() -> dict[str, list[PolicyRule]]:
     """The rules of each tenant ClusterRole, by name, in a stable order."""
-    return {ADMIN_ROLE: admin_rules(), VIEWER_ROLE: viewer_rules()}
+    return {
+        ADMIN_ROLE: admin_rules(),
+        BACKUP_REQUESTER_ROLE: backup_requester_rules(),
+        VIEWER_ROLE: viewer_rules(),
+    }
 
 
 def render_tenant_cluster_roles() -> list[KubeObject]:
@@ -241,13 +260,20 @@ def _binding(
 
 
 def render_role_bindings(
-    *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    spec: CleoTenantSpec,
+    backup_requests: bool = False,
 ) -> list[KubeObject]:
     """RoleBindings of spec.admins and spec.viewers to the tenant ClusterRoles, in the
-    tenant's namespace; none for an empty list."""
+    tenant's namespace; none for an empty list. With `backup_requests` (the admission policy
+    is in place), spec.admins are bound to `BACKUP_REQUESTER_ROLE` too."""
     bindings = []
     for name, role, subjects in (
         (ADMIN_BINDING, ADMIN_ROLE, spec.admins),
+        (BACKUP_REQUESTER_BINDING, BACKUP_REQUESTER_ROLE, spec.admins if backup_requests else []),
         (VIEWER_BINDING, VIEWER_ROLE, spec.viewers),
     ):
         if subjects:

@@ -71,6 +71,7 @@ def render_tenant(
     database_secret: str | None = None,
     keyring_secret: str | None = None,
     operator_access: OperatorAccess | None = None,
+    backup_requests: bool = False,
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
@@ -92,7 +93,13 @@ def render_tenant(
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        *render_role_bindings(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        *render_role_bindings(
+            tenant=name,
+            namespace=namespace,
+            owner=owner,
+            spec=spec,
+            backup_requests=backup_requests,
+        ),
         render_config_map(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_deployment(
             tenant=name,

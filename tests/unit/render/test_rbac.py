@@ -11,6 +11,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.rbac import (
+    BACKUP_REQUESTER_ROLE,
     TENANT_ROLES,
     render_role_bindings,
     render_service_account,
@@ -125,7 +126,11 @@ def test_the_tenant_roles_are_cluster_roles_no_tenant_owns(role: KubeObject) -> 
         "app.kubernetes.io/part-of": "cleo-operator",
         "app.kubernetes.io/component": "tenant-access",
     }
-    assert [r["metadata"]["name"] for r in render_tenant_cluster_roles()] == list(TENANT_ROLES)
+    assert [r["metadata"]["name"] for r in render_tenant_cluster_roles()] == [
+        TENANT_ROLES[0],
+        BACKUP_REQUESTER_ROLE,
+        TENANT_ROLES[1],
+    ]
 
 
 def test_no_namespaced_roles_are_rendered_for_a_tenant() -> None:
@@ -195,4 +200,31 @@ def test_the_service_account_carries_no_token_and_exists_only_with_a_workload() 
     assert account["automountServiceAccountToken"] is False
     assert (
         render_service_account(tenant=TENANT, namespace=NS, owner=OWNER, spec=spec_of({})) is None
+    )
+
+
+@pytest.mark.security
+def test_tenant_admins_may_ask_for_backups_only_through_the_requester_binding() -> None:
+    # The admission policy narrows create and delete of CleoBackups to one-offs; where it
+    # may be missing, the grant must be missing too: it is a ClusterRole of its own.
+    assert not allows(ADMIN, "cleoai.io", "cleobackups", "create")
+    assert not allows(ADMIN, "cleoai.io", "cleobackups", "delete")
+    requester = roles()[BACKUP_REQUESTER_ROLE]
+    assert allows(requester, "cleoai.io", "cleobackups", "create")
+    assert not allows(requester, "cleoai.io", "cleobackups", "update")
+    spec = parse_tenant_spec({"admins": [{"kind": "User", "name": "alice"}]})
+    assert set(bindings(spec)) == {"cleo-tenant-admin"}
+    rendered = render_role_bindings(
+        tenant=TENANT, namespace=NS, owner=OWNER, spec=spec, backup_requests=True
+    )
+    by_name = {b["metadata"]["name"]: b for b in rendered}
+    assert by_name[BACKUP_REQUESTER_ROLE]["roleRef"]["name"] == BACKUP_REQUESTER_ROLE
+    assert by_name[BACKUP_REQUESTER_ROLE]["subjects"] == by_name["cleo-tenant-admin"]["subjects"]
+    # No admins, no binding, policy or not.
+    no_admins = parse_tenant_spec({})
+    assert (
+        render_role_bindings(
+            tenant=TENANT, namespace=NS, owner=OWNER, spec=no_admins, backup_requests=True
+        )
+        == []
     )

@@ -26,7 +26,12 @@ from cleo_operator.cli.permissions import (
 )
 from cleo_operator.cli.permissions import register_tenant_roles as register
 from cleo_operator.kube.permissions import OPERATOR_TENANT_ROLE, policy_rules
-from cleo_operator.render.rbac import admin_rules, render_tenant_cluster_roles, viewer_rules
+from cleo_operator.render.rbac import (
+    admin_rules,
+    backup_requester_rules,
+    render_tenant_cluster_roles,
+    viewer_rules,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 REGENERATE = "run `cleo-operator tenant-roles --write` and commit the result"
@@ -54,6 +59,7 @@ def test_manifest_holds_exactly_the_two_cluster_roles_with_their_rules() -> None
 def test_chart_rules_are_the_rules_by_name() -> None:
     assert yaml.safe_load(chart_rules_text()) == {
         "cleo-tenant-admin": admin_rules(),
+        "cleo-tenant-backup-requester": backup_requester_rules(),
         "cleo-tenant-viewer": viewer_rules(),
     }
 
