@@ -77,7 +77,7 @@ def test_backup_now_waits_for_the_one_off_the_operator_runs(
         def one_off_job() -> dict[str, Any] | None:
             jobs = kube.list(JOB, namespace=NAMESPACE)
             return next(
-                (j for j in jobs if j["metadata"]["name"].startswith("cleo-backup-nightly-now-")),
+                (j for j in jobs if j["metadata"]["name"].startswith("cleo-run-nightly-now-")),
                 None,
             )
 

@@ -164,7 +164,7 @@ def test_the_source_is_the_only_scheduled_backup_or_the_one_named() -> None:
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "False", "reason": "NoBackupYet"}],
             },
-            "Running, job cleo-backup-nightly-now-1",
+            "Running, job cleo-run-nightly-now-1",
             False,
             False,
         ),
@@ -220,7 +220,9 @@ def test_the_source_is_the_only_scheduled_backup_or_the_one_named() -> None:
 def test_progress_of_a_one_off(
     status: dict[str, Any], line: str, done: bool, succeeded: bool
 ) -> None:
-    progress = observe({"metadata": {"name": "nightly-now-1"}, "status": status})
+    progress = observe(
+        {"metadata": {"name": "nightly-now-1"}, "spec": {"from": "nightly"}, "status": status}
+    )
     assert progress.line() == line
     assert (progress.done, progress.succeeded) == (done, succeeded)
 

@@ -160,7 +160,10 @@ def observe(obj: Mapping[str, Any]) -> Progress:
     job = run.get("job")
     if job is None and phase == "Running":
         # The run's record comes at its end; the Job's name is known from the start.
-        job = backup_object_name(str((obj.get("metadata") or {}).get("name")))
+        source = (obj.get("spec") or {}).get("from")
+        job = backup_object_name(
+            str((obj.get("metadata") or {}).get("name")), source=str(source) if source else None
+        )
     reason, message = run.get("reason"), run.get("message")
     if not run or not (succeeded or failed):
         # Waiting (NoBackupYet) or blocked (SourceNotFound...): the Ready condition says
