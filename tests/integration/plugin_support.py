@@ -22,6 +22,7 @@ from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, FAILOVER, TENANT
 from cleo_operator.render.meta import API_VERSION, tenant_labels
 from cleo_operator.render.meta import default_namespace as namespace_of
+from cleo_operator.render.rbac import BACKUP_REQUESTER_BINDING, BACKUP_REQUESTER_ROLE
 from e2e.cluster import LocalCluster
 from tests.harness.specs import backup_manifest, tenant_manifest
 
@@ -194,6 +195,21 @@ def make_world(cluster: LocalCluster, kube: KubeClient) -> PluginWorld:
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
                 "name": "cleo-tenant-admin",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": ADMIN_ACCOUNT, "namespace": ACCOUNTS_NAMESPACE}
+            ],
+        },
+        # What the operator binds beside it where the tenant-protection policy is in place
+        # (render.rbac): the right to ask for a one-off backup.
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": BACKUP_REQUESTER_BINDING, "namespace": namespace_of(TENANT_A)},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": BACKUP_REQUESTER_ROLE,
             },
             "subjects": [
                 {"kind": "ServiceAccount", "name": ADMIN_ACCOUNT, "namespace": ACCOUNTS_NAMESPACE}
