@@ -253,3 +253,21 @@ def test_a_one_off_goes_at_its_max_age_whatever_its_job_does() -> None:
         max_age_seconds=48 * 3600,
     )
     assert early == T0 + datetime.timedelta(hours=2)
+
+
+def test_tenant_one_offs_never_remove_the_platforms_one_off() -> None:
+    tenants = [
+        OneOff(name=f"t-{i}", created=f"2026-03-01T12:00:0{i}Z", phase="unstarted")
+        for i in range(3)
+    ]
+    platform = OneOff(name="p", created="2026-03-01T12:00:09Z", phase="unstarted", platform=True)
+    doomed = {name for name, _ in excess([*tenants, platform])}
+    assert "p" not in doomed
+    assert len(doomed) == 1  # the cap still holds: the newest tenant one-off goes
+    # The platform's one-off is first in the line, however late it came.
+    assert turn("p", [*tenants, platform], source="n", source_running=False, forbid=False) is None
+    finished = [
+        OneOff(name=f"f-{i}", created=f"2026-03-01T12:01:0{i}Z", phase="finished") for i in range(5)
+    ]
+    old = OneOff(name="old", created="2026-03-01T11:00:00Z", phase="finished", platform=True)
+    assert "old" not in {name for name, _ in excess([*finished, old])}

@@ -144,9 +144,7 @@ ACTIVE_JOB_RECHECK_SECONDS: Final = 30.0
 ONE_OFF_RECHECK_SECONDS: Final = 10.0
 """While a one-off waits for its turn, look again this often."""
 
-_SOURCE_UNRESOLVED: Final = Observation(
-    "Unknown", "SourceUnresolved", "a one-off whose source is gone runs nothing more"
-)
+_SOURCE_NEVER_RUNS: Final = frozenset({"SourceInvalid", "SourceMismatch", "SourceIsOneOff"})
 
 
 @dataclass
@@ -269,6 +267,7 @@ class BackupReconciler:
         # Resolution gates only rendering a runner: a one-off that ran (or runs) keeps
         # reporting its runs and verification when its source goes or changes.
         unresolved = False
+        source_problem: Observation | None = None
         if source is not None:
             if self._expire_one_off(backup, current, now, result):
                 return result
@@ -282,10 +281,13 @@ class BackupReconciler:
                 unresolved = True
                 spec = declared
                 job = self._job_of(namespace, runner_name, meta, result)
-                if not current.history and job is None:
+                source_problem = Observation("Unknown", exc.reason, clip(exc.message))
+                if not current.history and (job is None or foreign_to(job, str(meta["uid"]))):
                     # Nothing is rendered: every part of a runner comes from the source.
                     status.set("Ready", Observation("False", exc.reason, clip(exc.message)))
-                    result.phase = "Pending" if exc.reason == "SourceNotFound" else "Invalid"
+                    # Invalid only for what waiting cannot cure; a suspended, deleting or
+                    # missing source may come back (the one-off then runs, within its time).
+                    result.phase = "Invalid" if exc.reason in _SOURCE_NEVER_RUNS else "Pending"
                     result.requeue_after = _min(
                         result.requeue_after, self.settings.prerequisite_requeue_seconds
                     )
@@ -327,11 +329,10 @@ class BackupReconciler:
         # and the tenant's copies are pruned whatever the check said: a credential never
         # stays with former admins (a tenant deleted with Retain) or in another namespace.
         # (A one-off whose source is gone says nothing of its tenant: its copies stay.)
-        pulls = (
-            PullSecretSync(names=(), condition=_SOURCE_UNRESOLVED)
-            if unresolved
-            else self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
-        )
+        if source_problem is not None:  # unresolved
+            pulls = PullSecretSync(names=(), condition=source_problem)
+        else:
+            pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
         result.applied.extend(pulls.applied)
         result.deleted.extend(pulls.deleted)
         failures: list[str] = list(pulls.failures)
@@ -366,8 +367,12 @@ class BackupReconciler:
             # A one-off Job waits for what it needs (it would only fail or hang), and is
             # made once: its template cannot change, and its run is history. A Job of
             # that name that another object owns (left by a namesake) is not its run.
+            # A one-off of a source that has run never runs again, even without its Job: it
+            # would run outside the line of its source's one-offs.
             make_runner = not one_off or (
-                problem is None and self._job_of(namespace, runner_name, meta, result) is None
+                problem is None
+                and not (source is not None and current.history)
+                and self._job_of(namespace, runner_name, meta, result) is None
             )
             if make_runner:
                 self._converge(desired.runner, failures, result)
@@ -397,7 +402,12 @@ class BackupReconciler:
 
         # -- conditions ----------------------------------------------------------------
         verification = self.verifier.step(
-            key=(namespace, name), spec=spec, tenant_spec=tenant_spec, current=current, now=now
+            key=(namespace, name),
+            spec=spec,
+            tenant_spec=tenant_spec,
+            current=current,
+            now=now,
+            report_only=unresolved,
         )
         status.fields.update(verification.fields)
         result.verification_started = verification.started
@@ -550,7 +560,13 @@ class BackupReconciler:
             ):
                 return
             self._swept[namespace] = now
-        result.deleted.extend(sweep_orphans(self.kube, namespace))
+        try:
+            result.deleted.extend(sweep_orphans(self.kube, namespace))
+        except KubeError as exc:
+            # Housekeeping never fails a backup's reconcile: the next one sweeps again.
+            with self._lock:
+                self._swept.pop(namespace, None)
+            log.warning("namespace %s: sweeping orphaned runner objects: %s", namespace, exc)
 
     # -- the tenant and prerequisites ------------------------------------------------------
 

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_UNFINISHED_ONE_OFFS",
     "ONE_OFF_MAX_AGE_SECONDS",
     "ONE_OFF_TTL_SECONDS",
+    "PLATFORM_LABEL",
     "OneOff",
     "OneOffPhase",
     "SourceError",
@@ -73,6 +74,10 @@ ONE_OFF_TTL_SECONDS: Final = 24 * 3600.0
 ONE_OFF_MAX_AGE_SECONDS: Final = 2 * 24 * 3600.0
 """How long a ``from`` one-off may live at most, whatever its Job does (the default of the
 operator's setting): longer than its Job's deadline plus the TTL."""
+
+PLATFORM_LABEL: Final = "cleoai.io/requested-by"
+"""A one-off the platform asked for carries it with the value ``platform``; the admission
+policy refuses it to tenants (setting it, or deleting what carries it)."""
 
 MAX_UNFINISHED_ONE_OFFS: Final = 3
 """One-offs of one source that may wait or run; newer ones that have not started go."""
@@ -197,10 +202,13 @@ class OneOff:
     """Its creationTimestamp (RFC 3339, whole seconds): the line's order, then the name."""
     phase: OneOffPhase
     """``unstarted`` (no Job, no run), ``running`` (its Job is active), or ``finished``."""
+    platform: bool = False
+    """Asked for by the platform (`PLATFORM_LABEL`): never removed for tenants' one-offs,
+    and ahead of them in the line."""
 
     @property
-    def order(self) -> tuple[str, str]:
-        return (self.created, self.name)
+    def order(self) -> tuple[bool, str, str]:
+        return (not self.platform, self.created, self.name)
 
 
 @dataclass(frozen=True)
@@ -253,9 +261,15 @@ def excess(line: Sequence[OneOff]) -> list[tuple[str, str]]:
     running one is never removed). Finished beyond `MAX_FINISHED_ONE_OFFS`: the oldest.
     """
     doomed: list[tuple[str, str]] = []
-    # A running one-off is never removed, so it takes its place in the cap first.
-    room = MAX_UNFINISHED_ONE_OFFS - sum(1 for o in line if o.phase == "running")
-    waiting = sorted((o for o in line if o.phase == "unstarted"), key=lambda o: o.order)
+    # A running one-off is never removed, nor one the platform asked for (the policy
+    # refuses tenants its deletion: the operator must not do it for them), so they take
+    # their places in the cap first.
+    room = MAX_UNFINISHED_ONE_OFFS - sum(
+        1 for o in line if o.phase == "running" or (o.platform and o.phase == "unstarted")
+    )
+    waiting = sorted(
+        (o for o in line if o.phase == "unstarted" and not o.platform), key=lambda o: o.order
+    )
     for one_off in waiting[max(room, 0) :]:
         doomed.append(
             (
@@ -265,7 +279,9 @@ def excess(line: Sequence[OneOff]) -> list[tuple[str, str]]:
             )
         )
     finished = sorted(
-        (o for o in line if o.phase == "finished"), key=lambda o: o.order, reverse=True
+        (o for o in line if o.phase == "finished" and not o.platform),
+        key=lambda o: o.order,
+        reverse=True,
     )
     for one_off in finished[MAX_FINISHED_ONE_OFFS:]:
         doomed.append(

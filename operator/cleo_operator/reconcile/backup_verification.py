@@ -174,8 +174,12 @@ class BackupVerifier:
         tenant_spec: CleoTenantSpec | None,
         current: CleoBackupStatus,
         now: datetime.datetime,
+        report_only: bool = False,
     ) -> VerificationStep:
-        """Pick up a finished verification, start a due one; the Verified condition."""
+        """Pick up a finished verification, start a due one; the Verified condition.
+
+        `report_only` (a one-off whose source is gone, so its own spec says nothing of
+        verification) starts nothing and reports what is known, never "disabled"."""
         namespace, name = key
         latest = current.last_verification
         fields: dict[str, Any] = {}
@@ -186,6 +190,14 @@ class BackupVerifier:
         if verifying is not None and verifying.future.done():
             latest = self._take_verdict(key, verifying, fields, current) or latest
             verifying = None
+        if report_only:
+            if verifying is not None:
+                return VerificationStep(
+                    verifying_observation(verifying.backup_id, latest),
+                    fields,
+                    requeue_after=self.settings.pending_requeue_seconds,
+                )
+            return VerificationStep(_verdict(latest), fields)
         if spec.verification is None or not spec.verification.enabled:
             return VerificationStep(
                 Observation(
@@ -244,13 +256,7 @@ class BackupVerifier:
                 started=candidate.backup_id,
                 requeue_after=pending,
             )
-        if latest is None:
-            verified = Observation("Unknown", "NotVerifiedYet", "no backup has been verified yet")
-        elif latest.passed:
-            verified = Observation("True", "Verified", clip(latest.message))
-        else:
-            verified = Observation("False", latest.reason, clip(latest.message))
-        return VerificationStep(verified, fields)
+        return VerificationStep(_verdict(latest), fields)
 
     def _start_verification(
         self,
@@ -498,3 +504,12 @@ class BackupVerifier:
         return ConnectionInfo.for_site(
             site, dbname=site.admin_database, user=login.user, password=login.password
         )
+
+
+def _verdict(latest: BackupVerification | None) -> Observation:
+    """The Verified condition of the newest verification."""
+    if latest is None:
+        return Observation("Unknown", "NotVerifiedYet", "no backup has been verified yet")
+    if latest.passed:
+        return Observation("True", "Verified", clip(latest.message))
+    return Observation("False", latest.reason, clip(latest.message))

@@ -30,7 +30,7 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import BACKUP, JOB
 from cleo_operator.reconcile.backup_jobs import job_state
-from cleo_operator.reconcile.backup_source import OneOff, OneOffPhase, excess
+from cleo_operator.reconcile.backup_source import PLATFORM_LABEL, OneOff, OneOffPhase, excess
 from cleo_operator.render.backup import BACKUP_LABEL, backup_object_name
 
 __all__ = ["Line", "is_quota_refusal", "make_room", "read_line", "remove_excess"]
@@ -92,6 +92,7 @@ def read_line(kube: KubeClient, namespace: str, source: str) -> Line:
                 name=str(b["metadata"]["name"]),
                 created=str(b["metadata"].get("creationTimestamp") or ""),
                 phase=_phase(b, jobs),
+                platform=(b["metadata"].get("labels") or {}).get(PLATFORM_LABEL) == "platform",
             )
             for b in mine
         ],

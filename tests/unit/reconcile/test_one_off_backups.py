@@ -301,3 +301,71 @@ def test_only_runner_objects_no_live_cleobackup_owns_are_stale() -> None:
         _runner("a"),  # orphaned: no owner at all
     ]
     assert stale_runner_objects([*kept, *stale], live) == stale
+
+
+def _ran(kube: FakeKube, name: str, *, verification: dict[str, Any] | None = None) -> None:
+    """What a run of one-off `name` leaves in its status (and its Job, complete)."""
+    run = {"backupId": f"20300101T120000Z-{name}", "time": "2030-01-01T12:00:00Z"}
+    status: dict[str, Any] = {
+        "lastBackup": {**run, "succeeded": True},
+        "lastSuccessfulBackup": {**run, "succeeded": True},
+        "history": [
+            {
+                "job": f"cleo-run-{name}",
+                "startTime": "2030-01-01T12:00:00Z",
+                "endTime": "2030-01-01T12:00:03Z",
+                "succeeded": True,
+                "backupId": run["backupId"],
+            }
+        ],
+    }
+    if verification is not None:
+        status["lastVerification"] = verification
+    kube.patch_merge(BACKUP, name, {"status": status}, namespace=NS, subresource="status")
+    finish(kube, f"cleo-run-{name}")
+
+
+def _condition(kube: FakeKube, name: str, type_: str) -> dict[str, Any]:
+    obj = kube.get(BACKUP, name, namespace=NS)
+    assert obj is not None
+    return dict(next(c for c in obj["status"]["conditions"] if c["type"] == type_))
+
+
+def test_a_one_offs_failed_verification_stays_reported_when_its_source_is_suspended() -> None:
+    kube, reconciler = scene()
+    ask(kube, "now-1")
+    reconciler.reconcile(NS, "now-1")
+    failed = {
+        "backupId": "20300101T120000Z-now-1",
+        "time": "2030-01-01T12:05:00Z",
+        "passed": False,
+        "reason": "VerificationFailed",
+        "message": "table t differs",
+    }
+    _ran(kube, "now-1", verification=failed)
+    kube.patch_merge(BACKUP, "nightly", {"spec": {"suspend": True}}, namespace=NS)
+    reconciler.reconcile(NS, "now-1")
+    assert _condition(kube, "now-1", "Verified")["status"] == "False"
+    assert _condition(kube, "now-1", "Ready")["status"] == "False"
+
+
+def test_a_finished_one_off_never_runs_again_without_its_job() -> None:
+    kube, reconciler = scene()
+    ask(kube, "now-1")
+    reconciler.reconcile(NS, "now-1")
+    _ran(kube, "now-1")
+    kube.delete(JOB, "cleo-run-now-1", namespace=NS)
+    reconciler.reconcile(NS, "now-1")
+    assert "cleo-run-now-1" not in names(kube, JOB)
+
+
+def test_a_one_off_of_a_suspended_source_waits_pending_not_invalid() -> None:
+    kube, reconciler = scene()
+    kube.patch_merge(BACKUP, "nightly", {"spec": {"suspend": True}}, namespace=NS)
+    ask(kube, "now-1")
+    reconciler.reconcile(NS, "now-1")
+    obj = kube.get(BACKUP, "now-1", namespace=NS)
+    assert obj is not None
+    assert obj["status"]["phase"] == "Pending"
+    assert _condition(kube, "now-1", "Ready")["reason"] == "SourceSuspended"
+    assert "cleo-run-now-1" not in names(kube, JOB)
