@@ -213,8 +213,9 @@ def test_the_copies_leave_with_the_tenant_deleted_with_retain(
     assert kube.get(SECRET, "cleo-pull-regcred", namespace=namespace) is None
     assert ready(kube, namespace, "nightly")["reason"] == "TenantNotFound"
     assert pulls(kube, namespace, "nightly")["status"] == "Unknown"
-    # The runner pods name no copy in a namespace that is not a tenant's.
-    assert pod_pull_secrets(kube, namespace, "nightly") == []
+    # A CleoBackup whose tenant is gone gets no runner rendered (the one it had is left as
+    # it was, naming a copy that no longer exists: the kubelet pulls without it).
+    assert pod_pull_secrets(kube, namespace, "nightly") == ["cleo-pull-regcred"]
     assert kube.get(BACKUP, "nightly", namespace=namespace) is not None
 
 
