@@ -61,7 +61,10 @@ def test_hpa_scales_a_tenant_up_when_its_simulated_cpu_rises(
 ) -> None:
     del operator_process
     if not isinstance(cluster, LocalCluster):
-        pytest.skip("the CPU a pod's annotation sets is KWOK's simulation: local cluster only")
+        pytest.fail(
+            "the CPU a pod's annotation sets is KWOK's simulation of the local cluster: "
+            "deselect this test (-k 'not simulated_cpu') on a cluster of your own"
+        )
     try:
         scale_up_story(cluster)
     finally:
