@@ -50,7 +50,7 @@ def azurite_bin() -> Path:
     if not done.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.fail("npm is not installed: the Azure Blob tests need Node and npm (.ci/system-deps)")
+            pytest.fail("npm is not installed: the Azure Blob tests need Node and npm")
         subprocess.run(
             [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", AZURITE],
             check=True,
