@@ -21,6 +21,7 @@ from cleo_operator.reconcile.hpa_metrics import NAME_LIMIT
 from cleo_operator.reconcile.status import StatusBuilder
 from cleo_operator.reconcile.tenant_status import observe_autoscaling
 from e2e.cluster import LocalCluster
+from tests.harness.specs import IMAGE, tenant_manifest
 
 pytestmark = pytest.mark.security
 
@@ -94,15 +95,10 @@ def test_the_api_server_refuses_metric_names_that_would_break_a_message(
     cluster: LocalCluster, crds_installed: None, name: str
 ) -> None:
     del crds_installed
-    tenant = {
-        "apiVersion": "cleoai.io/v1alpha1",
-        "kind": "CleoTenant",
-        "metadata": {"name": "hostile-metric"},
-        "spec": {
-            "workload": {"image": "registry.example.com/cleoai:1.4.2"},
-            "autoscaling": {"metrics": [external(name)]},
-        },
-    }
+    tenant = tenant_manifest(
+        "hostile-metric",
+        {"workload": {"image": IMAGE}, "autoscaling": {"metrics": [external(name)]}},
+    )
     result = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=json.dumps(tenant), check=False
     )

@@ -94,6 +94,12 @@ def with_metric(metric: dict[str, Any]) -> dict[str, Any]:
     return autoscaling(metrics=[metric])
 
 
+def policy(direction: str, **fields: Any) -> dict[str, Any]:
+    """A behavior with one policy of ``direction`` (scaleUp, scaleDown), ``fields`` changed."""
+    one = {"type": "Pods", "value": 1, "periodSeconds": 60, **fields}
+    return autoscaling(behavior={direction: {"policies": [one]}})
+
+
 def pods_metric(**target: Any) -> dict[str, Any]:
     metric = copy.deepcopy(EVERY_SOURCE[2])
     metric["pods"]["target"] = target
@@ -230,27 +236,17 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "at least 1",
     ),
     (
-        autoscaling(
-            behavior={
-                "scaleUp": {"policies": [{"type": "Replicas", "value": 1, "periodSeconds": 1}]}
-            }
-        ),
+        policy("scaleUp", type="Replicas"),
         "spec.autoscaling.behavior.scaleUp.policies[0].type",
         "'Pods' or 'Percent'",
     ),
     (
-        autoscaling(
-            behavior={"scaleDown": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 1}]}}
-        ),
+        policy("scaleDown", value=0),
         "spec.autoscaling.behavior.scaleDown.policies[0].value",
         "greater than or equal to 1",
     ),
     (
-        autoscaling(
-            behavior={
-                "scaleDown": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 1801}]}
-            }
-        ),
+        policy("scaleDown", periodSeconds=1801),
         "spec.autoscaling.behavior.scaleDown.policies[0].periodSeconds",
         "less than or equal to 1800",
     ),

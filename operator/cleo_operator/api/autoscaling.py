@@ -30,12 +30,13 @@ are bounded, so the API server's cost estimate stays far below its budget.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from cleo_operator.api.base import DnsLabel, Quantity, SpecModel, quantity_value
-from cleo_operator.api.errors import RuleViolation, RuleViolations
+from cleo_operator.api.errors import RuleViolation, check_block_of_type
 from cleo_operator.api.labels import LABEL_KEY_PATTERN, Labels, LabelValue
 from cleo_operator.api.schema import Extra, Matches, Rules, cel, validations
 
@@ -54,6 +55,7 @@ __all__ = [
     "LabelSelectorRequirement",
     "MetricIdentifier",
     "MetricSpec",
+    "NamedMetricSource",
     "ObjectMetricSource",
     "PodsMetricSource",
     "PodsTarget",
@@ -194,39 +196,24 @@ class CrossVersionObjectReference(SpecModel):
 # --- targets -------------------------------------------------------------------------------
 
 
-def _target_rules(*types: str) -> dict[str, Any]:
-    """CEL: the field of each of ``types`` is set exactly when the target has that type."""
+def _block_rules(blocks: Mapping[str, str]) -> dict[str, Any]:
+    """CEL: the block of each type is set exactly when ``type`` says so (`check_block_of_type`
+    is the Python side)."""
     return validations(
         *(
             cel(
-                f"has(self.{_TARGET_FIELDS[type_]}) == (self.type == '{type_}')",
-                f"{{path}}.{_TARGET_FIELDS[type_]} must be set when {{path}}.type is {type_}, "
-                "and only then",
-                field_path=f".{_TARGET_FIELDS[type_]}",
+                f"has(self.{block}) == (self.type == '{type_}')",
+                f"{{path}}.{block} must be set when {{path}}.type is {type_}, and only then",
+                field_path=f".{block}",
             )
-            for type_ in types
+            for type_, block in blocks.items()
         )
     )
 
 
-def _check_target(target: SpecModel, type_: str, types: tuple[str, ...]) -> None:
-    """The Python side of `_target_rules`."""
-    violations = []
-    for each in types:
-        field = _TARGET_FIELDS[each]
-        present = getattr(target, _ATTRIBUTES[field]) is not None
-        if present and type_ != each:
-            violations.append(RuleViolation((field,), f"is only for type {each}"))
-        if not present and type_ == each:
-            violations.append(RuleViolation((field,), f"is required when type is {each}"))
-    RuleViolations.raise_any(violations)
+def _target_fields(*types: str) -> dict[str, str]:
+    return {type_: _TARGET_FIELDS[type_] for type_ in types}
 
-
-_ATTRIBUTES: Final = {
-    "averageUtilization": "average_utilization",
-    "value": "value",
-    "averageValue": "average_value",
-}
 
 # Each source's target has only the fields of the types the HPA reads for it: fewer fields
 # and rules than one target shape for all (the CEL cost of a rule counts once per source,
@@ -236,7 +223,9 @@ _ATTRIBUTES: Final = {
 class ResourceTarget(SpecModel):
     """A CPU or memory target: a utilization of the requests, or an average value."""
 
-    model_config = ConfigDict(json_schema_extra=_target_rules("Utilization", "AverageValue"))
+    model_config = ConfigDict(
+        json_schema_extra=_block_rules(_target_fields("Utilization", "AverageValue"))
+    )
 
     type: Literal["Utilization", "AverageValue"] = Field(
         description="Utilization (percent of requests) or AverageValue (e.g. 500Mi per pod)."
@@ -253,7 +242,7 @@ class ResourceTarget(SpecModel):
 
     @model_validator(mode="after")
     def _field_matches_type(self) -> ResourceTarget:
-        _check_target(self, self.type, ("Utilization", "AverageValue"))
+        check_block_of_type(self, self.type, _target_fields("Utilization", "AverageValue"))
         return self
 
 
@@ -269,7 +258,9 @@ class PodsTarget(SpecModel):
 class ValueTarget(SpecModel):
     """An Object or External metric's target: its value, or its value per pod."""
 
-    model_config = ConfigDict(json_schema_extra=_target_rules("Value", "AverageValue"))
+    model_config = ConfigDict(
+        json_schema_extra=_block_rules(_target_fields("Value", "AverageValue"))
+    )
 
     type: Literal["Value", "AverageValue"] = Field(
         description="Value (the metric as a whole) or AverageValue (divided by the pods)."
@@ -283,13 +274,14 @@ class ValueTarget(SpecModel):
 
     @model_validator(mode="after")
     def _field_matches_type(self) -> ValueTarget:
-        _check_target(self, self.type, ("Value", "AverageValue"))
+        check_block_of_type(self, self.type, _target_fields("Value", "AverageValue"))
         return self
 
 
 # --- sources -------------------------------------------------------------------------------
 
 ResourceName = Literal["cpu", "memory"]
+TargetT = TypeVar("TargetT", PodsTarget, ValueTarget)
 
 
 class ResourceMetricSource(SpecModel):
@@ -299,51 +291,36 @@ class ResourceMetricSource(SpecModel):
     target: ResourceTarget = Field(description="What to aim for.")
 
 
-class ContainerResourceMetricSource(SpecModel):
+class ContainerResourceMetricSource(ResourceMetricSource):
     """CPU or memory of one container of the pods, from the resource metrics API."""
 
-    name: ResourceName = Field(description="cpu or memory.")
     container: DnsLabel = Field(description="The container's name, e.g. cleoai.")
-    target: ResourceTarget = Field(description="What to aim for.")
 
 
-class PodsMetricSource(SpecModel):
-    """A metric of each pod, from the custom metrics API (e.g. requests per second)."""
+class NamedMetricSource(SpecModel, Generic[TargetT]):
+    """A metric by name from a custom or external metrics API, and its target."""
 
     metric: MetricIdentifier = Field(description="The metric.")
-    target: PodsTarget = Field(description="The average over the pods to aim for.")
+    target: TargetT = Field(description="What to aim for.")
 
 
-class ObjectMetricSource(SpecModel):
+PodsMetricSource = NamedMetricSource[PodsTarget]
+"""A metric of each pod, from the custom metrics API (e.g. requests per second)."""
+
+ExternalMetricSource = NamedMetricSource[ValueTarget]
+"""A metric from outside the cluster, from the external metrics API (e.g. queue depth)."""
+
+
+class ObjectMetricSource(NamedMetricSource[ValueTarget]):
     """A metric of one object of the namespace, from the custom metrics API."""
 
     described_object: CrossVersionObjectReference = Field(description="The object.")
-    metric: MetricIdentifier = Field(description="The metric.")
-    target: ValueTarget = Field(description="What to aim for.")
-
-
-class ExternalMetricSource(SpecModel):
-    """A metric from outside the cluster, from the external metrics API (e.g. queue depth)."""
-
-    metric: MetricIdentifier = Field(description="The metric.")
-    target: ValueTarget = Field(description="What to aim for.")
 
 
 class MetricSpec(SpecModel):
     """One metric the HPA scales on (an autoscaling/v2 MetricSpec): set the block of its type."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            *(
-                cel(
-                    f"has(self.{field}) == (self.type == '{type_}')",
-                    f"{{path}}.{field} must be set when {{path}}.type is {type_}, and only then",
-                    field_path=f".{field}",
-                )
-                for type_, field in SOURCE_FIELDS.items()
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=_block_rules(SOURCE_FIELDS))
 
     type: MetricSourceType = Field(
         description="Resource, ContainerResource, Pods, Object or External: the block to set."
@@ -366,17 +343,7 @@ class MetricSpec(SpecModel):
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> MetricSpec:
-        violations = []
-        for type_, field in SOURCE_FIELDS.items():
-            attribute = "container_resource" if field == "containerResource" else field
-            present = getattr(self, attribute) is not None
-            if present and self.type != type_:
-                violations.append(
-                    RuleViolation((field,), f"must not be set when type is {self.type}")
-                )
-            if not present and self.type == type_:
-                violations.append(RuleViolation((field,), f"is required when type is {type_}"))
-        RuleViolations.raise_any(violations)
+        check_block_of_type(self, self.type, SOURCE_FIELDS)
         return self
 
 
