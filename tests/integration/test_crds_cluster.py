@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 
-from cleo_operator.api.tenant import CleoTenantSpec
+from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.render.meta import tenant_owner
+from cleo_operator.render.scaling import render_hpa
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json
+from tests.unit.test_api_autoscaling import EVERY_SOURCE, FULL_BEHAVIOR, autoscaling
+from tests.unit.test_api_autoscaling import REFUSED as AUTOSCALING_TYPOS
 from tests.unit.test_api_backup import GOOD as GOOD_BACKUP
 from tests.unit.test_api_failover import GOOD as GOOD_FAILOVER
 from tests.unit.test_api_tenant import GOOD as GOOD_TENANT
@@ -248,3 +252,49 @@ def test_failover_spec_is_immutable(cluster: LocalCluster, namespace: str) -> No
     result = cluster.kubectl("apply", "-f", "-", input=json.dumps(changed), check=False)
     assert result.returncode != 0
     assert "spec" in result.stderr, result.stderr
+
+
+def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    body = autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR)
+    code, err = _dry_run(cluster, _obj("CleoTenant", "scaling", body, None))
+    assert code == 0, err
+    # What the operator renders from it, the API server takes as an autoscaling/v2 HPA
+    # (same JSON names) and keeps every metric and rule of it.
+    hpa = render_hpa(
+        tenant="scaling",
+        namespace=namespace,
+        owner=tenant_owner(name="scaling", uid="0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10"),
+        spec=parse_tenant_spec(body),
+    )
+    assert hpa is not None
+    hpa["metadata"].pop("ownerReferences")  # its owner does not exist here
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-",
+        input=json.dumps(hpa), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(result.stdout)["spec"]
+    # (Quantities come back as strings: 30 is "30".)
+    assert [m["type"] for m in stored["metrics"]] == [m["type"] for m in EVERY_SOURCE]
+    assert stored["metrics"][:4] == EVERY_SOURCE[:4]
+    assert stored["metrics"][4]["external"]["target"] == {
+        "type": "AverageValue",
+        "averageValue": "30",
+    }
+    assert stored["behavior"]["scaleDown"]["policies"] == FULL_BEHAVIOR["scaleDown"]["policies"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(body, field) for body, field, _ in AUTOSCALING_TYPOS],
+    ids=[f"{f}:{m}"[-70:] for _, f, m in AUTOSCALING_TYPOS],
+)
+def test_autoscaling_typos_are_refused_at_apply_naming_the_field(
+    cluster: LocalCluster, crds_installed: None, body: dict[str, Any], field: str
+) -> None:
+    del crds_installed
+    code, err = _dry_run(cluster, _obj("CleoTenant", "typo", body, None))
+    assert code != 0, f"{field} was accepted"
+    assert field in err, err

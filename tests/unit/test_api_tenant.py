@@ -234,7 +234,20 @@ def test_namespace_cannot_change_once_the_tenant_exists() -> None:
         ({}, DEFAULT_TARGET_CPU_UTILIZATION_PERCENTAGE),
         ({"targetCPUUtilizationPercentage": 60}, 60),
         ({"targetMemoryUtilizationPercentage": 60}, None),
-        ({"metrics": [{"type": "External", "external": {}}]}, None),
+        (
+            {
+                "metrics": [
+                    {
+                        "type": "External",
+                        "external": {
+                            "metric": {"name": "queue_depth"},
+                            "target": {"type": "Value", "value": 30},
+                        },
+                    }
+                ]
+            },
+            None,
+        ),
     ],
 )
 def test_effective_cpu_target(autoscaling: dict[str, Any], target: int | None) -> None:

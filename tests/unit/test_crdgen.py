@@ -65,8 +65,6 @@ ALLOWED_KEYS = {
 # The only places where the API server keeps whatever it is given, and why.
 PRESERVE_UNKNOWN = {
     "status.kopf",  # Kopf's own bookkeeping
-    "spec.autoscaling.metrics[]",  # raw autoscaling/v2 MetricSpec, passed to the HPA
-    "spec.autoscaling.behavior",  # raw autoscaling/v2 HPA behavior
 }
 
 

@@ -34,7 +34,7 @@ from cleo_operator.api.base import (
 )
 from cleo_operator.api.cidr import Cidr, destination_metadata_problem, metadata_rules
 from cleo_operator.api.cron import CronError, parse_cron
-from cleo_operator.api.errors import RuleViolation, RuleViolations
+from cleo_operator.api.errors import RuleViolation, RuleViolations, check_block_of_type
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import Extra, Matches, Rules, cel, validations
 
@@ -441,16 +441,7 @@ class DestinationSpec(SpecModel):
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> DestinationSpec:
-        violations = []
-        for block in DESTINATION_TYPES:
-            present = getattr(self, block) is not None
-            if present and self.type != block:
-                violations.append(
-                    RuleViolation((block,), f"must not be set when type is {self.type}")
-                )
-            if not present and self.type == block:
-                violations.append(RuleViolation((block,), f"is required when type is {block}"))
-        RuleViolations.raise_any(violations)
+        check_block_of_type(self, self.type, {block: block for block in DESTINATION_TYPES})
         return self
 
 

@@ -418,7 +418,7 @@ def quantity_value(quantity: int | str) -> Decimal:
     if isinstance(quantity, int):
         return Decimal(quantity)
     text = quantity.lstrip("+")
-    number = text.rstrip("numkMGTPEi")
+    number = text.rstrip("numkKMGTPEi")
     suffix = text[len(number) :]
     if "e" in number.lower() or suffix not in _QUANTITY_SUFFIX:
         return Decimal(text)  # an exponent (1e3): Decimal reads it whole

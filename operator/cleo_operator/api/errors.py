@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -28,6 +28,7 @@ __all__ = [
     "RuleViolations",
     "SpecError",
     "SpecIssue",
+    "check_block_of_type",
     "format_path",
     "spec_error_from_validation",
 ]
@@ -65,6 +66,23 @@ class RuleViolations(CleoError, ValueError):
             raise violations[0]
         if violations:
             raise RuleViolations(violations)
+
+
+def check_block_of_type(model: pydantic.BaseModel, chosen: str, blocks: Mapping[str, str]) -> None:
+    """Refuse a union written as ``type`` plus one block: ``blocks`` maps each type to the
+    API name of its block, and only the chosen type's block may be, and must be, set.
+
+    The Python side of the CEL rules ``has(self.<block>) == (self.type == '<type>')``.
+    """
+    attributes = {info.alias or name: name for name, info in type(model).model_fields.items()}
+    violations = []
+    for type_, block in blocks.items():
+        present = getattr(model, attributes[block]) is not None
+        if present and chosen != type_:
+            violations.append(RuleViolation((block,), f"must not be set when type is {chosen}"))
+        if not present and chosen == type_:
+            violations.append(RuleViolation((block,), f"is required when type is {type_}"))
+    RuleViolations.raise_any(violations)
 
 
 @dataclasses.dataclass(frozen=True)

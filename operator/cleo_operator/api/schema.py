@@ -16,8 +16,9 @@ does both jobs, so the two cannot drift apart:
 - `Rules` / `validations` / `cel`: CEL rules (`x-kubernetes-validations`) on a field / on
   a model. The Python mirror of a rule is a model validator in the kind's module, raising
   `RuleViolation` so that both name the same field.
-- `RawObject`: an opaque object passed through to a child (e.g. HPA behavior) that the
-  API server keeps as is (`x-kubernetes-preserve-unknown-fields`).
+- `RawObject`: an opaque object passed through to a child that the API server keeps as
+  is (`x-kubernetes-preserve-unknown-fields`). No spec field uses it today (the HPA's
+  metrics and behavior are typed, api.autoscaling): an opaque field lets typos through.
 
 A CEL message may contain ``{path}``: the CRD generator replaces it with the field's
 path (e.g. ``spec.encryption.rotationPeriod``), so reusable types still name the field.

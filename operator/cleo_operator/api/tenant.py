@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
+from cleo_operator.api.autoscaling import HorizontalPodAutoscalerBehavior, MetricSpec
 from cleo_operator.api.base import (
     TENANT_NAME_MAX_LENGTH,
     DnsLabel,
@@ -41,6 +42,7 @@ from cleo_operator.api.base import (
 )
 from cleo_operator.api.cidr import Cidr
 from cleo_operator.api.errors import RuleViolation, RuleViolations
+from cleo_operator.api.labels import Labels
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import (
     Extra,
@@ -48,7 +50,6 @@ from cleo_operator.api.schema import (
     ListMap,
     ListSet,
     Matches,
-    RawObject,
     Rules,
     cel,
     validations,
@@ -106,26 +107,6 @@ SYSTEM_NAMESPACE_PREFIX: Final = "kube-"
 """Kubernetes reserves every namespace name with this prefix for itself."""
 
 # --- value types of this kind ----------------------------------------------------------------
-
-LABEL_KEY_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-LabelValue = Annotated[
-    str,
-    Field(max_length=63),
-    Matches(
-        LABEL_VALUE_PATTERN,
-        "a label value: up to 63 letters, digits, '-', '_' and '.', starting and ending "
-        "with a letter or digit",
-    ),
-]
-Labels = Annotated[
-    dict[str, LabelValue],
-    Field(max_length=16),
-    KeysMatch(LABEL_KEY_PATTERN, "label keys such as app or example.com/tier", 317),
-]
 
 # Keys of Secrets and ConfigMaps (Kubernetes' IsConfigMapKey).
 DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
@@ -348,26 +329,27 @@ class AutoscalingSpec(SpecModel):
         alias="targetMemoryUtilizationPercentage",
         description="Average memory use to aim for, in percent of the requests.",
     )
-    metrics: list[RawObject] = Field(
+    metrics: list[MetricSpec] = Field(
         default_factory=list,
         max_length=16,
-        description="More metrics, as autoscaling/v2 MetricSpec objects, passed to the HPA as is.",
+        description=(
+            "More metrics, as autoscaling/v2 MetricSpecs (Resource, ContainerResource, Pods, "
+            "Object, External), after the CPU and memory targets; checked here, then passed "
+            "to the HPA."
+        ),
     )
-    behavior: RawObject | None = Field(
+    behavior: HorizontalPodAutoscalerBehavior | None = Field(
         default=None,
-        description="Scaling behavior, as the autoscaling/v2 HPA behavior object, passed as is.",
+        description=(
+            "Scale-up and scale-down rules (stabilization windows, policies), as the "
+            "autoscaling/v2 HPA's behavior."
+        ),
     )
 
     @model_validator(mode="after")
     def _max_not_below_min(self) -> AutoscalingSpec:
         if self.max_replicas < self.min_replicas:
             raise RuleViolation(("maxReplicas",), f"must be >= minReplicas ({self.min_replicas})")
-        for index, metric in enumerate(self.metrics):
-            if not isinstance(metric.get("type"), str):
-                raise RuleViolation(
-                    ("metrics", index, "type"),
-                    "is required: a MetricSpec needs a type such as Resource, Pods or External",
-                )
         return self
 
     def effective_cpu_target(self) -> int | None:

@@ -10,14 +10,25 @@ Autoscaling is reported on its own condition and does not gate Ready: an HPA tha
 read metrics leaves the workload serving at its current size, which is not an outage, and
 a cluster without a metrics API would otherwise have no Ready tenant at all. The phase says
 Degraded in that case, so `kubectl get cleotenants` shows it, and the alert rules fire on
-the Autoscaling condition. docs/tenants.md documents this choice.
+the Autoscaling condition. docs/tenants.md documents this choice. The same holds when one
+metric of several cannot be read: the condition is False and names it first.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cleo_operator.api.base import REASON_PATTERN
+from cleo_operator.reconcile.hpa_metrics import (
+    FAILED_GET_REASONS,
+    api_hint,
+    metric_for_reason,
+    metric_label,
+    one_line,
+    unread_metrics,
+)
 from cleo_operator.reconcile.status import Observation, clip
 
 
@@ -89,15 +100,26 @@ def observe_deployment(dep: Mapping[str, Any] | None, *, wanted: bool) -> Observ
     return Observation("True", "Available", f"{ready} of {desired} pods available")
 
 
-_METRICS_API = "metrics.k8s.io"
-_NO_METRICS_API = (
-    "the cluster's resource metrics API does not answer (is metrics-server installed? "
-    "kubectl get apiservice v1beta1.metrics.k8s.io)"
-)
+def _named(unread: Sequence[Mapping[str, Any]]) -> str:
+    """``pods/rps``, or ``pods/rps (also unread: external/queue_depth)``: the first first."""
+    labels = [metric_label(m) for m in unread[:4]]
+    more = f" and {len(unread) - 4} more" if len(unread) > 4 else ""
+    also = f" (also unread: {', '.join(labels[1:])}{more})" if len(labels) > 1 else ""
+    return labels[0] + also
+
+
+def _reason(value: Any, fallback: str) -> str:
+    # A reason that is no CamelCase word would make the whole status write fail.
+    text = str(value or "")
+    return text if _REASON.fullmatch(text) and len(text) <= 128 else fallback
+
+
+_REASON = re.compile(REASON_PATTERN)
 
 
 def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Observation:
-    """From the HPA's own conditions; an HPA that cannot read metrics is False, not True."""
+    """From the HPA's own conditions and metrics; an HPA that cannot read a metric is False,
+    and the message names that metric first (`hpa_metrics`)."""
     if not enabled:
         return Observation("True", "Disabled", "spec.autoscaling.enabled is false")
     if hpa is None:
@@ -107,21 +129,41 @@ def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Obse
         return Observation(
             "Unknown", "Pending", "the autoscaler controller has not reported on the HPA yet"
         )
+    unread = unread_metrics(hpa)
     for type_ in ("AbleToScale", "ScalingActive"):
         cond = conditions.get(type_)
         if cond is not None and cond.get("status") == "False":
-            message = str(cond.get("message", ""))
-            if _METRICS_API in message:
+            reason = _reason(cond.get("reason"), type_)
+            message = one_line(str(cond.get("message", "")))
+            hint = api_hint(message)
+            if hint is not None:
                 # The HPA's words name the API group, not what is missing: say it first,
                 # before a long message is clipped.
-                message = f"{_NO_METRICS_API}: {message}"
-            return Observation(
-                "False", str(cond.get("reason") or type_), clip(f"{type_}: {message}")
-            )
+                message = f"{hint}: {message}"
+            message = f"{type_}: {message}"
+            if reason in FAILED_GET_REASONS.values():
+                first = metric_for_reason(hpa, reason)
+                named = unread or ([first] if first is not None else [])
+                if named:
+                    message = f"{_named(named)}: {message}"
+            return Observation("False", reason, clip(message))
+    if unread:
+        # Another metric reads and scales the workload; this one is blind all the same.
+        reason = FAILED_GET_REASONS.get(str(unread[0].get("type")), "FailedGetMetric")
+        return Observation(
+            "False",
+            reason,
+            clip(
+                f"{_named(unread)}: the HPA cannot read it and scales on its other metrics "
+                "only (kubectl describe hpa cleoai shows why)"
+            ),
+        )
     limited = conditions.get("ScalingLimited")
     if limited is not None and limited.get("status") == "True":
         return Observation(
-            "True", "ScalingLimited", clip(str(limited.get("message") or "at a replica bound"))
+            "True",
+            "ScalingLimited",
+            clip(one_line(str(limited.get("message") or "at a replica bound"))),
         )
     return Observation("True", "ScalingActive", "the autoscaler reads its metrics and scales")
 

@@ -374,7 +374,8 @@ class HorizontalPodAutoscalerSpec(TypedDict):
     scaleTargetRef: CrossVersionObjectReference
     minReplicas: int
     maxReplicas: int
-    # Ours are typed; the spec's own metrics are passed through as the user wrote them.
+    # Ours are typed here; the spec's metrics and behavior are dumped by their models
+    # (api.autoscaling), with autoscaling/v2's names.
     metrics: list[ResourceMetric | dict[str, Any]]
     behavior: NotRequired[dict[str, Any]]
 

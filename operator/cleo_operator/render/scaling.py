@@ -4,9 +4,11 @@ keeps enough of them up while nodes are drained.
 The HPA exists only when there is a workload and ``spec.autoscaling.enabled`` (the
 default). Its CPU target is `AutoscalingSpec.effective_cpu_target` (80% when the spec
 names no target and no metric at all, so an HPA always has something to scale on); the
-spec's own ``metrics`` and ``behavior`` are passed through untouched, after ours, for the
-API server to validate as autoscaling/v2 objects. Utilization targets only work when the
-container requests that resource (``spec.workload.resources`` or ``spec.limits``).
+spec's own ``metrics`` follow ours, and ``behavior`` is the spec's, both written out by
+their typed models (api.autoscaling) with autoscaling/v2's names, so they are the same JSON
+a user would give an HPA, and fresh objects that share nothing with the frozen spec.
+Utilization targets only work when the container requests that resource
+(``spec.workload.resources`` or ``spec.limits``).
 
 The PDB, when there is a workload:
 
@@ -23,7 +25,6 @@ anyway (a crash-looping CleoAI must not pin a node that needs maintenance).
 
 from __future__ import annotations
 
-import copy
 from typing import Final, Literal
 
 from cleo_operator.api.objects import KubeObject, OwnerReference
@@ -74,10 +75,9 @@ def render_hpa(
     memory = autoscaling.target_memory_utilization_percentage
     if memory is not None:
         hpa_spec["metrics"].append(_utilization("memory", memory))
-    # Copies: the rendered object must not share (mutable) parts with the frozen spec.
-    hpa_spec["metrics"] += [copy.deepcopy(metric) for metric in autoscaling.metrics]
+    hpa_spec["metrics"] += [metric.to_api() for metric in autoscaling.metrics]
     if autoscaling.behavior is not None:
-        hpa_spec["behavior"] = copy.deepcopy(autoscaling.behavior)
+        hpa_spec["behavior"] = autoscaling.behavior.to_api()
     obj: HorizontalPodAutoscaler = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",

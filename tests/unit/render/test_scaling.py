@@ -84,8 +84,11 @@ def test_the_rendered_hpa_shares_nothing_with_the_spec() -> None:
     assert rendered is not None
     rendered["spec"]["metrics"][-1]["pods"]["metric"]["name"] = "changed"
     rendered["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] = 1
-    assert spec.autoscaling.metrics == FULL["autoscaling"]["metrics"]
-    assert spec.autoscaling.behavior == FULL["autoscaling"]["behavior"]
+    assert [metric.to_api() for metric in spec.autoscaling.metrics] == (
+        FULL["autoscaling"]["metrics"]
+    )
+    assert spec.autoscaling.behavior is not None
+    assert spec.autoscaling.behavior.to_api() == FULL["autoscaling"]["behavior"]
 
 
 def test_no_hpa_when_autoscaling_is_off_or_nothing_runs() -> None:

@@ -1,0 +1,151 @@
+"""Which metrics an HPA cannot read, named for people: the first words of the Autoscaling
+condition. Pure functions over the live HPA object.
+
+Why not just the HPA's own condition: it names the API it failed to reach, and the metric
+only deep inside a long error (``the HPA was unable to compute the replica count: unable
+to get metric requests_per_second: unable to fetch metrics from custom metrics API: ...``),
+where clipping may cut it off. And while another metric still reads and says "scale up",
+ScalingActive stays True although one metric is blind. So the HPA's ``spec.metrics`` is read
+against its ``status.currentMetrics``: the controller writes one status per spec metric, in
+order, and leaves an empty one (``type: ""``) for each metric it could not read.
+
+Metric names are text from a spec (the CleoTenant's author; anyone who may edit the HPA in
+between): each name is reduced to printable characters without whitespace and clipped, so
+a name can neither break the message (a newline, a control character) nor crowd out the
+rest of it. The whole message still passes the redactor when it becomes a condition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+__all__ = [
+    "FAILED_GET_REASONS",
+    "NAME_LIMIT",
+    "api_hint",
+    "metric_for_reason",
+    "metric_label",
+    "one_line",
+    "unread_metrics",
+]
+
+NAME_LIMIT: Final = 64
+"""Characters of one name (a metric, container or object) quoted in a message."""
+
+FAILED_GET_REASONS: Final[dict[str, str]] = {
+    "Resource": "FailedGetResourceMetric",
+    "ContainerResource": "FailedGetContainerResourceMetric",
+    "Pods": "FailedGetPodsMetric",
+    "Object": "FailedGetObjectMetric",
+    "External": "FailedGetExternalMetric",
+}
+"""The HPA controller's reason when it cannot read a metric of each source type."""
+
+_NOT_SHOWN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
+
+
+def _name(value: Any) -> str:
+    text = _NOT_SHOWN.sub("?", str(value or "?"))
+    return text if len(text) <= NAME_LIMIT else text[: NAME_LIMIT - 1] + "…"
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of control characters and line breaks made one space."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", text)
+
+
+def _source(metric: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    block = metric.get(key)
+    return block if isinstance(block, Mapping) else {}
+
+
+def _metric_name(source: Mapping[str, Any]) -> str:
+    return _name(_source(source, "metric").get("name"))
+
+
+def metric_label(metric: Mapping[str, Any]) -> str:
+    """How a MetricSpec is named in messages: ``memory``, ``pods/requests_per_second``..."""
+    type_ = metric.get("type")
+    if type_ == "Resource":
+        return _name(_source(metric, "resource").get("name"))
+    if type_ == "ContainerResource":
+        source = _source(metric, "containerResource")
+        return f"{_name(source.get('name'))} of container {_name(source.get('container'))}"
+    if type_ == "Pods":
+        return f"pods/{_metric_name(_source(metric, 'pods'))}"
+    if type_ == "Object":
+        source = _source(metric, "object")
+        described = _source(source, "describedObject")
+        return (
+            f"object/{_name(described.get('kind'))}/{_name(described.get('name'))}/"
+            f"{_metric_name(source)}"
+        )
+    if type_ == "External":
+        return f"external/{_metric_name(_source(metric, 'external'))}"
+    return f"a metric of type {_name(type_)}"
+
+
+def _metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    raw = (hpa.get("spec") or {}).get("metrics") or []
+    return [m for m in raw if isinstance(m, Mapping)] if isinstance(raw, Sequence) else []
+
+
+def unread_metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The spec metrics the HPA's last computation could not read, in spec order.
+
+    Empty when the status does not say: no computation yet, or a status of an older spec
+    (another count of metrics, or a type that differs at the same place).
+    """
+    metrics = _metrics(hpa)
+    current = (hpa.get("status") or {}).get("currentMetrics")
+    if not isinstance(current, Sequence) or len(current) != len(metrics):
+        return []
+    unread = []
+    for spec, status in zip(metrics, current, strict=True):
+        status_type = status.get("type") if isinstance(status, Mapping) else None
+        if not status_type:
+            unread.append(spec)
+        elif status_type != spec.get("type"):
+            return []
+    return unread
+
+
+def metric_for_reason(hpa: Mapping[str, Any], reason: str) -> Mapping[str, Any] | None:
+    """The first spec metric whose source type fails with ``reason`` (the HPA reports the
+    first metric it could not read), or None."""
+    for metric in _metrics(hpa):
+        if FAILED_GET_REASONS.get(str(metric.get("type"))) == reason:
+            return metric
+    return None
+
+
+_HINTS: Final = (
+    (
+        ("custom.metrics.k8s.io", "custom metrics API"),
+        "the cluster's custom metrics API does not answer (is an adapter such as "
+        "prometheus-adapter installed? kubectl get apiservice v1beta1.custom.metrics.k8s.io)",
+    ),
+    (
+        ("external.metrics.k8s.io", "external metrics API"),
+        "the cluster's external metrics API does not answer (is an adapter such as KEDA "
+        "installed? kubectl get apiservice v1beta1.external.metrics.k8s.io)",
+    ),
+    (
+        ("metrics.k8s.io", "resource metrics API"),
+        "the cluster's resource metrics API does not answer (is metrics-server installed? "
+        "kubectl get apiservice v1beta1.metrics.k8s.io)",
+    ),
+)
+_API_MISSING: Final = ("could not find the requested resource", "unable to fetch metrics from")
+
+
+def api_hint(message: str) -> str | None:
+    """What to install, when the HPA's message says a metrics API is not served."""
+    if not any(words in message for words in _API_MISSING):
+        return None
+    for needles, hint in _HINTS:
+        if any(needle in message for needle in needles):
+            return hint
+    return None

@@ -1,0 +1,302 @@
+"""The typed autoscaling/v2 metrics and behavior of a tenant: HPA JSON is accepted as written,
+typos are refused naming the field (the same cases tests/integration/test_crds_cluster.py
+sends to the API server)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+from cleo_operator.api.autoscaling import POSITIVE_QUANTITY_PATTERN, MetricSpec
+from cleo_operator.api.base import QUANTITY_PATTERN, quantity_value
+from cleo_operator.api.tenant import parse_tenant_spec
+from tests.unit.api_support import assert_refused_naming
+
+EVERY_SOURCE: list[dict[str, Any]] = [
+    {
+        "type": "Resource",
+        "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}},
+    },
+    {
+        "type": "ContainerResource",
+        "containerResource": {
+            "name": "cpu",
+            "container": "cleoai",
+            "target": {"type": "Utilization", "averageUtilization": 60},
+        },
+    },
+    {
+        "type": "Pods",
+        "pods": {
+            "metric": {
+                "name": "requests_per_second",
+                "selector": {"matchLabels": {"route": "chat"}},
+            },
+            "target": {"type": "AverageValue", "averageValue": "100"},
+        },
+    },
+    {
+        "type": "Object",
+        "object": {
+            "describedObject": {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "name": "main-route",
+            },
+            "metric": {"name": "requests-per-second"},
+            "target": {"type": "Value", "value": "2k"},
+        },
+    },
+    {
+        "type": "External",
+        "external": {
+            "metric": {
+                "name": "queue_depth",
+                "selector": {
+                    "matchExpressions": [
+                        {"key": "queue", "operator": "In", "values": ["chat", "batch"]},
+                        {"key": "paused", "operator": "DoesNotExist"},
+                    ]
+                },
+            },
+            "target": {"type": "AverageValue", "averageValue": 30},
+        },
+    },
+]
+"""One metric of each source type, as a user writes them for an HPA."""
+
+FULL_BEHAVIOR: dict[str, Any] = {
+    "scaleUp": {
+        "stabilizationWindowSeconds": 0,
+        "selectPolicy": "Max",
+        "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": 15},
+            {"type": "Pods", "value": 4, "periodSeconds": 15},
+        ],
+    },
+    "scaleDown": {
+        "stabilizationWindowSeconds": 300,
+        "selectPolicy": "Min",
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+        "tolerance": "0.05",
+    },
+}
+
+
+def autoscaling(**fields: Any) -> dict[str, Any]:
+    return {"workload": {"image": "registry.example.com/cleoai:1.4.2"}, "autoscaling": fields}
+
+
+def with_metric(metric: dict[str, Any]) -> dict[str, Any]:
+    return autoscaling(metrics=[metric])
+
+
+def policy(direction: str, **fields: Any) -> dict[str, Any]:
+    """A behavior with one policy of ``direction`` (scaleUp, scaleDown), ``fields`` changed."""
+    one = {"type": "Pods", "value": 1, "periodSeconds": 60, **fields}
+    return autoscaling(behavior={direction: {"policies": [one]}})
+
+
+def pods_metric(**target: Any) -> dict[str, Any]:
+    metric = copy.deepcopy(EVERY_SOURCE[2])
+    metric["pods"]["target"] = target
+    return metric
+
+
+def test_every_source_and_a_full_behavior_dump_back_as_written() -> None:
+    spec = parse_tenant_spec(autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR))
+    assert [m.to_api() for m in spec.autoscaling.metrics] == EVERY_SOURCE
+    assert spec.autoscaling.behavior is not None
+    assert spec.autoscaling.behavior.to_api() == FULL_BEHAVIOR
+    assert spec.autoscaling.metrics[4].external is not None
+    assert spec.autoscaling.metrics[4].external.metric.name == "queue_depth"
+
+
+# (the metric or behavior, the field the error must name, words of its message)
+REFUSED: list[tuple[dict[str, Any], str, str]] = [
+    (
+        with_metric({"type": "Pods", "external": EVERY_SOURCE[4]["external"]}),
+        "spec.autoscaling.metrics[0].pods",
+        "is required when type is Pods",
+    ),
+    (
+        with_metric({**EVERY_SOURCE[2], "external": EVERY_SOURCE[4]["external"]}),
+        "spec.autoscaling.metrics[0].external",
+        "must not be set when type is Pods",
+    ),
+    (with_metric({**EVERY_SOURCE[2], "type": "Pod"}), "spec.autoscaling.metrics[0].type", "'Pods'"),
+    (
+        with_metric({"pods": EVERY_SOURCE[2]["pods"]}),
+        "spec.autoscaling.metrics[0].type",
+        "required",
+    ),
+    (
+        with_metric({"type": "Pods", "pods": {"metric": {"name": "rps"}}}),
+        "spec.autoscaling.metrics[0].pods.target",
+        "is required",
+    ),
+    (
+        with_metric(pods_metric(type="Utilization", averageValue="100")),
+        "spec.autoscaling.metrics[0].pods.target.type",
+        "'AverageValue'",
+    ),
+    (
+        with_metric(pods_metric(type="AverageValue", averageUtilization=50)),
+        "spec.autoscaling.metrics[0].pods.target.averageUtilization",
+        "is not a field of this API",
+    ),
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="0")),
+        "spec.autoscaling.metrics[0].pods.target.averageValue",
+        "greater than zero",
+    ),
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="100", value="5")),
+        "spec.autoscaling.metrics[0].pods.target.value",
+        "is not a field of this API",
+    ),
+    (
+        with_metric(
+            {
+                "type": "Resource",
+                "resource": {"name": "memory", "target": {"type": "Utilization"}},
+            }
+        ),
+        "spec.autoscaling.metrics[0].resource.target.averageUtilization",
+        "is required when type is Utilization",
+    ),
+    (
+        with_metric(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "memroy",
+                    "target": {"type": "Utilization", "averageUtilization": 80},
+                },
+            }
+        ),
+        "spec.autoscaling.metrics[0].resource.name",
+        "'cpu' or 'memory'",
+    ),
+    (
+        with_metric({**EVERY_SOURCE[4], "external": {"metric": {"name": "a/b"}, "target": {}}}),
+        "spec.autoscaling.metrics[0].external.metric.name",
+        "without '/'",
+    ),
+    (
+        with_metric(
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"name": ".."},
+                    "target": {"type": "Value", "value": 1},
+                },
+            }
+        ),
+        "spec.autoscaling.metrics[0].external.metric.name",
+        "must not be '.' or '..'",
+    ),
+    (
+        with_metric(
+            {
+                "type": "External",
+                "external": {
+                    "metric": {
+                        "name": "queue_depth",
+                        "selector": {"matchExpressions": [{"key": "queue", "operator": "In"}]},
+                    },
+                    "target": {"type": "Value", "value": 1},
+                },
+            }
+        ),
+        "spec.autoscaling.metrics[0].external.metric.selector.matchExpressions[0].values",
+        "must be given for In and NotIn",
+    ),
+    (
+        autoscaling(behavior={"scaleUp": {"stabilizationWindowSeconds": -1}}),
+        "spec.autoscaling.behavior.scaleUp.stabilizationWindowSeconds",
+        "greater than or equal to 0",
+    ),
+    (
+        autoscaling(behavior={"scaleDown": {"stabilizationWindowSeconds": 3601}}),
+        "spec.autoscaling.behavior.scaleDown.stabilizationWindowSeconds",
+        "less than or equal to 3600",
+    ),
+    (
+        autoscaling(behavior={"scaleUp": {"selectPolicy": "Maximum"}}),
+        "spec.autoscaling.behavior.scaleUp.selectPolicy",
+        "'Max'",
+    ),
+    (
+        autoscaling(behavior={"scaleUp": {"policies": []}}),
+        "spec.autoscaling.behavior.scaleUp.policies",
+        "at least 1",
+    ),
+    (
+        policy("scaleUp", type="Replicas"),
+        "spec.autoscaling.behavior.scaleUp.policies[0].type",
+        "'Pods' or 'Percent'",
+    ),
+    (
+        policy("scaleDown", value=0),
+        "spec.autoscaling.behavior.scaleDown.policies[0].value",
+        "greater than or equal to 1",
+    ),
+    (
+        policy("scaleDown", periodSeconds=1801),
+        "spec.autoscaling.behavior.scaleDown.policies[0].periodSeconds",
+        "less than or equal to 1800",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"), REFUSED, ids=[f"{f}:{m}"[-70:] for _, f, m in REFUSED]
+)
+def test_a_typo_is_refused_naming_the_field(body: dict[str, Any], field: str, message: str) -> None:
+    assert_refused_naming(parse_tenant_spec, body, field, message)
+
+
+@pytest.mark.parametrize("name", ["queue depth", "queue\ndepth", "x" * 254, "", "50%"])
+def test_metric_names_that_would_break_a_message_or_a_path_are_refused(name: str) -> None:
+    metric = {
+        "type": "External",
+        "external": {"metric": {"name": name}, "target": {"type": "Value", "value": 1}},
+    }
+    with pytest.raises(ValueError, match="name"):
+        MetricSpec.model_validate(metric)
+
+
+def test_positive_quantities_in_every_form_are_accepted() -> None:
+    for value in ("1", "500m", "0.5", "+2", ".5", "1e3", "1n", "512Ki", "1.5Gi", 7):
+        metric = pods_metric(type="AverageValue", averageValue=value)
+        assert parse_tenant_spec(with_metric(metric)).autoscaling.metrics[0].pods is not None
+    for zero in ("0", "0.0", "0m", "0e3", "+0", "0Ki", 0):
+        metric = pods_metric(type="AverageValue", averageValue=zero)
+        assert_refused_naming(
+            parse_tenant_spec,
+            with_metric(metric),
+            "spec.autoscaling.metrics[0].pods.target.averageValue",
+            "greater than zero",
+        )
+
+
+QUANTITIES = ["1", "500m", "0.5", "+2", ".5", "1e3", "2e-3", "1n", "0", "0.0", "0m", "0e3"]
+QUANTITIES += ["+0", "00", "0.", "0.01", ".0", "0.000001", "007", "1.", "10Ki", "0Ki", "1.5Gi"]
+
+
+@pytest.mark.parametrize("text", QUANTITIES)
+def test_the_crd_pattern_for_positive_quantities_agrees_with_their_value(text: str) -> None:
+    assert re.fullmatch(QUANTITY_PATTERN, text)
+    positive = re.fullmatch(POSITIVE_QUANTITY_PATTERN, text) is not None
+    assert positive == (quantity_value(text) > 0)
+
+
+def test_binary_suffixes_have_their_value() -> None:
+    # "Ki" once read as "K" and "i", which is no number at all.
+    assert quantity_value("10Ki") == 10 * 1024
+    assert quantity_value("1.5Gi") == 1.5 * 2**30
+    assert quantity_value("2k") == 2000
