@@ -101,7 +101,7 @@ class MigrationAttempt(StatusModel):
         max_length=64,
         description="The uid of its Job: a Job of that name with another uid is not it.",
     )
-    backups: list[str] = Field(
+    backups: list[Annotated[str, Field(max_length=128)]] = Field(
         default_factory=list,
         max_length=16,
         description="The one-off CleoBackups taken first (backupFirst), as name/uid.",
