@@ -15,6 +15,7 @@ from cleo_operator.reconcile.migration_outcome import (
 )
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     ("message", "revision"),
     [
@@ -41,6 +42,7 @@ def test_only_an_exact_last_line_is_a_revision(message: str, revision: str | Non
     assert revision_from_message(message) == revision
 
 
+@pytest.mark.security
 def test_the_last_lines_are_redacted() -> None:
     message = (
         "connecting to postgresql://cleo_acme:s3cr3t-Pa55@db.example:5432/cleo_acme\n"
@@ -92,6 +94,7 @@ def pod(
     }
 
 
+@pytest.mark.security
 def test_only_the_jobs_own_labelled_pods_are_read() -> None:
     own = pod(message="revision=real", start="2026-01-01T00:00:00Z")
     forged_owner = pod(uid="other", message="revision=forged", start="2026-01-01T00:05:00Z")

@@ -265,6 +265,7 @@ def test_a_newer_spec_waits_for_the_migration_in_flight(
     assert image_of(kube) == NEW
 
 
+@pytest.mark.security
 def test_a_job_planted_at_the_next_name_is_never_taken_for_the_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
