@@ -13,21 +13,21 @@ e2e/kwok/test-stages.yaml says.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import DEPLOYMENT, JOB, POD, TENANT
-from cleo_operator.reconcile.migrations import MigrationsPart
-from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.kube.kinds import JOB, POD
 from cleo_operator.render.migrations import migration_job_name, migration_key
-from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
-from tests.harness.specs import apply_tenant
+from tests.integration.migrations_support import (
+    Tenant,
+    restricted_pod,
+    start,
+    tenant_fixture,
+    tenant_spec,
+)
 
 pytestmark = [
     pytest.mark.security,
@@ -41,75 +41,19 @@ REPORTS = "cleo-test.invalid/cleoai:migration-reports"
 """KWOK ends a Job pod of this image with exit 0 and ``revision=5e6f7a8b9c0d``."""
 
 
-def tenant_spec(image: str) -> dict[str, Any]:
-    return {
-        "workload": {
-            "image": image,
-            "replicas": 1,
-            "migrations": {"command": ["alembic", "upgrade", "head"], "timeout": "1h"},
-        },
-        "autoscaling": {"enabled": False},
-        "database": {"enabled": True},
-    }
-
-
-@pytest.fixture
-def name(cluster: LocalCluster) -> Iterator[str]:
-    made = f"migsec{uuid.uuid4().hex[:6]}"
-    yield made
-    cluster.kubectl("delete", "cleotenant", made, "--wait=false", check=False)
-    cluster.kubectl("delete", "namespace", f"cleo-{made}", "--wait=false", check=False)
+tenant = tenant_fixture("migsec")
 
 
 def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
-    cluster: LocalCluster, kube: KubeClient, name: str
+    kube: KubeClient, tenant: Tenant
 ) -> None:
-    ns = f"cleo-{name}"
-    reconciler = TenantReconciler(
-        kube, parts=[MigrationsPart(kube)], operator_namespace="cleo-system"
-    )
-
-    def until(check: Any, what: str) -> Any:
-        def step() -> Any:
-            reconciler.reconcile(name)
-            return check()
-
-        return wait_for(step, timeout=45, interval=0.3, what=what)
-
-    def migrations() -> dict[str, Any]:
-        tenant = kube.get(TENANT, name)
-        assert tenant is not None
-        return dict((tenant.get("status") or {}).get("migrations") or {})
-
-    def condition() -> dict[str, Any]:
-        tenant = kube.get(TENANT, name)
-        assert tenant is not None
-        found = [
-            c
-            for c in (tenant.get("status") or {}).get("conditions") or []
-            if c["type"] == "MigrationsSucceeded"
-        ]
-        return found[0] if found else {}
-
-    def image() -> str | None:
-        dep = kube.get(DEPLOYMENT, "cleoai", namespace=ns)
-        return None if dep is None else dep["spec"]["template"]["spec"]["containers"][0]["image"]
-
-    apply_tenant(cluster, name, tenant_spec(FIRST))
-    reconciler.reconcile(name)
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "cleo-database", "namespace": ns},
-            "stringData": {"DATABASE_URL": "postgresql://cleo@db.invalid/cleo"},
-        }
-    )
-    until(lambda: image() == FIRST, "the first migration")
-    assert migrations().get("revision") is None  # the default stage reports none
+    ns = tenant.namespace
+    start(tenant, tenant_spec(FIRST, timeout="1h"))
+    tenant.until(lambda: tenant.image() == FIRST, "the first migration")
+    assert tenant.migrations().get("revision") is None  # the default stage reports none
 
     # 1. A Job planted at the name of the next migration, complete, with a report.
-    spec = parse_tenant_spec(tenant_spec(HANGS))
+    spec = parse_tenant_spec(tenant_spec(HANGS, timeout="1h"))
     assert spec.workload is not None
     next_name = migration_job_name(migration_key(spec.workload))
     planted = kube.create(
@@ -117,30 +61,7 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": next_name, "namespace": ns},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [
-                            {
-                                "name": "migrate",
-                                "image": REPORTS,
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                            }
-                        ],
-                    }
-                },
-            },
+            "spec": {"backoffLimit": 0, "template": {"spec": restricted_pod(REPORTS)}},
         }
     )
     wait_for(
@@ -148,21 +69,23 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
         timeout=30,
         what="the planted Job to complete",
     )
-    apply_tenant(cluster, name, tenant_spec(HANGS))
-    until(
+    tenant.apply(tenant_spec(HANGS, timeout="1h"))
+    tenant.until(
         lambda: (
-            migrations().get("attempt", {}).get("phase") == "Running"
-            and migrations()["attempt"]["jobUid"] != planted["metadata"]["uid"]
+            tenant.migrations().get("attempt", {}).get("phase") == "Running"
+            and tenant.migrations()["attempt"]["jobUid"] != planted["metadata"]["uid"]
         ),
         "the operator's own Job at that name, the planted one gone",
     )
-    assert image() == FIRST
-    assert migrations().get("revision") is None
+    assert tenant.image() == FIRST
+    assert tenant.migrations().get("revision") is None
     own = kube.get(JOB, next_name, namespace=ns)
     assert own is not None
-    assert own["metadata"]["uid"] == migrations()["attempt"]["jobUid"]
+    assert own["metadata"]["uid"] == tenant.migrations()["attempt"]["jobUid"]
 
-    # 2. A pod that names the running Job as its controller and reports a revision.
+    # 2. A pod that names the running Job as its controller, wears the labels the Job
+    # controller gives its pods (and the finalizer it counts finished pods by), and ends
+    # with 0 and a report.
     kube.create(
         {
             "apiVersion": "v1",
@@ -174,7 +97,6 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
                     "batch.kubernetes.io/controller-uid": own["metadata"]["uid"],
                     "batch.kubernetes.io/job-name": next_name,
                 },
-                # What the Job controller counts a finished pod by.
                 "finalizers": ["batch.kubernetes.io/job-tracking"],
                 "ownerReferences": [
                     {
@@ -186,25 +108,7 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
                     }
                 ],
             },
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": 1000,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "containers": [
-                    {
-                        "name": "migrate",
-                        "image": REPORTS,
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }
-                ],
-            },
+            "spec": restricted_pod(REPORTS),
         }
     )
     wait_for(
@@ -217,7 +121,7 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
     )
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
-        reconciler.reconcile(name)
+        tenant.reconcile()
         time.sleep(0.3)
     job = kube.get(JOB, next_name, namespace=ns)
     # The finalizer would keep the forged pod (and the namespace) for good.
@@ -225,24 +129,23 @@ def test_planted_jobs_pods_and_deletions_never_roll_an_unmigrated_image(
         kube.patch_merge(POD, "forged-report", {"metadata": {"finalizers": None}}, namespace=ns)
     # With the Job's generated selector (its uid label), the Job controller adopts such a
     # pod and completes the Job; the operator's own selector is what stops it.
-    assert image() == FIRST, "an unmigrated image rolled"
-    assert migrations().get("revision") is None
-    assert migrations()["attempt"]["phase"] == "Running"
+    assert tenant.image() == FIRST, "an unmigrated image rolled"
+    assert tenant.migrations().get("revision") is None
+    assert tenant.migrations()["attempt"]["phase"] == "Running"
     assert job is not None
     assert not (job.get("status") or {}).get("succeeded"), "the Job controller took the pod"
 
     # 3. The running Job deleted: the outcome is unknown, so nothing rolls or reruns.
     kube.delete(JOB, next_name, namespace=ns, propagation="Foreground")
-    until(lambda: condition().get("reason") == "JobLost", "JobLost on status")
+    tenant.until(
+        lambda: tenant.condition("MigrationsSucceeded").get("reason") == "JobLost",
+        "JobLost on status",
+    )
     for _ in range(3):
-        reconciler.reconcile(name)
-    assert image() == FIRST
+        tenant.reconcile()
+    assert tenant.image() == FIRST
     # No new run: what is left at most is the deleted Job, its foreground deletion finishing.
-    left = [
-        j["metadata"]["uid"]
-        for j in kube.list(JOB, namespace=ns)
-        if j["metadata"]["name"].startswith("cleo-migrate-")
-    ]
-    assert set(left) <= {own["metadata"]["uid"]}
-    assert migrations()["attempt"]["jobUid"] == own["metadata"]["uid"]
-    assert migrations().get("revision") is None
+    left = {j["metadata"]["uid"] for j in tenant.jobs()}
+    assert left <= {own["metadata"]["uid"]}
+    assert tenant.migrations()["attempt"]["jobUid"] == own["metadata"]["uid"]
+    assert tenant.migrations().get("revision") is None

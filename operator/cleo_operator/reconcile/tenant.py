@@ -111,7 +111,12 @@ REFUSED_RECHECK_SECONDS: Final = 20.0
 """A tenant refused its namespace looks again this often (reads only), so that a namespace
 handed over later (`cleoai.io/adopt`) is taken up without a restart. Namespaces without
 our labels are not watched: the operator never receives other namespaces' events."""
-NAMESPACE_CONTENT_CONDITIONS: Final = ("PoliciesReady", "WorkloadAvailable", "Autoscaling")
+NAMESPACE_CONTENT_CONDITIONS: Final = (
+    "PoliciesReady",
+    "WorkloadAvailable",
+    "Autoscaling",
+    "MigrationsSucceeded",
+)
 """Conditions about what is in the namespace: not reported for a namespace we do not own."""
 FIRST_STATUS_GRACE_SECONDS: Final = 30.0
 """A brand-new tenant that is still converging gets its first status when it is Ready, or

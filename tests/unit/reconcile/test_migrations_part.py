@@ -8,26 +8,29 @@ does their part by hand and says so. The control-plane tests
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import pytest
 
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.kube.kinds import BACKUP, DEPLOYMENT, JOB, POD, SECRET, TENANT
-from cleo_operator.reconcile.migrations import RETRY_ANNOTATION, MigrationsPart
+from cleo_operator.reconcile.migrations import (
+    RETRY_ANNOTATION,
+    MigrationsPart,
+    retry_request_pending,
+)
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.migrations import render_migration_job
 from tests.harness.fake_kube import FakeKube
 from tests.unit.reconcile.test_tenant_decisions import (
+    NOW,
     add_tenant,
     conditions,
     run_deployment_controller,
     status_of,
 )
 
-NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 NS = "cleo-acme"
 OLD = "registry.example.com/cleoai:1.0.0"
 NEW = "registry.example.com/cleoai:2.0.0"
@@ -158,6 +161,15 @@ def migrated(kube: FakeKube, tenants: TenantReconciler, spec: dict[str, Any]) ->
     tenants.reconcile("acme")
 
 
+def running(kube: FakeKube, tenants: TenantReconciler, image: str = NEW) -> dict[str, Any]:
+    """A migrated tenant whose spec moved to `image`: the Job of its migration."""
+    migrated(kube, tenants, tenant_spec())
+    set_spec(kube, tenant_spec(image))
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    return job
+
+
 def test_a_new_tenant_gets_no_deployment_before_its_first_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
@@ -190,10 +202,7 @@ def test_a_new_tenant_gets_no_deployment_before_its_first_migration(
 def test_a_new_image_rolls_only_after_its_migration_succeeded(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = running(kube, tenants)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == NEW
     assert image_of(kube) == OLD
     finish(kube, job, ok=True, message="revision=two")
@@ -205,10 +214,7 @@ def test_a_new_image_rolls_only_after_its_migration_succeeded(
 def test_a_failed_migration_keeps_the_old_pods_and_says_why(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = running(kube, tenants)
     finish(
         kube,
         job,
@@ -246,15 +252,12 @@ def test_a_failed_migration_keeps_the_old_pods_and_says_why(
 def test_a_newer_spec_waits_for_the_migration_in_flight(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (running,) = jobs(kube)
+    in_flight = running(kube, tenants)
     set_spec(kube, tenant_spec(NEWER))
     tenants.reconcile("acme")
-    assert [j["metadata"]["uid"] for j in jobs(kube)] == [running["metadata"]["uid"]]
+    assert [j["metadata"]["uid"] for j in jobs(kube)] == [in_flight["metadata"]["uid"]]
     assert "one migration at a time" in conditions(kube, "acme")["MigrationsSucceeded"]["message"]
-    finish(kube, running, ok=True, message="revision=two")
+    finish(kube, in_flight, ok=True, message="revision=two")
     tenants.reconcile("acme")
     # What ran is migrated: the pods may run it while the next migration waits its turn.
     assert image_of(kube) == NEW
@@ -295,10 +298,7 @@ def test_a_job_planted_at_the_next_name_is_never_taken_for_the_migration(
 def test_a_job_deleted_mid_run_fails_the_attempt_and_never_rolls(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = running(kube, tenants)
     kube.delete(JOB, job["metadata"]["name"], namespace=NS)
     tenants.reconcile("acme")
     assert image_of(kube) == OLD
@@ -373,10 +373,7 @@ def test_backup_first_takes_a_platform_one_off_and_waits_for_it(
 def test_switching_migrations_off_removes_the_jobs_and_rolls(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    assert len(jobs(kube)) == 1
+    running(kube, tenants)
     spec = tenant_spec(NEW)
     spec["workload"]["migrations"] = None
     set_spec(kube, spec)
@@ -386,3 +383,13 @@ def test_switching_migrations_off_removes_the_jobs_and_rolls(
     assert "migrations" not in status_of(kube, "acme")
     assert "MigrationsSucceeded" not in conditions(kube, "acme")
     assert kube.get(SECRET, "cleo-database", namespace=NS) is not None
+
+
+def test_a_new_retry_value_wakes_the_tenant_and_a_handled_one_does_not() -> None:
+    status = {"retryRequest": "7"}
+    assert retry_request_pending({RETRY_ANNOTATION: "8"}, status)
+    assert not retry_request_pending({RETRY_ANNOTATION: "7"}, status)
+    assert not retry_request_pending({}, status)
+    assert retry_request_pending({RETRY_ANNOTATION: "1"}, None)
+    # A status someone mangled reads as empty: the request is pending, never lost.
+    assert retry_request_pending({RETRY_ANNOTATION: "7"}, {"retryRequest": ["7"]})
