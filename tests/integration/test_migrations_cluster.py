@@ -79,13 +79,13 @@ def test_a_failing_migration_never_takes_the_tenant_down(tenant: Tenant) -> None
 def test_a_newer_spec_waits_for_the_migration_in_flight(tenant: Tenant) -> None:
     start(tenant, tenant_spec(REPORTS))
     tenant.until(lambda: tenant.image() == REPORTS, "the first migration")
-    tenant.apply(tenant_spec(HANGS, timeout="6s"))
+    tenant.apply(tenant_spec(HANGS, timeout="3s"))
     tenant.until(
         lambda: (tenant.migrations().get("attempt") or {}).get("phase") == "Running",
         "the hanging migration to run",
     )
     hanging = tenant.migrations()["attempt"]["jobUid"]
-    tenant.apply(tenant_spec(PLAIN, timeout="6s"))
+    tenant.apply(tenant_spec(PLAIN, timeout="3s"))
 
     seen: set[str] = set()
 
