@@ -329,9 +329,9 @@ def test_backup_first_without_a_scheduled_backup_does_not_migrate(
     assert image_of(kube) == OLD
 
 
-def test_backup_first_takes_a_platform_one_off_and_waits_for_it(
-    kube: FakeKube, tenants: TenantReconciler
-) -> None:
+def backing_up(kube: FakeKube, tenants: TenantReconciler, **source: Any) -> dict[str, Any]:
+    """A migrated tenant with a scheduled CleoBackup, moved to NEW with backupFirst: the
+    one-off the migration took."""
     migrated(kube, tenants, tenant_spec())
     tenants.reconcile("acme")  # the first Job goes
     kube.create(
@@ -343,31 +343,67 @@ def test_backup_first_takes_a_platform_one_off_and_waits_for_it(
                 "tenant": "acme",
                 "schedule": "0 3 * * *",
                 "destination": {"type": "pvc", "pvc": {"claimName": "backups"}},
+                **source,
             },
         }
     )
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
     tenants.reconcile("acme")
     one_offs = [b for b in kube.objects(BACKUP, namespace=NS) if b["spec"].get("from")]
-    (one_off,) = one_offs
+    assert len(one_offs) <= 1
+    return one_offs[0] if one_offs else {}
+
+
+def report(kube: FakeKube, one_off: dict[str, Any], *, succeeded: bool) -> None:
+    """What the backup runner reports when its run ends (not under test here)."""
+    kube.patch_merge(
+        BACKUP,
+        one_off["metadata"]["name"],
+        {"status": {"lastBackup": {"time": "2026-01-01T12:00:00Z", "succeeded": succeeded}}},
+        namespace=NS,
+        subresource="status",
+    )
+
+
+def test_backup_first_takes_a_platform_one_off_and_waits_for_it(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    one_off = backing_up(kube, tenants)
     assert one_off["spec"] == {"tenant": "acme", "from": "nightly"}
     assert one_off["metadata"]["labels"]["cleoai.io/requested-by"] == "platform"
     assert jobs(kube) == []
     assert conditions(kube, "acme")["MigrationsSucceeded"]["reason"] == "BackingUp"
     tenants.reconcile("acme")
     assert jobs(kube) == []
-    # What the backup runner reports when its archive is made (not under test here).
-    kube.patch_merge(
-        BACKUP,
-        one_off["metadata"]["name"],
-        {"status": {"lastBackup": {"time": "2026-01-01T12:00:00Z", "succeeded": True}}},
-        namespace=NS,
-        subresource="status",
-    )
+    report(kube, one_off, succeeded=True)
     tenants.reconcile("acme")
     (job,) = jobs(kube)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == NEW
     assert image_of(kube) == OLD
+
+
+def test_a_failed_backup_first_means_no_migration(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    one_off = backing_up(kube, tenants)
+    report(kube, one_off, succeeded=False)
+    tenants.reconcile("acme")
+    tenants.reconcile("acme")
+    assert jobs(kube) == []
+    failed = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert failed["reason"] == "BackupFailed"
+    assert one_off["metadata"]["name"] in failed["message"]
+    assert image_of(kube) == OLD
+
+
+def test_a_suspended_backup_gives_no_one_off_and_no_migration(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    assert backing_up(kube, tenants, suspend=True) == {}
+    assert jobs(kube) == []
+    failed = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert failed["reason"] == "NoBackupSource"
+    assert "nightly: SourceSuspended" in failed["message"]
 
 
 def test_switching_migrations_off_removes_the_jobs_and_rolls(
