@@ -231,7 +231,11 @@ class MigrationsPart:
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
         name = attempt.job_name or ""
-        job = r.jobs.get(name) or self.kube.get(JOB, name, namespace=r.ctx.namespace)
+        job = (
+            (r.jobs.get(name) or self.kube.get(JOB, name, namespace=r.ctx.namespace))
+            if name
+            else None
+        )
         if job is None or _uid(job) != attempt.job_uid:
             if job is not None:
                 self._delete(job, r.ctx.namespace)
