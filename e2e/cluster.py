@@ -488,6 +488,9 @@ class LocalCluster:
                 f"--kubeconfig={kwok_kubeconfig}",
                 f"--config={self.bin_dir / 'kwok-stages.yaml'}",
                 f"--config={usage_config}",
+                # Test-only stages from the repository (a failing migration's pod): not part
+                # of the toolchain, so they never change its cache key.
+                f"--config={REPO / 'e2e' / 'kwok' / 'test-stages.yaml'}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{kubelet_port}",

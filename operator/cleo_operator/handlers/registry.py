@@ -36,6 +36,7 @@ from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.reconcile.keys import OperatorKeys
+from cleo_operator.reconcile.migrations import MigrationsPart, retry_request_pending
 from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
@@ -120,6 +121,8 @@ class Runtime:
                 parts=[
                     EncryptionPart(kube, keys),
                     DatabasePart(databases),
+                    # After the database: its Job reads the credentials Secret.
+                    MigrationsPart(kube),
                     AutomaticFailoverPart(automatic),
                 ],
                 operator_namespace=config.operator_namespace,
@@ -193,7 +196,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         rotation = rotation_request_pending(
             body.metadata.get("annotations"), status.get("database")
         )
-        if spec_changed or rotation:
+        retry = retry_request_pending(body.metadata.get("annotations"), status.get("migrations"))
+        if spec_changed or rotation or retry:
             runtime.tenants.wake(name)
 
     @kopf.on.delete(GROUP, VERSION, "cleotenants", registry=registry)

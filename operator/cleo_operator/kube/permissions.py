@@ -308,7 +308,7 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "read and watch backups; Kopf's finalizer and annotations are patches; the final "
             "backup of a tenant deleted under deletionPolicy Delete is created (and one left "
             "from an earlier deletion deleted) by the operator, and so are one-offs asked for "
-            "with spec.from once their time is up",
+            "with spec.from once their time is up; migrations with backupFirst create one-offs",
         ),
         _Row(
             "tenant",
@@ -374,14 +374,15 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "batch",
             "jobs",
             _CHILD,
-            "one-off backup and verification Jobs: applied, watched, deleted after their report",
+            "one-off backup and verification Jobs: applied, watched, deleted after their "
+            "report; the workload's migration Jobs: created, read, deleted when done",
         ),
         _Row(
             "tenant",
             "",
             "pods",
             "get list watch",
-            "the reports of backup Jobs' pods and the state of the workload's pods",
+            "the reports of backup and migration Jobs' pods and the state of the workload's pods",
         ),
         _Row(
             "tenant",

@@ -102,6 +102,7 @@ OWNED_STATUS_KEYS: Final = frozenset(
         "nextRotation",
         "secrets",
         "database",
+        "migrations",
     }
 )
 
@@ -110,7 +111,12 @@ REFUSED_RECHECK_SECONDS: Final = 20.0
 """A tenant refused its namespace looks again this often (reads only), so that a namespace
 handed over later (`cleoai.io/adopt`) is taken up without a restart. Namespaces without
 our labels are not watched: the operator never receives other namespaces' events."""
-NAMESPACE_CONTENT_CONDITIONS: Final = ("PoliciesReady", "WorkloadAvailable", "Autoscaling")
+NAMESPACE_CONTENT_CONDITIONS: Final = (
+    "PoliciesReady",
+    "WorkloadAvailable",
+    "Autoscaling",
+    "MigrationsSucceeded",
+)
 """Conditions about what is in the namespace: not reported for a namespace we do not own."""
 FIRST_STATUS_GRACE_SECONDS: Final = 30.0
 """A brand-new tenant that is still converging gets its first status when it is Ready, or
@@ -292,6 +298,9 @@ class TenantReconciler:
         secret_names: list[str] = []
         database_secret: str | None = None
         keyring_secret: str | None = None
+        workload_image: str | None = None
+        hold_reason: str | None = None
+        record_now = False
         events: list[TenantEvent] = []
         for part in self.parts:
             contribution = part.reconcile(ctx)
@@ -305,6 +314,10 @@ class TenantReconciler:
             database_secret = contribution.database_secret or database_secret
             keyring_secret = contribution.keyring_secret or keyring_secret
             events.extend(contribution.events)
+            workload_image = contribution.workload_image or workload_image
+            if contribution.hold_workload:
+                hold_reason = contribution.hold_reason or "a part holds the Deployment back"
+            record_now = record_now or contribution.record_now
             result.requeue_after = _min(result.requeue_after, contribution.requeue_after)
 
         workload_config = spec.workload.config if spec.workload else {}
@@ -320,6 +333,8 @@ class TenantReconciler:
             keyring_secret=keyring_secret,
             operator_access=self.operator_access,
             backup_requests=backup_requests,
+            workload_image=workload_image,
+            hold_workload=hold_reason is not None,
         )
         applied_before = len(result.applied)
         self._converge(desired[self._foundation :], live, failures, result, fresh=fresh)
@@ -360,7 +375,11 @@ class TenantReconciler:
         policy_failures = [f for f in failures if f.split(" ", 1)[0] in ISOLATION_KINDS]
         policies = observe_policies(policy_failures, len(isolation))
         deployment = live.get(("apps/v1", "Deployment", namespace, "cleoai"))
-        workload = observe_deployment(deployment, wanted=spec.workload is not None)
+        workload = (
+            observe_deployment(deployment, wanted=spec.workload is not None)
+            if hold_reason is None
+            else Observation("False", "WaitingForMigrations", hold_reason)
+        )
         hpa = live.get(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "cleoai"))
         autoscaling = observe_autoscaling(
             hpa, enabled=spec.autoscaling.enabled and spec.workload is not None
@@ -403,6 +422,7 @@ class TenantReconciler:
             not tenant.get("status")
             and not result.ready
             and not failures
+            and not record_now
             and _age_seconds(meta, now) < FIRST_STATUS_GRACE_SECONDS
         ):
             result.requeue_after = _min(result.requeue_after, 1.0)

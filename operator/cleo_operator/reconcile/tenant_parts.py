@@ -65,6 +65,15 @@ class PartResult:
     requeue_after: float | None = None
     events: list[TenantEvent] = field(default_factory=list)
     """Significant actions (a key rotated, a password rotated), posted as Events."""
+    workload_image: str | None = None
+    """The image the Deployment runs instead of spec.workload.image (the last migrated)."""
+    hold_workload: bool = False
+    """Leave the Deployment out for now (its first image is not migrated yet)."""
+    hold_reason: str = ""
+    """Why, for the WorkloadAvailable condition (reason WaitingForMigrations)."""
+    record_now: bool = False
+    """The status this part owns records something it just made (a Job's uid): write it
+    this round, even for a new tenant whose first status would otherwise wait for Ready."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ NetworkPolicies only ever add allowed traffic, so isolation comes from one polic
 selects every pod for both directions and allows nothing (`cleo-default-deny`); each other
 policy opens one path:
 
-- `cleo-allow-same-namespace`: the tenant's pods talk to each other freely;
+- `cleo-allow-same-namespace`: the tenant's pods talk to each other freely, but for the
+  migration Job's pods, which have a policy of their own (`render.migrations`);
 - `cleo-allow-dns`: every pod may resolve names (UDP and TCP 53 to kube-system's kube-dns
   pods, which is where the cluster DNS runs under that label in kubeadm, kind and most
   distributions);
@@ -53,6 +54,8 @@ ALLOW_DNS = "cleo-allow-dns"
 ALLOW_INGRESS = "cleo-allow-ingress"
 ALLOW_DATABASE = "cleo-allow-database"
 
+MIGRATION_POD_LABEL = "cleoai.io/migration"
+"""Worn by the migration Job's pods (`render.migrations.MIGRATION_LABEL`)."""
 DNS_PORT = 53
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 """Set by the API server on every namespace to its own name (cannot be forged by users)."""
@@ -120,21 +123,27 @@ def _range_order(cidr: str) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
 
 
-def _database_spec(spec: CleoTenantSpec) -> NetworkPolicySpec | None:
+def database_egress_rules(spec: CleoTenantSpec) -> list[NetworkPolicyEgressRule]:
+    """One egress rule per range of ``network.databaseEgress``, ports merged, in order."""
     ports_by_range: dict[str, set[int]] = {}
     for rule in spec.network.database_egress:
         # Canonical form ("10.0.0.7/16" is "10.0.0.0/16"): the same range written two ways
         # becomes one rule, and the API server gets no host bits it would warn about.
         cidr = str(ipaddress.ip_network(rule.cidr, strict=False))
         ports_by_range.setdefault(cidr, set()).update(rule.ports)
-    if not ports_by_range:
-        return None
     egress: list[NetworkPolicyEgressRule] = []
     for cidr in sorted(ports_by_range, key=_range_order):
         ports: list[NetworkPolicyPort] = [
             {"protocol": "TCP", "port": port} for port in sorted(ports_by_range[cidr])
         ]
         egress.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": ports})
+    return egress
+
+
+def _database_spec(spec: CleoTenantSpec) -> NetworkPolicySpec | None:
+    egress = database_egress_rules(spec)
+    if not egress:
+        return None
     return {"podSelector": {}, "policyTypes": ["Egress"], "egress": egress}
 
 
@@ -147,7 +156,11 @@ def render_network_policies(
         (
             ALLOW_SAME_NAMESPACE,
             {
-                "podSelector": {},
+                # Not the migration pods: they reach DNS and the database only
+                # (`render.migrations`).
+                "podSelector": {
+                    "matchExpressions": [{"key": MIGRATION_POD_LABEL, "operator": "DoesNotExist"}]
+                },
                 "policyTypes": ["Ingress", "Egress"],
                 # A peer with only a podSelector means pods of this same namespace.
                 "ingress": [{"from": [{"podSelector": {}}]}],

@@ -25,6 +25,7 @@ from cleo_operator.render.meta import (
     tenant_labels,
     tenant_owner,
 )
+from cleo_operator.render.migrations import render_migration_policy
 from cleo_operator.render.network import render_network_policies
 from cleo_operator.render.rbac import (
     OperatorAccess,
@@ -72,6 +73,8 @@ def render_tenant(
     keyring_secret: str | None = None,
     operator_access: OperatorAccess | None = None,
     backup_requests: bool = False,
+    workload_image: str | None = None,
+    hold_workload: bool = False,
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
@@ -80,7 +83,9 @@ def render_tenant(
     ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
     the tenant ClusterRoles), ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
     `secret_names`, `database_secret` and `keyring_secret` go to the Deployment (see
-    `render_deployment`).
+    `render_deployment`). `workload_image` replaces spec.workload.image in the Deployment
+    (the image last migrated, while a migration of the spec's image has not succeeded);
+    `hold_workload` leaves the Deployment out (no image was ever migrated).
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -92,6 +97,7 @@ def render_tenant(
         render_resource_quota(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        render_migration_policy(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_role_bindings(
             tenant=name,
@@ -101,7 +107,9 @@ def render_tenant(
             backup_requests=backup_requests,
         ),
         render_config_map(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        render_deployment(
+        None
+        if hold_workload
+        else render_deployment(
             tenant=name,
             namespace=namespace,
             owner=owner,
@@ -110,6 +118,7 @@ def render_tenant(
             secret_names=secret_names,
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            image=workload_image,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),

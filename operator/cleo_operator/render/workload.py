@@ -170,10 +170,11 @@ def _container(
     secret_names: Sequence[str],
     database_secret: str | None,
     keyring_secret: str | None,
+    image: str | None = None,
 ) -> Container:
     container: Container = {
         "name": WORKLOAD_NAME,
-        "image": workload.image,
+        "image": image or workload.image,
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": workload.port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": READINESS_PATH, "port": HTTP_PORT_NAME},
@@ -228,6 +229,7 @@ def render_deployment(
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
     keyring_secret: str | None = None,
+    image: str | None = None,
 ) -> KubeObject | None:
     """The CleoAI Deployment; None without spec.workload.
 
@@ -236,6 +238,7 @@ def render_deployment(
     `keyring_secret`, the tenant's keyring, is mounted read-only at `KEYRING_MOUNT_PATH`;
     the database Secret's ``ca.crt`` (the site's CA, when it has one) at ``CA_PATH``.
     `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
+    `image`, when given, runs instead of spec.workload.image (the image last migrated).
     """
     workload = spec.workload
     if workload is None:
@@ -257,7 +260,9 @@ def render_deployment(
                 "serviceAccountName": WORKLOAD_NAME,
                 "automountServiceAccountToken": False,
                 "securityContext": restricted_pod_security(RUN_AS_ID),
-                "containers": [_container(workload, secret_names, database_secret, keyring_secret)],
+                "containers": [
+                    _container(workload, secret_names, database_secret, keyring_secret, image)
+                ],
                 "volumes": _volumes(keyring_secret, database_secret),
             },
         },

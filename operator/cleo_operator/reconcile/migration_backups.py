@@ -1,0 +1,164 @@
+"""The backups a migration takes first (``spec.workload.migrations.backupFirst``).
+
+Why: a migration that drops a column cannot be undone by rolling the image back; a backup
+taken just before it can. So before the Job, the operator asks each scheduled CleoBackup
+of the tenant for a one-off (``{tenant, from: <source>}``, the platform's kind of one-off:
+`backup_source.PLATFORM_LABEL`, which tenant admins can neither set nor delete) and waits
+for every one to succeed. The one-off runs exactly as one a tenant admin asks for: the
+source's destination, retention and verification, checked by `backup_source.source_spec`
+(a suspended, deleted or invalid source gives no one-off), in the source's line of
+one-offs (the platform's go first), and removed by the backup reconciler after its time.
+
+- No scheduled CleoBackup of the tenant that can be run: the migration does not run
+  (``NoBackupSource``), since the spec asked for a backup first.
+- A one-off that failed, or that disappeared (by uid): the migration does not run
+  (``BackupFailed``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pydantic
+
+from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
+from cleo_operator.api.errors import SpecError
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.core.errors import CleoError
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.reconcile.backup_source import PLATFORM_LABEL, SourceError, source_spec
+from cleo_operator.render.meta import API_VERSION, tenant_labels
+
+__all__ = ["BackupsOutcome", "MigrationBackups", "NoSource", "one_off_name"]
+
+COMPONENT = "migration"
+
+
+class NoSource(CleoError, reason="NoBackupSource", retryable=False):
+    """No scheduled CleoBackup of the tenant can give a one-off; the message says why."""
+
+
+@dataclass(frozen=True)
+class BackupsOutcome:
+    """Where the one-offs of a migration are."""
+
+    state: Literal["succeeded", "failed", "pending"]
+    message: str = ""
+
+
+def one_off_name(key: str, index: int, *, now: datetime.datetime) -> str:
+    """``cleo-migrate-<8 hex>-<HHMMSS>-<index>``: at most 40 characters, new per attempt."""
+    return f"cleo-migrate-{key[:8]}-{now.astimezone(datetime.UTC):%H%M%S}-{index}"
+
+
+class MigrationBackups:
+    """Creates and watches a migration's one-off backups (a few API requests a call)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    def sources(self, namespace: str, tenant: str) -> list[str]:
+        """The scheduled CleoBackups of `tenant` a one-off can run; `NoSource` if none."""
+        usable: list[str] = []
+        refused: list[str] = []
+        for backup in self.kube.list(BACKUP, namespace=namespace):
+            spec = backup.get("spec") or {}
+            name = str(backup["metadata"]["name"])
+            if not spec.get("schedule") or spec.get("from") or spec.get("tenant") != tenant:
+                continue
+            try:
+                one_off = parse_backup_spec({"tenant": tenant, "from": name})
+                source_spec(one_off, backup, namespace=namespace)
+            except SourceError as exc:
+                refused.append(f"{name}: {exc.reason}")
+                continue
+            except SpecError:
+                refused.append(f"{name}: its name cannot be a spec.from")
+                continue
+            usable.append(name)
+        if usable:
+            return sorted(usable)
+        why = f" (none can run: {', '.join(sorted(refused))})" if refused else ""
+        raise NoSource(
+            f"spec.workload.migrations.backupFirst is true but tenant {tenant} has no "
+            f"scheduled CleoBackup in namespace {namespace} to take a backup from{why}; "
+            "the migration does not run. A platform admin creates one (docs/backups.md), "
+            "or set backupFirst to false"
+        )
+
+    def take(
+        self,
+        *,
+        namespace: str,
+        tenant: str,
+        key: str,
+        sources: Sequence[str],
+        now: datetime.datetime,
+    ) -> list[str]:
+        """Create a one-off of each source; their ``name/uid`` (raises KubeError)."""
+        taken: list[str] = []
+        labels = {**tenant_labels(tenant, component=COMPONENT), PLATFORM_LABEL: "platform"}
+        for index, source in enumerate(sources):
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": BACKUP.kind,
+                "metadata": {
+                    "name": one_off_name(key, index, now=now),
+                    "namespace": namespace,
+                    "labels": dict(sorted(labels.items())),
+                },
+                "spec": {"tenant": tenant, "from": source},
+            }
+            created = self.kube.create(body)
+            taken.append(f"{created['metadata']['name']}/{created['metadata']['uid']}")
+        return taken
+
+    def outcome(self, namespace: str, taken: Sequence[str]) -> BackupsOutcome:
+        """Succeeded when every one-off made an archive; failed when one did not (or is
+        gone); else pending, with what they wait for."""
+        waiting: list[str] = []
+        for item in taken:
+            name, _, uid = item.partition("/")
+            obj = self.kube.get(BACKUP, name, namespace=namespace)
+            if obj is None or obj["metadata"].get("uid") != uid:
+                return BackupsOutcome(
+                    "failed",
+                    f"the one-off backup CleoBackup {namespace}/{name} is gone before it "
+                    "succeeded; the migration does not run",
+                )
+            state, why = _one_off_state(obj)
+            if state == "failed":
+                return BackupsOutcome(
+                    "failed",
+                    f"the one-off backup CleoBackup {namespace}/{name} failed ({why}); the "
+                    "migration does not run",
+                )
+            if state == "pending":
+                waiting.append(f"{name} ({why})" if why else name)
+        if waiting:
+            return BackupsOutcome(
+                "pending", f"waiting for the backup before the migration: {', '.join(waiting)}"
+            )
+        return BackupsOutcome("succeeded")
+
+
+def _one_off_state(obj: KubeObject) -> tuple[Literal["succeeded", "failed", "pending"], str]:
+    try:
+        status = CleoBackupStatus.model_validate(obj.get("status") or {})
+    except pydantic.ValidationError:
+        return "pending", ""
+    last = status.last_backup
+    if last is not None and last.succeeded is True:
+        return "succeeded", ""
+    run = status.history[0] if status.history else None
+    if (last is not None and last.succeeded is False) or status.phase == "Failed":
+        why = f"{run.reason}: {run.message}" if run and run.reason else "the run failed"
+        return "failed", why[:300]
+    ready = next((c for c in status.conditions if c.type == "Ready"), None)
+    if status.phase == "Invalid":
+        return "failed", f"{ready.reason}: {ready.message[:300]}" if ready else "invalid"
+    return "pending", (ready.reason if ready is not None and ready.status == "False" else "")

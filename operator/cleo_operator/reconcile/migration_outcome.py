@@ -1,0 +1,102 @@
+"""What a migration's pod says, read as hostile text: the schema revision and the last lines.
+
+Why apart from the part: the termination message is written by the migration, that is by
+the tenant's image, and every byte of it may be an attack on whoever reads status
+(control characters for a terminal, a fake second line, a credential to leak, a megabyte).
+The rules for reading it are here, pure and tested alone:
+
+- **The revision.** A migration reports the schema it left with the *last* line of its
+  termination message: ``revision=<id>``, where the id is 1 to 64 letters, digits and
+  ``.``, ``_``, ``-``, ``:`` or ``+`` (an Alembic revision, a Flyway version, a date).
+  Anything else (no such line, a longer or stranger id, the line not being the last) means
+  "no revision reported", never a clipped or cleaned-up one: a revision on status is one
+  the migration wrote exactly.
+- **The last lines of a failure.** With ``FallbackToLogsOnError`` the kubelet puts the end
+  of a failed container's log there. The operator keeps its last `LAST_LINES` lines,
+  replaces control characters, passes them through the redactor (a migration that prints
+  its ``DATABASE_URL`` must not publish the password on the tenant's status), and clips
+  them to `LAST_LINES_LIMIT` characters.
+- Only what a pod controlled by the operator's Job (by uid) and wearing the migration's
+  labels reports is read at all (`reconcile.migrations`); a pod that merely carries the
+  Job's name is anyone's to make.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from cleo_operator.core.redaction import clip, redact
+from cleo_operator.reconcile.backup_jobs import controlled_by, terminated_state
+
+__all__ = [
+    "LAST_LINES",
+    "LAST_LINES_LIMIT",
+    "PodReport",
+    "last_lines",
+    "pod_report",
+    "revision_from_message",
+]
+
+LAST_LINES: Final = 10
+LAST_LINES_LIMIT: Final = 700
+"""Characters of a failure's last lines kept (the condition message holds more besides)."""
+REVISION_PATTERN: Final = re.compile(r"revision=([A-Za-z0-9][A-Za-z0-9._:+-]{0,63})")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def revision_from_message(message: str) -> str | None:
+    """The id of a last line ``revision=<id>`` (see the module docstring); else None."""
+    lines = message.rstrip("\r\n").split("\n")
+    last = lines[-1].rstrip("\r") if lines else ""
+    match = REVISION_PATTERN.fullmatch(last)
+    return match.group(1) if match else None
+
+
+def last_lines(message: str, *, secrets: Iterable[str | None] = ()) -> str:
+    """The last `LAST_LINES` non-empty lines, control characters replaced, redacted, clipped.
+
+    Clipped from the front: the end of a log says why it failed.
+    """
+    lines = [_CONTROL.sub("?", line).rstrip() for line in message.splitlines()]
+    kept = [line for line in lines if line.strip()][-LAST_LINES:]
+    text = redact(" | ".join(kept), secrets)
+    if len(text) > LAST_LINES_LIMIT:
+        text = "..." + text[-(LAST_LINES_LIMIT - 3) :]
+    return clip(text, LAST_LINES_LIMIT, secrets=secrets)
+
+
+class PodReport:
+    """What the Job's own pods say: exit code and termination message of the newest."""
+
+    def __init__(self, *, exit_code: int | None, message: str) -> None:
+        self.exit_code = exit_code
+        self.message = message
+
+
+def pod_report(
+    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any], *, labels: Mapping[str, str]
+) -> PodReport | None:
+    """The newest terminated container among `pods` that `job` controls (by uid) and that
+    wear `labels` (the Job's selector, which only the operator and the controllers may put
+    on a pod); None when there is none."""
+    own = [
+        pod
+        for pod in pods
+        if controlled_by(pod, job)
+        and all(
+            ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items()
+        )
+    ]
+    own.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
+    for pod in own:
+        terminated = terminated_state(pod)
+        if terminated is None:
+            continue
+        code = terminated.get("exitCode")
+        return PodReport(
+            exit_code=int(code) if isinstance(code, int) else None,
+            message=str(terminated.get("message") or ""),
+        )
+    return None
