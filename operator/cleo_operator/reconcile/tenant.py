@@ -381,8 +381,14 @@ class TenantReconciler:
             else Observation("False", "WaitingForMigrations", hold_reason)
         )
         hpa = live.get(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "cleoai"))
-        autoscaling = observe_autoscaling(
-            hpa, enabled=spec.autoscaling.enabled and spec.workload is not None
+        autoscaling = (
+            observe_autoscaling(hpa, enabled=spec.autoscaling.enabled and spec.workload is not None)
+            if hold_reason is None or not spec.autoscaling.enabled
+            else Observation(
+                "Unknown",
+                "WaitingForMigrations",
+                "no Deployment to scale before the first migration",
+            )
         )
         status.condition("NamespaceReady", ns_obs)
         status.condition("PoliciesReady", policies)
@@ -433,7 +439,12 @@ class TenantReconciler:
             self._post(tenant, event)
         result.status_written = status.write(
             self.kube,
-            phase=phase_of(result.ready, autoscaling, failed=bool(failures) and not result.ready),
+            phase=phase_of(
+                result.ready,
+                autoscaling,
+                failed=bool(failures) and not result.ready,
+                migrations=(gates | informational).get("MigrationsSucceeded"),
+            ),
         )
         return result
 

@@ -179,9 +179,15 @@ def replicas(dep: Mapping[str, Any] | None) -> dict[str, int] | None:
     }
 
 
-def phase_of(ready: bool, autoscaling: Observation, failed: bool) -> str:
+def phase_of(
+    ready: bool, autoscaling: Observation, failed: bool, migrations: Observation | None = None
+) -> str:
+    """The one-word phase. A tenant that serves is `Degraded` when its HPA cannot scale or
+    its last migration failed (the old pods still serve, but the spec's image does not)."""
     if failed:
         return "Failed"
     if not ready:
         return "Progressing"
-    return "Ready" if autoscaling.ok else "Degraded"
+    if not autoscaling.ok or (migrations is not None and migrations.status == "False"):
+        return "Degraded"
+    return "Ready"

@@ -85,7 +85,7 @@ def render_tenant(
     `secret_names`, `database_secret` and `keyring_secret` go to the Deployment (see
     `render_deployment`). `workload_image` replaces spec.workload.image in the Deployment
     (the image last migrated, while a migration of the spec's image has not succeeded);
-    `hold_workload` leaves the Deployment out (no image was ever migrated).
+    `hold_workload` leaves the Deployment and its HPA out (no image was ever migrated).
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -121,7 +121,10 @@ def render_tenant(
             image=workload_image,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        # No HPA without its Deployment: it would only report that it cannot find its target.
+        None
+        if hold_workload
+        else render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_pdb(tenant=name, namespace=namespace, owner=owner, spec=spec),
     ]
     return [obj for obj in ordered if obj is not None]

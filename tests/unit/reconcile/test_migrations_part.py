@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.tenant import parse_tenant_spec
-from cleo_operator.kube.kinds import BACKUP, DEPLOYMENT, JOB, POD, SECRET, TENANT
+from cleo_operator.kube.kinds import BACKUP, DEPLOYMENT, HPA, JOB, POD, SECRET, TENANT
 from cleo_operator.reconcile.migrations import (
     RETRY_ANNOTATION,
     MigrationsPart,
@@ -170,6 +170,29 @@ def running(kube: FakeKube, tenants: TenantReconciler, image: str = NEW) -> dict
     return job
 
 
+def test_no_autoscaler_before_the_first_migration(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    spec = tenant_spec()
+    spec["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+    start(kube, tenants, spec)
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    # An HPA without its Deployment could only say it cannot find its target.
+    assert kube.get(HPA, "cleoai", namespace=NS) is None
+    cond = conditions(kube, "acme")
+    assert (cond["Autoscaling"]["status"], cond["Autoscaling"]["reason"]) == (
+        "Unknown",
+        "WaitingForMigrations",
+    )
+
+    finish(kube, job, ok=True, message="revision=1\n")
+    tenants.reconcile("acme")
+    assert image_of(kube) == OLD
+    assert kube.get(HPA, "cleoai", namespace=NS) is not None
+    assert conditions(kube, "acme")["Autoscaling"]["reason"] != "WaitingForMigrations"
+
+
 def test_a_new_tenant_gets_no_deployment_before_its_first_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
@@ -232,6 +255,7 @@ def test_a_failed_migration_keeps_the_old_pods_and_says_why(
     assert f"keeps image {OLD}" in failed["message"]
     # The old pods serve: Ready stays True (see reconcile.migrations on the conventions).
     assert cond["Ready"]["status"] == "True"
+    assert status_of(kube, "acme")["phase"] == "Degraded"  # but not the spec's image
     # Not retried by itself: the failed Job stays for inspection, no new one.
     tenants.reconcile("acme")
     assert [j["metadata"]["uid"] for j in jobs(kube)] == [job["metadata"]["uid"]]

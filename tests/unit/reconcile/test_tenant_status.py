@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cleo_operator.reconcile.status import MESSAGE_LIMIT
+from cleo_operator.reconcile.status import MESSAGE_LIMIT, Observation
 from cleo_operator.reconcile.tenant_status import (
     observe_autoscaling,
     observe_deployment,
@@ -177,6 +177,12 @@ def test_phase() -> None:
     assert phase_of(True, broken, failed=False) == "Degraded"
     assert phase_of(False, ok, failed=False) == "Progressing"
     assert phase_of(False, ok, failed=True) == "Failed"
+    failed_migration = Observation("False", "BackoffLimitExceeded", "the migration failed")
+    assert phase_of(True, ok, failed=False, migrations=failed_migration) == "Degraded"
+    assert phase_of(True, ok, failed=False, migrations=Observation("True", "Migrated", "")) == (
+        "Ready"
+    )
+    assert phase_of(False, ok, failed=False, migrations=failed_migration) == "Progressing"
 
 
 def test_replicas() -> None:
