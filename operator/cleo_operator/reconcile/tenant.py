@@ -292,6 +292,7 @@ class TenantReconciler:
         secret_names: list[str] = []
         database_secret: str | None = None
         keyring_secret: str | None = None
+        pooler_secret: str | None = None
         events: list[TenantEvent] = []
         for part in self.parts:
             contribution = part.reconcile(ctx)
@@ -304,6 +305,7 @@ class TenantReconciler:
             secret_names.extend(contribution.secret_names)
             database_secret = contribution.database_secret or database_secret
             keyring_secret = contribution.keyring_secret or keyring_secret
+            pooler_secret = contribution.pooler_secret or pooler_secret
             events.extend(contribution.events)
             result.requeue_after = _min(result.requeue_after, contribution.requeue_after)
 
@@ -318,6 +320,7 @@ class TenantReconciler:
             secret_names=sorted(set(secret_names)),
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            pooler_secret=pooler_secret,
             operator_access=self.operator_access,
             backup_requests=backup_requests,
         )

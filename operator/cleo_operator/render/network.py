@@ -14,7 +14,10 @@ policy opens one path:
   ``network.databaseEgress`` ranges on their TCP ports. Every pod, not just CleoAI's,
   because the tenant's backup and restore Jobs run in the namespace and dump the same
   database; they hold no more than the CleoAI pods could (the database Secret is the
-  tenant's own).
+  tenant's own). With the pooler (``spec.database.pooler``) serving the workload, the
+  workload's pods (labelled ``cleoai.io/database-route: pooler``) are left out: they reach
+  the database through the pooler only (same namespace), and the pooler's pods take their
+  place on this path.
 
 No policy admits traffic from another tenant's namespace, even when a peer's
 ``namespaceSelector`` would match one (``{}`` matches every namespace): every
@@ -46,6 +49,7 @@ from cleo_operator.render.k8s import (
     as_object,
 )
 from cleo_operator.render.meta import TENANT_LABEL
+from cleo_operator.render.pooler import DATABASE_ROUTE_LABEL, POOLER_ROUTE
 
 DEFAULT_DENY = "cleo-default-deny"
 ALLOW_SAME_NAMESPACE = "cleo-allow-same-namespace"
@@ -120,7 +124,7 @@ def _range_order(cidr: str) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
 
 
-def _database_spec(spec: CleoTenantSpec) -> NetworkPolicySpec | None:
+def _database_spec(spec: CleoTenantSpec, *, pooled: bool) -> NetworkPolicySpec | None:
     ports_by_range: dict[str, set[int]] = {}
     for rule in spec.network.database_egress:
         # Canonical form ("10.0.0.7/16" is "10.0.0.0/16"): the same range written two ways
@@ -135,13 +139,31 @@ def _database_spec(spec: CleoTenantSpec) -> NetworkPolicySpec | None:
             {"protocol": "TCP", "port": port} for port in sorted(ports_by_range[cidr])
         ]
         egress.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": ports})
-    return {"podSelector": {}, "policyTypes": ["Egress"], "egress": egress}
+    selector: LabelSelector = {}
+    if pooled:
+        # The workload's pods that go through the pooler lose the direct route; pods of
+        # the old ReplicaSet (without the label) keep it until they are gone.
+        selector = {
+            "matchExpressions": [
+                {"key": DATABASE_ROUTE_LABEL, "operator": "NotIn", "values": [POOLER_ROUTE]}
+            ]
+        }
+    return {"podSelector": selector, "policyTypes": ["Egress"], "egress": egress}
 
 
 def render_network_policies(
-    *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    spec: CleoTenantSpec,
+    pooled: bool = False,
 ) -> list[KubeObject]:
-    """The tenant's NetworkPolicies: default deny, then the allows (see the module docstring)."""
+    """The tenant's NetworkPolicies: default deny, then the allows (see the module docstring).
+
+    `pooled`: the workload goes through the tenant's pooler, so its pods no longer reach
+    the database directly (the pooler's pods, and Jobs, still do).
+    """
     specs: list[tuple[str, NetworkPolicySpec]] = [
         (DEFAULT_DENY, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         (
@@ -181,7 +203,7 @@ def render_network_policies(
     ingress = _ingress_spec(spec, tenant)
     if ingress is not None:
         specs.append((ALLOW_INGRESS, ingress))
-    database = _database_spec(spec)
+    database = _database_spec(spec, pooled=pooled)
     if database is not None:
         specs.append((ALLOW_DATABASE, database))
     return [

@@ -70,6 +70,7 @@ def render_tenant(
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
     keyring_secret: str | None = None,
+    pooler_secret: str | None = None,
     operator_access: OperatorAccess | None = None,
     backup_requests: bool = False,
 ) -> list[KubeObject]:
@@ -80,7 +81,8 @@ def render_tenant(
     ResourceQuota, LimitRange, NetworkPolicies, ServiceAccount, RoleBindings (to
     the tenant ClusterRoles), ConfigMap, Deployment, Service, HPA, PDB. `config_checksum`,
     `secret_names`, `database_secret` and `keyring_secret` go to the Deployment (see
-    `render_deployment`).
+    `render_deployment`), and `pooler_secret` too, which also takes the workload's pods
+    out of the direct route to the database (see `render_network_policies`).
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -91,7 +93,13 @@ def render_tenant(
         else None,
         render_resource_quota(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        *render_network_policies(
+            tenant=name,
+            namespace=namespace,
+            owner=owner,
+            spec=spec,
+            pooled=pooler_secret is not None,
+        ),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_role_bindings(
             tenant=name,
@@ -110,6 +118,7 @@ def render_tenant(
             secret_names=secret_names,
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            pooler_secret=pooler_secret,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_hpa(tenant=name, namespace=namespace, owner=owner, spec=spec),
