@@ -36,6 +36,7 @@ from cleo_operator.reconcile.encryption import EncryptionPart
 from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.reconcile.keys import OperatorKeys
+from cleo_operator.reconcile.pooler import PoolerPart, PoolerSettings
 from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
@@ -120,6 +121,13 @@ class Runtime:
                 parts=[
                     EncryptionPart(kube, keys),
                     DatabasePart(databases),
+                    # After the database: it renders from the password the role has now.
+                    PoolerPart(
+                        kube,
+                        databases,
+                        operator_namespace=config.operator_namespace,
+                        settings=PoolerSettings.from_environment(),
+                    ),
                     AutomaticFailoverPart(automatic),
                 ],
                 operator_namespace=config.operator_namespace,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -53,6 +54,7 @@ from cleo_operator.render.child import child_metadata
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
+    DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     POOLER_PORT,
@@ -67,6 +69,8 @@ from cleo_operator.render.pooler import (
 __all__ = [
     "CHECK_POLICY",
     "CONDITION_TYPE",
+    "IMAGE_ENV",
+    "IMAGE_PULL_POLICY_ENV",
     "PoolerCheck",
     "PoolerPart",
     "PoolerSettings",
@@ -78,6 +82,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONDITION_TYPE: Final = "PoolerReady"
+IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
+IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
+PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 CHECK_POLICY: Final = "cleo-allow-pooler-check"
 """The NetworkPolicy that lets the operator's own login check reach the pooler's port."""
 _OWNED_KINDS: Final[tuple[Kind, ...]] = (PDB, SERVICE, DEPLOYMENT, SECRET)
@@ -99,6 +106,21 @@ class PoolerSettings:
     """Look again this soon while the pooler rolls out."""
     failed_requeue_seconds: float = 10.0
     """Look again this soon after a failed login check."""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> PoolerSettings:
+        """``$CLEO_POOLER_IMAGE`` and ``$CLEO_POOLER_IMAGE_PULL_POLICY`` (the chart's
+        ``pooler``); unset, `DEFAULT_POOLER_IMAGE` and Kubernetes' own pull policy."""
+        env = os.environ if environ is None else environ
+        image = env.get(IMAGE_ENV, "").strip() or DEFAULT_POOLER_IMAGE
+        if any(c.isspace() for c in image):
+            raise ValueError(f"{IMAGE_ENV}: {image!r} is not an image reference (no spaces)")
+        policy = env.get(IMAGE_PULL_POLICY_ENV, "").strip() or None
+        if policy not in (None, *PULL_POLICIES):
+            raise ValueError(
+                f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
+            )
+        return cls(image=PoolerImage(image=image, pull_policy=policy))
 
 
 def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
