@@ -71,7 +71,9 @@ def databases(kube: FakeKube) -> Iterator[TenantDatabases]:
     pools.close()
 
 
-def context(pooler: dict[str, Any] | None, *, status: dict[str, Any] | None = None) -> TenantContext:
+def context(
+    pooler: dict[str, Any] | None, *, status: dict[str, Any] | None = None
+) -> TenantContext:
     database: dict[str, Any] = {"enabled": True, "site": "main"}
     if pooler is not None:
         database["pooler"] = pooler
@@ -263,7 +265,8 @@ def test_rollout_is_judged_from_the_deployments_own_status() -> None:
     assert observe_rollout(stale, config_hash="h", replicas=2) is not None
     surge = deployment(observedGeneration=2, replicas=3, updatedReplicas=2, availableReplicas=3)
     rolling = observe_rollout(surge, config_hash="h", replicas=2)
-    assert rolling is not None and rolling.reason == "Rolling"
+    assert rolling is not None
+    assert rolling.reason == "Rolling"
     assert observe_rollout(None, config_hash="h", replicas=2) is not None
     assert routes_workload(done)
     assert not routes_workload(deployment(availableReplicas=0))

@@ -55,7 +55,7 @@ def target(**changes: Any) -> PoolerTarget:
 def ini_settings(text: str) -> dict[str, str]:
     section = text.split("[pgbouncer]\n", 1)[1]
     pairs = (line.split(" = ", 1) for line in section.splitlines() if " = " in line)
-    return {key: value for key, value in pairs}
+    return dict(pairs)
 
 
 def objects(pooler: PoolerSpec | None = None, **changes: Any) -> dict[str, KubeObject]:
