@@ -311,6 +311,37 @@ def test_a_pod_with_the_runners_labels_is_refused(scene: Scene) -> None:
     assert scene.admin.get(POD, "escape2", namespace=scene.namespace) is None
 
 
+def test_a_pod_labelled_as_the_pooler_is_refused(scene: Scene) -> None:
+    """Its Service would send the workload's connections (and the operator's check) to it."""
+    labels = {"app.kubernetes.io/name": "cleo-pooler", "cleoai.io/tenant": scene.tenant}
+    created = refused(scene.attacker.create, pod("pooler-twin", scene.namespace, labels))
+    assert created.status == 403
+    assert "take the pooler's connections" in created.message
+    scene.attacker.create(pod("plain", scene.namespace, {"app": "mine"}))
+    relabel = refused(
+        scene.attacker.patch_merge,
+        POD,
+        "plain",
+        {"metadata": {"labels": {"app.kubernetes.io/name": "cleo-pooler"}}},
+        namespace=scene.namespace,
+    )
+    assert MESSAGE in relabel.message
+    assert scene.admin.get(POD, "pooler-twin", namespace=scene.namespace) is None
+    scene.admin.delete(POD, "plain", namespace=scene.namespace)
+
+
+def test_the_poolers_config_secret_cannot_be_planted_or_edited(scene: Scene) -> None:
+    """A planted config would choose the auth file; an edit would change it under the pods."""
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cleo-pooler", "namespace": scene.namespace},
+        "stringData": {"userlist.txt": '"cleo_x" "chosen"\n'},
+    }
+    assert refused(scene.attacker.create, planted).status == 403
+    assert scene.admin.get(SECRET, "cleo-pooler", namespace=scene.namespace) is None
+
+
 def test_a_workload_whose_pod_template_has_the_runners_labels_is_refused(scene: Scene) -> None:
     template = {
         "metadata": {"labels": RUNNER_LABELS},
