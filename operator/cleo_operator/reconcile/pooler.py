@@ -76,6 +76,7 @@ __all__ = [
     "PoolerSettings",
     "observe_rollout",
     "pooler_target",
+    "render_check_policy",
     "routes_workload",
 ]
 
@@ -184,6 +185,43 @@ def _had_condition(conditions: Iterable[object] | None) -> bool:
     )
 
 
+def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeObject:
+    """`CHECK_POLICY`: the operator's namespace may reach the pooler's port, nothing else.
+
+    By the namespace's name label, which the API server sets and nobody can forge; the
+    pooler's pods are selected by labels the tenant-protection policy keeps tenant admins
+    from putting on pods of their own.
+    """
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": pooler_selector(ctx.name)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}
+                        }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": POOLER_PORT}],
+            }
+        ],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(
+            name=CHECK_POLICY,
+            namespace=ctx.namespace,
+            tenant=ctx.name,
+            owner=ctx.owner,
+            component="network",
+        ),
+        "spec": spec,
+    }
+
+
 class PoolerPart:
     """``spec.database.pooler`` as a `TenantPart`; after `DatabasePart` in ``parts=[...]``."""
 
@@ -242,7 +280,10 @@ class PoolerPart:
         config_hash = deployment["spec"]["template"]["metadata"]["annotations"][
             POOLER_HASH_ANNOTATION
         ]
-        result.objects = [self._check_policy(ctx), *objects]
+        result.objects = [
+            render_check_policy(ctx, operator_namespace=self.operator_namespace),
+            *objects,
+        ]
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
@@ -304,36 +345,6 @@ class PoolerPart:
             ).get("annotations") or {}
             result.fingerprints["pooler"] = str(annotations.get(POOLER_HASH_ANNOTATION, ""))
         return result
-
-    def _check_policy(self, ctx: TenantContext) -> KubeObject:
-        spec: dict[str, Any] = {
-            "podSelector": {"matchLabels": pooler_selector(ctx.name)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {NAMESPACE_NAME_LABEL: self.operator_namespace}
-                            }
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": POOLER_PORT}],
-                }
-            ],
-        }
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": child_metadata(
-                name=CHECK_POLICY,
-                namespace=ctx.namespace,
-                tenant=ctx.name,
-                owner=ctx.owner,
-                component="network",
-            ),
-            "spec": spec,
-        }
 
     def _remove(self, ctx: TenantContext) -> None:
         """Delete the pooler's objects that are provably ours (labels of this tenant)."""

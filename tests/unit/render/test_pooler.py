@@ -113,6 +113,7 @@ def test_the_auth_file_holds_the_tenants_role_only() -> None:
     assert render_userlist(user="cleo_acme", password=PASSWORD) == f'"cleo_acme" "{PASSWORD}"\n'
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("password", ['a"b', "a\nb", "a\rb", "a\tb", "", "naïve"])
 def test_a_password_that_could_forge_an_auth_file_line_is_refused(password: str) -> None:
     with pytest.raises(PoolerConfigError) as caught:
