@@ -40,7 +40,7 @@ from cleo_operator.data.tenant_db import (
 )
 from cleo_operator.reconcile.pooler import pooler_target
 from cleo_operator.render.pooler import pooler_config_values
-from tests.harness.pgbouncer import PgBouncer
+from tests.harness.pgbouncer import running_pgbouncer
 from tests.harness.postgres import PostgresServer
 
 TENANT = "bench"
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         files = pooler_config_values(
             target=pooler_target(site, tenant=TENANT), pooler=pooler, password=password
         )
-        with PgBouncer(files) as bouncer:
+        with running_pgbouncer(files) as bouncer:
             dsn = (
                 f"host={bouncer.host} port={bouncer.port} dbname={database} user={role} "
                 f"password={password} sslmode=disable"

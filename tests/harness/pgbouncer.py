@@ -24,9 +24,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from cleo_operator.render.pooler import CONFIG_DIR, INI_KEY, POOLER_PORT
@@ -163,13 +162,12 @@ class PgBouncer:
         self.port = port
         self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+@contextlib.contextmanager
+def running_pgbouncer(files: Mapping[str, str]) -> Iterator[PgBouncer]:
+    """A started `PgBouncer` for the block, stopped (and its folder removed) after it."""
+    bouncer = PgBouncer(files).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,10 +25,10 @@ from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.pooler import PoolerCheckFailed, check_pooler_login
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
-from cleo_operator.data.tenant_db import ensure_tenant_database
+from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
 from cleo_operator.render.pooler import pooler_config_hash, pooler_config_values
-from tests.harness.pgbouncer import PgBouncer
+from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
 from tests.harness.postgres import PostgresServer
 from tests.harness.postgres_tls import issue_server_certificate, make_authority
 
@@ -46,15 +47,27 @@ def files(site: SiteConfig, tenant: str, password: str, pooler: PoolerSpec) -> d
     return pooler_config_values(target=target, pooler=pooler, password=password)
 
 
-def login(bouncer: PgBouncer, tenant: str, password: str) -> None:
-    role = "cleo_" + tenant.replace("-", "_")
+def role_of(tenant: str) -> str:
+    return tenant_role_name(tenant)
+
+
+def login(bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None) -> None:
+    """The check behind PoolerReady, through `bouncer`, as the tenant's role."""
+    role = role_of(tenant)
     check_pooler_login(
-        host=bouncer.host, port=bouncer.port, dbname=role, user=role, password=password
+        host=bouncer.host, port=bouncer.port, dbname=dbname or role, user=role, password=password
     )
 
 
+def connect(bouncer: PgBouncer, tenant: str, password: str, **options: Any) -> psycopg.Connection:
+    """A client of the pooler, as the workload connects (no TLS to the pooler)."""
+    role = role_of(tenant)
+    dsn = f"host={bouncer.host} port={bouncer.port} dbname={role} user={role} sslmode=disable"
+    return psycopg.connect(dsn, password=password, **options)
+
+
 def server_connections(server: PostgresServer, tenant: str) -> int:
-    role = "cleo_" + tenant.replace("-", "_")
+    role = role_of(tenant)
     row = server.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_type = "
         "'client backend'",
@@ -77,18 +90,10 @@ def test_connections_pass_and_the_ready_check_sees_a_wrong_password(
 ) -> None:
     pools, tenant, password = provisioned
     pooler = PoolerSpec(enabled=True, pool_size=3)
-    with PgBouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
         login(bouncer, tenant, password)
-        role = "cleo_" + tenant.replace("-", "_")
         # Transaction pooling: a transaction sees its own writes, across statements.
-        with psycopg.connect(
-            host=bouncer.host,
-            port=bouncer.port,
-            dbname=role,
-            user=role,
-            password=password,
-            sslmode="disable",
-        ) as conn:
+        with connect(bouncer, tenant, password) as conn:
             with conn.transaction():
                 conn.execute("CREATE TABLE memories (id int)")
                 conn.execute("INSERT INTO memories VALUES (1), (2)")
@@ -98,13 +103,7 @@ def test_connections_pass_and_the_ready_check_sees_a_wrong_password(
         assert password not in str(caught.value)
         # Only the tenant's database is served: another name is refused by the pooler.
         with pytest.raises(PoolerCheckFailed):
-            check_pooler_login(
-                host=bouncer.host,
-                port=bouncer.port,
-                dbname="postgres",
-                user=role,
-                password=password,
-            )
+            login(bouncer, tenant, password, dbname="postgres")
 
 
 def test_the_pool_limit_holds_under_200_concurrent_clients(
@@ -113,8 +112,7 @@ def test_the_pool_limit_holds_under_200_concurrent_clients(
     pools, tenant, password = provisioned
     pool_size = 5
     pooler = PoolerSpec(enabled=True, pool_size=pool_size, max_client_connections=CLIENTS + 10)
-    role = "cleo_" + tenant.replace("-", "_")
-    with PgBouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
         start = threading.Barrier(CLIENTS + 1)
         done = threading.Event()
         errors: list[BaseException] = []
@@ -123,15 +121,8 @@ def test_the_pool_limit_holds_under_200_concurrent_clients(
 
         def client() -> None:
             try:
-                with psycopg.connect(
-                    host=bouncer.host,
-                    port=bouncer.port,
-                    dbname=role,
-                    user=role,
-                    password=password,
-                    sslmode="disable",
-                    connect_timeout=30,
-                    autocommit=True,
+                with connect(
+                    bouncer, tenant, password, connect_timeout=30, autocommit=True
                 ) as conn:
                     start.wait(timeout=60)
                     for _ in range(3):
@@ -165,7 +156,7 @@ def test_a_rotated_password_works_after_the_roll(
     pooler = PoolerSpec(enabled=True, pool_size=2)
     site = pools.site("main")
     before = files(site, tenant, old, pooler)
-    with PgBouncer(before) as bouncer:
+    with running_pgbouncer(before) as bouncer:
         login(bouncer, tenant, old)
         new = new_password()
         ensure_tenant_database(
@@ -200,11 +191,11 @@ def test_the_pooler_reaches_a_tls_site_verifying_its_certificate(
     site = tls_site(server, ca)
     credentials = AdminCredentials(user=server.superuser, password=server.password)
     tenant, password = f"t-{secrets.token_hex(4)}", new_password()
-    role = "cleo_" + tenant.replace("-", "_")
+    role = role_of(tenant)
     with SitePools({"main": site}, credentials=lambda _site: credentials) as pools:
         ensure_tenant_database(pools, "main", tenant=tenant, password=password, connection_limit=5)
     rendered = files(site, tenant, password, PoolerSpec(enabled=True, pool_size=2))
-    with PgBouncer(rendered) as bouncer:
+    with running_pgbouncer(rendered) as bouncer:
         login(bouncer, tenant, password)
         row = server.execute(
             "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
@@ -216,5 +207,5 @@ def test_the_pooler_reaches_a_tls_site_verifying_its_certificate(
     # check says the pooler cannot reach the database (not that the password is wrong).
     impostor = make_authority(tmp_path / "impostor", "impostor").cert
     forged = files(tls_site(server, impostor), tenant, password, PoolerSpec(enabled=True))
-    with PgBouncer(forged) as bouncer, pytest.raises(PoolerCheckFailed):
+    with running_pgbouncer(forged) as bouncer, pytest.raises(PoolerCheckFailed):
         login(bouncer, tenant, password)

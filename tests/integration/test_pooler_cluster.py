@@ -45,20 +45,14 @@ from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.pgbouncer import PgBouncer
 from tests.harness.postgres import PostgresServer
 from tests.harness.specs import IMAGE, tenant_manifest
-from tests.integration.tenant_database_support import (
-    databases_fixture,
-    drop_tenant_objects,
-    secret_of,
-    secret_values,
-    unique,
-)
+from tests.integration import tenant_database_support as support
 
 pytestmark = RECONCILERS_ALONE
 
 CHECKSUM = "cleoai.io/config-checksum"
 OPERATOR_NAMESPACE = "cleo-system"
 
-databases = databases_fixture("pool-operator", sites={"default": {}})
+databases = support.databases_fixture("pool-operator", sites={"default": {}})
 
 
 class PooledPod:
@@ -75,7 +69,7 @@ class PooledPod:
         secret = self.kube.get(SECRET, POOLER_NAME, namespace=self.namespace)
         if secret is None:
             return
-        values = secret_values(secret)
+        values = support.secret_values(secret)
         files = {key: values[key] for key in (INI_KEY, USERLIST_KEY) if key in values}
         if self.bouncer is not None and self.bouncer.files == files:
             return
@@ -97,7 +91,7 @@ class PooledPod:
 
 @pytest.fixture
 def tenant_name(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[str]:
-    name = unique("pool")
+    name = support.unique("pool")
     kube.create(
         tenant_manifest(
             name,
@@ -114,7 +108,7 @@ def tenant_name(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[s
     yield name
     kube.delete(TENANT, name)
     kube.delete(NAMESPACE, f"cleo-{name}")
-    drop_tenant_objects(postgres_server, name)
+    support.drop_tenant_objects(postgres_server, name)
 
 
 def condition(tenant: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -183,7 +177,7 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
             POOLER_HASH_ANNOTATION
         ]
         checksum = workload["metadata"]["annotations"][CHECKSUM]
-        password = secret_values(secret_of(kube, ns))["PGPASSWORD"]
+        password = support.secret_values(support.secret_of(kube, ns))["PGPASSWORD"]
         visible = repr(kube.get(DEPLOYMENT, POOLER_NAME, namespace=ns)) + repr(workload)
         assert password not in visible
         assert base64.b64encode(password.encode()).decode() not in visible
@@ -203,7 +197,7 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
             return tenant if tenant and rolled_hash != pooler_hash else None
 
         wait_for(rolled, timeout=60, interval=0.3, what="PoolerReady after the rotation")
-        assert secret_values(secret_of(kube, ns))["PGPASSWORD"] != password
+        assert support.secret_values(support.secret_of(kube, ns))["PGPASSWORD"] != password
         assert pod.starts == starts + 1
         assert template(kube, ns, "cleoai")["metadata"]["annotations"][CHECKSUM] != checksum
 

@@ -55,6 +55,7 @@ from cleo_operator.render.child import (
     COMPONENT_LABEL,
     child_metadata,
     opaque_secret,
+    restricted_container_security,
     restricted_pod_security,
     sorted_map,
 )
@@ -307,12 +308,7 @@ def _container(pooler: PoolerSpec, image: PoolerImage) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
         "resources": _resources(pooler),
     }

@@ -42,6 +42,7 @@ from cleo_operator.render.child import (
     WORKLOAD_NAME,
     database_ca_mount,
     database_ca_source,
+    restricted_container_security,
     restricted_pod_security,
     sorted_map,
     workload_metadata,
@@ -198,12 +199,7 @@ def _container(
             "timeoutSeconds": 2,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],  # noqa: S108
     }
     if workload.image_pull_policy is not None:

@@ -199,13 +199,14 @@ def test_config_values_are_what_the_secret_holds() -> None:
 # -- the workload's route ----------------------------------------------------------------
 
 
-def workload_container(**kwargs: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    spec = spec_of(workload=WORKLOAD)
+def workload_container(
+    workload: dict[str, Any] = WORKLOAD, **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, str]]:
     rendered = render_deployment(
         tenant=TENANT,
         namespace=NS,
         owner=OWNER,
-        spec=spec,
+        spec=spec_of(workload=workload),
         config_checksum=CHECKSUM,
         database_secret="cleo-database",
         **kwargs,
@@ -234,15 +235,7 @@ def test_the_workload_goes_through_the_pooler_only_when_it_serves() -> None:
 
 
 def test_a_variable_the_spec_sets_itself_is_left_to_the_spec() -> None:
-    spec = spec_of(workload={**WORKLOAD, "env": [{"name": "PGHOST", "value": "elsewhere"}]})
-    rendered = render_deployment(
-        tenant=TENANT,
-        namespace=NS,
-        owner=OWNER,
-        spec=spec,
-        config_checksum=CHECKSUM,
-        pooler_secret=POOLER_NAME,
-    )
-    assert rendered is not None
-    env = rendered["spec"]["template"]["spec"]["containers"][0]["env"]
+    own = {**WORKLOAD, "env": [{"name": "PGHOST", "value": "elsewhere"}]}
+    container, _ = workload_container(own, pooler_secret=POOLER_NAME)
+    env = container["env"]
     assert [e for e in env if e["name"] == "PGHOST"] == [{"name": "PGHOST", "value": "elsewhere"}]
