@@ -34,7 +34,7 @@ from cleo_operator.reconcile.pooler import (
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.meta import tenant_owner
-from cleo_operator.render.pooler import POOLER_HASH_ANNOTATION, POOLER_NAME
+from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE, POOLER_HASH_ANNOTATION, POOLER_NAME
 from tests.harness.fake_kube import FakeKube
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -303,3 +303,19 @@ def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     had = {"conditions": [{"type": CONDITION_TYPE, "status": "False"}]}
     part(kube, databases, Logins()).reconcile(context(None, status=had))
     assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+
+
+def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
+    assert PoolerSettings.from_environment({}).image.image == DEFAULT_POOLER_IMAGE
+    chosen = PoolerSettings.from_environment(
+        {
+            "CLEO_POOLER_IMAGE": "registry.example/pgbouncer@sha256:" + "a" * 64,
+            "CLEO_POOLER_IMAGE_PULL_POLICY": "Always",
+        }
+    )
+    assert chosen.image.image.endswith("a" * 64)
+    assert chosen.image.pull_policy == "Always"
+    with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE_PULL_POLICY"):
+        PoolerSettings.from_environment({"CLEO_POOLER_IMAGE_PULL_POLICY": "Sometimes"})
+    with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE"):
+        PoolerSettings.from_environment({"CLEO_POOLER_IMAGE": "pgbouncer latest"})
