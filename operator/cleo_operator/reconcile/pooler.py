@@ -319,9 +319,30 @@ class PoolerPart:
         return result
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
-        """Nothing to do: the tenant owns the pooler's objects, the collector removes them."""
-        del ctx, delete
+        """Delete: nothing to do (the tenant owns the objects; the collector removes them).
+
+        Retain keeps the namespace and its workload, which goes through the pooler: the
+        pooler's objects are cut loose from the tenant too (the tenant reconcile's list of
+        children does not hold them), or the collector would delete the Service and the
+        Secret the kept pods read.
+        """
+        if delete:
+            return True
+        for kind, name in self._owned():
+            live = self.kube.get(kind, name, namespace=ctx.namespace)
+            if live is None:
+                continue
+            owners = live["metadata"].get("ownerReferences") or []
+            kept = [o for o in owners if o.get("uid") != ctx.uid]
+            if kept != owners:
+                self.kube.patch_merge(
+                    kind, name, {"metadata": {"ownerReferences": kept}}, namespace=ctx.namespace
+                )
         return True
+
+    @staticmethod
+    def _owned() -> list[tuple[Kind, str]]:
+        return [*((k, POOLER_NAME) for k in _OWNED_KINDS), (NETWORK_POLICY, CHECK_POLICY)]
 
     def _not_ready(
         self,
@@ -348,10 +369,7 @@ class PoolerPart:
 
     def _remove(self, ctx: TenantContext) -> None:
         """Delete the pooler's objects that are provably ours (labels of this tenant)."""
-        for kind, name in [
-            *((k, POOLER_NAME) for k in _OWNED_KINDS),
-            (NETWORK_POLICY, CHECK_POLICY),
-        ]:
+        for kind, name in self._owned():
             live = self.kube.get(kind, name, namespace=ctx.namespace)
             labels = ((live or {}).get("metadata") or {}).get("labels") or {}
             if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:

@@ -319,3 +319,23 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE_PULL_POLICY": "Sometimes"})
     with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE"):
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE": "pgbouncer latest"})
+
+
+def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert pooler.finalize(ctx, delete=True)
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS)["metadata"]["ownerReferences"]
+    assert pooler.finalize(ctx, delete=False)
+    for kind in (SECRET, DEPLOYMENT, SERVICE, PDB):
+        live = kube.get(kind, POOLER_NAME, namespace=NS)
+        assert live is not None
+        assert not live["metadata"].get("ownerReferences"), kind
+    check = kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS)
+    assert check is not None
+    assert not check["metadata"].get("ownerReferences")
