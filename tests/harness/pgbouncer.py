@@ -142,7 +142,7 @@ class PgBouncer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # PgBouncer's immediate shutdown
+            process.send_signal(signal.SIGTERM)  # PgBouncer's immediate shutdown (SIGINT waits)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:

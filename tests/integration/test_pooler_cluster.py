@@ -182,6 +182,14 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
         assert password not in visible
         assert base64.b64encode(password.encode()).decode() not in visible
 
+        # Once everything has settled, a reconcile (the login check included) writes nothing.
+        def quiet() -> bool:
+            pod.sync()
+            result = reconciler.reconcile(tenant_name)
+            return not result.applied and not result.status_written
+
+        wait_for(quiet, timeout=60, interval=0.5, what="a reconcile that writes nothing")
+
         # Rotation: a new password rolls the pooler (a new hash) and the workload, and the
         # pooler's new pod logs in with it (PoolerReady comes back only through a login).
         starts = pod.starts
