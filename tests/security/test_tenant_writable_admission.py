@@ -340,6 +340,37 @@ def test_the_poolers_config_secret_cannot_be_planted_or_edited(scene: Scene) -> 
     }
     assert refused(scene.attacker.create, planted).status == 403
     assert scene.admin.get(SECRET, "cleo-pooler", namespace=scene.namespace) is None
+    # Made by the operator (its labels), it cannot be changed or deleted by the admin.
+    made = scene.operator.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "cleo-pooler",
+                "namespace": scene.namespace,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "cleo-operator",
+                    "cleoai.io/tenant": scene.tenant,
+                },
+            },
+            "stringData": {"userlist.txt": '"cleo_x" "operators"\n'},
+        }
+    )
+    edit = {"stringData": {"userlist.txt": '"cleo_x" "chosen"\n'}}
+    changed = refused(
+        scene.attacker.patch_merge, SECRET, "cleo-pooler", edit, namespace=scene.namespace
+    )
+    assert changed.status == 403
+    deleted = refused(
+        scene.attacker.request,
+        "DELETE",
+        SECRET.path(namespace=scene.namespace, name="cleo-pooler"),
+    )
+    assert deleted.status == 403
+    kept = scene.admin.get(SECRET, "cleo-pooler", namespace=scene.namespace)
+    assert kept is not None
+    assert kept["data"] == made["data"]
+    scene.operator.delete(SECRET, "cleo-pooler", namespace=scene.namespace)
 
 
 def test_a_workload_whose_pod_template_has_the_runners_labels_is_refused(scene: Scene) -> None:
