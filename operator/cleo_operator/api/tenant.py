@@ -40,13 +40,8 @@ from cleo_operator.api.base import (
     Timestamp,
 )
 from cleo_operator.api.cidr import Cidr
+from cleo_operator.api.database import DEFAULT_SITE, DatabaseSpec
 from cleo_operator.api.errors import RuleViolation, RuleViolations
-from cleo_operator.api.pooler import (
-    DEFAULT_POOL_SIZE,
-    DEFAULT_POOLER_REPLICAS,
-    PoolerSpec,
-    pool_fits,
-)
 from cleo_operator.api.resource import PrinterColumn, ResourceDefinition, parse_spec
 from cleo_operator.api.schema import (
     Extra,
@@ -102,9 +97,6 @@ SHORT_NAMES: Final = ("ct", "cleotenant")
 
 DEFAULT_TARGET_CPU_UTILIZATION_PERCENTAGE: Final = 80
 """The HPA's CPU target when autoscaling sets neither a target nor metrics."""
-
-DEFAULT_SITE: Final = "default"
-"""The PostgreSQL site of a tenant's database when spec.database.site is unset."""
 
 RESERVED_PREFIX: Final = "cleo-"
 SYSTEM_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -434,71 +426,6 @@ class EncryptionSpec(SpecModel):
         default=None,
         description="Make a new key version this often, e.g. 90d; unset, keys are not rotated.",
     )
-
-
-class DatabaseSpec(SpecModel):
-    """The tenant's PostgreSQL database and role (the memory of CleoAI)."""
-
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "!has(self.pooler) || !has(self.pooler.enabled) || !self.pooler.enabled "
-                "|| (has(self.enabled) && self.enabled)",
-                "spec.database.pooler.enabled needs spec.database.enabled: the pooler "
-                "connects to the tenant's database",
-                field_path=".pooler.enabled",
-            ),
-            cel(
-                "!has(self.pooler) || !has(self.pooler.enabled) || !self.pooler.enabled "
-                "|| !has(self.connectionLimit) || self.connectionLimit == -1 "
-                f"|| (has(self.pooler.poolSize) ? self.pooler.poolSize : {DEFAULT_POOL_SIZE}) "
-                f"* (has(self.pooler.replicas) ? self.pooler.replicas : {DEFAULT_POOLER_REPLICAS}) "
-                "<= self.connectionLimit",
-                "spec.database.pooler.poolSize x spec.database.pooler.replicas must not "
-                "exceed spec.database.connectionLimit (unless it is -1): the pooler's server "
-                "connections count against the role's limit",
-                field_path=".pooler.poolSize",
-            ),
-        )
-    )
-
-    enabled: bool = Field(default=False, description="Provision a database for the tenant.")
-    site: DnsLabel = Field(
-        default=DEFAULT_SITE,
-        description="The PostgreSQL site (as configured in the operator) that holds the primary.",
-    )
-    connection_limit: int = Field(
-        default=20,
-        ge=-1,
-        le=1000,
-        description="Most concurrent connections of the tenant's role (-1: no limit).",
-    )
-    password_rotation_period: PositiveDuration | None = Field(
-        default=None,
-        description="Change the role's password this often, e.g. 30d; unset, never.",
-    )
-    pooler: PoolerSpec = Field(
-        default_factory=PoolerSpec,
-        description="A PgBouncer pool in front of the database; unset, no pooler.",
-    )
-
-    @model_validator(mode="after")
-    def _pooler_rules(self) -> DatabaseSpec:
-        # "pooler.enabled needs enabled" is checked with the tenant's other cross-field
-        # rules, so that it is reported beside them (a nested error would hide them).
-        pooler = self.pooler
-        if pooler.enabled and not pool_fits(
-            pool_size=pooler.pool_size,
-            replicas=pooler.replicas,
-            connection_limit=self.connection_limit,
-        ):
-            raise RuleViolation(
-                ("pooler", "poolSize"),
-                f"poolSize x replicas ({pooler.pool_size} x {pooler.replicas}) must not exceed "
-                f"spec.database.connectionLimit ({self.connection_limit}) unless that is -1: "
-                "the pooler's server connections count against the role's limit",
-            )
-        return self
 
 
 class FailoverPolicySpec(SpecModel):
