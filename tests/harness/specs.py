@@ -87,6 +87,14 @@ _COMPLETE: dict[str, Any] = {
         "site": "eu-west",
         "connectionLimit": 50,
         "passwordRotationPeriod": "30d",
+        "pooler": {
+            "enabled": True,
+            "mode": "session",
+            "poolSize": 20,
+            "maxClientConnections": 500,
+            "replicas": 2,
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        },
     },
     "failover": {"automatic": True, "failoverDelay": "2m", "standbySite": "eu-central"},
 }

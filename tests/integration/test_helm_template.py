@@ -24,6 +24,7 @@ import yaml
 
 from cleo_operator.data.sites import load_site_config
 from cleo_operator.kube.permissions import Scope, grants, permissions_for
+from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE
 from cleo_operator.render.rbac import BACKUP_REQUESTER_ROLE, TENANT_ROLES, tenant_role_rules
 from e2e.cluster import build_toolchain
 
@@ -369,13 +370,15 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
     assert c["resources"]["limits"]["memory"] == "512Mi"
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
-    # The ClusterRole it binds itself to in tenant namespaces, its namespace, and the backup
-    # runner's image (tests/integration/test_helm_backup.py follows the `backup` values).
+    # The ClusterRole it binds itself to in tenant namespaces, its namespace, the backup
+    # runner's image (tests/integration/test_helm_backup.py follows the `backup` values)
+    # and the tenants' PgBouncer image, the operator's own default.
     assert [e for e in c.get("env") or [] if e["name"].startswith("CLEO_")] == [
         {"name": "CLEO_OPERATOR_TENANT_ROLE", "value": TENANT_ROLE},
         {"name": "CLEO_OPERATOR_NAMESPACE", "value": NAMESPACE},
         {"name": "CLEO_OPERATOR_IMAGE", "value": c["image"]},
         {"name": "CLEO_OPERATOR_IMAGE_PULL_POLICY", "value": "IfNotPresent"},
+        {"name": "CLEO_POOLER_IMAGE", "value": DEFAULT_POOLER_IMAGE},
     ]
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -522,7 +525,16 @@ def test_network_policy_allows_only_what_the_operator_talks_to(
     assert by_port[53] is not None  # DNS only to the cluster's DNS pods
     # The sites' ports: eu-west-1 the default 5432, eu-west-2 5433.
     assert {5432, 5433} <= set(by_port)
-    assert set(by_port) == {443, 6443, 53, 5432, 5433}
+    # The tenants' poolers, for the login behind PoolerReady: their pods only.
+    assert by_port[6432] == [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [{"key": "cleoai.io/tenant", "operator": "Exists"}]
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cleo-pooler"}},
+        }
+    ]
+    assert set(by_port) == {443, 6443, 53, 5432, 5433, 6432}
 
 
 # --------------------------------------------------------------------------- bad values

@@ -311,6 +311,68 @@ def test_a_pod_with_the_runners_labels_is_refused(scene: Scene) -> None:
     assert scene.admin.get(POD, "escape2", namespace=scene.namespace) is None
 
 
+def test_a_pod_labelled_as_the_pooler_is_refused(scene: Scene) -> None:
+    """Its Service would send the workload's connections (and the operator's check) to it."""
+    labels = {"app.kubernetes.io/name": "cleo-pooler", "cleoai.io/tenant": scene.tenant}
+    created = refused(scene.attacker.create, pod("pooler-twin", scene.namespace, labels))
+    assert created.status == 403
+    assert "take the pooler's connections" in created.message
+    scene.attacker.create(pod("plain", scene.namespace, {"app": "mine"}))
+    relabel = refused(
+        scene.attacker.patch_merge,
+        POD,
+        "plain",
+        {"metadata": {"labels": {"app.kubernetes.io/name": "cleo-pooler"}}},
+        namespace=scene.namespace,
+    )
+    assert MESSAGE in relabel.message
+    assert scene.admin.get(POD, "pooler-twin", namespace=scene.namespace) is None
+    scene.admin.delete(POD, "plain", namespace=scene.namespace)
+
+
+def test_the_poolers_config_secret_cannot_be_planted_or_edited(scene: Scene) -> None:
+    """A planted config would choose the auth file; an edit would change it under the pods."""
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cleo-pooler", "namespace": scene.namespace},
+        "stringData": {"userlist.txt": '"cleo_x" "chosen"\n'},
+    }
+    assert refused(scene.attacker.create, planted).status == 403
+    assert scene.admin.get(SECRET, "cleo-pooler", namespace=scene.namespace) is None
+    # Made by the operator (its labels), it cannot be changed or deleted by the admin.
+    made = scene.operator.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "cleo-pooler",
+                "namespace": scene.namespace,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "cleo-operator",
+                    "cleoai.io/tenant": scene.tenant,
+                },
+            },
+            "stringData": {"userlist.txt": '"cleo_x" "operators"\n'},
+        }
+    )
+    edit = {"stringData": {"userlist.txt": '"cleo_x" "chosen"\n'}}
+    changed = refused(
+        scene.attacker.patch_merge, SECRET, "cleo-pooler", edit, namespace=scene.namespace
+    )
+    assert changed.status == 403
+    deleted = refused(
+        scene.attacker.request,
+        "DELETE",
+        SECRET.path(namespace=scene.namespace, name="cleo-pooler"),
+    )
+    assert deleted.status == 403
+    kept = scene.admin.get(SECRET, "cleo-pooler", namespace=scene.namespace)
+    assert kept is not None
+    assert kept["data"] == made["data"]
+    scene.operator.delete(SECRET, "cleo-pooler", namespace=scene.namespace)
+
+
 def test_a_workload_whose_pod_template_has_the_runners_labels_is_refused(scene: Scene) -> None:
     template = {
         "metadata": {"labels": RUNNER_LABELS},

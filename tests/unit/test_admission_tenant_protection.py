@@ -13,10 +13,12 @@ from cleo_operator.kube.keys import TENANT_KEYRING_SECRET
 from cleo_operator.reconcile.database import CREDENTIALS_SECRET
 from cleo_operator.reconcile.final_backup import FINAL_BACKUP_NAME
 from cleo_operator.reconcile.keys import QUARANTINE_PREFIX
+from cleo_operator.reconcile.pooler import CHECK_POLICY
 from cleo_operator.render.backup import APP_NAME, BACKUP_LABEL, NAME_PREFIX, render_backup
 from cleo_operator.render.child import CONFIG_MAP_NAME, WORKLOAD_NAME
 from cleo_operator.render.limits import LIMIT_RANGE_NAME, RESOURCE_QUOTA_NAME
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, ORPHANED_LABEL, TENANT_LABEL
+from cleo_operator.render.pooler import POOLER_NAME
 from cleo_operator.render.pull_secrets import pull_secret_copy_name
 from cleo_operator.render.rbac import OperatorAccess
 from cleo_operator.render.tenant import render_tenant
@@ -104,6 +106,8 @@ def test_every_name_the_operator_gives_in_a_tenant_namespace_is_reserved() -> No
         WORKLOAD_NAME,
         pull_secret_copy_name("regcred"),
         pull_secret_copy_name("r" * 253),
+        POOLER_NAME,
+        CHECK_POLICY,
     }
     assert {"cleoai", "cleo-operator", "cleo-keyring", "cleo-backup-nightly"} <= names
     assert [n for n in sorted(names) if not _reserved(n)] == []

@@ -171,6 +171,15 @@ BAD = [
     ),
     ("failover.failoverDelay", "", "spec.failover.failoverDelay", "duration"),
     ("database.enabled", False, "spec.failover.automatic", "needs spec.database.enabled"),
+    ("database.enabled", False, "spec.database.pooler.enabled", "needs spec.database.enabled"),
+    (
+        "database.pooler.poolSize",
+        30,
+        "spec.database.pooler.poolSize",
+        "must not exceed spec.database.connectionLimit (50)",
+    ),
+    ("database.pooler.mode", "statement", "spec.database.pooler.mode", "'transaction'"),
+    ("database.pooler.replicas", 0, "spec.database.pooler.replicas", "greater than or equal"),
     ("paused", "yes please", "spec.paused", "valid boolean"),
     ("extra", 1, "spec.extra", "not a field of this API"),
 ]

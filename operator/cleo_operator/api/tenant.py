@@ -45,6 +45,7 @@ from cleo_operator.api.base import (
     Timestamp,
 )
 from cleo_operator.api.cidr import Cidr
+from cleo_operator.api.database import DEFAULT_SITE, DatabaseSpec
 from cleo_operator.api.errors import RuleViolation, RuleViolations
 from cleo_operator.api.labels import Labels
 from cleo_operator.api.migrations import MigrationsSpec, MigrationsStatus
@@ -102,9 +103,6 @@ SHORT_NAMES: Final = ("ct", "cleotenant")
 
 DEFAULT_TARGET_CPU_UTILIZATION_PERCENTAGE: Final = 80
 """The HPA's CPU target when autoscaling sets neither a target nor metrics."""
-
-DEFAULT_SITE: Final = "default"
-"""The PostgreSQL site of a tenant's database when spec.database.site is unset."""
 
 RESERVED_PREFIX: Final = "cleo-"
 SYSTEM_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -424,26 +422,6 @@ class EncryptionSpec(SpecModel):
     )
 
 
-class DatabaseSpec(SpecModel):
-    """The tenant's PostgreSQL database and role (the memory of CleoAI)."""
-
-    enabled: bool = Field(default=False, description="Provision a database for the tenant.")
-    site: DnsLabel = Field(
-        default=DEFAULT_SITE,
-        description="The PostgreSQL site (as configured in the operator) that holds the primary.",
-    )
-    connection_limit: int = Field(
-        default=20,
-        ge=-1,
-        le=1000,
-        description="Most concurrent connections of the tenant's role (-1: no limit).",
-    )
-    password_rotation_period: PositiveDuration | None = Field(
-        default=None,
-        description="Change the role's password this often, e.g. 30d; unset, never.",
-    )
-
-
 class FailoverPolicySpec(SpecModel):
     """How the tenant's database fails over to its standby site."""
 
@@ -627,6 +605,13 @@ class CleoTenantSpec(SpecModel):
                 RuleViolation(
                     ("workload", "migrations"),
                     "needs spec.database.enabled: migrations change the tenant's database",
+                )
+            )
+        if self.database.pooler.enabled and not self.database.enabled:
+            violations.append(
+                RuleViolation(
+                    ("database", "pooler", "enabled"),
+                    "needs spec.database.enabled: the pooler connects to the tenant's database",
                 )
             )
         RuleViolations.raise_any(violations)

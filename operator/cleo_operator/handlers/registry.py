@@ -37,6 +37,7 @@ from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.reconcile.final_backup import FinalBackup
 from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.migrations import MigrationsPart, retry_request_pending
+from cleo_operator.reconcile.pooler import PoolerPart, PoolerSettings
 from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.backup import BACKUP_LABEL
@@ -121,6 +122,13 @@ class Runtime:
                 parts=[
                     EncryptionPart(kube, keys),
                     DatabasePart(databases),
+                    # After the database: it renders from the password the role has now.
+                    PoolerPart(
+                        kube,
+                        databases,
+                        operator_namespace=config.operator_namespace,
+                        settings=PoolerSettings.from_environment(),
+                    ),
                     # After the database: its Job reads the credentials Secret.
                     MigrationsPart(kube),
                     AutomaticFailoverPart(automatic),

@@ -301,6 +301,7 @@ class TenantReconciler:
         workload_image: str | None = None
         hold_reason: str | None = None
         record_now = False
+        pooler_secret: str | None = None
         events: list[TenantEvent] = []
         for part in self.parts:
             contribution = part.reconcile(ctx)
@@ -313,6 +314,7 @@ class TenantReconciler:
             secret_names.extend(contribution.secret_names)
             database_secret = contribution.database_secret or database_secret
             keyring_secret = contribution.keyring_secret or keyring_secret
+            pooler_secret = contribution.pooler_secret or pooler_secret
             events.extend(contribution.events)
             workload_image = contribution.workload_image or workload_image
             if contribution.hold_workload:
@@ -331,6 +333,7 @@ class TenantReconciler:
             secret_names=sorted(set(secret_names)),
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            pooler_secret=pooler_secret,
             operator_access=self.operator_access,
             backup_requests=backup_requests,
             workload_image=workload_image,

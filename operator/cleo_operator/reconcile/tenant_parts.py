@@ -62,6 +62,8 @@ class PartResult:
     database_secret: str | None = None
     keyring_secret: str | None = None
     """The tenant keyring Secret, mounted read-only into the workload when it exists."""
+    pooler_secret: str | None = None
+    """The pooler's Secret when the workload goes through the pooler (its DATABASE_URL)."""
     requeue_after: float | None = None
     events: list[TenantEvent] = field(default_factory=list)
     """Significant actions (a key rotated, a password rotated), posted as Events."""

@@ -14,6 +14,7 @@ from typing import Final, Literal
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.data.sites import CA_KEY, CA_MOUNT_DIR
 from cleo_operator.render.k8s import (
+    ContainerSecurityContext,
     ObjectMeta,
     PodSecurityContext,
     SecretVolumeSource,
@@ -114,6 +115,16 @@ def restricted_pod_security(run_as: int) -> PodSecurityContext:
         "runAsGroup": run_as,
         "fsGroup": run_as,
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> ContainerSecurityContext:
+    """A container's part of Pod Security `restricted`, with a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
     }
 
 

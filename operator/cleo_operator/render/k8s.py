@@ -180,9 +180,19 @@ class ConfigMap(TypedDict):
     data: dict[str, str]
 
 
+class SecretKeySelector(TypedDict):
+    name: str
+    key: str
+
+
+class EnvVarSource(TypedDict):
+    secretKeyRef: SecretKeySelector
+
+
 class EnvVar(TypedDict):
     name: str
     value: NotRequired[str]
+    valueFrom: NotRequired[EnvVarSource]
 
 
 class LocalObjectReference(TypedDict):

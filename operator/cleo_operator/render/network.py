@@ -15,7 +15,10 @@ policy opens one path:
   ``network.databaseEgress`` ranges on their TCP ports. Every pod, not just CleoAI's,
   because the tenant's backup and restore Jobs run in the namespace and dump the same
   database; they hold no more than the CleoAI pods could (the database Secret is the
-  tenant's own).
+  tenant's own). With the pooler (``spec.database.pooler``) serving the workload, the
+  workload's pods (labelled ``cleoai.io/database-route: pooler``) are left out: they reach
+  the database through the pooler only (same namespace), and the pooler's pods take their
+  place on this path.
 
 No policy admits traffic from another tenant's namespace, even when a peer's
 ``namespaceSelector`` would match one (``{}`` matches every namespace): every
@@ -47,6 +50,7 @@ from cleo_operator.render.k8s import (
     as_object,
 )
 from cleo_operator.render.meta import TENANT_LABEL
+from cleo_operator.render.pooler import DATABASE_ROUTE_LABEL, POOLER_ROUTE
 
 DEFAULT_DENY = "cleo-default-deny"
 ALLOW_SAME_NAMESPACE = "cleo-allow-same-namespace"
@@ -140,17 +144,35 @@ def database_egress_rules(spec: CleoTenantSpec) -> list[NetworkPolicyEgressRule]
     return egress
 
 
-def _database_spec(spec: CleoTenantSpec) -> NetworkPolicySpec | None:
+def _database_spec(spec: CleoTenantSpec, *, pooled: bool) -> NetworkPolicySpec | None:
     egress = database_egress_rules(spec)
     if not egress:
         return None
-    return {"podSelector": {}, "policyTypes": ["Egress"], "egress": egress}
+    selector: LabelSelector = {}
+    if pooled:
+        # The workload's pods that go through the pooler lose the direct route; pods of
+        # the old ReplicaSet (without the label) keep it until they are gone.
+        selector = {
+            "matchExpressions": [
+                {"key": DATABASE_ROUTE_LABEL, "operator": "NotIn", "values": [POOLER_ROUTE]}
+            ]
+        }
+    return {"podSelector": selector, "policyTypes": ["Egress"], "egress": egress}
 
 
 def render_network_policies(
-    *, tenant: str, namespace: str, owner: OwnerReference, spec: CleoTenantSpec
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    spec: CleoTenantSpec,
+    pooled: bool = False,
 ) -> list[KubeObject]:
-    """The tenant's NetworkPolicies: default deny, then the allows (see the module docstring)."""
+    """The tenant's NetworkPolicies: default deny, then the allows (see the module docstring).
+
+    `pooled`: the workload goes through the tenant's pooler, so its pods no longer reach
+    the database directly (the pooler's pods, and Jobs, still do).
+    """
     specs: list[tuple[str, NetworkPolicySpec]] = [
         (DEFAULT_DENY, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         (
@@ -194,7 +216,7 @@ def render_network_policies(
     ingress = _ingress_spec(spec, tenant)
     if ingress is not None:
         specs.append((ALLOW_INGRESS, ingress))
-    database = _database_spec(spec)
+    database = _database_spec(spec, pooled=pooled)
     if database is not None:
         specs.append((ALLOW_DATABASE, database))
     return [

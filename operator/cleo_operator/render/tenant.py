@@ -71,6 +71,7 @@ def render_tenant(
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
     keyring_secret: str | None = None,
+    pooler_secret: str | None = None,
     operator_access: OperatorAccess | None = None,
     backup_requests: bool = False,
     workload_image: str | None = None,
@@ -86,6 +87,8 @@ def render_tenant(
     `render_deployment`). `workload_image` replaces spec.workload.image in the Deployment
     (the image last migrated, while a migration of the spec's image has not succeeded);
     `hold_workload` leaves the Deployment and its HPA out (no image was ever migrated).
+    `pooler_secret` goes to the Deployment too, and also takes the workload's pods out of
+    the direct route to the database (see `render_network_policies`).
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -96,7 +99,13 @@ def render_tenant(
         else None,
         render_resource_quota(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_limit_range(tenant=name, namespace=namespace, owner=owner, spec=spec),
-        *render_network_policies(tenant=name, namespace=namespace, owner=owner, spec=spec),
+        *render_network_policies(
+            tenant=name,
+            namespace=namespace,
+            owner=owner,
+            spec=spec,
+            pooled=pooler_secret is not None,
+        ),
         render_migration_policy(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
         *render_role_bindings(
@@ -118,6 +127,7 @@ def render_tenant(
             secret_names=secret_names,
             database_secret=database_secret,
             keyring_secret=keyring_secret,
+            pooler_secret=pooler_secret,
             image=workload_image,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),

@@ -17,7 +17,10 @@ Choices, and why:
   every ``envFrom``, and a later ``envFrom`` source over an earlier one). The database
   Secret comes late so that a stale copy of its keys in a sealed secret cannot shadow the
   credentials the operator rotates. ``env`` keeps the spec's order: a value may refer to
-  a variable defined before it (``$(NAME)``).
+  a variable defined before it (``$(NAME)``). With the tenant's pooler serving
+  (``pooler_secret``), ``DATABASE_URL``, ``PGHOST``, ``PGPORT`` and ``PGSSLMODE`` point
+  at it as ``env`` entries before the spec's (`render.pooler.pooler_env`); a name the spec
+  sets itself is left to the spec.
 - The selector is `workload_selector`, fixed forever (a Deployment's selector is
   immutable).
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
@@ -39,6 +42,7 @@ from cleo_operator.render.child import (
     WORKLOAD_NAME,
     database_ca_mount,
     database_ca_source,
+    restricted_container_security,
     restricted_pod_security,
     sorted_map,
     workload_metadata,
@@ -57,6 +61,7 @@ from cleo_operator.render.k8s import (
     Volume,
     as_object,
 )
+from cleo_operator.render.pooler import DATABASE_ROUTE_LABEL, POOLER_ROUTE, pooler_env
 
 CONFIG_CHECKSUM_ANNOTATION: Final = "cleoai.io/config-checksum"
 RUN_AS_ID: Final = 10001
@@ -128,10 +133,13 @@ KEYRING_MOUNT_PATH = "/var/run/cleoai/keyring"
 environment variable CLEO_KEYRING_DIR."""
 
 
-def _env(workload: WorkloadSpec, *, keyring: bool) -> list[EnvVar]:
+def _env(workload: WorkloadSpec, *, keyring: bool, pooler_secret: str | None) -> list[EnvVar]:
     env: list[EnvVar] = []
     if keyring:
         env.append({"name": "CLEO_KEYRING_DIR", "value": KEYRING_MOUNT_PATH})
+    if pooler_secret is not None:
+        own = {var.name for var in workload.env}
+        env += [cast(EnvVar, var) for var in pooler_env(pooler_secret) if var["name"] not in own]
     for var in workload.env:
         item: EnvVar = {"name": var.name}
         # The API server leaves out an empty value; sending "" would look like drift.
@@ -170,6 +178,8 @@ def _container(
     secret_names: Sequence[str],
     database_secret: str | None,
     keyring_secret: str | None,
+    *,
+    pooler_secret: str | None,
     image: str | None = None,
 ) -> Container:
     container: Container = {
@@ -191,12 +201,7 @@ def _container(
             "timeoutSeconds": 2,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],  # noqa: S108
     }
     if workload.image_pull_policy is not None:
@@ -207,7 +212,7 @@ def _container(
         )
     if database_secret is not None:
         container["volumeMounts"].append(database_ca_mount())
-    env = _env(workload, keyring=keyring_secret is not None)
+    env = _env(workload, keyring=keyring_secret is not None, pooler_secret=pooler_secret)
     if env:
         container["env"] = env
     env_from = _env_from(workload, secret_names, database_secret)
@@ -229,6 +234,7 @@ def render_deployment(
     secret_names: Sequence[str] = (),
     database_secret: str | None = None,
     keyring_secret: str | None = None,
+    pooler_secret: str | None = None,
     image: str | None = None,
 ) -> KubeObject | None:
     """The CleoAI Deployment; None without spec.workload.
@@ -238,11 +244,15 @@ def render_deployment(
     `keyring_secret`, the tenant's keyring, is mounted read-only at `KEYRING_MOUNT_PATH`;
     the database Secret's ``ca.crt`` (the site's CA, when it has one) at ``CA_PATH``.
     `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
+    `pooler_secret`, the tenant's pooler's Secret: the pods go through the pooler.
     `image`, when given, runs instead of spec.workload.image (the image last migrated).
     """
     workload = spec.workload
     if workload is None:
         return None
+    labels = workload_pod_labels(tenant)
+    if pooler_secret is not None:
+        labels = sorted_map({**labels, DATABASE_ROUTE_LABEL: POOLER_ROUTE})
     deployment_spec: DeploymentSpec = {
         "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
         "selector": {"matchLabels": workload_selector(tenant)},
@@ -253,7 +263,7 @@ def render_deployment(
         },
         "template": {
             "metadata": {
-                "labels": workload_pod_labels(tenant),
+                "labels": labels,
                 "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum},
             },
             "spec": {
@@ -261,7 +271,14 @@ def render_deployment(
                 "automountServiceAccountToken": False,
                 "securityContext": restricted_pod_security(RUN_AS_ID),
                 "containers": [
-                    _container(workload, secret_names, database_secret, keyring_secret, image)
+                    _container(
+                        workload,
+                        secret_names,
+                        database_secret,
+                        keyring_secret,
+                        pooler_secret=pooler_secret,
+                        image=image,
+                    )
                 ],
                 "volumes": _volumes(keyring_secret, database_secret),
             },

@@ -1,0 +1,380 @@
+"""The tenant's PgBouncer pool as a part of the tenant reconcile (`PoolerPart`).
+
+It runs after the database part, in the same reconcile: the database part has converged
+the role and written the credentials Secret (a rotation included), so the pooler renders
+its configuration from the password the role has *now*, and a rotation rolls the pooler
+in the same reconcile that made it (the configuration's hash is on the pod template).
+
+What it reads, and why from there: the site's connection facts from the operator's own
+site configuration (never from the tenant-writable credentials Secret, whose host or TLS
+settings a tenant admin could edit), the password from the credentials Secret after the
+operator's own checks (`read_stored_password`: an edited password does not count).
+
+**When the workload goes through the pooler.** Only once the pooler has an available
+pod: the workload's environment (``DATABASE_URL``, ``PGHOST``, ``PGPORT``, ``PGSSLMODE``)
+and its NetworkPolicy route switch together (`PartResult.pooler_secret`), so that turning
+the pooler on never sends the pods to a Service without endpoints. The database Secret
+itself stays direct: migration and backup Jobs connect to the site with it.
+
+**PoolerReady.** True only when the pooler's Deployment runs the current configuration on
+every replica (the hash of the template, the Deployment's observed generation, updated and
+available replicas) *and* a real login through the Service as the tenant's role runs
+``SELECT 1`` (`data.pooler`): a pod whose port answers but whose password is stale, or that
+cannot reach the site, is not a pool. The login runs from the operator's pod, so the part
+adds one NetworkPolicy that admits the operator's namespace to the pooler's port; the
+check waits at most `PoolerSettings.check_timeout_seconds`.
+
+**Switching it off** deletes what the part made (only objects that carry the operator's
+labels for this tenant) and removes the condition; the workload goes back to the site
+directly in the same reconcile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from cleo_operator.api.objects import KubeObject
+from cleo_operator.data.errors import DataError, UnknownSite
+from cleo_operator.data.pooler import check_pooler_login
+from cleo_operator.data.sites import SiteConfig
+from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
+from cleo_operator.failover.errors import FailoverError
+from cleo_operator.failover.tenant import database_site
+from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE, Kind
+from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
+from cleo_operator.reconcile.status import Observation, clip
+from cleo_operator.reconcile.tenant_databases import TenantDatabases
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
+from cleo_operator.render.child import child_metadata
+from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from cleo_operator.render.network import NAMESPACE_NAME_LABEL
+from cleo_operator.render.pooler import (
+    DEFAULT_POOLER_IMAGE,
+    POOLER_HASH_ANNOTATION,
+    POOLER_NAME,
+    POOLER_PORT,
+    SERVICE_PORT,
+    PoolerConfigError,
+    PoolerImage,
+    PoolerTarget,
+    pooler_selector,
+    render_pooler,
+)
+
+__all__ = [
+    "CHECK_POLICY",
+    "CONDITION_TYPE",
+    "IMAGE_ENV",
+    "IMAGE_PULL_POLICY_ENV",
+    "PoolerCheck",
+    "PoolerPart",
+    "PoolerSettings",
+    "observe_rollout",
+    "pooler_target",
+    "render_check_policy",
+    "routes_workload",
+]
+
+log = logging.getLogger(__name__)
+
+CONDITION_TYPE: Final = "PoolerReady"
+IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
+IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
+PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+CHECK_POLICY: Final = "cleo-allow-pooler-check"
+"""The NetworkPolicy that lets the operator's own login check reach the pooler's port."""
+_OWNED_KINDS: Final[tuple[Kind, ...]] = (PDB, SERVICE, DEPLOYMENT, SECRET)
+
+PoolerCheck = Callable[..., None]
+"""`data.pooler.check_pooler_login`'s shape (host, port, dbname, user, password,
+timeout_seconds); raises a `DataError` when the login through the pooler fails."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolerSettings:
+    """How the operator runs tenants' poolers (from its environment; the chart's ``pooler``)."""
+
+    image: PoolerImage = dataclasses.field(default_factory=PoolerImage)
+    """The PgBouncer image and its pull policy."""
+    check_timeout_seconds: int = 2
+    """Longest the login check through a pooler waits (it runs in the reconcile)."""
+    rolling_requeue_seconds: float = 5.0
+    """Look again this soon while the pooler rolls out."""
+    failed_requeue_seconds: float = 10.0
+    """Look again this soon after a failed login check."""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> PoolerSettings:
+        """``$CLEO_POOLER_IMAGE`` and ``$CLEO_POOLER_IMAGE_PULL_POLICY`` (the chart's
+        ``pooler``); unset, `DEFAULT_POOLER_IMAGE` and Kubernetes' own pull policy."""
+        env = os.environ if environ is None else environ
+        image = env.get(IMAGE_ENV, "").strip() or DEFAULT_POOLER_IMAGE
+        if any(c.isspace() for c in image):
+            raise ValueError(f"{IMAGE_ENV}: {image!r} is not an image reference (no spaces)")
+        policy = env.get(IMAGE_PULL_POLICY_ENV, "").strip() or None
+        if policy not in (None, *PULL_POLICIES):
+            raise ValueError(
+                f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
+            )
+        return cls(image=PoolerImage(image=image, pull_policy=policy))
+
+
+def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
+    """Where `tenant`'s pooler connects: its database on `site`, TLS as the site says."""
+    return PoolerTarget(
+        host=site.host,
+        port=site.port,
+        dbname=tenant_database_name(tenant),
+        user=tenant_role_name(tenant),
+        sslmode=site.sslmode,
+        ca_pem=site.ca_pem if site.verifies_server else None,
+        verifies_server=site.verifies_server,
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def routes_workload(deployment: KubeObject | None) -> bool:
+    """Whether the workload may go through the pooler: it has an available pod."""
+    return _int(((deployment or {}).get("status") or {}).get("availableReplicas")) >= 1
+
+
+def observe_rollout(
+    deployment: KubeObject | None, *, config_hash: str, replicas: int
+) -> Observation | None:
+    """Why the pooler does not run `config_hash` on all `replicas` yet; None when it does."""
+    if deployment is None:
+        return Observation("False", "Creating", "the pooler's Deployment is being created")
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    template = (spec.get("template") or {}).get("metadata") or {}
+    running = (template.get("annotations") or {}).get(POOLER_HASH_ANNOTATION)
+    if running != config_hash:
+        return Observation(
+            "False",
+            "Rolling",
+            "the pooler is being rolled to a new configuration (password, site or pool "
+            "settings changed)",
+        )
+    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+        return Observation("False", "Rolling", "the pooler's Deployment has not seen its spec yet")
+    updated, available = _int(status.get("updatedReplicas")), _int(status.get("availableReplicas"))
+    total = _int(status.get("replicas"))
+    if updated < replicas or available < replicas or total > replicas:
+        return Observation(
+            "False",
+            "Rolling" if total > replicas or updated < replicas else "Unavailable",
+            f"{min(updated, available)} of {replicas} pooler pods of the current configuration "
+            "are available",
+        )
+    return None
+
+
+def _had_condition(conditions: Iterable[object] | None) -> bool:
+    return any(
+        isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE
+        for item in conditions or []
+    )
+
+
+def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeObject:
+    """`CHECK_POLICY`: the operator's namespace may reach the pooler's port, nothing else.
+
+    By the namespace's name label, which the API server sets and nobody can forge; the
+    pooler's pods are selected by labels the tenant-protection policy keeps tenant admins
+    from putting on pods of their own.
+    """
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": pooler_selector(ctx.name)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}
+                        }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": POOLER_PORT}],
+            }
+        ],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(
+            name=CHECK_POLICY,
+            namespace=ctx.namespace,
+            tenant=ctx.name,
+            owner=ctx.owner,
+            component="network",
+        ),
+        "spec": spec,
+    }
+
+
+class PoolerPart:
+    """``spec.database.pooler`` as a `TenantPart`; after `DatabasePart` in ``parts=[...]``."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        databases: TenantDatabases,
+        *,
+        operator_namespace: str,
+        settings: PoolerSettings | None = None,
+        check: PoolerCheck = check_pooler_login,
+        address: Callable[[str], tuple[str, int]] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.databases = databases
+        self.operator_namespace = operator_namespace
+        self.settings = settings or PoolerSettings()
+        self.check = check
+        # Where the operator reaches a namespace's pooler: its Service, by cluster DNS.
+        self.address = address or (lambda ns: (f"{POOLER_NAME}.{ns}.svc", SERVICE_PORT))
+
+    def reconcile(self, ctx: TenantContext) -> PartResult:
+        database = ctx.spec.database
+        result = PartResult()
+        if not (database.enabled and database.pooler.enabled):
+            if _had_condition(ctx.status.get("conditions")):
+                self._remove(ctx)
+                result.remove_conditions.add(CONDITION_TYPE)
+            return result
+        try:
+            site_name = database_site(ctx.spec, ctx.annotations)
+            site = self.databases.pools.site(site_name)
+        except (FailoverError, UnknownSite) as exc:
+            return self._not_ready(result, "SiteUnknown", str(exc), ctx, retry=False)
+        secret = self.kube.get(SECRET, CREDENTIALS_SECRET, namespace=ctx.namespace)
+        stored, why = read_stored_password(secret, tenant=ctx.name)
+        if stored is None:
+            return self._not_ready(
+                result, "WaitingForCredentials", f"the pooler waits for the password: {why}", ctx
+            )
+        pooler = database.pooler
+        target = pooler_target(site, tenant=ctx.name)
+        try:
+            objects = render_pooler(
+                tenant=ctx.name,
+                namespace=ctx.namespace,
+                owner=ctx.owner,
+                pooler=pooler,
+                target=target,
+                password=stored.password,
+                image=self.settings.image,
+            )
+        except PoolerConfigError as exc:
+            return self._not_ready(result, exc.reason, exc.message, ctx, retry=False)
+        deployment = next(o for o in objects if o["kind"] == "Deployment")
+        config_hash = deployment["spec"]["template"]["metadata"]["annotations"][
+            POOLER_HASH_ANNOTATION
+        ]
+        result.objects = [
+            render_check_policy(ctx, operator_namespace=self.operator_namespace),
+            *objects,
+        ]
+        live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
+        if routes_workload(live):
+            result.pooler_secret = POOLER_NAME
+            result.fingerprints["pooler"] = config_hash
+        rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
+        if rollout is not None:
+            result.conditions[CONDITION_TYPE] = rollout
+            result.requeue_after = self.settings.rolling_requeue_seconds
+            return result
+        host, port = self.address(ctx.namespace)
+        try:
+            self.check(
+                host=host,
+                port=port,
+                dbname=target.dbname,
+                user=target.user,
+                password=stored.password,
+                timeout_seconds=self.settings.check_timeout_seconds,
+            )
+        except DataError as exc:
+            result.conditions[CONDITION_TYPE] = Observation(
+                "False", exc.reason, clip(exc.safe_message)
+            )
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
+        result.conditions[CONDITION_TYPE] = Observation(
+            "True",
+            "Serving",
+            f"the tenant's role logs in through the pooler ({pooler.replicas} replicas, "
+            f"{pooler.mode} pooling, at most {pooler.pool_size} server connections each) "
+            f"to database {target.dbname} on site {site_name}",
+        )
+        return result
+
+    def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
+        """Delete: nothing to do (the tenant owns the objects; the collector removes them).
+
+        Retain keeps the namespace and its workload, which goes through the pooler: the
+        pooler's objects are cut loose from the tenant too (the tenant reconcile's list of
+        children does not hold them), or the collector would delete the Service and the
+        Secret the kept pods read.
+        """
+        if delete:
+            return True
+        for kind, name in self._owned():
+            live = self.kube.get(kind, name, namespace=ctx.namespace)
+            if live is None:
+                continue
+            owners = live["metadata"].get("ownerReferences") or []
+            kept = [o for o in owners if o.get("uid") != ctx.uid]
+            if kept != owners:
+                self.kube.patch_merge(
+                    kind, name, {"metadata": {"ownerReferences": kept}}, namespace=ctx.namespace
+                )
+        return True
+
+    @staticmethod
+    def _owned() -> list[tuple[Kind, str]]:
+        return [*((k, POOLER_NAME) for k in _OWNED_KINDS), (NETWORK_POLICY, CHECK_POLICY)]
+
+    def _not_ready(
+        self,
+        result: PartResult,
+        reason: str,
+        message: str,
+        ctx: TenantContext,
+        *,
+        retry: bool = True,
+    ) -> PartResult:
+        result.conditions[CONDITION_TYPE] = Observation("False", reason, clip(message))
+        if retry:
+            result.requeue_after = self.settings.failed_requeue_seconds
+        # What runs keeps running (and the workload keeps its route) until it can be
+        # rendered again: the pods hold a configuration that worked.
+        live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
+        if routes_workload(live):
+            result.pooler_secret = POOLER_NAME
+            annotations = ((live or {}).get("spec") or {}).get("template", {}).get(
+                "metadata", {}
+            ).get("annotations") or {}
+            result.fingerprints["pooler"] = str(annotations.get(POOLER_HASH_ANNOTATION, ""))
+        return result
+
+    def _remove(self, ctx: TenantContext) -> None:
+        """Delete the pooler's objects that are provably ours (labels of this tenant)."""
+        for kind, name in self._owned():
+            live = self.kube.get(kind, name, namespace=ctx.namespace)
+            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+                continue
+            if labels.get(TENANT_LABEL) != ctx.name:
+                continue
+            self.kube.delete(kind, name, namespace=ctx.namespace)
+            log.info("tenant %s: deleted %s %s (pooler switched off)", ctx.name, kind.kind, name)

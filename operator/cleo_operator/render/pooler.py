@@ -1,0 +1,448 @@
+"""The tenant's PgBouncer pool: its configuration Secret, Deployment, Service and PDB.
+
+Pure: from the site's connection facts, the tenant's name, its password and
+``spec.database.pooler`` to objects and file contents; no I/O.
+
+Choices, and why:
+
+- **Authentication through the tenant's own role, with the plaintext password in the
+  auth file.** PgBouncer logs in to the server as the tenant's role (never the site's
+  admin), and authenticates its clients with SCRAM against the same auth file. The
+  alternative, the role's SCRAM verifier, would spare the pooler the plaintext, but
+  PgBouncer can pass SCRAM through to the server only when its verifier is the *very*
+  one the server stores (same salt and iteration count), and the server's copy is readable
+  only by a superuser (``pg_authid``), which a site run with a lesser admin does not give
+  the operator; the operator computes a fresh salt at each rotation and keeps no copy. The
+  plaintext costs nothing in exposure: whoever can read the pooler's Secret (the tenant's
+  admins, the operator) can already read the credentials Secret with the same password.
+- **Every value in the files comes from the operator**, never from a tenant-writable
+  object: the host, port and TLS settings from the site configuration, the role and
+  database names from the tenant's name, the password from the credentials Secret only
+  after the operator's own checks (and refused here if it holds a quote's escape or a
+  control character, which could otherwise forge a second line of the auth file).
+- **TLS to the site as the site is configured**: ``server_tls_sslmode`` is the site's
+  ``sslMode``; a site with a CA of its own gets it as ``ca.crt`` in the Secret
+  (``server_tls_ca_file``), a ``verify-full`` site without one uses the image's system
+  bundle. Clients reach the pooler inside the namespace without TLS (``sslmode=disable``:
+  PgBouncer would need a certificate of its own); SCRAM keeps the password off the wire.
+- **A hash of the configuration on the pod template** (`POOLER_HASH_ANNOTATION`, an HMAC
+  keyed with the password, which reveals nothing of it): a new password, a new site or a
+  new pool setting rolls the pooler's pods, which read their files once at start.
+- The pods run Pod Security ``restricted`` with a read-only root filesystem: PgBouncer
+  needs no writable path (no pidfile, no unix socket, logs on stderr). Readiness and
+  liveness are TCP checks of PgBouncer's port; whether it really reaches the server is
+  the operator's own check behind ``PoolerReady``, a login through the Service.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+from cleo_operator.api.base import ResourceList
+from cleo_operator.api.objects import KubeObject, OwnerReference
+from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.core.errors import CleoError
+from cleo_operator.data.sites import CA_KEY
+from cleo_operator.render.child import (
+    APP_NAME_LABEL,
+    COMPONENT_LABEL,
+    child_metadata,
+    opaque_secret,
+    restricted_container_security,
+    restricted_pod_security,
+    sorted_map,
+)
+from cleo_operator.render.k8s import ObjectMeta
+from cleo_operator.render.meta import TENANT_LABEL
+
+__all__ = [
+    "CLIENT_URL_KEY",
+    "CONFIG_DIR",
+    "DATABASE_ROUTE_LABEL",
+    "DEFAULT_POOLER_IMAGE",
+    "INI_KEY",
+    "POOLER_HASH_ANNOTATION",
+    "POOLER_NAME",
+    "POOLER_PORT",
+    "POOLER_ROUTE",
+    "SERVICE_PORT",
+    "SYSTEM_CA_BUNDLE",
+    "USERLIST_KEY",
+    "PoolerConfigError",
+    "PoolerImage",
+    "PoolerTarget",
+    "pooler_client_url",
+    "pooler_config_hash",
+    "pooler_config_values",
+    "pooler_env",
+    "pooler_selector",
+    "render_pgbouncer_ini",
+    "render_pooler",
+    "render_userlist",
+]
+
+POOLER_NAME: Final = "cleo-pooler"
+"""Name of the pooler's Deployment, Service, PDB and configuration Secret (``cleo-`` is
+reserved: a tenant's sealed secret cannot take the name)."""
+POOLER_PORT: Final = 6432
+"""PgBouncer's port in the pod."""
+SERVICE_PORT: Final = 5432
+"""The Service's port: clients see PostgreSQL's usual port."""
+INI_KEY: Final = "pgbouncer.ini"
+USERLIST_KEY: Final = "userlist.txt"
+CLIENT_URL_KEY: Final = "DATABASE_URL"
+"""The workload's DATABASE_URL through the pooler (read with ``secretKeyRef``; the pooler's
+pods do not mount it)."""
+CONFIG_DIR: Final = "/etc/pgbouncer"
+SYSTEM_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
+"""The image's system CAs (Debian's path) for a ``verify-full`` site without a CA of its own."""
+POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
+DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
+"""On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
+NetworkPolicy that lets pods reach the site directly leaves them out."""
+POOLER_ROUTE: Final = "pooler"
+DEFAULT_POOLER_IMAGE: Final = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
+"""A public PgBouncer image with a pinned tag (the chart's ``pooler.image``)."""
+RUN_AS_ID: Final = 10002
+"""PgBouncer needs no particular user: it only reads its files (group-readable)."""
+_HASH_CONTEXT: Final = b"cleo-operator pooler config v1\n"
+_DEFAULT_REQUESTS: Final = {"cpu": "50m", "memory": "32Mi"}
+_DEFAULT_LIMITS: Final = {"memory": "128Mi"}
+_ANTI_AFFINITY_WEIGHT: Final = 100
+
+
+class PoolerConfigError(CleoError, reason="PoolerConfigInvalid", retryable=False):
+    """The pooler's configuration cannot be written from what is there (never retried)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolerImage:
+    """The PgBouncer image every tenant's pooler runs (an operator setting)."""
+
+    image: str = DEFAULT_POOLER_IMAGE
+    pull_policy: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolerTarget:
+    """Where the pooler connects: the tenant's database on its site, as the site says."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    sslmode: str
+    ca_pem: str | None
+    """The site's own CA (PEM), or None (a weak sslMode, or the system's CAs)."""
+    verifies_server: bool
+
+
+def _check_password(password: str) -> None:
+    # The auth file quotes with '"' and has one user a line: a '"', a newline or any
+    # control character could end the entry and start another.
+    if not password or any(c == '"' or not (" " <= c <= "~") for c in password):
+        raise PoolerConfigError(
+            "the tenant's password cannot go into the pooler's auth file: it must be "
+            "printable ASCII without the double quote (rotate it: the operator makes such "
+            "passwords)"
+        )
+
+
+def render_userlist(*, user: str, password: str) -> str:
+    """PgBouncer's auth file: the tenant's role and its password, one line."""
+    _check_password(password)
+    return f'"{user}" "{password}"\n'
+
+
+def render_pgbouncer_ini(
+    *,
+    target: PoolerTarget,
+    pooler: PoolerSpec,
+    config_dir: str = CONFIG_DIR,
+    listen_addr: str = "*",
+    listen_port: int = POOLER_PORT,
+) -> str:
+    """``pgbouncer.ini`` for `target` and `pooler`; `config_dir` holds the auth file and CA.
+
+    Only the tenant's database is served (no wildcard entry, no admin console users): a
+    client can reach nothing through the pooler that the role cannot reach directly.
+    """
+    db_line = (
+        f"{target.dbname} = host={target.host} port={target.port} dbname={target.dbname} "
+        f"user={target.user}"
+    )
+    settings: dict[str, str] = {
+        "listen_addr": listen_addr,
+        "listen_port": str(listen_port),
+        "unix_socket_dir": "",
+        "auth_type": "scram-sha-256",
+        "auth_file": f"{config_dir}/{USERLIST_KEY}",
+        "pool_mode": pooler.mode,
+        "default_pool_size": str(pooler.pool_size),
+        "min_pool_size": "0",
+        "reserve_pool_size": "0",
+        # Hard caps besides the pool's own size: the server never sees more than this
+        # from one pooler process, whatever the clients do.
+        "max_db_connections": str(pooler.pool_size),
+        "max_user_connections": str(pooler.pool_size),
+        "max_client_conn": str(pooler.max_client_connections),
+        "server_tls_sslmode": target.sslmode,
+        # Clients (JDBC, some ORMs) send it at startup; PgBouncer would refuse them.
+        "ignore_startup_parameters": "extra_float_digits",
+        "server_login_retry": "2",
+        "log_connections": "0",
+        "log_disconnections": "0",
+        "admin_users": "",
+        "stats_users": "",
+    }
+    if target.ca_pem is not None:
+        settings["server_tls_ca_file"] = f"{config_dir}/{CA_KEY}"
+    elif target.verifies_server:
+        settings["server_tls_ca_file"] = SYSTEM_CA_BUNDLE
+    lines = ["[databases]", db_line, "", "[pgbouncer]"]
+    lines += [f"{key} = {value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def pooler_client_url(*, target: PoolerTarget, password: str) -> str:
+    """The workload's ``DATABASE_URL`` through the pooler's Service (holds the password)."""
+    user = quote(target.user, safe="")
+    database = quote(target.dbname, safe="")
+    secret = quote(password, safe="")
+    host = POOLER_NAME
+    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode=disable"
+
+
+def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
+    """The workload container's variables that send libpq clients through the pooler.
+
+    Explicit ``env`` entries win over every ``envFrom`` source, so the database Secret
+    stays as it is (direct, for migration and backup Jobs) while the workload's pods get
+    the pooler. ``DATABASE_URL`` holds the password: it is read from the pooler's Secret,
+    never written into the Deployment, which viewers can read.
+    """
+    return [
+        {
+            "name": "DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": pooler_secret, "key": CLIENT_URL_KEY}},
+        },
+        {"name": "PGHOST", "value": POOLER_NAME},
+        {"name": "PGPORT", "value": str(SERVICE_PORT)},
+        {"name": "PGSSLMODE", "value": "disable"},
+    ]
+
+
+def pooler_config_values(
+    *, target: PoolerTarget, pooler: PoolerSpec, password: str
+) -> dict[str, str]:
+    """What the pooler's Secret holds, in plain text: the files and the client URL."""
+    values = {
+        INI_KEY: render_pgbouncer_ini(target=target, pooler=pooler),
+        USERLIST_KEY: render_userlist(user=target.user, password=password),
+        CLIENT_URL_KEY: pooler_client_url(target=target, password=password),
+    }
+    if target.ca_pem is not None:
+        values[CA_KEY] = target.ca_pem
+    return values
+
+
+def pooler_config_hash(values: Mapping[str, str], *, password: str) -> str:
+    """The pod template's hash of `values`: an HMAC keyed with the password (see module)."""
+    message = json.dumps(sorted_map(values), sort_keys=True, separators=(",", ":"))
+    digest = hmac.new(password.encode(), _HASH_CONTEXT + message.encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def pooler_selector(tenant: str) -> dict[str, str]:
+    """The pooler Deployment's selector; never change it (a selector is immutable)."""
+    return sorted_map({APP_NAME_LABEL: POOLER_NAME, TENANT_LABEL: tenant})
+
+
+def _metadata(*, tenant: str, namespace: str, owner: OwnerReference) -> ObjectMeta:
+    meta = child_metadata(
+        name=POOLER_NAME, namespace=namespace, tenant=tenant, owner=owner, component="database"
+    )
+    meta["labels"] = sorted_map({**meta["labels"], APP_NAME_LABEL: POOLER_NAME})
+    return meta
+
+
+def _amounts(amounts: ResourceList | None) -> dict[str, str]:
+    if amounts is None:
+        return {}
+    pairs = (("cpu", amounts.cpu), ("memory", amounts.memory))
+    return {name: str(value) for name, value in pairs if value is not None}
+
+
+def _resources(pooler: PoolerSpec) -> dict[str, dict[str, str]]:
+    if pooler.resources is None:
+        return {"requests": dict(_DEFAULT_REQUESTS), "limits": dict(_DEFAULT_LIMITS)}
+    rendered = {
+        "requests": _amounts(pooler.resources.requests),
+        "limits": _amounts(pooler.resources.limits),
+    }
+    # An empty map is dropped by the API server (and would then look like drift).
+    return {key: value for key, value in rendered.items() if value}
+
+
+def _container(pooler: PoolerSpec, image: PoolerImage) -> dict[str, Any]:
+    tcp = {"tcpSocket": {"port": "pgbouncer"}}
+    container: dict[str, Any] = {
+        "name": "pgbouncer",
+        "image": image.image,
+        # The binary, not the image's entrypoint: entrypoints that write a configuration
+        # of their own would meet the read-only root filesystem.
+        "command": ["pgbouncer", f"{CONFIG_DIR}/{INI_KEY}"],
+        "ports": [{"name": "pgbouncer", "containerPort": POOLER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {**tcp, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {
+            **tcp,
+            "initialDelaySeconds": 5,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 6,
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
+        "resources": _resources(pooler),
+    }
+    if image.pull_policy is not None:
+        container["imagePullPolicy"] = image.pull_policy
+    return container
+
+
+def _deployment(
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    pooler: PoolerSpec,
+    config_hash: str,
+    with_ca: bool,
+    image: PoolerImage,
+) -> KubeObject:
+    selector = pooler_selector(tenant)
+    items = [{"key": INI_KEY, "path": INI_KEY}, {"key": USERLIST_KEY, "path": USERLIST_KEY}]
+    if with_ca:
+        items.append({"key": CA_KEY, "path": CA_KEY})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(tenant=tenant, namespace=namespace, owner=owner),
+        "spec": {
+            "replicas": pooler.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector},
+            # A new pod must be ready before an old one goes: the tenant keeps a pool.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": sorted_map({**selector, COMPONENT_LABEL: "database"}),
+                    "annotations": {POOLER_HASH_ANNOTATION: config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": dict(restricted_pod_security(RUN_AS_ID)),
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": _ANTI_AFFINITY_WEIGHT,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": selector},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                    "containers": [_container(pooler, image)],
+                    "volumes": [
+                        {
+                            "name": "config",
+                            "secret": {
+                                "secretName": POOLER_NAME,
+                                "items": items,
+                                "defaultMode": 0o440,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_pooler(
+    *,
+    tenant: str,
+    namespace: str,
+    owner: OwnerReference,
+    pooler: PoolerSpec,
+    target: PoolerTarget,
+    password: str,
+    image: PoolerImage,
+) -> list[KubeObject]:
+    """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
+
+    Raises `PoolerConfigError` when the password cannot be written into the auth file.
+    """
+    values = pooler_config_values(target=target, pooler=pooler, password=password)
+    config_hash = pooler_config_hash(values, password=password)
+    meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)
+    encoded = {
+        key: base64.b64encode(value.encode()).decode("ascii") for key, value in values.items()
+    }
+    secret = opaque_secret(meta, encoded)
+    objects: list[KubeObject] = [
+        secret,
+        _deployment(
+            tenant=tenant,
+            namespace=namespace,
+            owner=owner,
+            pooler=pooler,
+            config_hash=config_hash,
+            with_ca=target.ca_pem is not None,
+            image=image,
+        ),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(tenant=tenant, namespace=namespace, owner=owner),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": pooler_selector(tenant),
+                "ports": [
+                    {
+                        "name": "postgresql",
+                        "protocol": "TCP",
+                        "port": SERVICE_PORT,
+                        "targetPort": "pgbouncer",
+                    }
+                ],
+            },
+        },
+    ]
+    if pooler.replicas > 1:
+        objects.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(tenant=tenant, namespace=namespace, owner=owner),
+                "spec": {
+                    "minAvailable": 1,
+                    "selector": {"matchLabels": pooler_selector(tenant)},
+                    "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                },
+            }
+        )
+    return objects

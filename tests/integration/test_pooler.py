@@ -1,0 +1,211 @@
+"""The operator's PgBouncer configuration, run by a real ``pgbouncer`` against a real PostgreSQL.
+
+What runs is what the operator renders into the pooler's Secret (``pgbouncer.ini`` and
+``userlist.txt`` from `render_pooler`'s values, for a site as the operator configures it);
+only the pod's config folder and listen address are rewritten, because ``/etc/pgbouncer``
+and port 6432 on every interface cannot be had here (tests/harness/pgbouncer.py). The
+tenant's role and database are made by the operator's own data layer, and the check
+behind ``PoolerReady`` (`check_pooler_login`) is the one under test.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.data.errors import AuthenticationFailed
+from cleo_operator.data.pool import SitePools
+from cleo_operator.data.pooler import PoolerCheckFailed, check_pooler_login
+from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
+from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
+from cleo_operator.reconcile.pooler import pooler_target
+from cleo_operator.render.pooler import pooler_config_hash, pooler_config_values
+from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
+from tests.harness.postgres import PostgresServer
+from tests.harness.postgres_tls import issue_server_certificate, make_authority
+
+pytestmark = [pytest.mark.postgres]
+
+CLIENTS = 200
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def files(site: SiteConfig, tenant: str, password: str, pooler: PoolerSpec) -> dict[str, str]:
+    """The pooler Secret's values, exactly as the operator renders them."""
+    target = pooler_target(site, tenant=tenant)
+    return pooler_config_values(target=target, pooler=pooler, password=password)
+
+
+def role_of(tenant: str) -> str:
+    return tenant_role_name(tenant)
+
+
+def login(bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None) -> None:
+    """The check behind PoolerReady, through `bouncer`, as the tenant's role."""
+    role = role_of(tenant)
+    check_pooler_login(
+        host=bouncer.host, port=bouncer.port, dbname=dbname or role, user=role, password=password
+    )
+
+
+def connect(bouncer: PgBouncer, tenant: str, password: str, **options: Any) -> psycopg.Connection:
+    """A client of the pooler, as the workload connects (no TLS to the pooler)."""
+    role = role_of(tenant)
+    dsn = f"host={bouncer.host} port={bouncer.port} dbname={role} user={role} sslmode=disable"
+    return psycopg.connect(dsn, password=password, **options)
+
+
+def server_connections(server: PostgresServer, tenant: str) -> int:
+    role = role_of(tenant)
+    row = server.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_type = "
+        "'client backend'",
+        (role,),
+    )
+    return int(row[0][0])
+
+
+@pytest.fixture
+def provisioned(postgres_site_pools: SitePools, tenant_name: str) -> tuple[SitePools, str, str]:
+    password = new_password()
+    ensure_tenant_database(
+        postgres_site_pools, "main", tenant=tenant_name, password=password, connection_limit=20
+    )
+    return postgres_site_pools, tenant_name, password
+
+
+def test_connections_pass_and_the_ready_check_sees_a_wrong_password(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    pools, tenant, password = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=3)
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+        login(bouncer, tenant, password)
+        # Transaction pooling: a transaction sees its own writes, across statements.
+        with connect(bouncer, tenant, password) as conn:
+            with conn.transaction():
+                conn.execute("CREATE TABLE memories (id int)")
+                conn.execute("INSERT INTO memories VALUES (1), (2)")
+            assert conn.execute("SELECT count(*) FROM memories").fetchone() == (2,)
+        with pytest.raises(AuthenticationFailed) as caught:
+            login(bouncer, tenant, "not-" + password)
+        assert password not in str(caught.value)
+        # Only the tenant's database is served: another name is refused by the pooler.
+        with pytest.raises(PoolerCheckFailed):
+            login(bouncer, tenant, password, dbname="postgres")
+
+
+def test_the_pool_limit_holds_under_200_concurrent_clients(
+    postgres_server: PostgresServer, provisioned: tuple[SitePools, str, str]
+) -> None:
+    pools, tenant, password = provisioned
+    pool_size = 5
+    pooler = PoolerSpec(enabled=True, pool_size=pool_size, max_client_connections=CLIENTS + 10)
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+        start = threading.Barrier(CLIENTS + 1)
+        done = threading.Event()
+        errors: list[BaseException] = []
+        served = []
+        peak = 0
+
+        def client() -> None:
+            try:
+                with connect(
+                    bouncer, tenant, password, connect_timeout=30, autocommit=True
+                ) as conn:
+                    start.wait(timeout=60)
+                    for _ in range(3):
+                        conn.execute("SELECT pg_sleep(0.02)")
+                    served.append(1)
+            except BaseException as exc:
+                errors.append(exc)
+                start.abort()
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        start.wait(timeout=60)  # all 200 are connected to the pooler at once
+        while not done.is_set():
+            peak = max(peak, server_connections(postgres_server, tenant))
+            if all(not t.is_alive() for t in threads):
+                done.set()
+            time.sleep(0.01)
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    assert len(served) == CLIENTS
+    # The pool was used (not one connection at a time) and never exceeded.
+    assert 1 < peak <= pool_size
+
+
+def test_a_rotated_password_works_after_the_roll(
+    postgres_site_pools: SitePools, provisioned: tuple[SitePools, str, str]
+) -> None:
+    pools, tenant, old = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=2)
+    site = pools.site("main")
+    before = files(site, tenant, old, pooler)
+    with running_pgbouncer(before) as bouncer:
+        login(bouncer, tenant, old)
+        new = new_password()
+        ensure_tenant_database(
+            postgres_site_pools, "main", tenant=tenant, password=new, connection_limit=20
+        )
+        after = files(site, tenant, new, pooler)
+        # A new configuration, so a new hash on the pod template: the pooler rolls.
+        assert pooler_config_hash(after, password=new) != pooler_config_hash(before, password=old)
+        bouncer.restart(after)  # what a pod of the new template starts with
+        login(bouncer, tenant, new)
+        with pytest.raises(AuthenticationFailed):
+            login(bouncer, tenant, old)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PostgresServer, Path]]:
+    authority = make_authority(tmp_path_factory.mktemp("pooler-ca"), "site")
+    certificate = issue_server_certificate(authority, tmp_path_factory.mktemp("pooler-server"))
+    with PostgresServer(tls=certificate) as server:
+        yield server, authority.cert
+
+
+def tls_site(server: PostgresServer, ca: Path) -> SiteConfig:
+    pem = validate_ca_pem(ca.read_bytes(), field="sslRootCert", source=str(ca))
+    return server.site(sslmode="verify-full", ssl_root_cert=str(ca), ca_pem=pem)
+
+
+def test_the_pooler_reaches_a_tls_site_verifying_its_certificate(
+    tls_server: tuple[PostgresServer, Path], tmp_path: Path
+) -> None:
+    server, ca = tls_server
+    site = tls_site(server, ca)
+    credentials = AdminCredentials(user=server.superuser, password=server.password)
+    tenant, password = f"t-{secrets.token_hex(4)}", new_password()
+    role = role_of(tenant)
+    with SitePools({"main": site}, credentials=lambda _site: credentials) as pools:
+        ensure_tenant_database(pools, "main", tenant=tenant, password=password, connection_limit=5)
+    rendered = files(site, tenant, password, PoolerSpec(enabled=True, pool_size=2))
+    with running_pgbouncer(rendered) as bouncer:
+        login(bouncer, tenant, password)
+        row = server.execute(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.usename = %s",
+            (role,),
+        )
+        assert row[0][0] is True  # the pooler's server connection is TLS
+    # The same site presented with another CA: the pooler refuses the server, and the
+    # check says the pooler cannot reach the database (not that the password is wrong).
+    impostor = make_authority(tmp_path / "impostor", "impostor").cert
+    forged = files(tls_site(server, impostor), tenant, password, PoolerSpec(enabled=True))
+    with running_pgbouncer(forged) as bouncer, pytest.raises(PoolerCheckFailed):
+        login(bouncer, tenant, password)

@@ -1,0 +1,341 @@
+"""The pooler part's decisions: what it renders, when the workload switches, what PoolerReady says.
+
+Judged on the in-memory API server (FakeKube, a fake of that boundary only) with the real
+part, rendering and site configuration; no site is contacted. The login through the
+pooler is the one thing replaced: `check` is the network login to a PgBouncer pod, which
+cannot run here; tests/integration/test_pooler.py runs the real check against a real
+pgbouncer, and tests/integration/test_pooler_cluster.py the part on a real API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.data.errors import AuthenticationFailed
+from cleo_operator.data.pool import SitePools
+from cleo_operator.data.sites import AdminCredentials, SiteConfig
+from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE
+from cleo_operator.reconcile.database_passwords import StoredPassword, password_fingerprint
+from cleo_operator.reconcile.database_secret import render_credentials_secret
+from cleo_operator.reconcile.pooler import (
+    CHECK_POLICY,
+    CONDITION_TYPE,
+    PoolerPart,
+    PoolerSettings,
+    observe_rollout,
+    routes_workload,
+)
+from cleo_operator.reconcile.tenant_databases import TenantDatabases
+from cleo_operator.reconcile.tenant_parts import TenantContext
+from cleo_operator.render.meta import tenant_owner
+from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE, POOLER_HASH_ANNOTATION, POOLER_NAME
+from tests.harness.fake_kube import FakeKube
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+TENANT, UID, NS = "acme", "0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10", "cleo-acme"
+PASSWORD = "A" * 43
+SITE = SiteConfig(name="main", host="pg.example.internal", port=5432, sslmode="disable")
+
+
+class Logins:
+    """Stands in for the network login through a pooler pod (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    fake = FakeKube(now=lambda: NOW)
+    fake.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return fake
+
+
+@pytest.fixture
+def databases(kube: FakeKube) -> Iterator[TenantDatabases]:
+    credentials = AdminCredentials(user="admin", password="unused-here")
+    pools = SitePools({"main": SITE}, credentials=lambda _site: credentials)
+    yield TenantDatabases(kube, pools)
+    pools.close()
+
+
+def context(
+    pooler: dict[str, Any] | None, *, status: dict[str, Any] | None = None
+) -> TenantContext:
+    database: dict[str, Any] = {"enabled": True, "site": "main"}
+    if pooler is not None:
+        database["pooler"] = pooler
+    return TenantContext(
+        name=TENANT,
+        uid=UID,
+        generation=1,
+        spec=parse_tenant_spec({"database": database}),
+        namespace=NS,
+        annotations={},
+        status=status or {},
+        now=NOW,
+    )
+
+
+def write_credentials(kube: FakeKube, password: str = PASSWORD) -> None:
+    record = StoredPassword(
+        password=password,
+        fingerprint=password_fingerprint(tenant=TENANT, password=password),
+        rotated_at=NOW,
+        rotation_request=None,
+    )
+    kube.apply(
+        render_credentials_secret(
+            {"apiVersion": "v1", "kind": "Secret", "namespace": NS, "name": "cleo-database"},
+            tenant=TENANT,
+            owner=tenant_owner(name=TENANT, uid=UID),
+            site=SITE,
+            record=record,
+        )
+    )
+
+
+def part(kube: FakeKube, databases: TenantDatabases, logins: Logins) -> PoolerPart:
+    return PoolerPart(
+        kube,
+        databases,
+        operator_namespace="cleo-system",
+        settings=PoolerSettings(),
+        check=logins,
+        address=lambda ns: (f"pooler-of-{ns}", 5432),
+    )
+
+
+def deployment_as_the_controller_reports(
+    kube: FakeKube, rendered: dict[str, Any], *, available: int, updated: int | None = None
+) -> None:
+    """Apply `rendered` and write the status the deployment controller would (none runs here)."""
+    live = kube.apply(copy.deepcopy(rendered))
+    replicas = rendered["spec"]["replicas"]
+    kube.patch_merge(
+        DEPLOYMENT,
+        POOLER_NAME,
+        {
+            "status": {
+                "observedGeneration": live["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas if updated is None else updated,
+                "availableReplicas": available,
+            }
+        },
+        namespace=NS,
+        subresource="status",
+    )
+
+
+def test_without_the_pooler_nothing_is_rendered_and_nothing_read(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    logins = Logins()
+    result = part(kube, databases, logins).reconcile(context(None))
+    assert result.objects == []
+    assert result.conditions == {}
+    assert result.pooler_secret is None
+    assert logins.calls == []
+
+
+def test_the_pooler_waits_for_the_password_and_says_so(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    result = part(kube, databases, Logins()).reconcile(context({"enabled": True}))
+    assert result.objects == []
+    condition = result.conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("False", "WaitingForCredentials")
+
+
+def test_a_new_pooler_is_rendered_but_the_workload_stays_direct_until_a_pod_is_available(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+    result = part(kube, databases, logins).reconcile(context({"enabled": True, "poolSize": 5}))
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in result.objects]
+    assert kinds == [
+        ("NetworkPolicy", CHECK_POLICY),
+        ("Secret", POOLER_NAME),
+        ("Deployment", POOLER_NAME),
+        ("Service", POOLER_NAME),
+        ("PodDisruptionBudget", POOLER_NAME),
+    ]
+    assert result.conditions[CONDITION_TYPE].reason == "Creating"
+    assert result.pooler_secret is None
+    assert "pooler" not in result.fingerprints
+    assert logins.calls == []  # nothing to log in to yet
+    assert result.requeue_after is not None
+
+
+def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True})
+    first = pooler.reconcile(ctx)
+    rendered = next(o for o in first.objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    half = pooler.reconcile(ctx)
+    # One pod serves: the workload may switch, but the pool is not whole yet.
+    assert half.pooler_secret == POOLER_NAME
+    assert half.conditions[CONDITION_TYPE].reason == "Unavailable"
+    assert logins.calls == []
+    deployment_as_the_controller_reports(kube, rendered, available=2)
+    ready = pooler.reconcile(ctx)
+    assert ready.conditions[CONDITION_TYPE].status == "True"
+    assert ready.conditions[CONDITION_TYPE].reason == "Serving"
+    assert logins.calls == [
+        {
+            "host": f"pooler-of-{NS}",
+            "port": 5432,
+            "dbname": "cleo_acme",
+            "user": "cleo_acme",
+            "password": PASSWORD,
+            "timeout_seconds": 2,
+        }
+    ]
+    config_hash = rendered["spec"]["template"]["metadata"]["annotations"][POOLER_HASH_ANNOTATION]
+    assert ready.fingerprints == {"pooler": config_hash}
+
+
+def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+    logins.error = AuthenticationFailed("the pooler refused the tenant's role cleo_acme")
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True, "replicas": 1})
+    rendered = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    result = pooler.reconcile(ctx)
+    condition = result.conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("False", "AuthenticationFailed")
+    assert PASSWORD not in condition.message
+
+
+def test_a_rotated_password_is_a_new_config_and_the_old_pods_are_rolling(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    before = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, before, available=1)
+    write_credentials(kube, password="B" * 43)
+    result = pooler.reconcile(ctx)
+    after = next(o for o in result.objects if o["kind"] == "Deployment")
+    hashes = [
+        d["spec"]["template"]["metadata"]["annotations"][POOLER_HASH_ANNOTATION]
+        for d in (before, after)
+    ]
+    assert hashes[0] != hashes[1]
+    assert result.conditions[CONDITION_TYPE].reason == "Rolling"
+    assert result.pooler_secret == POOLER_NAME  # the old pods still serve meanwhile
+
+
+def test_rollout_is_judged_from_the_deployments_own_status() -> None:
+    def deployment(**status: int) -> dict[str, Any]:
+        return {
+            "metadata": {"generation": 2},
+            "spec": {"template": {"metadata": {"annotations": {POOLER_HASH_ANNOTATION: "h"}}}},
+            "status": status,
+        }
+
+    done = deployment(observedGeneration=2, replicas=2, updatedReplicas=2, availableReplicas=2)
+    assert observe_rollout(done, config_hash="h", replicas=2) is None
+    assert observe_rollout(done, config_hash="other", replicas=2) is not None
+    stale = deployment(observedGeneration=1, replicas=2, updatedReplicas=2, availableReplicas=2)
+    assert observe_rollout(stale, config_hash="h", replicas=2) is not None
+    surge = deployment(observedGeneration=2, replicas=3, updatedReplicas=2, availableReplicas=3)
+    rolling = observe_rollout(surge, config_hash="h", replicas=2)
+    assert rolling is not None
+    assert rolling.reason == "Rolling"
+    assert observe_rollout(None, config_hash="h", replicas=2) is not None
+    assert routes_workload(done)
+    assert not routes_workload(deployment(availableReplicas=0))
+    assert not routes_workload(None)
+
+
+def test_switching_it_off_deletes_what_is_ours_and_drops_the_condition(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    had = {"conditions": [{"type": CONDITION_TYPE, "status": "True"}]}
+    result = pooler.reconcile(context({"enabled": False}, status=had))
+    assert result.remove_conditions == {CONDITION_TYPE}
+    for kind in (SECRET, DEPLOYMENT, SERVICE, PDB):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None
+    assert kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS) is None
+    assert kube.get(SECRET, "cleo-database", namespace=NS) is not None
+
+
+def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": POOLER_NAME, "namespace": NS, "labels": {"app": "theirs"}},
+            "spec": {"ports": [{"port": 5432}]},
+        }
+    )
+    had = {"conditions": [{"type": CONDITION_TYPE, "status": "False"}]}
+    part(kube, databases, Logins()).reconcile(context(None, status=had))
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+
+
+def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
+    assert PoolerSettings.from_environment({}).image.image == DEFAULT_POOLER_IMAGE
+    chosen = PoolerSettings.from_environment(
+        {
+            "CLEO_POOLER_IMAGE": "registry.example/pgbouncer@sha256:" + "a" * 64,
+            "CLEO_POOLER_IMAGE_PULL_POLICY": "Always",
+        }
+    )
+    assert chosen.image.image.endswith("a" * 64)
+    assert chosen.image.pull_policy == "Always"
+    with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE_PULL_POLICY"):
+        PoolerSettings.from_environment({"CLEO_POOLER_IMAGE_PULL_POLICY": "Sometimes"})
+    with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE"):
+        PoolerSettings.from_environment({"CLEO_POOLER_IMAGE": "pgbouncer latest"})
+
+
+def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert pooler.finalize(ctx, delete=True)
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS)["metadata"]["ownerReferences"]
+    assert pooler.finalize(ctx, delete=False)
+    for kind in (SECRET, DEPLOYMENT, SERVICE, PDB):
+        live = kube.get(kind, POOLER_NAME, namespace=NS)
+        assert live is not None
+        assert not live["metadata"].get("ownerReferences"), kind
+    check = kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS)
+    assert check is not None
+    assert not check["metadata"].get("ownerReferences")
