@@ -1,7 +1,10 @@
 """Backup runs end to end on the local control plane and a real PostgreSQL server.
 
-The CronJob controller creates the Jobs (a ``* * * * *`` schedule: about a minute each);
-each Job's container command then runs here as a local process with exactly what its pod
+The CronJob controller creates the first Job (a ``* * * * *`` schedule: up to a minute);
+the next one is made from the CronJob's template at once, as `kubectl create job
+--from=cronjob/...` makes it (the same labels, and the CronJob as its controller), which is
+all the reconciler reads of a Job: a second minute's wait would prove nothing more. Each
+Job's container command then runs here as a local process with exactly what its pod
 would get (`backup_cluster_support.run_job_pod`): the database login from the tenant's
 Secret, the keyring Secret as a folder, the volume as a folder, and the pod's own
 ServiceAccount token, so the status it writes proves the rendered Role is enough. The
@@ -92,6 +95,37 @@ class Setup(BackupScene):
 
         job: KubeObject = wait_for(
             created, timeout=100, interval=1.0, what="the CronJob controller to create a Job"
+        )
+        return job
+
+    def trigger_job(self, name: str, *, suffix: str) -> KubeObject:
+        """A Job made now from the CronJob's template, as `kubectl create job --from=cronjob`
+        makes it: the template's labels and spec, and the CronJob as its controller."""
+        cron = self.kube.get(CRON_JOB, f"cleo-backup-{name}", namespace=self.namespace)
+        assert cron is not None
+        template = cron["spec"]["jobTemplate"]
+        job: KubeObject = self.kube.create(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": f"cleo-backup-{name}-{suffix}",
+                    "namespace": self.namespace,
+                    "labels": dict(template["metadata"].get("labels") or {}),
+                    "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "CronJob",
+                            "name": cron["metadata"]["name"],
+                            "uid": cron["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": template["spec"],
+            }
         )
         return job
 
@@ -200,6 +234,14 @@ def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
         namespace=ns,
     )
     job1 = setup.next_job("minutely", after=set())
+    # The CronJob controller made it, from the CronJob the reconciler rendered.
+    (owner,) = job1["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == (
+        "CronJob",
+        "cleo-backup-minutely",
+        True,
+    )
+    assert "cronjob.kubernetes.io/instantiate" not in (job1["metadata"].get("annotations") or {})
     failed = setup.run(job1)
     assert failed.returncode == 1, failed.stderr
     assert failed.report is not None
@@ -231,9 +273,8 @@ def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
     healed = reconcile(setup.databases, setup.tenant, ns)
     assert healed.ready, healed.condition
 
-    # -- the next scheduled run succeeds -------------------------------------------------
-    seen = {j["metadata"]["name"] for j in setup.jobs("minutely")}
-    job2 = setup.next_job("minutely", after=seen)
+    # -- the next run succeeds ----------------------------------------------------------
+    job2 = setup.trigger_job("minutely", suffix="next")
     succeeded = setup.run(job2)
     assert succeeded.returncode == 0, succeeded.stderr
     assert succeeded.report is not None
