@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from cleo_operator.kube import kinds
 from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import Kind
 from e2e.cluster import ClusterError, LocalCluster, build_toolchain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,58 +159,25 @@ def kubectl_json(cluster: LocalCluster, *args: str) -> Any:
     return yaml.safe_load(result.stdout)
 
 
-@dataclass(frozen=True)
-class _Kind:
-    group_version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    def path(self, namespace: str | None, name: str | None) -> str:
-        base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
-        where = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
-        return f"{base}{where}/{self.plural}" + (f"/{name}" if name else "")
-
-
-def _kinds(*kinds: _Kind, short: dict[str, str]) -> dict[str, _Kind]:
+def _kinds(*kinds: Kind, short: dict[str, str]) -> dict[str, Kind]:
     """Every name kubectl takes for them: the plural, the singular, the short names."""
-    table: dict[str, _Kind] = {}
+    table: dict[str, Kind] = {}
     for k in kinds:
         table[k.plural] = table[k.kind.lower()] = k
-        group = k.group_version.rpartition("/")[0]
-        if group:
-            table[f"{k.plural}.{group}"] = k
+        if k.group:
+            table[f"{k.plural}.{k.group}"] = k
     for alias, plural in short.items():
         table[alias] = table[plural]
     return table
 
 
 _KINDS = _kinds(
-    _Kind("v1", "namespaces", "Namespace", namespaced=False),
-    _Kind("v1", "secrets", "Secret"),
-    _Kind("v1", "configmaps", "ConfigMap"),
-    _Kind("v1", "services", "Service"),
-    _Kind("v1", "pods", "Pod"),
-    _Kind("v1", "resourcequotas", "ResourceQuota"),
-    _Kind("v1", "serviceaccounts", "ServiceAccount"),
-    _Kind("apps/v1", "deployments", "Deployment"),
-    _Kind("apps/v1", "replicasets", "ReplicaSet"),
-    _Kind("batch/v1", "jobs", "Job"),
-    _Kind("batch/v1", "cronjobs", "CronJob"),
-    _Kind("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    _Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-    _Kind("rbac.authorization.k8s.io/v1", "roles", "Role"),
-    _Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
-    _Kind("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", namespaced=False),
-    _Kind(
-        "apiextensions.k8s.io/v1",
-        "customresourcedefinitions",
-        "CustomResourceDefinition",
-        namespaced=False,
-    ),
-    _Kind("cleoai.io/v1alpha1", "cleotenants", "CleoTenant", namespaced=False),
-    _Kind("cleoai.io/v1alpha1", "cleobackups", "CleoBackup"),
-    _Kind("cleoai.io/v1alpha1", "cleofailovers", "CleoFailover"),
+    *(kinds.NAMESPACE, kinds.SECRET, kinds.CONFIG_MAP, kinds.SERVICE, kinds.POD),
+    *(kinds.RESOURCE_QUOTA, kinds.SERVICE_ACCOUNT, kinds.DEPLOYMENT, kinds.JOB, kinds.CRON_JOB),
+    *(kinds.HPA, kinds.NETWORK_POLICY, kinds.ROLE, kinds.ROLE_BINDING, kinds.CRD),
+    *(kinds.TENANT, kinds.BACKUP, kinds.FAILOVER),
+    Kind("apps/v1", "ReplicaSet", "replicasets"),
+    Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False),
     short={
         "ns": "namespaces",
         "cm": "configmaps",
@@ -255,7 +223,7 @@ def _get_directly(cluster: LocalCluster, args: tuple[str, ...]) -> Any:
         return _UNSUPPORTED
     name = rest[2] if len(rest) == 3 else None
     request = urllib.request.Request(  # noqa: S310 - the local control plane, https
-        cluster.server + kind.path(namespace, name),
+        cluster.server + kind.path(namespace=namespace if kind.namespaced else None, name=name),
         headers={"Authorization": f"Bearer {cluster.admin_token}", "Accept": "application/json"},
     )
     body = _read_json(request, _tls_context(cluster.pki.ca_cert))
@@ -267,7 +235,7 @@ def _get_directly(cluster: LocalCluster, args: tuple[str, ...]) -> Any:
     items = []
     for item in body.get("items") or []:
         item.get("metadata", {}).pop("managedFields", None)
-        items.append({"apiVersion": kind.group_version, "kind": kind.kind, **item})
+        items.append({"apiVersion": kind.api_version, "kind": kind.kind, **item})
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
 
 
