@@ -650,7 +650,9 @@ class PostgresServer:
                 ) as conn:
                     conn.execute("SELECT 1")
                     if self._template_password is not None:
-                        # This server's own random password, before anyone else logs in.
+                        # This server's own random password, before anyone else logs in,
+                        # stored as initdb stores it whatever the server's settings say.
+                        conn.execute("SET password_encryption = 'scram-sha-256'")
                         conn.execute(
                             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                                 sql.Identifier(self.superuser), sql.Literal(self.password)
