@@ -24,6 +24,39 @@ def _namespace(cluster: LocalCluster, name: str) -> str:
     return name
 
 
+CRON_NAMESPACE = "cp-cron"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ticking_cron_job(cluster: LocalCluster) -> str:
+    """The CronJob of the last test, made before the module's first test: its first run is
+    up to a minute away (one-minute granularity), and the other tests run meanwhile instead
+    of the wait. Its namespace."""
+    ns = _namespace(cluster, CRON_NAMESPACE)
+    _apply(
+        cluster,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "tick", "namespace": ns},
+            "spec": {
+                "schedule": "* * * * *",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [{"name": "tick", "image": "example.invalid/t:1"}],
+                            }
+                        }
+                    }
+                },
+            },
+        },
+    )
+    return ns
+
+
 def test_deployment_gets_replicaset_and_ready_pods(cluster: LocalCluster) -> None:
     ns = _namespace(cluster, "cp-deploy")
     _apply(
@@ -56,43 +89,6 @@ def test_deployment_gets_replicaset_and_ready_pods(cluster: LocalCluster) -> Non
     for pod in pods:
         assert pod["spec"]["nodeName"] == "kwok-node-0"  # the scheduler placed it
         assert pod["status"]["phase"] == "Running"  # KWOK ran it
-
-
-def test_cronjob_every_minute_gets_a_job_that_completes(cluster: LocalCluster) -> None:
-    ns = _namespace(cluster, "cp-cron")
-    _apply(
-        cluster,
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "tick", "namespace": ns},
-            "spec": {
-                "schedule": "* * * * *",
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "tick", "image": "example.invalid/t:1"}],
-                            }
-                        }
-                    }
-                },
-            },
-        },
-    )
-
-    def completed_job() -> str | None:
-        jobs = kubectl_json(cluster, "get", "jobs", "-n", ns)["items"]
-        for job in jobs:
-            owner = job["metadata"]["ownerReferences"][0]
-            assert owner["kind"] == "CronJob"
-            if job.get("status", {}).get("succeeded") == 1:
-                return str(job["metadata"]["name"])
-        return None
-
-    # CronJobs have one-minute granularity: the first run is at most ~60 s away.
-    wait_for(completed_job, timeout=150, interval=2, what="a completed Job of the CronJob")
 
 
 def test_deleted_namespace_disappears(cluster: LocalCluster) -> None:
@@ -166,3 +162,22 @@ def test_stop_leaves_no_process_behind(cluster: LocalCluster) -> None:
         check=False,
     ).stdout.split()
     assert alive == []
+
+
+# Last in the module: see `ticking_cron_job`.
+def test_cronjob_every_minute_gets_a_job_that_completes(
+    cluster: LocalCluster, ticking_cron_job: str
+) -> None:
+    ns = ticking_cron_job
+
+    def completed_job() -> str | None:
+        jobs = kubectl_json(cluster, "get", "jobs", "-n", ns)["items"]
+        for job in jobs:
+            owner = job["metadata"]["ownerReferences"][0]
+            assert owner["kind"] == "CronJob"
+            if job.get("status", {}).get("succeeded") == 1:
+                return str(job["metadata"]["name"])
+        return None
+
+    # CronJobs have one-minute granularity: the first run is at most ~60 s after the fixture.
+    wait_for(completed_job, timeout=150, interval=2, what="a completed Job of the CronJob")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +139,16 @@ def _run_operator_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_start_without_crds_says_which_are_missing(cluster: LocalCluster) -> None:
+@pytest.fixture(scope="module")
+def bare_cluster(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """A second control plane without our CRDs, shared by the tests of a refused start:
+    the operator only reads it and exits, so one start (seconds of CPU) serves them all."""
     with LocalCluster(bin_dir=cluster.bin_dir) as bare:
-        result = _run_operator_once(bare.env())
+        yield bare
+
+
+def test_start_without_crds_says_which_are_missing(bare_cluster: LocalCluster) -> None:
+    result = _run_operator_once(bare_cluster.env())
     assert result.returncode == 2
     assert "CRDs of cleoai.io/v1alpha1 are not installed" in result.stderr
     assert "kubectl apply -f crds/" in result.stderr
@@ -173,13 +181,12 @@ def test_metrics_endpoint_exports_reconciles_and_durations(
     assert "cleo_operator_api_writes_total" in text
 
 
-def test_json_logs_are_one_object_per_line(cluster: LocalCluster) -> None:
-    with LocalCluster(bin_dir=cluster.bin_dir) as bare:
-        result = subprocess.run(
-            [sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
-             "--metrics-port", "0", "--liveness", ""],
-            cwd=REPO, env=bare.env(), capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+def test_json_logs_are_one_object_per_line(bare_cluster: LocalCluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
+         "--metrics-port", "0", "--liveness", ""],
+        cwd=REPO, env=bare_cluster.env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert lines, result.stderr
     error = next(entry for entry in lines if entry["level"] == "error")

@@ -162,20 +162,37 @@ OPERATOR_NAMESPACE = "cleo-system"
 _SESSION_OPERATOR: list[OperatorProcess] = []
 """The session's operator process, once some test has started it."""
 
+_PAUSED: list[OperatorProcess] = []
+"""The session's operator while `without_session_operator` keeps it stopped."""
+
 
 @pytest.fixture
-def without_session_operator() -> Iterator[None]:
-    """The session's operator, if it runs, is stopped for this test and started again after
-    it: for a test that runs the reconcilers in processes of its own (with other keys or
-    sites), so that two operators never fight over one object. It is not started for this."""
-    running = [p for p in _SESSION_OPERATOR if p.alive()]
-    for proc in running:
-        proc.pause()
-    try:
-        yield
-    finally:
-        for proc in running:
-            proc.resume()
+def without_session_operator() -> None:
+    """The session's operator, if it runs, is stopped for this test: for a test that runs the
+    reconcilers in processes of its own (with other keys or sites), so that two operators
+    never fight over one object. It is not started for this.
+
+    It starts again, as it was configured, before the next test that asks for it
+    (`operator_process`), not right after this one: a module of such tests in a row stops it
+    once instead of stopping and starting it around each test (seconds each)."""
+    for proc in _SESSION_OPERATOR:
+        if proc.alive():
+            proc.pause()
+            _PAUSED.append(proc)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test that asks for the session's operator (before its fixtures are set
+    up): start it again if `without_session_operator` stopped it."""
+    if "operator_process" in getattr(item, "fixturenames", ()):
+        resume_session_operator()
+
+
+def resume_session_operator() -> None:
+    """Start the session's operator again if `without_session_operator` stopped it."""
+    while _PAUSED:
+        _PAUSED.pop().resume()
 
 
 @pytest.fixture(scope="session")
@@ -238,5 +255,7 @@ def operator_process(
     _SESSION_OPERATOR.append(proc)
     yield proc
     _SESSION_OPERATOR.remove(proc)
+    if proc in _PAUSED:  # stopped (cleanly: pause checks it) by the last tests of the run
+        _PAUSED.remove(proc)
     code = proc.stop()
     assert code == 0, f"the operator did not stop cleanly ({code}):\n{proc.log_text()[-3000:]}"

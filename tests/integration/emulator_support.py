@@ -2,6 +2,10 @@
 
 Each runs as a process of its own on a loopback port, its output in a log file that a
 failed start shows, and is stopped (terminated, then killed) when the block ends.
+
+The grace between the two is short: an emulator's state is throwaway, and Azurite's
+graceful close waits for idle keep-alive connections for minutes (it took the whole
+grace, 10 s, on every module that used it).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+
+STOP_GRACE_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -42,7 +48,7 @@ def running(
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

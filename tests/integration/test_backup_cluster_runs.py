@@ -1,7 +1,11 @@
 """Backup runs end to end on the local control plane and a real PostgreSQL server.
 
-The CronJob controller creates the Jobs (a ``* * * * *`` schedule: about a minute each);
-each Job's container command then runs here as a local process with exactly what its pod
+The Jobs are made from the CronJob's template at once, as `kubectl create job
+--from=cronjob/...` makes them (the template's labels and spec, the CronJob as their
+controller), which is all the reconciler reads of a Job: waiting for the CronJob
+controller's minute (up to 60 s a run) would prove nothing more of the code under test;
+e2e/test_control_plane.py proves that the controller runs CronJobs on this control plane.
+Each Job's container command then runs here as a local process with exactly what its pod
 would get (`backup_cluster_support.run_job_pod`): the database login from the tenant's
 Secret, the keyring Secret as a folder, the volume as a folder, and the pod's own
 ServiceAccount token, so the status it writes proves the rendered Role is enough. The
@@ -83,15 +87,34 @@ class Setup(BackupScene):
             JOB, namespace=self.namespace, label_selector=f"{BACKUP_LABEL}={name}"
         )
 
-    def next_job(self, name: str, *, after: set[str]) -> KubeObject:
-        """The next Job the CronJob controller creates (at the next minute)."""
-
-        def created() -> KubeObject | None:
-            fresh = [j for j in self.jobs(name) if j["metadata"]["name"] not in after]
-            return min(fresh, key=lambda j: j["metadata"]["name"]) if fresh else None
-
-        job: KubeObject = wait_for(
-            created, timeout=100, interval=1.0, what="the CronJob controller to create a Job"
+    def trigger_job(self, name: str, *, suffix: str) -> KubeObject:
+        """A Job made now from the CronJob's template, as `kubectl create job --from=cronjob`
+        makes it: the template's labels and spec, and the CronJob as its controller."""
+        cron = self.kube.get(CRON_JOB, f"cleo-backup-{name}", namespace=self.namespace)
+        assert cron is not None
+        template = cron["spec"]["jobTemplate"]
+        job: KubeObject = self.kube.create(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": f"cleo-backup-{name}-{suffix}",
+                    "namespace": self.namespace,
+                    "labels": dict(template["metadata"].get("labels") or {}),
+                    "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "CronJob",
+                            "name": cron["metadata"]["name"],
+                            "uid": cron["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": template["spec"],
+            }
         )
         return job
 
@@ -199,7 +222,7 @@ def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
         {"data": {"PGPASSWORD": base64.b64encode(WRONG_PASSWORD.encode()).decode()}},
         namespace=ns,
     )
-    job1 = setup.next_job("minutely", after=set())
+    job1 = setup.trigger_job("minutely", suffix="first")
     failed = setup.run(job1)
     assert failed.returncode == 1, failed.stderr
     assert failed.report is not None
@@ -231,9 +254,8 @@ def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
     healed = reconcile(setup.databases, setup.tenant, ns)
     assert healed.ready, healed.condition
 
-    # -- the next scheduled run succeeds -------------------------------------------------
-    seen = {j["metadata"]["name"] for j in setup.jobs("minutely")}
-    job2 = setup.next_job("minutely", after=seen)
+    # -- the next run succeeds ----------------------------------------------------------
+    job2 = setup.trigger_job("minutely", suffix="next")
     succeeded = setup.run(job2)
     assert succeeded.returncode == 0, succeeded.stderr
     assert succeeded.report is not None
@@ -280,8 +302,9 @@ def test_a_failed_run_is_recorded_the_next_one_succeeds_and_is_verified(
     assert cron is not None
     assert cron["spec"]["suspend"] is True
 
-    # The Jobs the controller ran (KWOK completes their pods without running them) are
-    # marked as seen; they left no report and add nothing to the history.
+    # Every Job of the backup (KWOK completes their pods without running them; the CronJob
+    # controller may have added one at a minute) is marked as seen; those that left no
+    # report add nothing to the history.
     setup.reconciler.reconcile(ns, "minutely")
     for job in setup.jobs("minutely"):
         assert job["metadata"]["annotations"][RECORDED_ANNOTATION] == "true"

@@ -14,6 +14,7 @@ needed here.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -116,7 +117,20 @@ def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
     return path
 
 
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+"""`helm template` output by values: the chart does not change during a run, and many tests
+read the same rendering (each helm run is a Go program started anew, about half a second)."""
+
+
 def render(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart rendered with `values`; a fresh copy, for the test to change at will."""
+    key = json.dumps(values, sort_keys=True)
+    if key not in _RENDERED:
+        _RENDERED[key] = _render(helm, tmp_path, values)
+    return copy.deepcopy(_RENDERED[key])
+
+
+def _render(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
     result = run_helm(
         helm,
         "template",
