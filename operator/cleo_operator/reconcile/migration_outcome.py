@@ -70,9 +70,11 @@ def last_lines(message: str, *, secrets: Iterable[str | None] = ()) -> str:
 class PodReport:
     """What the Job's own pods say: exit code and termination message of the newest."""
 
-    def __init__(self, *, exit_code: int | None, message: str) -> None:
+    def __init__(self, *, exit_code: int | None, message: str, image_id: str = "") -> None:
         self.exit_code = exit_code
         self.message = message
+        self.image_id = image_id
+        """The kubelet's ``imageID`` of the container (the digest it ran), or empty."""
 
 
 def pod_report(
@@ -95,8 +97,10 @@ def pod_report(
         if terminated is None:
             continue
         code = terminated.get("exitCode")
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
         return PodReport(
             exit_code=int(code) if isinstance(code, int) else None,
             message=str(terminated.get("message") or ""),
+            image_id=str((statuses[0] if statuses else {}).get("imageID") or ""),
         )
     return None

@@ -178,3 +178,10 @@ def test_the_deployment_runs_the_image_it_is_given_or_none_when_held() -> None:
     assert image == "registry.example.com/cleoai:1.9.0"
     held = render_tenant(**kwargs, hold_workload=True)
     assert [c for c in held if c["kind"] == "Deployment"] == []
+
+
+def test_a_deleted_migration_pod_is_replaced_only_once_it_failed() -> None:
+    # The default (TerminatingOrFailed) starts a replacement while the first pod still
+    # terminates: two migrations at once against one schema.
+    rendered = job(spec(backoffLimit=2))
+    assert rendered["spec"]["podReplacementPolicy"] == "Failed"
