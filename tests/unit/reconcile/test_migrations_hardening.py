@@ -28,6 +28,7 @@ from cleo_operator.reconcile.migrations import (
     read_status,
 )
 from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 from cleo_operator.render.migrations import migration_key
 from tests.harness.fake_kube import FakeKube
 from tests.unit.reconcile.test_migrations_part import (
@@ -486,3 +487,34 @@ def test_a_pod_released_from_its_job_holds_the_next_migration(
     tenants.reconcile("acme")
     assert all(j["metadata"]["uid"] == job["metadata"]["uid"] for j in jobs(kube))
     assert not [j for j in jobs(kube) if NEWER in json.dumps(j)]
+
+
+class LaterPart:
+    """Stands in for the parts after the migrations (the automatic failover needs a
+    PostgreSQL pool): records that it ran."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def reconcile(self, ctx: TenantContext) -> PartResult:
+        del ctx
+        self.rounds += 1
+        return PartResult()
+
+    def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
+        del ctx, delete
+        return True
+
+
+def test_automatic_failover_runs_when_migrations_cannot_start(kube: FakeKube, clock: Clock) -> None:
+    later = LaterPart()
+    tenants = TenantReconciler(
+        kube, parts=[MigrationsPart(kube), later], operator_namespace="cleo-system", now=clock
+    )
+    migrated(kube, tenants, tenant_spec())
+    set_spec(kube, tenant_spec(NEW))
+    kube.refuse("create", JOB, status=403, reason="Forbidden", message="exceeded quota: count/jobs")
+    before = later.rounds
+    tenants.reconcile("acme")
+    assert later.rounds == before + 1
+    assert conditions(kube, "acme")["MigrationsSucceeded"]["reason"] == "JobRefused"
