@@ -13,6 +13,11 @@ one-offs (the platform's go first), and removed by the backup reconciler after i
   (``NoBackupSource``), since the spec asked for a backup first.
 - A one-off that failed, or that disappeared (by uid): the migration does not run
   (``BackupFailed``).
+- More sources than status can list (`MAX_SOURCES`): none is taken
+  (``TooManyBackupSources``).
+- Each one-off's name is recorded on status before it is made (`take_one` finds one made
+  but not recorded, by the platform's labels and its creation time, rather than taking a
+  second); something else at the name is never taken for it.
 """
 
 from __future__ import annotations

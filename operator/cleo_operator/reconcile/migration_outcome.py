@@ -15,7 +15,8 @@ The rules for reading it are here, pure and tested alone:
   of a failed container's log there. The operator keeps its last `LAST_LINES` lines,
   replaces control characters, passes them through the redactor (a migration that prints
   its ``DATABASE_URL`` must not publish the password on the tenant's status), and clips
-  them to `LAST_LINES_LIMIT` characters.
+  them to `LAST_LINES_LIMIT` characters. Patterns miss a URL the kubelet's tail cut in two
+  or a password in a dict: the caller passes the tenant's password itself (`secrets`).
 - Only what a pod controlled by the operator's Job (by uid) and wearing the migration's
   labels reports is read at all (`reconcile.migrations`); a pod that merely carries the
   Job's name is anyone's to make.

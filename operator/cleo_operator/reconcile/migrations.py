@@ -6,8 +6,12 @@ What it promises, and how:
 - **The Deployment runs only migrated images.** The migration's key (`render.migrations`:
   image, command, args) last migrated successfully is on status (``status.migrations``,
   which tenants cannot write). Until a migration of the spec's key succeeded, the part tells
-  the tenant reconcile to keep the Deployment at the image last migrated, or, when nothing
-  was ever migrated, at the live Deployment's image. A tenant with migrations whose first
+  the tenant reconcile to keep the Deployment at the image last migrated (at the digest
+  the migration's container ran, when the kubelet reported one: a tag can be pushed
+  again), or, when nothing was ever migrated, at the image the operator's own Deployment
+  ran when migrations were turned on (saved on status then; a Deployment without the
+  operator's labels and the tenant as its controller gives none, and a later hand edit
+  is repaired, not adopted). A tenant with migrations whose first
   migration has not succeeded gets **no Deployment at all**, rather than one at 0
   replicas: a Deployment at 0 would already hold the unmigrated image (one scale-up from
   running it, and an HPA scales it), and its status (0 of 0 available) would make the
@@ -18,6 +22,18 @@ What it promises, and how:
   next). Before a new Job, every Job of an earlier migration (the failed one kept for
   inspection included) is deleted with foreground propagation, and the new one is created
   only once they and their pods are gone.
+- **Recorded before it is made.** The Job's name (phase ``Creating``) and the one-offs'
+  names are written to status before they are made, and the Job's uid right after: a
+  crash or a refused status write between a create and its record must not lose it (the
+  next round would kill a running migration, or take a second set of backups). A Job at
+  the recorded name is adopted only if it wears the operator's labels (which the
+  admission policy reserves), the attempt's key, the tenant as its controller (by uid),
+  and was made after the record; else it is planted, and deleted. Everything written to
+  ``status.migrations`` is validated first (a value its schema refuses would be a 422
+  after the create); the retry annotation must be 1 to 253 printable characters.
+- **Refused creates fail the attempt, not the tenant.** A create the API server refuses
+  for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
+  ``JobRefused``; transient errors are raised (the loop retries).
 - **Ownership by uid.** A Job is the migration's only if its uid is the one recorded on
   status when the operator created it. A Job at that name with another uid (planted, or
   made anew by someone after the operator's was deleted) is never read: it is deleted, and
@@ -345,8 +361,7 @@ class MigrationsPart:
                 return
             except KubeError as exc:
                 if exc.transient:
-                    r.set_attempt(self._with_backups(attempt, taken))
-                    raise
+                    raise  # the names are on status: the next round finds what was made
                 self._fail(
                     r,
                     self._with_backups(attempt, taken),
@@ -706,11 +721,12 @@ class MigrationsPart:
             result.workload_image = image
             result.informational[CONDITION] = observation
         attempt = r.attempt
-        if r.waiting is not None:
-            result.requeue_after = self.settings.requeue_seconds
-        elif attempt is not None and attempt.phase in IN_FLIGHT:
+        if attempt is not None and attempt.phase in IN_FLIGHT:
+            # Backups and migrations may take hours: looked at less often as they age.
             started = read_rfc3339(attempt.started) or r.ctx.now
             result.requeue_after = poll_seconds(started, r.ctx.now)
+        elif r.waiting is not None:
+            result.requeue_after = self.settings.requeue_seconds
         return result
 
     def _observe(self, r: _Round, *, serving_image: str | None) -> Observation:

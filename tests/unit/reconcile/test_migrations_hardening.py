@@ -51,6 +51,8 @@ from tests.unit.reconcile.test_tenant_decisions import (
     status_of,
 )
 
+pytestmark = pytest.mark.security  # each one is an attack the red team found, or its fix
+
 PASSWORD = "s3cr3tPW"
 DIGEST = "sha256:" + "ab" * 32
 
@@ -281,7 +283,6 @@ def test_more_sources_than_status_can_hold_take_no_backup(
 # -- finding 3: the password in the last lines ---------------------------------------------
 
 
-@pytest.mark.security
 def test_the_last_lines_never_hold_the_tenants_password(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
@@ -410,7 +411,6 @@ def test_a_refused_job_is_a_condition_not_a_failed_reconcile(
 # -- finding 8: the live image before the first migration ----------------------------------
 
 
-@pytest.mark.security
 def test_a_hand_edited_image_is_repaired_before_the_first_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
@@ -461,7 +461,6 @@ def test_a_running_migration_asks_to_be_looked_at_later_as_it_ages(
 # -- finding 10: a pod released from its Job -----------------------------------------------
 
 
-@pytest.mark.security
 def test_a_pod_released_from_its_job_holds_the_next_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:

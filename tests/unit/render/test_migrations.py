@@ -180,6 +180,7 @@ def test_the_deployment_runs_the_image_it_is_given_or_none_when_held() -> None:
     assert [c for c in held if c["kind"] == "Deployment"] == []
 
 
+@pytest.mark.security
 def test_a_deleted_migration_pod_is_replaced_only_once_it_failed() -> None:
     # The default (TerminatingOrFailed) starts a replacement while the first pod still
     # terminates: two migrations at once against one schema.
