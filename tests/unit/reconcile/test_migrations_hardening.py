@@ -31,6 +31,7 @@ from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 from cleo_operator.render.migrations import migration_key
 from tests.harness.fake_kube import FakeKube
+from tests.harness.specs import backup_manifest
 from tests.unit.reconcile.test_migrations_part import (
     NEW,
     NEWER,
@@ -85,6 +86,21 @@ def tenants(kube: FakeKube, clock: Clock) -> TenantReconciler:
     )
 
 
+def unrecorded_job(
+    kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A settled tenant moved to NEW whose round died right after its Job was made: the
+    Job, which no status write after its create recorded."""
+    settled(kube, tenants)
+    set_spec(kube, tenant_spec(NEW))
+    fail_status_writes_after_creating(monkeypatch, kube, JOB)
+    with pytest.raises(KubeError):
+        tenants.reconcile("acme")
+    monkeypatch.undo()
+    (job,) = jobs(kube)
+    return job
+
+
 def fail_status_writes_after_creating(
     monkeypatch: pytest.MonkeyPatch, kube: FakeKube, kind: Kind
 ) -> None:
@@ -114,18 +130,24 @@ def attempt_of(kube: FakeKube) -> dict[str, Any]:
 
 
 def add_schedule(kube: FakeKube, name: str) -> None:
-    kube.create(
-        {
-            "apiVersion": "cleoai.io/v1alpha1",
-            "kind": "CleoBackup",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "tenant": "acme",
-                "schedule": "0 3 * * *",
-                "destination": {"type": "pvc", "pvc": {"claimName": "backups"}},
-            },
-        }
-    )
+    destination = {"type": "pvc", "pvc": {"claimName": "backups"}}
+    spec = {"tenant": "acme", "schedule": "0 3 * * *", "destination": destination}
+    kube.create(backup_manifest(name, NS, spec))
+
+
+def settled(kube: FakeKube, tenants: TenantReconciler) -> None:
+    """A tenant whose first migration succeeded and whose finished Job is gone."""
+    migrated(kube, tenants, tenant_spec())
+    tenants.reconcile("acme")
+
+
+def migrating(kube: FakeKube, tenants: TenantReconciler, image: str = NEW) -> dict[str, Any]:
+    """A settled tenant moved to `image`: the Job of its migration, running."""
+    settled(kube, tenants)
+    set_spec(kube, tenant_spec(image))
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    return job
 
 
 def one_offs(kube: FakeKube) -> list[dict[str, Any]]:
@@ -138,14 +160,7 @@ def one_offs(kube: FakeKube) -> list[dict[str, Any]]:
 def test_a_job_created_but_not_recorded_is_adopted_not_killed(
     kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")  # the first Job goes
-    set_spec(kube, tenant_spec(NEW))
-    fail_status_writes_after_creating(monkeypatch, kube, JOB)
-    with pytest.raises(KubeError):
-        tenants.reconcile("acme")
-    monkeypatch.undo()
-    (job,) = jobs(kube)
+    job = unrecorded_job(kube, tenants, monkeypatch)
     kube.writes.clear()
     tenants.reconcile("acme")
     assert not [w for w in kube.writes if w.kind == "Job" and w.method == "delete"]
@@ -161,14 +176,7 @@ def test_a_job_created_but_not_recorded_is_adopted_not_killed(
 def test_a_job_at_the_recorded_name_made_by_someone_else_is_not_adopted(
     kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
-    set_spec(kube, tenant_spec(NEW))
-    fail_status_writes_after_creating(monkeypatch, kube, JOB)
-    with pytest.raises(KubeError):
-        tenants.reconcile("acme")
-    monkeypatch.undo()
-    (job,) = jobs(kube)
+    job = unrecorded_job(kube, tenants, monkeypatch)
     # Someone deletes it and plants a copy without the operator's owner reference.
     kube.delete(JOB, job["metadata"]["name"], namespace=NS)
     planted = {k: v for k, v in job.items() if k != "status"}
@@ -188,8 +196,7 @@ def test_a_failed_status_write_after_one_offs_takes_no_second_set(
     clock: Clock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     add_schedule(kube, "nightly")
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
     fail_status_writes_after_creating(monkeypatch, kube, BACKUP)
@@ -208,11 +215,7 @@ def test_a_failed_status_write_after_one_offs_takes_no_second_set(
 def test_a_succeeded_job_is_kept_until_its_success_is_recorded(
     kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = migrating(kube, tenants)
     finish(kube, job, ok=True, message="revision=2")
     set_spec(kube, tenant_spec(NEWER))
     kube.refuse("patch", TENANT, "acme", status=503, reason="Unavailable", subresource="status")
@@ -231,8 +234,7 @@ def test_a_succeeded_job_is_kept_until_its_success_is_recorded(
 def test_an_overlong_retry_annotation_runs_nothing_and_says_so(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     kube.patch_merge(TENANT, "acme", {"metadata": {"annotations": {RETRY_ANNOTATION: "x" * 300}}})
     tenants.reconcile("acme")
     tenants.reconcile("acme")
@@ -267,8 +269,7 @@ def test_an_unreadable_field_of_status_loses_only_that_field() -> None:
 def test_more_sources_than_status_can_hold_take_no_backup(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     for i in range(17):
         add_schedule(kube, f"nightly-{i}")
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
@@ -286,8 +287,7 @@ def test_more_sources_than_status_can_hold_take_no_backup(
 def test_the_last_lines_never_hold_the_tenants_password(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     kube.patch_merge(
         SECRET,
         "cleo-database",
@@ -334,11 +334,7 @@ def test_the_last_lines_never_hold_the_tenants_password(
 def test_the_deployment_runs_the_digest_the_migration_ran(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = migrating(kube, tenants)
     finish(kube, job, ok=True, message="revision=2")
     pod_name = f"{job['metadata']['name']}-{job['metadata']['uid'][:5]}"
     pod = kube.get(POD, pod_name, namespace=NS)
@@ -365,8 +361,7 @@ def test_the_deployment_runs_the_digest_the_migration_ran(
 def test_a_full_backup_quota_is_a_condition_not_a_failed_reconcile(
     kube: FakeKube, tenants: TenantReconciler, clock: Clock
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     add_schedule(kube, "hourly")
     add_schedule(kube, "nightly")
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
@@ -397,8 +392,7 @@ def test_a_full_backup_quota_is_a_condition_not_a_failed_reconcile(
 def test_a_refused_job_is_a_condition_not_a_failed_reconcile(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     set_spec(kube, tenant_spec(NEW))
     kube.refuse("create", JOB, status=422, reason="Invalid", message="a webhook said no")
     tenants.reconcile("acme")
@@ -450,8 +444,7 @@ def test_a_long_migration_is_polled_with_backoff() -> None:
 def test_a_running_migration_asks_to_be_looked_at_later_as_it_ages(
     kube: FakeKube, tenants: TenantReconciler, clock: Clock
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
+    settled(kube, tenants)
     set_spec(kube, tenant_spec(NEW))
     assert tenants.reconcile("acme").requeue_after == 2.0
     clock.advance(3600)
@@ -464,11 +457,7 @@ def test_a_running_migration_asks_to_be_looked_at_later_as_it_ages(
 def test_a_pod_released_from_its_job_holds_the_next_migration(
     kube: FakeKube, tenants: TenantReconciler
 ) -> None:
-    migrated(kube, tenants, tenant_spec())
-    tenants.reconcile("acme")
-    set_spec(kube, tenant_spec(NEW))
-    tenants.reconcile("acme")
-    (job,) = jobs(kube)
+    job = migrating(kube, tenants)
     # A tenant admin took the labels off the running pod: the Job controller released it
     # (no owner reference, no labels), and it still runs.
     kube.create(
