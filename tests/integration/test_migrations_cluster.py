@@ -57,6 +57,8 @@ def test_a_failing_migration_never_takes_the_tenant_down(tenant: Tenant) -> None
     assert tenant.image() == REPORTS
     assert tenant.condition("Ready")["status"] == "True"
     (first,) = tenant.jobs()  # kept for inspection, and not run again by itself
+    # The API server keeps it: a replacement pod only once the previous one failed.
+    assert first["spec"]["podReplacementPolicy"] == "Failed"
     for _ in range(3):
         tenant.reconcile()
     assert [j["metadata"]["uid"] for j in tenant.jobs()] == [first["metadata"]["uid"]]

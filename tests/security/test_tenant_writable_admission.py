@@ -709,15 +709,30 @@ def test_the_job_controller_still_creates_the_runners_pods(scene: Scene) -> None
         timeout=60,
         what="the Job controller to create the runner pod",
     )
-    name = pods[0]["metadata"]["name"]
     # The tenant admin may not get into it (exec is CONNECT, refused before any kubelet).
+    exec_is_refused(scene, pods[0]["metadata"]["name"])
+
+
+def exec_is_refused(scene: Scene, name: str) -> None:
+    """The tenant admin's exec into pod `name` is refused by the policy."""
     error = refused(
         scene.attacker.request,
         "POST",
         f"/api/v1/namespaces/{scene.namespace}/pods/{name}/exec?command=sh&stdout=true",
     )
     assert error.status == 403
-    assert "backup runner pod" in error.message
+    assert "the operator's pod" in error.message
+
+
+@pytest.mark.parametrize("name", ["cleo-migrate-0123456789-abcde", "cleo-pooler-5d9c-x2x"])
+def test_exec_into_a_migration_pod_is_refused(scene: Scene, name: str) -> None:
+    # A migration pod holds the tenant's database credentials and writes the revision the
+    # operator trusts; a pooler pod holds every client's traffic. Tenants cannot make pods
+    # named cleo-*, so the name says the pod is the operator's.
+    scene.operator.create(pod(name, scene.namespace, {}))
+    # (exec is what the tenant admin's role holds; attach and port-forward are refused by
+    # the same rule, the CONNECT operation, for whoever else would hold them.)
+    exec_is_refused(scene, name)
 
 
 def test_garbage_collection_still_deletes_protected_dependents(scene: Scene) -> None:

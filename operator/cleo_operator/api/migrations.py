@@ -86,7 +86,7 @@ class MigrationsSpec(SpecModel):
         return self
 
 
-MigrationPhase = Literal["BackingUp", "Running", "Succeeded", "Failed"]
+MigrationPhase = Literal["BackingUp", "Creating", "Running", "Succeeded", "Failed"]
 
 
 class MigrationAttempt(StatusModel):
@@ -94,8 +94,15 @@ class MigrationAttempt(StatusModel):
 
     key: str = Field(max_length=64, description="Hash of the image, command and args it runs.")
     image: str = Field(max_length=512, description="The image it runs.")
-    phase: MigrationPhase = Field(description="BackingUp, Running, Succeeded or Failed.")
-    job_name: str | None = Field(default=None, max_length=63, description="Its Job.")
+    phase: MigrationPhase = Field(
+        description="BackingUp, Creating (its Job is being made), Running, Succeeded or Failed."
+    )
+    job_name: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Its Job (recorded before the Job is made, so that a Job made but not "
+        "recorded is found again).",
+    )
     job_uid: str | None = Field(
         default=None,
         max_length=64,
@@ -104,7 +111,8 @@ class MigrationAttempt(StatusModel):
     backups: list[Annotated[str, Field(max_length=128)]] = Field(
         default_factory=list,
         max_length=16,
-        description="The one-off CleoBackups taken first (backupFirst), as name/uid.",
+        description="The one-off CleoBackups taken first (backupFirst), as name/uid (name/ "
+        "while it is being made: names are recorded before the one-offs are).",
     )
     started: Timestamp | None = Field(default=None, description="When it started.")
     finished: Timestamp | None = Field(default=None, description="When it ended.")
@@ -126,8 +134,11 @@ class MigrationsStatus(StatusModel):
     )
     image: str | None = Field(
         default=None,
-        max_length=512,
-        description="The image last migrated: the Deployment runs it until the next succeeds.",
+        max_length=600,
+        description="The image the Deployment runs until the next migration succeeds: the "
+        "last migrated, at the digest its migration ran when the kubelet reported one "
+        "(repository@sha256:...); before the first migration, the image the operator's "
+        "Deployment ran when migrations were turned on.",
     )
     revision: str | None = Field(
         default=None,

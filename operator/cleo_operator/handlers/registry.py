@@ -129,9 +129,11 @@ class Runtime:
                         operator_namespace=config.operator_namespace,
                         settings=PoolerSettings.from_environment(),
                     ),
+                    # Before the migrations: a tenant's failover never waits on its
+                    # migration (a part that raises ends the tenant's round).
+                    AutomaticFailoverPart(automatic),
                     # After the database: its Job reads the credentials Secret.
                     MigrationsPart(kube),
-                    AutomaticFailoverPart(automatic),
                 ],
                 operator_namespace=config.operator_namespace,
             ),

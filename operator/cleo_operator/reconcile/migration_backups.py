@@ -13,6 +13,11 @@ one-offs (the platform's go first), and removed by the backup reconciler after i
   (``NoBackupSource``), since the spec asked for a backup first.
 - A one-off that failed, or that disappeared (by uid): the migration does not run
   (``BackupFailed``).
+- More sources than status can list (`MAX_SOURCES`): none is taken
+  (``TooManyBackupSources``).
+- Each one-off's name is recorded on status before it is made (`take_one` finds one made
+  but not recorded, by the platform's labels and its creation time, rather than taking a
+  second); something else at the name is never taken for it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import pydantic
 
@@ -28,18 +33,37 @@ from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.core.errors import CleoError
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.backup_source import PLATFORM_LABEL, SourceError, source_spec
 from cleo_operator.render.meta import API_VERSION, tenant_labels
 
-__all__ = ["BackupsOutcome", "MigrationBackups", "NoSource", "one_off_name"]
+__all__ = [
+    "MAX_SOURCES",
+    "BackupsOutcome",
+    "MigrationBackups",
+    "NoSource",
+    "PlantedOneOff",
+    "TooManySources",
+    "one_off_name",
+]
 
 COMPONENT = "migration"
+MAX_SOURCES: Final = 16
+"""The one-offs a migration's status can list (``attempt.backups``); more sources: none taken."""
 
 
 class NoSource(CleoError, reason="NoBackupSource", retryable=False):
     """No scheduled CleoBackup of the tenant can give a one-off; the message says why."""
+
+
+class TooManySources(NoSource, reason="TooManyBackupSources"):
+    """More scheduled CleoBackups than a migration's status can list one-offs of."""
+
+
+class PlantedOneOff(CleoError, reason="BackupFailed", retryable=False):
+    """Something that is not the operator's one-off stands at its recorded name."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,12 @@ class MigrationBackups:
                 refused.append(f"{name}: its name cannot be a spec.from")
                 continue
             usable.append(name)
+        if len(usable) > MAX_SOURCES:
+            raise TooManySources(
+                f"spec.workload.migrations.backupFirst is true but tenant {tenant} has "
+                f"{len(usable)} scheduled CleoBackups in namespace {namespace}, more than the "
+                f"{MAX_SOURCES} one-offs a migration takes; the migration does not run"
+            )
         if usable:
             return sorted(usable)
         why = f" (none can run: {', '.join(sorted(refused))})" if refused else ""
@@ -90,32 +120,49 @@ class MigrationBackups:
             "or set backupFirst to false"
         )
 
-    def take(
+    def take_one(
         self,
         *,
         namespace: str,
         tenant: str,
-        key: str,
-        sources: Sequence[str],
-        now: datetime.datetime,
-    ) -> list[str]:
-        """Create a one-off of each source; their ``name/uid`` (raises KubeError)."""
-        taken: list[str] = []
+        name: str,
+        source: str,
+        since: datetime.datetime,
+    ) -> str:
+        """The one-off `name` of `source` as ``name/uid``: the one at that name when it is
+        the operator's (the platform's labels, which tenants can neither set nor remove,
+        and made at `since` or later: the name was recorded on status before it was
+        made), else a new one. Raises KubeError (a refused create included), and
+        `PlantedOneOff` when something else stands at the name."""
         labels = {**tenant_labels(tenant, component=COMPONENT), PLATFORM_LABEL: "platform"}
-        for index, source in enumerate(sources):
-            body = {
-                "apiVersion": API_VERSION,
-                "kind": BACKUP.kind,
-                "metadata": {
-                    "name": one_off_name(key, index, now=now),
-                    "namespace": namespace,
-                    "labels": dict(sorted(labels.items())),
-                },
-                "spec": {"tenant": tenant, "from": source},
-            }
-            created = self.kube.create(body)
-            taken.append(f"{created['metadata']['name']}/{created['metadata']['uid']}")
-        return taken
+        existing = self.kube.get(BACKUP, name, namespace=namespace)
+        if existing is not None:
+            meta = existing["metadata"]
+            have = meta.get("labels") or {}
+            created = read_rfc3339(meta.get("creationTimestamp"))
+            if (
+                all(have.get(k) == v for k, v in labels.items())
+                and (existing.get("spec") or {}).get("from") == source
+                and created is not None
+                and created >= since.replace(microsecond=0)
+            ):
+                return f"{name}/{meta['uid']}"
+            raise PlantedOneOff(
+                f"CleoBackup {namespace}/{name} stands at the name of the migration's "
+                "one-off but is not the operator's; the migration does not run"
+            )
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": BACKUP.kind,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(sorted(labels.items())),
+            },
+            "spec": {"tenant": tenant, "from": source},
+        }
+        created_obj = self.kube.create(body)
+        return f"{created_obj['metadata']['name']}/{created_obj['metadata']['uid']}"
 
     def outcome(self, namespace: str, taken: Sequence[str]) -> BackupsOutcome:
         """Succeeded when every one-off made an archive; failed when one did not (or is

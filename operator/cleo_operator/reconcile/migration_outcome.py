@@ -15,7 +15,8 @@ The rules for reading it are here, pure and tested alone:
   of a failed container's log there. The operator keeps its last `LAST_LINES` lines,
   replaces control characters, passes them through the redactor (a migration that prints
   its ``DATABASE_URL`` must not publish the password on the tenant's status), and clips
-  them to `LAST_LINES_LIMIT` characters.
+  them to `LAST_LINES_LIMIT` characters. Patterns miss a URL the kubelet's tail cut in two
+  or a password in a dict: the caller passes the tenant's password itself (`secrets`).
 - Only what a pod controlled by the operator's Job (by uid) and wearing the migration's
   labels reports is read at all (`reconcile.migrations`); a pod that merely carries the
   Job's name is anyone's to make.
@@ -70,9 +71,11 @@ def last_lines(message: str, *, secrets: Iterable[str | None] = ()) -> str:
 class PodReport:
     """What the Job's own pods say: exit code and termination message of the newest."""
 
-    def __init__(self, *, exit_code: int | None, message: str) -> None:
+    def __init__(self, *, exit_code: int | None, message: str, image_id: str = "") -> None:
         self.exit_code = exit_code
         self.message = message
+        self.image_id = image_id
+        """The kubelet's ``imageID`` of the container (the digest it ran), or empty."""
 
 
 def pod_report(
@@ -95,8 +98,10 @@ def pod_report(
         if terminated is None:
             continue
         code = terminated.get("exitCode")
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
         return PodReport(
             exit_code=int(code) if isinstance(code, int) else None,
             message=str(terminated.get("message") or ""),
+            image_id=str((statuses[0] if statuses else {}).get("imageID") or ""),
         )
     return None

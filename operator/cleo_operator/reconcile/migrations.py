@@ -6,8 +6,12 @@ What it promises, and how:
 - **The Deployment runs only migrated images.** The migration's key (`render.migrations`:
   image, command, args) last migrated successfully is on status (``status.migrations``,
   which tenants cannot write). Until a migration of the spec's key succeeded, the part tells
-  the tenant reconcile to keep the Deployment at the image last migrated, or, when nothing
-  was ever migrated, at the live Deployment's image. A tenant with migrations whose first
+  the tenant reconcile to keep the Deployment at the image last migrated (at the digest
+  the migration's container ran, when the kubelet reported one: a tag can be pushed
+  again), or, when nothing was ever migrated, at the image the operator's own Deployment
+  ran when migrations were turned on (saved on status then; a Deployment without the
+  operator's labels and the tenant as its controller gives none, and a later hand edit
+  is repaired, not adopted). A tenant with migrations whose first
   migration has not succeeded gets **no Deployment at all**, rather than one at 0
   replicas: a Deployment at 0 would already hold the unmigrated image (one scale-up from
   running it, and an HPA scales it), and its status (0 of 0 available) would make the
@@ -18,6 +22,18 @@ What it promises, and how:
   next). Before a new Job, every Job of an earlier migration (the failed one kept for
   inspection included) is deleted with foreground propagation, and the new one is created
   only once they and their pods are gone.
+- **Recorded before it is made.** The Job's name (phase ``Creating``) and the one-offs'
+  names are written to status before they are made, and the Job's uid right after: a
+  crash or a refused status write between a create and its record must not lose it (the
+  next round would kill a running migration, or take a second set of backups). A Job at
+  the recorded name is adopted only if it wears the operator's labels (which the
+  admission policy reserves), the attempt's key, the tenant as its controller (by uid),
+  and was made after the record; else it is planted, and deleted. Everything written to
+  ``status.migrations`` is validated first (a value its schema refuses would be a 422
+  after the create); the retry annotation must be 1 to 253 printable characters.
+- **Refused creates fail the attempt, not the tenant.** A create the API server refuses
+  for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
+  ``JobRefused``; transient errors are raised (the loop retries).
 - **Ownership by uid.** A Job is the migration's only if its uid is the one recorded on
   status when the operator created it. A Job at that name with another uid (planted, or
   made anew by someone after the operator's was deleted) is never read: it is deleted, and
@@ -44,8 +60,11 @@ before could lose the record of its success), a failed one at the next attempt.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import datetime
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -55,21 +74,31 @@ from cleo_operator.api.migrations import MigrationAttempt, MigrationsStatus
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import WorkloadSpec
 from cleo_operator.core.redaction import clip
-from cleo_operator.core.times import rfc3339
+from cleo_operator.core.times import read_rfc3339, rfc3339
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.kinds import DEPLOYMENT, JOB, POD, SECRET
+from cleo_operator.kube.kinds import DEPLOYMENT, JOB, POD, SECRET, TENANT
+from cleo_operator.kube.status import update_status
 from cleo_operator.reconcile.backup_jobs import job_failure, job_state
-from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET
-from cleo_operator.reconcile.migration_backups import MigrationBackups, NoSource
+from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, PASSWORD_KEY
+from cleo_operator.reconcile.migration_backups import (
+    MigrationBackups,
+    NoSource,
+    PlantedOneOff,
+    one_off_name,
+)
 from cleo_operator.reconcile.migration_outcome import last_lines, pod_report, revision_from_message
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.migrations import (
+    JOB_PREFIX,
+    KEY_ANNOTATION,
     MIGRATION_LABEL,
+    migration_job_name,
     migration_key,
     migration_pod_labels,
+    pinned_image,
     render_migration_job,
 )
 
@@ -78,6 +107,9 @@ __all__ = [
     "RETRY_ANNOTATION",
     "MigrationSettings",
     "MigrationsPart",
+    "poll_seconds",
+    "read_status",
+    "retry_problem",
     "retry_request_pending",
 ]
 
@@ -85,7 +117,12 @@ log = logging.getLogger(__name__)
 
 CONDITION: Final = "MigrationsSucceeded"
 RETRY_ANNOTATION: Final = "cleoai.io/retry-migrations"
-IN_FLIGHT: Final = frozenset({"Running", "BackingUp"})
+POLL_MIN_SECONDS: Final = 2.0
+POLL_MAX_SECONDS: Final = 30.0
+URL_KEY: Final = "DATABASE_URL"
+IN_FLIGHT: Final = frozenset({"Running", "BackingUp", "Creating"})
+RETRY_MAX_LENGTH: Final = 253
+OWNED: Final = frozenset({"migrations"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,17 +132,47 @@ class MigrationSettings:
     database_secret: str = CREDENTIALS_SECRET
     """The credentials Secret the Job reads (the database part's)."""
     requeue_seconds: float = 2.0
-    """Look again this soon while a migration or its backups run (Jobs are not watched)."""
+    """Look again this soon while waiting for something to start (Jobs are not watched);
+    a migration in flight is looked at less often as it ages (`poll_seconds`)."""
+
+
+def poll_seconds(started: datetime.datetime, now: datetime.datetime) -> float:
+    """How soon to look again at a migration in flight that started at `started`: 2 s at
+    first (most migrations take seconds), then a tenth of its age, at most 30 s (a
+    migration may run for hours, and each look is a whole tenant reconcile)."""
+    age = (now - started).total_seconds()
+    return min(POLL_MAX_SECONDS, max(POLL_MIN_SECONDS, age / 10))
 
 
 def read_status(raw: object) -> MigrationsStatus:
-    """``status.migrations`` as the operator wrote it; an unreadable one is empty."""
+    """``status.migrations`` as the operator wrote it; a field that does not read is left
+    out (and only it: losing the key or the image would run or roll what was not asked)."""
     if not isinstance(raw, Mapping):
         return MigrationsStatus()
-    try:
-        return MigrationsStatus.model_validate(raw)
-    except pydantic.ValidationError:
-        return MigrationsStatus()
+    data = dict(raw)
+    for _ in range(len(data) + 1):
+        try:
+            return MigrationsStatus.model_validate(data)
+        except pydantic.ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if not bad & data.keys():
+                break
+            data = {k: v for k, v in data.items() if k not in bad}
+    return MigrationsStatus()
+
+
+def retry_problem(value: str | None) -> str | None:
+    """Why the retry annotation's `value` cannot be handled (None when it can): it is
+    recorded on status, whose schema holds 253 printable characters."""
+    if value is None:
+        return None
+    if len(value) > RETRY_MAX_LENGTH or not value.isprintable() or not value.strip():
+        return (
+            f"the annotation {RETRY_ANNOTATION} must be 1 to {RETRY_MAX_LENGTH} printable "
+            f"characters (it has {len(value)}); no migration runs for it. Set it to a short "
+            "new value, such as a counter or a date"
+        )
+    return None
 
 
 def retry_request_pending(annotations: Mapping[str, str] | None, status: object) -> bool:
@@ -122,6 +189,13 @@ def _uid(obj: Mapping[str, Any] | None) -> str | None:
 def _ours(obj: Mapping[str, Any], tenant: str) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(TENANT_LABEL) == tenant
+
+
+def _controlled_by_uid(obj: Mapping[str, Any], uid: str | None) -> bool:
+    return uid is not None and any(
+        ref.get("controller") is True and ref.get("uid") == uid
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def _live_image(deployment: Mapping[str, Any] | None) -> str | None:
@@ -143,16 +217,28 @@ class _Round:
     key: str
     state: MigrationsStatus
     jobs: dict[str, KubeObject]
+    recorded: MigrationsStatus
+    """What ``status.migrations`` holds on the server (as read, then as written)."""
     result: PartResult = dataclasses.field(default_factory=PartResult)
     waiting: str | None = None
     """Why a wanted migration has not started yet (it starts on a later round)."""
+    retry_problem: str | None = None
+    """Why the retry annotation is refused (nothing runs for it)."""
 
     @property
     def attempt(self) -> MigrationAttempt | None:
         return self.state.attempt
 
     def set_attempt(self, attempt: MigrationAttempt | None, **changes: Any) -> None:
-        self.state = self.state.model_copy(update={"attempt": attempt, **changes})
+        # Validated (model_copy is not): what status cannot hold fails here, before
+        # anything is made, not at the API server after.
+        state = self.state.model_copy(update={"attempt": attempt, **changes})
+        self.state = MigrationsStatus.model_validate(state.model_dump(by_alias=True))
+
+    @property
+    def retry(self) -> str | None:
+        """The retry annotation's value, when it can be handled."""
+        return None if self.retry_problem else self.ctx.annotations.get(RETRY_ANNOTATION)
 
     @property
     def now(self) -> str:
@@ -181,12 +267,15 @@ class MigrationsPart:
                 # Switched off: nothing may run on (its status goes with this round).
                 self._remove_jobs(ctx)
             return PartResult(remove_conditions={CONDITION})
+        state = read_status(ctx.status.get("migrations"))
         round_ = _Round(
             ctx=ctx,
             workload=workload,
             key=migration_key(workload),
-            state=read_status(ctx.status.get("migrations")),
+            state=state,
+            recorded=state,
             jobs=self._jobs(ctx),
+            retry_problem=retry_problem(ctx.annotations.get(RETRY_ANNOTATION)),
         )
         self._settle(round_)
         self._clean_finished(round_)
@@ -206,12 +295,15 @@ class MigrationsPart:
         return {str(j["metadata"]["name"]): j for j in jobs}
 
     def _settle(self, r: _Round) -> None:
-        """Bring a migration in flight one step on: its Job's end, its backups' outcome."""
+        """Bring a migration in flight one step on: its backups, its Job's creation, its
+        Job's end."""
         attempt = r.attempt
         if attempt is None:
             return
         if attempt.phase == "BackingUp":
             self._settle_backups(r, attempt)
+        elif attempt.phase == "Creating":
+            self._settle_creating(r, attempt)
         elif attempt.phase == "Running":
             self._settle_job(r, attempt)
 
@@ -221,13 +313,107 @@ class MigrationsPart:
             # finish by themselves). The new key starts afresh, with backups of its own.
             r.set_attempt(None)
             return
+        if any(item.endswith("/") for item in attempt.backups):
+            # Named on status, not all made (or made but not recorded): made now, once.
+            self._take_backups(r, attempt)
+            return
         outcome = self.backups.outcome(r.ctx.namespace, attempt.backups)
         if outcome.state == "failed":
             self._fail(r, attempt, "BackupFailed", outcome.message)
         elif outcome.state == "succeeded":
-            self._create_job(r, attempt)  # a Job at its name: the backups wait, taken
+            self._create_job(r, attempt)
         else:
             r.waiting = outcome.message
+
+    def _take_backups(self, r: _Round, attempt: MigrationAttempt) -> None:
+        """Make the one-offs named on `attempt` that are not made yet (see `take_one`)."""
+        namespace = r.ctx.namespace
+        try:
+            sources = self.backups.sources(namespace, r.ctx.name)
+        except NoSource as exc:
+            self._fail(r, attempt, exc.reason, exc.message)
+            return
+        started = read_rfc3339(attempt.started) or r.ctx.now
+        taken = list(attempt.backups)
+        for index, item in enumerate(taken):
+            name, _, uid = item.partition("/")
+            if uid:
+                continue
+            if index >= len(sources):
+                self._fail(
+                    r,
+                    self._with_backups(attempt, taken),
+                    "BackupFailed",
+                    f"the scheduled CleoBackups of tenant {r.ctx.name} changed while the "
+                    "backups before the migration were being made; the migration does not run",
+                )
+                return
+            try:
+                taken[index] = self.backups.take_one(
+                    namespace=namespace,
+                    tenant=r.ctx.name,
+                    name=name,
+                    source=sources[index],
+                    since=started,
+                )
+            except PlantedOneOff as exc:
+                self._fail(r, self._with_backups(attempt, taken), exc.reason, exc.message)
+                return
+            except KubeError as exc:
+                if exc.transient:
+                    raise  # the names are on status: the next round finds what was made
+                self._fail(
+                    r,
+                    self._with_backups(attempt, taken),
+                    "BackupRefused",
+                    f"the API server refused the one-off backup CleoBackup {namespace}/{name} "
+                    f"({exc.status} {exc.reason}: {exc.message}); the migration does not run",
+                )
+                return
+        r.set_attempt(attempt.model_copy(update={"backups": taken}))
+        r.result.record_now = True
+        r.event(
+            "MigrationBackupStarted",
+            "backing up before the migration: " + ", ".join(t.split("/")[0] for t in taken),
+        )
+
+    @staticmethod
+    def _with_backups(attempt: MigrationAttempt, taken: list[str]) -> MigrationAttempt:
+        """`attempt` listing the one-offs made so far (not those only named)."""
+        return attempt.model_copy(update={"backups": [t for t in taken if not t.endswith("/")]})
+
+    def _settle_creating(self, r: _Round, attempt: MigrationAttempt) -> None:
+        """The Job was named on status and then made, or not: adopt it, or make it."""
+        name = attempt.job_name or ""
+        job = r.jobs.get(name) or self.kube.get(JOB, name, namespace=r.ctx.namespace)
+        if job is not None:
+            if self._adoptable(r, job, attempt):
+                self._running(r, attempt, job)
+                return
+            if not job["metadata"].get("deletionTimestamp"):
+                self._delete(job, r.ctx.namespace)
+            r.waiting = f"removing a Job at {name} that is not the operator's"
+            return
+        if attempt.key != r.key:
+            r.set_attempt(None)  # never made, and the spec moved on: nothing ran
+            return
+        self._create_job(r, attempt)
+
+    def _adoptable(self, r: _Round, job: KubeObject, attempt: MigrationAttempt) -> bool:
+        """Whether `job` is the one this attempt made: the operator's labels (the admission
+        policy refuses them to everyone else), the attempt's key, the tenant as its
+        controller (by uid), and made after the attempt was recorded."""
+        meta = job.get("metadata") or {}
+        created = read_rfc3339(meta.get("creationTimestamp"))
+        started = read_rfc3339(attempt.started)
+        return (
+            _ours(job, r.ctx.name)
+            and (meta.get("annotations") or {}).get(KEY_ANNOTATION) == attempt.key
+            and _controlled_by_uid(job, r.ctx.uid)
+            and created is not None
+            and started is not None
+            and created >= started.replace(microsecond=0)
+        )
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
         name = attempt.job_name or ""
@@ -257,13 +443,16 @@ class MigrationsPart:
         )
         if state == "succeeded":
             revision = revision_from_message(report.message) if report else None
+            image = (pinned_image(attempt.image, report.image_id) if report else None) or (
+                attempt.image
+            )
             done = attempt.model_copy(update={"phase": "Succeeded", "finished": r.now})
             r.set_attempt(
-                done, key=attempt.key, image=attempt.image, revision=revision, last_succeeded=r.now
+                done, key=attempt.key, image=image, revision=revision, last_succeeded=r.now
             )
             r.event(
                 "MigrationSucceeded",
-                f"migration Job {name} succeeded for image {attempt.image}; schema revision "
+                f"migration Job {name} succeeded for image {image}; schema revision "
                 f"{revision or 'not reported'}",
             )
             log.info("tenant %s: migration %s succeeded", r.ctx.name, name)
@@ -272,22 +461,68 @@ class MigrationsPart:
         detail = f"migration Job {name} (image {attempt.image}) failed: {message}"
         if report is not None and report.exit_code is not None:
             detail += f"; exit code {report.exit_code}"
+        lines = ""
         if report is not None and report.message.strip():
-            detail += f"; last lines: {last_lines(report.message)}"
-        self._fail(r, attempt, reason, detail)
+            lines = f"; last lines: {last_lines(report.message, secrets=self._secrets(r))}"
+        self._fail(r, attempt, reason, detail, status_only=lines)
 
-    def _fail(self, r: _Round, attempt: MigrationAttempt, reason: str, message: str) -> None:
+    def _secrets(self, r: _Round) -> list[str]:
+        """The tenant's database password, to redact from what its migration printed.
+
+        Read from the credentials Secret, which the tenant's admins may be able to edit:
+        used for redaction only (a forged value can only hide more)."""
+        secret = self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace)
+        found: list[str] = []
+        for key, raw in ((secret or {}).get("data") or {}).items():
+            if key not in (PASSWORD_KEY, URL_KEY):
+                continue
+            try:
+                value = base64.b64decode(str(raw)).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if key == URL_KEY:
+                try:
+                    value = urllib.parse.unquote(urllib.parse.urlsplit(value).password or "")
+                except ValueError:
+                    continue
+            if value:
+                found.append(value)
+        return found
+
+    def _fail(
+        self,
+        r: _Round,
+        attempt: MigrationAttempt,
+        reason: str,
+        message: str,
+        *,
+        status_only: str = "",
+    ) -> None:
+        """`attempt` failed. `status_only` (the last lines of the log) goes on the tenant's
+        status, never into an Event: the CleoTenant's Events live in ``default``, which
+        more people read than the tenant's status."""
         failed = attempt.model_copy(
             update={
                 "phase": "Failed",
                 "finished": r.now,
                 "reason": reason,
-                "message": clip(message),
+                "message": clip(message + status_only),
             }
         )
         r.set_attempt(failed)
         r.event("MigrationFailed", f"{reason}: {message}", "Warning")
         log.warning("tenant %s: migration failed: %s", r.ctx.name, reason)
+
+    def _record(self, r: _Round) -> None:
+        """Write ``status.migrations`` now, before what it names is made (a crash or a
+        refused status write after the create must not lose it); nothing when unchanged."""
+        if r.state == r.recorded:
+            return
+        body = r.state.model_dump(by_alias=True, exclude_none=True)
+        update_status(
+            self.kube, TENANT, r.ctx.name, lambda _current: {"migrations": body}, owned_keys=OWNED
+        )
+        r.recorded = r.state
 
     # -- cleaning ----------------------------------------------------------------------
 
@@ -302,7 +537,11 @@ class MigrationsPart:
 
     def _remove_jobs(self, ctx: TenantContext) -> bool:
         """Delete every migration Job of the tenant, foreground; True when none (and none
-        of their pods) is left."""
+        of their pods) is left.
+
+        A pod is the migration's by its name (the Job's, ``cleo-migrate-...``, which
+        tenants cannot give a pod) or by the recorded Job's uid, not by labels: a pod
+        whose labels were taken off is released by the Job controller and runs on."""
         left = False
         for job in self._jobs(ctx).values():
             if not _ours(job, ctx.name):
@@ -312,11 +551,15 @@ class MigrationsPart:
                 self._delete(job, ctx.namespace)
         if left:
             return False
-        pods = self.kube.list(POD, namespace=ctx.namespace, label_selector=MIGRATION_LABEL)
+        recorded = read_status(ctx.status.get("migrations")).attempt
+        job_uid = recorded.job_uid if recorded is not None else None
         return not any(
             (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and _ours(p, ctx.name)
-            for p in pods
+            and (
+                str((p.get("metadata") or {}).get("name") or "").startswith(JOB_PREFIX)
+                or _controlled_by_uid(p, job_uid)
+            )
+            for p in self.kube.list(POD, namespace=ctx.namespace)
         )
 
     def _delete(self, job: KubeObject, namespace: str, propagation: str = "Foreground") -> None:
@@ -338,7 +581,7 @@ class MigrationsPart:
         attempt = r.attempt
         if attempt is not None and attempt.phase in IN_FLIGHT:
             return False
-        retry = r.ctx.annotations.get(RETRY_ANNOTATION)
+        retry = r.retry
         if retry is not None and retry != r.state.retry_request:
             return True
         if r.state.key == r.key:
@@ -360,41 +603,55 @@ class MigrationsPart:
                 f"waiting for the database credentials Secret {self.settings.database_secret}"
             )
             return
+        # What this round settled (a success) is recorded before its Job may go.
+        self._record(r)
         if not self._remove_jobs(r.ctx):
             r.waiting = "waiting for the previous migration Job and its pods to be gone"
             return
-        retry = r.ctx.annotations.get(RETRY_ANNOTATION)
-        before = r.state
-        attempt = MigrationAttempt(
-            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now
-        )
+        retry = r.retry
         changes: dict[str, Any] = {}
         if retry is not None:
             changes["retry_request"] = retry
-        r.set_attempt(attempt, **changes)
+        attempt = MigrationAttempt(
+            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now
+        )
         migrations = r.workload.migrations
         assert migrations is not None
-        if migrations.backup_first:
-            try:
-                sources = self.backups.sources(namespace, r.ctx.name)
-            except NoSource as exc:
-                self._fail(r, attempt, exc.reason, exc.message)
-                return
-            taken = self.backups.take(
-                namespace=namespace, tenant=r.ctx.name, key=r.key, sources=sources, now=r.ctx.now
-            )
-            r.set_attempt(attempt.model_copy(update={"backups": taken}))
-            r.result.record_now = True
-            r.event(
-                "MigrationBackupStarted",
-                "backing up before the migration: " + ", ".join(t.split("/")[0] for t in taken),
-            )
+        if not migrations.backup_first:
+            r.set_attempt(attempt, **changes)
+            self._create_job(r, attempt)
             return
-        if not self._create_job(r, attempt):
-            r.state = before  # nothing started: the same request is handled next round
+        try:
+            sources = self.backups.sources(namespace, r.ctx.name)
+        except NoSource as exc:
+            r.set_attempt(attempt, **changes)
+            self._fail(r, attempt, exc.reason, exc.message)
+            return
+        # The names first, on status: a one-off made but not recorded is found again.
+        planned = attempt.model_copy(
+            update={
+                "backups": [
+                    f"{one_off_name(r.key, i, now=r.ctx.now)}/" for i in range(len(sources))
+                ]
+            }
+        )
+        r.set_attempt(planned, **changes)
+        self._record(r)
+        self._take_backups(r, planned)
 
-    def _create_job(self, r: _Round, attempt: MigrationAttempt) -> bool:
-        """Create the Job of `attempt` and record it; False when a Job stood at its name."""
+    def _create_job(self, r: _Round, attempt: MigrationAttempt) -> None:
+        """Record the Job's name (phase Creating), make it, record its uid."""
+        name = migration_job_name(attempt.key)
+        creating = attempt.model_copy(
+            update={
+                "phase": "Creating",
+                "job_name": name,
+                "job_uid": None,
+                "started": attempt.started or r.now,
+            }
+        )
+        r.set_attempt(creating)
+        self._record(r)
         body = render_migration_job(
             tenant=r.ctx.name,
             namespace=r.ctx.namespace,
@@ -405,39 +662,53 @@ class MigrationsPart:
         try:
             created = self.kube.create(body)
         except KubeError as exc:
-            if not exc.conflict:
+            if exc.conflict:
+                # Something stands at the name: the next round adopts it or removes it.
+                r.waiting = f"a Job stood at {name}"
+                return
+            if exc.transient:
                 raise
-            # Something stands at the name (a crash left ours unrecorded, or it was
-            # planted): never taken as ours. Removed next round, then made anew.
-            existing = self.kube.get(JOB, body["metadata"]["name"], namespace=r.ctx.namespace)
-            if existing is not None:
-                self._delete(existing, r.ctx.namespace)
-            r.waiting = f"removing a Job that stood at {body['metadata']['name']}"
-            return False
+            self._fail(
+                r,
+                creating,
+                "JobRefused",
+                f"the API server refused the migration Job {name} ({exc.status} "
+                f"{exc.reason}: {exc.message})",
+            )
+            return
+        self._running(r, creating, created)
+        self._record(r)
+
+    def _running(self, r: _Round, attempt: MigrationAttempt, job: KubeObject) -> None:
         running = attempt.model_copy(
             update={
                 "phase": "Running",
-                "job_name": created["metadata"]["name"],
-                "job_uid": created["metadata"]["uid"],
-                "started": attempt.started or r.now,
+                "job_name": job["metadata"]["name"],
+                "job_uid": job["metadata"]["uid"],
             }
         )
         r.set_attempt(running)
         r.result.record_now = True
         r.event(
             "MigrationStarted",
-            f"migration Job {created['metadata']['name']} started for image {attempt.image}",
+            f"migration Job {job['metadata']['name']} started for image {attempt.image}",
         )
-        return True
 
     # -- what the tenant reconcile gets ------------------------------------------------
 
     def _report(self, r: _Round) -> PartResult:
         result = r.result
-        result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
-        image = r.state.image if r.state.key is not None else None
+        image = r.state.image
         if image is None:
-            image = _live_image(self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=r.ctx.namespace))
+            # Migrations just turned on: the image the operator's own Deployment runs is
+            # saved once, so that a later hand edit of the Deployment is repaired, never
+            # adopted. One the operator did not make (its labels, its owner) gives none.
+            live = self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=r.ctx.namespace)
+            if live is not None and _ours(live, r.ctx.name) and _controlled_by_uid(live, r.ctx.uid):
+                image = _live_image(live)
+                if image is not None:
+                    r.state = r.state.model_copy(update={"image": image})
+        result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
         observation = self._observe(r, serving_image=image)
         if image is None:
             result.hold_workload = True
@@ -450,7 +721,11 @@ class MigrationsPart:
             result.workload_image = image
             result.informational[CONDITION] = observation
         attempt = r.attempt
-        if r.waiting is not None or (attempt is not None and attempt.phase in IN_FLIGHT):
+        if attempt is not None and attempt.phase in IN_FLIGHT:
+            # Backups and migrations may take hours: looked at less often as they age.
+            started = read_rfc3339(attempt.started) or r.ctx.now
+            result.requeue_after = poll_seconds(started, r.ctx.now)
+        elif r.waiting is not None:
             result.requeue_after = self.settings.requeue_seconds
         return result
 
@@ -468,6 +743,13 @@ class MigrationsPart:
                 f"migration Job {attempt.job_name} runs for image {attempt.image}{keeps}"
                 + (f"; then: {r.waiting}" if r.waiting else ""),
             )
+        if attempt is not None and attempt.phase == "Creating":
+            return Observation(
+                "Unknown",
+                "Running",
+                f"migration Job {attempt.job_name} is being made for image {attempt.image}"
+                f"{keeps}" + (f"; then: {r.waiting}" if r.waiting else ""),
+            )
         if attempt is not None and attempt.phase == "BackingUp":
             return Observation(
                 "Unknown",
@@ -483,6 +765,8 @@ class MigrationsPart:
                     f"set the annotation {RETRY_ANNOTATION} to a new value to run it again"
                 ),
             )
+        if r.retry_problem is not None:
+            return Observation("False", "InvalidRetryRequest", f"{r.retry_problem}{keeps}")
         if r.waiting is not None:
             return Observation("Unknown", "Pending", f"{r.waiting}{keeps}")
         if r.state.key == r.key:

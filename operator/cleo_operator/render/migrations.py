@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Final
 
 from cleo_operator.api.base import parse_duration
@@ -65,6 +66,7 @@ __all__ = [
     "migration_job_name",
     "migration_key",
     "migration_pod_labels",
+    "pinned_image",
     "render_migration_job",
     "render_migration_policy",
 ]
@@ -81,6 +83,7 @@ SHORT_HASH: Final = 10
 RUN_AS_ID: Final = 10001
 """CleoAI's user and group (the workload's, `render.workload.RUN_AS_ID`)."""
 TMP_VOLUME: Final = "tmp"
+_DIGEST: Final = re.compile(r"@(sha256:[0-9a-f]{64})$")
 
 
 def migration_key(workload: WorkloadSpec) -> str:
@@ -95,6 +98,22 @@ def migration_key(workload: WorkloadSpec) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def pinned_image(image: str, image_id: str) -> str | None:
+    """`image`'s repository at the digest the kubelet reported it ran (``imageID`` of the
+    migration's container), or None when it reported no sha256 digest.
+
+    Why: a tag can be pushed again. The Deployment then runs the very bytes the
+    migration ran, not whatever the tag names by the time its pods pull it.
+    """
+    match = _DIGEST.search(image_id)
+    if match is None:
+        return None
+    name = image.split("@", 1)[0]
+    if name.rfind(":") > name.rfind("/"):
+        name = name[: name.rfind(":")]
+    return f"{name}@{match.group(1)}"
 
 
 def migration_job_name(key: str) -> str:
@@ -166,6 +185,10 @@ def render_migration_job(
         },
         "spec": {
             "backoffLimit": migrations.backoff_limit,
+            # A replacement pod only once the previous one failed: the default
+            # (TerminatingOrFailed) starts it while a deleted pod still terminates, and two
+            # migrations would run against one schema.
+            "podReplacementPolicy": "Failed",
             "activeDeadlineSeconds": int(parse_duration(migrations.timeout).total_seconds()),
             "completions": 1,
             "parallelism": 1,

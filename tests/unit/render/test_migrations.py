@@ -12,6 +12,7 @@ from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.migrations import (
     migration_job_name,
     migration_key,
+    pinned_image,
     render_migration_job,
     render_migration_policy,
 )
@@ -178,3 +179,24 @@ def test_the_deployment_runs_the_image_it_is_given_or_none_when_held() -> None:
     assert image == "registry.example.com/cleoai:1.9.0"
     held = render_tenant(**kwargs, hold_workload=True)
     assert [c for c in held if c["kind"] == "Deployment"] == []
+
+
+@pytest.mark.security
+def test_a_deleted_migration_pod_is_replaced_only_once_it_failed() -> None:
+    # The default (TerminatingOrFailed) starts a replacement while the first pod still
+    # terminates: two migrations at once against one schema.
+    rendered = job(spec(backoffLimit=2))
+    assert rendered["spec"]["podReplacementPolicy"] == "Failed"
+
+
+def test_the_pinned_image_is_the_repository_at_the_reported_digest() -> None:
+    digest = "sha256:" + "0f" * 32
+    assert pinned_image("registry:5000/team/cleoai:2.0", f"x@{digest}") == (
+        f"registry:5000/team/cleoai@{digest}"
+    )
+    assert pinned_image("cleoai", f"docker-pullable://cleoai@{digest}") == f"cleoai@{digest}"
+    pinned = pinned_image(f"r.example/c:1@sha256:{'1' * 64}", f"r@{digest}")
+    assert pinned == f"r.example/c@{digest}"
+    # No digest reported (or not a sha256 one): nothing to pin to.
+    assert pinned_image("registry:5000/cleoai:2.0", "") is None
+    assert pinned_image("cleoai:2", "cleoai@sha256:short") is None
