@@ -23,7 +23,6 @@ import psycopg
 import pytest
 
 from cleo_operator.api.tenant import parse_tenant_spec
-from cleo_operator.data.tenant_db import tenant_role_name
 from cleo_operator.failover.workload import HOLD_ANNOTATION
 from cleo_operator.kube.kinds import DEPLOYMENT, SECRET, TENANT
 from cleo_operator.reconcile.database import DatabaseSettings, TenantDatabases
@@ -41,6 +40,7 @@ from tests.integration.failover_support import (
     steps,
     wait_available,
 )
+from tests.integration.test_pooler_fence import connect
 
 pytestmark = RECONCILERS_ALONE
 
@@ -103,17 +103,7 @@ class Pooler:
     def connect(self, password: str) -> psycopg.Connection[Any]:
         """A client of the pooler, as a workload pod connects."""
         assert self.bouncer is not None
-        role = tenant_role_name(self.setting.tenant)
-        return psycopg.connect(
-            host=self.bouncer.host,
-            port=self.bouncer.port,
-            dbname=role,
-            user=role,
-            password=password,
-            sslmode="disable",
-            connect_timeout=5,
-            autocommit=True,
-        )
+        return connect(self.bouncer, self.setting.tenant, password)
 
 
 @pytest.fixture

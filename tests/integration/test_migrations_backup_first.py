@@ -22,18 +22,15 @@ import pytest
 
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP, JOB, SECRET, TENANT
-from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import TenantDatabases
-from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.integration.backup_cluster_support import (
-    API_SERVER,
     PV,
-    RUNNER_IMAGE,
     BackupScene,
+    local_backup_reconciler,
     seed_backup_tenant,
 )
 from tests.integration.migrations_support import Tenant as MigratingTenant
@@ -117,15 +114,7 @@ def scene(
     owner = Tenant(kube, unique("mbk"), spec(OLD))
     tenant = MigratingTenant(cluster, kube, owner.name)
     volumes = tmp_path / "volumes"
-    reconciler = BackupReconciler.from_databases(
-        kube,
-        databases,
-        settings=BackupSettings(
-            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
-            volumes_dir=volumes,
-            retry_seconds=2.0,
-        ),
-    )
+    reconciler = local_backup_reconciler(kube, databases, volumes=volumes)
     try:
         ns = tenant.namespace
         tenant.reconcile()  # the namespace, made for the tenant as the operator makes it
@@ -207,14 +196,12 @@ def test_backup_first_runs_a_real_backup_then_the_migration_then_the_roll(
     assert run.returncode == 1, run.stderr
     assert run.report is not None
     assert run.report["reason"] == "DatabaseUnavailable"
-    failed = tenant.until(
-        lambda: (
-            tenant.condition("MigrationsSucceeded").get("status") == "False"
-            and tenant.condition("MigrationsSucceeded")
-        ),
+    tenant.until(
+        lambda: tenant.condition("MigrationsSucceeded").get("reason") == "BackupFailed",
         "the failed backup on the tenant's status",
     )
-    assert failed["reason"] == "BackupFailed"
+    failed = tenant.condition("MigrationsSucceeded")
+    assert failed["status"] == "False"
     assert failing in failed["message"]
     assert WRONG_PASSWORD not in str(tenant.status())
     for _ in range(2):

@@ -26,21 +26,17 @@ from cleo_operator.reconcile.pooler import pooler_target
 from cleo_operator.render.pooler import pooler_config_values
 from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
 from tests.harness.postgres import PostgresServer
+from tests.integration.tenant_database_support import connect_with_secret
 
 pytestmark = [pytest.mark.postgres]
 
 
 def connect(bouncer: PgBouncer, tenant: str, password: str) -> psycopg.Connection[Any]:
+    """A client of the pooler, as a workload pod connects (no TLS to the pooler)."""
     role = tenant_role_name(tenant)
-    return psycopg.connect(
-        host=bouncer.host,
-        port=bouncer.port,
-        dbname=role,
-        user=role,
-        password=password,
-        sslmode="disable",
-        connect_timeout=5,
-        autocommit=True,
+    values = {"PGHOST": bouncer.host, "PGPORT": str(bouncer.port), "PGSSLMODE": "disable"}
+    return connect_with_secret(
+        {**values, "PGDATABASE": role, "PGUSER": role, "PGPASSWORD": password}
     )
 
 

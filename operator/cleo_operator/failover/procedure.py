@@ -939,18 +939,19 @@ class Procedure:
         )
         if route.ready:
             return None
-        if self._past(record, self.settings.rollout_timeout_seconds):
-            raise FailoverError(
-                f"the database moved to site {move.target!r}, but the tenant's pooler did not "
-                f"run its configuration within {self.settings.rollout_timeout_seconds:.0f}s "
-                f"({route.message}); the workload stays at zero until it does. Is the tenant "
-                "reconciled (its PoolerReady condition), and do the pooler's pods start?",
-                reason="PoolerNotRepointed",
+        limit = self.settings.rollout_timeout_seconds
+        if not self._past(record, limit):
+            return StepOutcome(
+                state="Running",
+                message=f"the writers wait for the pooler: {route.message}",
+                requeue_after=self.settings.poll_seconds * 5,
             )
-        return StepOutcome(
-            state="Running",
-            message=f"the writers wait for the pooler: {route.message}",
-            requeue_after=self.settings.poll_seconds * 5,
+        raise FailoverError(
+            f"the database moved to site {move.target!r}, but within {limit:.0f}s the tenant's "
+            f"pooler did not come to run its configuration ({route.message}); the workload "
+            "stays at zero until it does. Is the tenant reconciled (its PoolerReady "
+            "condition), and do the pooler's pods start?",
+            reason="PoolerNotRepointed",
         )
 
     # -- verify -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ against a real pgbouncer in tests/integration/test_pooler.py).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +35,7 @@ from cleo_operator.failover.steps import StepRecord
 from cleo_operator.failover.tenant import PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, REPLICAS_ANNOTATION
 from cleo_operator.kube.kinds import DEPLOYMENT
-from cleo_operator.reconcile.pooler import CONDITION_TYPE, PoolerPart, PoolerSettings
+from cleo_operator.reconcile.pooler import CONDITION_TYPE, PoolerPart
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 from cleo_operator.render.child import WORKLOAD_NAME
@@ -51,8 +52,12 @@ from tests.unit.reconcile.test_pooler_part import (
     UID,
     Logins,
     deployment_as_the_controller_reports,
+    kube,
+    part,
     write_credentials,
 )
+
+__all__ = ["kube"]  # the in-memory API server fixture, shared with the pooler part's tests
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +72,6 @@ def standby(tmp_path_factory: pytest.TempPathFactory) -> SiteConfig:
         ssl_root_cert="/unused-here",
         ca_pem=pem,
     )
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    fake = FakeKube(now=lambda: NOW)
-    fake.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    return fake
 
 
 @pytest.fixture
@@ -119,14 +117,7 @@ def test_a_moved_primary_re_renders_the_pooler_and_it_is_not_ready_until_rolled(
 ) -> None:
     write_credentials(kube)
     logins = Logins()
-    pooler = PoolerPart(
-        kube,
-        databases,
-        operator_namespace="cleo-system",
-        settings=PoolerSettings(),
-        check=logins,
-        address=lambda ns: (f"pooler-of-{ns}", 5432),
-    )
+    pooler = part(kube, databases, logins)
     before = pooler.reconcile(context(None))
     old = rendered(before, "Deployment")
     deployment_as_the_controller_reports(kube, old, available=1)
@@ -186,109 +177,94 @@ def workload(kube: FakeKube) -> None:
     )
 
 
-def test_the_writers_come_back_only_once_the_pooler_goes_to_the_new_primary(
-    kube: FakeKube, databases: TenantDatabases, standby: SiteConfig
-) -> None:
+@dataclasses.dataclass
+class Scene:
+    """A tenant with a pooler on site main, its workload held by failover ``move-1`` to the
+    standby, and the failover's rollout step started at NOW."""
+
+    pooler: PoolerPart
+    first: PartResult
+    move: Move
+    record: StepRecord
+
+    def rollout(self, kube: FakeKube, databases: TenantDatabases, *, at: datetime.datetime) -> Any:
+        # No deployment controller here: the step does not wait for the workload's new pods.
+        settings = FailoverSettings(wait_slice_seconds=0.0)
+        procedure = Procedure(kube, databases.pools, settings=settings, now=lambda: at)
+        return procedure.run(self.move, self.record)
+
+
+def scene(kube: FakeKube, databases: TenantDatabases) -> Scene:
     write_credentials(kube)
-    kube.create(
-        tenant_manifest(
-            TENANT, {"database": {"enabled": True, "site": "main", "pooler": {"enabled": True}}}
-        )
-    )
+    database = {"enabled": True, "site": "main", "pooler": {"enabled": True}}
+    kube.create(tenant_manifest(TENANT, {"database": database}))
     pooler = PoolerPart(
         kube,
         databases,
         operator_namespace="cleo-system",
         check=Logins(),
-        address=lambda ns: ("p", 1),
+        address=lambda _: ("p", 1),
     )
-    old = rendered(pooler.reconcile(context(None)), "Deployment")
-    for obj in pooler.reconcile(context(None)).objects:
+    first = pooler.reconcile(context(None))
+    for obj in first.objects:
         kube.apply(obj)
-    deployment_as_the_controller_reports(kube, old, available=1)
     workload(kube)
-    # No deployment controller here: the step does not wait for the workload's new pods.
-    procedure = Procedure(
-        kube, databases.pools, settings=FailoverSettings(wait_slice_seconds=0.0), now=lambda: NOW
-    )
-    move = Move(
-        name="move-1",
-        namespace=NS,
-        uid="f0",
-        spec=parse_failover_spec({"tenant": TENANT, "type": "Failover"}),
-        annotations={SOURCE_ANNOTATION: "main", TARGET_ANNOTATION: "standby"},
-    )
+    failover = parse_failover_spec({"tenant": TENANT, "type": "Failover"})
+    sites = {SOURCE_ANNOTATION: "main", TARGET_ANNOTATION: "standby"}
+    move = Move(name="move-1", namespace=NS, uid="f0", spec=failover, annotations=sites)
     record = StepRecord(name="rollout")
     record.start(NOW)
+    return Scene(pooler=pooler, first=first, move=move, record=record)
 
-    def held() -> bool:
-        live = kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=NS)
-        assert live is not None
-        return HOLD_ANNOTATION in live["metadata"].get("annotations", {})
+
+def held(kube: FakeKube) -> bool:
+    live = kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=NS)
+    assert live is not None
+    return HOLD_ANNOTATION in live["metadata"].get("annotations", {})
+
+
+def test_the_writers_come_back_only_once_the_pooler_goes_to_the_new_primary(
+    kube: FakeKube, databases: TenantDatabases, standby: SiteConfig
+) -> None:
+    made = scene(kube, databases)
+    deployment_as_the_controller_reports(kube, rendered(made.first, "Deployment"), available=1)
 
     # The pooler still goes to the old primary: the writers stay at zero.
-    waiting = procedure.run(move, record)
+    waiting = made.rollout(kube, databases, at=NOW)
     assert waiting.state == "Running"
     assert "does not point to site 'standby'" in waiting.message
-    assert held()
+    assert held(kube)
 
     # The tenant reconcile renders it for the new site; its pods are not rolled yet.
-    moved = pooler.reconcile(context("standby"))
+    moved = made.pooler.reconcile(context("standby"))
     for obj in moved.objects:
         kube.apply(obj)
-    assert procedure.run(move, record).state == "Running"
-    assert "not yet rolled" in procedure.run(move, record).message
-    assert held()
+    not_rolled = made.rollout(kube, databases, at=NOW)
+    assert not_rolled.state == "Running"
+    assert "not yet rolled" in not_rolled.message
+    assert held(kube)
 
     # Rolled, but no pod of it available yet: still waiting.
     deployment_as_the_controller_reports(kube, rendered(moved, "Deployment"), available=0)
-    assert "0 of 1 pooler pod(s)" in procedure.run(move, record).message
-    assert held()
+    assert "0 of 1 pooler pod(s)" in made.rollout(kube, databases, at=NOW).message
+    assert held(kube)
 
     # Rolled and available: the writers come back.
     deployment_as_the_controller_reports(kube, rendered(moved, "Deployment"), available=1)
     route = pooler_route(kube, NS, site=standby, password=PASSWORD)
     assert (route.exists, route.ready) == (True, True)
-    released = procedure.run(move, record)
+    released = made.rollout(kube, databases, at=NOW)
     assert released.message.startswith(f"Deployment {WORKLOAD_NAME}:")
-    assert not held()
+    assert not held(kube)
 
 
 def test_a_pooler_that_never_rolls_fails_the_step_after_the_rollout_timeout(
-    kube: FakeKube, databases: TenantDatabases, standby: SiteConfig
+    kube: FakeKube, databases: TenantDatabases
 ) -> None:
-    write_credentials(kube)
-    kube.create(
-        tenant_manifest(
-            TENANT, {"database": {"enabled": True, "site": "main", "pooler": {"enabled": True}}}
-        )
-    )
-    pooler = PoolerPart(
-        kube,
-        databases,
-        operator_namespace="cleo-system",
-        check=Logins(),
-        address=lambda ns: ("p", 1),
-    )
-    for obj in pooler.reconcile(context(None)).objects:
-        kube.apply(obj)
-    workload(kube)
-    later = NOW + datetime.timedelta(hours=1)
-    procedure = Procedure(kube, databases.pools, now=lambda: later)
-    move = Move(
-        name="move-1",
-        namespace=NS,
-        uid="f0",
-        spec=parse_failover_spec({"tenant": TENANT, "type": "Failover"}),
-        annotations={SOURCE_ANNOTATION: "main", TARGET_ANNOTATION: "standby"},
-    )
-    record = StepRecord(name="rollout")
-    record.start(NOW)
-    failed = procedure.run(move, record)
+    made = scene(kube, databases)
+    failed = made.rollout(kube, databases, at=NOW + datetime.timedelta(hours=1))
     assert (failed.state, failed.reason) == ("Failed", "PoolerNotRepointed")
-    live = kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=NS)
-    assert live is not None
-    assert live["spec"]["replicas"] == 0
+    assert held(kube)
 
 
 def test_the_pooler_s_server_is_read_from_its_rendered_configuration() -> None:
