@@ -16,8 +16,8 @@ then the workload stays at zero, and the fence covers the pooler too.
 
 The pooler is judged from what runs, not from what the tenant reconcile meant to run: the
 ``[databases]`` entry of the pooler Secret names the new site's host and port, the pod
-template carries the hash of exactly that Secret (an HMAC keyed with the tenant's
-password, as the renderer computes it), and the Deployment's controller reports every
+template carries the hash of exactly that Secret (an HMAC keyed with the password of its
+auth file, as the renderer computes it), and the Deployment's controller reports every
 replica updated and available.
 """
 
@@ -37,11 +37,13 @@ from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
+    USERLIST_KEY,
     pooler_config_hash,
 )
 
 __all__ = ["PoolerRoute", "pooler_route", "pooler_server"]
 
+_USER: Final = re.compile(r'^"[^"]*" "(?P<password>[^"]*)"\n?$')
 _SERVER: Final = re.compile(r"^\S+ = host=(?P<host>\S+) port=(?P<port>\d+) ", re.MULTILINE)
 
 
@@ -77,10 +79,18 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def pooler_route(
-    kube: KubeClient, namespace: str, *, site: SiteConfig, password: str
-) -> PoolerRoute:
-    """Whether the pooler in `namespace` runs `site`'s configuration on all its pods."""
+def _password(userlist: str) -> str | None:
+    found = _USER.match(userlist)
+    return found["password"] if found else None
+
+
+def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> PoolerRoute:
+    """Whether the pooler in `namespace` runs `site`'s configuration on all its pods.
+
+    Reads only what the operator writes and tenant admins cannot (the pooler's Secret is a
+    reserved name, its Deployment's status the controller's): the password that keys the
+    hash comes from the pooler's own auth file, not from the tenant-writable credentials
+    Secret, so an edit there can neither release the writers early nor be needed."""
     deployment = kube.get(DEPLOYMENT, POOLER_NAME, namespace=namespace)
     if deployment is None:
         return PoolerRoute(exists=False, ready=True, message="the tenant has no pooler")
@@ -98,7 +108,10 @@ def pooler_route(
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    current = template.get(POOLER_HASH_ANNOTATION) == pooler_config_hash(values, password=password)
+    password = _password(values.get(USERLIST_KEY, ""))
+    current = password is not None and template.get(POOLER_HASH_ANNOTATION) == pooler_config_hash(
+        values, password=password
+    )
     if not current or _int(status.get("observedGeneration")) < _int(meta.get("generation")):
         return PoolerRoute(
             exists=True,

@@ -930,13 +930,7 @@ class Procedure:
             spec = None  # not readable now: judge whatever pooler runs, to be safe
         if spec is not None and not (spec.database.enabled and spec.database.pooler.enabled):
             return None
-        view = read_credentials(self.kube, move.namespace, secret=self.settings.credentials_secret)
-        route = pooler_route(
-            self.kube,
-            move.namespace,
-            site=self._site(move.target),
-            password=(view.password if view is not None else None) or "",
-        )
+        route = pooler_route(self.kube, move.namespace, site=self._site(move.target))
         if route.ready:
             return None
         limit = self.settings.rollout_timeout_seconds

@@ -34,7 +34,7 @@ from cleo_operator.failover.procedure import (
 from cleo_operator.failover.steps import StepRecord
 from cleo_operator.failover.tenant import PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, REPLICAS_ANNOTATION
-from cleo_operator.kube.kinds import DEPLOYMENT
+from cleo_operator.kube.kinds import DEPLOYMENT, SECRET
 from cleo_operator.reconcile.pooler import CONDITION_TYPE, PoolerPart
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
@@ -46,7 +46,6 @@ from tests.harness.specs import tenant_manifest
 from tests.unit.reconcile.test_pooler_part import (
     NOW,
     NS,
-    PASSWORD,
     SITE,
     TENANT,
     UID,
@@ -251,10 +250,35 @@ def test_the_writers_come_back_only_once_the_pooler_goes_to_the_new_primary(
 
     # Rolled and available: the writers come back.
     deployment_as_the_controller_reports(kube, rendered(moved, "Deployment"), available=1)
-    route = pooler_route(kube, NS, site=standby, password=PASSWORD)
+    route = pooler_route(kube, NS, site=standby)
     assert (route.exists, route.ready) == (True, True)
     released = made.rollout(kube, databases, at=NOW)
     assert released.message.startswith(f"Deployment {WORKLOAD_NAME}:")
+    assert not held(kube)
+
+
+@pytest.mark.security
+def test_a_tenant_admin_s_edits_of_the_credentials_secret_neither_release_nor_hold_the_writers(
+    kube: FakeKube, databases: TenantDatabases, standby: SiteConfig
+) -> None:
+    made = scene(kube, databases)
+    deployment_as_the_controller_reports(kube, rendered(made.first, "Deployment"), available=1)
+    # The tenant-writable credentials Secret made to look moved (an edited password is not
+    # used by the pooler part at all: it waits for the database part to heal it).
+    edits = {"PGHOST": standby.host, "PGPORT": str(standby.port), "PGSSLMODE": "disable"}
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in edits.items()}
+    kube.patch_merge(SECRET, "cleo-database", {"data": encoded}, namespace=NS)
+    assert made.rollout(kube, databases, at=NOW).state == "Running"
+    assert held(kube)
+    # The pooler really moved and rolled: the writers come back, whatever that Secret says
+    # (its password edited too).
+    moved = made.pooler.reconcile(context("standby"))
+    for obj in moved.objects:
+        kube.apply(obj)
+    deployment_as_the_controller_reports(kube, rendered(moved, "Deployment"), available=1)
+    password = base64.b64encode(b"x" * 43).decode()
+    kube.patch_merge(SECRET, "cleo-database", {"data": {"PGPASSWORD": password}}, namespace=NS)
+    made.rollout(kube, databases, at=NOW)
     assert not held(kube)
 
 
