@@ -34,8 +34,9 @@ from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import SECRET, Kind
 from cleo_operator.kube.secrets import secret_value
-from cleo_operator.reconcile.backup import BackupReconciler
+from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
 from cleo_operator.reconcile.database import TenantDatabases
+from cleo_operator.render.backup import BackupPodSettings
 from e2e.cluster import LocalCluster
 from tests.harness.postgres import PostgresServer, find_postgres_bindir
 from tests.harness.specs import backup_manifest
@@ -214,6 +215,23 @@ def run_job_pod(
         report=report,
         env=env,
         args=args,
+    )
+
+
+def local_backup_reconciler(
+    kube: KubeClient, databases: TenantDatabases, *, volumes: Path
+) -> BackupReconciler:
+    """The backup reconciler as the operator builds it, for runs played by `run_job_pod`:
+    the test runner image, the local API server in its NetworkPolicy, volumes under
+    `volumes`, quick retries."""
+    return BackupReconciler.from_databases(
+        kube,
+        databases,
+        settings=BackupSettings(
+            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
+            volumes_dir=volumes,
+            retry_seconds=2.0,
+        ),
     )
 
 

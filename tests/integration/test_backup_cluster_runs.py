@@ -31,20 +31,18 @@ from cleo_operator.kube.kinds import BACKUP, CRON_JOB, JOB
 from cleo_operator.reconcile.backup import (
     RECORDED_ANNOTATION,
     BackupReconciler,
-    BackupSettings,
 )
 from cleo_operator.reconcile.database import TenantDatabases
-from cleo_operator.render.backup import BACKUP_LABEL, BackupPodSettings
+from cleo_operator.render.backup import BACKUP_LABEL
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
 from tests.harness.specs import backup_manifest
 from tests.integration.backup_cluster_support import (
-    API_SERVER,
     PV,
-    RUNNER_IMAGE,
     BackupScene,
+    local_backup_reconciler,
     seed_backup_tenant,
 )
 from tests.integration.tenant_database_support import (
@@ -157,15 +155,7 @@ def setup(
         kube, unique("bk"), {"paused": True, "database": {"enabled": True, "site": "main"}}
     )
     volumes = tmp_path / "volumes"
-    reconciler = BackupReconciler.from_databases(
-        kube,
-        databases,
-        settings=BackupSettings(
-            pod=BackupPodSettings(image=RUNNER_IMAGE, api_server_cidrs=API_SERVER),
-            volumes_dir=volumes,
-            retry_seconds=2.0,
-        ),
-    )
+    reconciler = local_backup_reconciler(kube, databases, volumes=volumes)
     try:
         with namespace(kube, f"cleo-{tenant.name}") as ns:
             seed_backup_tenant(kube, databases, tenant, ns)

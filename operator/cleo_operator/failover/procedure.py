@@ -18,7 +18,9 @@ The order is the guard against split brain and against data loss:
                 Failover: record the estimated loss (bytes and seconds).
     promote     pg_promote on the target; open the tenant's role and database there.
     repoint     the tenant's primary site (annotation) and its credentials Secret.
-    rollout     the Deployment back to its size with new pods; wait until available.
+    rollout     the Deployment back to its size with new pods; wait until available. With
+                a pooler, only once every pooler pod goes to the new primary
+                (``failover.pooler``): until then the writers stay at zero.
     verify      log in as the tenant's role with the Secret's password and write.
 
 A failure before ``promote`` has started rolls back (:meth:`Procedure.roll_back`): the old
@@ -61,6 +63,7 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.drill import BackupSource, restore_drill
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.fencing import fence_state, fence_tenant, unfence_tenant
+from cleo_operator.failover.pooler import pooler_route
 from cleo_operator.failover.probe import (
     LagEstimate,
     ServerState,
@@ -888,6 +891,9 @@ class Procedure:
     # -- rollout ------------------------------------------------------------------------
 
     def rollout(self, move: Move, record: StepRecord) -> StepOutcome:
+        waiting = self._pooler_waiting(move, record)
+        if waiting is not None:
+            return waiting
         release_workload(self.kube, move.namespace, failover=move.name)
         end = self._slice_end()
         while True:
@@ -914,6 +920,33 @@ class Procedure:
                     requeue_after=self.settings.poll_seconds * 5,
                 )
             time.sleep(self.settings.poll_seconds)
+
+    def _pooler_waiting(self, move: Move, record: StepRecord) -> StepOutcome | None:
+        """Running while the tenant's pooler still goes to the old primary (the writers stay
+        at zero meanwhile, see ``failover.pooler``); None when the writers may come back."""
+        try:
+            _, spec = self._tenant(move)
+        except FailoverError:
+            spec = None  # not readable now: judge whatever pooler runs, to be safe
+        if spec is not None and not (spec.database.enabled and spec.database.pooler.enabled):
+            return None
+        route = pooler_route(self.kube, move.namespace, site=self._site(move.target))
+        if route.ready:
+            return None
+        limit = self.settings.rollout_timeout_seconds
+        if not self._past(record, limit):
+            return StepOutcome(
+                state="Running",
+                message=f"the writers wait for the pooler: {route.message}",
+                requeue_after=self.settings.poll_seconds * 5,
+            )
+        raise FailoverError(
+            f"the database moved to site {move.target!r}, but within {limit:.0f}s the tenant's "
+            f"pooler did not come to run its configuration ({route.message}); the workload "
+            "stays at zero until it does. Is the tenant reconciled (its PoolerReady "
+            "condition), and do the pooler's pods start?",
+            reason="PoolerNotRepointed",
+        )
 
     # -- verify -------------------------------------------------------------------------
 
