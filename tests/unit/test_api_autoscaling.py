@@ -81,7 +81,6 @@ FULL_BEHAVIOR: dict[str, Any] = {
         "stabilizationWindowSeconds": 300,
         "selectPolicy": "Min",
         "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-        "tolerance": "0.05",
     },
 }
 
@@ -103,6 +102,18 @@ def policy(direction: str, **fields: Any) -> dict[str, Any]:
 def pods_metric(**target: Any) -> dict[str, Any]:
     metric = copy.deepcopy(EVERY_SOURCE[2])
     metric["pods"]["target"] = target
+    return metric
+
+
+def described_object(**fields: Any) -> dict[str, Any]:
+    metric = copy.deepcopy(EVERY_SOURCE[3])
+    metric["object"]["describedObject"].update(fields)
+    return metric
+
+
+def external_selector(selector: dict[str, Any]) -> dict[str, Any]:
+    metric = copy.deepcopy(EVERY_SOURCE[4])
+    metric["external"]["metric"]["selector"] = selector
     return metric
 
 
@@ -250,7 +261,44 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "spec.autoscaling.behavior.scaleDown.policies[0].periodSeconds",
         "less than or equal to 1800",
     ),
-]
+    # Not on every supported cluster (1.33+, behind a feature gate): an HPA with it fails to
+    # apply on 1.30-1.32 and is silently stripped, then re-applied forever, on 1.33-1.34.
+    (
+        autoscaling(behavior={"scaleDown": {"tolerance": "0.05"}}),
+        "spec.autoscaling.behavior.scaleDown.tolerance",
+        "is not a field of this API",
+    ),
+    # Kubernetes' parser refuses a fractional exponent; no number reads it either.
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="1e1.5")),
+        "spec.autoscaling.metrics[0].pods.target.averageValue",
+        "quantity",
+    ),
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="1e.5")),
+        "spec.autoscaling.metrics[0].pods.target.averageValue",
+        "quantity",
+    ),
+    # The HPA parses it as group/version and refuses a second slash.
+    (
+        with_metric(described_object(apiVersion="networking.k8s.io/v1/extra")),
+        "spec.autoscaling.metrics[0].object.describedObject.apiVersion",
+        "apiVersion",
+    ),
+    (
+        with_metric(described_object(apiVersion="/v1")),
+        "spec.autoscaling.metrics[0].object.describedObject.apiVersion",
+        "apiVersion",
+    ),
+    # A label key's name part is at most 63 characters (the prefix may be longer).
+    (
+        with_metric(external_selector({"matchExpressions": [
+            {"key": "example.com/" + "k" * 64, "operator": "Exists"}
+        ]})),
+        "spec.autoscaling.metrics[0].external.metric.selector.matchExpressions[0].key",
+        "label key",
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ def _positive(value: int | str) -> int | str:
 # cost estimate went over its budget (the quantity library is not on every API server).
 POSITIVE_QUANTITY_PATTERN: Final = (
     r"^\+?(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]+\.[0-9]*[1-9][0-9]*)|(\.[0-9]*[1-9][0-9]*))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
 
 PositiveQuantity = Annotated[
@@ -133,6 +133,10 @@ PathSegment = Annotated[
 ]
 """A name the HPA puts into an API path (metric names, described objects)."""
 
+
+# As the HPA parses it (schema.ParseGroupVersion): one slash at most, around two non-empty
+# parts.
+API_VERSION_PATTERN: Final = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]+$"
 
 # --- selectors and references --------------------------------------------------------------
 
@@ -191,7 +195,12 @@ class CrossVersionObjectReference(SpecModel):
     """The object an Object metric describes, in the tenant's namespace."""
 
     api_version: (
-        Annotated[str, Field(max_length=253), Matches(r"^\S*$", "an apiVersion")] | None
+        Annotated[
+            str,
+            Field(max_length=253),
+            Matches(API_VERSION_PATTERN, "an apiVersion: a version, or group/version"),
+        ]
+        | None
     ) = Field(default=None, description="apiVersion of the object, e.g. networking.k8s.io/v1.")
     kind: PathSegment = Field(description="Kind of the object, e.g. Ingress.")
     name: PathSegment = Field(description="Name of the object.")
@@ -365,7 +374,13 @@ class HPAScalingPolicy(SpecModel):
 
 
 class HPAScalingRules(SpecModel):
-    """How fast the HPA scales in one direction."""
+    """How fast the HPA scales in one direction.
+
+    No ``tolerance``: the HPA has it from 1.33, behind a feature gate that is off by default
+    until 1.35. Where it is not served, the apply of the HPA fails (1.30-1.32) or the field
+    is dropped and re-applied at every reconcile (1.33-1.34) on clusters this operator
+    supports.
+    """
 
     stabilization_window_seconds: int | None = Field(
         default=None,
@@ -385,13 +400,6 @@ class HPAScalingRules(SpecModel):
         min_length=1,
         max_length=10,
         description="Limits on the change per period; unset, the HPA's defaults.",
-    )
-    tolerance: Quantity | None = Field(
-        default=None,
-        description=(
-            "How far from the target a metric may be before scaling, e.g. '0.05' (5%); "
-            "unset, the cluster's default (10%). Needs the HPAConfigurableTolerance feature."
-        ),
     )
 
 
