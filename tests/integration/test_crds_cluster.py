@@ -126,6 +126,9 @@ BAD_TENANT_SPECS: list[tuple[str, Any, str]] = [
     ("workload.imagePullPolicy", "Sometimes", "spec.workload.imagePullPolicy"),
     ("workload.resources.requests.cpu", "-1", "spec.workload.resources.requests.cpu"),
     ("workload.resources.requests.gpu", 1, "spec.workload.resources.requests.gpu"),
+    # A fractional exponent: Kubernetes' parser refuses it, and no Decimal reads it.
+    ("workload.resources.requests.cpu", "1e1.5", "spec.workload.resources.requests.cpu"),
+    ("quota.memory", "1e.5", "spec.quota.memory"),
     ("autoscaling.minReplicas", 11, "spec.autoscaling"),
     ("autoscaling.minReplicas", 0, "spec.autoscaling.minReplicas"),
     ("autoscaling.maxReplicas", -3, "spec.autoscaling.maxReplicas"),

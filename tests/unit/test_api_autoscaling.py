@@ -12,6 +12,7 @@ import pytest
 
 from cleo_operator.api.autoscaling import POSITIVE_QUANTITY_PATTERN, MetricSpec
 from cleo_operator.api.base import QUANTITY_PATTERN, quantity_value
+from cleo_operator.api.errors import SpecError
 from cleo_operator.api.tenant import parse_tenant_spec
 from tests.unit.api_support import assert_refused_naming
 
@@ -348,3 +349,22 @@ def test_binary_suffixes_have_their_value() -> None:
     assert quantity_value("10Ki") == 10 * 1024
     assert quantity_value("1.5Gi") == 1.5 * 2**30
     assert quantity_value("2k") == 2000
+
+
+@pytest.mark.parametrize(
+    ("number", "text"), [(0.5, "0.5"), (2.0, "2"), (1e-3, "0.001"), (1.25e6, "1250000")]
+)
+def test_a_stored_number_target_reads_as_the_quantity_the_hpa_takes(
+    number: float, text: str
+) -> None:
+    # An older release stored metrics raw, and the HPA takes a bare number.
+    metric = pods_metric(type="AverageValue", averageValue=number)
+    spec = parse_tenant_spec(with_metric(metric))
+    assert spec.autoscaling.metrics[0].to_api()["pods"]["target"]["averageValue"] == text
+
+
+@pytest.mark.parametrize("number", [-0.5, 0.0, float("nan"), float("inf"), True])
+def test_a_stored_number_that_is_no_positive_quantity_is_refused(number: Any) -> None:
+    metric = pods_metric(type="AverageValue", averageValue=number)
+    with pytest.raises(SpecError):
+        parse_tenant_spec(with_metric(metric))

@@ -34,10 +34,12 @@ on a real API server).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from cleo_operator.api.base import DnsLabel, Quantity, SpecModel, quantity_value
 from cleo_operator.api.errors import RuleViolation, check_block_of_type
@@ -109,8 +111,22 @@ POSITIVE_QUANTITY_PATTERN: Final = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
 
+
+def _number_as_quantity(value: Any) -> Any:
+    """A bare decimal number (``averageValue: 0.5``), as the HPA takes it, as a quantity
+    string: a release that stored metrics raw let tenants write them, and the HPA reads them
+    the same. (New ones are refused by the CRD's int-or-string type, which names the field.)"""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value  # refused as no quantity
+        text = format(Decimal(repr(value)), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return value
+
+
 PositiveQuantity = Annotated[
     Quantity,
+    BeforeValidator(_number_as_quantity),
     AfterValidator(_positive),
     Extra({"pattern": POSITIVE_QUANTITY_PATTERN}),
     Rules(cel("type(self) != int || self > 0", "{path} must be greater than zero")),
