@@ -10,11 +10,18 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.scaling import render_hpa
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json
-from tests.unit.test_api_autoscaling import EVERY_SOURCE, FULL_BEHAVIOR, autoscaling
+from tests.unit.test_api_autoscaling import (
+    EVERY_SOURCE,
+    FULL_BEHAVIOR,
+    autoscaling,
+    external_selector,
+    pods_metric,
+)
 from tests.unit.test_api_autoscaling import REFUSED as AUTOSCALING_TYPOS
 from tests.unit.test_api_backup import GOOD as GOOD_BACKUP
 from tests.unit.test_api_failover import GOOD as GOOD_FAILOVER
@@ -305,3 +312,50 @@ def test_autoscaling_typos_are_refused_at_apply_naming_the_field(
     code, err = _dry_run(cluster, _obj("CleoTenant", "typo", body, None))
     assert code != 0, f"{field} was accepted"
     assert field in err, err
+
+
+# Specs the CRD takes whose HPA the API server stores in another form than rendered: what it
+# drops (empty selector lists and maps) or rewrites (quantities into their canonical form).
+STORED_OTHERWISE = {
+    "values-empty-on-exists": external_selector(
+        {"matchExpressions": [{"key": "paused", "operator": "Exists", "values": []}]}
+    ),
+    "empty-match-labels": external_selector({"matchLabels": {}}),
+    "empty-match-expressions": external_selector({"matchExpressions": []}),
+    "empty-both": external_selector({"matchLabels": {}, "matchExpressions": []}),
+    "exponent": pods_metric(type="AverageValue", averageValue="1e3"),
+    "nano": pods_metric(type="AverageValue", averageValue="1500n"),
+    "binary": pods_metric(type="AverageValue", averageValue="1.5Gi"),
+    "largest": pods_metric(type="AverageValue", averageValue="7Ei"),
+    "sub-nano": pods_metric(type="AverageValue", averageValue="1.5n"),
+    "far-below-nano": pods_metric(type="AverageValue", averageValue="1e-30"),
+    "binary-over-int64": pods_metric(type="AverageValue", averageValue="8Ei"),
+    "decimal-over-int64": pods_metric(type="AverageValue", averageValue="1e19"),
+    "huge": pods_metric(type="AverageValue", averageValue="1e300"),
+}
+
+
+@pytest.mark.parametrize("metric", STORED_OTHERWISE.values(), ids=STORED_OTHERWISE.keys())
+def test_rendered_hpa_is_contained_in_what_the_api_server_returns(
+    cluster: LocalCluster, namespace: str, metric: dict[str, Any]
+) -> None:
+    # Otherwise every reconcile applies the HPA again and warns of a drift that is none.
+    body = autoscaling(metrics=[metric])
+    code, err = _dry_run(cluster, _obj("CleoTenant", "stored", body, None))
+    assert code == 0, err
+    hpa = render_hpa(
+        tenant="stored",
+        namespace=namespace,
+        owner=tenant_owner(name="stored", uid="0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10"),
+        spec=parse_tenant_spec(body),
+    )
+    assert hpa is not None
+    hpa["metadata"].pop("ownerReferences")  # its owner does not exist here
+    desired = with_hash(hpa)
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-",
+        input=json.dumps(desired), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(result.stdout)
+    assert not needs_apply(desired, stored), stored["spec"]["metrics"]

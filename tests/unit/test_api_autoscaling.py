@@ -368,3 +368,40 @@ def test_a_stored_number_that_is_no_positive_quantity_is_refused(number: Any) ->
     metric = pods_metric(type="AverageValue", averageValue=number)
     with pytest.raises(SpecError):
         parse_tenant_spec(with_metric(metric))
+
+
+@pytest.mark.parametrize(
+    ("written", "rendered"),
+    [
+        ("1.5n", "2n"),
+        ("1e-30", "1n"),
+        ("0.0000000011", "2n"),
+        ("8Ei", str(2**63 - 1)),
+        ("7Ei", "7Ei"),
+        ("1e19", "1e19"),
+        ("500m", "500m"),
+    ],
+)
+def test_a_target_renders_as_the_api_server_stores_it(written: str, rendered: str) -> None:
+    # Rounded up to nanounits, binary amounts capped at 2^63-1: else the HPA read back
+    # differs from the one applied, and every reconcile applies it again.
+    metric = pods_metric(type="AverageValue", averageValue=written)
+    spec = parse_tenant_spec(with_metric(metric))
+    assert spec.autoscaling.metrics[0].to_api()["pods"]["target"]["averageValue"] == rendered
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"matchLabels": {}},
+        {"matchExpressions": []},
+        {"matchLabels": {}, "matchExpressions": []},
+        {"matchExpressions": [{"key": "paused", "operator": "Exists", "values": []}]},
+    ],
+)
+def test_empty_selector_collections_are_not_rendered(selector: dict[str, Any]) -> None:
+    spec = parse_tenant_spec(with_metric(external_selector(selector)))
+    rendered = spec.autoscaling.metrics[0].to_api()["external"]["metric"]["selector"]
+    assert "matchLabels" not in rendered
+    assert all("values" not in e for e in rendered.get("matchExpressions", []))
+    assert rendered.get("matchExpressions") != []

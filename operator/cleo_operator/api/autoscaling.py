@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
@@ -124,10 +124,30 @@ def _number_as_quantity(value: Any) -> Any:
     return value
 
 
+_NANO: Final = Decimal("1e-9")
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _as_the_api_server_stores(value: int | str) -> int | str:
+    """`value` as the API server stores it in the HPA, so that the HPA read back equals the
+    one applied (else every reconcile applies it again and warns of a drift): rounded up to
+    whole nanounits (``1.5n`` is ``2n``), and a binary amount over 2^63-1 capped there."""
+    if isinstance(value, int):
+        return value
+    amount = quantity_value(value)
+    nanos = amount / _NANO
+    if nanos != nanos.to_integral_value():
+        return f"{nanos.to_integral_value(rounding=ROUND_CEILING)}n"
+    if value.endswith("i") and amount > _INT64_MAX:
+        return str(_INT64_MAX)
+    return value
+
+
 PositiveQuantity = Annotated[
     Quantity,
     BeforeValidator(_number_as_quantity),
     AfterValidator(_positive),
+    AfterValidator(_as_the_api_server_stores),
     Extra({"pattern": POSITIVE_QUANTITY_PATTERN}),
     Rules(cel("type(self) != int || self > 0", "{path} must be greater than zero")),
 ]
@@ -157,6 +177,13 @@ API_VERSION_PATTERN: Final = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]+$"
 # --- selectors and references --------------------------------------------------------------
 
 
+def _without_empty(data: Any, *keys: str) -> Any:
+    """`data` without the `keys` whose value is an empty list or map."""
+    if not isinstance(data, Mapping):
+        return data
+    return {k: v for k, v in data.items() if not (k in keys and v in ([], {}))}
+
+
 class LabelSelectorRequirement(SpecModel):
     """One expression of a label selector: key, operator and values."""
 
@@ -181,6 +208,12 @@ class LabelSelectorRequirement(SpecModel):
         default=None, max_length=64, description="The values, for In and NotIn."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_values(cls, data: Any) -> Any:
+        # The API server drops an empty list (omitempty): the HPA read back would differ.
+        return _without_empty(data, "values")
+
     @model_validator(mode="after")
     def _values_match_operator(self) -> LabelSelectorRequirement:
         wants_values = self.operator in ("In", "NotIn")
@@ -191,6 +224,12 @@ class LabelSelectorRequirement(SpecModel):
 
 class LabelSelector(SpecModel):
     """Labels that select series of a metric (a metav1.LabelSelector)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_collections(cls, data: Any) -> Any:
+        # As for `values`: `{}` and `[]` are dropped by the API server, so by us too.
+        return _without_empty(data, "matchLabels", "matchExpressions")
 
     match_labels: Labels | None = Field(default=None, description="Labels that must match.")
     match_expressions: list[LabelSelectorRequirement] | None = Field(
