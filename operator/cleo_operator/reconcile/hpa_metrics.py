@@ -29,6 +29,7 @@ __all__ = [
     "metric_label",
     "one_line",
     "unread_metrics",
+    "without_pod_names",
 ]
 
 NAME_LIMIT: Final = 64
@@ -54,6 +55,18 @@ def _name(value: Any) -> str:
 def one_line(text: str) -> str:
     """``text`` with every run of control characters and line breaks made one space."""
     return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", text)
+
+
+# The controller names one pod of many (the first of a map, in random order): quoted as is,
+# the condition would change, and the tenant's status be written, at every HPA sync.
+_OF_A_POD = re.compile(r"\bof [Pp]od \S+")
+_A_POD = re.compile(r"\b[Pp]od [a-z0-9]+(-[a-z0-9]+)+\b")
+
+
+def without_pod_names(text: str) -> str:
+    """`text` with the names of pods made "a pod", so that it is the same whichever pod the
+    HPA controller picked to quote."""
+    return _A_POD.sub("a pod", _OF_A_POD.sub("of a pod", text))
 
 
 def _source(metric: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -12,6 +12,7 @@ from cleo_operator.reconcile.hpa_metrics import (
     api_hint,
     metric_label,
     unread_metrics,
+    without_pod_names,
 )
 from cleo_operator.reconcile.tenant_status import observe_autoscaling
 from tests.unit.test_api_autoscaling import EVERY_SOURCE
@@ -183,3 +184,20 @@ def test_long_names_are_clipped() -> None:
     metric = {"type": "External", "external": {"metric": {"name": "q" * 500}}}
     label = metric_label(metric)
     assert label == "external/" + "q" * (NAME_LIMIT - 1) + "…"
+
+
+@pytest.mark.parametrize(
+    ("text", "stable"),
+    [
+        (
+            "missing request for memory in container cleoai of Pod cleoai-5c7b9-x2k4p",
+            "missing request for memory in container cleoai of a pod",
+        ),
+        ("unable to read pod cleoai-5c7b9-x2k4p: gone", "unable to read a pod: gone"),
+        # Words that are no pod's name stay: the source type, and plain prose.
+        ("invalid metrics (1 invalid out of 1), first error is: Pods metric", None),
+        ("did not receive metrics for targeted pods (pods might be unready)", None),
+    ],
+)
+def test_pod_names_leave_the_message(text: str, stable: str | None) -> None:
+    assert without_pod_names(text) == (text if stable is None else stable)
