@@ -7,7 +7,9 @@ to get metric requests_per_second: unable to fetch metrics from custom metrics A
 where clipping may cut it off. And while another metric still reads and says "scale up",
 ScalingActive stays True although one metric is blind. So the HPA's ``spec.metrics`` is read
 against its ``status.currentMetrics``: the controller writes one status per spec metric, in
-order, and leaves an empty one (``type: ""``) for each metric it could not read.
+order, and leaves an empty one (``type: ""``) for each metric it could not read. A status
+of an older spec (``status.observedGeneration``) names no metric, and neither does a reason
+that several metrics could have: a wrong name would send people to the wrong adapter.
 
 Metric names are text from a spec (the CleoTenant's author; anyone who may edit the HPA in
 between): each name is reduced to printable characters without whitespace and clipped, so
@@ -105,12 +107,26 @@ def _metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [m for m in raw if isinstance(m, Mapping)] if isinstance(raw, Sequence) else []
 
 
+def _of_an_older_spec(hpa: Mapping[str, Any]) -> bool:
+    """True when the controller's status was computed for an older spec of the HPA (it then
+    says nothing of the metrics now there, even when they have the same shape)."""
+    generation = (hpa.get("metadata") or {}).get("generation")
+    observed = (hpa.get("status") or {}).get("observedGeneration")
+    # Only recent Kubernetes versions keep an HPA's generation and observedGeneration
+    # (kubernetes/kubernetes#138228, behind a feature gate); without both, the status
+    # cannot tell, and its metrics are matched by shape only.
+    return isinstance(observed, int) and isinstance(generation, int) and observed != generation
+
+
 def unread_metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The spec metrics the HPA's last computation could not read, in spec order.
 
     Empty when the status does not say: no computation yet, or a status of an older spec
-    (another count of metrics, or a type that differs at the same place).
+    (its observedGeneration, another count of metrics, or a type that differs at the same
+    place).
     """
+    if _of_an_older_spec(hpa):
+        return []
     metrics = _metrics(hpa)
     current = (hpa.get("status") or {}).get("currentMetrics")
     if not isinstance(current, Sequence) or len(current) != len(metrics):
@@ -126,12 +142,17 @@ def unread_metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def metric_for_reason(hpa: Mapping[str, Any], reason: str) -> Mapping[str, Any] | None:
-    """The first spec metric whose source type fails with ``reason`` (the HPA reports the
-    first metric it could not read), or None."""
-    for metric in _metrics(hpa):
-        if FAILED_GET_REASONS.get(str(metric.get("type"))) == reason:
-            return metric
-    return None
+    """The one spec metric whose source type fails with ``reason``, or None when the status
+    is of an older spec or several metrics could be the one (a guess could name the wrong
+    metric: better none)."""
+    if _of_an_older_spec(hpa):
+        return None
+    candidates = [
+        metric
+        for metric in _metrics(hpa)
+        if FAILED_GET_REASONS.get(str(metric.get("type"))) == reason
+    ]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 _HINTS: Final = (

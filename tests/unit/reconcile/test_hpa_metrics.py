@@ -3,6 +3,7 @@ spec.metrics against its status.currentMetrics (as the HPA controller writes the
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -201,3 +202,48 @@ def test_long_names_are_clipped() -> None:
 )
 def test_pod_names_leave_the_message(text: str, stable: str | None) -> None:
     assert without_pod_names(text) == (text if stable is None else stable)
+
+
+def _of_generation(obj: dict[str, Any], generation: int, observed: int) -> dict[str, Any]:
+    return {
+        **obj,
+        "metadata": {"generation": generation},
+        "status": {**obj["status"], "observedGeneration": observed},
+    }
+
+
+def test_a_status_of_an_older_spec_names_no_metric() -> None:
+    # The same shape as before (a Resource, then an External metric), but the external
+    # metric was another one when the controller last computed: its empty status is not
+    # about queue_depth.
+    older = _of_generation(
+        hpa(
+            [MEMORY, EXTERNAL],
+            [READ_MEMORY, UNREAD],
+            ABLE,
+            ("ScalingActive", "False", "FailedGetExternalMetric", "unable to get external metric"),
+        ),
+        generation=4,
+        observed=3,
+    )
+    assert unread_metrics(older) == []
+    obs = observe_autoscaling(older, enabled=True)
+    assert "queue_depth" not in obs.message
+    assert obs.message == "ScalingActive: unable to get external metric"
+    # Once the controller has seen the current spec, the metric is named.
+    current = _of_generation(older, generation=4, observed=4)
+    assert observe_autoscaling(current, enabled=True).message.startswith("external/queue_depth: ")
+
+
+def test_when_two_metrics_could_be_the_one_none_is_guessed() -> None:
+    other = copy.deepcopy(PODS)
+    other["pods"]["metric"]["name"] = "queue_wait_seconds"
+    obs = observe_autoscaling(
+        hpa(
+            [PODS, other],
+            None,
+            ("ScalingActive", "False", "FailedGetPodsMetric", "unable to get metric"),
+        ),
+        enabled=True,
+    )
+    assert obs.message == "ScalingActive: unable to get metric"
