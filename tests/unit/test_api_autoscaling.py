@@ -12,6 +12,7 @@ import pytest
 
 from cleo_operator.api.autoscaling import POSITIVE_QUANTITY_PATTERN, MetricSpec
 from cleo_operator.api.base import QUANTITY_PATTERN, quantity_value
+from cleo_operator.api.schema import python_pattern
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.tenant import parse_tenant_spec
 from tests.unit.api_support import assert_refused_naming
@@ -309,7 +310,17 @@ def test_a_typo_is_refused_naming_the_field(body: dict[str, Any], field: str, me
     assert_refused_naming(parse_tenant_spec, body, field, message)
 
 
-@pytest.mark.parametrize("name", ["queue depth", "queue\ndepth", "x" * 254, "", "50%"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "queue depth",
+        "queue\ndepth",
+        "x" * 254,
+        "",
+        "50%",
+        *(f"queue{c}depth" for c in "\u00a0\u0085\u2028\u2029\u202e\u2066\u200b\u3000\ufeff"),
+    ],
+)
 def test_metric_names_that_would_break_a_message_or_a_path_are_refused(name: str) -> None:
     metric = {
         "type": "External",
@@ -405,3 +416,19 @@ def test_empty_selector_collections_are_not_rendered(selector: dict[str, Any]) -
     assert "matchLabels" not in rendered
     assert all("values" not in e for e in rendered.get("matchExpressions", []))
     assert rendered.get("matchExpressions") != []
+
+
+@pytest.mark.parametrize("name", ["requests_per_second", "queue-depth:p99", "Zähler", "キュー"])
+def test_names_in_any_script_without_spaces_or_controls_are_taken(name: str) -> None:
+    metric = {
+        "type": "External",
+        "external": {"metric": {"name": name}, "target": {"type": "Value", "value": 1}},
+    }
+    assert MetricSpec.model_validate(metric).external is not None
+
+
+def test_go_code_points_read_the_same_in_python() -> None:
+    pattern = python_pattern(r"^[^\x{2028}\x{a0}-\x{ad}-]+$")
+    assert re.fullmatch(pattern, "queue_depth")
+    for refused in ("a\u2028b", "a\u00a0b", "a\u00adb", "a-b"):
+        assert re.fullmatch(pattern, refused) is None, ascii(refused)

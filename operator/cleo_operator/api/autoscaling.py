@@ -160,10 +160,24 @@ def _not_dot(name: str) -> str:
     return name
 
 
+# Spaces, line breaks and invisible or reordering characters (Unicode's Zs, Zl, Zp, Cc and
+# the Cf that matter: bidirectional controls, zero widths, the byte order mark), spelled out:
+# Go's regular expressions, which the API server runs, read `\s` as ASCII only, so a `\s`
+# here let the API server take what pydantic then refused (after the tenant was stored).
+# Written as Go writes them (\x{2028}); `Matches` gives Python the same characters.
+NOT_IN_NAMES: Final = (
+    r"\x00-\x20\x7f-\x9f\x{a0}\x{ad}\x{61c}\x{1680}\x{180e}\x{2000}-\x{200f}"
+    r"\x{2028}-\x{202f}\x{205f}-\x{206f}\x{3000}\x{feff}\x{fff9}-\x{fffb}"
+)
+PATH_SEGMENT_PATTERN: Final = f"^[^/%{NOT_IN_NAMES}]+$"
+
 PathSegment = Annotated[
     str,
     Field(min_length=1, max_length=253),
-    Matches(r"^[^/%\s\x00-\x1f\x7f]+$", "a name without '/', '%', spaces or control characters"),
+    Matches(
+        PATH_SEGMENT_PATTERN,
+        "a name without '/', '%', spaces, line breaks, control or invisible characters",
+    ),
     AfterValidator(_not_dot),
     Rules(cel("self != '.' && self != '..'", "{path} must not be '.' or '..'")),
 ]
