@@ -12,8 +12,8 @@ import pytest
 
 from cleo_operator.api.autoscaling import POSITIVE_QUANTITY_PATTERN, MetricSpec
 from cleo_operator.api.base import QUANTITY_PATTERN, quantity_value
-from cleo_operator.api.schema import python_pattern
 from cleo_operator.api.errors import SpecError
+from cleo_operator.api.schema import python_pattern
 from cleo_operator.api.tenant import parse_tenant_spec
 from tests.unit.api_support import assert_refused_naming
 
