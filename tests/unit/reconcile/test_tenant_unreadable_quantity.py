@@ -65,6 +65,7 @@ def test_the_status_names_the_field_instead_of_a_crash(spec: dict[str, Any], fie
     assert field in ready["message"]
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("spec", [SPEC, SCALING_SPEC], ids=["requests", "target"])
 def test_the_finalizer_lets_such_a_tenant_go(spec: dict[str, Any]) -> None:
     kube = FakeKube(now=lambda: NOW, namespaces=(OPERATOR,))
