@@ -8,10 +8,9 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
    invalid spec that got past the CRD (an older CRD, a schedule that never fires) is a
    condition too, never a crash. In the tenant's namespace, it keeps the copies of the
    operator's registry Secrets that the runner pulls with, and deletes the tenant's copies
-   wherever its check fails (`reconcile.pull_secrets`), but for an invalid spec: that one
-   keeps them as they are (the runner already made names them). A registry Secret that cannot be
-   copied is the ``PullSecretsCopied`` condition and never holds the runner back (the
-   kubelet pulls without it), so a one-off or final backup is never stuck on it;
+   wherever its check fails, but for an invalid spec (`reconcile.pull_secrets`). A registry
+   Secret that cannot be copied is the ``PullSecretsCopied`` condition and never holds the
+   runner back (the kubelet pulls without it), so a one-off or final backup never waits;
 2. applies the desired children (`render.backup`) that are missing, stale or drifted, and
    deletes the runner kind the spec no longer asks for (the CronJob once the schedule is
    removed, or the other way round). A one-off Job is created once and never changed: a
@@ -144,16 +143,6 @@ ACTIVE_JOB_RECHECK_SECONDS: Final = 30.0
 
 ONE_OFF_RECHECK_SECONDS: Final = 10.0
 """While a one-off waits for its turn, look again this often."""
-
-TENANT_INVALID: Final = "TenantInvalid"
-"""The tenant's stored spec does not parse: its backups wait, and nothing of theirs goes."""
-
-_PULLS_KEPT: Final = Observation(
-    "Unknown",
-    "TenantInvalid",
-    "the tenant's spec is invalid (see its Ready condition): the registry Secret copies are "
-    "kept as they are, and neither refreshed nor pruned, until it is fixed",
-)
 
 _SOURCE_NEVER_RUNS: Final = frozenset({"SourceInvalid", "SourceMismatch", "SourceIsOneOff"})
 
@@ -342,12 +331,8 @@ class BackupReconciler:
         # (A one-off whose source is gone says nothing of its tenant: its copies stay.)
         if source_problem is not None:  # unresolved
             pulls = PullSecretSync(names=(), condition=source_problem)
-        elif problem is not None and problem.reason == TENANT_INVALID:
-            # An invalid spec says nothing of who the tenant is: the runner already made
-            # keeps pulling with the copies it names, until the spec is fixed or the tenant
-            # is gone (a stored spec that an upgrade types more strictly must not cost it
-            # its credentials).
-            pulls = PullSecretSync(names=(), condition=_PULLS_KEPT)
+        elif problem is not None and problem.reason == "TenantInvalid":
+            pulls = self.pull_secrets.kept_while_invalid()  # the runner still names them
         else:
             pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
         result.applied.extend(pulls.applied)
@@ -611,7 +596,7 @@ class BackupReconciler:
             return (
                 Observation(
                     "False",
-                    TENANT_INVALID,
+                    "TenantInvalid",
                     f"CleoTenant {spec.tenant} has an invalid spec (see its Ready condition); "
                     "its backups wait until it is fixed",
                 ),
