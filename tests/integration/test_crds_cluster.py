@@ -268,14 +268,13 @@ def test_failover_spec_is_immutable(cluster: LocalCluster, namespace: str) -> No
     assert "spec" in result.stderr, result.stderr
 
 
-def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
-    cluster: LocalCluster, namespace: str
-) -> None:
-    body = autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR)
+def _rendered_and_stored_hpa(
+    cluster: LocalCluster, namespace: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HPA the operator renders from tenant spec `body` (which the CRD must take), and
+    that HPA as the API server would store it (a dry-run create)."""
     code, err = _dry_run(cluster, _obj("CleoTenant", "scaling", body, None))
     assert code == 0, err
-    # What the operator renders from it, the API server takes as an autoscaling/v2 HPA
-    # (same JSON names) and keeps every metric and rule of it.
     hpa = render_hpa(
         tenant="scaling",
         namespace=namespace,
@@ -284,12 +283,23 @@ def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
     )
     assert hpa is not None
     hpa["metadata"].pop("ownerReferences")  # its owner does not exist here
+    desired = with_hash(hpa)
     result = cluster.kubectl(
         "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-",
-        input=json.dumps(hpa), check=False,
+        input=json.dumps(desired), check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    stored = json.loads(result.stdout)["spec"]
+    return desired, json.loads(result.stdout)
+
+
+def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    body = autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR)
+    # What the operator renders from it, the API server takes as an autoscaling/v2 HPA
+    # (same JSON names) and keeps every metric and rule of it.
+    _, stored_hpa = _rendered_and_stored_hpa(cluster, namespace, body)
+    stored = stored_hpa["spec"]
     # (Quantities come back as strings: 30 is "30".)
     assert [m["type"] for m in stored["metrics"]] == [m["type"] for m in EVERY_SOURCE]
     assert stored["metrics"][:4] == EVERY_SOURCE[:4]
@@ -340,22 +350,5 @@ def test_rendered_hpa_is_contained_in_what_the_api_server_returns(
     cluster: LocalCluster, namespace: str, metric: dict[str, Any]
 ) -> None:
     # Otherwise every reconcile applies the HPA again and warns of a drift that is none.
-    body = autoscaling(metrics=[metric])
-    code, err = _dry_run(cluster, _obj("CleoTenant", "stored", body, None))
-    assert code == 0, err
-    hpa = render_hpa(
-        tenant="stored",
-        namespace=namespace,
-        owner=tenant_owner(name="stored", uid="0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10"),
-        spec=parse_tenant_spec(body),
-    )
-    assert hpa is not None
-    hpa["metadata"].pop("ownerReferences")  # its owner does not exist here
-    desired = with_hash(hpa)
-    result = cluster.kubectl(
-        "create", "--dry-run=server", "-o", "json", "-f", "-",
-        input=json.dumps(desired), check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    stored = json.loads(result.stdout)
+    desired, stored = _rendered_and_stored_hpa(cluster, namespace, autoscaling(metrics=[metric]))
     assert not needs_apply(desired, stored), stored["spec"]["metrics"]

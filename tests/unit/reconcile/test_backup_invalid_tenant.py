@@ -10,7 +10,6 @@ the reconcilers are the real ones.
 from __future__ import annotations
 
 import base64
-import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,21 +17,17 @@ import pytest
 
 from cleo_operator.kube.kinds import BACKUP, CRON_JOB, SECRET, TENANT
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
-from cleo_operator.render.backup import DATABASE_ENV, BackupPodSettings
+from cleo_operator.render.backup import BackupPodSettings
 from tests.harness.fake_kube import FakeKube
-from tests.harness.specs import backup_manifest, secret_manifest, tenant_manifest
+from tests.harness.specs import backup_manifest, secret_manifest
+from tests.unit.reconcile.test_backup_pull_problem import NAMESPACE, NOW, OPERATOR, PVC, kube
 
-NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
-OPERATOR = "cleo-system"
-NAMESPACE = "cleo-acme"
-PVC = {"type": "pvc", "pvc": {"claimName": "backups"}}
+__all__ = ["kube"]  # the fixture, shared
+
 COPY = "cleo-pull-regcred"
 CONFIG = base64.b64encode(b'{"auths": {"registry.example": {}}}').decode()
 BASE = {"deletionPolicy": "Delete", "database": {"enabled": True, "site": "main"}}
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+"""The spec of the tenant of test_backup_pull_problem."""
 
 
 def scaling(target: dict[str, Any]) -> dict[str, Any]:
@@ -45,45 +40,24 @@ def scaling(target: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kube() -> FakeKube:
-    fake = FakeKube(now=lambda: NOW, namespaces=(OPERATOR, NAMESPACE))
-    fake.create(tenant_manifest("acme", BASE))
-    fake.create(
-        secret_manifest(
-            "regcred",
-            OPERATOR,
-            {".dockerconfigjson": CONFIG},
-            type_="kubernetes.io/dockerconfigjson",
-        )
-    )
-    fake.create(
-        secret_manifest("cleo-database", NAMESPACE, {key: b64("x") for key in DATABASE_ENV})
-    )
-    fake.create(secret_manifest("cleo-keyring", NAMESPACE, {"keyring": b64("x")}))
-    fake.create(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "backups", "namespace": NAMESPACE},
-            "spec": {"accessModes": ["ReadWriteOnce"]},
-        }
-    )
-    fake.create(
-        backup_manifest(
-            "nightly", NAMESPACE, {"tenant": "acme", "schedule": "0 3 * * *", "destination": PVC}
-        )
-    )
-    return fake
+def world(kube: FakeKube) -> FakeKube:
+    """The tenant ready for backups of test_backup_pull_problem, with a registry Secret to
+    copy, and a scheduled CleoBackup (whose CronJob names the copy)."""
+    pull = {".dockerconfigjson": CONFIG}
+    kube.create(secret_manifest("regcred", OPERATOR, pull, type_="kubernetes.io/dockerconfigjson"))
+    nightly = {"tenant": "acme", "schedule": "0 3 * * *", "destination": PVC}
+    kube.create(backup_manifest("nightly", NAMESPACE, nightly))
+    return kube
 
 
 @pytest.fixture
-def reconciler(kube: FakeKube) -> Iterator[BackupReconciler]:
+def reconciler(world: FakeKube) -> Iterator[BackupReconciler]:
     settings = BackupSettings(
         pod=BackupPodSettings(image="registry.example/cleo:1", api_server_cidrs=("10.0.0.1/32",)),
         pull_secret_sources=("regcred",),
     )
     service = BackupReconciler(
-        kube, settings=settings, now=lambda: NOW, operator_namespace=OPERATOR
+        world, settings=settings, now=lambda: NOW, operator_namespace=OPERATOR
     )
     yield service
     service.close()

@@ -204,46 +204,32 @@ def test_pod_names_leave_the_message(text: str, stable: str | None) -> None:
     assert without_pod_names(text) == (text if stable is None else stable)
 
 
-def _of_generation(obj: dict[str, Any], generation: int, observed: int) -> dict[str, Any]:
-    return {
-        **obj,
-        "metadata": {"generation": generation},
-        "status": {**obj["status"], "observedGeneration": observed},
-    }
+def _message(metrics: list[dict[str, Any]], current: Any, reason: str, **status: Any) -> str:
+    """The Autoscaling condition's message when ScalingActive is False for `reason`, with
+    more `status` (observedGeneration) and the HPA's generation 4."""
+    failing = ("ScalingActive", "False", reason, "unable to get metric")
+    obj = hpa(metrics, current, failing)
+    obj["metadata"] = {"generation": 4}
+    obj["status"].update(status)
+    return observe_autoscaling(obj, enabled=True).message
 
 
 def test_a_status_of_an_older_spec_names_no_metric() -> None:
     # The same shape as before (a Resource, then an External metric), but the external
     # metric was another one when the controller last computed: its empty status is not
     # about queue_depth.
-    older = _of_generation(
-        hpa(
-            [MEMORY, EXTERNAL],
-            [READ_MEMORY, UNREAD],
-            ABLE,
-            ("ScalingActive", "False", "FailedGetExternalMetric", "unable to get external metric"),
-        ),
-        generation=4,
-        observed=3,
-    )
-    assert unread_metrics(older) == []
-    obs = observe_autoscaling(older, enabled=True)
-    assert "queue_depth" not in obs.message
-    assert obs.message == "ScalingActive: unable to get external metric"
+    shape = ([MEMORY, EXTERNAL], [READ_MEMORY, UNREAD], "FailedGetExternalMetric")
+    assert _message(*shape, observedGeneration=3) == "ScalingActive: unable to get metric"
     # Once the controller has seen the current spec, the metric is named.
-    current = _of_generation(older, generation=4, observed=4)
-    assert observe_autoscaling(current, enabled=True).message.startswith("external/queue_depth: ")
+    assert _message(*shape, observedGeneration=4).startswith("external/queue_depth: ")
+    older = hpa([MEMORY, EXTERNAL], [READ_MEMORY, UNREAD])
+    older["metadata"] = {"generation": 4}
+    older["status"]["observedGeneration"] = 3
+    assert unread_metrics(older) == []
 
 
 def test_when_two_metrics_could_be_the_one_none_is_guessed() -> None:
     other = copy.deepcopy(PODS)
     other["pods"]["metric"]["name"] = "queue_wait_seconds"
-    obs = observe_autoscaling(
-        hpa(
-            [PODS, other],
-            None,
-            ("ScalingActive", "False", "FailedGetPodsMetric", "unable to get metric"),
-        ),
-        enabled=True,
-    )
-    assert obs.message == "ScalingActive: unable to get metric"
+    message = _message([PODS, other], None, "FailedGetPodsMetric")
+    assert message == "ScalingActive: unable to get metric"
