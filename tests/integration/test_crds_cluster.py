@@ -10,11 +10,18 @@ from typing import Any
 import pytest
 
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
+from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.scaling import render_hpa
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json
-from tests.unit.test_api_autoscaling import EVERY_SOURCE, FULL_BEHAVIOR, autoscaling
+from tests.unit.test_api_autoscaling import (
+    EVERY_SOURCE,
+    FULL_BEHAVIOR,
+    autoscaling,
+    external_selector,
+    pods_metric,
+)
 from tests.unit.test_api_autoscaling import REFUSED as AUTOSCALING_TYPOS
 from tests.unit.test_api_backup import GOOD as GOOD_BACKUP
 from tests.unit.test_api_failover import GOOD as GOOD_FAILOVER
@@ -126,6 +133,9 @@ BAD_TENANT_SPECS: list[tuple[str, Any, str]] = [
     ("workload.imagePullPolicy", "Sometimes", "spec.workload.imagePullPolicy"),
     ("workload.resources.requests.cpu", "-1", "spec.workload.resources.requests.cpu"),
     ("workload.resources.requests.gpu", 1, "spec.workload.resources.requests.gpu"),
+    # A fractional exponent: Kubernetes' parser refuses it, and no Decimal reads it.
+    ("workload.resources.requests.cpu", "1e1.5", "spec.workload.resources.requests.cpu"),
+    ("quota.memory", "1e.5", "spec.quota.memory"),
     ("autoscaling.minReplicas", 11, "spec.autoscaling"),
     ("autoscaling.minReplicas", 0, "spec.autoscaling.minReplicas"),
     ("autoscaling.maxReplicas", -3, "spec.autoscaling.maxReplicas"),
@@ -258,14 +268,13 @@ def test_failover_spec_is_immutable(cluster: LocalCluster, namespace: str) -> No
     assert "spec" in result.stderr, result.stderr
 
 
-def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
-    cluster: LocalCluster, namespace: str
-) -> None:
-    body = autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR)
+def _rendered_and_stored_hpa(
+    cluster: LocalCluster, namespace: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HPA the operator renders from tenant spec `body` (which the CRD must take), and
+    that HPA as the API server would store it (a dry-run create)."""
     code, err = _dry_run(cluster, _obj("CleoTenant", "scaling", body, None))
     assert code == 0, err
-    # What the operator renders from it, the API server takes as an autoscaling/v2 HPA
-    # (same JSON names) and keeps every metric and rule of it.
     hpa = render_hpa(
         tenant="scaling",
         namespace=namespace,
@@ -274,12 +283,23 @@ def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
     )
     assert hpa is not None
     hpa["metadata"].pop("ownerReferences")  # its owner does not exist here
+    desired = with_hash(hpa)
     result = cluster.kubectl(
         "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-",
-        input=json.dumps(hpa), check=False,
+        input=json.dumps(desired), check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    stored = json.loads(result.stdout)["spec"]
+    return desired, json.loads(result.stdout)
+
+
+def test_every_metric_source_and_a_full_behavior_reach_the_hpa_as_written(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    body = autoscaling(metrics=EVERY_SOURCE, behavior=FULL_BEHAVIOR)
+    # What the operator renders from it, the API server takes as an autoscaling/v2 HPA
+    # (same JSON names) and keeps every metric and rule of it.
+    _, stored_hpa = _rendered_and_stored_hpa(cluster, namespace, body)
+    stored = stored_hpa["spec"]
     # (Quantities come back as strings: 30 is "30".)
     assert [m["type"] for m in stored["metrics"]] == [m["type"] for m in EVERY_SOURCE]
     assert stored["metrics"][:4] == EVERY_SOURCE[:4]
@@ -302,3 +322,33 @@ def test_autoscaling_typos_are_refused_at_apply_naming_the_field(
     code, err = _dry_run(cluster, _obj("CleoTenant", "typo", body, None))
     assert code != 0, f"{field} was accepted"
     assert field in err, err
+
+
+# Specs the CRD takes whose HPA the API server stores in another form than rendered: what it
+# drops (empty selector lists and maps) or rewrites (quantities into their canonical form).
+STORED_OTHERWISE = {
+    "values-empty-on-exists": external_selector(
+        {"matchExpressions": [{"key": "paused", "operator": "Exists", "values": []}]}
+    ),
+    "empty-match-labels": external_selector({"matchLabels": {}}),
+    "empty-match-expressions": external_selector({"matchExpressions": []}),
+    "empty-both": external_selector({"matchLabels": {}, "matchExpressions": []}),
+    "exponent": pods_metric(type="AverageValue", averageValue="1e3"),
+    "nano": pods_metric(type="AverageValue", averageValue="1500n"),
+    "binary": pods_metric(type="AverageValue", averageValue="1.5Gi"),
+    "largest": pods_metric(type="AverageValue", averageValue="7Ei"),
+    "sub-nano": pods_metric(type="AverageValue", averageValue="1.5n"),
+    "far-below-nano": pods_metric(type="AverageValue", averageValue="1e-30"),
+    "binary-over-int64": pods_metric(type="AverageValue", averageValue="8Ei"),
+    "decimal-over-int64": pods_metric(type="AverageValue", averageValue="1e19"),
+    "huge": pods_metric(type="AverageValue", averageValue="1e300"),
+}
+
+
+@pytest.mark.parametrize("metric", STORED_OTHERWISE.values(), ids=STORED_OTHERWISE.keys())
+def test_rendered_hpa_is_contained_in_what_the_api_server_returns(
+    cluster: LocalCluster, namespace: str, metric: dict[str, Any]
+) -> None:
+    # Otherwise every reconcile applies the HPA again and warns of a drift that is none.
+    desired, stored = _rendered_and_stored_hpa(cluster, namespace, autoscaling(metrics=[metric]))
+    assert not needs_apply(desired, stored), stored["spec"]["metrics"]

@@ -68,6 +68,32 @@ def test_a_hostile_metric_name_in_the_hpa_cannot_forge_flood_or_freeze_the_condi
     assert "hunter2" not in json.dumps(written)
 
 
+@pytest.mark.parametrize(
+    "char", ["\u202e", "\u2066", "\u2069", "\u200b", "\u00a0", "\u2028", "\ufeff", "\u061c"]
+)
+def test_an_invisible_or_reordering_character_never_reaches_the_condition(char: str) -> None:
+    # The name as a tenant admin may write it into the HPA (the HPA's own rules allow it),
+    # quoted by the controller in its message as well.
+    name = f"queue{char}depth"
+    hpa = {
+        "spec": {"metrics": [external(name)]},
+        "status": {
+            "currentMetrics": [{"type": ""}],
+            "conditions": [
+                {
+                    "type": "ScalingActive",
+                    "status": "False",
+                    "reason": "FailedGetExternalMetric",
+                    "message": f"unable to get external metric {name}",
+                }
+            ],
+        },
+    }
+    obs = observe_autoscaling(hpa, enabled=True)
+    assert char not in obs.message, ascii(obs.message)
+    assert obs.message.startswith("external/queue?depth: "), ascii(obs.message)
+
+
 def test_a_forged_reason_cannot_make_the_status_write_fail() -> None:
     hpa = {
         "status": {
@@ -89,7 +115,24 @@ def test_a_forged_reason_cannot_make_the_status_write_fail() -> None:
 
 @pytest.mark.cluster
 @pytest.mark.parametrize(
-    "name", ["queue\nReady: True", "queue\tdepth", "queue\x1b[31m", "q" * 254, ".."]
+    "name",
+    [
+        "queue\nReady: True",
+        "queue\tdepth",
+        "queue\x1b[31m",
+        "q" * 254,
+        "..",
+        # Spaces and line breaks beyond ASCII (RE2's \s knows none of them), and the
+        # invisible and bidirectional controls that reorder what `kubectl describe` shows.
+        "queue\u00a0depth",
+        "queue\u2028Ready: True",
+        "queue\u0085depth",
+        "queue\u202edepth",
+        "queue\u2066depth",
+        "queue\u200bdepth",
+        "queue\u3000depth",
+        "queue\ufeffdepth",
+    ],
 )
 def test_the_api_server_refuses_metric_names_that_would_break_a_message(
     cluster: LocalCluster, crds_installed: None, name: str

@@ -12,6 +12,8 @@ import pytest
 
 from cleo_operator.api.autoscaling import POSITIVE_QUANTITY_PATTERN, MetricSpec
 from cleo_operator.api.base import QUANTITY_PATTERN, quantity_value
+from cleo_operator.api.errors import SpecError
+from cleo_operator.api.schema import python_pattern
 from cleo_operator.api.tenant import parse_tenant_spec
 from tests.unit.api_support import assert_refused_naming
 
@@ -81,7 +83,6 @@ FULL_BEHAVIOR: dict[str, Any] = {
         "stabilizationWindowSeconds": 300,
         "selectPolicy": "Min",
         "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-        "tolerance": "0.05",
     },
 }
 
@@ -103,6 +104,18 @@ def policy(direction: str, **fields: Any) -> dict[str, Any]:
 def pods_metric(**target: Any) -> dict[str, Any]:
     metric = copy.deepcopy(EVERY_SOURCE[2])
     metric["pods"]["target"] = target
+    return metric
+
+
+def described_object(**fields: Any) -> dict[str, Any]:
+    metric = copy.deepcopy(EVERY_SOURCE[3])
+    metric["object"]["describedObject"].update(fields)
+    return metric
+
+
+def external_selector(selector: dict[str, Any]) -> dict[str, Any]:
+    metric = copy.deepcopy(EVERY_SOURCE[4])
+    metric["external"]["metric"]["selector"] = selector
     return metric
 
 
@@ -250,7 +263,44 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "spec.autoscaling.behavior.scaleDown.policies[0].periodSeconds",
         "less than or equal to 1800",
     ),
-]
+    # Not on every supported cluster (1.33+, behind a feature gate): an HPA with it fails to
+    # apply on 1.30-1.32 and is silently stripped, then re-applied forever, on 1.33-1.34.
+    (
+        autoscaling(behavior={"scaleDown": {"tolerance": "0.05"}}),
+        "spec.autoscaling.behavior.scaleDown.tolerance",
+        "is not a field of this API",
+    ),
+    # Kubernetes' parser refuses a fractional exponent; no number reads it either.
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="1e1.5")),
+        "spec.autoscaling.metrics[0].pods.target.averageValue",
+        "quantity",
+    ),
+    (
+        with_metric(pods_metric(type="AverageValue", averageValue="1e.5")),
+        "spec.autoscaling.metrics[0].pods.target.averageValue",
+        "quantity",
+    ),
+    # The HPA parses it as group/version and refuses a second slash.
+    (
+        with_metric(described_object(apiVersion="networking.k8s.io/v1/extra")),
+        "spec.autoscaling.metrics[0].object.describedObject.apiVersion",
+        "apiVersion",
+    ),
+    (
+        with_metric(described_object(apiVersion="/v1")),
+        "spec.autoscaling.metrics[0].object.describedObject.apiVersion",
+        "apiVersion",
+    ),
+    # A label key's name part is at most 63 characters (the prefix may be longer).
+    (
+        with_metric(external_selector({"matchExpressions": [
+            {"key": "example.com/" + "k" * 64, "operator": "Exists"}
+        ]})),
+        "spec.autoscaling.metrics[0].external.metric.selector.matchExpressions[0].key",
+        "label key",
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -260,7 +310,17 @@ def test_a_typo_is_refused_naming_the_field(body: dict[str, Any], field: str, me
     assert_refused_naming(parse_tenant_spec, body, field, message)
 
 
-@pytest.mark.parametrize("name", ["queue depth", "queue\ndepth", "x" * 254, "", "50%"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "queue depth",
+        "queue\ndepth",
+        "x" * 254,
+        "",
+        "50%",
+        *(f"queue{c}depth" for c in "\u00a0\u0085\u2028\u2029\u202e\u2066\u200b\u3000\ufeff"),
+    ],
+)
 def test_metric_names_that_would_break_a_message_or_a_path_are_refused(name: str) -> None:
     metric = {
         "type": "External",
@@ -300,3 +360,75 @@ def test_binary_suffixes_have_their_value() -> None:
     assert quantity_value("10Ki") == 10 * 1024
     assert quantity_value("1.5Gi") == 1.5 * 2**30
     assert quantity_value("2k") == 2000
+
+
+@pytest.mark.parametrize(
+    ("number", "text"), [(0.5, "0.5"), (2.0, "2"), (1e-3, "0.001"), (1.25e6, "1250000")]
+)
+def test_a_stored_number_target_reads_as_the_quantity_the_hpa_takes(
+    number: float, text: str
+) -> None:
+    # An older release stored metrics raw, and the HPA takes a bare number.
+    metric = pods_metric(type="AverageValue", averageValue=number)
+    spec = parse_tenant_spec(with_metric(metric))
+    assert spec.autoscaling.metrics[0].to_api()["pods"]["target"]["averageValue"] == text
+
+
+@pytest.mark.parametrize("number", [-0.5, 0.0, float("nan"), float("inf"), True])
+def test_a_stored_number_that_is_no_positive_quantity_is_refused(number: Any) -> None:
+    metric = pods_metric(type="AverageValue", averageValue=number)
+    with pytest.raises(SpecError):
+        parse_tenant_spec(with_metric(metric))
+
+
+@pytest.mark.parametrize(
+    ("written", "rendered"),
+    [
+        ("1.5n", "2n"),
+        ("1e-30", "1n"),
+        ("0.0000000011", "2n"),
+        ("8Ei", str(2**63 - 1)),
+        ("7Ei", "7Ei"),
+        ("1e19", "1e19"),
+        ("500m", "500m"),
+    ],
+)
+def test_a_target_renders_as_the_api_server_stores_it(written: str, rendered: str) -> None:
+    # Rounded up to nanounits, binary amounts capped at 2^63-1: else the HPA read back
+    # differs from the one applied, and every reconcile applies it again.
+    metric = pods_metric(type="AverageValue", averageValue=written)
+    spec = parse_tenant_spec(with_metric(metric))
+    assert spec.autoscaling.metrics[0].to_api()["pods"]["target"]["averageValue"] == rendered
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"matchLabels": {}},
+        {"matchExpressions": []},
+        {"matchLabels": {}, "matchExpressions": []},
+        {"matchExpressions": [{"key": "paused", "operator": "Exists", "values": []}]},
+    ],
+)
+def test_empty_selector_collections_are_not_rendered(selector: dict[str, Any]) -> None:
+    spec = parse_tenant_spec(with_metric(external_selector(selector)))
+    rendered = spec.autoscaling.metrics[0].to_api()["external"]["metric"]["selector"]
+    assert "matchLabels" not in rendered
+    assert all("values" not in e for e in rendered.get("matchExpressions", []))
+    assert rendered.get("matchExpressions") != []
+
+
+@pytest.mark.parametrize("name", ["requests_per_second", "queue-depth:p99", "Zähler", "キュー"])
+def test_names_in_any_script_without_spaces_or_controls_are_taken(name: str) -> None:
+    metric = {
+        "type": "External",
+        "external": {"metric": {"name": name}, "target": {"type": "Value", "value": 1}},
+    }
+    assert MetricSpec.model_validate(metric).external is not None
+
+
+def test_go_code_points_read_the_same_in_python() -> None:
+    pattern = python_pattern(r"^[^\x{2028}\x{a0}-\x{ad}-]+$")
+    assert re.fullmatch(pattern, "queue_depth")
+    for refused in ("a\u2028b", "a\u00a0b", "a\u00adb", "a-b"):
+        assert re.fullmatch(pattern, refused) is None, ascii(refused)

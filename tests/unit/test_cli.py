@@ -100,6 +100,7 @@ def test_the_root_knows_every_command_group_in_its_order() -> None:
         "restore",
         "tenant-roles",
         "failover",
+        "check-tenants",
     ]
 
 

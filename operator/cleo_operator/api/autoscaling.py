@@ -34,10 +34,12 @@ on a real API server).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from cleo_operator.api.base import DnsLabel, Quantity, SpecModel, quantity_value
 from cleo_operator.api.errors import RuleViolation, check_block_of_type
@@ -106,12 +108,46 @@ def _positive(value: int | str) -> int | str:
 # cost estimate went over its budget (the quantity library is not on every API server).
 POSITIVE_QUANTITY_PATTERN: Final = (
     r"^\+?(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]+\.[0-9]*[1-9][0-9]*)|(\.[0-9]*[1-9][0-9]*))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
+
+
+def _number_as_quantity(value: Any) -> Any:
+    """A bare decimal number (``averageValue: 0.5``), as the HPA takes it, as a quantity
+    string: a release that stored metrics raw let tenants write them, and the HPA reads them
+    the same. (New ones are refused by the CRD's int-or-string type, which names the field.)"""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value  # refused as no quantity
+        text = format(Decimal(repr(value)), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return value
+
+
+_NANO: Final = Decimal("1e-9")
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _as_the_api_server_stores(value: int | str) -> int | str:
+    """`value` as the API server stores it in the HPA, so that the HPA read back equals the
+    one applied (else every reconcile applies it again and warns of a drift): rounded up to
+    whole nanounits (``1.5n`` is ``2n``), and a binary amount over 2^63-1 capped there."""
+    if isinstance(value, int):
+        return value
+    amount = quantity_value(value)
+    nanos = amount / _NANO
+    if nanos != nanos.to_integral_value():
+        return f"{nanos.to_integral_value(rounding=ROUND_CEILING)}n"
+    if value.endswith("i") and amount > _INT64_MAX:
+        return str(_INT64_MAX)
+    return value
+
 
 PositiveQuantity = Annotated[
     Quantity,
+    BeforeValidator(_number_as_quantity),
     AfterValidator(_positive),
+    AfterValidator(_as_the_api_server_stores),
     Extra({"pattern": POSITIVE_QUANTITY_PATTERN}),
     Rules(cel("type(self) != int || self > 0", "{path} must be greater than zero")),
 ]
@@ -124,17 +160,42 @@ def _not_dot(name: str) -> str:
     return name
 
 
+# Spaces, line breaks and invisible or reordering characters (Unicode's Zs, Zl, Zp, Cc and
+# the Cf that matter: bidirectional controls, zero widths, the byte order mark), spelled out:
+# Go's regular expressions, which the API server runs, read `\s` as ASCII only, so a `\s`
+# here let the API server take what pydantic then refused (after the tenant was stored).
+# Written as Go writes them (\x{2028}); `Matches` gives Python the same characters.
+NOT_IN_NAMES: Final = (
+    r"\x00-\x20\x7f-\x9f\x{a0}\x{ad}\x{61c}\x{1680}\x{180e}\x{2000}-\x{200f}"
+    r"\x{2028}-\x{202f}\x{205f}-\x{206f}\x{3000}\x{feff}\x{fff9}-\x{fffb}"
+)
+PATH_SEGMENT_PATTERN: Final = f"^[^/%{NOT_IN_NAMES}]+$"
+
 PathSegment = Annotated[
     str,
     Field(min_length=1, max_length=253),
-    Matches(r"^[^/%\s\x00-\x1f\x7f]+$", "a name without '/', '%', spaces or control characters"),
+    Matches(
+        PATH_SEGMENT_PATTERN,
+        "a name without '/', '%', spaces, line breaks, control or invisible characters",
+    ),
     AfterValidator(_not_dot),
     Rules(cel("self != '.' && self != '..'", "{path} must not be '.' or '..'")),
 ]
 """A name the HPA puts into an API path (metric names, described objects)."""
 
 
+# As the HPA parses it (schema.ParseGroupVersion): one slash at most, around two non-empty
+# parts.
+API_VERSION_PATTERN: Final = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]+$"
+
 # --- selectors and references --------------------------------------------------------------
+
+
+def _without_empty(data: Any, *keys: str) -> Any:
+    """`data` without the `keys` whose value is an empty list or map."""
+    if not isinstance(data, Mapping):
+        return data
+    return {k: v for k, v in data.items() if not (k in keys and v in ([], {}))}
 
 
 class LabelSelectorRequirement(SpecModel):
@@ -161,6 +222,12 @@ class LabelSelectorRequirement(SpecModel):
         default=None, max_length=64, description="The values, for In and NotIn."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_values(cls, data: Any) -> Any:
+        # The API server drops an empty list (omitempty): the HPA read back would differ.
+        return _without_empty(data, "values")
+
     @model_validator(mode="after")
     def _values_match_operator(self) -> LabelSelectorRequirement:
         wants_values = self.operator in ("In", "NotIn")
@@ -171,6 +238,12 @@ class LabelSelectorRequirement(SpecModel):
 
 class LabelSelector(SpecModel):
     """Labels that select series of a metric (a metav1.LabelSelector)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_collections(cls, data: Any) -> Any:
+        # As for `values`: `{}` and `[]` are dropped by the API server, so by us too.
+        return _without_empty(data, "matchLabels", "matchExpressions")
 
     match_labels: Labels | None = Field(default=None, description="Labels that must match.")
     match_expressions: list[LabelSelectorRequirement] | None = Field(
@@ -191,7 +264,12 @@ class CrossVersionObjectReference(SpecModel):
     """The object an Object metric describes, in the tenant's namespace."""
 
     api_version: (
-        Annotated[str, Field(max_length=253), Matches(r"^\S*$", "an apiVersion")] | None
+        Annotated[
+            str,
+            Field(max_length=253),
+            Matches(API_VERSION_PATTERN, "an apiVersion: a version, or group/version"),
+        ]
+        | None
     ) = Field(default=None, description="apiVersion of the object, e.g. networking.k8s.io/v1.")
     kind: PathSegment = Field(description="Kind of the object, e.g. Ingress.")
     name: PathSegment = Field(description="Name of the object.")
@@ -365,7 +443,13 @@ class HPAScalingPolicy(SpecModel):
 
 
 class HPAScalingRules(SpecModel):
-    """How fast the HPA scales in one direction."""
+    """How fast the HPA scales in one direction.
+
+    No ``tolerance``: the HPA has it from 1.33, behind a feature gate that is off by default
+    until 1.35. Where it is not served, the apply of the HPA fails (1.30-1.32) or the field
+    is dropped and re-applied at every reconcile (1.33-1.34) on clusters this operator
+    supports.
+    """
 
     stabilization_window_seconds: int | None = Field(
         default=None,
@@ -385,13 +469,6 @@ class HPAScalingRules(SpecModel):
         min_length=1,
         max_length=10,
         description="Limits on the change per period; unset, the HPA's defaults.",
-    )
-    tolerance: Quantity | None = Field(
-        default=None,
-        description=(
-            "How far from the target a metric may be before scaling, e.g. '0.05' (5%); "
-            "unset, the cluster's default (10%). Needs the HPAConfigurableTolerance feature."
-        ),
     )
 
 

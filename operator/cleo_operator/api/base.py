@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final, Literal
 
 import pydantic
@@ -177,8 +177,11 @@ PositiveDuration = Annotated[
 # storage, a quota), and a negative amount is a mistake to stop at `kubectl apply`.
 QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"([eE](\+|-)?[0-9]+))?$"
 )
+# The exponent is whole digits: the OpenAPI pattern also matches "1e1.5", which Kubernetes'
+# parser refuses and no Decimal reads (InvalidOperation, an ArithmeticError pydantic does
+# not turn into a validation error).
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 _QUANTITY_MAX_LENGTH = 64
 
@@ -420,9 +423,13 @@ def quantity_value(quantity: int | str) -> Decimal:
     text = quantity.lstrip("+")
     number = text.rstrip("numkKMGTPEi")
     suffix = text[len(number) :]
-    if "e" in number.lower() or suffix not in _QUANTITY_SUFFIX:
-        return Decimal(text)  # an exponent (1e3): Decimal reads it whole
-    return Decimal(number) * _QUANTITY_SUFFIX[suffix]
+    try:
+        if "e" in number.lower() or suffix not in _QUANTITY_SUFFIX:
+            return Decimal(text)  # an exponent (1e3): Decimal reads it whole
+        return Decimal(number) * _QUANTITY_SUFFIX[suffix]
+    except InvalidOperation:
+        # A ValueError, so that a validator calling this reports the field, not a crash.
+        raise ValueError("is not a Kubernetes quantity") from None
 
 
 def requests_over_limits(resources: ResourceRequirements | None) -> RuleViolation | None:

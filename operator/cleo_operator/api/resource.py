@@ -130,7 +130,9 @@ class ResourceDefinition:
 def parse_spec(model: type[SpecT], kind: str, body_spec: Mapping[str, Any] | None) -> SpecT:
     """Validate a resource's raw ``.spec`` (camelCase, as the API serves it) into ``model``.
 
-    Raises `SpecError` naming each bad field as ``spec.<camelCase path>``. Only the API's
+    Raises `SpecError` naming each bad field as ``spec.<camelCase path>``, and `SpecError` on
+    ``spec`` for any other exception a validator raises (a spec never crashes a reconcile).
+    Only the API's
     camelCase names are accepted here (not the Python attribute names), as in the CRD.
     """
     if body_spec is None:
@@ -140,3 +142,16 @@ def parse_spec(model: type[SpecT], kind: str, body_spec: Mapping[str, Any] | Non
     except pydantic.ValidationError as error:
         # `from None`: the ValidationError's text carries input values (see api.errors).
         raise spec_error_from_validation(kind, error) from None
+    except Exception as error:  # any failure of a validator is bad input
+        # A validator that fails with anything but ValueError/AssertionError escapes pydantic
+        # without a location (Decimal's InvalidOperation did). Every caller catches SpecError
+        # only: anything else would crash each reconcile and block the finalizer. The text
+        # of the exception may quote the input, so only its type is named.
+        raise SpecError(
+            kind,
+            [
+                SpecIssue(
+                    "spec", f"could not be validated ({type(error).__name__}); check its values"
+                )
+            ],
+        ) from None

@@ -48,6 +48,7 @@ __all__ = [
     "RawObject",
     "Rules",
     "cel",
+    "python_pattern",
     "validations",
 ]
 
@@ -122,6 +123,15 @@ class Extra:
         return json_schema
 
 
+_GO_CODE_POINT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+
+
+def python_pattern(pattern: str) -> str:
+    """`pattern` (as the API server's Go reads it) for Python's `re`: Go's ``\\x{2028}`` is
+    Python's ``\\u2028``, written here as the character itself, which both read alike."""
+    return _GO_CODE_POINT.sub(lambda m: re.escape(chr(int(m.group(1), 16))), pattern)
+
+
 @dataclasses.dataclass(frozen=True)
 class Matches:
     """A string must (fully) match ``pattern``; ``hint`` says in words what that means."""
@@ -132,7 +142,7 @@ class Matches:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        compiled = re.compile(self.pattern)
+        compiled = re.compile(python_pattern(self.pattern))
         hint = self.hint
 
         def check(value: str) -> str:

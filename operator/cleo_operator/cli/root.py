@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from cleo_operator import __version__
-from cleo_operator.cli import backup, crds, failover, keys, permissions, run
+from cleo_operator.cli import backup, crds, failover, keys, permissions, run, tenants_check
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(sub)
     permissions.register_tenant_roles(sub)
     failover.register(sub)
+    tenants_check.register(sub)
     return parser
 
 

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cleo-operator"
 
 
+_SCHEMA_MISMATCH: Final = "failed to create typed patch object"
+"""Server-side apply's words (as a 500) when the object names a field the server lacks."""
+
+
 class KubeError(CleoError):
     """An API request failed. `reason` is the API server's (NotFound, Conflict, Forbidden...).
 
@@ -51,7 +55,10 @@ class KubeError(CleoError):
     @property
     def transient(self) -> bool:
         """Whether the same request may succeed later: a conflict, throttling, a server
-        error, or no answer at all (status 0)."""
+        error, or no answer at all (status 0). Not server-side apply's 500 for a field the
+        server's schema does not declare (an older server): that one never heals."""
+        if self.status == 500 and _SCHEMA_MISMATCH in self.message:
+            return False
         return self.status in (0, 409, 429) or self.status >= 500
 
     @property

@@ -8,9 +8,9 @@ Each call reads the CleoBackup, its tenant and the runner's children fresh, and:
    invalid spec that got past the CRD (an older CRD, a schedule that never fires) is a
    condition too, never a crash. In the tenant's namespace, it keeps the copies of the
    operator's registry Secrets that the runner pulls with, and deletes the tenant's copies
-   wherever its check fails (`reconcile.pull_secrets`). A registry Secret that cannot be
-   copied is the ``PullSecretsCopied`` condition and never holds the runner back (the
-   kubelet pulls without it), so a one-off or final backup is never stuck on it;
+   wherever its check fails, but for an invalid spec (`reconcile.pull_secrets`). A registry
+   Secret that cannot be copied is the ``PullSecretsCopied`` condition and never holds the
+   runner back (the kubelet pulls without it), so a one-off or final backup never waits;
 2. applies the desired children (`render.backup`) that are missing, stale or drifted, and
    deletes the runner kind the spec no longer asks for (the CronJob once the schedule is
    removed, or the other way round). A one-off Job is created once and never changed: a
@@ -331,6 +331,8 @@ class BackupReconciler:
         # (A one-off whose source is gone says nothing of its tenant: its copies stay.)
         if source_problem is not None:  # unresolved
             pulls = PullSecretSync(names=(), condition=source_problem)
+        elif problem is not None and problem.reason == "TenantInvalid":
+            pulls = self.pull_secrets.kept_while_invalid()  # the runner still names them
         else:
             pulls = self.pull_secrets.sync(namespace, tenant=spec.tenant, owner=tenant)
         result.applied.extend(pulls.applied)

@@ -7,7 +7,9 @@ to get metric requests_per_second: unable to fetch metrics from custom metrics A
 where clipping may cut it off. And while another metric still reads and says "scale up",
 ScalingActive stays True although one metric is blind. So the HPA's ``spec.metrics`` is read
 against its ``status.currentMetrics``: the controller writes one status per spec metric, in
-order, and leaves an empty one (``type: ""``) for each metric it could not read.
+order, and leaves an empty one (``type: ""``) for each metric it could not read. A status
+of an older spec (``status.observedGeneration``) names no metric, and neither does a reason
+that several metrics could have: a wrong name would send people to the wrong adapter.
 
 Metric names are text from a spec (the CleoTenant's author; anyone who may edit the HPA in
 between): each name is reduced to printable characters without whitespace and clipped, so
@@ -17,7 +19,10 @@ rest of it. The whole message still passes the redactor when it becomes a condit
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -29,6 +34,7 @@ __all__ = [
     "metric_label",
     "one_line",
     "unread_metrics",
+    "without_pod_names",
 ]
 
 NAME_LIMIT: Final = 64
@@ -43,17 +49,58 @@ FAILED_GET_REASONS: Final[dict[str, str]] = {
 }
 """The HPA controller's reason when it cannot read a metric of each source type."""
 
-_NOT_SHOWN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
+# Controls, format characters (bidirectional overrides and isolates, zero widths: they
+# reorder or hide what `kubectl describe` shows), and every kind of space and line break.
+_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+@functools.cache
+def _hidden() -> re.Pattern[str]:
+    """A run of hidden characters (`_HIDDEN_CATEGORIES`), as one character class built from
+    this Python's Unicode tables once (a tenth of a second), so that a message of megabytes
+    is scanned at the speed of a regular expression."""
+    ranges: list[str] = []
+    start = None
+    for code in range(sys.maxunicode + 2):
+        hidden = code <= sys.maxunicode and unicodedata.category(chr(code)) in _HIDDEN_CATEGORIES
+        if hidden and start is None:
+            start = code
+        elif not hidden and start is not None:
+            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(code - 1))}")
+            start = None
+    return re.compile(f"[{''.join(ranges)}]+")
+
+
+def _replace_hidden(text: str, replacement: str, *, keep_space: bool) -> str:
+    """`text` with each run of hidden characters (`_HIDDEN_CATEGORIES`) made `replacement`."""
+    return _hidden().sub(
+        lambda run: run.group() if keep_space and run.group() == " " else replacement, text
+    )
 
 
 def _name(value: Any) -> str:
-    text = _NOT_SHOWN.sub("?", str(value or "?"))
+    text = str(value or "?")
+    # Clipped first, so that a name of megabytes costs no more than a short one.
+    text = _replace_hidden(text[: NAME_LIMIT * 2], "?", keep_space=False)
     return text if len(text) <= NAME_LIMIT else text[: NAME_LIMIT - 1] + "…"
 
 
 def one_line(text: str) -> str:
-    """``text`` with every run of control characters and line breaks made one space."""
-    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", text)
+    """``text`` with every run of control, invisible and reordering characters, line breaks
+    and spaces other than a single plain one made one space."""
+    return _replace_hidden(text, " ", keep_space=True)
+
+
+# The controller names one pod of many (the first of a map, in random order): quoted as is,
+# the condition would change, and the tenant's status be written, at every HPA sync.
+_OF_A_POD = re.compile(r"\bof [Pp]od \S+")
+_A_POD = re.compile(r"\b[Pp]od [a-z0-9]+(-[a-z0-9]+)+\b")
+
+
+def without_pod_names(text: str) -> str:
+    """`text` with the names of pods made "a pod", so that it is the same whichever pod the
+    HPA controller picked to quote."""
+    return _A_POD.sub("a pod", _OF_A_POD.sub("of a pod", text))
 
 
 def _source(metric: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -92,12 +139,26 @@ def _metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [m for m in raw if isinstance(m, Mapping)] if isinstance(raw, Sequence) else []
 
 
+def _of_an_older_spec(hpa: Mapping[str, Any]) -> bool:
+    """True when the controller's status was computed for an older spec of the HPA (it then
+    says nothing of the metrics now there, even when they have the same shape)."""
+    generation = (hpa.get("metadata") or {}).get("generation")
+    observed = (hpa.get("status") or {}).get("observedGeneration")
+    # Only recent Kubernetes versions keep an HPA's generation and observedGeneration
+    # (kubernetes/kubernetes#138228, behind a feature gate); without both, the status
+    # cannot tell, and its metrics are matched by shape only.
+    return isinstance(observed, int) and isinstance(generation, int) and observed != generation
+
+
 def unread_metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The spec metrics the HPA's last computation could not read, in spec order.
 
     Empty when the status does not say: no computation yet, or a status of an older spec
-    (another count of metrics, or a type that differs at the same place).
+    (its observedGeneration, another count of metrics, or a type that differs at the same
+    place).
     """
+    if _of_an_older_spec(hpa):
+        return []
     metrics = _metrics(hpa)
     current = (hpa.get("status") or {}).get("currentMetrics")
     if not isinstance(current, Sequence) or len(current) != len(metrics):
@@ -113,12 +174,17 @@ def unread_metrics(hpa: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def metric_for_reason(hpa: Mapping[str, Any], reason: str) -> Mapping[str, Any] | None:
-    """The first spec metric whose source type fails with ``reason`` (the HPA reports the
-    first metric it could not read), or None."""
-    for metric in _metrics(hpa):
-        if FAILED_GET_REASONS.get(str(metric.get("type"))) == reason:
-            return metric
-    return None
+    """The one spec metric whose source type fails with ``reason``, or None when the status
+    is of an older spec or several metrics could be the one (a guess could name the wrong
+    metric: better none)."""
+    if _of_an_older_spec(hpa):
+        return None
+    candidates = [
+        metric
+        for metric in _metrics(hpa)
+        if FAILED_GET_REASONS.get(str(metric.get("type"))) == reason
+    ]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 _HINTS: Final = (

@@ -92,11 +92,30 @@ class PullSecretCopies:
         """The copies' names, in the order of the sources."""
         return tuple(pull_secret_copy_name(source) for source in self.sources)
 
+    def kept_while_invalid(self) -> PullSecretSync:
+        """What a backup of a tenant whose spec does not parse does with the copies: nothing.
+
+        An invalid spec says nothing of who the tenant is, and the runner made before still
+        pulls with the copies it names: they stay, neither refreshed nor pruned, until the
+        spec is fixed or the tenant is gone (a stored spec that an upgrade reads more
+        strictly must not cost the tenant's backups their credentials). Only `sync`
+        without an owner deletes.
+        """
+        return PullSecretSync(
+            names=self.names,
+            condition=Observation(
+                "Unknown",
+                "TenantInvalid",
+                "the tenant's spec is invalid (see its Ready condition): the registry Secret "
+                "copies are kept as they are until it is fixed",
+            ),
+        )
+
     def sync(self, namespace: str, *, tenant: str, owner: KubeObject | None) -> PullSecretSync:
         """Converge the copies of `tenant` in namespace `namespace`.
 
         `owner` is the CleoTenant as just read, when the namespace is checked to be its own;
-        None (the tenant is gone, invalid, or the namespace is not its own) deletes the
+        None (the tenant is gone, or the namespace is not its own) deletes the
         tenant's copies there and makes none. Raises `KubeError` only when it is transient.
         """
         result = PullSecretSync(names=self.names, condition=_copied(self.names))

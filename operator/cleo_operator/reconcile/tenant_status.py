@@ -28,6 +28,7 @@ from cleo_operator.reconcile.hpa_metrics import (
     metric_label,
     one_line,
     unread_metrics,
+    without_pod_names,
 )
 from cleo_operator.reconcile.status import Observation, clip
 
@@ -134,7 +135,7 @@ def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Obse
         cond = conditions.get(type_)
         if cond is not None and cond.get("status") == "False":
             reason = _reason(cond.get("reason"), type_)
-            message = one_line(str(cond.get("message", "")))
+            message = without_pod_names(one_line(str(cond.get("message", ""))))
             hint = api_hint(message)
             if hint is not None:
                 # The HPA's words name the API group, not what is missing: say it first,
@@ -163,7 +164,7 @@ def observe_autoscaling(hpa: Mapping[str, Any] | None, *, enabled: bool) -> Obse
         return Observation(
             "True",
             "ScalingLimited",
-            clip(one_line(str(limited.get("message") or "at a replica bound"))),
+            clip(without_pod_names(one_line(str(limited.get("message") or "at a replica bound")))),
         )
     return Observation("True", "ScalingActive", "the autoscaler reads its metrics and scales")
 

@@ -3,6 +3,7 @@ spec.metrics against its status.currentMetrics (as the HPA controller writes the
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from cleo_operator.reconcile.hpa_metrics import (
     api_hint,
     metric_label,
     unread_metrics,
+    without_pod_names,
 )
 from cleo_operator.reconcile.tenant_status import observe_autoscaling
 from tests.unit.test_api_autoscaling import EVERY_SOURCE
@@ -183,3 +185,51 @@ def test_long_names_are_clipped() -> None:
     metric = {"type": "External", "external": {"metric": {"name": "q" * 500}}}
     label = metric_label(metric)
     assert label == "external/" + "q" * (NAME_LIMIT - 1) + "…"
+
+
+@pytest.mark.parametrize(
+    ("text", "stable"),
+    [
+        (
+            "missing request for memory in container cleoai of Pod cleoai-5c7b9-x2k4p",
+            "missing request for memory in container cleoai of a pod",
+        ),
+        ("unable to read pod cleoai-5c7b9-x2k4p: gone", "unable to read a pod: gone"),
+        # Words that are no pod's name stay: the source type, and plain prose.
+        ("invalid metrics (1 invalid out of 1), first error is: Pods metric", None),
+        ("did not receive metrics for targeted pods (pods might be unready)", None),
+    ],
+)
+def test_pod_names_leave_the_message(text: str, stable: str | None) -> None:
+    assert without_pod_names(text) == (text if stable is None else stable)
+
+
+def _message(metrics: list[dict[str, Any]], current: Any, reason: str, **status: Any) -> str:
+    """The Autoscaling condition's message when ScalingActive is False for `reason`, with
+    more `status` (observedGeneration) and the HPA's generation 4."""
+    failing = ("ScalingActive", "False", reason, "unable to get metric")
+    obj = hpa(metrics, current, failing)
+    obj["metadata"] = {"generation": 4}
+    obj["status"].update(status)
+    return observe_autoscaling(obj, enabled=True).message
+
+
+def test_a_status_of_an_older_spec_names_no_metric() -> None:
+    # The same shape as before (a Resource, then an External metric), but the external
+    # metric was another one when the controller last computed: its empty status is not
+    # about queue_depth.
+    shape = ([MEMORY, EXTERNAL], [READ_MEMORY, UNREAD], "FailedGetExternalMetric")
+    assert _message(*shape, observedGeneration=3) == "ScalingActive: unable to get metric"
+    # Once the controller has seen the current spec, the metric is named.
+    assert _message(*shape, observedGeneration=4).startswith("external/queue_depth: ")
+    older = hpa([MEMORY, EXTERNAL], [READ_MEMORY, UNREAD])
+    older["metadata"] = {"generation": 4}
+    older["status"]["observedGeneration"] = 3
+    assert unread_metrics(older) == []
+
+
+def test_when_two_metrics_could_be_the_one_none_is_guessed() -> None:
+    other = copy.deepcopy(PODS)
+    other["pods"]["metric"]["name"] = "queue_wait_seconds"
+    message = _message([PODS, other], None, "FailedGetPodsMetric")
+    assert message == "ScalingActive: unable to get metric"
