@@ -172,6 +172,11 @@ class LocalCluster:
     """Where state, logs and certificates go; a fresh temporary folder when None."""
     keep_workdir: bool = False
     """Keep the folder after stop (for debugging); removed otherwise."""
+    crds: Sequence[Path] = ()
+    """CRD manifests (files or folders) applied as soon as the API server answers, before
+    the controllers start: the garbage collector reads which kinds exist when it starts and
+    then only every 30 s, so a kind installed later is not collected (its foreground
+    deletions wait) for up to that long."""
 
     server: str = field(init=False, default="")
     kubeconfig: Path = field(init=False, default=Path())
@@ -225,6 +230,7 @@ class LocalCluster:
         tokens = self._write_tokens()
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
+        self._install_crds(deadline)
         self._start_controllers(tokens)
         self._register_metrics_api()
         self._create_fake_node()
@@ -432,6 +438,21 @@ class LocalCluster:
         path = self.workdir / f"kubeconfig-{user.replace(':', '-')}"
         self._write_kubeconfig(path, user, token)
         return path
+
+    def _install_crds(self, deadline: float) -> None:
+        """Apply `crds` and wait until they are Established (served, so in discovery)."""
+        if not self.crds:
+            return
+        for path in self.crds:
+            self.kubectl("apply", "--server-side", "-f", str(path))
+        # `kubectl wait` fails at once on a CRD whose status has no conditions yet.
+        while (
+            self.kubectl(
+                "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False
+            ).returncode
+            != 0
+        ):
+            self._wait_or_fail(deadline, "the CRDs to be Established", None)
 
     def _start_controllers(self, tokens: Path) -> None:
         del tokens
