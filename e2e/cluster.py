@@ -172,6 +172,10 @@ class LocalCluster:
     """Where state, logs and certificates go; a fresh temporary folder when None."""
     keep_workdir: bool = False
     """Keep the folder after stop (for debugging); removed otherwise."""
+    api_only: bool = False
+    """Only etcd and the API server: no controllers, scheduler, fake node or metrics (for
+    a test that only talks to the API, e.g. an operator refusing to start; a fraction of
+    the CPU of a whole cluster's start). It cannot run pods."""
     crds: Sequence[Path] = ()
     """CRD manifests (files or folders) applied as soon as the API server answers, before
     the controllers start: the garbage collector reads which kinds exist when it starts and
@@ -231,6 +235,8 @@ class LocalCluster:
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
         self._install_crds(deadline)
+        if self.api_only:
+            return
         self._start_controllers(tokens)
         self._register_metrics_api()
         self._create_fake_node()
