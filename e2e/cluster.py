@@ -246,14 +246,15 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process this cluster started and remove its folder.
 
-        TERM first, KILL after a short grace: the data is thrown away, and kube-apiserver's
-        graceful stop would otherwise wait for every open watch to end.
+        TERM first, KILL after a second's grace: the data is thrown away, and kube-apiserver's
+        graceful stop would otherwise wait for every open watch to end (it outlasts 15 s,
+        and etcd waits for it); the controllers, the scheduler and KWOK exit at once.
         """
         for proc in reversed(self._procs):
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.terminate()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 1
         for proc in reversed(self._procs):
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
