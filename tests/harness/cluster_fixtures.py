@@ -76,7 +76,7 @@ def cluster() -> Iterator[LocalCluster]:
         return
     bin_dir = build_toolchain()
     # Our CRDs are there before the garbage collector starts (see `LocalCluster.crds`);
-    # `crds_installed` applies them again, and the rest (a no-op here).
+    # `crds_installed` still applies them (a no-op then) with the ClusterRoles.
     with LocalCluster(bin_dir=bin_dir, crds=(REPO / "crds",)) as running:
         yield running
 
