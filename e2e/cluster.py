@@ -172,6 +172,15 @@ class LocalCluster:
     """Where state, logs and certificates go; a fresh temporary folder when None."""
     keep_workdir: bool = False
     """Keep the folder after stop (for debugging); removed otherwise."""
+    api_only: bool = False
+    """Only etcd and the API server: no controllers, scheduler, fake node or metrics (for
+    a test that only talks to the API, e.g. an operator refusing to start; a fraction of
+    the CPU of a whole cluster's start). It cannot run pods."""
+    crds: Sequence[Path] = ()
+    """CRD manifests (files or folders) applied as soon as the API server answers, before
+    the controllers start: the garbage collector reads which kinds exist when it starts and
+    then only every 30 s, so a kind installed later is not collected (its foreground
+    deletions wait) for up to that long."""
 
     server: str = field(init=False, default="")
     kubeconfig: Path = field(init=False, default=Path())
@@ -225,6 +234,9 @@ class LocalCluster:
         tokens = self._write_tokens()
         self._start_etcd(deadline)
         self._start_apiserver(tokens, deadline)
+        self._install_crds(deadline)
+        if self.api_only:
+            return
         self._start_controllers(tokens)
         self._register_metrics_api()
         self._create_fake_node()
@@ -234,14 +246,15 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process this cluster started and remove its folder.
 
-        TERM first, KILL after a short grace: the data is thrown away, and kube-apiserver's
-        graceful stop would otherwise wait for every open watch to end.
+        TERM first, KILL after a second's grace: the data is thrown away, and kube-apiserver's
+        graceful stop would otherwise wait for every open watch to end (it outlasts 15 s,
+        and etcd waits for it); the controllers, the scheduler and KWOK exit at once.
         """
         for proc in reversed(self._procs):
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.terminate()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 1
         for proc in reversed(self._procs):
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -432,6 +445,21 @@ class LocalCluster:
         path = self.workdir / f"kubeconfig-{user.replace(':', '-')}"
         self._write_kubeconfig(path, user, token)
         return path
+
+    def _install_crds(self, deadline: float) -> None:
+        """Apply `crds` and wait until they are Established (served, so in discovery)."""
+        if not self.crds:
+            return
+        for path in self.crds:
+            self.kubectl("apply", "--server-side", "-f", str(path))
+        # `kubectl wait` fails at once on a CRD whose status has no conditions yet.
+        while (
+            self.kubectl(
+                "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False
+            ).returncode
+            != 0
+        ):
+            self._wait_or_fail(deadline, "the CRDs to be Established", None)
 
     def _start_controllers(self, tokens: Path) -> None:
         del tokens

@@ -142,8 +142,8 @@ def _run_operator_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def bare_cluster(cluster: LocalCluster) -> Iterator[LocalCluster]:
     """A second control plane without our CRDs, shared by the tests of a refused start:
-    the operator only reads it and exits, so one start (seconds of CPU) serves them all."""
-    with LocalCluster(bin_dir=cluster.bin_dir) as bare:
+    the operator only reads it and exits, so one start of its API server serves them all."""
+    with LocalCluster(bin_dir=cluster.bin_dir, api_only=True) as bare:
         yield bare
 
 

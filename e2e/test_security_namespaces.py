@@ -22,7 +22,7 @@ import yaml
 
 from e2e.cluster import OPERATOR_USER, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
-from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess
+from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, RECHECK_SECONDS, OperatorProcess
 from tests.harness.postgres import PostgresServer
 from tests.harness.specs import apply_tenant, tenant_manifest
 
@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.security, pytest.mark.cluster, pytest.mark.e2e]
 
 UID_LABEL = "cleoai.io/tenant-uid"
 ADOPT = "cleoai.io/adopt"
-REFUSED_RECHECK = 20  # the operator's recheck period of a refused tenant, in seconds
 
 # Events of cluster-scoped objects (our CleoTenants) live in `default`; they are about the
 # tenant, not objects in the namespace, and are left out of the snapshots. So are Leases:
@@ -263,7 +262,7 @@ def test_a_tenant_cannot_take_another_tenants_namespace(
 
     # A refused tenant that nothing changed for writes nothing on its next reconciles.
     quiet = cluster.audit_offset()
-    time.sleep(REFUSED_RECHECK + 5)
+    time.sleep(3 * RECHECK_SECONDS)  # at least two rechecks of the refused tenant
     assert operator_writes_on(cluster, quiet, attacker) == []
     nothing_changed(cluster, postgres_server, attacker, before, offset)
 
@@ -385,7 +384,7 @@ def test_an_existing_namespace_is_adopted_only_with_the_mark(
     # The namespace's owner hands it over: the tenant takes it, and from then on it is the
     # tenant's by uid (the mark is spent).
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}={tenant}")
-    wait_condition(cluster, tenant, "Ready", "True", timeout=REFUSED_RECHECK + 60)
+    wait_condition(cluster, tenant, "Ready", "True", timeout=RECHECK_SECONDS + 60)
     uid = kubectl_json(cluster, "get", "cleotenant", tenant)["metadata"]["uid"]
 
     def owned() -> dict[str, Any] | None:
@@ -466,7 +465,7 @@ def test_a_retained_namespace_is_reattached_only_with_the_mark(
     assert not can_i(cluster, "mallory", "get", "secrets", ns)
 
     cluster.kubectl("annotate", "namespace", ns, f"{ADOPT}={tenant}")
-    wait_condition(cluster, tenant, "Ready", "True", timeout=REFUSED_RECHECK + 60)
+    wait_condition(cluster, tenant, "Ready", "True", timeout=RECHECK_SECONDS + 60)
     uid = kubectl_json(cluster, "get", "cleotenant", tenant)["metadata"]["uid"]
     meta = kubectl_json(cluster, "get", "namespace", ns)["metadata"]
     assert meta["labels"][UID_LABEL] == uid

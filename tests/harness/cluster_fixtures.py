@@ -75,7 +75,9 @@ def cluster() -> Iterator[LocalCluster]:
         yield ExistingCluster()  # type: ignore[misc]
         return
     bin_dir = build_toolchain()
-    with LocalCluster(bin_dir=bin_dir) as running:
+    # Our CRDs are there before the garbage collector starts (see `LocalCluster.crds`);
+    # `crds_installed` still applies them (a no-op then) with the ClusterRoles.
+    with LocalCluster(bin_dir=bin_dir, crds=(REPO / "crds",)) as running:
         yield running
 
 

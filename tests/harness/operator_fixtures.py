@@ -15,14 +15,33 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import pytest
 import yaml
 
+from cleo_operator.handlers.settings import (
+    DELETION_RECHECK_ENV,
+    HEALTHY_RECHECK_ENV,
+    REFUSED_RECHECK_ENV,
+)
 from e2e.cluster import LocalCluster, die_with_parent, free_port
 from tests.harness.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
+
+RECHECK_SECONDS: Final = 2.0
+"""How soon the operators of the tests look again at what no event wakes them for: a tenant
+refused its namespace, a healthy primary of a tenant with automatic failover (production:
+20 and 30 s, `handlers.settings.Rechecks`). A test proving that something did NOT happen on
+the operator's next looks waits a multiple of this."""
+DELETION_RECHECK_SECONDS: Final = 0.5
+"""How soon a waiting tenant deletion is checked again (production: 2 s)."""
+RECHECKS_ENV: Final = {
+    REFUSED_RECHECK_ENV: str(RECHECK_SECONDS),
+    HEALTHY_RECHECK_ENV: str(RECHECK_SECONDS),
+    DELETION_RECHECK_ENV: str(DELETION_RECHECK_SECONDS),
+}
 
 
 @dataclass
@@ -103,7 +122,8 @@ def start_operator(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
 ) -> OperatorProcess:
-    """Start the operator process and wait until its liveness endpoint answers."""
+    """Start the operator process and wait until its liveness endpoint answers; its
+    rechecks are `RECHECKS_ENV`'s unless `env` says otherwise."""
     metrics_port, liveness_port = free_port(), free_port()
     args = [
         sys.executable,
@@ -122,7 +142,7 @@ def start_operator(
     popen = subprocess.Popen(
         args,
         cwd=REPO,
-        env={**cluster.operator_env(), **(env or {})},
+        env={**cluster.operator_env(), **RECHECKS_ENV, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ from cleo_operator import __version__
 from cleo_operator.backup.errors import TargetNotEmpty
 from cleo_operator.cli import main
 from cleo_operator.cli.common import (
+    COMMAND_HELP,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -22,7 +23,7 @@ from cleo_operator.cli.common import (
     failure,
     guarded,
 )
-from cleo_operator.cli.root import build_parser
+from cleo_operator.cli.root import GROUPS, _LazyCommands, build_parser
 from cleo_operator.cli.run import StartupError
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.permissions import _verbs
@@ -102,6 +103,60 @@ def test_the_root_knows_every_command_group_in_its_order() -> None:
         "failover",
         "check-tenants",
     ]
+
+
+def test_every_command_is_registered_by_its_group_with_the_roots_help_line() -> None:
+    sub = next(a for a in build_parser()._actions if isinstance(a, _LazyCommands))
+    assert list(GROUPS) == list(COMMAND_HELP)
+    listed = {choice.dest: choice.help for choice in sub._choices_actions}
+    assert listed == dict(COMMAND_HELP)
+    placeholders = dict(sub.choices)
+    for name in GROUPS:
+        sub.load(name)
+    # Every placeholder was replaced by its group's parser, which has options of its own.
+    for name, parser in sub.choices.items():
+        assert parser is not placeholders[name], name
+        assert parser.prog == f"cleo-operator {name}"
+        assert len(parser._actions) > len(placeholders[name]._actions), name
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running `code`."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    return set(done.stdout.split())
+
+
+HEAVY = ("kubernetes", "psycopg", "obstore", "kopf", "pydantic", "cryptography")
+
+
+def test_the_root_lists_every_command_without_importing_any_group() -> None:
+    # Every process that starts the command line pays for what it imports (about a
+    # CPU-second for all the groups): the root alone needs none of it.
+    loaded = _modules_after(
+        "from cleo_operator.cli.root import build_parser\nbuild_parser().format_help()"
+    )
+    assert "cleo_operator.cli.root" in loaded
+    assert not [name for name in HEAVY if name in loaded]
+    assert not [name for name in GROUPS.values() if name[0] in loaded]
+
+
+def test_a_command_imports_its_own_group_only() -> None:
+    loaded = _modules_after(
+        "from cleo_operator.cli.root import build_parser\n"
+        "build_parser().parse_args(['tenant-roles'])"
+    )
+    assert "cleo_operator.cli.permissions" in loaded
+    others = {module for module, _ in GROUPS.values()} - {"cleo_operator.cli.permissions"}
+    assert not others & loaded
+    assert "kopf" not in loaded
+    assert "psycopg" not in loaded
 
 
 def test_a_wrong_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

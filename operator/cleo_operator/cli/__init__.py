@@ -8,8 +8,22 @@ commands is a module (`run`, `crds`, `keys` with `seal`, `backup` with `restore`
 `sealing` what `seal` shares with the kubectl plugin. The plugin, `kubectl-cleo`, is a
 command line of its own in `plugin` (its own root and options, the same `common` ending).
 No other package parses arguments. Only `run` imports Kopf (`.importlinter`).
+
+Why nothing is imported here, and `root` imports a group only when its command runs: every
+process that starts the command line (the operator, a backup Job's runner, `seal`, a
+failover) would otherwise pay for importing every group's dependencies (the Kubernetes
+client, psycopg, the object stores: about a CPU-second) before doing anything.
 """
 
-from cleo_operator.cli.root import main
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``cleo-operator`` console script: `cli.root.main` (see there)."""
+    from cleo_operator.cli.root import main as root_main  # noqa: PLC0415 - see the docstring
+
+    return root_main(argv)

@@ -68,7 +68,7 @@ from cleo_operator.backup.report import (
 from cleo_operator.backup.restore import restore_archive
 from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
-from cleo_operator.cli.common import CommandError, guarded, out
+from cleo_operator.cli.common import COMMAND_HELP, CommandError, guarded, out
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
@@ -480,9 +480,7 @@ def _storage_options(parser: argparse.ArgumentParser, *, keyring: bool) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `backup` (run, list, verify, prune) and `restore` to the `cleo-operator` parser."""
-    backup = subparsers.add_parser(
-        "backup", help="back up a tenant's database; list, verify, prune"
-    )
+    backup = subparsers.add_parser("backup", help=COMMAND_HELP["backup"])
     sub = backup.add_subparsers(dest="backup_command", required=True)
 
     run = sub.add_parser(
@@ -537,7 +535,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     restore_parser = subparsers.add_parser(
         "restore",
-        help="restore a backup into a new, empty database",
+        help=COMMAND_HELP["restore"],
         description="Restore one backup into a new, empty database. The manifest is "
         "authenticated and the archive decrypted and checked before the target is touched; "
         "pg_restore runs in one transaction. Give the password in PGPASSWORD, not in --into.",

@@ -26,16 +26,17 @@ import argparse
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
 from cleo_operator.backup.errors import BackupError
 from cleo_operator.core.errors import CleoError
 from cleo_operator.core.redaction import redact
-from cleo_operator.kube.client import KubeError
+from cleo_operator.kube.errors import KubeError
 
 __all__ = [
+    "COMMAND_HELP",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -54,6 +55,24 @@ EXIT_USAGE: Final = 2
 
 Command = Callable[[argparse.Namespace], int]
 """A command: its parsed arguments in, its exit code out."""
+
+COMMAND_HELP: Final[Mapping[str, str]] = {
+    "run": "run the operator",
+    "crds": "generate the CRD YAML from the API models (and the tenant ClusterRoles' YAML)",
+    "keys": "the operator's keys: KEKs and sealing keys",
+    "seal": "seal values for a tenant's Secret; prints the spec.secrets entry",
+    "permissions": "the RBAC rules the operator needs, and a check that it holds them",
+    "backup": "back up a tenant's database; list, verify, prune",
+    "restore": "restore a backup into a new, empty database",
+    "tenant-roles": "print the ClusterRoles of tenant admins and viewers (YAML), or --write them",
+    "failover": "drive a CleoFailover from this machine (when the operator cannot)",
+    "check-tenants": "name the stored CleoTenants this release cannot read (before an upgrade)",
+}
+"""Every command of the root, in the order of `cleo-operator --help`, and its line there.
+
+Here, not in each group's module, because the root lists them all without importing the
+groups (`cli.root`); each group's `register` takes its line from here.
+"""
 
 
 class CommandError(CleoError):

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cleo_operator.cli.common import guarded, repo_root
+from cleo_operator.cli.common import COMMAND_HELP, guarded, repo_root
 from cleo_operator.cli.permissions import write_tenant_roles
 
 __all__ = ["cmd_crds", "register"]
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `cleo-operator crds [--root DIR | --stdout]` to the command line."""
     crds = subparsers.add_parser(
         "crds",
-        help="generate the CRD YAML from the API models (and the tenant ClusterRoles' YAML)",
+        help=COMMAND_HELP["crds"],
     )
     target = crds.add_mutually_exclusive_group()
     target.add_argument("--root", type=Path, help="repository root (default: this checkout)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cleo_operator.cli.common import guarded
+from cleo_operator.cli.common import COMMAND_HELP, guarded
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.reconcile.failover import FailoverReconciler
 
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add ``cleo-operator failover run NAMESPACE NAME`` to the command line."""
     parser = subparsers.add_parser(
         "failover",
-        help="drive a CleoFailover from this machine (when the operator cannot)",
+        help=COMMAND_HELP["failover"],
         description=(
             "Run or resume a CleoFailover to its end from this machine, with the kubeconfig "
             "and the site configuration ($CLEO_SITES_FILE or $CLEO_SITES) of the operator. "

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cleo_operator.api.base import validate_tenant_name
 from cleo_operator.api.errors import SpecError
-from cleo_operator.cli.common import Command, CommandError, guarded, out
+from cleo_operator.cli.common import COMMAND_HELP, Command, CommandError, guarded, out
 from cleo_operator.cli.sealing import (
     add_operator_namespace_option,
     add_value_options,
@@ -281,7 +281,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `keys` (with its subcommands) and `seal` to the `cleo-operator` parser."""
     common = _cluster_options()
 
-    keys = subparsers.add_parser("keys", help="the operator's keys: KEKs and sealing keys")
+    keys = subparsers.add_parser("keys", help=COMMAND_HELP["keys"])
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     commands: tuple[tuple[str, Command, str], ...] = (
         ("init", cmd_keys_init, "create the KEK and sealing keys if absent; print the public key"),
@@ -317,7 +317,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     seal_parser = subparsers.add_parser(
         "seal",
         parents=[common],
-        help="seal values for a tenant's Secret; prints the spec.secrets entry",
+        help=COMMAND_HELP["seal"],
         description="Seal values for one Secret of one tenant and print the YAML entry for "
         "the CleoTenant's spec.secrets. Prefer --from-file over --from-literal: a literal "
         "stays in the shell history.",

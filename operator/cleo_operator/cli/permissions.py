@@ -42,7 +42,7 @@ from typing import Any, Final, get_args
 
 import yaml
 
-from cleo_operator.cli.common import guarded, repo_root
+from cleo_operator.cli.common import COMMAND_HELP, guarded, repo_root
 from cleo_operator.kube.access import check_permissions
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.permissions import (
@@ -209,9 +209,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def register_permissions(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `cleo-operator permissions rules|check` to the command line."""
-    parser = subparsers.add_parser(
-        "permissions", help="the RBAC rules the operator needs, and a check that it holds them"
-    )
+    parser = subparsers.add_parser("permissions", help=COMMAND_HELP["permissions"])
     sub = parser.add_subparsers(dest="permissions_command", required=True)
     rules = sub.add_parser("rules", help="print the RBAC rules (YAML) the operator needs")
     rules.add_argument(
@@ -244,7 +242,7 @@ def register_tenant_roles(
     """Add `cleo-operator tenant-roles [--write [--root DIR]]` to the command line."""
     parser = subparsers.add_parser(
         "tenant-roles",
-        help="print the ClusterRoles of tenant admins and viewers (YAML), or --write them",
+        help=COMMAND_HELP["tenant-roles"],
         description=(
             "Print the ClusterRoles cleo-tenant-admin and cleo-tenant-viewer, which a cluster "
             "admin installs once before the operator, or write them (and the chart's copy of "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cleo_operator import __version__
-from cleo_operator.cli.common import EXIT_USAGE, CommandError, guarded
+from cleo_operator.cli.common import COMMAND_HELP, EXIT_USAGE, CommandError, guarded
 
 if TYPE_CHECKING:
     from cleo_operator.handlers.settings import OperatorConfig
@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `cleo-operator run` to the command line."""
-    run = subparsers.add_parser("run", help="run the operator")
+    run = subparsers.add_parser("run", help=COMMAND_HELP["run"])
     run.add_argument(
         "--namespace",
         action="append",

@@ -19,7 +19,14 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from cleo_operator.cli.common import EXIT_FAILED, EXIT_OK, CommandError, guarded, out
+from cleo_operator.cli.common import (
+    COMMAND_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    guarded,
+    out,
+)
 
 __all__ = ["check_tenants", "register"]
 
@@ -80,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `cleo-operator check-tenants [-f FILE]` to the command line."""
     check = subparsers.add_parser(
         "check-tenants",
-        help="name the stored CleoTenants this release cannot read (before an upgrade)",
+        help=COMMAND_HELP["check-tenants"],
         description="Reads `kubectl get cleotenants -o json` and validates every spec as "
         "this release's operator will; exits 1 if any is refused.",
     )

@@ -54,6 +54,7 @@ from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 __all__ = [
     "AUTOMATIC_LABEL",
     "CONDITION_TYPE",
+    "HEALTHY_RECHECK_SECONDS",
     "UNAVAILABLE_SINCE_ANNOTATION",
     "AutomaticCondition",
     "AutomaticFailover",
@@ -70,6 +71,7 @@ UNAVAILABLE_SINCE_ANNOTATION: Final = "cleoai.io/primary-unavailable-since"
 """On an automatic CleoFailover: when the operator first found the primary unreachable."""
 
 _TERMINAL: Final = ("Succeeded", "Failed")
+HEALTHY_RECHECK_SECONDS: Final = 30.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,7 +86,7 @@ class AutomaticSettings:
     """The replication lag of a healthy primary is sampled at most this often."""
     recheck_seconds: float = 2.0
     """While a primary is unavailable: call again at least this often."""
-    healthy_recheck_seconds: float | None = 30.0
+    healthy_recheck_seconds: float | None = HEALTHY_RECHECK_SECONDS
     """While all is well: call again after this long (None: leave it to the resync). It
     bounds how late an outage is noticed, on top of spec.failover.failoverDelay."""
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import kopf
 
-from cleo_operator.failover.automatic import AutomaticFailover
+from cleo_operator.failover.automatic import AutomaticFailover, AutomaticSettings
 from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
 from cleo_operator.handlers.loop import ReconcileLoops
-from cleo_operator.handlers.settings import OperatorConfig, apply_kopf_settings
+from cleo_operator.handlers.settings import OperatorConfig, Rechecks, apply_kopf_settings
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
@@ -73,17 +73,19 @@ class Runtime:
     failovers: ReconcileLoops
     failover_reconciler: FailoverReconciler
     automatic_failover: AutomaticFailover
+    rechecks: Rechecks
 
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
         """Build everything; raises SiteConfigError for a broken PostgreSQL site config and
-        ValueError (naming the variable) for a broken backup setting, or a registry Secret
-        it names that is missing from the operator's namespace."""
+        ValueError (naming the variable) for a broken setting (backups, rechecks), or a
+        registry Secret it names that is missing from the operator's namespace."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         # With deletionPolicy Delete, a tenant that has backups gets one last backup before
         # its database is dropped.
         databases = TenantDatabases.from_environment(kube, before_drop=FinalBackup(kube))
         backup_settings = BackupSettings.from_environment()
+        rechecks = Rechecks.from_environment()
         # The registry Secrets to copy must be in the operator's namespace (the setting
         # used to name Secrets of the tenant namespaces): a missing one stops the start.
         check_sources(
@@ -96,7 +98,12 @@ class Runtime:
         # One record of replication lag samples: automatic failovers stamp the last one
         # on the CleoFailover they create, and the procedure estimates the RPO from it.
         lag_samples = LagSamples()
-        automatic = AutomaticFailover(kube, databases.pools, lag_samples=lag_samples)
+        automatic = AutomaticFailover(
+            kube,
+            databases.pools,
+            lag_samples=lag_samples,
+            settings=AutomaticSettings(healthy_recheck_seconds=rechecks.healthy_primary_seconds),
+        )
         failover_reconciler = FailoverReconciler.from_environment(
             kube,
             pools=databases.pools,
@@ -136,6 +143,7 @@ class Runtime:
                     MigrationsPart(kube),
                 ],
                 operator_namespace=config.operator_namespace,
+                refused_recheck_seconds=rechecks.refused_seconds,
             ),
             databases=databases,
             backups=ReconcileLoops(
@@ -152,6 +160,7 @@ class Runtime:
             ),
             failover_reconciler=failover_reconciler,
             automatic_failover=automatic,
+            rechecks=rechecks,
         )
 
 
@@ -220,7 +229,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             # What it waits for (a final backup, the namespace) is on the tenant's Ready
             # condition, reason Deleting (reconcile/tenant_deletion.py).
             raise kopf.TemporaryError(
-                "the deletion is not finished: see the CleoTenant's Ready condition", delay=2
+                "the deletion is not finished: see the CleoTenant's Ready condition",
+                delay=runtime.rechecks.deletion_seconds,
             )
         logger.info("tenant %s finalized", name)
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import kopf
 
+from cleo_operator.core.environment import seconds_setting
+from cleo_operator.failover.automatic import HEALTHY_RECHECK_SECONDS
+from cleo_operator.reconcile.tenant import REFUSED_RECHECK_SECONDS
 from cleo_operator.render.meta import FINALIZER, GROUP, MANAGED_BY, MANAGED_BY_LABEL
+
+REFUSED_RECHECK_ENV: Final = "CLEO_TENANT_REFUSED_RECHECK_SECONDS"
+HEALTHY_RECHECK_ENV: Final = "CLEO_FAILOVER_HEALTHY_RECHECK_SECONDS"
+DELETION_RECHECK_ENV: Final = "CLEO_TENANT_DELETION_RECHECK_SECONDS"
+DELETION_RECHECK_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,43 @@ class OperatorConfig:
     identity: str | None = None
     """The user name the API server knows the operator by (found at start); the subject of
     its RoleBinding in each tenant namespace. None: no such binding (tests of parts)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rechecks:
+    """How soon the operator looks again at what no event will wake it for.
+
+    Each bounds how late something is noticed, and each look costs reads: shorter is
+    quicker and busier. The defaults suit production; tests shorten them (what a test
+    proves does not depend on the length, only on the operator looking again).
+    """
+
+    refused_seconds: float = REFUSED_RECHECK_SECONDS
+    """A tenant refused its namespace: how soon a namespace handed over is taken up
+    (``CLEO_TENANT_REFUSED_RECHECK_SECONDS``)."""
+    healthy_primary_seconds: float = HEALTHY_RECHECK_SECONDS
+    """A tenant with automatic failover whose primary is healthy: how late an outage is
+    noticed, on top of its failoverDelay (``CLEO_FAILOVER_HEALTHY_RECHECK_SECONDS``)."""
+    deletion_seconds: float = DELETION_RECHECK_SECONDS
+    """A deleted tenant whose deletion waits (for its final backup, its namespace): how
+    soon its finalizer checks again (``CLEO_TENANT_DELETION_RECHECK_SECONDS``)."""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Rechecks:
+        """From the variables above, each a number of seconds above 0; ValueError names
+        the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        return cls(
+            refused_seconds=seconds_setting(
+                env, REFUSED_RECHECK_ENV, default=REFUSED_RECHECK_SECONDS
+            ),
+            healthy_primary_seconds=seconds_setting(
+                env, HEALTHY_RECHECK_ENV, default=HEALTHY_RECHECK_SECONDS
+            ),
+            deletion_seconds=seconds_setting(
+                env, DELETION_RECHECK_ENV, default=DELETION_RECHECK_SECONDS
+            ),
+        )
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

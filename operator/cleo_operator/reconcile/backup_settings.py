@@ -30,6 +30,7 @@ from cleo_operator.api.base import (
 )
 from cleo_operator.api.cidr import metadata_overlap
 from cleo_operator.backup.object_store import ReadLimits
+from cleo_operator.core.environment import seconds_setting
 from cleo_operator.reconcile.backup_source import ONE_OFF_MAX_AGE_SECONDS, ONE_OFF_TTL_SECONDS
 from cleo_operator.render.backup import (
     DEFAULT_IMAGE_REPOSITORY,
@@ -167,19 +168,6 @@ def _resources(env: Mapping[str, str]) -> ResourceRequirements | None:
     return resources
 
 
-def _seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:
-    text = env.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{variable}={text!r}: give a number of seconds above 0, e.g. 86400")
-    return value
-
-
 def default_image() -> str:
     """``ghcr.io/cleoai/cleo-operator:<this version>``: the runner is the operator itself."""
     return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
@@ -266,12 +254,12 @@ class BackupSettings:
                     env, OBJECT_STORE_CIDRS_ENV, what="the object stores' addresses"
                 ),
                 one_off_deadline_seconds=int(
-                    _seconds(env, ONE_OFF_DEADLINE_ENV, default=ONE_OFF_DEADLINE_SECONDS)
+                    seconds_setting(env, ONE_OFF_DEADLINE_ENV, default=ONE_OFF_DEADLINE_SECONDS)
                 ),
             ),
             volumes_dir=Path(volumes) if volumes else None,
-            one_off_ttl_seconds=_seconds(env, ONE_OFF_TTL_ENV, default=ONE_OFF_TTL_SECONDS),
-            one_off_max_age_seconds=_seconds(
+            one_off_ttl_seconds=seconds_setting(env, ONE_OFF_TTL_ENV, default=ONE_OFF_TTL_SECONDS),
+            one_off_max_age_seconds=seconds_setting(
                 env, ONE_OFF_MAX_AGE_ENV, default=ONE_OFF_MAX_AGE_SECONDS
             ),
         )

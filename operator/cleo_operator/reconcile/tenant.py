@@ -11,8 +11,8 @@ namespace only if it created it, if the namespace carries its uid, or if the nam
 owner handed it over (`reconcile.namespace_claim`). A refused tenant writes nothing at all,
 in that namespace or anywhere else (no part runs: no Secret, binding, keyring copy or
 database), reports `NamespaceReady=False` with the reason, and is checked again every
-`REFUSED_RECHECK_SECONDS`, so that a namespace handed over later is taken up. Deletion
-has rules of its own (`reconcile.tenant_deletion`).
+`REFUSED_RECHECK_SECONDS` (an operator setting), so that a namespace handed over later is
+taken up. Deletion has rules of its own (`reconcile.tenant_deletion`).
 
 Concerns that need more than rendering (sealed secrets and keyrings, the tenant database)
 plug in as `TenantPart`s (`reconcile.tenant_parts`): each contributes objects to apply,
@@ -201,8 +201,10 @@ class TenantReconciler:
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         operator_access: OperatorAccess | None = None,
         protection: TenantProtection | None = None,
+        refused_recheck_seconds: float = REFUSED_RECHECK_SECONDS,
     ) -> None:
         self.kube = kube
+        self.refused_recheck_seconds = refused_recheck_seconds
         self.parts = list(parts)
         # Tenant admins may ask for backups only while the admission policy narrows it.
         self.protection = protection or TenantProtection(kube)
@@ -605,7 +607,7 @@ class TenantReconciler:
             keep_previous=True,
             forget=frozenset({"namespace", "replicas"}),
         )
-        result.requeue_after = REFUSED_RECHECK_SECONDS
+        result.requeue_after = self.refused_recheck_seconds
         return result
 
     def _adopt_namespace(

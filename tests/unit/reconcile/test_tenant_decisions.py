@@ -227,7 +227,8 @@ def test_a_child_deleted_by_hand_is_put_back(kube: FakeKube) -> None:
     assert any(e["reason"] == "DriftRepaired" for e in events)
 
 
-def test_a_namespace_of_another_tenant_is_refused_and_left_untouched(kube: FakeKube) -> None:
+def add_intruder(kube: FakeKube) -> None:
+    """Tenant `owner`, its namespace `shared`, and tenant `intruder` asking for `shared`."""
     owner_uid = add_tenant(kube, "owner", spec())
     kube.create(
         {
@@ -237,6 +238,17 @@ def test_a_namespace_of_another_tenant_is_refused_and_left_untouched(kube: FakeK
         }
     )
     add_tenant(kube, "intruder", spec(namespace="shared"))
+
+
+def test_a_refused_tenant_looks_again_after_the_operators_setting(kube: FakeKube) -> None:
+    add_intruder(kube)
+    result = reconciler(kube, refused_recheck_seconds=1.5).reconcile("intruder")
+    assert not result.ready
+    assert result.requeue_after == 1.5
+
+
+def test_a_namespace_of_another_tenant_is_refused_and_left_untouched(kube: FakeKube) -> None:
+    add_intruder(kube)
     before = kube.get(NAMESPACE, "shared")
 
     result = reconciler(kube).reconcile("intruder")
