@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -130,17 +130,23 @@ def read_value(cluster: LocalCluster, namespace: str) -> str | None:
 
 
 def scale_up(
-    cluster: LocalCluster, tenant: str, raise_to: Any, replicas: int, *, started: float
-) -> float:
-    """Wait for the HPA to read the low value at one pod, raise it, and wait for `replicas`
-    pods and the Autoscaling condition True; returns the seconds from raise to scaled."""
+    cluster: LocalCluster,
+    adapter: tuple[MetricsAdapter, float],
+    tenant: str,
+    raise_to: Callable[[MetricsAdapter, str], None],
+    *,
+    replicas: int,
+) -> tuple[MetricsAdapter, str]:
+    """Wait for the HPA to read the low value at one pod, raise it (`raise_to(adapter,
+    namespace)`), and wait for `replicas` pods and the Autoscaling condition True."""
+    served, started = adapter
     namespace = f"cleo-{tenant}"
     low = wait_for(
         lambda: read_value(cluster, namespace), timeout=30, interval=0.5, what="a first read"
     )
     status = hpa(cluster, namespace)["status"]
     assert status["desiredReplicas"] == 1, status  # below the target: no scaling
-    raise_to()
+    raise_to(served, namespace)
     raised = time.monotonic()
     wait_for(
         lambda: hpa(cluster, namespace)["status"].get("desiredReplicas", 0) > 1,
@@ -173,20 +179,14 @@ def scale_up(
         replicas,
         measured - raised,
     )
-    return measured - raised
+    return served, namespace
 
 
 def test_a_pods_metric_from_the_adapter_scales_the_tenant_up(
     cluster: LocalCluster, adapter: tuple[MetricsAdapter, float]
 ) -> None:
-    served, started = adapter
-    namespace = f"cleo-{BUSY}"
-    scale_up(
-        cluster,
-        BUSY,
-        lambda: served.set_pods_metric(namespace, RPS, "150"),
-        2,
-        started=started,
+    served, namespace = scale_up(
+        cluster, adapter, BUSY, lambda a, ns: a.set_pods_metric(ns, RPS, "150"), replicas=2
     )
     # The HPA asked for the tenant's pods, in its namespace, as itself.
     deployment = kubectl_json(cluster, "get", "deployment", "cleoai", "-n", namespace)
@@ -204,15 +204,13 @@ def test_a_pods_metric_from_the_adapter_scales_the_tenant_up(
 def test_an_external_metric_from_the_adapter_scales_the_tenant_up(
     cluster: LocalCluster, adapter: tuple[MetricsAdapter, float]
 ) -> None:
-    served, started = adapter
-    namespace = f"cleo-{QUEUED}"
     # 90 on a 30 average: exactly three pods (the batch series would make it five).
-    scale_up(
+    served, namespace = scale_up(
         cluster,
+        adapter,
         QUEUED,
-        lambda: served.set_external_metric(namespace, QUEUE, CHAT, "90"),
-        3,
-        started=started,
+        lambda a, ns: a.set_external_metric(ns, QUEUE, CHAT, "90"),
+        replicas=3,
     )
     asked = served.requests_for(f"/apis/{'/'.join(EXTERNAL)}/namespaces/")
     assert asked, served.requests
