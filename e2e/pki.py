@@ -174,3 +174,15 @@ def generate_pki(folder: Path, *, hosts: list[str], metrics_server_hosts: list[s
         )
     )
     return pki
+
+
+def issue_serving_cert(
+    pki: ClusterPKI, *, cert_path: Path, key_path: Path, common_name: str, hosts: list[str]
+) -> None:
+    """A serving certificate for `hosts`, signed by the cluster's CA, for a server a test
+    starts after the cluster (the CA an APIService's caBundle names)."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the cluster CA's key is not an EC key")
+    _write_pair(cert_path, key_path, _issue((ca_cert, ca_key), common_name, hosts=hosts))
