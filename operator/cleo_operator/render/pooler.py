@@ -49,6 +49,7 @@ from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.core.errors import CleoError
+from cleo_operator.data.scram import is_operator_password
 from cleo_operator.data.sites import CA_KEY
 from cleo_operator.render.child import (
     APP_NAME_LABEL,
@@ -145,13 +146,14 @@ class PoolerTarget:
 
 
 def _check_password(password: str) -> None:
-    # The auth file quotes with '"' and has one user a line: a '"', a newline or any
-    # control character could end the entry and start another.
-    if not password or any(c == '"' or not (" " <= c <= "~") for c in password):
+    # Only the operator's own form (43 URL-safe characters): PgBouncer reads a
+    # "SCRAM-SHA-256$<iterations>:..." or "md5..." entry as a verifier, and a planted
+    # iteration count is a CPU bomb in every client's connect; and a '"', a newline or a
+    # control character could end the auth file's entry and start another.
+    if not is_operator_password(password):
         raise PoolerConfigError(
-            "the tenant's password cannot go into the pooler's auth file: it must be "
-            "printable ASCII without the double quote (rotate it: the operator makes such "
-            "passwords)"
+            "the tenant's password cannot go into the pooler's auth file: it is not of the "
+            "form the operator makes (43 URL-safe characters); rotate it"
         )
 
 

@@ -305,6 +305,21 @@ def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
 
 
+@pytest.mark.security
+def test_a_released_credentials_secret_cannot_plant_a_verifier_in_the_auth_file(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A former admin edits a released Secret: the fingerprint beside the password is an
+    # HMAC keyed with the password itself, so whoever writes one can write the other.
+    planted = "SCRAM-SHA-256$6000000:c2FsdA==$c3RvcmVkS2V5PQ==:c2VydmVyS2V5PQ=="
+    write_credentials(kube, password=planted)
+    result = part(kube, databases, Logins()).reconcile(context({"enabled": True}))
+    assert result.objects == []
+    condition = result.conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("False", "WaitingForCredentials")
+    assert planted not in condition.message
+
+
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
     assert PoolerSettings.from_environment({}).image.image == DEFAULT_POOLER_IMAGE
     chosen = PoolerSettings.from_environment(

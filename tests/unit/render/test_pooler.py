@@ -33,7 +33,7 @@ from tests.unit.render.specs import CHECKSUM, TENANT, UID, WORKLOAD, spec_of
 
 NS = "acme-prod"
 OWNER = tenant_owner(name=TENANT, uid=UID)
-PASSWORD = "s3cret-Pa55word-made-by-the-operator"
+PASSWORD = "s3cret-Pa55word-made-by-the-operator_012345"
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 IMAGE = PoolerImage(image="registry.example/pgbouncer:1.24.1")
 
@@ -122,6 +122,27 @@ def test_a_password_that_could_forge_an_auth_file_line_is_refused(password: str)
     assert password not in caught.value.message or not password
 
 
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "password",
+    [
+        # PgBouncer reads these in its auth file as verifiers, not passwords: a planted
+        # iteration count makes every client's connect run PBKDF2 that long.
+        "SCRAM-SHA-256$6000000:c2FsdA==$c3RvcmVkS2V5PQ==:c2VydmVyS2V5PQ==",
+        "md5" + "0" * 32,
+        "A" * 42,
+        "A" * 44,
+        "A" * 42 + "$",
+    ],
+)
+def test_a_password_shaped_like_a_scram_or_md5_secret_is_refused(password: str) -> None:
+    with pytest.raises(PoolerConfigError) as caught:
+        render_userlist(user="cleo_acme", password=password)
+    assert caught.value.reason == "PoolerConfigInvalid"
+    assert password not in caught.value.message
+    render_userlist(user="cleo_acme", password="A" * 43)  # the operator's own form
+
+
 def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
     secret = objects()["Secret"]
     assert secret["metadata"]["name"] == POOLER_NAME
@@ -184,7 +205,7 @@ def config_hash(**kwargs: Any) -> str:
 def test_the_config_hash_rolls_the_pods_on_a_new_password_site_or_pool() -> None:
     base = config_hash()
     assert config_hash() == base  # stable: a no-op reconcile writes nothing
-    assert config_hash(password=PASSWORD + "x") != base
+    assert config_hash(password=PASSWORD[:-1] + "x") != base
     assert config_hash(host="pg2.example.internal") != base
     assert config_hash(pooler=PoolerSpec(enabled=True, pool_size=11)) != base
     # The hash is on the pod template, which viewers read: never the password itself.
