@@ -284,6 +284,10 @@ class PoolerPart:
             render_check_policy(ctx, operator_namespace=self.operator_namespace),
             *objects,
         ]
+        if not any(o["kind"] == PDB.kind for o in objects):
+            # Scaled to one replica: a budget keeping one pod up would block every drain,
+            # and the tenant reconcile's pruning does not know a part's objects.
+            self._delete_ours(ctx, PDB, POOLER_NAME, why="one replica needs no budget")
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
@@ -304,17 +308,24 @@ class PoolerPart:
                 timeout_seconds=self.settings.check_timeout_seconds,
             )
         except DataError as exc:
+            # The text of the error is partly the answerer's: it goes to the log (redacted
+            # already), never into status, which tenants read and trust.
+            log.info("tenant %s: the login through the pooler failed: %s", ctx.name, exc)
             result.conditions[CONDITION_TYPE] = Observation(
-                "False", exc.reason, clip(exc.safe_message)
+                "False",
+                exc.reason,
+                f"a login through the pooler's Service failed ({exc.reason}); the "
+                "operator's log has the details",
             )
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
         result.conditions[CONDITION_TYPE] = Observation(
             "True",
             "Serving",
-            f"the tenant's role logs in through the pooler ({pooler.replicas} replicas, "
-            f"{pooler.mode} pooling, at most {pooler.pool_size} server connections each) "
-            f"to database {target.dbname} on site {site_name}",
+            f"a login through the pooler's Service succeeded as the tenant's role, to "
+            f"database {target.dbname} on site {site_name} ({pooler.replicas} replicas of "
+            f"the current configuration, {pooler.mode} pooling, at most {pooler.pool_size} "
+            "server connections each)",
         )
         return result
 
@@ -370,11 +381,15 @@ class PoolerPart:
     def _remove(self, ctx: TenantContext) -> None:
         """Delete the pooler's objects that are provably ours (labels of this tenant)."""
         for kind, name in self._owned():
-            live = self.kube.get(kind, name, namespace=ctx.namespace)
-            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
-            if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-                continue
-            if labels.get(TENANT_LABEL) != ctx.name:
-                continue
-            self.kube.delete(kind, name, namespace=ctx.namespace)
-            log.info("tenant %s: deleted %s %s (pooler switched off)", ctx.name, kind.kind, name)
+            self._delete_ours(ctx, kind, name, why="pooler switched off")
+
+    def _delete_ours(self, ctx: TenantContext, kind: Kind, name: str, *, why: str) -> None:
+        """Delete `kind` `name` if it carries the operator's labels for this tenant."""
+        live = self.kube.get(kind, name, namespace=ctx.namespace)
+        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return
+        if labels.get(TENANT_LABEL) != ctx.name:
+            return
+        self.kube.delete(kind, name, namespace=ctx.namespace)
+        log.info("tenant %s: deleted %s %s (%s)", ctx.name, kind.kind, name, why)

@@ -320,6 +320,50 @@ def test_a_released_credentials_secret_cannot_plant_a_verifier_in_the_auth_file(
     assert planted not in condition.message
 
 
+def test_scaling_the_pooler_to_one_replica_deletes_its_pdb(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True, "replicas": 2})).objects:
+        kube.apply(obj)
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is not None
+    result = pooler.reconcile(context({"enabled": True, "replicas": 1}))
+    assert "PodDisruptionBudget" not in [o["kind"] for o in result.objects]
+    # A budget of one pod kept up, over a single replica, would block every node drain.
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is None
+    # Not someone else's budget of that name.
+    foreign = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": POOLER_NAME, "namespace": NS, "labels": {"app": "theirs"}},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "theirs"}}},
+    }
+    kube.apply(foreign)
+    pooler.reconcile(context({"enabled": True, "replicas": 1}))
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is not None
+
+
+def test_ready_says_what_was_checked_and_never_the_answerers_text(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True, "replicas": 1})
+    rendered = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    ready = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert "a login through the pooler's Service succeeded" in ready.message
+    logins.error = AuthenticationFailed(
+        "the pooler refused: FATAL: visit https://evil.example to fix your pooler"
+    )
+    failed = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert failed.reason == "AuthenticationFailed"
+    assert "evil.example" not in failed.message
+    assert "a login through the pooler's Service failed" in failed.message
+
+
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
     assert PoolerSettings.from_environment({}).image.image == DEFAULT_POOLER_IMAGE
     chosen = PoolerSettings.from_environment(
