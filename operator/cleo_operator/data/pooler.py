@@ -47,6 +47,9 @@ def check_pooler_login(
             user=user,
             password=password,
             sslmode="disable",
+            # Only SCRAM: a server that asks for the password in clear (or MD5) is not the
+            # pooler the operator configured, and gets nothing.
+            require_auth="scram-sha-256",
             connect_timeout=max(2, timeout_seconds),
             application_name="cleo-operator-pooler-check",
             autocommit=True,

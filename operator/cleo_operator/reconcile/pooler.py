@@ -19,10 +19,12 @@ itself stays direct: migration and backup Jobs connect to the site with it.
 **PoolerReady.** True only when the pooler's Deployment runs the current configuration on
 every replica (the hash of the template, the Deployment's observed generation, updated and
 available replicas) *and* a real login through the Service as the tenant's role runs
-``SELECT 1`` (`data.pooler`): a pod whose port answers but whose password is stale, or that
-cannot reach the site, is not a pool. The login runs from the operator's pod, so the part
-adds one NetworkPolicy that admits the operator's namespace to the pooler's port; the
-check waits at most `PoolerSettings.check_timeout_seconds`.
+``SELECT 1`` (`data.pooler`), at the Service's cluster IP, never a DNS name (see
+`service_address`), and only once the Service is provably the operator's: a pod whose
+port answers but whose password is stale, or that cannot reach the site, is not a pool.
+The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
+the operator's pods to the pooler's port; the check waits at most
+`PoolerSettings.check_timeout_seconds`.
 
 **Switching it off** deletes what the part made (only objects that carry the operator's
 labels for this tenant) and removes the condition; the workload goes back to the site
@@ -32,6 +34,7 @@ directly in the same reconcile.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -78,6 +81,8 @@ __all__ = [
     "pooler_target",
     "render_check_policy",
     "routes_workload",
+    "service_address",
+    "verified_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -222,6 +227,43 @@ def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeO
     }
 
 
+def service_address(service: KubeObject) -> tuple[str, int]:
+    """The pooler's address from its Service (`verified_service`): its cluster IP.
+
+    Never a DNS name: ``cleo-pooler.<ns>.svc`` is relative, and with the cluster's
+    ``ndots:5`` it is first tried under the search domains, where a name of namespace
+    ``svc`` answers; whoever made that name would receive the tenant's login.
+    """
+    return str(service["spec"]["clusterIP"]), SERVICE_PORT
+
+
+def verified_service(
+    service: KubeObject | None, *, tenant: str, uid: str
+) -> tuple[KubeObject | None, str]:
+    """`service` when it is provably the operator's pooler Service of this tenant (its
+    labels, an owner reference with the tenant's uid, a cluster IP); else None and why."""
+    if service is None:
+        return None, "the pooler's Service does not exist yet"
+    meta = service.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owners = meta.get("ownerReferences") or []
+    if (
+        labels.get(MANAGED_BY_LABEL) != MANAGED_BY
+        or labels.get(TENANT_LABEL) != tenant
+        or not any(isinstance(o, Mapping) and o.get("uid") == uid for o in owners)
+    ):
+        return None, (
+            f"Service {POOLER_NAME} is not the operator's for this tenant (labels or owner): "
+            "the login check does not go to it"
+        )
+    cluster_ip = str((service.get("spec") or {}).get("clusterIP") or "")
+    try:
+        ipaddress.ip_address(cluster_ip)
+    except ValueError:
+        return None, f"Service {POOLER_NAME} has no cluster IP yet"
+    return service, ""
+
+
 class PoolerPart:
     """``spec.database.pooler`` as a `TenantPart`; after `DatabasePart` in ``parts=[...]``."""
 
@@ -233,15 +275,15 @@ class PoolerPart:
         operator_namespace: str,
         settings: PoolerSettings | None = None,
         check: PoolerCheck = check_pooler_login,
-        address: Callable[[str], tuple[str, int]] | None = None,
+        address: Callable[[KubeObject], tuple[str, int]] = service_address,
     ) -> None:
         self.kube = kube
         self.databases = databases
         self.operator_namespace = operator_namespace
         self.settings = settings or PoolerSettings()
         self.check = check
-        # Where the operator reaches a namespace's pooler: its Service, by cluster DNS.
-        self.address = address or (lambda ns: (f"{POOLER_NAME}.{ns}.svc", SERVICE_PORT))
+        # Where the operator reaches a pooler, from its verified Service (`service_address`).
+        self.address = address
 
     def reconcile(self, ctx: TenantContext) -> PartResult:
         database = ctx.spec.database
@@ -297,7 +339,16 @@ class PoolerPart:
             result.conditions[CONDITION_TYPE] = rollout
             result.requeue_after = self.settings.rolling_requeue_seconds
             return result
-        host, port = self.address(ctx.namespace)
+        service, why = verified_service(
+            self.kube.get(SERVICE, POOLER_NAME, namespace=ctx.namespace),
+            tenant=ctx.name,
+            uid=ctx.uid,
+        )
+        if service is None:
+            result.conditions[CONDITION_TYPE] = Observation("False", "ServiceNotVerified", why)
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
+        host, port = self.address(service)
         try:
             self.check(
                 host=host,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,8 +115,17 @@ def part(kube: FakeKube, databases: TenantDatabases, logins: Logins) -> PoolerPa
         operator_namespace="cleo-system",
         settings=PoolerSettings(),
         check=logins,
-        address=lambda ns: (f"pooler-of-{ns}", 5432),
     )
+
+
+CLUSTER_IP = "10.96.12.34"
+
+
+def service_as_the_api_server_allocates(kube: FakeKube, rendered: list[dict[str, Any]]) -> None:
+    """Apply the rendered Service with the cluster IP the API server would give it."""
+    service = copy.deepcopy(next(o for o in rendered if o["kind"] == "Service"))
+    service["spec"]["clusterIP"] = CLUSTER_IP
+    kube.apply(service)
 
 
 def deployment_as_the_controller_reports(
@@ -189,6 +199,7 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True})
     first = pooler.reconcile(ctx)
+    service_as_the_api_server_allocates(kube, first.objects)
     rendered = next(o for o in first.objects if o["kind"] == "Deployment")
     deployment_as_the_controller_reports(kube, rendered, available=1)
     half = pooler.reconcile(ctx)
@@ -202,7 +213,7 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     assert ready.conditions[CONDITION_TYPE].reason == "Serving"
     assert logins.calls == [
         {
-            "host": f"pooler-of-{NS}",
+            "host": CLUSTER_IP,
             "port": 5432,
             "dbname": "cleo_acme",
             "user": "cleo_acme",
@@ -222,7 +233,9 @@ def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(
     logins.error = AuthenticationFailed("the pooler refused the tenant's role cleo_acme")
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    rendered = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    rendered = next(o for o in first if o["kind"] == "Deployment")
     deployment_as_the_controller_reports(kube, rendered, available=1)
     result = pooler.reconcile(ctx)
     condition = result.conditions[CONDITION_TYPE]
@@ -351,7 +364,9 @@ def test_ready_says_what_was_checked_and_never_the_answerers_text(
     logins = Logins()
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    rendered = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    rendered = next(o for o in first if o["kind"] == "Deployment")
     deployment_as_the_controller_reports(kube, rendered, available=1)
     ready = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
     assert "a login through the pooler's Service succeeded" in ready.message
@@ -362,6 +377,48 @@ def test_ready_says_what_was_checked_and_never_the_answerers_text(
     assert failed.reason == "AuthenticationFailed"
     assert "evil.example" not in failed.message
     assert "a login through the pooler's Service failed" in failed.message
+
+
+@pytest.mark.security
+def test_the_login_check_never_goes_through_the_dns_search_list(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # "cleo-pooler.<ns>.svc" with ndots:5 is tried under the search domains first, where
+    # whoever owns namespace "svc" answers: the check connects to the Service's cluster IP,
+    # and only to a Service that is provably the operator's for this tenant.
+    write_credentials(kube)
+    logins = Logins()
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True, "replicas": 1})
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    rendered = next(o for o in first if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    assert pooler.reconcile(ctx).conditions[CONDITION_TYPE].status == "True"
+    (call,) = logins.calls
+    assert ipaddress.ip_address(call["host"]) == ipaddress.ip_address(CLUSTER_IP)
+    # A Service of that name that is not the operator's, or is another tenant's: no login.
+    service = kube.get(SERVICE, POOLER_NAME, namespace=NS)
+    assert service is not None
+    for change in (
+        {"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone"}}},
+        {
+            "metadata": {
+                "ownerReferences": [{**service["metadata"]["ownerReferences"][0], "uid": "x"}]
+            }
+        },
+        {"spec": {"clusterIP": "None"}},
+    ):
+        kube.delete(SERVICE, POOLER_NAME, namespace=NS)
+        forged = copy.deepcopy(service)
+        for key, value in change.items():
+            forged[key] = {**forged[key], **value}
+        forged["metadata"].pop("resourceVersion", None)
+        kube.create(forged)
+        logins.calls.clear()
+        condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert logins.calls == [], change
+        assert (condition.status, condition.reason) == ("False", "ServiceNotVerified"), change
 
 
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
