@@ -23,7 +23,7 @@ import pytest
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
-from cleo_operator.data.pooler import PoolerCheckFailed, check_pooler_login
+from cleo_operator.data.pooler import PoolerBusy, PoolerCheckFailed, check_pooler_login
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
@@ -169,6 +169,32 @@ def test_a_rotated_password_works_after_the_roll(
         login(bouncer, tenant, new)
         with pytest.raises(AuthenticationFailed):
             login(bouncer, tenant, old)
+
+
+def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    # The workload holds the whole pool idle in transaction: PgBouncer queues the check's
+    # SELECT 1 for up to query_wait_timeout (120 s). The check gives up at its own
+    # deadline, cancels, and says the pool is busy, not that the pooler is down.
+    pools, tenant, password = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=1)
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+        with connect(bouncer, tenant, password) as holder:
+            holder.execute("SELECT 1")  # a transaction is open: the server connection is its
+            started = time.monotonic()
+            with pytest.raises(PoolerBusy):
+                check_pooler_login(
+                    host=bouncer.host,
+                    port=bouncer.port,
+                    dbname=role_of(tenant),
+                    user=role_of(tenant),
+                    password=password,
+                    timeout_seconds=2,
+                )
+            assert time.monotonic() - started < 4
+            holder.rollback()
+        login(bouncer, tenant, password)  # the pool is free again: the check passes
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ available replicas) *and* a real login through the Service as the tenant's role 
 port answers but whose password is stale, or that cannot reach the site, is not a pool.
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
-`PoolerSettings.check_timeout_seconds`.
+`PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread.
 
 **Switching it off** deletes what the part made (only objects that carry the operator's
 labels for this tenant) and removes the condition; the workload goes back to the site
@@ -33,10 +34,13 @@ directly in the same reconcile.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -107,7 +111,12 @@ class PoolerSettings:
     image: PoolerImage = dataclasses.field(default_factory=PoolerImage)
     """The PgBouncer image and its pull policy."""
     check_timeout_seconds: int = 2
-    """Longest the login check through a pooler waits (it runs in the reconcile)."""
+    """Longest the login check through a pooler waits for its answer (then it cancels)."""
+    check_grace_seconds: float = 1.5
+    """How much longer than that the reconcile waits for the check's lane (the cancel, and
+    cutting an answerer that ignores it); after it, the check is reported pending."""
+    check_lane_width: int = 4
+    """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
     """Look again this soon while the pooler rolls out."""
     failed_requeue_seconds: float = 10.0
@@ -284,6 +293,17 @@ class PoolerPart:
         self.check = check
         # Where the operator reaches a pooler, from its verified Service (`service_address`).
         self.address = address
+        # Database work never runs in a reconcile's worker thread: the login runs in this
+        # lane, one check per namespace at a time, and the reconcile waits only so long.
+        self._lane = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.check_lane_width, thread_name_prefix="pooler-check"
+        )
+        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._running_lock = threading.RLock()  # a done future calls back at once
+
+    def close(self) -> None:
+        """Stop the check lane (a running check ends at its own deadline)."""
+        self._lane.shutdown(wait=False, cancel_futures=True)
 
     def reconcile(self, ctx: TenantContext) -> PartResult:
         database = ctx.spec.database
@@ -349,15 +369,31 @@ class PoolerPart:
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
         host, port = self.address(service)
-        try:
-            self.check(
+        future = self._submit_check(
+            ctx.namespace,
+            functools.partial(
+                self.check,
                 host=host,
                 port=port,
                 dbname=target.dbname,
                 user=target.user,
                 password=stored.password,
                 timeout_seconds=self.settings.check_timeout_seconds,
+            ),
+        )
+        wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
+        try:
+            if future is None:
+                raise concurrent.futures.TimeoutError
+            future.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            result.conditions[CONDITION_TYPE] = Observation(
+                "False",
+                "CheckPending",
+                f"the login through the pooler's Service has not answered within {wait:g}s",
             )
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
         except DataError as exc:
             # The text of the error is partly the answerer's: it goes to the log (redacted
             # already), never into status, which tenants read and trust.
@@ -379,6 +415,24 @@ class PoolerPart:
             "server connections each)",
         )
         return result
+
+    def _submit_check(
+        self, namespace: str, call: Callable[[], None]
+    ) -> concurrent.futures.Future[None] | None:
+        """Start the check of `namespace`'s pooler; None while its last one still runs."""
+        with self._running_lock:
+            running = self._running.get(namespace)
+            if running is not None and not running.done():
+                return None
+            future = self._lane.submit(call)
+            self._running[namespace] = future
+            future.add_done_callback(lambda done: self._forget(namespace, done))
+            return future
+
+    def _forget(self, namespace: str, future: concurrent.futures.Future[None]) -> None:
+        with self._running_lock:
+            if self._running.get(namespace) is future:
+                del self._running[namespace]
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
         """Delete: nothing to do (the tenant owns the objects; the collector removes them).

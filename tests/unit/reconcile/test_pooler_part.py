@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import datetime
 import ipaddress
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -419,6 +421,44 @@ def test_the_login_check_never_goes_through_the_dns_search_list(
         condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
         assert logins.calls == [], change
         assert (condition.status, condition.reason) == ("False", "ServiceNotVerified"), change
+
+
+def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The login runs in the part's own lane; the reconcile waits for it only so long, and a
+    # check still running is not started twice for the same pooler.
+    write_credentials(kube)
+    release = threading.Event()
+    logins = Logins()
+
+    def hanging(**kwargs: Any) -> None:
+        logins(**kwargs)
+        release.wait(10)
+
+    pooler = PoolerPart(
+        kube,
+        databases,
+        operator_namespace="cleo-system",
+        settings=PoolerSettings(check_timeout_seconds=1, check_grace_seconds=0.2),
+        check=hanging,
+    )
+    ctx = context({"enabled": True, "replicas": 1})
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    deployment_as_the_controller_reports(
+        kube, next(o for o in first if o["kind"] == "Deployment"), available=1
+    )
+    try:
+        started = time.monotonic()
+        condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert time.monotonic() - started < 2
+        assert (condition.status, condition.reason) == ("False", "CheckPending")
+        pooler.reconcile(ctx)
+        assert len(logins.calls) == 1  # the running check was not started again
+    finally:
+        release.set()
+    pooler.close()
 
 
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
