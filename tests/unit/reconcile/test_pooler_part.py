@@ -9,9 +9,12 @@ pgbouncer, and tests/integration/test_pooler_cluster.py the part on a real API s
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import ipaddress
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +26,16 @@ from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
-from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE
+from cleo_operator.kube.kinds import (
+    DEPLOYMENT,
+    EVENT,
+    NAMESPACE,
+    NETWORK_POLICY,
+    PDB,
+    SECRET,
+    SERVICE,
+)
+from cleo_operator.kube.kinds import TENANT as TENANT_KIND
 from cleo_operator.reconcile.database_passwords import StoredPassword, password_fingerprint
 from cleo_operator.reconcile.database_secret import render_credentials_secret
 from cleo_operator.reconcile.pooler import (
@@ -34,11 +46,13 @@ from cleo_operator.reconcile.pooler import (
     observe_rollout,
     routes_workload,
 )
+from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE, POOLER_HASH_ANNOTATION, POOLER_NAME
 from tests.harness.fake_kube import FakeKube
+from tests.unit.reconcile.test_tenant_decisions import add_tenant
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 TENANT, UID, NS = "acme", "0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10", "cleo-acme"
@@ -459,6 +473,46 @@ def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
     finally:
         release.set()
     pooler.close()
+
+
+@pytest.mark.security
+def test_a_refused_pooler_secret_write_carries_no_password(
+    kube: FakeKube, databases: TenantDatabases, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API server's or an admission's message may quote what was sent: the Secret's
+    # values (base64), so the auth file and the URL with the password in them.
+    tenants = TenantReconciler(
+        kube,
+        parts=[PoolerPart(kube, databases, operator_namespace="cleo-system", check=Logins())],
+        operator_namespace="cleo-system",
+        now=lambda: NOW,
+    )
+    kube.patch_merge(NAMESPACE, NS, {"metadata": {"annotations": {"cleoai.io/adopt": TENANT}}})
+    add_tenant(
+        kube,
+        TENANT,
+        {
+            "workload": {"image": "registry.example/cleoai:1", "replicas": 1},
+            "autoscaling": {"enabled": False},
+            "database": {"enabled": True, "site": "main", "pooler": {"enabled": True}},
+        },
+    )
+    tenants.reconcile(TENANT)
+    write_credentials(kube)
+    userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    quoted = base64.b64encode(userlist.encode()).decode()
+    kube.refuse(
+        "apply",
+        SECRET,
+        POOLER_NAME,
+        message=f"data[userlist.txt]: Invalid value: {quoted!r}, password {PASSWORD}",
+    )
+    with caplog.at_level(logging.DEBUG):
+        tenants.reconcile(TENANT)
+    seen = json.dumps(kube.get(TENANT_KIND, TENANT)) + json.dumps(kube.objects(EVENT)) + caplog.text
+    assert "cleo-pooler" in seen  # the refusal is reported
+    assert PASSWORD not in seen
+    assert quoted not in seen
 
 
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
