@@ -27,7 +27,11 @@ from cleo_operator.data.errors import DataError
 from cleo_operator.data.pooler import check_pooler_login
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.reconcile.database_secret import credentials_values
-from cleo_operator.reconcile.pooler import pooler_target, render_check_policy
+from cleo_operator.reconcile.pooler import (
+    DEFAULT_OPERATOR_POD_LABELS,
+    pooler_target,
+    render_check_policy,
+)
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.child import workload_pod_labels
 from cleo_operator.render.meta import tenant_owner
@@ -82,7 +86,8 @@ WORKLOAD = Pod(
 )
 POOLER = Pod(NS, {**pooler_selector(TENANT)}, TENANT_NS_LABELS)
 JOB = Pod(NS, {"job-name": "migrate"}, TENANT_NS_LABELS)
-OPERATOR = Pod(OPERATOR_NS, {"app.kubernetes.io/name": "cleo-operator"})
+OPERATOR = Pod(OPERATOR_NS, dict(DEFAULT_OPERATOR_POD_LABELS))
+BACKUP_RUNNER = Pod(OPERATOR_NS, {"app.kubernetes.io/name": "cleo-backup"})
 OTHER_TENANT = Pod("cleo-other", {"app": "anything"}, {"cleoai.io/tenant": "other"})
 
 
@@ -94,6 +99,15 @@ def test_the_workload_reaches_the_site_only_through_the_pooler() -> None:
     # Nowhere else: the pooler's way out is the site's port, no other.
     assert not can_reach_ip(rules, POOLER, SITE_IP, port=22)
     assert not can_reach_ip(rules, POOLER, "203.0.113.9", port=SITE_PORT)
+
+
+def test_only_the_operator_pod_reaches_the_poolers_port() -> None:
+    # Other pods of the operator's namespace (a backup runner, a debugging pod) are not the
+    # operator: they get no way to the tenant's pool.
+    rules = policies()
+    assert can_connect(rules, OPERATOR, POOLER, port=POOLER_PORT)
+    assert not can_connect(rules, BACKUP_RUNNER, POOLER, port=POOLER_PORT)
+    assert not can_connect(rules, Pod(OPERATOR_NS, {}), POOLER, port=POOLER_PORT)
 
 
 def test_only_the_operator_namespace_is_let_in_and_only_to_the_poolers_port() -> None:

@@ -40,6 +40,7 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -57,7 +58,7 @@ from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_sto
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.child import child_metadata
+from cleo_operator.render.child import child_metadata, sorted_map
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
@@ -76,6 +77,7 @@ from cleo_operator.render.pooler import (
 __all__ = [
     "CHECK_POLICY",
     "CONDITION_TYPE",
+    "DEFAULT_OPERATOR_POD_LABELS",
     "IMAGE_ENV",
     "IMAGE_PULL_POLICY_ENV",
     "PoolerCheck",
@@ -95,6 +97,9 @@ CONDITION_TYPE: Final = "PoolerReady"
 IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
 IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+OPERATOR_POD_LABELS_ENV: Final = "CLEO_OPERATOR_POD_LABELS"
+DEFAULT_OPERATOR_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "cleo-operator"}
+"""The operator's own pods' labels (the chart's selector labels), when not configured."""
 CHECK_POLICY: Final = "cleo-allow-pooler-check"
 """The NetworkPolicy that lets the operator's own login check reach the pooler's port."""
 _OWNED_KINDS: Final[tuple[Kind, ...]] = (PDB, SERVICE, DEPLOYMENT, SECRET)
@@ -115,6 +120,11 @@ class PoolerSettings:
     check_grace_seconds: float = 1.5
     """How much longer than that the reconcile waits for the check's lane (the cancel, and
     cutting an answerer that ignores it); after it, the check is reported pending."""
+    operator_pod_labels: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_OPERATOR_POD_LABELS)
+    )
+    """Labels of the operator's own pods: only they may reach a pooler's port (`CHECK_POLICY`),
+    not every pod of the operator's namespace."""
     check_lane_width: int = 4
     """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
@@ -135,7 +145,28 @@ class PoolerSettings:
             raise ValueError(
                 f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
             )
-        return cls(image=PoolerImage(image=image, pull_policy=policy))
+        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))
+        return cls(
+            image=PoolerImage(image=image, pull_policy=policy),
+            operator_pod_labels=labels or dict(DEFAULT_OPERATOR_POD_LABELS),
+        )
+
+
+_LABEL_PART: Final = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    """``key=value,key=value`` (`OPERATOR_POD_LABELS_ENV`); a bad pair names the variable."""
+    labels: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not _LABEL_PART.match(key) or not _LABEL_PART.match(value):
+            raise ValueError(
+                f"{OPERATOR_POD_LABELS_ENV}: {pair!r} is not a label key=value "
+                "(comma-separated pairs, the operator pods' own labels)"
+            )
+        labels[key] = value
+    return labels
 
 
 def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
@@ -199,12 +230,18 @@ def _had_condition(conditions: Iterable[object] | None) -> bool:
     )
 
 
-def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeObject:
-    """`CHECK_POLICY`: the operator's namespace may reach the pooler's port, nothing else.
+def render_check_policy(
+    ctx: TenantContext,
+    *,
+    operator_namespace: str,
+    operator_pod_labels: Mapping[str, str] = DEFAULT_OPERATOR_POD_LABELS,
+) -> KubeObject:
+    """`CHECK_POLICY`: the operator's pods may reach the pooler's port, nothing else.
 
-    By the namespace's name label, which the API server sets and nobody can forge; the
-    pooler's pods are selected by labels the tenant-protection policy keeps tenant admins
-    from putting on pods of their own.
+    By the namespace's name label, which the API server sets and nobody can forge, and the
+    operator pods' own labels, so that other pods of its namespace (backup runners) get
+    nothing; the pooler's pods are selected by labels the tenant-protection policy keeps
+    tenant admins from putting on pods of their own.
     """
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": pooler_selector(ctx.name)},
@@ -215,7 +252,8 @@ def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeO
                     {
                         "namespaceSelector": {
                             "matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}
-                        }
+                        },
+                        "podSelector": {"matchLabels": sorted_map(operator_pod_labels)},
                     }
                 ],
                 "ports": [{"protocol": "TCP", "port": POOLER_PORT}],
@@ -343,7 +381,11 @@ class PoolerPart:
             POOLER_HASH_ANNOTATION
         ]
         result.objects = [
-            render_check_policy(ctx, operator_namespace=self.operator_namespace),
+            render_check_policy(
+                ctx,
+                operator_namespace=self.operator_namespace,
+                operator_pod_labels=self.settings.operator_pod_labels,
+            ),
             *objects,
         ]
         if not any(o["kind"] == PDB.kind for o in objects):

@@ -529,6 +529,15 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE_PULL_POLICY": "Sometimes"})
     with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE"):
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE": "pgbouncer latest"})
+    labels = "app.kubernetes.io/name=cleo-operator,app.kubernetes.io/instance=prod"
+    assert PoolerSettings.from_environment(
+        {"CLEO_OPERATOR_POD_LABELS": labels}
+    ).operator_pod_labels == {
+        "app.kubernetes.io/name": "cleo-operator",
+        "app.kubernetes.io/instance": "prod",
+    }
+    with pytest.raises(ValueError, match="CLEO_OPERATOR_POD_LABELS"):
+        PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": "app=cleo operator"})
 
 
 def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
