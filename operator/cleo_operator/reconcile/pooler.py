@@ -27,9 +27,10 @@ the operator's pods to the pooler's port; the check waits at most
 `PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
 ``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread.
 
-**Switching it off** deletes what the part made (only objects that carry the operator's
-labels for this tenant) and removes the condition; the workload goes back to the site
-directly in the same reconcile.
+**Switching it off**: the workload goes back to the site directly in the same reconcile;
+what the part made (only objects that carry the operator's labels for this tenant, found
+live, not from status) is deleted once the workload's Deployment has rolled off the
+pooler, and then the condition goes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -58,7 +60,7 @@ from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_sto
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.child import child_metadata, sorted_map
+from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
@@ -223,6 +225,27 @@ def observe_rollout(
     return None
 
 
+def _workload_on_pooler(deployment: KubeObject | None) -> str | None:
+    """Why the workload may still use the pooler (its template reads the pooler's Secret,
+    or pods of an older template run); None once it has rolled off it, or has none."""
+    if deployment is None:
+        return None
+    spec = deployment.get("spec") or {}
+    if POOLER_NAME in json.dumps(spec.get("template") or {}):
+        return "the workload's template still goes through the pooler; it is kept until it rolls"
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    rolled = _int(status.get("observedGeneration")) >= _int(meta.get("generation")) and _int(
+        status.get("replicas")
+    ) <= _int(status.get("updatedReplicas"))
+    if not rolled:
+        return (
+            "pods of the workload's previous template may still use the pooler; it is "
+            "kept until they are gone"
+        )
+    return None
+
+
 def _had_condition(conditions: Iterable[object] | None) -> bool:
     return any(
         isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE
@@ -347,10 +370,7 @@ class PoolerPart:
         database = ctx.spec.database
         result = PartResult()
         if not (database.enabled and database.pooler.enabled):
-            if _had_condition(ctx.status.get("conditions")):
-                self._remove(ctx)
-                result.remove_conditions.add(CONDITION_TYPE)
-            return result
+            return self._switch_off(ctx, result)
         try:
             site_name = database_site(ctx.spec, ctx.annotations)
             site = self.databases.pools.site(site_name)
@@ -525,18 +545,45 @@ class PoolerPart:
             result.fingerprints["pooler"] = str(annotations.get(POOLER_HASH_ANNOTATION, ""))
         return result
 
-    def _remove(self, ctx: TenantContext) -> None:
-        """Delete the pooler's objects that are provably ours (labels of this tenant)."""
-        for kind, name in self._owned():
-            self._delete_ours(ctx, kind, name, why="pooler switched off")
+    def _switch_off(self, ctx: TenantContext, result: PartResult) -> PartResult:
+        """Remove the pooler once nothing of the workload uses it any more.
 
-    def _delete_ours(self, ctx: TenantContext, kind: Kind, name: str, *, why: str) -> None:
-        """Delete `kind` `name` if it carries the operator's labels for this tenant."""
+        Decided from the live objects (those with the operator's labels for this tenant),
+        never from status, which a lost write or a re-adopted tenant leaves without the
+        condition. The workload goes back to the site in this same reconcile (its template
+        no longer names the pooler), but its pods roll after: the pooler's Service and
+        Secret stay until the workload's Deployment has rolled out a template that does not
+        read them, or its old pods would lose their pool and a restarted one its
+        ``secretKeyRef``.
+        """
+        ours = [(kind, name) for kind, name in self._owned() if self._ours(ctx, kind, name)]
+        if not ours:
+            if _had_condition(ctx.status.get("conditions")):
+                result.remove_conditions.add(CONDITION_TYPE)
+            return result
+        waiting = _workload_on_pooler(
+            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace)
+        )
+        if waiting is not None:
+            result.conditions[CONDITION_TYPE] = Observation("False", "SwitchingOff", waiting)
+            result.requeue_after = self.settings.rolling_requeue_seconds
+            return result
+        for kind, name in ours:
+            self._delete_ours(ctx, kind, name, why="pooler switched off")
+        result.remove_conditions.add(CONDITION_TYPE)
+        return result
+
+    def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
+        """`kind` `name` if it carries the operator's labels for this tenant."""
         live = self.kube.get(kind, name, namespace=ctx.namespace)
         labels = ((live or {}).get("metadata") or {}).get("labels") or {}
         if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-            return
-        if labels.get(TENANT_LABEL) != ctx.name:
+            return None
+        return live if labels.get(TENANT_LABEL) == ctx.name else None
+
+    def _delete_ours(self, ctx: TenantContext, kind: Kind, name: str, *, why: str) -> None:
+        """Delete `kind` `name` if it carries the operator's labels for this tenant."""
+        if self._ours(ctx, kind, name) is None:
             return
         self.kube.delete(kind, name, namespace=ctx.namespace)
         log.info("tenant %s: deleted %s %s (%s)", ctx.name, kind.kind, name, why)

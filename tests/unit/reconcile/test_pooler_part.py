@@ -318,6 +318,98 @@ def test_switching_it_off_deletes_what_is_ours_and_drops_the_condition(
     assert kube.get(SECRET, "cleo-database", namespace=NS) is not None
 
 
+def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
+    """The tenant's workload Deployment as the tenant reconcile left it and the deployment
+    controller reports it (no controller runs here): on the pooler's route or not, and
+    with its old pods gone (`rolled`) or not."""
+    env = (
+        [
+            {
+                "name": "DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": POOLER_NAME, "key": "DATABASE_URL"}},
+            }
+        ]
+        if pooled
+        else []
+    )
+    kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "cleoai", "namespace": NS},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "cleoai"}},
+                "template": {
+                    "metadata": {"labels": {"app": "cleoai"}},
+                    "spec": {"containers": [{"name": "cleoai", "image": "x", "env": env}]},
+                },
+            },
+        }
+    )
+    live = kube.get(DEPLOYMENT, "cleoai", namespace=NS)
+    assert live is not None
+    kube.patch_merge(
+        DEPLOYMENT,
+        "cleoai",
+        {
+            "status": {
+                "observedGeneration": live["metadata"]["generation"],
+                "replicas": 2 if rolled else 4,
+                "updatedReplicas": 2,
+                "availableReplicas": 2,
+            }
+        },
+        namespace=NS,
+        subresource="status",
+    )
+
+
+def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    workload(kube, pooled=False, rolled=True)
+    # No PoolerReady in status (a lost write, a crash, a re-adopted tenant): what decides
+    # is what lives in the namespace with the operator's labels.
+    pooler.reconcile(context({"enabled": False}, status={}))
+    for kind in (SECRET, DEPLOYMENT, SERVICE, PDB):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
+    assert kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS) is None
+
+
+def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    had = {"conditions": [{"type": CONDITION_TYPE, "status": "True"}]}
+    off = context({"enabled": False}, status=had)
+    # The workload's template still reads the pooler's Secret: its pods would fail to start.
+    workload(kube, pooled=True, rolled=True)
+    waiting = pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS) is not None
+    assert waiting.requeue_after is not None
+    assert CONDITION_TYPE not in waiting.remove_conditions
+    assert waiting.conditions[CONDITION_TYPE].reason == "SwitchingOff"
+    # The template is direct again, but old pods (still on the pooler) run.
+    workload(kube, pooled=False, rolled=False)
+    pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+    # The roll is done: now the pooler goes.
+    workload(kube, pooled=False, rolled=True)
+    done = pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is None
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS) is None
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
 def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
