@@ -27,7 +27,7 @@ from cleo_operator.data.pooler import PoolerBusy, PoolerCheckFailed, check_poole
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
-from cleo_operator.render.pooler import pooler_config_hash, pooler_config_values
+from cleo_operator.render.pooler import CLIENT_URL_KEY, pooler_config_hash, pooler_config_values
 from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
 from tests.harness.postgres import PostgresServer
 from tests.harness.postgres_tls import issue_server_certificate, make_authority
@@ -195,6 +195,41 @@ def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
             assert time.monotonic() - started < 4
             holder.rollback()
         login(bouncer, tenant, password)  # the pool is free again: the check passes
+
+
+def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
+    postgres_site_pools: SitePools, provisioned: tuple[SitePools, str, str]
+) -> None:
+    # The workload authenticates to the pooler with a client credential of the pooler's
+    # own, which a rotation of the role's password does not change: the workload's URL
+    # stays, so its pods do not roll, and old and new pooler pods both accept them. Only
+    # the pooler's login to the server changes.
+    pools, tenant, old = provisioned
+    client = new_password()
+    pooler = PoolerSpec(enabled=True, pool_size=2)
+    site = pools.site("main")
+    target = pooler_target(site, tenant=tenant)
+    before = pooler_config_values(
+        target=target, pooler=pooler, password=old, client_password=client
+    )
+    with running_pgbouncer(before) as old_pod:
+        login(old_pod, tenant, client)  # a server connection of the old password, pooled
+        new = new_password()
+        ensure_tenant_database(
+            postgres_site_pools, "main", tenant=tenant, password=new, connection_limit=20
+        )
+        after = pooler_config_values(
+            target=target, pooler=pooler, password=new, client_password=client
+        )
+        assert after[CLIENT_URL_KEY] == before[CLIENT_URL_KEY]  # the workload keeps its URL
+        assert old not in after[CLIENT_URL_KEY]
+        assert new not in after[CLIENT_URL_KEY]
+        with running_pgbouncer(after) as new_pod:
+            for pod in (old_pod, new_pod):  # the same workload pod, on either pooler pod
+                with connect(pod, tenant, client) as conn:
+                    assert conn.execute("SELECT current_user").fetchone() == (role_of(tenant),)
+            with pytest.raises(AuthenticationFailed):
+                login(new_pod, tenant, old)  # the role's password is not a client credential
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,8 @@ def test_the_poolers_secret_holds_nothing_the_tenant_admin_cannot_already_read()
     assert not any("/etc/cleo/sites" in value for value in first.values())
     databases = first["pgbouncer.ini"].split("[databases]\n")[1].split("\n\n")[0]
     assert databases.splitlines() == [
-        "cleo_acme = host=pg.example.internal port=5432 dbname=cleo_acme user=cleo_acme"
+        "cleo_acme = host=pg.example.internal port=5432 dbname=cleo_acme user=cleo_acme "
+        f"password={'P' * 43}"
     ]
     assert first["userlist.txt"].splitlines() == [f'"cleo_acme" "{"P" * 43}"']
 

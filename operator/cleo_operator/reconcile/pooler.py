@@ -50,12 +50,15 @@ from typing import Any, Final
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.data.errors import DataError, UnknownSite
 from cleo_operator.data.pooler import check_pooler_login
+from cleo_operator.data.scram import is_operator_password
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE, Kind
+from cleo_operator.kube.secrets import secret_value
+from cleo_operator.reconcile.database_passwords import new_password
 from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
@@ -64,6 +67,8 @@ from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
+    CLIENT_URL_KEY,
     DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
@@ -72,6 +77,7 @@ from cleo_operator.render.pooler import (
     PoolerConfigError,
     PoolerImage,
     PoolerTarget,
+    pooler_client_fingerprint,
     pooler_selector,
     render_pooler,
 )
@@ -246,6 +252,15 @@ def _workload_on_pooler(deployment: KubeObject | None) -> str | None:
     return None
 
 
+def _client_fingerprint(secret: KubeObject | None) -> str:
+    """The workload's checksum input from the pooler's Secret: its URL and credential only
+    (`pooler_client_fingerprint`), never the role's password; "" when it has none."""
+    values = {key: secret_value(secret, key) for key in (CLIENT_PASSWORD_KEY, CLIENT_URL_KEY)}
+    if not all(values.values()):
+        return ""
+    return pooler_client_fingerprint({key: str(value) for key, value in values.items()})
+
+
 def _had_condition(conditions: Iterable[object] | None) -> bool:
     return any(
         isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE
@@ -384,6 +399,11 @@ class PoolerPart:
             )
         pooler = database.pooler
         target = pooler_target(site, tenant=ctx.name)
+        # The workload's own credential to the pooler: kept from the live Secret (so that a
+        # rotation of the role's password never changes the workload's URL), made anew only
+        # when there is none of the operator's form.
+        kept = secret_value(self._ours(ctx, SECRET, POOLER_NAME), CLIENT_PASSWORD_KEY)
+        client_password = kept if kept and is_operator_password(kept) else new_password()
         try:
             objects = render_pooler(
                 tenant=ctx.name,
@@ -392,6 +412,7 @@ class PoolerPart:
                 pooler=pooler,
                 target=target,
                 password=stored.password,
+                client_password=client_password,
                 image=self.settings.image,
             )
         except PoolerConfigError as exc:
@@ -415,7 +436,7 @@ class PoolerPart:
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = config_hash
+            result.fingerprints["pooler"] = _client_fingerprint(objects[0])
         rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
         if rollout is not None:
             result.conditions[CONDITION_TYPE] = rollout
@@ -439,7 +460,7 @@ class PoolerPart:
                 port=port,
                 dbname=target.dbname,
                 user=target.user,
-                password=stored.password,
+                password=client_password,
                 timeout_seconds=self.settings.check_timeout_seconds,
             ),
         )
@@ -539,10 +560,9 @@ class PoolerPart:
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
-            annotations = ((live or {}).get("spec") or {}).get("template", {}).get(
-                "metadata", {}
-            ).get("annotations") or {}
-            result.fingerprints["pooler"] = str(annotations.get(POOLER_HASH_ANNOTATION, ""))
+            result.fingerprints["pooler"] = _client_fingerprint(
+                self._ours(ctx, SECRET, POOLER_NAME)
+            )
         return result
 
     def _switch_off(self, ctx: TenantContext, result: PartResult) -> PartResult:

@@ -5,9 +5,13 @@ Pure: from the site's connection facts, the tenant's name, its password and
 
 Choices, and why:
 
-- **Authentication through the tenant's own role, with the plaintext password in the
-  auth file.** PgBouncer logs in to the server as the tenant's role (never the site's
-  admin), and authenticates its clients with SCRAM against the same auth file. The
+- **Two credentials: the role's, for the server, and the clients' own, for the pooler.**
+  PgBouncer logs in to the server as the tenant's role (never the site's admin) with the
+  role's password in its database entry, and authenticates its clients with SCRAM against
+  the auth file, which holds a client password of the pooler's own
+  (`CLIENT_PASSWORD_KEY`). A rotation of the role's password changes the first only: it
+  rolls the pooler, while the workload keeps its URL and never restarts for it, so new
+  workload pods never meet old pooler pods with another password (or the reverse). The
   alternative, the role's SCRAM verifier, would spare the pooler the plaintext, but
   PgBouncer can pass SCRAM through to the server only when its verifier is the *very*
   one the server stores (same salt and iteration count), and the server's copy is readable
@@ -64,6 +68,7 @@ from cleo_operator.render.k8s import ObjectMeta
 from cleo_operator.render.meta import TENANT_LABEL
 
 __all__ = [
+    "CLIENT_PASSWORD_KEY",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
     "DATABASE_ROUTE_LABEL",
@@ -79,6 +84,7 @@ __all__ = [
     "PoolerConfigError",
     "PoolerImage",
     "PoolerTarget",
+    "pooler_client_fingerprint",
     "pooler_client_url",
     "pooler_config_hash",
     "pooler_config_values",
@@ -98,6 +104,9 @@ SERVICE_PORT: Final = 5432
 """The Service's port: clients see PostgreSQL's usual port."""
 INI_KEY: Final = "pgbouncer.ini"
 USERLIST_KEY: Final = "userlist.txt"
+CLIENT_PASSWORD_KEY: Final = "CLIENT_PASSWORD"  # noqa: S105 - a key name, not a password
+"""The workload's own credential to the pooler (kept across reconciles and rotations of
+the role's password; only the operator reads it back)."""
 CLIENT_URL_KEY: Final = "DATABASE_URL"
 """The workload's DATABASE_URL through the pooler (read with ``secretKeyRef``; the pooler's
 pods do not mount it)."""
@@ -158,7 +167,7 @@ def _check_password(password: str) -> None:
 
 
 def render_userlist(*, user: str, password: str) -> str:
-    """PgBouncer's auth file: the tenant's role and its password, one line."""
+    """PgBouncer's auth file: the tenant's role and its clients' password, one line."""
     _check_password(password)
     return f'"{user}" "{password}"\n'
 
@@ -167,6 +176,7 @@ def render_pgbouncer_ini(
     *,
     target: PoolerTarget,
     pooler: PoolerSpec,
+    password: str,
     config_dir: str = CONFIG_DIR,
     listen_addr: str = "*",
     listen_port: int = POOLER_PORT,
@@ -174,11 +184,14 @@ def render_pgbouncer_ini(
     """``pgbouncer.ini`` for `target` and `pooler`; `config_dir` holds the auth file and CA.
 
     Only the tenant's database is served (no wildcard entry, no admin console users): a
-    client can reach nothing through the pooler that the role cannot reach directly.
+    client can reach nothing through the pooler that the role cannot reach directly. The
+    server login is the role's, with its `password` in the database entry (a forced user):
+    the clients' own credential, in the auth file, is another one.
     """
+    _check_password(password)
     db_line = (
         f"{target.dbname} = host={target.host} port={target.port} dbname={target.dbname} "
-        f"user={target.user}"
+        f"user={target.user} password={password}"
     )
     settings: dict[str, str] = {
         "listen_addr": listen_addr,
@@ -242,17 +255,32 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
 
 
 def pooler_config_values(
-    *, target: PoolerTarget, pooler: PoolerSpec, password: str
+    *, target: PoolerTarget, pooler: PoolerSpec, password: str, client_password: str | None = None
 ) -> dict[str, str]:
-    """What the pooler's Secret holds, in plain text: the files and the client URL."""
+    """What the pooler's Secret holds, in plain text: the files and the client URL.
+
+    `password` is the role's (the pooler's login to the server); `client_password` the
+    workload's credential to the pooler (`CLIENT_PASSWORD_KEY`), the role's when None.
+    """
+    client = password if client_password is None else client_password
     values = {
-        INI_KEY: render_pgbouncer_ini(target=target, pooler=pooler),
-        USERLIST_KEY: render_userlist(user=target.user, password=password),
-        CLIENT_URL_KEY: pooler_client_url(target=target, password=password),
+        INI_KEY: render_pgbouncer_ini(target=target, pooler=pooler, password=password),
+        USERLIST_KEY: render_userlist(user=target.user, password=client),
+        CLIENT_URL_KEY: pooler_client_url(target=target, password=client),
+        CLIENT_PASSWORD_KEY: client,
     }
     if target.ca_pem is not None:
         values[CA_KEY] = target.ca_pem
     return values
+
+
+def pooler_client_fingerprint(values: Mapping[str, str]) -> str:
+    """What the workload's pods depend on (their URL to the pooler), as an HMAC keyed with
+    the client password: it goes into the workload's checksum, so that the workload rolls
+    when its credential changes, and never for a rotation of the role's password."""
+    client = values[CLIENT_PASSWORD_KEY]
+    digest = hmac.new(client.encode(), _HASH_CONTEXT + values[CLIENT_URL_KEY].encode(), "sha256")
+    return digest.hexdigest()[:32]
 
 
 def pooler_config_hash(values: Mapping[str, str], *, password: str) -> str:
@@ -393,12 +421,15 @@ def render_pooler(
     target: PoolerTarget,
     password: str,
     image: PoolerImage,
+    client_password: str | None = None,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
     """
-    values = pooler_config_values(target=target, pooler=pooler, password=password)
+    values = pooler_config_values(
+        target=target, pooler=pooler, password=password, client_password=client_password
+    )
     config_hash = pooler_config_hash(values, password=password)
     meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)
     encoded = {

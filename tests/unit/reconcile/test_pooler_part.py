@@ -50,7 +50,13 @@ from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.meta import tenant_owner
-from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE, POOLER_HASH_ANNOTATION, POOLER_NAME
+from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
+    DEFAULT_POOLER_IMAGE,
+    POOLER_HASH_ANNOTATION,
+    POOLER_NAME,
+    pooler_client_fingerprint,
+)
 from tests.harness.fake_kube import FakeKube
 from tests.unit.reconcile.test_tenant_decisions import add_tenant
 
@@ -138,10 +144,21 @@ CLUSTER_IP = "10.96.12.34"
 
 
 def service_as_the_api_server_allocates(kube: FakeKube, rendered: list[dict[str, Any]]) -> None:
-    """Apply the rendered Service with the cluster IP the API server would give it."""
-    service = copy.deepcopy(next(o for o in rendered if o["kind"] == "Service"))
-    service["spec"]["clusterIP"] = CLUSTER_IP
-    kube.apply(service)
+    """Apply what the tenant reconcile would (the Deployment aside, see below), the Service
+    with the cluster IP the API server would give it."""
+    for obj in rendered:
+        if obj["kind"] == "Deployment":
+            continue
+        applied = copy.deepcopy(obj)
+        if applied["kind"] == "Service":
+            applied["spec"]["clusterIP"] = CLUSTER_IP
+        kube.apply(applied)
+
+
+def client_password(kube: FakeKube) -> str:
+    secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
+    assert secret is not None
+    return base64.b64decode(secret["data"][CLIENT_PASSWORD_KEY]).decode()
 
 
 def deployment_as_the_controller_reports(
@@ -233,12 +250,40 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
             "port": 5432,
             "dbname": "cleo_acme",
             "user": "cleo_acme",
-            "password": PASSWORD,
+            # The workload's own credential to the pooler, not the role's password.
+            "password": client_password(kube),
             "timeout_seconds": 2,
         }
     ]
-    config_hash = rendered["spec"]["template"]["metadata"]["annotations"][POOLER_HASH_ANNOTATION]
-    assert ready.fingerprints == {"pooler": config_hash}
+    assert logins.calls[0]["password"] != PASSWORD
+    secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
+    assert secret is not None
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert ready.fingerprints == {"pooler": pooler_client_fingerprint(values)}
+
+
+def test_a_rotation_rolls_the_pooler_but_never_the_workload(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    deployment_as_the_controller_reports(
+        kube, next(o for o in first if o["kind"] == "Deployment"), available=1
+    )
+    before = pooler.reconcile(ctx)
+    assert before.conditions[CONDITION_TYPE].status == "True"
+    client = client_password(kube)
+    write_credentials(kube, password="B" * 43)
+    after = pooler.reconcile(ctx)
+    service_as_the_api_server_allocates(kube, after.objects)
+    assert after.conditions[CONDITION_TYPE].reason == "Rolling"  # the pooler rolls
+    assert after.fingerprints == before.fingerprints  # the workload does not
+    assert client_password(kube) == client
+    # The same reconcile twice renders the same objects: nothing to write.
+    assert pooler.reconcile(ctx).objects == after.objects
 
 
 def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(

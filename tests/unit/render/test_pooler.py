@@ -12,6 +12,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
     DATABASE_ROUTE_LABEL,
     INI_KEY,
@@ -77,10 +78,11 @@ def secret_values(secret: KubeObject) -> dict[str, str]:
 
 def test_the_ini_serves_only_the_tenants_database_with_the_spec_pool() -> None:
     pooler = PoolerSpec(enabled=True, mode="session", pool_size=7, max_client_connections=300)
-    text = render_pgbouncer_ini(target=target(), pooler=pooler)
+    text = render_pgbouncer_ini(target=target(), pooler=pooler, password=PASSWORD)
     databases = text.split("[databases]\n", 1)[1].split("\n\n", 1)[0].strip().splitlines()
     assert databases == [
-        "cleo_acme = host=pg.example.internal port=5433 dbname=cleo_acme user=cleo_acme"
+        "cleo_acme = host=pg.example.internal port=5433 dbname=cleo_acme user=cleo_acme "
+        f"password={PASSWORD}"
     ]
     settings = ini_settings(text)
     assert settings["pool_mode"] == "session"
@@ -104,7 +106,9 @@ def test_the_ini_serves_only_the_tenants_database_with_the_spec_pool() -> None:
 def test_tls_to_the_site_is_as_the_site_is_configured(
     changes: dict[str, Any], sslmode: str, ca_file: str | None
 ) -> None:
-    settings = ini_settings(render_pgbouncer_ini(target=target(**changes), pooler=PoolerSpec()))
+    settings = ini_settings(
+        render_pgbouncer_ini(target=target(**changes), pooler=PoolerSpec(), password=PASSWORD)
+    )
     assert settings["server_tls_sslmode"] == sslmode
     assert settings.get("server_tls_ca_file") == ca_file
 
@@ -147,7 +151,7 @@ def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
     secret = objects()["Secret"]
     assert secret["metadata"]["name"] == POOLER_NAME
     values = secret_values(secret)
-    assert set(values) == {INI_KEY, USERLIST_KEY, CLIENT_URL_KEY, "ca.crt"}
+    assert set(values) == {INI_KEY, USERLIST_KEY, CLIENT_URL_KEY, CLIENT_PASSWORD_KEY, "ca.crt"}
     assert values["ca.crt"] == CA
     assert values[CLIENT_URL_KEY] == (
         f"postgresql://cleo_acme:{PASSWORD}@cleo-pooler:5432/cleo_acme?sslmode=disable"
