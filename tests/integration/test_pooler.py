@@ -171,6 +171,7 @@ def test_a_rotated_password_works_after_the_roll(
             login(bouncer, tenant, old)
 
 
+@pytest.mark.security
 def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
     provisioned: tuple[SitePools, str, str],
 ) -> None:
@@ -197,6 +198,7 @@ def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
         login(bouncer, tenant, password)  # the pool is free again: the check passes
 
 
+@pytest.mark.security
 def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
     postgres_site_pools: SitePools, provisioned: tuple[SitePools, str, str]
 ) -> None:

@@ -147,6 +147,7 @@ def test_the_operator_namespace_is_always_refused(mark: str | None) -> None:
     assert claim(None, namespace="cleo-system").refused  # even before it exists
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     # svc and pod: zones of the cluster's DNS ("x.<ns>.svc" searched under "svc.cluster.local"
     # lands in namespace svc), which whoever owns them could answer for other namespaces.

@@ -262,6 +262,7 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     assert ready.fingerprints == {"pooler": pooler_client_fingerprint(values)}
 
 
+@pytest.mark.security
 def test_a_rotation_rolls_the_pooler_but_never_the_workload(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -410,6 +411,7 @@ def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
     )
 
 
+@pytest.mark.security
 def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -426,6 +428,7 @@ def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
     assert kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS) is None
 
 
+@pytest.mark.security
 def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -486,6 +489,7 @@ def test_a_released_credentials_secret_cannot_plant_a_verifier_in_the_auth_file(
     assert planted not in condition.message
 
 
+@pytest.mark.security
 def test_scaling_the_pooler_to_one_replica_deletes_its_pdb(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -510,6 +514,7 @@ def test_scaling_the_pooler_to_one_replica_deletes_its_pdb(
     assert kube.get(PDB, POOLER_NAME, namespace=NS) is not None
 
 
+@pytest.mark.security
 def test_ready_says_what_was_checked_and_never_the_answerers_text(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -574,6 +579,7 @@ def test_the_login_check_never_goes_through_the_dns_search_list(
         assert (condition.status, condition.reason) == ("False", "ServiceNotVerified"), change
 
 
+@pytest.mark.security
 def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
