@@ -166,13 +166,19 @@ def main(argv: list[str] | None = None) -> int:
             pool_size=args.pool_size,
             max_client_connections=args.clients + 50,
         )
+        # As the operator renders it: the role's password for the server, and a client
+        # password of the pooler's own for the clients.
+        client_password = secrets.token_urlsafe(32)
         files = pooler_config_values(
-            target=pooler_target(site, tenant=TENANT), pooler=pooler, password=password
+            target=pooler_target(site, tenant=TENANT),
+            pooler=pooler,
+            password=password,
+            client_password=client_password,
         )
         with running_pgbouncer(files) as bouncer:
             dsn = (
                 f"host={bouncer.host} port={bouncer.port} dbname={database} user={role} "
-                f"password={password} sslmode=disable"
+                f"password={client_password} sslmode=disable"
             )
             way = f"pooler ({args.mode}, poolSize {args.pool_size})"
             report(run(way, dsn, args.clients, args.seconds, server))
