@@ -155,6 +155,15 @@ def service_as_the_api_server_allocates(kube: FakeKube, rendered: list[dict[str,
         kube.apply(applied)
 
 
+def rolled_out(kube: FakeKube, pooler: PoolerPart, ctx: TenantContext) -> None:
+    """Reconcile once, then do what the tenant reconcile, the API server and the deployment
+    controller would: the pooler's objects applied, one pod of them available."""
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    rendered = next(o for o in first if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+
+
 def client_password(kube: FakeKube) -> str:
     secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
     assert secret is not None
@@ -269,11 +278,7 @@ def test_a_rotation_rolls_the_pooler_but_never_the_workload(
     write_credentials(kube)
     pooler = part(kube, databases, Logins())
     ctx = context({"enabled": True, "replicas": 1})
-    first = pooler.reconcile(ctx).objects
-    service_as_the_api_server_allocates(kube, first)
-    deployment_as_the_controller_reports(
-        kube, next(o for o in first if o["kind"] == "Deployment"), available=1
-    )
+    rolled_out(kube, pooler, ctx)
     before = pooler.reconcile(ctx)
     assert before.conditions[CONDITION_TYPE].status == "True"
     client = client_password(kube)
@@ -295,10 +300,7 @@ def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(
     logins.error = AuthenticationFailed("the pooler refused the tenant's role cleo_acme")
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    first = pooler.reconcile(ctx).objects
-    service_as_the_api_server_allocates(kube, first)
-    rendered = next(o for o in first if o["kind"] == "Deployment")
-    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled_out(kube, pooler, ctx)
     result = pooler.reconcile(ctx)
     condition = result.conditions[CONDITION_TYPE]
     assert (condition.status, condition.reason) == ("False", "AuthenticationFailed")
@@ -522,10 +524,7 @@ def test_ready_says_what_was_checked_and_never_the_answerers_text(
     logins = Logins()
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    first = pooler.reconcile(ctx).objects
-    service_as_the_api_server_allocates(kube, first)
-    rendered = next(o for o in first if o["kind"] == "Deployment")
-    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled_out(kube, pooler, ctx)
     ready = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
     assert "a login through the pooler's Service succeeded" in ready.message
     logins.error = AuthenticationFailed(
@@ -548,10 +547,7 @@ def test_the_login_check_never_goes_through_the_dns_search_list(
     logins = Logins()
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    first = pooler.reconcile(ctx).objects
-    service_as_the_api_server_allocates(kube, first)
-    rendered = next(o for o in first if o["kind"] == "Deployment")
-    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled_out(kube, pooler, ctx)
     assert pooler.reconcile(ctx).conditions[CONDITION_TYPE].status == "True"
     (call,) = logins.calls
     assert ipaddress.ip_address(call["host"]) == ipaddress.ip_address(CLUSTER_IP)
@@ -601,11 +597,7 @@ def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
         check=hanging,
     )
     ctx = context({"enabled": True, "replicas": 1})
-    first = pooler.reconcile(ctx).objects
-    service_as_the_api_server_allocates(kube, first)
-    deployment_as_the_controller_reports(
-        kube, next(o for o in first if o["kind"] == "Deployment"), available=1
-    )
+    rolled_out(kube, pooler, ctx)
     try:
         started = time.monotonic()
         condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
