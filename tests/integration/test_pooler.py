@@ -10,6 +10,7 @@ behind ``PoolerReady`` (`check_pooler_login`) is the one under test.
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import threading
 import time
@@ -21,6 +22,7 @@ import psycopg
 import pytest
 
 from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.pooler import PoolerBusy, PoolerCheckFailed, check_pooler_login
@@ -60,7 +62,7 @@ def login(bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None 
 
 
 def connect(bouncer: PgBouncer, tenant: str, password: str, **options: Any) -> psycopg.Connection:
-    """A client of the pooler, as the workload connects (no TLS to the pooler)."""
+    """A client of the pooler (no TLS to the pooler unless `options` say ``sslmode``)."""
     role = role_of(tenant)
     dsn = f"host={bouncer.host} port={bouncer.port} dbname={role} user={role} sslmode=disable"
     return psycopg.connect(dsn, password=password, **options)
@@ -232,6 +234,50 @@ def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
                     assert conn.execute("SELECT current_user").fetchone() == (role_of(tenant),)
             with pytest.raises(AuthenticationFailed):
                 login(new_pod, tenant, old)  # the role's password is not a client credential
+
+
+@pytest.mark.security
+def test_a_man_in_the_middle_of_the_pooler_gets_no_password(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    # Clients must come over TLS; the operator's check pins the pooler's own certificate,
+    # so a server in the middle with a certificate of its own (here another real pgbouncer,
+    # which would relay the login) never completes TLS with it.
+    pools, tenant, password = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=2)
+    target = pooler_target(pools.site("main"), tenant=tenant)
+    now = datetime.datetime.now(datetime.UTC)
+    names = {"service": "cleo-pooler", "namespace": "cleo-x", "cluster_domain": "cluster.local"}
+    real, forged = (issue_pooler_tls(now=now, **names) for _ in range(2))
+
+    def rendered(tls: PoolerTls) -> dict[str, str]:
+        return pooler_config_values(target=target, pooler=pooler, password=password, tls=tls)
+
+    role = role_of(tenant)
+    with running_pgbouncer(rendered(real)) as pod, running_pgbouncer(rendered(forged)) as mitm:
+        check_pooler_login(
+            host=pod.host,
+            port=pod.port,
+            dbname=role,
+            user=role,
+            password=password,
+            server_cert_pem=real.cert_pem,
+        )
+        with connect(pod, tenant, password, sslmode="require") as conn:  # as the workload
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            connect(pod, tenant, password)  # sslmode=disable: refused, nothing in clear
+        with pytest.raises(PoolerCheckFailed) as caught:
+            check_pooler_login(
+                host=mitm.host,
+                port=mitm.port,
+                dbname=role,
+                user=role,
+                password=password,
+                server_cert_pem=real.cert_pem,
+            )
+        assert "certificate" in str(caught.value)
+        assert password not in str(caught.value)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
+    TLS_CERT,
+    TLS_KEY,
     USERLIST_KEY,
 )
 from tests.harness.cluster_fixtures import wait_for
@@ -70,7 +72,8 @@ class PooledPod:
         if secret is None:
             return
         values = support.secret_values(secret)
-        files = {key: values[key] for key in (INI_KEY, USERLIST_KEY) if key in values}
+        mounted = (INI_KEY, USERLIST_KEY, TLS_KEY, TLS_CERT)  # what the pod mounts
+        files = {key: values[key] for key in mounted if key in values}
         if self.bouncer is not None and self.bouncer.files == files:
             return
         if self.bouncer is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -51,15 +52,47 @@ def check_pooler_login(
     user: str,
     password: str,
     timeout_seconds: int = 3,
+    server_cert_pem: str | None = None,
 ) -> None:
     """Log in through the pooler at `host`:`port` as `user` and run ``SELECT 1``.
 
     Raises `AuthenticationFailed` (the pooler or the server refused the password) or
     `PoolerCheckFailed` (no answer, or the pooler could not reach the server: a reason of
     its own, so that a condition says which hop is down). The password never appears in
-    what is raised.
+    what is raised. With `server_cert_pem` the connection is TLS and the server must present
+    that very certificate (the pooler's own, self-signed).
     """
     where = f"the pooler at {host}:{port}"
+    with tempfile.TemporaryDirectory(prefix="cleo-pooler-check-") as folder:
+        root: str | None = None
+        if server_cert_pem is not None:
+            # Pinned: the pooler's own self-signed certificate is the only trust anchor.
+            root = os.path.join(folder, "pooler.crt")
+            with open(root, "w", encoding="ascii") as file:
+                file.write(server_cert_pem)
+        _login(
+            where=where,
+            host=host,
+            port=port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            timeout_seconds=timeout_seconds,
+            root=root,
+        )
+
+
+def _login(
+    *,
+    where: str,
+    host: str,
+    port: int,
+    dbname: str,
+    user: str,
+    password: str,
+    timeout_seconds: int,
+    root: str | None,
+) -> None:
     deadline = time.monotonic() + timeout_seconds
     expired = threading.Event()
     try:
@@ -70,7 +103,8 @@ def check_pooler_login(
                 dbname=dbname,
                 user=user,
                 password=password,
-                sslmode="disable",
+                sslmode="disable" if root is None else "verify-ca",
+                sslrootcert=root,
                 # Only SCRAM: a server that asks for the password in clear (or MD5) is not the
                 # pooler the operator configured, and gets nothing.
                 require_auth="scram-sha-256",

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls, usable_pooler_tls
 from cleo_operator.data.errors import DataError, UnknownSite
 from cleo_operator.data.pooler import check_pooler_login
 from cleo_operator.data.scram import is_operator_password
@@ -74,6 +75,8 @@ from cleo_operator.render.pooler import (
     POOLER_NAME,
     POOLER_PORT,
     SERVICE_PORT,
+    TLS_CERT,
+    TLS_KEY,
     PoolerConfigError,
     PoolerImage,
     PoolerTarget,
@@ -133,6 +136,8 @@ class PoolerSettings:
     )
     """Labels of the operator's own pods: only they may reach a pooler's port (`CHECK_POLICY`),
     not every pod of the operator's namespace."""
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain: the pooler's certificate names its Service under it."""
     check_lane_width: int = 4
     """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
@@ -402,8 +407,10 @@ class PoolerPart:
         # The workload's own credential to the pooler: kept from the live Secret (so that a
         # rotation of the role's password never changes the workload's URL), made anew only
         # when there is none of the operator's form.
-        kept = secret_value(self._ours(ctx, SECRET, POOLER_NAME), CLIENT_PASSWORD_KEY)
+        live_secret = self._ours(ctx, SECRET, POOLER_NAME)
+        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY)
         client_password = kept if kept and is_operator_password(kept) else new_password()
+        tls = self._tls(ctx, live_secret)
         try:
             objects = render_pooler(
                 tenant=ctx.name,
@@ -413,6 +420,7 @@ class PoolerPart:
                 target=target,
                 password=stored.password,
                 client_password=client_password,
+                tls=tls,
                 image=self.settings.image,
             )
         except PoolerConfigError as exc:
@@ -462,6 +470,7 @@ class PoolerPart:
                 user=target.user,
                 password=client_password,
                 timeout_seconds=self.settings.check_timeout_seconds,
+                server_cert_pem=tls.cert_pem,
             ),
         )
         wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
@@ -498,6 +507,21 @@ class PoolerPart:
             "server connections each)",
         )
         return result
+
+    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> PoolerTls:
+        """The pooler's client TLS key and certificate: the live Secret's while usable (no
+        churn: a no-op reconcile writes nothing), else a new pair (the pooler rolls)."""
+        names = {
+            "service": POOLER_NAME,
+            "namespace": ctx.namespace,
+            "cluster_domain": self.settings.cluster_domain,
+        }
+        key, cert = (secret_value(live_secret, k) for k in (TLS_KEY, TLS_CERT))
+        if key and cert:
+            kept = PoolerTls(key_pem=key, cert_pem=cert)
+            if usable_pooler_tls(kept, now=ctx.now, **names):
+                return kept
+        return issue_pooler_tls(now=ctx.now, **names)
 
     def _submit_check(
         self, namespace: str, call: Callable[[], None]

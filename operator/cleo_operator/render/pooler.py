@@ -27,8 +27,9 @@ Choices, and why:
 - **TLS to the site as the site is configured**: ``server_tls_sslmode`` is the site's
   ``sslMode``; a site with a CA of its own gets it as ``ca.crt`` in the Secret
   (``server_tls_ca_file``), a ``verify-full`` site without one uses the image's system
-  bundle. Clients reach the pooler inside the namespace without TLS (``sslmode=disable``:
-  PgBouncer would need a certificate of its own); SCRAM keeps the password off the wire.
+  bundle. Clients reach the pooler over TLS (``client_tls_sslmode=require``) with the
+  pooler's own self-signed certificate (`crypto.pooler_tls`), which the operator's login
+  check pins; the workload encrypts (``sslmode=require``) but does not verify it.
 - **A hash of the configuration on the pod template** (`POOLER_HASH_ANNOTATION`, an HMAC
   keyed with the password, which reveals nothing of it): a new password, a new site or a
   new pool setting rolls the pooler's pods, which read their files once at start.
@@ -53,6 +54,7 @@ from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.core.errors import CleoError
+from cleo_operator.crypto.pooler_tls import PoolerTls
 from cleo_operator.data.scram import is_operator_password
 from cleo_operator.data.sites import CA_KEY
 from cleo_operator.render.child import (
@@ -69,6 +71,7 @@ from cleo_operator.render.meta import TENANT_LABEL
 
 __all__ = [
     "CLIENT_PASSWORD_KEY",
+    "CLIENT_SSLMODE",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
     "DATABASE_ROUTE_LABEL",
@@ -80,6 +83,8 @@ __all__ = [
     "POOLER_ROUTE",
     "SERVICE_PORT",
     "SYSTEM_CA_BUNDLE",
+    "TLS_CERT",
+    "TLS_KEY",
     "USERLIST_KEY",
     "PoolerConfigError",
     "PoolerImage",
@@ -107,12 +112,19 @@ USERLIST_KEY: Final = "userlist.txt"
 CLIENT_PASSWORD_KEY: Final = "CLIENT_PASSWORD"  # noqa: S105 - a key name, not a password
 """The workload's own credential to the pooler (kept across reconciles and rotations of
 the role's password; only the operator reads it back)."""
+TLS_KEY: Final = "tls.key"
+TLS_CERT: Final = "tls.crt"
+"""The pooler's own key and self-signed certificate for client TLS (`crypto.pooler_tls`)."""
 CLIENT_URL_KEY: Final = "DATABASE_URL"
 """The workload's DATABASE_URL through the pooler (read with ``secretKeyRef``; the pooler's
 pods do not mount it)."""
 CONFIG_DIR: Final = "/etc/pgbouncer"
 SYSTEM_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
 """The image's system CAs (Debian's path) for a ``verify-full`` site without a CA of its own."""
+CLIENT_SSLMODE: Final = "require"
+"""How the workload connects to the pooler: TLS always (the pooler refuses plain clients);
+the certificate is the pooler's own self-signed one, which the workload does not verify
+(the operator's check pins it)."""
 POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
 DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
 """On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
@@ -177,6 +189,7 @@ def render_pgbouncer_ini(
     target: PoolerTarget,
     pooler: PoolerSpec,
     password: str,
+    client_tls: bool = False,
     config_dir: str = CONFIG_DIR,
     listen_addr: str = "*",
     listen_port: int = POOLER_PORT,
@@ -217,6 +230,11 @@ def render_pgbouncer_ini(
         "admin_users": "",
         "stats_users": "",
     }
+    if client_tls:
+        # Clients must come over TLS: the pod network is not trusted with the queries.
+        settings["client_tls_sslmode"] = "require"
+        settings["client_tls_key_file"] = f"{config_dir}/{TLS_KEY}"
+        settings["client_tls_cert_file"] = f"{config_dir}/{TLS_CERT}"
     if target.ca_pem is not None:
         settings["server_tls_ca_file"] = f"{config_dir}/{CA_KEY}"
     elif target.verifies_server:
@@ -226,13 +244,14 @@ def render_pgbouncer_ini(
     return "\n".join(lines) + "\n"
 
 
-def pooler_client_url(*, target: PoolerTarget, password: str) -> str:
+def pooler_client_url(*, target: PoolerTarget, password: str, tls: bool = False) -> str:
     """The workload's ``DATABASE_URL`` through the pooler's Service (holds the password)."""
     user = quote(target.user, safe="")
     database = quote(target.dbname, safe="")
     secret = quote(password, safe="")
     host = POOLER_NAME
-    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode=disable"
+    mode = CLIENT_SSLMODE if tls else "disable"
+    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode={mode}"
 
 
 def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
@@ -250,12 +269,17 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
         },
         {"name": "PGHOST", "value": POOLER_NAME},
         {"name": "PGPORT", "value": str(SERVICE_PORT)},
-        {"name": "PGSSLMODE", "value": "disable"},
+        {"name": "PGSSLMODE", "value": CLIENT_SSLMODE},
     ]
 
 
 def pooler_config_values(
-    *, target: PoolerTarget, pooler: PoolerSpec, password: str, client_password: str | None = None
+    *,
+    target: PoolerTarget,
+    pooler: PoolerSpec,
+    password: str,
+    client_password: str | None = None,
+    tls: PoolerTls | None = None,
 ) -> dict[str, str]:
     """What the pooler's Secret holds, in plain text: the files and the client URL.
 
@@ -264,11 +288,16 @@ def pooler_config_values(
     """
     client = password if client_password is None else client_password
     values = {
-        INI_KEY: render_pgbouncer_ini(target=target, pooler=pooler, password=password),
+        INI_KEY: render_pgbouncer_ini(
+            target=target, pooler=pooler, password=password, client_tls=tls is not None
+        ),
         USERLIST_KEY: render_userlist(user=target.user, password=client),
-        CLIENT_URL_KEY: pooler_client_url(target=target, password=client),
+        CLIENT_URL_KEY: pooler_client_url(target=target, password=client, tls=tls is not None),
         CLIENT_PASSWORD_KEY: client,
     }
+    if tls is not None:
+        values[TLS_KEY] = tls.key_pem
+        values[TLS_CERT] = tls.cert_pem
     if target.ca_pem is not None:
         values[CA_KEY] = target.ca_pem
     return values
@@ -355,12 +384,15 @@ def _deployment(
     pooler: PoolerSpec,
     config_hash: str,
     with_ca: bool,
+    with_tls: bool,
     image: PoolerImage,
 ) -> KubeObject:
     selector = pooler_selector(tenant)
     items = [{"key": INI_KEY, "path": INI_KEY}, {"key": USERLIST_KEY, "path": USERLIST_KEY}]
     if with_ca:
         items.append({"key": CA_KEY, "path": CA_KEY})
+    if with_tls:
+        items += [{"key": TLS_KEY, "path": TLS_KEY}, {"key": TLS_CERT, "path": TLS_CERT}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -422,13 +454,14 @@ def render_pooler(
     password: str,
     image: PoolerImage,
     client_password: str | None = None,
+    tls: PoolerTls | None = None,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
     """
     values = pooler_config_values(
-        target=target, pooler=pooler, password=password, client_password=client_password
+        target=target, pooler=pooler, password=password, client_password=client_password, tls=tls
     )
     config_hash = pooler_config_hash(values, password=password)
     meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)
@@ -445,6 +478,7 @@ def render_pooler(
             pooler=pooler,
             config_hash=config_hash,
             with_ca=target.ca_pem is not None,
+            with_tls=tls is not None,
             image=image,
         ),
         {

@@ -55,6 +55,7 @@ from cleo_operator.render.pooler import (
     DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
+    TLS_CERT,
     pooler_client_fingerprint,
 )
 from tests.harness.fake_kube import FakeKube
@@ -164,10 +165,14 @@ def rolled_out(kube: FakeKube, pooler: PoolerPart, ctx: TenantContext) -> None:
     deployment_as_the_controller_reports(kube, rendered, available=1)
 
 
-def client_password(kube: FakeKube) -> str:
+def secret_text(kube: FakeKube, key: str) -> str:
     secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
     assert secret is not None
-    return base64.b64decode(secret["data"][CLIENT_PASSWORD_KEY]).decode()
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def client_password(kube: FakeKube) -> str:
+    return secret_text(kube, CLIENT_PASSWORD_KEY)
 
 
 def deployment_as_the_controller_reports(
@@ -262,6 +267,8 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
             # The workload's own credential to the pooler, not the role's password.
             "password": client_password(kube),
             "timeout_seconds": 2,
+            # Pinned to the pooler's own certificate, as the Secret holds it.
+            "server_cert_pem": secret_text(kube, TLS_CERT),
         }
     ]
     assert logins.calls[0]["password"] != PASSWORD
@@ -282,12 +289,14 @@ def test_a_rotation_rolls_the_pooler_but_never_the_workload(
     before = pooler.reconcile(ctx)
     assert before.conditions[CONDITION_TYPE].status == "True"
     client = client_password(kube)
+    cert = secret_text(kube, TLS_CERT)
     write_credentials(kube, password="B" * 43)
     after = pooler.reconcile(ctx)
     service_as_the_api_server_allocates(kube, after.objects)
     assert after.conditions[CONDITION_TYPE].reason == "Rolling"  # the pooler rolls
     assert after.fingerprints == before.fingerprints  # the workload does not
     assert client_password(kube) == client
+    assert secret_text(kube, TLS_CERT) == cert  # the key and certificate are kept too
     # The same reconcile twice renders the same objects: nothing to write.
     assert pooler.reconcile(ctx).objects == after.objects
 

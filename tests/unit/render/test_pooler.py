@@ -10,6 +10,7 @@ import pytest
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.crypto.pooler_tls import PoolerTls
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.pooler import (
     CLIENT_PASSWORD_KEY,
@@ -19,6 +20,8 @@ from cleo_operator.render.pooler import (
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     SYSTEM_CA_BUNDLE,
+    TLS_CERT,
+    TLS_KEY,
     USERLIST_KEY,
     PoolerConfigError,
     PoolerImage,
@@ -158,6 +161,37 @@ def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
     )
 
 
+def test_clients_must_come_over_tls_with_the_poolers_own_certificate() -> None:
+    tls = PoolerTls(key_pem="KEY", cert_pem="CERT")
+    values = pooler_config_values(
+        target=target(), pooler=PoolerSpec(), password=PASSWORD, client_password="C" * 43, tls=tls
+    )
+    settings = ini_settings(values[INI_KEY])
+    assert settings["client_tls_sslmode"] == "require"
+    assert settings["client_tls_key_file"] == f"/etc/pgbouncer/{TLS_KEY}"
+    assert settings["client_tls_cert_file"] == f"/etc/pgbouncer/{TLS_CERT}"
+    assert (values[TLS_KEY], values[TLS_CERT]) == ("KEY", "CERT")
+    assert values[CLIENT_URL_KEY].endswith("?sslmode=require")
+    rendered = render_pooler(
+        tenant=TENANT,
+        namespace=NS,
+        owner=OWNER,
+        pooler=PoolerSpec(enabled=True),
+        target=target(),
+        password=PASSWORD,
+        image=IMAGE,
+        tls=tls,
+    )
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    items = deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"]
+    assert {"key": TLS_KEY, "path": TLS_KEY} in items
+    assert {"key": TLS_CERT, "path": TLS_CERT} in items
+    # Without a pair (the benchmark, the harness), clients are plain.
+    assert "client_tls_sslmode" not in ini_settings(
+        pooler_config_values(target=target(), pooler=PoolerSpec(), password=PASSWORD)[INI_KEY]
+    )
+
+
 def test_the_pods_pass_restricted_and_mount_only_the_files_they_read() -> None:
     deployment = objects()["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
@@ -253,7 +287,7 @@ def test_the_workload_goes_through_the_pooler_only_when_it_serves() -> None:
     }
     assert env["PGHOST"]["value"] == POOLER_NAME
     assert env["PGPORT"]["value"] == "5432"
-    assert env["PGSSLMODE"]["value"] == "disable"
+    assert env["PGSSLMODE"]["value"] == "require"  # the pooler refuses plain clients
     assert labels[DATABASE_ROUTE_LABEL] == "pooler"
     # The database Secret stays in envFrom: PGUSER, PGPASSWORD and PGDATABASE come from it.
     assert {"secretRef": {"name": "cleo-database"}} in pooled["envFrom"]
