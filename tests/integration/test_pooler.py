@@ -53,11 +53,18 @@ def role_of(tenant: str) -> str:
     return tenant_role_name(tenant)
 
 
-def login(bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None) -> None:
+def login(
+    bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None, **options: Any
+) -> None:
     """The check behind PoolerReady, through `bouncer`, as the tenant's role."""
     role = role_of(tenant)
     check_pooler_login(
-        host=bouncer.host, port=bouncer.port, dbname=dbname or role, user=role, password=password
+        host=bouncer.host,
+        port=bouncer.port,
+        dbname=dbname or role,
+        user=role,
+        password=password,
+        **options,
     )
 
 
@@ -187,14 +194,7 @@ def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
             holder.execute("SELECT 1")  # a transaction is open: the server connection is its
             started = time.monotonic()
             with pytest.raises(PoolerBusy):
-                check_pooler_login(
-                    host=bouncer.host,
-                    port=bouncer.port,
-                    dbname=role_of(tenant),
-                    user=role_of(tenant),
-                    password=password,
-                    timeout_seconds=2,
-                )
+                login(bouncer, tenant, password, timeout_seconds=2)
             assert time.monotonic() - started < 4
             holder.rollback()
         login(bouncer, tenant, password)  # the pool is free again: the check passes
@@ -253,29 +253,14 @@ def test_a_man_in_the_middle_of_the_pooler_gets_no_password(
     def rendered(tls: PoolerTls) -> dict[str, str]:
         return pooler_config_values(target=target, pooler=pooler, password=password, tls=tls)
 
-    role = role_of(tenant)
     with running_pgbouncer(rendered(real)) as pod, running_pgbouncer(rendered(forged)) as mitm:
-        check_pooler_login(
-            host=pod.host,
-            port=pod.port,
-            dbname=role,
-            user=role,
-            password=password,
-            server_cert_pem=real.cert_pem,
-        )
+        login(pod, tenant, password, server_cert_pem=real.cert_pem)
         with connect(pod, tenant, password, sslmode="require") as conn:  # as the workload
             assert conn.execute("SELECT 1").fetchone() == (1,)
         with pytest.raises(psycopg.OperationalError):
             connect(pod, tenant, password)  # sslmode=disable: refused, nothing in clear
         with pytest.raises(PoolerCheckFailed) as caught:
-            check_pooler_login(
-                host=mitm.host,
-                port=mitm.port,
-                dbname=role,
-                user=role,
-                password=password,
-                server_cert_pem=real.cert_pem,
-            )
+            login(mitm, tenant, password, server_cert_pem=real.cert_pem)
         assert "certificate" in str(caught.value)
         assert password not in str(caught.value)
 

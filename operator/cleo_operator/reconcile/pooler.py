@@ -3,7 +3,11 @@
 It runs after the database part, in the same reconcile: the database part has converged
 the role and written the credentials Secret (a rotation included), so the pooler renders
 its configuration from the password the role has *now*, and a rotation rolls the pooler
-in the same reconcile that made it (the configuration's hash is on the pod template).
+in the same reconcile that made it (the configuration's hash is on the pod template). The
+workload does not roll for it: it logs in to the pooler with a client password of the
+pooler's own, kept in the pooler's Secret with the pooler's TLS key and certificate
+(kept while usable, `crypto.pooler_tls`), and its checksum takes only what it uses
+(`pooler_client_fingerprint`).
 
 What it reads, and why from there: the site's connection facts from the operator's own
 site configuration (never from the tenant-writable credentials Secret, whose host or TLS
@@ -20,7 +24,8 @@ itself stays direct: migration and backup Jobs connect to the site with it.
 every replica (the hash of the template, the Deployment's observed generation, updated and
 available replicas) *and* a real login through the Service as the tenant's role runs
 ``SELECT 1`` (`data.pooler`), at the Service's cluster IP, never a DNS name (see
-`service_address`), and only once the Service is provably the operator's: a pod whose
+`service_address`), over TLS pinned to the pooler's own certificate, and only once the
+Service is provably the operator's: a pod whose
 port answers but whose password is stale, or that cannot reach the site, is not a pool.
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
