@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import random
 import secrets
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import psycopg
 
 from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.crypto.pooler_tls import issue_pooler_tls
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials
 from cleo_operator.data.tenant_db import (
@@ -166,13 +168,26 @@ def main(argv: list[str] | None = None) -> int:
             pool_size=args.pool_size,
             max_client_connections=args.clients + 50,
         )
+        # As the operator renders it: the role's password for the server, a client
+        # password of the pooler's own for the clients, and client TLS with its own pair.
+        client_password = secrets.token_urlsafe(32)
+        tls = issue_pooler_tls(
+            service="cleo-pooler",
+            namespace="bench",
+            cluster_domain="cluster.local",
+            now=datetime.datetime.now(datetime.UTC),
+        )
         files = pooler_config_values(
-            target=pooler_target(site, tenant=TENANT), pooler=pooler, password=password
+            target=pooler_target(site, tenant=TENANT),
+            pooler=pooler,
+            password=password,
+            client_password=client_password,
+            tls=tls,
         )
         with running_pgbouncer(files) as bouncer:
             dsn = (
                 f"host={bouncer.host} port={bouncer.port} dbname={database} user={role} "
-                f"password={password} sslmode=disable"
+                f"password={client_password} sslmode=require"
             )
             way = f"pooler ({args.mode}, poolSize {args.pool_size})"
             report(run(way, dsn, args.clients, args.seconds, server))

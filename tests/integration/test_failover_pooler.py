@@ -23,12 +23,13 @@ import psycopg
 import pytest
 
 from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.data.tenant_db import tenant_role_name
 from cleo_operator.failover.workload import HOLD_ANNOTATION
 from cleo_operator.kube.kinds import DEPLOYMENT, SECRET, TENANT
 from cleo_operator.reconcile.database import DatabaseSettings, TenantDatabases
 from cleo_operator.reconcile.pooler import CONDITION_TYPE, PoolerPart
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.pooler import POOLER_NAME
+from cleo_operator.render.pooler import CLIENT_PASSWORD_KEY, POOLER_NAME
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
@@ -40,7 +41,7 @@ from tests.integration.failover_support import (
     steps,
     wait_available,
 )
-from tests.integration.test_pooler_fence import connect
+from tests.integration.tenant_database_support import connect_with_secret
 
 pytestmark = RECONCILERS_ALONE
 
@@ -60,8 +61,10 @@ class Pooler:
             address=self._address,
         )
 
-    def _address(self, namespace: str) -> tuple[str, int]:
-        assert namespace == self.setting.namespace
+    def _address(self, service: dict[str, Any]) -> tuple[str, int]:
+        """Where the check goes instead of the Service's cluster IP (no kube-proxy here);
+        the part calls it only with the Service it verified as its own."""
+        assert service["metadata"]["namespace"] == self.setting.namespace
         assert self.bouncer is not None, "no pooler process runs"
         return self.bouncer.host, self.bouncer.port
 
@@ -100,10 +103,21 @@ class Pooler:
             and status.get("replicas") == 1
         )
 
-    def connect(self, password: str) -> psycopg.Connection[Any]:
-        """A client of the pooler, as a workload pod connects."""
+    def connect(self) -> psycopg.Connection[Any]:
+        """A client of the pooler, as a workload pod connects: with the pooler's client
+        credential (from its Secret, as the workload's DATABASE_URL has it), over TLS."""
         assert self.bouncer is not None
-        return connect(self.bouncer, self.setting.tenant, password)
+        role = tenant_role_name(self.setting.tenant)
+        return connect_with_secret(
+            {
+                "PGHOST": self.bouncer.host,
+                "PGPORT": str(self.bouncer.port),
+                "PGSSLMODE": "require",
+                "PGDATABASE": role,
+                "PGUSER": role,
+                "PGPASSWORD": self.files()[CLIENT_PASSWORD_KEY],
+            }
+        )
 
 
 @pytest.fixture
@@ -137,9 +151,8 @@ def test_a_failover_repoints_the_pooler_and_the_writers_wait_for_it(
 ) -> None:
     wait_for(pooler.rolled, timeout=60, what="the pooler's pod")
     assert condition(pooler.reconcile()) == ("True", "Serving")
-    password = setting.secret_values()["PGPASSWORD"]
     setting.write_rows(10)
-    held = pooler.connect(password)
+    held = pooler.connect()
     held.execute("INSERT INTO memories (body) VALUES ('through the pooler')")
     setting.wait_replayed()
 
@@ -197,7 +210,7 @@ def test_a_failover_repoints_the_pooler_and_the_writers_wait_for_it(
         assert result.phase == "Succeeded", result
         wait_available(setting.kube, setting.namespace, REPLICAS)
 
-    with pooler.connect(password) as conn:
+    with pooler.connect() as conn:
         conn.execute("INSERT INTO memories (body) VALUES ('after the failover')")
     assert setting.count_rows(setting.standby) == 12
     assert not setting.tenant_can_write(setting.primary)

@@ -392,6 +392,11 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
         {"name": "CLEO_OPERATOR_NAMESPACE", "value": NAMESPACE},
         {"name": "CLEO_OPERATOR_IMAGE", "value": c["image"]},
         {"name": "CLEO_OPERATOR_IMAGE_PULL_POLICY", "value": "IfNotPresent"},
+        {
+            # The pod's own selector labels: only it may reach the tenants' pools.
+            "name": "CLEO_OPERATOR_POD_LABELS",
+            "value": f"app.kubernetes.io/name=cleo-operator,app.kubernetes.io/instance={RELEASE}",
+        },
         {"name": "CLEO_POOLER_IMAGE", "value": DEFAULT_POOLER_IMAGE},
     ]
     service = only(objects, "Service", f"{RELEASE}-metrics")

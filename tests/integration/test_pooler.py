@@ -10,6 +10,7 @@ behind ``PoolerReady`` (`check_pooler_login`) is the one under test.
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import threading
 import time
@@ -21,13 +22,14 @@ import psycopg
 import pytest
 
 from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
-from cleo_operator.data.pooler import PoolerCheckFailed, check_pooler_login
+from cleo_operator.data.pooler import PoolerBusy, PoolerCheckFailed, check_pooler_login
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
-from cleo_operator.render.pooler import pooler_config_hash, pooler_config_values
+from cleo_operator.render.pooler import CLIENT_URL_KEY, pooler_config_hash, pooler_config_values
 from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
 from tests.harness.postgres import PostgresServer
 from tests.harness.postgres_tls import issue_server_certificate, make_authority
@@ -51,16 +53,23 @@ def role_of(tenant: str) -> str:
     return tenant_role_name(tenant)
 
 
-def login(bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None) -> None:
+def login(
+    bouncer: PgBouncer, tenant: str, password: str, *, dbname: str | None = None, **options: Any
+) -> None:
     """The check behind PoolerReady, through `bouncer`, as the tenant's role."""
     role = role_of(tenant)
     check_pooler_login(
-        host=bouncer.host, port=bouncer.port, dbname=dbname or role, user=role, password=password
+        host=bouncer.host,
+        port=bouncer.port,
+        dbname=dbname or role,
+        user=role,
+        password=password,
+        **options,
     )
 
 
 def connect(bouncer: PgBouncer, tenant: str, password: str, **options: Any) -> psycopg.Connection:
-    """A client of the pooler, as the workload connects (no TLS to the pooler)."""
+    """A client of the pooler (no TLS to the pooler unless `options` say ``sslmode``)."""
     role = role_of(tenant)
     dsn = f"host={bouncer.host} port={bouncer.port} dbname={role} user={role} sslmode=disable"
     return psycopg.connect(dsn, password=password, **options)
@@ -169,6 +178,91 @@ def test_a_rotated_password_works_after_the_roll(
         login(bouncer, tenant, new)
         with pytest.raises(AuthenticationFailed):
             login(bouncer, tenant, old)
+
+
+@pytest.mark.security
+def test_a_pool_held_by_the_workload_does_not_hold_the_reconcile(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    # The workload holds the whole pool idle in transaction: PgBouncer queues the check's
+    # SELECT 1 for up to query_wait_timeout (120 s). The check gives up at its own
+    # deadline, cancels, and says the pool is busy, not that the pooler is down.
+    pools, tenant, password = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=1)
+    with running_pgbouncer(files(pools.site("main"), tenant, password, pooler)) as bouncer:
+        with connect(bouncer, tenant, password) as holder:
+            holder.execute("SELECT 1")  # a transaction is open: the server connection is its
+            started = time.monotonic()
+            with pytest.raises(PoolerBusy):
+                login(bouncer, tenant, password, timeout_seconds=2)
+            assert time.monotonic() - started < 4
+            holder.rollback()
+        login(bouncer, tenant, password)  # the pool is free again: the check passes
+
+
+@pytest.mark.security
+def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
+    postgres_site_pools: SitePools, provisioned: tuple[SitePools, str, str]
+) -> None:
+    # The workload authenticates to the pooler with a client credential of the pooler's
+    # own, which a rotation of the role's password does not change: the workload's URL
+    # stays, so its pods do not roll, and old and new pooler pods both accept them. Only
+    # the pooler's login to the server changes.
+    pools, tenant, old = provisioned
+    client = new_password()
+    pooler = PoolerSpec(enabled=True, pool_size=2)
+    site = pools.site("main")
+    target = pooler_target(site, tenant=tenant)
+    before = pooler_config_values(
+        target=target, pooler=pooler, password=old, client_password=client
+    )
+    with running_pgbouncer(before) as old_pod:
+        login(old_pod, tenant, client)  # a server connection of the old password, pooled
+        new = new_password()
+        ensure_tenant_database(
+            postgres_site_pools, "main", tenant=tenant, password=new, connection_limit=20
+        )
+        after = pooler_config_values(
+            target=target, pooler=pooler, password=new, client_password=client
+        )
+        assert after[CLIENT_URL_KEY] == before[CLIENT_URL_KEY]  # the workload keeps its URL
+        assert old not in after[CLIENT_URL_KEY]
+        assert new not in after[CLIENT_URL_KEY]
+        with running_pgbouncer(after) as new_pod:
+            for pod in (old_pod, new_pod):  # the same workload pod, on either pooler pod
+                with connect(pod, tenant, client) as conn:
+                    assert conn.execute("SELECT current_user").fetchone() == (role_of(tenant),)
+            with pytest.raises(AuthenticationFailed):
+                login(new_pod, tenant, old)  # the role's password is not a client credential
+
+
+@pytest.mark.security
+def test_a_man_in_the_middle_of_the_pooler_gets_no_password(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    # Clients must come over TLS; the operator's check pins the pooler's own certificate,
+    # so a server in the middle with a certificate of its own (here another real pgbouncer,
+    # which would relay the login) never completes TLS with it.
+    pools, tenant, password = provisioned
+    pooler = PoolerSpec(enabled=True, pool_size=2)
+    target = pooler_target(pools.site("main"), tenant=tenant)
+    now = datetime.datetime.now(datetime.UTC)
+    names = {"service": "cleo-pooler", "namespace": "cleo-x", "cluster_domain": "cluster.local"}
+    real, forged = (issue_pooler_tls(now=now, **names) for _ in range(2))
+
+    def rendered(tls: PoolerTls) -> dict[str, str]:
+        return pooler_config_values(target=target, pooler=pooler, password=password, tls=tls)
+
+    with running_pgbouncer(rendered(real)) as pod, running_pgbouncer(rendered(forged)) as mitm:
+        login(pod, tenant, password, server_cert_pem=real.cert_pem)
+        with connect(pod, tenant, password, sslmode="require") as conn:  # as the workload
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            connect(pod, tenant, password)  # sslmode=disable: refused, nothing in clear
+        with pytest.raises(PoolerCheckFailed) as caught:
+            login(mitm, tenant, password, server_cert_pem=real.cert_pem)
+        assert "certificate" in str(caught.value)
+        assert password not in str(caught.value)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ The operator's database and pooler parts run here against the local API server a
 session's PostgreSQL. The cluster's pods are KWOK's (they become Ready, but no container
 runs), so the pooler's pod is played by a real ``pgbouncer`` started from the very Secret
 the operator wrote to the cluster (`PooledPod`), and the operator's login check is pointed
-at it instead of the Service's cluster DNS name, which does not resolve here. Everything
+at it instead of the Service's cluster IP, which nothing routes here. Everything
 else (objects, NetworkPolicies, the Deployment controller's status, PoolerReady, the roll
 after a rotation, switching it off) is the real thing.
 """
@@ -38,6 +38,8 @@ from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
+    TLS_CERT,
+    TLS_KEY,
     USERLIST_KEY,
 )
 from tests.harness.cluster_fixtures import wait_for
@@ -70,7 +72,8 @@ class PooledPod:
         if secret is None:
             return
         values = support.secret_values(secret)
-        files = {key: values[key] for key in (INI_KEY, USERLIST_KEY) if key in values}
+        mounted = (INI_KEY, USERLIST_KEY, TLS_KEY, TLS_CERT)  # what the pod mounts
+        files = {key: values[key] for key in mounted if key in values}
         if self.bouncer is not None and self.bouncer.files == files:
             return
         if self.bouncer is None:
@@ -79,8 +82,10 @@ class PooledPod:
             self.bouncer.restart(files)
         self.starts += 1
 
-    def address(self, namespace: str) -> tuple[str, int]:
-        assert namespace == self.namespace
+    def address(self, service: dict[str, Any]) -> tuple[str, int]:
+        """Where the check goes instead of the Service's cluster IP (no kube-proxy here);
+        the part calls it only with the Service it verified as its own."""
+        assert service["metadata"]["namespace"] == self.namespace
         assert self.bouncer is not None, "the check ran before the pooler had a pod"
         return self.bouncer.host, self.bouncer.port
 

@@ -12,16 +12,26 @@ admin cannot make a pod wear the pooler's labels.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import socket
+import struct
+import threading
 from typing import Any
 
 import pytest
 
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.data.errors import DataError
+from cleo_operator.data.pooler import check_pooler_login
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.reconcile.database_secret import credentials_values
-from cleo_operator.reconcile.pooler import pooler_target, render_check_policy
+from cleo_operator.reconcile.pooler import (
+    DEFAULT_OPERATOR_POD_LABELS,
+    pooler_target,
+    render_check_policy,
+)
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.child import workload_pod_labels
 from cleo_operator.render.meta import tenant_owner
@@ -76,7 +86,8 @@ WORKLOAD = Pod(
 )
 POOLER = Pod(NS, {**pooler_selector(TENANT)}, TENANT_NS_LABELS)
 JOB = Pod(NS, {"job-name": "migrate"}, TENANT_NS_LABELS)
-OPERATOR = Pod(OPERATOR_NS, {"app.kubernetes.io/name": "cleo-operator"})
+OPERATOR = Pod(OPERATOR_NS, dict(DEFAULT_OPERATOR_POD_LABELS))
+BACKUP_RUNNER = Pod(OPERATOR_NS, {"app.kubernetes.io/name": "cleo-backup"})
 OTHER_TENANT = Pod("cleo-other", {"app": "anything"}, {"cleoai.io/tenant": "other"})
 
 
@@ -88,6 +99,15 @@ def test_the_workload_reaches_the_site_only_through_the_pooler() -> None:
     # Nowhere else: the pooler's way out is the site's port, no other.
     assert not can_reach_ip(rules, POOLER, SITE_IP, port=22)
     assert not can_reach_ip(rules, POOLER, "203.0.113.9", port=SITE_PORT)
+
+
+def test_only_the_operator_pod_reaches_the_poolers_port() -> None:
+    # Other pods of the operator's namespace (a backup runner, a debugging pod) are not the
+    # operator: they get no way to the tenant's pool.
+    rules = policies()
+    assert can_connect(rules, OPERATOR, POOLER, port=POOLER_PORT)
+    assert not can_connect(rules, BACKUP_RUNNER, POOLER, port=POOLER_PORT)
+    assert not can_connect(rules, Pod(OPERATOR_NS, {}), POOLER, port=POOLER_PORT)
 
 
 def test_only_the_operator_namespace_is_let_in_and_only_to_the_poolers_port() -> None:
@@ -150,6 +170,58 @@ def test_the_poolers_secret_holds_nothing_the_tenant_admin_cannot_already_read()
     assert not any("/etc/cleo/sites" in value for value in first.values())
     databases = first["pgbouncer.ini"].split("[databases]\n")[1].split("\n\n")[0]
     assert databases.splitlines() == [
-        "cleo_acme = host=pg.example.internal port=5432 dbname=cleo_acme user=cleo_acme"
+        "cleo_acme = host=pg.example.internal port=5432 dbname=cleo_acme user=cleo_acme "
+        f"password={'P' * 43}"
     ]
     assert first["userlist.txt"].splitlines() == [f'"cleo_acme" "{"P" * 43}"']
+
+
+class ImpersonatingPooler:
+    """A server on loopback that asks every client for its password in clear (or MD5, whose
+    hash is as good as the password to it) and records all it receives."""
+
+    def __init__(self, method: int) -> None:
+        self.method = method
+        self.received = bytearray()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.settimeout(5)
+                self.received += conn.recv(65536)  # the startup message
+                salt = b"salt" if self.method == 5 else b""
+                conn.sendall(b"R" + struct.pack("!ii", 8 + len(salt), self.method) + salt)
+                while chunk := conn.recv(65536):
+                    self.received += chunk
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("method", [3, 5], ids=["cleartext", "md5"])
+def test_an_impersonating_pooler_never_receives_the_tenant_password(method: int) -> None:
+    password = "A" * 43
+    fake = ImpersonatingPooler(method)
+    try:
+        with pytest.raises(DataError) as caught:
+            check_pooler_login(
+                host="127.0.0.1",
+                port=fake.port,
+                dbname="cleo_acme",
+                user="cleo_acme",
+                password=password,
+                timeout_seconds=2,
+            )
+    finally:
+        fake.close()
+    assert b"cleo_acme" in fake.received  # it did talk to the fake
+    assert password.encode() not in fake.received
+    assert password not in str(caught.value)

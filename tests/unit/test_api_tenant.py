@@ -89,6 +89,7 @@ BAD = [
     ("namespace", "kube-system", "spec.namespace", "namespace of Kubernetes itself"),
     ("namespace", "default", "spec.namespace", "namespace of Kubernetes itself"),
     ("namespace", "kube-flannel", "spec.namespace", "namespace of Kubernetes itself"),
+    ("namespace", "svc", "spec.namespace", "zone of the cluster's DNS"),
     ("admins.0.kind", "Robot", "spec.admins[0].kind", "'User' or 'Group'"),
     ("admins.1", {"kind": "User", "name": "alice@example.com"}, "spec.admins[1].name", "duplicate"),
     ("quota.cpu", "8 cores", "spec.quota.cpu", "Kubernetes quantity"),

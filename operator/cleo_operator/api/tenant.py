@@ -64,6 +64,7 @@ from cleo_operator.api.schema import (
 __all__ = [
     "DEFAULT_SITE",
     "DEFAULT_TARGET_CPU_UTILIZATION_PERCENTAGE",
+    "DNS_ZONE_NAMESPACES",
     "KIND",
     "PLURAL",
     "RESOURCE",
@@ -108,6 +109,10 @@ RESERVED_PREFIX: Final = "cleo-"
 SYSTEM_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
 SYSTEM_NAMESPACE_PREFIX: Final = "kube-"
 """Kubernetes reserves every namespace name with this prefix for itself."""
+DNS_ZONE_NAMESPACES: Final = ("svc", "pod")
+"""Namespaces named like a zone of the cluster's DNS: with the search list, a relative name
+``x.<ns>.svc`` is tried as ``x.<ns>.svc.svc.cluster.local`` first, a name of namespace
+``svc``, so whoever owns it could answer for every other namespace."""
 
 # --- value types of this kind ----------------------------------------------------------------
 
@@ -501,6 +506,11 @@ class CleoTenantSpec(SpecModel):
                     "spec.namespace must not be a namespace of Kubernetes itself "
                     f"(default or {SYSTEM_NAMESPACE_PREFIX}*)",
                 ),
+                cel(
+                    "!(self in " + repr(list(DNS_ZONE_NAMESPACES)) + ")",
+                    "spec.namespace must not be named like a zone of the cluster's DNS "
+                    f"({' or '.join(DNS_ZONE_NAMESPACES)})",
+                ),
             ),
             # null would be "set" for CEL's has() but unset for the operator: refuse null.
             Extra({"x-cleo-nullable": False}),
@@ -582,6 +592,14 @@ class CleoTenantSpec(SpecModel):
                     ("namespace",),
                     "must not be a namespace of Kubernetes itself "
                     f"(default or {SYSTEM_NAMESPACE_PREFIX}*)",
+                )
+            )
+        if self.namespace in DNS_ZONE_NAMESPACES:
+            violations.append(
+                RuleViolation(
+                    ("namespace",),
+                    "must not be named like a zone of the cluster's DNS "
+                    f"({' or '.join(DNS_ZONE_NAMESPACES)})",
                 )
             )
         standby = self.failover.standby_site

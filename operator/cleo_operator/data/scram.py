@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import stringprep
 import unicodedata
@@ -36,6 +37,14 @@ SALT_BYTES: Final = 16
 """PostgreSQL's salt length for new verifiers."""
 
 _KEY_BYTES: Final = 32
+OPERATOR_PASSWORD_FORM: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+"""What ``secrets.token_urlsafe(32)`` makes: the only passwords the operator ever sets.
+
+Anything else is refused where a password is written into a file or a statement that
+reads a ``SCRAM-SHA-256$<iterations>:...`` or ``md5...`` string as a *verifier*
+(PgBouncer's auth file, ``ALTER ROLE ... PASSWORD``): a planted verifier with millions of
+iterations would make every login run PBKDF2 that long, inside a connect that cannot be
+interrupted."""
 _MAX_VERIFIER_CHARS: Final = 200
 """Longer than any verifier of the operator's form: not even parsed."""
 
@@ -166,3 +175,8 @@ def _parse(verifier: str | None) -> tuple[int, bytes, bytes, bytes] | None:
     if iterations < 1:
         return None
     return iterations, salt, stored, server
+
+
+def is_operator_password(password: str) -> bool:
+    """Whether `password` has the form of one the operator made (`OPERATOR_PASSWORD_FORM`)."""
+    return OPERATOR_PASSWORD_FORM.fullmatch(password) is not None

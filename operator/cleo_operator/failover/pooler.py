@@ -16,9 +16,9 @@ then the workload stays at zero, and the fence covers the pooler too.
 
 The pooler is judged from what runs, not from what the tenant reconcile meant to run: the
 ``[databases]`` entry of the pooler Secret names the new site's host and port, the pod
-template carries the hash of exactly that Secret (an HMAC keyed with the password of its
-auth file, as the renderer computes it), and the Deployment's controller reports every
-replica updated and available.
+template carries the hash of exactly that Secret (an HMAC keyed with the server login's
+password in its database entry, as the renderer computes it), and the Deployment's
+controller reports every replica updated and available.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
-    USERLIST_KEY,
     pooler_config_hash,
 )
 
 __all__ = ["PoolerRoute", "pooler_route", "pooler_server"]
 
-_USER: Final = re.compile(r'^"[^"]*" "(?P<password>[^"]*)"\n?$')
+_SERVER_PASSWORD: Final = re.compile(
+    r"^\S+ = host=\S+ .* password=(?P<password>\S+)$", re.MULTILINE
+)
 _SERVER: Final = re.compile(r"^\S+ = host=(?P<host>\S+) port=(?P<port>\d+) ", re.MULTILINE)
 
 
@@ -79,8 +80,10 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _password(userlist: str) -> str | None:
-    found = _USER.match(userlist)
+def _password(ini: str) -> str | None:
+    """The server login's password of the rendered ``pgbouncer.ini`` (its database entry):
+    the role's, which keys the configuration's hash (the auth file holds the clients')."""
+    found = _SERVER_PASSWORD.search(ini.partition("[pgbouncer]")[0])
     return found["password"] if found else None
 
 
@@ -89,7 +92,7 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
 
     Reads only what the operator writes and tenant admins cannot (the pooler's Secret is a
     reserved name, its Deployment's status the controller's): the password that keys the
-    hash comes from the pooler's own auth file, not from the tenant-writable credentials
+    hash comes from the pooler's own configuration, not from the tenant-writable credentials
     Secret, so an edit there can neither release the writers early nor be needed."""
     deployment = kube.get(DEPLOYMENT, POOLER_NAME, namespace=namespace)
     if deployment is None:
@@ -108,7 +111,7 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    password = _password(values.get(USERLIST_KEY, ""))
+    password = _password(values.get(INI_KEY, ""))
     current = password is not None and template.get(POOLER_HASH_ANNOTATION) == pooler_config_hash(
         values, password=password
     )

@@ -6,7 +6,9 @@ they live apart from the Secret's layout (`database_secret`) and from the work o
 sites (`tenant_databases`), and are unit-tested alone.
 
 The role only ever gets passwords the operator generated (``secrets.token_urlsafe``): a
-stored password that is too short, holds a NUL or no longer matches the fingerprint
+stored password that is not of the form ``token_urlsafe(32)`` makes
+(`is_operator_password`: a SCRAM or MD5 verifier planted as a "password" would be read as
+one by PostgreSQL and PgBouncer) or no longer matches the fingerprint
 recorded beside it was not made by the operator, and is replaced by a rotation.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from cleo_operator.api.base import parse_duration
+from cleo_operator.data.scram import is_operator_password
 
 ROTATE_ANNOTATION: Final = "cleoai.io/rotate-database-password"
 """Set it on the CleoTenant to any new value to rotate the password now."""
@@ -83,7 +86,7 @@ def unusable_password(*, tenant: str, password: str, recorded_fingerprint: str) 
     fingerprint = password_fingerprint(tenant=tenant, password=password)
     if not hmac.compare_digest(fingerprint, recorded_fingerprint):
         return "the password in the credentials Secret was changed by hand"
-    if len(password) < MIN_PASSWORD_LENGTH or "\x00" in password:
+    if not is_operator_password(password):
         return "the password in the credentials Secret is not one the operator made"
     return None
 

@@ -17,7 +17,8 @@ So a namespace is never taken on a name's word. A tenant may use namespace N onl
 
 Always refused, mark or not: the operator's own namespace (its keys and the sites' admin
 credentials live there), the namespaces of Kubernetes itself (`default` and `kube-*`), and
-every namespace that carries the uid of another tenant that exists.
+every namespace that carries the uid of another tenant that exists; and ``svc`` and ``pod``,
+named like zones of the cluster's DNS (see `DNS_ZONE_NAMESPACES`).
 
 Uids, not names, are the proof: the tenant label can be copied, and a tenant's name can be
 reused after it was deleted; a uid is never given twice.
@@ -29,7 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from cleo_operator.api.tenant import SYSTEM_NAMESPACE_PREFIX, SYSTEM_NAMESPACES
+from cleo_operator.api.tenant import (
+    DNS_ZONE_NAMESPACES,
+    SYSTEM_NAMESPACE_PREFIX,
+    SYSTEM_NAMESPACES,
+)
 from cleo_operator.render.meta import (
     ADOPT_ANNOTATION,
     API_VERSION,
@@ -61,8 +66,14 @@ class NamespaceClaim:
 
 
 def is_system_namespace(name: str) -> bool:
-    """A namespace of Kubernetes itself: `default`, `kube-system` and every other `kube-*`."""
-    return name in SYSTEM_NAMESPACES or name.startswith(SYSTEM_NAMESPACE_PREFIX)
+    """A namespace of Kubernetes itself: `default`, `kube-system` and every other `kube-*`;
+    and `DNS_ZONE_NAMESPACES` (``svc``, ``pod``), whose owner could answer the cluster's DNS
+    for names of every other namespace."""
+    return (
+        name in SYSTEM_NAMESPACES
+        or name in DNS_ZONE_NAMESPACES
+        or name.startswith(SYSTEM_NAMESPACE_PREFIX)
+    )
 
 
 def owner_uid(ns: Mapping[str, Any]) -> str | None:

@@ -3,7 +3,11 @@
 It runs after the database part, in the same reconcile: the database part has converged
 the role and written the credentials Secret (a rotation included), so the pooler renders
 its configuration from the password the role has *now*, and a rotation rolls the pooler
-in the same reconcile that made it (the configuration's hash is on the pod template).
+in the same reconcile that made it (the configuration's hash is on the pod template). The
+workload does not roll for it: it logs in to the pooler with a client password of the
+pooler's own, kept in the pooler's Secret with the pooler's TLS key and certificate
+(kept while usable, `crypto.pooler_tls`), and its checksum takes only what it uses
+(`pooler_client_fingerprint`).
 
 What it reads, and why from there: the site's connection facts from the operator's own
 site configuration (never from the tenant-writable credentials Secret, whose host or TLS
@@ -19,49 +23,69 @@ itself stays direct: migration and backup Jobs connect to the site with it.
 **PoolerReady.** True only when the pooler's Deployment runs the current configuration on
 every replica (the hash of the template, the Deployment's observed generation, updated and
 available replicas) *and* a real login through the Service as the tenant's role runs
-``SELECT 1`` (`data.pooler`): a pod whose port answers but whose password is stale, or that
-cannot reach the site, is not a pool. The login runs from the operator's pod, so the part
-adds one NetworkPolicy that admits the operator's namespace to the pooler's port; the
-check waits at most `PoolerSettings.check_timeout_seconds`.
+``SELECT 1`` (`data.pooler`), at the Service's cluster IP, never a DNS name (see
+`service_address`), over TLS pinned to the pooler's own certificate, and only once the
+Service is provably the operator's: a pod whose
+port answers but whose password is stale, or that cannot reach the site, is not a pool.
+The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
+the operator's pods to the pooler's port; the check waits at most
+`PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread.
 
-**Switching it off** deletes what the part made (only objects that carry the operator's
-labels for this tenant) and removes the condition; the workload goes back to the site
-directly in the same reconcile.
+**Switching it off**: the workload goes back to the site directly in the same reconcile;
+what the part made (only objects that carry the operator's labels for this tenant, found
+live, not from status) is deleted once the workload's Deployment has rolled off the
+pooler, and then the condition goes.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import ipaddress
+import json
 import logging
 import os
+import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
+from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls, usable_pooler_tls
 from cleo_operator.data.errors import DataError, UnknownSite
 from cleo_operator.data.pooler import check_pooler_login
+from cleo_operator.data.scram import is_operator_password
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE, Kind
+from cleo_operator.kube.secrets import secret_value
+from cleo_operator.reconcile.database_passwords import new_password
 from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.child import child_metadata
+from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
+    CLIENT_URL_KEY,
     DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     POOLER_PORT,
     SERVICE_PORT,
+    TLS_CERT,
+    TLS_KEY,
     PoolerConfigError,
     PoolerImage,
     PoolerTarget,
+    pooler_client_fingerprint,
     pooler_selector,
     render_pooler,
 )
@@ -69,6 +93,7 @@ from cleo_operator.render.pooler import (
 __all__ = [
     "CHECK_POLICY",
     "CONDITION_TYPE",
+    "DEFAULT_OPERATOR_POD_LABELS",
     "IMAGE_ENV",
     "IMAGE_PULL_POLICY_ENV",
     "PoolerCheck",
@@ -78,6 +103,8 @@ __all__ = [
     "pooler_target",
     "render_check_policy",
     "routes_workload",
+    "service_address",
+    "verified_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +113,9 @@ CONDITION_TYPE: Final = "PoolerReady"
 IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
 IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+OPERATOR_POD_LABELS_ENV: Final = "CLEO_OPERATOR_POD_LABELS"
+DEFAULT_OPERATOR_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "cleo-operator"}
+"""The operator's own pods' labels (the chart's selector labels), when not configured."""
 CHECK_POLICY: Final = "cleo-allow-pooler-check"
 """The NetworkPolicy that lets the operator's own login check reach the pooler's port."""
 _OWNED_KINDS: Final[tuple[Kind, ...]] = (PDB, SERVICE, DEPLOYMENT, SECRET)
@@ -102,7 +132,19 @@ class PoolerSettings:
     image: PoolerImage = dataclasses.field(default_factory=PoolerImage)
     """The PgBouncer image and its pull policy."""
     check_timeout_seconds: int = 2
-    """Longest the login check through a pooler waits (it runs in the reconcile)."""
+    """Longest the login check through a pooler waits for its answer (then it cancels)."""
+    check_grace_seconds: float = 1.5
+    """How much longer than that the reconcile waits for the check's lane (the cancel, and
+    cutting an answerer that ignores it); after it, the check is reported pending."""
+    operator_pod_labels: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_OPERATOR_POD_LABELS)
+    )
+    """Labels of the operator's own pods: only they may reach a pooler's port (`CHECK_POLICY`),
+    not every pod of the operator's namespace."""
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain: the pooler's certificate names its Service under it."""
+    check_lane_width: int = 4
+    """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
     """Look again this soon while the pooler rolls out."""
     failed_requeue_seconds: float = 10.0
@@ -121,7 +163,28 @@ class PoolerSettings:
             raise ValueError(
                 f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
             )
-        return cls(image=PoolerImage(image=image, pull_policy=policy))
+        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))
+        return cls(
+            image=PoolerImage(image=image, pull_policy=policy),
+            operator_pod_labels=labels or dict(DEFAULT_OPERATOR_POD_LABELS),
+        )
+
+
+_LABEL_PART: Final = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    """``key=value,key=value`` (`OPERATOR_POD_LABELS_ENV`); a bad pair names the variable."""
+    labels: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not _LABEL_PART.match(key) or not _LABEL_PART.match(value):
+            raise ValueError(
+                f"{OPERATOR_POD_LABELS_ENV}: {pair!r} is not a label key=value "
+                "(comma-separated pairs, the operator pods' own labels)"
+            )
+        labels[key] = value
+    return labels
 
 
 def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
@@ -178,6 +241,36 @@ def observe_rollout(
     return None
 
 
+def _workload_on_pooler(deployment: KubeObject | None) -> str | None:
+    """Why the workload may still use the pooler (its template reads the pooler's Secret,
+    or pods of an older template run); None once it has rolled off it, or has none."""
+    if deployment is None:
+        return None
+    spec = deployment.get("spec") or {}
+    if POOLER_NAME in json.dumps(spec.get("template") or {}):
+        return "the workload's template still goes through the pooler; it is kept until it rolls"
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    rolled = _int(status.get("observedGeneration")) >= _int(meta.get("generation")) and _int(
+        status.get("replicas")
+    ) <= _int(status.get("updatedReplicas"))
+    if not rolled:
+        return (
+            "pods of the workload's previous template may still use the pooler; it is "
+            "kept until they are gone"
+        )
+    return None
+
+
+def _client_fingerprint(secret: KubeObject | None) -> str:
+    """The workload's checksum input from the pooler's Secret: its URL and credential only
+    (`pooler_client_fingerprint`), never the role's password; "" when it has none."""
+    values = {key: secret_value(secret, key) for key in (CLIENT_PASSWORD_KEY, CLIENT_URL_KEY)}
+    if not all(values.values()):
+        return ""
+    return pooler_client_fingerprint({key: str(value) for key, value in values.items()})
+
+
 def _had_condition(conditions: Iterable[object] | None) -> bool:
     return any(
         isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE
@@ -185,12 +278,18 @@ def _had_condition(conditions: Iterable[object] | None) -> bool:
     )
 
 
-def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeObject:
-    """`CHECK_POLICY`: the operator's namespace may reach the pooler's port, nothing else.
+def render_check_policy(
+    ctx: TenantContext,
+    *,
+    operator_namespace: str,
+    operator_pod_labels: Mapping[str, str] = DEFAULT_OPERATOR_POD_LABELS,
+) -> KubeObject:
+    """`CHECK_POLICY`: the operator's pods may reach the pooler's port, nothing else.
 
-    By the namespace's name label, which the API server sets and nobody can forge; the
-    pooler's pods are selected by labels the tenant-protection policy keeps tenant admins
-    from putting on pods of their own.
+    By the namespace's name label, which the API server sets and nobody can forge, and the
+    operator pods' own labels, so that other pods of its namespace (backup runners) get
+    nothing; the pooler's pods are selected by labels the tenant-protection policy keeps
+    tenant admins from putting on pods of their own.
     """
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": pooler_selector(ctx.name)},
@@ -201,7 +300,8 @@ def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeO
                     {
                         "namespaceSelector": {
                             "matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}
-                        }
+                        },
+                        "podSelector": {"matchLabels": sorted_map(operator_pod_labels)},
                     }
                 ],
                 "ports": [{"protocol": "TCP", "port": POOLER_PORT}],
@@ -222,6 +322,43 @@ def render_check_policy(ctx: TenantContext, *, operator_namespace: str) -> KubeO
     }
 
 
+def service_address(service: KubeObject) -> tuple[str, int]:
+    """The pooler's address from its Service (`verified_service`): its cluster IP.
+
+    Never a DNS name: ``cleo-pooler.<ns>.svc`` is relative, and with the cluster's
+    ``ndots:5`` it is first tried under the search domains, where a name of namespace
+    ``svc`` answers; whoever made that name would receive the tenant's login.
+    """
+    return str(service["spec"]["clusterIP"]), SERVICE_PORT
+
+
+def verified_service(
+    service: KubeObject | None, *, tenant: str, uid: str
+) -> tuple[KubeObject | None, str]:
+    """`service` when it is provably the operator's pooler Service of this tenant (its
+    labels, an owner reference with the tenant's uid, a cluster IP); else None and why."""
+    if service is None:
+        return None, "the pooler's Service does not exist yet"
+    meta = service.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owners = meta.get("ownerReferences") or []
+    if (
+        labels.get(MANAGED_BY_LABEL) != MANAGED_BY
+        or labels.get(TENANT_LABEL) != tenant
+        or not any(isinstance(o, Mapping) and o.get("uid") == uid for o in owners)
+    ):
+        return None, (
+            f"Service {POOLER_NAME} is not the operator's for this tenant (labels or owner): "
+            "the login check does not go to it"
+        )
+    cluster_ip = str((service.get("spec") or {}).get("clusterIP") or "")
+    try:
+        ipaddress.ip_address(cluster_ip)
+    except ValueError:
+        return None, f"Service {POOLER_NAME} has no cluster IP yet"
+    return service, ""
+
+
 class PoolerPart:
     """``spec.database.pooler`` as a `TenantPart`; after `DatabasePart` in ``parts=[...]``."""
 
@@ -233,24 +370,32 @@ class PoolerPart:
         operator_namespace: str,
         settings: PoolerSettings | None = None,
         check: PoolerCheck = check_pooler_login,
-        address: Callable[[str], tuple[str, int]] | None = None,
+        address: Callable[[KubeObject], tuple[str, int]] = service_address,
     ) -> None:
         self.kube = kube
         self.databases = databases
         self.operator_namespace = operator_namespace
         self.settings = settings or PoolerSettings()
         self.check = check
-        # Where the operator reaches a namespace's pooler: its Service, by cluster DNS.
-        self.address = address or (lambda ns: (f"{POOLER_NAME}.{ns}.svc", SERVICE_PORT))
+        # Where the operator reaches a pooler, from its verified Service (`service_address`).
+        self.address = address
+        # Database work never runs in a reconcile's worker thread: the login runs in this
+        # lane, one check per namespace at a time, and the reconcile waits only so long.
+        self._lane = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.check_lane_width, thread_name_prefix="pooler-check"
+        )
+        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._running_lock = threading.RLock()  # a done future calls back at once
+
+    def close(self) -> None:
+        """Stop the check lane (a running check ends at its own deadline)."""
+        self._lane.shutdown(wait=False, cancel_futures=True)
 
     def reconcile(self, ctx: TenantContext) -> PartResult:
         database = ctx.spec.database
         result = PartResult()
         if not (database.enabled and database.pooler.enabled):
-            if _had_condition(ctx.status.get("conditions")):
-                self._remove(ctx)
-                result.remove_conditions.add(CONDITION_TYPE)
-            return result
+            return self._switch_off(ctx, result)
         try:
             site_name = database_site(ctx.spec, ctx.annotations)
             site = self.databases.pools.site(site_name)
@@ -264,6 +409,13 @@ class PoolerPart:
             )
         pooler = database.pooler
         target = pooler_target(site, tenant=ctx.name)
+        # The workload's own credential to the pooler: kept from the live Secret (so that a
+        # rotation of the role's password never changes the workload's URL), made anew only
+        # when there is none of the operator's form.
+        live_secret = self._ours(ctx, SECRET, POOLER_NAME)
+        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY)
+        client_password = kept if kept and is_operator_password(kept) else new_password()
+        tls = self._tls(ctx, live_secret)
         try:
             objects = render_pooler(
                 tenant=ctx.name,
@@ -272,6 +424,8 @@ class PoolerPart:
                 pooler=pooler,
                 target=target,
                 password=stored.password,
+                client_password=client_password,
+                tls=tls,
                 image=self.settings.image,
             )
         except PoolerConfigError as exc:
@@ -281,42 +435,116 @@ class PoolerPart:
             POOLER_HASH_ANNOTATION
         ]
         result.objects = [
-            render_check_policy(ctx, operator_namespace=self.operator_namespace),
+            render_check_policy(
+                ctx,
+                operator_namespace=self.operator_namespace,
+                operator_pod_labels=self.settings.operator_pod_labels,
+            ),
             *objects,
         ]
+        if not any(o["kind"] == PDB.kind for o in objects):
+            # Scaled to one replica: a budget keeping one pod up would block every drain,
+            # and the tenant reconcile's pruning does not know a part's objects.
+            self._delete_ours(ctx, PDB, POOLER_NAME, why="one replica needs no budget")
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = config_hash
+            result.fingerprints["pooler"] = _client_fingerprint(objects[0])
         rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
         if rollout is not None:
             result.conditions[CONDITION_TYPE] = rollout
             result.requeue_after = self.settings.rolling_requeue_seconds
             return result
-        host, port = self.address(ctx.namespace)
-        try:
-            self.check(
+        service, why = verified_service(
+            self.kube.get(SERVICE, POOLER_NAME, namespace=ctx.namespace),
+            tenant=ctx.name,
+            uid=ctx.uid,
+        )
+        if service is None:
+            result.conditions[CONDITION_TYPE] = Observation("False", "ServiceNotVerified", why)
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
+        host, port = self.address(service)
+        future = self._submit_check(
+            ctx.namespace,
+            functools.partial(
+                self.check,
                 host=host,
                 port=port,
                 dbname=target.dbname,
                 user=target.user,
-                password=stored.password,
+                password=client_password,
                 timeout_seconds=self.settings.check_timeout_seconds,
-            )
-        except DataError as exc:
+                server_cert_pem=tls.cert_pem,
+            ),
+        )
+        wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
+        try:
+            if future is None:
+                raise concurrent.futures.TimeoutError
+            future.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
             result.conditions[CONDITION_TYPE] = Observation(
-                "False", exc.reason, clip(exc.safe_message)
+                "False",
+                "CheckPending",
+                f"the login through the pooler's Service has not answered within {wait:g}s",
+            )
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
+        except DataError as exc:
+            # The text of the error is partly the answerer's: it goes to the log (redacted
+            # already), never into status, which tenants read and trust.
+            log.info("tenant %s: the login through the pooler failed: %s", ctx.name, exc)
+            result.conditions[CONDITION_TYPE] = Observation(
+                "False",
+                exc.reason,
+                f"a login through the pooler's Service failed ({exc.reason}); the "
+                "operator's log has the details",
             )
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
         result.conditions[CONDITION_TYPE] = Observation(
             "True",
             "Serving",
-            f"the tenant's role logs in through the pooler ({pooler.replicas} replicas, "
-            f"{pooler.mode} pooling, at most {pooler.pool_size} server connections each) "
-            f"to database {target.dbname} on site {site_name}",
+            f"a login through the pooler's Service succeeded as the tenant's role, to "
+            f"database {target.dbname} on site {site_name} ({pooler.replicas} replicas of "
+            f"the current configuration, {pooler.mode} pooling, at most {pooler.pool_size} "
+            "server connections each)",
         )
         return result
+
+    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> PoolerTls:
+        """The pooler's client TLS key and certificate: the live Secret's while usable (no
+        churn: a no-op reconcile writes nothing), else a new pair (the pooler rolls)."""
+        names = {
+            "service": POOLER_NAME,
+            "namespace": ctx.namespace,
+            "cluster_domain": self.settings.cluster_domain,
+        }
+        key, cert = (secret_value(live_secret, k) for k in (TLS_KEY, TLS_CERT))
+        if key and cert:
+            kept = PoolerTls(key_pem=key, cert_pem=cert)
+            if usable_pooler_tls(kept, now=ctx.now, **names):
+                return kept
+        return issue_pooler_tls(now=ctx.now, **names)
+
+    def _submit_check(
+        self, namespace: str, call: Callable[[], None]
+    ) -> concurrent.futures.Future[None] | None:
+        """Start the check of `namespace`'s pooler; None while its last one still runs."""
+        with self._running_lock:
+            running = self._running.get(namespace)
+            if running is not None and not running.done():
+                return None
+            future = self._lane.submit(call)
+            self._running[namespace] = future
+            future.add_done_callback(lambda done: self._forget(namespace, done))
+            return future
+
+    def _forget(self, namespace: str, future: concurrent.futures.Future[None]) -> None:
+        with self._running_lock:
+            if self._running.get(namespace) is future:
+                del self._running[namespace]
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
         """Delete: nothing to do (the tenant owns the objects; the collector removes them).
@@ -361,20 +589,50 @@ class PoolerPart:
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
             result.pooler_secret = POOLER_NAME
-            annotations = ((live or {}).get("spec") or {}).get("template", {}).get(
-                "metadata", {}
-            ).get("annotations") or {}
-            result.fingerprints["pooler"] = str(annotations.get(POOLER_HASH_ANNOTATION, ""))
+            result.fingerprints["pooler"] = _client_fingerprint(
+                self._ours(ctx, SECRET, POOLER_NAME)
+            )
         return result
 
-    def _remove(self, ctx: TenantContext) -> None:
-        """Delete the pooler's objects that are provably ours (labels of this tenant)."""
-        for kind, name in self._owned():
-            live = self.kube.get(kind, name, namespace=ctx.namespace)
-            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
-            if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-                continue
-            if labels.get(TENANT_LABEL) != ctx.name:
-                continue
-            self.kube.delete(kind, name, namespace=ctx.namespace)
-            log.info("tenant %s: deleted %s %s (pooler switched off)", ctx.name, kind.kind, name)
+    def _switch_off(self, ctx: TenantContext, result: PartResult) -> PartResult:
+        """Remove the pooler once nothing of the workload uses it any more.
+
+        Decided from the live objects (those with the operator's labels for this tenant),
+        never from status, which a lost write or a re-adopted tenant leaves without the
+        condition. The workload goes back to the site in this same reconcile (its template
+        no longer names the pooler), but its pods roll after: the pooler's Service and
+        Secret stay until the workload's Deployment has rolled out a template that does not
+        read them, or its old pods would lose their pool and a restarted one its
+        ``secretKeyRef``.
+        """
+        ours = [(kind, name) for kind, name in self._owned() if self._ours(ctx, kind, name)]
+        if not ours:
+            if _had_condition(ctx.status.get("conditions")):
+                result.remove_conditions.add(CONDITION_TYPE)
+            return result
+        waiting = _workload_on_pooler(
+            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace)
+        )
+        if waiting is not None:
+            result.conditions[CONDITION_TYPE] = Observation("False", "SwitchingOff", waiting)
+            result.requeue_after = self.settings.rolling_requeue_seconds
+            return result
+        for kind, name in ours:
+            self._delete_ours(ctx, kind, name, why="pooler switched off")
+        result.remove_conditions.add(CONDITION_TYPE)
+        return result
+
+    def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
+        """`kind` `name` if it carries the operator's labels for this tenant."""
+        live = self.kube.get(kind, name, namespace=ctx.namespace)
+        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return None
+        return live if labels.get(TENANT_LABEL) == ctx.name else None
+
+    def _delete_ours(self, ctx: TenantContext, kind: Kind, name: str, *, why: str) -> None:
+        """Delete `kind` `name` if it carries the operator's labels for this tenant."""
+        if self._ours(ctx, kind, name) is None:
+            return
+        self.kube.delete(kind, name, namespace=ctx.namespace)
+        log.info("tenant %s: deleted %s %s (%s)", ctx.name, kind.kind, name, why)

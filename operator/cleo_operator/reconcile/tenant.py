@@ -482,9 +482,17 @@ class TenantReconciler:
                 except KubeError as exc:
                     if exc.transient:
                         raise  # transient: the loop retries soon
-                    # Refused (invalid, forbidden): say which and why, keep going.
-                    failures.append(f"{kind.kind} {meta['name']}: {exc.message or exc.reason}")
-                    log.warning("apply %s %s refused: %s", kind.kind, meta["name"], exc)
+                    # Refused (invalid, forbidden): say which and why, keep going. A
+                    # Secret's refusal may quote what was sent (its values: passwords, the
+                    # pooler's auth file): only the status and reason go anywhere.
+                    why = (
+                        f"{exc.status} {exc.reason} (the server's message is withheld: it "
+                        "may quote the Secret's values)"
+                        if kind.kind == "Secret"
+                        else exc.message or exc.reason
+                    )
+                    failures.append(f"{kind.kind} {meta['name']}: {why}")
+                    log.warning("apply %s %s refused: %s", kind.kind, meta["name"], why)
                     live[key] = current
                     continue
                 result.applied.append(object_ref(obj))

@@ -5,9 +5,13 @@ Pure: from the site's connection facts, the tenant's name, its password and
 
 Choices, and why:
 
-- **Authentication through the tenant's own role, with the plaintext password in the
-  auth file.** PgBouncer logs in to the server as the tenant's role (never the site's
-  admin), and authenticates its clients with SCRAM against the same auth file. The
+- **Two credentials: the role's, for the server, and the clients' own, for the pooler.**
+  PgBouncer logs in to the server as the tenant's role (never the site's admin) with the
+  role's password in its database entry, and authenticates its clients with SCRAM against
+  the auth file, which holds a client password of the pooler's own
+  (`CLIENT_PASSWORD_KEY`). A rotation of the role's password changes the first only: it
+  rolls the pooler, while the workload keeps its URL and never restarts for it, so new
+  workload pods never meet old pooler pods with another password (or the reverse). The
   alternative, the role's SCRAM verifier, would spare the pooler the plaintext, but
   PgBouncer can pass SCRAM through to the server only when its verifier is the *very*
   one the server stores (same salt and iteration count), and the server's copy is readable
@@ -23,8 +27,9 @@ Choices, and why:
 - **TLS to the site as the site is configured**: ``server_tls_sslmode`` is the site's
   ``sslMode``; a site with a CA of its own gets it as ``ca.crt`` in the Secret
   (``server_tls_ca_file``), a ``verify-full`` site without one uses the image's system
-  bundle. Clients reach the pooler inside the namespace without TLS (``sslmode=disable``:
-  PgBouncer would need a certificate of its own); SCRAM keeps the password off the wire.
+  bundle. Clients reach the pooler over TLS (``client_tls_sslmode=require``) with the
+  pooler's own self-signed certificate (`crypto.pooler_tls`), which the operator's login
+  check pins; the workload encrypts (``sslmode=require``) but does not verify it.
 - **A hash of the configuration on the pod template** (`POOLER_HASH_ANNOTATION`, an HMAC
   keyed with the password, which reveals nothing of it): a new password, a new site or a
   new pool setting rolls the pooler's pods, which read their files once at start.
@@ -49,6 +54,8 @@ from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.core.errors import CleoError
+from cleo_operator.crypto.pooler_tls import PoolerTls
+from cleo_operator.data.scram import is_operator_password
 from cleo_operator.data.sites import CA_KEY
 from cleo_operator.render.child import (
     APP_NAME_LABEL,
@@ -63,6 +70,8 @@ from cleo_operator.render.k8s import ObjectMeta
 from cleo_operator.render.meta import TENANT_LABEL
 
 __all__ = [
+    "CLIENT_PASSWORD_KEY",
+    "CLIENT_SSLMODE",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
     "DATABASE_ROUTE_LABEL",
@@ -74,10 +83,13 @@ __all__ = [
     "POOLER_ROUTE",
     "SERVICE_PORT",
     "SYSTEM_CA_BUNDLE",
+    "TLS_CERT",
+    "TLS_KEY",
     "USERLIST_KEY",
     "PoolerConfigError",
     "PoolerImage",
     "PoolerTarget",
+    "pooler_client_fingerprint",
     "pooler_client_url",
     "pooler_config_hash",
     "pooler_config_values",
@@ -97,12 +109,22 @@ SERVICE_PORT: Final = 5432
 """The Service's port: clients see PostgreSQL's usual port."""
 INI_KEY: Final = "pgbouncer.ini"
 USERLIST_KEY: Final = "userlist.txt"
+CLIENT_PASSWORD_KEY: Final = "CLIENT_PASSWORD"  # noqa: S105 - a key name, not a password
+"""The workload's own credential to the pooler (kept across reconciles and rotations of
+the role's password; only the operator reads it back)."""
+TLS_KEY: Final = "tls.key"
+TLS_CERT: Final = "tls.crt"
+"""The pooler's own key and self-signed certificate for client TLS (`crypto.pooler_tls`)."""
 CLIENT_URL_KEY: Final = "DATABASE_URL"
 """The workload's DATABASE_URL through the pooler (read with ``secretKeyRef``; the pooler's
 pods do not mount it)."""
 CONFIG_DIR: Final = "/etc/pgbouncer"
 SYSTEM_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
 """The image's system CAs (Debian's path) for a ``verify-full`` site without a CA of its own."""
+CLIENT_SSLMODE: Final = "require"
+"""How the workload connects to the pooler: TLS always (the pooler refuses plain clients);
+the certificate is the pooler's own self-signed one, which the workload does not verify
+(the operator's check pins it)."""
 POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
 DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
 """On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
@@ -145,18 +167,19 @@ class PoolerTarget:
 
 
 def _check_password(password: str) -> None:
-    # The auth file quotes with '"' and has one user a line: a '"', a newline or any
-    # control character could end the entry and start another.
-    if not password or any(c == '"' or not (" " <= c <= "~") for c in password):
+    # Only the operator's own form (43 URL-safe characters): PgBouncer reads a
+    # "SCRAM-SHA-256$<iterations>:..." or "md5..." entry as a verifier, and a planted
+    # iteration count is a CPU bomb in every client's connect; and a '"', a newline or a
+    # control character could end the auth file's entry and start another.
+    if not is_operator_password(password):
         raise PoolerConfigError(
-            "the tenant's password cannot go into the pooler's auth file: it must be "
-            "printable ASCII without the double quote (rotate it: the operator makes such "
-            "passwords)"
+            "the tenant's password cannot go into the pooler's auth file: it is not of the "
+            "form the operator makes (43 URL-safe characters); rotate it"
         )
 
 
 def render_userlist(*, user: str, password: str) -> str:
-    """PgBouncer's auth file: the tenant's role and its password, one line."""
+    """PgBouncer's auth file: the tenant's role and its clients' password, one line."""
     _check_password(password)
     return f'"{user}" "{password}"\n'
 
@@ -165,6 +188,8 @@ def render_pgbouncer_ini(
     *,
     target: PoolerTarget,
     pooler: PoolerSpec,
+    password: str,
+    client_tls: bool = False,
     config_dir: str = CONFIG_DIR,
     listen_addr: str = "*",
     listen_port: int = POOLER_PORT,
@@ -172,11 +197,14 @@ def render_pgbouncer_ini(
     """``pgbouncer.ini`` for `target` and `pooler`; `config_dir` holds the auth file and CA.
 
     Only the tenant's database is served (no wildcard entry, no admin console users): a
-    client can reach nothing through the pooler that the role cannot reach directly.
+    client can reach nothing through the pooler that the role cannot reach directly. The
+    server login is the role's, with its `password` in the database entry (a forced user):
+    the clients' own credential, in the auth file, is another one.
     """
+    _check_password(password)
     db_line = (
         f"{target.dbname} = host={target.host} port={target.port} dbname={target.dbname} "
-        f"user={target.user}"
+        f"user={target.user} password={password}"
     )
     settings: dict[str, str] = {
         "listen_addr": listen_addr,
@@ -202,6 +230,11 @@ def render_pgbouncer_ini(
         "admin_users": "",
         "stats_users": "",
     }
+    if client_tls:
+        # Clients must come over TLS: the pod network is not trusted with the queries.
+        settings["client_tls_sslmode"] = "require"
+        settings["client_tls_key_file"] = f"{config_dir}/{TLS_KEY}"
+        settings["client_tls_cert_file"] = f"{config_dir}/{TLS_CERT}"
     if target.ca_pem is not None:
         settings["server_tls_ca_file"] = f"{config_dir}/{CA_KEY}"
     elif target.verifies_server:
@@ -211,13 +244,14 @@ def render_pgbouncer_ini(
     return "\n".join(lines) + "\n"
 
 
-def pooler_client_url(*, target: PoolerTarget, password: str) -> str:
+def pooler_client_url(*, target: PoolerTarget, password: str, tls: bool = False) -> str:
     """The workload's ``DATABASE_URL`` through the pooler's Service (holds the password)."""
     user = quote(target.user, safe="")
     database = quote(target.dbname, safe="")
     secret = quote(password, safe="")
     host = POOLER_NAME
-    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode=disable"
+    mode = CLIENT_SSLMODE if tls else "disable"
+    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode={mode}"
 
 
 def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
@@ -235,22 +269,47 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
         },
         {"name": "PGHOST", "value": POOLER_NAME},
         {"name": "PGPORT", "value": str(SERVICE_PORT)},
-        {"name": "PGSSLMODE", "value": "disable"},
+        {"name": "PGSSLMODE", "value": CLIENT_SSLMODE},
     ]
 
 
 def pooler_config_values(
-    *, target: PoolerTarget, pooler: PoolerSpec, password: str
+    *,
+    target: PoolerTarget,
+    pooler: PoolerSpec,
+    password: str,
+    client_password: str | None = None,
+    tls: PoolerTls | None = None,
 ) -> dict[str, str]:
-    """What the pooler's Secret holds, in plain text: the files and the client URL."""
+    """What the pooler's Secret holds, in plain text: the files and the client URL.
+
+    `password` is the role's (the pooler's login to the server); `client_password` the
+    workload's credential to the pooler (`CLIENT_PASSWORD_KEY`), the role's when None.
+    """
+    client = password if client_password is None else client_password
     values = {
-        INI_KEY: render_pgbouncer_ini(target=target, pooler=pooler),
-        USERLIST_KEY: render_userlist(user=target.user, password=password),
-        CLIENT_URL_KEY: pooler_client_url(target=target, password=password),
+        INI_KEY: render_pgbouncer_ini(
+            target=target, pooler=pooler, password=password, client_tls=tls is not None
+        ),
+        USERLIST_KEY: render_userlist(user=target.user, password=client),
+        CLIENT_URL_KEY: pooler_client_url(target=target, password=client, tls=tls is not None),
+        CLIENT_PASSWORD_KEY: client,
     }
+    if tls is not None:
+        values[TLS_KEY] = tls.key_pem
+        values[TLS_CERT] = tls.cert_pem
     if target.ca_pem is not None:
         values[CA_KEY] = target.ca_pem
     return values
+
+
+def pooler_client_fingerprint(values: Mapping[str, str]) -> str:
+    """What the workload's pods depend on (their URL to the pooler), as an HMAC keyed with
+    the client password: it goes into the workload's checksum, so that the workload rolls
+    when its credential changes, and never for a rotation of the role's password."""
+    client = values[CLIENT_PASSWORD_KEY]
+    digest = hmac.new(client.encode(), _HASH_CONTEXT + values[CLIENT_URL_KEY].encode(), "sha256")
+    return digest.hexdigest()[:32]
 
 
 def pooler_config_hash(values: Mapping[str, str], *, password: str) -> str:
@@ -325,12 +384,15 @@ def _deployment(
     pooler: PoolerSpec,
     config_hash: str,
     with_ca: bool,
+    with_tls: bool,
     image: PoolerImage,
 ) -> KubeObject:
     selector = pooler_selector(tenant)
     items = [{"key": INI_KEY, "path": INI_KEY}, {"key": USERLIST_KEY, "path": USERLIST_KEY}]
     if with_ca:
         items.append({"key": CA_KEY, "path": CA_KEY})
+    if with_tls:
+        items += [{"key": TLS_KEY, "path": TLS_KEY}, {"key": TLS_CERT, "path": TLS_CERT}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -391,12 +453,16 @@ def render_pooler(
     target: PoolerTarget,
     password: str,
     image: PoolerImage,
+    client_password: str | None = None,
+    tls: PoolerTls | None = None,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
     """
-    values = pooler_config_values(target=target, pooler=pooler, password=password)
+    values = pooler_config_values(
+        target=target, pooler=pooler, password=password, client_password=client_password, tls=tls
+    )
     config_hash = pooler_config_hash(values, password=password)
     meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)
     encoded = {
@@ -412,6 +478,7 @@ def render_pooler(
             pooler=pooler,
             config_hash=config_hash,
             with_ca=target.ca_pem is not None,
+            with_tls=tls is not None,
             image=image,
         ),
         {

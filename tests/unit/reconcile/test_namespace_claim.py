@@ -147,8 +147,12 @@ def test_the_operator_namespace_is_always_refused(mark: str | None) -> None:
     assert claim(None, namespace="cleo-system").refused  # even before it exists
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
-    "name", ["default", "kube-system", "kube-public", "kube-node-lease", "kube-flannel"]
+    # svc and pod: zones of the cluster's DNS ("x.<ns>.svc" searched under "svc.cluster.local"
+    # lands in namespace svc), which whoever owns them could answer for other namespaces.
+    "name",
+    ["default", "kube-system", "kube-public", "kube-node-lease", "kube-flannel", "svc", "pod"],
 )
 def test_kubernetes_namespaces_are_always_refused(name: str) -> None:
     assert is_system_namespace(name)

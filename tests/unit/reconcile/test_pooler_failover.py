@@ -53,6 +53,7 @@ from tests.unit.reconcile.test_pooler_part import (
     deployment_as_the_controller_reports,
     kube,
     part,
+    service_as_the_api_server_allocates,
     write_credentials,
 )
 
@@ -118,6 +119,7 @@ def test_a_moved_primary_re_renders_the_pooler_and_it_is_not_ready_until_rolled(
     logins = Logins()
     pooler = part(kube, databases, logins)
     before = pooler.reconcile(context(None))
+    service_as_the_api_server_allocates(kube, before.objects)
     old = rendered(before, "Deployment")
     deployment_as_the_controller_reports(kube, old, available=1)
     serving = pooler.reconcile(context(None))
@@ -150,7 +152,10 @@ def test_a_moved_primary_re_renders_the_pooler_and_it_is_not_ready_until_rolled(
     assert ready.conditions[CONDITION_TYPE].status == "True"
     assert "on site standby" in ready.conditions[CONDITION_TYPE].message
     assert len(logins.calls) == 1
-    assert ready.fingerprints == {"pooler": config_hash(new)}
+    # The workload's route (the pooler's Service, its client credential) did not change:
+    # only the pooler rolls for a failover, the workload keeps its pods.
+    assert ready.fingerprints == serving.fingerprints
+    assert set(ready.fingerprints) == {"pooler"}
 
 
 # -- the failover's rollout step: the writers wait for the pooler --------------------------

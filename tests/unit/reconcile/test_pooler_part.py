@@ -9,8 +9,14 @@ pgbouncer, and tests/integration/test_pooler_cluster.py the part on a real API s
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
+import ipaddress
+import json
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +26,16 @@ from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
-from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE
+from cleo_operator.kube.kinds import (
+    DEPLOYMENT,
+    EVENT,
+    NAMESPACE,
+    NETWORK_POLICY,
+    PDB,
+    SECRET,
+    SERVICE,
+)
+from cleo_operator.kube.kinds import TENANT as TENANT_KIND
 from cleo_operator.reconcile.database_passwords import StoredPassword, password_fingerprint
 from cleo_operator.reconcile.database_secret import render_credentials_secret
 from cleo_operator.reconcile.pooler import (
@@ -31,11 +46,20 @@ from cleo_operator.reconcile.pooler import (
     observe_rollout,
     routes_workload,
 )
+from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import TenantContext
 from cleo_operator.render.meta import tenant_owner
-from cleo_operator.render.pooler import DEFAULT_POOLER_IMAGE, POOLER_HASH_ANNOTATION, POOLER_NAME
+from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
+    DEFAULT_POOLER_IMAGE,
+    POOLER_HASH_ANNOTATION,
+    POOLER_NAME,
+    TLS_CERT,
+    pooler_client_fingerprint,
+)
 from tests.harness.fake_kube import FakeKube
+from tests.unit.reconcile.test_tenant_decisions import add_tenant
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 TENANT, UID, NS = "acme", "0b6f3c2e-5d1a-4c1e-9a57-3f1d2b8c9e10", "cleo-acme"
@@ -114,8 +138,41 @@ def part(kube: FakeKube, databases: TenantDatabases, logins: Logins) -> PoolerPa
         operator_namespace="cleo-system",
         settings=PoolerSettings(),
         check=logins,
-        address=lambda ns: (f"pooler-of-{ns}", 5432),
     )
+
+
+CLUSTER_IP = "10.96.12.34"
+
+
+def service_as_the_api_server_allocates(kube: FakeKube, rendered: list[dict[str, Any]]) -> None:
+    """Apply what the tenant reconcile would (the Deployment aside, see below), the Service
+    with the cluster IP the API server would give it."""
+    for obj in rendered:
+        if obj["kind"] == "Deployment":
+            continue
+        applied = copy.deepcopy(obj)
+        if applied["kind"] == "Service":
+            applied["spec"]["clusterIP"] = CLUSTER_IP
+        kube.apply(applied)
+
+
+def rolled_out(kube: FakeKube, pooler: PoolerPart, ctx: TenantContext) -> None:
+    """Reconcile once, then do what the tenant reconcile, the API server and the deployment
+    controller would: the pooler's objects applied, one pod of them available."""
+    first = pooler.reconcile(ctx).objects
+    service_as_the_api_server_allocates(kube, first)
+    rendered = next(o for o in first if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+
+
+def secret_text(kube: FakeKube, key: str) -> str:
+    secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
+    assert secret is not None
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def client_password(kube: FakeKube) -> str:
+    return secret_text(kube, CLIENT_PASSWORD_KEY)
 
 
 def deployment_as_the_controller_reports(
@@ -189,6 +246,7 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True})
     first = pooler.reconcile(ctx)
+    service_as_the_api_server_allocates(kube, first.objects)
     rendered = next(o for o in first.objects if o["kind"] == "Deployment")
     deployment_as_the_controller_reports(kube, rendered, available=1)
     half = pooler.reconcile(ctx)
@@ -202,16 +260,45 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     assert ready.conditions[CONDITION_TYPE].reason == "Serving"
     assert logins.calls == [
         {
-            "host": f"pooler-of-{NS}",
+            "host": CLUSTER_IP,
             "port": 5432,
             "dbname": "cleo_acme",
             "user": "cleo_acme",
-            "password": PASSWORD,
+            # The workload's own credential to the pooler, not the role's password.
+            "password": client_password(kube),
             "timeout_seconds": 2,
+            # Pinned to the pooler's own certificate, as the Secret holds it.
+            "server_cert_pem": secret_text(kube, TLS_CERT),
         }
     ]
-    config_hash = rendered["spec"]["template"]["metadata"]["annotations"][POOLER_HASH_ANNOTATION]
-    assert ready.fingerprints == {"pooler": config_hash}
+    assert logins.calls[0]["password"] != PASSWORD
+    secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
+    assert secret is not None
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert ready.fingerprints == {"pooler": pooler_client_fingerprint(values)}
+
+
+@pytest.mark.security
+def test_a_rotation_rolls_the_pooler_but_never_the_workload(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    before = pooler.reconcile(ctx)
+    assert before.conditions[CONDITION_TYPE].status == "True"
+    client = client_password(kube)
+    cert = secret_text(kube, TLS_CERT)
+    write_credentials(kube, password="B" * 43)
+    after = pooler.reconcile(ctx)
+    service_as_the_api_server_allocates(kube, after.objects)
+    assert after.conditions[CONDITION_TYPE].reason == "Rolling"  # the pooler rolls
+    assert after.fingerprints == before.fingerprints  # the workload does not
+    assert client_password(kube) == client
+    assert secret_text(kube, TLS_CERT) == cert  # the key and certificate are kept too
+    # The same reconcile twice renders the same objects: nothing to write.
+    assert pooler.reconcile(ctx).objects == after.objects
 
 
 def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(
@@ -222,8 +309,7 @@ def test_a_failed_login_through_a_rolled_out_pooler_is_not_ready(
     logins.error = AuthenticationFailed("the pooler refused the tenant's role cleo_acme")
     pooler = part(kube, databases, logins)
     ctx = context({"enabled": True, "replicas": 1})
-    rendered = next(o for o in pooler.reconcile(ctx).objects if o["kind"] == "Deployment")
-    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled_out(kube, pooler, ctx)
     result = pooler.reconcile(ctx)
     condition = result.conditions[CONDITION_TYPE]
     assert (condition.status, condition.reason) == ("False", "AuthenticationFailed")
@@ -289,6 +375,100 @@ def test_switching_it_off_deletes_what_is_ours_and_drops_the_condition(
     assert kube.get(SECRET, "cleo-database", namespace=NS) is not None
 
 
+def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
+    """The tenant's workload Deployment as the tenant reconcile left it and the deployment
+    controller reports it (no controller runs here): on the pooler's route or not, and
+    with its old pods gone (`rolled`) or not."""
+    env = (
+        [
+            {
+                "name": "DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": POOLER_NAME, "key": "DATABASE_URL"}},
+            }
+        ]
+        if pooled
+        else []
+    )
+    kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "cleoai", "namespace": NS},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "cleoai"}},
+                "template": {
+                    "metadata": {"labels": {"app": "cleoai"}},
+                    "spec": {"containers": [{"name": "cleoai", "image": "x", "env": env}]},
+                },
+            },
+        }
+    )
+    live = kube.get(DEPLOYMENT, "cleoai", namespace=NS)
+    assert live is not None
+    kube.patch_merge(
+        DEPLOYMENT,
+        "cleoai",
+        {
+            "status": {
+                "observedGeneration": live["metadata"]["generation"],
+                "replicas": 2 if rolled else 4,
+                "updatedReplicas": 2,
+                "availableReplicas": 2,
+            }
+        },
+        namespace=NS,
+        subresource="status",
+    )
+
+
+@pytest.mark.security
+def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    workload(kube, pooled=False, rolled=True)
+    # No PoolerReady in status (a lost write, a crash, a re-adopted tenant): what decides
+    # is what lives in the namespace with the operator's labels.
+    pooler.reconcile(context({"enabled": False}, status={}))
+    for kind in (SECRET, DEPLOYMENT, SERVICE, PDB):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
+    assert kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS) is None
+
+
+@pytest.mark.security
+def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    had = {"conditions": [{"type": CONDITION_TYPE, "status": "True"}]}
+    off = context({"enabled": False}, status=had)
+    # The workload's template still reads the pooler's Secret: its pods would fail to start.
+    workload(kube, pooled=True, rolled=True)
+    waiting = pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS) is not None
+    assert waiting.requeue_after is not None
+    assert CONDITION_TYPE not in waiting.remove_conditions
+    assert waiting.conditions[CONDITION_TYPE].reason == "SwitchingOff"
+    # The template is direct again, but old pods (still on the pooler) run.
+    workload(kube, pooled=False, rolled=False)
+    pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
+    # The roll is done: now the pooler goes.
+    workload(kube, pooled=False, rolled=True)
+    done = pooler.reconcile(off)
+    assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is None
+    assert kube.get(SECRET, POOLER_NAME, namespace=NS) is None
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
 def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -305,6 +485,180 @@ def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is not None
 
 
+@pytest.mark.security
+def test_a_released_credentials_secret_cannot_plant_a_verifier_in_the_auth_file(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A former admin edits a released Secret: the fingerprint beside the password is an
+    # HMAC keyed with the password itself, so whoever writes one can write the other.
+    planted = "SCRAM-SHA-256$6000000:c2FsdA==$c3RvcmVkS2V5PQ==:c2VydmVyS2V5PQ=="
+    write_credentials(kube, password=planted)
+    result = part(kube, databases, Logins()).reconcile(context({"enabled": True}))
+    assert result.objects == []
+    condition = result.conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("False", "WaitingForCredentials")
+    assert planted not in condition.message
+
+
+@pytest.mark.security
+def test_scaling_the_pooler_to_one_replica_deletes_its_pdb(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True, "replicas": 2})).objects:
+        kube.apply(obj)
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is not None
+    result = pooler.reconcile(context({"enabled": True, "replicas": 1}))
+    assert "PodDisruptionBudget" not in [o["kind"] for o in result.objects]
+    # A budget of one pod kept up, over a single replica, would block every node drain.
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is None
+    # Not someone else's budget of that name.
+    foreign = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": POOLER_NAME, "namespace": NS, "labels": {"app": "theirs"}},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "theirs"}}},
+    }
+    kube.apply(foreign)
+    pooler.reconcile(context({"enabled": True, "replicas": 1}))
+    assert kube.get(PDB, POOLER_NAME, namespace=NS) is not None
+
+
+@pytest.mark.security
+def test_ready_says_what_was_checked_and_never_the_answerers_text(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    ready = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert "a login through the pooler's Service succeeded" in ready.message
+    logins.error = AuthenticationFailed(
+        "the pooler refused: FATAL: visit https://evil.example to fix your pooler"
+    )
+    failed = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert failed.reason == "AuthenticationFailed"
+    assert "evil.example" not in failed.message
+    assert "a login through the pooler's Service failed" in failed.message
+
+
+@pytest.mark.security
+def test_the_login_check_never_goes_through_the_dns_search_list(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # "cleo-pooler.<ns>.svc" with ndots:5 is tried under the search domains first, where
+    # whoever owns namespace "svc" answers: the check connects to the Service's cluster IP,
+    # and only to a Service that is provably the operator's for this tenant.
+    write_credentials(kube)
+    logins = Logins()
+    pooler = part(kube, databases, logins)
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    assert pooler.reconcile(ctx).conditions[CONDITION_TYPE].status == "True"
+    (call,) = logins.calls
+    assert ipaddress.ip_address(call["host"]) == ipaddress.ip_address(CLUSTER_IP)
+    # A Service of that name that is not the operator's, or is another tenant's: no login.
+    service = kube.get(SERVICE, POOLER_NAME, namespace=NS)
+    assert service is not None
+    for change in (
+        {"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone"}}},
+        {
+            "metadata": {
+                "ownerReferences": [{**service["metadata"]["ownerReferences"][0], "uid": "x"}]
+            }
+        },
+        {"spec": {"clusterIP": "None"}},
+    ):
+        kube.delete(SERVICE, POOLER_NAME, namespace=NS)
+        forged = copy.deepcopy(service)
+        for key, value in change.items():
+            forged[key] = {**forged[key], **value}
+        forged["metadata"].pop("resourceVersion", None)
+        kube.create(forged)
+        logins.calls.clear()
+        condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert logins.calls == [], change
+        assert (condition.status, condition.reason) == ("False", "ServiceNotVerified"), change
+
+
+@pytest.mark.security
+def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The login runs in the part's own lane; the reconcile waits for it only so long, and a
+    # check still running is not started twice for the same pooler.
+    write_credentials(kube)
+    release = threading.Event()
+    logins = Logins()
+
+    def hanging(**kwargs: Any) -> None:
+        logins(**kwargs)
+        release.wait(10)
+
+    pooler = PoolerPart(
+        kube,
+        databases,
+        operator_namespace="cleo-system",
+        settings=PoolerSettings(check_timeout_seconds=1, check_grace_seconds=0.2),
+        check=hanging,
+    )
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    try:
+        started = time.monotonic()
+        condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert time.monotonic() - started < 2
+        assert (condition.status, condition.reason) == ("False", "CheckPending")
+        pooler.reconcile(ctx)
+        assert len(logins.calls) == 1  # the running check was not started again
+    finally:
+        release.set()
+    pooler.close()
+
+
+@pytest.mark.security
+def test_a_refused_pooler_secret_write_carries_no_password(
+    kube: FakeKube, databases: TenantDatabases, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API server's or an admission's message may quote what was sent: the Secret's
+    # values (base64), so the auth file and the URL with the password in them.
+    tenants = TenantReconciler(
+        kube,
+        parts=[PoolerPart(kube, databases, operator_namespace="cleo-system", check=Logins())],
+        operator_namespace="cleo-system",
+        now=lambda: NOW,
+    )
+    kube.patch_merge(NAMESPACE, NS, {"metadata": {"annotations": {"cleoai.io/adopt": TENANT}}})
+    add_tenant(
+        kube,
+        TENANT,
+        {
+            "workload": {"image": "registry.example/cleoai:1", "replicas": 1},
+            "autoscaling": {"enabled": False},
+            "database": {"enabled": True, "site": "main", "pooler": {"enabled": True}},
+        },
+    )
+    tenants.reconcile(TENANT)
+    write_credentials(kube)
+    userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    quoted = base64.b64encode(userlist.encode()).decode()
+    kube.refuse(
+        "apply",
+        SECRET,
+        POOLER_NAME,
+        message=f"data[userlist.txt]: Invalid value: {quoted!r}, password {PASSWORD}",
+    )
+    with caplog.at_level(logging.DEBUG):
+        tenants.reconcile(TENANT)
+    seen = json.dumps(kube.get(TENANT_KIND, TENANT)) + json.dumps(kube.objects(EVENT)) + caplog.text
+    assert "cleo-pooler" in seen  # the refusal is reported
+    assert PASSWORD not in seen
+    assert quoted not in seen
+
+
 def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_variable() -> None:
     assert PoolerSettings.from_environment({}).image.image == DEFAULT_POOLER_IMAGE
     chosen = PoolerSettings.from_environment(
@@ -319,6 +673,15 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE_PULL_POLICY": "Sometimes"})
     with pytest.raises(ValueError, match="CLEO_POOLER_IMAGE"):
         PoolerSettings.from_environment({"CLEO_POOLER_IMAGE": "pgbouncer latest"})
+    labels = "app.kubernetes.io/name=cleo-operator,app.kubernetes.io/instance=prod"
+    assert PoolerSettings.from_environment(
+        {"CLEO_OPERATOR_POD_LABELS": labels}
+    ).operator_pod_labels == {
+        "app.kubernetes.io/name": "cleo-operator",
+        "app.kubernetes.io/instance": "prod",
+    }
+    with pytest.raises(ValueError, match="CLEO_OPERATOR_POD_LABELS"):
+        PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": "app=cleo operator"})
 
 
 def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(

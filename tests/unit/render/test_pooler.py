@@ -10,14 +10,18 @@ import pytest
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.pooler import PoolerSpec
+from cleo_operator.crypto.pooler_tls import PoolerTls
 from cleo_operator.render.meta import tenant_owner
 from cleo_operator.render.pooler import (
+    CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
     DATABASE_ROUTE_LABEL,
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     SYSTEM_CA_BUNDLE,
+    TLS_CERT,
+    TLS_KEY,
     USERLIST_KEY,
     PoolerConfigError,
     PoolerImage,
@@ -33,7 +37,7 @@ from tests.unit.render.specs import CHECKSUM, TENANT, UID, WORKLOAD, spec_of
 
 NS = "acme-prod"
 OWNER = tenant_owner(name=TENANT, uid=UID)
-PASSWORD = "s3cret-Pa55word-made-by-the-operator"
+PASSWORD = "s3cret-Pa55word-made-by-the-operator_012345"
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 IMAGE = PoolerImage(image="registry.example/pgbouncer:1.24.1")
 
@@ -77,10 +81,11 @@ def secret_values(secret: KubeObject) -> dict[str, str]:
 
 def test_the_ini_serves_only_the_tenants_database_with_the_spec_pool() -> None:
     pooler = PoolerSpec(enabled=True, mode="session", pool_size=7, max_client_connections=300)
-    text = render_pgbouncer_ini(target=target(), pooler=pooler)
+    text = render_pgbouncer_ini(target=target(), pooler=pooler, password=PASSWORD)
     databases = text.split("[databases]\n", 1)[1].split("\n\n", 1)[0].strip().splitlines()
     assert databases == [
-        "cleo_acme = host=pg.example.internal port=5433 dbname=cleo_acme user=cleo_acme"
+        "cleo_acme = host=pg.example.internal port=5433 dbname=cleo_acme user=cleo_acme "
+        f"password={PASSWORD}"
     ]
     settings = ini_settings(text)
     assert settings["pool_mode"] == "session"
@@ -104,7 +109,9 @@ def test_the_ini_serves_only_the_tenants_database_with_the_spec_pool() -> None:
 def test_tls_to_the_site_is_as_the_site_is_configured(
     changes: dict[str, Any], sslmode: str, ca_file: str | None
 ) -> None:
-    settings = ini_settings(render_pgbouncer_ini(target=target(**changes), pooler=PoolerSpec()))
+    settings = ini_settings(
+        render_pgbouncer_ini(target=target(**changes), pooler=PoolerSpec(), password=PASSWORD)
+    )
     assert settings["server_tls_sslmode"] == sslmode
     assert settings.get("server_tls_ca_file") == ca_file
 
@@ -122,14 +129,66 @@ def test_a_password_that_could_forge_an_auth_file_line_is_refused(password: str)
     assert password not in caught.value.message or not password
 
 
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "password",
+    [
+        # PgBouncer reads these in its auth file as verifiers, not passwords: a planted
+        # iteration count makes every client's connect run PBKDF2 that long.
+        "SCRAM-SHA-256$6000000:c2FsdA==$c3RvcmVkS2V5PQ==:c2VydmVyS2V5PQ==",
+        "md5" + "0" * 32,
+        "A" * 42,
+        "A" * 44,
+        "A" * 42 + "$",
+    ],
+)
+def test_a_password_shaped_like_a_scram_or_md5_secret_is_refused(password: str) -> None:
+    with pytest.raises(PoolerConfigError) as caught:
+        render_userlist(user="cleo_acme", password=password)
+    assert caught.value.reason == "PoolerConfigInvalid"
+    assert password not in caught.value.message
+    render_userlist(user="cleo_acme", password="A" * 43)  # the operator's own form
+
+
 def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
     secret = objects()["Secret"]
     assert secret["metadata"]["name"] == POOLER_NAME
     values = secret_values(secret)
-    assert set(values) == {INI_KEY, USERLIST_KEY, CLIENT_URL_KEY, "ca.crt"}
+    assert set(values) == {INI_KEY, USERLIST_KEY, CLIENT_URL_KEY, CLIENT_PASSWORD_KEY, "ca.crt"}
     assert values["ca.crt"] == CA
     assert values[CLIENT_URL_KEY] == (
         f"postgresql://cleo_acme:{PASSWORD}@cleo-pooler:5432/cleo_acme?sslmode=disable"
+    )
+
+
+def test_clients_must_come_over_tls_with_the_poolers_own_certificate() -> None:
+    tls = PoolerTls(key_pem="KEY", cert_pem="CERT")
+    values = pooler_config_values(
+        target=target(), pooler=PoolerSpec(), password=PASSWORD, client_password="C" * 43, tls=tls
+    )
+    settings = ini_settings(values[INI_KEY])
+    assert settings["client_tls_sslmode"] == "require"
+    assert settings["client_tls_key_file"] == f"/etc/pgbouncer/{TLS_KEY}"
+    assert settings["client_tls_cert_file"] == f"/etc/pgbouncer/{TLS_CERT}"
+    assert (values[TLS_KEY], values[TLS_CERT]) == ("KEY", "CERT")
+    assert values[CLIENT_URL_KEY].endswith("?sslmode=require")
+    rendered = render_pooler(
+        tenant=TENANT,
+        namespace=NS,
+        owner=OWNER,
+        pooler=PoolerSpec(enabled=True),
+        target=target(),
+        password=PASSWORD,
+        image=IMAGE,
+        tls=tls,
+    )
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    items = deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"]
+    assert {"key": TLS_KEY, "path": TLS_KEY} in items
+    assert {"key": TLS_CERT, "path": TLS_CERT} in items
+    # Without a pair (the benchmark, the harness), clients are plain.
+    assert "client_tls_sslmode" not in ini_settings(
+        pooler_config_values(target=target(), pooler=PoolerSpec(), password=PASSWORD)[INI_KEY]
     )
 
 
@@ -184,7 +243,7 @@ def config_hash(**kwargs: Any) -> str:
 def test_the_config_hash_rolls_the_pods_on_a_new_password_site_or_pool() -> None:
     base = config_hash()
     assert config_hash() == base  # stable: a no-op reconcile writes nothing
-    assert config_hash(password=PASSWORD + "x") != base
+    assert config_hash(password=PASSWORD[:-1] + "x") != base
     assert config_hash(host="pg2.example.internal") != base
     assert config_hash(pooler=PoolerSpec(enabled=True, pool_size=11)) != base
     # The hash is on the pod template, which viewers read: never the password itself.
@@ -228,7 +287,7 @@ def test_the_workload_goes_through_the_pooler_only_when_it_serves() -> None:
     }
     assert env["PGHOST"]["value"] == POOLER_NAME
     assert env["PGPORT"]["value"] == "5432"
-    assert env["PGSSLMODE"]["value"] == "disable"
+    assert env["PGSSLMODE"]["value"] == "require"  # the pooler refuses plain clients
     assert labels[DATABASE_ROUTE_LABEL] == "pooler"
     # The database Secret stays in envFrom: PGUSER, PGPASSWORD and PGDATABASE come from it.
     assert {"secretRef": {"name": "cleo-database"}} in pooled["envFrom"]
