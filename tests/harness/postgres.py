@@ -271,9 +271,14 @@ class _Template:
     machine) and the suite makes dozens, while a copy takes a tenth of that. Its superuser
     password is its own; each server sets its own random one at its first start. The
     folder has the servers' watchdog, so it goes when the process goes, however it ends.
+
+    Copies of one template share its database system identifier, as the standbys of one
+    primary do, so code that tells clusters apart by it (the failover's preflight) would
+    take two of them for one cluster. A server that stands for another database cluster
+    names a template of its own (``PostgresServer(template=...)``): one more initdb.
     """
 
-    _made: ClassVar[dict[tuple[Path, int], _Template]] = {}
+    _made: ClassVar[dict[tuple[Path, int, str], _Template]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, server: PostgresServer) -> None:
@@ -322,7 +327,7 @@ class _Template:
 
     @classmethod
     def get(cls, server: PostgresServer) -> _Template:
-        key = (server.bindir, server._user.uid)
+        key = (server.bindir, server._user.uid, server.template)
         with cls._lock:
             if key not in cls._made:
                 cls._made[key] = cls(server)
@@ -344,8 +349,12 @@ class PostgresServer:
         settings: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         tls: ServerCertificate | None = None,
+        template: str = "default",
     ) -> None:
         self.bindir = bindir or find_postgres_bindir()
+        self.template = template
+        """The initdb output this server copies (see `_Template`): servers of one template
+        share a system identifier; another database cluster needs another template."""
         self.tls = tls
         """With a certificate the server also accepts TLS (``ssl = on``); plain TCP too."""
         self.superuser = SUPERUSER

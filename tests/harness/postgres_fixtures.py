@@ -46,7 +46,9 @@ def postgres_server() -> Iterator[PostgresServer]:
     """
     from tests.harness.postgres import PostgresServer  # noqa: PLC0415  (lazy: see module doc)
 
-    server = PostgresServer()
+    # A template of its own: tests use it as "another database cluster entirely" beside
+    # the replica pairs, so its system identifier must differ from theirs.
+    server = PostgresServer(template="session")
     server.start()
     try:
         yield server
