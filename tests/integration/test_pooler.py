@@ -29,7 +29,12 @@ from cleo_operator.data.pooler import PoolerBusy, PoolerCheckFailed, check_poole
 from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_pem
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
-from cleo_operator.render.pooler import CLIENT_URL_KEY, pooler_config_hash, pooler_config_values
+from cleo_operator.render.pooler import (
+    CLIENT_URL_KEY,
+    pooler_config_hash,
+    pooler_config_values,
+    pooler_env,
+)
 from tests.harness.pgbouncer import PgBouncer, running_pgbouncer
 from tests.harness.postgres import PostgresServer
 from tests.harness.postgres_tls import issue_server_certificate, make_authority
@@ -303,3 +308,50 @@ def test_the_pooler_reaches_a_tls_site_verifying_its_certificate(
     forged = files(tls_site(server, impostor), tenant, password, PoolerSpec(enabled=True))
     with running_pgbouncer(forged) as bouncer, pytest.raises(PoolerCheckFailed):
         login(bouncer, tenant, password)
+
+
+def test_a_pooled_workload_connects_with_nothing_but_its_environment(
+    provisioned: tuple[SitePools, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The container's environment as the kubelet builds it: the database Secret's variables
+    # (envFrom: the site's host, the role's password, verify-full against the site's CA),
+    # then the Deployment's explicit entries from `pooler_env`, which win. A libpq client
+    # that reads nothing but that environment (psql, or psycopg's `connect("")`), and one
+    # that reads DATABASE_URL, must both get through the pooler. Only the host and port are
+    # replaced: the Service's name cannot resolve here, the local pgbouncer plays its pod.
+    pools, tenant, password = provisioned
+    site_ca = make_authority(tmp_path, "site").cert  # a site's CA, not the pooler's
+    values = pooler_config_values(
+        target=pooler_target(pools.site("main"), tenant=tenant),
+        pooler=PoolerSpec(enabled=True, pool_size=2),
+        password=password,
+        client_password=new_password(),
+        tls=issue_pooler_tls(
+            now=datetime.datetime.now(datetime.UTC),
+            service="cleo-pooler",
+            namespace="cleo-x",
+            cluster_domain="cluster.local",
+        ),
+    )
+    role = tenant_role_name(tenant)
+    env = {
+        "PGHOST": "site.example.internal",
+        "PGPORT": "5432",
+        "PGUSER": role,
+        "PGPASSWORD": password,
+        "PGDATABASE": role,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": str(site_ca),
+    }
+    for entry in pooler_env("cleo-pooler"):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        env[entry["name"]] = values[ref["key"]] if ref else entry.get("value", "")
+    with running_pgbouncer(values) as pod:
+        env.update({"PGHOST": pod.host, "PGPORT": str(pod.port)})
+        for name, value in env.items():
+            if name.startswith("PG"):
+                monkeypatch.setenv(name, value)
+        with psycopg.connect("", connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        with psycopg.connect(env["DATABASE_URL"], host=pod.host, port=pod.port) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -260,16 +260,28 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
     Explicit ``env`` entries win over every ``envFrom`` source, so the database Secret
     stays as it is (direct, for migration and backup Jobs) while the workload's pods get
     the pooler. ``DATABASE_URL`` holds the password: it is read from the pooler's Secret,
-    never written into the Deployment, which viewers can read.
+    never written into the Deployment, which viewers can read. So is ``PGPASSWORD``: the
+    pooler's client credential, not the role's password the database Secret holds (the
+    pooler accepts only the former). ``PGSSLROOTCERT`` is set empty: the database Secret's
+    names the site's CA, which libpq would otherwise use to verify the pooler's own
+    certificate (and fail); the workload does not verify the pooler's certificate yet
+    (encrypted, SCRAM; see docs/security.md's residual risks).
     """
     return [
         {
             "name": "DATABASE_URL",
             "valueFrom": {"secretKeyRef": {"name": pooler_secret, "key": CLIENT_URL_KEY}},
         },
+        {
+            "name": "PGPASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": pooler_secret, "key": CLIENT_PASSWORD_KEY}},
+        },
         {"name": "PGHOST", "value": POOLER_NAME},
         {"name": "PGPORT", "value": str(SERVICE_PORT)},
         {"name": "PGSSLMODE", "value": CLIENT_SSLMODE},
+        # Set and empty; without `value`, which the API server drops when empty (a
+        # rendered "" would differ from the live object on every reconcile).
+        {"name": "PGSSLROOTCERT"},
     ]
 
 

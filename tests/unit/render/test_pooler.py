@@ -289,7 +289,14 @@ def test_the_workload_goes_through_the_pooler_only_when_it_serves() -> None:
     assert env["PGPORT"]["value"] == "5432"
     assert env["PGSSLMODE"]["value"] == "require"  # the pooler refuses plain clients
     assert labels[DATABASE_ROUTE_LABEL] == "pooler"
-    # The database Secret stays in envFrom: PGUSER, PGPASSWORD and PGDATABASE come from it.
+    # The pooler's client credential, not the role's password (the pooler refuses it), and
+    # no site CA to verify the pooler's own certificate against.
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": POOLER_NAME,
+        "key": CLIENT_PASSWORD_KEY,
+    }
+    assert env["PGSSLROOTCERT"] == {"name": "PGSSLROOTCERT"}  # set, and empty
+    # The database Secret stays in envFrom: PGUSER and PGDATABASE come from it.
     assert {"secretRef": {"name": "cleo-database"}} in pooled["envFrom"]
 
 
