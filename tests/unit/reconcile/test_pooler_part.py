@@ -156,6 +156,16 @@ def service_as_the_api_server_allocates(kube: FakeKube, rendered: list[dict[str,
         kube.apply(applied)
 
 
+def pooler_applied(kube: FakeKube, databases: TenantDatabases) -> PoolerPart:
+    """A tenant with credentials whose enabled pooler's objects are applied (as the tenant
+    reconcile would); the part, with logins that always succeed."""
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    return pooler
+
+
 def rolled_out(kube: FakeKube, pooler: PoolerPart, ctx: TenantContext) -> None:
     """Reconcile once, then do what the tenant reconcile, the API server and the deployment
     controller would: the pooler's objects applied, one pod of them available."""
@@ -362,10 +372,7 @@ def test_rollout_is_judged_from_the_deployments_own_status() -> None:
 def test_switching_it_off_deletes_what_is_ours_and_drops_the_condition(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
-    write_credentials(kube)
-    pooler = part(kube, databases, Logins())
-    for obj in pooler.reconcile(context({"enabled": True})).objects:
-        kube.apply(obj)
+    pooler = pooler_applied(kube, databases)
     had = {"conditions": [{"type": CONDITION_TYPE, "status": "True"}]}
     result = pooler.reconcile(context({"enabled": False}, status=had))
     assert result.remove_conditions == {CONDITION_TYPE}
@@ -426,10 +433,7 @@ def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
 def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
-    write_credentials(kube)
-    pooler = part(kube, databases, Logins())
-    for obj in pooler.reconcile(context({"enabled": True})).objects:
-        kube.apply(obj)
+    pooler = pooler_applied(kube, databases)
     workload(kube, pooled=False, rolled=True)
     # No PoolerReady in status (a lost write, a crash, a re-adopted tenant): what decides
     # is what lives in the namespace with the operator's labels.
@@ -443,10 +447,7 @@ def test_switching_it_off_after_a_lost_status_write_still_removes_the_pooler(
 def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
-    write_credentials(kube)
-    pooler = part(kube, databases, Logins())
-    for obj in pooler.reconcile(context({"enabled": True})).objects:
-        kube.apply(obj)
+    pooler = pooler_applied(kube, databases)
     had = {"conditions": [{"type": CONDITION_TYPE, "status": "True"}]}
     off = context({"enabled": False}, status=had)
     # The workload's template still reads the pooler's Secret: its pods would fail to start.
