@@ -90,7 +90,7 @@ from cleo_operator.reconcile.migration_outcome import last_lines, pod_report, re
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.migrations import (
     JOB_PREFIX,
     KEY_ANNOTATION,
@@ -187,8 +187,7 @@ def _uid(obj: Mapping[str, Any] | None) -> str | None:
 
 
 def _ours(obj: Mapping[str, Any], tenant: str) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(TENANT_LABEL) == tenant
+    return managed_by_operator(obj) and labels_of(obj).get(TENANT_LABEL) == tenant
 
 
 def _controlled_by_uid(obj: Mapping[str, Any], uid: str | None) -> bool:
@@ -711,7 +710,6 @@ class MigrationsPart:
         result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
         observation = self._observe(r, serving_image=image)
         if image is None:
-            result.hold_workload = True
             result.hold_reason = (
                 "the CleoAI Deployment is created once the first migration succeeded: "
                 f"{observation.message}"

@@ -319,8 +319,7 @@ class TenantReconciler:
             pooler_secret = contribution.pooler_secret or pooler_secret
             events.extend(contribution.events)
             workload_image = contribution.workload_image or workload_image
-            if contribution.hold_workload:
-                hold_reason = contribution.hold_reason or "a part holds the Deployment back"
+            hold_reason = contribution.hold_reason or hold_reason
             record_now = record_now or contribution.record_now
             result.requeue_after = _min(result.requeue_after, contribution.requeue_after)
 

@@ -69,10 +69,9 @@ class PartResult:
     """Significant actions (a key rotated, a password rotated), posted as Events."""
     workload_image: str | None = None
     """The image the Deployment runs instead of spec.workload.image (the last migrated)."""
-    hold_workload: bool = False
-    """Leave the Deployment out for now (its first image is not migrated yet)."""
-    hold_reason: str = ""
-    """Why, for the WorkloadAvailable condition (reason WaitingForMigrations)."""
+    hold_reason: str | None = None
+    """Set: leave the Deployment out for now (its first image is not migrated yet), and why,
+    for the WorkloadAvailable condition (reason WaitingForMigrations)."""
     record_now: bool = False
     """The status this part owns records something it just made (a Job's uid): write it
     this round, even for a new tenant whose first status would otherwise wait for Ready."""
