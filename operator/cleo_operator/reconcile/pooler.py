@@ -70,7 +70,7 @@ from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
-from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
     CLIENT_PASSWORD_KEY,
@@ -339,12 +339,10 @@ def verified_service(
     labels, an owner reference with the tenant's uid, a cluster IP); else None and why."""
     if service is None:
         return None, "the pooler's Service does not exist yet"
-    meta = service.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    owners = meta.get("ownerReferences") or []
+    owners = (service.get("metadata") or {}).get("ownerReferences") or []
     if (
-        labels.get(MANAGED_BY_LABEL) != MANAGED_BY
-        or labels.get(TENANT_LABEL) != tenant
+        not managed_by_operator(service)
+        or labels_of(service).get(TENANT_LABEL) != tenant
         or not any(isinstance(o, Mapping) and o.get("uid") == uid for o in owners)
     ):
         return None, (
@@ -625,10 +623,9 @@ class PoolerPart:
     def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
         """`kind` `name` if it carries the operator's labels for this tenant."""
         live = self.kube.get(kind, name, namespace=ctx.namespace)
-        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
-        if live is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        if live is None or not managed_by_operator(live):
             return None
-        return live if labels.get(TENANT_LABEL) == ctx.name else None
+        return live if labels_of(live).get(TENANT_LABEL) == ctx.name else None
 
     def _delete_ours(self, ctx: TenantContext, kind: Kind, name: str, *, why: str) -> None:
         """Delete `kind` `name` if it carries the operator's labels for this tenant."""
