@@ -25,12 +25,17 @@ What it promises, and how:
 - **Recorded before it is made.** The Job's name (phase ``Creating``) and the one-offs'
   names are written to status before they are made, and the Job's uid right after: a
   crash or a refused status write between a create and its record must not lose it (the
-  next round would kill a running migration, or take a second set of backups). A Job at
-  the recorded name is adopted only if it wears the operator's labels (which the
-  admission policy reserves), the attempt's key, the tenant as its controller (by uid),
-  and was made after the record; else it is planted, and deleted. Everything written to
-  ``status.migrations`` is validated first (a value its schema refuses would be a 422
-  after the create); the retry annotation must be 1 to 253 printable characters.
+  next round would kill a running migration, or take a second set of backups). With them
+  goes a random nonce (``attempt.nonce``), which the Job and the one-offs carry
+  (annotation ``cleoai.io/migration-nonce``). A Job at the recorded name is adopted only
+  if it wears the operator's labels (which the admission policy reserves), the attempt's
+  key, the tenant as its controller (by uid), and exactly that nonce; else it is stale or
+  planted, and deleted. No clock decides (the operator's and the API server's differ, and
+  creationTimestamp has whole seconds). An attempt recorded without a nonce (an older
+  operator) adopts nothing: its Job is made anew, its unmade one-offs under new names.
+  Everything written to ``status.migrations`` is validated first (a value its schema
+  refuses would be a 422 after the create); the retry annotation must be 1 to 253
+  printable characters.
 - **Refused creates fail the attempt, not the tenant.** A create the API server refuses
   for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
   ``JobRefused``; transient errors are raised (the loop retries).
@@ -64,6 +69,7 @@ import base64
 import dataclasses
 import datetime
 import logging
+import secrets
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
@@ -95,6 +101,7 @@ from cleo_operator.render.migrations import (
     JOB_PREFIX,
     KEY_ANNOTATION,
     MIGRATION_LABEL,
+    NONCE_ANNOTATION,
     migration_job_name,
     migration_key,
     migration_pod_labels,
@@ -181,6 +188,11 @@ def retry_request_pending(annotations: Mapping[str, str] | None, status: object)
     return value is not None and value != read_status(status).retry_request
 
 
+def new_nonce() -> str:
+    """A fresh attempt's nonce (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
 def _uid(obj: Mapping[str, Any] | None) -> str | None:
     uid = ((obj or {}).get("metadata") or {}).get("uid")
     return str(uid) if uid else None
@@ -223,6 +235,8 @@ class _Round:
     """Why a wanted migration has not started yet (it starts on a later round)."""
     retry_problem: str | None = None
     """Why the retry annotation is refused (nothing runs for it)."""
+    restart: bool = False
+    """The attempt in flight was dropped this round, to start again (see `_settle`)."""
 
     @property
     def attempt(self) -> MigrationAttempt | None:
@@ -313,6 +327,12 @@ class MigrationsPart:
             r.set_attempt(None)
             return
         if any(item.endswith("/") for item in attempt.backups):
+            if attempt.nonce is None:
+                # Recorded by an operator before nonces: what stands at the names cannot be
+                # told apart from a planted one-off. The attempt starts again, new names.
+                r.set_attempt(None)
+                r.restart = True
+                return
             # Named on status, not all made (or made but not recorded): made now, once.
             self._take_backups(r, attempt)
             return
@@ -332,7 +352,6 @@ class MigrationsPart:
         except NoSource as exc:
             self._fail(r, attempt, exc.reason, exc.message)
             return
-        started = read_rfc3339(attempt.started) or r.ctx.now
         taken = list(attempt.backups)
         for index, item in enumerate(taken):
             name, _, uid = item.partition("/")
@@ -353,7 +372,7 @@ class MigrationsPart:
                     tenant=r.ctx.name,
                     name=name,
                     source=sources[index],
-                    since=started,
+                    nonce=attempt.nonce or "",
                 )
             except PlantedOneOff as exc:
                 self._fail(r, self._with_backups(attempt, taken), exc.reason, exc.message)
@@ -401,17 +420,16 @@ class MigrationsPart:
     def _adoptable(self, r: _Round, job: KubeObject, attempt: MigrationAttempt) -> bool:
         """Whether `job` is the one this attempt made: the operator's labels (the admission
         policy refuses them to everyone else), the attempt's key, the tenant as its
-        controller (by uid), and made after the attempt was recorded."""
-        meta = job.get("metadata") or {}
-        created = read_rfc3339(meta.get("creationTimestamp"))
-        started = read_rfc3339(attempt.started)
+        controller (by uid), and the attempt's nonce, recorded on status before the Job
+        was made (no clock compared: the operator's and the API server's differ). An
+        attempt recorded without a nonce adopts nothing: its Job is made anew."""
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
         return (
-            _ours(job, r.ctx.name)
-            and (meta.get("annotations") or {}).get(KEY_ANNOTATION) == attempt.key
+            attempt.nonce is not None
+            and _ours(job, r.ctx.name)
+            and annotations.get(KEY_ANNOTATION) == attempt.key
+            and annotations.get(NONCE_ANNOTATION) == attempt.nonce
             and _controlled_by_uid(job, r.ctx.uid)
-            and created is not None
-            and started is not None
-            and created >= started.replace(microsecond=0)
         )
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
@@ -580,6 +598,8 @@ class MigrationsPart:
         attempt = r.attempt
         if attempt is not None and attempt.phase in IN_FLIGHT:
             return False
+        if r.restart:
+            return True
         retry = r.retry
         if retry is not None and retry != r.state.retry_request:
             return True
@@ -612,7 +632,7 @@ class MigrationsPart:
         if retry is not None:
             changes["retry_request"] = retry
         attempt = MigrationAttempt(
-            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now
+            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now, nonce=new_nonce()
         )
         migrations = r.workload.migrations
         assert migrations is not None
@@ -647,6 +667,7 @@ class MigrationsPart:
                 "job_name": name,
                 "job_uid": None,
                 "started": attempt.started or r.now,
+                "nonce": attempt.nonce or new_nonce(),
             }
         )
         r.set_attempt(creating)
@@ -657,6 +678,7 @@ class MigrationsPart:
             owner=r.ctx.owner,
             spec=r.ctx.spec,
             database_secret=self.settings.database_secret,
+            nonce=creating.nonce or "",
         )
         try:
             created = self.kube.create(body)

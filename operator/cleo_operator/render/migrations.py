@@ -63,6 +63,7 @@ __all__ = [
     "MIGRATION_CONTAINER",
     "MIGRATION_LABEL",
     "MIGRATION_POLICY",
+    "NONCE_ANNOTATION",
     "migration_job_name",
     "migration_key",
     "migration_pod_labels",
@@ -76,6 +77,9 @@ MIGRATION_LABEL: Final = MIGRATION_POD_LABEL
 """On the migration Job and its pods: the short hash of the migration's key."""
 KEY_ANNOTATION: Final = "cleoai.io/migration-key"
 IMAGE_ANNOTATION: Final = "cleoai.io/migration-image"
+NONCE_ANNOTATION: Final = "cleoai.io/migration-nonce"
+"""On the Job and the one-off backups of an attempt: the random value its status recorded
+before they were made (`reconcile.migrations` adopts only an exact match)."""
 MIGRATION_CONTAINER: Final = "migrate"
 MIGRATION_POLICY: Final = "cleo-allow-migration"
 COMPONENT: Final = "migration"
@@ -135,8 +139,10 @@ def render_migration_job(
     owner: OwnerReference,
     spec: CleoTenantSpec,
     database_secret: str,
+    nonce: str,
 ) -> KubeObject:
-    """The Job that runs spec.workload.migrations in spec.workload.image."""
+    """The Job that runs spec.workload.migrations in spec.workload.image; `nonce` is the
+    attempt's (annotation `NONCE_ANNOTATION`)."""
     workload = spec.workload
     if workload is None or workload.migrations is None:
         raise ValueError("render_migration_job needs spec.workload.migrations")
@@ -180,7 +186,11 @@ def render_migration_job(
             "name": migration_job_name(key),
             "namespace": namespace,
             "labels": labels,
-            "annotations": {KEY_ANNOTATION: key, IMAGE_ANNOTATION: workload.image},
+            "annotations": {
+                KEY_ANNOTATION: key,
+                IMAGE_ANNOTATION: workload.image,
+                NONCE_ANNOTATION: nonce,
+            },
             "ownerReferences": [owner.copy()],
         },
         "spec": {

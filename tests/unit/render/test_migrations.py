@@ -52,7 +52,12 @@ def with_workload(base: CleoTenantSpec, **changes: Any) -> CleoTenantSpec:
 
 def job(tenant_spec: CleoTenantSpec) -> dict[str, Any]:
     return render_migration_job(
-        tenant=TENANT, namespace=NS, owner=OWNER, spec=tenant_spec, database_secret="cleo-database"
+        tenant=TENANT,
+        namespace=NS,
+        owner=OWNER,
+        spec=tenant_spec,
+        database_secret="cleo-database",
+        nonce="0" * 32,
     )
 
 

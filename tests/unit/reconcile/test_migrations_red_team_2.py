@@ -1,0 +1,193 @@
+"""The migrations part against the red team's second round (issue 18, item 1): adoption by
+nonce, the digest pin, Jobs by controller uid, the backup deadline, refusals retried with
+back-off, redaction of every window of a secret.
+
+FakeKube fakes the API server only (tests/harness/fake_kube.py); the Job controller and the
+kubelet are played by hand, as in tests/unit/reconcile/test_migrations_part.py. What needs
+the real API server (the admission policy) is in tests/security.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cleo_operator.kube.kinds import BACKUP, JOB, TENANT
+from cleo_operator.reconcile.migrations import MigrationsPart
+from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.render.migrations import NONCE_ANNOTATION
+from tests.harness.fake_kube import FakeKube
+from tests.unit.reconcile.test_migrations_hardening import (
+    Clock,
+    add_schedule,
+    attempt_of,
+    one_offs,
+    settled,
+    unrecorded_job,
+)
+from tests.unit.reconcile.test_migrations_part import (
+    NEW,
+    NS,
+    OLD,
+    finish,
+    image_of,
+    jobs,
+    set_spec,
+    tenant_spec,
+)
+from tests.unit.reconcile.test_tenant_decisions import conditions, status_of
+
+pytestmark = pytest.mark.security
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server_clock(clock: Clock) -> Clock:
+    """The API server's clock: the operator's by default; a test may set it apart."""
+    return Clock()
+
+
+@pytest.fixture
+def kube(server_clock: Clock) -> FakeKube:
+    return FakeKube(now=server_clock)
+
+
+@pytest.fixture
+def tenants(kube: FakeKube, clock: Clock) -> TenantReconciler:
+    return TenantReconciler(
+        kube, parts=[MigrationsPart(kube)], operator_namespace="cleo-system", now=clock
+    )
+
+
+def write_attempt(kube: FakeKube, attempt: dict[str, Any] | None) -> None:
+    """Status as an operator wrote it (an older version, or a crash half-way); a merge
+    patch, so the fields left out of `attempt` are removed (null)."""
+    current = dict(status_of(kube, "acme")["migrations"])
+    before = dict(current.get("attempt") or {})
+    current["attempt"] = None if attempt is None else {**dict.fromkeys(before), **attempt}
+    kube.patch_merge(TENANT, "acme", {"status": {"migrations": current}}, subresource="status")
+
+
+# -- 1. adoption by nonce, not by clock ----------------------------------------------------
+
+
+def test_a_job_made_while_the_servers_clock_lags_is_adopted(
+    kube: FakeKube,
+    tenants: TenantReconciler,
+    server_clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API server's clock is 5 s behind the operator's: the Job's creationTimestamp is
+    # before the attempt's start. A clock comparison orphaned (and killed) it.
+    server_clock.advance(-5)
+    job = unrecorded_job(kube, tenants, monkeypatch)
+    kube.writes.clear()
+    tenants.reconcile("acme")
+    assert not [w for w in kube.writes if w.kind == "Job" and w.method == "delete"]
+    attempt = attempt_of(kube)
+    assert (attempt["phase"], attempt["jobUid"]) == ("Running", job["metadata"]["uid"])
+
+
+def test_a_stale_job_of_the_same_key_is_not_adopted_whatever_its_timestamp(
+    kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Job of an earlier attempt of this key (the operator's labels, key and owner, made
+    # after the record by the clocks) but not this attempt's nonce: not adopted.
+    job = unrecorded_job(kube, tenants, monkeypatch)
+    assert job["metadata"]["annotations"][NONCE_ANNOTATION] == attempt_of(kube)["nonce"]
+    kube.patch_merge(
+        JOB,
+        job["metadata"]["name"],
+        {"metadata": {"annotations": {NONCE_ANNOTATION: "0" * 32}}},
+        namespace=NS,
+    )
+    tenants.reconcile("acme")
+    assert kube.get(JOB, job["metadata"]["name"], namespace=NS) is None
+    assert attempt_of(kube).get("jobUid") is None
+    tenants.reconcile("acme")  # the name is free: the attempt's own Job is made
+    (made,) = jobs(kube)
+    assert made["metadata"]["uid"] != job["metadata"]["uid"]
+    assert attempt_of(kube)["jobUid"] == made["metadata"]["uid"]
+
+
+def test_a_creating_attempt_recorded_without_a_nonce_starts_its_job_anew(
+    kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = unrecorded_job(kube, tenants, monkeypatch)
+    old = {k: v for k, v in attempt_of(kube).items() if k != "nonce"}
+    write_attempt(kube, old)  # as the operator before nonces recorded it
+    tenants.reconcile("acme")  # parses; the Job is not adopted
+    assert kube.get(JOB, job["metadata"]["name"], namespace=NS) is None
+    tenants.reconcile("acme")
+    (made,) = jobs(kube)
+    attempt = attempt_of(kube)
+    assert attempt["phase"] == "Running"
+    assert made["metadata"]["annotations"][NONCE_ANNOTATION] == attempt["nonce"]
+    finish(kube, made, ok=True, message="revision=2")
+    tenants.reconcile("acme")
+    assert image_of(kube) == NEW
+
+
+def test_a_backing_up_attempt_recorded_without_a_nonce_starts_again(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    add_schedule(kube, "nightly")
+    set_spec(kube, tenant_spec(NEW, backupFirst=True))
+    tenants.reconcile("acme")
+    (first,) = one_offs(kube)
+    old = attempt_of(kube)
+    del old["nonce"]
+    old["backups"] = [f"{first['metadata']['name']}/"]  # named, made, not recorded
+    write_attempt(kube, old)
+    clock.advance(7)
+    tenants.reconcile("acme")
+    attempt = attempt_of(kube)
+    assert attempt["phase"] == "BackingUp"
+    assert attempt["nonce"]
+    names = [b.split("/")[0] for b in attempt["backups"]]
+    assert first["metadata"]["name"] not in names  # a new one-off, under a new name
+    assert all(not b.endswith("/") for b in attempt["backups"])
+
+
+def test_a_one_off_at_the_recorded_name_without_the_nonce_is_not_taken(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    settled(kube, tenants)
+    add_schedule(kube, "nightly")
+    set_spec(kube, tenant_spec(NEW, backupFirst=True))
+    tenants.reconcile("acme")
+    (first,) = one_offs(kube)
+    attempt = attempt_of(kube)
+    # The operator's labels, made after the record: only the nonce tells it apart.
+    kube.patch_merge(
+        BACKUP,
+        first["metadata"]["name"],
+        {"metadata": {"annotations": {NONCE_ANNOTATION: "f" * 32}}},
+        namespace=NS,
+    )
+    attempt["backups"] = [f"{first['metadata']['name']}/"]
+    write_attempt(kube, attempt)
+    tenants.reconcile("acme")
+    cond = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert (cond["status"], cond["reason"]) == ("False", "BackupFailed")
+    assert jobs(kube) == []
+    assert image_of(kube) == OLD
+
+
+def test_the_nonce_is_recorded_before_the_job_and_one_offs_are_made(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    settled(kube, tenants)
+    add_schedule(kube, "nightly")
+    set_spec(kube, tenant_spec(NEW, backupFirst=True))
+    tenants.reconcile("acme")
+    (one_off,) = one_offs(kube)
+    nonce = attempt_of(kube)["nonce"]
+    assert len(nonce) == 32
+    assert one_off["metadata"]["annotations"][NONCE_ANNOTATION] == nonce
