@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from cleo_operator.core.redaction import clip, redact
-from cleo_operator.reconcile.backup_jobs import controlled_by, terminated_state
+from cleo_operator.reconcile.backup_jobs import ended_containers
+from cleo_operator.render.migrations import MIGRATION_CONTAINER
 
 __all__ = [
     "LAST_LINES",
@@ -81,27 +82,15 @@ class PodReport:
 def pod_report(
     pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any], *, labels: Mapping[str, str]
 ) -> PodReport | None:
-    """The newest terminated container among `pods` that `job` controls (by uid) and that
-    wear `labels` (the Job's selector, which only the operator and the controllers may put
-    on a pod); None when there is none."""
-    own = [
-        pod
-        for pod in pods
-        if controlled_by(pod, job)
-        and all(
-            ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items()
-        )
-    ]
-    own.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
-    for pod in own:
-        terminated = terminated_state(pod)
-        if terminated is None:
-            continue
-        code = terminated.get("exitCode")
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    """The newest ended migration container (`MIGRATION_CONTAINER`, no other container of
+    the pod) among `pods` that `job` controls (by uid) and that wear `labels` (the Job's
+    selector, which only the operator and the controllers may put on a pod); None when
+    there is none."""
+    for ended in ended_containers(job, pods, container=MIGRATION_CONTAINER, labels=labels):
+        code = ended.terminated.get("exitCode")
         return PodReport(
             exit_code=int(code) if isinstance(code, int) else None,
-            message=str(terminated.get("message") or ""),
-            image_id=str((statuses[0] if statuses else {}).get("imageID") or ""),
+            message=str(ended.terminated.get("message") or ""),
+            image_id=ended.image_id,
         )
     return None

@@ -105,19 +105,45 @@ def migration_key(workload: WorkloadSpec) -> str:
 
 
 def pinned_image(image: str, image_id: str) -> str | None:
-    """`image`'s repository at the digest the kubelet reported it ran (``imageID`` of the
-    migration's container), or None when it reported no sha256 digest.
+    """`image`'s repository at the digest the kubelet reported the migration's container
+    ran (its ``imageID``), or None: when it reported no sha256 digest, or one of another
+    repository (an ``imageID`` names the repository the bytes came from; another one is
+    not what the spec asked for, and would move the Deployment to a repository no one
+    chose). An `image` given by digest is kept exactly as written.
 
     Why: a tag can be pushed again. The Deployment then runs the very bytes the
     migration ran, not whatever the tag names by the time its pods pull it.
     """
+    if "@" in image:
+        return image
     match = _DIGEST.search(image_id)
     if match is None:
         return None
-    name = image.split("@", 1)[0]
+    name = _repository(image)
+    if _normal(_repository(image_id.removeprefix("docker-pullable://"))) != _normal(name):
+        return None
+    return f"{name}@{match.group(1)}"
+
+
+def _repository(reference: str) -> str:
+    """The repository of an image reference, as written, without tag or digest."""
+    name = reference.split("@", 1)[0]
     if name.rfind(":") > name.rfind("/"):
         name = name[: name.rfind(":")]
-    return f"{name}@{match.group(1)}"
+    return name
+
+
+def _normal(name: str) -> str:
+    """`name` as the container runtime spells it: docker.io for a name without a
+    registry, library/ for an official image."""
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        first, rest = "docker.io", name
+    if first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        first = "docker.io"
+        if "/" not in rest:
+            rest = f"library/{rest}"
+    return f"{first}/{rest}"
 
 
 def migration_job_name(key: str) -> str:

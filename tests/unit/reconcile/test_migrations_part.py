@@ -120,7 +120,10 @@ def finish(kube: FakeKube, job: dict[str, Any], *, ok: bool, message: str) -> No
                 "phase": "Succeeded" if ok else "Failed",
                 "startTime": "2026-01-01T12:00:00Z",
                 "containerStatuses": [
-                    {"state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}}}
+                    {
+                        "name": "migrate",
+                        "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
+                    }
                 ],
             }
         },
