@@ -38,7 +38,11 @@ What it promises, and how:
   printable characters.
 - **Refused creates fail the attempt, not the tenant.** A create the API server refuses
   for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
-  ``JobRefused``; transient errors are raised (the loop retries).
+  ``JobRefused``, retried automatically at ``attempt.retryAt``: 30 s after the first
+  refusal, doubling with each refusal in a row (``attempt.refusals``) up to 10 min, kept
+  on status so that a restart keeps the back-off; the condition says when. Transient
+  errors are raised (the loop retries). A migration that ran and failed is not retried
+  automatically (below).
 - **Ownership by uid.** A Job is the migration's only if its uid is the one recorded on
   status when the operator created it. A Job at that name with another uid (planted, or
   made anew by someone after the operator's was deleted) is never read: it is deleted, and
@@ -130,6 +134,10 @@ URL_KEY: Final = "DATABASE_URL"
 IN_FLIGHT: Final = frozenset({"Running", "BackingUp", "Creating"})
 RETRY_MAX_LENGTH: Final = 253
 OWNED: Final = frozenset({"migrations"})
+REFUSED: Final = frozenset({"JobRefused", "BackupRefused"})
+"""Failures of a create the API server refused for good: retried with back-off."""
+REFUSAL_BACKOFF_MIN_SECONDS: Final = 30.0
+REFUSAL_BACKOFF_MAX_SECONDS: Final = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +199,13 @@ def retry_request_pending(annotations: Mapping[str, str] | None, status: object)
 def new_nonce() -> str:
     """A fresh attempt's nonce (128 random bits, hex)."""
     return secrets.token_hex(16)
+
+
+def refusal_backoff(refusals: int) -> float:
+    """Seconds before the automatic retry after `refusals` refused creates in a row: 30 s,
+    doubling, at most 10 min."""
+    exponent = min(max(refusals - 1, 0), 16)
+    return min(REFUSAL_BACKOFF_MAX_SECONDS, REFUSAL_BACKOFF_MIN_SECONDS * float(1 << exponent))
 
 
 def _uid(obj: Mapping[str, Any] | None) -> str | None:
@@ -261,6 +276,25 @@ class _Round:
         self.result.events.append(
             TenantEvent(reason, clip(message), "Warning" if type_ == "Warning" else "Normal")
         )
+
+
+def _refused(attempt: MigrationAttempt | None, r: _Round) -> bool:
+    """Whether `attempt` is this spec's, refused by the API server, and to be retried."""
+    return (
+        attempt is not None
+        and attempt.phase == "Failed"
+        and attempt.key == r.key
+        and attempt.reason in REFUSED
+        and attempt.retry_at is not None
+    )
+
+
+def _retry_due(attempt: MigrationAttempt | None, r: _Round) -> bool:
+    """Whether the refused `attempt` is to be retried now (its back-off has passed)."""
+    if attempt is None or not _refused(attempt, r):
+        return False
+    due = read_rfc3339(attempt.retry_at)
+    return due is None or due <= r.ctx.now
 
 
 class MigrationsPart:
@@ -517,15 +551,21 @@ class MigrationsPart:
     ) -> None:
         """`attempt` failed. `status_only` (the last lines of the log) goes on the tenant's
         status, never into an Event: the CleoTenant's Events live in ``default``, which
-        more people read than the tenant's status."""
-        failed = attempt.model_copy(
-            update={
-                "phase": "Failed",
-                "finished": r.now,
-                "reason": reason,
-                "message": clip(message + status_only),
-            }
-        )
+        more people read than the tenant's status. A refused create (`REFUSED`) is retried
+        at ``retryAt``, after a back-off that doubles with each refusal in a row."""
+        update: dict[str, Any] = {
+            "phase": "Failed",
+            "finished": r.now,
+            "reason": reason,
+            "message": clip(message + status_only),
+            "retry_at": None,
+        }
+        if reason in REFUSED:
+            refusals = attempt.refusals + 1
+            update["refusals"] = refusals
+            delay = datetime.timedelta(seconds=refusal_backoff(refusals))
+            update["retry_at"] = rfc3339(r.ctx.now + delay)
+        failed = attempt.model_copy(update=update)
         r.set_attempt(failed)
         r.event("MigrationFailed", f"{reason}: {message}", "Warning")
         log.warning("tenant %s: migration failed: %s", r.ctx.name, reason)
@@ -605,6 +645,8 @@ class MigrationsPart:
             return True
         if r.state.key == r.key:
             return False
+        if _retry_due(attempt, r):
+            return True
         # A failed attempt of this very key waits for a new spec or a retry request.
         return not (attempt is not None and attempt.key == r.key and attempt.phase == "Failed")
 
@@ -631,8 +673,15 @@ class MigrationsPart:
         changes: dict[str, Any] = {}
         if retry is not None:
             changes["retry_request"] = retry
+        previous = r.attempt
         attempt = MigrationAttempt(
-            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now, nonce=new_nonce()
+            key=r.key,
+            image=r.workload.image,
+            phase="BackingUp",
+            started=r.now,
+            nonce=new_nonce(),
+            # Refusals in a row of this key: the back-off goes on growing.
+            refusals=previous.refusals if previous and _retry_due(previous, r) else 0,
         )
         migrations = r.workload.migrations
         assert migrations is not None
@@ -747,6 +796,9 @@ class MigrationsPart:
             result.requeue_after = poll_seconds(started, r.ctx.now)
         elif r.waiting is not None:
             result.requeue_after = self.settings.requeue_seconds
+        elif attempt is not None and _refused(attempt, r):
+            due = read_rfc3339(attempt.retry_at) or r.ctx.now
+            result.requeue_after = max(1.0, (due - r.ctx.now).total_seconds())
         return result
 
     def _observe(self, r: _Round, *, serving_image: str | None) -> Observation:
@@ -775,6 +827,18 @@ class MigrationsPart:
                 "Unknown",
                 "BackingUp",
                 f"{r.waiting or 'backing up before the migration'} (image {attempt.image}){keeps}",
+            )
+        if attempt is not None and _refused(attempt, r):
+            return Observation(
+                "False",
+                attempt.reason or "JobRefused",
+                clip(
+                    f"{attempt.message or 'the API server refused a create'}{keeps}. Retried "
+                    f"automatically at {attempt.retry_at} (refusal {attempt.refusals} in a "
+                    f"row; back-off {REFUSAL_BACKOFF_MIN_SECONDS:.0f} s doubling to "
+                    f"{REFUSAL_BACKOFF_MAX_SECONDS:.0f} s), or at once with a new value of "
+                    f"the annotation {RETRY_ANNOTATION}"
+                ),
             )
         if attempt is not None and attempt.phase == "Failed" and attempt.key == r.key:
             return Observation(

@@ -9,6 +9,7 @@ the real API server (the admission policy) is in tests/security.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -191,3 +192,83 @@ def test_the_nonce_is_recorded_before_the_job_and_one_offs_are_made(
     nonce = attempt_of(kube)["nonce"]
     assert len(nonce) == 32
     assert one_off["metadata"]["annotations"][NONCE_ANNOTATION] == nonce
+
+
+# -- 4. refusals retried with back-off ----------------------------------------------------
+
+
+def refused_job(kube: FakeKube) -> None:
+    kube.refuse(
+        "create", JOB, status=403, reason="Forbidden", message="exceeded quota: count/jobs.batch"
+    )
+
+
+def test_a_refused_job_is_retried_with_a_growing_backoff_kept_on_status(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    set_spec(kube, tenant_spec(NEW))
+    refused_job(kube)
+    waits = []
+    for _ in range(7):
+        result = tenants.reconcile("acme")
+        attempt = attempt_of(kube)
+        assert (attempt["phase"], attempt["reason"]) == ("Failed", "JobRefused")
+        cond = conditions(kube, "acme")["MigrationsSucceeded"]
+        assert f"Retried automatically at {attempt['retryAt']}" in cond["message"]
+        due = datetime.datetime.fromisoformat(attempt["retryAt"])
+        waits.append((due - clock.now).total_seconds())
+        assert result.requeue_after == pytest.approx(waits[-1])
+        clock.advance(waits[-1] - 1)
+        kube.writes.clear()
+        tenants.reconcile("acme")  # not yet: nothing tried
+        assert not [w for w in kube.writes if w.kind == "Job" and w.method == "create"]
+        clock.advance(1)
+    assert waits == [30, 60, 120, 240, 480, 600, 600]
+    # A restarted operator (a new part, the same status) keeps the back-off.
+    restarted = TenantReconciler(
+        kube, parts=[MigrationsPart(kube)], operator_namespace="cleo-system", now=clock
+    )
+    kube._refusals.clear()  # the tenant admin freed the quota
+    restarted.reconcile("acme")
+    (job,) = jobs(kube)
+    assert attempt_of(kube)["phase"] == "Running"
+    finish(kube, job, ok=True, message="revision=2")
+    restarted.reconcile("acme")
+    assert image_of(kube) == NEW
+
+
+def test_a_refused_one_off_backup_is_retried_after_its_backoff(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    add_schedule(kube, "nightly")
+    set_spec(kube, tenant_spec(NEW, backupFirst=True))
+    kube.refuse("create", BACKUP, status=403, reason="Forbidden", message="exceeded quota")
+    tenants.reconcile("acme")
+    attempt = attempt_of(kube)
+    assert (attempt["reason"], attempt["refusals"]) == ("BackupRefused", 1)
+    kube._refusals.clear()
+    clock.advance(30)
+    tenants.reconcile("acme")
+    assert attempt_of(kube)["phase"] == "BackingUp"
+    assert len(one_offs(kube)) == 1
+
+
+def test_a_failed_migration_is_still_not_retried_automatically(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    set_spec(kube, tenant_spec(NEW))
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    finish(kube, job, ok=False, message="boom")
+    tenants.reconcile("acme")
+    assert attempt_of(kube).get("retryAt") is None
+    clock.advance(3600)
+    kube.writes.clear()
+    tenants.reconcile("acme")
+    assert not [w for w in kube.writes if w.kind == "Job" and w.method == "create"]
+    cond = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert cond["reason"] == "BackoffLimitExceeded"
+    assert "Retried automatically" not in cond["message"]
