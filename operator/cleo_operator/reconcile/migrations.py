@@ -69,12 +69,10 @@ before could lose the record of its success), a failed one at the next attempt.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import logging
 import secrets
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -89,14 +87,19 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import DEPLOYMENT, JOB, POD, SECRET, TENANT
 from cleo_operator.kube.status import update_status
 from cleo_operator.reconcile.backup_jobs import job_failure, job_state
-from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, PASSWORD_KEY
+from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET
 from cleo_operator.reconcile.migration_backups import (
     MigrationBackups,
     NoSource,
     PlantedOneOff,
     one_off_name,
 )
-from cleo_operator.reconcile.migration_outcome import last_lines, pod_report, revision_from_message
+from cleo_operator.reconcile.migration_outcome import (
+    last_lines,
+    pod_report,
+    revision_from_message,
+    secret_values,
+)
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
@@ -112,6 +115,7 @@ from cleo_operator.render.migrations import (
     pinned_image,
     render_migration_job,
 )
+from cleo_operator.render.pooler import POOLER_NAME
 
 __all__ = [
     "CONDITION",
@@ -130,7 +134,6 @@ CONDITION: Final = "MigrationsSucceeded"
 RETRY_ANNOTATION: Final = "cleoai.io/retry-migrations"
 POLL_MIN_SECONDS: Final = 2.0
 POLL_MAX_SECONDS: Final = 30.0
-URL_KEY: Final = "DATABASE_URL"
 IN_FLIGHT: Final = frozenset({"Running", "BackingUp", "Creating"})
 RETRY_MAX_LENGTH: Final = 253
 OWNED: Final = frozenset({"migrations"})
@@ -518,27 +521,15 @@ class MigrationsPart:
         self._fail(r, attempt, reason, detail, status_only=lines)
 
     def _secrets(self, r: _Round) -> list[str]:
-        """The tenant's database password, to redact from what its migration printed.
+        """Every secret value the Job had (its credentials Secret's; the pooler's client
+        credential too), to redact from what its migration printed (`secret_values`).
 
-        Read from the credentials Secret, which the tenant's admins may be able to edit:
-        used for redaction only (a forged value can only hide more)."""
-        secret = self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace)
-        found: list[str] = []
-        for key, raw in ((secret or {}).get("data") or {}).items():
-            if key not in (PASSWORD_KEY, URL_KEY):
-                continue
-            try:
-                value = base64.b64decode(str(raw)).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if key == URL_KEY:
-                try:
-                    value = urllib.parse.unquote(urllib.parse.urlsplit(value).password or "")
-                except ValueError:
-                    continue
-            if value:
-                found.append(value)
-        return found
+        Read from Secrets that the tenant's admins may be able to edit: used for redaction
+        only (a forged value can only hide more)."""
+        return secret_values(
+            self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace),
+            self.kube.get(SECRET, POOLER_NAME, namespace=r.ctx.namespace),
+        )
 
     def _fail(
         self,

@@ -9,12 +9,17 @@ the real API server (the admission policy) is in tests/security.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
+import secrets
+import urllib.parse
 from typing import Any
 
 import pytest
 
-from cleo_operator.kube.kinds import BACKUP, JOB, TENANT
+from cleo_operator.kube.kinds import BACKUP, JOB, SECRET, TENANT
+from cleo_operator.reconcile.migration_outcome import redact_windows, secret_values
 from cleo_operator.reconcile.migrations import MigrationsPart
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.migrations import NONCE_ANNOTATION
@@ -72,6 +77,10 @@ def write_attempt(kube: FakeKube, attempt: dict[str, Any] | None) -> None:
     before = dict(current.get("attempt") or {})
     current["attempt"] = None if attempt is None else {**dict.fromkeys(before), **attempt}
     kube.patch_merge(TENANT, "acme", {"status": {"migrations": current}}, subresource="status")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 # -- 1. adoption by nonce, not by clock ----------------------------------------------------
@@ -272,3 +281,76 @@ def test_a_failed_migration_is_still_not_retried_automatically(
     cond = conditions(kube, "acme")["MigrationsSucceeded"]
     assert cond["reason"] == "BackoffLimitExceeded"
     assert "Retried automatically" not in cond["message"]
+
+
+# -- 5. redaction of every window of a secret --------------------------------------------
+
+
+def windows(secret: str, width: int = 8) -> list[str]:
+    return [secret[i : i + width] for i in range(len(secret) - width + 1)]
+
+
+def test_no_eight_characters_of_any_secret_of_the_job_reach_status(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    password = secrets.token_urlsafe(32)  # the form the operator makes: 43 characters
+    pooler = secrets.token_urlsafe(32)
+    url = f"postgresql://acme:{urllib.parse.quote(password, safe='')}@db.example:5432/acme"
+    settled(kube, tenants)
+    kube.patch_merge(
+        SECRET,
+        "cleo-database",
+        {"data": {"PGPASSWORD": b64(password), "DATABASE_URL": b64(url), "PGHOST": b64("db")}},
+        namespace=NS,
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-pooler", "namespace": NS},
+            "data": {"CLIENT_PASSWORD": b64(pooler)},
+        }
+    )
+    set_spec(kube, tenant_spec(NEW))
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    log = "\n".join(
+        [
+            f"half of it: {password[:22]}",
+            f"the other half: {password[21:]}!",
+            f"a middle: x{password[10:19]}y",
+            f"the pooler's: {pooler[5:30]}",
+            f"reversed case: {password.swapcase()[:3]}",  # fewer than 8 of it: kept
+            "sqlalchemy.exc.OperationalError: relation missing",
+        ]
+    )
+    finish(kube, job, ok=False, message=log)
+    tenants.reconcile("acme")
+    text = json.dumps(kube.get(TENANT, "acme"))
+    leaked = [w for secret in (password, pooler) for w in windows(secret) if w in text]
+    assert leaked == []
+    message = conditions(kube, "acme")["MigrationsSucceeded"]["message"]
+    assert "relation missing" in message
+    assert "half of it: <redacted>" in message
+
+
+def test_redact_windows_keeps_what_is_not_a_secret() -> None:
+    secret = "Zq8-Uv2_Kp4Lm9Xw"
+    text = f"host db.example, user acme, {secret[3:12]} and {secret} end"
+    out = redact_windows(text, [secret])
+    assert out == "host db.example, user acme, <redacted> and <redacted> end"
+    assert redact_windows("short Zq8-Uv2 stays", [secret]) == "short Zq8-Uv2 stays"
+
+
+def test_secret_values_are_the_secret_ones_of_a_real_secret() -> None:
+    password = secrets.token_urlsafe(32)
+    secret = {
+        "data": {
+            "PGHOST": b64("db.example"),
+            "PGUSER": b64("acme"),
+            "PGPASSWORD": b64(password),
+            "DATABASE_URL": b64(f"postgresql://acme:{password}@db.example/acme"),
+            "EXTRA": b64("hand-added-token"),
+        }
+    }
+    assert secret_values(secret, None) == [password, "hand-added-token"]
