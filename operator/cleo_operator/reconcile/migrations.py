@@ -61,7 +61,12 @@ What it promises, and how:
   old pods serving leaves Ready True, and says so on ``MigrationsSucceeded=False``, which
   does not gate Ready then; with no pods yet (the first migration), it gates Ready, whose
   reason is then the migration's.
-- **Backups first** (``backupFirst``): see `reconcile.migration_backups`.
+- **Its Jobs by controller uid.** A Job is one of the tenant's migration Jobs only with the
+  operator's labels *and* the tenant as its controller (by uid): a controller the admission
+  policy exempts (the CronJob controller) puts on a Job whatever labels a template names.
+- **Backups first** (``backupFirst``): see `reconcile.migration_backups`. Backups not all
+  succeeded `MigrationSettings.backup_deadline_seconds` after the attempt started fail it
+  (``BackupDeadlineExceeded``), rather than holding the rollout for ever.
 
 Finished Jobs are cleaned: a succeeded one once its success is on status (deleting it
 before could lose the record of its success), a failed one at the next attempt.
@@ -149,6 +154,9 @@ class MigrationSettings:
 
     database_secret: str = CREDENTIALS_SECRET
     """The credentials Secret the Job reads (the database part's)."""
+    backup_deadline_seconds: float = 6 * 3600.0
+    """How long the backups before a migration (``backupFirst``) may take; then the attempt
+    fails (``BackupDeadlineExceeded``) rather than holding the rollout for ever."""
     requeue_seconds: float = 2.0
     """Look again this soon while waiting for something to start (Jobs are not watched);
     a migration in flight is looked at less often as it ages (`poll_seconds`)."""
@@ -341,8 +349,15 @@ class MigrationsPart:
     # -- what is in flight -------------------------------------------------------------
 
     def _jobs(self, ctx: TenantContext) -> dict[str, KubeObject]:
+        """The tenant's migration Jobs: its labels *and* the tenant as their controller (by
+        uid). Labels alone are not proof: a controller the admission policy exempts (the
+        CronJob controller) could have put them on a Job from a tenant's template."""
         jobs = self.kube.list(JOB, namespace=ctx.namespace, label_selector=MIGRATION_LABEL)
-        return {str(j["metadata"]["name"]): j for j in jobs}
+        return {
+            str(j["metadata"]["name"]): j
+            for j in jobs
+            if _ours(j, ctx.name) and _controlled_by_uid(j, ctx.uid)
+        }
 
     def _settle(self, r: _Round) -> None:
         """Bring a migration in flight one step on: its backups, its Job's creation, its
@@ -378,8 +393,24 @@ class MigrationsPart:
             self._fail(r, attempt, "BackupFailed", outcome.message)
         elif outcome.state == "succeeded":
             self._create_job(r, attempt)
+        elif self._backups_late(r, attempt):
+            limit = datetime.timedelta(seconds=self.settings.backup_deadline_seconds)
+            self._fail(
+                r,
+                attempt,
+                "BackupDeadlineExceeded",
+                f"the backups before the migration did not succeed within {limit} "
+                f"({outcome.message}); the migration does not run. Fix the backups, then "
+                f"set the annotation {RETRY_ANNOTATION} to a new value, or change the spec",
+            )
         else:
             r.waiting = outcome.message
+
+    def _backups_late(self, r: _Round, attempt: MigrationAttempt) -> bool:
+        started = read_rfc3339(attempt.started)
+        return started is not None and (
+            (r.ctx.now - started).total_seconds() > self.settings.backup_deadline_seconds
+        )
 
     def _take_backups(self, r: _Round, attempt: MigrationAttempt) -> None:
         """Make the one-offs named on `attempt` that are not made yet (see `take_one`)."""
@@ -592,8 +623,6 @@ class MigrationsPart:
         whose labels were taken off is released by the Job controller and runs on."""
         left = False
         for job in self._jobs(ctx).values():
-            if not _ours(job, ctx.name):
-                continue
             left = True
             if not job["metadata"].get("deletionTimestamp"):
                 self._delete(job, ctx.namespace)

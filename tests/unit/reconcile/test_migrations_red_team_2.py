@@ -354,3 +354,71 @@ def test_secret_values_are_the_secret_ones_of_a_real_secret() -> None:
         }
     }
     assert secret_values(secret, None) == [password, "hand-added-token"]
+
+
+# -- 3. Jobs by controller uid; a deadline for the backups ---------------------------------
+
+
+def test_a_labelled_job_the_tenant_does_not_control_is_not_taken_for_a_migration_job(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    # A Job with the migration's labels whose controller is something else (as a CronJob's
+    # Job would be, had a template carried the labels past the policy): not the part's.
+    settled(kube, tenants)
+    labels = {
+        "app.kubernetes.io/managed-by": "cleo-operator",
+        "app.kubernetes.io/component": "migration",
+        "cleoai.io/tenant": "acme",
+        "cleoai.io/migration": "0123456789",
+    }
+    foreign = kube.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "nightly-29000000",
+                "namespace": NS,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "CronJob",
+                        "name": "nightly",
+                        "uid": "cronjob-uid",
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": []}}},
+        }
+    )
+    set_spec(kube, tenant_spec(NEW))
+    kube.writes.clear()
+    tenants.reconcile("acme")
+    assert not [w for w in kube.writes if w.kind == "Job" and w.method == "delete"]
+    assert kube.get(JOB, "nightly-29000000", namespace=NS) == foreign
+    assert attempt_of(kube)["phase"] == "Running"  # not held back by it either
+
+
+def test_backups_that_never_end_fail_the_attempt_at_their_deadline(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    add_schedule(kube, "nightly")
+    set_spec(kube, tenant_spec(NEW, backupFirst=True))
+    tenants.reconcile("acme")
+    assert attempt_of(kube)["phase"] == "BackingUp"
+    clock.advance(6 * 3600)
+    tenants.reconcile("acme")  # at the deadline: still waiting
+    cond = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert (cond["status"], cond["reason"]) == ("Unknown", "BackingUp")
+    clock.advance(1)
+    tenants.reconcile("acme")
+    cond = conditions(kube, "acme")["MigrationsSucceeded"]
+    assert (cond["status"], cond["reason"]) == ("False", "BackupDeadlineExceeded")
+    assert "did not succeed within 6:00:00" in cond["message"]
+    assert jobs(kube) == []
+    assert image_of(kube) == OLD
+    clock.advance(3600)
+    tenants.reconcile("acme")  # not retried by itself
+    assert jobs(kube) == []
