@@ -77,11 +77,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import secrets
-from collections.abc import Mapping
 from typing import Any, Final
-
-import pydantic
 
 from cleo_operator.api.migrations import MigrationAttempt, MigrationsStatus
 from cleo_operator.api.objects import KubeObject
@@ -105,10 +101,28 @@ from cleo_operator.reconcile.migration_outcome import (
     revision_from_message,
     secret_values,
 )
+from cleo_operator.reconcile.migration_state import (
+    IN_FLIGHT,
+    REFUSAL_BACKOFF_MAX_SECONDS,
+    REFUSAL_BACKOFF_MIN_SECONDS,
+    REFUSED,
+    RETRY_ANNOTATION,
+    controlled_by_uid,
+    live_image,
+    new_nonce,
+    ours,
+    poll_seconds,
+    read_status,
+    refusal_backoff,
+    refused,
+    retry_due,
+    retry_problem,
+    retry_request_pending,
+    uid_of,
+)
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
-from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.migrations import (
     JOB_PREFIX,
     KEY_ANNOTATION,
@@ -136,16 +150,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONDITION: Final = "MigrationsSucceeded"
-RETRY_ANNOTATION: Final = "cleoai.io/retry-migrations"
-POLL_MIN_SECONDS: Final = 2.0
-POLL_MAX_SECONDS: Final = 30.0
-IN_FLIGHT: Final = frozenset({"Running", "BackingUp", "Creating"})
-RETRY_MAX_LENGTH: Final = 253
 OWNED: Final = frozenset({"migrations"})
-REFUSED: Final = frozenset({"JobRefused", "BackupRefused"})
-"""Failures of a create the API server refused for good: retried with back-off."""
-REFUSAL_BACKOFF_MIN_SECONDS: Final = 30.0
-REFUSAL_BACKOFF_MAX_SECONDS: Final = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,89 +167,6 @@ class MigrationSettings:
     a migration in flight is looked at less often as it ages (`poll_seconds`)."""
 
 
-def poll_seconds(started: datetime.datetime, now: datetime.datetime) -> float:
-    """How soon to look again at a migration in flight that started at `started`: 2 s at
-    first (most migrations take seconds), then a tenth of its age, at most 30 s (a
-    migration may run for hours, and each look is a whole tenant reconcile)."""
-    age = (now - started).total_seconds()
-    return min(POLL_MAX_SECONDS, max(POLL_MIN_SECONDS, age / 10))
-
-
-def read_status(raw: object) -> MigrationsStatus:
-    """``status.migrations`` as the operator wrote it; a field that does not read is left
-    out (and only it: losing the key or the image would run or roll what was not asked)."""
-    if not isinstance(raw, Mapping):
-        return MigrationsStatus()
-    data = dict(raw)
-    for _ in range(len(data) + 1):
-        try:
-            return MigrationsStatus.model_validate(data)
-        except pydantic.ValidationError as exc:
-            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
-            if not bad & data.keys():
-                break
-            data = {k: v for k, v in data.items() if k not in bad}
-    return MigrationsStatus()
-
-
-def retry_problem(value: str | None) -> str | None:
-    """Why the retry annotation's `value` cannot be handled (None when it can): it is
-    recorded on status, whose schema holds 253 printable characters."""
-    if value is None:
-        return None
-    if len(value) > RETRY_MAX_LENGTH or not value.isprintable() or not value.strip():
-        return (
-            f"the annotation {RETRY_ANNOTATION} must be 1 to {RETRY_MAX_LENGTH} printable "
-            f"characters (it has {len(value)}); no migration runs for it. Set it to a short "
-            "new value, such as a counter or a date"
-        )
-    return None
-
-
-def retry_request_pending(annotations: Mapping[str, str] | None, status: object) -> bool:
-    """Whether the retry annotation holds a value not handled yet (the handler wakes on it)."""
-    value = (annotations or {}).get(RETRY_ANNOTATION)
-    return value is not None and value != read_status(status).retry_request
-
-
-def new_nonce() -> str:
-    """A fresh attempt's nonce (128 random bits, hex)."""
-    return secrets.token_hex(16)
-
-
-def refusal_backoff(refusals: int) -> float:
-    """Seconds before the automatic retry after `refusals` refused creates in a row: 30 s,
-    doubling, at most 10 min."""
-    exponent = min(max(refusals - 1, 0), 16)
-    return min(REFUSAL_BACKOFF_MAX_SECONDS, REFUSAL_BACKOFF_MIN_SECONDS * float(1 << exponent))
-
-
-def _uid(obj: Mapping[str, Any] | None) -> str | None:
-    uid = ((obj or {}).get("metadata") or {}).get("uid")
-    return str(uid) if uid else None
-
-
-def _ours(obj: Mapping[str, Any], tenant: str) -> bool:
-    return managed_by_operator(obj) and labels_of(obj).get(TENANT_LABEL) == tenant
-
-
-def _controlled_by_uid(obj: Mapping[str, Any], uid: str | None) -> bool:
-    return uid is not None and any(
-        ref.get("controller") is True and ref.get("uid") == uid
-        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
-    )
-
-
-def _live_image(deployment: Mapping[str, Any] | None) -> str | None:
-    containers = (
-        (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
-    ).get("containers") or []
-    for container in containers:
-        if container.get("name") == WORKLOAD_NAME and container.get("image"):
-            return str(container["image"])
-    return None
-
-
 @dataclasses.dataclass
 class _Round:
     """One reconcile's view and decisions (mutable while the part works)."""
@@ -256,6 +178,8 @@ class _Round:
     jobs: dict[str, KubeObject]
     recorded: MigrationsStatus
     """What ``status.migrations`` holds on the server (as read, then as written)."""
+    as_read: MigrationsStatus
+    """``status.migrations`` as read at the start of the round (parsed once, here)."""
     result: PartResult = dataclasses.field(default_factory=PartResult)
     waiting: str | None = None
     """Why a wanted migration has not started yet (it starts on a later round)."""
@@ -289,25 +213,6 @@ class _Round:
         )
 
 
-def _refused(attempt: MigrationAttempt | None, r: _Round) -> bool:
-    """Whether `attempt` is this spec's, refused by the API server, and to be retried."""
-    return (
-        attempt is not None
-        and attempt.phase == "Failed"
-        and attempt.key == r.key
-        and attempt.reason in REFUSED
-        and attempt.retry_at is not None
-    )
-
-
-def _retry_due(attempt: MigrationAttempt | None, r: _Round) -> bool:
-    """Whether the refused `attempt` is to be retried now (its back-off has passed)."""
-    if attempt is None or not _refused(attempt, r):
-        return False
-    due = read_rfc3339(attempt.retry_at)
-    return due is None or due <= r.ctx.now
-
-
 class MigrationsPart:
     """The `TenantPart` of ``spec.workload.migrations`` (thread-safe: no state of its own)."""
 
@@ -323,7 +228,7 @@ class MigrationsPart:
         if workload is None or workload.migrations is None:
             if ctx.status.get("migrations"):
                 # Switched off: nothing may run on (its status goes with this round).
-                self._remove_jobs(ctx)
+                self._remove_jobs(ctx, read_status(ctx.status.get("migrations")))
             return PartResult(remove_conditions={CONDITION})
         state = read_status(ctx.status.get("migrations"))
         round_ = _Round(
@@ -332,6 +237,7 @@ class MigrationsPart:
             key=migration_key(workload),
             state=state,
             recorded=state,
+            as_read=state,
             jobs=self._jobs(ctx),
             retry_problem=retry_problem(ctx.annotations.get(RETRY_ANNOTATION)),
         )
@@ -356,7 +262,7 @@ class MigrationsPart:
         return {
             str(j["metadata"]["name"]): j
             for j in jobs
-            if _ours(j, ctx.name) and _controlled_by_uid(j, ctx.uid)
+            if ours(j, ctx.name) and controlled_by_uid(j, ctx.uid)
         }
 
     def _settle(self, r: _Round) -> None:
@@ -494,10 +400,10 @@ class MigrationsPart:
         annotations = (job.get("metadata") or {}).get("annotations") or {}
         return (
             attempt.nonce is not None
-            and _ours(job, r.ctx.name)
+            and ours(job, r.ctx.name)
             and annotations.get(KEY_ANNOTATION) == attempt.key
             and annotations.get(NONCE_ANNOTATION) == attempt.nonce
-            and _controlled_by_uid(job, r.ctx.uid)
+            and controlled_by_uid(job, r.ctx.uid)
         )
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
@@ -507,7 +413,7 @@ class MigrationsPart:
             if name
             else None
         )
-        if job is None or _uid(job) != attempt.job_uid:
+        if job is None or uid_of(job) != attempt.job_uid:
             if job is not None:
                 self._delete(job, r.ctx.namespace)
             self._fail(
@@ -607,14 +513,14 @@ class MigrationsPart:
 
     def _clean_finished(self, r: _Round) -> None:
         """Delete a succeeded Job whose success is on status already (read this round)."""
-        recorded = read_status(r.ctx.status.get("migrations")).attempt
+        recorded = r.as_read.attempt
         if recorded is None or recorded.phase != "Succeeded" or not recorded.job_name:
             return
         job = r.jobs.get(recorded.job_name)
-        if job is not None and _uid(job) == recorded.job_uid:
+        if job is not None and uid_of(job) == recorded.job_uid:
             self._delete(job, r.ctx.namespace, propagation="Background")
 
-    def _remove_jobs(self, ctx: TenantContext) -> bool:
+    def _remove_jobs(self, ctx: TenantContext, status: MigrationsStatus) -> bool:
         """Delete every migration Job of the tenant, foreground; True when none (and none
         of their pods) is left.
 
@@ -628,13 +534,12 @@ class MigrationsPart:
                 self._delete(job, ctx.namespace)
         if left:
             return False
-        recorded = read_status(ctx.status.get("migrations")).attempt
-        job_uid = recorded.job_uid if recorded is not None else None
+        job_uid = status.attempt.job_uid if status.attempt is not None else None
         return not any(
             (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             and (
                 str((p.get("metadata") or {}).get("name") or "").startswith(JOB_PREFIX)
-                or _controlled_by_uid(p, job_uid)
+                or controlled_by_uid(p, job_uid)
             )
             for p in self.kube.list(POD, namespace=ctx.namespace)
         )
@@ -665,7 +570,7 @@ class MigrationsPart:
             return True
         if r.state.key == r.key:
             return False
-        if _retry_due(attempt, r):
+        if retry_due(attempt, r.key, r.ctx.now):
             return True
         # A failed attempt of this very key waits for a new spec or a retry request.
         return not (attempt is not None and attempt.key == r.key and attempt.phase == "Failed")
@@ -686,7 +591,7 @@ class MigrationsPart:
             return
         # What this round settled (a success) is recorded before its Job may go.
         self._record(r)
-        if not self._remove_jobs(r.ctx):
+        if not self._remove_jobs(r.ctx, r.as_read):
             r.waiting = "waiting for the previous migration Job and its pods to be gone"
             return
         retry = r.retry
@@ -701,7 +606,7 @@ class MigrationsPart:
             started=r.now,
             nonce=new_nonce(),
             # Refusals in a row of this key: the back-off goes on growing.
-            refusals=previous.refusals if previous and _retry_due(previous, r) else 0,
+            refusals=previous.refusals if previous and retry_due(previous, r.key, r.ctx.now) else 0,
         )
         migrations = r.workload.migrations
         assert migrations is not None
@@ -794,8 +699,8 @@ class MigrationsPart:
             # saved once, so that a later hand edit of the Deployment is repaired, never
             # adopted. One the operator did not make (its labels, its owner) gives none.
             live = self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=r.ctx.namespace)
-            if live is not None and _ours(live, r.ctx.name) and _controlled_by_uid(live, r.ctx.uid):
-                image = _live_image(live)
+            if live is not None and ours(live, r.ctx.name) and controlled_by_uid(live, r.ctx.uid):
+                image = live_image(live)
                 if image is not None:
                     r.state = r.state.model_copy(update={"image": image})
         result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
@@ -816,7 +721,7 @@ class MigrationsPart:
             result.requeue_after = poll_seconds(started, r.ctx.now)
         elif r.waiting is not None:
             result.requeue_after = self.settings.requeue_seconds
-        elif attempt is not None and _refused(attempt, r):
+        elif attempt is not None and refused(attempt, r.key):
             due = read_rfc3339(attempt.retry_at) or r.ctx.now
             result.requeue_after = max(1.0, (due - r.ctx.now).total_seconds())
         return result
@@ -848,7 +753,7 @@ class MigrationsPart:
                 "BackingUp",
                 f"{r.waiting or 'backing up before the migration'} (image {attempt.image}){keeps}",
             )
-        if attempt is not None and _refused(attempt, r):
+        if attempt is not None and refused(attempt, r.key):
             return Observation(
                 "False",
                 attempt.reason or "JobRefused",
