@@ -190,9 +190,7 @@ def test_a_one_off_at_the_recorded_name_without_the_nonce_is_not_taken(
     assert image_of(kube) == OLD
 
 
-def test_the_nonce_is_recorded_before_the_job_and_one_offs_are_made(
-    kube: FakeKube, tenants: TenantReconciler
-) -> None:
+def test_the_attempts_nonce_is_on_its_one_offs(kube: FakeKube, tenants: TenantReconciler) -> None:
     settled(kube, tenants)
     add_schedule(kube, "nightly")
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
