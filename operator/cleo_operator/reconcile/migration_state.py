@@ -21,6 +21,7 @@ from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operat
 
 __all__ = [
     "IN_FLIGHT",
+    "MAX_REFUSALS",
     "REFUSAL_BACKOFF_MAX_SECONDS",
     "REFUSAL_BACKOFF_MIN_SECONDS",
     "REFUSED",
@@ -48,6 +49,9 @@ REFUSED: Final = frozenset({"JobRefused", "BackupRefused"})
 """Failures of a create the API server refused for good: retried with back-off."""
 REFUSAL_BACKOFF_MIN_SECONDS: Final = 30.0
 REFUSAL_BACKOFF_MAX_SECONDS: Final = 600.0
+MAX_REFUSALS: Final = 1000
+"""The count of refusals in a row stops here (status's schema bound; the back-off is long
+capped by then)."""
 
 
 def poll_seconds(started: datetime.datetime, now: datetime.datetime) -> float:

@@ -103,6 +103,7 @@ from cleo_operator.reconcile.migration_outcome import (
 )
 from cleo_operator.reconcile.migration_state import (
     IN_FLIGHT,
+    MAX_REFUSALS,
     REFUSAL_BACKOFF_MAX_SECONDS,
     REFUSAL_BACKOFF_MIN_SECONDS,
     REFUSED,
@@ -489,7 +490,7 @@ class MigrationsPart:
             "retry_at": None,
         }
         if reason in REFUSED:
-            refusals = attempt.refusals + 1
+            refusals = min(attempt.refusals + 1, MAX_REFUSALS)
             update["refusals"] = refusals
             delay = datetime.timedelta(seconds=refusal_backoff(refusals))
             update["retry_at"] = rfc3339(r.ctx.now + delay)

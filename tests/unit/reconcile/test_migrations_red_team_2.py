@@ -420,3 +420,19 @@ def test_backups_that_never_end_fail_the_attempt_at_their_deadline(
     clock.advance(3600)
     tenants.reconcile("acme")  # not retried by itself
     assert jobs(kube) == []
+
+
+def test_refusals_for_ever_never_overflow_what_status_holds(
+    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+) -> None:
+    settled(kube, tenants)
+    set_spec(kube, tenant_spec(NEW))
+    refused_job(kube)
+    tenants.reconcile("acme")
+    attempt = attempt_of(kube)
+    attempt["refusals"] = 1000  # a week and more of a full quota
+    write_attempt(kube, attempt)
+    clock.advance(600)
+    tenants.reconcile("acme")  # no validation error
+    attempt = attempt_of(kube)
+    assert (attempt["reason"], attempt["refusals"]) == ("JobRefused", 1000)
