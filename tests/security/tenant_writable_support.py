@@ -59,35 +59,81 @@ def client_for_token(cluster: LocalCluster, user: str, token: str) -> KubeClient
 
 def attacker_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
     """The attacker's own credential: a fresh token of its ServiceAccount (made if absent)."""
+    return _account_client(cluster, kube, ATTACKER_ACCOUNT, ATTACKER)
+
+
+def _account_client(
+    cluster: LocalCluster, kube: KubeClient, account: str, username: str
+) -> KubeClient:
+    """A client with a fresh token of ServiceAccount `account` of the attackers' namespace
+    (made if absent), checked to authenticate as `username`."""
     if kube.get(NAMESPACE, ATTACKER_NAMESPACE) is None:
         kube.create(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ATTACKER_NAMESPACE}}
         )
-    if kube.get(SERVICE_ACCOUNT, ATTACKER_ACCOUNT, namespace=ATTACKER_NAMESPACE) is None:
+    if kube.get(SERVICE_ACCOUNT, account, namespace=ATTACKER_NAMESPACE) is None:
         kube.create(
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
-                "metadata": {"name": ATTACKER_ACCOUNT, "namespace": ATTACKER_NAMESPACE},
+                "metadata": {"name": account, "namespace": ATTACKER_NAMESPACE},
             }
         )
     issued = kube.request(
         "POST",
-        SERVICE_ACCOUNT.path(namespace=ATTACKER_NAMESPACE, name=ATTACKER_ACCOUNT) + "/token",
+        SERVICE_ACCOUNT.path(namespace=ATTACKER_NAMESPACE, name=account) + "/token",
         body={
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "spec": {"expirationSeconds": 3600},
         },
     )
-    client = client_for_token(cluster, "mallory", issued["status"]["token"])
+    client = client_for_token(cluster, account, issued["status"]["token"])
     review = client.request(
         "POST",
         "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
     )
-    assert review["status"]["userInfo"]["username"] == ATTACKER, review
+    assert review["status"]["userInfo"]["username"] == username, review
     return client
+
+
+PLATFORM_ADMIN_ACCOUNT = "patricia"
+PLATFORM_ADMIN = f"system:serviceaccount:{ATTACKER_NAMESPACE}:{PLATFORM_ADMIN_ACCOUNT}"
+PLATFORM_ADMIN_ROLE = "cleo-test-platform-admin"
+
+
+def platform_admin_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
+    """A platform admin's own credential: a ServiceAccount token (as `attacker_client`)
+    whose account may update CleoTenants cluster-wide and exec into pods, by a
+    ClusterRoleBinding (the test's stand-in for the platform team's role)."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": PLATFORM_ADMIN_ROLE},
+        "rules": [
+            {
+                "apiGroups": ["cleoai.io"],
+                "resources": ["cleotenants"],
+                "verbs": ["get", "list", "update", "patch"],
+            },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": PLATFORM_ADMIN_ROLE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": PLATFORM_ADMIN_ROLE,
+        },
+        "subjects": [{"kind": "User", "name": PLATFORM_ADMIN}],
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    return _account_client(cluster, kube, PLATFORM_ADMIN_ACCOUNT, PLATFORM_ADMIN)
 
 
 def bind_tenant_admin(

@@ -32,6 +32,7 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.keys import TENANT_KEYRING_SECRET, read_secret
 from cleo_operator.kube.kinds import (
     CONFIG_MAP,
+    CRON_JOB,
     DEPLOYMENT,
     KINDS,
     NAMESPACE,
@@ -56,6 +57,7 @@ from tests.security.tenant_writable_support import (
     install_policy,
     new_name,
     operator_client,
+    platform_admin_client,
     refused,
     remove_policy,
 )
@@ -107,6 +109,7 @@ def pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
 class Scene:
     """A tenant the operator made with the policy installed, and its admin (the attacker)."""
 
+    cluster: LocalCluster
     tenant: str
     namespace: str
     operator: KubeClient
@@ -174,6 +177,7 @@ def scene(cluster: LocalCluster, kube: KubeClient, crds_installed: None) -> Iter
     operator.create(tenant_manifest(tenant, spec))
     reconciler = TenantReconciler(operator, parts=[EncryptionPart(operator, keys)])
     s = Scene(
+        cluster=cluster,
         tenant=tenant,
         namespace=namespace,
         operator=operator,
@@ -733,6 +737,73 @@ def test_exec_into_a_migration_pod_is_refused(scene: Scene, name: str) -> None:
     # (exec is what the tenant admin's role holds; attach and port-forward are refused by
     # the same rule, the CONNECT operation, for whoever else would hold them.)
     exec_is_refused(scene, name)
+
+
+def test_a_platform_admin_may_exec_into_the_operators_pods(scene: Scene) -> None:
+    # Whoever may update CleoTenants cluster-wide (the platform team) is not locked out of
+    # its own migration and pooler pods; the tenant admin still is.
+    name = "cleo-migrate-9876543210-abcde"
+    scene.operator.create(pod(name, scene.namespace, {}))
+    platform = platform_admin_client(scene.cluster, scene.admin)
+    path = f"/api/v1/namespaces/{scene.namespace}/pods/{name}/exec?command=sh&stdout=true"
+    error = refused(platform.request, "POST", path)
+    # Admitted: what answers is the API server's own (the pod runs on no node here), never
+    # the policy.
+    assert MESSAGE not in error.message, error.message
+    assert error.status != 403, error.message
+    exec_is_refused(scene, name)
+
+
+def test_a_cronjob_whose_job_template_wears_the_operators_labels_is_refused(
+    scene: Scene,
+) -> None:
+    # The CronJob controller (exempt: it acts for whoever made the CronJob) would make Jobs
+    # wearing the labels of jobTemplate.metadata, the operator's migration Job's included.
+    template = {"spec": {**pod("x", scene.namespace, {})["spec"], "restartPolicy": "Never"}}
+    labels = {"app.kubernetes.io/managed-by": "cleo-operator", "cleoai.io/migration": "x"}
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "labelled-jobs", "namespace": scene.namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "jobTemplate": {"metadata": {"labels": labels}, "spec": {"template": template}},
+        },
+    }
+    error = refused(scene.attacker.create, cron)
+    assert error.status == 403
+    assert MESSAGE in error.message
+    # Nor added to one made clean.
+    clean = copy.deepcopy(cron)
+    clean["spec"]["jobTemplate"]["metadata"] = {"labels": {"app": "mine"}}
+    scene.attacker.create(clean)
+    try:
+        error = refused(
+            scene.attacker.patch_merge,
+            CRON_JOB,
+            "labelled-jobs",
+            {"spec": {"jobTemplate": {"metadata": {"labels": labels}}}},
+            namespace=scene.namespace,
+        )
+        assert error.status == 403
+        assert "may not add" in error.message
+    finally:
+        scene.attacker.delete(CRON_JOB, "labelled-jobs", namespace=scene.namespace)
+    # A PodTemplate object's template too (refused to anyone but the operator).
+    podtemplate = {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": "labelled-template", "namespace": scene.namespace},
+        "template": {"metadata": {"labels": labels}, "spec": pod("x", scene.namespace, {})["spec"]},
+    }
+    error = refused(
+        scene.admin.request,
+        "POST",
+        f"/api/v1/namespaces/{scene.namespace}/podtemplates",
+        body=podtemplate,
+    )
+    assert error.status == 403
+    assert MESSAGE in error.message
 
 
 def test_garbage_collection_still_deletes_protected_dependents(scene: Scene) -> None:

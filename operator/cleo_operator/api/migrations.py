@@ -108,6 +108,24 @@ class MigrationAttempt(StatusModel):
         max_length=64,
         description="The uid of its Job: a Job of that name with another uid is not it.",
     )
+    nonce: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A random value recorded before anything of this attempt is made and "
+        "put on its Job and one-off backups (annotation cleoai.io/migration-nonce): only "
+        "objects that carry it exactly are taken for the attempt's own.",
+    )
+    refusals: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="How many creates of this migration the API server refused in a row "
+        "(JobRefused, BackupRefused): the back-off of the automatic retry.",
+    )
+    retry_at: Timestamp | None = Field(
+        default=None,
+        description="When a refused attempt is retried automatically (exponential back-off).",
+    )
     backups: list[Annotated[str, Field(max_length=128)]] = Field(
         default_factory=list,
         max_length=16,

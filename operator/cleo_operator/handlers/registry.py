@@ -40,6 +40,7 @@ from cleo_operator.reconcile.migrations import MigrationsPart, retry_request_pen
 from cleo_operator.reconcile.pooler import PoolerPart, PoolerSettings
 from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
+from cleo_operator.reconcile.tenant_parts import TenantPart
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.rbac import OperatorAccess
@@ -56,6 +57,35 @@ CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
     (k.group, k.version, k.plural) for k in TENANT_CHILDREN
 )
+
+
+def tenant_parts(
+    kube: KubeClient,
+    *,
+    keys: OperatorKeys,
+    databases: TenantDatabases,
+    automatic: AutomaticFailover,
+    operator_namespace: str,
+    pooler_settings: PoolerSettings,
+) -> list[TenantPart]:
+    """The tenant reconcile's parts, in the order they run (each round, before the
+    Deployment and the other children are applied: a part's hold_reason or
+    workload_image decides the Deployment of the same round)."""
+    return [
+        # Encryption first: its Secrets and the keyring must exist before the workload
+        # that reads them, and both feed the Deployment's checksum.
+        EncryptionPart(kube, keys),
+        DatabasePart(databases),
+        # After the database: it renders from the password the role has now.
+        PoolerPart(
+            kube, databases, operator_namespace=operator_namespace, settings=pooler_settings
+        ),
+        # Before the migrations: a tenant's failover never waits on its migration (a part
+        # that raises ends the tenant's round).
+        AutomaticFailoverPart(automatic),
+        # After the database: its Job reads the credentials Secret.
+        MigrationsPart(kube),
+    ]
 
 
 @dataclass
@@ -117,8 +147,6 @@ class Runtime:
             tenants=ReconcileLoops(
                 kind="CleoTenant", executor=executor, resync_seconds=config.resync_seconds
             ),
-            # Encryption first: its Secrets and the keyring must exist before the workload
-            # that reads them, and both feed the Deployment's checksum.
             tenant_reconciler=TenantReconciler(
                 kube,
                 operator_access=(
@@ -126,22 +154,14 @@ class Runtime:
                     if config.identity
                     else None
                 ),
-                parts=[
-                    EncryptionPart(kube, keys),
-                    DatabasePart(databases),
-                    # After the database: it renders from the password the role has now.
-                    PoolerPart(
-                        kube,
-                        databases,
-                        operator_namespace=config.operator_namespace,
-                        settings=PoolerSettings.from_environment(),
-                    ),
-                    # Before the migrations: a tenant's failover never waits on its
-                    # migration (a part that raises ends the tenant's round).
-                    AutomaticFailoverPart(automatic),
-                    # After the database: its Job reads the credentials Secret.
-                    MigrationsPart(kube),
-                ],
+                parts=tenant_parts(
+                    kube,
+                    keys=keys,
+                    databases=databases,
+                    automatic=automatic,
+                    operator_namespace=config.operator_namespace,
+                    pooler_settings=PoolerSettings.from_environment(),
+                ),
                 operator_namespace=config.operator_namespace,
                 refused_recheck_seconds=rechecks.refused_seconds,
             ),

@@ -12,9 +12,10 @@ uid) are read, and only a message with the shape of the runner's report counts
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
 
 from cleo_operator.api.objects import KubeObject
@@ -23,13 +24,14 @@ from cleo_operator.core.times import read_rfc3339
 from cleo_operator.reconcile.backup_status import RunEntry, entry_from_report, failed_entry
 
 __all__ = [
+    "Ended",
     "JobState",
     "controlled_by",
+    "ended_containers",
     "job_failure",
     "job_state",
     "latest_condition_time",
     "run_entry_for_job",
-    "terminated_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,48 @@ def job_failure(job: Mapping[str, Any]) -> tuple[str, str]:
     return "JobFailed", "the Job failed"
 
 
-def terminated_state(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The ``terminated`` state of the pod's first container that has one."""
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated:
-            return cast(Mapping[str, Any], terminated)
-    return None
+@dataclasses.dataclass(frozen=True)
+class Ended:
+    """A container that ended, in a pod of a Job: its ``terminated`` state and ``imageID``."""
+
+    pod: Mapping[str, Any]
+    terminated: Mapping[str, Any]
+    image_id: str
+
+
+def ended_containers(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    container: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Iterator[Ended]:
+    """The ended containers of the pods `job` controls (by uid) and that wear `labels`,
+    newest pod first: the one named `container`, or (None) the first that ended.
+
+    The one reading of a Job's pods for both the backup runner's and the migrations'
+    outcome: a pod's termination message is the pod's to write, so only the Job's own pods
+    (by uid, never by a name or label anyone may put on a pod) are read."""
+    own = [
+        pod
+        for pod in pods
+        if controlled_by(pod, job)
+        and all(
+            ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v
+            for k, v in (labels or {}).items()
+        )
+    ]
+    own.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
+    for pod in own:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if container is not None and status.get("name") != container:
+                continue
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated:
+                yield Ended(
+                    pod, cast(Mapping[str, Any], terminated), str(status.get("imageID") or "")
+                )
+                break
 
 
 def controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
@@ -108,13 +145,9 @@ def run_entry_for_job(
     job_status = job.get("status") or {}
     started = read_rfc3339(job_status.get("startTime")) or now
     ended = read_rfc3339(job_status.get("completionTime")) or latest_condition_time(job) or now
-    own = [pod for pod in pods if controlled_by(pod, job)]
-    own.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
     detail = ""
-    for pod in own:
-        terminated = terminated_state(pod)
-        if terminated is None:
-            continue
+    for ended_container in ended_containers(job, pods):
+        pod, terminated = ended_container.pod, ended_container.terminated
         message = str(terminated.get("message") or "").strip()
         report = report_from_message(message) if message else None
         if report is not None:

@@ -15,9 +15,10 @@ one-offs (the platform's go first), and removed by the backup reconciler after i
   (``BackupFailed``).
 - More sources than status can list (`MAX_SOURCES`): none is taken
   (``TooManyBackupSources``).
-- Each one-off's name is recorded on status before it is made (`take_one` finds one made
-  but not recorded, by the platform's labels and its creation time, rather than taking a
-  second); something else at the name is never taken for it.
+- Each one-off's name and the attempt's nonce are recorded on status before it is made
+  (`take_one` finds one made but not recorded, by the platform's labels and an exact
+  match of the nonce annotation, rather than taking a second; no clock is compared);
+  something else at the name is never taken for it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.core.errors import CleoError
-from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.backup_source import PLATFORM_LABEL, SourceError, source_spec
 from cleo_operator.render.meta import API_VERSION, tenant_labels
+from cleo_operator.render.migrations import NONCE_ANNOTATION
 
 __all__ = [
     "MAX_SOURCES",
@@ -127,24 +128,22 @@ class MigrationBackups:
         tenant: str,
         name: str,
         source: str,
-        since: datetime.datetime,
+        nonce: str,
     ) -> str:
         """The one-off `name` of `source` as ``name/uid``: the one at that name when it is
         the operator's (the platform's labels, which tenants can neither set nor remove,
-        and made at `since` or later: the name was recorded on status before it was
-        made), else a new one. Raises KubeError (a refused create included), and
+        and the attempt's `nonce`, recorded on status before it was made: no clock
+        decides), else a new one. Raises KubeError (a refused create included), and
         `PlantedOneOff` when something else stands at the name."""
         labels = {**tenant_labels(tenant, component=COMPONENT), PLATFORM_LABEL: "platform"}
         existing = self.kube.get(BACKUP, name, namespace=namespace)
         if existing is not None:
             meta = existing["metadata"]
             have = meta.get("labels") or {}
-            created = read_rfc3339(meta.get("creationTimestamp"))
             if (
                 all(have.get(k) == v for k, v in labels.items())
                 and (existing.get("spec") or {}).get("from") == source
-                and created is not None
-                and created >= since.replace(microsecond=0)
+                and (meta.get("annotations") or {}).get(NONCE_ANNOTATION) == nonce
             ):
                 return f"{name}/{meta['uid']}"
             raise PlantedOneOff(
@@ -158,6 +157,7 @@ class MigrationBackups:
                 "name": name,
                 "namespace": namespace,
                 "labels": dict(sorted(labels.items())),
+                "annotations": {NONCE_ANNOTATION: nonce},
             },
             "spec": {"tenant": tenant, "from": source},
         }

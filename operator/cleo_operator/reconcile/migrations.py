@@ -25,15 +25,24 @@ What it promises, and how:
 - **Recorded before it is made.** The Job's name (phase ``Creating``) and the one-offs'
   names are written to status before they are made, and the Job's uid right after: a
   crash or a refused status write between a create and its record must not lose it (the
-  next round would kill a running migration, or take a second set of backups). A Job at
-  the recorded name is adopted only if it wears the operator's labels (which the
-  admission policy reserves), the attempt's key, the tenant as its controller (by uid),
-  and was made after the record; else it is planted, and deleted. Everything written to
-  ``status.migrations`` is validated first (a value its schema refuses would be a 422
-  after the create); the retry annotation must be 1 to 253 printable characters.
+  next round would kill a running migration, or take a second set of backups). With them
+  goes a random nonce (``attempt.nonce``), which the Job and the one-offs carry
+  (annotation ``cleoai.io/migration-nonce``). A Job at the recorded name is adopted only
+  if it wears the operator's labels (which the admission policy reserves), the attempt's
+  key, the tenant as its controller (by uid), and exactly that nonce; else it is stale or
+  planted, and deleted. No clock decides (the operator's and the API server's differ, and
+  creationTimestamp has whole seconds). An attempt recorded without a nonce (an older
+  operator) adopts nothing: its Job is made anew, its unmade one-offs under new names.
+  Everything written to ``status.migrations`` is validated first (a value its schema
+  refuses would be a 422 after the create); the retry annotation must be 1 to 253
+  printable characters.
 - **Refused creates fail the attempt, not the tenant.** A create the API server refuses
   for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
-  ``JobRefused``; transient errors are raised (the loop retries).
+  ``JobRefused``, retried automatically at ``attempt.retryAt``: 30 s after the first
+  refusal, doubling with each refusal in a row (``attempt.refusals``) up to 10 min, kept
+  on status so that a restart keeps the back-off; the condition says when. Transient
+  errors are raised (the loop retries). A migration that ran and failed is not retried
+  automatically (below).
 - **Ownership by uid.** A Job is the migration's only if its uid is the one recorded on
   status when the operator created it. A Job at that name with another uid (planted, or
   made anew by someone after the operator's was deleted) is never read: it is deleted, and
@@ -52,7 +61,12 @@ What it promises, and how:
   old pods serving leaves Ready True, and says so on ``MigrationsSucceeded=False``, which
   does not gate Ready then; with no pods yet (the first migration), it gates Ready, whose
   reason is then the migration's.
-- **Backups first** (``backupFirst``): see `reconcile.migration_backups`.
+- **Its Jobs by controller uid.** A Job is one of the tenant's migration Jobs only with the
+  operator's labels *and* the tenant as its controller (by uid): a controller the admission
+  policy exempts (the CronJob controller) puts on a Job whatever labels a template names.
+- **Backups first** (``backupFirst``): see `reconcile.migration_backups`. Backups not all
+  succeeded `MigrationSettings.backup_deadline_seconds` after the attempt started fail it
+  (``BackupDeadlineExceeded``), rather than holding the rollout for ever.
 
 Finished Jobs are cleaned: a succeeded one once its success is on status (deleting it
 before could lose the record of its success), a failed one at the next attempt.
@@ -60,15 +74,10 @@ before could lose the record of its success), a failed one at the next attempt.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import logging
-import urllib.parse
-from collections.abc import Mapping
 from typing import Any, Final
-
-import pydantic
 
 from cleo_operator.api.migrations import MigrationAttempt, MigrationsStatus
 from cleo_operator.api.objects import KubeObject
@@ -79,28 +88,54 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import DEPLOYMENT, JOB, POD, SECRET, TENANT
 from cleo_operator.kube.status import update_status
 from cleo_operator.reconcile.backup_jobs import job_failure, job_state
-from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, PASSWORD_KEY
+from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET
 from cleo_operator.reconcile.migration_backups import (
     MigrationBackups,
     NoSource,
     PlantedOneOff,
     one_off_name,
 )
-from cleo_operator.reconcile.migration_outcome import last_lines, pod_report, revision_from_message
+from cleo_operator.reconcile.migration_outcome import (
+    last_lines,
+    pod_report,
+    revision_from_message,
+    secret_values,
+)
+from cleo_operator.reconcile.migration_state import (
+    IN_FLIGHT,
+    MAX_REFUSALS,
+    REFUSAL_BACKOFF_MAX_SECONDS,
+    REFUSAL_BACKOFF_MIN_SECONDS,
+    REFUSED,
+    RETRY_ANNOTATION,
+    controlled_by_uid,
+    live_image,
+    new_nonce,
+    ours,
+    poll_seconds,
+    read_status,
+    refusal_backoff,
+    refused,
+    retry_due,
+    retry_problem,
+    retry_request_pending,
+    uid_of,
+)
 from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
-from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.migrations import (
     JOB_PREFIX,
     KEY_ANNOTATION,
     MIGRATION_LABEL,
+    NONCE_ANNOTATION,
     migration_job_name,
     migration_key,
     migration_pod_labels,
     pinned_image,
     render_migration_job,
 )
+from cleo_operator.render.pooler import POOLER_NAME
 
 __all__ = [
     "CONDITION",
@@ -116,12 +151,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONDITION: Final = "MigrationsSucceeded"
-RETRY_ANNOTATION: Final = "cleoai.io/retry-migrations"
-POLL_MIN_SECONDS: Final = 2.0
-POLL_MAX_SECONDS: Final = 30.0
-URL_KEY: Final = "DATABASE_URL"
-IN_FLIGHT: Final = frozenset({"Running", "BackingUp", "Creating"})
-RETRY_MAX_LENGTH: Final = 253
 OWNED: Final = frozenset({"migrations"})
 
 
@@ -131,80 +160,12 @@ class MigrationSettings:
 
     database_secret: str = CREDENTIALS_SECRET
     """The credentials Secret the Job reads (the database part's)."""
+    backup_deadline_seconds: float = 6 * 3600.0
+    """How long the backups before a migration (``backupFirst``) may take; then the attempt
+    fails (``BackupDeadlineExceeded``) rather than holding the rollout for ever."""
     requeue_seconds: float = 2.0
     """Look again this soon while waiting for something to start (Jobs are not watched);
     a migration in flight is looked at less often as it ages (`poll_seconds`)."""
-
-
-def poll_seconds(started: datetime.datetime, now: datetime.datetime) -> float:
-    """How soon to look again at a migration in flight that started at `started`: 2 s at
-    first (most migrations take seconds), then a tenth of its age, at most 30 s (a
-    migration may run for hours, and each look is a whole tenant reconcile)."""
-    age = (now - started).total_seconds()
-    return min(POLL_MAX_SECONDS, max(POLL_MIN_SECONDS, age / 10))
-
-
-def read_status(raw: object) -> MigrationsStatus:
-    """``status.migrations`` as the operator wrote it; a field that does not read is left
-    out (and only it: losing the key or the image would run or roll what was not asked)."""
-    if not isinstance(raw, Mapping):
-        return MigrationsStatus()
-    data = dict(raw)
-    for _ in range(len(data) + 1):
-        try:
-            return MigrationsStatus.model_validate(data)
-        except pydantic.ValidationError as exc:
-            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
-            if not bad & data.keys():
-                break
-            data = {k: v for k, v in data.items() if k not in bad}
-    return MigrationsStatus()
-
-
-def retry_problem(value: str | None) -> str | None:
-    """Why the retry annotation's `value` cannot be handled (None when it can): it is
-    recorded on status, whose schema holds 253 printable characters."""
-    if value is None:
-        return None
-    if len(value) > RETRY_MAX_LENGTH or not value.isprintable() or not value.strip():
-        return (
-            f"the annotation {RETRY_ANNOTATION} must be 1 to {RETRY_MAX_LENGTH} printable "
-            f"characters (it has {len(value)}); no migration runs for it. Set it to a short "
-            "new value, such as a counter or a date"
-        )
-    return None
-
-
-def retry_request_pending(annotations: Mapping[str, str] | None, status: object) -> bool:
-    """Whether the retry annotation holds a value not handled yet (the handler wakes on it)."""
-    value = (annotations or {}).get(RETRY_ANNOTATION)
-    return value is not None and value != read_status(status).retry_request
-
-
-def _uid(obj: Mapping[str, Any] | None) -> str | None:
-    uid = ((obj or {}).get("metadata") or {}).get("uid")
-    return str(uid) if uid else None
-
-
-def _ours(obj: Mapping[str, Any], tenant: str) -> bool:
-    return managed_by_operator(obj) and labels_of(obj).get(TENANT_LABEL) == tenant
-
-
-def _controlled_by_uid(obj: Mapping[str, Any], uid: str | None) -> bool:
-    return uid is not None and any(
-        ref.get("controller") is True and ref.get("uid") == uid
-        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
-    )
-
-
-def _live_image(deployment: Mapping[str, Any] | None) -> str | None:
-    containers = (
-        (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
-    ).get("containers") or []
-    for container in containers:
-        if container.get("name") == WORKLOAD_NAME and container.get("image"):
-            return str(container["image"])
-    return None
 
 
 @dataclasses.dataclass
@@ -218,11 +179,15 @@ class _Round:
     jobs: dict[str, KubeObject]
     recorded: MigrationsStatus
     """What ``status.migrations`` holds on the server (as read, then as written)."""
+    as_read: MigrationsStatus
+    """``status.migrations`` as read at the start of the round (parsed once, here)."""
     result: PartResult = dataclasses.field(default_factory=PartResult)
     waiting: str | None = None
     """Why a wanted migration has not started yet (it starts on a later round)."""
     retry_problem: str | None = None
     """Why the retry annotation is refused (nothing runs for it)."""
+    restart: bool = False
+    """The attempt in flight was dropped this round, to start again (see `_settle`)."""
 
     @property
     def attempt(self) -> MigrationAttempt | None:
@@ -264,7 +229,7 @@ class MigrationsPart:
         if workload is None or workload.migrations is None:
             if ctx.status.get("migrations"):
                 # Switched off: nothing may run on (its status goes with this round).
-                self._remove_jobs(ctx)
+                self._remove_jobs(ctx, read_status(ctx.status.get("migrations")))
             return PartResult(remove_conditions={CONDITION})
         state = read_status(ctx.status.get("migrations"))
         round_ = _Round(
@@ -273,6 +238,7 @@ class MigrationsPart:
             key=migration_key(workload),
             state=state,
             recorded=state,
+            as_read=state,
             jobs=self._jobs(ctx),
             retry_problem=retry_problem(ctx.annotations.get(RETRY_ANNOTATION)),
         )
@@ -290,8 +256,15 @@ class MigrationsPart:
     # -- what is in flight -------------------------------------------------------------
 
     def _jobs(self, ctx: TenantContext) -> dict[str, KubeObject]:
+        """The tenant's migration Jobs: its labels *and* the tenant as their controller (by
+        uid). Labels alone are not proof: a controller the admission policy exempts (the
+        CronJob controller) could have put them on a Job from a tenant's template."""
         jobs = self.kube.list(JOB, namespace=ctx.namespace, label_selector=MIGRATION_LABEL)
-        return {str(j["metadata"]["name"]): j for j in jobs}
+        return {
+            str(j["metadata"]["name"]): j
+            for j in jobs
+            if ours(j, ctx.name) and controlled_by_uid(j, ctx.uid)
+        }
 
     def _settle(self, r: _Round) -> None:
         """Bring a migration in flight one step on: its backups, its Job's creation, its
@@ -313,6 +286,12 @@ class MigrationsPart:
             r.set_attempt(None)
             return
         if any(item.endswith("/") for item in attempt.backups):
+            if attempt.nonce is None:
+                # Recorded by an operator before nonces: what stands at the names cannot be
+                # told apart from a planted one-off. The attempt starts again, new names.
+                r.set_attempt(None)
+                r.restart = True
+                return
             # Named on status, not all made (or made but not recorded): made now, once.
             self._take_backups(r, attempt)
             return
@@ -321,8 +300,24 @@ class MigrationsPart:
             self._fail(r, attempt, "BackupFailed", outcome.message)
         elif outcome.state == "succeeded":
             self._create_job(r, attempt)
+        elif self._backups_late(r, attempt):
+            limit = datetime.timedelta(seconds=self.settings.backup_deadline_seconds)
+            self._fail(
+                r,
+                attempt,
+                "BackupDeadlineExceeded",
+                f"the backups before the migration did not succeed within {limit} "
+                f"({outcome.message}); the migration does not run. Fix the backups, then "
+                f"set the annotation {RETRY_ANNOTATION} to a new value, or change the spec",
+            )
         else:
             r.waiting = outcome.message
+
+    def _backups_late(self, r: _Round, attempt: MigrationAttempt) -> bool:
+        started = read_rfc3339(attempt.started)
+        return started is not None and (
+            (r.ctx.now - started).total_seconds() > self.settings.backup_deadline_seconds
+        )
 
     def _take_backups(self, r: _Round, attempt: MigrationAttempt) -> None:
         """Make the one-offs named on `attempt` that are not made yet (see `take_one`)."""
@@ -332,7 +327,6 @@ class MigrationsPart:
         except NoSource as exc:
             self._fail(r, attempt, exc.reason, exc.message)
             return
-        started = read_rfc3339(attempt.started) or r.ctx.now
         taken = list(attempt.backups)
         for index, item in enumerate(taken):
             name, _, uid = item.partition("/")
@@ -353,7 +347,7 @@ class MigrationsPart:
                     tenant=r.ctx.name,
                     name=name,
                     source=sources[index],
-                    since=started,
+                    nonce=attempt.nonce or "",
                 )
             except PlantedOneOff as exc:
                 self._fail(r, self._with_backups(attempt, taken), exc.reason, exc.message)
@@ -401,17 +395,16 @@ class MigrationsPart:
     def _adoptable(self, r: _Round, job: KubeObject, attempt: MigrationAttempt) -> bool:
         """Whether `job` is the one this attempt made: the operator's labels (the admission
         policy refuses them to everyone else), the attempt's key, the tenant as its
-        controller (by uid), and made after the attempt was recorded."""
-        meta = job.get("metadata") or {}
-        created = read_rfc3339(meta.get("creationTimestamp"))
-        started = read_rfc3339(attempt.started)
+        controller (by uid), and the attempt's nonce, recorded on status before the Job
+        was made (no clock compared: the operator's and the API server's differ). An
+        attempt recorded without a nonce adopts nothing: its Job is made anew."""
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
         return (
-            _ours(job, r.ctx.name)
-            and (meta.get("annotations") or {}).get(KEY_ANNOTATION) == attempt.key
-            and _controlled_by_uid(job, r.ctx.uid)
-            and created is not None
-            and started is not None
-            and created >= started.replace(microsecond=0)
+            attempt.nonce is not None
+            and ours(job, r.ctx.name)
+            and annotations.get(KEY_ANNOTATION) == attempt.key
+            and annotations.get(NONCE_ANNOTATION) == attempt.nonce
+            and controlled_by_uid(job, r.ctx.uid)
         )
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
@@ -421,7 +414,7 @@ class MigrationsPart:
             if name
             else None
         )
-        if job is None or _uid(job) != attempt.job_uid:
+        if job is None or uid_of(job) != attempt.job_uid:
             if job is not None:
                 self._delete(job, r.ctx.namespace)
             self._fail(
@@ -466,27 +459,15 @@ class MigrationsPart:
         self._fail(r, attempt, reason, detail, status_only=lines)
 
     def _secrets(self, r: _Round) -> list[str]:
-        """The tenant's database password, to redact from what its migration printed.
+        """Every secret value the Job had (its credentials Secret's; the pooler's client
+        credential too), to redact from what its migration printed (`secret_values`).
 
-        Read from the credentials Secret, which the tenant's admins may be able to edit:
-        used for redaction only (a forged value can only hide more)."""
-        secret = self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace)
-        found: list[str] = []
-        for key, raw in ((secret or {}).get("data") or {}).items():
-            if key not in (PASSWORD_KEY, URL_KEY):
-                continue
-            try:
-                value = base64.b64decode(str(raw)).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if key == URL_KEY:
-                try:
-                    value = urllib.parse.unquote(urllib.parse.urlsplit(value).password or "")
-                except ValueError:
-                    continue
-            if value:
-                found.append(value)
-        return found
+        Read from Secrets that the tenant's admins may be able to edit: used for redaction
+        only (a forged value can only hide more)."""
+        return secret_values(
+            self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace),
+            self.kube.get(SECRET, POOLER_NAME, namespace=r.ctx.namespace),
+        )
 
     def _fail(
         self,
@@ -499,15 +480,21 @@ class MigrationsPart:
     ) -> None:
         """`attempt` failed. `status_only` (the last lines of the log) goes on the tenant's
         status, never into an Event: the CleoTenant's Events live in ``default``, which
-        more people read than the tenant's status."""
-        failed = attempt.model_copy(
-            update={
-                "phase": "Failed",
-                "finished": r.now,
-                "reason": reason,
-                "message": clip(message + status_only),
-            }
-        )
+        more people read than the tenant's status. A refused create (`REFUSED`) is retried
+        at ``retryAt``, after a back-off that doubles with each refusal in a row."""
+        update: dict[str, Any] = {
+            "phase": "Failed",
+            "finished": r.now,
+            "reason": reason,
+            "message": clip(message + status_only),
+            "retry_at": None,
+        }
+        if reason in REFUSED:
+            refusals = min(attempt.refusals + 1, MAX_REFUSALS)
+            update["refusals"] = refusals
+            delay = datetime.timedelta(seconds=refusal_backoff(refusals))
+            update["retry_at"] = rfc3339(r.ctx.now + delay)
+        failed = attempt.model_copy(update=update)
         r.set_attempt(failed)
         r.event("MigrationFailed", f"{reason}: {message}", "Warning")
         log.warning("tenant %s: migration failed: %s", r.ctx.name, reason)
@@ -527,14 +514,14 @@ class MigrationsPart:
 
     def _clean_finished(self, r: _Round) -> None:
         """Delete a succeeded Job whose success is on status already (read this round)."""
-        recorded = read_status(r.ctx.status.get("migrations")).attempt
+        recorded = r.as_read.attempt
         if recorded is None or recorded.phase != "Succeeded" or not recorded.job_name:
             return
         job = r.jobs.get(recorded.job_name)
-        if job is not None and _uid(job) == recorded.job_uid:
+        if job is not None and uid_of(job) == recorded.job_uid:
             self._delete(job, r.ctx.namespace, propagation="Background")
 
-    def _remove_jobs(self, ctx: TenantContext) -> bool:
+    def _remove_jobs(self, ctx: TenantContext, status: MigrationsStatus) -> bool:
         """Delete every migration Job of the tenant, foreground; True when none (and none
         of their pods) is left.
 
@@ -543,20 +530,17 @@ class MigrationsPart:
         whose labels were taken off is released by the Job controller and runs on."""
         left = False
         for job in self._jobs(ctx).values():
-            if not _ours(job, ctx.name):
-                continue
             left = True
             if not job["metadata"].get("deletionTimestamp"):
                 self._delete(job, ctx.namespace)
         if left:
             return False
-        recorded = read_status(ctx.status.get("migrations")).attempt
-        job_uid = recorded.job_uid if recorded is not None else None
+        job_uid = status.attempt.job_uid if status.attempt is not None else None
         return not any(
             (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             and (
                 str((p.get("metadata") or {}).get("name") or "").startswith(JOB_PREFIX)
-                or _controlled_by_uid(p, job_uid)
+                or controlled_by_uid(p, job_uid)
             )
             for p in self.kube.list(POD, namespace=ctx.namespace)
         )
@@ -580,11 +564,15 @@ class MigrationsPart:
         attempt = r.attempt
         if attempt is not None and attempt.phase in IN_FLIGHT:
             return False
+        if r.restart:
+            return True
         retry = r.retry
         if retry is not None and retry != r.state.retry_request:
             return True
         if r.state.key == r.key:
             return False
+        if retry_due(attempt, r.key, r.ctx.now):
+            return True
         # A failed attempt of this very key waits for a new spec or a retry request.
         return not (attempt is not None and attempt.key == r.key and attempt.phase == "Failed")
 
@@ -604,15 +592,22 @@ class MigrationsPart:
             return
         # What this round settled (a success) is recorded before its Job may go.
         self._record(r)
-        if not self._remove_jobs(r.ctx):
+        if not self._remove_jobs(r.ctx, r.as_read):
             r.waiting = "waiting for the previous migration Job and its pods to be gone"
             return
         retry = r.retry
         changes: dict[str, Any] = {}
         if retry is not None:
             changes["retry_request"] = retry
+        previous = r.attempt
         attempt = MigrationAttempt(
-            key=r.key, image=r.workload.image, phase="BackingUp", started=r.now
+            key=r.key,
+            image=r.workload.image,
+            phase="BackingUp",
+            started=r.now,
+            nonce=new_nonce(),
+            # Refusals in a row of this key: the back-off goes on growing.
+            refusals=previous.refusals if previous and retry_due(previous, r.key, r.ctx.now) else 0,
         )
         migrations = r.workload.migrations
         assert migrations is not None
@@ -647,6 +642,7 @@ class MigrationsPart:
                 "job_name": name,
                 "job_uid": None,
                 "started": attempt.started or r.now,
+                "nonce": attempt.nonce or new_nonce(),
             }
         )
         r.set_attempt(creating)
@@ -657,6 +653,7 @@ class MigrationsPart:
             owner=r.ctx.owner,
             spec=r.ctx.spec,
             database_secret=self.settings.database_secret,
+            nonce=creating.nonce or "",
         )
         try:
             created = self.kube.create(body)
@@ -703,8 +700,8 @@ class MigrationsPart:
             # saved once, so that a later hand edit of the Deployment is repaired, never
             # adopted. One the operator did not make (its labels, its owner) gives none.
             live = self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=r.ctx.namespace)
-            if live is not None and _ours(live, r.ctx.name) and _controlled_by_uid(live, r.ctx.uid):
-                image = _live_image(live)
+            if live is not None and ours(live, r.ctx.name) and controlled_by_uid(live, r.ctx.uid):
+                image = live_image(live)
                 if image is not None:
                     r.state = r.state.model_copy(update={"image": image})
         result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
@@ -725,6 +722,9 @@ class MigrationsPart:
             result.requeue_after = poll_seconds(started, r.ctx.now)
         elif r.waiting is not None:
             result.requeue_after = self.settings.requeue_seconds
+        elif attempt is not None and refused(attempt, r.key):
+            due = read_rfc3339(attempt.retry_at) or r.ctx.now
+            result.requeue_after = max(1.0, (due - r.ctx.now).total_seconds())
         return result
 
     def _observe(self, r: _Round, *, serving_image: str | None) -> Observation:
@@ -753,6 +753,18 @@ class MigrationsPart:
                 "Unknown",
                 "BackingUp",
                 f"{r.waiting or 'backing up before the migration'} (image {attempt.image}){keeps}",
+            )
+        if attempt is not None and refused(attempt, r.key):
+            return Observation(
+                "False",
+                attempt.reason or "JobRefused",
+                clip(
+                    f"{attempt.message or 'the API server refused a create'}{keeps}. Retried "
+                    f"automatically at {attempt.retry_at} (refusal {attempt.refusals} in a "
+                    f"row; back-off {REFUSAL_BACKOFF_MIN_SECONDS:.0f} s doubling to "
+                    f"{REFUSAL_BACKOFF_MAX_SECONDS:.0f} s), or at once with a new value of "
+                    f"the annotation {RETRY_ANNOTATION}"
+                ),
             )
         if attempt is not None and attempt.phase == "Failed" and attempt.key == r.key:
             return Observation(

@@ -63,6 +63,7 @@ __all__ = [
     "MIGRATION_CONTAINER",
     "MIGRATION_LABEL",
     "MIGRATION_POLICY",
+    "NONCE_ANNOTATION",
     "migration_job_name",
     "migration_key",
     "migration_pod_labels",
@@ -76,6 +77,9 @@ MIGRATION_LABEL: Final = MIGRATION_POD_LABEL
 """On the migration Job and its pods: the short hash of the migration's key."""
 KEY_ANNOTATION: Final = "cleoai.io/migration-key"
 IMAGE_ANNOTATION: Final = "cleoai.io/migration-image"
+NONCE_ANNOTATION: Final = "cleoai.io/migration-nonce"
+"""On the Job and the one-off backups of an attempt: the random value its status recorded
+before they were made (`reconcile.migrations` adopts only an exact match)."""
 MIGRATION_CONTAINER: Final = "migrate"
 MIGRATION_POLICY: Final = "cleo-allow-migration"
 COMPONENT: Final = "migration"
@@ -101,19 +105,45 @@ def migration_key(workload: WorkloadSpec) -> str:
 
 
 def pinned_image(image: str, image_id: str) -> str | None:
-    """`image`'s repository at the digest the kubelet reported it ran (``imageID`` of the
-    migration's container), or None when it reported no sha256 digest.
+    """`image`'s repository at the digest the kubelet reported the migration's container
+    ran (its ``imageID``), or None: when it reported no sha256 digest, or one of another
+    repository (an ``imageID`` names the repository the bytes came from; another one is
+    not what the spec asked for, and would move the Deployment to a repository no one
+    chose). An `image` given by digest is kept exactly as written.
 
     Why: a tag can be pushed again. The Deployment then runs the very bytes the
     migration ran, not whatever the tag names by the time its pods pull it.
     """
+    if "@" in image:
+        return image
     match = _DIGEST.search(image_id)
     if match is None:
         return None
-    name = image.split("@", 1)[0]
+    name = _repository(image)
+    if _normal(_repository(image_id.removeprefix("docker-pullable://"))) != _normal(name):
+        return None
+    return f"{name}@{match.group(1)}"
+
+
+def _repository(reference: str) -> str:
+    """The repository of an image reference, as written, without tag or digest."""
+    name = reference.split("@", 1)[0]
     if name.rfind(":") > name.rfind("/"):
         name = name[: name.rfind(":")]
-    return f"{name}@{match.group(1)}"
+    return name
+
+
+def _normal(name: str) -> str:
+    """`name` as the container runtime spells it: docker.io for a name without a
+    registry, library/ for an official image."""
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        first, rest = "docker.io", name
+    if first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        first = "docker.io"
+        if "/" not in rest:
+            rest = f"library/{rest}"
+    return f"{first}/{rest}"
 
 
 def migration_job_name(key: str) -> str:
@@ -135,8 +165,10 @@ def render_migration_job(
     owner: OwnerReference,
     spec: CleoTenantSpec,
     database_secret: str,
+    nonce: str,
 ) -> KubeObject:
-    """The Job that runs spec.workload.migrations in spec.workload.image."""
+    """The Job that runs spec.workload.migrations in spec.workload.image; `nonce` is the
+    attempt's (annotation `NONCE_ANNOTATION`)."""
     workload = spec.workload
     if workload is None or workload.migrations is None:
         raise ValueError("render_migration_job needs spec.workload.migrations")
@@ -180,7 +212,11 @@ def render_migration_job(
             "name": migration_job_name(key),
             "namespace": namespace,
             "labels": labels,
-            "annotations": {KEY_ANNOTATION: key, IMAGE_ANNOTATION: workload.image},
+            "annotations": {
+                KEY_ANNOTATION: key,
+                IMAGE_ANNOTATION: workload.image,
+                NONCE_ANNOTATION: nonce,
+            },
             "ownerReferences": [owner.copy()],
         },
         "spec": {

@@ -88,7 +88,7 @@ def pod(
         "status": {
             "startTime": start,
             "containerStatuses": [
-                {"state": {"terminated": {"exitCode": 0, "message": message}}},
+                {"name": "migrate", "state": {"terminated": {"exitCode": 0, "message": message}}},
             ],
         },
     }
@@ -104,3 +104,36 @@ def test_only_the_jobs_own_labelled_pods_are_read() -> None:
     assert report.message == "revision=real"
     assert report.exit_code == 0
     assert pod_report([forged_owner, unlabelled], JOB, labels=LABELS) is None
+
+
+@pytest.mark.security
+def test_only_the_migrate_container_is_read() -> None:
+    # Another container of the pod (or an initContainer) may run what the tenant's image
+    # chose; its report, exit code and digest are not the migration's.
+    digest = "sha256:" + "ab" * 32
+    own = pod(message="revision=real", start="2026-01-01T00:00:00Z")
+    own["status"]["containerStatuses"] = [
+        {
+            "name": "sidecar",
+            "imageID": f"evil.example/x@{digest}",
+            "state": {"terminated": {"exitCode": 0, "message": "revision=forged"}},
+        },
+        {
+            "name": "migrate",
+            "imageID": f"registry.example.com/cleoai@{digest}",
+            "state": {"terminated": {"exitCode": 0, "message": "revision=real"}},
+        },
+    ]
+    own["status"]["initContainerStatuses"] = [
+        {
+            "name": "migrate",
+            "imageID": f"evil.example/y@{digest}",
+            "state": {"terminated": {"exitCode": 0, "message": "revision=init"}},
+        }
+    ]
+    report = pod_report([own], JOB, labels=LABELS)
+    assert report is not None
+    assert report.message == "revision=real"
+    assert report.image_id == f"registry.example.com/cleoai@{digest}"
+    own["status"]["containerStatuses"] = own["status"]["containerStatuses"][:1]
+    assert pod_report([own], JOB, labels=LABELS) is None

@@ -120,7 +120,10 @@ def finish(kube: FakeKube, job: dict[str, Any], *, ok: bool, message: str) -> No
                 "phase": "Succeeded" if ok else "Failed",
                 "startTime": "2026-01-01T12:00:00Z",
                 "containerStatuses": [
-                    {"state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}}}
+                    {
+                        "name": "migrate",
+                        "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
+                    }
                 ],
             }
         },
@@ -306,6 +309,7 @@ def test_a_job_planted_at_the_next_name_is_never_taken_for_the_migration(
         owner=tenant_owner(name="acme", uid=tenant["metadata"]["uid"]),
         spec=parse_tenant_spec(tenant_spec(NEW)),
         database_secret="cleo-database",
+        nonce="0" * 32,  # a guess: the attempt's is random
     )
     planted = kube.create(body)  # everything a copy of the operator's, but made by someone else
     finish(kube, planted, ok=True, message="revision=forged")

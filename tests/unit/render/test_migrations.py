@@ -52,7 +52,12 @@ def with_workload(base: CleoTenantSpec, **changes: Any) -> CleoTenantSpec:
 
 def job(tenant_spec: CleoTenantSpec) -> dict[str, Any]:
     return render_migration_job(
-        tenant=TENANT, namespace=NS, owner=OWNER, spec=tenant_spec, database_secret="cleo-database"
+        tenant=TENANT,
+        namespace=NS,
+        owner=OWNER,
+        spec=tenant_spec,
+        database_secret="cleo-database",
+        nonce="0" * 32,
     )
 
 
@@ -191,12 +196,25 @@ def test_a_deleted_migration_pod_is_replaced_only_once_it_failed() -> None:
 
 def test_the_pinned_image_is_the_repository_at_the_reported_digest() -> None:
     digest = "sha256:" + "0f" * 32
-    assert pinned_image("registry:5000/team/cleoai:2.0", f"x@{digest}") == (
+    assert pinned_image("registry:5000/team/cleoai:2.0", f"registry:5000/team/cleoai@{digest}") == (
         f"registry:5000/team/cleoai@{digest}"
     )
     assert pinned_image("cleoai", f"docker-pullable://cleoai@{digest}") == f"cleoai@{digest}"
-    pinned = pinned_image(f"r.example/c:1@sha256:{'1' * 64}", f"r@{digest}")
-    assert pinned == f"r.example/c@{digest}"
+    # The runtime spells a Docker Hub name in full.
+    assert pinned_image("cleoai:2", f"docker.io/library/cleoai@{digest}") == f"cleoai@{digest}"
     # No digest reported (or not a sha256 one): nothing to pin to.
     assert pinned_image("registry:5000/cleoai:2.0", "") is None
     assert pinned_image("cleoai:2", "cleoai@sha256:short") is None
+
+
+@pytest.mark.security
+def test_the_pin_never_changes_repository_nor_a_digest_written_in_the_spec() -> None:
+    digest = "sha256:" + "0f" * 32
+    # A digest of another repository (another container's, or a tenant's image that
+    # shares a layer): no pin, rather than a repository nobody chose.
+    assert pinned_image("registry:5000/team/cleoai:2.0", f"x@{digest}") is None
+    assert pinned_image("r.example/c:1", f"evil.example/c@{digest}") is None
+    assert pinned_image("cleoai:2", f"docker.io/library/other@{digest}") is None
+    # A spec image given by digest is kept exactly as written.
+    written = f"r.example/c:1@sha256:{'1' * 64}"
+    assert pinned_image(written, f"r.example/c@{digest}") == written
