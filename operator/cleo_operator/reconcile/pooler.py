@@ -386,8 +386,10 @@ class PoolerPart:
         self._running_lock = threading.RLock()  # a done future calls back at once
 
     def close(self) -> None:
-        """Stop the check lane (a running check ends at its own deadline)."""
+        """Stop the check lane (a running check ends at its own deadline); called at the
+        operator's shutdown (`TenantReconciler.close`, from Kopf's cleanup handler)."""
         self._lane.shutdown(wait=False, cancel_futures=True)
+        log.info("the pooler's check lane is closed")
 
     def reconcile(self, ctx: TenantContext) -> PartResult:
         database = ctx.spec.database

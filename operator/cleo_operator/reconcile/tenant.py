@@ -221,6 +221,14 @@ class TenantReconciler:
             kube, parts=self.parts, operator_namespace=operator_namespace, now=now
         )
 
+    def close(self) -> None:
+        """Release what the parts hold for the life of the process (the pooler's check
+        lane); at the operator's shutdown (Kopf's cleanup handler)."""
+        for part in self.parts:
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
+
     # -- reconcile ---------------------------------------------------------------------
 
     def reconcile(self, name: str) -> TenantResult:
