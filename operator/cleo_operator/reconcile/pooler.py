@@ -30,7 +30,9 @@ port answers but whose password is stale, or that cannot reach the site, is not 
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
 `PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
-``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread.
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. A failed
+check's reason names the hop (`data.pooler`: ``PoolerUnreachable``,
+``AuthenticationFailed``, ``PoolerServerLoginFailed``, ``PoolerBusy``).
 
 **Switching it off**: the workload goes back to the site directly in the same reconcile;
 what the part made (only objects that carry the operator's labels for this tenant, found
