@@ -36,8 +36,10 @@ check's reason names the hop (`data.pooler`: ``PoolerUnreachable``,
 
 **Switching it off**: the workload goes back to the site directly in the same reconcile;
 what the part made (only objects that carry the operator's labels for this tenant, found
-live, not from status) is deleted once the workload's Deployment has rolled off the
-pooler, and then the condition goes.
+live, not from status) is deleted once nothing of the workload uses the pooler: its
+Deployment's template does not, its rollout is done, and no live pod of it (Terminating
+ones included, which the Deployment's status does not count) reads the pooler's Secret or
+host; then the condition goes.
 """
 
 from __future__ import annotations
@@ -64,23 +66,30 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE, Kind
+from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, POD, SECRET, SERVICE, Kind
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.database_passwords import new_password
 from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
+from cleo_operator.render.child import (
+    WORKLOAD_NAME,
+    child_metadata,
+    sorted_map,
+    workload_selector,
+)
 from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
     CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
+    DATABASE_ROUTE_LABEL,
     DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     POOLER_PORT,
+    POOLER_ROUTE,
     SERVICE_PORT,
     TLS_CERT,
     TLS_KEY,
@@ -101,9 +110,11 @@ __all__ = [
     "PoolerCheck",
     "PoolerPart",
     "PoolerSettings",
+    "Rollout",
     "observe_rollout",
     "pooler_target",
     "render_check_policy",
+    "rollout_of",
     "routes_workload",
     "service_address",
     "verified_service",
@@ -211,15 +222,43 @@ def routes_workload(deployment: KubeObject | None) -> bool:
     return _int(((deployment or {}).get("status") or {}).get("availableReplicas")) >= 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """What a Deployment's controller reports of its rollout (`rollout_of`)."""
+
+    seen: bool
+    """The controller has observed the current spec (its generation)."""
+    updated: int
+    available: int
+    total: int
+    """Pods of every template, not counting those being deleted."""
+
+    @property
+    def old_pods_left(self) -> bool:
+        """Pods of an older template may still run (or the spec is not seen yet)."""
+        return not self.seen or self.total > self.updated
+
+
+def rollout_of(deployment: KubeObject) -> Rollout:
+    """The one reading of a Deployment's rollout status, for the pooler's own rollout
+    (`observe_rollout`) and the workload's roll off the pooler (`_workload_on_pooler`)."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    return Rollout(
+        seen=_int(status.get("observedGeneration")) >= _int(meta.get("generation")),
+        updated=_int(status.get("updatedReplicas")),
+        available=_int(status.get("availableReplicas")),
+        total=_int(status.get("replicas")),
+    )
+
+
 def observe_rollout(
     deployment: KubeObject | None, *, config_hash: str, replicas: int
 ) -> Observation | None:
     """Why the pooler does not run `config_hash` on all `replicas` yet; None when it does."""
     if deployment is None:
         return Observation("False", "Creating", "the pooler's Deployment is being created")
-    meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
     template = (spec.get("template") or {}).get("metadata") or {}
     running = (template.get("annotations") or {}).get(POOLER_HASH_ANNOTATION)
     if running != config_hash:
@@ -229,10 +268,10 @@ def observe_rollout(
             "the pooler is being rolled to a new configuration (password, site or pool "
             "settings changed)",
         )
-    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+    rollout = rollout_of(deployment)
+    if not rollout.seen:
         return Observation("False", "Rolling", "the pooler's Deployment has not seen its spec yet")
-    updated, available = _int(status.get("updatedReplicas")), _int(status.get("availableReplicas"))
-    total = _int(status.get("replicas"))
+    updated, available, total = rollout.updated, rollout.available, rollout.total
     if updated < replicas or available < replicas or total > replicas:
         return Observation(
             "False",
@@ -243,23 +282,40 @@ def observe_rollout(
     return None
 
 
-def _workload_on_pooler(deployment: KubeObject | None) -> str | None:
-    """Why the workload may still use the pooler (its template reads the pooler's Secret,
-    or pods of an older template run); None once it has rolled off it, or has none."""
-    if deployment is None:
-        return None
-    spec = deployment.get("spec") or {}
-    if POOLER_NAME in json.dumps(spec.get("template") or {}):
-        return "the workload's template still goes through the pooler; it is kept until it rolls"
-    meta = deployment.get("metadata") or {}
-    status = deployment.get("status") or {}
-    rolled = _int(status.get("observedGeneration")) >= _int(meta.get("generation")) and _int(
-        status.get("replicas")
-    ) <= _int(status.get("updatedReplicas"))
-    if not rolled:
+def _uses_pooler(pod_spec: object) -> bool:
+    """Whether a pod (template) spec reads the pooler: its Secret or its host."""
+    text = json.dumps(pod_spec or {})
+    return POOLER_NAME in text
+
+
+def _workload_on_pooler(deployment: KubeObject | None, pods: Iterable[KubeObject]) -> str | None:
+    """Why the workload may still use the pooler; None once nothing of it does.
+
+    From live objects only: the Deployment's template (new pods would read the pooler's
+    Secret), its rollout (pods of an older template may be about to go or come), and the
+    workload's pods themselves, Terminating ones included (the Deployment's status does not
+    count those, yet they run and hold pool connections until they are gone).
+    """
+    if deployment is not None:
+        spec = deployment.get("spec") or {}
+        if _uses_pooler(spec.get("template")):
+            return (
+                "the workload's template still goes through the pooler; it is kept until it rolls"
+            )
+        if rollout_of(deployment).old_pods_left:
+            return (
+                "pods of the workload's previous template may still use the pooler; it is "
+                "kept until they are gone"
+            )
+    on_pooler = sorted(
+        str((pod.get("metadata") or {}).get("name"))
+        for pod in pods
+        if _uses_pooler(pod.get("spec")) or labels_of(pod).get(DATABASE_ROUTE_LABEL) == POOLER_ROUTE
+    )
+    if on_pooler:
         return (
-            "pods of the workload's previous template may still use the pooler; it is "
-            "kept until they are gone"
+            f"{len(on_pooler)} pod(s) of the workload still go through the pooler "
+            f"({', '.join(on_pooler[:3])}); it is kept until they are gone"
         )
     return None
 
@@ -604,8 +660,8 @@ class PoolerPart:
         condition. The workload goes back to the site in this same reconcile (its template
         no longer names the pooler), but its pods roll after: the pooler's Service and
         Secret stay until the workload's Deployment has rolled out a template that does not
-        read them, or its old pods would lose their pool and a restarted one its
-        ``secretKeyRef``.
+        read them and no pod of the workload that does is left (`_workload_on_pooler`), or
+        its old pods would lose their pool and a restarted one its ``secretKeyRef``.
         """
         ours = [(kind, name) for kind, name in self._owned() if self._ours(ctx, kind, name)]
         if not ours:
@@ -613,7 +669,12 @@ class PoolerPart:
                 result.remove_conditions.add(CONDITION_TYPE)
             return result
         waiting = _workload_on_pooler(
-            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace)
+            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace),
+            self.kube.list(
+                POD,
+                namespace=ctx.namespace,
+                label_selector=",".join(f"{k}={v}" for k, v in workload_selector(ctx.name).items()),
+            ),
         )
         if waiting is not None:
             result.conditions[CONDITION_TYPE] = Observation("False", "SwitchingOff", waiting)

@@ -32,6 +32,7 @@ from cleo_operator.kube.kinds import (
     NAMESPACE,
     NETWORK_POLICY,
     PDB,
+    POD,
     SECRET,
     SERVICE,
 )
@@ -467,6 +468,58 @@ def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     done = pooler.reconcile(off)
     assert kube.get(SERVICE, POOLER_NAME, namespace=NS) is None
     assert kube.get(SECRET, POOLER_NAME, namespace=NS) is None
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
+def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool = False) -> None:
+    """A pod of the workload as its ReplicaSet made it: on the pooler's route or not."""
+    env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
+    labels = {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT}
+    if pooled:
+        labels["cleoai.io/database-route"] = "pooler"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": labels,
+                # Held as the kubelet holds a pod in its grace period (it runs meanwhile).
+                "finalizers": ["test.cleoai.io/grace-period"] if terminating else [],
+            },
+            "spec": {"containers": [{"name": "cleoai", "image": "x", "env": env}]},
+        }
+    )
+    if terminating:  # deleted: the Deployment's status no longer counts it, yet it runs
+        kube.delete(POD, name, namespace=NS)
+        live = kube.get(POD, name, namespace=NS)
+        assert live is not None
+        assert live["metadata"].get("deletionTimestamp")
+
+
+@pytest.mark.security
+def test_switching_it_off_waits_for_every_live_pod_on_the_pooler_whatever_the_status_says(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    pooler = pooler_applied(kube, databases)
+    off = context({"enabled": False}, status={})
+    # The Deployment reports the roll done (status.replicas does not count terminating
+    # pods), but an old pod still runs in its grace period with the pooler in its env.
+    workload(kube, pooled=False, rolled=True)
+    workload_pod(kube, "cleoai-new-1", pooled=False)
+    workload_pod(kube, "cleoai-old-1", pooled=True, terminating=True)
+    waiting = pooler.reconcile(off)
+    assert waiting.conditions[CONDITION_TYPE].reason == "SwitchingOff"
+    assert "cleoai-old-1" in waiting.conditions[CONDITION_TYPE].message
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is not None, kind
+    # Its grace period is over: it is gone.
+    kube.patch_merge(POD, "cleoai-old-1", {"metadata": {"finalizers": None}}, namespace=NS)
+    assert kube.get(POD, "cleoai-old-1", namespace=NS) is None
+    done = pooler.reconcile(off)
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
     assert done.remove_conditions == {CONDITION_TYPE}
 
 
