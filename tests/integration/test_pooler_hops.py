@@ -103,6 +103,7 @@ def test_a_refused_client_credential_is_authentication_failed(
     assert error.reason == "AuthenticationFailed"
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("fault", ["stale role password", "site down"])
 def test_the_poolers_own_login_to_the_site_is_server_login_failed(
     provisioned: tuple[SitePools, str, str], fault: str
@@ -129,6 +130,7 @@ def test_the_poolers_own_login_to_the_site_is_server_login_failed(
         assert password not in str(first)
 
 
+@pytest.mark.security
 def test_a_held_pool_is_busy_and_cancelled_in_the_checks_own_thread(
     provisioned: tuple[SitePools, str, str],
 ) -> None:
