@@ -26,6 +26,7 @@ from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
+from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import (
     DEPLOYMENT,
     EVENT,
@@ -674,8 +675,17 @@ def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
 
 
 @pytest.mark.security
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(422, "Invalid"), (500, "InternalError"), (503, "ServiceUnavailable"), (409, "Conflict")],
+    ids=["refused", "server-error", "unavailable", "conflict"],
+)
 def test_a_refused_pooler_secret_write_carries_no_password(
-    kube: FakeKube, databases: TenantDatabases, caplog: pytest.LogCaptureFixture
+    kube: FakeKube,
+    databases: TenantDatabases,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    reason: str,
 ) -> None:
     # The API server's or an admission's message may quote what was sent: the Secret's
     # values (base64), so the auth file and the URL with the password in them.
@@ -703,11 +713,23 @@ def test_a_refused_pooler_secret_write_carries_no_password(
         "apply",
         SECRET,
         POOLER_NAME,
+        status=status,
+        reason=reason,
         message=f"data[userlist.txt]: Invalid value: {quoted!r}, password {PASSWORD}",
     )
+    raised = ""
     with caplog.at_level(logging.DEBUG):
-        tenants.reconcile(TENANT)
+        if status == 422:
+            tenants.reconcile(TENANT)  # refused: reported, the reconcile goes on
+        else:
+            with pytest.raises(KubeError) as caught:  # transient: the loop retries and logs it
+                tenants.reconcile(TENANT)
+            exc = caught.value
+            assert (exc.transient, exc.status) == (True, status)
+            logging.getLogger("test").error("the loop logs: %s", exc, exc_info=exc)
+            raised = f"{exc!s} {exc!r} {exc.args!r} {exc.message}"
     seen = json.dumps(kube.get(TENANT_KIND, TENANT)) + json.dumps(kube.objects(EVENT)) + caplog.text
+    seen += raised
     assert "cleo-pooler" in seen  # the refusal is reported
     assert PASSWORD not in seen
     assert quoted not in seen
