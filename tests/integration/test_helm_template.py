@@ -399,6 +399,7 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
             "value": f"app.kubernetes.io/name=cleo-operator,app.kubernetes.io/instance={RELEASE}",
         },
         {"name": "CLEO_POOLER_IMAGE", "value": DEFAULT_POOLER_IMAGE},
+        {"name": "CLEO_CLUSTER_DOMAIN", "value": "cluster.local"},
     ]
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"

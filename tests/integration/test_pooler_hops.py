@@ -64,6 +64,7 @@ def rendered(
         password=server_password,
         client_password=client,
         tls=TLS,
+        namespace="cleo-x",
     )
 
 

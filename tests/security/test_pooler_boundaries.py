@@ -159,8 +159,12 @@ def test_the_poolers_secret_holds_nothing_the_tenant_admin_cannot_already_read()
     )
     target = pooler_target(site, tenant=TENANT)
     pooler = PoolerSpec(enabled=True)
-    first = pooler_config_values(target=target, pooler=pooler, password="P" * 43)
-    second = pooler_config_values(target=target, pooler=pooler, password="Q" * 43)
+    first = pooler_config_values(
+        target=target, pooler=pooler, password="P" * 43, namespace="cleo-x"
+    )
+    second = pooler_config_values(
+        target=target, pooler=pooler, password="Q" * 43, namespace="cleo-x"
+    )
     assert {k: v.replace("P" * 43, "<pw>") for k, v in first.items()} == {
         k: v.replace("Q" * 43, "<pw>") for k, v in second.items()
     }

@@ -47,12 +47,16 @@ class PoolerTls:
 
 
 def pooler_dns_names(service: str, namespace: str, cluster_domain: str) -> list[str]:
-    """The names the pooler's Service answers to, short to fully qualified."""
+    """The names the pooler's Service answers to, short to fully qualified, and last the
+    absolute one (trailing dot) that the workload connects to: libpq's ``verify-full``
+    compares the host as written with these names."""
+    domain = cluster_domain.strip(".")
     return [
         service,
         f"{service}.{namespace}",
         f"{service}.{namespace}.svc",
-        f"{service}.{namespace}.svc.{cluster_domain}",
+        f"{service}.{namespace}.svc.{domain}",
+        f"{service}.{namespace}.svc.{domain}.",
     ]
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import ipaddress
 import json
 import logging
@@ -69,7 +70,11 @@ from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, POD, SECRET, SERVICE, Kind
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.database_passwords import new_password
-from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
+from cleo_operator.reconcile.database_secret import (
+    CREDENTIALS_SECRET,
+    DATABASE_FINGERPRINT,
+    read_stored_password,
+)
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
@@ -85,6 +90,7 @@ from cleo_operator.render.pooler import (
     CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
     DATABASE_ROUTE_LABEL,
+    DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_POOLER_IMAGE,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
@@ -127,6 +133,8 @@ IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
 IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 OPERATOR_POD_LABELS_ENV: Final = "CLEO_OPERATOR_POD_LABELS"
+CLUSTER_DOMAIN_ENV: Final = "CLEO_CLUSTER_DOMAIN"
+_DOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_OPERATOR_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "cleo-operator"}
 """The operator's own pods' labels (the chart's selector labels), when not configured."""
 CHECK_POLICY: Final = "cleo-allow-pooler-check"
@@ -154,8 +162,9 @@ class PoolerSettings:
     )
     """Labels of the operator's own pods: only they may reach a pooler's port (`CHECK_POLICY`),
     not every pod of the operator's namespace."""
-    cluster_domain: str = "cluster.local"
-    """The cluster's DNS domain: the pooler's certificate names its Service under it."""
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    """The cluster's DNS domain (`CLUSTER_DOMAIN_ENV`): the workload's host for the pooler is
+    the Service's absolute name under it, and the pooler's certificate names it."""
     check_lane_width: int = 4
     """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
@@ -177,9 +186,13 @@ class PoolerSettings:
                 f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
             )
         labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))
+        domain = env.get(CLUSTER_DOMAIN_ENV, "").strip().rstrip(".") or DEFAULT_CLUSTER_DOMAIN
+        if not _DOMAIN.match(domain):
+            raise ValueError(f"{CLUSTER_DOMAIN_ENV}: {domain!r} is not a DNS domain")
         return cls(
             image=PoolerImage(image=image, pull_policy=policy),
             operator_pod_labels=labels or dict(DEFAULT_OPERATOR_POD_LABELS),
+            cluster_domain=domain,
         )
 
 
@@ -327,6 +340,21 @@ def _client_fingerprint(secret: KubeObject | None) -> str:
     if not all(values.values()):
         return ""
     return pooler_client_fingerprint({key: str(value) for key, value in values.items()})
+
+
+def _route(result: PartResult, ctx: TenantContext, secret: KubeObject | None) -> None:
+    """Send the workload through the pooler, with a checksum of what it then reads.
+
+    The pooled workload reads, from the database Secret, only the role's and database's
+    names (``PGUSER``, ``PGDATABASE``: the tenant's, never changing); `pooler_env` overrides
+    the rest (the password, host, TLS), so this part's entry replaces the database part's
+    (parts contribute in order) and a rotation of the role's password, which changes the
+    database Secret, never rolls the workload: only the pooler, whose configuration holds it.
+    """
+    result.pooler_secret = POOLER_NAME
+    result.fingerprints["pooler"] = _client_fingerprint(secret)
+    names = f"{tenant_role_name(ctx.name)}\n{tenant_database_name(ctx.name)}"
+    result.fingerprints[DATABASE_FINGERPRINT] = hashlib.sha256(names.encode()).hexdigest()[:32]
 
 
 def _had_condition(conditions: Iterable[object] | None) -> bool:
@@ -485,6 +513,7 @@ class PoolerPart:
                 client_password=client_password,
                 tls=tls,
                 image=self.settings.image,
+                cluster_domain=self.settings.cluster_domain,
             )
         except PoolerConfigError as exc:
             return self._not_ready(result, exc.reason, exc.message, ctx, retry=False)
@@ -506,8 +535,7 @@ class PoolerPart:
             self._delete_ours(ctx, PDB, POOLER_NAME, why="one replica needs no budget")
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
-            result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = _client_fingerprint(objects[0])
+            _route(result, ctx, objects[0])
         rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
         if rollout is not None:
             result.conditions[CONDITION_TYPE] = rollout
@@ -646,10 +674,7 @@ class PoolerPart:
         # rendered again: the pods hold a configuration that worked.
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
-            result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = _client_fingerprint(
-                self._ours(ctx, SECRET, POOLER_NAME)
-            )
+            _route(result, ctx, self._ours(ctx, SECRET, POOLER_NAME))
         return result
 
     def _switch_off(self, ctx: TenantContext, result: PartResult) -> PartResult:

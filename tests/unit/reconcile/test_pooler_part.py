@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.data.errors import AuthenticationFailed
@@ -287,7 +288,10 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
     assert secret is not None
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert ready.fingerprints == {"pooler": pooler_client_fingerprint(values)}
+    # The workload's checksum: its credential to the pooler, and of the database Secret only
+    # the names it still reads from it (not the role's password: a rotation rolls no pod).
+    assert ready.fingerprints["pooler"] == pooler_client_fingerprint(values)
+    assert set(ready.fingerprints) == {"pooler", "database"}
 
 
 @pytest.mark.security
@@ -758,6 +762,35 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
     }
     with pytest.raises(ValueError, match="CLEO_OPERATOR_POD_LABELS"):
         PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": "app=cleo operator"})
+    assert PoolerSettings.from_environment({}).cluster_domain == "cluster.local"
+    domain = {"CLEO_CLUSTER_DOMAIN": "corp.example."}
+    assert PoolerSettings.from_environment(domain).cluster_domain == "corp.example"
+    with pytest.raises(ValueError, match="CLEO_CLUSTER_DOMAIN"):
+        PoolerSettings.from_environment({"CLEO_CLUSTER_DOMAIN": "cluster local"})
+
+
+@pytest.mark.security
+def test_the_workloads_host_for_the_pooler_is_absolute_under_the_cluster_domain(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A relative name goes through the pod's search list, where a Service a tenant made (or
+    # a namespace named svc) could answer; the absolute one cannot, and the pooler's
+    # certificate names exactly it (the workload verifies it).
+    write_credentials(kube)
+    settings = PoolerSettings(cluster_domain="corp.example")
+    pooler = PoolerPart(
+        kube, databases, operator_namespace="cleo-system", settings=settings, check=Logins()
+    )
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    host = f"cleo-pooler.{NS}.svc.corp.example."
+    assert secret_text(kube, "PGHOST") == host
+    assert f"@{host}:5432/" in secret_text(kube, "DATABASE_URL")
+    assert "sslmode=verify-full" in secret_text(kube, "DATABASE_URL")
+    cert = x509.load_pem_x509_certificate(secret_text(kube, TLS_CERT).encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert host in san.get_values_for_type(x509.DNSName)
+    assert secret_text(kube, "client-ca.crt") == secret_text(kube, TLS_CERT)
 
 
 def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
