@@ -99,12 +99,14 @@ from cleo_operator.render.pooler import (
     SERVICE_PORT,
     TLS_CERT,
     TLS_KEY,
+    USERLIST_KEY,
     PoolerConfigError,
     PoolerImage,
     PoolerTarget,
     pooler_client_fingerprint,
     pooler_selector,
     render_pooler,
+    userlist_password,
 )
 
 __all__ = [
@@ -299,6 +301,23 @@ def _uses_pooler(pod_spec: object) -> bool:
     """Whether a pod (template) spec reads the pooler: its Secret or its host."""
     text = json.dumps(pod_spec or {})
     return POOLER_NAME in text
+
+
+def _plain_clients(pods: Iterable[KubeObject]) -> bool:
+    """Whether a live workload pod goes to the pooler in the clear: one made by an operator
+    before client TLS (``PGHOST=cleo-pooler``, ``PGSSLMODE=disable`` as literal values).
+    The pooler lets such clients in (``client_tls_sslmode=allow``) until they are gone, so
+    that the upgrade's roll refuses no connection; then it requires TLS again (a roll)."""
+    for pod in pods:
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            env = {
+                str(e.get("name")): e.get("value")
+                for e in container.get("env") or []
+                if isinstance(e, Mapping)
+            }
+            if env.get("PGHOST") == POOLER_NAME and env.get("PGSSLMODE") == "disable":
+                return True
+    return False
 
 
 def _workload_on_pooler(deployment: KubeObject | None, pods: Iterable[KubeObject]) -> str | None:
@@ -498,10 +517,17 @@ class PoolerPart:
         # The workload's own credential to the pooler: kept from the live Secret (so that a
         # rotation of the role's password never changes the workload's URL), made anew only
         # when there is none of the operator's form.
+        # A Secret of an operator before the client credential holds none: the password
+        # in its auth file is the one the running workload pods log in with, and it is kept
+        # (a new one would have the rolling pooler refuse the old pods, and old pooler pods
+        # the new ones, until both rolls are done).
         live_secret = self._ours(ctx, SECRET, POOLER_NAME)
-        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY)
+        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY) or userlist_password(
+            secret_value(live_secret, USERLIST_KEY), user=target.user
+        )
         client_password = kept if kept and is_operator_password(kept) else new_password()
         tls = self._tls(ctx, live_secret)
+        plain = _plain_clients(self._workload_pods(ctx))
         try:
             objects = render_pooler(
                 tenant=ctx.name,
@@ -514,6 +540,7 @@ class PoolerPart:
                 tls=tls,
                 image=self.settings.image,
                 cluster_domain=self.settings.cluster_domain,
+                plain_clients=plain,
             )
         except PoolerConfigError as exc:
             return self._not_ready(result, exc.reason, exc.message, ctx, retry=False)
@@ -695,11 +722,7 @@ class PoolerPart:
             return result
         waiting = _workload_on_pooler(
             self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace),
-            self.kube.list(
-                POD,
-                namespace=ctx.namespace,
-                label_selector=",".join(f"{k}={v}" for k, v in workload_selector(ctx.name).items()),
-            ),
+            self._workload_pods(ctx),
         )
         if waiting is not None:
             result.conditions[CONDITION_TYPE] = Observation("False", "SwitchingOff", waiting)
@@ -709,6 +732,11 @@ class PoolerPart:
             self._delete_ours(ctx, kind, name, why="pooler switched off")
         result.remove_conditions.add(CONDITION_TYPE)
         return result
+
+    def _workload_pods(self, ctx: TenantContext) -> list[KubeObject]:
+        """The workload's live pods (Terminating ones included)."""
+        selector = ",".join(f"{k}={v}" for k, v in workload_selector(ctx.name).items())
+        return self.kube.list(POD, namespace=ctx.namespace, label_selector=selector)
 
     def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
         """`kind` `name` if it carries the operator's labels for this tenant."""

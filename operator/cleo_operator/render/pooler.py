@@ -113,6 +113,7 @@ __all__ = [
     "render_pgbouncer_ini",
     "render_pooler",
     "render_userlist",
+    "userlist_password",
 ]
 
 POOLER_NAME: Final = "cleo-pooler"
@@ -202,6 +203,20 @@ def _check_password(password: str) -> None:
         )
 
 
+def userlist_password(userlist: str | None, *, user: str) -> str | None:
+    """`user`'s password in an auth file the operator wrote (`render_userlist`), if it is of
+    the operator's form; None otherwise (a verifier, another user, not one line)."""
+    lines = (userlist or "").splitlines()
+    if len(lines) != 1:
+        return None
+    prefix = f'"{user}" "'
+    line = lines[0]
+    if not (line.startswith(prefix) and line.endswith('"')):
+        return None
+    password = line[len(prefix) : -1]
+    return password if is_operator_password(password) else None
+
+
 def render_userlist(*, user: str, password: str) -> str:
     """PgBouncer's auth file: the tenant's role and its clients' password, one line."""
     _check_password(password)
@@ -214,6 +229,7 @@ def render_pgbouncer_ini(
     pooler: PoolerSpec,
     password: str,
     client_tls: bool = False,
+    plain_clients: bool = False,
     config_dir: str = CONFIG_DIR,
     listen_addr: str = "*",
     listen_port: int = POOLER_PORT,
@@ -255,8 +271,10 @@ def render_pgbouncer_ini(
         "stats_users": "",
     }
     if client_tls:
-        # Clients must come over TLS: the pod network is not trusted with the queries.
-        settings["client_tls_sslmode"] = "require"
+        # Clients must come over TLS: the pod network is not trusted with the queries;
+        # except while workload pods of an operator before client TLS still run (they
+        # connect in the clear): `plain_clients` lets them in until they are gone.
+        settings["client_tls_sslmode"] = "allow" if plain_clients else "require"
         settings["client_tls_key_file"] = f"{config_dir}/{TLS_KEY}"
         settings["client_tls_cert_file"] = f"{config_dir}/{TLS_CERT}"
     if target.ca_pem is not None:
@@ -340,6 +358,7 @@ def pooler_config_values(
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    plain_clients: bool = False,
 ) -> dict[str, str]:
     """What the pooler's Secret holds, in plain text: the files and the client URL.
 
@@ -351,7 +370,11 @@ def pooler_config_values(
     host = pooler_host(namespace, cluster_domain)
     values = {
         INI_KEY: render_pgbouncer_ini(
-            target=target, pooler=pooler, password=password, client_tls=tls is not None
+            target=target,
+            pooler=pooler,
+            password=password,
+            client_tls=tls is not None,
+            plain_clients=plain_clients,
         ),
         USERLIST_KEY: render_userlist(user=target.user, password=client),
         CLIENT_URL_KEY: pooler_client_url(
@@ -522,6 +545,7 @@ def render_pooler(
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    plain_clients: bool = False,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
@@ -535,6 +559,7 @@ def render_pooler(
         cluster_domain=cluster_domain,
         client_password=client_password,
         tls=tls,
+        plain_clients=plain_clients,
     )
     config_hash = pooler_config_hash(values, password=password)
     meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)

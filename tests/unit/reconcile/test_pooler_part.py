@@ -770,6 +770,66 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
 
 
 @pytest.mark.security
+def test_an_upgrade_keeps_the_auth_file_and_lets_old_plain_pods_in_until_they_are_gone(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The pooler's Secret as an operator before the client credential and client TLS left
+    # it: the auth file and URL hold the role's password, and the workload's pods connect
+    # in the clear with it (PGHOST=cleo-pooler, PGSSLMODE=disable as literal values).
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    old_userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    kube.patch_merge(
+        SECRET,
+        POOLER_NAME,
+        {
+            "data": {
+                "userlist.txt": base64.b64encode(old_userlist.encode()).decode(),
+                CLIENT_PASSWORD_KEY: None,
+            }
+        },
+        namespace=NS,
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "cleoai-old",
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "cleoai",
+                        "image": "x",
+                        "env": [
+                            {"name": "PGHOST", "value": "cleo-pooler"},
+                            {"name": "PGSSLMODE", "value": "disable"},
+                        ],
+                    }
+                ]
+            },
+        }
+    )
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    # The same auth file: the old pods' credential is the client credential now.
+    assert secret_text(kube, "userlist.txt") == old_userlist
+    assert client_password(kube) == PASSWORD
+    assert "client_tls_sslmode = allow" in secret_text(kube, "pgbouncer.ini")
+    kube.delete(POD, "cleoai-old", namespace=NS)  # the workload has rolled
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert "client_tls_sslmode = require" in secret_text(kube, "pgbouncer.ini")
+    assert secret_text(kube, "userlist.txt") == old_userlist
+
+
+@pytest.mark.security
 def test_the_workloads_host_for_the_pooler_is_absolute_under_the_cluster_domain(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
