@@ -353,7 +353,7 @@ def test_a_pooled_workload_connects_with_nothing_but_its_environment_verifying_t
     # A libpq client that reads nothing but the container's environment (psql, or
     # psycopg's `connect("")`), and one that reads DATABASE_URL, must both get through the
     # pooler with verify-full: the pooler's own certificate as the only root, naming the
-    # Service's absolute name. The name cannot resolve here: PGHOSTADDR (libpq's address
+    # Service's fully qualified name. The name cannot resolve here: PGHOSTADDR (libpq's address
     # beside the name it verifies) sends it to the local pgbouncer playing the pod.
     pools, tenant, password = provisioned
     site_ca = make_authority(tmp_path, "site").cert  # a site's CA, not the pooler's
@@ -371,7 +371,7 @@ def test_a_pooled_workload_connects_with_nothing_but_its_environment_verifying_t
     env = workload_environment(
         values, role=role, role_password=password, site_ca=site_ca, mounted=mounted
     )
-    assert env["PGHOST"] == "cleo-pooler.cleo-x.svc.cluster.local."
+    assert env["PGHOST"] == "cleo-pooler.cleo-x.svc.cluster.local"
     assert env["PGSSLMODE"] == "verify-full"
     with running_pgbouncer(values) as pod:
         env.update({"PGHOSTADDR": pod.host, "PGPORT": str(pod.port)})

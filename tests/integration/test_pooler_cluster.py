@@ -183,7 +183,7 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
         }
         assert env["PGHOST"]["valueFrom"]["secretKeyRef"] == {"name": POOLER_NAME, "key": "PGHOST"}
         host = support.secret_values(kube.get(SECRET, POOLER_NAME, namespace=ns))["PGHOST"]
-        assert host == f"{POOLER_NAME}.{ns}.svc.cluster.local."  # absolute: no search list
+        assert host == f"{POOLER_NAME}.{ns}.svc.cluster.local"  # fully qualified
         database_policy = kube.get(NETWORK_POLICY, ALLOW_DATABASE, namespace=ns)
         assert database_policy is not None
         assert database_policy["spec"]["podSelector"]["matchExpressions"] == [

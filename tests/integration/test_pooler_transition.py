@@ -155,7 +155,7 @@ def test_continuous_logins_never_fail_across_a_rotation(
     before = rendered(old)
     root = tmp_path / "ca.crt"
     root.write_text(before[CLIENT_CA_KEY])
-    host = "cleo-pooler.cleo-x.svc.cluster.local."
+    host = "cleo-pooler.cleo-x.svc.cluster.local"
     with (
         running_pgbouncer(before) as old_pod,
         Logins([verifying_client(role, client, root, host)]) as logins,
@@ -211,7 +211,7 @@ def test_continuous_logins_never_fail_across_the_upgrade_to_client_credentials_a
     root = tmp_path / "ca.crt"
     root.write_text(during[CLIENT_CA_KEY])
     old_client = plain_client(role, password)
-    new_client = verifying_client(role, password, root, "cleo-pooler.cleo-x.svc.cluster.local.")
+    new_client = verifying_client(role, password, root, "cleo-pooler.cleo-x.svc.cluster.local")
     with running_pgbouncer(old_form) as old_pod, Logins([old_client]) as logins:
         logins.pods = [old_pod]
         logins.wait(5)

@@ -47,16 +47,15 @@ class PoolerTls:
 
 
 def pooler_dns_names(service: str, namespace: str, cluster_domain: str) -> list[str]:
-    """The names the pooler's Service answers to, short to fully qualified, and last the
-    absolute one (trailing dot) that the workload connects to: libpq's ``verify-full``
-    compares the host as written with these names."""
+    """The names the pooler's Service answers to, short to fully qualified; the last is the
+    one the workload connects to (`render.pooler.pooler_host`), which libpq's
+    ``verify-full`` compares with these names."""
     domain = cluster_domain.strip(".")
     return [
         service,
         f"{service}.{namespace}",
         f"{service}.{namespace}.svc",
         f"{service}.{namespace}.svc.{domain}",
-        f"{service}.{namespace}.svc.{domain}.",
     ]
 
 

@@ -166,7 +166,7 @@ class PoolerSettings:
     not every pod of the operator's namespace."""
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     """The cluster's DNS domain (`CLUSTER_DOMAIN_ENV`): the workload's host for the pooler is
-    the Service's absolute name under it, and the pooler's certificate names it."""
+    the Service's fully qualified name under it, and the pooler's certificate names it."""
     check_lane_width: int = 4
     """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0

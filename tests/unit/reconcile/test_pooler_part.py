@@ -830,11 +830,11 @@ def test_an_upgrade_keeps_the_auth_file_and_lets_old_plain_pods_in_until_they_ar
 
 
 @pytest.mark.security
-def test_the_workloads_host_for_the_pooler_is_absolute_under_the_cluster_domain(
+def test_the_workloads_host_for_the_pooler_is_fully_qualified_under_the_cluster_domain(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
     # A relative name goes through the pod's search list, where a Service a tenant made (or
-    # a namespace named svc) could answer; the absolute one cannot, and the pooler's
+    # a namespace named svc) could answer; the fully qualified one cannot, and the pooler's
     # certificate names exactly it (the workload verifies it).
     write_credentials(kube)
     settings = PoolerSettings(cluster_domain="corp.example")
@@ -843,7 +843,7 @@ def test_the_workloads_host_for_the_pooler_is_absolute_under_the_cluster_domain(
     )
     for obj in pooler.reconcile(context({"enabled": True})).objects:
         kube.apply(obj)
-    host = f"cleo-pooler.{NS}.svc.corp.example."
+    host = f"cleo-pooler.{NS}.svc.corp.example"
     assert secret_text(kube, "PGHOST") == host
     assert f"@{host}:5432/" in secret_text(kube, "DATABASE_URL")
     assert "sslmode=verify-full" in secret_text(kube, "DATABASE_URL")

@@ -163,8 +163,8 @@ def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
         "ca.crt",
     }
     assert values["ca.crt"] == CA
-    # The Service's absolute name: no search list, no tenant-made Service answers for it.
-    host = f"cleo-pooler.{NS}.svc.cluster.local."
+    # The Service's fully qualified name: no tenant-made Service answers for it.
+    host = f"cleo-pooler.{NS}.svc.cluster.local"
     assert values["PGHOST"] == host
     assert values[CLIENT_URL_KEY] == (
         f"postgresql://cleo_acme:{PASSWORD}@{host}:5432/cleo_acme?sslmode=disable"
@@ -186,7 +186,7 @@ def test_clients_must_come_over_tls_with_the_poolers_own_certificate() -> None:
     assert settings["client_tls_key_file"] == f"/etc/pgbouncer/{TLS_KEY}"
     assert settings["client_tls_cert_file"] == f"/etc/pgbouncer/{TLS_CERT}"
     assert (values[TLS_KEY], values[TLS_CERT]) == ("KEY", "CERT")
-    # The workload verifies the pooler's own certificate, which names the absolute host.
+    # The workload verifies the pooler's own certificate, which names that host.
     assert values[CLIENT_URL_KEY].endswith(
         "?sslmode=verify-full&sslrootcert=/etc/cleo/pooler-ca/ca.crt"
     )
