@@ -40,7 +40,7 @@ from cleo_operator.render.pooler import (
     pooler_config_hash,
 )
 
-__all__ = ["PoolerRoute", "pooler_route", "pooler_server"]
+__all__ = ["PoolerRoute", "points_to", "pooler_route", "pooler_server"]
 
 _SERVER_PASSWORD: Final = re.compile(
     r"^\S+ = host=\S+ .* password=(?P<password>\S+)$", re.MULTILINE
@@ -58,6 +58,21 @@ class PoolerRoute:
     """Every pooler pod runs the configuration of the site asked about (or no pooler)."""
     message: str
     """For people."""
+
+
+def points_to(server: tuple[str, int], host: str, port: int) -> bool:
+    """Whether the rendered server is `host`:`port`: as configured, or qualified the way the
+    pooler writes a relative cluster name (`reconcile.pooler.pooler_server_host` only
+    appends the namespace and cluster domain)."""
+    rendered, rendered_port = server
+    if rendered_port != port:
+        return False
+    if rendered == host:
+        return True
+    if not rendered.startswith(host + "."):
+        return False
+    suffix = rendered[len(host) + 1 :].split(".")  # [<ns>, svc, ...domain] or [...domain]
+    return host.endswith(".svc") or ("." not in host and suffix[1:2] == ["svc"])
 
 
 def pooler_server(ini: str) -> tuple[str, int] | None:
@@ -100,7 +115,7 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
     where = f"site {site.name!r} ({site.host}:{site.port})"
     values = _decoded(kube.get(SECRET, POOLER_NAME, namespace=namespace))
     server = pooler_server((values or {}).get(INI_KEY, ""))
-    if values is None or server != (site.host, site.port):
+    if values is None or server is None or not points_to(server, site.host, site.port):
         return PoolerRoute(
             exists=True,
             ready=False,

@@ -120,6 +120,7 @@ __all__ = [
     "PoolerSettings",
     "Rollout",
     "observe_rollout",
+    "pooler_server_host",
     "pooler_target",
     "render_check_policy",
     "rollout_of",
@@ -215,10 +216,51 @@ def _parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
-    """Where `tenant`'s pooler connects: its database on `site`, TLS as the site says."""
+def pooler_server_host(
+    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
+) -> str:
+    """The site's host as the pooler must write it: what the operator's own pod reaches.
+
+    The pooler's pod resolves names through the *tenant* namespace's search list, where a
+    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
+    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
+    zones too. So a single label is qualified as the operator's own pod resolves it (its
+    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
+    cluster domain. Left as configured: addresses, names with a trailing dot, other
+    dotted names, and every name of a ``verify-full`` site, whose certificate must name
+    the host as written and which no capturing server can present anyway.
+    """
+    host = site.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    if site.sslmode == "verify-full" or host.endswith("."):
+        return host
+    domain = cluster_domain.strip(".")
+    labels = host.split(".")
+    if len(labels) == 1 and operator_namespace:
+        return f"{host}.{operator_namespace}.svc.{domain}"
+    if labels[-1] == "svc":
+        return f"{host}.{domain}"
+    return host
+
+
+def pooler_target(
+    site: SiteConfig,
+    *,
+    tenant: str,
+    operator_namespace: str | None = None,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+) -> PoolerTarget:
+    """Where `tenant`'s pooler connects: its database on `site`, TLS as the site says, at
+    the host as the operator's pod would reach it (`pooler_server_host`)."""
     return PoolerTarget(
-        host=site.host,
+        host=pooler_server_host(
+            site, operator_namespace=operator_namespace, cluster_domain=cluster_domain
+        ),
         port=site.port,
         dbname=tenant_database_name(tenant),
         user=tenant_role_name(tenant),
@@ -513,7 +555,12 @@ class PoolerPart:
                 result, "WaitingForCredentials", f"the pooler waits for the password: {why}", ctx
             )
         pooler = database.pooler
-        target = pooler_target(site, tenant=ctx.name)
+        target = pooler_target(
+            site,
+            tenant=ctx.name,
+            operator_namespace=self.operator_namespace,
+            cluster_domain=self.settings.cluster_domain,
+        )
         # The workload's own credential to the pooler: kept from the live Secret (so that a
         # rotation of the role's password never changes the workload's URL), made anew only
         # when there is none of the operator's form.

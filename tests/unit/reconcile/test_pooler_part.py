@@ -27,6 +27,7 @@ from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
+from cleo_operator.failover.pooler import points_to, pooler_server
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import (
     DEPLOYMENT,
@@ -47,6 +48,7 @@ from cleo_operator.reconcile.pooler import (
     PoolerPart,
     PoolerSettings,
     observe_rollout,
+    pooler_target,
     routes_workload,
 )
 from cleo_operator.reconcile.tenant import TenantReconciler
@@ -871,3 +873,32 @@ def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
     check = kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS)
     assert check is not None
     assert not check["metadata"].get("ownerReferences")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    ("host", "sslmode", "written"),
+    [
+        # A single label: the tenant namespace's search list would try a Service of that
+        # name in the tenant's own namespace first (one a tenant admin can make).
+        ("pg", "require", "pg.cleo-system.svc.cluster.local"),
+        ("pg.db.svc", "disable", "pg.db.svc.cluster.local"),
+        ("pg.db.svc.cluster.local", "require", "pg.db.svc.cluster.local"),
+        ("pg.example.internal", "require", "pg.example.internal"),
+        ("10.1.2.3", "disable", "10.1.2.3"),
+        # verify-full: the certificate must name the host as written, and only the site's
+        # server can present one.
+        ("pg", "verify-full", "pg"),
+    ],
+)
+def test_the_poolers_server_host_is_what_the_operators_pod_reaches(
+    host: str, sslmode: str, written: str
+) -> None:
+    site = SiteConfig(name="main", host=host, port=5432, sslmode=sslmode)
+    target = pooler_target(site, tenant=TENANT, operator_namespace="cleo-system")
+    assert target.host == written
+    rendered = {"pgbouncer.ini": f"cleo_acme = host={target.host} port=5432 dbname=x\n"}
+    server = pooler_server(rendered["pgbouncer.ini"])
+    assert server is not None
+    assert points_to(server, host, 5432)  # a failover's rollout step recognises it
+    assert not points_to(server, "other", 5432)
