@@ -435,3 +435,51 @@ def test_a_pooler_answering_with_a_certificate_other_than_its_own_is_refused_by_
         )
         assert expected in str(caught.value)
         assert client not in str(caught.value)
+
+
+@pytest.mark.security
+def test_the_trusted_bundle_verifies_the_current_and_the_staged_certificate(
+    provisioned: tuple[SitePools, str, str], tmp_path: Path
+) -> None:
+    # During a renewal the workload's mounted bundle holds both certificates: whichever a
+    # pooler pod presents during the roll, libpq's verify-full accepts it; a third is refused.
+    pools, tenant, password = provisioned
+    role = tenant_role_name(tenant)
+    client = new_password()
+    current, staged, stranger = (pooler_tls_for("cleo-x") for _ in range(3))
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text(current.cert_pem + staged.cert_pem)
+
+    def values_with(tls: PoolerTls) -> dict[str, str]:
+        return pooler_config_values(
+            target=pooler_target(pools.site("main"), tenant=tenant),
+            pooler=PoolerSpec(enabled=True, pool_size=2),
+            password=password,
+            client_password=client,
+            tls=tls,
+            namespace="cleo-x",
+        )
+
+    def connect_verifying(pod: PgBouncer) -> None:
+        with psycopg.connect(
+            host="cleo-pooler.cleo-x.svc.cluster.local",
+            hostaddr=pod.host,
+            port=pod.port,
+            dbname=role,
+            user=role,
+            password=client,
+            sslmode="verify-full",
+            sslrootcert=str(bundle),
+            connect_timeout=5,
+        ) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    with running_pgbouncer(values_with(current)) as old_pod:
+        with running_pgbouncer(values_with(staged)) as new_pod:
+            connect_verifying(old_pod)
+            connect_verifying(new_pod)
+        with (
+            running_pgbouncer(values_with(stranger)) as other,
+            pytest.raises(psycopg.OperationalError, match="certificate verify failed"),
+        ):
+            connect_verifying(other)

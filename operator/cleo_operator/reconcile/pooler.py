@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls, usable_pooler_tls
+from cleo_operator.crypto.pooler_tls import PoolerTls, TlsState, tls_state
 from cleo_operator.data.errors import DataError, UnknownSite
 from cleo_operator.data.pooler import check_pooler_login
 from cleo_operator.data.scram import is_operator_password
@@ -87,11 +87,14 @@ from cleo_operator.render.child import (
 from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
+    CLIENT_CA_KEY,
     CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
     DATABASE_ROUTE_LABEL,
     DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_POOLER_IMAGE,
+    NEXT_TLS_CERT,
+    NEXT_TLS_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     POOLER_PORT,
@@ -584,7 +587,9 @@ class PoolerPart:
                 target=target,
                 password=stored.password,
                 client_password=client_password,
-                tls=tls,
+                tls=tls.current,
+                staged_tls=tls.staged,
+                trusted_certs=tls.bundle,
                 image=self.settings.image,
                 cluster_domain=self.settings.cluster_domain,
                 plain_clients=plain,
@@ -635,7 +640,7 @@ class PoolerPart:
                 user=target.user,
                 password=client_password,
                 timeout_seconds=self.settings.check_timeout_seconds,
-                server_cert_pem=tls.cert_pem,
+                server_cert_pem=tls.current.cert_pem,
             ),
         )
         wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
@@ -673,20 +678,24 @@ class PoolerPart:
         )
         return result
 
-    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> PoolerTls:
-        """The pooler's client TLS key and certificate: the live Secret's while usable (no
-        churn: a no-op reconcile writes nothing), else a new pair (the pooler rolls)."""
-        names = {
-            "service": POOLER_NAME,
-            "namespace": ctx.namespace,
-            "cluster_domain": self.settings.cluster_domain,
-        }
-        key, cert = (secret_value(live_secret, k) for k in (TLS_KEY, TLS_CERT))
-        if key and cert:
-            kept = PoolerTls(key_pem=key, cert_pem=cert)
-            if usable_pooler_tls(kept, now=ctx.now, **names):
-                return kept
-        return issue_pooler_tls(now=ctx.now, **names)
+    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> TlsState:
+        """The pooler's client TLS: the live Secret's pairs while usable (no churn: a no-op
+        reconcile writes nothing), the next one staged and trusted ahead of its use
+        (`crypto.pooler_tls.tls_state`)."""
+
+        def pair(key_name: str, cert_name: str) -> PoolerTls | None:
+            key, cert = (secret_value(live_secret, k) for k in (key_name, cert_name))
+            return PoolerTls(key_pem=key, cert_pem=cert) if key and cert else None
+
+        return tls_state(
+            current=pair(TLS_KEY, TLS_CERT),
+            staged=pair(NEXT_TLS_KEY, NEXT_TLS_CERT),
+            trusted=secret_value(live_secret, CLIENT_CA_KEY),
+            service=POOLER_NAME,
+            namespace=ctx.namespace,
+            cluster_domain=self.settings.cluster_domain,
+            now=ctx.now,
+        )
 
     def _submit_check(
         self, namespace: str, call: Callable[[], None]

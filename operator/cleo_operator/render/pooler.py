@@ -94,6 +94,8 @@ __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
     "DEFAULT_POOLER_IMAGE",
     "INI_KEY",
+    "NEXT_TLS_CERT",
+    "NEXT_TLS_KEY",
     "POOLER_HASH_ANNOTATION",
     "POOLER_NAME",
     "POOLER_PORT",
@@ -135,6 +137,10 @@ CLIENT_PASSWORD_KEY: Final = "CLIENT_PASSWORD"  # noqa: S105 - a key name, not a
 the role's password; only the operator reads it back)."""
 TLS_KEY: Final = "tls.key"
 TLS_CERT: Final = "tls.crt"
+NEXT_TLS_KEY: Final = "next-tls.key"
+NEXT_TLS_CERT: Final = "next-tls.crt"
+"""The next pair, staged before the pooler presents it (`crypto.pooler_tls.TlsState`); the
+pooler's pods do not mount it."""
 """The pooler's own key and self-signed certificate for client TLS (`crypto.pooler_tls`)."""
 CLIENT_HOST_KEY: Final = "PGHOST"
 """The workload's host for the pooler (`pooler_host`), read with ``secretKeyRef``."""
@@ -165,6 +171,7 @@ DEFAULT_POOLER_IMAGE: Final = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
 RUN_AS_ID: Final = 10002
 """PgBouncer needs no particular user: it only reads its files (group-readable)."""
 _HASH_CONTEXT: Final = b"cleo-operator pooler config v1\n"
+_NOT_HASHED: Final = frozenset({CLIENT_CA_KEY, NEXT_TLS_KEY, NEXT_TLS_CERT})
 _DEFAULT_REQUESTS: Final = {"cpu": "50m", "memory": "32Mi"}
 _DEFAULT_LIMITS: Final = {"memory": "128Mi"}
 _ANTI_AFFINITY_WEIGHT: Final = 100
@@ -363,6 +370,8 @@ def pooler_config_values(
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    staged_tls: PoolerTls | None = None,
+    trusted_certs: str | None = None,
     plain_clients: bool = False,
 ) -> dict[str, str]:
     """What the pooler's Secret holds, in plain text: the files and the client URL.
@@ -391,7 +400,11 @@ def pooler_config_values(
     if tls is not None:
         values[TLS_KEY] = tls.key_pem
         values[TLS_CERT] = tls.cert_pem
-        values[CLIENT_CA_KEY] = tls.cert_pem
+        # What the workload trusts: this certificate, and the staged and recent ones.
+        values[CLIENT_CA_KEY] = trusted_certs or tls.cert_pem
+        if staged_tls is not None:
+            values[NEXT_TLS_KEY] = staged_tls.key_pem
+            values[NEXT_TLS_CERT] = staged_tls.cert_pem
     if target.ca_pem is not None:
         values[CA_KEY] = target.ca_pem
     return values
@@ -407,8 +420,12 @@ def pooler_client_fingerprint(values: Mapping[str, str]) -> str:
 
 
 def pooler_config_hash(values: Mapping[str, str], *, password: str) -> str:
-    """The pod template's hash of `values`: an HMAC keyed with the password (see module)."""
-    message = json.dumps(sorted_map(values), sort_keys=True, separators=(",", ":"))
+    """The pod template's hash of `values`: an HMAC keyed with the password (see module).
+
+    Not of what only the workload reads about the pooler's certificates (the trusted bundle,
+    the staged pair): staging the next certificate must not roll the pooler."""
+    hashed = {k: v for k, v in values.items() if k not in _NOT_HASHED}
+    message = json.dumps(sorted_map(hashed), sort_keys=True, separators=(",", ":"))
     digest = hmac.new(password.encode(), _HASH_CONTEXT + message.encode(), hashlib.sha256)
     return digest.hexdigest()[:32]
 
@@ -550,6 +567,8 @@ def render_pooler(
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    staged_tls: PoolerTls | None = None,
+    trusted_certs: str | None = None,
     plain_clients: bool = False,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
@@ -564,6 +583,8 @@ def render_pooler(
         cluster_domain=cluster_domain,
         client_password=client_password,
         tls=tls,
+        staged_tls=staged_tls,
+        trusted_certs=trusted_certs,
         plain_clients=plain_clients,
     )
     config_hash = pooler_config_hash(values, password=password)

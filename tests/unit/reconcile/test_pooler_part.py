@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -24,6 +25,7 @@ import pytest
 from cryptography import x509
 
 from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.crypto.pooler_tls import certificates_in
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
@@ -902,3 +904,53 @@ def test_the_poolers_server_host_is_what_the_operators_pod_reaches(
     assert server is not None
     assert points_to(server, host, 5432)  # a failover's rollout step recognises it
     assert not points_to(server, "other", 5432)
+
+
+def context_at(now: datetime.datetime) -> TenantContext:
+    return dataclasses.replace(context({"enabled": True}), now=now)
+
+
+@pytest.mark.security
+def test_a_renewed_certificate_is_trusted_by_the_workload_before_the_pooler_presents_it(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The workload's copy of the trusted bundle is refreshed by the kubelet within a minute
+    # or so; the pooler presents a new certificate only weeks after the bundle holds it,
+    # and the old one stays trusted while pooler pods of the last roll may present it.
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+
+    def reconcile_at(now: datetime.datetime) -> tuple[str, list[str], str]:
+        result = pooler.reconcile(context_at(now))
+        for obj in result.objects:
+            kube.apply(obj)
+        deployment = next(o for o in result.objects if o["kind"] == "Deployment")
+        pooler_hash = deployment["spec"]["template"]["metadata"]["annotations"][
+            POOLER_HASH_ANNOTATION
+        ]
+        return (
+            secret_text(kube, TLS_CERT),
+            certificates_in(secret_text(kube, "client-ca.crt")),
+            pooler_hash,
+        )
+
+    first, trusted, hash_first = reconcile_at(NOW)
+    assert trusted == [first]
+    ends = x509.load_pem_x509_certificate(first.encode()).not_valid_after_utc
+    assert reconcile_at(NOW + datetime.timedelta(days=1)) == (first, [first], hash_first)
+    # 59 days before its end: the next certificate is trusted, not presented; no roll.
+    presented, trusted, staged_hash = reconcile_at(ends - datetime.timedelta(days=59))
+    assert presented == first
+    assert len(trusted) == 2
+    assert first in trusted
+    (upcoming,) = [c for c in trusted if c != first]
+    assert staged_hash == hash_first
+    assert reconcile_at(ends - datetime.timedelta(days=58)) == (first, trusted, hash_first)
+    # 29 days before its end: the pooler presents the staged one (it rolls); both trusted.
+    presented, trusted, switched_hash = reconcile_at(ends - datetime.timedelta(days=29))
+    assert presented == upcoming
+    assert set(trusted) == {first, upcoming}
+    assert switched_hash != hash_first
+    # Once the first has expired, it is trusted no more.
+    presented, trusted, _ = reconcile_at(ends + datetime.timedelta(days=1))
+    assert (presented, trusted) == (upcoming, [upcoming])
