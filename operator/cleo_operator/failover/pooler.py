@@ -33,6 +33,7 @@ from typing import Any, Final
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, SECRET
+from cleo_operator.kube.rollout import rollout_of
 from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
@@ -122,27 +123,25 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
             message=f"the pooler's configuration does not point to {where} yet (the tenant "
             "reconcile renders it from the moved primary-site annotation)",
         )
-    meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
     template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     password = _password(values.get(INI_KEY, ""))
     current = password is not None and template.get(POOLER_HASH_ANNOTATION) == pooler_config_hash(
         values, password=password
     )
-    if not current or _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+    rollout = rollout_of(deployment)
+    if not current or not rollout.seen:
         return PoolerRoute(
             exists=True,
             ready=False,
             message=f"the pooler's pods are not yet rolled to the configuration for {where}",
         )
     wanted = _int(spec.get("replicas", 1))
-    updated, available = _int(status.get("updatedReplicas")), _int(status.get("availableReplicas"))
-    if updated < wanted or available < wanted or _int(status.get("replicas")) > wanted:
+    if rollout.short_of(wanted):
         return PoolerRoute(
             exists=True,
             ready=False,
-            message=f"{min(updated, available)} of {wanted} pooler pod(s) run the "
+            message=f"{min(rollout.updated, rollout.available)} of {wanted} pooler pod(s) run the "
             f"configuration for {where}; older ones may still go to the old primary",
         )
     return PoolerRoute(

@@ -68,6 +68,7 @@ from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, POD, SECRET, SERVICE, Kind
+from cleo_operator.kube.rollout import rollout_of
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.database_passwords import new_password
 from cleo_operator.reconcile.database_secret import (
@@ -121,12 +122,10 @@ __all__ = [
     "PoolerCheck",
     "PoolerPart",
     "PoolerSettings",
-    "Rollout",
     "observe_rollout",
     "pooler_server_host",
     "pooler_target",
     "render_check_policy",
-    "rollout_of",
     "routes_workload",
     "service_address",
     "verified_service",
@@ -282,36 +281,6 @@ def routes_workload(deployment: KubeObject | None) -> bool:
     return _int(((deployment or {}).get("status") or {}).get("availableReplicas")) >= 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Rollout:
-    """What a Deployment's controller reports of its rollout (`rollout_of`)."""
-
-    seen: bool
-    """The controller has observed the current spec (its generation)."""
-    updated: int
-    available: int
-    total: int
-    """Pods of every template, not counting those being deleted."""
-
-    @property
-    def old_pods_left(self) -> bool:
-        """Pods of an older template may still run (or the spec is not seen yet)."""
-        return not self.seen or self.total > self.updated
-
-
-def rollout_of(deployment: KubeObject) -> Rollout:
-    """The one reading of a Deployment's rollout status, for the pooler's own rollout
-    (`observe_rollout`) and the workload's roll off the pooler (`_workload_on_pooler`)."""
-    meta = deployment.get("metadata") or {}
-    status = deployment.get("status") or {}
-    return Rollout(
-        seen=_int(status.get("observedGeneration")) >= _int(meta.get("generation")),
-        updated=_int(status.get("updatedReplicas")),
-        available=_int(status.get("availableReplicas")),
-        total=_int(status.get("replicas")),
-    )
-
-
 def observe_rollout(
     deployment: KubeObject | None, *, config_hash: str, replicas: int
 ) -> Observation | None:
@@ -332,7 +301,7 @@ def observe_rollout(
     if not rollout.seen:
         return Observation("False", "Rolling", "the pooler's Deployment has not seen its spec yet")
     updated, available, total = rollout.updated, rollout.available, rollout.total
-    if updated < replicas or available < replicas or total > replicas:
+    if rollout.short_of(replicas):
         return Observation(
             "False",
             "Rolling" if total > replicas or updated < replicas else "Unavailable",
