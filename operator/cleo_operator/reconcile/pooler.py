@@ -190,7 +190,7 @@ class PoolerSettings:
             raise ValueError(
                 f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
             )
-        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))
+        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))  # empty: the default
         domain = env.get(CLUSTER_DOMAIN_ENV, "").strip().rstrip(".") or DEFAULT_CLUSTER_DOMAIN
         if not _DOMAIN.match(domain):
             raise ValueError(f"{CLUSTER_DOMAIN_ENV}: {domain!r} is not a DNS domain")
@@ -408,8 +408,14 @@ def render_check_policy(
     By the namespace's name label, which the API server sets and nobody can forge, and the
     operator pods' own labels, so that other pods of its namespace (backup runners) get
     nothing; the pooler's pods are selected by labels the tenant-protection policy keeps
-    tenant admins from putting on pods of their own.
+    tenant admins from putting on pods of their own. No labels would select every pod of
+    the operator's namespace: refused.
     """
+    if not operator_pod_labels:
+        raise ValueError(
+            "the operator pods' labels are empty: the pooler check policy would admit every "
+            "pod of the operator's namespace"
+        )
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": pooler_selector(ctx.name)},
         "policyTypes": ["Ingress"],

@@ -51,6 +51,7 @@ from cleo_operator.reconcile.pooler import (
     PoolerSettings,
     observe_rollout,
     pooler_target,
+    render_check_policy,
     routes_workload,
 )
 from cleo_operator.reconcile.tenant import TenantReconciler
@@ -954,3 +955,12 @@ def test_a_renewed_certificate_is_trusted_by_the_workload_before_the_pooler_pres
     # Once the first has expired, it is trusted no more.
     presented, trusted, _ = reconcile_at(ends + datetime.timedelta(days=1))
     assert (presented, trusted) == (upcoming, [upcoming])
+
+
+@pytest.mark.security
+def test_no_operator_pod_labels_never_renders_a_check_policy_open_to_the_whole_namespace() -> None:
+    ctx = context({"enabled": True})
+    with pytest.raises(ValueError, match="labels are empty"):
+        render_check_policy(ctx, operator_namespace="cleo-system", operator_pod_labels={})
+    # Unset in the environment: the chart's selector labels, never none.
+    assert PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": " "}).operator_pod_labels
