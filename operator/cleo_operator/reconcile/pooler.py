@@ -6,8 +6,10 @@ its configuration from the password the role has *now*, and a rotation rolls the
 in the same reconcile that made it (the configuration's hash is on the pod template). The
 workload does not roll for it: it logs in to the pooler with a client password of the
 pooler's own, kept in the pooler's Secret with the pooler's TLS key and certificate
-(kept while usable, `crypto.pooler_tls`), and its checksum takes only what it uses
-(`pooler_client_fingerprint`).
+(kept while usable, the next one staged ahead, `crypto.pooler_tls`), and its checksum
+takes only what it uses (`pooler_client_fingerprint`, and of the database Secret only the
+role's and database's names, `_route`). It reaches the pooler at the Service's fully
+qualified name and verifies its certificate (``verify-full``, `render.pooler`).
 
 What it reads, and why from there: the site's connection facts from the operator's own
 site configuration (never from the tenant-writable credentials Secret, whose host or TLS
@@ -15,8 +17,9 @@ settings a tenant admin could edit), the password from the credentials Secret af
 operator's own checks (`read_stored_password`: an edited password does not count).
 
 **When the workload goes through the pooler.** Only once the pooler has an available
-pod: the workload's environment (``DATABASE_URL``, ``PGHOST``, ``PGPORT``, ``PGSSLMODE``)
-and its NetworkPolicy route switch together (`PartResult.pooler_secret`), so that turning
+pod: the workload's environment (``DATABASE_URL``, ``PGHOST``, ``PGPORT``, ``PGSSLMODE``,
+``PGSSLROOTCERT`` and the pooler's certificate mounted) and its NetworkPolicy route switch
+together (`PartResult.pooler_secret`), so that turning
 the pooler on never sends the pods to a Service without endpoints. The database Secret
 itself stays direct: migration and backup Jobs connect to the site with it.
 
