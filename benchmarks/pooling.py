@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             password=password,
             client_password=client_password,
             tls=tls,
+            namespace="cleo-x",
         )
         with running_pgbouncer(files) as bouncer:
             dsn = (

@@ -212,3 +212,13 @@ def test_next_key_rotation_is_exported_for_the_alert(
         timeout=30,
         what="cleo_operator_key_next_rotation_timestamp_seconds of the tenant",
     )
+
+
+def test_shutdown_closes_the_poolers_check_lane(operator_process: OperatorProcess) -> None:
+    # Kopf's cleanup handler runs on SIGTERM; it closes what the tenant parts hold for the
+    # life of the process (the pooler's check lane), and the operator still exits 0.
+    operator_process.pause()
+    try:
+        assert "the pooler's check lane is closed" in operator_process.log_text()
+    finally:
+        operator_process.resume()

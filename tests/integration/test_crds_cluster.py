@@ -118,6 +118,9 @@ BAD_TENANT_SPECS: list[tuple[str, Any, str]] = [
     ("namespace", "Acme", "spec.namespace"),
     ("namespace", "kube-system", "spec.namespace"),
     ("namespace", "kube-flannel", "spec.namespace"),
+    # Zones of the cluster's DNS: <service>.<namespace>.svc names would be ambiguous.
+    ("namespace", "svc", "spec.namespace"),
+    ("namespace", "pod", "spec.namespace"),
     ("namespace", "x" * 64, "spec.namespace"),
     ("admins.0.kind", "Robot", "spec.admins[0].kind"),
     ("quota.cpu", "8 cores", "spec.quota.cpu"),

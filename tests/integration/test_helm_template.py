@@ -67,6 +67,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {
             "enabled": True,
             "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]},
+            "databases": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
             "metrics": {"from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         },
     },
@@ -398,6 +399,7 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
             "value": f"app.kubernetes.io/name=cleo-operator,app.kubernetes.io/instance={RELEASE}",
         },
         {"name": "CLEO_POOLER_IMAGE", "value": DEFAULT_POOLER_IMAGE},
+        {"name": "CLEO_CLUSTER_DOMAIN", "value": "cluster.local"},
     ]
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -554,6 +556,43 @@ def test_network_policy_allows_only_what_the_operator_talks_to(
         }
     ]
     assert set(by_port) == {443, 6443, 53, 5432, 5433, 6432}
+    assert by_port[5432] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    # No rule is open to every address: each has peers.
+    assert all(rule.get("to") for rule in spec["egress"])
+
+
+NO_PEERS: dict[str, Any] = {
+    "sites": SITES,
+    "networkPolicy": {
+        "enabled": True,
+        "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]},
+        "databases": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+    },
+}
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("peers", ["apiServer.to", "dns.to", "databases.to"])
+def test_an_empty_list_of_peers_fails_instead_of_allowing_every_address(
+    helm: list[str], tmp_path: Path, peers: str
+) -> None:
+    values = json.loads(json.dumps(NO_PEERS))
+    group, key = peers.split(".")
+    values["networkPolicy"].setdefault(group, {})[key] = []
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(values))
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(path))
+    assert result.returncode != 0, result.stdout
+    assert f"networkPolicy.{peers} is empty" in result.stderr, result.stderr
+    assert "0.0.0.0/0" in result.stderr  # how to allow any address, explicitly
+
+
+@pytest.mark.security
+def test_no_scrapers_named_means_no_ingress_rule(helm: list[str], tmp_path: Path) -> None:
+    policy = only(render(helm, tmp_path, NO_PEERS), "NetworkPolicy", RELEASE)
+    assert policy["spec"]["ingress"] == []  # not a rule open to every source
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    assert all(rule.get("to") for rule in policy["spec"]["egress"])
 
 
 # --------------------------------------------------------------------------- bad values

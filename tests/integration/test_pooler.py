@@ -30,6 +30,8 @@ from cleo_operator.data.sites import AdminCredentials, SiteConfig, validate_ca_p
 from cleo_operator.data.tenant_db import ensure_tenant_database, tenant_role_name
 from cleo_operator.reconcile.pooler import pooler_target
 from cleo_operator.render.pooler import (
+    CLIENT_CA_DIR,
+    CLIENT_CA_KEY,
     CLIENT_URL_KEY,
     pooler_config_hash,
     pooler_config_values,
@@ -51,7 +53,7 @@ def new_password() -> str:
 def files(site: SiteConfig, tenant: str, password: str, pooler: PoolerSpec) -> dict[str, str]:
     """The pooler Secret's values, exactly as the operator renders them."""
     target = pooler_target(site, tenant=tenant)
-    return pooler_config_values(target=target, pooler=pooler, password=password)
+    return pooler_config_values(target=target, pooler=pooler, password=password, namespace="cleo-x")
 
 
 def role_of(tenant: str) -> str:
@@ -219,7 +221,7 @@ def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
     site = pools.site("main")
     target = pooler_target(site, tenant=tenant)
     before = pooler_config_values(
-        target=target, pooler=pooler, password=old, client_password=client
+        target=target, pooler=pooler, password=old, client_password=client, namespace="cleo-x"
     )
     with running_pgbouncer(before) as old_pod:
         login(old_pod, tenant, client)  # a server connection of the old password, pooled
@@ -228,7 +230,7 @@ def test_a_rotation_never_runs_new_workload_pods_against_old_pooler_pods(
             postgres_site_pools, "main", tenant=tenant, password=new, connection_limit=20
         )
         after = pooler_config_values(
-            target=target, pooler=pooler, password=new, client_password=client
+            target=target, pooler=pooler, password=new, client_password=client, namespace="cleo-x"
         )
         assert after[CLIENT_URL_KEY] == before[CLIENT_URL_KEY]  # the workload keeps its URL
         assert old not in after[CLIENT_URL_KEY]
@@ -256,7 +258,9 @@ def test_a_man_in_the_middle_of_the_pooler_gets_no_password(
     real, forged = (issue_pooler_tls(now=now, **names) for _ in range(2))
 
     def rendered(tls: PoolerTls) -> dict[str, str]:
-        return pooler_config_values(target=target, pooler=pooler, password=password, tls=tls)
+        return pooler_config_values(
+            target=target, pooler=pooler, password=password, tls=tls, namespace="cleo-x"
+        )
 
     with running_pgbouncer(rendered(real)) as pod, running_pgbouncer(rendered(forged)) as mitm:
         login(pod, tenant, password, server_cert_pem=real.cert_pem)
@@ -310,35 +314,27 @@ def test_the_pooler_reaches_a_tls_site_verifying_its_certificate(
         login(bouncer, tenant, password)
 
 
-def test_a_pooled_workload_connects_with_nothing_but_its_environment(
-    provisioned: tuple[SitePools, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The container's environment as the kubelet builds it: the database Secret's variables
-    # (envFrom: the site's host, the role's password, verify-full against the site's CA),
-    # then the Deployment's explicit entries from `pooler_env`, which win. A libpq client
-    # that reads nothing but that environment (psql, or psycopg's `connect("")`), and one
-    # that reads DATABASE_URL, must both get through the pooler. Only the host and port are
-    # replaced: the Service's name cannot resolve here, the local pgbouncer plays its pod.
-    pools, tenant, password = provisioned
-    site_ca = make_authority(tmp_path, "site").cert  # a site's CA, not the pooler's
-    values = pooler_config_values(
-        target=pooler_target(pools.site("main"), tenant=tenant),
-        pooler=PoolerSpec(enabled=True, pool_size=2),
-        password=password,
-        client_password=new_password(),
-        tls=issue_pooler_tls(
-            now=datetime.datetime.now(datetime.UTC),
-            service="cleo-pooler",
-            namespace="cleo-x",
-            cluster_domain="cluster.local",
-        ),
+def pooler_tls_for(namespace: str) -> PoolerTls:
+    return issue_pooler_tls(
+        now=datetime.datetime.now(datetime.UTC),
+        service="cleo-pooler",
+        namespace=namespace,
+        cluster_domain="cluster.local",
     )
-    role = tenant_role_name(tenant)
+
+
+def workload_environment(
+    values: dict[str, str], *, role: str, role_password: str, site_ca: Path, mounted: Path
+) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: the database Secret's variables
+    (envFrom: the site's host, the role's password, verify-full against the site's CA),
+    then the Deployment's explicit entries from `pooler_env`, which win; the pooler's CA
+    volume is at `mounted` here instead of its mount path."""
     env = {
         "PGHOST": "site.example.internal",
         "PGPORT": "5432",
         "PGUSER": role,
-        "PGPASSWORD": password,
+        "PGPASSWORD": role_password,
         "PGDATABASE": role,
         "PGSSLMODE": "verify-full",
         "PGSSLROOTCERT": str(site_ca),
@@ -346,12 +342,144 @@ def test_a_pooled_workload_connects_with_nothing_but_its_environment(
     for entry in pooler_env("cleo-pooler"):
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
         env[entry["name"]] = values[ref["key"]] if ref else entry.get("value", "")
+    (mounted / "ca.crt").write_text(values[CLIENT_CA_KEY])
+    return {name: value.replace(CLIENT_CA_DIR, str(mounted)) for name, value in env.items()}
+
+
+@pytest.mark.security
+def test_a_pooled_workload_connects_with_nothing_but_its_environment_verifying_the_pooler(
+    provisioned: tuple[SitePools, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A libpq client that reads nothing but the container's environment (psql, or
+    # psycopg's `connect("")`), and one that reads DATABASE_URL, must both get through the
+    # pooler with verify-full: the pooler's own certificate as the only root, naming the
+    # Service's fully qualified name. The name cannot resolve here: PGHOSTADDR (libpq's address
+    # beside the name it verifies) sends it to the local pgbouncer playing the pod.
+    pools, tenant, password = provisioned
+    site_ca = make_authority(tmp_path, "site").cert  # a site's CA, not the pooler's
+    values = pooler_config_values(
+        target=pooler_target(pools.site("main"), tenant=tenant),
+        pooler=PoolerSpec(enabled=True, pool_size=2),
+        password=password,
+        client_password=new_password(),
+        tls=pooler_tls_for("cleo-x"),
+        namespace="cleo-x",
+    )
+    role = tenant_role_name(tenant)
+    mounted = tmp_path / "pooler-ca"
+    mounted.mkdir()
+    env = workload_environment(
+        values, role=role, role_password=password, site_ca=site_ca, mounted=mounted
+    )
+    assert env["PGHOST"] == "cleo-pooler.cleo-x.svc.cluster.local"
+    assert env["PGSSLMODE"] == "verify-full"
     with running_pgbouncer(values) as pod:
-        env.update({"PGHOST": pod.host, "PGPORT": str(pod.port)})
+        env.update({"PGHOSTADDR": pod.host, "PGPORT": str(pod.port)})
         for name, value in env.items():
             if name.startswith("PG"):
                 monkeypatch.setenv(name, value)
         with psycopg.connect("", connect_timeout=5) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (role,)
-        with psycopg.connect(env["DATABASE_URL"], host=pod.host, port=pod.port) as conn:
+            assert conn.pgconn.ssl_in_use
+        with psycopg.connect(env["DATABASE_URL"], hostaddr=pod.host, port=pod.port) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("impostor", ["another certificate", "another name"])
+def test_a_pooler_answering_with_a_certificate_other_than_its_own_is_refused_by_the_workload(
+    provisioned: tuple[SitePools, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    impostor: str,
+) -> None:
+    # Whoever answers for the pooler's address with a certificate of its own (a man in the
+    # middle) never completes TLS with the workload, so no login is sent; and the name is
+    # checked too: a certificate trusted as root but made for another namespace's pooler
+    # does not pass for this one.
+    pools, tenant, password = provisioned
+    client = new_password()
+
+    def values_with(tls: PoolerTls) -> dict[str, str]:
+        return pooler_config_values(
+            target=pooler_target(pools.site("main"), tenant=tenant),
+            pooler=PoolerSpec(enabled=True, pool_size=2),
+            password=password,
+            client_password=client,
+            tls=tls,
+            namespace="cleo-x",
+        )
+
+    served = pooler_tls_for("cleo-x" if impostor == "another certificate" else "cleo-y")
+    ours = values_with(pooler_tls_for("cleo-x") if impostor == "another certificate" else served)
+    mounted = tmp_path / "pooler-ca"
+    mounted.mkdir()
+    env = workload_environment(
+        ours,
+        role=tenant_role_name(tenant),
+        role_password=password,
+        site_ca=mounted / "ca.crt",
+        mounted=mounted,
+    )
+    with running_pgbouncer(values_with(served)) as answerer:
+        env.update({"PGHOSTADDR": answerer.host, "PGPORT": str(answerer.port)})
+        for name, value in env.items():
+            if name.startswith("PG"):
+                monkeypatch.setenv(name, value)
+        with pytest.raises(psycopg.OperationalError) as caught:
+            psycopg.connect("", connect_timeout=5)
+        expected = (
+            "certificate verify failed"
+            if impostor == "another certificate"
+            else "does not match host name"
+        )
+        assert expected in str(caught.value)
+        assert client not in str(caught.value)
+
+
+@pytest.mark.security
+def test_the_trusted_bundle_verifies_the_current_and_the_staged_certificate(
+    provisioned: tuple[SitePools, str, str], tmp_path: Path
+) -> None:
+    # During a renewal the workload's mounted bundle holds both certificates: whichever a
+    # pooler pod presents during the roll, libpq's verify-full accepts it; a third is refused.
+    pools, tenant, password = provisioned
+    role = tenant_role_name(tenant)
+    client = new_password()
+    current, staged, stranger = (pooler_tls_for("cleo-x") for _ in range(3))
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text(current.cert_pem + staged.cert_pem)
+
+    def values_with(tls: PoolerTls) -> dict[str, str]:
+        return pooler_config_values(
+            target=pooler_target(pools.site("main"), tenant=tenant),
+            pooler=PoolerSpec(enabled=True, pool_size=2),
+            password=password,
+            client_password=client,
+            tls=tls,
+            namespace="cleo-x",
+        )
+
+    def connect_verifying(pod: PgBouncer) -> None:
+        with psycopg.connect(
+            host="cleo-pooler.cleo-x.svc.cluster.local",
+            hostaddr=pod.host,
+            port=pod.port,
+            dbname=role,
+            user=role,
+            password=client,
+            sslmode="verify-full",
+            sslrootcert=str(bundle),
+            connect_timeout=5,
+        ) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    with running_pgbouncer(values_with(current)) as old_pod:
+        with running_pgbouncer(values_with(staged)) as new_pod:
+            connect_verifying(old_pod)
+            connect_verifying(new_pod)
+        with (
+            running_pgbouncer(values_with(stranger)) as other,
+            pytest.raises(psycopg.OperationalError, match="certificate verify failed"),
+        ):
+            connect_verifying(other)

@@ -130,6 +130,15 @@ def template(kube: KubeClient, ns: str, name: str) -> dict[str, Any]:
     return result
 
 
+def operator_write_times(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """When each field manager last wrote `obj` (the API server's managedFields)."""
+    return sorted(
+        (str(entry.get("manager")), str(entry.get("time")))
+        for entry in obj["metadata"].get("managedFields") or []
+        if entry.get("subresource") != "status"
+    )
+
+
 def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched_off(
     kube: KubeClient, databases: TenantDatabases, tenant_name: str
 ) -> None:
@@ -172,7 +181,9 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
             "name": POOLER_NAME,
             "key": CLIENT_URL_KEY,
         }
-        assert env["PGHOST"]["value"] == POOLER_NAME
+        assert env["PGHOST"]["valueFrom"]["secretKeyRef"] == {"name": POOLER_NAME, "key": "PGHOST"}
+        host = support.secret_values(kube.get(SECRET, POOLER_NAME, namespace=ns))["PGHOST"]
+        assert host == f"{POOLER_NAME}.{ns}.svc.cluster.local"  # fully qualified
         database_policy = kube.get(NETWORK_POLICY, ALLOW_DATABASE, namespace=ns)
         assert database_policy is not None
         assert database_policy["spec"]["podSelector"]["matchExpressions"] == [
@@ -195,9 +206,12 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
 
         wait_for(quiet, timeout=60, interval=0.5, what="a reconcile that writes nothing")
 
-        # Rotation: a new password rolls the pooler (a new hash) and the workload, and the
-        # pooler's new pod logs in with it (PoolerReady comes back only through a login).
+        # Rotation: a new password rolls the pooler (a new hash), never the workload (its
+        # client credential to the pooler is stable), and the pooler's new pod logs in with
+        # it (PoolerReady comes back only through a login).
         starts = pod.starts
+        workload_before = kube.get(DEPLOYMENT, "cleoai", namespace=ns)
+        assert workload_before is not None
         kube.patch_merge(
             TENANT, tenant_name, {"metadata": {"annotations": {ROTATE_ANNOTATION: "now"}}}
         )
@@ -212,7 +226,16 @@ def test_the_pooler_serves_the_workload_rolls_on_rotation_and_goes_when_switched
         wait_for(rolled, timeout=60, interval=0.3, what="PoolerReady after the rotation")
         assert support.secret_values(support.secret_of(kube, ns))["PGPASSWORD"] != password
         assert pod.starts == starts + 1
-        assert template(kube, ns, "cleoai")["metadata"]["annotations"][CHECKSUM] != checksum
+        workload_after = kube.get(DEPLOYMENT, "cleoai", namespace=ns)
+        assert workload_after is not None
+        assert (
+            workload_after["metadata"]["annotations"] == workload_before["metadata"]["annotations"]
+        )
+        assert template(kube, ns, "cleoai")["metadata"]["annotations"][CHECKSUM] == checksum
+        # No write of the workload's Deployment at all: its spec's generation and the
+        # operator's own field manager's last write are where they were.
+        assert workload_after["metadata"]["generation"] == workload_before["metadata"]["generation"]
+        assert operator_write_times(workload_after) == operator_write_times(workload_before)
 
         # Switched off: the pooler's objects go, the workload is direct again.
         kube.patch_merge(

@@ -77,7 +77,10 @@ def test_a_pooler_s_open_server_connections_do_not_get_writes_past_the_fence(
     )
     target = pooler_target(postgres_site_pools.site("main"), tenant=tenant)
     files = pooler_config_values(
-        target=target, pooler=PoolerSpec(enabled=True, mode=mode, pool_size=3), password=password
+        target=target,
+        pooler=PoolerSpec(enabled=True, mode=mode, pool_size=3),
+        password=password,
+        namespace="cleo-x",
     )
     database = target.dbname
     with running_pgbouncer(files) as bouncer:

@@ -159,8 +159,12 @@ def test_the_poolers_secret_holds_nothing_the_tenant_admin_cannot_already_read()
     )
     target = pooler_target(site, tenant=TENANT)
     pooler = PoolerSpec(enabled=True)
-    first = pooler_config_values(target=target, pooler=pooler, password="P" * 43)
-    second = pooler_config_values(target=target, pooler=pooler, password="Q" * 43)
+    first = pooler_config_values(
+        target=target, pooler=pooler, password="P" * 43, namespace="cleo-x"
+    )
+    second = pooler_config_values(
+        target=target, pooler=pooler, password="Q" * 43, namespace="cleo-x"
+    )
     assert {k: v.replace("P" * 43, "<pw>") for k, v in first.items()} == {
         k: v.replace("Q" * 43, "<pw>") for k, v in second.items()
     }
@@ -191,15 +195,20 @@ class ImpersonatingPooler:
         self.thread.start()
 
     def _serve(self) -> None:
+        # Every connection (the check probes the port before it logs in), until closed.
         with contextlib.suppress(OSError):
-            conn, _ = self.listener.accept()
-            with conn:
-                conn.settimeout(5)
-                self.received += conn.recv(65536)  # the startup message
-                salt = b"salt" if self.method == 5 else b""
-                conn.sendall(b"R" + struct.pack("!ii", 8 + len(salt), self.method) + salt)
-                while chunk := conn.recv(65536):
-                    self.received += chunk
+            while True:
+                conn, _ = self.listener.accept()
+                with conn, contextlib.suppress(OSError):
+                    conn.settimeout(5)
+                    startup = conn.recv(65536)  # the startup message
+                    if not startup:
+                        continue
+                    self.received += startup
+                    salt = b"salt" if self.method == 5 else b""
+                    conn.sendall(b"R" + struct.pack("!ii", 8 + len(salt), self.method) + salt)
+                    while chunk := conn.recv(65536):
+                        self.received += chunk
 
     def close(self) -> None:
         self.listener.close()

@@ -33,6 +33,7 @@ from typing import Any, Final
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, SECRET
+from cleo_operator.kube.rollout import rollout_of
 from cleo_operator.render.pooler import (
     INI_KEY,
     POOLER_HASH_ANNOTATION,
@@ -40,7 +41,7 @@ from cleo_operator.render.pooler import (
     pooler_config_hash,
 )
 
-__all__ = ["PoolerRoute", "pooler_route", "pooler_server"]
+__all__ = ["PoolerRoute", "points_to", "pooler_route", "pooler_server"]
 
 _SERVER_PASSWORD: Final = re.compile(
     r"^\S+ = host=\S+ .* password=(?P<password>\S+)$", re.MULTILINE
@@ -58,6 +59,21 @@ class PoolerRoute:
     """Every pooler pod runs the configuration of the site asked about (or no pooler)."""
     message: str
     """For people."""
+
+
+def points_to(server: tuple[str, int], host: str, port: int) -> bool:
+    """Whether the rendered server is `host`:`port`: as configured, or qualified the way the
+    pooler writes a relative cluster name (`reconcile.pooler.pooler_server_host` only
+    appends the namespace and cluster domain)."""
+    rendered, rendered_port = server
+    if rendered_port != port:
+        return False
+    if rendered == host:
+        return True
+    if not rendered.startswith(host + "."):
+        return False
+    suffix = rendered[len(host) + 1 :].split(".")  # [<ns>, svc, ...domain] or [...domain]
+    return host.endswith(".svc") or ("." not in host and suffix[1:2] == ["svc"])
 
 
 def pooler_server(ini: str) -> tuple[str, int] | None:
@@ -100,34 +116,32 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
     where = f"site {site.name!r} ({site.host}:{site.port})"
     values = _decoded(kube.get(SECRET, POOLER_NAME, namespace=namespace))
     server = pooler_server((values or {}).get(INI_KEY, ""))
-    if values is None or server != (site.host, site.port):
+    if values is None or server is None or not points_to(server, site.host, site.port):
         return PoolerRoute(
             exists=True,
             ready=False,
             message=f"the pooler's configuration does not point to {where} yet (the tenant "
             "reconcile renders it from the moved primary-site annotation)",
         )
-    meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
     template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     password = _password(values.get(INI_KEY, ""))
     current = password is not None and template.get(POOLER_HASH_ANNOTATION) == pooler_config_hash(
         values, password=password
     )
-    if not current or _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+    rollout = rollout_of(deployment)
+    if not current or not rollout.seen:
         return PoolerRoute(
             exists=True,
             ready=False,
             message=f"the pooler's pods are not yet rolled to the configuration for {where}",
         )
     wanted = _int(spec.get("replicas", 1))
-    updated, available = _int(status.get("updatedReplicas")), _int(status.get("availableReplicas"))
-    if updated < wanted or available < wanted or _int(status.get("replicas")) > wanted:
+    if rollout.short_of(wanted):
         return PoolerRoute(
             exists=True,
             ready=False,
-            message=f"{min(updated, available)} of {wanted} pooler pod(s) run the "
+            message=f"{min(rollout.updated, rollout.available)} of {wanted} pooler pod(s) run the "
             f"configuration for {where}; older ones may still go to the old primary",
         )
     return PoolerRoute(

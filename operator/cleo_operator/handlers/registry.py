@@ -209,6 +209,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:
         runtime.executor.shutdown(wait=False, cancel_futures=True)
+        runtime.tenant_reconciler.close()
         runtime.backup_reconciler.close()
         runtime.automatic_failover.close()
         runtime.failover_reconciler.close()

@@ -37,6 +37,7 @@ from cleo_operator.reconcile.database_passwords import (
 )
 from cleo_operator.reconcile.database_secret import (
     CREDENTIALS_SECRET,
+    DATABASE_FINGERPRINT,
     FINGERPRINT_ANNOTATION,
     PASSWORD_KEY,
     ROTATED_AT_ANNOTATION,
@@ -126,7 +127,7 @@ def database_part_result(
             status["passwordRotationRequest"] = outcome.rotation_request
     result.status["database"] = status
     if outcome.fingerprint is not None:
-        result.fingerprints["database"] = outcome.fingerprint
+        result.fingerprints[DATABASE_FINGERPRINT] = outcome.fingerprint
     # Only a Secret that exists goes into envFrom: pods never wait for a missing one.
     if outcome.secret is not None:
         result.database_secret = outcome.secret_name

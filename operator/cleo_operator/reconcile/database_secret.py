@@ -38,6 +38,8 @@ ROTATED_AT_ANNOTATION: Final = "cleoai.io/password-rotated-at"
 ROTATION_REQUEST_ANNOTATION: Final = "cleoai.io/password-rotation-request"
 
 PASSWORD_KEY: Final = "PGPASSWORD"  # noqa: S105 - a key name
+DATABASE_FINGERPRINT: Final = "database"
+"""The database part's entry in the workload's checksum (`PartResult.fingerprints`)."""
 # libpq's own environment variables, so that any libpq-based client in the pod (psql,
 # psycopg, asyncpg with a DSN from DATABASE_URL...) connects without configuration.
 SECRET_KEYS: Final = (

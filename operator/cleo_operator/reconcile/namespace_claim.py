@@ -46,9 +46,10 @@ Verdict = Literal["create", "owned", "adopt", "refused"]
 
 OPERATOR_NAMESPACE_REASON: Final = "OperatorNamespace"
 SYSTEM_NAMESPACE_REASON: Final = "SystemNamespace"
+DNS_ZONE_REASON: Final = "NamespaceReservedForDNS"
 NOT_OWNED_REASON: Final = "NamespaceNotOwned"
 REFUSAL_REASONS: Final = frozenset(
-    {OPERATOR_NAMESPACE_REASON, SYSTEM_NAMESPACE_REASON, NOT_OWNED_REASON}
+    {OPERATOR_NAMESPACE_REASON, SYSTEM_NAMESPACE_REASON, DNS_ZONE_REASON, NOT_OWNED_REASON}
 )
 
 
@@ -125,6 +126,15 @@ def claim_namespace(
             f"namespace {namespace} is the operator's namespace (its keys and the sites' "
             "credentials live there); no tenant may use it: create the tenant again under "
             "another name or with another spec.namespace",
+        )
+    if namespace in DNS_ZONE_NAMESPACES:
+        # Checked before the admission rule existed, or with the CRD's rules not installed.
+        return NamespaceClaim(
+            "refused",
+            DNS_ZONE_REASON,
+            f"namespace {namespace} is named like a zone of the cluster's DNS "
+            f"(<service>.<namespace>.svc names would be ambiguous with it); no tenant may "
+            "use it: create the tenant again with another spec.namespace",
         )
     if is_system_namespace(namespace):
         return NamespaceClaim(

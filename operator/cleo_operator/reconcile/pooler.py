@@ -6,8 +6,10 @@ its configuration from the password the role has *now*, and a rotation rolls the
 in the same reconcile that made it (the configuration's hash is on the pod template). The
 workload does not roll for it: it logs in to the pooler with a client password of the
 pooler's own, kept in the pooler's Secret with the pooler's TLS key and certificate
-(kept while usable, `crypto.pooler_tls`), and its checksum takes only what it uses
-(`pooler_client_fingerprint`).
+(kept while usable, the next one staged ahead, `crypto.pooler_tls`), and its checksum
+takes only what it uses (`pooler_client_fingerprint`, and of the database Secret only the
+role's and database's names, `_route`). It reaches the pooler at the Service's fully
+qualified name and verifies its certificate (``verify-full``, `render.pooler`).
 
 What it reads, and why from there: the site's connection facts from the operator's own
 site configuration (never from the tenant-writable credentials Secret, whose host or TLS
@@ -15,8 +17,9 @@ settings a tenant admin could edit), the password from the credentials Secret af
 operator's own checks (`read_stored_password`: an edited password does not count).
 
 **When the workload goes through the pooler.** Only once the pooler has an available
-pod: the workload's environment (``DATABASE_URL``, ``PGHOST``, ``PGPORT``, ``PGSSLMODE``)
-and its NetworkPolicy route switch together (`PartResult.pooler_secret`), so that turning
+pod: the workload's environment (``DATABASE_URL``, ``PGHOST``, ``PGPORT``, ``PGSSLMODE``,
+``PGSSLROOTCERT`` and the pooler's certificate mounted) and its NetworkPolicy route switch
+together (`PartResult.pooler_secret`), so that turning
 the pooler on never sends the pods to a Service without endpoints. The database Secret
 itself stays direct: migration and backup Jobs connect to the site with it.
 
@@ -30,12 +33,16 @@ port answers but whose password is stale, or that cannot reach the site, is not 
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
 `PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
-``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread.
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. A failed
+check's reason names the hop (`data.pooler`: ``PoolerUnreachable``,
+``AuthenticationFailed``, ``PoolerServerLoginFailed``, ``PoolerBusy``).
 
 **Switching it off**: the workload goes back to the site directly in the same reconcile;
 what the part made (only objects that carry the operator's labels for this tenant, found
-live, not from status) is deleted once the workload's Deployment has rolled off the
-pooler, and then the condition goes.
+live, not from status) is deleted once nothing of the workload uses the pooler: its
+Deployment's template does not, its rollout is done, and no live pod of it (Terminating
+ones included, which the Deployment's status does not count) reads the pooler's Secret or
+host; then the condition goes.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import ipaddress
 import json
 import logging
@@ -53,7 +61,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from cleo_operator.api.objects import KubeObject
-from cleo_operator.crypto.pooler_tls import PoolerTls, issue_pooler_tls, usable_pooler_tls
+from cleo_operator.crypto.pooler_tls import PoolerTls, TlsState, tls_state
 from cleo_operator.data.errors import DataError, UnknownSite
 from cleo_operator.data.pooler import check_pooler_login
 from cleo_operator.data.scram import is_operator_password
@@ -62,32 +70,50 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, SECRET, SERVICE, Kind
+from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, POD, SECRET, SERVICE, Kind
+from cleo_operator.kube.rollout import rollout_of
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.database_passwords import new_password
-from cleo_operator.reconcile.database_secret import CREDENTIALS_SECRET, read_stored_password
+from cleo_operator.reconcile.database_secret import (
+    CREDENTIALS_SECRET,
+    DATABASE_FINGERPRINT,
+    read_stored_password,
+)
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_databases import TenantDatabases
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
-from cleo_operator.render.child import WORKLOAD_NAME, child_metadata, sorted_map
+from cleo_operator.render.child import (
+    WORKLOAD_NAME,
+    child_metadata,
+    sorted_map,
+    workload_selector,
+)
 from cleo_operator.render.meta import TENANT_LABEL, labels_of, managed_by_operator
 from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
+    CLIENT_CA_KEY,
     CLIENT_PASSWORD_KEY,
     CLIENT_URL_KEY,
+    DATABASE_ROUTE_LABEL,
+    DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_POOLER_IMAGE,
+    NEXT_TLS_CERT,
+    NEXT_TLS_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     POOLER_PORT,
+    POOLER_ROUTE,
     SERVICE_PORT,
     TLS_CERT,
     TLS_KEY,
+    USERLIST_KEY,
     PoolerConfigError,
     PoolerImage,
     PoolerTarget,
     pooler_client_fingerprint,
     pooler_selector,
     render_pooler,
+    userlist_password,
 )
 
 __all__ = [
@@ -100,6 +126,7 @@ __all__ = [
     "PoolerPart",
     "PoolerSettings",
     "observe_rollout",
+    "pooler_server_host",
     "pooler_target",
     "render_check_policy",
     "routes_workload",
@@ -114,6 +141,8 @@ IMAGE_ENV: Final = "CLEO_POOLER_IMAGE"
 IMAGE_PULL_POLICY_ENV: Final = "CLEO_POOLER_IMAGE_PULL_POLICY"
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 OPERATOR_POD_LABELS_ENV: Final = "CLEO_OPERATOR_POD_LABELS"
+CLUSTER_DOMAIN_ENV: Final = "CLEO_CLUSTER_DOMAIN"
+_DOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_OPERATOR_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "cleo-operator"}
 """The operator's own pods' labels (the chart's selector labels), when not configured."""
 CHECK_POLICY: Final = "cleo-allow-pooler-check"
@@ -141,8 +170,9 @@ class PoolerSettings:
     )
     """Labels of the operator's own pods: only they may reach a pooler's port (`CHECK_POLICY`),
     not every pod of the operator's namespace."""
-    cluster_domain: str = "cluster.local"
-    """The cluster's DNS domain: the pooler's certificate names its Service under it."""
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    """The cluster's DNS domain (`CLUSTER_DOMAIN_ENV`): the workload's host for the pooler is
+    the Service's fully qualified name under it, and the pooler's certificate names it."""
     check_lane_width: int = 4
     """Threads that run login checks, for all tenants (one check per pooler at a time)."""
     rolling_requeue_seconds: float = 5.0
@@ -163,10 +193,14 @@ class PoolerSettings:
             raise ValueError(
                 f"{IMAGE_PULL_POLICY_ENV}: {policy!r} is not one of {', '.join(PULL_POLICIES)}"
             )
-        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))
+        labels = _parse_labels(env.get(OPERATOR_POD_LABELS_ENV, ""))  # empty: the default
+        domain = env.get(CLUSTER_DOMAIN_ENV, "").strip().rstrip(".") or DEFAULT_CLUSTER_DOMAIN
+        if not _DOMAIN.match(domain):
+            raise ValueError(f"{CLUSTER_DOMAIN_ENV}: {domain!r} is not a DNS domain")
         return cls(
             image=PoolerImage(image=image, pull_policy=policy),
             operator_pod_labels=labels or dict(DEFAULT_OPERATOR_POD_LABELS),
+            cluster_domain=domain,
         )
 
 
@@ -187,10 +221,51 @@ def _parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def pooler_target(site: SiteConfig, *, tenant: str) -> PoolerTarget:
-    """Where `tenant`'s pooler connects: its database on `site`, TLS as the site says."""
+def pooler_server_host(
+    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
+) -> str:
+    """The site's host as the pooler must write it: what the operator's own pod reaches.
+
+    The pooler's pod resolves names through the *tenant* namespace's search list, where a
+    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
+    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
+    zones too. So a single label is qualified as the operator's own pod resolves it (its
+    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
+    cluster domain. Left as configured: addresses, names with a trailing dot, other
+    dotted names, and every name of a ``verify-full`` site, whose certificate must name
+    the host as written and which no capturing server can present anyway.
+    """
+    host = site.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    if site.sslmode == "verify-full" or host.endswith("."):
+        return host
+    domain = cluster_domain.strip(".")
+    labels = host.split(".")
+    if len(labels) == 1 and operator_namespace:
+        return f"{host}.{operator_namespace}.svc.{domain}"
+    if labels[-1] == "svc":
+        return f"{host}.{domain}"
+    return host
+
+
+def pooler_target(
+    site: SiteConfig,
+    *,
+    tenant: str,
+    operator_namespace: str | None = None,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+) -> PoolerTarget:
+    """Where `tenant`'s pooler connects: its database on `site`, TLS as the site says, at
+    the host as the operator's pod would reach it (`pooler_server_host`)."""
     return PoolerTarget(
-        host=site.host,
+        host=pooler_server_host(
+            site, operator_namespace=operator_namespace, cluster_domain=cluster_domain
+        ),
         port=site.port,
         dbname=tenant_database_name(tenant),
         user=tenant_role_name(tenant),
@@ -215,9 +290,7 @@ def observe_rollout(
     """Why the pooler does not run `config_hash` on all `replicas` yet; None when it does."""
     if deployment is None:
         return Observation("False", "Creating", "the pooler's Deployment is being created")
-    meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
     template = (spec.get("template") or {}).get("metadata") or {}
     running = (template.get("annotations") or {}).get(POOLER_HASH_ANNOTATION)
     if running != config_hash:
@@ -227,11 +300,11 @@ def observe_rollout(
             "the pooler is being rolled to a new configuration (password, site or pool "
             "settings changed)",
         )
-    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+    rollout = rollout_of(deployment)
+    if not rollout.seen:
         return Observation("False", "Rolling", "the pooler's Deployment has not seen its spec yet")
-    updated, available = _int(status.get("updatedReplicas")), _int(status.get("availableReplicas"))
-    total = _int(status.get("replicas"))
-    if updated < replicas or available < replicas or total > replicas:
+    updated, available, total = rollout.updated, rollout.available, rollout.total
+    if rollout.short_of(replicas):
         return Observation(
             "False",
             "Rolling" if total > replicas or updated < replicas else "Unavailable",
@@ -241,23 +314,57 @@ def observe_rollout(
     return None
 
 
-def _workload_on_pooler(deployment: KubeObject | None) -> str | None:
-    """Why the workload may still use the pooler (its template reads the pooler's Secret,
-    or pods of an older template run); None once it has rolled off it, or has none."""
-    if deployment is None:
-        return None
-    spec = deployment.get("spec") or {}
-    if POOLER_NAME in json.dumps(spec.get("template") or {}):
-        return "the workload's template still goes through the pooler; it is kept until it rolls"
-    meta = deployment.get("metadata") or {}
-    status = deployment.get("status") or {}
-    rolled = _int(status.get("observedGeneration")) >= _int(meta.get("generation")) and _int(
-        status.get("replicas")
-    ) <= _int(status.get("updatedReplicas"))
-    if not rolled:
+def _uses_pooler(pod_spec: object) -> bool:
+    """Whether a pod (template) spec reads the pooler: its Secret or its host."""
+    text = json.dumps(pod_spec or {})
+    return POOLER_NAME in text
+
+
+def _plain_clients(pods: Iterable[KubeObject]) -> bool:
+    """Whether a live workload pod goes to the pooler in the clear: one made by an operator
+    before client TLS (``PGHOST=cleo-pooler``, ``PGSSLMODE=disable`` as literal values).
+    The pooler lets such clients in (``client_tls_sslmode=allow``) until they are gone, so
+    that the upgrade's roll refuses no connection; then it requires TLS again (a roll)."""
+    for pod in pods:
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            env = {
+                str(e.get("name")): e.get("value")
+                for e in container.get("env") or []
+                if isinstance(e, Mapping)
+            }
+            if env.get("PGHOST") == POOLER_NAME and env.get("PGSSLMODE") == "disable":
+                return True
+    return False
+
+
+def _workload_on_pooler(deployment: KubeObject | None, pods: Iterable[KubeObject]) -> str | None:
+    """Why the workload may still use the pooler; None once nothing of it does.
+
+    From live objects only: the Deployment's template (new pods would read the pooler's
+    Secret), its rollout (pods of an older template may be about to go or come), and the
+    workload's pods themselves, Terminating ones included (the Deployment's status does not
+    count those, yet they run and hold pool connections until they are gone).
+    """
+    if deployment is not None:
+        spec = deployment.get("spec") or {}
+        if _uses_pooler(spec.get("template")):
+            return (
+                "the workload's template still goes through the pooler; it is kept until it rolls"
+            )
+        if rollout_of(deployment).old_pods_left:
+            return (
+                "pods of the workload's previous template may still use the pooler; it is "
+                "kept until they are gone"
+            )
+    on_pooler = sorted(
+        str((pod.get("metadata") or {}).get("name"))
+        for pod in pods
+        if _uses_pooler(pod.get("spec")) or labels_of(pod).get(DATABASE_ROUTE_LABEL) == POOLER_ROUTE
+    )
+    if on_pooler:
         return (
-            "pods of the workload's previous template may still use the pooler; it is "
-            "kept until they are gone"
+            f"{len(on_pooler)} pod(s) of the workload still go through the pooler "
+            f"({', '.join(on_pooler[:3])}); it is kept until they are gone"
         )
     return None
 
@@ -269,6 +376,21 @@ def _client_fingerprint(secret: KubeObject | None) -> str:
     if not all(values.values()):
         return ""
     return pooler_client_fingerprint({key: str(value) for key, value in values.items()})
+
+
+def _route(result: PartResult, ctx: TenantContext, secret: KubeObject | None) -> None:
+    """Send the workload through the pooler, with a checksum of what it then reads.
+
+    The pooled workload reads, from the database Secret, only the role's and database's
+    names (``PGUSER``, ``PGDATABASE``: the tenant's, never changing); `pooler_env` overrides
+    the rest (the password, host, TLS), so this part's entry replaces the database part's
+    (parts contribute in order) and a rotation of the role's password, which changes the
+    database Secret, never rolls the workload: only the pooler, whose configuration holds it.
+    """
+    result.pooler_secret = POOLER_NAME
+    result.fingerprints["pooler"] = _client_fingerprint(secret)
+    names = f"{tenant_role_name(ctx.name)}\n{tenant_database_name(ctx.name)}"
+    result.fingerprints[DATABASE_FINGERPRINT] = hashlib.sha256(names.encode()).hexdigest()[:32]
 
 
 def _had_condition(conditions: Iterable[object] | None) -> bool:
@@ -289,8 +411,14 @@ def render_check_policy(
     By the namespace's name label, which the API server sets and nobody can forge, and the
     operator pods' own labels, so that other pods of its namespace (backup runners) get
     nothing; the pooler's pods are selected by labels the tenant-protection policy keeps
-    tenant admins from putting on pods of their own.
+    tenant admins from putting on pods of their own. No labels would select every pod of
+    the operator's namespace: refused.
     """
+    if not operator_pod_labels:
+        raise ValueError(
+            "the operator pods' labels are empty: the pooler check policy would admit every "
+            "pod of the operator's namespace"
+        )
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": pooler_selector(ctx.name)},
         "policyTypes": ["Ingress"],
@@ -386,8 +514,10 @@ class PoolerPart:
         self._running_lock = threading.RLock()  # a done future calls back at once
 
     def close(self) -> None:
-        """Stop the check lane (a running check ends at its own deadline)."""
+        """Stop the check lane (a running check ends at its own deadline); called at the
+        operator's shutdown (`TenantReconciler.close`, from Kopf's cleanup handler)."""
         self._lane.shutdown(wait=False, cancel_futures=True)
+        log.info("the pooler's check lane is closed")
 
     def reconcile(self, ctx: TenantContext) -> PartResult:
         database = ctx.spec.database
@@ -406,14 +536,26 @@ class PoolerPart:
                 result, "WaitingForCredentials", f"the pooler waits for the password: {why}", ctx
             )
         pooler = database.pooler
-        target = pooler_target(site, tenant=ctx.name)
+        target = pooler_target(
+            site,
+            tenant=ctx.name,
+            operator_namespace=self.operator_namespace,
+            cluster_domain=self.settings.cluster_domain,
+        )
         # The workload's own credential to the pooler: kept from the live Secret (so that a
         # rotation of the role's password never changes the workload's URL), made anew only
         # when there is none of the operator's form.
+        # A Secret of an operator before the client credential holds none: the password
+        # in its auth file is the one the running workload pods log in with, and it is kept
+        # (a new one would have the rolling pooler refuse the old pods, and old pooler pods
+        # the new ones, until both rolls are done).
         live_secret = self._ours(ctx, SECRET, POOLER_NAME)
-        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY)
+        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY) or userlist_password(
+            secret_value(live_secret, USERLIST_KEY), user=target.user
+        )
         client_password = kept if kept and is_operator_password(kept) else new_password()
         tls = self._tls(ctx, live_secret)
+        plain = _plain_clients(self._workload_pods(ctx))
         try:
             objects = render_pooler(
                 tenant=ctx.name,
@@ -423,8 +565,12 @@ class PoolerPart:
                 target=target,
                 password=stored.password,
                 client_password=client_password,
-                tls=tls,
+                tls=tls.current,
+                staged_tls=tls.staged,
+                trusted_certs=tls.bundle,
                 image=self.settings.image,
+                cluster_domain=self.settings.cluster_domain,
+                plain_clients=plain,
             )
         except PoolerConfigError as exc:
             return self._not_ready(result, exc.reason, exc.message, ctx, retry=False)
@@ -446,8 +592,7 @@ class PoolerPart:
             self._delete_ours(ctx, PDB, POOLER_NAME, why="one replica needs no budget")
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
-            result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = _client_fingerprint(objects[0])
+            _route(result, ctx, objects[0])
         rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
         if rollout is not None:
             result.conditions[CONDITION_TYPE] = rollout
@@ -473,7 +618,7 @@ class PoolerPart:
                 user=target.user,
                 password=client_password,
                 timeout_seconds=self.settings.check_timeout_seconds,
-                server_cert_pem=tls.cert_pem,
+                server_cert_pem=tls.current.cert_pem,
             ),
         )
         wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
@@ -511,20 +656,24 @@ class PoolerPart:
         )
         return result
 
-    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> PoolerTls:
-        """The pooler's client TLS key and certificate: the live Secret's while usable (no
-        churn: a no-op reconcile writes nothing), else a new pair (the pooler rolls)."""
-        names = {
-            "service": POOLER_NAME,
-            "namespace": ctx.namespace,
-            "cluster_domain": self.settings.cluster_domain,
-        }
-        key, cert = (secret_value(live_secret, k) for k in (TLS_KEY, TLS_CERT))
-        if key and cert:
-            kept = PoolerTls(key_pem=key, cert_pem=cert)
-            if usable_pooler_tls(kept, now=ctx.now, **names):
-                return kept
-        return issue_pooler_tls(now=ctx.now, **names)
+    def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> TlsState:
+        """The pooler's client TLS: the live Secret's pairs while usable (no churn: a no-op
+        reconcile writes nothing), the next one staged and trusted ahead of its use
+        (`crypto.pooler_tls.tls_state`)."""
+
+        def pair(key_name: str, cert_name: str) -> PoolerTls | None:
+            key, cert = (secret_value(live_secret, k) for k in (key_name, cert_name))
+            return PoolerTls(key_pem=key, cert_pem=cert) if key and cert else None
+
+        return tls_state(
+            current=pair(TLS_KEY, TLS_CERT),
+            staged=pair(NEXT_TLS_KEY, NEXT_TLS_CERT),
+            trusted=secret_value(live_secret, CLIENT_CA_KEY),
+            service=POOLER_NAME,
+            namespace=ctx.namespace,
+            cluster_domain=self.settings.cluster_domain,
+            now=ctx.now,
+        )
 
     def _submit_check(
         self, namespace: str, call: Callable[[], None]
@@ -586,10 +735,7 @@ class PoolerPart:
         # rendered again: the pods hold a configuration that worked.
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
         if routes_workload(live):
-            result.pooler_secret = POOLER_NAME
-            result.fingerprints["pooler"] = _client_fingerprint(
-                self._ours(ctx, SECRET, POOLER_NAME)
-            )
+            _route(result, ctx, self._ours(ctx, SECRET, POOLER_NAME))
         return result
 
     def _switch_off(self, ctx: TenantContext, result: PartResult) -> PartResult:
@@ -600,8 +746,8 @@ class PoolerPart:
         condition. The workload goes back to the site in this same reconcile (its template
         no longer names the pooler), but its pods roll after: the pooler's Service and
         Secret stay until the workload's Deployment has rolled out a template that does not
-        read them, or its old pods would lose their pool and a restarted one its
-        ``secretKeyRef``.
+        read them and no pod of the workload that does is left (`_workload_on_pooler`), or
+        its old pods would lose their pool and a restarted one its ``secretKeyRef``.
         """
         ours = [(kind, name) for kind, name in self._owned() if self._ours(ctx, kind, name)]
         if not ours:
@@ -609,7 +755,8 @@ class PoolerPart:
                 result.remove_conditions.add(CONDITION_TYPE)
             return result
         waiting = _workload_on_pooler(
-            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace)
+            self.kube.get(DEPLOYMENT, WORKLOAD_NAME, namespace=ctx.namespace),
+            self._workload_pods(ctx),
         )
         if waiting is not None:
             result.conditions[CONDITION_TYPE] = Observation("False", "SwitchingOff", waiting)
@@ -619,6 +766,11 @@ class PoolerPart:
             self._delete_ours(ctx, kind, name, why="pooler switched off")
         result.remove_conditions.add(CONDITION_TYPE)
         return result
+
+    def _workload_pods(self, ctx: TenantContext) -> list[KubeObject]:
+        """The workload's live pods (Terminating ones included)."""
+        selector = ",".join(f"{k}={v}" for k, v in workload_selector(ctx.name).items())
+        return self.kube.list(POD, namespace=ctx.namespace, label_selector=selector)
 
     def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
         """`kind` `name` if it carries the operator's labels for this tenant."""

@@ -185,6 +185,14 @@ def _min(a: float | None, b: float | None) -> float | None:
     return min(values) if values else None
 
 
+_WITHHELD: Final = "the server's message is withheld: it may quote the Secret's values"
+
+
+def _withheld(error: KubeError) -> KubeError:
+    """`error` without the server's message (a Secret's write: it may quote the values)."""
+    return KubeError(status=error.status, reason=error.reason, message=_WITHHELD, what=error.what)
+
+
 BINDING_VISIBLE_SECONDS: Final = 5.0
 """How long a reconcile waits for the authorizer to see the operator's new RoleBinding."""
 
@@ -220,6 +228,14 @@ class TenantReconciler:
         self.deletion = TenantDeletion(
             kube, parts=self.parts, operator_namespace=operator_namespace, now=now
         )
+
+    def close(self) -> None:
+        """Release what the parts hold for the life of the process (the pooler's check
+        lane); at the operator's shutdown (Kopf's cleanup handler)."""
+        for part in self.parts:
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -479,14 +495,16 @@ class TenantReconciler:
                 try:
                     current = self.kube.apply(stamped)
                 except KubeError as exc:
+                    # A Secret's refusal may quote what was sent (its values: passwords,
+                    # the pooler's auth file): only the status and reason go anywhere,
+                    # whether it is retried or reported.
                     if exc.transient:
+                        if kind.kind == "Secret":
+                            raise _withheld(exc) from None  # the loop retries (and logs) it
                         raise  # transient: the loop retries soon
-                    # Refused (invalid, forbidden): say which and why, keep going. A
-                    # Secret's refusal may quote what was sent (its values: passwords, the
-                    # pooler's auth file): only the status and reason go anywhere.
+                    # Refused (invalid, forbidden): say which and why, keep going.
                     why = (
-                        f"{exc.status} {exc.reason} (the server's message is withheld: it "
-                        "may quote the Secret's values)"
+                        f"{exc.status} {exc.reason} ({_WITHHELD})"
                         if kind.kind == "Secret"
                         else exc.message or exc.reason
                     )

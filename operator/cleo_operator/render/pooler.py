@@ -29,7 +29,18 @@ Choices, and why:
   (``server_tls_ca_file``), a ``verify-full`` site without one uses the image's system
   bundle. Clients reach the pooler over TLS (``client_tls_sslmode=require``) with the
   pooler's own self-signed certificate (`crypto.pooler_tls`), which the operator's login
-  check pins; the workload encrypts (``sslmode=require``) but does not verify it.
+  check pins and the workload verifies (``sslmode=verify-full``: the certificate, mounted
+  from the pooler's Secret as its only root, `CLIENT_CA_KEY`, names the host it connects
+  to).
+- **Fully qualified host names** (`pooler_host`): the workload's host for the pooler is
+  ``cleo-pooler.<ns>.svc.<cluster domain>`` under the configured cluster domain, never the
+  relative ``cleo-pooler``, which the pod's search list resolves to whatever Service of
+  that name is nearest (one a tenant made, or one in a namespace named ``svc``). Tried
+  under the search list first (it has fewer dots than ``ndots:5``), it is a name the
+  cluster's DNS refuses to answer (``<name>.<ns>.svc.<domain>.<ns2>.svc.<domain>`` has
+  too many labels for a Service or endpoint), so only the real Service answers. No trailing
+  dot: the certificate kept from before names this form already (a new name would reissue
+  it, and new workload pods would meet pooler pods of the old certificate during the roll).
 - **A hash of the configuration on the pod template** (`POOLER_HASH_ANNOTATION`, an HMAC
   keyed with the password, which reveals nothing of it): a new password, a new site or a
   new pool setting rolls the pooler's pods, which read their files once at start.
@@ -66,17 +77,25 @@ from cleo_operator.render.child import (
     restricted_pod_security,
     sorted_map,
 )
-from cleo_operator.render.k8s import ObjectMeta
+from cleo_operator.render.k8s import ObjectMeta, Volume, VolumeMount
 from cleo_operator.render.meta import TENANT_LABEL
 
 __all__ = [
+    "CLIENT_CA_DIR",
+    "CLIENT_CA_KEY",
+    "CLIENT_CA_PATH",
+    "CLIENT_CA_VOLUME",
+    "CLIENT_HOST_KEY",
     "CLIENT_PASSWORD_KEY",
     "CLIENT_SSLMODE",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
     "DATABASE_ROUTE_LABEL",
+    "DEFAULT_CLUSTER_DOMAIN",
     "DEFAULT_POOLER_IMAGE",
     "INI_KEY",
+    "NEXT_TLS_CERT",
+    "NEXT_TLS_KEY",
     "POOLER_HASH_ANNOTATION",
     "POOLER_NAME",
     "POOLER_PORT",
@@ -89,15 +108,19 @@ __all__ = [
     "PoolerConfigError",
     "PoolerImage",
     "PoolerTarget",
+    "pooler_ca_mount",
+    "pooler_ca_volume",
     "pooler_client_fingerprint",
     "pooler_client_url",
     "pooler_config_hash",
     "pooler_config_values",
     "pooler_env",
+    "pooler_host",
     "pooler_selector",
     "render_pgbouncer_ini",
     "render_pooler",
     "render_userlist",
+    "userlist_password",
 ]
 
 POOLER_NAME: Final = "cleo-pooler"
@@ -114,17 +137,30 @@ CLIENT_PASSWORD_KEY: Final = "CLIENT_PASSWORD"  # noqa: S105 - a key name, not a
 the role's password; only the operator reads it back)."""
 TLS_KEY: Final = "tls.key"
 TLS_CERT: Final = "tls.crt"
+NEXT_TLS_KEY: Final = "next-tls.key"
+NEXT_TLS_CERT: Final = "next-tls.crt"
+"""The next pair, staged before the pooler presents it (`crypto.pooler_tls.TlsState`); the
+pooler's pods do not mount it."""
 """The pooler's own key and self-signed certificate for client TLS (`crypto.pooler_tls`)."""
+CLIENT_HOST_KEY: Final = "PGHOST"
+"""The workload's host for the pooler (`pooler_host`), read with ``secretKeyRef``."""
+CLIENT_CA_KEY: Final = "client-ca.crt"
+"""The pooler's certificate as the workload's only trust anchor for it (mounted at
+`CLIENT_CA_PATH`); ``ca.crt`` is the site's CA, for the pooler's own server login."""
+CLIENT_CA_VOLUME: Final = "pooler-ca"
+CLIENT_CA_DIR: Final = "/etc/cleo/pooler-ca"
+CLIENT_CA_PATH: Final = f"{CLIENT_CA_DIR}/ca.crt"
+DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
 CLIENT_URL_KEY: Final = "DATABASE_URL"
 """The workload's DATABASE_URL through the pooler (read with ``secretKeyRef``; the pooler's
 pods do not mount it)."""
 CONFIG_DIR: Final = "/etc/pgbouncer"
 SYSTEM_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
 """The image's system CAs (Debian's path) for a ``verify-full`` site without a CA of its own."""
-CLIENT_SSLMODE: Final = "require"
-"""How the workload connects to the pooler: TLS always (the pooler refuses plain clients);
-the certificate is the pooler's own self-signed one, which the workload does not verify
-(the operator's check pins it)."""
+CLIENT_SSLMODE: Final = "verify-full"
+"""How the workload connects to the pooler: TLS always (the pooler refuses plain clients),
+verifying the pooler's own self-signed certificate (`CLIENT_CA_PATH`) and that it names
+the host (`pooler_host`)."""
 POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
 DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
 """On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
@@ -135,6 +171,7 @@ DEFAULT_POOLER_IMAGE: Final = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
 RUN_AS_ID: Final = 10002
 """PgBouncer needs no particular user: it only reads its files (group-readable)."""
 _HASH_CONTEXT: Final = b"cleo-operator pooler config v1\n"
+_NOT_HASHED: Final = frozenset({CLIENT_CA_KEY, NEXT_TLS_KEY, NEXT_TLS_CERT})
 _DEFAULT_REQUESTS: Final = {"cpu": "50m", "memory": "32Mi"}
 _DEFAULT_LIMITS: Final = {"memory": "128Mi"}
 _ANTI_AFFINITY_WEIGHT: Final = 100
@@ -178,6 +215,20 @@ def _check_password(password: str) -> None:
         )
 
 
+def userlist_password(userlist: str | None, *, user: str) -> str | None:
+    """`user`'s password in an auth file the operator wrote (`render_userlist`), if it is of
+    the operator's form; None otherwise (a verifier, another user, not one line)."""
+    lines = (userlist or "").splitlines()
+    if len(lines) != 1:
+        return None
+    prefix = f'"{user}" "'
+    line = lines[0]
+    if not (line.startswith(prefix) and line.endswith('"')):
+        return None
+    password = line[len(prefix) : -1]
+    return password if is_operator_password(password) else None
+
+
 def render_userlist(*, user: str, password: str) -> str:
     """PgBouncer's auth file: the tenant's role and its clients' password, one line."""
     _check_password(password)
@@ -190,6 +241,7 @@ def render_pgbouncer_ini(
     pooler: PoolerSpec,
     password: str,
     client_tls: bool = False,
+    plain_clients: bool = False,
     config_dir: str = CONFIG_DIR,
     listen_addr: str = "*",
     listen_port: int = POOLER_PORT,
@@ -231,8 +283,10 @@ def render_pgbouncer_ini(
         "stats_users": "",
     }
     if client_tls:
-        # Clients must come over TLS: the pod network is not trusted with the queries.
-        settings["client_tls_sslmode"] = "require"
+        # Clients must come over TLS: the pod network is not trusted with the queries;
+        # except while workload pods of an operator before client TLS still run (they
+        # connect in the clear): `plain_clients` lets them in until they are gone.
+        settings["client_tls_sslmode"] = "allow" if plain_clients else "require"
         settings["client_tls_key_file"] = f"{config_dir}/{TLS_KEY}"
         settings["client_tls_cert_file"] = f"{config_dir}/{TLS_CERT}"
     if target.ca_pem is not None:
@@ -244,14 +298,18 @@ def render_pgbouncer_ini(
     return "\n".join(lines) + "\n"
 
 
-def pooler_client_url(*, target: PoolerTarget, password: str, tls: bool = False) -> str:
+def pooler_host(namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
+    """The pooler Service's fully qualified name: ``cleo-pooler.<ns>.svc.<cluster domain>``."""
+    return f"{POOLER_NAME}.{namespace}.svc.{cluster_domain.strip('.')}"
+
+
+def pooler_client_url(*, target: PoolerTarget, password: str, host: str, tls: bool = False) -> str:
     """The workload's ``DATABASE_URL`` through the pooler's Service (holds the password)."""
     user = quote(target.user, safe="")
     database = quote(target.dbname, safe="")
     secret = quote(password, safe="")
-    host = POOLER_NAME
-    mode = CLIENT_SSLMODE if tls else "disable"
-    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?sslmode={mode}"
+    query = f"sslmode={CLIENT_SSLMODE}&sslrootcert={CLIENT_CA_PATH}" if tls else "sslmode=disable"
+    return f"postgresql://{user}:{secret}@{host}:{SERVICE_PORT}/{database}?{query}"
 
 
 def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
@@ -262,10 +320,10 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
     the pooler. ``DATABASE_URL`` holds the password: it is read from the pooler's Secret,
     never written into the Deployment, which viewers can read. So is ``PGPASSWORD``: the
     pooler's client credential, not the role's password the database Secret holds (the
-    pooler accepts only the former). ``PGSSLROOTCERT`` is set empty: the database Secret's
-    names the site's CA, which libpq would otherwise use to verify the pooler's own
-    certificate (and fail); the workload does not verify the pooler's certificate yet
-    (encrypted, SCRAM; see docs/security.md's residual risks).
+    pooler accepts only the former). ``PGHOST`` is the Service's fully qualified name
+    (`pooler_host`, from the Secret); ``PGSSLROOTCERT`` the pooler's own certificate
+    (`pooler_ca_volume`, mounted at `CLIENT_CA_PATH`), not the database Secret's site CA,
+    and ``PGSSLMODE`` ``verify-full``.
     """
     return [
         {
@@ -276,13 +334,31 @@ def pooler_env(pooler_secret: str) -> list[dict[str, Any]]:
             "name": "PGPASSWORD",
             "valueFrom": {"secretKeyRef": {"name": pooler_secret, "key": CLIENT_PASSWORD_KEY}},
         },
-        {"name": "PGHOST", "value": POOLER_NAME},
+        {
+            "name": "PGHOST",
+            "valueFrom": {"secretKeyRef": {"name": pooler_secret, "key": CLIENT_HOST_KEY}},
+        },
         {"name": "PGPORT", "value": str(SERVICE_PORT)},
         {"name": "PGSSLMODE", "value": CLIENT_SSLMODE},
-        # Set and empty; without `value`, which the API server drops when empty (a
-        # rendered "" would differ from the live object on every reconcile).
-        {"name": "PGSSLROOTCERT"},
+        {"name": "PGSSLROOTCERT", "value": CLIENT_CA_PATH},
     ]
+
+
+def pooler_ca_volume(pooler_secret: str) -> Volume:
+    """The workload's volume with the pooler's certificate (`CLIENT_CA_KEY` as ``ca.crt``)."""
+    return {
+        "name": CLIENT_CA_VOLUME,
+        "secret": {
+            "secretName": pooler_secret,
+            "items": [{"key": CLIENT_CA_KEY, "path": "ca.crt"}],
+            "defaultMode": 0o444,
+        },
+    }
+
+
+def pooler_ca_mount() -> VolumeMount:
+    """Where the workload's container sees `pooler_ca_volume` (`CLIENT_CA_DIR`)."""
+    return {"name": CLIENT_CA_VOLUME, "mountPath": CLIENT_CA_DIR, "readOnly": True}
 
 
 def pooler_config_values(
@@ -290,26 +366,45 @@ def pooler_config_values(
     target: PoolerTarget,
     pooler: PoolerSpec,
     password: str,
+    namespace: str,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    staged_tls: PoolerTls | None = None,
+    trusted_certs: str | None = None,
+    plain_clients: bool = False,
 ) -> dict[str, str]:
     """What the pooler's Secret holds, in plain text: the files and the client URL.
 
     `password` is the role's (the pooler's login to the server); `client_password` the
     workload's credential to the pooler (`CLIENT_PASSWORD_KEY`), the role's when None.
+    The workload's host is the Service's fully qualified name in `namespace` (`pooler_host`).
     """
     client = password if client_password is None else client_password
+    host = pooler_host(namespace, cluster_domain)
     values = {
         INI_KEY: render_pgbouncer_ini(
-            target=target, pooler=pooler, password=password, client_tls=tls is not None
+            target=target,
+            pooler=pooler,
+            password=password,
+            client_tls=tls is not None,
+            plain_clients=plain_clients,
         ),
         USERLIST_KEY: render_userlist(user=target.user, password=client),
-        CLIENT_URL_KEY: pooler_client_url(target=target, password=client, tls=tls is not None),
+        CLIENT_URL_KEY: pooler_client_url(
+            target=target, password=client, host=host, tls=tls is not None
+        ),
         CLIENT_PASSWORD_KEY: client,
+        CLIENT_HOST_KEY: host,
     }
     if tls is not None:
         values[TLS_KEY] = tls.key_pem
         values[TLS_CERT] = tls.cert_pem
+        # What the workload trusts: this certificate, and the staged and recent ones.
+        values[CLIENT_CA_KEY] = trusted_certs or tls.cert_pem
+        if staged_tls is not None:
+            values[NEXT_TLS_KEY] = staged_tls.key_pem
+            values[NEXT_TLS_CERT] = staged_tls.cert_pem
     if target.ca_pem is not None:
         values[CA_KEY] = target.ca_pem
     return values
@@ -325,8 +420,12 @@ def pooler_client_fingerprint(values: Mapping[str, str]) -> str:
 
 
 def pooler_config_hash(values: Mapping[str, str], *, password: str) -> str:
-    """The pod template's hash of `values`: an HMAC keyed with the password (see module)."""
-    message = json.dumps(sorted_map(values), sort_keys=True, separators=(",", ":"))
+    """The pod template's hash of `values`: an HMAC keyed with the password (see module).
+
+    Not of what only the workload reads about the pooler's certificates (the trusted bundle,
+    the staged pair): staging the next certificate must not roll the pooler."""
+    hashed = {k: v for k, v in values.items() if k not in _NOT_HASHED}
+    message = json.dumps(sorted_map(hashed), sort_keys=True, separators=(",", ":"))
     digest = hmac.new(password.encode(), _HASH_CONTEXT + message.encode(), hashlib.sha256)
     return digest.hexdigest()[:32]
 
@@ -465,15 +564,28 @@ def render_pooler(
     target: PoolerTarget,
     password: str,
     image: PoolerImage,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     client_password: str | None = None,
     tls: PoolerTls | None = None,
+    staged_tls: PoolerTls | None = None,
+    trusted_certs: str | None = None,
+    plain_clients: bool = False,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
     """
     values = pooler_config_values(
-        target=target, pooler=pooler, password=password, client_password=client_password, tls=tls
+        target=target,
+        pooler=pooler,
+        password=password,
+        namespace=namespace,
+        cluster_domain=cluster_domain,
+        client_password=client_password,
+        tls=tls,
+        staged_tls=staged_tls,
+        trusted_certs=trusted_certs,
+        plain_clients=plain_clients,
     )
     config_hash = pooler_config_hash(values, password=password)
     meta = _metadata(tenant=tenant, namespace=namespace, owner=owner)

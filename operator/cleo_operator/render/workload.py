@@ -61,7 +61,13 @@ from cleo_operator.render.k8s import (
     Volume,
     as_object,
 )
-from cleo_operator.render.pooler import DATABASE_ROUTE_LABEL, POOLER_ROUTE, pooler_env
+from cleo_operator.render.pooler import (
+    DATABASE_ROUTE_LABEL,
+    POOLER_ROUTE,
+    pooler_ca_mount,
+    pooler_ca_volume,
+    pooler_env,
+)
 
 CONFIG_CHECKSUM_ANNOTATION: Final = "cleoai.io/config-checksum"
 RUN_AS_ID: Final = 10001
@@ -162,7 +168,9 @@ def _env_from(
     return sources
 
 
-def _volumes(keyring_secret: str | None, database_secret: str | None) -> list[Volume]:
+def _volumes(
+    keyring_secret: str | None, database_secret: str | None, pooler_secret: str | None = None
+) -> list[Volume]:
     volumes: list[Volume] = [{"name": TMP_VOLUME, "emptyDir": {}}]
     if keyring_secret is not None:
         volumes.append(
@@ -170,6 +178,8 @@ def _volumes(keyring_secret: str | None, database_secret: str | None) -> list[Vo
         )
     if database_secret is not None:
         volumes.append({"name": DATABASE_CA_VOLUME, "secret": database_ca_source(database_secret)})
+    if pooler_secret is not None:
+        volumes.append(pooler_ca_volume(pooler_secret))
     return volumes
 
 
@@ -212,6 +222,8 @@ def _container(
         )
     if database_secret is not None:
         container["volumeMounts"].append(database_ca_mount())
+    if pooler_secret is not None:
+        container["volumeMounts"].append(pooler_ca_mount())
     env = _env(workload, keyring=keyring_secret is not None, pooler_secret=pooler_secret)
     if env:
         container["env"] = env
@@ -280,7 +292,7 @@ def render_deployment(
                         image=image,
                     )
                 ],
-                "volumes": _volumes(keyring_secret, database_secret),
+                "volumes": _volumes(keyring_secret, database_secret, pooler_secret),
             },
         },
     }

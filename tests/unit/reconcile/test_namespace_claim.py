@@ -151,14 +151,20 @@ def test_the_operator_namespace_is_always_refused(mark: str | None) -> None:
 @pytest.mark.parametrize(
     # svc and pod: zones of the cluster's DNS ("x.<ns>.svc" searched under "svc.cluster.local"
     # lands in namespace svc), which whoever owns them could answer for other namespaces.
-    "name",
-    ["default", "kube-system", "kube-public", "kube-node-lease", "kube-flannel", "svc", "pod"],
+    ("name", "reason"),
+    [
+        *((n, "SystemNamespace") for n in ("default", "kube-system", "kube-public")),
+        *((n, "SystemNamespace") for n in ("kube-node-lease", "kube-flannel")),
+        ("svc", "NamespaceReservedForDNS"),
+        ("pod", "NamespaceReservedForDNS"),
+    ],
 )
-def test_kubernetes_namespaces_are_always_refused(name: str) -> None:
+def test_kubernetes_namespaces_are_always_refused(name: str, reason: str) -> None:
     assert is_system_namespace(name)
     marked = ns(name, annotations={"cleoai.io/adopt": "acme"})
-    result = claim(marked, namespace=name)
-    assert (result.verdict, result.reason) == ("refused", "SystemNamespace")
+    for live in (marked, None):  # whether it exists or the operator would create it
+        result = claim(live, namespace=name)
+        assert (result.verdict, result.reason) == ("refused", reason)
 
 
 def test_the_tenant_list_is_read_only_for_a_foreign_uid() -> None:

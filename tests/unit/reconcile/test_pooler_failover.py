@@ -155,7 +155,7 @@ def test_a_moved_primary_re_renders_the_pooler_and_it_is_not_ready_until_rolled(
     # The workload's route (the pooler's Service, its client credential) did not change:
     # only the pooler rolls for a failover, the workload keeps its pods.
     assert ready.fingerprints == serving.fingerprints
-    assert set(ready.fingerprints) == {"pooler"}
+    assert set(ready.fingerprints) == {"pooler", "database"}  # the names, not the site
 
 
 # -- the failover's rollout step: the writers wait for the pooler --------------------------

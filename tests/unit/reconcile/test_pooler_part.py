@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -21,17 +22,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from cleo_operator.api.tenant import parse_tenant_spec
+from cleo_operator.crypto.pooler_tls import certificates_in
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
+from cleo_operator.failover.pooler import points_to, pooler_server
+from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import (
     DEPLOYMENT,
     EVENT,
     NAMESPACE,
     NETWORK_POLICY,
     PDB,
+    POD,
     SECRET,
     SERVICE,
 )
@@ -44,6 +50,8 @@ from cleo_operator.reconcile.pooler import (
     PoolerPart,
     PoolerSettings,
     observe_rollout,
+    pooler_target,
+    render_check_policy,
     routes_workload,
 )
 from cleo_operator.reconcile.tenant import TenantReconciler
@@ -285,7 +293,10 @@ def test_ready_means_every_replica_of_the_current_config_and_a_login_through_it(
     secret = kube.get(SECRET, POOLER_NAME, namespace=NS)
     assert secret is not None
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert ready.fingerprints == {"pooler": pooler_client_fingerprint(values)}
+    # The workload's checksum: its credential to the pooler, and of the database Secret only
+    # the names it still reads from it (not the role's password: a rotation rolls no pod).
+    assert ready.fingerprints["pooler"] == pooler_client_fingerprint(values)
+    assert set(ready.fingerprints) == {"pooler", "database"}
 
 
 @pytest.mark.security
@@ -470,6 +481,58 @@ def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     assert done.remove_conditions == {CONDITION_TYPE}
 
 
+def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool = False) -> None:
+    """A pod of the workload as its ReplicaSet made it: on the pooler's route or not."""
+    env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
+    labels = {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT}
+    if pooled:
+        labels["cleoai.io/database-route"] = "pooler"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": labels,
+                # Held as the kubelet holds a pod in its grace period (it runs meanwhile).
+                "finalizers": ["test.cleoai.io/grace-period"] if terminating else [],
+            },
+            "spec": {"containers": [{"name": "cleoai", "image": "x", "env": env}]},
+        }
+    )
+    if terminating:  # deleted: the Deployment's status no longer counts it, yet it runs
+        kube.delete(POD, name, namespace=NS)
+        live = kube.get(POD, name, namespace=NS)
+        assert live is not None
+        assert live["metadata"].get("deletionTimestamp")
+
+
+@pytest.mark.security
+def test_switching_it_off_waits_for_every_live_pod_on_the_pooler_whatever_the_status_says(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    pooler = pooler_applied(kube, databases)
+    off = context({"enabled": False}, status={})
+    # The Deployment reports the roll done (status.replicas does not count terminating
+    # pods), but an old pod still runs in its grace period with the pooler in its env.
+    workload(kube, pooled=False, rolled=True)
+    workload_pod(kube, "cleoai-new-1", pooled=False)
+    workload_pod(kube, "cleoai-old-1", pooled=True, terminating=True)
+    waiting = pooler.reconcile(off)
+    assert waiting.conditions[CONDITION_TYPE].reason == "SwitchingOff"
+    assert "cleoai-old-1" in waiting.conditions[CONDITION_TYPE].message
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is not None, kind
+    # Its grace period is over: it is gone.
+    kube.patch_merge(POD, "cleoai-old-1", {"metadata": {"finalizers": None}}, namespace=NS)
+    assert kube.get(POD, "cleoai-old-1", namespace=NS) is None
+    done = pooler.reconcile(off)
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
 def test_switching_it_off_leaves_a_foreign_object_of_that_name_alone(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -621,8 +684,17 @@ def test_a_check_that_does_not_answer_does_not_hold_the_reconcile(
 
 
 @pytest.mark.security
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(422, "Invalid"), (500, "InternalError"), (503, "ServiceUnavailable"), (409, "Conflict")],
+    ids=["refused", "server-error", "unavailable", "conflict"],
+)
 def test_a_refused_pooler_secret_write_carries_no_password(
-    kube: FakeKube, databases: TenantDatabases, caplog: pytest.LogCaptureFixture
+    kube: FakeKube,
+    databases: TenantDatabases,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    reason: str,
 ) -> None:
     # The API server's or an admission's message may quote what was sent: the Secret's
     # values (base64), so the auth file and the URL with the password in them.
@@ -650,11 +722,23 @@ def test_a_refused_pooler_secret_write_carries_no_password(
         "apply",
         SECRET,
         POOLER_NAME,
+        status=status,
+        reason=reason,
         message=f"data[userlist.txt]: Invalid value: {quoted!r}, password {PASSWORD}",
     )
+    raised = ""
     with caplog.at_level(logging.DEBUG):
-        tenants.reconcile(TENANT)
+        if status == 422:
+            tenants.reconcile(TENANT)  # refused: reported, the reconcile goes on
+        else:
+            with pytest.raises(KubeError) as caught:  # transient: the loop retries and logs it
+                tenants.reconcile(TENANT)
+            exc = caught.value
+            assert (exc.transient, exc.status) == (True, status)
+            logging.getLogger("test").error("the loop logs: %s", exc, exc_info=exc)
+            raised = f"{exc!s} {exc!r} {exc.args!r} {exc.message}"
     seen = json.dumps(kube.get(TENANT_KIND, TENANT)) + json.dumps(kube.objects(EVENT)) + caplog.text
+    seen += raised
     assert "cleo-pooler" in seen  # the refusal is reported
     assert PASSWORD not in seen
     assert quoted not in seen
@@ -683,6 +767,95 @@ def test_the_image_setting_comes_from_the_environment_and_bad_values_name_the_va
     }
     with pytest.raises(ValueError, match="CLEO_OPERATOR_POD_LABELS"):
         PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": "app=cleo operator"})
+    assert PoolerSettings.from_environment({}).cluster_domain == "cluster.local"
+    domain = {"CLEO_CLUSTER_DOMAIN": "corp.example."}
+    assert PoolerSettings.from_environment(domain).cluster_domain == "corp.example"
+    with pytest.raises(ValueError, match="CLEO_CLUSTER_DOMAIN"):
+        PoolerSettings.from_environment({"CLEO_CLUSTER_DOMAIN": "cluster local"})
+
+
+@pytest.mark.security
+def test_an_upgrade_keeps_the_auth_file_and_lets_old_plain_pods_in_until_they_are_gone(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The pooler's Secret as an operator before the client credential and client TLS left
+    # it: the auth file and URL hold the role's password, and the workload's pods connect
+    # in the clear with it (PGHOST=cleo-pooler, PGSSLMODE=disable as literal values).
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    old_userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    kube.patch_merge(
+        SECRET,
+        POOLER_NAME,
+        {
+            "data": {
+                "userlist.txt": base64.b64encode(old_userlist.encode()).decode(),
+                CLIENT_PASSWORD_KEY: None,
+            }
+        },
+        namespace=NS,
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "cleoai-old",
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "cleoai",
+                        "image": "x",
+                        "env": [
+                            {"name": "PGHOST", "value": "cleo-pooler"},
+                            {"name": "PGSSLMODE", "value": "disable"},
+                        ],
+                    }
+                ]
+            },
+        }
+    )
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    # The same auth file: the old pods' credential is the client credential now.
+    assert secret_text(kube, "userlist.txt") == old_userlist
+    assert client_password(kube) == PASSWORD
+    assert "client_tls_sslmode = allow" in secret_text(kube, "pgbouncer.ini")
+    kube.delete(POD, "cleoai-old", namespace=NS)  # the workload has rolled
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert "client_tls_sslmode = require" in secret_text(kube, "pgbouncer.ini")
+    assert secret_text(kube, "userlist.txt") == old_userlist
+
+
+@pytest.mark.security
+def test_the_workloads_host_for_the_pooler_is_fully_qualified_under_the_cluster_domain(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A relative name goes through the pod's search list, where a Service a tenant made (or
+    # a namespace named svc) could answer; the fully qualified one cannot, and the pooler's
+    # certificate names exactly it (the workload verifies it).
+    write_credentials(kube)
+    settings = PoolerSettings(cluster_domain="corp.example")
+    pooler = PoolerPart(
+        kube, databases, operator_namespace="cleo-system", settings=settings, check=Logins()
+    )
+    for obj in pooler.reconcile(context({"enabled": True})).objects:
+        kube.apply(obj)
+    host = f"cleo-pooler.{NS}.svc.corp.example"
+    assert secret_text(kube, "PGHOST") == host
+    assert f"@{host}:5432/" in secret_text(kube, "DATABASE_URL")
+    assert "sslmode=verify-full" in secret_text(kube, "DATABASE_URL")
+    cert = x509.load_pem_x509_certificate(secret_text(kube, TLS_CERT).encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert host in san.get_values_for_type(x509.DNSName)
+    assert secret_text(kube, "client-ca.crt") == secret_text(kube, TLS_CERT)
 
 
 def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
@@ -703,3 +876,91 @@ def test_retain_cuts_the_pooler_loose_so_the_kept_workload_keeps_its_pool(
     check = kube.get(NETWORK_POLICY, CHECK_POLICY, namespace=NS)
     assert check is not None
     assert not check["metadata"].get("ownerReferences")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    ("host", "sslmode", "written"),
+    [
+        # A single label: the tenant namespace's search list would try a Service of that
+        # name in the tenant's own namespace first (one a tenant admin can make).
+        ("pg", "require", "pg.cleo-system.svc.cluster.local"),
+        ("pg.db.svc", "disable", "pg.db.svc.cluster.local"),
+        ("pg.db.svc.cluster.local", "require", "pg.db.svc.cluster.local"),
+        ("pg.example.internal", "require", "pg.example.internal"),
+        ("10.1.2.3", "disable", "10.1.2.3"),
+        # verify-full: the certificate must name the host as written, and only the site's
+        # server can present one.
+        ("pg", "verify-full", "pg"),
+    ],
+)
+def test_the_poolers_server_host_is_what_the_operators_pod_reaches(
+    host: str, sslmode: str, written: str
+) -> None:
+    site = SiteConfig(name="main", host=host, port=5432, sslmode=sslmode)
+    target = pooler_target(site, tenant=TENANT, operator_namespace="cleo-system")
+    assert target.host == written
+    rendered = {"pgbouncer.ini": f"cleo_acme = host={target.host} port=5432 dbname=x\n"}
+    server = pooler_server(rendered["pgbouncer.ini"])
+    assert server is not None
+    assert points_to(server, host, 5432)  # a failover's rollout step recognises it
+    assert not points_to(server, "other", 5432)
+
+
+def context_at(now: datetime.datetime) -> TenantContext:
+    return dataclasses.replace(context({"enabled": True}), now=now)
+
+
+@pytest.mark.security
+def test_a_renewed_certificate_is_trusted_by_the_workload_before_the_pooler_presents_it(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The workload's copy of the trusted bundle is refreshed by the kubelet within a minute
+    # or so; the pooler presents a new certificate only weeks after the bundle holds it,
+    # and the old one stays trusted while pooler pods of the last roll may present it.
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+
+    def reconcile_at(now: datetime.datetime) -> tuple[str, list[str], str]:
+        result = pooler.reconcile(context_at(now))
+        for obj in result.objects:
+            kube.apply(obj)
+        deployment = next(o for o in result.objects if o["kind"] == "Deployment")
+        pooler_hash = deployment["spec"]["template"]["metadata"]["annotations"][
+            POOLER_HASH_ANNOTATION
+        ]
+        return (
+            secret_text(kube, TLS_CERT),
+            certificates_in(secret_text(kube, "client-ca.crt")),
+            pooler_hash,
+        )
+
+    first, trusted, hash_first = reconcile_at(NOW)
+    assert trusted == [first]
+    ends = x509.load_pem_x509_certificate(first.encode()).not_valid_after_utc
+    assert reconcile_at(NOW + datetime.timedelta(days=1)) == (first, [first], hash_first)
+    # 59 days before its end: the next certificate is trusted, not presented; no roll.
+    presented, trusted, staged_hash = reconcile_at(ends - datetime.timedelta(days=59))
+    assert presented == first
+    assert len(trusted) == 2
+    assert first in trusted
+    (upcoming,) = [c for c in trusted if c != first]
+    assert staged_hash == hash_first
+    assert reconcile_at(ends - datetime.timedelta(days=58)) == (first, trusted, hash_first)
+    # 29 days before its end: the pooler presents the staged one (it rolls); both trusted.
+    presented, trusted, switched_hash = reconcile_at(ends - datetime.timedelta(days=29))
+    assert presented == upcoming
+    assert set(trusted) == {first, upcoming}
+    assert switched_hash != hash_first
+    # Once the first has expired, it is trusted no more.
+    presented, trusted, _ = reconcile_at(ends + datetime.timedelta(days=1))
+    assert (presented, trusted) == (upcoming, [upcoming])
+
+
+@pytest.mark.security
+def test_no_operator_pod_labels_never_renders_a_check_policy_open_to_the_whole_namespace() -> None:
+    ctx = context({"enabled": True})
+    with pytest.raises(ValueError, match="labels are empty"):
+        render_check_policy(ctx, operator_namespace="cleo-system", operator_pod_labels={})
+    # Unset in the environment: the chart's selector labels, never none.
+    assert PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": " "}).operator_pod_labels

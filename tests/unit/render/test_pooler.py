@@ -154,24 +154,43 @@ def test_the_secret_holds_the_files_the_ca_and_the_workloads_url() -> None:
     secret = objects()["Secret"]
     assert secret["metadata"]["name"] == POOLER_NAME
     values = secret_values(secret)
-    assert set(values) == {INI_KEY, USERLIST_KEY, CLIENT_URL_KEY, CLIENT_PASSWORD_KEY, "ca.crt"}
+    assert set(values) == {
+        INI_KEY,
+        USERLIST_KEY,
+        CLIENT_URL_KEY,
+        CLIENT_PASSWORD_KEY,
+        "PGHOST",
+        "ca.crt",
+    }
     assert values["ca.crt"] == CA
+    # The Service's fully qualified name: no tenant-made Service answers for it.
+    host = f"cleo-pooler.{NS}.svc.cluster.local"
+    assert values["PGHOST"] == host
     assert values[CLIENT_URL_KEY] == (
-        f"postgresql://cleo_acme:{PASSWORD}@cleo-pooler:5432/cleo_acme?sslmode=disable"
+        f"postgresql://cleo_acme:{PASSWORD}@{host}:5432/cleo_acme?sslmode=disable"
     )
 
 
 def test_clients_must_come_over_tls_with_the_poolers_own_certificate() -> None:
     tls = PoolerTls(key_pem="KEY", cert_pem="CERT")
     values = pooler_config_values(
-        target=target(), pooler=PoolerSpec(), password=PASSWORD, client_password="C" * 43, tls=tls
+        target=target(),
+        pooler=PoolerSpec(),
+        password=PASSWORD,
+        client_password="C" * 43,
+        tls=tls,
+        namespace="cleo-x",
     )
     settings = ini_settings(values[INI_KEY])
     assert settings["client_tls_sslmode"] == "require"
     assert settings["client_tls_key_file"] == f"/etc/pgbouncer/{TLS_KEY}"
     assert settings["client_tls_cert_file"] == f"/etc/pgbouncer/{TLS_CERT}"
     assert (values[TLS_KEY], values[TLS_CERT]) == ("KEY", "CERT")
-    assert values[CLIENT_URL_KEY].endswith("?sslmode=require")
+    # The workload verifies the pooler's own certificate, which names that host.
+    assert values[CLIENT_URL_KEY].endswith(
+        "?sslmode=verify-full&sslrootcert=/etc/cleo/pooler-ca/ca.crt"
+    )
+    assert values["client-ca.crt"] == "CERT"
     rendered = render_pooler(
         tenant=TENANT,
         namespace=NS,
@@ -188,7 +207,9 @@ def test_clients_must_come_over_tls_with_the_poolers_own_certificate() -> None:
     assert {"key": TLS_CERT, "path": TLS_CERT} in items
     # Without a pair (the benchmark, the harness), clients are plain.
     assert "client_tls_sslmode" not in ini_settings(
-        pooler_config_values(target=target(), pooler=PoolerSpec(), password=PASSWORD)[INI_KEY]
+        pooler_config_values(
+            target=target(), pooler=PoolerSpec(), password=PASSWORD, namespace="cleo-x"
+        )[INI_KEY]
     )
 
 
@@ -251,7 +272,9 @@ def test_the_config_hash_rolls_the_pods_on_a_new_password_site_or_pool() -> None
 
 
 def test_config_values_are_what_the_secret_holds() -> None:
-    values = pooler_config_values(target=target(), pooler=PoolerSpec(), password=PASSWORD)
+    values = pooler_config_values(
+        target=target(), pooler=PoolerSpec(), password=PASSWORD, namespace=NS
+    )
     assert values == secret_values(objects()["Secret"])
 
 
@@ -285,17 +308,20 @@ def test_the_workload_goes_through_the_pooler_only_when_it_serves() -> None:
         "name": "DATABASE_URL",
         "valueFrom": {"secretKeyRef": {"name": POOLER_NAME, "key": CLIENT_URL_KEY}},
     }
-    assert env["PGHOST"]["value"] == POOLER_NAME
+    assert env["PGHOST"]["valueFrom"]["secretKeyRef"] == {"name": POOLER_NAME, "key": "PGHOST"}
     assert env["PGPORT"]["value"] == "5432"
-    assert env["PGSSLMODE"]["value"] == "require"  # the pooler refuses plain clients
+    assert env["PGSSLMODE"]["value"] == "verify-full"  # the pooler's own certificate
     assert labels[DATABASE_ROUTE_LABEL] == "pooler"
     # The pooler's client credential, not the role's password (the pooler refuses it), and
-    # no site CA to verify the pooler's own certificate against.
+    # the pooler's own certificate as the only root (not the site's CA).
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": POOLER_NAME,
         "key": CLIENT_PASSWORD_KEY,
     }
-    assert env["PGSSLROOTCERT"] == {"name": "PGSSLROOTCERT"}  # set, and empty
+    assert env["PGSSLROOTCERT"] == {"name": "PGSSLROOTCERT", "value": "/etc/cleo/pooler-ca/ca.crt"}
+    assert {"name": "pooler-ca", "mountPath": "/etc/cleo/pooler-ca", "readOnly": True} in pooled[
+        "volumeMounts"
+    ]
     # The database Secret stays in envFrom: PGUSER and PGDATABASE come from it.
     assert {"secretRef": {"name": "cleo-database"}} in pooled["envFrom"]
 
