@@ -231,10 +231,10 @@ def _wait(fd: int, deadline: float, *, write: bool = False) -> bool:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return False
-    ready = (
-        select.select([], [fd], [], remaining) if write else select.select([fd], [], [], remaining)
-    )
-    return any(ready)
+    # poll, not select: a busy operator's descriptors pass select's limit of 1024.
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(1, int(remaining * 1000 + 0.999))))
 
 
 def _cancel(conn: psycopg.Connection[Any]) -> None:
