@@ -135,7 +135,7 @@ from cleo_operator.render.migrations import (
     pinned_image,
     render_migration_job,
 )
-from cleo_operator.render.pooler import POOLER_NAME
+from cleo_operator.render.pooler import CLIENT_PASSWORD_KEY, POOLER_NAME
 
 __all__ = [
     "CONDITION",
@@ -462,11 +462,17 @@ class MigrationsPart:
         """Every secret value the Job had (its credentials Secret's; the pooler's client
         credential too), to redact from what its migration printed (`secret_values`).
 
+        Of the pooler's Secret only the client credential: its configuration and
+        certificates are no secrets, and their common words (``transaction``,
+        ``CERTIFICATE``) would blank the log lines that say what went wrong.
+
         Read from Secrets that the tenant's admins may be able to edit: used for redaction
         only (a forged value can only hide more)."""
+        pooler = self.kube.get(SECRET, POOLER_NAME, namespace=r.ctx.namespace) or {}
+        client = (pooler.get("data") or {}).get(CLIENT_PASSWORD_KEY)
         return secret_values(
             self.kube.get(SECRET, self.settings.database_secret, namespace=r.ctx.namespace),
-            self.kube.get(SECRET, POOLER_NAME, namespace=r.ctx.namespace),
+            {"data": {CLIENT_PASSWORD_KEY: client}} if client else None,
         )
 
     def _fail(

@@ -332,6 +332,33 @@ def test_no_eight_characters_of_any_secret_of_the_job_reach_status(
     assert "half of it: <redacted>" in message
 
 
+def test_the_poolers_configuration_and_certificate_blank_no_log_line(
+    kube: FakeKube, tenants: TenantReconciler
+) -> None:
+    # Only the pooler's client credential is a secret; its pgbouncer.ini and certificate
+    # are not, and their words ("transaction", "CERTIFICATE") must not blank the log.
+    settled(kube, tenants)
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cleo-pooler", "namespace": NS},
+            "data": {
+                "CLIENT_PASSWORD": b64(secrets.token_urlsafe(32)),
+                "pgbouncer.ini": b64("[pgbouncer]\npool_mode = transaction\n"),
+                "tls.crt": b64("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+            },
+        }
+    )
+    set_spec(kube, tenant_spec(NEW))
+    tenants.reconcile("acme")
+    (job,) = jobs(kube)
+    finish(kube, job, ok=False, message="pool_mode = transaction broke the CERTIFICATE check")
+    tenants.reconcile("acme")
+    message = conditions(kube, "acme")["MigrationsSucceeded"]["message"]
+    assert "pool_mode = transaction broke the CERTIFICATE check" in message
+
+
 def test_redact_windows_keeps_what_is_not_a_secret() -> None:
     secret = "Zq8-Uv2_Kp4Lm9Xw"
     text = f"host db.example, user acme, {secret[3:12]} and {secret} end"
