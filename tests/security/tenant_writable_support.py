@@ -105,7 +105,7 @@ PLATFORM_ADMIN_ROLE = "cleo-test-platform-admin"
 
 def platform_admin_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
     """A platform admin's own credential: a ServiceAccount token (as `attacker_client`)
-    whose account may update CleoTenants cluster-wide and exec into pods, by a
+    whose account may update CleoTenants cluster-wide, exec into pods and patch Services, by a
     ClusterRoleBinding (the test's stand-in for the platform team's role)."""
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -119,6 +119,7 @@ def platform_admin_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient
             },
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
             {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "patch"]},
         ],
     }
     binding = {

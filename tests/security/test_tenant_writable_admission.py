@@ -39,6 +39,7 @@ from cleo_operator.kube.kinds import (
     NETWORK_POLICY,
     POD,
     SECRET,
+    SERVICE,
     SERVICE_ACCOUNT,
     TENANT,
 )
@@ -871,3 +872,46 @@ def test_namespace_deletion_still_empties_a_protected_namespace(
         interval=1,
         what="the namespace controller to delete the namespace and its protected Secret",
     )
+
+
+def test_a_service_cannot_take_over_an_address_with_external_ips(scene: Scene) -> None:
+    # CVE-2020-8554: a Service's externalIPs send that address's traffic, from every pod of
+    # the cluster, to the Service's endpoints: a database site's address would hand the
+    # tenant other tenants' pooler logins and the operator's own.
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "site-twin", "namespace": scene.namespace},
+        "spec": {
+            "selector": {"app": "mine"},
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+            "externalIPs": ["10.20.30.40"],
+        },
+    }
+    error = refused(scene.attacker.create, service)
+    assert error.status == 403
+    assert "spec.externalIPs" in error.message
+    # Nor added to one made without them; one without them is the tenant's to make.
+    plain = copy.deepcopy(service)
+    del plain["spec"]["externalIPs"]
+    scene.attacker.create(plain)
+    try:
+        error = refused(
+            scene.attacker.patch_merge,
+            SERVICE,
+            "site-twin",
+            {"spec": {"externalIPs": ["10.20.30.40"]}},
+            namespace=scene.namespace,
+        )
+        assert error.status == 403
+        assert "spec.externalIPs" in error.message
+        # A platform admin (who may update CleoTenants) may still set them.
+        platform = platform_admin_client(scene.cluster, scene.admin)
+        platform.patch_merge(
+            SERVICE,
+            "site-twin",
+            {"spec": {"externalIPs": ["10.20.30.40"]}},
+            namespace=scene.namespace,
+        )
+    finally:
+        scene.admin.delete(SERVICE, "site-twin", namespace=scene.namespace)
