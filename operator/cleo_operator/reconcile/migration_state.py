@@ -1,5 +1,7 @@
 """The pure rules of `reconcile.migrations`: what its status says, when to look again,
-when to retry, and which objects are the tenant's. No request is made here.
+when to retry (and with which backups), how far to trust a time another leader wrote,
+which objects are the tenant's, and what its condition says (`observe`). No request is
+made here.
 
 Why apart: the part (`reconcile.migrations`) is long enough with its decisions; these
 rules are each small, tested alone, and read the same everywhere they are used.
