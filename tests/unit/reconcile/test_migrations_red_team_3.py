@@ -16,10 +16,16 @@ from typing import Any
 
 import pytest
 
+from cleo_operator.api.migrations import MigrationAttempt
 from cleo_operator.core.times import rfc3339
 from cleo_operator.kube.kinds import BACKUP, JOB, POD, TENANT
 from cleo_operator.reconcile.migration_backups import one_off_name
-from cleo_operator.reconcile.migration_state import backups_late, new_nonce
+from cleo_operator.reconcile.migration_state import (
+    backups_late,
+    clamped_retry_at,
+    new_nonce,
+    reusable_backups,
+)
 from cleo_operator.reconcile.migrations import RETRY_ANNOTATION, MigrationsPart
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.render.migrations import NONCE_ANNOTATION
@@ -148,6 +154,40 @@ def test_backups_more_than_an_hour_old_or_gone_are_taken_again(
     tenants.reconcile("acme")
     assert attempt_of(kube)["phase"] == "BackingUp"
     assert len(one_offs(kube)) == 2  # the first, and a new one
+
+
+def test_only_the_made_backups_of_a_refused_job_of_this_key_are_reused() -> None:
+    now = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
+    made = ["cleo-migrate-abababab-c0ffee-0/uid-0"]
+    refused = MigrationAttempt(
+        key="k",
+        image=NEW,
+        phase="Failed",
+        reason="JobRefused",
+        retry_at=rfc3339(now),
+        started=rfc3339(now - datetime.timedelta(minutes=30)),
+        backups=made,
+    )
+    assert reusable_backups(refused, "k", now) == made
+    assert reusable_backups(refused, "other", now) is None  # the spec moved on
+    for change in (
+        {"reason": "BackupRefused"},  # the backups were not all made
+        {"backups": [*made, "cleo-migrate-abababab-c0ffee-1/"]},  # one only named
+        {"backups": []},
+        {"started": rfc3339(now - datetime.timedelta(hours=2))},  # too old
+        {"started": None},
+    ):
+        assert reusable_backups(refused.model_copy(update=change), "k", now) is None, change
+
+
+def test_a_plausible_retry_at_is_kept_and_a_far_one_clamped() -> None:
+    now = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
+    soon = rfc3339(now + datetime.timedelta(seconds=600))
+    assert clamped_retry_at(soon, now) == soon
+    assert clamped_retry_at(rfc3339(now - datetime.timedelta(days=1)), now) is not None
+    assert clamped_retry_at(rfc3339(now + datetime.timedelta(days=1)), now) == soon
+    assert clamped_retry_at(None, now) is None
+    assert clamped_retry_at("garbage", now) == "garbage"  # unreadable: due at once
 
 
 # -- 7. an older operator's Job is never killed --------------------------------------------
