@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from cleo_operator.kube.kinds import TENANT
 from cleo_operator.reconcile.migrations import RETRY_ANNOTATION
 from tests.integration.migrations_support import Tenant, start, tenant_fixture, tenant_spec
 
@@ -40,6 +41,11 @@ def test_a_failing_migration_never_takes_the_tenant_down(tenant: Tenant) -> None
     tenant.until(lambda: tenant.image() == REPORTS, "the first migration, then the Deployment")
     assert tenant.migrations()["revision"] == "5e6f7a8b9c0d"
     assert tenant.condition("MigrationsSucceeded")["status"] == "True"
+    # KWOK reports no imageID: the Deployment runs the tag, and the condition says so.
+    assert (
+        "pinned to the tag (digest not reported)"
+        in (tenant.condition("MigrationsSucceeded")["message"])
+    )
     tenant.until(lambda: tenant.condition("Ready").get("status") == "True", "Ready")
 
     # A new image whose migration fails: the old pods serve on, and status says why.
@@ -104,3 +110,46 @@ def test_a_newer_spec_waits_for_the_migration_in_flight(tenant: Tenant) -> None:
     assert hanging in seen
     assert len(seen) == 2
     assert tenant.migrations()["attempt"]["key"] == tenant.migrations()["key"]
+
+
+@pytest.mark.security
+def test_an_older_operators_running_migration_job_is_never_killed(tenant: Tenant) -> None:
+    # Red team 3, finding 7: an operator before nonces recorded `Creating`, made the Job and
+    # was replaced (an upgrade) before it recorded the Job's uid. Its Job runs on to its
+    # end, and that end is the attempt's outcome.
+    start(tenant, tenant_spec(REPORTS))
+    tenant.until(lambda: tenant.image() == REPORTS, "the first migration")
+    tenant.apply(tenant_spec(HANGS, timeout="20s"))
+    tenant.until(
+        lambda: (tenant.migrations().get("attempt") or {}).get("phase") == "Running",
+        "the hanging migration to run",
+    )
+    job_uid = tenant.migrations()["attempt"]["jobUid"]
+    tenant.kube.patch_merge(
+        TENANT,
+        tenant.name,
+        {
+            "status": {
+                "migrations": {"attempt": {"phase": "Creating", "jobUid": None, "nonce": None}}
+            }
+        },
+        subresource="status",
+    )
+    for _ in range(3):
+        tenant.reconcile()
+        (job,) = tenant.jobs()
+        assert job["metadata"]["uid"] == job_uid
+        assert not job["metadata"].get("deletionTimestamp")
+    assert tenant.migrations()["attempt"]["phase"] == "Creating"
+    assert "earlier operator version" in tenant.condition("MigrationsSucceeded")["message"]
+    failed = tenant.until(
+        lambda: (
+            tenant.condition("MigrationsSucceeded").get("status") == "False"
+            and tenant.condition("MigrationsSucceeded")
+        ),
+        "the older operator's migration to reach its deadline, recorded",
+        timeout=90,
+    )
+    assert failed["reason"] == "DeadlineExceeded"
+    assert tenant.migrations()["attempt"]["jobUid"] == job_uid
+    assert tenant.image() == REPORTS

@@ -115,6 +115,13 @@ class MigrationAttempt(StatusModel):
         "put on its Job and one-off backups (annotation cleoai.io/migration-nonce): only "
         "objects that carry it exactly are taken for the attempt's own.",
     )
+    digest: str | None = Field(
+        default=None,
+        max_length=600,
+        description="Its image at the digest the kubelet reported its migration container "
+        "runs (repository@sha256:...), recorded while it runs: the Deployment's image when "
+        "it succeeds and no ended container reports one.",
+    )
     refusals: int = Field(
         default=0,
         ge=0,

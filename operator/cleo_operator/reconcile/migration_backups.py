@@ -15,6 +15,7 @@ one-offs (the platform's go first), and removed by the backup reconciler after i
   (``BackupFailed``).
 - More sources than status can list (`MAX_SOURCES`): none is taken
   (``TooManyBackupSources``).
+- A one-off is named from the attempt's nonce (`one_off_name`), never from the clock.
 - Each one-off's name and the attempt's nonce are recorded on status before it is made
   (`take_one` finds one made but not recorded, by the platform's labels and an exact
   match of the nonce annotation, rather than taking a second; no clock is compared);
@@ -24,6 +25,7 @@ one-offs (the platform's go first), and removed by the backup reconciler after i
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -34,6 +36,7 @@ from cleo_operator.api.backup import CleoBackupStatus, parse_backup_spec
 from cleo_operator.api.errors import SpecError
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.core.errors import CleoError
+from cleo_operator.core.times import read_rfc3339
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import BACKUP
 from cleo_operator.reconcile.backup_source import PLATFORM_LABEL, SourceError, source_spec
@@ -53,6 +56,8 @@ __all__ = [
 COMPONENT = "migration"
 MAX_SOURCES: Final = 16
 """The one-offs a migration's status can list (``attempt.backups``); more sources: none taken."""
+_HEX6: Final = re.compile(r"[0-9a-f]{6}")
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class NoSource(CleoError, reason="NoBackupSource", retryable=False):
@@ -73,11 +78,24 @@ class BackupsOutcome:
 
     state: Literal["succeeded", "failed", "pending"]
     message: str = ""
+    created: datetime.datetime | None = None
+    """The earliest ``creationTimestamp`` of the one-offs (the API server's clock), when
+    they all have one: where their deadline runs from (`migration_state.backups_late`)."""
 
 
-def one_off_name(key: str, index: int, *, now: datetime.datetime) -> str:
-    """``cleo-migrate-<8 hex>-<HHMMSS>-<index>``: at most 40 characters, new per attempt."""
-    return f"cleo-migrate-{key[:8]}-{now.astimezone(datetime.UTC):%H%M%S}-{index}"
+def one_off_name(key: str, index: int, *, nonce: str) -> str:
+    """``cleo-migrate-<8 hex of the key>-<6 hex of the nonce>-<index>``: at most 31
+    characters, a DNS label, new per attempt. From the attempt's nonce, never the time of
+    day: a retry of the same key a whole number of days later (to the second) met the
+    earlier attempt's one-off, still kept, at its name, and failed as planted. ValueError
+    when `nonce` does not start with 6 hex digits (`migration_state.new_nonce` gives 32)
+    or `index` is not below 100 (`MAX_SOURCES` is far less)."""
+    if not _HEX6.fullmatch(nonce[:6]) or not 0 <= index < 100:
+        raise ValueError("a one-off's name needs a hex nonce and an index below 100")
+    name = f"cleo-migrate-{key[:8]}-{nonce[:6]}-{index}"
+    if not _DNS_LABEL.fullmatch(name):
+        raise ValueError(f"not a valid one-off name: {name!r}")
+    return name
 
 
 class MigrationBackups:
@@ -168,6 +186,7 @@ class MigrationBackups:
         """Succeeded when every one-off made an archive; failed when one did not (or is
         gone); else pending, with what they wait for."""
         waiting: list[str] = []
+        created: list[datetime.datetime | None] = []
         for item in taken:
             name, _, uid = item.partition("/")
             obj = self.kube.get(BACKUP, name, namespace=namespace)
@@ -177,6 +196,7 @@ class MigrationBackups:
                     f"the one-off backup CleoBackup {namespace}/{name} is gone before it "
                     "succeeded; the migration does not run",
                 )
+            created.append(read_rfc3339(obj["metadata"].get("creationTimestamp")))
             state, why = _one_off_state(obj)
             if state == "failed":
                 return BackupsOutcome(
@@ -187,8 +207,11 @@ class MigrationBackups:
             if state == "pending":
                 waiting.append(f"{name} ({why})" if why else name)
         if waiting:
+            known = [t for t in created if t is not None]
             return BackupsOutcome(
-                "pending", f"waiting for the backup before the migration: {', '.join(waiting)}"
+                "pending",
+                f"waiting for the backup before the migration: {', '.join(waiting)}",
+                created=min(known) if known and len(known) == len(created) else None,
             )
         return BackupsOutcome("succeeded")
 

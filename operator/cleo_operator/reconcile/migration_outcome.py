@@ -36,7 +36,7 @@ from cleo_operator.api.objects import KubeObject
 from cleo_operator.core.redaction import REDACTED, clip, redact
 from cleo_operator.data.sites import CA_KEY
 from cleo_operator.kube.secrets import secret_value
-from cleo_operator.reconcile.backup_jobs import ended_containers
+from cleo_operator.reconcile.backup_jobs import controlled_by, ended_containers
 from cleo_operator.render.migrations import MIGRATION_CONTAINER
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "last_lines",
     "pod_report",
     "redact_windows",
+    "reported_image_id",
     "revision_from_message",
     "secret_values",
 ]
@@ -161,3 +162,26 @@ def pod_report(
             image_id=ended.image_id,
         )
     return None
+
+
+def reported_image_id(
+    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any], *, labels: Mapping[str, str]
+) -> str:
+    """The ``imageID`` the kubelet reports for the migration container (`MIGRATION_CONTAINER`)
+    of the newest pod `job` controls (by uid) and that wears `labels`, running or ended
+    (the kubelet sets it when the container starts); empty when none reports one. Read
+    while the Job runs: its pod may be deleted before the Job's end is seen."""
+    own = [
+        pod
+        for pod in pods
+        if controlled_by(pod, job)
+        and all(
+            ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items()
+        )
+    ]
+    own.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""), reverse=True)
+    for pod in own:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == MIGRATION_CONTAINER and status.get("imageID"):
+                return str(status["imageID"])
+    return ""

@@ -32,7 +32,15 @@ What it promises, and how:
   key, the tenant as its controller (by uid), and exactly that nonce; else it is stale or
   planted, and deleted. No clock decides (the operator's and the API server's differ, and
   creationTimestamp has whole seconds). An attempt recorded without a nonce (an older
-  operator) adopts nothing: its Job is made anew, its unmade one-offs under new names.
+  operator): its unmade one-offs are made anew, under new names; a Job at its name that
+  the operator made for its key (labels, key, the tenant as controller) is never killed:
+  while it runs the attempt waits, and once it has ended it is adopted and its outcome
+  recorded as any Job's (the simpler of the two correct rules: adoption by the old
+  clock rule, ``creationTimestamp >= started - 1 s``, would kill the Job whenever the
+  clocks differ by more). Waiting trusts no more than adopting would: before a Job is
+  made, every earlier migration Job is gone (above), and only the operator makes Jobs
+  with its labels and the tenant as controller, so that Job ran the attempt's very
+  migration (image, command, args).
   Everything written to ``status.migrations`` is validated first (a value its schema
   refuses would be a 422 after the create); the retry annotation must be 1 to 253
   printable characters.
@@ -40,7 +48,11 @@ What it promises, and how:
   for good (a full quota a tenant admin filled, a webhook) is ``BackupRefused`` or
   ``JobRefused``, retried automatically at ``attempt.retryAt``: 30 s after the first
   refusal, doubling with each refusal in a row (``attempt.refusals``) up to 10 min, kept
-  on status so that a restart keeps the back-off; the condition says when. Transient
+  on status so that a restart keeps the back-off; the condition says when. A Job
+  refused after its backups succeeded is retried with the same backups (phase
+  ``Creating``, a new nonce) while they are there and the attempt that took them started
+  at most an hour ago (`migration_state.reusable_backups`), not with a full backup each
+  retry. Transient
   errors are raised (the loop retries). A migration that ran and failed is not retried
   automatically (below).
 - **Ownership by uid.** A Job is the migration's only if its uid is the one recorded on
@@ -67,6 +79,15 @@ What it promises, and how:
 - **Backups first** (``backupFirst``): see `reconcile.migration_backups`. Backups not all
   succeeded `MigrationSettings.backup_deadline_seconds` after the attempt started fail it
   (``BackupDeadlineExceeded``), rather than holding the rollout for ever.
+- **Clocks.** Times on status may have been written by another leader, under another
+  clock. The backup deadline runs from the later of ``started`` and the one-offs'
+  ``creationTimestamp`` (the API server's clock), and a start in the future is not late
+  (`migration_state.backups_late`); a ``retryAt`` further ahead than the longest back-off
+  is clamped to now plus that back-off, and written back (`clamped_retry_at`).
+- **The digest.** The digest the migration's container runs (its ``imageID``) is recorded
+  on the attempt while the Job runs (``attempt.digest``), so that a pod deleted before
+  the Job's end is seen still pins the Deployment to it; when no digest was ever reported
+  the Deployment runs the tag, and ``Migrated`` says so ("pinned to the tag").
 
 Finished Jobs are cleaned: a succeeded one once its success is on status (deleting it
 before could lose the record of its success), a failed one at the next attempt.
@@ -98,19 +119,22 @@ from cleo_operator.reconcile.migration_backups import (
 from cleo_operator.reconcile.migration_outcome import (
     last_lines,
     pod_report,
+    reported_image_id,
     revision_from_message,
     secret_values,
 )
 from cleo_operator.reconcile.migration_state import (
     IN_FLIGHT,
     MAX_REFUSALS,
-    REFUSAL_BACKOFF_MAX_SECONDS,
-    REFUSAL_BACKOFF_MIN_SECONDS,
     REFUSED,
     RETRY_ANNOTATION,
+    backups_late,
+    clamped_retry_at,
     controlled_by_uid,
     live_image,
+    made_by_operator,
     new_nonce,
+    observe,
     ours,
     poll_seconds,
     read_status,
@@ -119,14 +143,13 @@ from cleo_operator.reconcile.migration_state import (
     retry_due,
     retry_problem,
     retry_request_pending,
+    reusable_backups,
     uid_of,
 )
-from cleo_operator.reconcile.status import Observation
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext, TenantEvent
 from cleo_operator.render.child import WORKLOAD_NAME
 from cleo_operator.render.migrations import (
     JOB_PREFIX,
-    KEY_ANNOTATION,
     MIGRATION_LABEL,
     NONCE_ANNOTATION,
     migration_job_name,
@@ -272,6 +295,11 @@ class MigrationsPart:
         attempt = r.attempt
         if attempt is None:
             return
+        clamped = clamped_retry_at(attempt.retry_at, r.ctx.now)
+        if clamped != attempt.retry_at:
+            # Written under a clock far ahead of this one: the back-off runs on this clock.
+            r.set_attempt(attempt.model_copy(update={"retry_at": clamped}))
+            return
         if attempt.phase == "BackingUp":
             self._settle_backups(r, attempt)
         elif attempt.phase == "Creating":
@@ -300,7 +328,9 @@ class MigrationsPart:
             self._fail(r, attempt, "BackupFailed", outcome.message)
         elif outcome.state == "succeeded":
             self._create_job(r, attempt)
-        elif self._backups_late(r, attempt):
+        elif backups_late(
+            attempt.started, outcome.created, r.ctx.now, self.settings.backup_deadline_seconds
+        ):
             limit = datetime.timedelta(seconds=self.settings.backup_deadline_seconds)
             self._fail(
                 r,
@@ -312,12 +342,6 @@ class MigrationsPart:
             )
         else:
             r.waiting = outcome.message
-
-    def _backups_late(self, r: _Round, attempt: MigrationAttempt) -> bool:
-        started = read_rfc3339(attempt.started)
-        return started is not None and (
-            (r.ctx.now - started).total_seconds() > self.settings.backup_deadline_seconds
-        )
 
     def _take_backups(self, r: _Round, attempt: MigrationAttempt) -> None:
         """Make the one-offs named on `attempt` that are not made yet (see `take_one`)."""
@@ -383,6 +407,21 @@ class MigrationsPart:
             if self._adoptable(r, job, attempt):
                 self._running(r, attempt, job)
                 return
+            if attempt.nonce is None and made_by_operator(
+                job, tenant=r.ctx.name, tenant_uid=r.ctx.uid, key=attempt.key
+            ):
+                # An older operator's Job, made before nonces: never killed (see the module
+                # docstring). Its outcome is recorded once it has ended.
+                if job_state(job) == "active":
+                    r.waiting = (
+                        "made by an earlier operator version, it runs; its outcome is "
+                        "recorded when it ends (a running migration is never stopped)"
+                    )
+                    return
+                ended = attempt.model_copy(update={"phase": "Running", "job_uid": uid_of(job)})
+                r.set_attempt(ended)
+                self._settle_job(r, ended)
+                return
             if not job["metadata"].get("deletionTimestamp"):
                 self._delete(job, r.ctx.namespace)
             r.waiting = f"removing a Job at {name} that is not the operator's"
@@ -393,18 +432,15 @@ class MigrationsPart:
         self._create_job(r, attempt)
 
     def _adoptable(self, r: _Round, job: KubeObject, attempt: MigrationAttempt) -> bool:
-        """Whether `job` is the one this attempt made: the operator's labels (the admission
-        policy refuses them to everyone else), the attempt's key, the tenant as its
-        controller (by uid), and the attempt's nonce, recorded on status before the Job
-        was made (no clock compared: the operator's and the API server's differ). An
-        attempt recorded without a nonce adopts nothing: its Job is made anew."""
+        """Whether `job` is the one this attempt made: `made_by_operator` for the attempt's
+        key, and the attempt's nonce, recorded on status before the Job was made (no clock
+        compared: the operator's and the API server's differ). An attempt recorded without
+        a nonce adopts nothing here (see `_settle_creating`)."""
         annotations = (job.get("metadata") or {}).get("annotations") or {}
         return (
             attempt.nonce is not None
-            and ours(job, r.ctx.name)
-            and annotations.get(KEY_ANNOTATION) == attempt.key
             and annotations.get(NONCE_ANNOTATION) == attempt.nonce
-            and controlled_by_uid(job, r.ctx.uid)
+            and made_by_operator(job, tenant=r.ctx.name, tenant_uid=r.ctx.uid, key=attempt.key)
         )
 
     def _settle_job(self, r: _Round, attempt: MigrationAttempt) -> None:
@@ -426,17 +462,25 @@ class MigrationsPart:
             )
             return
         state = job_state(job)
-        if state == "active":
+        if state == "active" and (attempt.digest or "@" in attempt.image):
             return
-        report = pod_report(
-            self.kube.list(POD, namespace=r.ctx.namespace, label_selector=MIGRATION_LABEL),
-            job,
-            labels=migration_pod_labels(r.ctx.name, attempt.key),
-        )
+        labels = migration_pod_labels(r.ctx.name, attempt.key)
+        pods = self.kube.list(POD, namespace=r.ctx.namespace, label_selector=MIGRATION_LABEL)
+        if state == "active":
+            # The digest its container runs, recorded while it runs: its pod may be gone
+            # (a tenant admin may delete pods) by the time the Job's end is seen.
+            image_id = reported_image_id(pods, job, labels=labels)
+            digest = pinned_image(attempt.image, image_id) if image_id else None
+            if digest is not None:
+                r.set_attempt(attempt.model_copy(update={"digest": digest}))
+            return
+        report = pod_report(pods, job, labels=labels)
         if state == "succeeded":
             revision = revision_from_message(report.message) if report else None
-            image = (pinned_image(attempt.image, report.image_id) if report else None) or (
-                attempt.image
+            image = (
+                (pinned_image(attempt.image, report.image_id) if report else None)
+                or attempt.digest
+                or attempt.image
             )
             done = attempt.model_copy(update={"phase": "Succeeded", "finished": r.now})
             r.set_attempt(
@@ -621,6 +665,15 @@ class MigrationsPart:
             r.set_attempt(attempt, **changes)
             self._create_job(r, attempt)
             return
+        reuse = reusable_backups(previous, r.key, r.ctx.now)
+        if reuse and self.backups.outcome(namespace, reuse).state == "succeeded":
+            # Only its Job was refused: the retry makes the Job again, with the same
+            # backups (a new nonce), rather than a full backup each retry.
+            assert previous is not None
+            attempt = attempt.model_copy(update={"backups": reuse, "started": previous.started})
+            r.set_attempt(attempt, **changes)
+            self._create_job(r, attempt)
+            return
         try:
             sources = self.backups.sources(namespace, r.ctx.name)
         except NoSource as exc:
@@ -631,7 +684,8 @@ class MigrationsPart:
         planned = attempt.model_copy(
             update={
                 "backups": [
-                    f"{one_off_name(r.key, i, now=r.ctx.now)}/" for i in range(len(sources))
+                    f"{one_off_name(r.key, i, nonce=attempt.nonce or '')}/"
+                    for i in range(len(sources))
                 ]
             }
         )
@@ -711,7 +765,14 @@ class MigrationsPart:
                 if image is not None:
                     r.state = r.state.model_copy(update={"image": image})
         result.status = {"migrations": r.state.model_dump(by_alias=True, exclude_none=True)}
-        observation = self._observe(r, serving_image=image)
+        observation = observe(
+            r.state,
+            r.key,
+            r.workload.image,
+            serving_image=image,
+            waiting=r.waiting,
+            retry_problem=r.retry_problem,
+        )
         if image is None:
             result.hold_reason = (
                 "the CleoAI Deployment is created once the first migration succeeded: "
@@ -729,69 +790,6 @@ class MigrationsPart:
         elif r.waiting is not None:
             result.requeue_after = self.settings.requeue_seconds
         elif attempt is not None and refused(attempt, r.key):
-            due = read_rfc3339(attempt.retry_at) or r.ctx.now
+            due = read_rfc3339(clamped_retry_at(attempt.retry_at, r.ctx.now)) or r.ctx.now
             result.requeue_after = max(1.0, (due - r.ctx.now).total_seconds())
         return result
-
-    def _observe(self, r: _Round, *, serving_image: str | None) -> Observation:
-        attempt = r.attempt
-        keeps = (
-            f"; the Deployment keeps image {serving_image}"
-            if serving_image and serving_image != r.workload.image
-            else ""
-        )
-        if attempt is not None and attempt.phase == "Running":
-            return Observation(
-                "Unknown",
-                "Running",
-                f"migration Job {attempt.job_name} runs for image {attempt.image}{keeps}"
-                + (f"; then: {r.waiting}" if r.waiting else ""),
-            )
-        if attempt is not None and attempt.phase == "Creating":
-            return Observation(
-                "Unknown",
-                "Running",
-                f"migration Job {attempt.job_name} is being made for image {attempt.image}"
-                f"{keeps}" + (f"; then: {r.waiting}" if r.waiting else ""),
-            )
-        if attempt is not None and attempt.phase == "BackingUp":
-            return Observation(
-                "Unknown",
-                "BackingUp",
-                f"{r.waiting or 'backing up before the migration'} (image {attempt.image}){keeps}",
-            )
-        if attempt is not None and refused(attempt, r.key):
-            return Observation(
-                "False",
-                attempt.reason or "JobRefused",
-                clip(
-                    f"{attempt.message or 'the API server refused a create'}{keeps}. Retried "
-                    f"automatically at {attempt.retry_at} (refusal {attempt.refusals} in a "
-                    f"row; back-off {REFUSAL_BACKOFF_MIN_SECONDS:.0f} s doubling to "
-                    f"{REFUSAL_BACKOFF_MAX_SECONDS:.0f} s), or at once with a new value of "
-                    f"the annotation {RETRY_ANNOTATION}"
-                ),
-            )
-        if attempt is not None and attempt.phase == "Failed" and attempt.key == r.key:
-            return Observation(
-                "False",
-                attempt.reason or "MigrationFailed",
-                clip(
-                    f"{attempt.message or 'the migration failed'}{keeps}. Fix the spec, or "
-                    f"set the annotation {RETRY_ANNOTATION} to a new value to run it again"
-                ),
-            )
-        if r.retry_problem is not None:
-            return Observation("False", "InvalidRetryRequest", f"{r.retry_problem}{keeps}")
-        if r.waiting is not None:
-            return Observation("Unknown", "Pending", f"{r.waiting}{keeps}")
-        if r.state.key == r.key:
-            return Observation(
-                "True",
-                "Migrated",
-                f"image {r.state.image} is migrated; schema revision "
-                f"{r.state.revision or 'not reported'}",
-            )
-        return Observation(
-            "Unknown", "Pending", f"the migration of {r.workload.image} waits{keeps}"
-        )

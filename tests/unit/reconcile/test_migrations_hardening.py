@@ -359,7 +359,7 @@ def test_the_deployment_runs_the_digest_the_migration_ran(
 
 
 def test_a_full_backup_quota_is_a_condition_not_a_failed_reconcile(
-    kube: FakeKube, tenants: TenantReconciler, clock: Clock
+    kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settled(kube, tenants)
     add_schedule(kube, "hourly")
@@ -367,7 +367,11 @@ def test_a_full_backup_quota_is_a_condition_not_a_failed_reconcile(
     set_spec(kube, tenant_spec(NEW, backupFirst=True))
     workload = parse_tenant_spec(tenant_spec(NEW, backupFirst=True)).workload
     assert workload is not None
-    second = one_off_name(migration_key(workload), 1, now=clock.now)
+    # The attempt's nonce names its one-offs: a known one, so that the test can refuse
+    # the second one-off by name (the quota fills up after the first).
+    nonce = "c0ffee" * 5 + "00"
+    monkeypatch.setattr("cleo_operator.reconcile.migrations.new_nonce", lambda: nonce)
+    second = one_off_name(migration_key(workload), 1, nonce=nonce)
     kube.refuse(
         "create",
         BACKUP,

@@ -125,24 +125,6 @@ def test_a_stale_job_of_the_same_key_is_not_adopted_whatever_its_timestamp(
     assert attempt_of(kube)["jobUid"] == made["metadata"]["uid"]
 
 
-def test_a_creating_attempt_recorded_without_a_nonce_starts_its_job_anew(
-    kube: FakeKube, tenants: TenantReconciler, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = unrecorded_job(kube, tenants, monkeypatch)
-    old = {k: v for k, v in attempt_of(kube).items() if k != "nonce"}
-    write_attempt(kube, old)  # as the operator before nonces recorded it
-    tenants.reconcile("acme")  # parses; the Job is not adopted
-    assert kube.get(JOB, job["metadata"]["name"], namespace=NS) is None
-    tenants.reconcile("acme")
-    (made,) = jobs(kube)
-    attempt = attempt_of(kube)
-    assert attempt["phase"] == "Running"
-    assert made["metadata"]["annotations"][NONCE_ANNOTATION] == attempt["nonce"]
-    finish(kube, made, ok=True, message="revision=2")
-    tenants.reconcile("acme")
-    assert image_of(kube) == NEW
-
-
 def test_a_backing_up_attempt_recorded_without_a_nonce_starts_again(
     kube: FakeKube, tenants: TenantReconciler, clock: Clock
 ) -> None:
