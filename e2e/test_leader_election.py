@@ -100,8 +100,12 @@ class Replicas:
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
     def stop(self) -> None:
-        for proc in self.started:
-            proc.stop()
+        # Leader or standby, SIGTERM ends a replica cleanly (code 0).
+        unclean = [
+            f"{proc.log_path.name}: {code}"
+            for proc in self.started
+            if proc.alive() and (code := proc.stop()) != 0
+        ]
         for name in self.tenants:
             self.cluster.kubectl("delete", "cleotenant", name, "--wait=false", check=False)
         # The next operator (the session's) starts from no Lease rather than waiting out
@@ -109,6 +113,7 @@ class Replicas:
         self.cluster.kubectl(
             "delete", "lease", LEADER_LEASE, "-n", OPERATOR_NAMESPACE, "--ignore-not-found"
         )
+        assert not unclean, unclean
 
 
 @pytest.fixture

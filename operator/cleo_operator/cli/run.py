@@ -345,6 +345,10 @@ async def run_when_leading(
         log.info("stopped while standing by")
         return
     log.info("this replica leads: starting the handlers")
+    # A signal that comes before Kopf has put its own handlers in place is sent again, to
+    # them. (Not Kopf's stop_flag: its waiter outlives a stop by signal, and Kopf waits 5 s
+    # for it.) Created before Kopf starts, so Kopf leaves this task alone.
+    resend = asyncio.create_task(_resend_signal(stopped))
     try:
         await kopf.operator(
             registry=registry,
@@ -352,11 +356,16 @@ async def run_when_leading(
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             liveness_endpoint=config.liveness_endpoint,
-            # A signal that came before Kopf put its own handlers in place stops it too.
-            stop_flag=stopped,
         )
     finally:
+        resend.cancel()
         elector.release()
+
+
+async def _resend_signal(stopped: asyncio.Event) -> None:
+    await stopped.wait()
+    await asyncio.sleep(0.5)  # Kopf installs its handlers first thing
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def serve_standby_health(endpoint: str, identity: str) -> aiohttp.web.AppRunner:
