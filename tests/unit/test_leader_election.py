@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from cleo_operator.cli.run import replica_identity
+from cleo_operator.cli.root import build_parser
+from cleo_operator.cli.run import StartupError, election_timings, replica_identity, user_agent
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.fence import NOT_LEADER, WriteFence
 from cleo_operator.kube.kinds import LEASE
@@ -271,3 +272,18 @@ def test_replica_identity_is_the_pod_name_and_a_random_suffix() -> None:
     assert one.startswith("cleo-operator-7d9f-abcde_")
     assert one != two, "two processes of one pod never share an identity"
     assert replica_identity({})  # the host name then
+
+
+def test_the_run_command_takes_the_timings_from_its_flags_then_the_environment() -> None:
+    args = build_parser().parse_args(["run", "--leader-election-retry-period", "1"])
+    timings = election_timings(args, {LEASE_ENV: "4", RENEW_DEADLINE_ENV: "3"})
+    assert timings == ElectionTimings(lease_seconds=4, renew_deadline_seconds=3, retry_seconds=1)
+    bad = build_parser().parse_args(["run", "--leader-election-renew-deadline", "20"])
+    with pytest.raises(StartupError, match="renew deadline < lease duration"):
+        election_timings(bad, {})
+
+
+def test_the_user_agent_names_the_replica() -> None:
+    identity = replica_identity({"POD_NAME": "cleo-operator-0"})
+    assert identity in user_agent(identity)
+    assert user_agent(identity).startswith("cleo-operator/")
