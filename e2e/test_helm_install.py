@@ -192,9 +192,10 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
     assert yaml.safe_load(status.stdout)["info"]["status"] == "deployed"
 
     deployment = kubectl_json(cluster, "get", "deployment", RELEASE, "-n", NAMESPACE)
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert deployment["status"].get("availableReplicas") == 1
+    # Two replicas: one leads, the other stands by (docs/install.md, High availability).
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["status"].get("availableReplicas") == 2
 
     pods = kubectl_json(
         cluster,
@@ -205,7 +206,7 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
         "-l",
         f"app.kubernetes.io/instance={RELEASE}",
     )["items"]
-    assert [p["status"]["phase"] for p in pods] == ["Running"]
+    assert [p["status"]["phase"] for p in pods] == ["Running", "Running"]
     pod = pods[0]
     assert pod["spec"]["serviceAccountName"] == RELEASE
     container = pod["spec"]["containers"][0]
@@ -218,6 +219,8 @@ def test_install_runs_the_operator_pod_as_the_chart_says(
     # (tests/integration/test_helm_backup.py follows it into the CronJob).
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CLEO_OPERATOR_IMAGE"] == container["image"]
+    # The pod's name (from the downward API) starts the replica's identity in the Lease.
+    assert "POD_NAME" in env
     assert env["CLEO_OPERATOR_NAMESPACE"] == NAMESPACE
 
     # The CRDs came with the chart (or were there already) and are served.

@@ -177,7 +177,7 @@ _KINDS = _kinds(
     *(kinds.NAMESPACE, kinds.SECRET, kinds.CONFIG_MAP, kinds.SERVICE, kinds.POD),
     *(kinds.RESOURCE_QUOTA, kinds.SERVICE_ACCOUNT, kinds.DEPLOYMENT, kinds.JOB, kinds.CRON_JOB),
     *(kinds.HPA, kinds.NETWORK_POLICY, kinds.ROLE, kinds.ROLE_BINDING, kinds.CRD),
-    *(kinds.TENANT, kinds.BACKUP, kinds.FAILOVER),
+    *(kinds.TENANT, kinds.BACKUP, kinds.FAILOVER, kinds.LEASE),
     Kind("apps/v1", "ReplicaSet", "replicasets"),
     Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False),
     short={

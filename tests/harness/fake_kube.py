@@ -38,6 +38,8 @@ What it models, because reconcilers decide on it:
   demand), which removes everything in it;
 - list items of built-in kinds come without apiVersion and kind, as the API server sends
   them (custom resources keep theirs);
+- an update (PUT) replaces the object whole, over the resourceVersion its body names (409
+  Conflict for another one), as the leader election renews its Lease;
 - a SelfSubjectAccessReview (the tenant reconciler waits with one until its RoleBinding is
   in effect) answered by `authorize` (default: allowed), and a SelfSubjectReview answered
   with `username`.
@@ -133,7 +135,7 @@ class Write:
     """One write request, as an audit log would list it."""
 
     method: str
-    """The KubeClient verb: create, apply, patch or delete."""
+    """The verb: create, apply, patch, update (a PUT) or delete."""
     kind: str
     namespace: str
     name: str
@@ -315,7 +317,7 @@ class FakeKube(KubeClient):
         message: str = "refused by the test",
         subresource: str | None = None,
     ) -> None:
-        """From now on, answer `method` (create, apply, patch, delete) on `kind` (and
+        """From now on, answer `method` (create, apply, patch, update, delete) on `kind` (and
         `name`, when given; only on `subresource`, such as ``status``, when given) with
         this error, as the API server or an admission would."""
         with self._state:
@@ -396,6 +398,8 @@ class FakeKube(KubeClient):
                     )
             if method == "DELETE" and name is not None and subresource is None:
                 return self._delete(kind, namespace, name, body_map, what)
+            if method == "PUT" and name is not None and subresource is None:
+                return self._update(kind, namespace, name, body_map, what)
         raise NotImplementedError(f"FakeKube does not model {method} {path} ({what})")
 
     # -- the verbs -------------------------------------------------------------------------
@@ -506,6 +510,27 @@ class FakeKube(KubeClient):
             new = patched
             if kind in STATUS_KINDS:
                 _set_or_drop(new, "status", current.get("status"))
+        stored = self._commit(kind, key, current, new, what)
+        self._take_over(key, current, stored)
+        return copy.deepcopy(stored)
+
+    def _update(
+        self, kind: Kind, namespace: str | None, name: str, obj: Mapping[str, Any], what: str
+    ) -> KubeObject:
+        """A PUT: the object replaced whole (status kept), over its resourceVersion if the
+        body names one (409 Conflict otherwise)."""
+        self._log("update", kind, namespace, name)
+        self._check_refusal("update", kind, name, what)
+        key = _key(kind, namespace, name)
+        current = self._objects.get(key)
+        if current is None:
+            raise _not_found(kind, name, what)
+        meta = obj.get("metadata") or {}
+        self._check_preconditions(current, meta, what, delete=False)
+        new = copy.deepcopy(dict(obj))
+        new["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
+        if kind in STATUS_KINDS:
+            _set_or_drop(new, "status", current.get("status"))
         stored = self._commit(kind, key, current, new, what)
         self._take_over(key, current, stored)
         return copy.deepcopy(stored)

@@ -133,6 +133,25 @@ def test_a_write_with_a_stale_resource_version_is_409(api: KubeClient, namespace
     assert live["data"] == {"a": "2"}
 
 
+def test_an_update_replaces_the_object_over_its_resource_version(
+    api: KubeClient, namespace: str
+) -> None:
+    """PUT, as the leader election writes its Lease: whole, over the version it read."""
+    first = api.create(config_map(namespace, "put"))
+    path = CONFIG_MAP.path(namespace=namespace, name="put")
+    replaced = api.request(
+        "PUT", path, body={**first, "data": {"b": "2"}, "metadata": {**first["metadata"]}}
+    )
+    assert replaced["data"] == {"b": "2"}, "a PUT replaces, it does not merge"
+    assert replaced["metadata"]["resourceVersion"] != first["metadata"]["resourceVersion"]
+    assert replaced["metadata"]["uid"] == first["metadata"]["uid"]
+    stale = {**first, "data": {"c": "3"}}
+    assert refusal(lambda: api.request("PUT", path, body=stale)) == (409, "Conflict")
+    missing = config_map(namespace, "absent")
+    absent = CONFIG_MAP.path(namespace=namespace, name="absent")
+    assert refusal(lambda: api.request("PUT", absent, body=missing)) == (404, "NotFound")
+
+
 def test_a_write_pinned_to_another_uid_is_refused(api: KubeClient, namespace: str) -> None:
     api.create(config_map(namespace, "pinned"))
     pinned = config_map(namespace, "pinned")

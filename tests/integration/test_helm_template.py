@@ -83,6 +83,24 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "tenant-roles-elsewhere": {"rbac": {"createTenantRoles": False}},
     "admission-off": {"admission": {"tenantProtection": {"enabled": False}}},
     "kek-secret": {"kek": {"secretName": "cleo-kek"}, "podDisruptionBudget": {"enabled": True}},
+    "one-replica": {"replicaCount": 1},
+    "leader-election": {
+        "replicaCount": 3,
+        "leaderElection": {
+            "leaseDurationSeconds": 30,
+            "renewDeadlineSeconds": 20,
+            "retryPeriodSeconds": 0.5,
+        },
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}
+                    ]
+                }
+            }
+        },
+    },
     "kek-csi": {
         "kek": {
             "volume": {"csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}},
@@ -262,7 +280,11 @@ def test_the_operators_roles_hold_nothing_it_only_used_to_grant_onward(
     resources = {resource for _, resource, _, _ in held}
     assert "pods/exec" not in resources
     assert "pods/log" not in resources
-    assert not {g for g in held if g[2] in ("deletecollection", "update", "escalate")}
+    assert not {g for g in held if g[2] in ("deletecollection", "escalate")}
+    # The one update: the renew of its own leader Lease, by name.
+    assert {g for g in held if g[2] == "update"} == {
+        ("coordination.k8s.io", "leases", "update", "cleo-operator-leader")
+    }
     # On ClusterRoles: bind and get, and only on the two tenant ClusterRoles and its own
     # tenant ClusterRole, by name.
     on_cluster_roles = {g for g in held if g[1] == "clusterroles"}
@@ -358,15 +380,19 @@ def test_rbac_create_false_renders_no_rbac(helm: list[str], tmp_path: Path) -> N
 # --------------------------------------------------------------------------- the Deployment
 
 
-def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
+def test_defaults_run_two_locked_down_replicas_of_cleo_operator_run(
     helm: list[str], tmp_path: Path
 ) -> None:
     objects = render(helm, tmp_path, {})
     deployment = only(objects, "Deployment", RELEASE)
     assert deployment["metadata"]["namespace"] == NAMESPACE
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # A hot standby: the new pod of a rollout starts (as a standby) before an old one stops.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == RELEASE
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -378,6 +404,15 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
     assert f"--operator-namespace={NAMESPACE}" in args
     assert "--metrics-port=8080" in args
     assert "--liveness=http://0.0.0.0:8081/healthz" in args
+    assert args[-3:] == [
+        "--leader-election-lease-duration=15",
+        "--leader-election-renew-deadline=10",
+        "--leader-election-retry-period=2",
+    ]
+    # The replica's name in the leader Lease comes from the downward API.
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c[
+        "env"
+    ]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -404,8 +439,16 @@ def test_defaults_run_one_locked_down_replica_of_cleo_operator_run(
     service = only(objects, "Service", f"{RELEASE}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
-    for kind in ("ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget"):
+    for kind in ("ServiceMonitor", "PrometheusRule", "NetworkPolicy"):
         assert not find(objects, kind), f"{kind} is optional and off by default"
+    # The two replicas prefer different nodes, and a drain never evicts both.
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": spec["selector"]["matchLabels"]},
+    }
+    pdb = only(objects, "PodDisruptionBudget", RELEASE)
+    assert pdb["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
 
 
 def test_sites_render_a_configuration_the_data_layer_accepts(
@@ -495,11 +538,46 @@ def test_kek_provider_is_mounted_and_named_by_cleo_kek_dir(
     assert volume_key in next(v for v in volumes if v["name"] == "kek")
 
 
-def test_pod_disruption_budget_never_blocks_a_drain(helm: list[str], tmp_path: Path) -> None:
-    objects = render(helm, tmp_path, VALUE_SETS["kek-secret"])
+def test_one_replica_gets_a_budget_that_never_blocks_a_drain(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["one-replica"])
+    assert only(objects, "Deployment", RELEASE)["spec"]["replicas"] == 1
     pdb = only(objects, "PodDisruptionBudget", RELEASE)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert "minAvailable" not in pdb["spec"]
+    off = render(helm, tmp_path, {"podDisruptionBudget": {"enabled": False}})
+    assert not find(off, "PodDisruptionBudget")
+
+
+def test_leader_election_values_reach_the_operator_and_affinity_can_be_replaced(
+    helm: list[str], tmp_path: Path
+) -> None:
+    objects = render(helm, tmp_path, VALUE_SETS["leader-election"])
+    c = container(objects)
+    assert c["args"][-3:] == [
+        "--leader-election-lease-duration=30",
+        "--leader-election-renew-deadline=20",
+        "--leader-election-retry-period=0.5",
+    ]
+    deployment = only(objects, "Deployment", RELEASE)
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": VALUE_SETS["leader-election"]["affinity"]["nodeAffinity"]
+    }
+
+
+def test_the_operators_role_holds_only_its_one_lease_by_name(
+    helm: list[str], tmp_path: Path
+) -> None:
+    role = only(render(helm, tmp_path, {}), "Role", RELEASE)
+    leases = {g for g in granted(role) if g[1] == "leases"}
+    assert leases == {
+        ("coordination.k8s.io", "leases", "get", "cleo-operator-leader"),
+        ("coordination.k8s.io", "leases", "update", "cleo-operator-leader"),
+        # RBAC cannot limit a create by name; the Role holds it in its namespace only.
+        ("coordination.k8s.io", "leases", "create", ""),
+    }
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -685,7 +763,23 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         ["--set", "operator.watchNamespaces[0]=Team_A"],
         "/operator/watchNamespaces/0",
     ),
-    ("misspelt top-level value", ["--set", "replicaCount=2"], "replicaCount"),
+    ("misspelt top-level value", ["--set", "replicas=2"], "replicas"),
+    ("no replica", ["--set", "replicaCount=0"], "/replicaCount"),
+    (
+        "lease of a fraction of a second",
+        ["--set", "leaderElection.leaseDurationSeconds=4.5"],
+        "/leaderElection/leaseDurationSeconds",
+    ),
+    (
+        "renew deadline not below the lease",
+        ["--set", "leaderElection.renewDeadlineSeconds=15"],
+        "leaderElection.renewDeadlineSeconds",
+    ),
+    (
+        "retry period not below the renew deadline",
+        ["--set", "leaderElection.retryPeriodSeconds=10"],
+        "leaderElection.retryPeriodSeconds",
+    ),
     (
         "trusted user with a quote",
         ["--set-json", 'admission.tenantProtection.trustedUsers=["a\\"b"]'],

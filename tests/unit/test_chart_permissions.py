@@ -24,6 +24,7 @@ from cleo_operator.kube.access import MissingPermission, access_checks, describe
 from cleo_operator.kube.kinds import KINDS
 from cleo_operator.kube.permissions import (
     BACKUP_REQUESTER_ROLE,
+    LEADER_LEASE,
     OPERATOR_BINDING,
     OPERATOR_TENANT_ROLE,
     PERMISSIONS,
@@ -180,8 +181,11 @@ def test_the_operator_holds_none_of_what_only_tenant_roles_grant() -> None:
     ]:
         assert grant in tenant_roles, grant  # the example is one the tenant roles do grant
         assert grant not in held, grant
-    # No deletecollection nor update anywhere: the operator applies (patch) and deletes.
-    assert not {g for g in held if g[2] in ("deletecollection", "update")}
+    # No deletecollection anywhere, and no update but the renew of its one leader Lease (by
+    # name): the operator applies (patch) and deletes.
+    assert not {g for g in held if g[2] == "deletecollection"}
+    updates = {g for g in grants(ALL_SCOPES) if g.verb == "update"}
+    assert updates == {Grant("coordination.k8s.io", "leases", "update", LEADER_LEASE)}
 
 
 def test_no_wildcards_and_every_entry_says_why() -> None:
@@ -361,3 +365,15 @@ def test_rules_command_prints_the_cluster_role_and_role_rules() -> None:
     with redirect_stdout(out):
         scoped.func(scoped)
     assert yaml.safe_load(out.getvalue())["rules"] == policy_rules(["operator"])
+
+
+def test_the_start_check_asks_for_the_leader_lease_in_the_operators_namespace() -> None:
+    """`check_access` (cleo-operator run) names a missing Lease right before the election
+    would meet a Forbidden."""
+    checks = access_checks(operator_namespace="cleo-system", watch_namespaces=["a"])
+    leases = {(c.verb, c.namespace, c.name) for c in checks if c.permission.resource == "leases"}
+    assert leases == {
+        ("get", "cleo-system", LEADER_LEASE),
+        ("update", "cleo-system", LEADER_LEASE),
+        ("create", "cleo-system", None),
+    }

@@ -6,6 +6,20 @@ a Forbidden or a NotFound that names nothing a person can act on. Each check her
 with a `StartupError` saying what is missing and what to do, and the command exits 2
 (`cli.common`).
 
+After the checks, every replica runs the leader election (kube/leader.py) and only the one
+holding the leader Lease starts Kopf's handlers. A standby serves /healthz (it is healthy,
+not idle by mistake) and /metrics (`cleo_operator_leader` 0) and waits. A leader that
+cannot renew the Lease within the renew deadline writes nothing more (the fence of its
+client) and exits with code 1 at once, as client-go's components do: Kopf's own writes
+(finalizers, its annotations) go through Kopf's client, which the fence does not cover, so
+a graceful stop could still write after the deadline. On SIGTERM the leader stops Kopf
+first, then releases the Lease, and a standby takes over at its next retry.
+
+What the checks write (the operator's keys, created once with POST, read when another
+replica created them first) is safe with two replicas starting at once
+(docs/encryption.md), so it stays before the election: a standby with unusable keys fails
+at start, not on the day it is to lead.
+
 This is the only command that imports Kopf (and the handlers): the other commands run
 without an event loop, and do not pay for importing it.
 """
@@ -14,19 +28,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
 import os
+import secrets
+import signal
+import socket
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cleo_operator import __version__
-from cleo_operator.cli.common import COMMAND_HELP, EXIT_USAGE, CommandError, guarded
+from cleo_operator.cli.common import (
+    COMMAND_HELP,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CommandError,
+    guarded,
+)
 
 if TYPE_CHECKING:
+    import aiohttp.web
+    import kopf
+
     from cleo_operator.handlers.settings import OperatorConfig
     from cleo_operator.kube.client import KubeClient
+    from cleo_operator.kube.leader import ElectionTimings, LeaderElector
     from cleo_operator.reconcile.keys import OperatorKeys
 
 __all__ = [
@@ -35,9 +65,12 @@ __all__ = [
     "check_access",
     "check_cluster",
     "cmd_run",
+    "election_timings",
     "operator_identity",
     "operator_keys",
     "register",
+    "replica_identity",
+    "user_agent",
 ]
 
 log = logging.getLogger("cleo_operator")
@@ -145,6 +178,44 @@ def operator_keys(kube: KubeClient, config: OperatorConfig) -> OperatorKeys:
         raise StartupError(f"the operator's keys are unusable: {exc}") from None
 
 
+def replica_identity(environ: Mapping[str, str] | None = None) -> str:
+    """This process's name in the leader Lease: the pod's (`POD_NAME`, from the downward
+    API) or the host's, and a random suffix, so that two processes (a restarted pod's old
+    and new container, two operators on one machine) never share one."""
+    env = os.environ if environ is None else environ
+    base = env.get("POD_NAME", "").strip() or socket.gethostname() or "cleo-operator"
+    return f"{base}_{secrets.token_hex(4)}"
+
+
+def user_agent(identity: str) -> str:
+    """The User-Agent of every request of this process, Kopf's included: the API server's
+    audit log tells the replicas apart by it."""
+    return f"cleo-operator/{__version__} (replica {identity})"
+
+
+def election_timings(args: argparse.Namespace, environ: Mapping[str, str]) -> ElectionTimings:
+    """The leader election's timings: the flags, else the environment, else the defaults."""
+    from cleo_operator.kube.leader import ElectionTimings  # noqa: PLC0415
+
+    try:
+        return ElectionTimings.from_environment(
+            environ,
+            lease_seconds=args.leader_election_lease_duration,
+            renew_deadline_seconds=args.leader_election_renew_deadline,
+            retry_seconds=args.leader_election_retry_period,
+        )
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def exit_on_lost_lease() -> None:
+    """What a leader does when it lost the Lease: exit with code 1, now (see the module
+    docstring); the pod comes back as a standby."""
+    log.critical("exiting: the leader lease is lost, another replica may lead now")
+    logging.shutdown()
+    os._exit(EXIT_FAILED)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Check, then run the operator until it is stopped."""
     import kopf  # noqa: PLC0415
@@ -154,6 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cleo_operator.handlers.settings import OperatorConfig  # noqa: PLC0415
     from cleo_operator.kube.client import KubeClient  # noqa: PLC0415
     from cleo_operator.kube.keys import kek_dir_from_environment  # noqa: PLC0415
+    from cleo_operator.kube.leader import LeaderElector  # noqa: PLC0415
+    from cleo_operator.observability.metrics import serve_metrics  # noqa: PLC0415
 
     config = OperatorConfig(
         namespaces=tuple(args.namespace or ()),
@@ -165,7 +238,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         kek_dir=args.kek_dir or kek_dir_from_environment(),
         tenant_role=args.tenant_role,
     )
+    timings = election_timings(args, os.environ)
+    replica = replica_identity()
+    agent = user_agent(replica)
     kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
+    kube.user_agent = agent
     try:
         check_cluster(kube)
         check_access(kube, config)
@@ -179,26 +256,137 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = build_registry(runtime)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> Any:
+        return with_user_agent(kopf.login_via_client(**kwargs), agent)
 
+    # Its own client, without retries: every request must end within the renew deadline,
+    # and the reconciles' busy connection pool must not delay a renew.
+    election_kube = KubeClient.from_environment(context=args.context, pool_size=2, retries=0)
+    election_kube.user_agent = agent
+    elector = LeaderElector(
+        election_kube,
+        namespace=config.operator_namespace,
+        identity=replica,
+        timings=timings,
+        on_lost=exit_on_lost_lease,
+    )
+    # From here on, the reconcilers' writes need the lease.
+    kube.fence = elector.fence
+    if config.metrics_port:
+        serve_metrics(port=config.metrics_port)
     log.info(
-        "cleo-operator %s starting (%s, %d workers)",
+        "cleo-operator %s starting as replica %s (%s, %d workers; lease %s/%s: %g s, "
+        "renew deadline %g s, retry %g s)",
         __version__,
+        replica,
         "namespaces " + ",".join(config.namespaces) if config.namespaces else "cluster-wide",
         config.workers,
+        config.operator_namespace,
+        elector.name,
+        timings.lease_seconds,
+        timings.renew_deadline_seconds,
+        timings.retry_seconds,
     )
-    asyncio.run(
-        kopf.operator(
+    asyncio.run(run_when_leading(elector, registry, config))
+    log.info("cleo-operator stopped")
+    return 0
+
+
+def with_user_agent(info: Any, agent: str) -> Any:
+    """Kopf's connection, as `login_via_client` found it, in an aiohttp session of our own
+    whose requests carry `agent` (Kopf's own session would say `kopf/<version>`)."""
+    import aiohttp  # noqa: PLC0415
+    import kopf  # noqa: PLC0415
+
+    if not isinstance(info, kopf.ConnectionInfo):
+        return info
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers={**info.as_http_headers(), "User-Agent": agent},
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        priority=info.priority,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
+
+
+async def run_when_leading(
+    elector: LeaderElector, registry: kopf.OperatorRegistry, config: OperatorConfig
+) -> None:
+    """Stand by until this replica leads (or SIGTERM/SIGINT), then run Kopf's handlers
+    until they stop, then give the lease up."""
+    import kopf  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    # Until Kopf starts (which installs its own handlers for both), a signal ends the wait.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    health = (
+        await serve_standby_health(config.liveness_endpoint, elector.identity)
+        if config.liveness_endpoint
+        else None
+    )
+    elector.start()
+    try:
+        while not (stopped.is_set() or elector.leading):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), timeout=0.2)
+    finally:
+        if health is not None:
+            await health.cleanup()  # Kopf serves /healthz from here on, on the same port
+    if stopped.is_set():
+        elector.release()  # in case it was acquired meanwhile
+        log.info("stopped while standing by")
+        return
+    log.info("this replica leads: starting the handlers")
+    # A signal that comes before Kopf has put its own handlers in place is sent again, to
+    # them. (Not Kopf's stop_flag: its waiter outlives a stop by signal, and Kopf waits 5 s
+    # for it.) Created before Kopf starts, so Kopf leaves this task alone.
+    resend = asyncio.create_task(_resend_signal(stopped))
+    try:
+        await kopf.operator(
             registry=registry,
             standalone=config.standalone,
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             liveness_endpoint=config.liveness_endpoint,
         )
-    )
-    log.info("cleo-operator stopped")
-    return 0
+    finally:
+        resend.cancel()
+        elector.release()
+
+
+async def _resend_signal(stopped: asyncio.Event) -> None:
+    await stopped.wait()
+    await asyncio.sleep(0.5)  # Kopf installs its handlers first thing
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def serve_standby_health(endpoint: str, identity: str) -> aiohttp.web.AppRunner:
+    """Answer `endpoint` (Kopf's liveness URL) with 200 while this replica stands by: the
+    event loop runs, so the process is healthy, leader or not."""
+    import aiohttp.web  # noqa: PLC0415
+
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme != "http":
+        raise StartupError(f"--liveness {endpoint}: only http:// URLs are served")
+
+    async def health(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        del request
+        return aiohttp.web.json_response({"leader": False, "replica": identity})
+
+    app = aiohttp.web.Application()
+    app.add_routes([aiohttp.web.get(parts.path or "/", health)])
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
+    return runner
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -227,6 +415,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="read key-encryption keys from this directory (default: $CLEO_KEK_DIR, else the "
         "cleo-kek Secret in the operator namespace)",
+    )
+    run.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        metavar="SECONDS",
+        help="how long a standby waits for a leader that stopped renewing before it takes "
+        "over (whole seconds; default: $CLEO_LEADER_ELECTION_LEASE_SECONDS, else 15)",
+    )
+    run.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="a leader that could not renew for this long stops writing and exits; below "
+        "the lease duration (default: $CLEO_LEADER_ELECTION_RENEW_DEADLINE_SECONDS, else 10)",
+    )
+    run.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        metavar="SECONDS",
+        help="how often the leader renews and a standby looks; below the renew deadline "
+        "(default: $CLEO_LEADER_ELECTION_RETRY_PERIOD_SECONDS, else 2)",
     )
     run.add_argument(
         "--tenant-role",

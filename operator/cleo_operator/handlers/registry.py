@@ -22,7 +22,6 @@ from cleo_operator.handlers.settings import OperatorConfig, Rechecks, apply_kopf
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
-from cleo_operator.observability.metrics import serve_metrics
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
@@ -203,8 +202,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             # Jobs made by a CronJob carry the backup's label, not our managed-by label.
             extra_selectors={(k.group, k.version, k.plural): BACKUP_LABEL for k in (JOB, CRON_JOB)},
         )
-        if config.metrics_port:
-            serve_metrics(port=config.metrics_port)
+        # /metrics is served by `cleo-operator run` from the start, standbys' too.
 
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:

@@ -39,7 +39,8 @@ class OperatorConfig:
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     """Kopf's liveness endpoint; None turns it off."""
     standalone: bool = True
-    """Run without Kopf peering (one active replica, `strategy: Recreate`, see docs)."""
+    """Run without Kopf peering: the leader Lease decides which replica runs the handlers
+    (kube/leader.py, docs/install.md High availability)."""
     kek_dir: Path | None = None
     """Key-encryption keys from this directory (`CLEO_KEK_DIR`, a KMS or CSI mount) instead
     of the `cleo-kek` Secret in the operator's namespace."""

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.errors import KubeError
+from cleo_operator.kube.fence import WriteFence
 from cleo_operator.kube.kinds import Kind, kind_of
 from cleo_operator.observability.metrics import API_WRITES
 
@@ -32,6 +33,8 @@ __all__ = ["FIELD_MANAGER", "KubeClient", "KubeError"]
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER: Final = "cleo-operator"
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that change nothing: never fenced (kube/fence.py)."""
 
 
 class KubeClient:
@@ -40,10 +43,20 @@ class KubeClient:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api = api_client
         self._lock = threading.Lock()
+        self.fence: WriteFence | None = None
+        """When set, every request but a read checks it first (kube/fence.py): a replica
+        that no longer leads sends no write. None: unfenced (the CLI's other commands, the
+        leader election's own client)."""
 
     @classmethod
-    def from_environment(cls, *, context: str | None = None, pool_size: int = 16) -> KubeClient:
-        """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
+    def from_environment(
+        cls, *, context: str | None = None, pool_size: int = 16, retries: int | None = None
+    ) -> KubeClient:
+        """In-cluster credentials when running in a pod, the kubeconfig otherwise.
+
+        `retries`: how often urllib3 resends a request that got no answer (its default when
+        None); 0 for a caller whose every request must end within its timeout (the leader
+        election: a resend would outlast the renew deadline)."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -52,6 +65,8 @@ class KubeClient:
                 context=context, client_configuration=configuration
             )
         configuration.connection_pool_maxsize = pool_size
+        if retries is not None:
+            configuration.retries = retries
         return cls(k8s.ApiClient(configuration))
 
     @classmethod
@@ -72,6 +87,16 @@ class KubeClient:
         host: str = self.api.configuration.host
         return host
 
+    @property
+    def user_agent(self) -> str:
+        """The User-Agent of every request (the API server's audit log records it)."""
+        agent: str = self.api.user_agent
+        return agent
+
+    @user_agent.setter
+    def user_agent(self, value: str) -> None:
+        self.api.user_agent = value
+
     # -- the raw request ---------------------------------------------------------------
 
     def request(
@@ -85,11 +110,20 @@ class KubeClient:
         what: str = "",
         timeout: float = 30.0,
     ) -> Any:
-        """Send one request; return the decoded JSON body, or raise KubeError."""
+        """Send one request; return the decoded JSON body, or raise KubeError.
+
+        A write (any method but a read) is not sent while the fence, if set, is closed:
+        KubeError with reason NotLeader instead."""
+        if self.fence is not None and method.upper() not in READ_METHODS:
+            self.fence.check(what or f"{method} {path}")
         url = self.host + path
         if query:
             url += "?" + urlencode(query)
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": self.user_agent,
+        }
         # ApiClient.update_params_for_auth adds the bearer token or client certificate.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
         try:

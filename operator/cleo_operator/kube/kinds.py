@@ -26,6 +26,7 @@ __all__ = [
     "HPA",
     "JOB",
     "KINDS",
+    "LEASE",
     "LIMIT_RANGE",
     "NAMESPACE",
     "NETWORK_POLICY",
@@ -99,6 +100,7 @@ CRD: Final = Kind(
 TENANT: Final = Kind("cleoai.io/v1alpha1", "CleoTenant", "cleotenants", namespaced=False)
 BACKUP: Final = Kind("cleoai.io/v1alpha1", "CleoBackup", "cleobackups")
 FAILOVER: Final = Kind("cleoai.io/v1alpha1", "CleoFailover", "cleofailovers")
+LEASE: Final = Kind("coordination.k8s.io/v1", "Lease", "leases")
 ADMISSION_POLICY: Final = Kind(
     "admissionregistration.k8s.io/v1",
     "ValidatingAdmissionPolicy",
@@ -145,6 +147,7 @@ KINDS: Final[dict[tuple[str, str], Kind]] = {
         FAILOVER,
         ADMISSION_POLICY,
         ADMISSION_POLICY_BINDING,
+        LEASE,
     )
 }
 """Every kind above by (apiVersion, kind), for code that handles an object of any of them."""

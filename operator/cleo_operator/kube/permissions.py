@@ -35,8 +35,10 @@ even that to tenant namespaces and its own:
   as ``kubectl describe`` expects. A Role there, create only.
 - ``operator``: namespaced resources in the operator's own namespace only: its keys (KEK,
   sealing keyring, wrapped tenant keyring copies), the site admin credentials, the sealing
-  public key's ConfigMap, and the Events Kopf posts about cluster-scoped objects (Kopf puts
-  those in the namespace it runs in). A Role there.
+  public key's ConfigMap, the Events Kopf posts about cluster-scoped objects (Kopf puts
+  those in the namespace it runs in), and the leader Lease (kube/leader.py: read and
+  renewed by name; created on any name, as RBAC cannot limit a create by name). A Role
+  there.
 
 Bound, not granted: tenants' admins and viewers get their rights from the ClusterRoles
 ``cleo-tenant-admin`` and ``cleo-tenant-viewer`` (`render/rbac.py`), installed once per
@@ -68,6 +70,7 @@ from typing import Final, Literal, NamedTuple, NotRequired, TypedDict, get_args
 __all__ = [
     "BACKUP_REQUESTER_ROLE",
     "EVENTS_NAMESPACE",
+    "LEADER_LEASE",
     "OPERATOR_BINDING",
     "OPERATOR_ROLE_HINT",
     "OPERATOR_TENANT_ROLE",
@@ -114,6 +117,9 @@ TENANT_ROLE_ENV: Final = "CLEO_OPERATOR_TENANT_ROLE"
 """The environment variable naming the operator's tenant ClusterRole (set by the chart)."""
 OPERATOR_BINDING: Final = "cleo-operator"
 """The RoleBinding in each tenant namespace that binds the operator to its tenant role."""
+LEADER_LEASE: Final = "cleo-operator-leader"
+"""The Lease in the operator's namespace whose holder is the one replica that reconciles
+(kube/leader.py)."""
 OPERATOR_ROLE_HINT: Final = (
     "install the chart (it ships <release>-tenant) or apply "
     "deploy/rbac/operator-tenant-role.yaml "
@@ -416,6 +422,23 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             "events",
             "create",
             "Kopf posts Events about cluster-scoped objects (CleoTenants) in its own namespace",
+        ),
+        _Row(
+            "operator",
+            "coordination.k8s.io",
+            "leases",
+            "get update",
+            "leader election (kube/leader.py): every replica reads the leader Lease, the one "
+            "that leads renews it, a standby takes it over when it is free or expired",
+            (LEADER_LEASE,),
+        ),
+        _Row(
+            "operator",
+            "coordination.k8s.io",
+            "leases",
+            "create",
+            "the first replica ever to start creates the leader Lease (RBAC cannot limit "
+            "create to a name, so this holds for any Lease of the operator's namespace only)",
         ),
         # -- the namespace default: Events of cluster-scoped objects ---------------------
         _Row(

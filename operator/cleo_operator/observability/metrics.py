@@ -36,6 +36,12 @@ API_WRITES = Counter(
     "Write requests the operator sent to the Kubernetes API, by verb and resource.",
     ["verb", "resource"],
 )
+LEADER = Gauge(
+    "cleo_operator_leader",
+    "1 while this replica holds the leader lease and reconciles, 0 while it stands by; "
+    "identity: the replica's (pod name and a random suffix, as in the Lease).",
+    ["identity"],
+)
 TENANT_READY = Gauge(
     "cleo_operator_tenant_ready",
     "1 when the tenant's Ready condition is True, 0 otherwise.",
