@@ -87,6 +87,7 @@ __all__ = [
     "CLIENT_CA_VOLUME",
     "CLIENT_HOST_KEY",
     "CLIENT_PASSWORD_KEY",
+    "CLIENT_ROTATION_ANNOTATION",
     "CLIENT_SSLMODE",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
@@ -162,6 +163,11 @@ CLIENT_SSLMODE: Final = "verify-full"
 verifying the pooler's own self-signed certificate (`CLIENT_CA_PATH`) and that it names
 the host (`pooler_host`)."""
 POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
+CLIENT_ROTATION_ANNOTATION: Final = "cleoai.io/pooler-client-credential"
+"""On the pooler's Secret: what the workload's client credential answers to (no secret):
+``request:<the password-rotation request handled when it was made>``, or
+``inherited:<rotatedAt of the role's password>`` for a credential kept from an operator
+before the client credential (the role's password then), replaced at the next rotation."""
 DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
 """On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
 NetworkPolicy that lets pods reach the site directly leaves them out."""
@@ -570,10 +576,12 @@ def render_pooler(
     staged_tls: PoolerTls | None = None,
     trusted_certs: str | None = None,
     plain_clients: bool = False,
+    client_rotation: str | None = None,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
+    `client_rotation` goes on the Secret as `CLIENT_ROTATION_ANNOTATION`.
     """
     values = pooler_config_values(
         target=target,
@@ -593,6 +601,13 @@ def render_pooler(
         key: base64.b64encode(value.encode()).decode("ascii") for key, value in values.items()
     }
     secret = opaque_secret(meta, encoded)
+    if client_rotation is not None:
+        # On the Secret only (the other objects get metadata of their own): not hashed, so
+        # recording it rolls nothing.
+        secret["metadata"] = {
+            **secret["metadata"],
+            "annotations": {CLIENT_ROTATION_ANNOTATION: client_rotation},
+        }
     objects: list[KubeObject] = [
         secret,
         _deployment(

@@ -38,6 +38,7 @@ from cleo_operator.kube.kinds import (
     NETWORK_POLICY,
     PDB,
     POD,
+    REPLICA_SET,
     SECRET,
     SERVICE,
 )
@@ -411,7 +412,14 @@ def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "cleoai", "namespace": NS},
+            "metadata": {
+                "name": "cleoai",
+                "namespace": NS,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "cleo-operator",
+                    "cleoai.io/tenant": TENANT,
+                },
+            },
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "cleoai"}},
@@ -481,9 +489,53 @@ def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     assert done.remove_conditions == {CONDITION_TYPE}
 
 
-def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool = False) -> None:
-    """A pod of the workload as its ReplicaSet made it: on the pooler's route or not."""
-    env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
+def controlled_by(owner: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = owner["metadata"]
+    return [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+        }
+    ]
+
+
+def workload_replica_set(kube: FakeKube, name: str = "cleoai-5d8f7c9b4") -> list[dict[str, Any]]:
+    """A ReplicaSet that the workload's Deployment controls, as its controller makes it;
+    the owner references a pod of it carries."""
+    deployment = kube.get(DEPLOYMENT, "cleoai", namespace=NS)
+    assert deployment is not None
+    replica_set = kube.get(REPLICA_SET, name, namespace=NS) or kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
+                "ownerReferences": controlled_by(deployment),
+            },
+            "spec": {"selector": {"matchLabels": {"app": "cleoai"}}, "template": {}},
+        }
+    )
+    return controlled_by(replica_set)
+
+
+def workload_pod(
+    kube: FakeKube,
+    name: str,
+    *,
+    pooled: bool,
+    terminating: bool = False,
+    owners: list[dict[str, Any]] | None = None,
+    env: list[dict[str, Any]] | None = None,
+) -> None:
+    """A pod of the workload as its ReplicaSet made it (`owners`: the workload's ReplicaSet
+    unless given): on the pooler's route or not."""
+    if env is None:
+        env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
     labels = {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT}
     if pooled:
         labels["cleoai.io/database-route"] = "pooler"
@@ -495,6 +547,7 @@ def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool =
                 "name": name,
                 "namespace": NS,
                 "labels": labels,
+                "ownerReferences": workload_replica_set(kube) if owners is None else owners,
                 # Held as the kubelet holds a pod in its grace period (it runs meanwhile).
                 "finalizers": ["test.cleoai.io/grace-period"] if terminating else [],
             },
@@ -798,29 +851,17 @@ def test_an_upgrade_keeps_the_auth_file_and_lets_old_plain_pods_in_until_they_ar
         },
         namespace=NS,
     )
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "cleoai-old",
-                "namespace": NS,
-                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "cleoai",
-                        "image": "x",
-                        "env": [
-                            {"name": "PGHOST", "value": "cleo-pooler"},
-                            {"name": "PGSSLMODE", "value": "disable"},
-                        ],
-                    }
-                ]
-            },
-        }
-    )
+    workload(kube, pooled=True, rolled=False)
+    plain_env = [
+        {"name": "PGHOST", "value": "cleo-pooler"},
+        {"name": "PGSSLMODE", "value": "disable"},
+    ]
+    # A tenant admin's pod of the same labels and env is nobody's: it opens nothing.
+    workload_pod(kube, "x", pooled=False, owners=[], env=plain_env)
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert "client_tls_sslmode = require" in secret_text(kube, "pgbouncer.ini")
+    workload_pod(kube, "cleoai-old", pooled=False, env=plain_env)
     for obj in pooler.reconcile(ctx).objects:
         kube.apply(obj)
     # The same auth file: the old pods' credential is the client credential now.
@@ -964,3 +1005,51 @@ def test_no_operator_pod_labels_never_renders_a_check_policy_open_to_the_whole_n
         render_check_policy(ctx, operator_namespace="cleo-system", operator_pod_labels={})
     # Unset in the environment: the chart's selector labels, never none.
     assert PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": " "}).operator_pod_labels
+
+
+@pytest.mark.security
+def test_a_tenant_admins_pod_with_the_workloads_labels_never_holds_the_pooler_on(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The workload's labels are not reserved: a pod of anyone's with them and the pooler in
+    # its spec (by name, by a user's value mentioning it, or the route label) is not the
+    # workload's. Only pods that the operator's Deployment controls (by uid, through its
+    # ReplicaSet) hold the switch-off.
+    pooler = pooler_applied(kube, databases)
+    off = context({"enabled": False}, status={})
+    workload(kube, pooled=False, rolled=True)
+    forged_rs = kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "cleoai-forged", "namespace": NS},
+            "spec": {"selector": {"matchLabels": {"app": "cleoai"}}, "template": {}},
+        }
+    )
+    mention = [{"name": "NOTE", "value": "see cleo-pooler docs"}]
+    workload_pod(kube, "x", pooled=True, owners=[])
+    workload_pod(kube, "y", pooled=True, owners=controlled_by(forged_rs))
+    workload_pod(kube, "cleoai-mine", pooled=False, env=mention)
+    done = pooler.reconcile(off)
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
+@pytest.mark.security
+def test_the_plain_clients_window_is_on_the_condition_not_reported_as_serving(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    workload(kube, pooled=True, rolled=True)
+    plain_env = [
+        {"name": "PGHOST", "value": "cleo-pooler"},
+        {"name": "PGSSLMODE", "value": "disable"},
+    ]
+    workload_pod(kube, "cleoai-old", pooled=False, env=plain_env)
+    rolled_out(kube, pooler, ctx)
+    condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("True", "PlainClientsAllowed")
+    assert "in the clear" in condition.message
