@@ -122,12 +122,18 @@ def context(
     )
 
 
-def write_credentials(kube: FakeKube, password: str = PASSWORD) -> None:
+def write_credentials(
+    kube: FakeKube,
+    password: str = PASSWORD,
+    *,
+    rotated_at: datetime.datetime = NOW,
+    request: str | None = None,
+) -> None:
     record = StoredPassword(
         password=password,
         fingerprint=password_fingerprint(tenant=TENANT, password=password),
-        rotated_at=NOW,
-        rotation_request=None,
+        rotated_at=rotated_at,
+        rotation_request=request,
     )
     kube.apply(
         render_credentials_secret(
@@ -1053,3 +1059,104 @@ def test_the_plain_clients_window_is_on_the_condition_not_reported_as_serving(
     condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
     assert (condition.status, condition.reason) == ("True", "PlainClientsAllowed")
     assert "in the clear" in condition.message
+
+
+def test_a_rotation_request_rotates_the_workloads_client_credential_a_schedule_does_not(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A request follows a suspected leak of DATABASE_URL/PGPASSWORD: the workload's
+    # credential to the pooler, not the role's password, so it must change too.
+    write_credentials(kube, request="r1")
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    first = client_password(kube)
+    later = NOW + datetime.timedelta(days=30)
+    write_credentials(kube, "B" * 43, rotated_at=later, request="r1")  # scheduled
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == first
+    write_credentials(kube, "C" * 43, rotated_at=later, request="r2")  # requested
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    second = client_password(kube)
+    assert second != first
+    for obj in pooler.reconcile(ctx).objects:  # and only once
+        kube.apply(obj)
+    assert client_password(kube) == second
+
+
+def test_an_inherited_client_credential_is_replaced_at_the_next_rotation(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    old_userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    kube.patch_merge(
+        SECRET,
+        POOLER_NAME,
+        {
+            "metadata": {"annotations": None},
+            "data": {
+                "userlist.txt": base64.b64encode(old_userlist.encode()).decode(),
+                CLIENT_PASSWORD_KEY: None,
+            },
+        },
+        namespace=NS,
+    )
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == PASSWORD  # kept through the upgrade
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == PASSWORD
+    later = NOW + datetime.timedelta(days=30)
+    write_credentials(kube, "B" * 43, rotated_at=later)  # the next (scheduled) rotation
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) not in (PASSWORD, "B" * 43)
+
+
+def test_the_check_waits_from_its_start_says_queued_and_reports_a_late_outcome(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+
+    def slow(**kwargs: Any) -> None:
+        logins(**kwargs)
+        time.sleep(1.5)
+
+    pooler = PoolerPart(
+        kube,
+        databases,
+        operator_namespace="cleo-system",
+        settings=PoolerSettings(
+            check_timeout_seconds=1, check_grace_seconds=0.2, check_lane_width=1
+        ),
+        check=slow,
+    )
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    blocker = threading.Event()
+    pooler._lane.submit(blocker.wait, 10)  # another tenant's check holds the lane
+    try:
+        queued = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert (queued.status, queued.reason) == ("False", "CheckPending")
+        assert "queued" in queued.message
+        assert logins.calls == []  # no login was attempted, and none is blamed
+    finally:
+        blocker.set()
+    running = pooler.reconcile(ctx).conditions[CONDITION_TYPE]  # the queued one, now running
+    assert (running.status, running.reason) == ("False", "CheckPending")
+    time.sleep(1.0)  # it ends, late
+    assert len(logins.calls) == 1
+    # A new check starts (slow again): the late outcome of the last one is reported.
+    kept = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert (kept.status, kept.reason) == ("True", "Serving")
+    assert "the last check, at" in kept.message
+    pooler.close()
