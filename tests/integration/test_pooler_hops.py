@@ -163,3 +163,23 @@ def test_a_held_pool_is_busy_and_cancelled_in_the_checks_own_thread(
             assert time.monotonic() - started < 2 + 1.5
             assert seen - before == {"watcher"}  # no timer or helper thread of the check's
             holder.rollback()
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("method", ["plain", "md5"])
+def test_an_answerer_that_asks_for_another_auth_method_is_refused_by_name(
+    provisioned: tuple[SitePools, str, str], method: str
+) -> None:
+    # A real pgbouncer that asks for the password in clear (or MD5), as an impersonator
+    # at the pooler's address would: libpq's require_auth refuses before anything of the
+    # password is sent, and the reason says so (not PoolerUnreachable).
+    pools, tenant, password = provisioned
+    client = new_password()
+    values = rendered(pools, tenant, server_password=password, client=client)
+    values["pgbouncer.ini"] = values["pgbouncer.ini"].replace(
+        "auth_type = scram-sha-256", f"auth_type = {method}"
+    )
+    assert f"auth_type = {method}" in values["pgbouncer.ini"]
+    with running_pgbouncer(values) as bouncer:
+        error = reason_of(bouncer, tenant, client)
+    assert error.reason == "PoolerAuthMethodRefused", str(error)
