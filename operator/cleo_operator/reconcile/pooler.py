@@ -124,6 +124,7 @@ from cleo_operator.render.pooler import (
     PoolerTarget,
     pooler_client_fingerprint,
     pooler_selector,
+    pooler_server_host,
     render_pooler,
     userlist_password,
 )
@@ -234,38 +235,6 @@ def _parse_labels(text: str) -> dict[str, str]:
             )
         labels[key] = value
     return labels
-
-
-def pooler_server_host(
-    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
-) -> str:
-    """The site's host as the pooler must write it: what the operator's own pod reaches.
-
-    The pooler's pod resolves names through the *tenant* namespace's search list, where a
-    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
-    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
-    zones too. So a single label is qualified as the operator's own pod resolves it (its
-    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
-    cluster domain. Left as configured: addresses, names with a trailing dot, other
-    dotted names, and every name of a ``verify-full`` site, whose certificate must name
-    the host as written and which no capturing server can present anyway.
-    """
-    host = site.host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return host
-    if site.sslmode == "verify-full" or host.endswith("."):
-        return host
-    domain = cluster_domain.strip(".")
-    labels = host.split(".")
-    if len(labels) == 1 and operator_namespace:
-        return f"{host}.{operator_namespace}.svc.{domain}"
-    if labels[-1] == "svc":
-        return f"{host}.{domain}"
-    return host
 
 
 def pooler_target(

@@ -56,6 +56,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -67,7 +68,7 @@ from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.core.errors import CleoError
 from cleo_operator.crypto.pooler_tls import PoolerTls
 from cleo_operator.data.scram import is_operator_password
-from cleo_operator.data.sites import CA_KEY
+from cleo_operator.data.sites import CA_KEY, SiteConfig
 from cleo_operator.render.child import (
     APP_NAME_LABEL,
     COMPONENT_LABEL,
@@ -118,6 +119,7 @@ __all__ = [
     "pooler_env",
     "pooler_host",
     "pooler_selector",
+    "pooler_server_host",
     "render_pgbouncer_ini",
     "render_pooler",
     "render_userlist",
@@ -302,6 +304,38 @@ def render_pgbouncer_ini(
     lines = ["[databases]", db_line, "", "[pgbouncer]"]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def pooler_server_host(
+    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
+) -> str:
+    """The site's host as the pooler must write it: what the operator's own pod reaches.
+
+    The pooler's pod resolves names through the *tenant* namespace's search list, where a
+    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
+    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
+    zones too. So a single label is qualified as the operator's own pod resolves it (its
+    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
+    cluster domain. Left as configured: addresses, names with a trailing dot, other
+    dotted names, and every name of a ``verify-full`` site, whose certificate must name
+    the host as written and which no capturing server can present anyway.
+    """
+    host = site.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    if site.sslmode == "verify-full" or host.endswith("."):
+        return host
+    domain = cluster_domain.strip(".")
+    labels = host.split(".")
+    if len(labels) == 1 and operator_namespace:
+        return f"{host}.{operator_namespace}.svc.{domain}"
+    if labels[-1] == "svc":
+        return f"{host}.{domain}"
+    return host
 
 
 def pooler_host(namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:

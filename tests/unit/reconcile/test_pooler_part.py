@@ -29,7 +29,7 @@ from cleo_operator.crypto.pooler_tls import certificates_in
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
-from cleo_operator.failover.pooler import points_to, pooler_server
+from cleo_operator.failover.pooler import points_to, pooler_route, pooler_server
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import (
     DEPLOYMENT,
@@ -66,6 +66,7 @@ from cleo_operator.render.pooler import (
     POOLER_NAME,
     TLS_CERT,
     pooler_client_fingerprint,
+    pooler_server_host,
 )
 from tests.harness.fake_kube import FakeKube
 from tests.unit.reconcile.test_tenant_decisions import add_tenant
@@ -950,8 +951,37 @@ def test_the_poolers_server_host_is_what_the_operators_pod_reaches(
     rendered = {"pgbouncer.ini": f"cleo_acme = host={target.host} port=5432 dbname=x\n"}
     server = pooler_server(rendered["pgbouncer.ini"])
     assert server is not None
-    assert points_to(server, host, 5432)  # a failover's rollout step recognises it
+    # A failover's rollout step recognises it: computed the same way, compared exactly.
+    same = pooler_server_host(
+        site, operator_namespace="cleo-system", cluster_domain="cluster.local"
+    )
+    assert points_to(server, same, 5432)
     assert not points_to(server, "other", 5432)
+
+
+@pytest.mark.security
+def test_a_failovers_pooler_gate_compares_the_server_host_exactly(kube: FakeKube) -> None:
+    # A configuration rendered while the operator ran in another namespace qualifies a
+    # single-label site host with that namespace: it points elsewhere now, and must not
+    # pass the failover's "the pooler goes to the new primary" gate.
+    site = SiteConfig(name="main", host="pg", port=5432, sslmode="disable")
+    credentials = AdminCredentials(user="admin", password="unused-here")
+    pools = SitePools({"main": site}, credentials=lambda _site: credentials)
+    try:
+        write_credentials(kube)
+        old = PoolerPart(
+            kube, TenantDatabases(kube, pools), operator_namespace="cleo-old", check=Logins()
+        )
+        first = old.reconcile(context({"enabled": True, "replicas": 1})).objects
+        service_as_the_api_server_allocates(kube, first)
+        rendered = next(o for o in first if o["kind"] == "Deployment")
+        deployment_as_the_controller_reports(kube, rendered, available=1)
+        assert pooler_route(kube, NS, site=site, operator_namespace="cleo-old").ready
+        moved = pooler_route(kube, NS, site=site, operator_namespace="cleo-system")
+        assert not moved.ready
+        assert "does not point to" in moved.message
+    finally:
+        pools.close()
 
 
 def context_at(now: datetime.datetime) -> TenantContext:
@@ -1061,6 +1091,7 @@ def test_the_plain_clients_window_is_on_the_condition_not_reported_as_serving(
     assert "in the clear" in condition.message
 
 
+@pytest.mark.security
 def test_a_rotation_request_rotates_the_workloads_client_credential_a_schedule_does_not(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -1087,6 +1118,7 @@ def test_a_rotation_request_rotates_the_workloads_client_credential_a_schedule_d
     assert client_password(kube) == second
 
 
+@pytest.mark.security
 def test_an_inherited_client_credential_is_replaced_at_the_next_rotation(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
@@ -1121,6 +1153,7 @@ def test_an_inherited_client_credential_is_replaced_at_the_next_rotation(
     assert client_password(kube) not in (PASSWORD, "B" * 43)
 
 
+@pytest.mark.security
 def test_the_check_waits_from_its_start_says_queued_and_reports_a_late_outcome(
     kube: FakeKube, databases: TenantDatabases
 ) -> None:
