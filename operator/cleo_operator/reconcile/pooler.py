@@ -33,9 +33,25 @@ port answers but whose password is stale, or that cannot reach the site, is not 
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
 `PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
-``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. A failed
-check's reason names the hop (`data.pooler`: ``PoolerUnreachable``,
-``AuthenticationFailed``, ``PoolerServerLoginFailed``, ``PoolerBusy``).
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. The
+reconcile's wait is measured from when the check starts to run: one still queued behind
+other tenants' checks is ``CheckPending`` "queued" (no login attempted, no hop blamed). The
+last check's outcome is kept per namespace (`_Outcome`) and reported, with its time, while
+a newer check is pending, so a slow but working pooler is not held False by checks that
+end after their reconcile gave up. A failed check's reason names the hop (`data.pooler`:
+``PoolerUnreachable``, ``AuthenticationFailed``, ``PoolerServerLoginFailed``,
+``PoolerAuthMethodRefused``, ``PoolerBusy``). While workload pods of an operator before
+client TLS run, the condition is ``True PlainClientsAllowed``, not ``Serving``.
+
+**The workload's pods** are those controlled, by uid, by a ReplicaSet that the operator's
+workload Deployment controls, by uid (`PoolerPart._workload_pods`): the workload's labels
+are not reserved, so a look-alike pod of a tenant admin's never opens the pooler to plain
+clients nor holds its switch-off. A pod uses the pooler by structural reference only
+(`_uses_pooler`).
+
+**The client credential** is kept across scheduled rotations, and replaced on an explicit
+rotation request and, once inherited on upgrade, at the next rotation
+(`_client_credential`); the pooler rolls onto it first, the workload once it has.
 
 **Switching it off**: the workload goes back to the site directly in the same reconcile;
 what the part made (only objects that carry the operator's labels for this tenant, found
