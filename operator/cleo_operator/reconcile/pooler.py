@@ -814,17 +814,17 @@ class PoolerPart:
         """In the lane: run the check and keep its outcome (`_outcome`), however late."""
         check.started_at = time.monotonic()
         check.started.set()
-        error: DataError | None = None
         try:
             call()
         except DataError as exc:
-            error = exc
+            self._keep(namespace, check, exc)
             raise
-        finally:
-            with self._running_lock:
-                self._outcomes[namespace] = _Outcome(
-                    key=check.key, ended=time.monotonic(), error=error
-                )
+        # Anything else is a fault of the check itself: no outcome, the reconcile sees it.
+        self._keep(namespace, check, None)
+
+    def _keep(self, namespace: str, check: _Check, error: DataError | None) -> None:
+        with self._running_lock:
+            self._outcomes[namespace] = _Outcome(key=check.key, ended=time.monotonic(), error=error)
 
     def _wait_for(self, check: _Check) -> str:
         """Wait for `check`, measured from when it started to run; "" once it has ended,

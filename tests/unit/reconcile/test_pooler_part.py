@@ -1193,3 +1193,21 @@ def test_the_check_waits_from_its_start_says_queued_and_reports_a_late_outcome(
     assert (kept.status, kept.reason) == ("True", "Serving")
     assert "the last check, at" in kept.message
     pooler.close()
+
+
+def test_a_check_that_breaks_is_never_kept_as_a_success(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+
+    def broken(**_kwargs: Any) -> None:
+        raise RuntimeError("a fault of the check itself")
+
+    pooler = part(kube, databases, Logins())
+    pooler.check = broken
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    with pytest.raises(RuntimeError):
+        pooler.reconcile(ctx)
+    assert pooler._outcomes == {}
+    pooler.close()
