@@ -1211,3 +1211,24 @@ def test_a_check_that_breaks_is_never_kept_as_a_success(
         pooler.reconcile(ctx)
     assert pooler._outcomes == {}
     pooler.close()
+
+
+@pytest.mark.security
+def test_a_requested_client_credential_rolls_the_pooler_before_the_workload(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube, request="r1")
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    before = pooler.reconcile(ctx).fingerprints["pooler"]
+    write_credentials(kube, "B" * 43, request="r2")
+    rolling = pooler.reconcile(ctx)
+    assert rolling.conditions[CONDITION_TYPE].reason == "Rolling"
+    assert rolling.fingerprints["pooler"] == before  # the workload waits for the pooler
+    service_as_the_api_server_allocates(kube, rolling.objects)
+    rendered = next(o for o in rolling.objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled = pooler.reconcile(ctx)
+    assert rolled.conditions[CONDITION_TYPE].reason == "Serving"
+    assert rolled.fingerprints["pooler"] != before  # now the workload rolls onto it
