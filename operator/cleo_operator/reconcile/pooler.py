@@ -739,6 +739,10 @@ class PoolerPart:
         pending = self._wait_for(check)
         outcome = self._outcome(ctx.namespace, key)
         if outcome is None:
+            pending = pending or (
+                "the check that ended was of an earlier configuration (address, credential or "
+                "certificate); the next look starts one of this one"
+            )
             result.conditions[CONDITION_TYPE] = Observation("False", "CheckPending", pending)
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
