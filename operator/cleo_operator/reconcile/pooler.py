@@ -656,13 +656,19 @@ class PoolerPart:
         # anew when there is none of the operator's form, and on an explicit rotation
         # request (`_client_credential`).
         live_secret = self._ours(ctx, SECRET, POOLER_NAME)
+        # Credentials only from a Secret this tenant (by uid) owns: one a deleted tenant of
+        # the same name left behind (Retain cuts it loose) holds what its admins could read
+        # (the client password, the TLS key); a re-created tenant gets new ones.
+        owners = ((live_secret or {}).get("metadata") or {}).get("ownerReferences") or []
+        owned = any(isinstance(o, Mapping) and o.get("uid") == ctx.uid for o in owners)
+        credentials_from = live_secret if owned else None
         client_password, client_rotation = _client_credential(
-            live_secret,
+            credentials_from,
             user=target.user,
             request=stored.rotation_request,
             rotated_at=stored.rotated_at.isoformat() if stored.rotated_at else "",
         )
-        tls = self._tls(ctx, live_secret)
+        tls = self._tls(ctx, credentials_from)
         plain = _plain_clients(self._workload_pods(ctx))
         try:
             objects = render_pooler(

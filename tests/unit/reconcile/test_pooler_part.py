@@ -1232,3 +1232,21 @@ def test_a_requested_client_credential_rolls_the_pooler_before_the_workload(
     rolled = pooler.reconcile(ctx)
     assert rolled.conditions[CONDITION_TYPE].reason == "Serving"
     assert rolled.fingerprints["pooler"] != before  # now the workload rolls onto it
+
+
+@pytest.mark.security
+def test_a_re_created_tenant_never_inherits_the_former_tenants_client_credential_or_key(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # Retain cuts the pooler's Secret loose; a tenant of the same name made again (a new
+    # uid) must not keep what the former admins could read: the client password, the key.
+    pooler = pooler_applied(kube, databases)
+    before_password, before_key = client_password(kube), secret_text(kube, "tls.key")
+    pooler.finalize(context({"enabled": True}), delete=False)
+    again = dataclasses.replace(
+        context({"enabled": True}), uid="5c1d0e7a-0000-4000-8000-000000000001"
+    )
+    for obj in pooler.reconcile(again).objects:
+        kube.apply(obj)
+    assert client_password(kube) != before_password
+    assert secret_text(kube, "tls.key") != before_key
