@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+import socket
 import threading
 import time
 
@@ -163,3 +164,57 @@ def test_a_held_pool_is_busy_and_cancelled_in_the_checks_own_thread(
             assert time.monotonic() - started < 2 + 1.5
             assert seen - before == {"watcher"}  # no timer or helper thread of the check's
             holder.rollback()
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("method", ["plain", "md5"])
+def test_an_answerer_that_asks_for_another_auth_method_is_refused_by_name(
+    provisioned: tuple[SitePools, str, str], method: str
+) -> None:
+    # A real pgbouncer that asks for the password in clear (or MD5), as an impersonator
+    # at the pooler's address would: libpq's require_auth refuses before anything of the
+    # password is sent, and the reason says so (not PoolerUnreachable).
+    pools, tenant, password = provisioned
+    client = new_password()
+    values = rendered(pools, tenant, server_password=password, client=client)
+    values["pgbouncer.ini"] = values["pgbouncer.ini"].replace(
+        "auth_type = scram-sha-256", f"auth_type = {method}"
+    )
+    assert f"auth_type = {method}" in values["pgbouncer.ini"]
+    with running_pgbouncer(values) as bouncer:
+        error = reason_of(bouncer, tenant, client)
+    assert error.reason == "PoolerAuthMethodRefused", str(error)
+
+
+@pytest.mark.security
+def test_a_login_held_by_the_pooler_ends_at_the_checks_one_deadline(
+    provisioned: tuple[SitePools, str, str],
+) -> None:
+    # The pooler's server answers nothing (a listening socket that never replies), so
+    # pgbouncer holds the check's login. The check's one deadline covers the probe and the
+    # login (libpq's connect_timeout is whole seconds, at least 2: not used), and the
+    # wording blames neither hop (the probe and the login may reach different pods).
+    pools, tenant, password = provisioned
+    client = new_password()
+    role = tenant_role_name(tenant)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        values = rendered(pools, tenant, server_password=password, client=client, port=port)
+        with running_pgbouncer(values) as bouncer:
+            started = time.monotonic()
+            with pytest.raises(DataError) as caught:
+                check_pooler_login(
+                    host=bouncer.host,
+                    port=bouncer.port,
+                    dbname=role,
+                    user=role,
+                    password=client,
+                    timeout_seconds=1,
+                    server_cert_pem=TLS.cert_pem,
+                )
+            elapsed = time.monotonic() - started
+    assert elapsed < 1.6, elapsed
+    assert caught.value.reason == "PoolerServerLoginFailed"
+    assert "the pooler pod itself, or its own login" in str(caught.value)

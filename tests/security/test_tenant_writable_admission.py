@@ -38,6 +38,7 @@ from cleo_operator.kube.kinds import (
     NAMESPACE,
     NETWORK_POLICY,
     POD,
+    REPLICA_SET,
     SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
@@ -333,6 +334,43 @@ def test_a_pod_labelled_as_the_pooler_is_refused(scene: Scene) -> None:
     assert MESSAGE in relabel.message
     assert scene.admin.get(POD, "pooler-twin", namespace=scene.namespace) is None
     scene.admin.delete(POD, "plain", namespace=scene.namespace)
+
+
+def test_the_poolers_replica_set_cannot_be_deleted_or_edited_by_the_tenant_admin(
+    scene: Scene,
+) -> None:
+    """The pooler's ReplicaSet carries the pooler's labels (the deployment controller copies
+    the pod template's), not the operator's managed-by: the policy protects it by the same
+    labels whether old or new (one predicate), so a delete is refused too."""
+    labels = {"app.kubernetes.io/name": "cleo-pooler", "cleoai.io/tenant": scene.tenant}
+    template = pod("unused", scene.namespace, labels)
+    name = "cleo-pooler-" + new_name("rs")[-8:]
+    scene.operator.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": scene.namespace, "labels": labels},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
+            },
+        }
+    )
+    try:
+        deleted = refused(scene.attacker.delete, REPLICA_SET, name, namespace=scene.namespace)
+        assert deleted.status == 403
+        edited = refused(
+            scene.attacker.patch_merge,
+            REPLICA_SET,
+            name,
+            {"metadata": {"annotations": {"x": "y"}}},
+            namespace=scene.namespace,
+        )
+        assert edited.status == 403
+        assert scene.admin.get(REPLICA_SET, name, namespace=scene.namespace) is not None
+    finally:
+        scene.operator.delete(REPLICA_SET, name, namespace=scene.namespace)
 
 
 def test_the_poolers_config_secret_cannot_be_planted_or_edited(scene: Scene) -> None:

@@ -55,11 +55,17 @@ def test_it_knows_the_labels_the_operator_and_the_runner_use() -> None:
         v["name"]: v["expression"]
         for v in _objects()["ValidatingAdmissionPolicy"]["spec"]["variables"]
     }
-    for expression in (variables["newProtected"], variables["oldProtected"]):
-        assert f'"{MANAGED_BY_LABEL}"' in expression
-        assert f'"{MANAGED_BY}"' in expression
-        assert f'"{BACKUP_LABEL}"' in expression
-        assert f'"{APP_NAME}"' in expression
+    # One predicate for the old and the new object's labels (protectedSets, indexed by
+    # newProtected and oldProtected), so the two can never drift apart.
+    expression = variables["protectedSets"]
+    assert f'"{MANAGED_BY_LABEL}"' in expression
+    assert f'"{MANAGED_BY}"' in expression
+    assert f'"{BACKUP_LABEL}"' in expression
+    assert f'"{APP_NAME}"' in expression
+    assert '"cleo-pooler"' in expression
+    assert "variables.oldLabels" in expression
+    assert "protectedSets" in variables["newProtected"]
+    assert variables["oldProtected"].strip() == "variables.protectedSets[4]"
     assert f'"{ORPHANED_LABEL}"' in variables["released"]
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 __all__ = [
+    "BACKDATE",
     "RENEW_BEFORE",
     "STAGE_BEFORE",
     "VALIDITY",
@@ -49,6 +50,9 @@ VALIDITY: Final = datetime.timedelta(days=365)
 RENEW_BEFORE: Final = datetime.timedelta(days=30)
 """A certificate this close to its end is replaced (the pooler rolls onto the new one)."""
 STAGE_BEFORE: Final = datetime.timedelta(days=60)
+BACKDATE: Final = datetime.timedelta(hours=1)
+"""A new certificate is valid from this long before it is made: nodes whose clocks lag the
+operator's (within this) accept it at once."""
 """This close to its end, the next pair is made and its certificate trusted (`TlsState`)."""
 _MAX_TRUSTED: Final = 3
 
@@ -173,7 +177,7 @@ def issue_pooler_tls(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(identifier),
             critical=False,
         )
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -198,7 +202,12 @@ def usable_pooler_tls(
     now: datetime.datetime,
 ) -> bool:
     """Whether `tls` (read back from the pooler's Secret) may be kept: it parses, its key
-    is the certificate's, it names the Service, and it has more than `RENEW_BEFORE` left."""
+    is the certificate's, it names the Service, and it has more than `RENEW_BEFORE` left.
+
+    Not whether it is valid yet: its issuer is the operator itself, so a "not yet valid"
+    certificate means only that this replica's clock is behind the one that issued it (a
+    leader change, a clock stepped back). Throwing it away would present a new one at
+    once, before the workload's mounted bundle trusts it."""
     try:
         cert = x509.load_pem_x509_certificate(tls.cert_pem.encode())
         key = serialization.load_pem_private_key(tls.key_pem.encode(), password=None)
@@ -216,6 +225,5 @@ def usable_pooler_tls(
     return (
         same_key
         and names == pooler_dns_names(service, namespace, cluster_domain)
-        and cert.not_valid_before_utc <= now
         and now + RENEW_BEFORE < cert.not_valid_after_utc
     )

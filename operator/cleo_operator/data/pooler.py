@@ -19,8 +19,16 @@ database's existence.
   (pgbouncer -> PostgreSQL): the server's refusal it passes on (a stale role password
   reads "password authentication failed for user", which is *not* the client's
   credential), its own "server login has been failing", or a login that does not finish
-  in time although the pooler answered the probe;
+  in time although the pooler answered the probe. That last one's wording blames neither
+  hop: the probe and the login are two connections to the Service, which may reach two
+  different pooler pods, so a wedged pod and a site it cannot reach look the same;
+- ``PoolerAuthMethodRefused``: what answered asked for the password in clear or as MD5,
+  and ``require_auth`` refused it: not the pooler the operator configured (SCRAM only);
 - ``PoolerBusy``: logged in, but the query got no server connection before the deadline.
+
+One monotonic deadline covers the probe (each socket step waits only for what is left),
+the login (driven without blocking up to it; no login starts with less than
+`_LOGIN_AT_LEAST` left) and the query.
 
 Bounded, because what answers may be busy or hostile: PgBouncer queues a query for a
 server connection up to its ``query_wait_timeout`` (120 s) when the workload holds the
@@ -46,10 +54,17 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import make_conninfo
 
 from cleo_operator.data.errors import AuthenticationFailed, DataError, redact
 
-__all__ = ["PoolerBusy", "PoolerCheckFailed", "PoolerServerLoginFailed", "check_pooler_login"]
+__all__ = [
+    "PoolerAuthMethodRefused",
+    "PoolerBusy",
+    "PoolerCheckFailed",
+    "PoolerServerLoginFailed",
+    "check_pooler_login",
+]
 
 
 class PoolerCheckFailed(DataError, reason="PoolerUnreachable"):
@@ -61,12 +76,20 @@ class PoolerServerLoginFailed(PoolerCheckFailed, reason="PoolerServerLoginFailed
     password in its configuration, the site down or refusing it)."""
 
 
+class PoolerAuthMethodRefused(PoolerCheckFailed, reason="PoolerAuthMethodRefused"):
+    """What answered at the pooler's address asked for the password in clear or as MD5
+    (``require_auth`` refused it before anything was sent): not the pooler the operator
+    configured, which only does SCRAM; an impersonator or a misconfigured pooler."""
+
+
 class PoolerBusy(PoolerCheckFailed, reason="PoolerBusy"):
     """The pooler let the check in, but gave it no server connection before the deadline:
     every one of the pool's connections is in use (the workload's own load, or clients
     idle in a transaction)."""
 
 
+_AUTH_METHOD_REFUSED: Final = "authentication method requirement"
+"""libpq's words when ``require_auth`` refuses what the server asked for."""
 _CLIENT_AUTH_REFUSED: Final = ("SASL authentication failed", "no such user")
 """PgBouncer's own words when it refuses a client's credential (client -> pgbouncer)."""
 _POOLER_OWN_REFUSALS: Final = (
@@ -98,6 +121,8 @@ def check_pooler_login(
     and the server must present that very certificate (the pooler's own, self-signed).
     """
     where = f"the pooler at {host}:{port}"
+    # One deadline for every step (the probe, the login, the query): the check as a whole
+    # ends within `timeout_seconds` (plus a bounded cancel), whatever answers.
     deadline = time.monotonic() + timeout_seconds
     with tempfile.TemporaryDirectory(prefix="cleo-pooler-check-") as folder:
         root: str | None = None
@@ -106,7 +131,12 @@ def check_pooler_login(
             root = os.path.join(folder, "pooler.crt")
             with open(root, "w", encoding="ascii") as file:
                 file.write(server_cert_pem)
-        _reach(where=where, host=host, port=port, root=root, seconds=timeout_seconds)
+        _reach(where=where, host=host, port=port, root=root, deadline=deadline)
+        if deadline - time.monotonic() < _LOGIN_AT_LEAST:
+            raise PoolerCheckFailed(
+                f"{where} answered the probe too slowly to leave time for a login "
+                f"within {timeout_seconds}s"
+            )
         with _login(
             where=where,
             host=host,
@@ -114,23 +144,36 @@ def check_pooler_login(
             dbname=dbname,
             user=user,
             password=password,
-            timeout_seconds=max(1, int(deadline - time.monotonic() + 0.999)),
+            deadline=deadline,
             root=root,
         ) as conn:
             _select_one(conn, where=where, deadline=deadline, seconds=timeout_seconds)
 
 
-def _reach(*, where: str, host: str, port: int, root: str | None, seconds: float) -> None:
-    """TCP to the pooler and, with `root`, the TLS handshake against it (the first hop)."""
+_LOGIN_AT_LEAST: Final = 0.5
+"""A login is not started with less time than this left before the check's deadline."""
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left until `deadline`; a socket timeout of 0 would mean non-blocking."""
+    return max(0.001, deadline - time.monotonic())
+
+
+def _reach(*, where: str, host: str, port: int, root: str | None, deadline: float) -> None:
+    """TCP to the pooler and, with `root`, the TLS handshake against it (the first hop),
+    each step waiting only for what is left of `deadline`."""
     try:
-        with socket.create_connection((host, port), timeout=seconds) as sock:
+        with socket.create_connection((host, port), timeout=_remaining(deadline)) as sock:
             if root is None:
                 return
+            sock.settimeout(_remaining(deadline))
             sock.sendall(_SSL_REQUEST)
+            sock.settimeout(_remaining(deadline))
             if sock.recv(1) != b"S":
                 raise ssl.SSLError("the pooler does not offer TLS")
             context = ssl.create_default_context(cafile=root)
             context.check_hostname = False  # pinned: the certificate itself is the anchor
+            sock.settimeout(_remaining(deadline))
             with context.wrap_socket(sock):  # the handshake, against the pinned certificate
                 pass
     except (OSError, ssl.SSLError) as error:
@@ -150,46 +193,64 @@ def _login(
     dbname: str,
     user: str,
     password: str,
-    timeout_seconds: int,
+    deadline: float,
     root: str | None,
 ) -> Iterator[psycopg.Connection[Any]]:
+    """The login, driven here without blocking up to `deadline` (libpq's and psycopg's
+    ``connect_timeout`` is whole seconds and at least 2: it would overrun the deadline)."""
+    conninfo = make_conninfo(
+        host=host,
+        port=port,
+        dbname=dbname,
+        user=user,
+        password=password,
+        sslmode="disable" if root is None else "verify-ca",
+        sslrootcert=root,
+        # Only SCRAM: a server that asks for the password in clear (or MD5) is not the
+        # pooler the operator configured, and gets nothing.
+        require_auth="scram-sha-256",
+        application_name="cleo-operator-pooler-check",
+    )
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
-        conn = psycopg.connect(
-            host=host,
-            port=port,
-            dbname=dbname,
-            user=user,
-            password=password,
-            sslmode="disable" if root is None else "verify-ca",
-            sslrootcert=root,
-            # Only SCRAM: a server that asks for the password in clear (or MD5) is not the
-            # pooler the operator configured, and gets nothing.
-            require_auth="scram-sha-256",
-            connect_timeout=max(2, timeout_seconds),
-            application_name="cleo-operator-pooler-check",
-            autocommit=True,
-        )
-    except psycopg.errors.ConnectionTimeout:
-        # The pooler answered the probe just before: it holds the login while it tries
-        # to open a server connection (PgBouncer's server_connect_timeout is longer).
-        raise PoolerServerLoginFailed(
-            f"{where} let the check in but its login to the database did not finish "
-            f"within {timeout_seconds}s (the site down or unreachable from the pooler?)"
-        ) from None
-    except psycopg.Error as error:
-        raise _login_error(
-            error, where=where, user=user, dbname=dbname, password=password
-        ) from None
+        while True:
+            bad = pgconn.status == pq.ConnStatus.BAD
+            status = pq.PollingStatus.FAILED if bad else pgconn.connect_poll()
+            if status == pq.PollingStatus.OK:
+                break
+            if status == pq.PollingStatus.FAILED:
+                text = pgconn.get_error_message(encoding="utf-8")
+                raise _login_error(text, where=where, user=user, dbname=dbname, password=password)
+            if not _wait(pgconn.socket, deadline, write=status == pq.PollingStatus.WRITING):
+                # The pooler answered the probe just before: it holds the login (its pod
+                # wedged, or its own server connection not open yet: PgBouncer's
+                # server_connect_timeout is longer). Which of the two is not known here.
+                raise PoolerServerLoginFailed(
+                    f"{where} answered the probe but the login did not finish in time (the "
+                    "pooler pod itself, or its own login to the database)"
+                )
+        pgconn.nonblocking = 1
+        conn = psycopg.Connection(pgconn)
+    except BaseException:
+        pgconn.finish()
+        raise
+    conn.autocommit = True
     try:
         yield conn
     finally:
         conn.close()
 
 
-def _login_error(
-    error: psycopg.Error, *, where: str, user: str, dbname: str, password: str
-) -> DataError:
-    text = redact(str(error), secrets=(password,))
+def _login_error(text: str, *, where: str, user: str, dbname: str, password: str) -> DataError:
+    """The refused login's error by hop, from libpq's words (redacted of the password)."""
+    text = redact(text.strip(), secrets=(password,))
+    if _AUTH_METHOD_REFUSED in text:
+        # libpq's own refusal (require_auth): the answerer asked for the password in clear
+        # or as MD5, which PgBouncer configured by the operator never does.
+        return PoolerAuthMethodRefused(
+            f"{where} asked for an authentication method other than SCRAM; nothing of the "
+            f"password was sent: {text}"
+        )
     if any(words in text for words in _CLIENT_AUTH_REFUSED):
         return AuthenticationFailed(f"{where} refused the tenant's role {user}: {text}")
     if "FATAL:" in text and not any(words in text for words in _POOLER_OWN_REFUSALS):

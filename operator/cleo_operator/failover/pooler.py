@@ -33,12 +33,14 @@ from typing import Any, Final
 from cleo_operator.data.sites import SiteConfig
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, SECRET
-from cleo_operator.kube.rollout import rollout_of
+from cleo_operator.kube.rollout import rollout_of, whole
 from cleo_operator.render.pooler import (
+    DEFAULT_CLUSTER_DOMAIN,
     INI_KEY,
     POOLER_HASH_ANNOTATION,
     POOLER_NAME,
     pooler_config_hash,
+    pooler_server_host,
 )
 
 __all__ = ["PoolerRoute", "points_to", "pooler_route", "pooler_server"]
@@ -62,18 +64,10 @@ class PoolerRoute:
 
 
 def points_to(server: tuple[str, int], host: str, port: int) -> bool:
-    """Whether the rendered server is `host`:`port`: as configured, or qualified the way the
-    pooler writes a relative cluster name (`reconcile.pooler.pooler_server_host` only
-    appends the namespace and cluster domain)."""
-    rendered, rendered_port = server
-    if rendered_port != port:
-        return False
-    if rendered == host:
-        return True
-    if not rendered.startswith(host + "."):
-        return False
-    suffix = rendered[len(host) + 1 :].split(".")  # [<ns>, svc, ...domain] or [...domain]
-    return host.endswith(".svc") or ("." not in host and suffix[1:2] == ["svc"])
+    """Whether the rendered server is exactly `host`:`port`: the host as the pooler must
+    write it (`render.pooler.pooler_server_host`, computed by the caller), nothing looser
+    (a host ``pg`` must not match ``pg.<another namespace>.svc...``)."""
+    return server == (host, port)
 
 
 def pooler_server(ini: str) -> tuple[str, int] | None:
@@ -92,10 +86,6 @@ def _decoded(secret: Mapping[str, Any] | None) -> dict[str, str] | None:
         return None
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _password(ini: str) -> str | None:
     """The server login's password of the rendered ``pgbouncer.ini`` (its database entry):
     the role's, which keys the configuration's hash (the auth file holds the clients')."""
@@ -103,7 +93,14 @@ def _password(ini: str) -> str | None:
     return found["password"] if found else None
 
 
-def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> PoolerRoute:
+def pooler_route(
+    kube: KubeClient,
+    namespace: str,
+    *,
+    site: SiteConfig,
+    operator_namespace: str | None = None,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+) -> PoolerRoute:
     """Whether the pooler in `namespace` runs `site`'s configuration on all its pods.
 
     Reads only what the operator writes and tenant admins cannot (the pooler's Secret is a
@@ -116,7 +113,10 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
     where = f"site {site.name!r} ({site.host}:{site.port})"
     values = _decoded(kube.get(SECRET, POOLER_NAME, namespace=namespace))
     server = pooler_server((values or {}).get(INI_KEY, ""))
-    if values is None or server is None or not points_to(server, site.host, site.port):
+    host = pooler_server_host(
+        site, operator_namespace=operator_namespace, cluster_domain=cluster_domain
+    )
+    if values is None or server is None or not points_to(server, host, site.port):
         return PoolerRoute(
             exists=True,
             ready=False,
@@ -136,7 +136,7 @@ def pooler_route(kube: KubeClient, namespace: str, *, site: SiteConfig) -> Poole
             ready=False,
             message=f"the pooler's pods are not yet rolled to the configuration for {where}",
         )
-    wanted = _int(spec.get("replicas", 1))
+    wanted = whole(spec.get("replicas", 1))
     if rollout.short_of(wanted):
         return PoolerRoute(
             exists=True,

@@ -124,6 +124,11 @@ class FailoverSettings:
 
     credentials_secret: str = "cleo-database"  # noqa: S105 - a name
     """Name of the tenant's credentials Secret (what the database part writes)."""
+    operator_namespace: str | None = None
+    """The operator's namespace: the pooler's server host is qualified with it as the
+    tenant's pooler part does (`render.pooler.pooler_server_host`)."""
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain (as `reconcile.pooler.PoolerSettings.cluster_domain`)."""
     promote_wait_seconds: int = 60
     """How long ``pg_promote`` may take before the promote step tries again."""
     catchup_timeout_seconds: float = 60.0
@@ -930,7 +935,13 @@ class Procedure:
             spec = None  # not readable now: judge whatever pooler runs, to be safe
         if spec is not None and not (spec.database.enabled and spec.database.pooler.enabled):
             return None
-        route = pooler_route(self.kube, move.namespace, site=self._site(move.target))
+        route = pooler_route(
+            self.kube,
+            move.namespace,
+            site=self._site(move.target),
+            operator_namespace=self.settings.operator_namespace,
+            cluster_domain=self.settings.cluster_domain,
+        )
         if route.ready:
             return None
         limit = self.settings.rollout_timeout_seconds

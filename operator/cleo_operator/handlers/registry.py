@@ -133,11 +133,16 @@ class Runtime:
             lag_samples=lag_samples,
             settings=AutomaticSettings(healthy_recheck_seconds=rechecks.healthy_primary_seconds),
         )
+        pooler_settings = PoolerSettings.from_environment()
         failover_reconciler = FailoverReconciler.from_environment(
             kube,
             pools=databases.pools,
             lag_samples=lag_samples,
-            settings=FailoverSettings(credentials_secret=DatabaseSettings().secret_name),
+            settings=FailoverSettings(
+                credentials_secret=DatabaseSettings().secret_name,
+                operator_namespace=config.operator_namespace,
+                cluster_domain=pooler_settings.cluster_domain,
+            ),
         )
         return cls(
             config=config,
@@ -159,7 +164,7 @@ class Runtime:
                     databases=databases,
                     automatic=automatic,
                     operator_namespace=config.operator_namespace,
-                    pooler_settings=PoolerSettings.from_environment(),
+                    pooler_settings=pooler_settings,
                 ),
                 operator_namespace=config.operator_namespace,
                 refused_recheck_seconds=rechecks.refused_seconds,

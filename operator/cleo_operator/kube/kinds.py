@@ -33,6 +33,7 @@ __all__ = [
     "PDB",
     "POD",
     "PVC",
+    "REPLICA_SET",
     "RESOURCE_QUOTA",
     "ROLE",
     "ROLE_BINDING",
@@ -87,6 +88,7 @@ NETWORK_POLICY: Final = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpo
 ROLE: Final = Kind("rbac.authorization.k8s.io/v1", "Role", "roles")
 ROLE_BINDING: Final = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
 DEPLOYMENT: Final = Kind("apps/v1", "Deployment", "deployments")
+REPLICA_SET: Final = Kind("apps/v1", "ReplicaSet", "replicasets")
 HPA: Final = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB: Final = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 CRON_JOB: Final = Kind("batch/v1", "CronJob", "cronjobs")
@@ -137,6 +139,7 @@ KINDS: Final[dict[tuple[str, str], Kind]] = {
         *TENANT_CHILDREN,
         SECRET,
         POD,
+        REPLICA_SET,
         PVC,
         EVENT,
         CRON_JOB,

@@ -353,6 +353,14 @@ PERMISSIONS: Final[tuple[Permission, ...]] = _table(
             _CHILD_WHY,
         ),
         _Row("tenant", "apps", "deployments", _CHILD, _CHILD_WHY),
+        _Row(
+            "tenant",
+            "apps",
+            "replicasets",
+            "get",
+            "whether a workload pod's ReplicaSet is controlled by the workload's Deployment "
+            "(by uid): only such pods count as the workload's for its pooler",
+        ),
         _Row("tenant", "autoscaling", "horizontalpodautoscalers", _CHILD, _CHILD_WHY),
         _Row("tenant", "networking.k8s.io", "networkpolicies", _CHILD, _CHILD_WHY),
         _Row("tenant", "policy", "poddisruptionbudgets", _CHILD, _CHILD_WHY),

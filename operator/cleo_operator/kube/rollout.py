@@ -14,10 +14,12 @@ import dataclasses
 
 from cleo_operator.api.objects import KubeObject
 
-__all__ = ["Rollout", "rollout_of"]
+__all__ = ["Rollout", "rollout_of", "whole"]
 
 
-def _int(value: object) -> int:
+def whole(value: object) -> int:
+    """`value` if it is an integer (not a bool), else 0: a count from an object's status or
+    spec, which may be missing or of another type (the one reading of such counts)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -52,8 +54,8 @@ def rollout_of(deployment: KubeObject) -> Rollout:
     meta = deployment.get("metadata") or {}
     status = deployment.get("status") or {}
     return Rollout(
-        seen=_int(status.get("observedGeneration")) >= _int(meta.get("generation")),
-        updated=_int(status.get("updatedReplicas")),
-        available=_int(status.get("availableReplicas")),
-        total=_int(status.get("replicas")),
+        seen=whole(status.get("observedGeneration")) >= whole(meta.get("generation")),
+        updated=whole(status.get("updatedReplicas")),
+        available=whole(status.get("availableReplicas")),
+        total=whole(status.get("replicas")),
     )

@@ -33,9 +33,25 @@ port answers but whose password is stale, or that cannot reach the site, is not 
 The login runs from the operator's pod, so the part adds one NetworkPolicy that admits
 the operator's pods to the pooler's port; the check waits at most
 `PoolerSettings.check_timeout_seconds` (then it cancels; a pool held by the workload is
-``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. A failed
-check's reason names the hop (`data.pooler`: ``PoolerUnreachable``,
-``AuthenticationFailed``, ``PoolerServerLoginFailed``, ``PoolerBusy``).
+``PoolerBusy``), in a lane of its own, never in the reconcile's worker thread. The
+reconcile's wait is measured from when the check starts to run: one still queued behind
+other tenants' checks is ``CheckPending`` "queued" (no login attempted, no hop blamed). The
+last check's outcome is kept per namespace (`_Outcome`) and reported, with its time, while
+a newer check is pending, so a slow but working pooler is not held False by checks that
+end after their reconcile gave up. A failed check's reason names the hop (`data.pooler`:
+``PoolerUnreachable``, ``AuthenticationFailed``, ``PoolerServerLoginFailed``,
+``PoolerAuthMethodRefused``, ``PoolerBusy``). While workload pods of an operator before
+client TLS run, the condition is ``True PlainClientsAllowed``, not ``Serving``.
+
+**The workload's pods** are those controlled, by uid, by a ReplicaSet that the operator's
+workload Deployment controls, by uid (`PoolerPart._workload_pods`): the workload's labels
+are not reserved, so a look-alike pod of a tenant admin's never opens the pooler to plain
+clients nor holds its switch-off. A pod uses the pooler by structural reference only
+(`_uses_pooler`).
+
+**The client credential** is kept across scheduled rotations, and replaced on an explicit
+rotation request and, once inherited on upgrade, at the next rotation
+(`_client_credential`); the pooler rolls onto it first, the workload once it has.
 
 **Switching it off**: the workload goes back to the site directly in the same reconcile;
 what the part made (only objects that carry the operator's labels for this tenant, found
@@ -49,6 +65,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import functools
 import hashlib
 import ipaddress
@@ -57,6 +74,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -70,7 +88,16 @@ from cleo_operator.data.tenant_db import tenant_database_name, tenant_role_name
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
-from cleo_operator.kube.kinds import DEPLOYMENT, NETWORK_POLICY, PDB, POD, SECRET, SERVICE, Kind
+from cleo_operator.kube.kinds import (
+    DEPLOYMENT,
+    NETWORK_POLICY,
+    PDB,
+    POD,
+    REPLICA_SET,
+    SECRET,
+    SERVICE,
+    Kind,
+)
 from cleo_operator.kube.rollout import rollout_of
 from cleo_operator.kube.secrets import secret_value
 from cleo_operator.reconcile.database_passwords import new_password
@@ -93,6 +120,7 @@ from cleo_operator.render.network import NAMESPACE_NAME_LABEL
 from cleo_operator.render.pooler import (
     CLIENT_CA_KEY,
     CLIENT_PASSWORD_KEY,
+    CLIENT_ROTATION_ANNOTATION,
     CLIENT_URL_KEY,
     DATABASE_ROUTE_LABEL,
     DEFAULT_CLUSTER_DOMAIN,
@@ -112,6 +140,7 @@ from cleo_operator.render.pooler import (
     PoolerTarget,
     pooler_client_fingerprint,
     pooler_selector,
+    pooler_server_host,
     render_pooler,
     userlist_password,
 )
@@ -179,6 +208,9 @@ class PoolerSettings:
     """Look again this soon while the pooler rolls out."""
     failed_requeue_seconds: float = 10.0
     """Look again this soon after a failed login check."""
+    check_outcome_max_age_seconds: float = 120.0
+    """A check's outcome is reported (with its time) while a newer one is still queued or
+    running, for this long after it ended."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> PoolerSettings:
@@ -221,38 +253,6 @@ def _parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def pooler_server_host(
-    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
-) -> str:
-    """The site's host as the pooler must write it: what the operator's own pod reaches.
-
-    The pooler's pod resolves names through the *tenant* namespace's search list, where a
-    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
-    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
-    zones too. So a single label is qualified as the operator's own pod resolves it (its
-    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
-    cluster domain. Left as configured: addresses, names with a trailing dot, other
-    dotted names, and every name of a ``verify-full`` site, whose certificate must name
-    the host as written and which no capturing server can present anyway.
-    """
-    host = site.host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return host
-    if site.sslmode == "verify-full" or host.endswith("."):
-        return host
-    domain = cluster_domain.strip(".")
-    labels = host.split(".")
-    if len(labels) == 1 and operator_namespace:
-        return f"{host}.{operator_namespace}.svc.{domain}"
-    if labels[-1] == "svc":
-        return f"{host}.{domain}"
-    return host
-
-
 def pooler_target(
     site: SiteConfig,
     *,
@@ -275,13 +275,9 @@ def pooler_target(
     )
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def routes_workload(deployment: KubeObject | None) -> bool:
     """Whether the workload may go through the pooler: it has an available pod."""
-    return _int(((deployment or {}).get("status") or {}).get("availableReplicas")) >= 1
+    return deployment is not None and rollout_of(deployment).available >= 1
 
 
 def observe_rollout(
@@ -315,26 +311,112 @@ def observe_rollout(
 
 
 def _uses_pooler(pod_spec: object) -> bool:
-    """Whether a pod (template) spec reads the pooler: its Secret or its host."""
-    text = json.dumps(pod_spec or {})
-    return POOLER_NAME in text
-
-
-def _plain_clients(pods: Iterable[KubeObject]) -> bool:
-    """Whether a live workload pod goes to the pooler in the clear: one made by an operator
-    before client TLS (``PGHOST=cleo-pooler``, ``PGSSLMODE=disable`` as literal values).
-    The pooler lets such clients in (``client_tls_sslmode=allow``) until they are gone, so
-    that the upgrade's roll refuses no connection; then it requires TLS again (a roll)."""
-    for pod in pods:
-        for container in (pod.get("spec") or {}).get("containers") or []:
-            env = {
-                str(e.get("name")): e.get("value")
-                for e in container.get("env") or []
-                if isinstance(e, Mapping)
-            }
-            if env.get("PGHOST") == POOLER_NAME and env.get("PGSSLMODE") == "disable":
+    """Whether a pod (template) spec reads the pooler, by its structural references: a
+    ``secretKeyRef`` or ``envFrom`` of the pooler's Secret, a volume of it (projected ones
+    included), or ``PGHOST`` naming the pooler's Service (its short or qualified name).
+    Never a substring anywhere in the spec: a user's value that mentions the name is none.
+    """
+    spec = pod_spec if isinstance(pod_spec, Mapping) else {}
+    for volume in _maps(spec.get("volumes")):
+        secret = volume.get("secret")
+        if isinstance(secret, Mapping) and secret.get("secretName") == POOLER_NAME:
+            return True
+        projected = volume.get("projected")
+        sources = projected.get("sources") if isinstance(projected, Mapping) else None
+        for source in _maps(sources):
+            named = source.get("secret")
+            if isinstance(named, Mapping) and named.get("name") == POOLER_NAME:
+                return True
+    containers = [*_maps(spec.get("initContainers")), *_maps(spec.get("containers"))]
+    for container in containers:
+        for source in _maps(container.get("envFrom")):
+            ref = source.get("secretRef")
+            if isinstance(ref, Mapping) and ref.get("name") == POOLER_NAME:
+                return True
+        for env in _maps(container.get("env")):
+            value_from = env.get("valueFrom")
+            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
+            if isinstance(ref, Mapping) and ref.get("name") == POOLER_NAME:
+                return True
+            value = env.get("value")
+            if env.get("name") == "PGHOST" and isinstance(value, str) and _names_pooler(value):
                 return True
     return False
+
+
+def _names_pooler(host: str) -> bool:
+    """Whether `host` is the pooler's Service: its short name or a qualified one."""
+    return host == POOLER_NAME or host.startswith(POOLER_NAME + ".")
+
+
+def _maps(items: object) -> list[Mapping[str, Any]]:
+    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+
+def _plain_clients(pods: Iterable[KubeObject]) -> int:
+    """How many live workload pods go to the pooler in the clear: ones made by an operator
+    before client TLS (``PGHOST=cleo-pooler``, ``PGSSLMODE=disable`` as literal values).
+    The pooler lets such clients in (``client_tls_sslmode=allow``) until they are gone, so
+    that the upgrade's roll refuses no connection; then it requires TLS again (a roll).
+
+    `pods` must be the workload's own (`PoolerPart._workload_pods`: controlled by the
+    operator's Deployment's ReplicaSets, by uid): a pod with the workload's labels alone is
+    anyone's, and would hold the pooler open to plain clients."""
+    found = 0
+    for pod in pods:
+        for container in _maps((pod.get("spec") or {}).get("containers")):
+            env = {str(e.get("name")): e.get("value") for e in _maps(container.get("env"))}
+            if env.get("PGHOST") == POOLER_NAME and env.get("PGSSLMODE") == "disable":
+                found += 1
+                break
+    return found
+
+
+def _client_credential(
+    live_secret: KubeObject | None, *, user: str, request: str | None, rotated_at: str
+) -> tuple[str, str]:
+    """The workload's client password to the pooler and what it answers to
+    (`CLIENT_ROTATION_ANNOTATION`, recorded on the pooler's Secret).
+
+    Kept across scheduled rotations of the role's password (the workload does not roll for
+    them), but replaced:
+
+    - when the live Secret holds none of the operator's form;
+    - on an explicit rotation request (`request`, the last one the database part handled,
+      differs from the one recorded): a request follows a suspected leak of the workload's
+      ``DATABASE_URL``/``PGPASSWORD``, which are this credential, not the role's password;
+    - when it was inherited on upgrade from an operator before the client credential (the
+      auth file's password, which was the role's then): at the role's next rotation.
+
+    A Secret of the previous version (a client credential, no record) answers to the
+    request handled now: the upgrade rotates nothing by itself.
+    """
+    own = secret_value(live_secret, CLIENT_PASSWORD_KEY)
+    inherited = (
+        None if own else userlist_password(secret_value(live_secret, USERLIST_KEY), user=user)
+    )
+    kept = own or inherited
+    recorded = ((live_secret or {}).get("metadata") or {}).get("annotations") or {}
+    record = recorded.get(CLIENT_ROTATION_ANNOTATION)
+    if not isinstance(record, str) or not record:
+        record = f"inherited:{rotated_at}" if inherited else f"request:{request or ''}"
+    kind, _, value = record.partition(":")
+    due = (
+        (kind == "inherited" and value != rotated_at)
+        or (kind == "request" and bool(request) and value != request)
+        or kind not in ("inherited", "request")
+    )
+    if kept and is_operator_password(kept) and not due:
+        return kept, record
+    return new_password(), f"request:{request or ''}"
+
+
+def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """`obj`'s controller owner reference, if any."""
+    for owner in _maps((obj.get("metadata") or {}).get("ownerReferences")):
+        if owner.get("controller") is True:
+            return owner
+    return None
 
 
 def _workload_on_pooler(deployment: KubeObject | None, pods: Iterable[KubeObject]) -> str | None:
@@ -343,11 +425,13 @@ def _workload_on_pooler(deployment: KubeObject | None, pods: Iterable[KubeObject
     From live objects only: the Deployment's template (new pods would read the pooler's
     Secret), its rollout (pods of an older template may be about to go or come), and the
     workload's pods themselves, Terminating ones included (the Deployment's status does not
-    count those, yet they run and hold pool connections until they are gone).
+    count those, yet they run and hold pool connections until they are gone). `pods` are
+    the workload's own (`PoolerPart._workload_pods`, by controller uid): a tenant admin's
+    pod with the workload's labels and a mention of the pooler holds nothing.
     """
     if deployment is not None:
         spec = deployment.get("spec") or {}
-        if _uses_pooler(spec.get("template")):
+        if _uses_pooler((spec.get("template") or {}).get("spec")):
             return (
                 "the workload's template still goes through the pooler; it is kept until it rolls"
             )
@@ -485,6 +569,30 @@ def verified_service(
     return service, ""
 
 
+@dataclasses.dataclass(eq=False)
+class _Check:
+    """One login check of a namespace's pooler in the lane."""
+
+    key: str
+    """What it checks (address, credential, certificate), as a digest."""
+    future: concurrent.futures.Future[None] = dataclasses.field(
+        default_factory=concurrent.futures.Future
+    )
+    started: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started_at: float | None = None
+    """When it started to run (monotonic); its wait is measured from then."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """How the last check of a namespace's pooler ended."""
+
+    key: str
+    ended: float
+    """Monotonic."""
+    error: DataError | None
+
+
 class PoolerPart:
     """``spec.database.pooler`` as a `TenantPart`; after `DatabasePart` in ``parts=[...]``."""
 
@@ -510,8 +618,9 @@ class PoolerPart:
         self._lane = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.settings.check_lane_width, thread_name_prefix="pooler-check"
         )
-        self._running: dict[str, concurrent.futures.Future[None]] = {}
-        self._running_lock = threading.RLock()  # a done future calls back at once
+        self._running: dict[str, _Check] = {}
+        self._outcomes: dict[str, _Outcome] = {}
+        self._running_lock = threading.RLock()
 
     def close(self) -> None:
         """Stop the check lane (a running check ends at its own deadline); called at the
@@ -543,18 +652,23 @@ class PoolerPart:
             cluster_domain=self.settings.cluster_domain,
         )
         # The workload's own credential to the pooler: kept from the live Secret (so that a
-        # rotation of the role's password never changes the workload's URL), made anew only
-        # when there is none of the operator's form.
-        # A Secret of an operator before the client credential holds none: the password
-        # in its auth file is the one the running workload pods log in with, and it is kept
-        # (a new one would have the rolling pooler refuse the old pods, and old pooler pods
-        # the new ones, until both rolls are done).
+        # scheduled rotation of the role's password never changes the workload's URL), made
+        # anew when there is none of the operator's form, and on an explicit rotation
+        # request (`_client_credential`).
         live_secret = self._ours(ctx, SECRET, POOLER_NAME)
-        kept = secret_value(live_secret, CLIENT_PASSWORD_KEY) or userlist_password(
-            secret_value(live_secret, USERLIST_KEY), user=target.user
+        # Credentials only from a Secret this tenant (by uid) owns: one a deleted tenant of
+        # the same name left behind (Retain cuts it loose) holds what its admins could read
+        # (the client password, the TLS key); a re-created tenant gets new ones.
+        owners = ((live_secret or {}).get("metadata") or {}).get("ownerReferences") or []
+        owned = any(isinstance(o, Mapping) and o.get("uid") == ctx.uid for o in owners)
+        credentials_from = live_secret if owned else None
+        client_password, client_rotation = _client_credential(
+            credentials_from,
+            user=target.user,
+            request=stored.rotation_request,
+            rotated_at=stored.rotated_at.isoformat() if stored.rotated_at else "",
         )
-        client_password = kept if kept and is_operator_password(kept) else new_password()
-        tls = self._tls(ctx, live_secret)
+        tls = self._tls(ctx, credentials_from)
         plain = _plain_clients(self._workload_pods(ctx))
         try:
             objects = render_pooler(
@@ -570,7 +684,8 @@ class PoolerPart:
                 trusted_certs=tls.bundle,
                 image=self.settings.image,
                 cluster_domain=self.settings.cluster_domain,
-                plain_clients=plain,
+                plain_clients=plain > 0,
+                client_rotation=client_rotation,
             )
         except PoolerConfigError as exc:
             return self._not_ready(result, exc.reason, exc.message, ctx, retry=False)
@@ -591,9 +706,11 @@ class PoolerPart:
             # and the tenant reconcile's pruning does not know a part's objects.
             self._delete_ours(ctx, PDB, POOLER_NAME, why="one replica needs no budget")
         live = self.kube.get(DEPLOYMENT, POOLER_NAME, namespace=ctx.namespace)
-        if routes_workload(live):
-            _route(result, ctx, objects[0])
         rollout = observe_rollout(live, config_hash=config_hash, replicas=pooler.replicas)
+        if routes_workload(live):
+            # A new client credential (a rotation request) rolls the pooler first: the
+            # workload's checksum takes it only once every pooler pod accepts it.
+            _route(result, ctx, objects[0] if rollout is None else live_secret or objects[0])
         if rollout is not None:
             result.conditions[CONDITION_TYPE] = rollout
             result.requeue_after = self.settings.rolling_requeue_seconds
@@ -608,8 +725,12 @@ class PoolerPart:
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
         host, port = self.address(service)
-        future = self._submit_check(
+        key = hashlib.sha256(
+            json.dumps([host, port, target.dbname, client_password, tls.current.cert_pem]).encode()
+        ).hexdigest()
+        check = self._submit_check(
             ctx.namespace,
+            key,
             functools.partial(
                 self.check,
                 host=host,
@@ -621,39 +742,51 @@ class PoolerPart:
                 server_cert_pem=tls.current.cert_pem,
             ),
         )
-        wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
-        try:
-            if future is None:
-                raise concurrent.futures.TimeoutError
-            future.result(timeout=wait)
-        except concurrent.futures.TimeoutError:
+        pending = self._wait_for(check)
+        outcome = self._outcome(ctx.namespace, key)
+        if outcome is None:
+            pending = pending or (
+                "the check that ended was of an earlier configuration (address, credential or "
+                "certificate); the next look starts one of this one"
+            )
+            result.conditions[CONDITION_TYPE] = Observation("False", "CheckPending", pending)
+            result.requeue_after = self.settings.failed_requeue_seconds
+            return result
+        when = ""
+        if pending:
+            # Not this reconcile's check: the last one that ended (the same address,
+            # credential and certificate), with its time; a new one is on its way.
+            ended = ctx.now - datetime.timedelta(seconds=time.monotonic() - outcome.ended)
+            when = f" (the last check, at {ended.strftime('%Y-%m-%dT%H:%M:%SZ')}; {pending})"
+        if outcome.error is not None:
             result.conditions[CONDITION_TYPE] = Observation(
                 "False",
-                "CheckPending",
-                f"the login through the pooler's Service has not answered within {wait:g}s",
+                outcome.error.reason,
+                f"a login through the pooler's Service failed ({outcome.error.reason}); the "
+                f"operator's log has the details{when}",
             )
             result.requeue_after = self.settings.failed_requeue_seconds
             return result
-        except DataError as exc:
-            # The text of the error is partly the answerer's: it goes to the log (redacted
-            # already), never into status, which tenants read and trust.
-            log.info("tenant %s: the login through the pooler failed: %s", ctx.name, exc)
-            result.conditions[CONDITION_TYPE] = Observation(
-                "False",
-                exc.reason,
-                f"a login through the pooler's Service failed ({exc.reason}); the "
-                "operator's log has the details",
-            )
-            result.requeue_after = self.settings.failed_requeue_seconds
-            return result
-        result.conditions[CONDITION_TYPE] = Observation(
-            "True",
-            "Serving",
+        serving = (
             f"a login through the pooler's Service succeeded as the tenant's role, to "
             f"database {target.dbname} on site {site_name} ({pooler.replicas} replicas of "
             f"the current configuration, {pooler.mode} pooling, at most {pooler.pool_size} "
-            "server connections each)",
+            f"server connections each){when}"
         )
+        if plain:
+            # The upgrade's window: not "TLS required" while it lasts (docs boundary 2).
+            result.conditions[CONDITION_TYPE] = Observation(
+                "True",
+                "PlainClientsAllowed",
+                f"{serving}; {plain} workload pod(s) of an operator before client TLS still "
+                "connect in the clear, so the pooler allows plain clients until they are gone "
+                "(then it requires TLS again)",
+            )
+            result.requeue_after = self.settings.rolling_requeue_seconds
+            return result
+        result.conditions[CONDITION_TYPE] = Observation("True", "Serving", serving)
+        if pending:
+            result.requeue_after = self.settings.failed_requeue_seconds
         return result
 
     def _tls(self, ctx: TenantContext, live_secret: KubeObject | None) -> TlsState:
@@ -675,23 +808,62 @@ class PoolerPart:
             now=ctx.now,
         )
 
-    def _submit_check(
-        self, namespace: str, call: Callable[[], None]
-    ) -> concurrent.futures.Future[None] | None:
-        """Start the check of `namespace`'s pooler; None while its last one still runs."""
+    def _submit_check(self, namespace: str, key: str, call: Callable[[], None]) -> _Check:
+        """The check of `namespace`'s pooler: the one still queued or running (one per
+        namespace at a time, whatever it checks), else a new one in the lane."""
         with self._running_lock:
             running = self._running.get(namespace)
-            if running is not None and not running.done():
-                return None
-            future = self._lane.submit(call)
-            self._running[namespace] = future
-            future.add_done_callback(lambda done: self._forget(namespace, done))
-            return future
+            if running is not None and not running.future.done():
+                return running
+            check = _Check(key=key)
+            check.future = self._lane.submit(self._run, namespace, check, call)
+            self._running[namespace] = check
+            return check
 
-    def _forget(self, namespace: str, future: concurrent.futures.Future[None]) -> None:
+    def _run(self, namespace: str, check: _Check, call: Callable[[], None]) -> None:
+        """In the lane: run the check and keep its outcome (`_outcome`), however late."""
+        check.started_at = time.monotonic()
+        check.started.set()
+        try:
+            call()
+        except DataError as exc:
+            self._keep(namespace, check, exc)
+            raise
+        # Anything else is a fault of the check itself: no outcome, the reconcile sees it.
+        self._keep(namespace, check, None)
+
+    def _keep(self, namespace: str, check: _Check, error: DataError | None) -> None:
         with self._running_lock:
-            if self._running.get(namespace) is future:
-                del self._running[namespace]
+            self._outcomes[namespace] = _Outcome(key=check.key, ended=time.monotonic(), error=error)
+
+    def _wait_for(self, check: _Check) -> str:
+        """Wait for `check`, measured from when it started to run; "" once it has ended,
+        else what it is doing (queued behind other tenants' checks, or running)."""
+        wait = self.settings.check_timeout_seconds + self.settings.check_grace_seconds
+        if not check.started.wait(timeout=wait):
+            return (
+                f"the login check is queued behind other pooler checks (not started within "
+                f"{wait:g}s); no login was attempted yet"
+            )
+        left = (check.started_at or 0.0) + wait - time.monotonic()
+        try:
+            check.future.result(timeout=max(0.0, left))
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            return f"the login through the pooler's Service has not ended within {wait:g}s"
+        except DataError:
+            pass  # its outcome is kept
+        return ""
+
+    def _outcome(self, namespace: str, key: str) -> _Outcome | None:
+        """The last ended check of `namespace`'s pooler with `key` (the same address,
+        credential and certificate), if recent (`PoolerSettings.check_outcome_max_age_seconds`)."""
+        with self._running_lock:
+            outcome = self._outcomes.get(namespace)
+        if outcome is None or outcome.key != key:
+            return None
+        if time.monotonic() - outcome.ended > self.settings.check_outcome_max_age_seconds:
+            return None
+        return outcome
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
         """Delete: nothing to do (the tenant owns the objects; the collector removes them).
@@ -768,9 +940,40 @@ class PoolerPart:
         return result
 
     def _workload_pods(self, ctx: TenantContext) -> list[KubeObject]:
-        """The workload's live pods (Terminating ones included)."""
+        """The workload's live pods (Terminating ones included): those controlled, by uid,
+        by a ReplicaSet that the operator's own workload Deployment controls, by uid.
+
+        Not by labels: the workload's labels are not reserved, so any tenant admin can make
+        a pod that carries them (and the pooler's name in its env), which would hold the
+        pooler open to plain clients or keep it from being switched off."""
+        deployment = self._ours(ctx, DEPLOYMENT, WORKLOAD_NAME)
+        if deployment is None:
+            return []
+        deployment_uid = (deployment.get("metadata") or {}).get("uid")
         selector = ",".join(f"{k}={v}" for k, v in workload_selector(ctx.name).items())
-        return self.kube.list(POD, namespace=ctx.namespace, label_selector=selector)
+        pods = self.kube.list(POD, namespace=ctx.namespace, label_selector=selector)
+        controlled: dict[tuple[str, str], bool] = {}
+        found: list[KubeObject] = []
+        for pod in pods:
+            owner = _controller(pod)
+            if owner is None or owner.get("kind") != "ReplicaSet":
+                continue
+            key = (str(owner.get("name") or ""), str(owner.get("uid") or ""))
+            if key not in controlled:
+                replica_set = self.kube.get(REPLICA_SET, key[0], namespace=ctx.namespace)
+                rs_owner = _controller(replica_set) if replica_set is not None else None
+                controlled[key] = (
+                    replica_set is not None
+                    and bool(key[1])
+                    and (replica_set.get("metadata") or {}).get("uid") == key[1]
+                    and rs_owner is not None
+                    and rs_owner.get("kind") == "Deployment"
+                    and bool(deployment_uid)
+                    and rs_owner.get("uid") == deployment_uid
+                )
+            if controlled[key]:
+                found.append(pod)
+        return found
 
     def _ours(self, ctx: TenantContext, kind: Kind, name: str) -> KubeObject | None:
         """`kind` `name` if it carries the operator's labels for this tenant."""

@@ -56,6 +56,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -67,7 +68,7 @@ from cleo_operator.api.pooler import PoolerSpec
 from cleo_operator.core.errors import CleoError
 from cleo_operator.crypto.pooler_tls import PoolerTls
 from cleo_operator.data.scram import is_operator_password
-from cleo_operator.data.sites import CA_KEY
+from cleo_operator.data.sites import CA_KEY, SiteConfig
 from cleo_operator.render.child import (
     APP_NAME_LABEL,
     COMPONENT_LABEL,
@@ -87,6 +88,7 @@ __all__ = [
     "CLIENT_CA_VOLUME",
     "CLIENT_HOST_KEY",
     "CLIENT_PASSWORD_KEY",
+    "CLIENT_ROTATION_ANNOTATION",
     "CLIENT_SSLMODE",
     "CLIENT_URL_KEY",
     "CONFIG_DIR",
@@ -117,6 +119,7 @@ __all__ = [
     "pooler_env",
     "pooler_host",
     "pooler_selector",
+    "pooler_server_host",
     "render_pgbouncer_ini",
     "render_pooler",
     "render_userlist",
@@ -162,6 +165,11 @@ CLIENT_SSLMODE: Final = "verify-full"
 verifying the pooler's own self-signed certificate (`CLIENT_CA_PATH`) and that it names
 the host (`pooler_host`)."""
 POOLER_HASH_ANNOTATION: Final = "cleoai.io/pooler-config-hash"
+CLIENT_ROTATION_ANNOTATION: Final = "cleoai.io/pooler-client-credential"
+"""On the pooler's Secret: what the workload's client credential answers to (no secret):
+``request:<the password-rotation request handled when it was made>``, or
+``inherited:<rotatedAt of the role's password>`` for a credential kept from an operator
+before the client credential (the role's password then), replaced at the next rotation."""
 DATABASE_ROUTE_LABEL: Final = "cleoai.io/database-route"
 """On the workload's pods that go through the pooler (value `POOLER_ROUTE`): the
 NetworkPolicy that lets pods reach the site directly leaves them out."""
@@ -296,6 +304,38 @@ def render_pgbouncer_ini(
     lines = ["[databases]", db_line, "", "[pgbouncer]"]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def pooler_server_host(
+    site: SiteConfig, *, operator_namespace: str | None, cluster_domain: str
+) -> str:
+    """The site's host as the pooler must write it: what the operator's own pod reaches.
+
+    The pooler's pod resolves names through the *tenant* namespace's search list, where a
+    relative cluster name means something else: ``pg`` is first ``pg.<tenant ns>.svc...``
+    (a Service any tenant admin can make) and ``pg.db.svc`` is tried under the tenant's
+    zones too. So a single label is qualified as the operator's own pod resolves it (its
+    namespace, ``<ns>.svc.<cluster domain>``) and a name ending in ``.svc`` gets the
+    cluster domain. Left as configured: addresses, names with a trailing dot, other
+    dotted names, and every name of a ``verify-full`` site, whose certificate must name
+    the host as written and which no capturing server can present anyway.
+    """
+    host = site.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    if site.sslmode == "verify-full" or host.endswith("."):
+        return host
+    domain = cluster_domain.strip(".")
+    labels = host.split(".")
+    if len(labels) == 1 and operator_namespace:
+        return f"{host}.{operator_namespace}.svc.{domain}"
+    if labels[-1] == "svc":
+        return f"{host}.{domain}"
+    return host
 
 
 def pooler_host(namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
@@ -570,10 +610,12 @@ def render_pooler(
     staged_tls: PoolerTls | None = None,
     trusted_certs: str | None = None,
     plain_clients: bool = False,
+    client_rotation: str | None = None,
 ) -> list[KubeObject]:
     """The pooler's objects in apply order: Secret, Deployment, Service, PDB (2+ replicas).
 
     Raises `PoolerConfigError` when the password cannot be written into the auth file.
+    `client_rotation` goes on the Secret as `CLIENT_ROTATION_ANNOTATION`.
     """
     values = pooler_config_values(
         target=target,
@@ -593,6 +635,13 @@ def render_pooler(
         key: base64.b64encode(value.encode()).decode("ascii") for key, value in values.items()
     }
     secret = opaque_secret(meta, encoded)
+    if client_rotation is not None:
+        # On the Secret only (the other objects get metadata of their own): not hashed, so
+        # recording it rolls nothing.
+        secret["metadata"] = {
+            **secret["metadata"],
+            "annotations": {CLIENT_ROTATION_ANNOTATION: client_rotation},
+        }
     objects: list[KubeObject] = [
         secret,
         _deployment(

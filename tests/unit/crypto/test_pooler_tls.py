@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+import pytest
 from cryptography import x509
 
 from cleo_operator.crypto.pooler_tls import (
@@ -12,6 +13,7 @@ from cleo_operator.crypto.pooler_tls import (
     VALIDITY,
     issue_pooler_tls,
     pooler_dns_names,
+    tls_state,
     usable_pooler_tls,
 )
 
@@ -42,3 +44,18 @@ def test_a_pair_is_replaced_near_its_end_for_another_name_or_a_foreign_key() -> 
     other = issue_pooler_tls(now=NOW, **NAMES)
     assert not usable_pooler_tls(dataclasses.replace(tls, key_pem=other.key_pem), now=NOW, **NAMES)
     assert not usable_pooler_tls(dataclasses.replace(tls, cert_pem="garbage"), now=NOW, **NAMES)
+
+
+@pytest.mark.security
+def test_a_clock_behind_the_issuer_keeps_the_operators_own_certificate() -> None:
+    # A new leader whose clock is an hour behind the replica that issued the pair (or a
+    # clock stepped back): the pair is "not yet valid" to it, but its issuer is the
+    # operator; presenting a new one at once would refuse the workload until its bundle
+    # follows. And a fresh certificate is valid from an hour back (nodes that lag).
+    tls = issue_pooler_tls(now=NOW, **NAMES)
+    cert = x509.load_pem_x509_certificate(tls.cert_pem.encode())
+    assert cert.not_valid_before_utc <= NOW - datetime.timedelta(hours=1)
+    behind = NOW - datetime.timedelta(hours=3)
+    assert usable_pooler_tls(tls, now=behind, **NAMES)
+    state = tls_state(current=tls, staged=None, trusted=tls.cert_pem, now=behind, **NAMES)
+    assert state.current == tls

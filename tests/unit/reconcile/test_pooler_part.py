@@ -29,7 +29,7 @@ from cleo_operator.crypto.pooler_tls import certificates_in
 from cleo_operator.data.errors import AuthenticationFailed
 from cleo_operator.data.pool import SitePools
 from cleo_operator.data.sites import AdminCredentials, SiteConfig
-from cleo_operator.failover.pooler import points_to, pooler_server
+from cleo_operator.failover.pooler import points_to, pooler_route, pooler_server
 from cleo_operator.kube.client import KubeError
 from cleo_operator.kube.kinds import (
     DEPLOYMENT,
@@ -38,6 +38,7 @@ from cleo_operator.kube.kinds import (
     NETWORK_POLICY,
     PDB,
     POD,
+    REPLICA_SET,
     SECRET,
     SERVICE,
 )
@@ -65,6 +66,7 @@ from cleo_operator.render.pooler import (
     POOLER_NAME,
     TLS_CERT,
     pooler_client_fingerprint,
+    pooler_server_host,
 )
 from tests.harness.fake_kube import FakeKube
 from tests.unit.reconcile.test_tenant_decisions import add_tenant
@@ -121,12 +123,18 @@ def context(
     )
 
 
-def write_credentials(kube: FakeKube, password: str = PASSWORD) -> None:
+def write_credentials(
+    kube: FakeKube,
+    password: str = PASSWORD,
+    *,
+    rotated_at: datetime.datetime = NOW,
+    request: str | None = None,
+) -> None:
     record = StoredPassword(
         password=password,
         fingerprint=password_fingerprint(tenant=TENANT, password=password),
-        rotated_at=NOW,
-        rotation_request=None,
+        rotated_at=rotated_at,
+        rotation_request=request,
     )
     kube.apply(
         render_credentials_secret(
@@ -411,7 +419,14 @@ def workload(kube: FakeKube, *, pooled: bool, rolled: bool) -> None:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "cleoai", "namespace": NS},
+            "metadata": {
+                "name": "cleoai",
+                "namespace": NS,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "cleo-operator",
+                    "cleoai.io/tenant": TENANT,
+                },
+            },
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "cleoai"}},
@@ -481,9 +496,53 @@ def test_switching_it_off_keeps_the_pool_until_the_workload_has_rolled(
     assert done.remove_conditions == {CONDITION_TYPE}
 
 
-def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool = False) -> None:
-    """A pod of the workload as its ReplicaSet made it: on the pooler's route or not."""
-    env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
+def controlled_by(owner: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = owner["metadata"]
+    return [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+        }
+    ]
+
+
+def workload_replica_set(kube: FakeKube, name: str = "cleoai-5d8f7c9b4") -> list[dict[str, Any]]:
+    """A ReplicaSet that the workload's Deployment controls, as its controller makes it;
+    the owner references a pod of it carries."""
+    deployment = kube.get(DEPLOYMENT, "cleoai", namespace=NS)
+    assert deployment is not None
+    replica_set = kube.get(REPLICA_SET, name, namespace=NS) or kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
+                "ownerReferences": controlled_by(deployment),
+            },
+            "spec": {"selector": {"matchLabels": {"app": "cleoai"}}, "template": {}},
+        }
+    )
+    return controlled_by(replica_set)
+
+
+def workload_pod(
+    kube: FakeKube,
+    name: str,
+    *,
+    pooled: bool,
+    terminating: bool = False,
+    owners: list[dict[str, Any]] | None = None,
+    env: list[dict[str, Any]] | None = None,
+) -> None:
+    """A pod of the workload as its ReplicaSet made it (`owners`: the workload's ReplicaSet
+    unless given): on the pooler's route or not."""
+    if env is None:
+        env = [{"name": "PGHOST", "value": POOLER_NAME}] if pooled else []
     labels = {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT}
     if pooled:
         labels["cleoai.io/database-route"] = "pooler"
@@ -495,6 +554,7 @@ def workload_pod(kube: FakeKube, name: str, *, pooled: bool, terminating: bool =
                 "name": name,
                 "namespace": NS,
                 "labels": labels,
+                "ownerReferences": workload_replica_set(kube) if owners is None else owners,
                 # Held as the kubelet holds a pod in its grace period (it runs meanwhile).
                 "finalizers": ["test.cleoai.io/grace-period"] if terminating else [],
             },
@@ -798,29 +858,17 @@ def test_an_upgrade_keeps_the_auth_file_and_lets_old_plain_pods_in_until_they_ar
         },
         namespace=NS,
     )
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "cleoai-old",
-                "namespace": NS,
-                "labels": {"app.kubernetes.io/name": "cleoai", "cleoai.io/tenant": TENANT},
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "cleoai",
-                        "image": "x",
-                        "env": [
-                            {"name": "PGHOST", "value": "cleo-pooler"},
-                            {"name": "PGSSLMODE", "value": "disable"},
-                        ],
-                    }
-                ]
-            },
-        }
-    )
+    workload(kube, pooled=True, rolled=False)
+    plain_env = [
+        {"name": "PGHOST", "value": "cleo-pooler"},
+        {"name": "PGSSLMODE", "value": "disable"},
+    ]
+    # A tenant admin's pod of the same labels and env is nobody's: it opens nothing.
+    workload_pod(kube, "x", pooled=False, owners=[], env=plain_env)
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert "client_tls_sslmode = require" in secret_text(kube, "pgbouncer.ini")
+    workload_pod(kube, "cleoai-old", pooled=False, env=plain_env)
     for obj in pooler.reconcile(ctx).objects:
         kube.apply(obj)
     # The same auth file: the old pods' credential is the client credential now.
@@ -903,8 +951,37 @@ def test_the_poolers_server_host_is_what_the_operators_pod_reaches(
     rendered = {"pgbouncer.ini": f"cleo_acme = host={target.host} port=5432 dbname=x\n"}
     server = pooler_server(rendered["pgbouncer.ini"])
     assert server is not None
-    assert points_to(server, host, 5432)  # a failover's rollout step recognises it
+    # A failover's rollout step recognises it: computed the same way, compared exactly.
+    same = pooler_server_host(
+        site, operator_namespace="cleo-system", cluster_domain="cluster.local"
+    )
+    assert points_to(server, same, 5432)
     assert not points_to(server, "other", 5432)
+
+
+@pytest.mark.security
+def test_a_failovers_pooler_gate_compares_the_server_host_exactly(kube: FakeKube) -> None:
+    # A configuration rendered while the operator ran in another namespace qualifies a
+    # single-label site host with that namespace: it points elsewhere now, and must not
+    # pass the failover's "the pooler goes to the new primary" gate.
+    site = SiteConfig(name="main", host="pg", port=5432, sslmode="disable")
+    credentials = AdminCredentials(user="admin", password="unused-here")
+    pools = SitePools({"main": site}, credentials=lambda _site: credentials)
+    try:
+        write_credentials(kube)
+        old = PoolerPart(
+            kube, TenantDatabases(kube, pools), operator_namespace="cleo-old", check=Logins()
+        )
+        first = old.reconcile(context({"enabled": True, "replicas": 1})).objects
+        service_as_the_api_server_allocates(kube, first)
+        rendered = next(o for o in first if o["kind"] == "Deployment")
+        deployment_as_the_controller_reports(kube, rendered, available=1)
+        assert pooler_route(kube, NS, site=site, operator_namespace="cleo-old").ready
+        moved = pooler_route(kube, NS, site=site, operator_namespace="cleo-system")
+        assert not moved.ready
+        assert "does not point to" in moved.message
+    finally:
+        pools.close()
 
 
 def context_at(now: datetime.datetime) -> TenantContext:
@@ -964,3 +1041,212 @@ def test_no_operator_pod_labels_never_renders_a_check_policy_open_to_the_whole_n
         render_check_policy(ctx, operator_namespace="cleo-system", operator_pod_labels={})
     # Unset in the environment: the chart's selector labels, never none.
     assert PoolerSettings.from_environment({"CLEO_OPERATOR_POD_LABELS": " "}).operator_pod_labels
+
+
+@pytest.mark.security
+def test_a_tenant_admins_pod_with_the_workloads_labels_never_holds_the_pooler_on(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # The workload's labels are not reserved: a pod of anyone's with them and the pooler in
+    # its spec (by name, by a user's value mentioning it, or the route label) is not the
+    # workload's. Only pods that the operator's Deployment controls (by uid, through its
+    # ReplicaSet) hold the switch-off.
+    pooler = pooler_applied(kube, databases)
+    off = context({"enabled": False}, status={})
+    workload(kube, pooled=False, rolled=True)
+    forged_rs = kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "cleoai-forged", "namespace": NS},
+            "spec": {"selector": {"matchLabels": {"app": "cleoai"}}, "template": {}},
+        }
+    )
+    mention = [{"name": "NOTE", "value": "see cleo-pooler docs"}]
+    workload_pod(kube, "x", pooled=True, owners=[])
+    workload_pod(kube, "y", pooled=True, owners=controlled_by(forged_rs))
+    workload_pod(kube, "cleoai-mine", pooled=False, env=mention)
+    done = pooler.reconcile(off)
+    for kind in (SECRET, DEPLOYMENT, SERVICE):
+        assert kube.get(kind, POOLER_NAME, namespace=NS) is None, kind
+    assert done.remove_conditions == {CONDITION_TYPE}
+
+
+@pytest.mark.security
+def test_the_plain_clients_window_is_on_the_condition_not_reported_as_serving(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    workload(kube, pooled=True, rolled=True)
+    plain_env = [
+        {"name": "PGHOST", "value": "cleo-pooler"},
+        {"name": "PGSSLMODE", "value": "disable"},
+    ]
+    workload_pod(kube, "cleoai-old", pooled=False, env=plain_env)
+    rolled_out(kube, pooler, ctx)
+    condition = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert (condition.status, condition.reason) == ("True", "PlainClientsAllowed")
+    assert "in the clear" in condition.message
+
+
+@pytest.mark.security
+def test_a_rotation_request_rotates_the_workloads_client_credential_a_schedule_does_not(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # A request follows a suspected leak of DATABASE_URL/PGPASSWORD: the workload's
+    # credential to the pooler, not the role's password, so it must change too.
+    write_credentials(kube, request="r1")
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    first = client_password(kube)
+    later = NOW + datetime.timedelta(days=30)
+    write_credentials(kube, "B" * 43, rotated_at=later, request="r1")  # scheduled
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == first
+    write_credentials(kube, "C" * 43, rotated_at=later, request="r2")  # requested
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    second = client_password(kube)
+    assert second != first
+    for obj in pooler.reconcile(ctx).objects:  # and only once
+        kube.apply(obj)
+    assert client_password(kube) == second
+
+
+@pytest.mark.security
+def test_an_inherited_client_credential_is_replaced_at_the_next_rotation(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True})
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    old_userlist = f'"cleo_acme" "{PASSWORD}"\n'
+    kube.patch_merge(
+        SECRET,
+        POOLER_NAME,
+        {
+            "metadata": {"annotations": None},
+            "data": {
+                "userlist.txt": base64.b64encode(old_userlist.encode()).decode(),
+                CLIENT_PASSWORD_KEY: None,
+            },
+        },
+        namespace=NS,
+    )
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == PASSWORD  # kept through the upgrade
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) == PASSWORD
+    later = NOW + datetime.timedelta(days=30)
+    write_credentials(kube, "B" * 43, rotated_at=later)  # the next (scheduled) rotation
+    for obj in pooler.reconcile(ctx).objects:
+        kube.apply(obj)
+    assert client_password(kube) not in (PASSWORD, "B" * 43)
+
+
+@pytest.mark.security
+def test_the_check_waits_from_its_start_says_queued_and_reports_a_late_outcome(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+    logins = Logins()
+
+    def slow(**kwargs: Any) -> None:
+        logins(**kwargs)
+        time.sleep(1.5)
+
+    pooler = PoolerPart(
+        kube,
+        databases,
+        operator_namespace="cleo-system",
+        settings=PoolerSettings(
+            check_timeout_seconds=1, check_grace_seconds=0.2, check_lane_width=1
+        ),
+        check=slow,
+    )
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    blocker = threading.Event()
+    pooler._lane.submit(blocker.wait, 10)  # another tenant's check holds the lane
+    try:
+        queued = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+        assert (queued.status, queued.reason) == ("False", "CheckPending")
+        assert "queued" in queued.message
+        assert logins.calls == []  # no login was attempted, and none is blamed
+    finally:
+        blocker.set()
+    running = pooler.reconcile(ctx).conditions[CONDITION_TYPE]  # the queued one, now running
+    assert (running.status, running.reason) == ("False", "CheckPending")
+    time.sleep(1.0)  # it ends, late
+    assert len(logins.calls) == 1
+    # A new check starts (slow again): the late outcome of the last one is reported.
+    kept = pooler.reconcile(ctx).conditions[CONDITION_TYPE]
+    assert (kept.status, kept.reason) == ("True", "Serving")
+    assert "the last check, at" in kept.message
+    pooler.close()
+
+
+def test_a_check_that_breaks_is_never_kept_as_a_success(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube)
+
+    def broken(**_kwargs: Any) -> None:
+        raise RuntimeError("a fault of the check itself")
+
+    pooler = part(kube, databases, Logins())
+    pooler.check = broken
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    with pytest.raises(RuntimeError):
+        pooler.reconcile(ctx)
+    assert pooler._outcomes == {}
+    pooler.close()
+
+
+@pytest.mark.security
+def test_a_requested_client_credential_rolls_the_pooler_before_the_workload(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    write_credentials(kube, request="r1")
+    pooler = part(kube, databases, Logins())
+    ctx = context({"enabled": True, "replicas": 1})
+    rolled_out(kube, pooler, ctx)
+    before = pooler.reconcile(ctx).fingerprints["pooler"]
+    write_credentials(kube, "B" * 43, request="r2")
+    rolling = pooler.reconcile(ctx)
+    assert rolling.conditions[CONDITION_TYPE].reason == "Rolling"
+    assert rolling.fingerprints["pooler"] == before  # the workload waits for the pooler
+    service_as_the_api_server_allocates(kube, rolling.objects)
+    rendered = next(o for o in rolling.objects if o["kind"] == "Deployment")
+    deployment_as_the_controller_reports(kube, rendered, available=1)
+    rolled = pooler.reconcile(ctx)
+    assert rolled.conditions[CONDITION_TYPE].reason == "Serving"
+    assert rolled.fingerprints["pooler"] != before  # now the workload rolls onto it
+
+
+@pytest.mark.security
+def test_a_re_created_tenant_never_inherits_the_former_tenants_client_credential_or_key(
+    kube: FakeKube, databases: TenantDatabases
+) -> None:
+    # Retain cuts the pooler's Secret loose; a tenant of the same name made again (a new
+    # uid) must not keep what the former admins could read: the client password, the key.
+    pooler = pooler_applied(kube, databases)
+    before_password, before_key = client_password(kube), secret_text(kube, "tls.key")
+    pooler.finalize(context({"enabled": True}), delete=False)
+    again = dataclasses.replace(
+        context({"enabled": True}), uid="5c1d0e7a-0000-4000-8000-000000000001"
+    )
+    for obj in pooler.reconcile(again).objects:
+        kube.apply(obj)
+    assert client_password(kube) != before_password
+    assert secret_text(kube, "tls.key") != before_key
