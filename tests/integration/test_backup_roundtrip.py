@@ -374,7 +374,8 @@ def test_metrics_record_success_and_failure(
     last = sample("cleo_operator_backup_last_success_timestamp_seconds")
     assert last is not None
     assert last >= before - 1
-    assert sample("cleo_operator_backup_last_size_bytes", kind="archive") == result.archive_size
+    archive_size = sample("cleo_operator_backup_last_size_bytes", archive_kind="archive")
+    assert archive_size == result.archive_size
     assert sample("cleo_operator_backup_last_duration_seconds") == result.duration_seconds
 
     broken = ConnectionInfo.from_dsn(postgres_server.dsn(source, password="wrong"))
