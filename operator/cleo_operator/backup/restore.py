@@ -86,6 +86,7 @@ from cleo_operator.crypto import (
     UnknownKeyVersion,
     iter_decrypted,
 )
+from cleo_operator.kube.audit import audit
 
 __all__ = [
     "RestoreResult",
@@ -327,6 +328,7 @@ def restore_archive(
     no_privileges: bool = False,
     allow_privileged_target: bool = False,
     timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
+    actor: str | None = None,
 ) -> RestoreResult:
     """Restore backup `backup_id` from `storage` into the empty database `target`.
 
@@ -341,7 +343,9 @@ def restore_archive(
     unset, the target's login role. `work_dir` holds the decrypted dump while it is
     restored (default: the system temp folder; it needs the dump's size free).
     `no_privileges` skips GRANT/REVOKE (for a site where the original roles do not exist).
-    See the module docstring for the order of checks and the errors.
+    See the module docstring for the order of checks and the errors. The restore, or its
+    refusal, is audited (`kube.audit`: a log line, no Event) with `actor` (who asked, when
+    known; the operator's identity otherwise).
     """
     started = time.monotonic()
     manifest_tenant = tenant or "unknown"
@@ -363,14 +367,24 @@ def restore_archive(
         )
     except BackupError as error:
         metrics.observe_restore(tenant=manifest_tenant, result=error.reason)
+        audit(
+            None,
+            {"kind": "Database", "metadata": {"name": target.where}},
+            action="RestoreFailed",
+            message=f"backup {backup_id} of tenant {manifest_tenant} into {target.where}: "
+            f"{error.reason}",
+            actor=actor,
+            type="Warning",
+        )
         raise
     metrics.observe_restore(tenant=result.tenant, result="ok")
-    logger.info(
-        "restored backup %s of tenant %s into %s in %.1fs",
-        result.backup_id,
-        result.tenant,
-        result.target,
-        result.duration_seconds,
+    audit(
+        None,
+        {"kind": "Database", "metadata": {"name": target.where}},
+        action="Restored",
+        message=f"restored backup {result.backup_id} of tenant {result.tenant} into "
+        f"{result.target} in {result.duration_seconds:.1f}s",
+        actor=actor,
     )
     return result
 

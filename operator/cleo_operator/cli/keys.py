@@ -32,7 +32,14 @@ from pathlib import Path
 
 from cleo_operator.api.base import validate_tenant_name
 from cleo_operator.api.errors import SpecError
-from cleo_operator.cli.common import COMMAND_HELP, Command, CommandError, guarded, out
+from cleo_operator.cli.common import (
+    COMMAND_HELP,
+    Command,
+    CommandError,
+    guarded,
+    local_user,
+    out,
+)
 from cleo_operator.cli.sealing import (
     add_operator_namespace_option,
     add_value_options,
@@ -44,9 +51,13 @@ from cleo_operator.cli.sealing import (
     split_pair,
 )
 from cleo_operator.crypto import CryptoError, Envelope
+from cleo_operator.kube.access import whoami
+from cleo_operator.kube.audit import audit
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     KEK_DIR_ENV,
+    KEK_SECRET,
+    SEALING_SECRET,
     SecretKEKProvider,
     check_fault_point_env,
     kek_dir_from_environment,
@@ -124,13 +135,20 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate_sealing(args: argparse.Namespace) -> int:
-    _, keys = _keys(args)
+    kube, keys = _keys(args)
     keyring = keys.sealing.rotate(now=_now())
     log.info(
         "sealing key v%d (%s) is current; values sealed to older keys still open. Publish the "
         "new public key to the people who seal values",
         keyring.current_version,
         keyring.current.key_id,
+    )
+    _audit_keys(
+        kube,
+        args,
+        SEALING_SECRET,
+        "SealingKeyRotated",
+        f"sealing key v{keyring.current_version} ({keyring.current.key_id}) is current",
     )
     out(keyring.public_key.to_text())
     return 0
@@ -152,8 +170,31 @@ def _report_rewrap(report: RewrapReport) -> None:
 
 def cmd_keys_rotate_kek(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
-    _report_rewrap(rotate_kek(kube, keys))  # a ValueError says what to do: exit 1
+    report = rotate_kek(kube, keys)  # a ValueError says what to do: exit 1
+    _audit_keys(
+        kube,
+        args,
+        KEK_SECRET,
+        "KEKRotated",
+        f"KEK v{report.kek_version} is current; re-wrapped {len(report.rewrapped)} keyring "
+        f"copies, {len(report.failed)} failed",
+    )
+    _report_rewrap(report)
     return 0
+
+
+def _audit_keys(
+    kube: KubeClient, args: argparse.Namespace, secret: str, action: str, message: str
+) -> None:
+    """A key rotated from the command line: an Event on its Secret and an audit line whose
+    actor is who the API server knows the command's user by."""
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret, "namespace": args.operator_namespace},
+    }
+    actor = whoami(kube) or local_user()
+    audit(kube, obj, action=action, message=message, actor=actor)
 
 
 def cmd_keys_rewrap(args: argparse.Namespace) -> int:
