@@ -174,6 +174,13 @@ def _kopf_objects(level: str) -> tuple[logging.Logger, io.StringIO]:
             "ERROR",
         ),
         ("Handler 'x' succeeded. And more", logging.INFO, True, "INFO"),
+        (
+            "Daemon 'build_registry.<locals>.tenant_loop' is cancelled. Will escalate.",
+            logging.WARNING,
+            False,
+            "DEBUG",
+        ),
+        ("Daemon 'x' has exited on its own. Stopping.", logging.WARNING, True, "WARNING"),
     ],
 )
 def test_kopf_success_and_expected_wait_lines_are_lowered_and_errors_kept(

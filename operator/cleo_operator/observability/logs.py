@@ -16,7 +16,9 @@ Kopf's steady-state chatter is lowered on ``kopf.objects`` before any handler (o
 Event poster) sees it (`KopfNoiseFilter`): "Handler '...' succeeded." is DEBUG (one per
 child event otherwise), and "Handler '...' failed temporarily: ..." is INFO, because the
 only `kopf.TemporaryError` of the operator is raised on purpose for an expected wait (a
-deletion waiting for its final backup). Every other error of Kopf stays ERROR.
+deletion waiting for its final backup), and "Daemon '...' is cancelled. Will escalate." (how
+each reconcile loop ends when its object is deleted) is DEBUG. Every other error of Kopf stays
+ERROR.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class ObjectContextFilter(logging.Filter):
 
 _SUCCEEDED = re.compile(r"^Handler '[^']+' succeeded\.$")
 _EXPECTED_WAIT = re.compile(r"^Handler '[^']+' failed temporarily: ")
+# Our daemons (one reconcile loop per object) are stopped by cancellation when their object
+# is deleted or the operator stops; Kopf says so at WARNING (and would post it as an Event).
+_DAEMON_CANCELLED = re.compile(r"^Daemon '[^']+' is cancelled\. Will escalate\.$")
 
 
 class KopfNoiseFilter(logging.Filter):
@@ -124,6 +129,8 @@ class KopfNoiseFilter(logging.Filter):
             level = logging.DEBUG
         elif record.levelno == logging.ERROR and _EXPECTED_WAIT.match(record.msg):
             level = logging.INFO
+        elif record.levelno == logging.WARNING and _DAEMON_CANCELLED.match(record.msg):
+            level = logging.DEBUG
         else:
             return True
         record.levelno, record.levelname = level, logging.getLevelName(level)
