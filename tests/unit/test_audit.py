@@ -22,10 +22,13 @@ from cleo_operator.kube.audit import (
     operator_identity,
     set_operator_identity,
 )
+from cleo_operator.kube.keys import SecretKEKProvider
 from cleo_operator.kube.kinds import EVENT, TENANT
 from cleo_operator.observability.logs import JsonFormatter, ObjectContextFilter, RedactingFilter
+from cleo_operator.reconcile.keys import OperatorKeys
 from cleo_operator.reconcile.tenant import TenantReconciler
 from tests.harness.fake_kube import FakeKube
+from tests.integration.keys_harness import SecretScanner
 from tests.unit.reconcile.test_tenant_decisions import NOW, add_intruder, add_tenant, spec
 
 IDENTITY = "system:serviceaccount:cleo-system:cleo-operator"
@@ -137,3 +140,35 @@ def test_a_refused_namespace_is_audited_once(audit_lines: io.StringIO) -> None:
 def test_a_command_line_user_is_named_when_the_system_knows_it() -> None:
     user = local_user()
     assert user is None or user.endswith(" (command line)")
+
+
+def test_the_operators_keys_created_and_rotated_are_audited_on_their_secrets(
+    audit_lines: io.StringIO,
+) -> None:
+    kube = FakeKube(now=lambda: NOW)
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cleo-system"}})
+    keys = OperatorKeys.locate(kube, operator_namespace="cleo-system", kek_dir=None)
+    assert isinstance(keys.kek, SecretKEKProvider)
+    keys.kek.ensure()
+    keys.sealing.ensure(now=NOW)
+    keys.kek.ensure()  # existing keys are read, not created again: no second line
+    keys.kek.rotate()
+    keys.sealing.rotate(now=NOW)
+
+    trail = lines(audit_lines)
+    assert [e["action"] for e in trail] == [
+        "KEKCreated",
+        "SealingKeyCreated",
+        "KEKRotated",
+        "SealingKeyRotated",
+    ]
+    assert {e["object"]["kind"] for e in trail} == {"Secret"}
+    assert {e["object"]["namespace"] for e in trail} == {"cleo-system"}
+    assert {e["actor"] for e in trail} == {IDENTITY}
+    posted = [e["reason"] for e in kube.objects(EVENT, namespace="cleo-system")]
+    assert sorted(posted) == sorted(e["action"] for e in trail)
+    scanner = SecretScanner()
+    scanner.add_cluster_keys(kube, "cleo-system")
+    assert scanner.needles
+    scanner.assert_clean("the audit lines", audit_lines.getvalue())
+    scanner.assert_clean("the Events", json.dumps(kube.objects(EVENT, namespace="cleo-system")))

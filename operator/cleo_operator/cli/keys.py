@@ -52,12 +52,10 @@ from cleo_operator.cli.sealing import (
 )
 from cleo_operator.crypto import CryptoError, Envelope
 from cleo_operator.kube.access import whoami
-from cleo_operator.kube.audit import audit
+from cleo_operator.kube.audit import set_operator_identity
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     KEK_DIR_ENV,
-    KEK_SECRET,
-    SEALING_SECRET,
     SecretKEKProvider,
     check_fault_point_env,
     kek_dir_from_environment,
@@ -108,6 +106,8 @@ def _cluster_options() -> argparse.ArgumentParser:
 
 def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
     kube = KubeClient.from_environment(context=args.context)
+    # Keys created or rotated from here are audited with the command's user as the actor.
+    set_operator_identity(whoami(kube) or local_user() or "")
     keys = OperatorKeys.locate(
         kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir
     )
@@ -119,6 +119,7 @@ def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
     kube = KubeClient.from_environment(context=args.context)
+    set_operator_identity(whoami(kube) or local_user() or "")  # the actor of keys created
     keys = ensure_operator_keys(
         kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir, now=_now()
     )
@@ -135,20 +136,13 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate_sealing(args: argparse.Namespace) -> int:
-    kube, keys = _keys(args)
+    _, keys = _keys(args)
     keyring = keys.sealing.rotate(now=_now())
     log.info(
         "sealing key v%d (%s) is current; values sealed to older keys still open. Publish the "
         "new public key to the people who seal values",
         keyring.current_version,
         keyring.current.key_id,
-    )
-    _audit_keys(
-        kube,
-        args,
-        SEALING_SECRET,
-        "SealingKeyRotated",
-        f"sealing key v{keyring.current_version} ({keyring.current.key_id}) is current",
     )
     out(keyring.public_key.to_text())
     return 0
@@ -170,31 +164,8 @@ def _report_rewrap(report: RewrapReport) -> None:
 
 def cmd_keys_rotate_kek(args: argparse.Namespace) -> int:
     kube, keys = _keys(args)
-    report = rotate_kek(kube, keys)  # a ValueError says what to do: exit 1
-    _audit_keys(
-        kube,
-        args,
-        KEK_SECRET,
-        "KEKRotated",
-        f"KEK v{report.kek_version} is current; re-wrapped {len(report.rewrapped)} keyring "
-        f"copies, {len(report.failed)} failed",
-    )
-    _report_rewrap(report)
+    _report_rewrap(rotate_kek(kube, keys))  # a ValueError says what to do: exit 1
     return 0
-
-
-def _audit_keys(
-    kube: KubeClient, args: argparse.Namespace, secret: str, action: str, message: str
-) -> None:
-    """A key rotated from the command line: an Event on its Secret and an audit line whose
-    actor is who the API server knows the command's user by."""
-    obj = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": secret, "namespace": args.operator_namespace},
-    }
-    actor = whoami(kube) or local_user()
-    audit(kube, obj, action=action, message=message, actor=actor)
 
 
 def cmd_keys_rewrap(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ with ``audit: true``, the ``action`` (the Event's reason), the ``actor`` and the
 with ``audit == true``; ``kubectl get events --field-selector reason=...`` shows it on the
 cluster.
 
-The actor is the operator's identity (the user name the API server knows it by, set at
-start with `set_operator_identity`) unless the caller knows who asked (a command-line
-user). The message goes through the one redactor and is clipped; callers never pass
-secret values, and the redactor catches what a library might have put into one.
+The actor is this process's identity (the user name the API server knows it by, set at start
+with `set_operator_identity`: the operator's service account, or the user of a ``keys``
+command) unless the caller knows who asked (the local user of ``restore``). The message goes
+through the one redactor and is clipped; callers never pass secret values, and the redactor
+catches what a library might have put into one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _identity: list[str] = [DEFAULT_IDENTITY]
 
 
 def set_operator_identity(identity: str) -> None:
-    """Who the operator is (``system:serviceaccount:NS:NAME``), for the actor of its actions."""
+    """Who this process acts as, for the actor of its actions: the operator's service account
+    (``system:serviceaccount:NS:NAME``, set by ``run``), or the user of a ``keys`` command."""
     _identity[0] = identity or DEFAULT_IDENTITY
 
 
