@@ -329,6 +329,7 @@ def restore_archive(
     allow_privileged_target: bool = False,
     timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
     actor: str | None = None,
+    audited: bool = True,
 ) -> RestoreResult:
     """Restore backup `backup_id` from `storage` into the empty database `target`.
 
@@ -345,7 +346,8 @@ def restore_archive(
     `no_privileges` skips GRANT/REVOKE (for a site where the original roles do not exist).
     See the module docstring for the order of checks and the errors. The restore, or its
     refusal, is audited (`kube.audit`: a log line, no Event) with `actor` (who asked, when
-    known; the operator's identity otherwise).
+    known; the operator's identity otherwise); a verification's scratch copy is not
+    (`audited=False`), its verdict is logged by `verify_backup`.
     """
     started = time.monotonic()
     manifest_tenant = tenant or "unknown"
@@ -367,6 +369,8 @@ def restore_archive(
         )
     except BackupError as error:
         metrics.observe_restore(tenant=manifest_tenant, result=error.reason)
+        if not audited:
+            raise
         audit(
             None,
             {"kind": "Database", "metadata": {"name": target.where}},
@@ -378,6 +382,8 @@ def restore_archive(
         )
         raise
     metrics.observe_restore(tenant=result.tenant, result="ok")
+    if not audited:
+        return result
     audit(
         None,
         {"kind": "Database", "metadata": {"name": target.where}},
@@ -648,6 +654,7 @@ def verify_backup(
                 work_dir=work_dir,
                 no_privileges=True,
                 timeout_seconds=restore_timeout_seconds,
+                audited=False,  # a scratch copy, dropped after the check: not a restore
             )
             actual = read_restored_tables(
                 reader, where=verifier.where, checksums=manifest.checksum_algorithm is not None
