@@ -5,6 +5,9 @@ Prints, in one run:
 - API write requests per tenant (from the API server's audit log, the operator's identity
   only) against the number of child objects per tenant;
 - the operator's peak RSS;
+- the operator's log while the settled tenants resync (``--idle-seconds``, ``--resync``):
+  lines per minute, and lines per tenant per resync (target: at most one; none when nothing
+  happened);
 - the baseline: the same objects written by a plain client (server-side apply, the same
   number of threads as the operator's workers), waited for the same way (Deployments
   available), and the ratio of the two times.
@@ -12,7 +15,8 @@ Prints, in one run:
 Targets: ratio <= 1.5, writes per tenant <= children + 2, RSS <= 200 MiB at 1,000 tenants.
 Not a test: it prints figures. Usage:
 
-    .venv/bin/python -m benchmarks.tenant_storm [--tenants 200] [--workers 8]
+    .venv/bin/python -m benchmarks.tenant_storm [--tenants 200] [--workers 8] \
+        [--resync 60] [--idle-seconds 120]
 """
 
 from __future__ import annotations
@@ -103,13 +107,19 @@ def wait_deployments_available(cluster: LocalCluster, namespaces: set[str], time
 
 
 def run_operator(
-    cluster: LocalCluster, names: list[str], workers: int, log: Path
+    cluster: LocalCluster,
+    names: list[str],
+    workers: int,
+    log: Path,
+    *,
+    resync: float = 60.0,
+    idle_seconds: float = 0.0,
 ) -> dict[str, Any]:
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "cleo_operator.cli", "run",
+            sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
             "--workers", str(workers), "--metrics-port", str(free_port()), "--liveness", "",
-            "--operator-namespace", "cleo-system",
+            "--operator-namespace", "cleo-system", "--resync", str(resync),
         ],
         cwd=REPO,
         env=cluster.operator_env(),
@@ -131,7 +141,11 @@ def run_operator(
         ]
         start = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        seconds = wait_all_ready(cluster, set(names), timeout=60 + 2 * len(names))
+        try:
+            seconds = wait_all_ready(cluster, set(names), timeout=60 + 2 * len(names))
+        except TimeoutError:
+            sys.stderr.write(log.read_text(errors="replace")[-3000:])  # why, from the operator
+            raise
         seconds += 0  # measured from the apply, which is part of what a user waits for
         elapsed = time.monotonic() - start
         time.sleep(3)  # writes that land just after Ready (late status) still count
@@ -141,6 +155,11 @@ def run_operator(
             for e in cluster.audit_events(user=OPERATOR_USER, offset=offset)
             if e["objectRef"].get("resource") != "leases"
         ]
+        settled = log.stat().st_size
+        time.sleep(idle_seconds)  # settled tenants resync: what does the log say meanwhile?
+        with log.open("rb") as f:
+            f.seek(settled)
+            idle_lines = [json.loads(line) for line in f.read().splitlines() if line.strip()]
         rss = peak_rss_mib(proc.pid)
     finally:
         proc.terminate()
@@ -163,6 +182,10 @@ def run_operator(
         "by_verb": by_verb,
         "children": len(tenant["status"]["children"]) + keyring,
         "rss_mib": rss,
+        "idle_lines": len(idle_lines),
+        "idle_tenant_lines": sum(
+            1 for e in idle_lines if (e.get("object") or {}).get("name") in set(names)
+        ),
     }
 
 
@@ -191,19 +214,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--resync", type=float, default=60.0, help="the operator's resync")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=120.0, help="how long to read the idle log"
+    )
     args = parser.parse_args(argv)
     n, workers = args.tenants, args.workers
 
     with LocalCluster(bin_dir=build_toolchain()) as cluster:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "tenant-roles.yaml"))
+        # The ClusterRole the operator binds in each tenant namespace (it refuses to start
+        # without it).
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "-f",
+            str(REPO / "deploy" / "rbac" / "operator-tenant-role.yaml"),
+        )
         cluster.kubectl("create", "namespace", "cleo-system")
         cluster.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", "crd/cleotenants.cleoai.io"
         )
         with tempfile.TemporaryDirectory() as tmp:
             operator = run_operator(
-                cluster, [f"storm-{i:04d}" for i in range(n)], workers, Path(tmp) / "op.log"
+                cluster,
+                [f"storm-{i:04d}" for i in range(n)],
+                workers,
+                Path(tmp) / "op.log",
+                resync=args.resync,
+                idle_seconds=args.idle_seconds,
             )
         baseline = run_baseline(cluster, [f"plain-{i:04d}" for i in range(n)], workers)
 
@@ -221,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     for verb, count in sorted(operator["by_verb"].items(), key=lambda kv: -kv[1]):
         print(f"  {verb:<40} {count / n:6.2f} per tenant")
     print(f"operator peak RSS:            {operator['rss_mib']:.0f} MiB (target <= 200 at 1,000)")
+    if args.idle_seconds > 0:
+        minutes, resyncs = args.idle_seconds / 60, args.idle_seconds / args.resync
+        print(
+            f"idle log ({args.idle_seconds:.0f} s, resync {args.resync:.0f} s): "
+            f"{operator['idle_lines'] / minutes:.1f} lines per minute, "
+            f"{operator['idle_tenant_lines'] / (n * resyncs):.3f} per tenant per resync "
+            "(target <= 1; 0 when nothing happened)"
+        )
     return 0
 
 

@@ -61,6 +61,8 @@ class OperatorProcess:
     extra_args: Sequence[str] = ()
     env: dict[str, str] | None = None
     previous_logs: str = ""
+    global_args: Sequence[str] = ()
+    """Options before `run` (`--log-format json`, `--log-level DEBUG`)."""
 
     def restart(self) -> None:
         """Stop (SIGTERM) and start again, as a rollout or a crash would; logs are kept."""
@@ -76,7 +78,11 @@ class OperatorProcess:
         assert self.cluster is not None
         self.previous_logs += self.log_text()
         fresh = start_operator(
-            self.cluster, self.log_path, extra_args=self.extra_args, env=self.env
+            self.cluster,
+            self.log_path,
+            extra_args=self.extra_args,
+            env=self.env,
+            global_args=self.global_args,
         )
         self.popen, self.metrics_url, self.liveness_url = (
             fresh.popen,
@@ -151,6 +157,7 @@ def start_operator(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     wait_leading: bool = True,
+    global_args: Sequence[str] = (),
 ) -> OperatorProcess:
     """Start the operator process and wait until its liveness endpoint answers and (unless
     `wait_leading` is False: a standby) it holds the leader Lease, so it reconciles; its
@@ -161,6 +168,7 @@ def start_operator(
         sys.executable,
         "-m",
         "cleo_operator.cli",
+        *global_args,
         "run",
         "--metrics-port",
         str(metrics_port),
@@ -189,6 +197,7 @@ def start_operator(
         cluster=cluster,
         extra_args=extra_args,
         env=env,
+        global_args=global_args,
     )
     if wait_ready:
         deadline = time.monotonic() + 60

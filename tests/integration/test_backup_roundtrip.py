@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from cleo_operator.data.tenant_db import (
     tenant_database_name,
     tenant_role_name,
 )
+from cleo_operator.kube.audit import AUDIT_LOGGER
 from tests.harness.postgres import PostgresServer
 from tests.integration.backup_support import (
     create_database,
@@ -101,6 +103,7 @@ def test_backup_and_restore_give_equal_contents(
     scratch_names: list[str],
     keyring: Keyring,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = new_db(postgres_server, scratch_names)
     create_sample_database(postgres_server, source)
@@ -142,6 +145,7 @@ def test_backup_and_restore_give_equal_contents(
     assert b"person 1" not in archive_bytes
 
     target = new_db(postgres_server, scratch_names)
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
     restored = restore_archive(
         allow_privileged_target=True,  # restored as the test's superuser: its own archive
         storage=storage,
@@ -149,8 +153,16 @@ def test_backup_and_restore_give_equal_contents(
         keyring=keyring,
         target=admin(postgres_server, target),
         tenant="acme",
+        actor="alice (command line)",
     )
     assert restored.rows == manifest.total_rows
+    # The restore is on the audit trail: who, what, where; no password.
+    (line,) = [r for r in caplog.records if getattr(r, "audit", False)]
+    assert (line.__dict__["action"], line.__dict__["actor"]) == ("Restored", "alice (command line)")
+    assert result.backup_id in line.getMessage()
+    assert target in line.getMessage()
+    assert postgres_server.password not in line.getMessage()
+    caplog.clear()
     assert table_contents(postgres_server, target) == table_contents(postgres_server, source)
     # Views, indexes and the sequence came back too.
     assert user_relations(postgres_server, target) == user_relations(postgres_server, source)
@@ -168,6 +180,8 @@ def test_backup_and_restore_give_equal_contents(
     )
     assert verdict.passed, verdict.message
     assert verdict.reason == "Verified"
+    # Its scratch restore is not a restore of the trail.
+    assert not [r for r in caplog.records if getattr(r, "audit", False)]
     assert verdict.tables_checked == 6
     assert verdict.rows_checked == manifest.total_rows
     # The scratch database is gone, and the verdict is stored beside the backup.
@@ -374,7 +388,8 @@ def test_metrics_record_success_and_failure(
     last = sample("cleo_operator_backup_last_success_timestamp_seconds")
     assert last is not None
     assert last >= before - 1
-    assert sample("cleo_operator_backup_last_size_bytes", kind="archive") == result.archive_size
+    archive_size = sample("cleo_operator_backup_last_size_bytes", archive_kind="archive")
+    assert archive_size == result.archive_size
     assert sample("cleo_operator_backup_last_duration_seconds") == result.duration_seconds
 
     broken = ConnectionInfo.from_dsn(postgres_server.dsn(source, password="wrong"))

@@ -9,6 +9,7 @@ and an old primary that comes back never takes the tenant's writes again.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,9 @@ from cleo_operator.failover.fencing import fence_tenant
 from cleo_operator.failover.steps import seconds_between
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
+from cleo_operator.kube.audit import AUDIT_LOGGER
 from cleo_operator.kube.client import KubeClient
+from cleo_operator.kube.kinds import EVENT
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
@@ -245,7 +248,10 @@ def test_a_target_that_is_not_a_standby_of_the_primary_is_refused(
         assert snapshot(setting) == before
 
 
-def test_a_dry_run_writes_the_plan_and_changes_nothing(setting: Setting) -> None:
+def test_a_dry_run_writes_the_plan_and_changes_nothing(
+    setting: Setting, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
     before = snapshot(setting)
     with setting.pools() as pools:
         reconciler = setting.reconciler(pools)
@@ -262,6 +268,15 @@ def test_a_dry_run_writes_the_plan_and_changes_nothing(setting: Setting) -> None
     assert "newPrimary" not in status
     assert "measuredRTOSeconds" not in status
     assert snapshot(setting) == before
+    # Started and ended: on the audit trail (a line each) and Events on the CleoFailover.
+    trail = [r.__dict__["action"] for r in caplog.records if getattr(r, "audit", False)]
+    assert trail == ["FailoverStarted", "FailoverSucceeded"]
+    events = {
+        e["reason"]
+        for e in setting.kube.list(EVENT, namespace=setting.namespace)
+        if e["involvedObject"]["kind"] == "CleoFailover" and e["involvedObject"]["name"] == name
+    }
+    assert events == {"FailoverStarted", "FailoverSucceeded"}
 
 
 def test_a_failover_of_a_primary_that_still_answers_fences_it_first(setting: Setting) -> None:

@@ -607,6 +607,48 @@ def test_monitoring_objects_carry_the_kit_of_deploy_monitoring(
     assert json.loads(dashboards["data"]["cleo-operator.json"]) == shipped
 
 
+def test_alert_thresholds_and_runbook_links_are_chart_values(
+    helm: list[str], tmp_path: Path
+) -> None:
+    values: dict[str, Any] = copy.deepcopy(VALUE_SETS["monitoring"])
+    values["metrics"]["prometheusRule"].update(
+        runbookBaseURL="https://wiki.example.org/cleo/runbooks/",
+        thresholds={
+            "operatorDownFor": "3m",
+            "reconcileErrorsFor": "1h",
+            "tenantNotReadyFor": "45m",
+            "backupMaxAgeHours": 50,
+            "verificationMaxAgeDays": 15,
+            "keyRotationOverdueSeconds": 7200,
+        },
+    )
+    rule = only(render(helm, tmp_path, values), "PrometheusRule", RELEASE)
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert alerts["CleoOperatorDown"]["for"] == "3m"
+    assert alerts["CleoOperatorReconcileErrors"]["for"] == "1h"
+    assert alerts["CleoTenantNotReady"]["for"] == "45m"
+    assert alerts["CleoBackupTooOld"]["expr"].endswith("> 50 * 3600")
+    assert alerts["CleoBackupNotVerified"]["expr"].endswith("> 15 * 86400")
+    assert alerts["CleoKeyRotationOverdue"]["expr"].endswith("> 7200")
+    for name, alert in alerts.items():
+        assert alert["annotations"]["runbook_url"] == (
+            f"https://wiki.example.org/cleo/runbooks/{name}.md"
+        )
+    # The texts say the thresholds too.
+    assert alerts["CleoOperatorDown"]["annotations"]["summary"].endswith("for 3m")
+    assert "for 1h." in alerts["CleoOperatorReconcileErrors"]["annotations"]["description"]
+    assert alerts["CleoTenantNotReady"]["annotations"]["summary"].endswith("for 45m")
+    assert alerts["CleoBackupTooOld"]["annotations"]["summary"].endswith("over 50 hours")
+    assert alerts["CleoBackupNotVerified"]["annotations"]["summary"].endswith("for 15 days")
+    # Nothing else of the rules changed.
+    kit = yaml.safe_load((REPO / "deploy" / "monitoring" / "cleo-operator.rules.yaml").read_text())
+    defaults = {r["alert"]: r for group in kit["groups"] for r in group["rules"]}
+    assert alerts.keys() == defaults.keys()
+    for name, alert in alerts.items():
+        assert alert["labels"] == defaults[name]["labels"], name
+        assert alert["annotations"].keys() == defaults[name]["annotations"].keys(), name
+
+
 def test_network_policy_allows_only_what_the_operator_talks_to(
     helm: list[str], tmp_path: Path
 ) -> None:
@@ -810,6 +852,26 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         "monitor without service",
         ["--set", "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false"],
         "metrics.serviceMonitor.enabled",
+    ),
+    (
+        "alert duration",
+        ["--set", "metrics.prometheusRule.thresholds.operatorDownFor=ten minutes"],
+        "/metrics/prometheusRule/thresholds/operatorDownFor",
+    ),
+    (
+        "alert threshold",
+        ["--set", "metrics.prometheusRule.thresholds.backupMaxAgeHours=0"],
+        "/metrics/prometheusRule/thresholds/backupMaxAgeHours",
+    ),
+    (
+        "alert threshold name",
+        ["--set", "metrics.prometheusRule.thresholds.backupMaxAge=30"],
+        "backupMaxAge",
+    ),
+    (
+        "runbook base",
+        ["--set", "metrics.prometheusRule.runbookBaseURL=docs/runbooks"],
+        "/metrics/prometheusRule/runbookBaseURL",
     ),
 ]
 

@@ -67,7 +67,7 @@ def test_every_query_reads_exported_metrics_with_their_labels() -> None:
         check_labels(query, labels)
 
 
-def test_dashboard_covers_reconciles_api_writes_and_backups() -> None:
+def test_dashboard_covers_reconciles_api_writes_backups_restores_failovers_and_keys() -> None:
     read = {m for p in panels() for t in p["targets"] for m in METRIC.findall(t["expr"])}
     for metric in (
         "cleo_operator_reconciles_total",
@@ -78,5 +78,10 @@ def test_dashboard_covers_reconciles_api_writes_and_backups() -> None:
         "cleo_operator_backup_last_success_timestamp_seconds",
         "cleo_operator_backup_last_verification_passed",
         "cleo_operator_backup_failures_total",
+        "cleo_operator_backup_restores_total",
+        "cleo_operator_failovers_total",
+        "cleo_operator_failover_objective_missed_total",
+        "cleo_operator_failover_last_rto_seconds",
+        "cleo_operator_key_next_rotation_timestamp_seconds",
     ):
         assert metric in read, metric

@@ -61,8 +61,8 @@ LAST_DURATION = Gauge(
 )
 LAST_SIZE = Gauge(
     f"{_PREFIX}_last_size_bytes",
-    "Size of the newest archive of the tenant (encrypted), and of its dump (plaintext).",
-    ["tenant", "kind"],
+    "Size of the newest archive of the tenant (archive_kind: archive, encrypted; dump, plaintext).",
+    ["tenant", "archive_kind"],
 )
 VERIFICATIONS = Counter(
     f"{_PREFIX}_verifications_total",
@@ -103,8 +103,8 @@ def observe_backup(
     BACKUPS.labels(tenant=tenant).inc()
     LAST_SUCCESS.labels(tenant=tenant).set(finished_at)
     LAST_DURATION.labels(tenant=tenant).set(duration_seconds)
-    LAST_SIZE.labels(tenant=tenant, kind="archive").set(archive_size)
-    LAST_SIZE.labels(tenant=tenant, kind="dump").set(plaintext_size)
+    LAST_SIZE.labels(tenant=tenant, archive_kind="archive").set(archive_size)
+    LAST_SIZE.labels(tenant=tenant, archive_kind="dump").set(plaintext_size)
 
 
 def observe_backup_failure(*, tenant: str, reason: str) -> None:

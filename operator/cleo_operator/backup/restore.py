@@ -86,6 +86,7 @@ from cleo_operator.crypto import (
     UnknownKeyVersion,
     iter_decrypted,
 )
+from cleo_operator.kube.audit import audit
 
 __all__ = [
     "RestoreResult",
@@ -327,6 +328,8 @@ def restore_archive(
     no_privileges: bool = False,
     allow_privileged_target: bool = False,
     timeout_seconds: float = RESTORE_TIMEOUT_SECONDS,
+    actor: str | None = None,
+    audited: bool = True,
 ) -> RestoreResult:
     """Restore backup `backup_id` from `storage` into the empty database `target`.
 
@@ -341,7 +344,10 @@ def restore_archive(
     unset, the target's login role. `work_dir` holds the decrypted dump while it is
     restored (default: the system temp folder; it needs the dump's size free).
     `no_privileges` skips GRANT/REVOKE (for a site where the original roles do not exist).
-    See the module docstring for the order of checks and the errors.
+    See the module docstring for the order of checks and the errors. The restore, or its
+    refusal, is audited (`kube.audit`: a log line, no Event) with `actor` (who asked, when
+    known; the operator's identity otherwise); a verification's scratch copy is not
+    (`audited=False`), its verdict is logged by `verify_backup`.
     """
     started = time.monotonic()
     manifest_tenant = tenant or "unknown"
@@ -363,14 +369,28 @@ def restore_archive(
         )
     except BackupError as error:
         metrics.observe_restore(tenant=manifest_tenant, result=error.reason)
+        if not audited:
+            raise
+        audit(
+            None,
+            {"kind": "Database", "metadata": {"name": target.where}},
+            action="RestoreFailed",
+            message=f"backup {backup_id} of tenant {manifest_tenant} into {target.where}: "
+            f"{error.reason}",
+            actor=actor,
+            type="Warning",
+        )
         raise
     metrics.observe_restore(tenant=result.tenant, result="ok")
-    logger.info(
-        "restored backup %s of tenant %s into %s in %.1fs",
-        result.backup_id,
-        result.tenant,
-        result.target,
-        result.duration_seconds,
+    if not audited:
+        return result
+    audit(
+        None,
+        {"kind": "Database", "metadata": {"name": target.where}},
+        action="Restored",
+        message=f"restored backup {result.backup_id} of tenant {result.tenant} into "
+        f"{result.target} in {result.duration_seconds:.1f}s",
+        actor=actor,
     )
     return result
 
@@ -634,6 +654,7 @@ def verify_backup(
                 work_dir=work_dir,
                 no_privileges=True,
                 timeout_seconds=restore_timeout_seconds,
+                audited=False,  # a scratch copy, dropped after the check: not a restore
             )
             actual = read_restored_tables(
                 reader, where=verifier.where, checksums=manifest.checksum_algorithm is not None

@@ -68,7 +68,7 @@ from cleo_operator.backup.report import (
 from cleo_operator.backup.restore import restore_archive
 from cleo_operator.backup.retention import RetentionPolicy, prune
 from cleo_operator.backup.storage import Storage
-from cleo_operator.cli.common import COMMAND_HELP, CommandError, guarded, out
+from cleo_operator.cli.common import COMMAND_HELP, CommandError, guarded, local_user, out
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
@@ -427,6 +427,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         no_privileges=args.no_privileges,
         allow_privileged_target=args.allow_privileged_target,
+        actor=local_user(),
     )
     out(
         json.dumps(

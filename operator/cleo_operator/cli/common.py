@@ -23,6 +23,7 @@ Results go to stdout and logs to stderr, so results can be piped and redirected.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 import traceback
@@ -44,6 +45,7 @@ __all__ = [
     "CommandError",
     "failure",
     "guarded",
+    "local_user",
     "out",
     "repo_root",
 ]
@@ -88,6 +90,15 @@ def out(text: str) -> None:
     """Write a result to stdout (logs go to stderr), ending it with a newline."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+def local_user() -> str | None:
+    """Who runs this command on this machine, for the audit trail (`kube.audit`); None
+    when the system cannot say (a container without a user entry)."""
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (KeyError, OSError):
+        return None
 
 
 def repo_root() -> Path:

@@ -32,7 +32,14 @@ from pathlib import Path
 
 from cleo_operator.api.base import validate_tenant_name
 from cleo_operator.api.errors import SpecError
-from cleo_operator.cli.common import COMMAND_HELP, Command, CommandError, guarded, out
+from cleo_operator.cli.common import (
+    COMMAND_HELP,
+    Command,
+    CommandError,
+    guarded,
+    local_user,
+    out,
+)
 from cleo_operator.cli.sealing import (
     add_operator_namespace_option,
     add_value_options,
@@ -44,6 +51,8 @@ from cleo_operator.cli.sealing import (
     split_pair,
 )
 from cleo_operator.crypto import CryptoError, Envelope
+from cleo_operator.kube.access import whoami
+from cleo_operator.kube.audit import set_operator_identity
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.keys import (
     KEK_DIR_ENV,
@@ -97,6 +106,8 @@ def _cluster_options() -> argparse.ArgumentParser:
 
 def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
     kube = KubeClient.from_environment(context=args.context)
+    # Keys created or rotated from here are audited with the command's user as the actor.
+    set_operator_identity(whoami(kube) or local_user() or "")
     keys = OperatorKeys.locate(
         kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir
     )
@@ -108,6 +119,7 @@ def _keys(args: argparse.Namespace) -> tuple[KubeClient, OperatorKeys]:
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
     kube = KubeClient.from_environment(context=args.context)
+    set_operator_identity(whoami(kube) or local_user() or "")  # the actor of keys created
     keys = ensure_operator_keys(
         kube, operator_namespace=args.operator_namespace, kek_dir=args.kek_dir, now=_now()
     )

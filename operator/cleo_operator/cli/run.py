@@ -223,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cleo_operator.data.errors import SiteConfigError  # noqa: PLC0415
     from cleo_operator.handlers.registry import Runtime, build_registry  # noqa: PLC0415
     from cleo_operator.handlers.settings import OperatorConfig  # noqa: PLC0415
+    from cleo_operator.kube.audit import set_operator_identity  # noqa: PLC0415
     from cleo_operator.kube.client import KubeClient  # noqa: PLC0415
     from cleo_operator.kube.keys import kek_dir_from_environment  # noqa: PLC0415
     from cleo_operator.kube.leader import LeaderElector  # noqa: PLC0415
@@ -247,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_cluster(kube)
         check_access(kube, config)
         config = dataclasses.replace(config, identity=operator_identity(kube))
+        set_operator_identity(config.identity or "")  # the actor of its audit trail
         keys = operator_keys(kube, config)
         runtime = Runtime.create(config, kube, keys)
     except SiteConfigError as exc:

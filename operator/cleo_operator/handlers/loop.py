@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cleo_operator.kube.client import KubeError
+from cleo_operator.observability.logs import logging_object
 from cleo_operator.observability.metrics import RECONCILE_ERRORS, timed_reconcile
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,23 @@ class ReconcileLoops:
         reconcile: Callable[[], Outcome],
         backoff: Backoff,
     ) -> float:
+        namespace, _, name = key.rpartition("/")
+        # Every line logged about this reconcile names its object: here (this task) and in
+        # the worker thread (which does not inherit the task's context).
+        with logging_object(self.kind, name, namespace or None):
+            return await self._reconcile_once(key, loop, reconcile, backoff)
+
+    async def _reconcile_once(
+        self,
+        key: str,
+        loop: asyncio.AbstractEventLoop,
+        reconcile: Callable[[], Outcome],
+        backoff: Backoff,
+    ) -> float:
+        namespace, _, name = key.rpartition("/")
+
         def timed() -> Outcome:
-            with timed_reconcile(self.kind):
+            with logging_object(self.kind, name, namespace or None), timed_reconcile(self.kind):
                 return reconcile()
 
         try:

@@ -22,6 +22,7 @@ from cleo_operator.handlers.settings import OperatorConfig, Rechecks, apply_kopf
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
+from cleo_operator.observability.logs import logging_object
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
@@ -245,10 +246,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.delete(GROUP, VERSION, "cleotenants", registry=registry)
     async def tenant_deleted(name: str, logger: kopf.Logger, **_: Any) -> None:
+        def finalize() -> bool:
+            with logging_object("CleoTenant", name):  # names the tenant in its log lines
+                return runtime.tenant_reconciler.finalize(name)
+
         loop = asyncio.get_running_loop()
-        done = await loop.run_in_executor(
-            runtime.executor, runtime.tenant_reconciler.finalize, name
-        )
+        done = await loop.run_in_executor(runtime.executor, finalize)
         if not done:
             # What it waits for (a final backup, the namespace) is on the tenant's Ready
             # condition, reason Deleting (reconcile/tenant_deletion.py).

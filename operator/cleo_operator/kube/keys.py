@@ -47,6 +47,7 @@ from cleo_operator.crypto import (
     kek_to_secret_data,
 )
 from cleo_operator.kube.apply import needs_apply, with_hash
+from cleo_operator.kube.audit import audit
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import CONFIG_MAP, SECRET
 
@@ -84,6 +85,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _secret_ref(namespace: str, name: str) -> dict[str, Any]:
+    """A key Secret as the audit trail's object (its Event is posted on it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+    }
 
 
 FAULT_POINT_ENV: Final = "CLEO_FAULT_POINT"
@@ -343,7 +353,12 @@ class SecretKEKProvider:
             log.info("KEK Secret %s was created concurrently; using it", self.where)
             return self.load()
         fault_point("kek-created")
-        log.info("created KEK Secret %s with KEK v%d", self.where, keks.current_version)
+        audit(
+            self.kube,
+            _secret_ref(self.namespace, self.name),
+            action="KEKCreated",
+            message=f"created KEK Secret {self.where} with KEK v{keks.current_version}",
+        )
         return keks
 
     def rotate(self) -> KeyEncryptionKeys:
@@ -354,7 +369,12 @@ class SecretKEKProvider:
         keks = self._parse(stored).rotate()
         update_secret(self.kube, stored, kek_to_secret_data(keks))
         fault_point("kek-rotated")
-        log.info("added KEK v%d to %s", keks.current_version, self.where)
+        audit(
+            self.kube,
+            _secret_ref(self.namespace, self.name),
+            action="KEKRotated",
+            message=f"added KEK v{keks.current_version} to {self.where}",
+        )
         return keks
 
 
@@ -434,8 +454,12 @@ class SealingKeyStore:
                 keyring = self.load()
             else:
                 fault_point("sealing-keys-created")
-                log.info(
-                    "created sealing key Secret %s with key %s", self.where, keyring.current.key_id
+                audit(
+                    self.kube,
+                    _secret_ref(self.namespace, self.name),
+                    action="SealingKeyCreated",
+                    message=f"created sealing key Secret {self.where} with key "
+                    f"{keyring.current.key_id}",
                 )
         self.publish(keyring)
         return keyring
@@ -448,11 +472,12 @@ class SealingKeyStore:
         keyring = self._parse(stored).rotate(now)
         update_secret(self.kube, stored, keyring.to_secret_data())
         fault_point("sealing-keys-rotated")
-        log.info(
-            "sealing key v%d (%s) is now current in %s",
-            keyring.current_version,
-            keyring.current.key_id,
-            self.where,
+        audit(
+            self.kube,
+            _secret_ref(self.namespace, self.name),
+            action="SealingKeyRotated",
+            message=f"sealing key v{keyring.current_version} ({keyring.current.key_id}) is now "
+            f"current in {self.where}",
         )
         self.publish(keyring)
         return keyring

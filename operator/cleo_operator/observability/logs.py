@@ -5,18 +5,50 @@ that looks like a credential (a DATABASE_URL with a password, a bearer token,
 ``PGPASSWORD=...``, a JSON ``"password": ...``) never reaches a log line even when some
 library puts it into an exception message or an ``extra`` field. The same filter sits on
 Kopf's ``kopf.objects`` logger, whose records Kopf also posts as Events.
+
+JSON lines are written by python-json-logger (a dependency of Kopf) with an RFC 3339 time
+in UTC with milliseconds (``2026-01-01T12:00:00.123Z``), the record's ``extra`` fields, and
+the object the record is about: Kopf's per-object loggers say it (``k8s_ref``); the
+reconcilers, which run in worker threads outside Kopf's handlers, say it with
+`logging_object`, a context variable the reconcile loop sets around each reconcile.
+
+Kopf's steady-state chatter is lowered on ``kopf.objects`` before any handler (or Kopf's
+Event poster) sees it (`KopfNoiseFilter`): "Handler '...' succeeded." is DEBUG (one per
+child event otherwise), and "Handler '...' failed temporarily: ..." is INFO, because the
+only `kopf.TemporaryError` of the operator is raised on purpose for an expected wait (a
+deletion waiting for its final backup), and "Daemon '...' is cancelled. Will escalate." (how
+each reconcile loop ends when its object is deleted) is DEBUG. Every other error of Kopf stays
+ERROR.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import datetime
 import logging
+import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, Literal
 
-from cleo_operator.core.redaction import MASK, holds_secret, redact
+from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-__all__ = ["JsonFormatter", "LogFormat", "RedactingFilter", "configure_logging", "redact"]
+from cleo_operator.core.redaction import MASK, holds_secret, redact
+from cleo_operator.core.times import rfc3339_ms
+
+__all__ = [
+    "JsonFormatter",
+    "KopfNoiseFilter",
+    "LogFormat",
+    "ObjectContextFilter",
+    "PlainFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "current_object",
+    "logging_object",
+    "redact",
+]
 
 LogFormat = Literal["plain", "json"]
 
@@ -26,6 +58,83 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
 }
 # Kopf's own extras (its object reference and settings): objects Kopf reads back, not text.
 _KOPF_ATTRIBUTES = frozenset({"k8s_ref", "k8s_skip", "settings"})
+
+_OBJECT: ContextVar[Mapping[str, str] | None] = ContextVar("cleo_log_object", default=None)
+
+
+@contextlib.contextmanager
+def logging_object(kind: str, name: str, namespace: str | None = None) -> Iterator[None]:
+    """Every record logged inside (in this thread or task) names this object; a CleoTenant's
+    records also name the tenant."""
+    ref = {"kind": kind, "name": name}
+    if namespace:
+        ref["namespace"] = namespace
+    token = _OBJECT.set(ref)
+    try:
+        yield
+    finally:
+        _OBJECT.reset(token)
+
+
+def current_object() -> Mapping[str, str] | None:
+    """The object `logging_object` names here, if any."""
+    return _OBJECT.get()
+
+
+def _record_object(record: logging.LogRecord) -> dict[str, str] | None:
+    """The object a record is about: Kopf's reference, else the reconcile's context."""
+    ref = getattr(record, "k8s_ref", None)
+    if not isinstance(ref, Mapping):
+        ref = getattr(record, "_cleo_object", None)
+    if not isinstance(ref, Mapping):
+        return None
+    found = {k: str(ref[k]) for k in ("kind", "namespace", "name") if ref.get(k)}
+    return found or None
+
+
+class ObjectContextFilter(logging.Filter):
+    """Stamps a record with the object of `logging_object` (when Kopf did not name one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "_cleo_object"):
+            record._cleo_object = _OBJECT.get()
+        return True
+
+
+_SUCCEEDED = re.compile(r"^Handler '[^']+' succeeded\.$")
+_EXPECTED_WAIT = re.compile(r"^Handler '[^']+' failed temporarily: ")
+# Our daemons (one reconcile loop per object) are stopped by cancellation when their object
+# is deleted or the operator stops; Kopf says so at WARNING (and would post it as an Event).
+_DAEMON_CANCELLED = re.compile(r"^Daemon '[^']+' is cancelled\. Will escalate\.$")
+
+
+class KopfNoiseFilter(logging.Filter):
+    """Lowers Kopf's per-handler success lines to DEBUG and its lines for our deliberate
+    waits (`kopf.TemporaryError`) to INFO; drops them when their new level is off.
+
+    Sits on the ``kopf.objects`` logger, so it runs before Kopf's Event poster and before
+    the record propagates to the root handler. Only the exact shapes above are lowered: a
+    handler that failed with any other exception, or a temporary error that will time out
+    or exceed its retries ("failed temporarily but ..."), stays ERROR.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__()
+        self._logger = logger or logging.getLogger("kopf.objects")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or record.args:
+            return True
+        if record.levelno == logging.INFO and _SUCCEEDED.match(record.msg):
+            level = logging.DEBUG
+        elif record.levelno == logging.ERROR and _EXPECTED_WAIT.match(record.msg):
+            level = logging.INFO
+        elif record.levelno == logging.WARNING and _DAEMON_CANCELLED.match(record.msg):
+            level = logging.DEBUG
+        else:
+            return True
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        return self._logger.isEnabledFor(level)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -83,41 +192,71 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with time, level, logger, message and Kopf's object context."""
+def _time(record: logging.LogRecord) -> str:
+    return rfc3339_ms(datetime.datetime.fromtimestamp(record.created, datetime.UTC))
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        # Kopf's per-object loggers attach the object's identity as `k8s_ref`.
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, dict):
-            entry["object"] = {k: ref.get(k) for k in ("kind", "namespace", "name") if ref.get(k)}
+
+class JsonFormatter(_BaseJsonFormatter):
+    """One JSON object per line: ``time`` (RFC 3339, UTC, milliseconds), ``level``,
+    ``logger``, ``message``, the ``object`` (kind, namespace, name) and ``tenant`` when the
+    record is about one, ``exception`` when there was one, then the record's extras."""
+
+    def __init__(self) -> None:
+        # Objects the encoder does not know become text, redacted.
+        super().__init__(json_default=lambda value: redact(str(value)))
+
+    def add_fields(
+        self,
+        log_data: dict[str, Any],
+        record: logging.LogRecord,
+        message_dict: dict[str, Any],
+    ) -> None:
+        log_data["time"] = _time(record)
+        log_data["level"] = record.levelname.lower()
+        log_data["logger"] = record.name
+        log_data["message"] = record.getMessage()
+        ref = _record_object(record)
+        if ref is not None:
+            log_data["object"] = ref
+            if ref.get("kind") == "CleoTenant":
+                log_data["tenant"] = ref["name"]
         if record.exc_text:
-            entry["exception"] = record.exc_text
-        for key, value in _extras(record).items():
-            entry.setdefault(key, value)
-        # Extras that are objects become text here, redacted.
-        return json.dumps(entry, sort_keys=False, default=lambda value: redact(str(value)))
+            log_data["exception"] = record.exc_text
+        elif record.exc_info and record.exc_info[1] is not None:
+            log_data["exception"] = redact(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            log_data["stack"] = record.stack_info
+        for key, value in {**_extras(record), **message_dict}.items():
+            if key not in {"exc_info", "stack_info"}:
+                log_data.setdefault(key, value)
+
+
+class PlainFormatter(logging.Formatter):
+    """``TIME LEVEL logger: [Kind namespace/name] message``, for people at a terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        ref = _record_object(record)
+        prefix = ""
+        # Kopf's per-object records name their object in the message already.
+        if ref is not None and getattr(record, "k8s_ref", None) is None:
+            where = "/".join(ref[k] for k in ("namespace", "name") if k in ref)
+            prefix = f"[{ref.get('kind', '?')} {where}] "
+        return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{record.message}"
 
 
 def configure_logging(*, level: str = "INFO", fmt: LogFormat = "plain") -> None:
     """Install one stderr handler with redaction for the whole process."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ObjectContextFilter())
     handler.addFilter(RedactingFilter())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Kopf posts records of its per-object logger as Events through a handler of its own:
     # filter them on that logger, before any of its handlers sees them.
     objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, KopfNoiseFilter) for f in objects.filters):
+        objects.filters.insert(0, KopfNoiseFilter(objects))  # first: it reads Kopf's words
     if not any(isinstance(f, RedactingFilter) for f in objects.filters):
         objects.addFilter(RedactingFilter())
     root.setLevel(level.upper())

@@ -15,6 +15,15 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from cleo_operator import __version__
+
+BUILD_INFO = Gauge(
+    "cleo_operator_build_info",
+    "Always 1; the label says which version of the operator runs.",
+    ["version"],
+)
+BUILD_INFO.labels(version=__version__).set(1)
+
 RECONCILES = Counter(
     "cleo_operator_reconciles_total",
     "Reconciles run, by kind and result (ok, error, invalid).",

@@ -12,7 +12,7 @@ condition is informational: DatabaseReady already says whether the database work
 from __future__ import annotations
 
 from cleo_operator.failover.automatic import CONDITION_TYPE, AutomaticFailover
-from cleo_operator.kube.events import post_event
+from cleo_operator.kube.audit import audit
 from cleo_operator.kube.kinds import TENANT
 from cleo_operator.reconcile.status import Observation, clip
 from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
@@ -37,14 +37,14 @@ class AutomaticFailoverPart:
                 cond.status, cond.reason, clip(cond.message)
             )
         if outcome.created:
-            post_event(
+            audit(
                 self.automatic.kube,
                 {
                     "apiVersion": TENANT.api_version,
                     "kind": TENANT.kind,
                     "metadata": {"name": ctx.name, "uid": ctx.uid},
                 },
-                reason="FailoverCreated",
+                action="FailoverCreated",
                 message=f"the primary was unavailable for longer than "
                 f"spec.failover.failoverDelay: created CleoFailover "
                 f"{ctx.namespace}/{outcome.created}",

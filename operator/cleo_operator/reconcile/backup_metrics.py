@@ -68,6 +68,6 @@ def _set_gauges(tenant: str, record: BackupRecord) -> None:
     if record.duration_seconds is not None:
         metrics.LAST_DURATION.labels(tenant=tenant).set(record.duration_seconds)
     if record.size_bytes is not None:
-        metrics.LAST_SIZE.labels(tenant=tenant, kind="archive").set(record.size_bytes)
+        metrics.LAST_SIZE.labels(tenant=tenant, archive_kind="archive").set(record.size_bytes)
     if record.dump_size_bytes is not None:
-        metrics.LAST_SIZE.labels(tenant=tenant, kind="dump").set(record.dump_size_bytes)
+        metrics.LAST_SIZE.labels(tenant=tenant, archive_kind="dump").set(record.dump_size_bytes)

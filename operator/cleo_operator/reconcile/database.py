@@ -131,7 +131,8 @@ def database_part_result(
     # Only a Secret that exists goes into envFrom: pods never wait for a missing one.
     if outcome.secret is not None:
         result.database_secret = outcome.secret_name
-    result.events.extend(TenantEvent("Database", event) for event in outcome.events)
+    # A role created, a password set or rotated: the audit trail's.
+    result.events.extend(TenantEvent("Database", event, audit=True) for event in outcome.events)
     return result
 
 
@@ -153,8 +154,7 @@ class DatabasePart:
         )
         site = outcome.status.get("site") if outcome.status is not None else None
         tls = self.databases.tls_observation(site) if site else None
-        for event in outcome.events:
-            log.info("tenant %s: %s", ctx.name, event)
+        # Its events are logged by the audit trail (`database_part_result`, `kube.audit`).
         return database_part_result(outcome, tls=tls, conditions=ctx.status.get("conditions"))
 
     def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:

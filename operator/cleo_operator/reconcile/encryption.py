@@ -132,19 +132,22 @@ class EncryptionPart:
         if keyring.fingerprint is not None:
             result.keyring_secret = TENANT_KEYRING_SECRET
         _export_next_rotation(ctx.name, keyring.status.get("nextRotation"))
+        # Keys created or rotated, and what went wrong with them, are the audit trail's.
         if keyring.actions:
-            result.events.append(TenantEvent("Keyring", "; ".join(keyring.actions)))
+            result.events.append(TenantEvent("Keyring", "; ".join(keyring.actions), audit=True))
         result.events.extend(
-            TenantEvent(reason, message, "Warning") for reason, message in keyring.warnings
+            TenantEvent(reason, message, "Warning", audit=True)
+            for reason, message in keyring.warnings
         )
         result.events.extend(
             TenantEvent("SecretUnsealed", f"wrote Secret {name}") for name in secrets.applied
         )
         result.events.extend(
-            TenantEvent(
+            TenantEvent(  # an unseal refused: audited
                 str(item.get("reason") or "SecretNotUnsealed"),
                 str(item.get("message") or f"Secret {item['name']} could not be unsealed"),
                 "Warning",
+                audit=True,
             )
             for item in secrets.statuses
             if not item.get("ready") and _newly_failed(ctx, item)

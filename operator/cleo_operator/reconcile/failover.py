@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cleo_operator.api.base import Condition, ConditionStatus, set_condition
 from cleo_operator.api.errors import SpecError
@@ -71,6 +71,7 @@ from cleo_operator.failover.steps import (
     seconds_between,
 )
 from cleo_operator.failover.tenant import release_lock
+from cleo_operator.kube.audit import audit
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import FAILOVER
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
@@ -303,13 +304,11 @@ class FailoverReconciler:
     def _advance(self, status: _Status, move: Move, spec: CleoFailoverSpec) -> FailoverResult:
         if not status.fields.get("startTime"):
             status.fields["startTime"] = rfc3339_ms(self.now())
-            log.info(
-                "%s %s/%s of tenant %s: starting%s",
-                spec.type,
-                move.namespace,
-                move.name,
-                move.tenant,
-                " (dry run)" if spec.dry_run else "",
+            self._audit(
+                move,
+                "FailoverStarted",
+                f"{spec.type} of tenant {move.tenant}: starting"
+                + (" (dry run)" if spec.dry_run else ""),
             )
         status.fields["phase"] = "Running"
         while True:
@@ -422,17 +421,31 @@ class FailoverReconciler:
                 rpo_seconds=status.fields.get("estimatedRPOSeconds"),
                 missed=verdict_missed,
             )
-        log.info(
-            "%s %s/%s of tenant %s succeeded (RTO %ss, RPO %ss / %s bytes)",
-            spec.type,
-            move.namespace,
-            move.name,
-            move.tenant,
-            status.fields.get("measuredRTOSeconds"),
-            status.fields.get("estimatedRPOSeconds"),
-            status.fields.get("estimatedRPOBytes"),
+        self._audit(
+            move,
+            "FailoverSucceeded",
+            f"{spec.type} of tenant {move.tenant} succeeded (RTO "
+            f"{status.fields.get('measuredRTOSeconds')}s, RPO "
+            f"{status.fields.get('estimatedRPOSeconds')}s / "
+            f"{status.fields.get('estimatedRPOBytes')} bytes)",
         )
         return self._result(status, self._fence_requeue(status))
+
+    def _audit(
+        self,
+        move: Move,
+        action: str,
+        message: str,
+        *,
+        type: Literal["Normal", "Warning"] = "Normal",
+    ) -> None:
+        """A failover started or ended: an Event on the CleoFailover and an audit line."""
+        obj = {
+            "apiVersion": FAILOVER.api_version,
+            "kind": FAILOVER.kind,
+            "metadata": {"name": move.name, "namespace": move.namespace, "uid": move.uid},
+        }
+        audit(self.kube, obj, action=action, message=message, type=type)
 
     def _missed(self, status: _Status) -> list[str]:
         condition = status.get_condition(OBJECTIVES_CONDITION)
@@ -472,13 +485,11 @@ class FailoverReconciler:
                 rpo_seconds=None,
                 missed=(),
             )
-        log.warning(
-            "%s %s/%s of tenant %s failed: %s",
-            spec.type,
-            move.namespace,
-            move.name,
-            move.tenant,
-            message,
+        self._audit(
+            move,
+            "FailoverFailed",
+            f"{spec.type} of tenant {move.tenant} failed: {message}",
+            type="Warning",
         )
         promoted = promotion_started(status.records)
         return self._result(status, self._fence_requeue(status) if promoted else None)

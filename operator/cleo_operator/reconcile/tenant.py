@@ -36,6 +36,7 @@ from cleo_operator.api.objects import KubeObject, ObjectRef, object_ref
 from cleo_operator.api.tenant import parse_tenant_spec
 from cleo_operator.failover.workload import held_by
 from cleo_operator.kube.apply import needs_apply, with_hash
+from cleo_operator.kube.audit import audit
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, kind_of
@@ -155,7 +156,9 @@ def _ready_transition(tenant: KubeObject, status: StatusBuilder) -> list[TenantE
         return []
     if now.status == "True":
         return [TenantEvent("Ready", now.message)]
-    if before == "True" or now.reason in {"InvalidSpec", "ApplyFailed", *REFUSAL_REASONS}:
+    if now.reason in REFUSAL_REASONS:  # a namespace refused: part of the audit trail
+        return [TenantEvent(now.reason, now.message, "Warning", audit=True)]
+    if before == "True" or now.reason in {"InvalidSpec", "ApplyFailed"}:
         return [TenantEvent(now.reason, now.message, "Warning")]
     return []
 
@@ -469,7 +472,12 @@ class TenantReconciler:
         return result
 
     def _post(self, tenant: KubeObject, event: TenantEvent) -> None:
-        post_event(self.kube, tenant, reason=event.reason, message=event.message, type=event.type)
+        if event.audit:
+            audit(self.kube, tenant, action=event.reason, message=event.message, type=event.type)
+        else:
+            post_event(
+                self.kube, tenant, reason=event.reason, message=event.message, type=event.type
+            )
 
     def _converge(
         self,
@@ -612,8 +620,10 @@ class TenantReconciler:
         claim: NamespaceClaim,
         result: TenantResult,
     ) -> TenantResult:
-        """Report a namespace the tenant may not use; write nothing anywhere but status."""
-        log.warning("tenant %s refused its namespace: %s", result.name, claim.message)
+        """Report a namespace the tenant may not use; write nothing anywhere but status.
+
+        The refusal is logged once, when it is new, by the audit trail (below); every later
+        look (each refused recheck) is silent, as it changes nothing."""
         status.fields.pop("namespace", None)
         status.condition("NamespaceReady", Observation("False", claim.reason, claim.message))
         status.condition(
@@ -624,7 +634,15 @@ class TenantReconciler:
         # Nothing of the namespace is the tenant's: no namespace, children or pods on status.
         status.fields["children"] = []
         TENANT_READY.labels(tenant=result.name).set(0)
-        for event in _ready_transition(tenant, status):
+        events = _ready_transition(tenant, status)
+        previous = {
+            c.get("type"): c.get("reason")
+            for c in (tenant.get("status") or {}).get("conditions") or []
+        }.get("NamespaceReady")
+        if not events and previous != claim.reason:
+            # Ready was False already (another reason): the refusal is still audited, once.
+            events = [TenantEvent(claim.reason, claim.message, "Warning", audit=True)]
+        for event in events:
             self._post(tenant, event)
         result.status_written = status.write(
             self.kube,

@@ -84,6 +84,9 @@ class TenantEvent:
     reason: str
     message: str
     type: Literal["Normal", "Warning"] = "Normal"
+    audit: bool = False
+    """A security-relevant action (keys, passwords, unsealing, a refused namespace): posted
+    through `kube.audit.audit`, which also writes the audit log line."""
 
 
 class TenantPart(Protocol):

@@ -47,7 +47,8 @@ def test_a_connected_database_gates_ready_rolls_the_pods_and_posts_its_events() 
     assert result.fingerprints == {"database": "f" * 32}
     assert result.database_secret == "cleo-database"
     assert result.requeue_after == 30.0
-    assert result.events == [TenantEvent("Database", "rotated the password")]
+    # A password rotated is part of the audit trail (an Event and an `audit: true` line).
+    assert result.events == [TenantEvent("Database", "rotated the password", audit=True)]
 
 
 def test_a_secret_that_does_not_exist_is_not_handed_to_the_pods() -> None:
