@@ -91,21 +91,27 @@ def last_lines(message: str, *, secrets: Iterable[str | None] = ()) -> str:
 
 def redact_windows(text: str, secrets: Iterable[str], *, width: int = WINDOW) -> str:
     """`text` with every occurrence of any `width` characters in a row of one of `secrets`
-    replaced (a maximal run of such characters becomes one ``<redacted>``)."""
-    windows = {
-        secret[i : i + width]
+    replaced (a maximal run of such characters becomes one ``<redacted>``).
+
+    Linear in the text and the secrets together: the secrets come from a Secret a tenant
+    admin may fill (up to 1 MiB), so their windows are only looked up among the text's,
+    never each searched for in the text."""
+    here = {text[i : i + width] for i in range(len(text) - width + 1)}
+    if not here:
+        return text
+    found = {
+        window
         for secret in secrets
         if width <= len(secret) <= MAX_SECRET_LENGTH
-        for i in range(len(secret) - width + 1)
+        for window in (secret[i : i + width] for i in range(len(secret) - width + 1))
+        if window in here
     }
-    covered = [False] * len(text)
-    for window in windows:
-        at = text.find(window)
-        while at != -1:
-            covered[at : at + width] = [True] * width
-            at = text.find(window, at + 1)
-    if not any(covered):
+    if not found:
         return text
+    covered = [False] * len(text)
+    for i in range(len(text) - width + 1):
+        if text[i : i + width] in found:
+            covered[i : i + width] = [True] * width
     out: list[str] = []
     for i, char in enumerate(text):
         if not covered[i]:

@@ -16,8 +16,11 @@ import secrets
 import urllib.parse
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
+from cleo_operator.core.redaction import REDACTED
 from cleo_operator.kube.kinds import BACKUP, JOB, SECRET, TENANT
 from cleo_operator.reconcile.migration_outcome import redact_windows, secret_values
 from cleo_operator.reconcile.migrations import MigrationsPart
@@ -347,6 +350,35 @@ def test_redact_windows_keeps_what_is_not_a_secret() -> None:
     out = redact_windows(text, [secret])
     assert out == "host db.example, user acme, <redacted> and <redacted> end"
     assert redact_windows("short Zq8-Uv2 stays", [secret]) == "short Zq8-Uv2 stays"
+
+
+def _covered_by_search(text: str, secrets: list[str], width: int = 8) -> list[bool]:
+    """The positions of `text` inside a window of a secret, found the plain way (each
+    window searched for in the text): the reference `redact_windows` must agree with."""
+    covered = [False] * len(text)
+    for secret in secrets:
+        for i in range(len(secret) - width + 1):
+            at = text.find(secret[i : i + width])
+            while at != -1:
+                covered[at : at + width] = [True] * width
+                at = text.find(secret[i : i + width], at + 1)
+    return covered
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    secrets_=st.lists(st.text(alphabet="ab-_Zq", min_size=0, max_size=20), max_size=4),
+    text=st.text(alphabet="ab-_Zq x", max_size=60),
+)
+def test_redact_windows_agrees_with_searching_every_window(secrets_: list[str], text: str) -> None:
+    # Linear in text and secrets (a tenant admin may fill the Secret with 1 MiB of values),
+    # and the same result as searching the text for each window of each secret.
+    covered = _covered_by_search(text, secrets_)
+    expected = "".join(
+        REDACTED if c and (i == 0 or not covered[i - 1]) else ("" if c else ch)
+        for i, (ch, c) in enumerate(zip(text, covered, strict=True))
+    )
+    assert redact_windows(text, secrets_) == expected
 
 
 def test_secret_values_are_the_secret_ones_of_a_real_secret() -> None:
