@@ -77,8 +77,9 @@ ONE_OFF_PVC: dict[str, Any] = {
 
 
 def operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
-    """The operator container's environment as the Deployment sets it (plain values)."""
-    env = container(objects)["env"]
+    """The operator container's environment as the Deployment sets it (plain values; the
+    pod's own name, from the downward API, aside)."""
+    env = [e for e in container(objects)["env"] if e["name"] != "POD_NAME"]
     assert all("value" in e for e in env), "the chart sets the operator's env by value"
     return {e["name"]: e["value"] for e in env}
 
