@@ -23,11 +23,13 @@ children in apply order.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -200,6 +202,27 @@ BINDING_VISIBLE_SECONDS: Final = 5.0
 """How long a reconcile waits for the authorizer to see the operator's new RoleBinding."""
 
 
+class _TenantLocks:
+    """One lock per tenant name, so that a tenant's reconcile and its deletion (each in a
+    worker thread of its own) never run at the same time."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.RLock())
+        with lock:
+            yield
+
+    def forget(self, name: str) -> None:
+        """The tenant is gone: its lock is not kept (a new tenant of that name gets one)."""
+        with self._guard:
+            self._locks.pop(name, None)
+
+
 class TenantReconciler:
     """Reconciles CleoTenants through one KubeClient; shared by all worker threads."""
 
@@ -231,6 +254,7 @@ class TenantReconciler:
         self.deletion = TenantDeletion(
             kube, parts=self.parts, operator_namespace=operator_namespace, now=now
         )
+        self._locks = _TenantLocks()
 
     def close(self) -> None:
         """Release what the parts hold for the life of the process (the pooler's check
@@ -243,7 +267,15 @@ class TenantReconciler:
     # -- reconcile ---------------------------------------------------------------------
 
     def reconcile(self, name: str) -> TenantResult:
-        """Bring tenant `name` to its desired state; a no-op when it already is."""
+        """Bring tenant `name` to its desired state; a no-op when it already is.
+
+        Never beside the tenant's deletion (`finalize`): a reconcile that read the tenant
+        before its deletion began would apply children with the tenant as their owner after
+        a Retain cut them loose, and the garbage collector would delete them."""
+        with self._locks.hold(name):
+            return self._reconcile(name)
+
+    def _reconcile(self, name: str) -> TenantResult:
         result = TenantResult(name=name)
         tenant = self.kube.get(TENANT, name)
         if tenant is None or tenant["metadata"].get("deletionTimestamp"):
@@ -698,7 +730,15 @@ class TenantReconciler:
     # -- deletion ----------------------------------------------------------------------
 
     def finalize(self, name: str) -> bool:
-        """Handle deletion by spec.deletionPolicy; True when the finalizer may be released."""
+        """Handle deletion by spec.deletionPolicy; True when the finalizer may be released.
+        Waits for a reconcile of the tenant in flight (see `reconcile`)."""
+        with self._locks.hold(name):
+            done = self._finalize(name)
+        if done:
+            self._locks.forget(name)
+        return done
+
+    def _finalize(self, name: str) -> bool:
         tenant = self.kube.get(TENANT, name)
         forget_tenant(name)
         if tenant is None:

@@ -13,6 +13,7 @@ or namespace controller, it does their part by hand and says so.
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from cleo_operator.kube.kinds import (
     TENANT,
 )
 from cleo_operator.reconcile.tenant import REFUSED_RECHECK_SECONDS, TenantReconciler
+from cleo_operator.reconcile.tenant_parts import PartResult, TenantContext
 from cleo_operator.render.meta import FINALIZER
 from cleo_operator.render.rbac import OperatorAccess
 from tests.harness.fake_kube import FakeKube, Write
@@ -397,6 +399,59 @@ def test_retain_cuts_every_child_loose_and_keeps_it(kube: FakeKube) -> None:
     assert ns is not None
     assert ns["metadata"]["labels"]["cleoai.io/orphaned"] == "true"
     assert {w.method for w in kube.writes} <= {"delete", "patch"}
+
+
+class _Stalled:
+    """A part that, once armed, holds its reconcile until released: a reconcile in flight
+    (it read the tenant before its deletion began) while the deletion is asked for."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def reconcile(self, ctx: TenantContext) -> PartResult:
+        del ctx
+        if self.armed:
+            self.entered.set()
+            assert self.release.wait(10)
+        return PartResult()
+
+    def finalize(self, ctx: TenantContext, *, delete: bool) -> bool:
+        del ctx, delete
+        return True
+
+
+def test_a_reconcile_in_flight_never_gives_a_retained_child_its_owner_back(
+    kube: FakeKube,
+) -> None:
+    # The reconcile read the tenant before `kubectl delete`; its apply of the children (with
+    # the tenant as owner) must not land after Retain cut them loose, or the garbage
+    # collector deletes the kept Deployment once the tenant is gone.
+    stalled = _Stalled()
+    add_tenant(kube, "legacy", spec(deletionPolicy="Retain"))
+    tenants = reconciler(kube, parts=[stalled])
+    tenants.reconcile("legacy")
+    run_deployment_controller(kube, "cleo-legacy")
+    assert tenants.reconcile("legacy").ready
+    kube.delete(DEPLOYMENT, "cleoai", namespace="cleo-legacy")  # drift the reconcile repairs
+    stalled.armed = True
+    in_flight = threading.Thread(target=tenants.reconcile, args=("legacy",))
+    in_flight.start()
+    assert stalled.entered.wait(10)
+    delete_tenant(kube, "legacy")
+    finalized: list[bool] = []
+    deletion = threading.Thread(target=lambda: finalized.append(tenants.finalize("legacy")))
+    deletion.start()
+    deletion.join(0.5)
+    assert deletion.is_alive(), "the deletion waits for the reconcile in flight"
+    stalled.release.set()
+    in_flight.join(10)
+    deletion.join(10)
+    assert finalized == [True]
+    deployment = kube.get(DEPLOYMENT, "cleoai", namespace="cleo-legacy")
+    assert deployment is not None
+    assert not deployment["metadata"].get("ownerReferences")
 
 
 def test_delete_removes_the_namespace_once_it_is_gone(kube: FakeKube) -> None:
