@@ -77,6 +77,7 @@ from cleo_operator.kube.kinds import (
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
+from cleo_operator.observability.tracing import note_reconcile
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile import one_offs
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
@@ -251,11 +252,13 @@ class BackupReconciler:
         meta = backup["metadata"]
         now = self.now()
         status = _StatusBuilder(backup, int(meta.get("generation", 0)), now)
+        note_reconcile(generation=int(meta.get("generation", 0)))
         current = read_status(backup.get("status"))
 
         try:
             declared = parse_backup_spec(backup.get("spec") or {})
         except SpecError as exc:
+            note_reconcile(outcome="refused")
             status.set("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
             result.phase = "Invalid"
             result.status_written = status.write(self.kube, phase="Invalid", current=current)
