@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import socket
 import threading
+import urllib.request
 
 import pytest
 from opentelemetry import trace
@@ -11,6 +16,13 @@ from opentelemetry import trace
 from cleo_operator.core.errors import CleoError
 from cleo_operator.kube.kinds import CONFIG_MAP
 from cleo_operator.observability import tracing
+from cleo_operator.observability.logs import (
+    JsonFormatter,
+    ObjectContextFilter,
+    RedactingFilter,
+    TraceContextFilter,
+)
+from cleo_operator.observability.metrics import serve_metrics, timed_reconcile
 from cleo_operator.observability.tracing import (
     TracingSettings,
     configure_tracing,
@@ -202,3 +214,66 @@ def test_the_sanitizing_processor_cleans_what_is_sent() -> None:
     assert "hunter2" not in texts
     assert (sent.attributes or {})["db.statement"] == "ALTER ROLE r PASSWORD ?"
     assert "db.statement.parameters" not in (sent.attributes or {})
+
+
+# -- trace ids in log lines, exemplars on the reconcile duration ---------------------------
+
+
+def test_log_lines_inside_a_span_carry_its_ids() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ObjectContextFilter())
+    handler.addFilter(TraceContextFilter())
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.tracing.logs")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.info("tracing off")
+    with traced():
+        with span("reconcile CleoTenant") as current:
+            logger.info("inside")
+        logger.info("outside")
+    off, inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    ctx = current.get_span_context()
+    assert inside["trace_id"] == f"{ctx.trace_id:032x}"
+    assert inside["span_id"] == f"{ctx.span_id:016x}"
+    assert "trace_id" not in off
+    assert "trace_id" not in outside
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_reconcile_duration_has_the_trace_as_exemplar_in_openmetrics() -> None:
+    port = _free_port()
+    serve_metrics(port=port, address="127.0.0.1")
+    with traced(), reconcile_span("CleoTenant", "exemplar-tenant") as record:
+        with timed_reconcile("CleoTenantExemplar"):
+            pass
+        trace_id = f"{record.span.get_span_context().trace_id:032x}"
+    url = f"http://127.0.0.1:{port}/metrics"
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - a local URL
+        assert answer.headers["Content-Type"].startswith("application/openmetrics-text")
+        openmetrics = answer.read().decode()
+    lines = [
+        line
+        for line in openmetrics.splitlines()
+        if line.startswith("cleo_operator_reconcile_duration_seconds_bucket")
+        and 'kind="CleoTenantExemplar"' in line
+        and "#" in line
+    ]
+    assert lines, "no bucket of the reconcile has an exemplar"
+    assert f'trace_id="{trace_id}"' in lines[0]
+    # The classic text format (what a scraper gets by default) has no exemplars and parses.
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    assert 'kind="CleoTenantExemplar"' in text
+    assert trace_id not in text
