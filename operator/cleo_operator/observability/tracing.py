@@ -69,6 +69,7 @@ __all__ = [
     "WriteTally",
     "child_span",
     "configure_tracing",
+    "context_from_environment",
     "context_from_traceparent",
     "count_write",
     "counting_writes",
@@ -431,18 +432,28 @@ def span(
     *,
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
+    link: bool = False,
 ) -> Iterator[Span]:
     """A span around the block, current inside it; free (the invalid span) when tracing is
     off. An exception ends it with status ERROR and its type (`fail_span`), never the
-    exception's text as it is: that text may quote a server or a statement."""
+    exception's text as it is: that text may quote a server or a statement.
+
+    `context`: the parent (another trace's span, e.g. from a ``TRACEPARENT``) instead of
+    the current span; `link`: then also link the current span (the reconcile running it)."""
     state = _STATE
     if state is None:
         yield INVALID_SPAN
         return
+    links: list[trace.Link] = []
+    if link:
+        here = trace.get_current_span().get_span_context()
+        if here.is_valid:
+            links.append(trace.Link(here))
     with state.tracer.start_as_current_span(
         name,
         context=context,
         kind=kind,
+        links=links,
         attributes=dict(attributes or {}),
         record_exception=False,
         set_status_on_exception=False,
@@ -489,6 +500,18 @@ def context_from_traceparent(value: str | None) -> otel_context.Context | None:
     if not trace.get_current_span(ctx).get_span_context().is_valid:
         return None
     return ctx
+
+
+TRACEPARENT_ENV: Final = "TRACEPARENT"
+
+
+def context_from_environment(
+    environ: Mapping[str, str] | None = None,
+) -> otel_context.Context | None:
+    """The context ``TRACEPARENT`` of the environment names (a backup Job's runner: the
+    reconcile that made its CronJob or Job), or None."""
+    env = os.environ if environ is None else environ
+    return context_from_traceparent(env.get(TRACEPARENT_ENV))
 
 
 def exporter_environment(*, service_name: str) -> dict[str, str]:

@@ -77,7 +77,7 @@ from cleo_operator.kube.kinds import (
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
-from cleo_operator.observability.tracing import note_reconcile
+from cleo_operator.observability.tracing import exporter_environment, note_reconcile, traceparent
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile import one_offs
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
@@ -108,16 +108,32 @@ from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
     JOB_NAME_LABEL,
+    TRACEPARENT_ENV,
     BackupPodSettings,
     backup_object_name,
     egress_problem,
     render_backup,
+    with_kept_traceparent,
 )
 from cleo_operator.render.meta import (
     DEFAULT_OPERATOR_NAMESPACE,
     labels_of,
 )
 from cleo_operator.render.tenant import tenant_namespace
+
+RUNNER_SERVICE_NAME: Final = "cleo-backup"
+"""The service name of the runners' spans (``OTEL_SERVICE_NAME`` of their pods)."""
+
+
+def runner_trace_env() -> tuple[tuple[str, str], ...]:
+    """The runner's tracing variables when tracing is on: where to send spans, and
+    ``TRACEPARENT``, this reconcile's span (none when it is not sampled). Empty when off."""
+    env = exporter_environment(service_name=RUNNER_SERVICE_NAME)
+    parent = traceparent()
+    if parent is not None:
+        env[TRACEPARENT_ENV] = parent
+    return tuple(env.items())
+
 
 __all__ = [
     "RECORDED_ANNOTATION",
@@ -346,6 +362,7 @@ class BackupReconciler:
         )
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
+        pod_settings = dataclasses.replace(pod_settings, trace_env=runner_trace_env())
         if tenant_ok:
             problem = self._prerequisites(namespace, spec, pod_settings, source=source)
         if problem is not None or pulls.problem is not None:
@@ -380,7 +397,7 @@ class BackupReconciler:
                 and self._job_of(namespace, runner_name, meta, result) is None
             )
             if make_runner:
-                self._converge(desired.runner, failures, result)
+                self._converge(desired.runner, failures, result, kept=with_kept_traceparent)
         if not unresolved:
             self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
@@ -719,11 +736,21 @@ class BackupReconciler:
     # -- children ----------------------------------------------------------------------
 
     def _converge(
-        self, obj: KubeObject, failures: list[str], result: BackupReconcileResult
+        self,
+        obj: KubeObject,
+        failures: list[str],
+        result: BackupReconcileResult,
+        *,
+        kept: Callable[[KubeObject, KubeObject | None], KubeObject] | None = None,
     ) -> None:
         """Apply `obj` when it is missing, stale or drifted (`reconcile.children`)."""
         converge_child(
-            self.kube, obj, applied=result.applied, deleted=result.deleted, failures=failures
+            self.kube,
+            obj,
+            applied=result.applied,
+            deleted=result.deleted,
+            failures=failures,
+            kept=kept,
         )
 
     def _delete_other_runner(
