@@ -348,6 +348,7 @@ def configure_tracing(
     settings = TracingSettings.from_environment(env)
     if exporter is None and not settings.enabled:
         return False
+    target = "the given exporter" if exporter is not None else settings.endpoint
     with _STATE_LOCK:
         if _STATE is not None:
             _shutdown_locked()
@@ -391,7 +392,7 @@ def configure_tracing(
     log.info(
         "tracing on: service %s, spans to %s",
         settings.service_name,
-        settings.endpoint if exporter is None else "the given exporter",
+        target,
     )
     return True
 
