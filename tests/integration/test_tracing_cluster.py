@@ -81,6 +81,7 @@ def tenant_name(kube: KubeClient, postgres_server: PostgresServer) -> Iterator[s
     drop_tenant_objects(postgres_server, name)
 
 
+@pytest.mark.security
 def test_a_tenant_reconcile_is_a_span_with_api_and_sql_children_and_no_secret(
     kube: KubeClient,
     crds_installed: None,

@@ -161,6 +161,7 @@ def test_traceparent_round_trip_makes_children() -> None:
     assert context_from_traceparent("garbage") is None
 
 
+@pytest.mark.security
 def test_exporter_environment_when_on() -> None:
     environ = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
@@ -179,6 +180,7 @@ def test_exporter_environment_when_on() -> None:
     }
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     ("statement", "expected"),
     [
@@ -198,6 +200,7 @@ def test_statement_text_keeps_no_literal(statement: str, expected: str) -> None:
     assert sanitize_statement(statement) == expected
 
 
+@pytest.mark.security
 def test_the_sanitizing_processor_cleans_what_is_sent() -> None:
     with traced() as spans:
         with span("ALTER") as current:
