@@ -537,11 +537,12 @@ def exporter_environment(*, service_name: str) -> dict[str, str]:
 
 
 def current_ids() -> tuple[str, str] | None:
-    """(trace id, span id) in hex of the current span, when one is recording."""
+    """(trace id, span id) in hex of the current span, when it is sampled (a trace the
+    backend will have: log lines and exemplars never point at a trace that was dropped)."""
     if _STATE is None:
         return None
     ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid:
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
 
