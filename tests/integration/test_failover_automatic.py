@@ -24,7 +24,6 @@ from cleo_operator.failover.automatic import (
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
 from cleo_operator.failover.steps import TRACE_ANNOTATION
 from cleo_operator.observability.tracing import reconcile_span
-from cleo_operator.reconcile.failover import FailoverReconciler
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.tracing import Spans, traced
 from tests.integration.failover_support import (
@@ -32,6 +31,7 @@ from tests.integration.failover_support import (
     PRIMARY,
     STANDBY,
     Setting,
+    drive_in_spans,
     setting_fixture,
     steps,
 )
@@ -57,17 +57,6 @@ def check(auto: AutomaticFailover, setting: Setting) -> AutomaticOutcome:
             spec=tenant_spec(setting),
             annotations=setting.tenant_annotations(),
         )
-
-
-def drive(reconciler: FailoverReconciler, setting: Setting, name: str) -> KubeObject:
-    """`run_until`, with each reconcile in its span as the handlers' loop runs it."""
-    deadline = time.monotonic() + 120
-    while True:
-        with reconcile_span("CleoFailover", name, setting.namespace):
-            result = reconciler.reconcile(setting.namespace, name)
-        if result.phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
-            return setting.failover(name)
-        time.sleep(min(result.requeue_after or 0.5, 0.5))
 
 
 def failovers(setting: Setting) -> list[str]:
@@ -143,7 +132,7 @@ def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setti
             # The operator runs it like any failover; a fresh process's memory is empty,
             # so its RPO estimate can only come from the sample stamped on the object.
             reconciler = setting.reconciler(pools, lag_samples=LagSamples())
-            done = drive(reconciler, setting, outcome.created)
+            done = drive_in_spans(reconciler, setting, outcome.created)
             status = done["status"]
             assert status["phase"] == "Succeeded", status
             assert status["estimatedRPOBytes"] == stamped.bytes
