@@ -45,7 +45,7 @@ def test_workload_tracing_on_names_endpoint_service_and_collector() -> None:
         pod_labels={"app.kubernetes.io/name": "otel-collector"},
         ports=(4318,),
     )
-    assert settings.jobs_collector is None  # the runner's traces are t1's switch
+    assert settings.jobs_collector is None  # the runner's traces have a switch of their own
     default = TracingSettings.from_environment(ON)
     assert default.workloads is not None
     assert default.workloads.service_name == "cleoai"
