@@ -8,7 +8,8 @@ Prints, in one run:
 - the operator's log while the settled tenants resync (``--idle-seconds``, at least one
   ``--resync`` period, read from when every tenant is Ready): JSON lines per minute, and
   lines per tenant per resync (target: at most one; none when nothing happened), with the
-  most frequent messages when there are any;
+  tenant reconciles the operator counted meanwhile (its /metrics: proof that the resyncs
+  ran) and the most frequent messages when there are any;
 - the baseline: the same objects written by a plain client (server-side apply, the same
   number of threads as the operator's workers), waited for the same way (Deployments
   available), and the ratio of the two times.
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,17 @@ def wait_deployments_available(cluster: LocalCluster, namespaces: set[str], time
     raise TimeoutError("baseline Deployments did not become available")
 
 
+def tenant_reconciles(port: int) -> float:
+    """``cleo_operator_reconciles_total`` of CleoTenants, every result, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cleo_operator_reconciles_total{") and 'kind="CleoTenant"' in line
+    )
+
+
 def run_operator(
     cluster: LocalCluster,
     names: list[str],
@@ -117,10 +130,11 @@ def run_operator(
     resync: float = 60.0,
     idle_seconds: float = 0.0,
 ) -> dict[str, Any]:
+    metrics_port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
-            "--workers", str(workers), "--metrics-port", str(free_port()), "--liveness", "",
+            "--workers", str(workers), "--metrics-port", str(metrics_port), "--liveness", "",
             "--operator-namespace", "cleo-system", "--resync", str(resync),
         ],
         cwd=REPO,
@@ -158,7 +172,9 @@ def run_operator(
             if e["objectRef"].get("resource") != "leases"
         ]
         settled = log.stat().st_size
+        reconciles_before = tenant_reconciles(metrics_port)
         time.sleep(idle_seconds)  # settled tenants resync: what does the log say meanwhile?
+        idle_reconciles = tenant_reconciles(metrics_port) - reconciles_before
         with log.open("rb") as f:
             f.seek(settled)
             idle_text = f.read().splitlines()
@@ -184,6 +200,7 @@ def run_operator(
         "by_verb": by_verb,
         "children": len(tenant["status"]["children"]) + keyring,
         "rss_mib": rss,
+        "idle_reconciles": idle_reconciles,
         **idle_log(idle_text, set(names)),
     }
 
@@ -316,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  {operator['idle_lines']} lines in all, {operator['idle_tenant_lines']} about "
-            f"a tenant, {operator['idle_not_json']} not JSON"
+            f"a tenant, {operator['idle_not_json']} not JSON; "
+            f"{operator['idle_reconciles']:.0f} tenant reconciles meanwhile "
+            f"({operator['idle_reconciles'] / n:.2f} per tenant)"
         )
         for message, count in operator["idle_top"]:
             print(f"  {count:6d}  {message}")
