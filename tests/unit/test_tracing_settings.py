@@ -138,6 +138,7 @@ def test_a_wrong_setting_is_refused_naming_the_variable(
     assert str(refused.value).startswith(variable), refused.value
 
 
+@pytest.mark.security
 def test_credentials_in_the_endpoint_are_refused_without_being_repeated() -> None:
     endpoint = "https://user:s3cr3t-t0ken@otel.example:4318"
     with pytest.raises(ValueError, match="no credentials") as refused:

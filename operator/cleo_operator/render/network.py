@@ -86,8 +86,6 @@ DNS_POD_LABELS: Mapping[str, str] = {"k8s-app": "kube-dns"}
 
 OTLP_HTTP_PORT: Final = 4318
 """OTLP over HTTP, the collector's port unless the setting names others."""
-OTLP_GRPC_PORT: Final = 4317
-"""OTLP over gRPC (allowed too when the setting names it)."""
 COLLECTOR_MIN_PREFIX: Final = {4: 24, 6: 64}
 """The widest ``ipBlock`` a collector may be: its addresses, not a network (a range over
 the pod network would also match the pods there, tenants' included)."""
