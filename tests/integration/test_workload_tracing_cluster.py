@@ -10,8 +10,10 @@ reconciler with the new setting.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from cleo_operator.render.network import ALLOW_COLLECTOR, CollectorPeer
 from cleo_operator.render.workload import WorkloadTracing
 from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
+from tests.harness.operator_fixtures import start_operator
 from tests.harness.specs import IMAGE, apply_tenant
 from tests.integration.keys_harness import delete_namespace
 
@@ -190,3 +193,33 @@ def test_the_backup_runners_policy_is_accepted_as_rendered(kube: KubeClient, ten
         stored = kube.apply(with_hash(rendered))
         assert stored["spec"] == rendered["spec"]
         assert stored["spec"]["egress"][-1]["ports"][-1] == {"protocol": "TCP", "port": 4318}
+
+
+def test_the_operator_does_not_start_with_a_collector_a_tenant_could_match(
+    cluster: LocalCluster, kube: KubeClient, crds_installed: None, tmp_path: Path
+) -> None:
+    """Read once at start: an empty namespaceSelector (every namespace, tenants' too) stops
+    the process with exit code 2 and the variable's name, before any reconcile."""
+    del crds_installed
+    namespace = f"traced-op-{uuid.uuid4().hex[:8]}"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    collector = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "collector"}}}
+    proc = start_operator(
+        cluster,
+        tmp_path / "operator.log",
+        extra_args=["--operator-namespace", namespace],
+        env={
+            "CLEO_WORKLOAD_TRACING": "true",
+            "CLEO_WORKLOAD_OTLP_ENDPOINT": FIRST.endpoint,
+            "CLEO_TRACING_COLLECTOR": json.dumps(collector),
+        },
+        wait_ready=False,
+    )
+    try:
+        code = proc.popen.wait(timeout=60)
+    finally:
+        proc.stop()
+        delete_namespace(kube, namespace)
+    log = proc.log_text()
+    assert code == 2, log[-3000:]
+    assert "CLEO_TRACING_COLLECTOR: namespaceSelector" in log, log[-3000:]
