@@ -5,18 +5,21 @@ Prints, in one run:
 - API write requests per tenant (from the API server's audit log, the operator's identity
   only) against the number of child objects per tenant;
 - the operator's peak RSS;
-- the operator's log while the settled tenants resync (``--idle-seconds``, ``--resync``):
-  lines per minute, and lines per tenant per resync (target: at most one; none when nothing
-  happened);
+- the operator's log while the settled tenants resync (``--idle-seconds``, at least one
+  ``--resync`` period, read from when every tenant is Ready): JSON lines per minute, and
+  lines per tenant per resync (target: at most one; none when nothing happened), with the
+  tenant reconciles the operator counted meanwhile (its /metrics: proof that the resyncs
+  ran) and the most frequent messages when there are any;
 - the baseline: the same objects written by a plain client (server-side apply, the same
   number of threads as the operator's workers), waited for the same way (Deployments
   available), and the ratio of the two times.
 
 Targets: ratio <= 1.5, writes per tenant <= children + 2, RSS <= 200 MiB at 1,000 tenants.
-Not a test: it prints figures. Usage:
+Not a test: it prints figures. Usage (1,000 tenants unless told; ``--tenants 20`` is a quick
+run, ``--no-baseline`` leaves out the plain client's run):
 
-    .venv/bin/python -m benchmarks.tenant_storm [--tenants 200] [--workers 8] \
-        [--resync 60] [--idle-seconds 120]
+    .venv/bin/python -m benchmarks.tenant_storm [--tenants 1000] [--workers 8] \
+        [--resync 60] [--idle-seconds 120] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,17 @@ def wait_deployments_available(cluster: LocalCluster, namespaces: set[str], time
     raise TimeoutError("baseline Deployments did not become available")
 
 
+def tenant_reconciles(port: int) -> float:
+    """``cleo_operator_reconciles_total`` of CleoTenants, every result, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cleo_operator_reconciles_total{") and 'kind="CleoTenant"' in line
+    )
+
+
 def run_operator(
     cluster: LocalCluster,
     names: list[str],
@@ -115,10 +130,11 @@ def run_operator(
     resync: float = 60.0,
     idle_seconds: float = 0.0,
 ) -> dict[str, Any]:
+    metrics_port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "cleo_operator.cli", "--log-format", "json", "run",
-            "--workers", str(workers), "--metrics-port", str(free_port()), "--liveness", "",
+            "--workers", str(workers), "--metrics-port", str(metrics_port), "--liveness", "",
             "--operator-namespace", "cleo-system", "--resync", str(resync),
         ],
         cwd=REPO,
@@ -156,10 +172,12 @@ def run_operator(
             if e["objectRef"].get("resource") != "leases"
         ]
         settled = log.stat().st_size
+        reconciles_before = tenant_reconciles(metrics_port)
         time.sleep(idle_seconds)  # settled tenants resync: what does the log say meanwhile?
+        idle_reconciles = tenant_reconciles(metrics_port) - reconciles_before
         with log.open("rb") as f:
             f.seek(settled)
-            idle_lines = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+            idle_text = f.read().splitlines()
         rss = peak_rss_mib(proc.pid)
     finally:
         proc.terminate()
@@ -182,10 +200,36 @@ def run_operator(
         "by_verb": by_verb,
         "children": len(tenant["status"]["children"]) + keyring,
         "rss_mib": rss,
-        "idle_lines": len(idle_lines),
+        "idle_reconciles": idle_reconciles,
+        **idle_log(idle_text, set(names)),
+    }
+
+
+def idle_log(lines: list[bytes], names: set[str]) -> dict[str, Any]:
+    """What the operator logged while its tenants were idle: every line, the lines about a
+    tenant, lines that are not JSON (none should be), and the most frequent messages."""
+    entries: list[dict[str, Any]] = []
+    not_json = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            not_json += 1
+    messages: dict[str, int] = {}
+    for entry in entries:
+        message = str(entry.get("message", ""))[:100]
+        messages[message] = messages.get(message, 0) + 1
+    return {
+        "idle_lines": len(entries) + not_json,
+        "idle_not_json": not_json,
         "idle_tenant_lines": sum(
-            1 for e in idle_lines if (e.get("object") or {}).get("name") in set(names)
+            1
+            for e in entries
+            if (e.get("object") or {}).get("name") in names or e.get("tenant") in names
         ),
+        "idle_top": sorted(messages.items(), key=lambda kv: -kv[1])[:5],
     }
 
 
@@ -212,14 +256,25 @@ def run_baseline(cluster: LocalCluster, names: list[str], workers: int) -> float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--resync", type=float, default=60.0, help="the operator's resync")
     parser.add_argument(
-        "--idle-seconds", type=float, default=120.0, help="how long to read the idle log"
+        "--idle-seconds",
+        type=float,
+        default=120.0,
+        help="how long to read the idle log (at least one resync; 0: not read)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time a plain client writing the same objects",
     )
     args = parser.parse_args(argv)
     n, workers = args.tenants, args.workers
+    if 0 < args.idle_seconds < args.resync:
+        parser.error("--idle-seconds: read the idle log over at least one --resync period")
 
     with LocalCluster(bin_dir=build_toolchain()) as cluster:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
@@ -245,15 +300,22 @@ def main(argv: list[str] | None = None) -> int:
                 resync=args.resync,
                 idle_seconds=args.idle_seconds,
             )
-        baseline = run_baseline(cluster, [f"plain-{i:04d}" for i in range(n)], workers)
+        baseline = (
+            run_baseline(cluster, [f"plain-{i:04d}" for i in range(n)], workers)
+            if args.baseline
+            else None
+        )
 
     events = sum(c for verb, c in operator["by_verb"].items() if verb == "create events")
     per_tenant = (operator["writes"] - events) / n
     children = operator["children"]
     print(f"tenants:                      {n} (operator workers: {workers})")
     print(f"seconds until all Ready:      {operator['seconds']:.1f}")
-    print(f"baseline (plain client):      {baseline:.1f} s")
-    print(f"ratio operator/baseline:      {operator['seconds'] / baseline:.2f}  (target <= 1.5)")
+    if baseline is not None:
+        print(f"baseline (plain client):      {baseline:.1f} s")
+        print(
+            f"ratio operator/baseline:      {operator['seconds'] / baseline:.2f}  (target <= 1.5)"
+        )
     print(
         f"API writes per tenant:        {per_tenant:.1f} for {children} children "
         f"(target <= {children + 2}), plus {events / n:.1f} Events"
@@ -269,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{operator['idle_tenant_lines'] / (n * resyncs):.3f} per tenant per resync "
             "(target <= 1; 0 when nothing happened)"
         )
+        print(
+            f"  {operator['idle_lines']} lines in all, {operator['idle_tenant_lines']} about "
+            f"a tenant, {operator['idle_not_json']} not JSON; "
+            f"{operator['idle_reconciles']:.0f} tenant reconciles meanwhile "
+            f"({operator['idle_reconciles'] / n:.2f} per tenant)"
+        )
+        for message, count in operator["idle_top"]:
+            print(f"  {count:6d}  {message}")
     return 0
 
 

@@ -43,6 +43,7 @@ from cleo_operator.reconcile.pooler import PoolerPart, PoolerSettings
 from cleo_operator.reconcile.pull_secrets import check_sources
 from cleo_operator.reconcile.tenant import TenantReconciler
 from cleo_operator.reconcile.tenant_parts import TenantPart
+from cleo_operator.reconcile.tracing_settings import TracingSettings
 from cleo_operator.render.backup import BACKUP_LABEL
 from cleo_operator.render.meta import GROUP, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from cleo_operator.render.rbac import OperatorAccess
@@ -110,14 +111,15 @@ class Runtime:
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:
         """Build everything; raises SiteConfigError for a broken PostgreSQL site config and
-        ValueError (naming the variable) for a broken setting (backups, rechecks), or a
-        registry Secret it names that is missing from the operator's namespace."""
+        ValueError (naming the variable) for a broken setting (backups, rechecks, tracing),
+        or a registry Secret it names that is missing from the operator's namespace."""
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
         # With deletionPolicy Delete, a tenant that has backups gets one last backup before
         # its database is dropped.
         databases = TenantDatabases.from_environment(kube, before_drop=FinalBackup(kube))
         backup_settings = BackupSettings.from_environment()
         rechecks = Rechecks.from_environment()
+        tracing = TracingSettings.from_environment()
         # The registry Secrets to copy must be in the operator's namespace (the setting
         # used to name Secrets of the tenant namespaces): a missing one stops the start.
         check_sources(
@@ -171,6 +173,7 @@ class Runtime:
                 ),
                 operator_namespace=config.operator_namespace,
                 refused_recheck_seconds=rechecks.refused_seconds,
+                workload_tracing=tracing.workloads,
             ),
             databases=databases,
             backups=ReconcileLoops(

@@ -32,6 +32,7 @@ from cleo_operator.api.cidr import metadata_overlap
 from cleo_operator.backup.object_store import ReadLimits
 from cleo_operator.core.environment import seconds_setting
 from cleo_operator.reconcile.backup_source import ONE_OFF_MAX_AGE_SECONDS, ONE_OFF_TTL_SECONDS
+from cleo_operator.reconcile.tracing_settings import TracingSettings
 from cleo_operator.render.backup import (
     DEFAULT_IMAGE_REPOSITORY,
     ONE_OFF_DEADLINE_SECONDS,
@@ -256,6 +257,8 @@ class BackupSettings:
                 one_off_deadline_seconds=int(
                     seconds_setting(env, ONE_OFF_DEADLINE_ENV, default=ONE_OFF_DEADLINE_SECONDS)
                 ),
+                # While the runner's traces are on (CLEO_BACKUP_TRACING), the collector.
+                collector=TracingSettings.from_environment(env).jobs_collector,
             ),
             volumes_dir=Path(volumes) if volumes else None,
             one_off_ttl_seconds=seconds_setting(env, ONE_OFF_TTL_ENV, default=ONE_OFF_TTL_SECONDS),

@@ -72,7 +72,7 @@ from cleo_operator.render.meta import (
 )
 from cleo_operator.render.rbac import OperatorAccess
 from cleo_operator.render.tenant import render_tenant, tenant_namespace
-from cleo_operator.render.workload import config_checksum
+from cleo_operator.render.workload import WorkloadTracing, config_checksum
 
 __all__ = [
     "OWNED_STATUS_KEYS",
@@ -237,8 +237,11 @@ class TenantReconciler:
         operator_access: OperatorAccess | None = None,
         protection: TenantProtection | None = None,
         refused_recheck_seconds: float = REFUSED_RECHECK_SECONDS,
+        workload_tracing: WorkloadTracing | None = None,
     ) -> None:
         self.kube = kube
+        # Every tenant's CleoAI pods send traces there (an operator setting; None: off).
+        self.workload_tracing = workload_tracing
         self.refused_recheck_seconds = refused_recheck_seconds
         self.parts = list(parts)
         # Tenant admins may ask for backups only while the admission policy narrows it.
@@ -341,6 +344,7 @@ class TenantReconciler:
             config_checksum="",  # replaced below, once the parts said what goes into it
             operator_access=self.operator_access,
             backup_requests=backup_requests,
+            workload_tracing=self.workload_tracing,
         )
         claim = self._take_namespace(ctx, rendered[0], live, result)
         if claim.refused:
@@ -394,6 +398,7 @@ class TenantReconciler:
             backup_requests=backup_requests,
             workload_image=workload_image,
             hold_workload=hold_reason is not None,
+            workload_tracing=self.workload_tracing,
         )
         applied_before = len(result.applied)
         self._converge(desired[self._foundation :], live, failures, result, fresh=fresh)

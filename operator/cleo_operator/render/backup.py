@@ -20,9 +20,12 @@ and owned by the CleoBackup (deleting it deletes them, never the archives):
   the operator found at start) on its ports, to write the status; and for an object store,
   the ranges the CleoBackup names (``destination.<type>.egress``, or the endpoint's IP
   address) and the platform's (`BackupPodSettings.object_store_cidrs`) on the endpoint's
-  port (and 443 for a token service), plus the metadata address an identity needs. Nothing
-  else, and never ``0.0.0.0/0``: the tenant's own policies already give every
-  pod of the namespace the database ranges and DNS, and a PVC destination needs no network.
+  port (and 443 for a token service), plus the metadata address an identity needs; and
+  while the runner's traces are on, the trace collector on its OTLP ports
+  (`BackupPodSettings.collector`, the peer of `render.network.collector_egress_rule`, which
+  never matches a tenant's pods). Nothing else, and never ``0.0.0.0/0``: the tenant's own
+  policies already give every pod of the namespace the database ranges and DNS, and a PVC
+  destination needs no network.
   `egress_problem` says when a spec leaves the object store's addresses unknown. The policy
   selects pods by labels, which is why the admission policy of deploy/admission refuses
   those labels to everyone but the operator and the Job controller (a tenant pod wearing
@@ -88,6 +91,7 @@ from cleo_operator.render.k8s import (
     as_object,
 )
 from cleo_operator.render.meta import API_VERSION, tenant_labels
+from cleo_operator.render.network import CollectorPeer, collector_egress_rule
 
 __all__ = [
     "BACKUP_LABEL",
@@ -213,6 +217,9 @@ class BackupPodSettings:
     and ``TRACEPARENT`` (the reconcile that rendered it), so a run's spans are children of
     that reconcile. Empty when tracing is off (the reconciler decides, see
     `with_kept_traceparent` for how a new trace id does not rewrite the CronJob)."""
+    collector: CollectorPeer | None = None
+    """The trace collector, while the runner pods send traces: their NetworkPolicy lets
+    them reach it (`reconcile.tracing_settings`); None: no egress to it."""
 
 
 # --- names, labels, owner ---------------------------------------------------------------------
@@ -436,7 +443,8 @@ def render_network_policy(
     settings: BackupPodSettings,
     source: str | None = None,
 ) -> KubeObject:
-    """Egress for the runner pods to the API server and the CleoBackup's object store only.
+    """Egress for the runner pods to the API server and the CleoBackup's object store only
+    (and the trace collector while their traces are on).
 
     A destination whose addresses are unknown gets no rule (see `egress_problem`): the
     runner is then held by the tenant's default-deny, never let out to everywhere.
@@ -462,6 +470,8 @@ def render_network_policy(
         )
     for cidr, port in identity.platform_egress:
         egress.append({"to": _peers((cidr,)), "ports": [{"protocol": "TCP", "port": port}]})
+    if settings.collector is not None:
+        egress.append(collector_egress_rule(settings.collector))
     selector: LabelSelector = {
         "matchLabels": {
             BACKUP_LABEL: name,

@@ -19,6 +19,18 @@ policy opens one path:
   workload's pods (labelled ``cleoai.io/database-route: pooler``) are left out: they reach
   the database through the pooler only (same namespace), and the pooler's pods take their
   place on this path.
+- `cleo-allow-collector`: only while the operator's workload tracing is on
+  (`render.workload.WorkloadTracing`), the CleoAI pods may reach the trace collector
+  (`CollectorPeer`, an operator setting) on its OTLP ports, and nothing else.
+
+The collector is a peer the platform names, never one a tenant can become. As a
+namespace selector (with a pod selector) it is rendered like every other
+``namespaceSelector`` here, so it never matches a tenant's namespace, where tenant admins
+label pods as they like; a pod selector alone (which would mean pods of the tenant's own
+namespace), an empty namespace selector (every namespace) and one that names the tenant
+labels are refused when the setting is read (`collector_problem`). As an ``ipBlock`` it is
+a narrow range (the collector's addresses, /24 or /64 at the widest), never one holding
+an instance metadata service.
 
 No policy admits traffic from another tenant's namespace, even when a peer's
 ``namespaceSelector`` would match one (``{}`` matches every namespace): every
@@ -34,8 +46,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
 
+from cleo_operator.api.cidr import metadata_overlap
 from cleo_operator.api.objects import KubeObject, OwnerReference
 from cleo_operator.api.tenant import CleoTenantSpec, IngressPeer
 from cleo_operator.render.child import child_metadata, sorted_map, workload_selector
@@ -49,7 +65,7 @@ from cleo_operator.render.k8s import (
     NetworkPolicySpec,
     as_object,
 )
-from cleo_operator.render.meta import TENANT_LABEL
+from cleo_operator.render.meta import GROUP, TENANT_LABEL
 from cleo_operator.render.pooler import DATABASE_ROUTE_LABEL, POOLER_ROUTE
 
 DEFAULT_DENY = "cleo-default-deny"
@@ -57,6 +73,7 @@ ALLOW_SAME_NAMESPACE = "cleo-allow-same-namespace"
 ALLOW_DNS = "cleo-allow-dns"
 ALLOW_INGRESS = "cleo-allow-ingress"
 ALLOW_DATABASE = "cleo-allow-database"
+ALLOW_COLLECTOR = "cleo-allow-collector"
 
 MIGRATION_POD_LABEL = "cleoai.io/migration"
 """Worn by the migration Job's pods (`render.migrations.MIGRATION_LABEL`)."""
@@ -65,6 +82,111 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 """Set by the API server on every namespace to its own name (cannot be forged by users)."""
 DNS_NAMESPACE = "kube-system"
 DNS_POD_LABELS: Mapping[str, str] = {"k8s-app": "kube-dns"}
+
+
+OTLP_HTTP_PORT: Final = 4318
+"""OTLP over HTTP, the collector's port unless the setting names others."""
+COLLECTOR_MIN_PREFIX: Final = {4: 24, 6: 64}
+"""The widest ``ipBlock`` a collector may be: its addresses, not a network (a range over
+the pod network would also match the pods there, tenants' included)."""
+
+_LABEL_NAME: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_PREFIX: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_VALUE: Final = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _label_problem(key: str, value: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if (slash and not _LABEL_PREFIX.match(prefix)) or not _LABEL_NAME.match(name):
+        return f"{key!r} is not a label key"
+    if not _LABEL_VALUE.match(value):
+        return f"{value!r} (of {key!r}) is not a label value"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectorPeer:
+    """The trace collector as a NetworkPolicy peer: the labels of its namespace (and of its
+    pods), or an ``ipBlock``; and its TCP ports. An operator setting
+    (`reconcile.tracing_settings`); refused when constructed if it could match a tenant's
+    pods (`collector_problem`)."""
+
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    """``matchLabels`` of the collector's namespace (``kubernetes.io/metadata.name`` names
+    one namespace and cannot be forged)."""
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    """``matchLabels`` of the collector's pods in it; empty: every pod of the namespace."""
+    cidr: str | None = None
+    """Instead of the selectors: the collector's addresses (outside the pod network)."""
+    ports: tuple[int, ...] = (OTLP_HTTP_PORT,)
+    """TCP ports: OTLP/HTTP (4318), and OTLP/gRPC (4317) when named."""
+
+    def __post_init__(self) -> None:
+        problem = collector_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def collector_problem(peer: CollectorPeer) -> str | None:
+    """Why `peer` cannot be the collector's peer (it could match pods a tenant labels, or
+    is not a peer at all); None when it can."""
+    if peer.cidr is not None and (peer.namespace_labels or peer.pod_labels):
+        return "name the collector by namespaceSelector (and podSelector) or by ipBlock, not both"
+    if peer.cidr is not None:
+        try:
+            network = ipaddress.ip_network(peer.cidr, strict=False)
+        except ValueError:
+            return f"ipBlock: {peer.cidr!r} is not an address range such as 10.0.0.5/32"
+        widest = COLLECTOR_MIN_PREFIX[network.version]
+        if network.prefixlen < widest:
+            return (
+                f"ipBlock: {peer.cidr!r} is wider than /{widest}: name the collector's "
+                "addresses, not a network (a range over the pod network matches tenants' pods)"
+            )
+        overlap = metadata_overlap(peer.cidr)
+        if overlap is not None:
+            return f"ipBlock: {peer.cidr!r} overlaps {overlap}, an instance metadata service"
+    elif not peer.namespace_labels:
+        return (
+            "namespaceSelector: name the collector's namespace by its labels (e.g. "
+            "kubernetes.io/metadata.name: observability); a podSelector alone means pods of "
+            "the tenant's own namespace and an empty namespaceSelector every namespace, both "
+            "of which match pods that tenant admins label"
+        )
+    for key in peer.namespace_labels:
+        prefix = key.rpartition("/")[0]
+        if prefix == GROUP or prefix.endswith(f".{GROUP}"):
+            return (
+                f"namespaceSelector: {key!r} is a label of tenant namespaces (the operator's); "
+                "the collector's namespace is never a tenant's"
+            )
+    for labels in (peer.namespace_labels, peer.pod_labels):
+        for key, value in labels.items():
+            problem = _label_problem(key, value)
+            if problem is not None:
+                return problem
+    if not peer.ports:
+        return f"name at least one port (OTLP/HTTP is {OTLP_HTTP_PORT})"
+    for port in peer.ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            return f"port: {port!r} is not a TCP port (1-65535)"
+    return None
+
+
+def collector_egress_rule(peer: CollectorPeer) -> NetworkPolicyEgressRule:
+    """One egress rule: to the collector, on its TCP ports, nothing else."""
+    to: NetworkPolicyPeer
+    if peer.cidr is not None:
+        to = {"ipBlock": {"cidr": str(ipaddress.ip_network(peer.cidr, strict=False))}}
+    else:
+        to = {
+            "namespaceSelector": _foreign_namespaces(peer.namespace_labels),
+            "podSelector": _selector(peer.pod_labels),
+        }
+    ports: list[NetworkPolicyPort] = [
+        {"protocol": "TCP", "port": port} for port in sorted(set(peer.ports))
+    ]
+    return {"to": [to], "ports": ports}
 
 
 def _selector(labels: Mapping[str, str]) -> LabelSelector:
@@ -160,6 +282,18 @@ def _database_spec(spec: CleoTenantSpec, *, pooled: bool) -> NetworkPolicySpec |
     return {"podSelector": selector, "policyTypes": ["Egress"], "egress": egress}
 
 
+def _collector_spec(
+    spec: CleoTenantSpec, tenant: str, collector: CollectorPeer | None
+) -> NetworkPolicySpec | None:
+    if collector is None or spec.workload is None:
+        return None
+    return {
+        "podSelector": _selector(workload_selector(tenant)),
+        "policyTypes": ["Egress"],
+        "egress": [collector_egress_rule(collector)],
+    }
+
+
 def render_network_policies(
     *,
     tenant: str,
@@ -167,11 +301,13 @@ def render_network_policies(
     owner: OwnerReference,
     spec: CleoTenantSpec,
     pooled: bool = False,
+    collector: CollectorPeer | None = None,
 ) -> list[KubeObject]:
     """The tenant's NetworkPolicies: default deny, then the allows (see the module docstring).
 
     `pooled`: the workload goes through the tenant's pooler, so its pods no longer reach
-    the database directly (the pooler's pods, and Jobs, still do).
+    the database directly (the pooler's pods, and Jobs, still do). `collector`: the
+    workload's traces go there (workload tracing is on), so its pods may reach it.
     """
     specs: list[tuple[str, NetworkPolicySpec]] = [
         (DEFAULT_DENY, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
@@ -219,6 +355,9 @@ def render_network_policies(
     database = _database_spec(spec, pooled=pooled)
     if database is not None:
         specs.append((ALLOW_DATABASE, database))
+    traces = _collector_spec(spec, tenant, collector)
+    if traces is not None:
+        specs.append((ALLOW_COLLECTOR, traces))
     return [
         _policy(name=name, tenant=tenant, namespace=namespace, owner=owner, spec=policy_spec)
         for name, policy_spec in specs

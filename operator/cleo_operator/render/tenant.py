@@ -34,7 +34,12 @@ from cleo_operator.render.rbac import (
     render_service_account,
 )
 from cleo_operator.render.scaling import render_hpa, render_pdb
-from cleo_operator.render.workload import render_config_map, render_deployment, render_service
+from cleo_operator.render.workload import (
+    WorkloadTracing,
+    render_config_map,
+    render_deployment,
+    render_service,
+)
 
 POD_SECURITY_LEVEL = "restricted"
 
@@ -76,6 +81,7 @@ def render_tenant(
     backup_requests: bool = False,
     workload_image: str | None = None,
     hold_workload: bool = False,
+    workload_tracing: WorkloadTracing | None = None,
 ) -> list[KubeObject]:
     """Every child of tenant `name` (uid `uid`) that `spec` asks for, in apply order.
 
@@ -88,7 +94,9 @@ def render_tenant(
     (the image last migrated, while a migration of the spec's image has not succeeded);
     `hold_workload` leaves the Deployment and its HPA out (no image was ever migrated).
     `pooler_secret` goes to the Deployment too, and also takes the workload's pods out of
-    the direct route to the database (see `render_network_policies`).
+    the direct route to the database (see `render_network_policies`). `workload_tracing`
+    (the operator's setting; None: off) gives the Deployment's pods the OTEL_* variables and
+    a NetworkPolicy to the collector.
     """
     owner = tenant_owner(name=name, uid=uid)
     namespace = tenant_namespace(name=name, spec=spec)
@@ -105,6 +113,7 @@ def render_tenant(
             owner=owner,
             spec=spec,
             pooled=pooler_secret is not None,
+            collector=workload_tracing.collector if workload_tracing is not None else None,
         ),
         render_migration_policy(tenant=name, namespace=namespace, owner=owner, spec=spec),
         render_service_account(tenant=name, namespace=namespace, owner=owner, spec=spec),
@@ -129,6 +138,7 @@ def render_tenant(
             keyring_secret=keyring_secret,
             pooler_secret=pooler_secret,
             image=workload_image,
+            tracing=workload_tracing,
         ),
         render_service(tenant=name, namespace=namespace, owner=owner, spec=spec),
         # No HPA without its Deployment: it would only report that it cannot find its target.

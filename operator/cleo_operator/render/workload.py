@@ -23,6 +23,16 @@ Choices, and why:
   sets itself is left to the spec.
 - The selector is `workload_selector`, fixed forever (a Deployment's selector is
   immutable).
+- Traces (`WorkloadTracing`, an operator setting, off unless the chart turns it on): the
+  container gets ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME`` and
+  ``OTEL_RESOURCE_ATTRIBUTES`` naming the tenant (``cleoai.tenant``) and its namespace
+  (``k8s.namespace.name``), percent-encoded as the OpenTelemetry specification asks
+  (`resource_attributes`). They come after the pooler's and before the spec's entries (a
+  spec value may refer to them as ``$(OTEL_SERVICE_NAME)``), and the operator's values win:
+  a spec entry of one of these names is left out while tracing is on, so a tenant cannot
+  point its attributes at another tenant's name (its ConfigMap and Secrets come through
+  ``envFrom``, which ``env`` overrides). Turning the setting on or off, or changing it,
+  changes the pod template once: the pods roll once, and a resync writes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final, cast
+from urllib.parse import quote
 
 from cleo_operator.api.base import ResourceList
 from cleo_operator.api.objects import KubeObject, OwnerReference
@@ -61,6 +73,7 @@ from cleo_operator.render.k8s import (
     Volume,
     as_object,
 )
+from cleo_operator.render.network import CollectorPeer
 from cleo_operator.render.pooler import (
     DATABASE_ROUTE_LABEL,
     POOLER_ROUTE,
@@ -77,6 +90,47 @@ LIVENESS_PATH: Final = "/healthz"
 READINESS_PATH: Final = "/readyz"
 REVISION_HISTORY_LIMIT: Final = 5
 TMP_VOLUME: Final = "tmp"
+
+OTLP_ENDPOINT_ENV: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+SERVICE_NAME_ENV: Final = "OTEL_SERVICE_NAME"
+RESOURCE_ATTRIBUTES_ENV: Final = "OTEL_RESOURCE_ATTRIBUTES"
+TRACING_ENV: Final = frozenset({OTLP_ENDPOINT_ENV, SERVICE_NAME_ENV, RESOURCE_ATTRIBUTES_ENV})
+"""The variables the operator sets while workload tracing is on; its values win."""
+TENANT_ATTRIBUTE: Final = "cleoai.tenant"
+NAMESPACE_ATTRIBUTE: Final = "k8s.namespace.name"
+DEFAULT_SERVICE_NAME: Final = "cleoai"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadTracing:
+    """Where every tenant's CleoAI pods send traces (an operator setting,
+    `reconcile.tracing_settings`): the OTLP endpoint, the service name, and the collector
+    as their NetworkPolicy's peer."""
+
+    endpoint: str
+    """``OTEL_EXPORTER_OTLP_ENDPOINT`` of the pods, e.g. ``http://otel-collector.observability:4318``."""
+    collector: CollectorPeer
+    """The collector behind the endpoint, as the pods' egress sees it."""
+    service_name: str = DEFAULT_SERVICE_NAME
+    """``OTEL_SERVICE_NAME`` of the pods."""
+
+
+def resource_attributes(attributes: Mapping[str, str]) -> str:
+    """``OTEL_RESOURCE_ATTRIBUTES`` of `attributes`: ``key=value`` pairs joined by commas,
+    in the given order, each key and value percent-encoded beyond the unreserved characters
+    (the specification asks for ``,`` ``=`` ``%`` and what is outside the W3C baggage
+    octets; ``$`` too, which Kubernetes would read as a variable reference)."""
+    return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in attributes.items())
+
+
+def tracing_env(tracing: WorkloadTracing, *, tenant: str, namespace: str) -> list[EnvVar]:
+    """The OTEL_* variables of a tenant's CleoAI container (see the module docstring)."""
+    attributes = resource_attributes({TENANT_ATTRIBUTE: tenant, NAMESPACE_ATTRIBUTE: namespace})
+    return [
+        {"name": OTLP_ENDPOINT_ENV, "value": tracing.endpoint},
+        {"name": SERVICE_NAME_ENV, "value": tracing.service_name},
+        {"name": RESOURCE_ATTRIBUTES_ENV, "value": attributes},
+    ]
 
 
 def config_checksum(*, secret_fingerprints: Mapping[str, str], config: Mapping[str, str]) -> str:
@@ -139,14 +193,24 @@ KEYRING_MOUNT_PATH = "/var/run/cleoai/keyring"
 environment variable CLEO_KEYRING_DIR."""
 
 
-def _env(workload: WorkloadSpec, *, keyring: bool, pooler_secret: str | None) -> list[EnvVar]:
+def _env(
+    workload: WorkloadSpec,
+    *,
+    keyring: bool,
+    pooler_secret: str | None,
+    tracing: list[EnvVar],
+) -> list[EnvVar]:
     env: list[EnvVar] = []
     if keyring:
         env.append({"name": "CLEO_KEYRING_DIR", "value": KEYRING_MOUNT_PATH})
     if pooler_secret is not None:
         own = {var.name for var in workload.env}
         env += [cast(EnvVar, var) for var in pooler_env(pooler_secret) if var["name"] not in own]
+    env += tracing
+    operators = {var["name"] for var in tracing}
     for var in workload.env:
+        if var.name in operators:
+            continue  # the operator's value wins (see the module docstring)
         item: EnvVar = {"name": var.name}
         # The API server leaves out an empty value; sending "" would look like drift.
         if var.value:
@@ -191,6 +255,7 @@ def _container(
     *,
     pooler_secret: str | None,
     image: str | None = None,
+    tracing: list[EnvVar] | None = None,
 ) -> Container:
     container: Container = {
         "name": WORKLOAD_NAME,
@@ -224,7 +289,12 @@ def _container(
         container["volumeMounts"].append(database_ca_mount())
     if pooler_secret is not None:
         container["volumeMounts"].append(pooler_ca_mount())
-    env = _env(workload, keyring=keyring_secret is not None, pooler_secret=pooler_secret)
+    env = _env(
+        workload,
+        keyring=keyring_secret is not None,
+        pooler_secret=pooler_secret,
+        tracing=tracing or [],
+    )
     if env:
         container["env"] = env
     env_from = _env_from(workload, secret_names, database_secret)
@@ -248,6 +318,7 @@ def render_deployment(
     keyring_secret: str | None = None,
     pooler_secret: str | None = None,
     image: str | None = None,
+    tracing: WorkloadTracing | None = None,
 ) -> KubeObject | None:
     """The CleoAI Deployment; None without spec.workload.
 
@@ -258,6 +329,7 @@ def render_deployment(
     `config_checksum` (see `config_checksum`) rolls the pods when any of them changes.
     `pooler_secret`, the tenant's pooler's Secret: the pods go through the pooler.
     `image`, when given, runs instead of spec.workload.image (the image last migrated).
+    `tracing`: the pods send traces there (`tracing_env`).
     """
     workload = spec.workload
     if workload is None:
@@ -290,6 +362,11 @@ def render_deployment(
                         keyring_secret,
                         pooler_secret=pooler_secret,
                         image=image,
+                        tracing=(
+                            tracing_env(tracing, tenant=tenant, namespace=namespace)
+                            if tracing is not None
+                            else None
+                        ),
                     )
                 ],
                 "volumes": _volumes(keyring_secret, database_secret, pooler_secret),
