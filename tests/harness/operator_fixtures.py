@@ -158,11 +158,17 @@ def start_operator(
     wait_ready: bool = True,
     wait_leading: bool = True,
     global_args: Sequence[str] = (),
+    tracing_endpoint: str | None = None,
 ) -> OperatorProcess:
     """Start the operator process and wait until its liveness endpoint answers and (unless
     `wait_leading` is False: a standby) it holds the leader Lease, so it reconciles; its
     rechecks and leader election timings are `RECHECKS_ENV`'s and `LEADER_ELECTION_ENV`'s
-    unless `env` says otherwise."""
+    unless `env` says otherwise.
+
+    `tracing_endpoint`: tracing on, spans to this OTLP/HTTP collector (`tracing_env`);
+    the backup Jobs it makes then carry the same settings and their TRACEPARENT."""
+    if tracing_endpoint is not None:
+        env = {**tracing_env(tracing_endpoint), **(env or {})}
     metrics_port, liveness_port = free_port(), free_port()
     args = [
         sys.executable,
@@ -218,6 +224,18 @@ def start_operator(
                 )
             time.sleep(0.25)
     return proc
+
+
+def tracing_env(endpoint: str, *, service_name: str = "cleo-operator") -> dict[str, str]:
+    """The variables that turn the operator's tracing on (as the chart's `tracing` values
+    do), with spans sent every 200 ms instead of every 5 s (a test waits for them)."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": service_name,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
 
 
 OPERATOR_NAMESPACE = "cleo-system"

@@ -34,6 +34,7 @@ from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import DEPLOYMENT, FAILOVER, NAMESPACE, SECRET, TENANT
+from cleo_operator.observability.tracing import reconcile_span
 from cleo_operator.reconcile.database import DatabaseSettings, TenantDatabases
 from cleo_operator.reconcile.failover import FailoverReconciler
 from cleo_operator.render.meta import tenant_owner
@@ -358,6 +359,21 @@ def run_until(
     result = reconciler.drive(setting.namespace, name, timeout=timeout)
     assert result.phase in ("Succeeded", "Failed"), result
     return setting.failover(name)
+
+
+def drive_in_spans(
+    reconciler: FailoverReconciler, setting: Setting, name: str, *, timeout: float = 120.0
+) -> KubeObject:
+    """`run_until`, each reconcile in its span as the handlers' loop runs it (traced when
+    the test turned tracing on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with reconcile_span("CleoFailover", name, setting.namespace):
+            result = reconciler.reconcile(setting.namespace, name)
+        if result.phase in ("Succeeded", "Failed"):
+            return setting.failover(name)
+        assert time.monotonic() < deadline, result
+        time.sleep(min(result.requeue_after or 0.5, 0.5))
 
 
 def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 
 from psycopg import sql
 
+from cleo_operator.api.objects import KubeObject
 from cleo_operator.api.tenant import CleoTenantSpec, parse_tenant_spec
 from cleo_operator.failover.automatic import (
     AUTOMATIC_LABEL,
@@ -21,13 +22,16 @@ from cleo_operator.failover.automatic import (
     AutomaticSettings,
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
+from cleo_operator.failover.steps import TRACE_ANNOTATION
+from cleo_operator.observability.tracing import reconcile_span
 from tests.harness.marks import RECONCILERS_ALONE
+from tests.harness.tracing import Spans, traced
 from tests.integration.failover_support import (
     FAILOVER,
     PRIMARY,
     STANDBY,
     Setting,
-    run_until,
+    drive_in_spans,
     setting_fixture,
     steps,
 )
@@ -45,13 +49,14 @@ def tenant_spec(setting: Setting) -> CleoTenantSpec:
 
 
 def check(auto: AutomaticFailover, setting: Setting) -> AutomaticOutcome:
-    """One tenant reconcile's call, with the tenant as it is now."""
-    return auto.check(
-        tenant=setting.tenant,
-        namespace=setting.namespace,
-        spec=tenant_spec(setting),
-        annotations=setting.tenant_annotations(),
-    )
+    """One tenant reconcile's call, with the tenant as it is now (in its reconcile span)."""
+    with reconcile_span("CleoTenant", setting.tenant):
+        return auto.check(
+            tenant=setting.tenant,
+            namespace=setting.namespace,
+            spec=tenant_spec(setting),
+            annotations=setting.tenant_annotations(),
+        )
 
 
 def failovers(setting: Setting) -> list[str]:
@@ -61,7 +66,7 @@ def failovers(setting: Setting) -> list[str]:
 
 
 def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setting) -> None:
-    with setting.pools() as pools:
+    with traced() as spans, setting.pools() as pools:
         samples = LagSamples()
         with contextlib.closing(
             AutomaticFailover(
@@ -127,7 +132,7 @@ def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setti
             # The operator runs it like any failover; a fresh process's memory is empty,
             # so its RPO estimate can only come from the sample stamped on the object.
             reconciler = setting.reconciler(pools, lag_samples=LagSamples())
-            done = run_until(reconciler, setting, outcome.created)
+            done = drive_in_spans(reconciler, setting, outcome.created)
             status = done["status"]
             assert status["phase"] == "Succeeded", status
             assert status["estimatedRPOBytes"] == stamped.bytes
@@ -139,6 +144,46 @@ def test_a_lost_primary_gets_exactly_one_failover_after_the_delay(setting: Setti
             assert after.condition is not None
             assert after.condition.reason == "NoStandby"
             assert failovers(setting) == [outcome.created]
+        _check_one_trace(spans, created, outcome.created)
+
+
+def _check_one_trace(spans: Spans, created: KubeObject, name: str) -> None:
+    """The failover is one trace: the tenant reconcile that detected the outage, its
+    `failover detected`, then every step's span, each linked to the reconcile that ran it."""
+    (detected,) = spans.named("failover detected")
+    parent = created["metadata"]["annotations"][TRACE_ANNOTATION]
+    assert detected.context is not None
+    assert parent.startswith(
+        f"00-{detected.context.trace_id:032x}-{detected.context.span_id:016x}-"
+    )
+    reconciles = {s.context.span_id: s for s in spans.named("reconcile CleoTenant") if s.context}
+    assert detected.parent is not None
+    assert detected.parent.span_id in reconciles
+    steps_run = [
+        s for s in spans.finished() if s.name.startswith("failover ") and s is not detected
+    ]
+    assert {s.name for s in steps_run} >= {
+        "failover preflight",
+        "failover fence",
+        "failover check-lag",
+        "failover promote",
+        "failover repoint",
+        "failover rollout",
+        "failover verify",
+    }
+    failover_reconciles = {
+        s.context.span_id for s in spans.named("reconcile CleoFailover") if s.context
+    }
+    for step in steps_run:
+        assert step.context is not None
+        assert step.context.trace_id == detected.context.trace_id, step.name
+        assert step.parent is not None
+        assert step.parent.span_id == detected.context.span_id
+        assert dict(step.attributes or {})["cleo.failover"] == name
+        assert [link.context.span_id for link in step.links][:1] != []
+        assert step.links[0].context.span_id in failover_reconciles
+    (verify,) = [s for s in steps_run if s.name == "failover verify"]
+    assert dict(verify.attributes or {})["cleo.step_state"] == "Succeeded"
 
 
 def test_a_primary_that_answers_never_fails_over(setting: Setting) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from cleo_operator.api.objects import KubeObject
 from cleo_operator.core.times import read_rfc3339
 from cleo_operator.failover.fencing import fence_tenant
-from cleo_operator.failover.steps import seconds_between
+from cleo_operator.failover.steps import TRACE_ANNOTATION, seconds_between
 from cleo_operator.failover.tenant import LOCK_ANNOTATION, PRIMARY_SITE_ANNOTATION
 from cleo_operator.failover.workload import HOLD_ANNOTATION, RESTART_ANNOTATION
 from cleo_operator.kube.audit import AUDIT_LOGGER
@@ -28,6 +29,7 @@ from cleo_operator.kube.kinds import EVENT
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.marks import RECONCILERS_ALONE
 from tests.harness.postgres import PostgresServer
+from tests.harness.tracing import Spans, traced
 from tests.integration.failover_support import (
     DEPLOYMENT,
     PRIMARY,
@@ -36,6 +38,7 @@ from tests.integration.failover_support import (
     Setting,
     condition,
     deployment,
+    drive_in_spans,
     run_until,
     setting_fixture,
     steps,
@@ -85,10 +88,11 @@ def test_failover_of_a_lost_primary_moves_the_tenant_and_fences_it_when_it_retur
     setting.write_rows(100)
     setting.wait_replayed()
     setting.primary.halt()
-    with setting.pools() as pools:
+    with traced() as spans, setting.pools() as pools:
         reconciler = setting.reconciler(pools)
         name = setting.create_failover("Failover", rtoSeconds=60, rpoSeconds=5)
-        obj = run_until(reconciler, setting, name)
+        obj = drive_in_spans(reconciler, setting, name)
+        _check_one_trace(spans, obj)
         status = obj["status"]
         assert status["phase"] == "Succeeded", status
         recorded = steps(obj)
@@ -155,6 +159,21 @@ def test_failover_of_a_lost_primary_moves_the_tenant_and_fences_it_when_it_retur
         assert not result.status_written
         assert result.requeue_after is None
         assert setting.failover(name)["metadata"]["resourceVersion"] == before
+
+
+def _check_one_trace(spans: Spans, obj: KubeObject) -> None:
+    """A failover made by hand is one trace too: its first reconcile's, which it keeps in
+    `cleoai.io/traceparent` (written with the procedure's other annotations); every step,
+    of that reconcile or a later one, is a child of it."""
+    first = spans.named("reconcile CleoFailover")[0]
+    assert first.context is not None
+    parent = obj["metadata"]["annotations"][TRACE_ANNOTATION]
+    assert parent.startswith(f"00-{first.context.trace_id:032x}-{first.context.span_id:016x}-")
+    runs = [s for s in spans.finished() if s.name.startswith("failover ")]
+    assert {s.name.removeprefix("failover ") for s in runs} == set(MOVE_STEPS)
+    for run in runs:
+        assert run.parent is not None
+        assert run.parent.span_id == first.context.span_id, run.name
 
 
 def test_switchover_loses_no_committed_row_and_the_old_primary_stays_fenced(

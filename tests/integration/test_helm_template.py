@@ -101,6 +101,23 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "tracing": {
+        "tracing": {
+            "enabled": True,
+            "endpoint": "http://otel-collector.observability:4318",
+            "samplerRatio": 0.25,
+            "collector": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                },
+                "podSelector": {"matchLabels": {"app": "otel-collector"}},
+            },
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]},
+        },
+    },
     "kek-csi": {
         "kek": {
             "volume": {"csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}},
@@ -681,6 +698,71 @@ def test_network_policy_allows_only_what_the_operator_talks_to(
     assert all(rule.get("to") for rule in spec["egress"])
 
 
+def test_tracing_is_off_by_default_and_its_values_set_the_otel_variables(
+    helm: list[str], tmp_path: Path
+) -> None:
+    defaults = container(render(helm, tmp_path, {}))
+    assert not [e for e in defaults["env"] if e["name"].startswith("OTEL_")]
+    default_policy = only(
+        render(helm, tmp_path, {"networkPolicy": VALUE_SETS["tracing"]["networkPolicy"]}),
+        "NetworkPolicy",
+    )
+    assert 4318 not in {p["port"] for r in default_policy["spec"]["egress"] for p in r["ports"]}
+
+    objects = render(helm, tmp_path, VALUE_SETS["tracing"])
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert {k: v for k, v in env.items() if k.startswith("OTEL_")} == {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_SERVICE_NAME": "cleo-operator",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_RESOURCE_ATTRIBUTES": f"k8s.namespace.name={NAMESPACE}",
+    }
+    # What the operator reads from them (observability/tracing.py).
+    from cleo_operator.observability.tracing import TracingSettings  # noqa: PLC0415
+
+    settings = TracingSettings.from_environment({k: str(v) for k, v in env.items()})
+    assert settings.enabled
+    assert settings.endpoint == "http://otel-collector.observability:4318/v1/traces"
+    assert (settings.sampler, settings.sampler_arg) == ("parentbased_traceidratio", "0.25")
+
+    # The operator's NetworkPolicy: the collector's pods, on its port, and nothing more.
+    policy = only(objects, "NetworkPolicy", RELEASE)
+    rules = [r for r in policy["spec"]["egress"] if {"port": 4318, "protocol": "TCP"} in r["ports"]]
+    assert rules == [
+        {
+            "ports": [{"port": 4318, "protocol": "TCP"}],
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                    },
+                    "podSelector": {"matchLabels": {"app": "otel-collector"}},
+                }
+            ],
+        }
+    ]
+    by_cidr = json.loads(json.dumps(VALUE_SETS["tracing"]))
+    by_cidr["tracing"]["collector"] = {"ipBlock": {"cidr": "10.30.0.5/32"}, "port": 4319}
+    policy = only(render(helm, tmp_path, by_cidr), "NetworkPolicy", RELEASE)
+    rules = [r for r in policy["spec"]["egress"] if {"port": 4319, "protocol": "TCP"} in r["ports"]]
+    assert [r["to"] for r in rules] == [[{"ipBlock": {"cidr": "10.30.0.5/32"}}]]
+
+
+@pytest.mark.security
+def test_tracing_without_a_collector_peer_fails_instead_of_allowing_every_address(
+    helm: list[str], tmp_path: Path
+) -> None:
+    values = json.loads(json.dumps(VALUE_SETS["tracing"]))
+    del values["tracing"]["collector"]
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "-f", str(values_file(tmp_path, values))
+    )
+    assert result.returncode != 0, result.stdout
+    assert "tracing.collector names no peer" in result.stderr, result.stderr
+
+
 NO_PEERS: dict[str, Any] = {
     "sites": SITES,
     "networkPolicy": {
@@ -868,6 +950,14 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         ["--set", "metrics.prometheusRule.thresholds.backupMaxAge=30"],
         "backupMaxAge",
     ),
+    (
+        "tracing without endpoint",
+        ["--set", "tracing.enabled=true"],
+        "tracing.endpoint",
+    ),
+    ("tracing ratio", ["--set", "tracing.samplerRatio=2"], "/tracing/samplerRatio"),
+    ("tracing endpoint", ["--set", "tracing.endpoint=collector:4318"], "/tracing/endpoint"),
+    ("tracing misspelt", ["--set", "tracing.enable=true"], "enable"),
     (
         "runbook base",
         ["--set", "metrics.prometheusRule.runbookBaseURL=docs/runbooks"],

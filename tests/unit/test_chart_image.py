@@ -53,8 +53,11 @@ def runtime_closure() -> dict[str, str]:
                 continue
             walk(req.name, tuple(req.extras))
 
-    walk("cleo-operator", ())
-    seen.pop("cleo-operator")
+    # From pyproject.toml itself, not the installed package's metadata: an editable install
+    # made before a dependency was added does not list it.
+    for raw in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(raw)
+        walk(req.name, tuple(req.extras))
     return seen
 
 

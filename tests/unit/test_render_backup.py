@@ -22,6 +22,7 @@ from cleo_operator.backup.commands import storage_from_destination
 from cleo_operator.backup.object_store import ObjectStoreStorage
 from cleo_operator.backup.storage import LocalStorage
 from cleo_operator.cli import backup as backup_cli
+from cleo_operator.kube.apply import needs_apply, with_hash
 from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
@@ -36,6 +37,7 @@ from cleo_operator.render.backup import (
     render_backup,
     render_cron_job,
     s3_egress_cidrs,
+    with_kept_traceparent,
 )
 from tests.unit.render.pod_security import restricted_violations
 
@@ -621,3 +623,63 @@ def test_a_one_offs_job_has_a_deadline_and_other_jobs_none() -> None:
     assert job["spec"]["activeDeadlineSeconds"] == 600
     # A platform's one-off of its own (and the final backup) has no deadline.
     assert "activeDeadlineSeconds" not in render(ONE_OFF)["Job"]["spec"]
+
+
+# -- trace context -------------------------------------------------------------------------
+
+
+def _env_names(obj: KubeObject) -> list[str]:
+    spec = obj["spec"]
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    return [e["name"] for e in container["env"]]
+
+
+TRACE_ENV = (
+    ("OTEL_TRACES_EXPORTER", "otlp"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces"),
+    ("TRACEPARENT", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+)
+
+
+def test_the_runner_gets_trace_variables_only_when_given_last_in_its_env() -> None:
+    spec = parse_backup_spec(PVC_SPEC)
+    ids = {"name": NAME, "namespace": NS, "uid": UID, "tenant": "acme"}
+    plain = render_cron_job(**ids, spec=spec, settings=SETTINGS)
+    assert not [n for n in _env_names(plain) if n.startswith("OTEL_") or n == "TRACEPARENT"]
+    traced = render_cron_job(
+        **ids, spec=spec, settings=dataclasses.replace(SETTINGS, trace_env=TRACE_ENV)
+    )
+    assert _env_names(traced) == _env_names(plain) + [k for k, _ in TRACE_ENV]
+    one_off = render_backup(
+        **ids,
+        spec=parse_backup_spec(ONE_OFF),
+        settings=dataclasses.replace(SETTINGS, trace_env=TRACE_ENV),
+    ).runner
+    assert _env_names(one_off)[-1] == "TRACEPARENT"
+
+
+def test_a_runner_is_compared_with_the_traceparent_it_has() -> None:
+    spec = parse_backup_spec(PVC_SPEC)
+    ids = {"name": NAME, "namespace": NS, "uid": UID, "tenant": "acme"}
+
+    def cron(parent: str | None) -> KubeObject:
+        env = TRACE_ENV[:2] + ((("TRACEPARENT", parent),) if parent else ())
+        settings = dataclasses.replace(SETTINGS, trace_env=env)
+        return render_cron_job(**ids, spec=spec, settings=settings)
+
+    live = with_hash(cron("00-" + "1" * 32 + "-" + "2" * 16 + "-01"))
+    fresh = cron("00-" + "3" * 32 + "-" + "4" * 16 + "-01")
+    assert needs_apply(with_hash(fresh), live)  # a new trace id alone would rewrite it
+    assert not needs_apply(with_hash(with_kept_traceparent(fresh, live)), live)
+    # Not sampled this time (no TRACEPARENT): the live one is still kept.
+    assert not needs_apply(with_hash(with_kept_traceparent(cron(None), live)), live)
+    # Made by a reconcile that was not sampled: no trace id to keep, and none forced on it.
+    unsampled = with_hash(cron(None))
+    assert not needs_apply(with_hash(with_kept_traceparent(fresh, unsampled)), unsampled)
+    # Made while tracing was off: tracing's variables (and this trace) go out now.
+    untraced = with_hash(render_cron_job(**ids, spec=spec, settings=SETTINGS))
+    assert needs_apply(with_hash(with_kept_traceparent(fresh, untraced)), untraced)
+    # Comparing never changes what is written.
+    assert _env_names(fresh)[-1] == "TRACEPARENT"

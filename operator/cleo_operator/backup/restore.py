@@ -87,6 +87,7 @@ from cleo_operator.crypto import (
     iter_decrypted,
 )
 from cleo_operator.kube.audit import audit
+from cleo_operator.observability.tracing import span
 
 __all__ = [
     "RestoreResult",
@@ -352,21 +353,22 @@ def restore_archive(
     started = time.monotonic()
     manifest_tenant = tenant or "unknown"
     try:
-        result = _restore(
-            storage=storage,
-            backup_id=backup_id,
-            keyring=keyring,
-            target=target,
-            tenant=tenant,
-            role=role,
-            pg_restore=pg_restore,
-            work_dir=Path(work_dir) if work_dir is not None else None,
-            single_transaction=single_transaction,
-            no_privileges=no_privileges,
-            allow_privileged_target=allow_privileged_target,
-            timeout_seconds=timeout_seconds,
-            started=started,
-        )
+        with span("restore", {"cleo.backup_id": backup_id, "cleo.tenant": tenant or ""}):
+            result = _restore(
+                storage=storage,
+                backup_id=backup_id,
+                keyring=keyring,
+                target=target,
+                tenant=tenant,
+                role=role,
+                pg_restore=pg_restore,
+                work_dir=Path(work_dir) if work_dir is not None else None,
+                single_transaction=single_transaction,
+                no_privileges=no_privileges,
+                allow_privileged_target=allow_privileged_target,
+                timeout_seconds=timeout_seconds,
+                started=started,
+            )
     except BackupError as error:
         metrics.observe_restore(tenant=manifest_tenant, result=error.reason)
         if not audited:
@@ -412,7 +414,8 @@ def _restore(
     started: float,
 ) -> RestoreResult:
     try:
-        manifest = read_manifest(storage, backup_id)
+        with span("restore manifest"):
+            manifest = read_manifest(storage, backup_id)
     except ValueError as error:  # a malformed id
         raise ManifestInvalid(str(error)) from None
     source = f"{storage.description}: backup {backup_id}"
@@ -426,24 +429,27 @@ def _restore(
         tool_version(pg_restore, what="pg_restore")
     except ValueError as error:
         raise RestoreFailed(str(error)) from None
-    present = _check_target(target, allow_privileged=allow_privileged_target)
+    with span("restore check target"):
+        present = _check_target(target, allow_privileged=allow_privileged_target)
     if present:
         raise TargetNotEmpty(
             f"{target.where} already holds {present} tables, views or sequences; restore into "
             "a new, empty database and switch to it once the restore succeeded"
         )
     with _private_temp_file(work_dir, needed=manifest.plaintext_size) as dump:
-        size = decrypt_archive(storage=storage, manifest=manifest, key=key, out=dump)
-        dump.flush()
-        _run_pg_restore(
-            pg_restore,
-            dump_path=dump.name,
-            target=target,
-            role=role,
-            single_transaction=single_transaction,
-            no_privileges=no_privileges,
-            timeout_seconds=timeout_seconds,
-        )
+        with span("restore download, decrypt"):
+            size = decrypt_archive(storage=storage, manifest=manifest, key=key, out=dump)
+            dump.flush()
+        with span("restore pg_restore"):
+            _run_pg_restore(
+                pg_restore,
+                dump_path=dump.name,
+                target=target,
+                role=role,
+                single_transaction=single_transaction,
+                no_privileges=no_privileges,
+                timeout_seconds=timeout_seconds,
+            )
     return RestoreResult(
         backup_id=manifest.backup_id,
         tenant=manifest.tenant,
@@ -641,6 +647,7 @@ def verify_backup(
     actual: dict[str, TableStats] = {}
     try:
         with (
+            span("verify", {"cleo.backup_id": backup_id, "cleo.tenant": manifest.tenant}),
             scratch_database(admin, name=scratch, purpose=f"for backup {backup_id}") as verifier,
             _reading_session(verifier) as reader,
         ):
@@ -656,9 +663,12 @@ def verify_backup(
                 timeout_seconds=restore_timeout_seconds,
                 audited=False,  # a scratch copy, dropped after the check: not a restore
             )
-            actual = read_restored_tables(
-                reader, where=verifier.where, checksums=manifest.checksum_algorithm is not None
-            )
+            with span("verify compare tables"):
+                actual = read_restored_tables(
+                    reader,
+                    where=verifier.where,
+                    checksums=manifest.checksum_algorithm is not None,
+                )
     except (
         ArchiveCorrupt,
         ManifestInvalid,

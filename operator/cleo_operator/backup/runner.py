@@ -69,6 +69,7 @@ from cleo_operator.backup.tools import StderrTail, describe_exit, tool_version
 from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import CryptoError, EncryptingWriter, KeyWrapper, new_stream_key
 from cleo_operator.crypto.stream import DEFAULT_CHUNK_SIZE
+from cleo_operator.observability.tracing import span
 
 __all__ = ["BackupReport", "BackupResult", "run_backup"]
 
@@ -319,19 +320,23 @@ def run_backup(
     start = (now or datetime.now(UTC)).astimezone(UTC)
     started = time.monotonic()
     try:
-        result = _run_backup(
-            source=source,
-            tenant=tenant,
-            storage=storage,
-            keyring=keyring,
-            start=start,
-            started=started,
-            pg_dump=pg_dump,
-            checksums=checksums,
-            chunk_size=chunk_size,
-            lock_wait_timeout_seconds=lock_wait_timeout_seconds,
-            made_by=made_by,
-        )
+        with span("backup", {"cleo.tenant": tenant}) as current:
+            result = _run_backup(
+                source=source,
+                tenant=tenant,
+                storage=storage,
+                keyring=keyring,
+                start=start,
+                started=started,
+                pg_dump=pg_dump,
+                checksums=checksums,
+                chunk_size=chunk_size,
+                lock_wait_timeout_seconds=lock_wait_timeout_seconds,
+                made_by=made_by,
+            )
+            if current.is_recording():
+                current.set_attribute("cleo.backup_id", result.backup_id)
+                current.set_attribute("cleo.archive_size", result.archive_size)
     except BackupError as error:
         metrics.observe_backup_failure(tenant=tenant, reason=error.reason)
         logger.warning("backup of tenant %s failed: %s", tenant, error.message)
@@ -382,16 +387,19 @@ def _run_backup(
     except ValueError as error:
         raise DumpFailed(str(error)) from None
     try:
-        stream_key = new_stream_key(
-            keyring, context={"tenant": tenant, "backup": backup_id, "purpose": "backup-archive"}
-        )
+        with span("backup key"):  # a data key of its own, wrapped once to prove the keyring
+            stream_key = new_stream_key(
+                keyring,
+                context={"tenant": tenant, "backup": backup_id, "purpose": "backup-archive"},
+            )
     except CryptoError as error:
         raise DumpFailed(
             f"the tenant keyring cannot wrap the backup's data key ({error.reason}): "
             f"{error.message}"
         ) from None
 
-    snapshot = _open_snapshot(source)
+    with span("backup snapshot"):
+        snapshot = _open_snapshot(source)
     try:
         args = [
             os.fspath(pg_dump),
@@ -404,18 +412,20 @@ def _run_backup(
         with libpq_environment(source) as env:
             scan = _StatsScan(snapshot, checksums=checksums, where=source.where)
             try:
-                dumped = _stream_dump(
-                    args,
-                    env=env,
-                    storage=storage,
-                    archive=archive,
-                    key=stream_key.key,
-                    key_id=stream_key.key_id,
-                    chunk_size=chunk_size,
-                    scan=scan,
-                    source=source,
-                    size_hint=snapshot.database_size,
-                )
+                # pg_dump -> encrypt -> upload, streamed: one step, as the data flows.
+                with span("backup dump, encrypt, upload"):
+                    dumped = _stream_dump(
+                        args,
+                        env=env,
+                        storage=storage,
+                        archive=archive,
+                        key=stream_key.key,
+                        key_id=stream_key.key_id,
+                        chunk_size=chunk_size,
+                        scan=scan,
+                        source=source,
+                        size_hint=snapshot.database_size,
+                    )
             finally:
                 scan.stop()
     finally:
@@ -445,10 +455,12 @@ def _run_backup(
         made_by=made_by,
     )
     try:
-        manifest = dataclasses.replace(
-            unsigned, wrapped_key=keyring.wrap(stream_key.key, context=unsigned.key_context())
-        )
-        storage.put_bytes(manifest_name(backup_id), manifest.to_json())
+        with span("backup manifest"):
+            manifest = dataclasses.replace(
+                unsigned,
+                wrapped_key=keyring.wrap(stream_key.key, context=unsigned.key_context()),
+            )
+            storage.put_bytes(manifest_name(backup_id), manifest.to_json())
     except (BackupError, CryptoError) as error:
         # Without its manifest the archive is not a backup; remove it now rather than
         # leave it to pruning.

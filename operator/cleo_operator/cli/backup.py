@@ -72,6 +72,7 @@ from cleo_operator.cli.common import COMMAND_HELP, CommandError, guarded, local_
 from cleo_operator.crypto import CryptoError, Keyring
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import BACKUP
+from cleo_operator.observability.tracing import context_from_environment, span
 from cleo_operator.reconcile.backup_source import SourceError, effective_spec, source_spec
 from cleo_operator.reconcile.backup_status import entry_from_report, record_run
 from cleo_operator.render.backup import JOB_NAME_ENV, VOLUME_MOUNT
@@ -187,9 +188,10 @@ def run_backup_for(
     )
     one_off = made_by is not None and made_by.one_off
     if report["outcome"] == "Succeeded" and not retention.keeps_everything and not one_off:
-        report["prune"] = _prune(
-            storage, tenant, retention, _time_zone(time_zone), now(), keyring=keyring
-        )
+        with span("backup prune"):
+            report["prune"] = _prune(
+                storage, tenant, retention, _time_zone(time_zone), now(), keyring=keyring
+            )
     return report
 
 
@@ -220,6 +222,16 @@ def _split_backup(text: str) -> tuple[str, str]:
 
 
 def cmd_backup_run(args: argparse.Namespace) -> int:
+    # In a runner pod, a child of the reconcile that made its CronJob or Job (TRACEPARENT).
+    with span(
+        "backup run",
+        {"cleo.backup": args.backup or "", "cleo.tenant": args.tenant or ""},
+        context=context_from_environment(),
+    ):
+        return _backup_run(args)
+
+
+def _backup_run(args: argparse.Namespace) -> int:
     started = _now()
     if args.backup:
         return _run_for_cluster(args, started)
@@ -417,6 +429,13 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    with span(
+        "restore run", {"cleo.tenant": args.tenant or ""}, context=context_from_environment()
+    ):
+        return _restore(args)
+
+
+def _restore(args: argparse.Namespace) -> int:
     result = restore_archive(
         backup_id=args.archive,
         target=_login(args.into, option="--into"),

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -101,8 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: the process's), set up logging, run the command: its exit code."""
     from cleo_operator.observability.logs import configure_logging  # noqa: PLC0415
+    from cleo_operator.observability.tracing import (  # noqa: PLC0415
+        configure_tracing,
+        shutdown_tracing,
+    )
 
     args = build_parser().parse_args(argv)
     configure_logging(level=args.log_level, fmt=args.log_format)
-    code: int = args.func(args)
+    # Off unless OTEL_* says otherwise (observability/tracing.py); the spans still queued
+    # are sent when the command ends (for `run`: after SIGTERM stopped the handlers).
+    configure_tracing(identity=os.environ.get("POD_NAME", "").strip() or socket.gethostname())
+    try:
+        code: int = args.func(args)
+    finally:
+        shutdown_tracing()
     return code

@@ -228,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cleo_operator.kube.keys import kek_dir_from_environment  # noqa: PLC0415
     from cleo_operator.kube.leader import LeaderElector  # noqa: PLC0415
     from cleo_operator.observability.metrics import serve_metrics  # noqa: PLC0415
+    from cleo_operator.observability.tracing import shutdown_tracing  # noqa: PLC0415
 
     config = OperatorConfig(
         namespaces=tuple(args.namespace or ()),
@@ -290,6 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         timings.retry_seconds,
     )
     asyncio.run(run_when_leading(elector, registry, config))
+    # SIGTERM stopped the handlers: send the spans still queued before the pod goes.
+    shutdown_tracing()
     log.info("cleo-operator stopped")
     return 0
 

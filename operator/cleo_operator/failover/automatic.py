@@ -46,9 +46,11 @@ from cleo_operator.data.pool import SitePools
 from cleo_operator.data.replication import replication_lag
 from cleo_operator.failover.errors import FailoverError
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
+from cleo_operator.failover.steps import TRACE_ANNOTATION
 from cleo_operator.failover.tenant import database_site
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import FAILOVER
+from cleo_operator.observability.tracing import span, traceparent
 from cleo_operator.render.meta import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 
 __all__ = [
@@ -353,6 +355,21 @@ class AutomaticFailover:
         sample = self.lag_samples.latest(primary)
         if sample is not None:
             annotations[LAG_ANNOTATION] = sample.to_annotation()
+        with span(
+            "failover detected",
+            {"cleo.tenant": tenant, "cleo.site": primary, "cleo.target_site": target},
+        ):
+            # The failover's steps are spans of this trace: detection to verification.
+            parent = traceparent()
+            if parent is not None:
+                annotations[TRACE_ANNOTATION] = parent
+            return self._post(
+                namespace=namespace, tenant=tenant, target=target, annotations=annotations
+            )
+
+    def _post(
+        self, *, namespace: str, tenant: str, target: str, annotations: dict[str, str]
+    ) -> str:
         created = self.kube.create(
             {
                 "apiVersion": FAILOVER.api_version,

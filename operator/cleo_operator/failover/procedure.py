@@ -74,7 +74,7 @@ from cleo_operator.failover.probe import (
     tenant_database_present,
 )
 from cleo_operator.failover.samples import LAG_ANNOTATION, LagSample, LagSamples
-from cleo_operator.failover.steps import StepRecord
+from cleo_operator.failover.steps import TRACE_ANNOTATION, StepRecord
 from cleo_operator.failover.tenant import (
     LOCK_ANNOTATION,
     LockHolder,
@@ -93,6 +93,7 @@ from cleo_operator.failover.workload import (
 )
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import DEPLOYMENT, FAILOVER, TENANT
+from cleo_operator.observability.tracing import context_from_traceparent, span, traceparent
 from cleo_operator.render.child import WORKLOAD_NAME
 from cleo_operator.render.tenant import tenant_namespace
 
@@ -278,7 +279,33 @@ class Procedure:
         }
 
     def run(self, move: Move, record: StepRecord) -> StepOutcome:
-        """Run step ``record.name`` once; errors that may pass become Running + requeue."""
+        """Run step ``record.name`` once; errors that may pass become Running + requeue.
+
+        Traced as ``failover <step>`` under the CleoFailover's trace (`TRACE_ANNOTATION`),
+        linked to the reconcile that runs it; the first reconcile's trace becomes the
+        failover's when the step writes the procedure's memory anyway."""
+        reconcile = traceparent()
+        parent = context_from_traceparent(move.annotations.get(TRACE_ANNOTATION))
+        attributes = {
+            "cleo.failover": move.name,
+            "cleo.namespace": move.namespace,
+            "cleo.tenant": move.tenant,
+            "cleo.step": record.name,
+            "cleo.failover_type": str(move.spec.type),
+        }
+        with span(
+            f"failover {record.name}", attributes, context=parent, link=parent is not None
+        ) as current:
+            outcome = self._run(move, record)
+            if current.is_recording():
+                current.set_attribute("cleo.step_state", outcome.state)
+                if outcome.reason:
+                    current.set_attribute("cleo.reason", outcome.reason)
+        if parent is None and reconcile is not None and outcome.memory:
+            outcome.memory.setdefault(TRACE_ANNOTATION, reconcile)
+        return outcome
+
+    def _run(self, move: Move, record: StepRecord) -> StepOutcome:
         step = self._steps[record.name]
         try:
             return step(move, record)

@@ -27,6 +27,11 @@ from cleo_operator.api.failover import FailoverType, StepState
 from cleo_operator.core.redaction import clip
 from cleo_operator.core.times import read_rfc3339, rfc3339_ms
 
+TRACE_ANNOTATION: Final = "cleoai.io/traceparent"
+"""On a CleoFailover: the W3C trace context its steps' spans are children of, so that a
+failover is one trace from its detection (an automatic one: the tenant reconcile that
+created it) or its first reconcile to its verification. Not a secret: ids only."""
+
 __all__ = [
     "DRILL_STEPS",
     "MOVE_STEPS",

@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cleo_operator.core.errors import CleoError
 from cleo_operator.kube.client import KubeError
 from cleo_operator.observability.logs import logging_object
 from cleo_operator.observability.metrics import RECONCILE_ERRORS, timed_reconcile
+from cleo_operator.observability.tracing import reconcile_span
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,17 @@ class ReconcileLoops:
         namespace, _, name = key.rpartition("/")
 
         def timed() -> Outcome:
-            with logging_object(self.kind, name, namespace or None), timed_reconcile(self.kind):
-                return reconcile()
+            # The span outside the timing: the duration's exemplar names the span's trace.
+            with (
+                logging_object(self.kind, name, namespace or None),
+                reconcile_span(self.kind, name, namespace or None) as record,
+                timed_reconcile(self.kind),
+            ):
+                try:
+                    return reconcile()
+                except CleoError as exc:  # KubeError too: retryable when transient
+                    record.outcome = "retry" if exc.retryable else "error"
+                    raise
 
         try:
             outcome = await loop.run_in_executor(self.executor, timed)

@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from cleo_operator.core.errors import CleoError
 from cleo_operator.failover.automatic import AutomaticFailover, AutomaticSettings
 from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
@@ -23,6 +24,7 @@ from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
 from cleo_operator.observability.logs import logging_object
+from cleo_operator.observability.tracing import reconcile_span
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
 from cleo_operator.reconcile.backup import WATCHED_CHILDREN as BACKUP_CHILDREN
 from cleo_operator.reconcile.backup import BackupReconciler, BackupSettings
@@ -247,8 +249,17 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.delete(GROUP, VERSION, "cleotenants", registry=registry)
     async def tenant_deleted(name: str, logger: kopf.Logger, **_: Any) -> None:
         def finalize() -> bool:
-            with logging_object("CleoTenant", name):  # names the tenant in its log lines
-                return runtime.tenant_reconciler.finalize(name)
+            with (
+                logging_object("CleoTenant", name),  # names the tenant in its log lines
+                reconcile_span("CleoTenant", name, action="finalize") as record,
+            ):
+                try:
+                    done = runtime.tenant_reconciler.finalize(name)
+                except CleoError as exc:
+                    record.outcome = "retry" if exc.retryable else "error"
+                    raise
+                record.outcome = None if done else "retry"
+                return done
 
         loop = asyncio.get_running_loop()
         done = await loop.run_in_executor(runtime.executor, finalize)

@@ -20,12 +20,14 @@ from urllib.parse import urlencode
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from opentelemetry.trace import SpanKind
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.errors import KubeError
 from cleo_operator.kube.fence import WriteFence
 from cleo_operator.kube.kinds import Kind, kind_of
 from cleo_operator.observability.metrics import API_WRITES
+from cleo_operator.observability.tracing import child_span, count_write
 
 __all__ = ["FIELD_MANAGER", "KubeClient", "KubeError"]
 """`KubeError` is defined in `kube.errors` (see there why) and raised here."""
@@ -109,11 +111,57 @@ class KubeClient:
         content_type: str = "application/json",
         what: str = "",
         timeout: float = 30.0,
+        target: tuple[str, Kind, str | None, str | None] | None = None,
     ) -> Any:
         """Send one request; return the decoded JSON body, or raise KubeError.
 
         A write (any method but a read) is not sent while the fence, if set, is closed:
-        KubeError with reason NotLeader instead."""
+        KubeError with reason NotLeader instead. Inside a traced reconcile (or runner step)
+        the request is a child span named by `target` (verb, kind, namespace, name), with
+        the HTTP status; never the body."""
+        attributes: dict[str, str] = {"http.request.method": method.upper()}
+        verb = method.lower()
+        if target is not None:
+            verb, kind, namespace, name = target
+            attributes.update(
+                {"k8s.verb": verb, "k8s.kind": kind.kind, "k8s.resource": kind.plural}
+            )
+            if namespace:
+                attributes["k8s.namespace"] = namespace
+            if name:
+                attributes["k8s.name"] = name
+        title = f"{verb} {target[1].kind if target is not None else path}"
+        with child_span(title, attributes, kind=SpanKind.CLIENT) as current:
+            try:
+                status, data = self._send(
+                    method,
+                    path,
+                    query=query,
+                    body=body,
+                    content_type=content_type,
+                    what=what,
+                    timeout=timeout,
+                )
+            except KubeError as exc:
+                if current.is_recording() and exc.status:
+                    current.set_attribute("http.response.status_code", exc.status)
+                raise
+            if current.is_recording():
+                current.set_attribute("http.response.status_code", status)
+        return json.loads(data) if data else None
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None,
+        body: object | None,
+        content_type: str,
+        what: str,
+        timeout: float,
+    ) -> tuple[int, bytes]:
+        """The response's status and body; KubeError for an error status."""
         if self.fence is not None and method.upper() not in READ_METHODS:
             self.fence.check(what or f"{method} {path}")
         url = self.host + path
@@ -137,11 +185,22 @@ class KubeClient:
             raise _to_kube_error(exc, what or f"{method} {path}") from None
         if response.status >= 400:
             raise _error_from_body(response.status, str(response.reason), data, what)
-        return json.loads(data) if data else None
+        return int(response.status), data
 
-    def _write(self, verb: str, kind: Kind, method: str, path: str, **kwargs: Any) -> Any:
+    def _write(
+        self,
+        verb: str,
+        kind: Kind,
+        method: str,
+        path: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         API_WRITES.labels(verb=verb, resource=kind.plural).inc()
-        return self.request(method, path, **kwargs)
+        count_write()
+        return self.request(method, path, target=(verb, kind, namespace, name), **kwargs)
 
     # -- verbs -------------------------------------------------------------------------
 
@@ -149,7 +208,10 @@ class KubeClient:
         """The object, or None when it does not exist."""
         try:
             obj: KubeObject = self.request(
-                "GET", kind.path(namespace=namespace, name=name), what=f"get {kind.kind} {name}"
+                "GET",
+                kind.path(namespace=namespace, name=name),
+                what=f"get {kind.kind} {name}",
+                target=("get", kind, namespace, name),
             )
         except KubeError as exc:
             if exc.not_found:
@@ -166,7 +228,11 @@ class KubeClient:
     ) -> list[KubeObject]:
         query = {"labelSelector": label_selector} if label_selector else None
         result = self.request(
-            "GET", kind.path(namespace=namespace), query=query, what=f"list {kind.plural}"
+            "GET",
+            kind.path(namespace=namespace),
+            query=query,
+            what=f"list {kind.plural}",
+            target=("list", kind, namespace, None),
         )
         items: list[KubeObject] = result.get("items", [])
         return items
@@ -181,6 +247,8 @@ class KubeClient:
             kind,
             "PATCH",
             path,
+            namespace=meta.get("namespace"),
+            name=meta["name"],
             query={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
             body=obj,
             content_type="application/apply-patch+yaml",
@@ -206,6 +274,8 @@ class KubeClient:
             kind,
             "PATCH",
             path,
+            namespace=namespace,
+            name=name,
             body=patch,
             content_type="application/merge-patch+json",
             what=f"patch {kind.kind} {name}",
@@ -235,6 +305,8 @@ class KubeClient:
                 kind,
                 "DELETE",
                 kind.path(namespace=namespace, name=name),
+                namespace=namespace,
+                name=name,
                 body=body,
                 what=f"delete {kind.kind} {name}",
             )
@@ -252,6 +324,8 @@ class KubeClient:
             kind,
             "POST",
             kind.path(namespace=obj["metadata"].get("namespace")),
+            namespace=obj["metadata"].get("namespace"),
+            name=obj["metadata"].get("name"),
             query={"fieldManager": FIELD_MANAGER},
             body=obj,
             what=f"create {kind.kind}",

@@ -7,10 +7,11 @@ library puts it into an exception message or an ``extra`` field. The same filter
 Kopf's ``kopf.objects`` logger, whose records Kopf also posts as Events.
 
 JSON lines are written by python-json-logger (a dependency of Kopf) with an RFC 3339 time
-in UTC with milliseconds (``2026-01-01T12:00:00.123Z``), the record's ``extra`` fields, and
-the object the record is about: Kopf's per-object loggers say it (``k8s_ref``); the
-reconcilers, which run in worker threads outside Kopf's handlers, say it with
-`logging_object`, a context variable the reconcile loop sets around each reconcile.
+in UTC with milliseconds (``2026-01-01T12:00:00.123Z``), the record's ``extra`` fields, the
+``trace_id`` and ``span_id`` of the span the record was written in (`TraceContextFilter`,
+when tracing is on), and the object the record is about: Kopf's per-object loggers say it
+(``k8s_ref``); the reconcilers, which run in worker threads outside Kopf's handlers, say it
+with `logging_object`, a context variable the reconcile loop sets around each reconcile.
 
 Kopf's steady-state chatter is lowered on ``kopf.objects`` before any handler (or Kopf's
 Event poster) sees it (`KopfNoiseFilter`): "Handler '...' succeeded." is DEBUG (one per
@@ -36,6 +37,7 @@ from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
 from cleo_operator.core.redaction import MASK, holds_secret, redact
 from cleo_operator.core.times import rfc3339_ms
+from cleo_operator.observability.tracing import current_ids
 
 __all__ = [
     "JsonFormatter",
@@ -44,6 +46,7 @@ __all__ = [
     "ObjectContextFilter",
     "PlainFormatter",
     "RedactingFilter",
+    "TraceContextFilter",
     "configure_logging",
     "current_object",
     "logging_object",
@@ -90,6 +93,21 @@ def _record_object(record: logging.LogRecord) -> dict[str, str] | None:
         return None
     found = {k: str(ref[k]) for k in ("kind", "namespace", "name") if ref.get(k)}
     return found or None
+
+
+class TraceContextFilter(logging.Filter):
+    """Stamps a record written inside a recording span with ``trace_id`` and ``span_id``
+    (hex, as a trace backend shows them), which the JSON formatter writes as fields.
+
+    On the handler, so it runs in the thread that logs: the span current there is the one
+    the line was written in. Nothing when tracing is off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            ids = current_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
+        return True
 
 
 class ObjectContextFilter(logging.Filter):
@@ -248,6 +266,7 @@ def configure_logging(*, level: str = "INFO", fmt: LogFormat = "plain") -> None:
     """Install one stderr handler with redaction for the whole process."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ObjectContextFilter())
+    handler.addFilter(TraceContextFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()

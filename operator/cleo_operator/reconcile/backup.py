@@ -77,6 +77,7 @@ from cleo_operator.kube.kinds import (
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
+from cleo_operator.observability.tracing import exporter_environment, note_reconcile, traceparent
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile import one_offs
 from cleo_operator.reconcile.backup_jobs import JobState, job_state, run_entry_for_job
@@ -107,16 +108,32 @@ from cleo_operator.render.backup import (
     BACKUP_LABEL,
     DATABASE_ENV,
     JOB_NAME_LABEL,
+    TRACEPARENT_ENV,
     BackupPodSettings,
     backup_object_name,
     egress_problem,
     render_backup,
+    with_kept_traceparent,
 )
 from cleo_operator.render.meta import (
     DEFAULT_OPERATOR_NAMESPACE,
     labels_of,
 )
 from cleo_operator.render.tenant import tenant_namespace
+
+RUNNER_SERVICE_NAME: Final = "cleo-backup"
+"""The service name of the runners' spans (``OTEL_SERVICE_NAME`` of their pods)."""
+
+
+def runner_trace_env() -> tuple[tuple[str, str], ...]:
+    """The runner's tracing variables when tracing is on: where to send spans, and
+    ``TRACEPARENT``, this reconcile's span (none when it is not sampled). Empty when off."""
+    env = exporter_environment(service_name=RUNNER_SERVICE_NAME)
+    parent = traceparent()
+    if parent is not None:
+        env[TRACEPARENT_ENV] = parent
+    return tuple(env.items())
+
 
 __all__ = [
     "RECORDED_ANNOTATION",
@@ -251,11 +268,13 @@ class BackupReconciler:
         meta = backup["metadata"]
         now = self.now()
         status = _StatusBuilder(backup, int(meta.get("generation", 0)), now)
+        note_reconcile(generation=int(meta.get("generation", 0)))
         current = read_status(backup.get("status"))
 
         try:
             declared = parse_backup_spec(backup.get("spec") or {})
         except SpecError as exc:
+            note_reconcile(outcome="refused")
             status.set("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
             result.phase = "Invalid"
             result.status_written = status.write(self.kube, phase="Invalid", current=current)
@@ -343,6 +362,7 @@ class BackupReconciler:
         )
         if database_secret is not None and database_secret != pod_settings.database_secret:
             pod_settings = dataclasses.replace(pod_settings, database_secret=database_secret)
+        pod_settings = dataclasses.replace(pod_settings, trace_env=runner_trace_env())
         if tenant_ok:
             problem = self._prerequisites(namespace, spec, pod_settings, source=source)
         if problem is not None or pulls.problem is not None:
@@ -377,7 +397,7 @@ class BackupReconciler:
                 and self._job_of(namespace, runner_name, meta, result) is None
             )
             if make_runner:
-                self._converge(desired.runner, failures, result)
+                self._converge(desired.runner, failures, result, kept=with_kept_traceparent)
         if not unresolved:
             self._delete_other_runner(namespace, name, one_off=one_off, result=result)
 
@@ -716,11 +736,21 @@ class BackupReconciler:
     # -- children ----------------------------------------------------------------------
 
     def _converge(
-        self, obj: KubeObject, failures: list[str], result: BackupReconcileResult
+        self,
+        obj: KubeObject,
+        failures: list[str],
+        result: BackupReconcileResult,
+        *,
+        kept: Callable[[KubeObject, KubeObject | None], KubeObject] | None = None,
     ) -> None:
         """Apply `obj` when it is missing, stale or drifted (`reconcile.children`)."""
         converge_child(
-            self.kube, obj, applied=result.applied, deleted=result.deleted, failures=failures
+            self.kube,
+            obj,
+            applied=result.applied,
+            deleted=result.deleted,
+            failures=failures,
+            kept=kept,
         )
 
     def _delete_other_runner(

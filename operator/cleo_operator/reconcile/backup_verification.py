@@ -20,6 +20,7 @@ Without it the Verified condition says so; S3 destinations need nothing.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import datetime
 import hashlib
 import logging
@@ -267,7 +268,10 @@ class BackupVerifier:
         candidate: BackupRecord,
     ) -> None:
         backup_id = str(candidate.backup_id)
+        # In a copy of this context: the verification's spans are children of the
+        # reconcile that started it (and its log lines name the CleoBackup).
         future = self._executor.submit(
+            contextvars.copy_context().run,
             self._verify,
             namespace=namespace,
             spec=spec,

@@ -33,9 +33,14 @@ def converge_child(
     deleted: list[ObjectRef],
     failures: list[str],
     ours: Callable[[KubeObject], bool] = managed_by_operator,
+    kept: Callable[[KubeObject, KubeObject | None], KubeObject] | None = None,
 ) -> None:
     """Apply `obj` when it is missing, stale or drifted, after deleting what is at its name
     and not `ours`; note what was done in `applied` and `deleted`, a refusal in `failures`.
+
+    `kept(obj, live)`: what to compare with the live object instead of `obj`, for a field
+    whose live value stands until the object is written for another reason (a runner's
+    ``TRACEPARENT``); a write sends `obj` itself.
 
     Raises `KubeError` only when it is transient.
     """
@@ -57,7 +62,8 @@ def converge_child(
             deleted.append(object_ref(live))
         live = None
     stamped = with_hash(obj)
-    if not needs_apply(stamped, live):
+    compared = stamped if kept is None else with_hash(kept(obj, live))
+    if not needs_apply(compared, live):
         return
     try:
         kube.apply(stamped)

@@ -76,6 +76,7 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.kinds import FAILOVER
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import unless_changed, update_status
+from cleo_operator.observability.tracing import note_reconcile
 
 __all__ = [
     "DRILL_SITE_ENV",
@@ -283,6 +284,7 @@ class FailoverReconciler:
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return FailoverResult(namespace=namespace, name=name, phase=None, requeue_after=None)
         status = _Status(self.kube, obj, self.now())
+        note_reconcile(generation=status.generation)
         try:
             spec = parse_failover_spec(obj.get("spec"))
         except SpecError as error:
@@ -495,6 +497,7 @@ class FailoverReconciler:
         return self._result(status, self._fence_requeue(status) if promoted else None)
 
     def _invalid(self, status: _Status, error: SpecError) -> FailoverResult:
+        note_reconcile(outcome="refused")
         status.fields["phase"] = "Failed"
         status.fields["completionTime"] = rfc3339_ms(status.now)
         status.succeeded(

@@ -15,6 +15,7 @@ Knows nothing of PostgreSQL or Kubernetes: it runs callables, so it is unit-test
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 import threading
 import time
@@ -51,6 +52,8 @@ class SiteLanes:
         """Run `call` in the lane of `site` (made `width` threads wide, at least two).
 
         Raises `SiteUnavailable` once the lanes are closed (the operator shutting down).
+        `call` runs in a copy of the caller's context: its SQL spans are children of the
+        reconcile's span, and its log lines name the reconcile's object.
         """
         with self._lock:
             if self._closed:
@@ -61,7 +64,7 @@ class SiteLanes:
                     max_workers=max(MIN_LANE_WIDTH, width), thread_name_prefix=f"db-{site}"
                 )
                 self._lanes[site] = lane
-        return lane.submit(call)
+        return lane.submit(contextvars.copy_context().run, call)
 
     def wait(self, site: str, future: concurrent.futures.Future[_T], deadline: float) -> bool:
         """Wait for `future` until `deadline` (monotonic), or only a moment if `site` is slow.

@@ -44,6 +44,7 @@ from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, kind_of
 from cleo_operator.kube.status import update_status
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
+from cleo_operator.observability.tracing import note_reconcile
 from cleo_operator.reconcile.namespace_claim import (
     REFUSAL_REASONS,
     NamespaceClaim,
@@ -283,12 +284,14 @@ class TenantReconciler:
             return result
         meta = tenant["metadata"]
         generation = int(meta.get("generation", 0))
+        note_reconcile(generation=generation)
         now = self.now()
         status = _StatusBuilder(tenant, generation, now)
 
         try:
             spec = parse_tenant_spec(tenant.get("spec") or {})
         except SpecError as exc:
+            note_reconcile(outcome="refused")
             status.condition("Ready", Observation("False", "InvalidSpec", clip(str(exc))))
             for event in _ready_transition(tenant, status):
                 self._post(tenant, event)
@@ -341,6 +344,7 @@ class TenantReconciler:
         )
         claim = self._take_namespace(ctx, rendered[0], live, result)
         if claim.refused:
+            note_reconcile(outcome="refused")
             return self._refuse(tenant, status, claim, result)
         bound_before = len(result.applied)
         self._converge(rendered[1 : self._foundation], live, failures, result, fresh=fresh)

@@ -50,6 +50,7 @@ Job retries twice.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 """Set on every pod by the Job controller (Kubernetes 1.27 and later)."""
 JOB_NAME_ENV: Final = "CLEO_JOB_NAME"
 """The runner's own Job, from the label above: what its history entry names."""
+TRACEPARENT_ENV: Final = "TRACEPARENT"
+"""The W3C trace context a runner starts its spans under (`BackupPodSettings.trace_env`)."""
 
 KEYRING_MOUNT: Final = "/var/run/cleo/keyring"
 """Where the tenant keyring Secret is mounted, read-only."""
@@ -205,6 +208,11 @@ class BackupPodSettings:
     replaces them whole: half a pair could leave a request above its limit)."""
     one_off_deadline_seconds: int = ONE_OFF_DEADLINE_SECONDS
     """``activeDeadlineSeconds`` of a ``spec.from`` one-off's Job."""
+    trace_env: tuple[tuple[str, str], ...] = ()
+    """Variables for the runner's traces, last in its env: the ``OTEL_*`` exporter settings
+    and ``TRACEPARENT`` (the reconcile that rendered it), so a run's spans are children of
+    that reconcile. Empty when tracing is off (the reconciler decides, see
+    `with_kept_traceparent` for how a new trace id does not rewrite the CronJob)."""
 
 
 # --- names, labels, owner ---------------------------------------------------------------------
@@ -521,7 +529,39 @@ def _env(spec: CleoBackupSpec, settings: BackupPodSettings) -> list[shapes.EnvVa
             "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}},
         }
     )
+    env += [{"name": key, "value": value} for key, value in settings.trace_env]
     return env
+
+
+def _runner_env(obj: KubeObject) -> list[dict[str, object]] | None:
+    """The runner container's env list of a CronJob or Job (the object's own list)."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == CONTAINER_NAME:
+            env = container.setdefault("env", [])
+            return env if isinstance(env, list) else None
+    return None
+
+
+def with_kept_traceparent(desired: KubeObject, live: KubeObject | None) -> KubeObject:
+    """`desired` (a runner) with the ``TRACEPARENT`` that `live` has, or none if it has
+    none: what to compare with `live`. Each reconcile has a trace id of its own, so
+    comparing the fresh one would rewrite the CronJob at every resync; a runner is given a
+    new one only when it is written anyway (made, or its spec otherwise changed)."""
+    kept = copy.deepcopy(desired)
+    env = _runner_env(kept)
+    if env is None:
+        return kept
+    env[:] = [e for e in env if e.get("name") != TRACEPARENT_ENV]
+    live_env = _runner_env(copy.deepcopy(live)) if live is not None else None
+    for entry in live_env or []:
+        if entry.get("name") == TRACEPARENT_ENV:
+            env.append(entry)
+            break
+    return kept
 
 
 def runner_command(*, name: str, namespace: str, spec: CleoBackupSpec) -> list[str]:
