@@ -28,7 +28,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
 from tests.harness.specs import IMAGE, tenant_manifest
-from tests.harness.trace_collector import Span, TraceCollector
+from tests.harness.trace_collector import Span, TraceCollector, tree
 from tests.integration.backup_cluster_support import run_job_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -201,16 +201,18 @@ def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa
     # The backup: the reconcile that made the Job, the Job's apply under it, and the
     # runner's spans (another process, another service) under that reconcile.
     (reconcile,) = [s for s in spans if s.trace_id == trace_id and s.span_id == made_by]
-    assert reconcile.name == "reconcile CleoBackup"
+    assert reconcile.name == "reconcile CleoBackup", tree(spans, trace_id=trace_id)
     assert reconcile.service == "cleo-operator"
     assert reconcile.attributes["cleo.name"] == BACKUP
     assert reconcile.attributes["cleo.namespace"] == NAMESPACE
     assert ("apply", "Job") in api_requests(children(spans, reconcile))
-    (runner,) = [s for s in children(spans, reconcile) if s.name == "backup run"]
+    runners = [s for s in children(spans, reconcile) if s.name == "backup run"]
+    assert len(runners) == 1, tree(spans, trace_id=trace_id)
+    runner = runners[0]
     assert runner.service == "cleo-backup"
     assert runner.attributes["cleo.backup"] == f"{NAMESPACE}/{BACKUP}"
     below = descendants(spans, runner)
-    assert {s.name for s in below} >= RUNNER_STEPS
+    assert {s.name for s in below} >= RUNNER_STEPS, tree(spans, trace_id=trace_id)
     assert {s.service for s in below} == {"cleo-backup"}
     (backup,) = [s for s in below if s.name == "backup"]
     assert backup.attributes["cleo.backup_id"] == run.report["backup"]["backupId"]

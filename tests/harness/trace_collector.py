@@ -104,6 +104,31 @@ def parse_spans(lines: str) -> list[Span]:
     return found
 
 
+def tree(spans: list[Span], *, trace_id: str | None = None) -> str:
+    """The spans (of one trace, or all) as an indented tree with their services: what a
+    failed assertion on a trace shows."""
+    chosen = [s for s in spans if trace_id is None or s.trace_id == trace_id]
+    ids = {(s.trace_id, s.span_id) for s in chosen}
+    below: dict[tuple[str, str], list[Span]] = {}
+    for s in chosen:
+        below.setdefault((s.trace_id, s.parent_span_id), []).append(s)
+    lines: list[str] = []
+
+    def show(span: Span, depth: int) -> None:
+        lines.append(f"{'  ' * depth}{span.name} [{span.service}]")
+        for child in sorted(below.get((span.trace_id, span.span_id), []), key=_start):
+            show(child, depth + 1)
+
+    roots = [s for s in chosen if (s.trace_id, s.parent_span_id) not in ids]
+    for root in sorted(roots, key=_start):
+        show(root, 0)
+    return "\n".join(lines)
+
+
+def _start(span: Span) -> int:
+    return span.start_ns
+
+
 @dataclass
 class TraceCollector:
     """A running collector: where to send spans and how to read what it received."""

@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from tests.harness.trace_collector import TraceCollector, parse_spans
+from tests.harness.trace_collector import TraceCollector, parse_spans, tree
 
 
 def test_the_collector_receives_a_span_tree_from_the_python_exporter(
@@ -50,6 +50,7 @@ def test_the_collector_receives_a_span_tree_from_the_python_exporter(
     assert {s.service for s in ours.values()} == {"collector-test"}
     assert ours["child"].start_ns >= ours["parent"].start_ns
     assert ours["child"].end_ns <= ours["parent"].end_ns
+    assert tree(spans, trace_id=trace_id) == "parent [collector-test]\n  child [collector-test]"
 
 
 def test_a_line_still_being_written_is_left_for_the_next_read() -> None:
