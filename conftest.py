@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.harness.cluster_fixtures",
     "tests.harness.operator_fixtures",
     "tests.harness.cleanup_fixtures",
+    "tests.harness.trace_collector",
 ]
