@@ -6,7 +6,7 @@ values; the PrometheusRule's groups become a Prometheus rule file, which `promto
 rules` must accept (every alert counted) and on which `promtool test rules` runs the unit
 tests of the alerts, deploy/monitoring/tests/*.test.yaml (their `rule_files` pointed at the
 rendered file; a promtool test file names its rule files, so the same cases run on the rule
-file in tests/unit/test_alerts.py and on the chart's rendering here). Every alert the chart
+file in tests/integration/test_alerts.py and on the chart's rendering here). Every alert the chart
 renders must have a case that expects it to fire and one that expects it to stay silent.
 Alerts with other thresholds must still be rules promtool accepts.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from e2e.cluster import build_toolchain
+from tests.harness.promtool import promtool
 from tests.integration import test_helm_template as template
 from tests.integration.test_helm_template import RELEASE, VALUE_SETS, only, render
 
@@ -32,13 +32,6 @@ helm = template.helm
 
 REPO = Path(__file__).resolve().parents[2]
 ALERT_TESTS = REPO / "deploy" / "monitoring" / "tests"
-
-
-def promtool() -> str:
-    binary = build_toolchain() / "promtool"
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: run e2e/toolchain/build.sh")
-    return str(binary)
 
 
 def rendered_rules(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> Path:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.unit.test_alerts import METRIC, check_labels, exported_metrics, labels_by_metric
+from tests.integration.test_alerts import METRIC, check_labels, exported_metrics, labels_by_metric
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "monitoring" / "grafana-dashboard.json"

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from prometheus_client import REGISTRY
 
-from tests.unit.test_alerts import labels_by_metric, metric_modules
+from tests.integration.test_alerts import labels_by_metric, metric_modules
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "observability.md"

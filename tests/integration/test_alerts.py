@@ -8,7 +8,7 @@ clusters without Helm, the chart's copy) agree, and every metric an alert reads 
 operator exports (with the labels the alert uses), except those listed in PENDING, which no
 metrics module defines yet: the alerts on them stay silent until one does.
 
-promtool comes from Debian's `prometheus` package (.ci/system-deps installs it).
+promtool is the toolchain's (tests/harness/promtool.py), built from Prometheus's Go module.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 import cleo_operator
+from tests.harness.promtool import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
@@ -94,13 +93,6 @@ def check_labels(query: str, labels: dict[str, set[str]]) -> None:
     for metric in set(METRIC.findall(query)) & set(labels):
         allowed = labels[metric] | TARGET_LABELS
         assert used <= allowed, f"{query!r}: {sorted(used - allowed)} are not labels of {metric}"
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail("promtool is missing: install Debian's prometheus package (.ci/system-deps)")
-    return found
 
 
 def rules() -> list[dict[str, Any]]:
