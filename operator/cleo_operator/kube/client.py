@@ -14,12 +14,13 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import urlencode
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.errors import KubeError
@@ -27,7 +28,7 @@ from cleo_operator.kube.fence import WriteFence
 from cleo_operator.kube.kinds import Kind, kind_of
 from cleo_operator.observability.metrics import API_WRITES
 
-__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError"]
+__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "ReadRetry"]
 """`KubeError` is defined in `kube.errors` (see there why) and raised here."""
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,25 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cleo-operator"
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that change nothing: never fenced (kube/fence.py)."""
+
+
+class ReadRetry(Retry):
+    """urllib3's resends, for reads only: a write that got no answer (a read timeout, a
+    dropped connection, even a connect error) is not sent again by urllib3, since a resend
+    would go out without the fence's check and with a fresh timeout, after the moment the
+    fence bounded the first one by (the caller, a reconcile, tries again, checked)."""
+
+    @classmethod
+    def reads(cls, total: int) -> ReadRetry:
+        """Up to `total` resends of a read; none of a write."""
+        return cls(total, allowed_methods=READ_METHODS)
+
+    def increment(self, method: str | None = None, *args: Any, **kwargs: Any) -> Self:
+        # allowed_methods keeps writes from read errors' and statuses' resends; this, from
+        # connect errors' (urllib3 resends any method after those).
+        if method is not None and method.upper() not in READ_METHODS:
+            return self.new(total=0).increment(method, *args, **kwargs)  # raises
+        return super().increment(method, *args, **kwargs)
 
 
 class KubeClient:
@@ -54,9 +74,9 @@ class KubeClient:
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, the kubeconfig otherwise.
 
-        `retries`: how often urllib3 resends a request that got no answer (its default when
-        None); 0 for a caller whose every request must end within its timeout (the leader
-        election: a resend would outlast the renew deadline)."""
+        `retries`: how often urllib3 resends a read that got no answer (three when None;
+        writes never: `ReadRetry`); 0 for a caller whose every request must end within its
+        timeout (the leader election: a resend would outlast the renew deadline)."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -65,8 +85,7 @@ class KubeClient:
                 context=context, client_configuration=configuration
             )
         configuration.connection_pool_maxsize = pool_size
-        if retries is not None:
-            configuration.retries = retries
+        configuration.retries = ReadRetry.reads(3 if retries is None else retries)
         return cls(k8s.ApiClient(configuration))
 
     @classmethod
@@ -113,9 +132,10 @@ class KubeClient:
         """Send one request; return the decoded JSON body, or raise KubeError.
 
         A write (any method but a read) is not sent while the fence, if set, is closed:
-        KubeError with reason NotLeader instead."""
+        KubeError with reason NotLeader instead; and its timeout ends when the fence closes
+        (a write may not land later than a margin after it)."""
         if self.fence is not None and method.upper() not in READ_METHODS:
-            self.fence.check(what or f"{method} {path}")
+            timeout = min(timeout, self.fence.check(what or f"{method} {path}"))
         url = self.host + path
         if query:
             url += "?" + urlencode(query)
