@@ -10,15 +10,25 @@ to end are e2e/test_leader_election.py's.
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from cleo_operator.cli.root import build_parser
-from cleo_operator.cli.run import StartupError, election_timings, replica_identity, user_agent
+from cleo_operator.cli.run import (
+    StartupError,
+    election_timings,
+    hand_over,
+    replica_identity,
+    user_agent,
+)
 from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.fence import NOT_LEADER, WriteFence, boottime
 from cleo_operator.kube.kinds import LEASE
@@ -534,3 +544,72 @@ def test_the_watchdog_ends_leadership_while_the_election_thread_is_stuck(kube: F
     finally:
         view.release.set()
         a.stop()
+
+
+# -- the graceful stop (cli/run.py hand_over) --------------------------------------------
+
+
+def test_a_graceful_stop_closes_the_fence_then_waits_then_releases(kube: FakeKube) -> None:
+    """The fence closes before the wait for the work still running (its writes are refused
+    from then on), the wait ends by the renew deadline, and the lease is released after."""
+    clock = Clock()
+    a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
+    assert a.try_acquire_or_renew()
+    clock.advance(2)
+    assert a.try_acquire_or_renew()
+    clock.advance(1)
+    seen: dict[str, Any] = {}
+
+    def work_ended(budget: float) -> bool:
+        seen.update(budget=budget, fence_open=a.fence.is_open(), renewed=a.try_acquire_or_renew())
+        seen["holder"] = stored(kube)["spec"].get("holderIdentity")
+        return True
+
+    assert hand_over(a, work_ended)
+    assert seen == {"budget": 9.0, "fence_open": False, "renewed": False, "holder": "a"}
+    assert "holderIdentity" not in stored(kube)["spec"], "released after the work ended"
+    assert b.try_acquire_or_renew()
+
+
+def test_work_still_running_at_the_deadline_leaves_the_lease_to_expire(kube: FakeKube) -> None:
+    clock = Clock()
+    a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+
+    def work_ended(budget: float) -> bool:
+        clock.advance(budget)
+        return False
+
+    assert not hand_over(a, work_ended)
+    assert stored(kube)["spec"]["holderIdentity"] == "a", "not released"
+    assert not a.fence.is_open()
+    assert not a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew(), "a standby waits the lease out"
+    clock.advance(TIMINGS.lease_seconds - TIMINGS.renew_deadline_seconds)
+    assert b.try_acquire_or_renew()
+
+
+def test_an_exit_at_once_does_not_wait_for_a_stuck_log_handler(tmp_path: Path) -> None:
+    """A leader that lost its lease exits even when writing its last log line blocks (a
+    full pipe): logging.shutdown() waited for it without a bound."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import logging, threading
+            from cleo_operator.cli.run import exit_on_lost_lease
+
+            class Stuck(logging.Handler):
+                def emit(self, record):
+                    threading.Event().wait()
+
+            logging.getLogger().addHandler(Stuck())
+            exit_on_lost_lease()
+            """
+        )
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], timeout=20, check=False)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
