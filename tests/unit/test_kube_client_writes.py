@@ -105,6 +105,7 @@ def settle(silent: Silent, count: int) -> list[str]:
     return list(silent.methods)
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "POST"])
 def test_a_write_that_got_no_answer_is_sent_once(
     kube: KubeClient, silent: Silent, method: str

@@ -345,6 +345,7 @@ def on(view: Any, clock: Clock, identity: str) -> LeaderElector:
     )
 
 
+@pytest.mark.security
 def test_a_standby_counts_from_when_the_answer_came_not_from_when_it_asked(
     kube: FakeKube,
 ) -> None:
@@ -392,6 +393,7 @@ class SlowServer:
         raise TimeoutError("read timed out")
 
 
+@pytest.mark.security
 def test_no_request_of_a_renew_attempt_runs_past_the_renew_deadline(kube: FakeKube) -> None:
     """One timeout computed per attempt and used for the GET and the PUT let an attempt end
     a whole timeout after the deadline, past the moment a standby may lead."""
@@ -411,6 +413,7 @@ def test_no_request_of_a_renew_attempt_runs_past_the_renew_deadline(kube: FakeKu
     assert not b.try_acquire_or_renew(), "the standby may not lead yet"
 
 
+@pytest.mark.security
 def test_a_409_on_a_renew_closes_the_fence_at_once(kube: FakeKube) -> None:
     clock = Clock()
     a = elector(kube, clock, "a")
@@ -460,6 +463,7 @@ class Parked:
         return self.kube.request(method, path, **options)
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("end", ["release", "resign", "abandon"])
 def test_once_released_the_fence_never_opens_again(kube: FakeKube, end: str) -> None:
     """A renew still in flight when the lease is given up (stop()'s join timed out) must not
@@ -476,6 +480,7 @@ def test_once_released_the_fence_never_opens_again(kube: FakeKube, end: str) -> 
     assert not a.fence.is_open()
 
 
+@pytest.mark.security
 def test_a_lost_lease_is_never_taken_again_by_the_same_elector(kube: FakeKube) -> None:
     clock = Clock()
     a = elector(kube, clock, "a")
@@ -515,6 +520,7 @@ class Hanging:
         return self.kube.request(method, path, **options)
 
 
+@pytest.mark.security
 def test_the_watchdog_ends_leadership_while_the_election_thread_is_stuck(kube: FakeKube) -> None:
     """Real threads and clock: a renew blocked past its timeout cannot keep the process
     running past the renew deadline; the watchdog calls on_lost shortly after it."""
@@ -549,6 +555,7 @@ def test_the_watchdog_ends_leadership_while_the_election_thread_is_stuck(kube: F
 # -- the graceful stop (cli/run.py hand_over) --------------------------------------------
 
 
+@pytest.mark.security
 def test_a_graceful_stop_closes_the_fence_then_waits_then_releases(kube: FakeKube) -> None:
     """The fence closes before the wait for the work still running (its writes are refused
     from then on), the wait ends by the renew deadline, and the lease is released after."""
@@ -571,6 +578,7 @@ def test_a_graceful_stop_closes_the_fence_then_waits_then_releases(kube: FakeKub
     assert b.try_acquire_or_renew()
 
 
+@pytest.mark.security
 def test_work_still_running_at_the_deadline_leaves_the_lease_to_expire(kube: FakeKube) -> None:
     clock = Clock()
     a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
@@ -590,6 +598,7 @@ def test_work_still_running_at_the_deadline_leaves_the_lease_to_expire(kube: Fak
     assert b.try_acquire_or_renew()
 
 
+@pytest.mark.security
 def test_an_exit_at_once_does_not_wait_for_a_stuck_log_handler(tmp_path: Path) -> None:
     """A leader that lost its lease exits even when writing its last log line blocks (a
     full pipe): logging.shutdown() waited for it without a bound."""
