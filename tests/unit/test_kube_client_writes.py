@@ -75,7 +75,8 @@ def silent() -> Iterator[Silent]:
 
 @pytest.fixture
 def kube(silent: Silent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KubeClient:
-    """The reconcilers' client as `cleo-operator run` makes it, pointed at `silent`."""
+    """The reconcilers' client as `cleo-operator run` makes it (cli/run.py), pointed at
+    `silent`."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -94,7 +95,7 @@ def kube(silent: Silent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Kub
     # Read from $KUBECONFIG when the module is imported, so set where it is kept.
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return KubeClient.from_environment(pool_size=4)
+    return KubeClient.from_environment(pool_size=4, resend_writes=False)
 
 
 def settle(silent: Silent, count: int) -> list[str]:

@@ -277,7 +277,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     timings = election_timings(args, os.environ)
     replica = replica_identity()
     agent = user_agent(replica)
-    kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
+    # The reconcilers' client gets the write fence: urllib3 must not resend a write after it.
+    kube = KubeClient.from_environment(
+        context=args.context, pool_size=config.workers + 4, resend_writes=False
+    )
     kube.user_agent = agent
     try:
         check_cluster(kube)

@@ -70,13 +70,20 @@ class KubeClient:
 
     @classmethod
     def from_environment(
-        cls, *, context: str | None = None, pool_size: int = 16, retries: int | None = None
+        cls,
+        *,
+        context: str | None = None,
+        pool_size: int = 16,
+        retries: int | None = None,
+        resend_writes: bool = True,
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, the kubeconfig otherwise.
 
-        `retries`: how often urllib3 resends a read that got no answer (three when None;
-        writes never: `ReadRetry`); 0 for a caller whose every request must end within its
-        timeout (the leader election: a resend would outlast the renew deadline)."""
+        `retries`: how often urllib3 resends a request that got no answer (its default,
+        three, when None); 0 for a caller whose every request must end within its timeout
+        (the leader election: a resend would outlast the renew deadline).
+        `resend_writes=False`: only reads are resent (`ReadRetry`), for a client that gets
+        a write fence (the reconcilers')."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -85,7 +92,10 @@ class KubeClient:
                 context=context, client_configuration=configuration
             )
         configuration.connection_pool_maxsize = pool_size
-        configuration.retries = ReadRetry.reads(3 if retries is None else retries)
+        if not resend_writes:
+            configuration.retries = ReadRetry.reads(3 if retries is None else retries)
+        elif retries is not None:
+            configuration.retries = retries
         return cls(k8s.ApiClient(configuration))
 
     @classmethod
