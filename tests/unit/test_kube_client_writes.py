@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
 import yaml
 from kubernetes.config import kube_config
 
-from cleo_operator.kube.client import KubeClient, KubeError
+from cleo_operator.kube.client import KubeClient, KubeError, ReadRetry
 from cleo_operator.kube.fence import NOT_LEADER, WriteFence, boottime
 
 
@@ -137,3 +138,13 @@ def test_a_fenced_write_ends_when_the_fence_closes(kube: KubeClient, silent: Sil
     with pytest.raises(KubeError) as refused:
         kube.request("PATCH", "/api/v1/namespaces/x", body={}, what="patch Namespace x")
     assert refused.value.reason == NOT_LEADER
+
+
+def test_a_write_is_not_resent_after_a_connect_error_either() -> None:
+    """urllib3 resends any method after a connect error (nothing was sent): for a write,
+    the resend would still come after the fence's check, with a fresh timeout."""
+    refused = urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
+    retry = ReadRetry.reads(3)
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        retry.increment("PUT", "/api/v1/namespaces/x", error=refused)
+    assert retry.increment("GET", "/api/v1/namespaces/x", error=refused).total == 2

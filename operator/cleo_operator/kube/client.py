@@ -53,7 +53,8 @@ class ReadRetry(Retry):
         # allowed_methods keeps writes from read errors' and statuses' resends; this, from
         # connect errors' (urllib3 resends any method after those).
         if method is not None and method.upper() not in READ_METHODS:
-            return self.new(total=0).increment(method, *args, **kwargs)  # raises
+            exhausted = self.new(total=0)
+            return Retry.increment(exhausted, method, *args, **kwargs)  # raises MaxRetryError
         return super().increment(method, *args, **kwargs)
 
 
