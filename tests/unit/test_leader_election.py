@@ -10,15 +10,27 @@ to end are e2e/test_leader_election.py's.
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from cleo_operator.cli.root import build_parser
-from cleo_operator.cli.run import StartupError, election_timings, replica_identity, user_agent
+from cleo_operator.cli.run import (
+    StartupError,
+    election_timings,
+    hand_over,
+    replica_identity,
+    user_agent,
+)
 from cleo_operator.kube.client import KubeClient, KubeError
-from cleo_operator.kube.fence import NOT_LEADER, WriteFence
+from cleo_operator.kube.fence import NOT_LEADER, WriteFence, boottime
 from cleo_operator.kube.kinds import LEASE
 from cleo_operator.kube.leader import (
     LEASE_ENV,
@@ -287,3 +299,325 @@ def test_the_user_agent_names_the_replica() -> None:
     identity = replica_identity({"POD_NAME": "cleo-operator-0"})
     assert identity in user_agent(identity)
     assert user_agent(identity).startswith("cleo-operator/")
+
+
+# -- the reviewer's findings (slow answers, attempts past the deadline, 409s, the end) ------
+
+
+class SlowGet:
+    """A replica's view of the API server whose next GET is answered `delay` s after it was
+    sent, with `during()` (another replica's renew) run while it waits in the queue."""
+
+    def __init__(self, kube: FakeKube, clock: Clock) -> None:
+        self.kube, self.clock = kube, clock
+        self.slow: tuple[float, Any] | None = None
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if method == "GET" and self.slow is not None:
+            delay, during = self.slow
+            self.slow = None
+            self.clock.advance(delay - 1.0)
+            during()
+            self.clock.advance(1.0)
+        return self.kube.request(method, path, **options)
+
+
+class Failing:
+    """A replica's view of the API server: every request a 503 once `down`."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube, self.down = kube, False
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if self.down:
+            raise KubeError(status=503, reason="ServiceUnavailable", message="", what=path)
+        return self.kube.request(method, path, **options)
+
+
+def on(view: Any, clock: Clock, identity: str) -> LeaderElector:
+    return LeaderElector(
+        view,
+        namespace=NAMESPACE,
+        identity=identity,
+        timings=TIMINGS,
+        clock=clock,
+        wall=clock.wall_now,
+    )
+
+
+@pytest.mark.security
+def test_a_standby_counts_from_when_the_answer_came_not_from_when_it_asked(
+    kube: FakeKube,
+) -> None:
+    """A GET that waited 9.9 s in the API server answers with a renew made while it waited:
+    counting from when it was sent, the standby led 3.5 s while the old leader's fence was
+    open (the reviewer's proof of concept)."""
+    clock = Clock()
+    a_view, b_view = Failing(kube), SlowGet(kube, clock)
+    a, b = on(a_view, clock, "a"), on(b_view, clock, "b")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+
+    def leader_renews() -> None:
+        assert a.try_acquire_or_renew()  # while b's GET waits
+        a_view.down = True  # from here on a's renews fail
+
+    clock.advance(1)
+    b_view.slow = (9.9, leader_renews)
+    assert not b.try_acquire_or_renew()
+    while not b.try_acquire_or_renew():
+        assert not a.try_acquire_or_renew()
+        clock.advance(0.5)
+    assert b.leading
+    assert not a.fence.is_open(), "two replicas may write at once"
+    assert clock.now >= a.renew_deadline + (TIMINGS.lease_seconds - TIMINGS.renew_deadline_seconds)
+
+
+class SlowServer:
+    """A GET answered just before its timeout, then requests that hang their whole
+    timeout (an API server overloaded, then unreachable)."""
+
+    def __init__(self, kube: FakeKube, clock: Clock) -> None:
+        self.kube, self.clock, self.slow = kube, clock, False
+        self.sent: list[tuple[str, float]] = []
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if not self.slow:
+            return self.kube.request(method, path, **options)
+        self.sent.append((method, options["timeout"]))
+        if method == "GET":
+            self.clock.advance(options["timeout"] - 0.01)
+            return self.kube.request(method, path, **options)
+        self.clock.advance(options["timeout"])
+        raise TimeoutError("read timed out")
+
+
+@pytest.mark.security
+def test_no_request_of_a_renew_attempt_runs_past_the_renew_deadline(kube: FakeKube) -> None:
+    """One timeout computed per attempt and used for the GET and the PUT let an attempt end
+    a whole timeout after the deadline, past the moment a standby may lead."""
+    clock = Clock()
+    a_view = SlowServer(kube, clock)
+    a, b = on(a_view, clock, "a"), elector(kube, clock, "b")
+    assert a.try_acquire_or_renew()
+    deadline = a.renew_deadline
+    assert not b.try_acquire_or_renew()
+    clock.advance(2)
+    a_view.slow = True
+    assert not a.try_acquire_or_renew()
+    assert clock.now <= deadline, (
+        f"the attempt ended {clock.now - deadline:.2f} s past the deadline"
+    )
+    assert [method for method, _ in a_view.sent] == ["GET"], "no PUT with no time left"
+    assert not b.try_acquire_or_renew(), "the standby may not lead yet"
+
+
+@pytest.mark.security
+def test_a_409_on_a_renew_closes_the_fence_at_once(kube: FakeKube) -> None:
+    clock = Clock()
+    a = elector(kube, clock, "a")
+    assert a.try_acquire_or_renew()
+    kube.refuse("update", LEASE, LEADER_LEASE, status=409, reason="Conflict")
+    clock.advance(2)
+    assert not a.try_acquire_or_renew()
+    assert not a.fence.is_open(), "someone else wrote the lease: not a write until read again"
+
+
+def test_a_replica_that_finds_its_own_name_without_leading_waits_a_whole_lease(
+    kube: FakeKube,
+) -> None:
+    """Its create landed after its client gave up on it (no answer): when that was is not
+    known, so the record is waited out like another holder's."""
+    clock = Clock()
+    a = elector(kube, clock, "a")
+    kube.request(
+        "POST",
+        LEASE.path(namespace=NAMESPACE),
+        body={
+            "apiVersion": LEASE.api_version,
+            "kind": LEASE.kind,
+            "metadata": {"name": LEADER_LEASE, "namespace": NAMESPACE},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+        },
+    )
+    assert not a.try_acquire_or_renew()
+    assert not a.fence.is_open()
+    clock.advance(14.9)
+    assert not a.try_acquire_or_renew()
+    clock.advance(0.1)
+    assert a.try_acquire_or_renew()
+
+
+class Parked:
+    """A renew that is on the wire while `during()` runs (the graceful stop)."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+        self.during: Any = None
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if method == "PUT" and self.during is not None:
+            during, self.during = self.during, None
+            during()
+        return self.kube.request(method, path, **options)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("end", ["release", "resign", "abandon"])
+def test_once_released_the_fence_never_opens_again(kube: FakeKube, end: str) -> None:
+    """A renew still in flight when the lease is given up (stop()'s join timed out) must not
+    reopen the fence when its answer comes."""
+    clock = Clock()
+    view = Parked(kube)
+    a = on(view, clock, "a")
+    assert a.try_acquire_or_renew()
+    clock.advance(2)
+    view.during = getattr(a, end)
+    assert not a.try_acquire_or_renew()
+    assert not a.fence.is_open()
+    assert not a.try_acquire_or_renew()
+    assert not a.fence.is_open()
+
+
+@pytest.mark.security
+def test_a_lost_lease_is_never_taken_again_by_the_same_elector(kube: FakeKube) -> None:
+    clock = Clock()
+    a = elector(kube, clock, "a")
+    assert a.try_acquire_or_renew()
+    lease = stored(kube)
+    lease["spec"]["holderIdentity"] = ""
+    kube.request("PUT", LEASE.path(namespace=NAMESPACE, name=LEADER_LEASE), body=lease)
+    clock.advance(2)
+    assert not a.try_acquire_or_renew(), "a holder cleared under the leader: it lost"
+    a._lose("test")  # what the election thread does next
+    writes = len(kube.writes)
+    assert not a.try_acquire_or_renew()
+    assert len(kube.writes) == writes
+    assert not a.fence.is_open()
+
+
+def test_the_fence_clock_counts_a_suspend() -> None:
+    """CLOCK_BOOTTIME, not CLOCK_MONOTONIC (which stops while the machine is suspended)."""
+    assert LeaderElector(FakeKube(), namespace=NAMESPACE, identity="a").clock is boottime
+    assert WriteFence()._clock is boottime
+    assert abs(boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1
+
+
+class Hanging:
+    """Requests that hang (a TCP connection the kernel keeps open, a timeout not honoured)
+    once `hang` is set, until the test ends."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        if self.hang.is_set():
+            self.release.wait(30)
+            raise TimeoutError
+        return self.kube.request(method, path, **options)
+
+
+@pytest.mark.security
+def test_the_watchdog_ends_leadership_while_the_election_thread_is_stuck(kube: FakeKube) -> None:
+    """Real threads and clock: a renew blocked past its timeout cannot keep the process
+    running past the renew deadline; the watchdog calls on_lost shortly after it."""
+    timings = ElectionTimings(lease_seconds=2, renew_deadline_seconds=1, retry_seconds=0.2)
+    view = Hanging(kube)
+    lost_at: list[float] = []
+    a = LeaderElector(
+        view,  # type: ignore[arg-type]
+        namespace=NAMESPACE,
+        identity="a",
+        timings=timings,
+        on_lost=lambda: lost_at.append(boottime()),
+    )
+    try:
+        a.start()
+        started = boottime()
+        while not a.leading:
+            assert boottime() - started < 5
+            time.sleep(0.01)
+        view.hang.set()
+        while not lost_at:
+            assert boottime() - started < 10
+            time.sleep(0.01)
+        assert lost_at[0] <= a.renew_deadline + 0.5 + 0.3
+        assert not a.fence.is_open()
+        assert a.lost
+    finally:
+        view.release.set()
+        a.stop()
+
+
+# -- the graceful stop (cli/run.py hand_over) --------------------------------------------
+
+
+@pytest.mark.security
+def test_a_graceful_stop_closes_the_fence_then_waits_then_releases(kube: FakeKube) -> None:
+    """The fence closes before the wait for the work still running (its writes are refused
+    from then on), the wait ends by the renew deadline, and the lease is released after."""
+    clock = Clock()
+    a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
+    assert a.try_acquire_or_renew()
+    clock.advance(2)
+    assert a.try_acquire_or_renew()
+    clock.advance(1)
+    seen: dict[str, Any] = {}
+
+    def work_ended(budget: float) -> bool:
+        seen.update(budget=budget, fence_open=a.fence.is_open(), renewed=a.try_acquire_or_renew())
+        seen["holder"] = stored(kube)["spec"].get("holderIdentity")
+        return True
+
+    assert hand_over(a, work_ended)
+    assert seen == {"budget": 9.0, "fence_open": False, "renewed": False, "holder": "a"}
+    assert "holderIdentity" not in stored(kube)["spec"], "released after the work ended"
+    assert b.try_acquire_or_renew()
+
+
+@pytest.mark.security
+def test_work_still_running_at_the_deadline_leaves_the_lease_to_expire(kube: FakeKube) -> None:
+    clock = Clock()
+    a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+
+    def work_ended(budget: float) -> bool:
+        clock.advance(budget)
+        return False
+
+    assert not hand_over(a, work_ended)
+    assert stored(kube)["spec"]["holderIdentity"] == "a", "not released"
+    assert not a.fence.is_open()
+    assert not a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew(), "a standby waits the lease out"
+    clock.advance(TIMINGS.lease_seconds - TIMINGS.renew_deadline_seconds)
+    assert b.try_acquire_or_renew()
+
+
+@pytest.mark.security
+def test_an_exit_at_once_does_not_wait_for_a_stuck_log_handler(tmp_path: Path) -> None:
+    """A leader that lost its lease exits even when writing its last log line blocks (a
+    full pipe): logging.shutdown() waited for it without a bound."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import logging, threading
+            from cleo_operator.cli.run import exit_on_lost_lease
+
+            class Stuck(logging.Handler):
+                def emit(self, record):
+                    threading.Event().wait()
+
+            logging.getLogger().addHandler(Stuck())
+            exit_on_lost_lease()
+            """
+        )
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], timeout=20, check=False)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10

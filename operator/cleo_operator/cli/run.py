@@ -10,10 +10,16 @@ After the checks, every replica runs the leader election (kube/leader.py) and on
 holding the leader Lease starts Kopf's handlers. A standby serves /healthz (it is healthy,
 not idle by mistake) and /metrics (`cleo_operator_leader` 0) and waits. A leader that
 cannot renew the Lease within the renew deadline writes nothing more (the fence of its
-client) and exits with code 1 at once, as client-go's components do: Kopf's own writes
-(finalizers, its annotations) go through Kopf's client, which the fence does not cover, so
-a graceful stop could still write after the deadline. On SIGTERM the leader stops Kopf
-first, then releases the Lease, and a standby takes over at its next retry.
+client) and exits with code 1 at once, as client-go's components do (the elector's
+watchdog sees to it even when its thread is stuck): Kopf's own writes (finalizers, its
+annotations, Events) go through Kopf's client, which the fence does not cover, and
+database work is fenced by nothing but the process's end, so a graceful stop could still
+write after the deadline. The last log lines get a second, not more: a handler stuck on a
+full pipe must not keep the process alive. On SIGTERM the leader stops Kopf first, then
+stops renewing and closes the fence for good, waits (until its renew deadline at most) for
+the reconciles, backup verifications and database operations still running to end, and
+only then releases the Lease, so that a standby takes over at its next retry; work that
+did not end in time makes it exit at once instead, with the Lease left to expire.
 
 What the checks write (the operator's keys, created once with POST, read when another
 replica created them first) is safe with two replicas starting at once
@@ -36,10 +42,11 @@ import os
 import secrets
 import signal
 import socket
+import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from cleo_operator import __version__
 from cleo_operator.cli.common import (
@@ -76,6 +83,8 @@ __all__ = [
 log = logging.getLogger("cleo_operator")
 
 CRD_PLURALS = ("cleotenants", "cleobackups", "cleofailovers")
+LAST_LOG_SECONDS: Final = 1.0
+"""How long an exit at once waits for its last log lines to be written."""
 
 
 class StartupError(CommandError):
@@ -208,12 +217,38 @@ def election_timings(args: argparse.Namespace, environ: Mapping[str, str]) -> El
         raise StartupError(str(exc)) from None
 
 
+def exit_at_once(code: int, why: str) -> NoReturn:
+    """Log `why` and exit with `code` now, whatever the other threads do; the log lines get
+    LAST_LOG_SECONDS to be written (a handler blocked on a full pipe would hold the exit)."""
+
+    def last_lines() -> None:
+        log.critical("%s", why)
+        logging.shutdown()
+
+    writer = threading.Thread(target=last_lines, name="last-log-lines", daemon=True)
+    writer.start()
+    writer.join(LAST_LOG_SECONDS)
+    os._exit(code)
+
+
 def exit_on_lost_lease() -> None:
     """What a leader does when it lost the Lease: exit with code 1, now (see the module
     docstring); the pod comes back as a standby."""
-    log.critical("exiting: the leader lease is lost, another replica may lead now")
-    logging.shutdown()
-    os._exit(EXIT_FAILED)
+    exit_at_once(EXIT_FAILED, "exiting: the leader lease is lost, another replica may lead now")
+
+
+def hand_over(elector: LeaderElector, work_ended: Callable[[float], bool]) -> bool:
+    """The end of a graceful stop, after Kopf stopped: no more renews and the fence closed
+    for good, then `work_ended(seconds)` until the renew deadline at most, then the Lease
+    released if the work ended (True); if not, it is left to expire (False): the caller
+    ends the process at once, which is what stops its database work."""
+    deadline = elector.resign()
+    budget = max(0.0, deadline - elector.clock())
+    if work_ended(budget):
+        elector.release()
+        return True
+    elector.abandon()
+    return False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -243,7 +278,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     timings = election_timings(args, os.environ)
     replica = replica_identity()
     agent = user_agent(replica)
-    kube = KubeClient.from_environment(context=args.context, pool_size=config.workers + 4)
+    # The reconcilers' client gets the write fence: urllib3 must not resend a write after it.
+    kube = KubeClient.from_environment(
+        context=args.context, pool_size=config.workers + 4, resend_writes=False
+    )
     kube.user_agent = agent
     try:
         check_cluster(kube)
@@ -290,7 +328,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         timings.renew_deadline_seconds,
         timings.retry_seconds,
     )
-    asyncio.run(run_when_leading(elector, registry, config))
+    asyncio.run(run_when_leading(elector, registry, config, runtime.work_ended))
     # SIGTERM stopped the handlers: send the spans still queued before the pod goes.
     shutdown_tracing()
     log.info("cleo-operator stopped")
@@ -321,10 +359,14 @@ def with_user_agent(info: Any, agent: str) -> Any:
 
 
 async def run_when_leading(
-    elector: LeaderElector, registry: kopf.OperatorRegistry, config: OperatorConfig
+    elector: LeaderElector,
+    registry: kopf.OperatorRegistry,
+    config: OperatorConfig,
+    work_ended: Callable[[float], bool],
 ) -> None:
     """Stand by until this replica leads (or SIGTERM/SIGINT), then run Kopf's handlers
-    until they stop, then give the lease up."""
+    until they stop, then hand the lease over (`hand_over`: `work_ended` waits for the
+    work still running)."""
     import kopf  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -364,7 +406,12 @@ async def run_when_leading(
         )
     finally:
         resend.cancel()
-        elector.release()
+        if not await asyncio.to_thread(hand_over, elector, work_ended):
+            exit_at_once(
+                EXIT_FAILED,
+                "exiting: work of this replica still ran at its renew deadline; the leader "
+                "lease is left to expire",
+            )
 
 
 async def _resend_signal(stopped: asyncio.Event) -> None:

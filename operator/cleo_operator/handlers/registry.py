@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import kopf
 
 from cleo_operator.core.errors import CleoError
+from cleo_operator.core.threads import executors_ended
 from cleo_operator.failover.automatic import AutomaticFailover, AutomaticSettings
 from cleo_operator.failover.procedure import FailoverSettings
 from cleo_operator.failover.samples import LagSamples
@@ -107,6 +109,22 @@ class Runtime:
     failover_reconciler: FailoverReconciler
     automatic_failover: AutomaticFailover
     rechecks: Rechecks
+
+    def work_ended(self, timeout: float) -> bool:
+        """After Kopf stopped (its cleanup handler shut the pools down): wait until no
+        reconcile, backup verification or database operation runs any more, `timeout`
+        seconds at most; False when some still run. The leader gives its lease up only
+        then (cli/run.py): a Kubernetes write of such work is fenced, its database work
+        ends only with the process."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        reconciles = executors_ended([self.executor], left())
+        verifications = self.backup_reconciler.wait_for_verifications(left())
+        operations = self.databases.operations_ended(left())
+        return reconciles and verifications and operations
 
     @classmethod
     def create(cls, config: OperatorConfig, kube: KubeClient, keys: OperatorKeys) -> Runtime:

@@ -14,13 +14,14 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import urlencode
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from opentelemetry.trace import SpanKind
+from urllib3.util.retry import Retry
 
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.kube.errors import KubeError
@@ -29,7 +30,7 @@ from cleo_operator.kube.kinds import Kind, kind_of
 from cleo_operator.observability.metrics import API_WRITES
 from cleo_operator.observability.tracing import child_span, count_write
 
-__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError"]
+__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "ReadRetry"]
 """`KubeError` is defined in `kube.errors` (see there why) and raised here."""
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,26 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cleo-operator"
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that change nothing: never fenced (kube/fence.py)."""
+
+
+class ReadRetry(Retry):
+    """urllib3's resends, for reads only: a write that got no answer (a read timeout, a
+    dropped connection, even a connect error) is not sent again by urllib3, since a resend
+    would go out without the fence's check and with a fresh timeout, after the moment the
+    fence bounded the first one by (the caller, a reconcile, tries again, checked)."""
+
+    @classmethod
+    def reads(cls, total: int) -> ReadRetry:
+        """Up to `total` resends of a read; none of a write."""
+        return cls(total, allowed_methods=READ_METHODS)
+
+    def increment(self, method: str | None = None, *args: Any, **kwargs: Any) -> Self:
+        # allowed_methods keeps writes from read errors' and statuses' resends; this, from
+        # connect errors' (urllib3 resends any method after those).
+        if method is not None and method.upper() not in READ_METHODS:
+            exhausted = self.new(total=0)
+            return Retry.increment(exhausted, method, *args, **kwargs)  # raises MaxRetryError
+        return super().increment(method, *args, **kwargs)
 
 
 class KubeClient:
@@ -52,13 +73,20 @@ class KubeClient:
 
     @classmethod
     def from_environment(
-        cls, *, context: str | None = None, pool_size: int = 16, retries: int | None = None
+        cls,
+        *,
+        context: str | None = None,
+        pool_size: int = 16,
+        retries: int | None = None,
+        resend_writes: bool = True,
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, the kubeconfig otherwise.
 
-        `retries`: how often urllib3 resends a request that got no answer (its default when
-        None); 0 for a caller whose every request must end within its timeout (the leader
-        election: a resend would outlast the renew deadline)."""
+        `retries`: how often urllib3 resends a request that got no answer (its default,
+        three, when None); 0 for a caller whose every request must end within its timeout
+        (the leader election: a resend would outlast the renew deadline).
+        `resend_writes=False`: only reads are resent (`ReadRetry`), for a client that gets
+        a write fence (the reconcilers')."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -67,7 +95,9 @@ class KubeClient:
                 context=context, client_configuration=configuration
             )
         configuration.connection_pool_maxsize = pool_size
-        if retries is not None:
+        if not resend_writes:
+            configuration.retries = ReadRetry.reads(3 if retries is None else retries)
+        elif retries is not None:
             configuration.retries = retries
         return cls(k8s.ApiClient(configuration))
 
@@ -116,7 +146,8 @@ class KubeClient:
         """Send one request; return the decoded JSON body, or raise KubeError.
 
         A write (any method but a read) is not sent while the fence, if set, is closed:
-        KubeError with reason NotLeader instead. Inside a traced reconcile (or runner step)
+        KubeError with reason NotLeader instead; and its timeout ends when the fence closes
+        (a write may not land later than a margin after it). Inside a traced reconcile (or runner step)
         the request is a child span named by `target` (verb, kind, namespace, name), with
         the HTTP status; never the body."""
         attributes: dict[str, str] = {"http.request.method": method.upper()}
@@ -163,7 +194,7 @@ class KubeClient:
     ) -> tuple[int, bytes]:
         """The response's status and body; KubeError for an error status."""
         if self.fence is not None and method.upper() not in READ_METHODS:
-            self.fence.check(what or f"{method} {path}")
+            timeout = min(timeout, self.fence.check(what or f"{method} {path}"))
         url = self.host + path
         if query:
             url += "?" + urlencode(query)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from cleo_operator.core.threads import executors_ended
 from cleo_operator.data.errors import SiteUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SiteLanes:
         self._lanes: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._slow: set[str] = set()
         self._closed = False
+        self._stopped: list[concurrent.futures.ThreadPoolExecutor] = []
 
     def submit(
         self, site: str, width: int, call: Callable[[], _T]
@@ -101,9 +103,18 @@ class SiteLanes:
             return site in self._slow
 
     def close(self) -> None:
-        """Stop every lane; running operations are abandoned, queued ones cancelled."""
+        """Stop every lane; running operations are left to end (see `ended`), queued ones
+        cancelled."""
         with self._lock:
             self._closed = True
             lanes, self._lanes = list(self._lanes.values()), {}
+            self._stopped.extend(lanes)
         for lane in lanes:
             lane.shutdown(wait=False, cancel_futures=True)
+
+    def ended(self, timeout: float) -> bool:
+        """After `close`: wait until no operation runs in any lane any more, `timeout`
+        seconds at most; False when some still run (the operator's graceful stop)."""
+        with self._lock:
+            lanes = list(self._stopped) + list(self._lanes.values())
+        return executors_ended(lanes, timeout)

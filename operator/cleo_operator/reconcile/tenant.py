@@ -205,23 +205,36 @@ BINDING_VISIBLE_SECONDS: Final = 5.0
 
 class _TenantLocks:
     """One lock per tenant name, so that a tenant's reconcile and its deletion (each in a
-    worker thread of its own) never run at the same time."""
+    worker thread of its own) never run at the same time.
+
+    A name's lock lives while a thread holds it or waits for it (a count), and only then:
+    dropping it while a thread still waited on it would let that thread and one that comes
+    later, with a fresh lock for the same name (the tenant re-created), run at once."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
+        self._locks: dict[str, tuple[threading.RLock, int]] = {}
 
     @contextlib.contextmanager
     def hold(self, name: str) -> Iterator[None]:
         with self._guard:
-            lock = self._locks.setdefault(name, threading.RLock())
-        with lock:
-            yield
+            lock, users = self._locks.get(name) or (threading.RLock(), 0)
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users > 1:
+                    self._locks[name] = (lock, users - 1)
+                else:
+                    del self._locks[name]
 
-    def forget(self, name: str) -> None:
-        """The tenant is gone: its lock is not kept (a new tenant of that name gets one)."""
+    def __len__(self) -> int:
+        """How many names have a lock now (held or waited for)."""
         with self._guard:
-            self._locks.pop(name, None)
+            return len(self._locks)
 
 
 class TenantReconciler:
@@ -742,10 +755,7 @@ class TenantReconciler:
         """Handle deletion by spec.deletionPolicy; True when the finalizer may be released.
         Waits for a reconcile of the tenant in flight (see `reconcile`)."""
         with self._locks.hold(name):
-            done = self._finalize(name)
-        if done:
-            self._locks.forget(name)
-        return done
+            return self._finalize(name)
 
     def _finalize(self, name: str) -> bool:
         tenant = self.kube.get(TENANT, name)

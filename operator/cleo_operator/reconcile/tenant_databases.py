@@ -277,6 +277,11 @@ class TenantDatabases:
         self._lanes.close()
         self._pools.close()
 
+    def operations_ended(self, timeout: float) -> bool:
+        """After `close`: wait until no database operation runs in a site's lane any more,
+        `timeout` seconds at most; False when some still run."""
+        return self._lanes.ended(timeout)
+
     # -- reconcile ---------------------------------------------------------------------
 
     def reconcile(

@@ -94,3 +94,20 @@ def test_closed_lanes_refuse_work_and_drop_what_was_queued(release: threading.Ev
     with pytest.raises(SiteUnavailable, match="shutting down") as raised:
         lanes.submit("eu", 1, lambda: "late")
     assert raised.value.site == "eu"
+
+
+def test_a_graceful_stop_waits_for_running_operations_but_only_so_long(
+    release: threading.Event,
+) -> None:
+    """The leader gives its lease up only once no database operation of it runs (cli/run.py
+    `hand_over`): `ended` says whether they did within the time given."""
+    lanes = SiteLanes(wait_seconds=1.0)
+    running = lanes.submit("eu", 1, lambda: release.wait(SOON))
+    lanes.submit("us", 1, lambda: "done").result(SOON)
+    lanes.close()
+    started = time.monotonic()
+    assert not lanes.ended(0.3), "an operation still runs"
+    assert time.monotonic() - started < SOON
+    release.set()
+    assert lanes.ended(SOON)
+    assert running.done()
