@@ -147,9 +147,9 @@ class KubeClient:
 
         A write (any method but a read) is not sent while the fence, if set, is closed:
         KubeError with reason NotLeader instead; and its timeout ends when the fence closes
-        (a write may not land later than a margin after it). Inside a traced reconcile (or runner step)
-        the request is a child span named by `target` (verb, kind, namespace, name), with
-        the HTTP status; never the body."""
+        (a write may not land later than a margin after it). Inside a traced reconcile (or
+        runner step) the request is a child span named by `target` (verb, kind, namespace,
+        name), with the HTTP status; never the body."""
         attributes: dict[str, str] = {"http.request.method": method.upper()}
         verb = method.lower()
         if target is not None:
