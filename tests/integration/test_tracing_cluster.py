@@ -16,12 +16,13 @@ from __future__ import annotations
 import base64
 import datetime
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.restore import restore_archive
@@ -64,6 +65,20 @@ COLLECTOR = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example:4318"}
 
 def _attributes(span: Any) -> dict[str, Any]:
     return dict(span.attributes or {})
+
+
+def _descendants(spans: Sequence[ReadableSpan], root: ReadableSpan) -> list[ReadableSpan]:
+    found: list[ReadableSpan] = []
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        assert parent.context is not None
+        below = [
+            s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id
+        ]
+        found += below
+        todo += below
+    return found
 
 
 def _reconcile(reconciler: TenantReconciler, name: str) -> Any:
@@ -357,6 +372,16 @@ def test_a_backup_run_and_a_restore_are_steps_under_the_traceparent(
         assert run.parent.span_id == reconcile.get_span_context().span_id
         (backup,) = [s for s in finished if s.name == "backup"]
         assert dict(backup.attributes or {})["cleo.backup_id"] == result.backup_id
+        # The table statistics run in a thread of their own: their statements are still
+        # in the run's trace, under the run (not roots of traces of their own).
+        under_run = _descendants(finished, run)
+        statistics = [
+            s
+            for s in finished
+            if "FROM ONLY" in str(dict(s.attributes or {}).get("db.statement", ""))
+        ]
+        assert statistics, sorted(s.name for s in finished)
+        assert all(s in under_run for s in statistics), [(s.name, s.parent) for s in statistics]
         assert postgres_server.password not in text
         for key in keyring.keys:
             assert key.material.hex() not in text
