@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from cleo_operator.backup.connection import ConnectionInfo
@@ -389,3 +390,58 @@ def test_a_backup_run_and_a_restore_are_steps_under_the_traceparent(
     finally:
         drop_database(postgres_server, source)
         drop_database(postgres_server, target)
+
+
+# -- a tenant's creation trace: only its own backups join it ---------------------------------
+
+
+@pytest.mark.security
+def test_a_backup_joins_only_its_own_tenants_creation_trace(
+    kube: KubeClient, crds_installed: None
+) -> None:
+    from cleo_operator.observability.creation_traces import CreationTraces  # noqa: PLC0415
+    from cleo_operator.reconcile.backup import BackupReconciler  # noqa: PLC0415
+
+    del crds_installed
+    own, other = f"trc-{secrets.token_hex(4)}", f"trc-{secrets.token_hex(4)}"
+    namespace = f"cleo-{own}"
+    destination = {"type": "pvc", "pvc": {"claimName": "backups", "path": "c"}}
+    uids = {
+        name: str(
+            kube.create(tenant_manifest(name, {"paused": True, "database": {"enabled": True}}))[
+                "metadata"
+            ]["uid"]
+        )
+        for name in (own, other)
+    }
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    # A tenant admin of `own` makes backups in its namespace: one of its own tenant, and one
+    # naming the other tenant (which the reconciler refuses: WrongNamespace).
+    kube.create(backup_manifest("mine", namespace, {"tenant": own, "destination": destination}))
+    kube.create(backup_manifest("theirs", namespace, {"tenant": other, "destination": destination}))
+    creations = CreationTraces()
+    reconciler = BackupReconciler(kube, creation_traces=creations)
+    try:
+        with traced(COLLECTOR):
+            # Only the other tenant is being created, even recorded (it never is: a refused
+            # tenant is nobody's creation) with this namespace: nobody here joins it.
+            with span("reconcile CleoTenant") as theirs:
+                creations.begin(uids[other], name=other, namespace=namespace)
+            assert creations.watching(namespace)
+            assert reconciler.trace_parent(namespace, "theirs") is None
+            assert reconciler.trace_parent(namespace, "mine") is None
+
+            with span("reconcile CleoTenant") as mine:
+                creations.begin(uids[own], name=own, namespace=namespace)
+            parent = reconciler.trace_parent(namespace, "mine")
+            assert parent is not None
+            joined = trace.get_current_span(parent).get_span_context()
+            assert joined.span_id == mine.get_span_context().span_id
+            assert joined.trace_id != theirs.get_span_context().trace_id
+            assert reconciler.trace_parent(namespace, "theirs") is None
+            assert reconciler.trace_parent(namespace, "missing") is None
+    finally:
+        reconciler.close()
+        for name in (own, other):
+            kube.delete(TENANT, name)
+        kube.delete(NAMESPACE, namespace)
