@@ -3,6 +3,8 @@ keeps, for how long, how many, and who may join a kept trace."""
 
 from __future__ import annotations
 
+import pytest
+
 from cleo_operator.observability.creation_traces import CreationTraces
 from cleo_operator.observability.tracing import reconcile_span, span
 from tests.harness.tracing import traced
@@ -35,6 +37,7 @@ def test_a_backup_reconcile_is_a_child_of_its_tenants_creation() -> None:
     assert backup.context.trace_id == created.trace_id
 
 
+@pytest.mark.security
 def test_only_the_tenants_own_uid_and_namespace_join() -> None:
     creations = CreationTraces()
     with traced(), span("reconcile CleoTenant"):
