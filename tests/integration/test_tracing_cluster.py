@@ -445,3 +445,62 @@ def test_a_backup_joins_only_its_own_tenants_creation_trace(
         for name in (own, other):
             kube.delete(TENANT, name)
         kube.delete(NAMESPACE, namespace)
+
+
+@pytest.mark.security
+def test_a_tenants_creation_is_kept_until_it_is_ready_and_a_refused_tenant_is_none(
+    kube: KubeClient, crds_installed: None
+) -> None:
+    from cleo_operator.observability.creation_traces import CreationTraces  # noqa: PLC0415
+
+    del crds_installed
+    name, squatter = f"trn-{secrets.token_hex(4)}", f"trn-{secrets.token_hex(4)}"
+    namespace = f"cleo-{name}"
+    creations = CreationTraces()
+    reconciler = TenantReconciler(kube, creation_traces=creations)
+
+    def reconcile(tenant: str) -> tuple[Any, Any]:
+        with reconcile_span("CleoTenant", tenant) as record:  # as the tenant's loop runs it
+            result = reconciler.reconcile(tenant)
+        return record.span.get_span_context(), result
+
+    def uid(tenant: str) -> str:
+        obj = kube.get(TENANT, tenant)
+        assert obj is not None
+        return str(obj["metadata"]["uid"])
+
+    def kept(tenant: str) -> int | None:
+        parent = creations.parent(uid(tenant), namespace=namespace)
+        return None if parent is None else trace.get_current_span(parent).get_span_context().span_id
+
+    kube.create(tenant_manifest(name, {"workload": {"image": IMAGE}}))
+    try:
+        with traced(COLLECTOR):
+            first, result = reconcile(name)
+            assert not result.ready
+            assert kept(name) == first.span_id
+
+            # A tenant that names the same namespace is refused: nobody's creation.
+            kube.create(
+                tenant_manifest(squatter, {"namespace": namespace, "workload": {"image": IMAGE}})
+            )
+            _, refused = reconcile(squatter)
+            assert not refused.ready
+            assert kept(squatter) is None
+            assert creations.count() == 1
+
+            # Later rounds keep the first round's span; Ready forgets it.
+            def ready() -> bool:
+                _, later = reconcile(name)
+                if not later.ready:
+                    assert kept(name) == first.span_id
+                return bool(later.ready)
+
+            wait_for(ready, timeout=60, interval=0.5, what="the tenant Ready")
+            assert kept(name) is None
+            assert creations.count() == 0
+    finally:
+        reconciler.close()
+        kube.delete(TENANT, squatter)
+        kube.delete(TENANT, name)
+        kube.delete(NAMESPACE, namespace)
