@@ -12,7 +12,14 @@ and sends its spans to the same collector. Read back from the collector, the tre
 - ``reconcile CleoBackup``, the reconcile that made the Job (the span the Job's
   ``TRACEPARENT`` names), with the Job's apply among its API children, and under it the
   runner's ``backup run`` (service ``cleo-backup``), whose steps (``backup``, the key, the
-  snapshot, the dump, the manifest) are its descendants in the same trace.
+  snapshot, the dump, the manifest) are its descendants in the same trace; every span the
+  runner sent is in that trace (its table statistics' thread too).
+
+And it is all ONE trace: the backup is made while the tenant is being created (not Ready:
+the fake node is cordoned for the test, so the tenant's pods wait to be scheduled, as pods
+do that are still starting), so the backup's reconcile span is a child of the tenant's
+creation, the first ``reconcile CleoTenant`` span, which is the trace's root
+(`observability.creation_traces`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import LocalCluster
+from e2e.cluster import FAKE_NODE, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
 from tests.harness.specs import IMAGE, tenant_manifest
@@ -127,6 +134,9 @@ def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa
     since = trace_collector.mark()
     operator_process.pause()
     traced: OperatorProcess | None = None
+    # The tenant's pods stay unscheduled: it is still being created when its backup runs
+    # (KWOK would make them ready within a second, before the backup's Job is made).
+    cluster.kubectl("cordon", FAKE_NODE)
     try:
         traced = start_operator(
             cluster,
@@ -144,15 +154,15 @@ def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa
             },
         )
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant))
+        # What the backup's runner needs (the database's and the keyring's Secrets) is
+        # there before the tenant's first status (withheld while it converges).
         wait_for(
-            lambda: (
-                conditions(kubectl_json(cluster, "get", "cleotenant", TENANT))
-                .get("DatabaseReady", {})
-                .get("status")
-                == "True"
+            lambda: all(
+                kubectl_json(cluster, "get", "secret", secret, "-n", NAMESPACE)
+                for secret in ("cleo-database", "cleo-keyring")
             ),
             timeout=90,
-            what="the tenant's database",
+            what="the tenant's database and keyring Secrets",
         )
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(storage(backup_volumes)))
         job = wait_for(
@@ -165,8 +175,11 @@ def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa
         assert run.report is not None
         assert run.env["OTEL_SERVICE_NAME"] == "cleo-backup"
         parent = run.env["TRACEPARENT"]
+        ready = conditions(kubectl_json(cluster, "get", "cleotenant", TENANT)).get("Ready", {})
+        assert ready.get("status") != "True", ready  # still being created
         assert traced.stop() == 0, traced.log_text()[-3000:]  # SIGTERM flushes its spans
     finally:
+        cluster.kubectl("uncordon", FAKE_NODE, check=False)
         if traced is not None:
             traced.stop()
         cluster.kubectl("delete", "cleotenant", TENANT, "--wait=false", check=False)
@@ -217,3 +230,12 @@ def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa
     (backup,) = [s for s in below if s.name == "backup"]
     assert backup.attributes["cleo.backup_id"] == run.report["backup"]["backupId"]
     assert runner.start_ns >= reconcile.start_ns
+    # Nothing the runner sent is a trace of its own (the statistics' thread included).
+    assert {s.trace_id for s in spans if s.service == "cleo-backup"} == {trace_id}
+
+    # One trace: the tenant's creation (its first reconcile, the root) holds the backup's
+    # reconcile, and so the runner's subtree.
+    creation = min(tenant_reconciles, key=lambda s: s.start_ns)
+    assert creation.trace_id == trace_id, tree(spans, trace_id=trace_id)
+    assert creation.parent_span_id == ""
+    assert reconcile.parent_span_id == creation.span_id, tree(spans, trace_id=trace_id)

@@ -1,80 +1,33 @@
 """The operator process with tracing on (the `OTEL_*` variables of the chart's `tracing`
 values): it posts its spans over OTLP/HTTP, and on SIGTERM it sends what is still queued
-before it exits. The collector here is a stub that keeps the posted requests (the trace
-backend and the whole trace tree are tested in the trace backend's own e2e test)."""
+before it exits. The collector is the toolchain's OpenTelemetry Collector (the session
+fixture `trace_collector`, tests/harness/trace_collector.py); the whole trace tree is
+tested in the trace backend's own e2e test (e2e/test_tracing_backend.py)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from e2e.cluster import LocalCluster, free_port
+from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
 from tests.harness.specs import IMAGE, tenant_manifest
+from tests.harness.trace_collector import Span, TraceCollector
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
-
-
-class _Collector(http.server.ThreadingHTTPServer):
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.requests: list[ExportTraceServiceRequest] = []
-
-    def spans(self) -> list[tuple[str, str, dict[str, str]]]:
-        """(service name, span name, string attributes) of every span posted so far."""
-        found = []
-        for request in list(self.requests):
-            for resource_spans in request.resource_spans:
-                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                for scope in resource_spans.scope_spans:
-                    for span in scope.spans:
-                        attributes = {a.key: a.value.string_value for a in span.attributes}
-                        found.append((resource.get("service.name", ""), span.name, attributes))
-        return found
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Collector
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if self.path == "/v1/traces":
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            self.server.requests.append(request)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        del args
-
-
-@pytest.fixture
-def collector() -> Iterator[_Collector]:
-    server = _Collector(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_the_operator_sends_its_spans_and_flushes_them_on_sigterm(
     cluster: LocalCluster,
     operator_process: OperatorProcess,
     operator_sites: dict[str, str],
-    collector: _Collector,
+    trace_collector: TraceCollector,
     tmp_path: Path,
 ) -> None:
+    since = trace_collector.mark()
     operator_process.pause()
     tenant = "traced"
     try:
@@ -83,7 +36,7 @@ def test_the_operator_sends_its_spans_and_flushes_them_on_sigterm(
             tmp_path / "traced.log",
             extra_args=["--operator-namespace", OPERATOR_NAMESPACE],
             env={**operator_sites, "OTEL_BSP_SCHEDULE_DELAY": "60000"},  # only the flush sends
-            tracing_endpoint=f"http://127.0.0.1:{collector.server_port}",
+            tracing_endpoint=trace_collector.endpoint,
         )
         cluster.kubectl(
             "apply",
@@ -101,9 +54,22 @@ def test_the_operator_sends_its_spans_and_flushes_them_on_sigterm(
     finally:
         cluster.kubectl("delete", "cleotenant", tenant, "--wait=false", check=False)
         operator_process.resume()
-    spans = collector.spans()
-    reconciles = [a for service, name, a in spans if name == "reconcile CleoTenant"]
-    assert reconciles, sorted({name for _, name, _ in spans})
-    assert {a["cleo.name"] for a in reconciles} >= {tenant}
-    assert {service for service, _, _ in spans} == {"cleo-operator"}
-    assert any(name == "get CleoTenant" for _, name, _ in spans)
+
+    def reconciles(spans: list[Span]) -> list[Span]:
+        return [
+            s
+            for s in spans
+            if s.name == "reconcile CleoTenant" and s.attributes.get("cleo.name") == tenant
+        ]
+
+    # The process has exited: what the collector gets now, the SIGTERM path flushed.
+    spans = trace_collector.wait_for(
+        lambda spans: bool(reconciles(spans)), since=since, what="the tenant's reconcile spans"
+    )
+    ours = {s.trace_id for s in reconciles(spans)}
+    assert {s.service for s in spans if s.trace_id in ours} == {"cleo-operator"}
+    assert any(
+        s.name == "get CleoTenant" and s.attributes.get("k8s.name") == tenant
+        for s in spans
+        if s.trace_id in ours
+    )

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cleo_operator
 from cleo_operator.api.objects import KubeObject
 from cleo_operator.crypto import Keyring
 from cleo_operator.kube.client import KubeClient
@@ -158,6 +159,9 @@ def run_job_pod(
         ),
         "HOME": str(workdir),
         "LANG": "C.UTF-8",
+        # The code under test (the package these tests import), as the image holds the
+        # operator's own: not whatever checkout the virtualenv's install points at.
+        "PYTHONPATH": str(Path(cleo_operator.__file__).resolve().parent.parent),
     }
     for mount in container.get("volumeMounts") or []:
         volume = by_name[mount["name"]]

@@ -16,12 +16,14 @@ from __future__ import annotations
 import base64
 import datetime
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 
 from cleo_operator.backup.connection import ConnectionInfo
 from cleo_operator.backup.restore import restore_archive
@@ -64,6 +66,20 @@ COLLECTOR = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example:4318"}
 
 def _attributes(span: Any) -> dict[str, Any]:
     return dict(span.attributes or {})
+
+
+def _descendants(spans: Sequence[ReadableSpan], root: ReadableSpan) -> list[ReadableSpan]:
+    found: list[ReadableSpan] = []
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        assert parent.context is not None
+        below = [
+            s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id
+        ]
+        found += below
+        todo += below
+    return found
 
 
 def _reconcile(reconciler: TenantReconciler, name: str) -> Any:
@@ -357,6 +373,16 @@ def test_a_backup_run_and_a_restore_are_steps_under_the_traceparent(
         assert run.parent.span_id == reconcile.get_span_context().span_id
         (backup,) = [s for s in finished if s.name == "backup"]
         assert dict(backup.attributes or {})["cleo.backup_id"] == result.backup_id
+        # The table statistics run in a thread of their own: their statements are still
+        # in the run's trace, under the run (not roots of traces of their own).
+        under_run = _descendants(finished, run)
+        statistics = [
+            s
+            for s in finished
+            if "FROM ONLY" in str(dict(s.attributes or {}).get("db.statement", ""))
+        ]
+        assert statistics, sorted(s.name for s in finished)
+        assert all(s in under_run for s in statistics), [(s.name, s.parent) for s in statistics]
         assert postgres_server.password not in text
         for key in keyring.keys:
             assert key.material.hex() not in text
@@ -364,3 +390,117 @@ def test_a_backup_run_and_a_restore_are_steps_under_the_traceparent(
     finally:
         drop_database(postgres_server, source)
         drop_database(postgres_server, target)
+
+
+# -- a tenant's creation trace: only its own backups join it ---------------------------------
+
+
+@pytest.mark.security
+def test_a_backup_joins_only_its_own_tenants_creation_trace(
+    kube: KubeClient, crds_installed: None
+) -> None:
+    from cleo_operator.observability.creation_traces import CreationTraces  # noqa: PLC0415
+    from cleo_operator.reconcile.backup import BackupReconciler  # noqa: PLC0415
+
+    del crds_installed
+    own, other = f"trc-{secrets.token_hex(4)}", f"trc-{secrets.token_hex(4)}"
+    namespace = f"cleo-{own}"
+    destination = {"type": "pvc", "pvc": {"claimName": "backups", "path": "c"}}
+    uids = {
+        name: str(
+            kube.create(tenant_manifest(name, {"paused": True, "database": {"enabled": True}}))[
+                "metadata"
+            ]["uid"]
+        )
+        for name in (own, other)
+    }
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    # A tenant admin of `own` makes backups in its namespace: one of its own tenant, and one
+    # naming the other tenant (which the reconciler refuses: WrongNamespace).
+    kube.create(backup_manifest("mine", namespace, {"tenant": own, "destination": destination}))
+    kube.create(backup_manifest("theirs", namespace, {"tenant": other, "destination": destination}))
+    creations = CreationTraces()
+    reconciler = BackupReconciler(kube, creation_traces=creations)
+    try:
+        with traced(COLLECTOR):
+            # Only the other tenant is being created, even recorded (it never is: a refused
+            # tenant is nobody's creation) with this namespace: nobody here joins it.
+            with span("reconcile CleoTenant") as theirs:
+                creations.begin(uids[other], name=other, namespace=namespace)
+            assert creations.watching(namespace)
+            assert reconciler.trace_parent(namespace, "theirs") is None
+            assert reconciler.trace_parent(namespace, "mine") is None
+
+            with span("reconcile CleoTenant") as mine:
+                creations.begin(uids[own], name=own, namespace=namespace)
+            parent = reconciler.trace_parent(namespace, "mine")
+            assert parent is not None
+            joined = trace.get_current_span(parent).get_span_context()
+            assert joined.span_id == mine.get_span_context().span_id
+            assert joined.trace_id != theirs.get_span_context().trace_id
+            assert reconciler.trace_parent(namespace, "theirs") is None
+            assert reconciler.trace_parent(namespace, "missing") is None
+    finally:
+        reconciler.close()
+        for name in (own, other):
+            kube.delete(TENANT, name)
+        kube.delete(NAMESPACE, namespace)
+
+
+@pytest.mark.security
+def test_a_tenants_creation_is_kept_until_it_is_ready_and_a_refused_tenant_is_none(
+    kube: KubeClient, crds_installed: None
+) -> None:
+    from cleo_operator.observability.creation_traces import CreationTraces  # noqa: PLC0415
+
+    del crds_installed
+    name, squatter = f"trn-{secrets.token_hex(4)}", f"trn-{secrets.token_hex(4)}"
+    namespace = f"cleo-{name}"
+    creations = CreationTraces()
+    reconciler = TenantReconciler(kube, creation_traces=creations)
+
+    def reconcile(tenant: str) -> tuple[Any, Any]:
+        with reconcile_span("CleoTenant", tenant) as record:  # as the tenant's loop runs it
+            result = reconciler.reconcile(tenant)
+        return record.span.get_span_context(), result
+
+    def uid(tenant: str) -> str:
+        obj = kube.get(TENANT, tenant)
+        assert obj is not None
+        return str(obj["metadata"]["uid"])
+
+    def kept(tenant: str) -> int | None:
+        parent = creations.parent(uid(tenant), namespace=namespace)
+        return None if parent is None else trace.get_current_span(parent).get_span_context().span_id
+
+    kube.create(tenant_manifest(name, {"workload": {"image": IMAGE}}))
+    try:
+        with traced(COLLECTOR):
+            first, result = reconcile(name)
+            assert not result.ready
+            assert kept(name) == first.span_id
+
+            # A tenant that names the same namespace is refused: nobody's creation.
+            kube.create(
+                tenant_manifest(squatter, {"namespace": namespace, "workload": {"image": IMAGE}})
+            )
+            _, refused = reconcile(squatter)
+            assert not refused.ready
+            assert kept(squatter) is None
+            assert creations.count() == 1
+
+            # Later rounds keep the first round's span; Ready forgets it.
+            def ready() -> bool:
+                _, later = reconcile(name)
+                if not later.ready:
+                    assert kept(name) == first.span_id
+                return bool(later.ready)
+
+            wait_for(ready, timeout=60, interval=0.5, what="the tenant Ready")
+            assert kept(name) is None
+            assert creations.count() == 0
+    finally:
+        reconciler.close()
+        kube.delete(TENANT, squatter)
+        kube.delete(TENANT, name)
+        kube.delete(NAMESPACE, namespace)

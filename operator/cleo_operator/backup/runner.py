@@ -30,6 +30,7 @@ The password reaches pg_dump through a private passfile (`PGPASSFILE`), never ar
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import fcntl
 import hashlib
@@ -203,7 +204,8 @@ class _Snapshot:
 
 
 class _StatsScan:
-    """Counts and checksums the tables in the snapshot's transaction, in its own thread."""
+    """Counts and checksums the tables in the snapshot's transaction, in its own thread
+    (which runs in a copy of the starting thread's context: the same trace)."""
 
     def __init__(self, snapshot: _Snapshot, *, checksums: bool, where: str) -> None:
         self._snapshot = snapshot
@@ -212,7 +214,14 @@ class _StatsScan:
         self._stop = threading.Event()
         self.result: dict[str, TableStats] | None = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="backup-table-stats", daemon=True)
+        # In a copy of the caller's context: the current span (the run's) is the parent of
+        # the scan's statement spans, which would otherwise be roots of traces of their own.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="backup-table-stats",
+            daemon=True,
+        )
         self._thread.start()
 
     def _run(self) -> None:

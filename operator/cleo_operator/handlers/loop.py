@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry import context as otel_context
+
 from cleo_operator.core.errors import CleoError
 from cleo_operator.kube.client import KubeError
 from cleo_operator.observability.logs import logging_object
@@ -76,13 +78,29 @@ class Backoff:
         return period * self.rng.uniform(0.8, 1.0)
 
 
-class ReconcileLoops:
-    """The wake-up events and the thread pool shared by all loops of one kind."""
+TraceParent = Callable[[str], otel_context.Context | None]
+"""For a loop's key, the context its reconcile span starts under (None: a trace's root)."""
 
-    def __init__(self, *, kind: str, executor: ThreadPoolExecutor, resync_seconds: float) -> None:
+
+class ReconcileLoops:
+    """The wake-up events and the thread pool shared by all loops of one kind.
+
+    `trace_parent`: asked in the worker thread before each reconcile span starts (the
+    CleoBackups': their tenant's creation trace, `observability.creation_traces`); what it
+    raises is logged at DEBUG and the span is a root, as without it. It only reads."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        executor: ThreadPoolExecutor,
+        resync_seconds: float,
+        trace_parent: TraceParent | None = None,
+    ) -> None:
         self.kind = kind
         self.executor = executor
         self.resync_seconds = resync_seconds
+        self.trace_parent = trace_parent
         self._wake: dict[str, asyncio.Event] = {}
 
     def __len__(self) -> int:
@@ -133,16 +151,17 @@ class ReconcileLoops:
 
         def timed() -> Outcome:
             # The span outside the timing: the duration's exemplar names the span's trace.
-            with (
-                logging_object(self.kind, name, namespace or None),
-                reconcile_span(self.kind, name, namespace or None) as record,
-                timed_reconcile(self.kind),
-            ):
-                try:
-                    return reconcile()
-                except CleoError as exc:  # KubeError too: retryable when transient
-                    record.outcome = "retry" if exc.retryable else "error"
-                    raise
+            with logging_object(self.kind, name, namespace or None):
+                parent = self._parent(key)
+                with (
+                    reconcile_span(self.kind, name, namespace or None, parent=parent) as record,
+                    timed_reconcile(self.kind),
+                ):
+                    try:
+                        return reconcile()
+                    except CleoError as exc:  # KubeError too: retryable when transient
+                        record.outcome = "retry" if exc.retryable else "error"
+                        raise
 
         try:
             outcome = await loop.run_in_executor(self.executor, timed)
@@ -162,3 +181,12 @@ class ReconcileLoops:
             return delay
         backoff.succeeded()
         return outcome.requeue_after or backoff.resync(self.resync_seconds)
+
+    def _parent(self, key: str) -> otel_context.Context | None:
+        if self.trace_parent is None:
+            return None
+        try:
+            return self.trace_parent(key)
+        except Exception as exc:  # the reconcile meets the same trouble and reports it
+            log.debug("%s %s: no parent trace (%s)", self.kind, key, type(exc).__name__)
+            return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from opentelemetry import context as otel_context
 
 from cleo_operator.core.errors import CleoError
 from cleo_operator.core.threads import executors_ended
@@ -25,6 +26,7 @@ from cleo_operator.handlers.settings import OperatorConfig, Rechecks, apply_kopf
 from cleo_operator.kube.apiserver import find_api_server_cidrs
 from cleo_operator.kube.client import KubeClient
 from cleo_operator.kube.kinds import CRON_JOB, JOB, TENANT_CHILDREN
+from cleo_operator.observability.creation_traces import CreationTraces
 from cleo_operator.observability.logs import logging_object
 from cleo_operator.observability.tracing import reconcile_span
 from cleo_operator.reconcile.automatic_failover import AutomaticFailoverPart
@@ -157,6 +159,20 @@ class Runtime:
             settings=AutomaticSettings(healthy_recheck_seconds=rechecks.healthy_primary_seconds),
         )
         pooler_settings = PoolerSettings.from_environment()
+        # A tenant's creation trace, which its first backup's reconcile joins (in memory).
+        creation_traces = CreationTraces()
+        backup_reconciler = BackupReconciler.from_databases(
+            kube,
+            databases,
+            settings=backup_settings,
+            operator_namespace=config.operator_namespace,
+            creation_traces=creation_traces,
+        )
+
+        def backup_trace_parent(key: str) -> otel_context.Context | None:
+            namespace, _, name = key.partition("/")
+            return backup_reconciler.trace_parent(namespace, name)
+
         failover_reconciler = FailoverReconciler.from_environment(
             kube,
             pools=databases.pools,
@@ -192,17 +208,16 @@ class Runtime:
                 operator_namespace=config.operator_namespace,
                 refused_recheck_seconds=rechecks.refused_seconds,
                 workload_tracing=tracing.workloads,
+                creation_traces=creation_traces,
             ),
             databases=databases,
             backups=ReconcileLoops(
-                kind="CleoBackup", executor=executor, resync_seconds=config.resync_seconds
+                kind="CleoBackup",
+                executor=executor,
+                resync_seconds=config.resync_seconds,
+                trace_parent=backup_trace_parent,
             ),
-            backup_reconciler=BackupReconciler.from_databases(
-                kube,
-                databases,
-                settings=backup_settings,
-                operator_namespace=config.operator_namespace,
-            ),
+            backup_reconciler=backup_reconciler,
             failovers=ReconcileLoops(
                 kind="CleoFailover", executor=executor, resync_seconds=config.resync_seconds
             ),

@@ -597,17 +597,28 @@ def note_reconcile(*, generation: int | None = None, outcome: str | None = None)
 
 @contextlib.contextmanager
 def reconcile_span(
-    kind: str, name: str, namespace: str | None = None, *, action: str = "reconcile"
+    kind: str,
+    name: str,
+    namespace: str | None = None,
+    *,
+    action: str = "reconcile",
+    parent: otel_context.Context | None = None,
 ) -> Iterator[ReconcileRecord]:
     """The span of one reconcile (``reconcile <Kind>``, or ``finalize <Kind>`` for a
     deletion's `action`; its attributes: ``cleo.kind``,
     ``cleo.name``, ``cleo.namespace``, ``cleo.generation``, ``cleo.outcome``,
     ``cleo.writes``), with the writes inside counted. The caller sets ``outcome`` when it
-    maps an exception (``retry`` or ``error``); an exception it did not map is ``error``."""
+    maps an exception (``retry`` or ``error``); an exception it did not map is ``error``.
+
+    `parent`: the span is a child of that context (a CleoBackup's reconcile under its
+    tenant's creation, `observability.creation_traces`) instead of a trace's root."""
     attributes: dict[str, AttributeValue] = {"cleo.kind": kind, "cleo.name": name}
     if namespace:
         attributes["cleo.namespace"] = namespace
-    with counting_writes() as tally, span(f"{action} {kind}", attributes) as current:
+    with (
+        counting_writes() as tally,
+        span(f"{action} {kind}", attributes, context=parent) as current,
+    ):
         record = ReconcileRecord(span=current, tally=tally)
         token = _RECONCILE.set(record)
         try:

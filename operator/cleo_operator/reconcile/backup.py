@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from opentelemetry import context as otel_context
+
 from cleo_operator.api.backup import (
     BackupPhase,
     CleoBackupSpec,
@@ -77,6 +79,7 @@ from cleo_operator.kube.kinds import (
 )
 from cleo_operator.kube.secrets import AdminCredentialsFromSecrets
 from cleo_operator.kube.status import write_status
+from cleo_operator.observability.creation_traces import CreationTraces
 from cleo_operator.observability.tracing import exporter_environment, note_reconcile, traceparent
 from cleo_operator.reconcile import backup_conditions as conditions
 from cleo_operator.reconcile import one_offs
@@ -204,9 +207,12 @@ class BackupReconciler:
         credentials: CredentialsProvider | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+        creation_traces: CreationTraces | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings or BackupSettings()
+        # The tenants' creation traces (the tenant reconciler's): see `trace_parent`.
+        self.creation_traces = creation_traces if creation_traces is not None else CreationTraces()
         self.now = now
         self.pull_secrets = PullSecretCopies(
             kube,
@@ -228,6 +234,7 @@ class BackupReconciler:
         *,
         settings: BackupSettings | None = None,
         operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+        creation_traces: CreationTraces | None = None,
     ) -> BackupReconciler:
         """Verification through the tenant databases' site pools and the sites' admin Secrets."""
         return cls(
@@ -236,6 +243,7 @@ class BackupReconciler:
             pools=databases.pools,
             credentials=AdminCredentialsFromSecrets(kube),
             operator_namespace=operator_namespace,
+            creation_traces=creation_traces,
         )
 
     def close(self) -> None:
@@ -251,6 +259,30 @@ class BackupReconciler:
         key = (namespace, name)
         self._runs_seen.forget(key)
         self.verifier.forget(key)
+
+    def trace_parent(self, namespace: str, name: str) -> otel_context.Context | None:
+        """The context CleoBackup `namespace/name`'s reconcile span starts under: its
+        tenant's creation trace while the tenant is being created (`creation_traces`), else
+        None. Asked before the span starts; it only reads, and only while a tenant whose
+        namespace is `namespace` is being created (else it answers without a request).
+
+        The tenant is the one `reconcile` resolves (`_tenant`: the tenant the spec names,
+        checked to have `namespace` as its namespace), and the creation trace is looked up
+        by that tenant's uid: a CleoBackup never joins another tenant's trace, whatever its
+        spec names."""
+        if not self.creation_traces.watching(namespace):
+            return None
+        backup = self.kube.get(BACKUP, name, namespace=namespace)
+        if backup is None or backup["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            declared = parse_backup_spec(backup.get("spec") or {})
+        except SpecError:
+            return None
+        _, _, _, tenant = self._tenant(namespace, declared)
+        if tenant is None:
+            return None
+        return self.creation_traces.parent(str(tenant["metadata"]["uid"]), namespace=namespace)
 
     # -- reconcile ---------------------------------------------------------------------
 

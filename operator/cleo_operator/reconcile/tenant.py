@@ -43,6 +43,7 @@ from cleo_operator.kube.client import KubeClient, KubeError
 from cleo_operator.kube.events import post_event
 from cleo_operator.kube.kinds import KINDS, NAMESPACE, TENANT, kind_of
 from cleo_operator.kube.status import update_status
+from cleo_operator.observability.creation_traces import CreationTraces
 from cleo_operator.observability.metrics import TENANT_READY, forget_tenant
 from cleo_operator.observability.tracing import note_reconcile
 from cleo_operator.reconcile.namespace_claim import (
@@ -251,8 +252,11 @@ class TenantReconciler:
         protection: TenantProtection | None = None,
         refused_recheck_seconds: float = REFUSED_RECHECK_SECONDS,
         workload_tracing: WorkloadTracing | None = None,
+        creation_traces: CreationTraces | None = None,
     ) -> None:
         self.kube = kube
+        # The trace of each tenant's creation, which its first backup joins (in memory only).
+        self.creation_traces = creation_traces if creation_traces is not None else CreationTraces()
         # Every tenant's CleoAI pods send traces there (an operator setting; None: off).
         self.workload_tracing = workload_tracing
         self.refused_recheck_seconds = refused_recheck_seconds
@@ -297,6 +301,7 @@ class TenantReconciler:
         tenant = self.kube.get(TENANT, name)
         if tenant is None or tenant["metadata"].get("deletionTimestamp"):
             forget_tenant(name)
+            self.creation_traces.forget_name(name)
             return result
         meta = tenant["metadata"]
         generation = int(meta.get("generation", 0))
@@ -363,6 +368,7 @@ class TenantReconciler:
         if claim.refused:
             note_reconcile(outcome="refused")
             return self._refuse(tenant, status, claim, result)
+        self._note_creation(ctx, meta, now)
         bound_before = len(result.applied)
         self._converge(rendered[1 : self._foundation], live, failures, result, fresh=fresh)
         if len(result.applied) > bound_before:
@@ -501,6 +507,8 @@ class TenantReconciler:
         )
         status.fields["replicas"] = replicas(deployment)
         TENANT_READY.labels(tenant=name).set(1 if result.ready else 0)
+        if result.ready:
+            self.creation_traces.forget(ctx.uid)
         if (
             not tenant.get("status")
             and not result.ready
@@ -524,6 +532,19 @@ class TenantReconciler:
             ),
         )
         return result
+
+    def _note_creation(
+        self, ctx: TenantContext, meta: Mapping[str, Any], now: datetime.datetime
+    ) -> None:
+        """A tenant not Ready yet and younger than the creation bound is being created: this
+        reconcile's span is its creation's (the first one is kept); its backups join it.
+        Called once the namespace is the tenant's (a refused tenant is nobody's creation)."""
+        ready = {c.get("type"): c.get("status") for c in ctx.status.get("conditions") or []}
+        if ready.get("Ready") == "True":
+            return
+        if _age_seconds(meta, now) >= self.creation_traces.ttl_seconds:
+            return
+        self.creation_traces.begin(ctx.uid, name=ctx.name, namespace=ctx.namespace)
 
     def _post(self, tenant: KubeObject, event: TenantEvent) -> None:
         if event.audit:
@@ -760,6 +781,7 @@ class TenantReconciler:
     def _finalize(self, name: str) -> bool:
         tenant = self.kube.get(TENANT, name)
         forget_tenant(name)
+        self.creation_traces.forget_name(name)
         if tenant is None:
             return True
         self._converged.discard(str(tenant["metadata"]["uid"]))
