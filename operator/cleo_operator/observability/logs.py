@@ -178,14 +178,14 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             record.exc_text = (
-                redact(logging.Formatter().formatException(record.exc_info))
+                redact(logging.Formatter().formatException(record.exc_info), tail=True)
                 or f"{type(exc).__name__}"
             )
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, tail=True)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact(record.stack_info, tail=True)
         for key, value in _extras(record).items():
             record.__dict__[key] = MASK if holds_secret(key) else _redact_value(value)
         record._cleo_redacted = True
@@ -223,7 +223,9 @@ class JsonFormatter(_BaseJsonFormatter):
         if record.exc_text:
             log_data["exception"] = record.exc_text
         elif record.exc_info and record.exc_info[1] is not None:
-            log_data["exception"] = redact(logging.Formatter().formatException(record.exc_info))
+            log_data["exception"] = redact(
+                logging.Formatter().formatException(record.exc_info), tail=True
+            )
         if record.stack_info:
             log_data["stack"] = record.stack_info
         for key, value in {**_extras(record), **message_dict}.items():
