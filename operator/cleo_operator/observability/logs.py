@@ -30,7 +30,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
@@ -233,8 +233,32 @@ class JsonFormatter(_BaseJsonFormatter):
                 log_data.setdefault(key, value)
 
 
+PLAIN_MESSAGE_LIMIT: Final = 4096
+"""A plain line's message is cut to this many characters."""
+
+# Control characters (a tab aside) and Unicode's line separators, escaped in a plain line:
+# terminals and log collectors may start a new line at any of them.
+_ESCAPES: Final[dict[int, str]] = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code != 0x09
+} | {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class PlainFormatter(logging.Formatter):
-    """``TIME LEVEL logger: [Kind namespace/name] message``, for people at a terminal."""
+    """``TIME LEVEL logger: [Kind namespace/name] message``, for people at a terminal.
+
+    One record is one line, whose message may quote anyone's text (a server's error, a
+    tenant's): line breaks and control characters in it are escaped (``\\n``) and it is cut
+    to `PLAIN_MESSAGE_LIMIT`, so no text can start a line that looks like another record.
+    A traceback or stack follows on lines of their own, each indented by two spaces, which
+    no record's line is.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        head, _, rest = super().format(record).partition("\n")
+        if not rest:
+            return head
+        lines = rest.replace("\r", "\\r").split("\n")
+        return "\n".join([head, *(f"  {line}" for line in lines)])
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         ref = _record_object(record)
@@ -243,7 +267,11 @@ class PlainFormatter(logging.Formatter):
         if ref is not None and getattr(record, "k8s_ref", None) is None:
             where = "/".join(ref[k] for k in ("namespace", "name") if k in ref)
             prefix = f"[{ref.get('kind', '?')} {where}] "
-        return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{record.message}"
+        message = record.message
+        if len(message) > PLAIN_MESSAGE_LIMIT:
+            message = message[:PLAIN_MESSAGE_LIMIT] + " …(cut)"
+        message = message.translate(_ESCAPES)
+        return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{message}"
 
 
 def configure_logging(*, level: str = "INFO", fmt: LogFormat = "plain") -> None:
