@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from cleo_operator.core.redaction import LOG_MESSAGE_LIMIT
 from cleo_operator.observability.logs import (
-    PLAIN_MESSAGE_LIMIT,
     JsonFormatter,
     KopfNoiseFilter,
     ObjectContextFilter,
@@ -161,7 +161,7 @@ def test_a_plain_message_is_capped() -> None:
     logger, stream, _ = _emit("test.logs.cap", PlainFormatter())
     logger.info("x " * 100_000)
     out = stream.getvalue()
-    assert len(out) < PLAIN_MESSAGE_LIMIT + 200
+    assert len(out) < LOG_MESSAGE_LIMIT + 200
     assert out.rstrip("\n").endswith("…(cut)")
 
 

@@ -53,6 +53,9 @@ MASK: Final = "***"
 MESSAGE_LIMIT: Final = 1024
 """Condition, step and Event messages are cut to this many characters."""
 
+LOG_MESSAGE_LIMIT: Final = 4096
+"""A plain log line's message is cut to this many characters (`observability.logs`)."""
+
 INPUT_LIMIT: Final = 16 << 10
 """`redact` reads at most this many characters of a text and cuts it there (with `CUT`):
 a tool's or server's message may quote a tenant's data of any length."""

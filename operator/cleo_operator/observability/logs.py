@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-from cleo_operator.core.redaction import MASK, holds_secret, redact
+from cleo_operator.core.redaction import CUT, LOG_MESSAGE_LIMIT, MASK, holds_secret, redact
 from cleo_operator.core.times import rfc3339_ms
 
 __all__ = [
@@ -233,9 +233,6 @@ class JsonFormatter(_BaseJsonFormatter):
                 log_data.setdefault(key, value)
 
 
-PLAIN_MESSAGE_LIMIT: Final = 4096
-"""A plain line's message is cut to this many characters."""
-
 # Control characters (a tab aside) and Unicode's line separators, escaped in a plain line:
 # terminals and log collectors may start a new line at any of them.
 _ESCAPES: Final[dict[int, str]] = {
@@ -248,7 +245,7 @@ class PlainFormatter(logging.Formatter):
 
     One record is one line, whose message may quote anyone's text (a server's error, a
     tenant's): line breaks and control characters in it are escaped (``\\n``) and it is cut
-    to `PLAIN_MESSAGE_LIMIT`, so no text can start a line that looks like another record.
+    to `LOG_MESSAGE_LIMIT`, so no text can start a line that looks like another record.
     A traceback or stack follows on lines of their own, each indented by two spaces, which
     no record's line is.
     """
@@ -268,8 +265,8 @@ class PlainFormatter(logging.Formatter):
             where = "/".join(ref[k] for k in ("namespace", "name") if k in ref)
             prefix = f"[{ref.get('kind', '?')} {where}] "
         message = record.message
-        if len(message) > PLAIN_MESSAGE_LIMIT:
-            message = message[:PLAIN_MESSAGE_LIMIT] + " …(cut)"
+        if len(message) > LOG_MESSAGE_LIMIT:
+            message = message[:LOG_MESSAGE_LIMIT] + CUT
         message = message.translate(_ESCAPES)
         return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{message}"
 
