@@ -35,7 +35,9 @@ from urllib.parse import quote
 
 __all__ = [
     "CUT",
+    "CUT_START",
     "INPUT_LIMIT",
+    "LOG_MESSAGE_LIMIT",
     "MASK",
     "MESSAGE_LIMIT",
     "REDACTED",
