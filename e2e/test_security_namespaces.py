@@ -104,11 +104,15 @@ def snapshot(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
 def operator_writes_in(cluster: LocalCluster, offset: int, *namespaces: str) -> list[str]:
     """Write requests of the operator in (or on) these namespaces since `offset`; not the
     renewals of its leader Lease (in its own namespace, every retry period, whatever the
-    tenants do)."""
+    tenants do); a Lease of that name in any other namespace is a write like any other."""
     out = []
     for e in cluster.audit_events(user=OPERATOR_USER, offset=offset):
         ref = e["objectRef"]
-        if ref.get("resource") == "leases" and ref.get("name") == LEADER_LEASE:
+        if (
+            ref.get("resource") == "leases"
+            and ref.get("name") == LEADER_LEASE
+            and ref.get("namespace") == OPERATOR_NAMESPACE
+        ):
             continue
         on_namespace = ref.get("resource") == "namespaces" and ref.get("name") in namespaces
         if ref.get("namespace") in namespaces or on_namespace:

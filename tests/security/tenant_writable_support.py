@@ -137,6 +137,38 @@ def platform_admin_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient
     return _account_client(cluster, kube, PLATFORM_ADMIN_ACCOUNT, PLATFORM_ADMIN)
 
 
+LB_CONTROLLER_ACCOUNT = "lb-controller"
+LB_CONTROLLER_ROLE = "cleo-test-lb-controller"
+
+
+def load_balancer_controller_client(cluster: LocalCluster, kube: KubeClient) -> KubeClient:
+    """A load-balancer controller's credential (MetalLB's, Cilium's, the cloud's): a
+    ServiceAccount token whose account may write every Service's status, cluster-wide."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": LB_CONTROLLER_ROLE},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["services/status"], "verbs": ["update", "patch"]},
+        ],
+    }
+    user = f"system:serviceaccount:{ATTACKER_NAMESPACE}:{LB_CONTROLLER_ACCOUNT}"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": LB_CONTROLLER_ROLE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": LB_CONTROLLER_ROLE,
+        },
+        "subjects": [{"kind": "User", "name": user}],
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    return _account_client(cluster, kube, LB_CONTROLLER_ACCOUNT, user)
+
+
 def bind_tenant_admin(
     kube: KubeClient, *, tenant: str, namespace: str, user: str, backup_requests: bool = False
 ) -> None:

@@ -584,6 +584,40 @@ def test_a_dump_that_sleeps_forever_cannot_hold_the_verification(
     assert sessions == [(0,)]
 
 
+def test_a_dump_whose_error_is_megabytes_long_is_verified_in_bounded_time(
+    postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
+) -> None:
+    """A CHECK whose function raises 400 KB of `a.` (and a password after it) when anyone
+    but the tenant runs it: pg_restore prints it on one line. Reading and redacting it once
+    took minutes holding the interpreter lock (the leader election could not renew, every
+    tenant stopped); now only stderr's tail is read, redaction is linear and bounded, and
+    the verdict is short and masks the password."""
+    leaked = secrets.token_urlsafe(18)
+    with psycopg.connect(**tenant.login.psycopg_kwargs(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.loud(x integer) RETURNS boolean LANGUAGE plpgsql AS $f$"
+                " BEGIN IF current_user = {} THEN RETURN true; END IF;"
+                " RAISE EXCEPTION '%', repeat('a.', 200000) || ' password=' || {}; END $f$"
+            ).format(sql.Literal(tenant.role), sql.Literal(leaked))
+        )
+        conn.execute("CREATE TABLE notes (id integer CHECK (public.loud(id)), body text)")
+        conn.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 5) g")
+    storage, backup = back_up(tenant, keyring, tmp_path)
+
+    started = time.monotonic()
+    verdict = verify_as_site(postgres_server, tenant, keyring, storage, backup.backup_id)
+
+    assert time.monotonic() - started < 20
+    assert not verdict.passed
+    assert verdict.reason == "RestoreFailed"
+    assert "a.a.a." in verdict.message
+    assert len(verdict.message) <= 32 << 10
+    assert leaked not in verdict.message
+    assert postgres_server.password not in verdict.message
+    assert not scratch_databases(postgres_server)
+
+
 def test_a_login_the_dump_hands_out_dies_with_the_verification(
     postgres_server: PostgresServer, tenant: Tenant, keyring: Keyring, tmp_path: Path
 ) -> None:

@@ -39,6 +39,8 @@ from cleo_operator.kube.kinds import (
     NETWORK_POLICY,
     POD,
     REPLICA_SET,
+    ROLE,
+    ROLE_BINDING,
     SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
@@ -57,6 +59,7 @@ from tests.security.tenant_writable_support import (
     REPO,
     attacker_client,
     install_policy,
+    load_balancer_controller_client,
     new_name,
     operator_client,
     platform_admin_client,
@@ -953,3 +956,205 @@ def test_a_service_cannot_take_over_an_address_with_external_ips(scene: Scene) -
         )
     finally:
         scene.admin.delete(SERVICE, "site-twin", namespace=scene.namespace)
+
+
+LB_ADDRESS_ANNOTATIONS = (
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.io/loadBalancerIPs",
+    "io.cilium/lb-ipam-ips",
+    "lbipam.cilium.io/ips",
+    "kube-vip.io/loadbalancerIPs",
+)
+
+
+def free_cluster_ip(scene: Scene) -> str:
+    """An address of the cluster's Service range that no Service holds (as a site's
+    Service's would be once it is deleted)."""
+    first = scene.admin.get(SERVICE, "kubernetes", namespace="default")
+    assert first is not None
+    prefix = first["spec"]["clusterIP"].rsplit(".", 1)[0]
+    taken = {svc["spec"].get("clusterIP") for svc in scene.admin.list(SERVICE)}
+    return next(f"{prefix}.{n}" for n in range(250, 100, -1) if f"{prefix}.{n}" not in taken)
+
+
+def test_a_service_cannot_choose_its_address(scene: Scene) -> None:
+    """Beyond externalIPs: a LoadBalancer address the tenant names (spec.loadBalancerIP,
+    MetalLB's, Cilium's, kube-vip's annotations) or a ClusterIP it picks could be a database
+    site's (a freed ClusterIP: a site's Service deleted and made again)."""
+
+    def service(name: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": scene.namespace},
+            "spec": {"selector": {"app": "mine"}, "ports": [{"port": 5432}], **spec},
+        }
+
+    lb = service("lb-twin", type="LoadBalancer", loadBalancerIP="10.20.30.40")
+    error = refused(scene.attacker.create, lb)
+    assert error.status == 403
+    assert "load-balancer address" in error.message
+    for key in LB_ADDRESS_ANNOTATIONS:
+        annotated = service("lb-twin", type="LoadBalancer")
+        annotated["metadata"]["annotations"] = {key: "10.20.30.40"}
+        error = refused(scene.attacker.create, annotated)
+        assert error.status == 403, key
+        assert "load-balancer address" in error.message, key
+    address = free_cluster_ip(scene)
+    for spec in ({"clusterIP": address}, {"clusterIP": address, "clusterIPs": [address]}):
+        error = refused(scene.attacker.create, service("ip-twin", **spec))
+        assert error.status == 403, spec
+        assert "ClusterIP" in error.message
+    # The policy tells a chosen ClusterIP from an allocated one by the request's fields
+    # (managedFields): a request that brings its own managedFields still has it counted.
+    forged = service("ip-twin", clusterIP=address)
+    forged["metadata"]["managedFields"] = [
+        {
+            "manager": "kubectl",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:selector": {}}},
+        }
+    ]
+    error = refused(scene.attacker.create, forged)
+    assert error.status == 403
+    assert "ClusterIP" in error.message
+    applied = service("ip-twin", clusterIP=address)
+    error = refused(scene.attacker.apply, applied)
+    assert error.status == 403
+    assert "ClusterIP" in error.message
+
+    # What the cluster picks is the tenant's: a LoadBalancer, a ClusterIP and a headless
+    # Service are made and changed as before.
+    created = []
+    try:
+        for made in (
+            service("lb-plain", type="LoadBalancer"),
+            service("ip-plain"),
+            service("headless", clusterIP="None"),
+        ):
+            scene.attacker.create(made)
+            created.append(made["metadata"]["name"])
+            scene.attacker.patch_merge(
+                SERVICE,
+                made["metadata"]["name"],
+                {"metadata": {"labels": {"changed": "yes"}}},
+                namespace=scene.namespace,
+            )
+        # Nor added later.
+        error = refused(
+            scene.attacker.patch_merge,
+            SERVICE,
+            "lb-plain",
+            {"spec": {"loadBalancerIP": "10.20.30.40"}},
+            namespace=scene.namespace,
+        )
+        assert "load-balancer address" in error.message
+        error = refused(
+            scene.attacker.patch_merge,
+            SERVICE,
+            "lb-plain",
+            {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "10.20.30.40"}}},
+            namespace=scene.namespace,
+        )
+        assert "load-balancer address" in error.message
+        # A platform admin (who may update CleoTenants) may still choose.
+        platform = platform_admin_client(scene.cluster, scene.admin)
+        platform.patch_merge(
+            SERVICE,
+            "lb-plain",
+            {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "10.20.30.40"}}},
+            namespace=scene.namespace,
+        )
+        # Once the platform set it, the tenant's other changes to the Service still pass.
+        scene.attacker.patch_merge(
+            SERVICE,
+            "lb-plain",
+            {"metadata": {"labels": {"changed": "again"}}},
+            namespace=scene.namespace,
+        )
+    finally:
+        for name in created:
+            scene.admin.delete(SERVICE, name, namespace=scene.namespace)
+
+
+def test_a_services_status_is_written_only_by_the_load_balancer_controllers(
+    scene: Scene,
+) -> None:
+    """A custom role granting services/status in the namespace would let its holder give a
+    LoadBalancer a site's address as its ingress; the controllers, who may write every
+    Service's status, still can."""
+    name = "lb-status"
+    scene.attacker.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": scene.namespace},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "mine"}, "ports": [{"port": 80}]},
+        }
+    )
+    role = f"{name}-writer"
+    ingress = {"status": {"loadBalancer": {"ingress": [{"ip": "10.20.30.40"}]}}}
+
+    def attacker_writes() -> KubeError | None:
+        try:
+            scene.attacker.patch_merge(
+                SERVICE, name, ingress, namespace=scene.namespace, subresource="status"
+            )
+        except KubeError as exc:
+            return exc
+        return None
+
+    try:
+        scene.admin.create(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": role, "namespace": scene.namespace},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["services/status"],
+                        "verbs": ["get", "update", "patch"],
+                    }
+                ],
+            }
+        )
+        scene.admin.create(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": role, "namespace": scene.namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "User", "name": ATTACKER}],
+            }
+        )
+        # RBAC takes a moment: the refusal must come from the policy, not from RBAC.
+        error = wait_for(
+            lambda: (e := attacker_writes()) is not None and MESSAGE in e.message and e,
+            timeout=30,
+            interval=0.5,
+            what="the attacker's status write to be refused by the policy",
+        )
+        assert isinstance(error, KubeError)
+        assert error.status == 403
+        assert "may not write the status" in error.message
+        current = scene.admin.get(SERVICE, name, namespace=scene.namespace)
+        assert current is not None
+        assert not (current.get("status") or {}).get("loadBalancer", {}).get("ingress")
+
+        controller = load_balancer_controller_client(scene.cluster, scene.admin)
+        wait_for(
+            lambda: controller.patch_merge(
+                SERVICE, name, ingress, namespace=scene.namespace, subresource="status"
+            ),
+            timeout=30,
+            interval=0.5,
+            what="the load-balancer controller to write the Service's status",
+        )
+    finally:
+        scene.admin.delete(SERVICE, name, namespace=scene.namespace)
+        for kind in (ROLE_BINDING, ROLE):
+            if scene.admin.get(kind, role, namespace=scene.namespace) is not None:
+                scene.admin.delete(kind, role, namespace=scene.namespace)

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from cleo_operator.core.redaction import LOG_MESSAGE_LIMIT
 from cleo_operator.observability.logs import (
     JsonFormatter,
     KopfNoiseFilter,
@@ -125,6 +126,43 @@ def test_the_plain_format_stays_and_names_the_object() -> None:
     assert (level, name) == ("INFO", "test.logs.plain:")
     assert rest == "[CleoFailover cleo-acme/move-1] step fence succeeded"
     assert outside.endswith("test.logs.plain: no object")
+
+
+FORGED = "2026-01-01T00:00:00.000Z INFO    cleo_operator.audit: tenant acme deleted by admin"
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x85", "\u2028", "\x1b[2K\r"])
+def test_a_plain_line_cannot_be_forged_with_a_line_break(brk: str) -> None:
+    """A message quoting someone's text (a server's error, a tenant's) with a line break
+    and a whole forged record after it stays one line, the break escaped."""
+    logger, stream, _ = _emit("test.logs.forge", PlainFormatter())
+    logger.warning("restore failed: %s", f"ERROR: boom{brk}{FORGED}")
+    out = stream.getvalue()
+    assert out.count("\n") == 1
+    assert len(out.splitlines()) == 1
+    assert "\r" not in out
+    assert FORGED in out  # still there to read, on the record's own line
+
+
+def test_a_plain_traceback_is_indented_so_it_cannot_forge_a_record() -> None:
+    logger, stream, _ = _emit("test.logs.forge_exc", PlainFormatter())
+    try:
+        raise RuntimeError(f"boom\n{FORGED}\r{FORGED}")
+    except RuntimeError:
+        logger.exception("reconcile failed")
+    first, *rest = stream.getvalue().splitlines()
+    assert first.endswith("test.logs.forge_exc: reconcile failed")
+    assert rest
+    assert all(line.startswith("  ") for line in rest)
+    assert any("Traceback" in line for line in rest)
+
+
+def test_a_plain_message_is_capped() -> None:
+    logger, stream, _ = _emit("test.logs.cap", PlainFormatter())
+    logger.info("x " * 100_000)
+    out = stream.getvalue()
+    assert len(out) < LOG_MESSAGE_LIMIT + 200
+    assert out.rstrip("\n").endswith("…(cut)")
 
 
 def test_an_exception_is_one_redacted_field() -> None:

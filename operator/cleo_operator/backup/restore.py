@@ -76,7 +76,7 @@ from cleo_operator.backup.errors import (
 from cleo_operator.backup.manifest import Manifest, TableStats
 from cleo_operator.backup.scratch import SCRATCH_DATABASE_PREFIX, scratch_database
 from cleo_operator.backup.storage import ReadStream, Storage
-from cleo_operator.backup.tools import describe_exit, tool_version
+from cleo_operator.backup.tools import StderrTail, describe_exit, tool_version
 from cleo_operator.core.times import rfc3339_precise
 from cleo_operator.crypto import (
     KeyWrapper,
@@ -487,43 +487,47 @@ def _run_pg_restore(
     if no_privileges:
         args.append("--no-privileges")
     args.append(dump_path)
+    # The passfile lives as long as the `with`: pg_restore runs to its end inside it.
     with libpq_environment(target) as env:
         try:
-            # pg_restore's output on stderr is small (it stops at the first error).
-            completed = subprocess.run(
+            process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env=env,
-                check=False,
-                timeout=timeout_seconds,
             )
+        except OSError as error:
+            raise RestoreFailed(f"cannot start pg_restore ({args[0]}): {error.strerror}") from None
+        assert process.stderr is not None
+        # Only stderr's tail is kept: an error quotes the tenant's data (a function's RAISE,
+        # a CHECK's value), whose length the tenant chooses.
+        stderr = StderrTail(process.stderr, secrets=[target.password])
+        try:
+            returncode = process.wait(timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
-            # run() killed pg_restore; its server session ends with the transaction (and
-            # a verification's scratch database is dropped WITH (FORCE) right after).
+            # pg_restore's server session ends with the transaction (and a verification's
+            # scratch database is dropped WITH (FORCE) right after).
             raise RestoreFailed(
                 f"pg_restore into {target.where} did not finish within {timeout_seconds:.0f}s "
                 "and was stopped; nothing was changed if it ran in one transaction. A dump "
                 "whose code sleeps or loops never finishes: look at the archive's functions"
             ) from None
-        except OSError as error:
-            raise RestoreFailed(f"cannot start pg_restore ({args[0]}): {error.strerror}") from None
-    if completed.returncode != 0:
-        lines = [
-            line.strip()
-            for line in completed.stderr.decode("utf-8", "replace").splitlines()
-            if line.strip()
-        ]
-        detail = redact("; ".join(lines[-20:]), [target.password]) or "(no message)"
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            stderr.join()
+            process.stderr.close()
+    if returncode != 0:
         state = (
             "nothing was changed (one transaction)"
             if single_transaction
             else "the target may be partly restored: drop it and restore again"
         )
         raise RestoreFailed(
-            f"pg_restore into {target.where} failed ({describe_exit(completed.returncode)}); "
-            f"{state}: {detail}"
+            f"pg_restore into {target.where} failed ({describe_exit(returncode)}); "
+            f"{state}: {stderr.text()}"
         )
 
 

@@ -94,4 +94,4 @@ class StderrTail:
         lines = [
             line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()
         ]
-        return redact("; ".join(lines[-_TAIL_LINES:]), self._secrets) or "(no message)"
+        return redact("; ".join(lines[-_TAIL_LINES:]), self._secrets, tail=True) or "(no message)"

@@ -20,6 +20,9 @@ and each door once had its own idea of what a secret looks like. Now every door 
 It lives in the lowest layer (core), so every layer above, the error base included, imports
 this one implementation. `clip` redacts and then cuts a message to the length that status
 fields and Events take.
+
+It runs in time linear in the text, and reads at most `INPUT_LIMIT` characters of it (the
+known secrets are replaced in all of it): the text may be a tenant's, and see `_KEY`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,18 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import quote
 
-__all__ = ["MASK", "MESSAGE_LIMIT", "REDACTED", "clip", "holds_secret", "redact"]
+__all__ = [
+    "CUT",
+    "CUT_START",
+    "INPUT_LIMIT",
+    "LOG_MESSAGE_LIMIT",
+    "MASK",
+    "MESSAGE_LIMIT",
+    "REDACTED",
+    "clip",
+    "holds_secret",
+    "redact",
+]
 
 REDACTED: Final = "<redacted>"
 """What a known secret (one the caller passed) is replaced with."""
@@ -40,6 +54,19 @@ MASK: Final = "***"
 
 MESSAGE_LIMIT: Final = 1024
 """Condition, step and Event messages are cut to this many characters."""
+
+LOG_MESSAGE_LIMIT: Final = 4096
+"""A plain log line's message is cut to this many characters (`observability.logs`)."""
+
+INPUT_LIMIT: Final = 16 << 10
+"""`redact` reads at most this many characters of a text and cuts it there (with `CUT`):
+a tool's or server's message may quote a tenant's data of any length."""
+
+CUT: Final = " …(cut)"
+"""What ends a text whose end `redact` cut off."""
+
+CUT_START: Final = "(cut)… "
+"""What starts a text whose start `redact` cut off."""
 
 # Names of secrets, not secrets.
 _SECRET_WORDS = "|".join(
@@ -53,8 +80,20 @@ _SECRET_WORDS = "|".join(
     )
 )
 # A key is an identifier that contains one of the words (snake, camel, kebab, upper case,
-# dotted, with a prefix such as PG, AWS_ or X-Amz-).
-_KEY = rf"[A-Za-z0-9_.-]*(?:{_SECRET_WORDS})[A-Za-z0-9_.-]*"
+# dotted, with a prefix such as PG, AWS_ or X-Amz-), and `api key` with its space.
+#
+# Every pattern here runs in time linear in the text: the text may be a tenant's (a
+# server's error quoting the tenant's data, a tool's stderr), and a redaction that takes
+# seconds holds the interpreter lock, so the leader election cannot renew and every
+# tenant stops. Hence (1) a match starts only where an identifier starts (the lookbehind
+# `(?<![A-Za-z0-9_.-])`), never after each `.`, `_` or `-` inside it, and (2) an
+# identifier is looked through once for a secret word (a lookahead, which never
+# backtracks once it matched) and then taken whole (possessive `*+`), never tried again
+# at each shorter length: `a.a.a...` or `passwordpassword...` of 200 KB take milliseconds.
+_KEY_CHAR = r"(?:[A-Za-z0-9_.-]|(?<=api)[ ](?=key))"
+_KEY = rf"(?={_KEY_CHAR}*?(?:{_SECRET_WORDS})){_KEY_CHAR}*+"
+# Where an identifier starts: not inside one, nor at the `key` of an `api key`.
+_KEY_START = r"(?<![A-Za-z0-9_.-])(?!(?<=api )key)"
 # Identifiers that name a secret rather than hold one: their values are kept.
 _NOT_A_VALUE = re.compile(
     r"(?i)(?:name|names|ref|namespace|file|path|id|version|type|kind|policy|rotation"
@@ -99,25 +138,21 @@ _VALUE = (
     r"|[^\s\"',;&<>{}\[\]()]+"  # bare (env, conninfo, query strings, YAML)
 )
 _SEP = r"\s*(?::=|=>?|:)\s*"
-_KEY_VALUE = re.compile(
-    rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})"
-    rf"(?P<value>{_VALUE})"
-)
-# The second pass: a kept name whose value is the key of the next assignment (`secretName =
-# password = x`) swallowed that key, so the assignment after it is matched on its own.
-_NEXT_KEY_VALUE = re.compile(
-    rf"(?i)(?P<lead>(?<![A-Za-z0-9])[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})"
-    rf"(?!{_KEY}[\"']?{_SEP})(?P<value>{_VALUE})"
-)
+# A key and its separator; the value after it is read by `_VALUE_AT` only when it is to
+# be masked or looked at (`_key_values`).
+_KEY_SEP = re.compile(rf"(?i)(?P<lead>{_KEY_START}[\"']?)(?P<key>{_KEY})(?P<sep>[\"']?{_SEP})")
+_VALUE_AT = re.compile(_VALUE)
 _AUTHORIZATION = re.compile(
     r"(?i)(?P<head>\bauthorization[\"']?\s*[:=]\s*)(?P<quote>[\"']?)(?P<value>[^\r\n\"']+)"
 )
-_URL_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+# A scheme is short (at most 32 characters), and a password does not run on over the next
+# `://`: otherwise each of `a://:a://:...` would read to the end of the text.
+_URL_PASSWORD = re.compile(
+    r"(?i)(?P<head>\b[a-z][a-z0-9+.-]{0,31}://[^:/@\s]*:)(?:[^@\s:]|:(?!//))+@"
+)
 _BEARER = re.compile(r"(?i)\b(?P<head>bearer\s+)[A-Za-z0-9._~+/=-]+")
 # A negated flag (`--no-password`) takes no value: the next word is another option.
-_OPTION = re.compile(
-    rf"(?i)(?P<head>(?<![A-Za-z0-9-])--?(?!-?no-)[a-z0-9_.-]*(?:{_SECRET_WORDS})[a-z0-9_.-]*\s+)\S+"
-)
+_OPTION = re.compile(rf"(?i)(?P<head>{_KEY_START}--?(?!-?no-){_KEY}\s+)\S+")
 _PEM_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     re.DOTALL,
@@ -152,22 +187,34 @@ def _names_a_secret(key: str) -> bool:
     )
 
 
-def _key_value(match: re.Match[str], kept: list[str] | None = None) -> str:
-    key, value = match["key"], match["value"]
-    if value == MASK:
-        return match[0]
-    if (
-        _NOT_A_VALUE.search(key)
-        or _SECRET_OBJECT.search(key)
-        or (_A_FACT.search(key) and _FACT_VALUE.fullmatch(value))
-        or (_A_MEASURE.search(key) and _MEASURE_VALUE.fullmatch(value))
-    ):
-        # A name is kept, but a bare value may run on into a secret (`secretName =
-        # password=x`): what it swallowed is redacted on its own.
-        if kept is not None:
-            kept.append(key)
-        return f"{match['lead']}{key}{match['sep']}{_KEY_VALUE.sub(_key_value, value)}"
-    return f"{match['lead']}{key}{match['sep']}{_masked_value(value)}"
+def _key_values(text: str) -> str:
+    """Mask the value after each key that holds a secret, in one pass over ``text``."""
+    out: list[str] = []
+    pos = 0
+    while (match := _KEY_SEP.search(text, pos)) is not None:
+        key, after = match["key"], match.end()
+        if _NOT_A_VALUE.search(key) or _SECRET_OBJECT.search(key):
+            # A name is kept, and what follows it is read on as text: a bare value may run
+            # on into a secret (`secretName = password=x`, `secretName=password=x`).
+            out.append(text[pos:after])
+            pos = after
+            continue
+        value = _VALUE_AT.match(text, after)
+        if value is None:
+            out.append(text[pos:after])
+            pos = after
+            continue
+        if (
+            value[0] == MASK
+            or (_A_FACT.search(key) and _FACT_VALUE.fullmatch(value[0]))
+            or (_A_MEASURE.search(key) and _MEASURE_VALUE.fullmatch(value[0]))
+        ):
+            out.append(text[pos : value.end()])
+        else:
+            out.append(text[pos:after] + _masked_value(value[0]))
+        pos = value.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _spaced_password(match: re.Match[str]) -> str:
@@ -179,25 +226,54 @@ def _spaced_password(match: re.Match[str]) -> str:
     return f"{match['head']}{_masked_value(value)}"
 
 
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` without the given ``secrets`` and without anything that looks like one."""
+def _bounded(text: str, *, tail: bool) -> str:
+    """``text`` cut to its first (or last) `INPUT_LIMIT` characters, without the word the
+    cut went through.
+
+    The word is dropped because the patterns recognise some secrets only whole: the start
+    of a URL's password, cut before its ``@``, would otherwise be kept.
+    """
+    if len(text) <= INPUT_LIMIT:
+        return text
+    if tail:
+        kept = text[-INPUT_LIMIT:]
+        if not (kept[0].isspace() or text[-INPUT_LIMIT - 1].isspace()):
+            words = kept.split(None, 1)
+            kept = words[1] if len(words) == 2 else ""
+        return f"{CUT_START}{kept}"
+    kept = text[:INPUT_LIMIT]
+    if not (kept[-1].isspace() or text[INPUT_LIMIT].isspace()):
+        words = kept.rsplit(None, 1)
+        kept = words[0] if len(words) == 2 else ""
+    return f"{kept}{CUT}"
+
+
+def redact(text: str, secrets: Iterable[str | None] = (), *, tail: bool = False) -> str:
+    """``text`` without the given ``secrets`` and without anything that looks like one.
+
+    The known secrets are replaced in the whole text; the rest is looked for in its first
+    `INPUT_LIMIT` characters (its last ones with ``tail``: a log's or a tool's last lines
+    say what went wrong), and the text is cut there.
+    """
     for secret in secrets:
         if secret:
             for form in _secret_forms(secret):
                 text = text.replace(form, REDACTED)
+    text = _bounded(text, tail=tail)
     text = _PEM_KEY.sub(MASK, text)
     text = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", text)
     text = _AUTHORIZATION.sub(rf"\g<head>\g<quote>{MASK}", text)
     text = _BEARER.sub(rf"\g<head>{MASK}", text)
     text = _OPTION.sub(rf"\g<head>{MASK}", text)
     text = _SPACED_PASSWORD.sub(_spaced_password, text)
-    kept: list[str] = []
-    text = _KEY_VALUE.sub(lambda match: _key_value(match, kept), text)
-    # Only a kept name can have swallowed the next key: most lines need no second pass.
-    return _NEXT_KEY_VALUE.sub(_key_value, text) if kept else text
+    return _key_values(text)
 
 
 def clip(message: str, limit: int = MESSAGE_LIMIT, *, secrets: Iterable[str | None] = ()) -> str:
-    """``message`` redacted, then cut to ``limit`` characters (with an ellipsis when cut)."""
+    """``message`` redacted, then cut to ``limit`` characters (with an ellipsis when cut).
+
+    Redacted first, so that the cut cannot leave the start of a secret that only the whole
+    would have been recognised by; `redact` itself reads at most `INPUT_LIMIT` characters.
+    """
     message = redact(message, secrets)
     return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -31,11 +31,11 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-from cleo_operator.core.redaction import MASK, holds_secret, redact
+from cleo_operator.core.redaction import CUT, LOG_MESSAGE_LIMIT, MASK, holds_secret, redact
 from cleo_operator.core.times import rfc3339_ms
 from cleo_operator.observability.tracing import current_ids
 
@@ -196,14 +196,14 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             record.exc_text = (
-                redact(logging.Formatter().formatException(record.exc_info))
+                redact(logging.Formatter().formatException(record.exc_info), tail=True)
                 or f"{type(exc).__name__}"
             )
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, tail=True)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact(record.stack_info, tail=True)
         for key, value in _extras(record).items():
             record.__dict__[key] = MASK if holds_secret(key) else _redact_value(value)
         record._cleo_redacted = True
@@ -241,7 +241,9 @@ class JsonFormatter(_BaseJsonFormatter):
         if record.exc_text:
             log_data["exception"] = record.exc_text
         elif record.exc_info and record.exc_info[1] is not None:
-            log_data["exception"] = redact(logging.Formatter().formatException(record.exc_info))
+            log_data["exception"] = redact(
+                logging.Formatter().formatException(record.exc_info), tail=True
+            )
         if record.stack_info:
             log_data["stack"] = record.stack_info
         for key, value in {**_extras(record), **message_dict}.items():
@@ -249,8 +251,29 @@ class JsonFormatter(_BaseJsonFormatter):
                 log_data.setdefault(key, value)
 
 
+# Control characters (a tab aside) and Unicode's line separators, escaped in a plain line:
+# terminals and log collectors may start a new line at any of them.
+_ESCAPES: Final[dict[int, str]] = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code != 0x09
+} | {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class PlainFormatter(logging.Formatter):
-    """``TIME LEVEL logger: [Kind namespace/name] message``, for people at a terminal."""
+    """``TIME LEVEL logger: [Kind namespace/name] message``, for people at a terminal.
+
+    One record is one line, whose message may quote anyone's text (a server's error, a
+    tenant's): line breaks and control characters in it are escaped (``\\n``) and it is cut
+    to `LOG_MESSAGE_LIMIT`, so no text can start a line that looks like another record.
+    A traceback or stack follows on lines of their own, each indented by two spaces, which
+    no record's line is.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        head, _, rest = super().format(record).partition("\n")
+        if not rest:
+            return head
+        lines = rest.replace("\r", "\\r").split("\n")
+        return "\n".join([head, *(f"  {line}" for line in lines)])
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         ref = _record_object(record)
@@ -259,7 +282,11 @@ class PlainFormatter(logging.Formatter):
         if ref is not None and getattr(record, "k8s_ref", None) is None:
             where = "/".join(ref[k] for k in ("namespace", "name") if k in ref)
             prefix = f"[{ref.get('kind', '?')} {where}] "
-        return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{record.message}"
+        message = record.message
+        if len(message) > LOG_MESSAGE_LIMIT:
+            message = message[:LOG_MESSAGE_LIMIT] + CUT
+        message = message.translate(_ESCAPES)
+        return f"{_time(record)} {record.levelname:<7} {record.name}: {prefix}{message}"
 
 
 def configure_logging(*, level: str = "INFO", fmt: LogFormat = "plain") -> None:

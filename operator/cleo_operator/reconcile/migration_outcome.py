@@ -83,7 +83,7 @@ def last_lines(message: str, *, secrets: Iterable[str | None] = ()) -> str:
     lines = [_CONTROL.sub("?", line).rstrip() for line in message.splitlines()]
     kept = [line for line in lines if line.strip()][-LAST_LINES:]
     known = [s for s in secrets if s]
-    text = redact(redact_windows(" | ".join(kept), known), known)
+    text = redact(redact_windows(" | ".join(kept), known), known, tail=True)
     if len(text) > LAST_LINES_LIMIT:
         text = "..." + text[-(LAST_LINES_LIMIT - 3) :]
     return clip(text, LAST_LINES_LIMIT, secrets=secrets)
