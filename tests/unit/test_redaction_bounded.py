@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from cleo_operator.core import redaction
 from cleo_operator.core.redaction import CUT, CUT_START, INPUT_LIMIT, MASK, clip, redact
 
+pytestmark = pytest.mark.security
+
 SIZE = 200_000
 BOUND = 2.0
 """Seconds: generous for a shared machine; a quadratic pattern takes minutes at SIZE."""
