@@ -132,6 +132,7 @@ FORGED = "2026-01-01T00:00:00.000Z INFO    cleo_operator.audit: tenant acme dele
 
 
 @pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x85", "\u2028", "\x1b[2K\r"])
+@pytest.mark.security
 def test_a_plain_line_cannot_be_forged_with_a_line_break(brk: str) -> None:
     """A message quoting someone's text (a server's error, a tenant's) with a line break
     and a whole forged record after it stays one line, the break escaped."""
@@ -144,6 +145,7 @@ def test_a_plain_line_cannot_be_forged_with_a_line_break(brk: str) -> None:
     assert FORGED in out  # still there to read, on the record's own line
 
 
+@pytest.mark.security
 def test_a_plain_traceback_is_indented_so_it_cannot_forge_a_record() -> None:
     logger, stream, _ = _emit("test.logs.forge_exc", PlainFormatter())
     try:
@@ -157,6 +159,7 @@ def test_a_plain_traceback_is_indented_so_it_cannot_forge_a_record() -> None:
     assert any("Traceback" in line for line in rest)
 
 
+@pytest.mark.security
 def test_a_plain_message_is_capped() -> None:
     logger, stream, _ = _emit("test.logs.cap", PlainFormatter())
     logger.info("x " * 100_000)
