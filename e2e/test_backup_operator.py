@@ -18,7 +18,7 @@ from e2e.cluster import LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OperatorProcess
 from tests.harness.postgres import PostgresServer
-from tests.harness.specs import IMAGE, tenant_manifest
+from tests.harness.specs import IMAGE, bound_backup_volume, tenant_manifest
 from tests.integration.backup_cluster_support import run_job_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -67,36 +67,9 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
         ).format(sql.Identifier(tenant_role_name(TENANT))),
         dbname=database,
     )
-    # No storage provisioner or volume binder runs here: a PersistentVolume made by hand
-    # and a claim bound to it (what the binder would write) let the runner pod be
-    # scheduled, as in a cluster with storage.
-    volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": "vault-backups"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "hostPath": {"path": str(backup_volumes / NAMESPACE / "backups")},
-            "claimRef": {"namespace": NAMESPACE, "name": "backups"},
-        },
-    }
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": "backups",
-            "namespace": NAMESPACE,
-            "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-        },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "resources": {"requests": {"storage": "1Gi"}},
-            "volumeName": "vault-backups",
-        },
-    }
+    storage = bound_backup_volume(
+        "vault-backups", NAMESPACE, str(backup_volumes / NAMESPACE / "backups")
+    )
     backup = {
         "apiVersion": "cleoai.io/v1alpha1",
         "kind": "CleoBackup",
@@ -107,7 +80,7 @@ def test_backup_is_taken_recorded_and_verified(  # noqa: PLR0917 - pytest fixtur
             "verification": {"enabled": True},
         },
     }
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([volume, claim, backup]))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*storage, backup]))
 
     job = wait_for(
         lambda: kubectl_json(cluster, "get", "job", "cleo-backup-nightly", "-n", NAMESPACE),

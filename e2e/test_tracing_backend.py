@@ -34,7 +34,7 @@ import yaml
 from e2e.cluster import FAKE_NODE, LocalCluster
 from tests.harness.cluster_fixtures import kubectl_json, wait_for
 from tests.harness.operator_fixtures import OPERATOR_NAMESPACE, OperatorProcess, start_operator
-from tests.harness.specs import IMAGE, tenant_manifest
+from tests.harness.specs import IMAGE, bound_backup_volume, tenant_manifest
 from tests.harness.trace_collector import Span, TraceCollector, tree
 from tests.integration.backup_cluster_support import run_job_pod
 
@@ -81,35 +81,8 @@ def api_requests(spans: Iterable[Span]) -> set[tuple[str, str]]:
 
 
 def storage(backup_volumes: Path) -> list[dict[str, Any]]:
-    """A PersistentVolume made by hand and a claim bound to it (no provisioner runs here;
-    see e2e/test_backup_operator.py), and the one-off CleoBackup writing to it."""
-    volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{TENANT}-backups"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "hostPath": {"path": str(backup_volumes / NAMESPACE / "backups")},
-            "claimRef": {"namespace": NAMESPACE, "name": "backups"},
-        },
-    }
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": "backups",
-            "namespace": NAMESPACE,
-            "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-        },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "resources": {"requests": {"storage": "1Gi"}},
-            "volumeName": f"{TENANT}-backups",
-        },
-    }
+    """A PersistentVolume made by hand and a claim bound to it (`bound_backup_volume`), and
+    the one-off CleoBackup writing to it."""
     backup = {
         "apiVersion": "cleoai.io/v1alpha1",
         "kind": "CleoBackup",
@@ -119,7 +92,11 @@ def storage(backup_volumes: Path) -> list[dict[str, Any]]:
             "destination": {"type": "pvc", "pvc": {"claimName": "backups", "path": "cleo"}},
         },
     }
-    return [volume, claim, backup]
+    volume = f"{TENANT}-backups"
+    return [
+        *bound_backup_volume(volume, NAMESPACE, str(backup_volumes / NAMESPACE / "backups")),
+        backup,
+    ]
 
 
 def test_a_tenant_and_its_first_backup_are_trace_trees_in_the_collector(  # noqa: PLR0917

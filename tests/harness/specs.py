@@ -172,6 +172,41 @@ def backup_manifest(name: str, namespace: str, spec: dict[str, Any]) -> dict[str
     }
 
 
+def bound_backup_volume(volume: str, namespace: str, host_path: str) -> list[dict[str, Any]]:
+    """A PersistentVolume `volume` at `host_path` and the claim ``backups`` in `namespace`
+    bound to it. No storage provisioner or volume binder runs on the local control plane:
+    the volume made by hand and the claim marked bound (what the binder would write) let a
+    backup runner's pod be scheduled, as in a cluster with storage."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": {"path": host_path},
+            "claimRef": {"namespace": namespace, "name": "backups"},
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "backups",
+            "namespace": namespace,
+            "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}},
+            "volumeName": volume,
+        },
+    }
+    return [pv, claim]
+
+
 def secret_manifest(
     name: str,
     namespace: str,
