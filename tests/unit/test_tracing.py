@@ -182,6 +182,16 @@ def test_exporter_environment_when_on() -> None:
 
 @pytest.mark.security
 @pytest.mark.parametrize(
+    "endpoint",
+    ["https://12345:glc_token@gateway.example/otlp", "https://gateway.example/otlp?token=x"],
+)
+def test_an_endpoint_that_may_carry_a_credential_is_not_handed_to_runners(endpoint: str) -> None:
+    with traced({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}):
+        assert exporter_environment(service_name="cleo-backup") == {}
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
     ("statement", "expected"),
     [
         (

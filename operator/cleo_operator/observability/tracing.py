@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -520,9 +520,19 @@ def exporter_environment(*, service_name: str) -> dict[str, str]:
     needs to send its spans where the operator's go; empty when tracing is off.
 
     The endpoint, the sampler and the service name only: never the exporter's headers
-    (they may hold a collector's credentials, and the Job runs in a tenant's namespace)."""
+    (they may hold a collector's credentials, and the Job runs in a tenant's namespace).
+    Empty too when the endpoint itself may carry a credential (user info, which the exporter
+    sends as Basic auth, or a query): tenant admins read the Job's environment, so such an
+    endpoint is never handed on and the runners are not traced."""
     state = _STATE
     if state is None:
+        return {}
+    parts = urlsplit(state.settings.endpoint)
+    if parts.username is not None or parts.password is not None or parts.query:
+        log.warning(
+            "the OTLP endpoint carries user info or a query (a credential?): backup runners"
+            " in tenant namespaces are not given it and send no traces"
+        )
         return {}
     env = {
         "OTEL_TRACES_EXPORTER": "otlp",
