@@ -60,7 +60,7 @@ from opentelemetry.util.types import AttributeValue
 
 from cleo_operator import __version__
 from cleo_operator.core.errors import CleoError
-from cleo_operator.core.redaction import redact
+from cleo_operator.core.redaction import CUT, INPUT_LIMIT, redact
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -195,7 +195,14 @@ def sanitize_statement(text: str) -> str:
     every number replaced by ``?``; an unterminated literal swallows the rest.
 
     Fail-closed: what cannot be told apart from a literal is replaced. Quoted identifiers
-    (role and database names) stay: they are names, and names are what traces are for."""
+    (role and database names) stay: they are names, and names are what traces are for.
+    Reads at most `INPUT_LIMIT` characters, as the redactor does (an error's text may be a
+    tenant's, of any length): a literal the cut goes through is unterminated, so replaced."""
+    if len(text) > INPUT_LIMIT:
+        text = text[:INPUT_LIMIT]
+        cut = True
+    else:
+        cut = False
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -246,7 +253,7 @@ def sanitize_statement(text: str) -> str:
             continue
         out.append(char)
         i += 1
-    return "".join(out)
+    return "".join(out) + (CUT if cut else "")
 
 
 def _clean(value: AttributeValue) -> AttributeValue:
